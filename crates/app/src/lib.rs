@@ -1,0 +1,1 @@
+//! (Placeholder: the app role lands in a later commit.)

@@ -1,0 +1,84 @@
+//! The `bulwark` binary: command line, config loading and starting roles.
+//!
+//! Owns: argument parsing, signal handling (SIGTERM/SIGINT → graceful
+//! shutdown, SIGHUP → reload), printing the ready line, exit codes.
+//!
+//! Must not touch: role internals; each role is a library crate with a
+//! `bind` → `listeners` → `run(shutdown)` lifecycle.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "bulwark", version, about = "Highly available web infrastructure in one binary")]
+struct Cli {
+    /// Log filter when RUST_LOG is unset (e.g. info, debug, bulwark_lb=debug).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    /// Log as JSON objects instead of text lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the load balancer (HAProxy role).
+    Lb {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file; prints every problem with file:line: key and exits 1.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// lb, web, app, db or topology; detected from the file when omitted.
+        #[arg(long)]
+        role: Option<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bulwark: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Check { config, role } => {
+            let role = match role {
+                Some(r) => Some(
+                    bulwark_config::Role::parse(&r)
+                        .with_context(|| format!("unknown role `{r}` (lb, web, app, db, topology)"))?,
+                ),
+                None => None,
+            };
+            match bulwark_config::check_file(&config, role) {
+                Ok(role) => {
+                    println!("{}: ok ({} config)", config.display(), role.name());
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(1)
+                }
+            }
+        }
+        Command::Lb { config } => {
+            bulwark_telemetry::init_logging(&cli.log_level, cli.log_json);
+            roles::lb(config)
+        }
+    }
+}
+
+mod roles;

@@ -1,0 +1,1 @@
+//! (Placeholder: the cluster role lands in a later commit.)

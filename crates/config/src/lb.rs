@@ -1,0 +1,576 @@
+//! Schema of `bulwark lb` (the HAProxy role).
+//!
+//! ```toml
+//! threads = 1                      # worker threads (0 = one per core)
+//!
+//! [admin]
+//! bind = "127.0.0.1:9100"
+//!
+//! [[frontend]]
+//! name = "www"
+//! bind = "127.0.0.1:8080"
+//! mode = "http"                    # or "tcp"
+//! backend = "web"
+//!
+//! [[backend]]
+//! name = "web"
+//! balance = "roundrobin"           # leastconn | source | random | first | ewma
+//! health_check = { kind = "http", path = "/health", interval = "2s", rise = 2, fall = 3 }
+//! [[backend.server]]
+//! name = "web1"
+//! address = "127.0.0.1:8081"
+//! [[backend.server]]
+//! name = "web2"
+//! address = "127.0.0.1:8082"
+//! backup = true                    # active-passive: only used when all others are down
+//! ```
+use crate::util::{check_bind, check_host_port, check_name};
+use crate::{Validate, Validator};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbConfig {
+    /// Optional explicit role marker (`role = "lb"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Worker threads, each with its own event loop and SO_REUSEPORT socket.
+    /// 0 means one per CPU core.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<Admin>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default, rename = "frontend")]
+    pub frontends: Vec<Frontend>,
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<Backend>,
+}
+
+fn default_threads() -> usize {
+    0
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Listen address of the admin listener (stats, metrics, dashboard).
+    pub bind: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Frontend {
+    pub name: String,
+    /// `ip:port`; port 0 picks a free port (reported on the ready line).
+    pub bind: String,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Name of the backend that serves this frontend.
+    pub backend: String,
+    /// Set SO_REUSEPORT so several lb processes can share the port.
+    #[serde(default = "yes")]
+    pub reuse_port: bool,
+    /// Add X-Forwarded-For / X-Forwarded-Proto / Forwarded headers (http mode).
+    #[serde(default = "yes")]
+    pub forwarded_headers: bool,
+    /// Add a `Via` header (http mode).
+    #[serde(default = "yes")]
+    pub via: bool,
+    /// Emit one access-log line per request (target `access`).
+    #[serde(default = "yes")]
+    pub access_log: bool,
+    /// Largest accepted request head (request line + headers), bytes.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_header_bytes() -> usize {
+    64 * 1024
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx's algorithm).
+    #[default]
+    Roundrobin,
+    /// Fewest in-flight requests, weighted.
+    Leastconn,
+    /// Consistent hash of the client IP with bounded load.
+    Source,
+    /// Power of two random choices by in-flight requests.
+    Random,
+    /// First server (by order) with spare capacity.
+    First,
+    /// Peak-EWMA of response latency × in-flight requests.
+    Ewma,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    pub name: String,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default, rename = "server")]
+    pub servers: Vec<Server>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub passive: PassiveHealth,
+    /// After a server comes back, ramp its weight up over this period.
+    #[serde(default, with = "humantime_serde")]
+    pub slowstart: Option<Duration>,
+    #[serde(default)]
+    pub retries: Retries,
+    /// Idle keep-alive connections kept per server per worker thread.
+    #[serde(default = "default_pool")]
+    pub pool_max_idle: usize,
+    /// `first` algorithm: in-flight requests a server takes before the next
+    /// one is used. Also a hard cap per server for every algorithm when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Bounded-load factor for `source` hashing: a server takes at most
+    /// `ceil(c × average load)` in-flight requests before the ring moves on.
+    #[serde(default = "default_hash_balance_factor")]
+    pub hash_balance_factor: f64,
+}
+
+fn default_pool() -> usize {
+    64
+}
+
+fn default_hash_balance_factor() -> f64 {
+    1.25
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub name: String,
+    /// `host:port` of the server.
+    pub address: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Active-passive: used only when every non-backup server is down.
+    #[serde(default)]
+    pub backup: bool,
+    /// Administratively disabled (drain): takes no new requests.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    #[default]
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default)]
+    pub kind: CheckKind,
+    /// HTTP checks: path requested with GET.
+    #[serde(default = "default_check_path")]
+    pub path: String,
+    /// HTTP checks: the status that means healthy.
+    #[serde(default = "default_expect_status")]
+    pub expect_status: u16,
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_check_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive successes to mark a down server up.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures to mark an up server down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+fn default_check_path() -> String {
+    "/".into()
+}
+fn default_expect_status() -> u16 {
+    200
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            kind: CheckKind::Tcp,
+            path: default_check_path(),
+            expect_status: default_expect_status(),
+            interval: default_interval(),
+            timeout: default_check_timeout(),
+            rise: default_rise(),
+            fall: default_fall(),
+        }
+    }
+}
+
+/// Passive health: eject a server after consecutive failures seen on real
+/// traffic, for `eject_for`, without waiting for the active check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealth {
+    /// Consecutive connection errors (and 5xx if `on_5xx`) before ejection;
+    /// 0 disables passive ejection.
+    #[serde(default = "default_consecutive")]
+    pub consecutive_errors: u32,
+    #[serde(default = "yes")]
+    pub on_5xx: bool,
+    #[serde(default = "default_eject", with = "humantime_serde")]
+    pub eject_for: Duration,
+}
+
+fn default_consecutive() -> u32 {
+    5
+}
+fn default_eject() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        PassiveHealth { consecutive_errors: default_consecutive(), on_5xx: true, eject_for: default_eject() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Extra attempts after the first (each on another server when possible).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Retries may add at most this fraction of the request rate...
+    #[serde(default = "default_budget_ratio")]
+    pub budget_ratio: f64,
+    /// ...plus this many retries per second, so low traffic can still retry.
+    #[serde(default = "default_budget_min")]
+    pub budget_min_per_sec: u32,
+}
+
+fn default_attempts() -> u32 {
+    2
+}
+fn default_budget_ratio() -> f64 {
+    0.2
+}
+fn default_budget_min() -> u32 {
+    10
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries {
+            attempts: default_attempts(),
+            budget_ratio: default_budget_ratio(),
+            budget_min_per_sec: default_budget_min(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Connecting to a server.
+    #[serde(default = "d3s", with = "humantime_serde")]
+    pub connect: Duration,
+    /// Client must send a complete request head within this time.
+    #[serde(default = "d10s", with = "humantime_serde")]
+    pub client_header: Duration,
+    /// Server must start answering within this time (→ 504).
+    #[serde(default = "d30s", with = "humantime_serde")]
+    pub server: Duration,
+    /// Idle keep-alive client connections are closed after this.
+    #[serde(default = "d60s", with = "humantime_serde")]
+    pub client_idle: Duration,
+    /// TCP mode: a tunnel idle in both directions is closed after this.
+    #[serde(default = "d1h", with = "humantime_serde")]
+    pub tunnel: Duration,
+    /// On SIGTERM, wait at most this long for in-flight requests.
+    #[serde(default = "d30s", with = "humantime_serde")]
+    pub drain: Duration,
+}
+
+fn d3s() -> Duration {
+    Duration::from_secs(3)
+}
+fn d10s() -> Duration {
+    Duration::from_secs(10)
+}
+fn d30s() -> Duration {
+    Duration::from_secs(30)
+}
+fn d60s() -> Duration {
+    Duration::from_secs(60)
+}
+fn d1h() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: d3s(),
+            client_header: d10s(),
+            server: d30s(),
+            client_idle: d60s(),
+            tunnel: d1h(),
+            drain: d30s(),
+        }
+    }
+}
+
+impl Validate for LbConfig {
+    fn validate(&self, v: &mut Validator) {
+        if let Some(r) = &self.role {
+            if r != "lb" {
+                v.error("role", format!("this is an lb config, but role = \"{r}\""));
+            }
+        }
+        if self.threads > 1024 {
+            v.error("threads", "must be at most 1024 (0 = one per core)");
+        }
+        if let Some(a) = &self.admin {
+            v.scope("admin", |v| check_bind(v, "bind", &a.bind));
+        }
+        v.scope("timeouts", |v| {
+            let t = &self.timeouts;
+            for (k, d) in [
+                ("connect", t.connect),
+                ("client_header", t.client_header),
+                ("server", t.server),
+                ("client_idle", t.client_idle),
+                ("tunnel", t.tunnel),
+            ] {
+                if d.is_zero() {
+                    v.error(k, "must be greater than 0");
+                }
+            }
+        });
+        if self.frontends.is_empty() {
+            v.error("frontend", "at least one [[frontend]] is required");
+        }
+        let backends: HashSet<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+        let mut seen = HashSet::new();
+        let mut binds = HashSet::new();
+        v.scope("frontend", |v| {
+            for (i, f) in self.frontends.iter().enumerate() {
+                v.index(i, |v| {
+                    check_name(v, "name", &f.name);
+                    if !seen.insert(f.name.as_str()) {
+                        v.error("name", format!("duplicate frontend name `{}`", f.name));
+                    }
+                    check_bind(v, "bind", &f.bind);
+                    if !f.bind.ends_with(":0") && !binds.insert(f.bind.as_str()) {
+                        v.error("bind", format!("`{}` is already used by another frontend", f.bind));
+                    }
+                    if !backends.contains(f.backend.as_str()) {
+                        v.error("backend", format!("no [[backend]] named `{}`", f.backend));
+                    }
+                    if f.max_header_bytes < 1024 {
+                        v.error("max_header_bytes", "must be at least 1024");
+                    }
+                });
+            }
+        });
+        let mut seen = HashSet::new();
+        v.scope("backend", |v| {
+            for (i, b) in self.backends.iter().enumerate() {
+                v.index(i, |v| {
+                    check_name(v, "name", &b.name);
+                    if !seen.insert(b.name.as_str()) {
+                        v.error("name", format!("duplicate backend name `{}`", b.name));
+                    }
+                    b.validate(v);
+                });
+            }
+        });
+    }
+}
+
+impl Validate for Backend {
+    fn validate(&self, v: &mut Validator) {
+        if self.servers.is_empty() {
+            v.error("server", "at least one [[backend.server]] is required");
+        }
+        if self.balance == Balance::First && self.max_connections.is_none() {
+            v.error(
+                "max_connections",
+                "balance = \"first\" needs max_connections (requests a server takes before the next is used)",
+            );
+        }
+        if let Some(0) = self.max_connections {
+            v.error("max_connections", "must be at least 1");
+        }
+        if !(self.hash_balance_factor >= 1.0 && self.hash_balance_factor <= 100.0) {
+            v.error("hash_balance_factor", "must be between 1.0 and 100.0");
+        }
+        let mut names = HashSet::new();
+        v.scope("server", |v| {
+            for (i, s) in self.servers.iter().enumerate() {
+                v.index(i, |v| {
+                    check_name(v, "name", &s.name);
+                    if !names.insert(s.name.as_str()) {
+                        v.error("name", format!("duplicate server name `{}`", s.name));
+                    }
+                    check_host_port(v, "address", &s.address);
+                    if s.weight == 0 || s.weight > 256 {
+                        v.error("weight", "must be between 1 and 256");
+                    }
+                });
+            }
+        });
+        if !self.servers.is_empty() && self.servers.iter().all(|s| s.backup) {
+            v.error("server", "every server is `backup = true`: at least one must be active");
+        }
+        if let Some(h) = &self.health_check {
+            v.scope("health_check", |v| {
+                if h.interval < Duration::from_millis(10) {
+                    v.error("interval", "must be at least 10ms");
+                }
+                if h.timeout.is_zero() {
+                    v.error("timeout", "must be greater than 0");
+                }
+                if h.rise == 0 {
+                    v.error("rise", "must be at least 1");
+                }
+                if h.fall == 0 {
+                    v.error("fall", "must be at least 1");
+                }
+                if !(100..=599).contains(&h.expect_status) {
+                    v.error("expect_status", "must be an HTTP status between 100 and 599");
+                }
+                if !h.path.starts_with('/') {
+                    v.error("path", "must start with /");
+                }
+            });
+        }
+        v.scope("retries", |v| {
+            if self.retries.attempts > 10 {
+                v.error("attempts", "must be at most 10");
+            }
+            if !(0.0..=1.0).contains(&self.retries.budget_ratio) {
+                v.error("budget_ratio", "must be between 0.0 and 1.0");
+            }
+        });
+        if self.pool_max_idle > 100_000 {
+            v.error("pool_max_idle", "must be at most 100000");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+threads = 1
+[[frontend]]
+name = "www"
+bind = "127.0.0.1:0"
+backend = "web"
+
+[[backend]]
+name = "web"
+balance = "leastconn"
+health_check = { kind = "http", path = "/health", interval = "500ms" }
+[[backend.server]]
+name = "web1"
+address = "127.0.0.1:8081"
+[[backend.server]]
+name = "web2"
+address = "localhost:8082"
+backup = true
+"#;
+
+    #[test]
+    fn parses_a_good_config() {
+        let c: LbConfig = crate::from_str(GOOD, "lb.toml").unwrap();
+        assert_eq!(c.backends[0].balance, Balance::Leastconn);
+        assert_eq!(c.backends[0].health_check.as_ref().unwrap().interval, Duration::from_millis(500));
+        assert!(c.backends[0].servers[1].backup);
+        assert_eq!(crate::Role::detect(GOOD), Some(crate::Role::Lb));
+    }
+
+    #[test]
+    fn names_the_key_and_line_of_a_bad_value() {
+        let bad = GOOD.replace("address = \"localhost:8082\"", "address = \"localhost:8082\"\nweight = 0");
+        let err = crate::from_str::<LbConfig>(&bad, "lb.toml").unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.issues.len(), 1, "{text}");
+        assert_eq!(err.issues[0].key, "backend[0].server[1].weight");
+        assert_eq!(err.issues[0].line, Some(18), "{text}");
+        assert!(text.starts_with("lb.toml:18: backend[0].server[1].weight: must be between"), "{text}");
+    }
+
+    #[test]
+    fn reports_unknown_keys_with_line() {
+        let bad = GOOD.replace("balance = \"leastconn\"", "balanse = \"leastconn\"");
+        let err = crate::from_str::<LbConfig>(&bad, "lb.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("unknown field `balanse`"), "{text}");
+        assert_eq!(err.issues[0].line, Some(10), "{text}");
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let bad = GOOD.replace("backend = \"web\"", "backend = \"nope\"").replace("127.0.0.1:8081", "not an address");
+        let err = crate::from_str::<LbConfig>(&bad, "lb.toml").unwrap_err();
+        let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["frontend[0].backend", "backend[0].server[0].address"], "{err}");
+    }
+
+    #[test]
+    fn rejects_all_backup_and_first_without_cap() {
+        let bad = GOOD
+            .replace("balance = \"leastconn\"", "balance = \"first\"")
+            .replace("address = \"127.0.0.1:8081\"", "address = \"127.0.0.1:8081\"\nbackup = true");
+        let err = crate::from_str::<LbConfig>(&bad, "lb.toml").unwrap_err();
+        let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["backend[0].max_connections", "backend[0].server"], "{err}");
+    }
+
+    #[test]
+    fn reports_syntax_errors_with_line() {
+        let err = crate::from_str::<LbConfig>("threads = 1\n[[frontend]\n", "x.toml").unwrap_err();
+        assert_eq!(err.issues[0].line, Some(2), "{err}");
+    }
+}

@@ -1,0 +1,161 @@
+//! Configuration for every Bulwark role and for a whole topology.
+//!
+//! Owns: the TOML schema of each role (`lb`, `web`, `app`, `db`) and of a
+//! topology, full validation at load time, and error messages that name the
+//! file, line and key (`backend[0].server[1].weight: must be at least 1`).
+//!
+//! Must not touch: sockets, files other than the config file being read, or
+//! any runtime state. Roles receive an already validated value from here.
+
+pub mod app;
+pub mod db;
+mod error;
+pub mod lb;
+pub mod topology;
+pub mod web;
+
+pub use error::{ConfigError, Issue, Validator};
+
+use serde::de::DeserializeOwned;
+use std::path::Path;
+
+/// A configuration value that can check itself beyond what serde checks.
+pub trait Validate {
+    /// Report every problem through `v`; paths are relative to the value.
+    fn validate(&self, v: &mut Validator);
+}
+
+/// Parse and fully validate a config from TOML text. `origin` names the
+/// source (usually the file path) in error messages.
+pub fn from_str<T: DeserializeOwned + Validate>(text: &str, origin: &str) -> Result<T, ConfigError> {
+    let value: T = toml::from_str(text).map_err(|e| ConfigError::from_toml(origin, text, &e))?;
+    let mut v = Validator::default();
+    value.validate(&mut v);
+    v.into_result(origin, text)?;
+    Ok(value)
+}
+
+/// Read, parse and fully validate a config file.
+pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e))?;
+    from_str(&text, &path.display().to_string())
+}
+
+/// Which role a config file is for, guessed from its distinctive top-level
+/// keys (or the explicit `role = "..."` key every schema accepts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Lb,
+    Web,
+    App,
+    Db,
+    Topology,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Lb => "lb",
+            Role::Web => "web",
+            Role::App => "app",
+            Role::Db => "db",
+            Role::Topology => "topology",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "lb" => Role::Lb,
+            "web" => Role::Web,
+            "app" => Role::App,
+            "db" => Role::Db,
+            "topology" => Role::Topology,
+            _ => return None,
+        })
+    }
+
+    /// Detect the role of a TOML document. The explicit `role` key wins;
+    /// otherwise the first distinctive table name decides.
+    pub fn detect(text: &str) -> Option<Role> {
+        let table: toml::Table = toml::from_str(text).ok()?;
+        if let Some(toml::Value::String(r)) = table.get("role") {
+            return Role::parse(r);
+        }
+        let has = |k: &str| table.contains_key(k);
+        if has("host") || has("topology") {
+            Some(Role::Topology)
+        } else if has("frontend") || has("backend") {
+            Some(Role::Lb)
+        } else if has("raft") || has("node_id") {
+            Some(Role::Db)
+        } else if has("root") || has("static") || has("proxy") {
+            Some(Role::Web)
+        } else if has("database") || has("db_nodes") {
+            Some(Role::App)
+        } else {
+            None
+        }
+    }
+}
+
+/// Validate a file for whichever role it is for; returns the role.
+pub fn check_file(path: &Path, role: Option<Role>) -> Result<Role, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e))?;
+    let origin = path.display().to_string();
+    let role = match role.or_else(|| Role::detect(&text)) {
+        Some(r) => r,
+        None => {
+            // Surface TOML syntax errors before the detection failure.
+            if let Err(e) = toml::from_str::<toml::Table>(&text) {
+                return Err(ConfigError::from_toml(&origin, &text, &e));
+            }
+            return Err(ConfigError::message(
+                &origin,
+                "cannot tell which role this file is for: add `role = \"lb\"` (or web, app, db, topology) at the top, or pass --role",
+            ));
+        }
+    };
+    match role {
+        Role::Lb => from_str::<lb::LbConfig>(&text, &origin).map(|_| ()),
+        Role::Web => from_str::<web::WebConfig>(&text, &origin).map(|_| ()),
+        Role::App => from_str::<app::AppConfig>(&text, &origin).map(|_| ()),
+        Role::Db => from_str::<db::DbConfig>(&text, &origin).map(|_| ()),
+        Role::Topology => from_str::<topology::Topology>(&text, &origin).map(|_| ()),
+    }?;
+    Ok(role)
+}
+
+/// Common helpers for schema modules.
+pub(crate) mod util {
+    use crate::Validator;
+    use std::net::SocketAddr;
+
+    /// `host:port` where host is an IP literal or a DNS name; port may be 0.
+    pub fn check_host_port(v: &mut Validator, key: &str, value: &str) {
+        if value.parse::<SocketAddr>().is_ok() {
+            return;
+        }
+        match value.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                let ok = host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+                if !ok {
+                    v.error(key, format!("`{value}` is not a valid host:port"));
+                }
+            }
+            _ => v.error(key, format!("`{value}` is not a valid host:port (e.g. 127.0.0.1:8080)")),
+        }
+    }
+
+    /// A listen address must be an IP literal with a port (port 0 = any free port).
+    pub fn check_bind(v: &mut Validator, key: &str, value: &str) {
+        if value.parse::<SocketAddr>().is_err() {
+            v.error(key, format!("`{value}` is not an ip:port listen address (e.g. 127.0.0.1:8080, [::]:443)"));
+        }
+    }
+
+    pub fn check_name(v: &mut Validator, key: &str, value: &str) {
+        if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+            v.error(key, format!("`{value}` is not a valid name (letters, digits, - _ . only)"));
+        }
+    }
+}

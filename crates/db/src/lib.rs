@@ -1,0 +1,1 @@
+//! (Placeholder: the db role lands in a later commit.)

@@ -1,0 +1,1 @@
+//! (Placeholder: the lb role lands in a later commit.)

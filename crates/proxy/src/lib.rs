@@ -1,0 +1,1 @@
+//! (Placeholder: the forwarding core lands in a later commit.)

@@ -1,0 +1,50 @@
+//! Process-wide observability plumbing shared by every role.
+//!
+//! Owns: log initialisation (tracing to stderr, optional JSON), the
+//! machine-readable "ready" line every role prints on stdout once its
+//! listeners are bound, metric helpers, dashboard assets and alert rules.
+//!
+//! Must not touch: request handling or role logic; roles call in here, never
+//! the other way round.
+
+use std::net::SocketAddr;
+use std::sync::Once;
+
+/// Install the global tracing subscriber: human-readable lines on stderr,
+/// or JSON objects with `json = true`. `RUST_LOG` overrides `default_filter`.
+pub fn init_logging(default_filter: &str, json: bool) {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(true);
+        if json {
+            builder.json().init();
+        } else {
+            builder.init();
+        }
+    });
+}
+
+/// The one line a role prints on stdout when it is ready to serve:
+/// `{"ready":{"role":"lb","pid":1234,"listeners":{"www":"127.0.0.1:40123"}}}`.
+/// Supervisors and tests read it to learn the ports chosen for `:0` binds.
+pub fn ready_line(role: &str, listeners: &[(String, SocketAddr)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> =
+        listeners.iter().map(|(name, addr)| (name.clone(), serde_json::Value::String(addr.to_string()))).collect();
+    serde_json::json!({
+        "ready": { "role": role, "pid": std::process::id(), "listeners": map }
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ready_line_is_one_json_object() {
+        let l = super::ready_line("lb", &[("www".into(), "127.0.0.1:80".parse().unwrap())]);
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["ready"]["listeners"]["www"], "127.0.0.1:80");
+        assert!(!l.contains('\n'));
+    }
+}

@@ -1,0 +1,1 @@
+//! (Placeholder: the web role lands in a later commit.)
