@@ -9,7 +9,6 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "bulwark", version, about = "Highly available web infrastructure in one binary")]
@@ -27,10 +26,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the load balancer (HAProxy role).
-    Lb {
-        #[arg(short, long)]
-        config: PathBuf,
-    },
+    Lb(roles::lb::Args),
+    /// Run a web server (nginx role): static files and reverse proxy to apps.
+    Web(roles::web::Args),
+    /// Run the application server (the guestbook).
+    App(roles::app::Args),
+    /// Run a replicated database node, or administer the cluster.
+    Db(roles::db::Args),
     /// Validate a config file; prints every problem with file:line: key and exits 1.
     Check {
         #[arg(short, long)]
@@ -74,9 +76,21 @@ fn run(cli: Cli) -> Result<i32> {
                 }
             }
         }
-        Command::Lb { config } => {
+        Command::Lb(args) => {
             bulwark_telemetry::init_logging(&cli.log_level, cli.log_json);
-            roles::lb(config)
+            roles::lb::main(args)
+        }
+        Command::Web(args) => {
+            bulwark_telemetry::init_logging(&cli.log_level, cli.log_json);
+            roles::web::main(args)
+        }
+        Command::App(args) => {
+            bulwark_telemetry::init_logging(&cli.log_level, cli.log_json);
+            roles::app::main(args)
+        }
+        Command::Db(args) => {
+            bulwark_telemetry::init_logging(&cli.log_level, cli.log_json);
+            roles::db::main(args)
         }
     }
 }

@@ -1,0 +1,14 @@
+//! `bulwark app`: command-line arguments and start-up of the app role.
+use anyhow::Result;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Path of the app config file (TOML).
+    #[arg(short, long)]
+    pub config: PathBuf,
+}
+
+pub fn main(args: Args) -> Result<i32> {
+    anyhow::bail!("the app role is not built yet ({})", args.config.display())
+}
