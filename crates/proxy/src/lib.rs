@@ -1,1 +1,37 @@
-//! (Placeholder: the forwarding core lands in a later commit.)
+//! The shared forwarding core used by the load balancer and the web tier.
+//!
+//! Owns: upstream pools ([`Upstream`]) and their servers' live state
+//! ([`ServerState`]), the balancing algorithms, active health checks and
+//! passive ejection, the per-thread keep-alive connection pool, HTTP request
+//! forwarding with retries and a retry budget ([`Forwarder`]), forwarded
+//! headers, and layer-4 tunnelling ([`tcp`]).
+//!
+//! Must not touch: listening sockets, TLS, firewalling, config files or
+//! process lifecycle; the roles (lb, web) own those and call in here with a
+//! request and a client address.
+
+mod balance;
+pub mod body;
+mod forward;
+pub mod headers;
+pub mod health;
+mod pool;
+mod server;
+pub mod tcp;
+mod upstream;
+
+pub use body::ProxyBody;
+pub use forward::{error_response, forget_server, ForwardOptions, Forwarder};
+pub use health::HealthCheck;
+pub use server::{ServerState, ServerStats};
+pub use upstream::{RetryBudget, Upstream};
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Milliseconds since the process's first call; a cheap monotonic clock for
+/// atomics (ejection deadlines, slow start).
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}

@@ -1,0 +1,327 @@
+//! HTTP forwarding: pick a server, send the request over a pooled
+//! connection, retry by the rules, and map failures to 502/503/504.
+//!
+//! Retry rules (HAProxy's `retry-on conn-failure` plus safe replays):
+//! - a connect failure always moves on to another server;
+//! - a request hyper hands back unsent (a pooled connection the server had
+//!   just closed) is resent on a fresh connection, whatever its method;
+//! - an idempotent request without a body is replayed on another server when
+//!   the connection fails before the first response byte;
+//! - anything else that was sent is never replayed;
+//! - every retry after the first attempt is drawn from the backend's retry
+//!   budget.
+use crate::body::{PooledBody, ProxyBody, RequestBody};
+use crate::headers;
+use crate::pool;
+use crate::server::{InFlight, ServerState};
+use crate::upstream::Upstream;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Per-frontend forwarding behaviour.
+#[derive(Debug, Clone)]
+pub struct ForwardOptions {
+    /// Name used in logs (the frontend or route).
+    pub route: String,
+    /// Scheme the client used: "http" or "https".
+    pub proto: &'static str,
+    pub forwarded_headers: bool,
+    pub via: bool,
+    pub access_log: bool,
+    pub connect_timeout: Duration,
+    /// Time allowed for the server to start its response.
+    pub server_timeout: Duration,
+    /// Extra request headers set on every forwarded request (e.g. the
+    /// cluster secret towards an inner tier).
+    pub set_headers: Vec<(http::HeaderName, HeaderValue)>,
+}
+
+impl Default for ForwardOptions {
+    fn default() -> Self {
+        ForwardOptions {
+            route: "default".into(),
+            proto: "http",
+            forwarded_headers: true,
+            via: true,
+            access_log: true,
+            connect_timeout: Duration::from_secs(3),
+            server_timeout: Duration::from_secs(30),
+            set_headers: Vec::new(),
+        }
+    }
+}
+
+/// Forwards requests to one [`Upstream`]. Cheap to clone behind an `Arc`;
+/// rebuilt on reload.
+#[derive(Debug)]
+pub struct Forwarder {
+    pub upstream: Arc<Upstream>,
+    pub options: ForwardOptions,
+}
+
+/// Method and head of a bodiless idempotent request, kept to replay it.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn build(&self) -> Request<RequestBody> {
+        let mut r = Request::new(RequestBody::Empty);
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = self.version;
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+enum Failure {
+    NoServer,
+    Connect,
+    Response(String),
+    Timeout,
+}
+
+impl Forwarder {
+    pub fn new(upstream: Arc<Upstream>, options: ForwardOptions) -> Self {
+        Forwarder { upstream, options }
+    }
+
+    /// Forward one request from `client`; never fails: errors become
+    /// 502/503/504 responses with a plain-text reason.
+    pub async fn forward(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let up = &*self.upstream;
+        let cfg = &up.config;
+        up.retry_budget.deposit();
+        let (mut parts, body) = req.into_parts();
+        let method = parts.method.clone();
+        let path_for_log = if self.options.access_log { Some(parts.uri.clone()) } else { None };
+
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if self.options.forwarded_headers {
+            headers::add_forwarded(&mut parts.headers, client.ip(), self.options.proto);
+        }
+        if self.options.via {
+            headers::add_via(&mut parts.headers, parts.version);
+        }
+        for (k, v) in &self.options.set_headers {
+            parts.headers.insert(k.clone(), v.clone());
+        }
+        // Requests go out as HTTP/1.1 whatever the client spoke.
+        let client_version = parts.version;
+        parts.version = Version::HTTP_11;
+        if parts.uri.scheme().is_some() {
+            // Absolute-form from the client: send origin-form upstream.
+            let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            parts.uri = pq.parse().unwrap_or_else(|_| Uri::from_static("/"));
+        }
+
+        let bodiless = http_body::Body::is_end_stream(&body);
+        let replay = if is_idempotent(&method) && bodiless {
+            Some(Replay {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                version: parts.version,
+                headers: parts.headers.clone(),
+            })
+        } else {
+            None
+        };
+        let mut pending =
+            Some(Request::from_parts(parts, if bodiless { RequestBody::Empty } else { RequestBody::Incoming(body) }));
+
+        let mut tried: Vec<usize> = Vec::new();
+        let mut failure = Failure::NoServer;
+        let max_attempts = 1 + cfg.retries.attempts as usize;
+        let mut attempts = 0;
+        while attempts < max_attempts {
+            if attempts > 0 && !up.retry_budget.try_withdraw() {
+                tracing::debug!(backend = up.name(), "retry budget spent");
+                break;
+            }
+            attempts += 1;
+            let Some(idx) = up.pick(client.ip(), &tried) else { break };
+            tried.push(idx);
+            let server = &up.servers[idx];
+            if attempts > 1 {
+                server.stats.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let _guard = InFlight::enter(server);
+            server.stats.requests.fetch_add(1, Ordering::Relaxed);
+
+            // A pooled connection may have been closed by the server just
+            // now; allow a bounded number of fresh tries on the same server.
+            let mut stale_retries = 2;
+            loop {
+                let (mut sender, reused) = match pool::checkout(server.id) {
+                    Some(s) => (s, true),
+                    None => match pool::connect(server.addr, self.options.connect_timeout).await {
+                        Ok(s) => {
+                            server.stats.connections_opened.fetch_add(1, Ordering::Relaxed);
+                            (s, false)
+                        }
+                        Err(e) => {
+                            server.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                            self.passive_failure(server, &e.to_string());
+                            failure = Failure::Connect;
+                            break;
+                        }
+                    },
+                };
+                let req = match pending.take() {
+                    Some(r) => r,
+                    None => match &replay {
+                        Some(rp) => rp.build(),
+                        None => return self.fail(Failure::Response("request body already sent".into()), start),
+                    },
+                };
+                if reused && sender.ready().await.is_err() {
+                    pending = Some(req);
+                    if stale_retries == 0 {
+                        break;
+                    }
+                    stale_retries -= 1;
+                    continue;
+                }
+                let t0 = Instant::now();
+                match tokio::time::timeout(self.options.server_timeout, sender.try_send_request(req)).await {
+                    Ok(Ok(resp)) => {
+                        server.observe_latency(t0.elapsed());
+                        let status = resp.status();
+                        server.count_response(status.as_u16());
+                        server.stats.latency_us_sum.fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        if status.is_server_error() && cfg.passive.on_5xx {
+                            self.passive_failure(server, &format!("status {status}"));
+                        } else {
+                            server.record_success();
+                        }
+                        if let Some(uri) = &path_for_log {
+                            tracing::info!(
+                                target: "access",
+                                route = %self.options.route,
+                                client = %client,
+                                method = %method,
+                                uri = %uri,
+                                status = status.as_u16(),
+                                server = %server.name,
+                                attempts,
+                                ms = start.elapsed().as_secs_f64() * 1000.0,
+                            );
+                        }
+                        return self.relay(resp, server, sender, client_version);
+                    }
+                    Ok(Err(mut e)) => {
+                        if let Some(req) = e.take_message() {
+                            // Never written: safe to resend on a fresh connection.
+                            pending = Some(req);
+                            if stale_retries == 0 {
+                                break;
+                            }
+                            stale_retries -= 1;
+                            continue;
+                        }
+                        let err = e.into_error();
+                        if reused
+                            && replay.is_some()
+                            && stale_retries > 0
+                            && (err.is_incomplete_message() || err.is_canceled())
+                        {
+                            // Classic keep-alive race on a reused connection.
+                            stale_retries -= 1;
+                            continue;
+                        }
+                        server.stats.response_errors.fetch_add(1, Ordering::Relaxed);
+                        self.passive_failure(server, &err.to_string());
+                        failure = Failure::Response(err.to_string());
+                        if replay.is_none() {
+                            return self.fail(failure, start);
+                        }
+                        break;
+                    }
+                    Err(_) => {
+                        server.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                        self.passive_failure(server, "timeout");
+                        return self.fail(Failure::Timeout, start);
+                    }
+                }
+            }
+        }
+        self.fail(failure, start)
+    }
+
+    fn passive_failure(&self, server: &ServerState, why: &str) {
+        let p = &self.upstream.config.passive;
+        if server.record_failure(p.consecutive_errors, p.eject_for) {
+            tracing::warn!(
+                backend = self.upstream.name(),
+                server = %server.name,
+                reason = why,
+                eject_for = ?p.eject_for,
+                "server ejected after consecutive errors"
+            );
+        }
+    }
+
+    fn relay(
+        &self,
+        resp: Response<Incoming>,
+        server: &ServerState,
+        sender: pool::Sender,
+        client_version: Version,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if self.options.via {
+            headers::add_via(&mut parts.headers, client_version.max(Version::HTTP_11));
+        }
+        let body = PooledBody::new(body, server.id, sender, self.upstream.config.pool_max_idle);
+        Response::from_parts(parts, ProxyBody::Upstream(body))
+    }
+
+    fn fail(&self, failure: Failure, start: Instant) -> Response<ProxyBody> {
+        let name = self.upstream.name();
+        let (status, msg) = match failure {
+            Failure::NoServer => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("backend `{name}` has no server available to take this request"),
+            ),
+            Failure::Connect => (StatusCode::BAD_GATEWAY, format!("backend `{name}`: could not connect to any server")),
+            Failure::Response(e) => {
+                (StatusCode::BAD_GATEWAY, format!("backend `{name}`: the server failed to answer: {e}"))
+            }
+            Failure::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("backend `{name}`: the server did not answer within {:?}", self.options.server_timeout),
+            ),
+        };
+        tracing::warn!(route = %self.options.route, backend = name, status = status.as_u16(), ms = start.elapsed().as_secs_f64() * 1000.0, "{msg}");
+        error_response(status, &msg)
+    }
+}
+
+/// A plain-text error page: `502 Bad Gateway: <reason>`.
+pub fn error_response(status: StatusCode, reason: &str) -> Response<ProxyBody> {
+    let text = format!("{} {}: {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""), reason);
+    let mut r = Response::new(ProxyBody::full(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Forget pooled connections to servers that left the configuration.
+pub fn forget_server(id: u64) {
+    pool::forget(id);
+}

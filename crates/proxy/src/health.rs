@@ -1,0 +1,95 @@
+//! Active health checks: a task per upstream probes each server every
+//! `interval` (TCP connect, or HTTP GET expecting a status) and flips it
+//! down after `fall` consecutive failures and up after `rise` successes.
+use crate::server::ServerState;
+use crate::upstream::Upstream;
+use bulwark_config::lb::{CheckKind, HealthCheck as CheckConfig};
+use bytes::Bytes;
+use http_body_util::Empty;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Health checking of one upstream; runs until its token is cancelled
+/// (e.g. when a reload replaces the upstream).
+pub struct HealthCheck;
+
+impl HealthCheck {
+    /// Spawn the checker on the current runtime. Does nothing when the
+    /// backend has no `health_check`.
+    pub fn spawn(upstream: Arc<Upstream>, stop: CancellationToken) {
+        let Some(cfg) = upstream.config.health_check.clone() else { return };
+        for server in upstream.servers.clone() {
+            let (cfg, stop, backend) = (cfg.clone(), stop.clone(), upstream.name().to_string());
+            tokio::spawn(async move {
+                let mut ok_streak = 0u32;
+                let mut fail_streak = 0u32;
+                let mut tick = tokio::time::interval(cfg.interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let result = probe(&server, &cfg).await;
+                    match result {
+                        Ok(()) => {
+                            fail_streak = 0;
+                            ok_streak += 1;
+                            if !server.is_up() && ok_streak >= cfg.rise && server.set_up(true) {
+                                tracing::warn!(backend, server = %server.name, "server is UP (health check passed {} times)", ok_streak);
+                            }
+                        }
+                        Err(why) => {
+                            ok_streak = 0;
+                            fail_streak += 1;
+                            server.stats.check_failures.fetch_add(1, Ordering::Relaxed);
+                            if server.is_up() && fail_streak >= cfg.fall && server.set_up(false) {
+                                tracing::warn!(backend, server = %server.name, reason = %why, "server is DOWN (health check failed {} times)", fail_streak);
+                            } else {
+                                tracing::debug!(backend, server = %server.name, reason = %why, "health check failed");
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// One probe of one server.
+pub async fn probe(server: &ServerState, cfg: &CheckConfig) -> Result<(), String> {
+    let addr = server.addr;
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        if cfg.kind == CheckKind::Tcp {
+            return Ok(());
+        }
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let conn = tokio::spawn(conn);
+        let req = http::Request::get(cfg.path.as_str())
+            .header(http::header::HOST, addr.to_string())
+            .header(http::header::USER_AGENT, "bulwark-health-check")
+            .header(http::header::CONNECTION, "close")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+        conn.abort();
+        if resp.status().as_u16() == cfg.expect_status {
+            Ok(())
+        } else {
+            Err(format!("status {} (expected {})", resp.status().as_u16(), cfg.expect_status))
+        }
+    };
+    match tokio::time::timeout(cfg.timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {:?}", cfg.timeout)),
+    }
+}
+
+/// Default interval used in docs and tests.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);

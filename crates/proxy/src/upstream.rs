@@ -1,0 +1,222 @@
+use crate::balance::{Balancer, HashRing};
+use crate::now_ms;
+use crate::server::ServerState;
+use bulwark_config::lb::{Backend, Balance};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A pool of servers that requests are balanced over (HAProxy's backend,
+/// nginx's upstream). Cheap to share: everything mutable is atomic or
+/// behind a short lock.
+#[derive(Debug)]
+pub struct Upstream {
+    pub config: Backend,
+    pub servers: Vec<Arc<ServerState>>,
+    balancer: Balancer,
+    pub retry_budget: RetryBudget,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("backend `{backend}` server `{server}`: cannot resolve `{address}`: {reason}")]
+    Resolve { backend: String, server: String, address: String, reason: String },
+}
+
+impl Upstream {
+    /// Build from config, resolving server addresses. `previous` servers with
+    /// the same name and address keep their live state (health, counters).
+    pub fn new(config: Backend, previous: Option<&Upstream>) -> Result<Upstream, UpstreamError> {
+        let mut servers = Vec::with_capacity(config.servers.len());
+        for s in &config.servers {
+            let addr = resolve(&s.address).map_err(|reason| UpstreamError::Resolve {
+                backend: config.name.clone(),
+                server: s.name.clone(),
+                address: s.address.clone(),
+                reason,
+            })?;
+            let old = previous.and_then(|p| p.servers.iter().find(|o| o.name == s.name && o.addr == addr));
+            let state = match old {
+                Some(o) if o.weight == s.weight && o.backup == s.backup => {
+                    o.disabled.store(s.disabled, Ordering::Relaxed);
+                    o.clone()
+                }
+                Some(o) => {
+                    let n = ServerState::new(&config.name, &s.name, addr, s.weight, s.backup, s.disabled);
+                    n.inherit(o);
+                    Arc::new(n)
+                }
+                None => Arc::new(ServerState::new(&config.name, &s.name, addr, s.weight, s.backup, s.disabled)),
+            };
+            servers.push(state);
+        }
+        let balancer = match config.balance {
+            Balance::Roundrobin => Balancer::RoundRobin(Mutex::new(vec![0; servers.len()])),
+            Balance::Source => Balancer::Source(HashRing::new(&servers)),
+            Balance::Leastconn => Balancer::LeastConn(AtomicU64::new(0)),
+            Balance::Random => Balancer::Random,
+            Balance::First => Balancer::First,
+            Balance::Ewma => Balancer::Ewma,
+        };
+        let retry_budget = RetryBudget::new(config.retries.budget_ratio, config.retries.budget_min_per_sec);
+        Ok(Upstream { config, servers, balancer, retry_budget })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Choose a server for a request from `client`, skipping the indexes in
+    /// `tried`. Backup servers are used only when no active server is
+    /// available. Returns an index into `servers`.
+    pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<usize> {
+        let now = now_ms();
+        let cap = self.config.max_connections;
+        let mut eligible: smallvec_lite::Candidates = smallvec_lite::Candidates::new();
+        for backup in [false, true] {
+            for (i, s) in self.servers.iter().enumerate() {
+                if s.backup == backup && s.is_available(now) && !tried.contains(&i) {
+                    eligible.push(i);
+                }
+            }
+            if !eligible.is_empty() {
+                break;
+            }
+        }
+        if eligible.is_empty() {
+            return None;
+        }
+        if let (Some(cap), false) = (cap, self.config.balance == Balance::First) {
+            let below: smallvec_lite::Candidates =
+                eligible.iter().copied().filter(|&i| self.servers[i].in_flight.load(Ordering::Relaxed) < cap).collect();
+            if below.is_empty() {
+                return None;
+            }
+            eligible = below;
+        }
+        self.balancer.pick(&self.servers, &eligible, client, now, &self.config)
+    }
+
+    /// True when at least one server could take a request.
+    pub fn has_available(&self) -> bool {
+        let now = now_ms();
+        self.servers.iter().any(|s| s.is_available(now))
+    }
+}
+
+fn resolve(address: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = address.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    address.to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or_else(|| "no addresses".to_string())
+}
+
+/// Caps retries at `ratio` × requests + `min_per_sec` per second, so a
+/// failing backend does not get its load multiplied by retries.
+#[derive(Debug)]
+pub struct RetryBudget {
+    ratio: f64,
+    min_per_sec: u32,
+    /// (second, requests, retries) packed behind a lock: touched once per
+    /// request, uncontended in practice.
+    window: Mutex<(u64, u64, u64)>,
+}
+
+impl RetryBudget {
+    pub fn new(ratio: f64, min_per_sec: u32) -> Self {
+        RetryBudget { ratio, min_per_sec, window: Mutex::new((0, 0, 0)) }
+    }
+
+    fn with_window<T>(&self, f: impl FnOnce(&mut (u64, u64, u64)) -> T) -> T {
+        let sec = now_ms() / 1000;
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if w.0 != sec {
+            *w = (sec, 0, 0);
+        }
+        f(&mut w)
+    }
+
+    /// Count one request.
+    pub fn deposit(&self) {
+        self.with_window(|w| w.1 += 1);
+    }
+
+    /// Take one retry from the budget; false when it is spent.
+    pub fn try_withdraw(&self) -> bool {
+        self.with_window(|w| {
+            let allowed = self.min_per_sec as f64 + self.ratio * w.1 as f64;
+            if (w.2 as f64) < allowed {
+                w.2 += 1;
+                true
+            } else {
+                false
+            }
+        })
+    }
+}
+
+/// A tiny inline vector of candidate indexes (no heap for ≤ 16 servers).
+pub(crate) mod smallvec_lite {
+    #[derive(Debug, Clone)]
+    pub struct Candidates {
+        inline: [usize; 16],
+        len: usize,
+        spill: Vec<usize>,
+    }
+
+    impl Candidates {
+        pub fn new() -> Self {
+            Candidates { inline: [0; 16], len: 0, spill: Vec::new() }
+        }
+        pub fn push(&mut self, v: usize) {
+            if self.len < 16 {
+                self.inline[self.len] = v;
+            } else {
+                if self.spill.is_empty() {
+                    self.spill.extend_from_slice(&self.inline);
+                }
+                self.spill.push(v);
+            }
+            self.len += 1;
+        }
+        pub fn as_slice(&self) -> &[usize] {
+            if self.len <= 16 {
+                &self.inline[..self.len]
+            } else {
+                &self.spill
+            }
+        }
+        pub fn iter(&self) -> std::slice::Iter<'_, usize> {
+            self.as_slice().iter()
+        }
+        pub fn is_empty(&self) -> bool {
+            self.len == 0
+        }
+    }
+
+    impl FromIterator<usize> for Candidates {
+        fn from_iter<T: IntoIterator<Item = usize>>(iter: T) -> Self {
+            let mut c = Candidates::new();
+            for v in iter {
+                c.push(v);
+            }
+            c
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_budget_allows_min_plus_ratio() {
+        let b = RetryBudget::new(0.5, 2);
+        for _ in 0..10 {
+            b.deposit();
+        }
+        let granted = (0..20).filter(|_| b.try_withdraw()).count();
+        // 2 + 0.5 × 10 = 7 (unless the second rolled over mid-test: then more).
+        assert!(granted >= 7, "{granted}");
+    }
+}
