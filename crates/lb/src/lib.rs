@@ -1,1 +1,133 @@
-//! (Placeholder: the lb role lands in a later commit.)
+//! The load balancer role (HAProxy's place in the picture).
+//!
+//! Owns: frontend listeners (one SO_REUSEPORT socket per worker thread, each
+//! thread with its own event loop), the routing table from frontends to
+//! upstreams and its atomic swap on reload, graceful drain on shutdown, and
+//! the admin listener (stats, metrics, health).
+//!
+//! Must not touch: how requests are forwarded, balanced or health-checked
+//! (that is `bulwark-proxy`), config parsing (`bulwark-config`), or process
+//! signals (the binary turns signals into calls here).
+
+mod admin;
+mod listener;
+mod routing;
+
+pub use routing::{Routing, RoutingError};
+
+use arc_swap::ArcSwap;
+use bulwark_config::lb::LbConfig;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LbError {
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    #[error("frontend `{frontend}`: cannot listen on {bind}: {source}")]
+    Bind { frontend: String, bind: String, source: std::io::Error },
+    #[error("admin listener: cannot listen on {bind}: {source}")]
+    AdminBind { bind: String, source: std::io::Error },
+    #[error("cannot start worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A bound, not yet running load balancer.
+pub struct LbServer {
+    routing: Arc<ArcSwap<Routing>>,
+    frontends: Vec<listener::BoundFrontend>,
+    admin: Option<tokio::net::TcpListener>,
+    threads: usize,
+}
+
+/// Applies new configs to a running load balancer.
+#[derive(Clone)]
+pub struct LbReload {
+    routing: Arc<ArcSwap<Routing>>,
+}
+
+impl LbServer {
+    /// Resolve servers and bind every listener. Must be called inside a
+    /// tokio runtime (the admin listener and health checks live there).
+    pub async fn bind(config: LbConfig) -> Result<LbServer, LbError> {
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        };
+        let routing = Routing::build(config.clone(), None)?;
+        let mut frontends = Vec::new();
+        for (i, f) in config.frontends.iter().enumerate() {
+            frontends.push(listener::BoundFrontend::bind(i, f, threads).map_err(|source| LbError::Bind {
+                frontend: f.name.clone(),
+                bind: f.bind.clone(),
+                source,
+            })?);
+        }
+        let admin = match &config.admin {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(&a.bind)
+                    .await
+                    .map_err(|source| LbError::AdminBind { bind: a.bind.clone(), source })?,
+            ),
+            None => None,
+        };
+        Ok(LbServer { routing: Arc::new(ArcSwap::from_pointee(routing)), frontends, admin, threads })
+    }
+
+    /// Names and bound addresses: one per frontend, plus `admin`.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        let mut v: Vec<_> = self.frontends.iter().map(|f| (f.name.clone(), f.addr)).collect();
+        if let Some(a) = &self.admin {
+            if let Ok(addr) = a.local_addr() {
+                v.push(("admin".into(), addr));
+            }
+        }
+        v
+    }
+
+    pub fn reload_handle(&self) -> LbReload {
+        LbReload { routing: self.routing.clone() }
+    }
+
+    /// Serve until `shutdown` is cancelled, then stop accepting, let
+    /// in-flight requests finish (bounded by `timeouts.drain`) and return.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), LbError> {
+        self.routing.load().start_health_checks();
+        if let Some(admin) = self.admin {
+            tokio::spawn(admin::serve(admin, self.routing.clone(), shutdown.clone()));
+        }
+        let drain = self.routing.load().config.timeouts.drain;
+        let workers = listener::spawn_workers(self.threads, self.frontends, self.routing.clone(), shutdown.clone())
+            .map_err(LbError::Thread)?;
+        shutdown.cancelled().await;
+        tracing::info!(threads = workers.len(), "stopped accepting; draining in-flight requests (at most {:?})", drain);
+        let joined = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        let _ = joined.await;
+        self.routing.load().stop_health_checks();
+        tracing::info!("load balancer stopped");
+        Ok(())
+    }
+}
+
+impl LbReload {
+    /// Validate-and-swap: builds the new routing table (keeping the live
+    /// state of unchanged servers) and swaps it in atomically. On error the
+    /// running configuration stays as it was.
+    pub fn reload(&self, config: LbConfig) -> Result<(), RoutingError> {
+        let old = self.routing.load_full();
+        let new = Routing::build(config, Some(&old))?;
+        new.start_health_checks();
+        self.routing.store(Arc::new(new));
+        old.stop_health_checks();
+        Ok(())
+    }
+
+    pub fn current(&self) -> Arc<Routing> {
+        self.routing.load_full()
+    }
+}

@@ -16,11 +16,12 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Remove hop-by-hop headers, including any named in `Connection`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if let Some(conn) = h.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
+    if h.contains_key(header::CONNECTION) {
+        // Every Connection header line counts, not just the first.
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
             .collect();
         for n in named {
@@ -92,6 +93,16 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn honours_every_connection_header_line() {
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("close"));
+        h.append("connection", HeaderValue::from_static("X-Hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

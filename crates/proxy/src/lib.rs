@@ -24,7 +24,7 @@ pub use body::ProxyBody;
 pub use forward::{error_response, forget_server, ForwardOptions, Forwarder};
 pub use health::HealthCheck;
 pub use server::{ServerState, ServerStats};
-pub use upstream::{RetryBudget, Upstream};
+pub use upstream::{RetryBudget, Upstream, UpstreamError};
 
 use std::sync::OnceLock;
 use std::time::Instant;

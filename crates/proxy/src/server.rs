@@ -162,9 +162,13 @@ impl ServerState {
         self.ewma_us.store(next.to_bits(), Ordering::Relaxed);
     }
 
-    /// Current peak-EWMA latency estimate in microseconds.
+    /// Current peak-EWMA latency estimate in microseconds, decayed by the
+    /// time since the last sample so an idle server's estimate falls and it
+    /// gets probed again (as linkerd's peak-EWMA does).
     pub fn ewma_us(&self) -> f64 {
-        f64::from_bits(self.ewma_us.load(Ordering::Relaxed))
+        let cur = f64::from_bits(self.ewma_us.load(Ordering::Relaxed));
+        let idle = now_ms().saturating_sub(self.ewma_stamp.load(Ordering::Relaxed));
+        cur * (-(idle as f64) / EWMA_TAU_MS).exp()
     }
 
     pub fn count_response(&self, status: u16) {

@@ -202,7 +202,10 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// A real HTTP/1.1 server on 127.0.0.1:0 in its own thread and runtime that
 /// answers every request with its name (`X-Server` header and body) and
-/// counts requests. `/health` answers 200 while healthy and 503 otherwise.
+/// counts requests. `/health` answers 200 while healthy and 503 otherwise;
+/// `/echo` returns the request headers and body; `/sleep/<ms>` answers after
+/// a delay; `/status/500` answers 500; `/reset` reads the request and closes
+/// the connection without answering.
 /// [`Backend::stop`] closes the listener and every connection, as a dying
 /// process would.
 pub struct Backend {
@@ -239,7 +242,15 @@ impl Backend {
                         tokio::spawn(async move {
                             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                                 let (n, h, hl) = (n.clone(), h.clone(), hl.clone());
-                                async move { Ok::<_, hyper::Error>(answer(&n, &h, &hl, req).await) }
+                                async move {
+                                    if req.uri().path() == "/reset" {
+                                        // Read the request, then drop the connection unanswered.
+                                        h.fetch_add(1, Ordering::SeqCst);
+                                        let _ = req.into_body().collect().await;
+                                        return Err("reset requested".to_string());
+                                    }
+                                    Ok::<_, String>(answer(&n, &h, &hl, req).await)
+                                }
                             });
                             let _ = hyper::server::conn::http1::Builder::new()
                                 .serve_connection(TokioIo::new(stream), svc)

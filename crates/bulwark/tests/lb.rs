@@ -1,0 +1,368 @@
+//! Load balancer integration tests: a real `bulwark lb` process in front of
+//! real HTTP backends on port 0.
+use bulwark_testkit::{get, raw_request, read_response, request, wait_until, Backend, Process};
+use nix::sys::signal::Signal;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An lb config with one http frontend on port 0 and one backend.
+fn lb_config(balance: &str, servers: &[(&str, SocketAddr, bool)], extra_backend: &str) -> String {
+    let mut c = format!(
+        r#"threads = 2
+[admin]
+bind = "127.0.0.1:0"
+
+[[frontend]]
+name = "www"
+bind = "127.0.0.1:0"
+backend = "app"
+
+[[backend]]
+name = "app"
+balance = "{balance}"
+{extra_backend}
+"#
+    );
+    for (name, addr, backup) in servers {
+        c.push_str(&format!("[[backend.server]]\nname = \"{name}\"\naddress = \"{addr}\"\nbackup = {backup}\n"));
+    }
+    c
+}
+
+const FAST_CHECKS: &str =
+    r#"health_check = { kind = "http", path = "/health", interval = "100ms", timeout = "500ms", rise = 1, fall = 2 }"#;
+
+fn who(addr: SocketAddr) -> String {
+    let r = get(addr, "/").expect("request through lb");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+}
+
+fn server_state(lb: &Process, server: &str) -> String {
+    let r = get(lb.addr("admin"), "/stats").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    for s in v["backends"][0]["servers"].as_array().unwrap() {
+        if s["name"] == server {
+            return s["state"].as_str().unwrap().to_string();
+        }
+    }
+    panic!("no server {server} in {v}")
+}
+
+#[test]
+fn roundrobin_splits_evenly() {
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", a.addr, false), ("b", b.addr, false)], ""));
+    let www = lb.addr("www");
+    for _ in 0..100 {
+        who(www);
+    }
+    let (ha, hb) = (a.hits() as i64, b.hits() as i64);
+    assert_eq!(ha + hb, 100);
+    assert!((ha - hb).abs() <= 2, "a={ha} b={hb}: round robin must give 50/50 ± 1");
+}
+
+#[test]
+fn every_algorithm_routes_and_has_its_shape() {
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    let servers = [("a", a.addr, false), ("b", b.addr, false)];
+    // source: one client IP sticks to one server.
+    let lb = Process::start("lb", &lb_config("source", &servers, ""));
+    let first = who(lb.addr("www"));
+    for _ in 0..20 {
+        assert_eq!(who(lb.addr("www")), first, "source hashing must be sticky");
+    }
+    drop(lb);
+    // first: sequential requests never exceed the cap, so all go to `a`.
+    let lb = Process::start("lb", &lb_config("first", &servers, "max_connections = 4"));
+    for _ in 0..20 {
+        assert_eq!(who(lb.addr("www")), "a");
+    }
+    drop(lb);
+    // leastconn, random: sequential requests see equal loads, so both
+    // servers get traffic. ewma may rightly prefer whichever answered
+    // faster; it must route every request.
+    for algo in ["leastconn", "random", "ewma"] {
+        let (ha, hb) = (a.hits(), b.hits());
+        let lb = Process::start("lb", &lb_config(algo, &servers, ""));
+        for _ in 0..60 {
+            who(lb.addr("www"));
+        }
+        let (da, db) = (a.hits() - ha, b.hits() - hb);
+        assert_eq!(da + db, 60, "{algo}");
+        if algo != "ewma" {
+            assert!(da >= 10 && db >= 10, "{algo}: a={da} b={db}");
+        }
+    }
+}
+
+#[test]
+fn backup_takes_over_only_when_all_primaries_are_down_and_gives_back() {
+    let mut a = Backend::start("a");
+    let b = Backend::start("b");
+    let spare = Backend::start("spare");
+    let (a_addr, b_addr) = (a.addr, b.addr);
+    let lb = Process::start(
+        "lb",
+        &lb_config(
+            "roundrobin",
+            &[("a", a_addr, false), ("b", b_addr, false), ("spare", spare.addr, true)],
+            FAST_CHECKS,
+        ),
+    );
+    let www = lb.addr("www");
+    for _ in 0..20 {
+        assert_ne!(who(www), "spare");
+    }
+    a.stop();
+    b.set_healthy(false);
+    wait_until("a and b down", || server_state(&lb, "a") == "down" && server_state(&lb, "b") == "down");
+    for _ in 0..10 {
+        assert_eq!(who(www), "spare", "backup must serve when every primary is down");
+    }
+    b.set_healthy(true);
+    wait_until("b up", || server_state(&lb, "b") == "up");
+    for _ in 0..10 {
+        assert_eq!(who(www), "b", "traffic must go back to the primary");
+    }
+    let _a = Backend::start_on("a", a_addr);
+    wait_until("a up", || server_state(&lb, "a") == "up");
+    let seen: std::collections::HashSet<String> = (0..10).map(|_| who(www)).collect();
+    assert_eq!(seen, ["a".to_string(), "b".to_string()].into_iter().collect());
+}
+
+/// Keep-alive GET load from `n` client threads until `stop`; counts
+/// successes and failures.
+fn load(
+    addr: SocketAddr,
+    n: usize,
+    stop: Arc<AtomicBool>,
+) -> (Arc<AtomicU64>, Arc<AtomicU64>, Vec<std::thread::JoinHandle<()>>) {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut hs = Vec::new();
+    for _ in 0..n {
+        let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
+        hs.push(std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut conn: Option<TcpStream> = None;
+            let mut count = 0;
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline && count < 200_000 {
+                count += 1;
+                let s = match conn.take() {
+                    Some(s) => s,
+                    None => TcpStream::connect(addr).expect("connect to lb"),
+                };
+                let mut s = s;
+                let res = s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").and_then(|_| read_response(&mut s));
+                match res {
+                    Ok(r) if r.status == 200 => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                        conn = Some(s);
+                    }
+                    Ok(r) => {
+                        eprintln!("failed request: {} {}", r.status, r.text());
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        eprintln!("failed request: {e}");
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    (ok, failed, hs)
+}
+
+#[test]
+fn killed_backend_is_removed_without_failing_a_client_request() {
+    let mut a = Backend::start("a");
+    let b = Backend::start("b");
+    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", a.addr, false), ("b", b.addr, false)], FAST_CHECKS));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, hs) = load(lb.addr("www"), 4, stop.clone());
+    wait_until("traffic on both", || a.hits() > 200 && b.hits() > 200);
+    a.stop(); // listener and every open connection closed, as on process death
+    let killed_at = ok.load(Ordering::SeqCst);
+    wait_until("a marked down", || server_state(&lb, "a") == "down");
+    let b_before = b.hits();
+    wait_until("traffic continues on b", || b.hits() > b_before + 200 && ok.load(Ordering::SeqCst) > killed_at + 200);
+    stop.store(true, Ordering::SeqCst);
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "no client request may fail while a backend dies");
+    assert!(ok.load(Ordering::SeqCst) > 400);
+}
+
+#[test]
+fn reload_changes_servers_without_dropping_requests() {
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", a.addr, false)], ""));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, hs) = load(lb.addr("www"), 3, stop.clone());
+    wait_until("traffic on a", || a.hits() > 100);
+    // Swap a for b, reload.
+    std::fs::write(&lb.config_path, lb_config("roundrobin", &[("b", b.addr, false)], "")).unwrap();
+    lb.signal(Signal::SIGHUP);
+    lb.wait_for_log("reload: new config is live");
+    let a_after = a.hits();
+    wait_until("traffic on b", || b.hits() > 100);
+    // A bad config is rejected and the running one stays.
+    std::fs::write(&lb.config_path, "threads = 1\n[[frontend]]\nname = \"www\"\n").unwrap();
+    lb.signal(Signal::SIGHUP);
+    lb.wait_for_log("reload rejected");
+    let b_before = b.hits();
+    wait_until("still serving on b", || b.hits() > b_before + 100);
+    stop.store(true, Ordering::SeqCst);
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "reload must not drop a request");
+    assert!(a.hits() <= a_after + 3, "a got traffic after it was removed");
+    assert!(ok.load(Ordering::SeqCst) > 300);
+}
+
+#[test]
+fn malformed_requests_get_400_and_bad_gateway_cases_are_clear() {
+    let a = Backend::start("a");
+    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", a.addr, false)], ""));
+    let www = lb.addr("www");
+    for raw in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: t\r\nBad Header Without Colon\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    ] {
+        let r = raw_request(www, raw).expect("an answer, not a dropped connection");
+        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(raw));
+    }
+    // Oversized head → 431.
+    let big = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "x".repeat(200_000));
+    let r = raw_request(www, big.as_bytes()).unwrap();
+    assert_eq!(r.status, 431);
+    assert_eq!(a.hits(), 0, "no malformed request may reach a server");
+    // The lb is still healthy.
+    assert_eq!(who(www), "a");
+}
+
+#[test]
+fn no_server_gives_503_and_refused_connections_give_502() {
+    let mut a = Backend::start("a");
+    let dead = a.addr;
+    a.stop();
+    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", dead, false)], ""));
+    let r = get(lb.addr("www"), "/").unwrap();
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("could not connect"), "{}", r.text());
+    drop(lb);
+    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", dead, false)], FAST_CHECKS));
+    wait_until("a down", || server_state(&lb, "a") == "down");
+    let r = get(lb.addr("www"), "/").unwrap();
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("no server available"), "{}", r.text());
+}
+
+#[test]
+fn forwarded_headers_are_added_and_hop_by_hop_removed() {
+    let a = Backend::start("a");
+    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", a.addr, false)], ""));
+    let r = request(
+        lb.addr("www"),
+        "POST",
+        "/echo",
+        &[
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("Connection", "close, X-Hop"),
+            ("X-Hop", "secret"),
+            ("Keep-Alive", "timeout=5"),
+        ],
+        b"hello",
+    )
+    .unwrap();
+    let t = r.text().to_lowercase();
+    assert!(t.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1"), "{t}");
+    assert!(t.contains("x-forwarded-proto: http"), "{t}");
+    assert!(t.contains("forwarded: for=127.0.0.1;proto=http"), "{t}");
+    assert!(t.contains("via: 1.1 bulwark"), "{t}");
+    assert!(!t.contains("x-hop"), "{t}");
+    assert!(!t.contains("keep-alive"), "{t}");
+    assert!(t.ends_with("hello"), "{t}");
+    assert_eq!(r.header("via"), Some("1.1 bulwark"));
+}
+
+#[test]
+fn non_idempotent_requests_are_never_replayed_but_gets_are() {
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    let lb = Process::start(
+        "lb",
+        &lb_config("roundrobin", &[("a", a.addr, false), ("b", b.addr, false)], "passive = { consecutive_errors = 0 }"),
+    );
+    let r = request(lb.addr("www"), "POST", "/reset", &[], b"x").unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(a.hits() + b.hits(), 1, "a POST that reached a server must not be sent again");
+    let r = get(lb.addr("www"), "/reset").unwrap();
+    assert_eq!(r.status, 502);
+    // GET without body: replayed on the other server (then the retry budget/attempts stop it).
+    assert!(a.hits() + b.hits() >= 3, "GET should have been retried: {}", a.hits() + b.hits());
+}
+
+#[test]
+fn tcp_mode_tunnels_bytes() {
+    let a = Backend::start("a");
+    let cfg = format!(
+        "threads = 1\n[[frontend]]\nname = \"db\"\nbind = \"127.0.0.1:0\"\nmode = \"tcp\"\nbackend = \"raw\"\n\n[[backend]]\nname = \"raw\"\n[[backend.server]]\nname = \"a\"\naddress = \"{}\"\n",
+        a.addr
+    );
+    let lb = Process::start("lb", &cfg);
+    let r = get(lb.addr("db"), "/").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "a");
+    assert_eq!(r.header("via"), None, "tcp mode must not touch the bytes");
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests() {
+    let a = Backend::start("a");
+    let mut lb = Process::start("lb", &lb_config("roundrobin", &[("a", a.addr, false)], ""));
+    let www = lb.addr("www");
+    let slow = std::thread::spawn(move || get(www, "/sleep/700"));
+    wait_until("request in flight", || a.hits() == 1);
+    lb.signal(Signal::SIGTERM);
+    let r = slow.join().unwrap().expect("in-flight request completes");
+    assert_eq!(r.status, 200);
+    let status = lb.wait_exit();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn check_reports_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("lb.toml");
+    std::fs::write(&good, lb_config("roundrobin", &[("a", "127.0.0.1:1".parse().unwrap(), false)], "")).unwrap();
+    let out =
+        std::process::Command::new(bulwark_testkit::bulwark_bin()).args(["check", "-c"]).arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (lb config)"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        lb_config("roundrobin", &[("a", "127.0.0.1:1".parse().unwrap(), false)], "")
+            .replace("backup = false", "weight = 0"),
+    )
+    .unwrap();
+    let out =
+        std::process::Command::new(bulwark_testkit::bulwark_bin()).args(["check", "-c"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:17: backend[0].server[0].weight: must be between 1 and 256"), "{err}");
+}
