@@ -7,6 +7,11 @@
 //! `bind` → `listeners` → `run(shutdown)` lifecycle.
 
 use anyhow::{Context, Result};
+
+/// mimalloc: measurably cheaper than glibc malloc for the many small,
+/// short-lived allocations of request handling (see docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 

@@ -6,7 +6,7 @@
 use crate::routing::Routing;
 use arc_swap::ArcSwap;
 use bulwark_config::lb::{Frontend, Mode};
-use bulwark_proxy::ProxyBody;
+use bulwark_proxy::{ClientContext, ProxyBody};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -166,11 +166,16 @@ fn serve_http(
         .timer(TokioTimer::new())
         .header_read_timeout(t.client_header)
         .max_buf_size(f.max_header_bytes.max(8192))
+        // One flat buffer per response: one send instead of a writev of
+        // head and body (measured cheaper for small responses).
+        .writev(false)
         .keep_alive(true);
     let routing = routing.clone();
+    let ctx = Arc::new(ClientContext::new(peer, "http"));
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let fwd = routing.load().forwarders[index].clone();
-        async move { Ok::<hyper::Response<ProxyBody>, Infallible>(fwd.forward(req, peer).await) }
+        let ctx = ctx.clone();
+        async move { Ok::<hyper::Response<ProxyBody>, Infallible>(fwd.forward(req, &ctx).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
     let conn = graceful.watch(conn);

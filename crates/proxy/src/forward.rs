@@ -11,16 +11,17 @@
 //! - every retry after the first attempt is drawn from the backend's retry
 //!   budget.
 use crate::body::{PooledBody, ProxyBody, RequestBody};
-use crate::headers;
+use crate::headers::{self, ForwardedValues};
 use crate::pool;
 use crate::server::{InFlight, ServerState};
 use crate::upstream::Upstream;
+use crate::{now_ms, now_us};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Per-frontend forwarding behaviour.
 #[derive(Debug, Clone)]
@@ -63,6 +64,21 @@ pub struct Forwarder {
     pub options: ForwardOptions,
 }
 
+/// What the forwarder needs to know about the client connection; build it
+/// once per connection with [`ClientContext::new`].
+#[derive(Debug, Clone)]
+pub struct ClientContext {
+    pub addr: SocketAddr,
+    pub forwarded: ForwardedValues,
+}
+
+impl ClientContext {
+    /// `proto` is the scheme the client used ("http" or "https").
+    pub fn new(addr: SocketAddr, proto: &'static str) -> Self {
+        ClientContext { addr, forwarded: ForwardedValues::new(addr.ip(), proto) }
+    }
+}
+
 /// Method and head of a bodiless idempotent request, kept to replay it.
 struct Replay {
     method: Method,
@@ -100,18 +116,19 @@ impl Forwarder {
 
     /// Forward one request from `client`; never fails: errors become
     /// 502/503/504 responses with a plain-text reason.
-    pub async fn forward(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
-        let start = Instant::now();
+    pub async fn forward(&self, req: Request<Incoming>, ctx: &ClientContext) -> Response<ProxyBody> {
+        let start = now_us();
+        let client = ctx.addr;
         let up = &*self.upstream;
         let cfg = &up.config;
-        up.retry_budget.deposit();
+        up.retry_budget.deposit(start / 1000);
         let (mut parts, body) = req.into_parts();
         let method = parts.method.clone();
         let path_for_log = if self.options.access_log { Some(parts.uri.clone()) } else { None };
 
         headers::strip_hop_by_hop(&mut parts.headers);
         if self.options.forwarded_headers {
-            headers::add_forwarded(&mut parts.headers, client.ip(), self.options.proto);
+            headers::add_forwarded(&mut parts.headers, &ctx.forwarded);
         }
         if self.options.via {
             headers::add_via(&mut parts.headers, parts.version);
@@ -147,12 +164,13 @@ impl Forwarder {
         let max_attempts = 1 + cfg.retries.attempts as usize;
         let mut attempts = 0;
         while attempts < max_attempts {
-            if attempts > 0 && !up.retry_budget.try_withdraw() {
+            if attempts > 0 && !up.retry_budget.try_withdraw(now_ms()) {
                 tracing::debug!(backend = up.name(), "retry budget spent");
                 break;
             }
             attempts += 1;
-            let Some(idx) = up.pick(client.ip(), &tried) else { break };
+            let now = if attempts == 1 { start / 1000 } else { now_ms() };
+            let Some(idx) = up.pick_at(client.ip(), &tried, now) else { break };
             tried.push(idx);
             let server = &up.servers[idx];
             if attempts > 1 {
@@ -195,13 +213,13 @@ impl Forwarder {
                     stale_retries -= 1;
                     continue;
                 }
-                let t0 = Instant::now();
                 match tokio::time::timeout(self.options.server_timeout, sender.try_send_request(req)).await {
                     Ok(Ok(resp)) => {
-                        server.observe_latency(t0.elapsed());
+                        let took = now_us().saturating_sub(start);
+                        server.observe_latency(Duration::from_micros(took));
                         let status = resp.status();
                         server.count_response(status.as_u16());
-                        server.stats.latency_us_sum.fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        server.stats.latency_us_sum.fetch_add(took, Ordering::Relaxed);
                         if status.is_server_error() && cfg.passive.on_5xx {
                             self.passive_failure(server, &format!("status {status}"));
                         } else {
@@ -217,7 +235,7 @@ impl Forwarder {
                                 status = status.as_u16(),
                                 server = %server.name,
                                 attempts,
-                                ms = start.elapsed().as_secs_f64() * 1000.0,
+                                ms = took as f64 / 1000.0,
                             );
                         }
                         return self.relay(resp, server, sender, client_version);
@@ -290,7 +308,7 @@ impl Forwarder {
         Response::from_parts(parts, ProxyBody::Upstream(body))
     }
 
-    fn fail(&self, failure: Failure, start: Instant) -> Response<ProxyBody> {
+    fn fail(&self, failure: Failure, start: u64) -> Response<ProxyBody> {
         let name = self.upstream.name();
         let (status, msg) = match failure {
             Failure::NoServer => (
@@ -306,7 +324,7 @@ impl Forwarder {
                 format!("backend `{name}`: the server did not answer within {:?}", self.options.server_timeout),
             ),
         };
-        tracing::warn!(route = %self.options.route, backend = name, status = status.as_u16(), ms = start.elapsed().as_secs_f64() * 1000.0, "{msg}");
+        tracing::warn!(route = %self.options.route, backend = name, status = status.as_u16(), ms = now_us().saturating_sub(start) as f64 / 1000.0, "{msg}");
         error_response(status, &msg)
     }
 }

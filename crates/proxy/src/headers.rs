@@ -14,8 +14,17 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::PROXY_AUTHENTICATE,
 ];
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == "keep-alive" || name == "proxy-connection"
+}
+
 /// Remove hop-by-hop headers, including any named in `Connection`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Fast path: one pass over the (few) headers instead of a hash lookup
+    // per hop-by-hop name; most requests carry none.
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     if h.contains_key(header::CONNECTION) {
         // Every Connection header line counts, not just the first.
         let named: Vec<HeaderName> = h
@@ -35,47 +44,63 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("proxy-connection");
 }
 
+/// The forwarded-header values for one client, computed once per
+/// connection and cloned (a reference-count bump) into each request.
+#[derive(Debug, Clone)]
+pub struct ForwardedValues {
+    /// The client IP as text (`X-Forwarded-For` element).
+    pub ip: HeaderValue,
+    /// `for=<ip>;proto=<proto>` (`Forwarded` element, RFC 7239).
+    pub forwarded: HeaderValue,
+    pub proto: &'static str,
+}
+
+impl ForwardedValues {
+    pub fn new(client: IpAddr, proto: &'static str) -> Self {
+        let ip = client.to_string();
+        // RFC 7239: IPv6 addresses are quoted and bracketed.
+        let node = match client {
+            IpAddr::V4(_) => ip.clone(),
+            IpAddr::V6(_) => format!("\"[{ip}]\""),
+        };
+        ForwardedValues {
+            ip: HeaderValue::from_str(&ip).expect("an IP is a valid header value"),
+            forwarded: HeaderValue::from_str(&format!("for={node};proto={proto}")).expect("valid header value"),
+            proto,
+        }
+    }
+}
+
+fn append_list(h: &mut HeaderMap, name: HeaderName, element: &HeaderValue) {
+    let merged = match h.get(&name) {
+        Some(prev) if !prev.is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + element.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(element.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        _ => None,
+    };
+    h.insert(name, merged.unwrap_or_else(|| element.clone()));
+}
+
 /// Append the client to `X-Forwarded-For` and `Forwarded`, set
 /// `X-Forwarded-Proto`.
-pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, proto: &'static str) {
-    let ip = client.to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip.clone(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
-    }
-    h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    // RFC 7239: IPv6 addresses are quoted and bracketed.
-    let node = match client {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(_) => format!("\"[{ip}]\""),
-    };
-    let fwd = format!("for={node};proto={proto}");
-    let fwd = match h.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {fwd}"),
-        _ => fwd,
-    };
-    if let Ok(v) = HeaderValue::from_str(&fwd) {
-        h.insert(header::FORWARDED, v);
-    }
+pub fn add_forwarded(h: &mut HeaderMap, values: &ForwardedValues) {
+    append_list(h, HeaderName::from_static("x-forwarded-for"), &values.ip);
+    h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(values.proto));
+    append_list(h, header::FORWARDED, &values.forwarded);
 }
 
 /// Append this proxy to `Via`.
 pub fn add_via(h: &mut HeaderMap, version: http::Version) {
-    let proto = match version {
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_2 => "2",
-        _ => "1.1",
-    };
-    let via = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {proto} bulwark"),
-        _ => format!("{proto} bulwark"),
-    };
-    if let Ok(v) = HeaderValue::from_str(&via) {
-        h.insert(header::VIA, v);
-    }
+    let element = HeaderValue::from_static(match version {
+        http::Version::HTTP_10 => "1.0 bulwark",
+        http::Version::HTTP_2 => "2 bulwark",
+        _ => "1.1 bulwark",
+    });
+    append_list(h, header::VIA, &element);
 }
 
 #[cfg(test)]
@@ -109,7 +134,7 @@ mod tests {
     fn appends_forwarded_chain() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
-        add_forwarded(&mut h, "2001:db8::1".parse().unwrap(), "https");
+        add_forwarded(&mut h, &ForwardedValues::new("2001:db8::1".parse().unwrap(), "https"));
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2001:db8::1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=https");

@@ -21,7 +21,7 @@ pub mod tcp;
 mod upstream;
 
 pub use body::ProxyBody;
-pub use forward::{error_response, forget_server, ForwardOptions, Forwarder};
+pub use forward::{error_response, forget_server, ClientContext, ForwardOptions, Forwarder};
 pub use health::HealthCheck;
 pub use server::{ServerState, ServerStats};
 pub use upstream::{RetryBudget, Upstream, UpstreamError};
@@ -29,9 +29,15 @@ pub use upstream::{RetryBudget, Upstream, UpstreamError};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-/// Milliseconds since the process's first call; a cheap monotonic clock for
-/// atomics (ejection deadlines, slow start).
-pub fn now_ms() -> u64 {
+/// Microseconds since the process's first call: one monotonic clock read,
+/// storable in atomics.
+pub fn now_us() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1000
+}
+
+/// Milliseconds on the same clock as [`now_us`] (ejection deadlines, slow
+/// start, retry budget windows).
+pub fn now_ms() -> u64 {
+    now_us() / 1000
 }

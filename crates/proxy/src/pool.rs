@@ -73,6 +73,7 @@ pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sende
     };
     let _ = stream.set_nodelay(true);
     let (sender, conn) = http1::Builder::new()
+        .writev(false)
         .handshake(hyper_util::rt::TokioIo::new(stream))
         .await
         .map_err(|e| ConnectError::Handshake(addr, e))?;

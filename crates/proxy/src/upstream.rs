@@ -70,7 +70,11 @@ impl Upstream {
     /// `tried`. Backup servers are used only when no active server is
     /// available. Returns an index into `servers`.
     pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<usize> {
-        let now = now_ms();
+        self.pick_at(client, tried, now_ms())
+    }
+
+    /// [`Upstream::pick`] with the caller's clock reading (`now_ms`).
+    pub fn pick_at(&self, client: IpAddr, tried: &[usize], now: u64) -> Option<usize> {
         let cap = self.config.max_connections;
         let mut eligible: smallvec_lite::Candidates = smallvec_lite::Candidates::new();
         for backup in [false, true] {
@@ -111,47 +115,56 @@ fn resolve(address: &str) -> Result<SocketAddr, String> {
     address.to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or_else(|| "no addresses".to_string())
 }
 
-/// Caps retries at `ratio` × requests + `min_per_sec` per second, so a
-/// failing backend does not get its load multiplied by retries.
+/// Caps retries at `ratio` × requests + `min_per_sec` per one-second
+/// window, so a failing backend does not get its load multiplied by
+/// retries. Lock-free; the window reset is approximate under races, which
+/// only matters at the second boundary.
 #[derive(Debug)]
 pub struct RetryBudget {
     ratio: f64,
     min_per_sec: u32,
-    /// (second, requests, retries) packed behind a lock: touched once per
-    /// request, uncontended in practice.
-    window: Mutex<(u64, u64, u64)>,
+    second: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
 }
 
 impl RetryBudget {
     pub fn new(ratio: f64, min_per_sec: u32) -> Self {
-        RetryBudget { ratio, min_per_sec, window: Mutex::new((0, 0, 0)) }
+        RetryBudget {
+            ratio,
+            min_per_sec,
+            second: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+        }
     }
 
-    fn with_window<T>(&self, f: impl FnOnce(&mut (u64, u64, u64)) -> T) -> T {
-        let sec = now_ms() / 1000;
-        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        if w.0 != sec {
-            *w = (sec, 0, 0);
+    fn roll(&self, now_ms: u64) {
+        let sec = now_ms / 1000;
+        let seen = self.second.load(Ordering::Relaxed);
+        if seen != sec && self.second.compare_exchange(seen, sec, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.requests.store(0, Ordering::Relaxed);
+            self.retries.store(0, Ordering::Relaxed);
         }
-        f(&mut w)
     }
 
     /// Count one request.
-    pub fn deposit(&self) {
-        self.with_window(|w| w.1 += 1);
+    pub fn deposit(&self, now_ms: u64) {
+        self.roll(now_ms);
+        self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Take one retry from the budget; false when it is spent.
-    pub fn try_withdraw(&self) -> bool {
-        self.with_window(|w| {
-            let allowed = self.min_per_sec as f64 + self.ratio * w.1 as f64;
-            if (w.2 as f64) < allowed {
-                w.2 += 1;
-                true
-            } else {
-                false
-            }
-        })
+    pub fn try_withdraw(&self, now_ms: u64) -> bool {
+        self.roll(now_ms);
+        let allowed = self.min_per_sec as f64 + self.ratio * self.requests.load(Ordering::Relaxed) as f64;
+        let taken = self.retries.fetch_add(1, Ordering::Relaxed);
+        if (taken as f64) < allowed {
+            true
+        } else {
+            self.retries.fetch_sub(1, Ordering::Relaxed);
+            false
+        }
     }
 }
 
@@ -213,10 +226,11 @@ mod tests {
     fn retry_budget_allows_min_plus_ratio() {
         let b = RetryBudget::new(0.5, 2);
         for _ in 0..10 {
-            b.deposit();
+            b.deposit(5_000);
         }
-        let granted = (0..20).filter(|_| b.try_withdraw()).count();
-        // 2 + 0.5 × 10 = 7 (unless the second rolled over mid-test: then more).
-        assert!(granted >= 7, "{granted}");
+        let granted = (0..20).filter(|_| b.try_withdraw(5_500)).count();
+        assert_eq!(granted, 7, "2 + 0.5 × 10");
+        // A new second starts a new window.
+        assert!(b.try_withdraw(6_000));
     }
 }
