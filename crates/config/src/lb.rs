@@ -312,15 +312,14 @@ pub struct Timeouts {
     /// Connecting to a server.
     #[serde(default = "d3s", with = "humantime_serde")]
     pub connect: Duration,
-    /// Client must send a complete request head within this time.
+    /// Client must send a complete request head within this time. The clock
+    /// starts when the lb waits for a request, so it also closes keep-alive
+    /// connections idle for this long (as HAProxy's `http-keep-alive`).
     #[serde(default = "d10s", with = "humantime_serde")]
     pub client_header: Duration,
     /// Server must start answering within this time (→ 504).
     #[serde(default = "d30s", with = "humantime_serde")]
     pub server: Duration,
-    /// Idle keep-alive client connections are closed after this.
-    #[serde(default = "d60s", with = "humantime_serde")]
-    pub client_idle: Duration,
     /// TCP mode: a tunnel idle in both directions is closed after this.
     #[serde(default = "d1h", with = "humantime_serde")]
     pub tunnel: Duration,
@@ -338,9 +337,6 @@ fn d10s() -> Duration {
 fn d30s() -> Duration {
     Duration::from_secs(30)
 }
-fn d60s() -> Duration {
-    Duration::from_secs(60)
-}
 fn d1h() -> Duration {
     Duration::from_secs(3600)
 }
@@ -351,7 +347,6 @@ impl Default for Timeouts {
             connect: d3s(),
             client_header: d10s(),
             server: d30s(),
-            client_idle: d60s(),
             tunnel: d1h(),
             drain: d30s(),
         }
@@ -377,7 +372,6 @@ impl Validate for LbConfig {
                 ("connect", t.connect),
                 ("client_header", t.client_header),
                 ("server", t.server),
-                ("client_idle", t.client_idle),
                 ("tunnel", t.tunnel),
             ] {
                 if d.is_zero() {
