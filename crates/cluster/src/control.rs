@@ -1,0 +1,104 @@
+//! The control socket of a running `bulwark up`: a Unix socket under the
+//! data directory speaking one JSON request and one JSON reply per line.
+//! `bulwark status`, `bulwark stop NODE` and `bulwark start NODE` use it.
+use crate::supervisor::{ChildStatus, Supervisor};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum ControlRequest {
+    Status,
+    Stop { node: String },
+    Start { node: String },
+    Restart { node: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ControlReply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub children: Vec<ChildStatus>,
+}
+
+impl Supervisor {
+    /// Serve the control socket at `path` until `stop`.
+    pub async fn serve_control(&self, path: &Path, stop: CancellationToken) -> Result<(), crate::SupervisorError> {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)
+            .map_err(|e| crate::SupervisorError::Control(path.display().to_string(), e))?;
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+                };
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let (r, mut w) = stream.into_split();
+                    let mut lines = BufReader::new(r).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let reply = match serde_json::from_str::<ControlRequest>(&line) {
+                            Err(e) => {
+                                ControlReply { ok: false, error: Some(format!("bad request: {e}")), children: vec![] }
+                            }
+                            Ok(req) => me.handle(req).await,
+                        };
+                        let mut out = serde_json::to_string(&reply).unwrap_or_default();
+                        out.push('\n');
+                        if w.write_all(out.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(())
+    }
+
+    async fn handle(&self, req: ControlRequest) -> ControlReply {
+        let result = match &req {
+            ControlRequest::Status => Ok(()),
+            ControlRequest::Stop { node } => self.set_wanted(node, false),
+            ControlRequest::Start { node } => self.set_wanted(node, true),
+            ControlRequest::Restart { node } => self.set_wanted(node, false),
+        };
+        if let Err(e) = result {
+            return ControlReply { ok: false, error: Some(e.to_string()), children: self.status() };
+        }
+        match &req {
+            ControlRequest::Stop { node } => {
+                self.wait_state(node, "stopped", std::time::Duration::from_secs(30)).await;
+            }
+            ControlRequest::Restart { node } => {
+                self.wait_state(node, "stopped", std::time::Duration::from_secs(30)).await;
+                let _ = self.set_wanted(node, true);
+                let _ = self.wait_ready(node).await;
+            }
+            ControlRequest::Start { node } => {
+                if let Err(e) = self.wait_ready(node).await {
+                    return ControlReply { ok: false, error: Some(e.to_string()), children: self.status() };
+                }
+            }
+            ControlRequest::Status => {}
+        }
+        ControlReply { ok: true, error: None, children: self.status() }
+    }
+}
+
+/// Send one request to the control socket at `path`.
+pub async fn request(path: &Path, req: &ControlRequest) -> std::io::Result<ControlReply> {
+    let stream = tokio::net::UnixStream::connect(path).await?;
+    let (r, mut w) = stream.into_split();
+    let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
+    line.push('\n');
+    w.write_all(line.as_bytes()).await?;
+    let mut lines = BufReader::new(r).lines();
+    let reply = lines.next_line().await?.ok_or_else(|| std::io::Error::other("control socket closed"))?;
+    serde_json::from_str(&reply).map_err(std::io::Error::other)
+}
