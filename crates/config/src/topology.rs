@@ -1,14 +1,380 @@
-//! Schema of a whole topology (`bulwark up`). (Placeholder until `up` lands.)
+//! Schema of a whole topology (`bulwark up`): hosts, the role instances on
+//! each, and the settings every instance of a role shares. One file is the
+//! single source of truth: each role's own config is derived from it
+//! ([`Topology::instances`]), so `bulwark up --host server1 -c topo.toml`
+//! on each machine starts only that machine's roles with consistent
+//! addresses everywhere.
+//!
+//! With no file, [`Topology::default_localhost`] is the seeds' picture:
+//! `lb1` (the load balancer, plus `db3` as the third database voter),
+//! `server1` = web1 + app1 + db1, `server2` = web2 + app2 + db2.
+use crate::util::check_name;
 use crate::{Validate, Validator};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Site name, shown on the dashboard.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Where every role keeps its state, logs and derived configs.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Ports of instances without an explicit `port` are derived from this:
+    /// lb base / base+1 (admin), web base+10+i, app base+20+i, db base+30+i.
+    #[serde(default = "default_port_base")]
+    pub port_base: u16,
+    #[serde(default)]
+    pub restart: RestartSettings,
+    #[serde(default)]
+    pub lb: LbSettings,
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<Host>,
+}
+
+fn default_name() -> String {
+    "foobar".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./bulwark-data")
+}
+fn default_port_base() -> u16 {
+    8080
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartSettings {
+    #[serde(default = "d200ms", with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    #[serde(default = "d10s", with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+fn d200ms() -> Duration {
+    Duration::from_millis(200)
+}
+fn d10s() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for RestartSettings {
+    fn default() -> Self {
+        RestartSettings { initial_backoff: d200ms(), max_backoff: d10s() }
+    }
+}
+
+/// Settings shared by every lb instance of the topology.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbSettings {
+    #[serde(default)]
+    pub balance: crate::lb::Balance,
+    /// Worker threads per lb (0 = one per core).
+    #[serde(default)]
+    pub threads: usize,
+    /// Address the public listener binds (default: the host's address).
+    /// Set `0.0.0.0` to serve other machines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_address: Option<IpAddr>,
+    #[serde(default = "d1s", with = "humantime_serde")]
+    pub check_interval: Duration,
+}
+
+fn d1s() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for LbSettings {
+    fn default() -> Self {
+        LbSettings { balance: Default::default(), threads: 0, public_address: None, check_interval: d1s() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    pub name: String,
+    /// The address this host's roles listen on and are reached at.
+    #[serde(default = "localhost")]
+    pub address: IpAddr,
+    #[serde(default, rename = "role")]
+    pub roles: Vec<RoleInstance>,
+}
+
+fn localhost() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleKind {
+    Db,
+    App,
+    Web,
+    Lb,
+}
+
+impl RoleKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RoleKind::Db => "db",
+            RoleKind::App => "app",
+            RoleKind::Web => "web",
+            RoleKind::Lb => "lb",
+        }
+    }
+
+    /// Start order: databases first, load balancers last.
+    pub fn stage(self) -> u8 {
+        match self {
+            RoleKind::Db => 0,
+            RoleKind::App => 1,
+            RoleKind::Web => 2,
+            RoleKind::Lb => 3,
+        }
+    }
+
+    fn port_offset(self) -> u16 {
+        match self {
+            RoleKind::Lb => 0,
+            RoleKind::Web => 10,
+            RoleKind::App => 20,
+            RoleKind::Db => 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleInstance {
+    /// Unique in the topology (`web1`).
+    pub name: String,
+    pub kind: RoleKind,
+    /// Main listen port; derived from `port_base` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// lb only: the admin/dashboard port (default: port + 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_port: Option<u16>,
+}
+
+/// A role instance with its resolved addresses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    pub name: String,
+    pub kind: RoleKind,
+    pub host: String,
+    /// Main listener (public for lb).
+    pub addr: SocketAddr,
+    /// lb admin listener.
+    pub admin: Option<SocketAddr>,
+}
+
+impl Topology {
+    /// The seeds' infrastructure on one machine.
+    pub fn default_localhost() -> Topology {
+        let r = |name: &str, kind| RoleInstance { name: name.into(), kind, port: None, admin_port: None };
+        Topology {
+            role: None,
+            name: default_name(),
+            data_dir: default_data_dir(),
+            port_base: default_port_base(),
+            restart: RestartSettings::default(),
+            lb: LbSettings::default(),
+            hosts: vec![
+                Host {
+                    name: "lb1".into(),
+                    address: localhost(),
+                    roles: vec![r("lb1", RoleKind::Lb), r("db3", RoleKind::Db)],
+                },
+                Host {
+                    name: "server1".into(),
+                    address: localhost(),
+                    roles: vec![r("web1", RoleKind::Web), r("app1", RoleKind::App), r("db1", RoleKind::Db)],
+                },
+                Host {
+                    name: "server2".into(),
+                    address: localhost(),
+                    roles: vec![r("web2", RoleKind::Web), r("app2", RoleKind::App), r("db2", RoleKind::Db)],
+                },
+            ],
+        }
+    }
+
+    /// Every instance with its addresses, in config order. The index of an
+    /// instance among those of its kind, ordered by name, picks its derived
+    /// port (so `db3` on the first host still gets base+32).
+    pub fn placed(&self) -> Vec<Placed> {
+        let mut out = Vec::new();
+        for kind in [RoleKind::Lb, RoleKind::Web, RoleKind::App, RoleKind::Db] {
+            let mut of_kind: Vec<(&Host, &RoleInstance)> = self
+                .hosts
+                .iter()
+                .flat_map(|h| h.roles.iter().filter(move |r| r.kind == kind).map(move |r| (h, r)))
+                .collect();
+            of_kind.sort_by(|a, b| natural_key(&a.1.name).cmp(&natural_key(&b.1.name)));
+            for (i, (h, r)) in of_kind.into_iter().enumerate() {
+                let derived = self
+                    .port_base
+                    .saturating_add(kind.port_offset())
+                    .saturating_add(if kind == RoleKind::Lb { (i * 2) as u16 } else { i as u16 });
+                let port = r.port.unwrap_or(if self.port_base == 0 { 0 } else { derived });
+                let ip = if kind == RoleKind::Lb { self.lb.public_address.unwrap_or(h.address) } else { h.address };
+                let admin = (kind == RoleKind::Lb).then(|| {
+                    let p = r.admin_port.unwrap_or(if port == 0 { 0 } else { port + 1 });
+                    SocketAddr::new(h.address, p)
+                });
+                out.push(Placed {
+                    name: r.name.clone(),
+                    kind,
+                    host: h.name.clone(),
+                    addr: SocketAddr::new(ip, port),
+                    admin,
+                });
+            }
+        }
+        out
+    }
+
+    pub fn of_kind(&self, kind: RoleKind) -> Vec<Placed> {
+        let mut v: Vec<Placed> = self.placed().into_iter().filter(|p| p.kind == kind).collect();
+        v.sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
+        v
+    }
+}
+
+/// `web10` sorts after `web2`.
+fn natural_key(s: &str) -> (String, u64) {
+    let digits: String =
+        s.chars().rev().take_while(|c| c.is_ascii_digit()).collect::<Vec<_>>().into_iter().rev().collect();
+    let prefix = s[..s.len() - digits.len()].to_string();
+    (prefix, digits.parse().unwrap_or(0))
 }
 
 impl Validate for Topology {
-    fn validate(&self, _v: &mut Validator) {}
+    fn validate(&self, v: &mut Validator) {
+        if let Some(r) = &self.role {
+            if r != "topology" {
+                v.error("role", format!("this is a topology, but role = \"{r}\""));
+            }
+        }
+        if self.hosts.is_empty() {
+            v.error("host", "at least one [[host]] is required");
+        }
+        if self.port_base > 65000 {
+            v.error("port_base", "must be at most 65000 (derived ports go up to base+40)");
+        }
+        let mut hosts = HashSet::new();
+        let mut names = HashSet::new();
+        v.scope("host", |v| {
+            for (i, h) in self.hosts.iter().enumerate() {
+                v.index(i, |v| {
+                    check_name(v, "name", &h.name);
+                    if !hosts.insert(h.name.as_str()) {
+                        v.error("name", format!("duplicate host `{}`", h.name));
+                    }
+                    v.scope("role", |v| {
+                        for (j, r) in h.roles.iter().enumerate() {
+                            v.index(j, |v| {
+                                check_name(v, "name", &r.name);
+                                if !names.insert(r.name.as_str()) {
+                                    v.error("name", format!("duplicate role instance `{}`", r.name));
+                                }
+                                if r.admin_port.is_some() && r.kind != RoleKind::Lb {
+                                    v.error("admin_port", "only lb instances have an admin port");
+                                }
+                            });
+                        }
+                    });
+                });
+            }
+        });
+        let count = |k| self.hosts.iter().flat_map(|h| &h.roles).filter(|r| r.kind == k).count();
+        if !self.hosts.is_empty() {
+            for (k, what) in
+                [(RoleKind::Lb, "lb"), (RoleKind::Web, "web"), (RoleKind::App, "app"), (RoleKind::Db, "db")]
+            {
+                if count(k) == 0 {
+                    v.error("host", format!("the topology needs at least one {what} role"));
+                }
+            }
+            if count(RoleKind::Db) % 2 == 0 && count(RoleKind::Db) > 0 {
+                v.error(
+                    "host",
+                    format!(
+                        "{} db roles: use an odd number of database voters so a majority survives a split",
+                        count(RoleKind::Db)
+                    ),
+                );
+            }
+        }
+        let mut seen = HashSet::new();
+        for p in self.placed() {
+            for a in [Some(p.addr), p.admin].into_iter().flatten() {
+                if a.port() != 0 && !seen.insert(a) {
+                    v.error("host", format!("{} listens on {a}, which another role already uses", p.name));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_the_seeds_picture() {
+        let t = Topology::default_localhost();
+        let mut v = Validator::default();
+        t.validate(&mut v);
+        assert!(v.is_empty(), "{v:?}");
+        let p = t.placed();
+        let find = |n: &str| p.iter().find(|x| x.name == n).unwrap().clone();
+        assert_eq!(find("lb1").addr.port(), 8080);
+        assert_eq!(find("lb1").admin.unwrap().port(), 8081);
+        assert_eq!(find("web2").addr.port(), 8091);
+        assert_eq!(find("app1").addr.port(), 8100);
+        assert_eq!(find("db1").addr.port(), 8110);
+        assert_eq!(find("db3").addr.port(), 8112);
+        assert_eq!(find("db3").host, "lb1");
+        assert_eq!(t.of_kind(RoleKind::Db).iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["db1", "db2", "db3"]);
+    }
+
+    #[test]
+    fn file_round_trips_and_reports_conflicts() {
+        let text = r#"
+port_base = 9000
+[[host]]
+name = "a"
+[[host.role]]
+name = "lb1"
+kind = "lb"
+[[host.role]]
+name = "web1"
+kind = "web"
+port = 9000
+[[host.role]]
+name = "app1"
+kind = "app"
+[[host.role]]
+name = "db1"
+kind = "db"
+[[host.role]]
+name = "db2"
+kind = "db"
+"#;
+        let err = crate::from_str::<Topology>(text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("2 db roles"), "{err}");
+        assert!(err.contains("web1 listens on 127.0.0.1:9000, which another role already uses"), "{err}");
+        assert_eq!(crate::Role::detect(text), Some(crate::Role::Topology));
+    }
 }
