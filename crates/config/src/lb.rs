@@ -343,13 +343,7 @@ fn d1h() -> Duration {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts {
-            connect: d3s(),
-            client_header: d10s(),
-            server: d30s(),
-            tunnel: d1h(),
-            drain: d30s(),
-        }
+        Timeouts { connect: d3s(), client_header: d10s(), server: d30s(), tunnel: d1h(), drain: d30s() }
     }
 }
 
@@ -368,12 +362,9 @@ impl Validate for LbConfig {
         }
         v.scope("timeouts", |v| {
             let t = &self.timeouts;
-            for (k, d) in [
-                ("connect", t.connect),
-                ("client_header", t.client_header),
-                ("server", t.server),
-                ("tunnel", t.tunnel),
-            ] {
+            for (k, d) in
+                [("connect", t.connect), ("client_header", t.client_header), ("server", t.server), ("tunnel", t.tunnel)]
+            {
                 if d.is_zero() {
                     v.error(k, "must be greater than 0");
                 }

@@ -220,7 +220,7 @@ impl Topology {
                 .iter()
                 .flat_map(|h| h.roles.iter().filter(move |r| r.kind == kind).map(move |r| (h, r)))
                 .collect();
-            of_kind.sort_by(|a, b| natural_key(&a.1.name).cmp(&natural_key(&b.1.name)));
+            of_kind.sort_by_key(|a| natural_key(&a.1.name));
             for (i, (h, r)) in of_kind.into_iter().enumerate() {
                 let derived = self
                     .port_base
@@ -246,7 +246,7 @@ impl Topology {
 
     pub fn of_kind(&self, kind: RoleKind) -> Vec<Placed> {
         let mut v: Vec<Placed> = self.placed().into_iter().filter(|p| p.kind == kind).collect();
-        v.sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
+        v.sort_by_key(|a| natural_key(&a.name));
         v
     }
 }
