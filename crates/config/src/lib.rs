@@ -10,6 +10,7 @@
 pub mod app;
 pub mod db;
 mod error;
+pub mod firewall;
 pub mod lb;
 pub mod topology;
 pub mod web;

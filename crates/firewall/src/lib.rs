@@ -1,0 +1,319 @@
+//! Access control at every listener: the firewall of the seeds' picture.
+//!
+//! Owns: CIDR allow/deny lists (first match wins), per-client-IP rate
+//! limiting (GCRA, via `governor`), total and per-IP concurrent connection
+//! limits, finding the real client IP behind trusted proxies, and
+//! constant-time checking of bearer secrets.
+//!
+//! Must not touch: sockets, HTTP serving or responses' bodies; listeners
+//! ask here and turn a [`Refusal`] into a 403/429/503 or a closed socket.
+
+use bulwark_config::firewall::{parse_net, parse_rule, Action, FirewallConfig};
+use dashmap::DashMap;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a client is turned away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The ACL denies this address (→ 403 or closed socket).
+    Denied,
+    /// The listener is at `max_connections` (→ 503).
+    ListenerFull,
+    /// This client is at `max_connections_per_ip` (→ 429).
+    TooManyConnections,
+    /// Over the rate limit; may retry after this long (→ 429 + Retry-After).
+    RateLimited(Duration),
+}
+
+impl Refusal {
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Refusal::Denied => http::StatusCode::FORBIDDEN,
+            Refusal::ListenerFull => http::StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::TooManyConnections | Refusal::RateLimited(_) => http::StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    pub fn reason(&self) -> String {
+        match self {
+            Refusal::Denied => "access from your address is not allowed".into(),
+            Refusal::ListenerFull => "the server is at its connection limit; try again shortly".into(),
+            Refusal::TooManyConnections => "too many concurrent connections from your address".into(),
+            Refusal::RateLimited(d) => format!("rate limit exceeded; retry in {} s", retry_after_secs(*d)),
+        }
+    }
+
+    /// Seconds for `Retry-After`, when it applies.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Refusal::RateLimited(d) => Some(retry_after_secs(*d)),
+            Refusal::ListenerFull | Refusal::TooManyConnections => Some(1),
+            Refusal::Denied => None,
+        }
+    }
+}
+
+fn retry_after_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// A listener's firewall. Share it between worker threads behind an `Arc`.
+pub struct Firewall {
+    acl: Vec<(Action, IpNet)>,
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    checks: AtomicU64,
+    max_total: Option<u32>,
+    max_per_ip: Option<u32>,
+    total: Arc<AtomicU32>,
+    per_ip: Arc<DashMap<IpAddr, u32>>,
+    trusted: Vec<IpNet>,
+}
+
+impl std::fmt::Debug for Firewall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Firewall").field("acl", &self.acl).field("trusted", &self.trusted).finish_non_exhaustive()
+    }
+}
+
+/// Holds one connection slot; released on drop.
+#[derive(Debug)]
+pub struct ConnectionPermit {
+    ip: IpAddr,
+    total: Option<Arc<AtomicU32>>,
+    per_ip: Option<Arc<DashMap<IpAddr, u32>>>,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        if let Some(t) = &self.total {
+            t.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(m) = &self.per_ip {
+            m.remove_if_mut(&self.ip, |_, n| {
+                *n -= 1;
+                *n == 0
+            });
+        }
+    }
+}
+
+/// Addresses compared in their canonical form (`::ffff:1.2.3.4` is 1.2.3.4).
+fn canonical(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+impl Firewall {
+    /// Build from an already validated config.
+    pub fn new(cfg: &FirewallConfig) -> Result<Firewall, String> {
+        let acl = cfg.acl.iter().map(|r| parse_rule(r)).collect::<Result<Vec<_>, _>>()?;
+        let trusted = cfg.trusted_proxies.iter().map(|r| parse_net(r)).collect::<Result<Vec<_>, _>>()?;
+        let limiter = match &cfg.rate_limit {
+            None => None,
+            Some(r) => {
+                let per = NonZeroU32::new(r.per_second).ok_or("rate_limit.per_second must be at least 1")?;
+                let burst =
+                    NonZeroU32::new(r.burst.unwrap_or(r.per_second)).ok_or("rate_limit.burst must be at least 1")?;
+                Some(RateLimiter::keyed(Quota::per_second(per).allow_burst(burst)))
+            }
+        };
+        Ok(Firewall {
+            acl,
+            limiter,
+            checks: AtomicU64::new(0),
+            max_total: cfg.max_connections,
+            max_per_ip: cfg.max_connections_per_ip,
+            total: Arc::new(AtomicU32::new(0)),
+            per_ip: Arc::new(DashMap::new()),
+            trusted,
+        })
+    }
+
+    /// A firewall that lets everything through.
+    pub fn open() -> Firewall {
+        Firewall::new(&FirewallConfig::default()).expect("empty config is valid")
+    }
+
+    /// True when nothing is configured: callers may skip every check.
+    pub fn is_open(&self) -> bool {
+        self.acl.is_empty() && self.limiter.is_none() && self.max_total.is_none() && self.max_per_ip.is_none()
+    }
+
+    pub fn has_rate_limit(&self) -> bool {
+        self.limiter.is_some()
+    }
+
+    /// The ACL verdict for `ip`: the first matching rule decides.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        for (action, net) in &self.acl {
+            let hit =
+                net.contains(&ip) || (net.prefix_len() == 0 && matches!((net, ip), (IpNet::V4(_), IpAddr::V6(_))));
+            if hit {
+                return *action == Action::Allow;
+            }
+        }
+        true
+    }
+
+    /// Admit a new connection from `ip`: ACL, then connection limits.
+    pub fn admit(&self, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
+        let ip = canonical(ip);
+        if !self.allows(ip) {
+            return Err(Refusal::Denied);
+        }
+        let total = match self.max_total {
+            Some(max) => {
+                if self.total.fetch_add(1, Ordering::Relaxed) >= max {
+                    self.total.fetch_sub(1, Ordering::Relaxed);
+                    return Err(Refusal::ListenerFull);
+                }
+                Some(self.total.clone())
+            }
+            None => None,
+        };
+        let per_ip = match self.max_per_ip {
+            Some(max) => {
+                let mut n = self.per_ip.entry(ip).or_insert(0);
+                if *n >= max {
+                    drop(n);
+                    if let Some(t) = &total {
+                        t.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    return Err(Refusal::TooManyConnections);
+                }
+                *n += 1;
+                Some(self.per_ip.clone())
+            }
+            None => None,
+        };
+        Ok(ConnectionPermit { ip, total, per_ip })
+    }
+
+    /// Count one request from `ip` against its rate limit.
+    pub fn check_rate(&self, ip: IpAddr) -> Result<(), Refusal> {
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        // Forget idle clients now and then so memory stays bounded.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 8192 == 8191 {
+            limiter.retain_recent();
+        }
+        limiter
+            .check_key(&canonical(ip))
+            .map_err(|not_until| Refusal::RateLimited(not_until.wait_time_from(DefaultClock::default().now())))
+    }
+
+    /// The client address of a request: the socket peer, unless the peer is
+    /// a trusted proxy, in which case the right-most `X-Forwarded-For`
+    /// address that is not itself a trusted proxy.
+    pub fn client_ip(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
+        let peer = canonical(peer);
+        if self.trusted.is_empty() || !self.is_trusted(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        let hops: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .collect();
+        for hop in hops.into_iter().rev() {
+            client = canonical(hop);
+            if !self.is_trusted(client) {
+                break;
+            }
+        }
+        client
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Constant-time check of `Authorization: Bearer <secret>`.
+pub fn bearer_matches(headers: &http::HeaderMap, secret: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let Some(v) = headers.get(http::header::AUTHORIZATION) else { return false };
+    let Some(token) = v.as_bytes().strip_prefix(b"Bearer ") else { return false };
+    token.ct_eq(secret.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fw(toml_text: &str) -> Firewall {
+        let cfg: FirewallConfig = toml::from_str(toml_text).unwrap();
+        Firewall::new(&cfg).unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let f = fw(r#"acl = ["deny 10.9.0.0/16", "allow 10.0.0.0/8", "allow 127.0.0.1", "deny all"]"#);
+        assert!(!f.allows(ip("10.9.1.1")));
+        assert!(f.allows(ip("10.1.1.1")));
+        assert!(f.allows(ip("127.0.0.1")));
+        assert!(f.allows(ip("::ffff:127.0.0.1")), "IPv4-mapped form matches too");
+        assert!(!f.allows(ip("127.0.0.2")));
+        assert!(!f.allows(ip("2001:db8::1")), "`deny all` covers IPv6 clients");
+        assert!(fw("").allows(ip("1.2.3.4")));
+        assert!(fw("").is_open());
+        assert_eq!(f.admit(ip("10.9.0.1")).unwrap_err(), Refusal::Denied);
+    }
+
+    #[test]
+    fn connection_limits_release_on_drop() {
+        let f = fw("max_connections = 3\nmax_connections_per_ip = 2");
+        let a1 = f.admit(ip("1.1.1.1")).unwrap();
+        let _a2 = f.admit(ip("1.1.1.1")).unwrap();
+        assert_eq!(f.admit(ip("1.1.1.1")).unwrap_err(), Refusal::TooManyConnections);
+        let _b1 = f.admit(ip("2.2.2.2")).unwrap();
+        assert_eq!(f.admit(ip("3.3.3.3")).unwrap_err(), Refusal::ListenerFull);
+        drop(a1);
+        let _c = f.admit(ip("3.3.3.3")).unwrap();
+        assert_eq!(f.per_ip.get(&ip("1.1.1.1")).map(|n| *n), Some(1));
+    }
+
+    #[test]
+    fn rate_limit_is_per_client_with_retry_after() {
+        let f = fw("rate_limit = { per_second = 1, burst = 3 }");
+        for _ in 0..3 {
+            f.check_rate(ip("1.1.1.1")).unwrap();
+        }
+        let r = f.check_rate(ip("1.1.1.1")).unwrap_err();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.retry_after(), Some(1));
+        f.check_rate(ip("2.2.2.2")).unwrap();
+    }
+
+    #[test]
+    fn client_ip_trusts_only_configured_proxies() {
+        let f = fw(r#"trusted_proxies = ["127.0.0.0/8", "10.0.0.0/8"]"#);
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6, 203.0.113.5, 10.0.0.2".parse().unwrap());
+        assert_eq!(f.client_ip(ip("127.0.0.1"), &h), ip("203.0.113.5"));
+        assert_eq!(f.client_ip(ip("8.8.8.8"), &h), ip("8.8.8.8"), "untrusted peer: header ignored");
+        assert_eq!(fw("").client_ip(ip("127.0.0.1"), &h), ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn bearer_secret_check() {
+        let mut h = http::HeaderMap::new();
+        assert!(!bearer_matches(&h, "s3cret"));
+        h.insert("authorization", "Bearer s3cret".parse().unwrap());
+        assert!(bearer_matches(&h, "s3cret"));
+        assert!(!bearer_matches(&h, "s3cre"));
+    }
+}
