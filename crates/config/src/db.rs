@@ -1,14 +1,312 @@
-//! Schema of `bulwark db`. (Placeholder until the db role lands.)
+//! Schema of `bulwark db` (the MySQL primary-replica role).
+//!
+//! ```toml
+//! node_id = 1                          # unique, >= 1, never reused
+//! listen = "127.0.0.1:7001"            # HTTP API and replication (port 0 = any free port)
+//! advertise = "127.0.0.1:7001"         # address peers and clients use (default: the bound listen address)
+//! data_dir = "/var/lib/bulwark/db1"    # SQLite database, Raft log ("binary log"), snapshots
+//! secret_file = "/etc/bulwark/db.secret"   # or: secret = "..." (at least 16 characters)
+//! bootstrap = true                     # on an empty data dir, create a cluster of `peer`s + this node
+//! forward_writes = true                # a replica proxies writes to the primary (false: 307 redirect)
+//!
+//! [[peer]]                             # the initial voters (this node may be listed too)
+//! id = 2
+//! address = "127.0.0.1:7002"
+//! [[peer]]
+//! id = 3
+//! address = "127.0.0.1:7003"
+//! ```
+//!
+//! A node with an empty data dir that is not bootstrapping waits until the
+//! primary adds it (`bulwark db add-node`), then receives a snapshot.
+use crate::util::{check_bind, check_host_port};
 use crate::{Validate, Validator};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DbConfig {
+    /// Optional explicit role marker (`role = "db"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Raft node id: unique in the cluster, at least 1.
+    pub node_id: u64,
+    /// Listen address of the HTTP API (clients and replication).
+    pub listen: String,
+    /// `host:port` other nodes and clients use to reach this node. Defaults
+    /// to the bound listen address (required when listening on 0.0.0.0/::).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// Directory of the SQLite database, the Raft log and snapshots.
+    pub data_dir: PathBuf,
+    /// Cluster secret sent as `Authorization: Bearer <secret>` by every
+    /// node and client. Exactly one of `secret` and `secret_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// File holding the cluster secret (surrounding whitespace is ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    /// Initialize a new cluster from `peer` (plus this node) when the data
+    /// dir is empty. Safe to set on every initial voter.
+    #[serde(default = "yes")]
+    pub bootstrap: bool,
+    /// The initial voters; used only when bootstrapping.
+    #[serde(default, rename = "peer", skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<Peer>,
+    /// A replica proxies writes to the primary; when false it answers 307
+    /// with the primary's address.
+    #[serde(default = "yes")]
+    pub forward_writes: bool,
+    /// Largest accepted request body, bytes.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Longest wait for a write to be committed by a majority before the
+    /// primary answers 503 (outcome unknown).
+    #[serde(default = "default_write_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Longest wait of a replica for a read-your-writes token or a bounded
+    /// lag before it redirects the read to the primary.
+    #[serde(default = "default_read_wait", with = "humantime_serde")]
+    pub read_wait: Duration,
+    /// Leader heartbeat period.
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Minimum election timeout; the maximum is twice this. A new primary is
+    /// elected roughly 2-3 election timeouts after the old one dies.
+    #[serde(default = "default_election_timeout", with = "humantime_serde")]
+    pub election_timeout: Duration,
+    /// Take a snapshot (and compact the log) after this many log entries.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+    /// Read-only SQLite connections serving reads.
+    #[serde(default = "default_read_connections")]
+    pub read_connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub id: u64,
+    /// `host:port` of the peer's API.
+    pub address: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_max_request_bytes() -> usize {
+    1 << 20
+}
+fn default_write_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_read_wait() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_election_timeout() -> Duration {
+    Duration::from_millis(400)
+}
+fn default_snapshot_every() -> u64 {
+    10_000
+}
+fn default_read_connections() -> usize {
+    4
 }
 
 impl Validate for DbConfig {
-    fn validate(&self, _v: &mut Validator) {}
+    fn validate(&self, v: &mut Validator) {
+        if let Some(r) = &self.role {
+            if r != "db" {
+                v.error("role", format!("this is a db config, but role = \"{r}\""));
+            }
+        }
+        if self.node_id == 0 {
+            v.error("node_id", "must be at least 1");
+        }
+        check_bind(v, "listen", &self.listen);
+        if let Some(a) = &self.advertise {
+            check_host_port(v, "advertise", a);
+            if a.ends_with(":0") {
+                v.error("advertise", "must name a real port, not 0");
+            }
+        } else if let Ok(addr) = self.listen.parse::<std::net::SocketAddr>() {
+            if addr.ip().is_unspecified() {
+                v.error("advertise", "required when `listen` is a wildcard address (peers need a reachable address)");
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            v.error("data_dir", "must not be empty");
+        }
+        match (&self.secret, &self.secret_file) {
+            (Some(_), Some(_)) => v.error("secret_file", "set either `secret` or `secret_file`, not both"),
+            (None, None) => v.error("secret", "a cluster secret is required: set `secret` or `secret_file`"),
+            (Some(s), None) => {
+                if s.trim().len() < 16 {
+                    v.error("secret", "must be at least 16 characters");
+                }
+                if s.trim() != s || s.contains(char::is_control) {
+                    v.error("secret", "must not have surrounding whitespace or control characters");
+                }
+            }
+            (None, Some(p)) => {
+                if p.as_os_str().is_empty() {
+                    v.error("secret_file", "must not be empty");
+                }
+            }
+        }
+        let mut ids = HashSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            v.scope("peer", |v| {
+                v.index(i, |v| {
+                    if p.id == 0 {
+                        v.error("id", "must be at least 1");
+                    }
+                    if !ids.insert(p.id) {
+                        v.error("id", format!("node id {} is listed twice", p.id));
+                    }
+                    check_host_port(v, "address", &p.address);
+                    if p.address.ends_with(":0") && p.id != self.node_id {
+                        v.error("address", "must name a real port, not 0");
+                    }
+                });
+            });
+        }
+        if self.max_request_bytes < 1024 {
+            v.error("max_request_bytes", "must be at least 1024");
+        }
+        if self.heartbeat_interval.is_zero() {
+            v.error("heartbeat_interval", "must be more than 0");
+        }
+        if self.election_timeout < self.heartbeat_interval * 3 {
+            v.error("election_timeout", "must be at least 3 × heartbeat_interval");
+        }
+        if self.write_timeout < self.election_timeout {
+            v.error("write_timeout", "must be at least election_timeout");
+        }
+        if self.snapshot_every < 10 {
+            v.error("snapshot_every", "must be at least 10");
+        }
+        if self.read_connections == 0 || self.read_connections > 64 {
+            v.error("read_connections", "must be between 1 and 64");
+        }
+    }
+}
+
+impl DbConfig {
+    /// The cluster secret from `secret` or `secret_file` (trimmed).
+    pub fn load_secret(&self) -> std::io::Result<String> {
+        if let Some(s) = &self.secret {
+            return Ok(s.clone());
+        }
+        let path = self.secret_file.as_ref().expect("validated: secret or secret_file");
+        let s = std::fs::read_to_string(path)?.trim().to_string();
+        if s.len() < 16 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: the secret must be at least 16 characters", path.display()),
+            ));
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node_id = 1
+listen = "127.0.0.1:0"
+data_dir = "/tmp/db1"
+secret = "0123456789abcdef-secret"
+election_timeout = "500ms"
+[[peer]]
+id = 2
+address = "127.0.0.1:7002"
+[[peer]]
+id = 3
+address = "db3.internal:7003"
+"#;
+
+    #[test]
+    fn parses_a_good_config_with_defaults() {
+        let c: DbConfig = crate::from_str(GOOD, "db.toml").unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.peers.len(), 2);
+        assert!(c.bootstrap && c.forward_writes);
+        assert_eq!(c.election_timeout, Duration::from_millis(500));
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(c.load_secret().unwrap(), "0123456789abcdef-secret");
+        assert_eq!(crate::Role::detect(GOOD), Some(crate::Role::Db));
+    }
+
+    #[test]
+    fn names_every_bad_key() {
+        let bad = r#"
+node_id = 0
+listen = "nowhere"
+data_dir = ""
+secret = "short"
+heartbeat_interval = "200ms"
+election_timeout = "300ms"
+[[peer]]
+id = 2
+address = "127.0.0.1:7002"
+[[peer]]
+id = 2
+address = "bad address"
+"#;
+        let e = crate::from_str::<DbConfig>(bad, "db.toml").unwrap_err();
+        let keys: Vec<&str> = e.issues.iter().map(|i| i.key.as_str()).collect();
+        for k in ["node_id", "listen", "data_dir", "secret", "election_timeout", "peer[1].id", "peer[1].address"] {
+            assert!(keys.contains(&k), "{k} missing in {keys:?}");
+        }
+        let line = e.issues.iter().find(|i| i.key == "peer[1].address").unwrap().line;
+        assert_eq!(line, Some(13));
+    }
+
+    #[test]
+    fn requires_exactly_one_secret_source() {
+        let none = "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\n";
+        let e = crate::from_str::<DbConfig>(none, "db.toml").unwrap_err();
+        assert_eq!(e.issues[0].key, "secret");
+        let both = format!("{none}secret = \"0123456789abcdef\"\nsecret_file = \"/x\"\n");
+        let e = crate::from_str::<DbConfig>(&both, "db.toml").unwrap_err();
+        assert_eq!(e.issues[0].key, "secret_file");
+    }
+
+    #[test]
+    fn wildcard_listen_needs_advertise() {
+        let t = "node_id = 1\nlisten = \"0.0.0.0:7001\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
+        let e = crate::from_str::<DbConfig>(t, "db.toml").unwrap_err();
+        assert_eq!(e.issues[0].key, "advertise");
+        let ok = format!("{t}advertise = \"10.0.0.1:7001\"\n");
+        crate::from_str::<DbConfig>(&ok, "db.toml").unwrap();
+    }
+
+    #[test]
+    fn rejects_unknown_keys() {
+        let t = format!("{GOOD}\nreplicas = 3\n");
+        let e = crate::from_str::<DbConfig>(&t, "db.toml").unwrap_err();
+        assert!(e.to_string().contains("replicas"), "{e}");
+    }
+
+    #[test]
+    fn secret_file_is_read_and_trimmed() {
+        let dir = std::env::temp_dir().join(format!("bulwark-db-secret-{}", std::process::id()));
+        std::fs::write(&dir, "  0123456789abcdef-file\n").unwrap();
+        let t = format!(
+            "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret_file = \"{}\"\n",
+            dir.display()
+        );
+        let c: DbConfig = crate::from_str(&t, "db.toml").unwrap();
+        assert_eq!(c.load_secret().unwrap(), "0123456789abcdef-file");
+        std::fs::remove_file(&dir).unwrap();
+    }
 }
