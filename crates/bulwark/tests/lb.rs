@@ -218,7 +218,7 @@ fn reload_changes_servers_without_dropping_requests() {
     // A bad config is rejected and the running one stays.
     std::fs::write(&lb.config_path, "threads = 1\n[[frontend]]\nname = \"www\"\n").unwrap();
     lb.signal(Signal::SIGHUP);
-    lb.wait_for_log("reload rejected");
+    lb.wait_for_log("reload (SIGHUP) rejected");
     let b_before = b.hits();
     wait_until("still serving on b", || b.hits() > b_before + 100);
     stop.store(true, Ordering::SeqCst);

@@ -94,6 +94,49 @@ pub struct Frontend {
     /// Largest accepted request head (request line + headers), bytes.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Largest accepted request body, bytes (→ 413).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Terminate TLS on this frontend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    /// Plain-HTTP frontend only: answer every request with a 308 redirect to
+    /// `https://<host>:<port><path>` (port omitted when 443).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_https_port: Option<u16>,
+    #[serde(default)]
+    pub firewall: crate::firewall::FirewallConfig,
+}
+
+fn default_max_body_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+
+/// TLS termination (rustls; TLS 1.2 and 1.3 only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Certificate chains with their keys (PEM files). The one whose names
+    /// match the client's SNI is used; the first is the default.
+    #[serde(rename = "certificate")]
+    pub certificates: Vec<CertificateFiles>,
+    /// `Strict-Transport-Security` max-age; "0s" disables the header.
+    #[serde(default = "default_hsts", with = "humantime_serde")]
+    pub hsts: Duration,
+    /// Offer HTTP/2 by ALPN (HTTP/1.1 is always offered).
+    #[serde(default = "yes")]
+    pub http2: bool,
+}
+
+fn default_hsts() -> Duration {
+    Duration::from_secs(365 * 24 * 3600)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 fn yes() -> bool {
@@ -312,6 +355,9 @@ pub struct Timeouts {
     /// Connecting to a server.
     #[serde(default = "d3s", with = "humantime_serde")]
     pub connect: Duration,
+    /// Client must send the whole request body within this time (→ 408).
+    #[serde(default = "d30s", with = "humantime_serde")]
+    pub client_body: Duration,
     /// Client must send a complete request head within this time. The clock
     /// starts when the lb waits for a request, so it also closes keep-alive
     /// connections idle for this long (as HAProxy's `http-keep-alive`).
@@ -343,7 +389,14 @@ fn d1h() -> Duration {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { connect: d3s(), client_header: d10s(), server: d30s(), tunnel: d1h(), drain: d30s() }
+        Timeouts {
+            connect: d3s(),
+            client_header: d10s(),
+            client_body: d30s(),
+            server: d30s(),
+            tunnel: d1h(),
+            drain: d30s(),
+        }
     }
 }
 
@@ -392,6 +445,20 @@ impl Validate for LbConfig {
                     }
                     if f.max_header_bytes < 1024 {
                         v.error("max_header_bytes", "must be at least 1024");
+                    }
+                    v.scope("firewall", |v| f.firewall.validate_in(v));
+                    if let Some(tls) = &f.tls {
+                        v.scope("tls", |v| {
+                            if tls.certificates.is_empty() {
+                                v.error("certificate", "at least one [[frontend.tls.certificate]] is required");
+                            }
+                        });
+                        if f.mode == Mode::Tcp {
+                            v.error("tls", "tls is for http frontends (tcp mode passes bytes through)");
+                        }
+                        if f.redirect_https_port.is_some() {
+                            v.error("redirect_https_port", "a TLS frontend cannot redirect to HTTPS");
+                        }
                     }
                 });
             }

@@ -12,6 +12,7 @@
 mod admin;
 mod listener;
 mod routing;
+pub mod tls;
 
 pub use routing::{Routing, RoutingError};
 

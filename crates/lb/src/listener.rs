@@ -6,11 +6,12 @@
 use crate::routing::Routing;
 use arc_swap::ArcSwap;
 use bulwark_config::lb::{Frontend, Mode};
+use bulwark_firewall::{ConnectionPermit, Refusal};
 use bulwark_proxy::{ClientContext, ProxyBody};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -96,7 +97,7 @@ async fn worker(
     shutdown: CancellationToken,
 ) {
     let graceful = Arc::new(GracefulShutdown::new());
-    let tunnels = tokio_util::task::TaskTracker::new();
+    let connections = tokio_util::task::TaskTracker::new();
     let mut accepting = tokio::task::JoinSet::new();
     for (index, name, mode, std_listener) in listeners {
         let listener = match tokio::net::TcpListener::from_std(std_listener) {
@@ -106,7 +107,8 @@ async fn worker(
                 continue;
             }
         };
-        let (routing, graceful, tunnels, stop) = (routing.clone(), graceful.clone(), tunnels.clone(), shutdown.clone());
+        let (routing, watcher, connections, stop) =
+            (routing.clone(), graceful.clone(), connections.clone(), shutdown.clone());
         accepting.spawn(async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -122,14 +124,27 @@ async fn worker(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let r = routing.load_full();
+                let fe = &r.frontends[index];
+                let permit = fe.firewall.admit(peer.ip());
                 match mode {
-                    Mode::Http => serve_http(index, stream, peer, &routing, &graceful),
+                    Mode::Http => {
+                        let (routing, watcher) = (routing.clone(), watcher.watcher());
+                        connections.spawn(serve_http(index, stream, peer, routing, watcher, permit));
+                    }
                     Mode::Tcp => {
-                        let r = routing.load_full();
-                        let upstream = r.forwarders[index].upstream.clone();
+                        let permit = match permit {
+                            Ok(p) => p,
+                            Err(refusal) => {
+                                tracing::info!(frontend = %name, client = %peer, "tcp connection refused: {}", refusal.reason());
+                                continue;
+                            }
+                        };
+                        let upstream = fe.forwarder.upstream.clone();
                         let t = r.config.timeouts.clone();
-                        tunnels.spawn(async move {
+                        connections.spawn(async move {
                             bulwark_proxy::tcp::tunnel(&upstream, stream, peer, t.connect, t.tunnel).await;
+                            drop(permit);
                         });
                     }
                 }
@@ -140,48 +155,145 @@ async fn worker(
     // Stop accepting: close the listening sockets.
     while accepting.join_next().await.is_some() {}
     let drain = routing.load().config.timeouts.drain;
+    connections.close();
+    // The accept loops (the only other owners) have ended.
     let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
-    tunnels.close();
     let all = async {
         graceful.shutdown().await;
-        tunnels.wait().await;
+        connections.wait().await;
     };
     if tokio::time::timeout(drain, all).await.is_err() {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
 }
 
-fn serve_http(
+/// Serve one client connection: TLS handshake when configured (ALPN picks
+/// HTTP/2 or HTTP/1.1), then HTTP with the frontend's firewall checks.
+async fn serve_http(
     index: usize,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    routing: &Arc<ArcSwap<Routing>>,
-    graceful: &GracefulShutdown,
+    routing: Arc<ArcSwap<Routing>>,
+    watcher: Watcher,
+    permit: Result<ConnectionPermit, Refusal>,
 ) {
-    let cfg = routing.load();
-    let t = &cfg.config.timeouts;
-    let f = &cfg.config.frontends[index];
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(t.client_header)
-        .max_buf_size(f.max_header_bytes.max(8192))
-        // One flat buffer per response: one send instead of a writev of
-        // head and body (measured cheaper for small responses).
-        .writev(false)
-        .keep_alive(true);
-    let routing = routing.clone();
-    let ctx = Arc::new(ClientContext::new(peer, "http"));
-    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let fwd = routing.load().forwarders[index].clone();
-        let ctx = ctx.clone();
-        async move { Ok::<hyper::Response<ProxyBody>, Infallible>(fwd.forward(req, &ctx).await) }
-    });
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-    let conn = graceful.watch(conn);
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(client = %peer, "client connection ended: {e}");
+    let r = routing.load_full();
+    let t = &r.config.timeouts;
+    let f = &r.config.frontends[index];
+    let fe = &r.frontends[index];
+    let header_timeout = t.client_header;
+    let max_buf = f.max_header_bytes.max(8192);
+    let tls = fe.tls.clone();
+    let proto = if tls.is_some() { "https" } else { "http" };
+    let ctx = Arc::new(ClientContext::new(peer, proto));
+    let refusal = permit.as_ref().err().cloned();
+    if let Some(refusal) = &refusal {
+        tracing::info!(frontend = %f.name, client = %peer, "connection refused: {}", refusal.reason());
+    }
+    let svc = {
+        let routing = routing.clone();
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let r = routing.load_full();
+            let ctx = ctx.clone();
+            let refusal = refusal.clone();
+            async move { Ok::<hyper::Response<ProxyBody>, Infallible>(handle(&r, index, req, &ctx, refusal).await) }
+        })
+    };
+    drop(r);
+    match tls {
+        None => {
+            let mut b = http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(max_buf)
+                // One flat buffer per response: one send instead of a writev of
+                // head and body (measured cheaper for small responses).
+                .writev(false)
+                .keep_alive(permit.is_ok());
+            let conn = watcher.watch(b.serve_connection(TokioIo::new(stream), svc));
+            if let Err(e) = conn.await {
+                tracing::debug!(client = %peer, "client connection ended: {e}");
+            }
         }
-    });
+        Some(acceptor) => {
+            let tls_stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client = %peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = TokioIo::new(tls_stream);
+            let result = if h2 {
+                let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                b.timer(TokioTimer::new()).max_header_list_size(max_buf as u32);
+                watcher.watch(b.serve_connection(io, svc)).await
+            } else {
+                let mut b = http1::Builder::new();
+                b.timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .max_buf_size(max_buf)
+                    .keep_alive(permit.is_ok());
+                watcher.watch(b.serve_connection(io, svc)).await
+            };
+            if let Err(e) = result {
+                tracing::debug!(client = %peer, "client connection ended: {e}");
+            }
+        }
+    }
+    drop(permit);
+}
+
+/// One request through the frontend's gates, then to its backend.
+async fn handle(
+    r: &Routing,
+    index: usize,
+    req: hyper::Request<Incoming>,
+    ctx: &ClientContext,
+    refusal: Option<Refusal>,
+) -> hyper::Response<ProxyBody> {
+    let fe = &r.frontends[index];
+    let refusal = refusal.or_else(|| fe.firewall.check_rate(ctx.addr.ip()).err());
+    if let Some(refusal) = refusal {
+        let mut resp = bulwark_proxy::error_response(refusal.status(), &refusal.reason());
+        if let Some(secs) = refusal.retry_after() {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        return resp;
+    }
+    if let Some(port) = fe.redirect_https_port {
+        return redirect_to_https(&req, port);
+    }
+    let mut resp = fe.forwarder.forward(req, ctx).await;
+    if let Some(h) = &fe.hsts {
+        resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, h.clone());
+    }
+    resp
+}
+
+fn redirect_to_https(req: &hyper::Request<Incoming>, port: u16) -> hyper::Response<ProxyBody> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())
+        .unwrap_or("localhost");
+    // Strip any port from Host (IPv6 literals keep their brackets).
+    let host = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    };
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = if port == 443 { format!("https://{host}{path}") } else { format!("https://{host}:{port}{path}") };
+    let mut resp = hyper::Response::new(ProxyBody::full(format!("moved to {location}\n")));
+    *resp.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = http::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    resp
 }

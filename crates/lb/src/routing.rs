@@ -1,5 +1,8 @@
+use crate::tls::{self, TlsError};
 use bulwark_config::lb::{LbConfig, Mode};
+use bulwark_firewall::Firewall;
 use bulwark_proxy::{ForwardOptions, Forwarder, HealthCheck, Upstream};
+use http::HeaderValue;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -10,14 +13,28 @@ pub struct Routing {
     pub config: LbConfig,
     pub upstreams: HashMap<String, Arc<Upstream>>,
     /// Per frontend, in config order.
-    pub forwarders: Vec<Arc<Forwarder>>,
+    pub frontends: Vec<FrontendRuntime>,
     health: CancellationToken,
+}
+
+/// The live parts of one frontend.
+pub struct FrontendRuntime {
+    pub forwarder: Arc<Forwarder>,
+    pub firewall: Arc<Firewall>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `Strict-Transport-Security` value for TLS frontends.
+    pub hsts: Option<HeaderValue>,
+    pub redirect_https_port: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoutingError {
     #[error(transparent)]
     Upstream(#[from] bulwark_proxy::UpstreamError),
+    #[error("frontend `{0}`: {1}")]
+    Tls(String, TlsError),
+    #[error("frontend `{0}` firewall: {1}")]
+    Firewall(String, String),
     #[error("frontend changes need a restart (listeners are kept across reloads): {0}")]
     Listeners(String),
 }
@@ -40,26 +57,44 @@ impl Routing {
             upstreams.insert(b.name.clone(), Arc::new(Upstream::new(b.clone(), prev)?));
         }
         let t = &config.timeouts;
-        let forwarders = config
-            .frontends
-            .iter()
-            .map(|f| {
-                Arc::new(Forwarder::new(
-                    upstreams[&f.backend].clone(),
-                    ForwardOptions {
-                        route: f.name.clone(),
-                        proto: "http",
-                        forwarded_headers: f.forwarded_headers,
-                        via: f.via,
-                        access_log: f.access_log,
-                        connect_timeout: t.connect,
-                        server_timeout: t.server,
-                        set_headers: Vec::new(),
-                    },
-                ))
-            })
-            .collect();
-        Ok(Routing { config, upstreams, forwarders, health: CancellationToken::new() })
+        let mut frontends = Vec::new();
+        for f in &config.frontends {
+            let tls = match &f.tls {
+                Some(cfg) => Some(tokio_rustls::TlsAcceptor::from(
+                    tls::server_config(cfg).map_err(|e| RoutingError::Tls(f.name.clone(), e))?,
+                )),
+                None => None,
+            };
+            let hsts = f
+                .tls
+                .as_ref()
+                .filter(|t| !t.hsts.is_zero())
+                .and_then(|t| HeaderValue::from_str(&format!("max-age={}", t.hsts.as_secs())).ok());
+            let firewall = Firewall::new(&f.firewall).map_err(|e| RoutingError::Firewall(f.name.clone(), e))?;
+            let forwarder = Arc::new(Forwarder::new(
+                upstreams[&f.backend].clone(),
+                ForwardOptions {
+                    route: f.name.clone(),
+                    proto: if f.tls.is_some() { "https" } else { "http" },
+                    forwarded_headers: f.forwarded_headers,
+                    via: f.via,
+                    access_log: f.access_log,
+                    connect_timeout: t.connect,
+                    server_timeout: t.server,
+                    set_headers: Vec::new(),
+                    max_body_bytes: f.max_body_bytes,
+                    body_timeout: Some(t.client_body),
+                },
+            ));
+            frontends.push(FrontendRuntime {
+                forwarder,
+                firewall: Arc::new(firewall),
+                tls,
+                hsts,
+                redirect_https_port: f.redirect_https_port,
+            });
+        }
+        Ok(Routing { config, upstreams, frontends, health: CancellationToken::new() })
     }
 
     pub fn start_health_checks(&self) {

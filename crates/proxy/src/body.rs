@@ -6,6 +6,7 @@ use crate::pool::{self, Sender};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -102,18 +103,95 @@ impl Body for PooledBody {
     }
 }
 
-/// Request bodies sent to servers: the client's streamed body, or nothing
-/// (bodiless requests, and replays of them on retry).
+/// Request bodies sent to servers: the client's streamed body (with its
+/// size and time limits), or nothing (bodiless requests, and replays of
+/// them on retry).
 pub enum RequestBody {
-    Incoming(Incoming),
+    Incoming(LimitedBody),
     Empty,
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Which client-side limit stopped a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    TooLarge = 1,
+    TooSlow = 2,
+}
+
+/// The client's body, cut off with an error when it grows past
+/// `remaining` bytes or is still arriving at `deadline`. The trip is
+/// recorded in `tripped` so the forwarder can answer 413 or 408.
+pub struct LimitedBody {
+    inner: Incoming,
+    remaining: u64,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    pub(crate) tripped: std::sync::Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl LimitedBody {
+    pub(crate) fn new(inner: Incoming, max: u64, timeout: Option<std::time::Duration>) -> Self {
+        LimitedBody {
+            inner,
+            remaining: max,
+            deadline: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+            tripped: Default::default(),
+        }
+    }
+
+    fn trip(&self, why: BodyLimit) -> BoxError {
+        self.tripped.store(why as u8, std::sync::atomic::Ordering::Relaxed);
+        match why {
+            BodyLimit::TooLarge => "request body larger than the limit".into(),
+            BodyLimit::TooSlow => "request body not received in time".into(),
+        }
+    }
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    let n = d.len() as u64;
+                    if n > self.remaining {
+                        return Poll::Ready(Some(Err(self.trip(BodyLimit::TooLarge))));
+                    }
+                    self.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if let Some(d) = self.deadline.as_mut() {
+                    if d.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Some(Err(self.trip(BodyLimit::TooSlow))));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Empty => Poll::Ready(None),

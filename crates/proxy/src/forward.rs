@@ -10,7 +10,7 @@
 //! - anything else that was sent is never replayed;
 //! - every retry after the first attempt is drawn from the backend's retry
 //!   budget.
-use crate::body::{PooledBody, ProxyBody, RequestBody};
+use crate::body::{BodyLimit, LimitedBody, PooledBody, ProxyBody, RequestBody};
 use crate::headers::{self, ForwardedValues};
 use crate::pool;
 use crate::server::{InFlight, ServerState};
@@ -39,6 +39,10 @@ pub struct ForwardOptions {
     /// Extra request headers set on every forwarded request (e.g. the
     /// cluster secret towards an inner tier).
     pub set_headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// Largest request body accepted from the client (→ 413).
+    pub max_body_bytes: u64,
+    /// Time allowed to receive the whole request body (→ 408).
+    pub body_timeout: Option<Duration>,
 }
 
 impl Default for ForwardOptions {
@@ -52,6 +56,8 @@ impl Default for ForwardOptions {
             connect_timeout: Duration::from_secs(3),
             server_timeout: Duration::from_secs(30),
             set_headers: Vec::new(),
+            max_body_bytes: 16 * 1024 * 1024,
+            body_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -103,6 +109,7 @@ fn is_idempotent(m: &Method) -> bool {
 }
 
 enum Failure {
+    Body(BodyLimit),
     NoServer,
     Connect,
     Response(String),
@@ -146,6 +153,17 @@ impl Forwarder {
         }
 
         let bodiless = http_body::Body::is_end_stream(&body);
+        if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH) {
+            if len.to_str().ok().and_then(|l| l.parse::<u64>().ok()).is_some_and(|l| l > self.options.max_body_bytes) {
+                return self.fail(Failure::Body(BodyLimit::TooLarge), start);
+            }
+        }
+        // HTTP/2 clients send :authority instead of Host; servers get Host.
+        if !parts.headers.contains_key(http::header::HOST) {
+            if let Some(auth) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                parts.headers.insert(http::header::HOST, auth);
+            }
+        }
         let replay = if is_idempotent(&method) && bodiless {
             Some(Replay {
                 method: parts.method.clone(),
@@ -156,8 +174,15 @@ impl Forwarder {
         } else {
             None
         };
-        let mut pending =
-            Some(Request::from_parts(parts, if bodiless { RequestBody::Empty } else { RequestBody::Incoming(body) }));
+        let mut tripped = None;
+        let body = if bodiless {
+            RequestBody::Empty
+        } else {
+            let limited = LimitedBody::new(body, self.options.max_body_bytes, self.options.body_timeout);
+            tripped = Some(limited.tripped.clone());
+            RequestBody::Incoming(limited)
+        };
+        let mut pending = Some(Request::from_parts(parts, body));
 
         let mut tried: Vec<usize> = Vec::new();
         let mut failure = Failure::NoServer;
@@ -251,6 +276,13 @@ impl Forwarder {
                             continue;
                         }
                         let err = e.into_error();
+                        if let Some(t) = &tripped {
+                            match t.load(Ordering::Relaxed) {
+                                1 => return self.fail(Failure::Body(BodyLimit::TooLarge), start),
+                                2 => return self.fail(Failure::Body(BodyLimit::TooSlow), start),
+                                _ => {}
+                            }
+                        }
                         if reused
                             && replay.is_some()
                             && stale_retries > 0
@@ -311,6 +343,13 @@ impl Forwarder {
     fn fail(&self, failure: Failure, start: u64) -> Response<ProxyBody> {
         let name = self.upstream.name();
         let (status, msg) = match failure {
+            Failure::Body(BodyLimit::TooLarge) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {} bytes", self.options.max_body_bytes),
+            ),
+            Failure::Body(BodyLimit::TooSlow) => {
+                (StatusCode::REQUEST_TIMEOUT, "the request body was not received in time".to_string())
+            }
             Failure::NoServer => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("backend `{name}` has no server available to take this request"),

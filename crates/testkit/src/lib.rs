@@ -357,6 +357,18 @@ pub fn raw_request(addr: SocketAddr, raw: &[u8]) -> std::io::Result<HttpResponse
     read_response(&mut s)
 }
 
+/// Like [`raw_request`], from a chosen local address (e.g. 127.0.0.2, to
+/// test address-based rules on loopback).
+pub fn raw_request_from(source: std::net::IpAddr, addr: SocketAddr, raw: &[u8]) -> std::io::Result<HttpResponse> {
+    let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::new(source, 0).into())?;
+    sock.connect(&addr.into())?;
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(PATIENCE))?;
+    s.write_all(raw)?;
+    read_response(&mut s)
+}
+
 /// `GET path` with `Connection: close`.
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
     raw_request(addr, format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
