@@ -1,0 +1,493 @@
+//! SQL handling shared by the primary and the state machine: making
+//! statements deterministic, refusing statements that would break the
+//! replication contract, binding parameters, running writes and reads.
+//!
+//! Determinism: every replica applies the same statements and must end up
+//! byte-for-byte identical. The primary rewrites the current-time forms
+//! (`CURRENT_TIMESTAMP`, `CURRENT_DATE`, `CURRENT_TIME`, `'now'`, and the
+//! no-argument `date()`, `time()`, `datetime()`, `julianday()`,
+//! `unixepoch()`) into literals of its own clock before the statement enters
+//! the log; `random()` and `randomblob(N)` are replaced on the state
+//! machine's connection by a generator seeded with the log index; forms that
+//! cannot be made deterministic (`'localtime'`, `'utc'`, `total_changes()`)
+//! are rejected with a clear error.
+use crate::api::{Column, Params, Rows, Statement, StatementResult, Value};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::Connection;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Most rows one query may return.
+pub const MAX_ROWS: usize = 100_000;
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Integer(i) => ValueRef::Integer(*i),
+            Value::Real(f) => ValueRef::Real(*f),
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+fn value_of(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(f) => Value::Real(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Tok<'a> {
+    Word(&'a str),
+    Str(&'a str),
+    Punct(char),
+    /// Whitespace, comments, quoted identifiers, numbers: copied verbatim.
+    Other,
+}
+
+/// Split SQL into tokens with their byte ranges.
+fn tokens(sql: &str) -> Vec<(Tok<'_>, std::ops::Range<usize>)> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        let c = b[i];
+        let tok = match c {
+            b'\'' => {
+                i += 1;
+                loop {
+                    if i >= b.len() {
+                        break;
+                    }
+                    if b[i] == b'\'' {
+                        if i + 1 < b.len() && b[i + 1] == b'\'' {
+                            i += 2;
+                            continue;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    i += 1;
+                }
+                let end = if i > start + 1 && b[i - 1] == b'\'' { i - 1 } else { i };
+                Tok::Str(&sql[start + 1..end.max(start + 1)])
+            }
+            b'"' | b'`' | b'[' => {
+                let close = if c == b'[' { b']' } else { c };
+                i += 1;
+                while i < b.len() && b[i] != close {
+                    i += 1;
+                }
+                i = (i + 1).min(b.len());
+                Tok::Other
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                Tok::Other
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i = (i + 2).min(b.len());
+                Tok::Other
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80) {
+                    i += 1;
+                }
+                Tok::Word(&sql[start..i])
+            }
+            c if c.is_ascii_digit() => {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                    i += 1;
+                }
+                Tok::Other
+            }
+            c if c.is_ascii_whitespace() => {
+                while i < b.len() && b[i].is_ascii_whitespace() {
+                    i += 1;
+                }
+                Tok::Other
+            }
+            _ => {
+                // One (possibly multi-byte) character.
+                let ch = sql[i..].chars().next().unwrap_or(' ');
+                i += ch.len_utf8();
+                Tok::Punct(ch)
+            }
+        };
+        out.push((tok, start..i));
+    }
+    out
+}
+
+/// `YYYY-MM-DD HH:MM:SS.SSS` (UTC) of a Unix time in milliseconds.
+pub fn format_utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let sod = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}", sod / 3600, sod % 3600 / 60, sod % 60, ms % 1000)
+}
+
+const DATE_FUNCTIONS: &[&str] = &["date", "time", "datetime", "julianday", "unixepoch"];
+
+/// Statements the API refuses in a write, by first keyword, with the reason.
+fn forbidden(first: &str) -> Option<&'static str> {
+    Some(match first.to_ascii_uppercase().as_str() {
+        "BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" => {
+            "transaction control is not allowed: the statements of one /v1/execute request are already one transaction"
+        }
+        "ATTACH" | "DETACH" => "ATTACH/DETACH is not allowed: replicas have only the replicated database",
+        "PRAGMA" => "PRAGMA is not allowed in writes: it would change one node's settings, not the replicated data",
+        "VACUUM" => "VACUUM is not allowed through the API: nodes compact on their own",
+        _ => return None,
+    })
+}
+
+/// Make one write statement deterministic using the primary's clock
+/// (`now_ms`, Unix ms), or explain why it cannot be replicated.
+pub fn make_deterministic(sql: &str, now_ms: u64) -> Result<String, String> {
+    let toks = tokens(sql);
+    if let Some((Tok::Word(w), _)) = toks.iter().find(|(t, _)| *t != Tok::Other) {
+        if let Some(why) = forbidden(w) {
+            return Err(why.to_string());
+        }
+    }
+    let now = format_utc(now_ms);
+    let lit = |s: &str| format!("'{s}'");
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut last = 0;
+    let mut i = 0;
+    while i < toks.len() {
+        let (tok, range) = &toks[i];
+        let replacement = match tok {
+            Tok::Word(w) => {
+                let lw = w.to_ascii_lowercase();
+                match lw.as_str() {
+                    "current_timestamp" => Some(lit(&now[..19])),
+                    "current_date" => Some(lit(&now[..10])),
+                    "current_time" => Some(lit(&now[11..19])),
+                    r if r.starts_with("_bulwark") => {
+                        return Err(format!("`{w}`: names starting with _bulwark are reserved for replication metadata"))
+                    }
+                    "total_changes" => {
+                        return Err("total_changes() differs between nodes and cannot be replicated".into())
+                    }
+                    f if DATE_FUNCTIONS.contains(&f) => {
+                        // `date()` with no arguments means now: insert the literal.
+                        let mut j = i + 1;
+                        while j < toks.len() && toks[j].0 == Tok::Other && sql[toks[j].1.clone()].trim().is_empty() {
+                            j += 1;
+                        }
+                        if j < toks.len() && toks[j].0 == Tok::Punct('(') {
+                            let mut k = j + 1;
+                            while k < toks.len() && toks[k].0 == Tok::Other && sql[toks[k].1.clone()].trim().is_empty() {
+                                k += 1;
+                            }
+                            if k < toks.len() && toks[k].0 == Tok::Punct(')') {
+                                out.push_str(&sql[last..toks[j].1.end]);
+                                out.push_str(&lit(&now));
+                                last = toks[j].1.end;
+                            }
+                        }
+                        None
+                    }
+                    _ => None,
+                }
+            }
+            Tok::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "now" => Some(lit(&now)),
+                "localtime" | "utc" => {
+                    return Err(format!(
+                        "the '{s}' date modifier depends on each node's time zone and cannot be replicated; store UTC"
+                    ))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(r) = replacement {
+            out.push_str(&sql[last..range.start]);
+            out.push_str(&r);
+            last = range.end;
+        }
+        i += 1;
+    }
+    out.push_str(&sql[last..]);
+    Ok(out)
+}
+
+/// Refuse SQL text holding more than one statement (SQLite would silently
+/// run only the first).
+pub fn check_single(sql: &str) -> Result<(), String> {
+    let toks = tokens(sql);
+    if let Some(semi) = toks.iter().position(|(t, _)| *t == Tok::Punct(';')) {
+        if toks[semi + 1..].iter().any(|(t, _)| *t != Tok::Other && *t != Tok::Punct(';')) {
+            return Err("one SQL statement per entry: put several statements in the `statements` list".into());
+        }
+    }
+    Ok(())
+}
+
+/// The first keyword of a statement (for error messages and checks).
+pub fn first_keyword(sql: &str) -> Option<String> {
+    tokens(sql).into_iter().find_map(|(t, _)| match t {
+        Tok::Word(w) => Some(w.to_ascii_uppercase()),
+        _ => None,
+    })
+}
+
+/// Replace `random()` and `randomblob(N)` on the state machine's connection
+/// by a generator whose seed the applier sets per log entry.
+pub fn install_deterministic_random(conn: &Connection, seed: Arc<AtomicU64>) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    fn next(state: &AtomicU64) -> u64 {
+        // splitmix64
+        let mut z = state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    let s = seed.clone();
+    conn.create_scalar_function("random", 0, FunctionFlags::SQLITE_UTF8, move |_| Ok(next(&s) as i64))?;
+    let s = seed;
+    conn.create_scalar_function("randomblob", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
+        let n = ctx.get::<i64>(0).unwrap_or(1).clamp(1, 1 << 20) as usize;
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            v.extend_from_slice(&next(&s).to_le_bytes());
+        }
+        v.truncate(n);
+        Ok(v)
+    })?;
+    Ok(())
+}
+
+fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<(), String> {
+    let expected = stmt.parameter_count();
+    match params {
+        Params::None => {
+            if expected > 0 {
+                return Err(format!("the statement has {expected} parameters but none were given"));
+            }
+        }
+        Params::Positional(vals) => {
+            if vals.len() != expected {
+                return Err(format!("the statement has {expected} parameters but {} were given", vals.len()));
+            }
+            for (i, v) in vals.iter().enumerate() {
+                stmt.raw_bind_parameter(i + 1, v).map_err(|e| e.to_string())?;
+            }
+        }
+        Params::Named(map) => {
+            for (k, v) in map {
+                let name =
+                    if k.starts_with([':', '@', '$']) { k.clone() } else { format!(":{k}") };
+                let idx = stmt
+                    .parameter_index(&name)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("the statement has no parameter named {name}"))?;
+                stmt.raw_bind_parameter(idx, v).map_err(|e| e.to_string())?;
+            }
+            if map.len() != expected {
+                return Err(format!("the statement has {expected} parameters but {} were given", map.len()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn total_changes(conn: &Connection) -> i64 {
+    // SAFETY: the handle is valid for the connection's lifetime and the
+    // call only reads a counter.
+    unsafe { rusqlite::ffi::sqlite3_total_changes64(conn.handle()) }
+}
+
+/// Run write statements on `conn` (inside a transaction or savepoint the
+/// caller owns). Errors carry SQLite's message.
+pub fn run_writes(conn: &Connection, statements: &[Statement]) -> Result<Vec<StatementResult>, String> {
+    let mut results = Vec::with_capacity(statements.len());
+    for (n, s) in statements.iter().enumerate() {
+        let at = |e: String| if statements.len() > 1 { format!("statement {}: {e}", n + 1) } else { e };
+        if let Some(why) = first_keyword(&s.sql).as_deref().and_then(forbidden) {
+            return Err(at(why.to_string()));
+        }
+        check_single(&s.sql).map_err(at)?;
+        let mut stmt = conn.prepare(&s.sql).map_err(|e| at(e.to_string()))?;
+        bind(&mut stmt, &s.params).map_err(at)?;
+        let before = total_changes(conn);
+        {
+            let mut rows = stmt.raw_query();
+            while rows.next().map_err(|e| at(e.to_string()))?.is_some() {}
+        }
+        let after = total_changes(conn);
+        let rows_affected = if after > before { conn.changes() } else { 0 };
+        results.push(StatementResult { rows_affected, last_insert_id: conn.last_insert_rowid() });
+    }
+    Ok(results)
+}
+
+/// Run a read on a read-only connection.
+pub fn run_query(conn: &Connection, sql: &str, params: &Params) -> Result<(Vec<Column>, Vec<Vec<Value>>), String> {
+    check_single(sql)?;
+    let mut stmt = conn.prepare(sql).map_err(|e| e.to_string())?;
+    if !stmt.readonly() {
+        return Err("only read-only statements are allowed in /v1/query; send writes to /v1/execute".into());
+    }
+    bind(&mut stmt, params)?;
+    let columns: Vec<Column> = stmt
+        .columns()
+        .iter()
+        .map(|c| Column { name: c.name().to_string(), decl_type: c.decl_type().map(str::to_string) })
+        .collect();
+    let n = columns.len();
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(|e| e.to_string())? {
+        if out.len() >= MAX_ROWS {
+            return Err(format!("the result has more than {MAX_ROWS} rows; add a LIMIT"));
+        }
+        let mut r = Vec::with_capacity(n);
+        for i in 0..n {
+            r.push(value_of(row.get_ref(i).map_err(|e| e.to_string())?));
+        }
+        out.push(r);
+    }
+    Ok((columns, out))
+}
+
+/// Fill in the serving node's fields of a result.
+pub fn rows(columns: Vec<Column>, rows: Vec<Vec<Value>>, node_id: u64, applied_index: u64) -> Rows {
+    Rows { columns, rows, node_id, applied_index }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: u64 = 1_700_000_000_123; // 2023-11-14 22:13:20.123 UTC
+
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00.000");
+        assert_eq!(format_utc(T), "2023-11-14 22:13:20.123");
+        assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00.000");
+    }
+
+    #[test]
+    fn rewrites_current_time_forms_to_the_primary_clock() {
+        let s = make_deterministic("INSERT INTO t VALUES (CURRENT_TIMESTAMP, current_date, datetime('now'), date( ))", T)
+            .unwrap();
+        assert_eq!(
+            s,
+            "INSERT INTO t VALUES ('2023-11-14 22:13:20', '2023-11-14', datetime('2023-11-14 22:13:20.123'), date('2023-11-14 22:13:20.123' ))"
+        );
+        // Strings, identifiers and comments are left alone.
+        let s = "SELECT 'CURRENT_TIMESTAMP', \"now\", [current_time] -- now()\n FROM t /* 'now' */";
+        assert_eq!(make_deterministic(s, T).unwrap(), s);
+        // A quote inside a literal does not end it.
+        let s = "INSERT INTO t VALUES ('it''s now', 'now')";
+        assert_eq!(make_deterministic(s, T).unwrap(), "INSERT INTO t VALUES ('it''s now', '2023-11-14 22:13:20.123')");
+    }
+
+    #[test]
+    fn rejects_what_cannot_be_replicated() {
+        for (sql, word) in [
+            ("SELECT datetime('now', 'localtime')", "localtime"),
+            ("INSERT INTO t SELECT total_changes()", "total_changes"),
+            ("BEGIN", "transaction"),
+            ("  /* x */ pragma journal_mode=delete", "PRAGMA"),
+            ("ATTACH 'x.db' AS x", "ATTACH"),
+            ("DELETE FROM _bulwark_meta", "reserved"),
+        ] {
+            let e = make_deterministic(sql, T).unwrap_err();
+            assert!(e.contains(word), "{sql}: {e}");
+        }
+    }
+
+    fn db() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, data BLOB)").unwrap();
+        c
+    }
+
+    #[test]
+    fn writes_report_rows_affected_and_last_insert_id() {
+        let c = db();
+        let r = run_writes(
+            &c,
+            &[
+                Statement::with_params("INSERT INTO t (name) VALUES (?)", vec!["a".into()]),
+                Statement::with_named("INSERT INTO t (name) VALUES (:n)", [("n".to_string(), "b".into())]),
+                Statement::new("UPDATE t SET name = 'c'"),
+                Statement::new("CREATE TABLE u (x)"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(r[0], StatementResult { rows_affected: 1, last_insert_id: 1 });
+        assert_eq!(r[1], StatementResult { rows_affected: 1, last_insert_id: 2 });
+        assert_eq!(r[2].rows_affected, 2);
+        assert_eq!(r[3].rows_affected, 0);
+    }
+
+    #[test]
+    fn write_errors_carry_sqlite_messages() {
+        let c = db();
+        let e = run_writes(&c, &[Statement::new("INSERT INTO nope VALUES (1)")]).unwrap_err();
+        assert!(e.contains("no such table: nope"), "{e}");
+        let e = run_writes(&c, &[Statement::new("INSERT INTO t (name) VALUES (?)")]).unwrap_err();
+        assert!(e.contains("1 parameters but none"), "{e}");
+        let e = run_writes(&c, &[Statement::new("SELEC 1")]).unwrap_err();
+        assert!(e.contains("syntax error"), "{e}");
+        let e = run_writes(&c, &[Statement::new("INSERT INTO t (name) VALUES ('a'); DROP TABLE t")]).unwrap_err();
+        assert!(e.contains("one SQL statement"), "{e}");
+        let n: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+        run_writes(&c, &[Statement::new("INSERT INTO t (name) VALUES ('a;b'); -- done")]).unwrap();
+    }
+
+    #[test]
+    fn queries_return_typed_columns_and_refuse_writes() {
+        let c = db();
+        c.execute("INSERT INTO t (name, data) VALUES ('a', x'00ff')", []).unwrap();
+        let (cols, rows) = run_query(&c, "SELECT id, name, data, 1.5 AS f FROM t WHERE id = ?", &Params::Positional(vec![1.into()])).unwrap();
+        assert_eq!(cols[0], Column { name: "id".into(), decl_type: Some("INTEGER".into()) });
+        assert_eq!(cols[3].decl_type, None);
+        assert_eq!(rows, vec![vec![Value::Integer(1), Value::Text("a".into()), Value::Blob(vec![0, 255]), Value::Real(1.5)]]);
+        let e = run_query(&c, "DELETE FROM t", &Params::None).unwrap_err();
+        assert!(e.contains("read-only"), "{e}");
+    }
+
+    #[test]
+    fn random_is_reproducible_from_the_seed() {
+        let run = || {
+            let c = Connection::open_in_memory().unwrap();
+            let seed = Arc::new(AtomicU64::new(42));
+            install_deterministic_random(&c, seed).unwrap();
+            c.query_row("SELECT random(), hex(randomblob(4))", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .unwrap()
+        };
+        assert_eq!(run(), run());
+    }
+}

@@ -1,0 +1,481 @@
+//! The state machine: the node's SQLite database (`data.db`, WAL).
+//!
+//! One writer connection applies committed log entries; nothing else ever
+//! writes. Each apply batch is one SQLite transaction that also records the
+//! last applied log id, the membership and the primary's clock of the last
+//! write in `_bulwark_meta`, so applying is idempotent across crashes: after
+//! kill -9 the database is at some applied index and openraft replays the
+//! log from there. The writer uses `synchronous = NORMAL` (no fsync per
+//! commit) because the Raft log is the durable source; before a snapshot
+//! lets the log be compacted, the database is checkpointed and fsynced.
+//!
+//! Reads use a small pool of connections opened `SQLITE_OPEN_READ_ONLY`
+//! with `PRAGMA query_only = 1`: a write through them is impossible.
+//!
+//! Snapshots are `VACUUM INTO` copies of the database (`snapshot.db` plus
+//! `snapshot.json` with its metadata); installing one copies it into the
+//! live database with SQLite's backup API.
+use crate::api::{Column, Params, Value};
+use crate::raft_types::{
+    storage_err, ApplyOutcome, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+use crate::sql;
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, ErrorVerb, RaftSnapshotBuilder};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// What the database has applied, published after every apply commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    pub index: u64,
+    pub term: u64,
+    /// Primary's clock (Unix ms) of the last applied write; 0 if none.
+    pub time_ms: u64,
+}
+
+struct Shared {
+    dir: PathBuf,
+    writer: Mutex<Connection>,
+    seed: Arc<AtomicU64>,
+    state: Mutex<(Option<LogId>, StoredMembership)>,
+    applied: watch::Sender<Applied>,
+}
+
+/// The SQLite state machine handed to openraft.
+#[derive(Clone)]
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+/// Builds snapshots without blocking the applier.
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+const META_DDL: &str = "CREATE TABLE IF NOT EXISTS _bulwark_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)";
+
+fn json_err(e: serde_json::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+fn meta_get<T: serde::de::DeserializeOwned>(c: &Connection, key: &str) -> rusqlite::Result<Option<T>> {
+    let has: bool = c
+        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_bulwark_meta'", [], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !has {
+        return Ok(None);
+    }
+    let v: Option<String> = c.query_row("SELECT v FROM _bulwark_meta WHERE k = ?", [key], |r| r.get(0)).optional()?;
+    v.map(|s| serde_json::from_str(&s).map_err(json_err)).transpose()
+}
+
+fn meta_set<T: serde::Serialize>(c: &Connection, key: &str, v: &T) -> rusqlite::Result<()> {
+    let s = serde_json::to_string(v).map_err(json_err)?;
+    c.prepare_cached("INSERT OR REPLACE INTO _bulwark_meta (k, v) VALUES (?, ?)")?.execute([key, &s])?;
+    Ok(())
+}
+
+fn read_state(c: &Connection) -> rusqlite::Result<(Option<LogId>, StoredMembership, u64)> {
+    let applied: Option<LogId> = meta_get(c, "applied")?;
+    let membership: StoredMembership = meta_get(c, "membership")?.unwrap_or_default();
+    let time_ms: u64 = meta_get(c, "time_ms")?.unwrap_or(0);
+    Ok((applied, membership, time_ms))
+}
+
+fn applied_of(id: &Option<LogId>, time_ms: u64) -> Applied {
+    Applied { index: id.map(|l| l.index).unwrap_or(0), term: id.map(|l| l.leader_id.term).unwrap_or(0), time_ms }
+}
+
+fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open(path)?;
+    c.busy_timeout(std::time::Duration::from_secs(30))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.execute_batch(META_DDL)?;
+    Ok(c)
+}
+
+fn sync_file(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl StateMachine {
+    /// Open (or create) the database in `dir`. If a stored snapshot is newer
+    /// than what the database applied (crash before a checkpoint), the
+    /// snapshot is restored first.
+    pub fn open(dir: &Path) -> Result<StateMachine, String> {
+        let path = dir.join("data.db");
+        let mut conn = open_writer(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (mut applied, mut membership, mut time_ms) = read_state(&conn).map_err(|e| e.to_string())?;
+        if let Some((meta, _)) = read_snapshot_files(dir).map_err(|e| e.to_string())? {
+            if meta.last_log_id > applied {
+                tracing::warn!(snapshot = ?meta.last_log_id, ?applied, "database is behind its snapshot; restoring the snapshot");
+                restore_into(&mut conn, &dir.join("snapshot.db")).map_err(|e| e.to_string())?;
+                (applied, membership, time_ms) = read_state(&conn).map_err(|e| e.to_string())?;
+            }
+        }
+        let seed = Arc::new(AtomicU64::new(0));
+        sql::install_deterministic_random(&conn, seed.clone()).map_err(|e| e.to_string())?;
+        let (tx, _) = watch::channel(applied_of(&applied, time_ms));
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                writer: Mutex::new(conn),
+                seed,
+                state: Mutex::new((applied, membership)),
+                applied: tx,
+            }),
+        })
+    }
+
+    /// Watch what has been applied (index, term, primary clock).
+    pub fn applied(&self) -> watch::Receiver<Applied> {
+        self.shared.applied.subscribe()
+    }
+
+    /// Path of the database file (for read connections).
+    pub fn db_path(&self) -> PathBuf {
+        self.shared.dir.join("data.db")
+    }
+}
+
+fn restore_into(conn: &mut Connection, file: &Path) -> rusqlite::Result<()> {
+    let src = Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    {
+        let backup = rusqlite::backup::Backup::new(&src, conn)?;
+        backup.run_to_completion(1024, std::time::Duration::ZERO, None)?;
+    }
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.execute_batch(META_DDL)?;
+    Ok(())
+}
+
+fn read_snapshot_files(dir: &Path) -> std::io::Result<Option<(SnapshotMeta, PathBuf)>> {
+    let meta_path = dir.join("snapshot.json");
+    let db = dir.join("snapshot.db");
+    match std::fs::read(&meta_path) {
+        Ok(bytes) if db.exists() => {
+            let meta: SnapshotMeta = serde_json::from_slice(&bytes)?;
+            Ok(Some((meta, db)))
+        }
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Make `tmp` (a complete snapshot database) the current snapshot with
+/// `meta`, durably: file fsynced, renamed, metadata written and fsynced.
+fn publish_snapshot(dir: &Path, tmp: &Path, meta: &SnapshotMeta) -> std::io::Result<()> {
+    sync_file(tmp)?;
+    std::fs::rename(tmp, dir.join("snapshot.db"))?;
+    let meta_tmp = dir.join("snapshot.json.tmp");
+    std::fs::write(&meta_tmp, serde_json::to_vec(meta)?)?;
+    sync_file(&meta_tmp)?;
+    std::fs::rename(&meta_tmp, dir.join("snapshot.json"))?;
+    sync_dir(dir)
+}
+
+fn apply_entries(shared: &Shared, entries: Vec<Entry>) -> Result<Vec<ApplyOutcome>, String> {
+    let mut conn = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+    let (mut last, mut membership) = shared.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut time_ms = shared.applied.borrow().time_ms;
+    let mut out = Vec::with_capacity(entries.len());
+    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
+    for e in entries {
+        if Some(e.log_id) <= last {
+            // Already applied before a crash (idempotent replay).
+            out.push(ApplyOutcome::Nothing);
+            continue;
+        }
+        let outcome = match e.payload {
+            EntryPayload::Blank => ApplyOutcome::Nothing,
+            EntryPayload::Membership(m) => {
+                membership = StoredMembership::new(Some(e.log_id), m);
+                ApplyOutcome::Nothing
+            }
+            EntryPayload::Normal(batch) => {
+                shared.seed.store(e.log_id.index.wrapping_mul(0x2545_F491_4F6C_DD1D), Ordering::Relaxed);
+                time_ms = batch.time_ms;
+                let mut sp = tx.savepoint().map_err(|e| e.to_string())?;
+                match sql::run_writes(&sp, &batch.statements) {
+                    Ok(results) => {
+                        sp.commit().map_err(|e| e.to_string())?;
+                        ApplyOutcome::Done(results)
+                    }
+                    Err(msg) => {
+                        sp.rollback().map_err(|e| e.to_string())?;
+                        drop(sp);
+                        ApplyOutcome::Failed(msg)
+                    }
+                }
+            }
+        };
+        last = Some(e.log_id);
+        out.push(outcome);
+    }
+    meta_set(&tx, "applied", &last).map_err(|e| e.to_string())?;
+    meta_set(&tx, "membership", &membership).map_err(|e| e.to_string())?;
+    meta_set(&tx, "time_ms", &time_ms).map_err(|e| e.to_string())?;
+    tx.commit().map_err(|e| e.to_string())?;
+    *shared.state.lock().unwrap_or_else(|p| p.into_inner()) = (last, membership);
+    shared.applied.send_replace(applied_of(&last, time_ms));
+    Ok(out)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok(self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyOutcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || apply_entries(&shared, entries))
+            .await
+            .map_err(|e| storage_err(ErrorVerb::Write, e))?
+            .map_err(|e| storage_err(ErrorVerb::Write, e))
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder { shared: self.shared.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+        let shared = self.shared.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let tmp = shared.dir.join("snapshot.recv.db");
+            std::fs::write(&tmp, snapshot.into_inner()).map_err(|e| e.to_string())?;
+            sync_file(&tmp).map_err(|e| e.to_string())?;
+            let mut conn = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+            restore_into(&mut conn, &tmp).map_err(|e| format!("installing snapshot: {e}"))?;
+            // Make the installed state durable before the log may be purged.
+            conn.query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(())).map_err(|e| e.to_string())?;
+            let (applied, membership, time_ms) = read_state(&conn).map_err(|e| e.to_string())?;
+            if applied != meta.last_log_id {
+                return Err(format!("snapshot claims {:?} but its database has {:?}", meta.last_log_id, applied));
+            }
+            publish_snapshot(&shared.dir, &tmp, &meta).map_err(|e| e.to_string())?;
+            *shared.state.lock().unwrap_or_else(|p| p.into_inner()) = (applied, membership);
+            shared.applied.send_replace(applied_of(&applied, time_ms));
+            tracing::info!(snapshot = %meta, "installed snapshot");
+            Ok(())
+        })
+        .await
+        .map_err(|e| storage_err(ErrorVerb::Write, e))?
+        .map_err(|e| storage_err(ErrorVerb::Write, e))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let dir = self.shared.dir.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<Option<Snapshot>> {
+            match read_snapshot_files(&dir)? {
+                Some((meta, db)) => Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(std::fs::read(db)?)) })),
+                None => Ok(None),
+            }
+        })
+        .await
+        .map_err(|e| storage_err(ErrorVerb::Read, e))?
+        .map_err(|e| storage_err(ErrorVerb::Read, e))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || -> Result<Snapshot, String> {
+            let dir = &shared.dir;
+            let tmp = dir.join("snapshot.tmp.db");
+            let _ = std::fs::remove_file(&tmp);
+            {
+                // Durable up to here before the log can be compacted.
+                let conn = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+                conn.query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(())).map_err(|e| e.to_string())?;
+            }
+            let reader = Connection::open_with_flags(dir.join("data.db"), OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| e.to_string())?;
+            reader.execute("VACUUM INTO ?", [tmp.to_string_lossy()]).map_err(|e| format!("VACUUM INTO: {e}"))?;
+            drop(reader);
+            let copy = Connection::open_with_flags(&tmp, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| e.to_string())?;
+            let (applied, membership, _) = read_state(&copy).map_err(|e| e.to_string())?;
+            drop(copy);
+            let snapshot_id = match applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, crate::raft_types::now_ms()),
+                None => format!("0-0-{}", crate::raft_types::now_ms()),
+            };
+            let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id };
+            publish_snapshot(dir, &tmp, &meta).map_err(|e| e.to_string())?;
+            let bytes = std::fs::read(dir.join("snapshot.db")).map_err(|e| e.to_string())?;
+            tracing::info!(snapshot = %meta, bytes = bytes.len(), "built snapshot");
+            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+        })
+        .await
+        .map_err(|e| storage_err(ErrorVerb::Read, e))?
+        .map_err(|e| storage_err(ErrorVerb::Read, e))
+    }
+}
+
+/// Read-only connections to the database, for queries.
+pub struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: tokio::sync::Semaphore,
+}
+
+/// Open a connection through which no write is possible.
+pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    c.busy_timeout(std::time::Duration::from_secs(5))?;
+    c.pragma_update(None, "query_only", true)?;
+    Ok(c)
+}
+
+impl ReadPool {
+    pub fn new(path: PathBuf, size: usize) -> ReadPool {
+        ReadPool { path, idle: Mutex::new(Vec::new()), permits: tokio::sync::Semaphore::new(size.max(1)) }
+    }
+
+    /// Run a read-only query on a pooled connection.
+    pub async fn query(self: &Arc<Self>, sql: String, params: Params) -> Result<(Vec<Column>, Vec<Vec<Value>>), String> {
+        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_read_only(&pool.path).map_err(|e| e.to_string())?,
+            };
+            let result = sql::run_query(&conn, &sql, &params);
+            pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            result
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Statement;
+    use crate::raft_types::WriteBatch;
+    use openraft::{CommittedLeaderId, Membership};
+    use std::collections::BTreeSet;
+
+    fn id(i: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), i)
+    }
+
+    fn write(i: u64, sql: &str) -> Entry {
+        Entry {
+            log_id: id(i),
+            payload: EntryPayload::Normal(WriteBatch { statements: vec![Statement::new(sql)], time_ms: 1000 + i }),
+        }
+    }
+
+    fn membership(i: u64) -> Entry {
+        let m = Membership::new(vec![BTreeSet::from([1u64])], None);
+        Entry { log_id: id(i), payload: EntryPayload::Membership(m) }
+    }
+
+    #[tokio::test]
+    async fn applies_records_state_and_is_idempotent_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut sm = StateMachine::open(dir.path()).unwrap();
+            let out = sm
+                .apply(vec![
+                    membership(1),
+                    write(2, "CREATE TABLE t (x INTEGER, r INTEGER)"),
+                    write(3, "INSERT INTO t VALUES (1, random())"),
+                    write(4, "INSERT INTO nope VALUES (1)"),
+                ])
+                .await
+                .unwrap();
+            assert!(matches!(&out[2], ApplyOutcome::Done(r) if r[0].rows_affected == 1));
+            assert!(matches!(&out[3], ApplyOutcome::Failed(m) if m.contains("no such table")));
+            assert_eq!(*sm.applied().borrow(), Applied { index: 4, term: 1, time_ms: 1004 });
+        }
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        let (applied, m) = sm.applied_state().await.unwrap();
+        assert_eq!(applied, Some(id(4)));
+        assert_eq!(m.log_id(), &Some(id(1)));
+        // Replaying an applied entry does nothing.
+        sm.apply(vec![write(3, "INSERT INTO t VALUES (1, 0)"), write(5, "INSERT INTO t VALUES (2, 0)")]).await.unwrap();
+        let c = open_read_only(&sm.db_path()).unwrap();
+        let n: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 2);
+    }
+
+    #[tokio::test]
+    async fn random_is_identical_on_two_replicas() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut vals = Vec::new();
+        for d in [&a, &b] {
+            let mut sm = StateMachine::open(d.path()).unwrap();
+            sm.apply(vec![write(1, "CREATE TABLE t (r, b)"), write(2, "INSERT INTO t VALUES (random(), randomblob(8))")])
+                .await
+                .unwrap();
+            let c = open_read_only(&sm.db_path()).unwrap();
+            vals.push(c.query_row("SELECT r, hex(b) FROM t", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).unwrap());
+        }
+        assert_eq!(vals[0], vals[1]);
+    }
+
+    #[tokio::test]
+    async fn read_connections_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        sm.apply(vec![write(1, "CREATE TABLE t (x)")]).await.unwrap();
+        let c = open_read_only(&sm.db_path()).unwrap();
+        let e = c.execute_batch("PRAGMA query_only = 0; INSERT INTO t VALUES (1)").unwrap_err();
+        assert!(e.to_string().contains("readonly"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn snapshot_installs_on_a_fresh_node_and_survives_restart() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut src = StateMachine::open(a.path()).unwrap();
+        src.apply(vec![membership(1), write(2, "CREATE TABLE t (x)"), write(3, "INSERT INTO t VALUES (42)")])
+            .await
+            .unwrap();
+        let snap = src.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(id(3)));
+        assert_eq!(src.get_current_snapshot().await.unwrap().unwrap().meta, snap.meta);
+
+        let mut dst = StateMachine::open(b.path()).unwrap();
+        let mut rx = dst.applied();
+        dst.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+        assert_eq!(rx.borrow_and_update().index, 3);
+        drop(dst);
+        let mut dst = StateMachine::open(b.path()).unwrap();
+        assert_eq!(dst.applied_state().await.unwrap().0, Some(id(3)));
+        let c = open_read_only(&dst.db_path()).unwrap();
+        assert_eq!(c.query_row("SELECT x FROM t", [], |r| r.get::<_, i64>(0)).unwrap(), 42);
+        assert_eq!(dst.get_current_snapshot().await.unwrap().unwrap().meta.last_log_id, Some(id(3)));
+    }
+}
