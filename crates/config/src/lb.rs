@@ -59,6 +59,101 @@ fn default_threads() -> usize {
 pub struct Admin {
     /// Listen address of the admin listener (stats, metrics, dashboard).
     pub bind: String,
+    /// Bearer token required on `/api/*`, `/stats` and `/metrics` (the
+    /// dashboard page passes `?token=`). `/health` stays open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<crate::Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Secret presented to watched nodes (`Authorization: Bearer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_secret: Option<crate::Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
+    /// Site name shown on the dashboard.
+    #[serde(default = "default_site")]
+    pub site: String,
+    /// This lb's name on the dashboard.
+    #[serde(default = "default_lb_name")]
+    pub name: String,
+    /// Other nodes the dashboard shows and the alerts watch (apps, dbs).
+    #[serde(default, rename = "node")]
+    pub nodes: Vec<WatchedNode>,
+    #[serde(default)]
+    pub alerts: AlertRules,
+}
+
+fn default_site() -> String {
+    "bulwark".into()
+}
+fn default_lb_name() -> String {
+    "lb".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchedNode {
+    pub name: String,
+    /// `app`, `web` or `db` (db nodes report role and lag).
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `host:port` of the node's HTTP listener.
+    pub address: String,
+}
+
+/// Built-in alert rules: server down, backend without a healthy server,
+/// 5xx rate, replication lag, no primary, node down, certificate expiry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRules {
+    /// A condition must hold this long before its alert fires.
+    #[serde(default = "d5s", with = "humantime_serde", rename = "for")]
+    pub for_duration: Duration,
+    /// 5xx responses above this percentage of a backend's requests over the
+    /// last minute (with at least 20 requests).
+    #[serde(default = "default_error_rate")]
+    pub error_rate_percent: f64,
+    #[serde(default = "default_lag_entries")]
+    pub lag_entries: u64,
+    #[serde(default = "default_lag_seconds")]
+    pub lag_seconds: f64,
+    /// Alert when a frontend certificate expires within this many days.
+    #[serde(default = "default_cert_days")]
+    pub certificate_days: u32,
+    /// `http://` URL that receives a JSON POST when an alert fires or
+    /// resolves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+}
+
+fn d5s() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_error_rate() -> f64 {
+    5.0
+}
+fn default_lag_entries() -> u64 {
+    1000
+}
+fn default_lag_seconds() -> f64 {
+    10.0
+}
+fn default_cert_days() -> u32 {
+    14
+}
+
+impl Default for AlertRules {
+    fn default() -> Self {
+        AlertRules {
+            for_duration: d5s(),
+            error_rate_percent: default_error_rate(),
+            lag_entries: default_lag_entries(),
+            lag_seconds: default_lag_seconds(),
+            certificate_days: default_cert_days(),
+            webhook: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -411,7 +506,40 @@ impl Validate for LbConfig {
             v.error("threads", "must be at most 1024 (0 = one per core)");
         }
         if let Some(a) = &self.admin {
-            v.scope("admin", |v| check_bind(v, "bind", &a.bind));
+            v.scope("admin", |v| {
+                check_bind(v, "bind", &a.bind);
+                if a.token.is_some() && a.token_file.is_some() {
+                    v.error("token_file", "set token or token_file, not both");
+                }
+                if a.cluster_secret.is_some() && a.cluster_secret_file.is_some() {
+                    v.error("cluster_secret_file", "set cluster_secret or cluster_secret_file, not both");
+                }
+                let mut names = HashSet::new();
+                v.scope("node", |v| {
+                    for (i, n) in a.nodes.iter().enumerate() {
+                        v.index(i, |v| {
+                            check_name(v, "name", &n.name);
+                            if !names.insert(n.name.as_str()) {
+                                v.error("name", format!("duplicate node `{}`", n.name));
+                            }
+                            if !["app", "web", "db"].contains(&n.kind.as_str()) {
+                                v.error("kind", format!("`{}`: expected app, web or db", n.kind));
+                            }
+                            check_host_port(v, "address", &n.address);
+                        });
+                    }
+                });
+                v.scope("alerts", |v| {
+                    if let Some(w) = &a.alerts.webhook {
+                        if !w.starts_with("http://") {
+                            v.error("webhook", "must be an http:// URL");
+                        }
+                    }
+                    if !(0.0..=100.0).contains(&a.alerts.error_rate_percent) {
+                        v.error("error_rate_percent", "must be between 0 and 100");
+                    }
+                });
+            });
         }
         v.scope("timeouts", |v| {
             let t = &self.timeouts;

@@ -126,6 +126,44 @@ pub fn check_file(path: &Path, role: Option<Role>) -> Result<Role, ConfigError> 
     Ok(role)
 }
 
+/// A secret value (token, cluster secret). Its `Debug` never shows the
+/// value, so logging a config cannot leak it; it serializes as the plain
+/// string so derived config files work.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The secret given inline or, failing that, read from `file` (trailing
+    /// whitespace trimmed). `key` names the config key in errors.
+    pub fn resolve(inline: Option<&Secret>, file: Option<&Path>, key: &str) -> Result<Option<Secret>, String> {
+        if let Some(s) = inline {
+            return Ok(Some(s.clone()));
+        }
+        match file {
+            None => Ok(None),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("{key}_file {}: {e}", p.display()))?;
+                let t = text.trim_end().to_string();
+                if t.is_empty() {
+                    return Err(format!("{key}_file {} is empty", p.display()));
+                }
+                Ok(Some(Secret(t)))
+            }
+        }
+    }
+}
+
 /// Common helpers for schema modules.
 pub(crate) mod util {
     use crate::Validator;

@@ -11,6 +11,7 @@
 
 mod admin;
 mod listener;
+pub mod monitor;
 mod routing;
 pub mod tls;
 
@@ -32,6 +33,8 @@ pub enum LbError {
     AdminBind { bind: String, source: std::io::Error },
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
+    #[error("{0}")]
+    Secret(String),
 }
 
 /// A bound, not yet running load balancer.
@@ -40,12 +43,16 @@ pub struct LbServer {
     frontends: Vec<listener::BoundFrontend>,
     admin: Option<tokio::net::TcpListener>,
     threads: usize,
+    monitor: Arc<monitor::Monitor>,
+    /// Open client connections per frontend (for metrics).
+    connections: Arc<Vec<std::sync::atomic::AtomicI64>>,
 }
 
 /// Applies new configs to a running load balancer.
 #[derive(Clone)]
 pub struct LbReload {
     routing: Arc<ArcSwap<Routing>>,
+    monitor: Arc<monitor::Monitor>,
 }
 
 impl LbServer {
@@ -73,7 +80,15 @@ impl LbServer {
             ),
             None => None,
         };
-        Ok(LbServer { routing: Arc::new(ArcSwap::from_pointee(routing)), frontends, admin, threads })
+        let connections = Arc::new(config.frontends.iter().map(|_| std::sync::atomic::AtomicI64::new(0)).collect());
+        Ok(LbServer {
+            routing: Arc::new(ArcSwap::from_pointee(routing)),
+            frontends,
+            admin,
+            threads,
+            monitor: Arc::new(monitor::Monitor::default()),
+            connections,
+        })
     }
 
     /// Names and bound addresses: one per frontend, plus `admin`.
@@ -88,19 +103,47 @@ impl LbServer {
     }
 
     pub fn reload_handle(&self) -> LbReload {
-        LbReload { routing: self.routing.clone() }
+        LbReload { routing: self.routing.clone(), monitor: self.monitor.clone() }
     }
 
     /// Serve until `shutdown` is cancelled, then stop accepting, let
     /// in-flight requests finish (bounded by `timeouts.drain`) and return.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), LbError> {
         self.routing.load().start_health_checks();
-        if let Some(admin) = self.admin {
-            tokio::spawn(admin::serve(admin, self.routing.clone(), shutdown.clone()));
+        if let Some(listener) = self.admin {
+            let cfg = self.routing.load().config.admin.clone().expect("admin listener implies [admin]");
+            let token = bulwark_config::Secret::resolve(cfg.token.as_ref(), cfg.token_file.as_deref(), "admin.token")
+                .map_err(LbError::Secret)?;
+            let secret = bulwark_config::Secret::resolve(
+                cfg.cluster_secret.as_ref(),
+                cfg.cluster_secret_file.as_deref(),
+                "admin.cluster_secret",
+            )
+            .map_err(LbError::Secret)?;
+            let ctx = admin::AdminContext {
+                routing: self.routing.clone(),
+                monitor: self.monitor.clone(),
+                token,
+                connections: self.connections.clone(),
+            };
+            tokio::spawn(admin::serve(listener, ctx, shutdown.clone()));
+            tokio::spawn(monitor::collect(
+                self.monitor.clone(),
+                self.routing.clone(),
+                cfg,
+                secret.map(|s| s.expose().to_string()),
+                shutdown.clone(),
+            ));
         }
         let drain = self.routing.load().config.timeouts.drain;
-        let workers = listener::spawn_workers(self.threads, self.frontends, self.routing.clone(), shutdown.clone())
-            .map_err(LbError::Thread)?;
+        let workers = listener::spawn_workers(
+            self.threads,
+            self.frontends,
+            self.routing.clone(),
+            self.connections.clone(),
+            shutdown.clone(),
+        )
+        .map_err(LbError::Thread)?;
         shutdown.cancelled().await;
         tracing::info!(threads = workers.len(), "stopped accepting; draining in-flight requests (at most {:?})", drain);
         let joined = tokio::task::spawn_blocking(move || {
@@ -121,10 +164,17 @@ impl LbReload {
     /// running configuration stays as it was.
     pub fn reload(&self, config: LbConfig) -> Result<(), RoutingError> {
         let old = self.routing.load_full();
-        let new = Routing::build(config, Some(&old))?;
+        let new = match Routing::build(config, Some(&old)) {
+            Ok(n) => n,
+            Err(e) => {
+                self.monitor.event("warn", format!("reload rejected, running config kept: {e}"));
+                return Err(e);
+            }
+        };
         new.start_health_checks();
         self.routing.store(Arc::new(new));
         old.stop_health_checks();
+        self.monitor.event("info", "configuration reloaded".into());
         Ok(())
     }
 

@@ -15,6 +15,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +64,7 @@ pub(crate) fn spawn_workers(
     threads: usize,
     frontends: Vec<BoundFrontend>,
     routing: Arc<ArcSwap<Routing>>,
+    connections: Arc<Vec<AtomicI64>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     // Hand socket k of every frontend to worker k.
@@ -75,7 +77,7 @@ pub(crate) fn spawn_workers(
     }
     let mut handles = Vec::new();
     for (k, listeners) in per_worker.into_iter().enumerate() {
-        let (routing, shutdown) = (routing.clone(), shutdown.clone());
+        let (routing, shutdown, connections) = (routing.clone(), shutdown.clone(), connections.clone());
         let h = std::thread::Builder::new().name(format!("lb-worker-{k}")).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -84,7 +86,7 @@ pub(crate) fn spawn_workers(
                     return;
                 }
             };
-            rt.block_on(worker(listeners, routing, shutdown));
+            rt.block_on(worker(listeners, routing, connections, shutdown));
         })?;
         handles.push(h);
     }
@@ -94,10 +96,11 @@ pub(crate) fn spawn_workers(
 async fn worker(
     listeners: Vec<(usize, String, Mode, std::net::TcpListener)>,
     routing: Arc<ArcSwap<Routing>>,
+    connections: Arc<Vec<AtomicI64>>,
     shutdown: CancellationToken,
 ) {
     let graceful = Arc::new(GracefulShutdown::new());
-    let connections = tokio_util::task::TaskTracker::new();
+    let tasks = tokio_util::task::TaskTracker::new();
     let mut accepting = tokio::task::JoinSet::new();
     for (index, name, mode, std_listener) in listeners {
         let listener = match tokio::net::TcpListener::from_std(std_listener) {
@@ -107,8 +110,8 @@ async fn worker(
                 continue;
             }
         };
-        let (routing, watcher, connections, stop) =
-            (routing.clone(), graceful.clone(), connections.clone(), shutdown.clone());
+        let (routing, watcher, tasks, stop, open) =
+            (routing.clone(), graceful.clone(), tasks.clone(), shutdown.clone(), connections.clone());
         accepting.spawn(async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -124,13 +127,17 @@ async fn worker(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let open_guard = OpenConnection::enter(open.clone(), index);
                 let r = routing.load_full();
                 let fe = &r.frontends[index];
                 let permit = fe.firewall.admit(peer.ip());
                 match mode {
                     Mode::Http => {
                         let (routing, watcher) = (routing.clone(), watcher.watcher());
-                        connections.spawn(serve_http(index, stream, peer, routing, watcher, permit));
+                        tasks.spawn(async move {
+                            serve_http(index, stream, peer, routing, watcher, permit).await;
+                            drop(open_guard);
+                        });
                     }
                     Mode::Tcp => {
                         let permit = match permit {
@@ -142,9 +149,9 @@ async fn worker(
                         };
                         let upstream = fe.forwarder.upstream.clone();
                         let t = r.config.timeouts.clone();
-                        connections.spawn(async move {
+                        tasks.spawn(async move {
                             bulwark_proxy::tcp::tunnel(&upstream, stream, peer, t.connect, t.tunnel).await;
-                            drop(permit);
+                            drop((permit, open_guard));
                         });
                     }
                 }
@@ -155,15 +162,31 @@ async fn worker(
     // Stop accepting: close the listening sockets.
     while accepting.join_next().await.is_some() {}
     let drain = routing.load().config.timeouts.drain;
-    connections.close();
+    tasks.close();
     // The accept loops (the only other owners) have ended.
     let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
     let all = async {
         graceful.shutdown().await;
-        connections.wait().await;
+        tasks.wait().await;
     };
     if tokio::time::timeout(drain, all).await.is_err() {
         tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+}
+
+/// Counts an open client connection of a frontend while alive.
+struct OpenConnection(Arc<Vec<AtomicI64>>, usize);
+
+impl OpenConnection {
+    fn enter(counts: Arc<Vec<AtomicI64>>, index: usize) -> Self {
+        counts[index].fetch_add(1, Ordering::Relaxed);
+        OpenConnection(counts, index)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0[self.1].fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -14,6 +14,8 @@ pub struct Routing {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     /// Per frontend, in config order.
     pub frontends: Vec<FrontendRuntime>,
+    /// Days until the earliest certificate of each TLS frontend expires.
+    pub certificate_expiry: Vec<(String, i64)>,
     health: CancellationToken,
 }
 
@@ -94,7 +96,12 @@ impl Routing {
                 redirect_https_port: f.redirect_https_port,
             });
         }
-        Ok(Routing { config, upstreams, frontends, health: CancellationToken::new() })
+        let certificate_expiry = config
+            .frontends
+            .iter()
+            .filter_map(|f| Some((f.name.clone(), tls::days_until_expiry(f.tls.as_ref()?)?)))
+            .collect();
+        Ok(Routing { config, upstreams, frontends, certificate_expiry, health: CancellationToken::new() })
     }
 
     pub fn start_health_checks(&self) {

@@ -76,6 +76,20 @@ pub fn server_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     Ok(Arc::new(cfg))
 }
 
+/// Days until the soonest `notAfter` among the leaf certificates of `tls`
+/// (negative when already expired); None when unreadable.
+pub fn days_until_expiry(tls: &Tls) -> Option<i64> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
+    tls.certificates
+        .iter()
+        .filter_map(|c| {
+            let leaf = CertificateDer::pem_file_iter(&c.cert).ok()?.next()?.ok()?;
+            let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+            Some((cert.validity().not_after.timestamp() - now) / 86_400)
+        })
+        .min()
+}
+
 /// Write a self-signed certificate for `names` into `dir` (as
 /// `cert.pem`/`key.pem`, key mode 0600) unless both files already exist.
 /// Returns their paths.
@@ -121,6 +135,8 @@ mod tests {
         };
         let cfg = server_config(&tls).unwrap();
         assert_eq!(cfg.alpn_protocols[0], b"h2");
+        // rcgen's default validity runs to 4096.
+        assert!(days_until_expiry(&tls).unwrap() > 365);
         // A key that does not belong to the certificate is refused.
         let other = tempfile::tempdir().unwrap();
         let (_, other_key) = ensure_self_signed(other.path(), &["example.org".into()]).unwrap();

@@ -23,7 +23,7 @@ mod upstream;
 pub use body::ProxyBody;
 pub use forward::{error_response, forget_server, ClientContext, ForwardOptions, Forwarder};
 pub use health::HealthCheck;
-pub use server::{ServerState, ServerStats};
+pub use server::{LatencyHistogram, ServerState, ServerStats, LATENCY_BUCKETS_US};
 pub use upstream::{RetryBudget, Upstream, UpstreamError};
 
 use std::sync::OnceLock;

@@ -7,6 +7,8 @@
 //! Must not touch: request handling or role logic; roles call in here, never
 //! the other way round.
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::sync::Once;
 
