@@ -1,14 +1,498 @@
-//! Schema of `bulwark web`. (Placeholder until the web role lands.)
+//! Schema of `bulwark web` (the nginx role): static files and reverse-proxy
+//! routes to app upstreams.
+//!
+//! ```toml
+//! listen = ["127.0.0.1:8081"]        # one or more ip:port (port 0 = any free port)
+//! root = "/srv/www"                  # directory served as /
+//! index = ["index.html"]             # tried in order for a directory URL ending in /
+//! threads = 1                        # worker threads (0 = one per core)
+//! access_log = true                  # one line per request, tracing target `access`
+//! dotfiles = false                   # serve files and directories whose name starts with `.`
+//! precompressed = true               # serve `x.br` / `x.gz` for `x` when the client accepts it
+//!
+//! [limits]
+//! max_header_bytes = 16384           # request line + headers (→ 431)
+//! max_body_bytes = 1048576           # request body (→ 413)
+//!
+//! [timeouts]
+//! header = "10s"                     # to send a complete request head once it started
+//! body = "30s"                       # to send the whole request body (→ 408)
+//! keepalive = "75s"                  # idle keep-alive connection waiting for its next request
+//! drain = "10s"                      # on SIGTERM, in-flight requests get this long
+//!
+//! [cache]
+//! max_file_bytes = 262144            # files up to this size are kept in memory
+//! max_bytes = 67108864               # memory for cached files, per worker thread
+//! revalidate = "1s"                  # stat a cached file at most this often ("0s" = every request)
+//!
+//! [[cache_control]]                  # first match wins
+//! match = "/assets/"                 # a path prefix, or a glob when it has * ? or [
+//! value = "public, max-age=31536000, immutable"
+//!
+//! [[proxy]]
+//! prefix = "/api/"                   # requests under this prefix go to the servers
+//! servers = ["127.0.0.1:9001", "127.0.0.1:9002"]
+//! balance = "roundrobin"
+//! health_check = { kind = "http", path = "/health", interval = "2s" }
+//! ```
+use crate::lb::{Backend, Balance, HealthCheck, PassiveHealth, Retries, Server};
+use crate::util::{check_bind, check_host_port};
 use crate::{Validate, Validator};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebConfig {
+    /// Optional explicit role marker (`role = "web"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Listen addresses (`ip:port`, port 0 picks a free port). The ready
+    /// line names them `http`, `http1`, `http2`, ... in this order.
+    pub listen: Vec<String>,
+    /// Directory whose contents are served as `/`.
+    pub root: PathBuf,
+    /// File names tried, in order, for a URL that ends in `/`.
+    #[serde(default = "default_index")]
+    pub index: Vec<String>,
+    /// Worker threads, each with its own event loop and SO_REUSEPORT socket
+    /// per listen address. 0 means one per CPU core.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Emit one access-log line per request (tracing target `access`).
+    #[serde(default = "yes")]
+    pub access_log: bool,
+    /// Serve paths with a component starting with `.` (hidden: 404 when false).
+    #[serde(default)]
+    pub dotfiles: bool,
+    /// Serve a `.br` or `.gz` sibling of a file when the client accepts that
+    /// encoding.
+    #[serde(default = "yes")]
+    pub precompressed: bool,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub cache: Cache,
+    /// `Cache-Control` values by path; the first matching rule wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_control: Vec<CacheControl>,
+    /// Reverse-proxy routes, matched by path prefix before static files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy: Vec<ProxyRoute>,
+}
+
+fn default_index() -> Vec<String> {
+    vec!["index.html".into()]
+}
+fn default_threads() -> usize {
+    0
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request head (request line and headers), bytes (→ 431).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Largest request body, bytes (→ 413).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_max_body_bytes() -> u64 {
+    1024 * 1024
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_header_bytes: default_max_header_bytes(), max_body_bytes: default_max_body_bytes() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// A client that started a request must finish its head within this
+    /// time; a new connection must send a complete head within it too.
+    #[serde(default = "d10s", with = "humantime_serde")]
+    pub header: Duration,
+    /// Time allowed to receive a whole request body (→ 408).
+    #[serde(default = "d30s", with = "humantime_serde")]
+    pub body: Duration,
+    /// An idle keep-alive connection is closed after this long without the
+    /// first byte of a next request.
+    #[serde(default = "d75s", with = "humantime_serde")]
+    pub keepalive: Duration,
+    /// On SIGTERM, wait at most this long for in-flight requests.
+    #[serde(default = "d10s", with = "humantime_serde")]
+    pub drain: Duration,
+}
+
+fn d10s() -> Duration {
+    Duration::from_secs(10)
+}
+fn d30s() -> Duration {
+    Duration::from_secs(30)
+}
+fn d75s() -> Duration {
+    Duration::from_secs(75)
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { header: d10s(), body: d30s(), keepalive: d75s(), drain: d10s() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cache {
+    /// Files up to this size have their bytes kept in memory; larger files
+    /// are streamed from disk (their metadata is still cached).
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Memory for cached file bytes, per worker thread.
+    #[serde(default = "default_cache_bytes")]
+    pub max_bytes: u64,
+    /// A cached file is checked against the disk (stat: inode, size, mtime)
+    /// at most this often; `0s` checks on every request.
+    #[serde(default = "default_revalidate", with = "humantime_serde")]
+    pub revalidate: Duration,
+}
+
+fn default_max_file_bytes() -> u64 {
+    256 * 1024
+}
+fn default_cache_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_revalidate() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            max_file_bytes: default_max_file_bytes(),
+            max_bytes: default_cache_bytes(),
+            revalidate: default_revalidate(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheControl {
+    /// A path prefix (`/assets/`), or a glob over the whole path when it
+    /// contains `*`, `?` or `[` (`/**/*.css`; `*` stays within one segment).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// The `Cache-Control` header value sent for matching files.
+    pub value: String,
+}
+
+impl CacheControl {
+    /// True when [`CacheControl::pattern`] is a glob rather than a prefix.
+    pub fn is_glob(&self) -> bool {
+        self.pattern.contains(['*', '?', '['])
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyRoute {
+    /// Requests whose path starts with this prefix are forwarded.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// App servers, `host:port`.
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub passive: PassiveHealth,
+    #[serde(default)]
+    pub retries: Retries,
+    /// Connecting to a server.
+    #[serde(default = "d3s", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Server must start answering within this time (→ 504).
+    #[serde(default = "d30s", with = "humantime_serde")]
+    pub server_timeout: Duration,
+    /// Add X-Forwarded-For / X-Forwarded-Proto / Forwarded headers.
+    #[serde(default = "yes")]
+    pub forwarded_headers: bool,
+}
+
+fn default_prefix() -> String {
+    "/api/".into()
+}
+fn d3s() -> Duration {
+    Duration::from_secs(3)
+}
+
+impl ProxyRoute {
+    /// The route as an lb-style backend named `name` (servers `name-0`,
+    /// `name-1`, ...), so `bulwark-proxy` can build its upstream pool from it.
+    pub fn to_backend(&self, name: &str) -> Backend {
+        Backend {
+            name: name.to_string(),
+            balance: self.balance,
+            servers: self
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(i, a)| Server {
+                    name: format!("{name}-{i}"),
+                    address: a.clone(),
+                    weight: 1,
+                    backup: false,
+                    disabled: false,
+                })
+                .collect(),
+            health_check: self.health_check.clone(),
+            passive: self.passive.clone(),
+            slowstart: None,
+            retries: self.retries.clone(),
+            pool_max_idle: 64,
+            max_connections: None,
+            hash_balance_factor: 1.25,
+        }
+    }
+}
+
+/// Valid characters of a header value: visible ASCII, space and tab.
+fn is_header_value(s: &str) -> bool {
+    s.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 impl Validate for WebConfig {
-    fn validate(&self, _v: &mut Validator) {}
+    fn validate(&self, v: &mut Validator) {
+        if let Some(r) = &self.role {
+            if r != "web" {
+                v.error("role", format!("this is a web config, but role = \"{r}\""));
+            }
+        }
+        if self.listen.is_empty() {
+            v.error("listen", "at least one listen address is required");
+        }
+        let mut binds = HashSet::new();
+        v.scope("listen", |v| {
+            for (i, l) in self.listen.iter().enumerate() {
+                v.index(i, |v| {
+                    check_bind(v, "", l);
+                    if !l.ends_with(":0") && !binds.insert(l.as_str()) {
+                        v.error("", format!("`{l}` is listed twice"));
+                    }
+                });
+            }
+        });
+        if self.root.as_os_str().is_empty() {
+            v.error("root", "must name the directory to serve");
+        }
+        v.scope("index", |v| {
+            for (i, name) in self.index.iter().enumerate() {
+                if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                    v.index(i, |v| v.error("", format!("`{name}` is not a file name")));
+                }
+            }
+        });
+        if self.threads > 1024 {
+            v.error("threads", "must be at most 1024 (0 = one per core)");
+        }
+        v.scope("limits", |v| {
+            if self.limits.max_header_bytes < 1024 {
+                v.error("max_header_bytes", "must be at least 1024");
+            }
+            if self.limits.max_header_bytes > 1024 * 1024 {
+                v.error("max_header_bytes", "must be at most 1048576");
+            }
+        });
+        v.scope("timeouts", |v| {
+            let t = &self.timeouts;
+            for (k, d) in [("header", t.header), ("body", t.body), ("keepalive", t.keepalive)] {
+                if d.is_zero() {
+                    v.error(k, "must be greater than 0");
+                }
+            }
+        });
+        v.scope("cache", |v| {
+            if self.cache.max_file_bytes > self.cache.max_bytes {
+                v.error("max_file_bytes", "must not exceed cache.max_bytes");
+            }
+        });
+        v.scope("cache_control", |v| {
+            for (i, c) in self.cache_control.iter().enumerate() {
+                v.index(i, |v| {
+                    if !c.pattern.starts_with('/') && !c.pattern.starts_with('*') {
+                        v.error("match", format!("`{}` must start with / (or a glob *)", c.pattern));
+                    }
+                    if c.is_glob() && c.pattern.matches('[').count() != c.pattern.matches(']').count() {
+                        v.error("match", format!("`{}`: unbalanced [ ] in glob", c.pattern));
+                    }
+                    if c.value.trim().is_empty() || !is_header_value(&c.value) {
+                        v.error("value", "must be a non-empty header value (visible ASCII)");
+                    }
+                });
+            }
+        });
+        let mut prefixes = HashSet::new();
+        v.scope("proxy", |v| {
+            for (i, p) in self.proxy.iter().enumerate() {
+                v.index(i, |v| {
+                    if !p.prefix.starts_with('/') {
+                        v.error("prefix", format!("`{}` must start with /", p.prefix));
+                    }
+                    if !prefixes.insert(p.prefix.as_str()) {
+                        v.error("prefix", format!("`{}` is used by another [[proxy]] route", p.prefix));
+                    }
+                    if p.servers.is_empty() {
+                        v.error("servers", "at least one server (host:port) is required");
+                    }
+                    v.scope("servers", |v| {
+                        for (j, s) in p.servers.iter().enumerate() {
+                            v.index(j, |v| check_host_port(v, "", s));
+                        }
+                    });
+                    if p.connect_timeout.is_zero() {
+                        v.error("connect_timeout", "must be greater than 0");
+                    }
+                    if p.server_timeout.is_zero() {
+                        v.error("server_timeout", "must be greater than 0");
+                    }
+                    if let Some(h) = &p.health_check {
+                        v.scope("health_check", |v| {
+                            if h.interval < Duration::from_millis(10) {
+                                v.error("interval", "must be at least 10ms");
+                            }
+                            if h.timeout.is_zero() {
+                                v.error("timeout", "must be greater than 0");
+                            }
+                            if h.rise == 0 {
+                                v.error("rise", "must be at least 1");
+                            }
+                            if h.fall == 0 {
+                                v.error("fall", "must be at least 1");
+                            }
+                            if !(100..=599).contains(&h.expect_status) {
+                                v.error("expect_status", "must be an HTTP status between 100 and 599");
+                            }
+                            if !h.path.starts_with('/') {
+                                v.error("path", "must start with /");
+                            }
+                        });
+                    }
+                    v.scope("retries", |v| {
+                        if p.retries.attempts > 10 {
+                            v.error("attempts", "must be at most 10");
+                        }
+                        if !(0.0..=1.0).contains(&p.retries.budget_ratio) {
+                            v.error("budget_ratio", "must be between 0.0 and 1.0");
+                        }
+                    });
+                });
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = ["127.0.0.1:0"]
+root = "/srv/www"
+threads = 1
+
+[cache]
+revalidate = "250ms"
+
+[[cache_control]]
+match = "/assets/"
+value = "public, max-age=3600"
+
+[[cache_control]]
+match = "/**/*.html"
+value = "no-cache"
+
+[[proxy]]
+servers = ["127.0.0.1:9001", "app2:9002"]
+health_check = { kind = "http", path = "/health", interval = "500ms" }
+"#;
+
+    #[test]
+    fn parses_a_good_config_with_defaults() {
+        let c: WebConfig = crate::from_str(GOOD, "web.toml").unwrap();
+        assert_eq!(c.index, ["index.html"]);
+        assert_eq!(c.cache.revalidate, Duration::from_millis(250));
+        assert_eq!(c.proxy[0].prefix, "/api/");
+        assert!(c.access_log && c.precompressed && !c.dotfiles);
+        assert_eq!(c.limits.max_body_bytes, 1024 * 1024);
+        assert_eq!(c.timeouts.keepalive, Duration::from_secs(75));
+        assert!(!c.cache_control[0].is_glob() && c.cache_control[1].is_glob());
+        assert_eq!(crate::Role::detect(GOOD), Some(crate::Role::Web));
+    }
+
+    #[test]
+    fn proxy_route_becomes_a_backend() {
+        let c: WebConfig = crate::from_str(GOOD, "web.toml").unwrap();
+        let b = c.proxy[0].to_backend("api");
+        assert_eq!(b.servers.len(), 2);
+        assert_eq!(b.servers[1].name, "api-1");
+        assert_eq!(b.servers[1].address, "app2:9002");
+        assert_eq!(b.health_check.unwrap().interval, Duration::from_millis(500));
+        let mut v = Validator::default();
+        c.proxy[0].to_backend("api").validate(&mut v);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn names_the_key_and_line_of_a_bad_server() {
+        let bad = GOOD.replace("\"app2:9002\"", "\"not a server\"");
+        let err = crate::from_str::<WebConfig>(&bad, "web.toml").unwrap_err();
+        assert_eq!(err.issues.len(), 1, "{err}");
+        assert_eq!(err.issues[0].key, "proxy[0].servers[1]");
+        assert_eq!(err.issues[0].line, Some(18), "{err}");
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let bad = GOOD
+            .replace("listen = [\"127.0.0.1:0\"]", "listen = [\"localhost:80\"]")
+            .replace("match = \"/assets/\"", "match = \"assets\"")
+            .replace("servers = [", "prefix = \"api\"\nservers = [");
+        let err = crate::from_str::<WebConfig>(&bad, "web.toml").unwrap_err();
+        let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["listen[0]", "cache_control[0].match", "proxy[0].prefix"], "{err}");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_limits() {
+        let err = crate::from_str::<WebConfig>(&GOOD.replace("threads = 1", "thread = 1"), "web.toml").unwrap_err();
+        assert!(err.to_string().contains("unknown field `thread`"), "{err}");
+        let bad = format!("{GOOD}\n[limits]\nmax_header_bytes = 10\n[timeouts]\nheader = \"0s\"\n");
+        let err = crate::from_str::<WebConfig>(&bad, "web.toml").unwrap_err();
+        let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["limits.max_header_bytes", "timeouts.header"], "{err}");
+    }
+
+    #[test]
+    fn requires_listen_and_root() {
+        let err = crate::from_str::<WebConfig>("threads = 1\n", "web.toml").unwrap_err();
+        assert!(err.to_string().contains("missing field `listen`"), "{err}");
+        let err = crate::from_str::<WebConfig>("listen = []\nroot = \"/x\"\n", "web.toml").unwrap_err();
+        assert_eq!(err.issues[0].key, "listen", "{err}");
+    }
 }
