@@ -40,6 +40,14 @@ pub fn ready_line(role: &str, listeners: &[(String, SocketAddr)]) -> String {
     .to_string()
 }
 
+/// The live dashboard page the lb's admin listener serves at `/dashboard`:
+/// one self-contained HTML file (inline CSS and JS, no external resources)
+/// that polls `api/overview` (relative, so it works under any prefix) every
+/// second, passing a `?token=` it was opened with as `Authorization: Bearer`.
+/// DOM hooks for tests: every server and node box has `data-node` and
+/// `data-state`; the "cannot reach the load balancer" banner is `#offline`.
+pub const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -48,5 +56,18 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&l).unwrap();
         assert_eq!(v["ready"]["listeners"]["www"], "127.0.0.1:80");
         assert!(!l.contains('\n'));
+    }
+
+    #[test]
+    fn dashboard_is_self_contained() {
+        let page = super::DASHBOARD_HTML;
+        assert!(page.starts_with("<!doctype html>"));
+        assert!(page.contains("\"api/overview\""), "relative data URL");
+        assert!(page.contains("id=\"offline\""));
+        for external in ["http://", "https://", "//cdn", "src=\"/", "href=\"/"] {
+            let hits: Vec<_> = page.match_indices(external).map(|(i, _)| &page[i..(i + 40).min(page.len())]).collect();
+            let hits: Vec<_> = hits.into_iter().filter(|h| !h.starts_with("http://www.w3.org/2000/svg")).collect();
+            assert!(hits.is_empty(), "external reference in the dashboard: {hits:?}");
+        }
     }
 }
