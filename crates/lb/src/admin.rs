@@ -61,7 +61,7 @@ fn answer(ctx: &AdminContext, req: &hyper::Request<Incoming>) -> Response<ProxyB
     let r = ctx.routing.load_full();
     let (ctype, body) = match path {
         "/health" => ("text/plain", "ok\n".to_string()),
-        "/" | "/dashboard" => ("text/plain; charset=utf-8", "dashboard page: see /api/overview\n".to_string()),
+        "/" | "/dashboard" => ("text/html; charset=utf-8", bulwark_telemetry::DASHBOARD_HTML.to_string()),
         "/api/overview" => ("application/json", ctx.monitor.overview(&r).to_string()),
         "/stats" => ("application/json", stats_json(&r).to_string()),
         "/metrics" => ("text/plain; version=0.0.4", metrics(&r, ctx)),
