@@ -1,1 +1,167 @@
-//! (Placeholder: the app role lands in a later commit.)
+//! The application server and its code: "foobar", a guestbook.
+//!
+//! Owns: the guestbook's JSON API (`POST /api/messages`, `GET
+//! /api/messages?limit&before`, `GET /api/health`), its schema migrations,
+//! the read-your-writes cookie, and the guestbook's web page (served by the
+//! web tier as static files, see [`site_files`]).
+//!
+//! Must not touch: how the database replicates (it only uses
+//! `bulwark_db::Client`: writes go to the primary, reads to a replica), or
+//! anything of the other tiers.
+
+mod handlers;
+
+use bulwark_config::app::AppConfig;
+use bulwark_db::Client;
+use bulwark_firewall::Firewall;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub use handlers::{validate_message, MessageInput, COOKIE};
+
+/// The guestbook page and its assets: (path under the web root, bytes).
+pub fn site_files() -> Vec<(&'static str, &'static [u8])> {
+    vec![("index.html", include_bytes!("../assets/index.html"))]
+}
+
+/// Schema migrations, applied in order on start; each is idempotent.
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE IF NOT EXISTS messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            author TEXT NOT NULL,
+            text TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            app TEXT NOT NULL
+        )",
+    ),
+    (2, "CREATE INDEX IF NOT EXISTS messages_created ON messages (created_at)"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+    #[error("{0}")]
+    Secret(String),
+    #[error("firewall: {0}")]
+    Firewall(String),
+    #[error("schema migration failed: {0}")]
+    Migration(String),
+}
+
+pub(crate) struct App {
+    pub config: AppConfig,
+    pub db: Client,
+    pub secret: Option<String>,
+    pub firewall: Firewall,
+}
+
+/// A bound application server.
+pub struct AppServer {
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+}
+
+impl AppServer {
+    /// Resolve the secret, run migrations against the database, bind.
+    pub async fn bind(config: AppConfig) -> Result<AppServer, AppError> {
+        let secret = bulwark_config::Secret::resolve(config.secret.as_ref(), config.secret_file.as_deref(), "secret")
+            .map_err(AppError::Secret)?
+            .map(|s| s.expose().to_string());
+        let db = Client::new(config.db_nodes.iter().cloned(), secret.as_deref().unwrap_or_default())
+            .with_deadline(config.db_deadline);
+        migrate(&db).await?;
+        let firewall = Firewall::new(&config.firewall).map_err(AppError::Firewall)?;
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| AppError::Bind(config.listen.clone(), e))?;
+        Ok(AppServer { app: Arc::new(App { config, db, secret, firewall }), listener })
+    }
+
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.listener.local_addr().map(|a| vec![("http".to_string(), a)]).unwrap_or_default()
+    }
+
+    /// Serve until `shutdown`, then finish in-flight requests (10 s at most).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let graceful = GracefulShutdown::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = self.listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let permit = match self.app.firewall.admit(peer.ip()) {
+                Ok(p) => p,
+                Err(r) => {
+                    tracing::info!(client = %peer, "connection refused: {}", r.reason());
+                    continue;
+                }
+            };
+            let app = self.app.clone();
+            let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(handlers::handle(&app, req, peer).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.app.config.header_timeout)
+                .serve_connection(TokioIo::new(stream), svc);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(permit);
+            });
+        }
+        if tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+            tracing::warn!("drain timeout; closing remaining connections");
+        }
+    }
+}
+
+/// Apply [`MIGRATIONS`] not yet recorded in `schema_migrations`. Safe when
+/// several app servers start at once: every statement is idempotent.
+/// Retries while the database elects a primary (bounded).
+async fn migrate(db: &Client) -> Result<(), AppError> {
+    use bulwark_db::{Statement, Value};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut stmts = vec![Statement::new(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )];
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        for (v, sql) in MIGRATIONS {
+            stmts.push(Statement::new(*sql));
+            stmts.push(Statement::with_params(
+                "INSERT OR IGNORE INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                vec![Value::Integer(*v), Value::Integer(now)],
+            ));
+        }
+        match db.execute(&stmts).await {
+            Ok(_) => {
+                tracing::info!(version = MIGRATIONS.last().map(|m| m.0).unwrap_or(0), "schema is up to date");
+                return Ok(());
+            }
+            Err(bulwark_db::ClientError::Sql(e)) => return Err(AppError::Migration(e)),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::info!("waiting for the database before migrating: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(AppError::Migration(e.to_string())),
+        }
+    }
+}

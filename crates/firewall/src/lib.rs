@@ -246,6 +246,12 @@ pub fn bearer_matches(headers: &http::HeaderMap, secret: &str) -> bool {
     token.ct_eq(secret.as_bytes()).into()
 }
 
+/// Constant-time check that header `name` carries exactly `secret`.
+pub fn header_matches(headers: &http::HeaderMap, name: &str, secret: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    headers.get(name).is_some_and(|v| bool::from(v.as_bytes().ct_eq(secret.as_bytes())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
-//! `bulwark app`: command-line arguments and start-up of the app role.
-use anyhow::Result;
+//! `bulwark app`: command-line arguments and start-up of the application server.
+use anyhow::{Context, Result};
 use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -10,5 +11,15 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> Result<i32> {
-    anyhow::bail!("the app role is not built yet ({})", args.config.display())
+    let config: bulwark_config::app::AppConfig =
+        bulwark_config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = super::runtime(config.threads)?;
+    rt.block_on(async move {
+        let server = bulwark_app::AppServer::bind(config).await.context("starting the application server")?;
+        super::announce("app", &server.listeners());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(super::shutdown_on_signal(shutdown.clone()));
+        server.run(shutdown).await;
+        Ok(0)
+    })
 }

@@ -1,0 +1,251 @@
+//! The guestbook's HTTP API.
+use crate::App;
+use bulwark_db::{ClientError, Consistency, Params, Statement, Token, Value};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::json;
+use std::net::SocketAddr;
+
+/// Name of the read-your-writes cookie (`term.index` of the poster's last
+/// write).
+pub const COOKIE: &str = "bulwark_rw";
+
+/// A new message as posted.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageInput {
+    pub author: String,
+    pub text: String,
+}
+
+/// Trim and check a message; returns (author, text) or the reason.
+pub fn validate_message(m: &MessageInput, max_author: usize, max_text: usize) -> Result<(String, String), String> {
+    let author = m.author.trim();
+    let text = m.text.trim();
+    if author.is_empty() {
+        return Err("author must not be empty".into());
+    }
+    if text.is_empty() {
+        return Err("text must not be empty".into());
+    }
+    if author.chars().count() > max_author {
+        return Err(format!("author is longer than {max_author} characters"));
+    }
+    if text.chars().count() > max_text {
+        return Err(format!("text is longer than {max_text} characters"));
+    }
+    if author.chars().any(char::is_control) {
+        return Err("author must not contain control characters".into());
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err("text must not contain control characters".into());
+    }
+    Ok((author.to_string(), text.to_string()))
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
+    json_response(status, json!({ "error": msg.into() }))
+}
+
+fn db_error(e: ClientError) -> Response<Full<Bytes>> {
+    match e {
+        ClientError::Sql(m) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("database error: {m}")),
+        ClientError::Rejected { message, .. } => error(StatusCode::BAD_GATEWAY, format!("database refused: {message}")),
+        ClientError::Unavailable(m) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable, try again: {m}"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        ClientError::Ambiguous(m) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the database failed over during your write; check whether it was saved: {m}"),
+        ),
+    }
+}
+
+fn token_from_cookie(headers: &http::HeaderMap) -> Option<Token> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .and_then(|(_, v)| Token::decode(v))
+}
+
+fn query_param<'a>(q: &'a str, key: &str) -> Option<&'a str> {
+    q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+pub(crate) async fn handle(app: &App, req: hyper::Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let ip = app.firewall.client_ip(peer.ip(), req.headers());
+    if let Err(r) = app.firewall.check_rate(ip) {
+        let mut resp = error(r.status(), r.reason());
+        if let Some(s) = r.retry_after() {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        return resp;
+    }
+    let path = req.uri().path().to_string();
+    // Health is open (the tiers in front probe it); everything else needs
+    // the cluster secret the web tier adds.
+    if path != "/health" && path != "/api/health" && app.config.require_secret {
+        let ok = app
+            .secret
+            .as_deref()
+            .is_some_and(|secret| bulwark_firewall::header_matches(req.headers(), "x-bulwark-cluster", secret));
+        if !ok {
+            return error(StatusCode::UNAUTHORIZED, "this tier accepts requests only through the web tier");
+        }
+    }
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let resp = match (req.method(), path.as_str()) {
+        (&Method::GET, "/health") | (&Method::GET, "/api/health") => {
+            json_response(StatusCode::OK, json!({ "status": "ok", "app": app.config.name }))
+        }
+        (&Method::GET, "/api/messages") => list(app, &req).await,
+        (&Method::POST, "/api/messages") => post(app, req).await,
+        (_, "/api/messages") => {
+            let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST");
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+            r
+        }
+        _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    };
+    tracing::info!(target: "access", client = %ip, method = %method, path = %path, status = resp.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0);
+    resp
+}
+
+async fn list(app: &App, req: &hyper::Request<Incoming>) -> Response<Full<Bytes>> {
+    let q = req.uri().query().unwrap_or("");
+    let limit = match query_param(q, "limit").map(|v| v.parse::<usize>()) {
+        None => 20,
+        Some(Ok(n)) if (1..=app.config.max_page_size).contains(&n) => n,
+        Some(_) => {
+            return error(StatusCode::BAD_REQUEST, format!("limit must be between 1 and {}", app.config.max_page_size))
+        }
+    };
+    let before = match query_param(q, "before").map(|v| v.parse::<i64>()) {
+        None => i64::MAX,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "before must be a message id"),
+    };
+    let token = token_from_cookie(req.headers());
+    let rows = app
+        .db
+        .query(
+            "SELECT id, author, text, created_at, app FROM messages WHERE id < ? ORDER BY id DESC LIMIT ?",
+            Params::Positional(vec![Value::Integer(before), Value::Integer(limit as i64)]),
+            Consistency::None,
+            token,
+        )
+        .await;
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => return db_error(e),
+    };
+    let messages: Vec<serde_json::Value> = rows
+        .rows
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.first().and_then(Value::as_i64),
+                "author": r.get(1).and_then(Value::as_str),
+                "text": r.get(2).and_then(Value::as_str),
+                "created_at": r.get(3).and_then(Value::as_i64),
+                "app": r.get(4).and_then(Value::as_str),
+            })
+        })
+        .collect();
+    let next_before = if messages.len() == limit { messages.last().and_then(|m| m["id"].as_i64()) } else { None };
+    json_response(
+        StatusCode::OK,
+        json!({
+            "messages": messages,
+            "next_before": next_before,
+            "served_by": app.config.name,
+            "db_node": rows.node_id,
+            "db_applied_index": rows.applied_index,
+            "read_your_writes": token.map(|t| t.encode()),
+        }),
+    )
+}
+
+async fn post(app: &App, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
+    let limit = (app.config.max_author_chars + app.config.max_text_chars) * 4 + 1024;
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {limit} bytes")),
+    };
+    let input: MessageInput = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected JSON {{\"author\": …, \"text\": …}}: {e}")),
+    };
+    let (author, text) = match validate_message(&input, app.config.max_author_chars, app.config.max_text_chars) {
+        Ok(x) => x,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
+    };
+    // The timestamp is taken here, not by SQL, so every replica stores the
+    // same value.
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let stmt = Statement::with_params(
+        "INSERT INTO messages (author, text, created_at, app) VALUES (?, ?, ?, ?)",
+        vec![author.clone().into(), text.clone().into(), Value::Integer(now), app.config.name.clone().into()],
+    );
+    let result = match app.db.execute(&[stmt]).await {
+        Ok(r) => r,
+        Err(e) => return db_error(e),
+    };
+    let token = result.token.encode();
+    let mut r = json_response(
+        StatusCode::CREATED,
+        json!({
+            "message": { "id": result.last_insert_id, "author": author, "text": text, "created_at": now, "app": app.config.name },
+            "served_by": app.config.name,
+            "token": token,
+        }),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=3600")) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_messages() {
+        let m = |a: &str, t: &str| MessageInput { author: a.into(), text: t.into() };
+        assert_eq!(validate_message(&m(" ann ", " hi\nthere "), 10, 100).unwrap(), ("ann".into(), "hi\nthere".into()));
+        assert!(validate_message(&m("", "x"), 10, 100).unwrap_err().contains("author"));
+        assert!(validate_message(&m("a", "  "), 10, 100).unwrap_err().contains("text"));
+        assert!(validate_message(&m("a".repeat(11).as_str(), "x"), 10, 100).unwrap_err().contains("longer"));
+        assert!(validate_message(&m("é".repeat(10).as_str(), "x"), 10, 100).is_ok(), "characters, not bytes");
+        assert!(validate_message(&m("a\u{7}", "x"), 10, 100).is_err());
+    }
+
+    #[test]
+    fn reads_token_cookie() {
+        let mut h = http::HeaderMap::new();
+        h.insert(header::COOKIE, "a=b; bulwark_rw=3.42; c=d".parse().unwrap());
+        assert_eq!(token_from_cookie(&h), Some(Token { term: 3, index: 42 }));
+        h.insert(header::COOKIE, "bulwark_rw=garbage".parse().unwrap());
+        assert_eq!(token_from_cookie(&h), None);
+    }
+}

@@ -1,0 +1,400 @@
+//! [`Client`]: how the app tier talks to a database cluster.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), bulwark_db::ClientError> {
+//! use bulwark_db::{Client, Consistency, Params, Statement};
+//! let db = Client::new(["10.0.0.1:7001", "10.0.0.2:7001", "10.0.0.3:7001"], "the-cluster-secret");
+//! let w = db
+//!     .execute(&[Statement::with_params("INSERT INTO msg (text) VALUES (?)", vec!["hi".into()])])
+//!     .await?;
+//! // Read your own write on the nearest replica:
+//! let rows = db.query("SELECT text FROM msg", Params::None, Consistency::None, Some(w.token)).await?;
+//! # Ok(()) }
+//! ```
+use crate::api::{AddMember, ErrorBody, ExecuteRequest, NodeRef, NodeStatus, QueryRequest};
+use crate::transport::{HttpClient, HttpReply, TransportError};
+use crate::{Consistency, ExecuteResult, Params, Rows, Statement, Token};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Why a [`Client`] call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// SQLite refused the statement (syntax, constraint, ...); nothing was
+    /// written.
+    #[error("{0}")]
+    Sql(String),
+    /// The node refused the request (bad request, wrong secret, too large).
+    #[error("rejected (HTTP {status}, {code}): {message}")]
+    Rejected { status: u16, code: String, message: String },
+    /// No node could serve the request before the deadline; nothing was
+    /// written.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The write reached a primary but its outcome is unknown (the primary
+    /// died or lost its majority mid-write). Check before retrying.
+    #[error("write outcome unknown: {0}")]
+    Ambiguous(String),
+}
+
+#[derive(Debug, Clone)]
+struct KnownNode {
+    address: String,
+    role: Option<String>,
+    rtt: Option<Duration>,
+    healthy: bool,
+}
+
+struct Inner {
+    http: HttpClient,
+    nodes: Mutex<Vec<KnownNode>>,
+    primary: Mutex<Option<String>>,
+    refreshed: Mutex<Option<Instant>>,
+    deadline: Duration,
+}
+
+/// A client of one cluster: writes go to the primary (following redirects
+/// and re-discovering it after a failover), reads to the nearest healthy
+/// replica, read-your-writes tokens are carried along. Cheap to clone;
+/// needs a tokio runtime.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+fn addr_of_location(loc: &str) -> Option<String> {
+    let rest = loc.strip_prefix("http://")?;
+    Some(rest.split('/').next()?.to_string())
+}
+
+fn error_body(r: &HttpReply) -> ErrorBody {
+    serde_json::from_slice(&r.body).unwrap_or_else(|_| ErrorBody {
+        error: String::from_utf8_lossy(&r.body).into_owned(),
+        code: "http".into(),
+        retryable: false,
+        leader: None,
+    })
+}
+
+fn rejected(r: &HttpReply) -> ClientError {
+    let b = error_body(r);
+    if b.code == "sql" {
+        ClientError::Sql(b.error)
+    } else {
+        ClientError::Rejected { status: r.status, code: b.code, message: b.error }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(r: &HttpReply) -> Result<T, ClientError> {
+    serde_json::from_slice(&r.body).map_err(|e| ClientError::Unavailable(format!("malformed answer: {e}")))
+}
+
+impl Client {
+    /// A client for the cluster reachable at any of `nodes` (`host:port`
+    /// of node APIs; more are learned from the cluster), authenticating
+    /// with the cluster `secret`.
+    pub fn new<I, S>(nodes: I, secret: &str) -> Client
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let nodes = nodes
+            .into_iter()
+            .map(|a| KnownNode { address: a.into(), role: None, rtt: None, healthy: true })
+            .collect();
+        Client {
+            inner: Arc::new(Inner {
+                http: HttpClient::new(secret, None),
+                nodes: Mutex::new(nodes),
+                primary: Mutex::new(None),
+                refreshed: Mutex::new(None),
+                deadline: Duration::from_secs(10),
+            }),
+        }
+    }
+
+    /// How long one call may keep retrying (failover, no primary yet)
+    /// before it gives up with [`ClientError::Unavailable`]. Default 10 s.
+    pub fn with_deadline(self, deadline: Duration) -> Client {
+        let inner = Inner {
+            http: self.inner.http.clone(),
+            nodes: Mutex::new(self.inner.nodes.lock().unwrap().clone()),
+            primary: Mutex::new(self.inner.primary.lock().unwrap().clone()),
+            refreshed: Mutex::new(None),
+            deadline,
+        };
+        Client { inner: Arc::new(inner) }
+    }
+
+    /// Run `statements` as one transaction on the primary. Returns after a
+    /// majority has the write, with a token for reading it back anywhere.
+    pub async fn execute(&self, statements: &[Statement]) -> Result<ExecuteResult, ClientError> {
+        let body = ExecuteRequest { statements: statements.to_vec() };
+        let r = self.to_primary("/v1/execute", &body).await?;
+        decode(&r)
+    }
+
+    /// Run a read-only statement. `Consistency::Strong` goes to the
+    /// primary; otherwise the nearest healthy replica serves it, waiting
+    /// for `token`'s write if given (or redirecting to the primary).
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: Params,
+        consistency: Consistency,
+        token: Option<Token>,
+    ) -> Result<Rows, ClientError> {
+        let body = QueryRequest::new(sql, params, consistency, token);
+        if consistency == Consistency::Strong {
+            return decode(&self.to_primary("/v1/query", &body).await?);
+        }
+        let start = Instant::now();
+        let mut last = String::from("no node answered");
+        while start.elapsed() < self.inner.deadline {
+            for addr in self.read_candidates().await {
+                let remaining = self.inner.deadline.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
+                match self.inner.http.post_json(&addr, "/v1/query", &body, remaining).await {
+                    Ok(r) if r.status == 200 => return decode(&r),
+                    Ok(r) if r.status == 307 => {
+                        // The replica could not serve it fresh enough: primary.
+                        return decode(&self.to_primary("/v1/query", &body).await?);
+                    }
+                    Ok(r) if r.status == 503 || r.status == 502 => {
+                        last = error_body(&r).error;
+                        self.mark(&addr, false);
+                    }
+                    Ok(r) => return Err(rejected(&r)),
+                    Err(e) => {
+                        last = e.to_string();
+                        self.mark(&addr, false);
+                    }
+                }
+            }
+            self.refresh().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(ClientError::Unavailable(last))
+    }
+
+    /// `/v1/status` of every known node that answers.
+    pub async fn statuses(&self) -> Vec<NodeStatus> {
+        self.refresh_inner().await
+    }
+
+    /// Make node `node_id` the primary (leadership transfer).
+    pub async fn promote(&self, node_id: u64) -> Result<serde_json::Value, ClientError> {
+        decode(&self.to_primary("/v1/promote", &NodeRef { node_id }).await?)
+    }
+
+    /// Add a node (voter or learner) online; returns the primary's status.
+    pub async fn add_node(&self, node_id: u64, address: &str, voter: bool) -> Result<NodeStatus, ClientError> {
+        let body = AddMember { node_id, address: address.to_string(), voter };
+        decode(&self.to_primary("/v1/members/add", &body).await?)
+    }
+
+    /// Remove a node from the cluster online; returns the primary's status.
+    pub async fn remove_node(&self, node_id: u64) -> Result<NodeStatus, ClientError> {
+        decode(&self.to_primary("/v1/members/remove", &NodeRef { node_id }).await?)
+    }
+
+    fn mark(&self, addr: &str, healthy: bool) {
+        if let Some(n) = self.inner.nodes.lock().unwrap().iter_mut().find(|n| n.address == addr) {
+            n.healthy = healthy;
+        }
+    }
+
+    /// Healthy replicas by round-trip time, then the primary, then the rest.
+    async fn read_candidates(&self) -> Vec<String> {
+        let stale = self.inner.refreshed.lock().unwrap().is_none_or_older(Duration::from_secs(5));
+        if self.inner.refreshed.lock().unwrap().is_none() {
+            self.refresh().await;
+        } else if stale {
+            let c = self.clone();
+            tokio::spawn(async move { c.refresh().await });
+        }
+        let mut nodes = self.inner.nodes.lock().unwrap().clone();
+        let rank = |n: &KnownNode| {
+            let class = match (n.healthy, n.role.as_deref()) {
+                (true, Some("replica" | "learner")) => 0,
+                (true, Some("primary")) => 1,
+                (true, _) => 2,
+                _ => 3,
+            };
+            (class, n.rtt.unwrap_or(Duration::MAX))
+        };
+        nodes.sort_by_key(rank);
+        nodes.into_iter().map(|n| n.address).collect()
+    }
+
+    async fn refresh(&self) {
+        self.refresh_inner().await;
+    }
+
+    /// Ask every known node for its status (in parallel); learn roles,
+    /// round-trip times, new members and the primary.
+    async fn refresh_inner(&self) -> Vec<NodeStatus> {
+        let addrs: Vec<String> = self.inner.nodes.lock().unwrap().iter().map(|n| n.address.clone()).collect();
+        let probes = addrs.into_iter().map(|a| {
+            let http = self.inner.http.clone();
+            async move {
+                let t = Instant::now();
+                let r = http.send(http::Method::GET, &a, "/v1/status", bytes::Bytes::new(), &[], Duration::from_secs(1)).await;
+                let s = match r {
+                    Ok(r) if r.status == 200 => serde_json::from_slice::<NodeStatus>(&r.body).ok(),
+                    _ => None,
+                };
+                (a, s, t.elapsed())
+            }
+        });
+        let results = futures_join_all(probes).await;
+        let mut out = Vec::new();
+        let mut primary = None;
+        {
+            let mut nodes = self.inner.nodes.lock().unwrap();
+            for (addr, status, rtt) in results {
+                if let Some(n) = nodes.iter_mut().find(|n| n.address == addr) {
+                    n.healthy = status.is_some();
+                    n.role = status.as_ref().map(|s| s.role.clone());
+                    n.rtt = status.as_ref().map(|_| rtt);
+                }
+                if let Some(s) = status {
+                    if s.role == "primary" && s.quorum {
+                        primary = Some(s.address.clone());
+                    } else if primary.is_none() {
+                        primary = s.leader_address.clone();
+                    }
+                    out.push(s);
+                }
+            }
+            for s in &out {
+                for m in &s.members {
+                    if !nodes.iter().any(|n| n.address == m.address) {
+                        nodes.push(KnownNode { address: m.address.clone(), role: None, rtt: None, healthy: true });
+                    }
+                }
+            }
+        }
+        if primary.is_some() {
+            *self.inner.primary.lock().unwrap() = primary;
+        }
+        *self.inner.refreshed.lock().unwrap() = Some(Instant::now());
+        out
+    }
+
+    /// Send to the primary: follow redirects, re-discover on failure, retry
+    /// only when the request surely did not take effect.
+    async fn to_primary<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<HttpReply, ClientError> {
+        let start = Instant::now();
+        let mut target: Option<String> = None;
+        let mut last = String::from("no primary found");
+        let mut pause = Duration::from_millis(20);
+        while start.elapsed() < self.inner.deadline {
+            // Bind first: a guard in the match scrutinee would live across
+            // the awaits below and make this future !Send.
+            let known = target.take().or_else(|| self.inner.primary.lock().unwrap().clone());
+            let addr = match known {
+                Some(a) => a,
+                None => {
+                    self.refresh().await;
+                    let primary = self.inner.primary.lock().unwrap().clone();
+                    match primary {
+                        Some(a) => a,
+                        None => {
+                            // Try any node: a replica forwards or redirects.
+                            let any = self.inner.nodes.lock().unwrap().iter().find(|n| n.healthy).map(|n| n.address.clone());
+                            match any {
+                                Some(a) => a,
+                                None => {
+                                    tokio::time::sleep(pause).await;
+                                    pause = (pause * 2).min(Duration::from_millis(200));
+                                    continue;
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            let remaining = self.inner.deadline.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
+            match self.inner.http.post_json(&addr, path, body, remaining).await {
+                Ok(r) if r.status == 200 => {
+                    *self.inner.primary.lock().unwrap() = Some(addr);
+                    return Ok(r);
+                }
+                Ok(r) if r.status == 307 => {
+                    target = r.location.as_deref().and_then(addr_of_location);
+                    *self.inner.primary.lock().unwrap() = target.clone();
+                }
+                Ok(r) if r.status == 503 || r.status == 502 => {
+                    let b = error_body(&r);
+                    if !b.retryable {
+                        return Err(ClientError::Ambiguous(b.error));
+                    }
+                    last = b.error;
+                    *self.inner.primary.lock().unwrap() = None;
+                    target = b.leader.filter(|l| *l != addr);
+                    if target.is_none() {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(200));
+                    }
+                }
+                Ok(r) => return Err(rejected(&r)),
+                Err(e @ TransportError::Connect(..)) => {
+                    last = e.to_string();
+                    self.mark(&addr, false);
+                    *self.inner.primary.lock().unwrap() = None;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => return Err(ClientError::Ambiguous(e.to_string())),
+            }
+        }
+        Err(ClientError::Unavailable(last))
+    }
+}
+
+trait Staleness {
+    fn is_none_or_older(&self, age: Duration) -> bool;
+}
+
+impl Staleness for Option<Instant> {
+    fn is_none_or_older(&self, age: Duration) -> bool {
+        self.map_or(true, |t| t.elapsed() > age)
+    }
+}
+
+/// Await all futures concurrently (no extra dependency for one join).
+async fn futures_join_all<F: std::future::Future + Send + 'static>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_header_gives_the_primary_address() {
+        assert_eq!(addr_of_location("http://127.0.0.1:7001/v1/execute").as_deref(), Some("127.0.0.1:7001"));
+        assert_eq!(addr_of_location("https://x/"), None);
+    }
+
+    #[tokio::test]
+    async fn unreachable_cluster_is_unavailable_not_ambiguous() {
+        // A port nothing listens on: bind, read the port, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let c = Client::new([format!("127.0.0.1:{port}")], "0123456789abcdef").with_deadline(Duration::from_millis(300));
+        let e = c.execute(&[Statement::new("SELECT 1")]).await.unwrap_err();
+        assert!(matches!(e, ClientError::Unavailable(_)), "{e:?}");
+        let e = c.query("SELECT 1", Params::None, Consistency::None, None).await.unwrap_err();
+        assert!(matches!(e, ClientError::Unavailable(_)), "{e:?}");
+    }
+}
