@@ -8,6 +8,8 @@
 //! Must not touch: production code paths. Nothing in the product depends on
 //! this crate.
 
+pub mod browser;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
