@@ -301,10 +301,8 @@ address = "bad address"
     fn secret_file_is_read_and_trimmed() {
         let dir = std::env::temp_dir().join(format!("bulwark-db-secret-{}", std::process::id()));
         std::fs::write(&dir, "  0123456789abcdef-file\n").unwrap();
-        let t = format!(
-            "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret_file = \"{}\"\n",
-            dir.display()
-        );
+        let t =
+            format!("node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret_file = \"{}\"\n", dir.display());
         let c: DbConfig = crate::from_str(&t, "db.toml").unwrap();
         assert_eq!(c.load_secret().unwrap(), "0123456789abcdef-file");
         std::fs::remove_file(&dir).unwrap();

@@ -2,18 +2,30 @@
 //!
 //! Owns: each node's SQLite database (the state machine), the durable Raft
 //! log ("binary log"), snapshots and log compaction, Raft replication over
-//! HTTP with openraft, the HTTP SQL API (`/v1/execute`, `/v1/query`,
-//! `/v1/status`, membership, leadership transfer), and [`Client`], the
-//! library the app tier uses to talk to a cluster.
+//! HTTP with openraft 0.9, the HTTP SQL API (`/v1/execute`, `/v1/query`,
+//! `/v1/status`, membership, leadership transfer, `/health`, `/primary`,
+//! `/replica`), and [`Client`], the library the app tier uses.
 //!
 //! Must not touch: other tiers, files outside the node's `data_dir`, the
 //! process's signal handling or stdout (the `bulwark db` role in
-//! `crates/bulwark` owns those), and it never logs the cluster secret.
+//! `crates/bulwark` owns those). The cluster secret is never logged.
+//!
+//! See `docs/db.md` for the HTTP API and operations.
 
 pub mod api;
+mod client;
+mod error;
 mod log_store;
+mod node;
 mod raft_types;
 pub mod sql;
 mod state_machine;
+mod transport;
 
-pub use api::{Consistency, ExecuteResult, NodeStatus, Params, ReplicationLag, Rows, Statement, Token, Value};
+pub use api::{
+    Column, Consistency, ExecuteResult, Member, NodeStatus, Params, ReplicationLag, Rows, Statement, StatementResult,
+    Token, Value,
+};
+pub use client::{Client, ClientError};
+pub use error::DbError;
+pub use node::DbNode;

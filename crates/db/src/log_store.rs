@@ -4,7 +4,7 @@
 //! the flush is reported to openraft only after that commit, so an entry a
 //! node acknowledged survives kill -9 and power loss. The vote and the
 //! last purged log id live in the same file.
-use crate::raft_types::{storage_err, Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
+use crate::raft_types::{storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorVerb, LogState, RaftLogReader};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -204,11 +204,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .await
     }
-}
-
-/// The node id a log entry's leader had (for tests and status).
-pub fn leader_of(log_id: &LogId) -> NodeId {
-    log_id.leader_id.node_id
 }
 
 #[cfg(test)]

@@ -1,14 +1,159 @@
-//! `bulwark db`: command-line arguments and start-up of the db role.
-use anyhow::Result;
+//! `bulwark db`: run a replicated database node, or administer a cluster
+//! (status, promote, add-node, remove-node) through its HTTP API.
+use anyhow::{bail, Context, Result};
+use bulwark_config::db::DbConfig;
+use bulwark_db::Client;
 use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = false)]
 pub struct Args {
-    /// Path of the db config file (TOML).
-    #[arg(short, long)]
-    pub config: PathBuf,
+    /// Path of the db config file (TOML). Without a subcommand: run this node.
+    #[arg(short, long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<DbCommand>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum DbCommand {
+    /// Show every node's role, term, applied index and lag.
+    Status(ClusterArgs),
+    /// Make NODE the primary (planned leadership transfer).
+    Promote {
+        /// Node id of the new primary (must be a voter).
+        node: u64,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Add a node to the running cluster (it catches up, then joins).
+    AddNode {
+        node: u64,
+        /// host:port of the new node's API.
+        address: String,
+        /// Add as a non-voting async read replica.
+        #[arg(long)]
+        learner: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Remove a node (voter or learner) from the running cluster.
+    RemoveNode {
+        node: u64,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ClusterArgs {
+    /// Node API addresses, comma-separated (default: the -c file's node and peers).
+    #[arg(long, value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// File holding the cluster secret (default: the -c file's secret).
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
 }
 
 pub fn main(args: Args) -> Result<i32> {
-    anyhow::bail!("the db role is not built yet ({})", args.config.display())
+    match args.command {
+        None => {
+            let Some(path) = args.config else { bail!("bulwark db: -c <config> is required to run a node") };
+            run_node(path)
+        }
+        Some(cmd) => admin(args.config, cmd),
+    }
+}
+
+fn load(path: &PathBuf) -> Result<DbConfig> {
+    bulwark_config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn run_node(path: PathBuf) -> Result<i32> {
+    let config = load(&path)?;
+    let rt = super::runtime(0)?;
+    rt.block_on(async move {
+        let node = bulwark_db::DbNode::bind(config).await.context("starting the db node")?;
+        super::announce("db", &node.listeners());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(super::shutdown_on_signal(shutdown.clone()));
+        node.run(shutdown).await?;
+        Ok(0)
+    })
+}
+
+fn client(config: Option<PathBuf>, cluster: &ClusterArgs) -> Result<Client> {
+    let file = config.as_ref().map(load).transpose()?;
+    let secret = if let Ok(s) = std::env::var("BULWARK_DB_SECRET") {
+        s
+    } else if let Some(p) = &cluster.secret_file {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?.trim().to_string()
+    } else if let Some(c) = &file {
+        c.load_secret().context("reading the cluster secret")?
+    } else {
+        bail!("no cluster secret: pass -c <db.toml>, --secret-file, or set BULWARK_DB_SECRET");
+    };
+    let mut nodes = cluster.nodes.clone();
+    if nodes.is_empty() {
+        if let Some(c) = &file {
+            nodes.push(c.advertise.clone().unwrap_or_else(|| c.listen.clone()));
+            nodes.extend(c.peers.iter().map(|p| p.address.clone()));
+        }
+    }
+    if nodes.is_empty() {
+        bail!("no nodes: pass --nodes host:port,... or -c <db.toml>");
+    }
+    Ok(Client::new(nodes, &secret))
+}
+
+fn admin(config: Option<PathBuf>, cmd: DbCommand) -> Result<i32> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cmd {
+            DbCommand::Status(cluster) => {
+                let statuses = client(config, &cluster)?.statuses().await;
+                if statuses.is_empty() {
+                    bail!("no node answered");
+                }
+                println!("{:>4}  {:<22} {:<9} {:>5} {:>9} {:>10} {:>9}", "id", "address", "role", "term", "applied", "lag", "lag_s");
+                for s in statuses {
+                    let lag = if s.lag.known { s.lag.entries.to_string() } else { "?".into() };
+                    println!(
+                        "{:>4}  {:<22} {:<9} {:>5} {:>9} {:>10} {:>9.3}",
+                        s.node_id, s.address, s.role, s.term, s.applied_index, lag, s.lag.seconds
+                    );
+                }
+                Ok(0)
+            }
+            DbCommand::Promote { node, cluster } => {
+                let c = client(config, &cluster)?;
+                // Another voter can win the election instead; try again.
+                let mut last = None;
+                for _ in 0..3 {
+                    match c.promote(node).await {
+                        Ok(v) => {
+                            println!("{v}");
+                            return Ok(0);
+                        }
+                        Err(e) => {
+                            eprintln!("promote: {e}");
+                            last = Some(e);
+                        }
+                    }
+                }
+                Err(anyhow::anyhow!("promote failed: {}", last.map(|e| e.to_string()).unwrap_or_default()))
+            }
+            DbCommand::AddNode { node, address, learner, cluster } => {
+                let s = client(config, &cluster)?.add_node(node, &address, !learner).await?;
+                println!("{}", serde_json::to_string_pretty(&s.members)?);
+                Ok(0)
+            }
+            DbCommand::RemoveNode { node, cluster } => {
+                let s = client(config, &cluster)?.remove_node(node).await?;
+                println!("{}", serde_json::to_string_pretty(&s.members)?);
+                Ok(0)
+            }
+        }
+    })
 }

@@ -1,0 +1,782 @@
+//! One database node: opens its stores, runs Raft, serves the HTTP API.
+//!
+//! Roles follow Raft: the leader is the **primary** and the only node that
+//! executes writes; voters are **replicas**, learners async read replicas.
+//! A primary that has not heard from a majority within the election
+//! timeout refuses writes, so an isolated old primary cannot accept any.
+use crate::api::{
+    AddMember, ErrorBody, ExecuteRequest, ExecuteResult, Member, NodeRef, NodeStatus, QueryRequest, ReplicationLag,
+    Token,
+};
+use crate::log_store::LogStore;
+use crate::raft_types::{now_ms, ApplyOutcome, Node, NodeId, Raft, WriteBatch};
+use crate::sql;
+use crate::state_machine::{Applied, ReadPool, StateMachine};
+use crate::transport::{HttpClient, RaftTransport, TransportError, APPLIED_INDEX_HEADER, APPLIED_TIME_HEADER};
+use crate::{Consistency, DbError};
+use bulwark_config::db::DbConfig;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, RaftMetrics, ServerState};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Marks a request one node passed to the primary (never passed again).
+const FORWARDED_HEADER: &str = "x-bulwark-forwarded";
+
+type Resp = Response<Full<Bytes>>;
+
+/// What a follower last heard from the primary about its applied state.
+#[derive(Debug, Clone, Copy)]
+struct PrimaryHint {
+    index: u64,
+    time_ms: u64,
+    at: Instant,
+}
+
+struct NodeState {
+    id: NodeId,
+    address: String,
+    raft: Raft,
+    applied: watch::Receiver<Applied>,
+    reads: Arc<ReadPool>,
+    http: HttpClient,
+    auth: Vec<u8>,
+    hint: Mutex<Option<PrimaryHint>>,
+    transferring: AtomicBool,
+    forward_writes: bool,
+    max_request_bytes: usize,
+    write_timeout: Duration,
+    read_wait: Duration,
+    /// Longest election timeout: the leader lease and the quorum deadline.
+    lease: Duration,
+    heartbeat: Duration,
+}
+
+/// A bound, running database node.
+pub struct DbNode {
+    listener: TcpListener,
+    state: Arc<NodeState>,
+}
+
+fn raft_config(c: &DbConfig) -> Result<openraft::Config, DbError> {
+    let ms = |d: Duration| d.as_millis() as u64;
+    let cfg = openraft::Config {
+        cluster_name: "bulwark-db".into(),
+        heartbeat_interval: ms(c.heartbeat_interval),
+        election_timeout_min: ms(c.election_timeout),
+        election_timeout_max: ms(c.election_timeout) * 2,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_every),
+        max_in_snapshot_log_to_keep: (c.snapshot_every / 2).min(1000),
+        snapshot_max_chunk_size: 1 << 20,
+        max_payload_entries: 256,
+        ..Default::default()
+    };
+    cfg.validate().map_err(|e| DbError::Config(e.to_string()))
+}
+
+impl DbNode {
+    /// Open the stores in `data_dir`, bind the listener and start Raft. On
+    /// an empty data dir with `bootstrap = true` the cluster is initialized
+    /// from `peer` plus this node.
+    pub async fn bind(config: DbConfig) -> Result<DbNode, DbError> {
+        let secret = config.load_secret().map_err(|e| DbError::Config(format!("secret: {e}")))?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| DbError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
+        let listen: SocketAddr = config.listen.parse().map_err(|e| DbError::Config(format!("listen: {e}")))?;
+        let listener = TcpListener::bind(listen).await.map_err(|e| DbError::Io(format!("binding {listen}: {e}")))?;
+        let local = listener.local_addr().map_err(|e| DbError::Io(e.to_string()))?;
+        let address = config.advertise.clone().unwrap_or_else(|| local.to_string());
+
+        let log = LogStore::open(&config.data_dir).map_err(|e| DbError::Storage(format!("raft log: {e}")))?;
+        let fresh = log.is_empty().map_err(|e| DbError::Storage(e.to_string()))?;
+        let sm = StateMachine::open(&config.data_dir).map_err(|e| DbError::Storage(format!("database: {e}")))?;
+        let applied = sm.applied();
+        let reads = Arc::new(ReadPool::new(sm.db_path(), config.read_connections));
+        let local_ip = (!local.ip().is_unspecified()).then_some(local.ip());
+        let http = HttpClient::new(&secret, local_ip);
+        let rcfg = raft_config(&config)?;
+        let lease = Duration::from_millis(rcfg.election_timeout_max);
+        let transport = RaftTransport { http: http.clone(), applied: applied.clone() };
+        let raft = Raft::new(config.node_id, Arc::new(rcfg), transport, log, sm)
+            .await
+            .map_err(|e| DbError::Raft(e.to_string()))?;
+        if fresh && config.bootstrap {
+            let mut members: BTreeMap<NodeId, Node> =
+                config.peers.iter().map(|p| (p.id, Node { addr: p.address.clone() })).collect();
+            members.insert(config.node_id, Node { addr: address.clone() });
+            tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "bootstrapping a new cluster");
+            if let Err(e) = raft.initialize(members).await {
+                tracing::warn!("initialize: {e}");
+            }
+        } else if fresh {
+            tracing::info!("empty data dir: waiting to be added to a cluster");
+        }
+        let state = NodeState {
+            id: config.node_id,
+            address,
+            raft,
+            applied,
+            reads,
+            http,
+            auth: format!("Bearer {secret}").into_bytes(),
+            hint: Mutex::new(None),
+            transferring: AtomicBool::new(false),
+            forward_writes: config.forward_writes,
+            max_request_bytes: config.max_request_bytes,
+            write_timeout: config.write_timeout,
+            read_wait: config.read_wait,
+            lease,
+            heartbeat: config.heartbeat_interval,
+        };
+        Ok(DbNode { listener, state: Arc::new(state) })
+    }
+
+    /// The listeners for the ready line: `api`.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        vec![("api".to_string(), self.listener.local_addr().expect("bound listener"))]
+    }
+
+    /// The address peers and clients use for this node.
+    pub fn address(&self) -> &str {
+        &self.state.address
+    }
+
+    /// Serve until `shutdown` is cancelled, then drain connections (5 s at
+    /// most) and stop Raft.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DbError> {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let DbNode { listener, state } = self;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => {
+                    let (stream, _) = match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!("accept: {e}");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let st = state.clone();
+                    let svc = hyper::service::service_fn(move |req| {
+                        let st = st.clone();
+                        async move { Ok::<_, std::convert::Infallible>(st.handle(req).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+            }
+        }
+        drop(listener);
+        if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await.is_err() {
+            tracing::warn!("connections still open after 5 s; closing them");
+        }
+        let _ = state.raft.shutdown().await;
+        tracing::info!("db node stopped");
+        Ok(())
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
+    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+fn error(status: StatusCode, code: &str, msg: impl Into<String>, retryable: bool, leader: Option<String>) -> Resp {
+    json(status, &ErrorBody { error: msg.into(), code: code.to_string(), retryable, leader })
+}
+
+fn bad_request(msg: impl Into<String>) -> Resp {
+    error(StatusCode::BAD_REQUEST, "bad_request", msg, false, None)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Constant-time comparison (the secret must not leak through timing).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn query_param(uri: &http::Uri, key: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.to_string())
+    })
+}
+
+impl NodeState {
+    fn metrics(&self) -> RaftMetrics<NodeId, Node> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    fn leader(&self, m: &RaftMetrics<NodeId, Node>) -> Option<(NodeId, String)> {
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?;
+        Some((id, node.addr.clone()))
+    }
+
+    fn voters(m: &RaftMetrics<NodeId, Node>) -> BTreeSet<NodeId> {
+        m.membership_config.membership().voter_ids().collect()
+    }
+
+    /// Primary that heard from a majority within the lease.
+    fn has_quorum(&self, m: &RaftMetrics<NodeId, Node>) -> bool {
+        if m.state != ServerState::Leader {
+            return false;
+        }
+        if Self::voters(m).len() <= 1 {
+            return true;
+        }
+        m.millis_since_quorum_ack.is_some_and(|ms| Duration::from_millis(ms) < self.lease)
+    }
+
+    fn role(&self, m: &RaftMetrics<NodeId, Node>) -> &'static str {
+        match m.state {
+            ServerState::Leader => "primary",
+            ServerState::Candidate => "candidate",
+            ServerState::Shutdown => "stopped",
+            _ => {
+                let mem = m.membership_config.membership();
+                if mem.voter_ids().any(|v| v == self.id) {
+                    "replica"
+                } else if mem.learner_ids().any(|v| v == self.id) {
+                    "learner"
+                } else {
+                    "detached"
+                }
+            }
+        }
+    }
+
+    fn lag(&self, m: &RaftMetrics<NodeId, Node>) -> ReplicationLag {
+        if m.state == ServerState::Leader {
+            return ReplicationLag { entries: 0, seconds: 0.0, known: true };
+        }
+        let a = *self.applied.borrow();
+        let hint = *self.hint.lock().unwrap_or_else(|p| p.into_inner());
+        match hint {
+            Some(h) => {
+                let entries = h.index.saturating_sub(a.index);
+                let seconds =
+                    if entries > 0 { h.time_ms.saturating_sub(a.time_ms) as f64 / 1000.0 } else { 0.0 };
+                ReplicationLag { entries, seconds, known: h.at.elapsed() < self.lease * 2 }
+            }
+            None => ReplicationLag { entries: 0, seconds: 0.0, known: false },
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        let m = self.metrics();
+        let a = *self.applied.borrow();
+        let leader = self.leader(&m);
+        let mem = m.membership_config.membership();
+        let voters = Self::voters(&m);
+        let members = mem
+            .nodes()
+            .map(|(id, n)| Member { id: *id, address: n.addr.clone(), voter: voters.contains(id) })
+            .collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let replication = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter().map(|(id, matched)| (*id, last.saturating_sub(matched.map(|l| l.index).unwrap_or(0)))).collect()
+            })
+            .unwrap_or_default();
+        NodeStatus {
+            node_id: self.id,
+            address: self.address.clone(),
+            role: self.role(&m).to_string(),
+            term: m.current_term,
+            leader_id: leader.as_ref().map(|l| l.0),
+            leader_address: leader.map(|l| l.1),
+            applied_index: a.index,
+            last_log_index: last,
+            snapshot_index: m.snapshot.map(|s| s.index),
+            purged_index: m.purged.map(|p| p.index),
+            quorum: self.has_quorum(&m),
+            lag: self.lag(&m),
+            members,
+            replication,
+        }
+    }
+
+    async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Resp {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        // Unauthenticated health endpoints for load balancers: role only.
+        match (&method, path.as_str()) {
+            (&Method::GET, "/health") => {
+                let m = self.metrics();
+                let ok = m.running_state.is_ok();
+                let body = serde_json::json!({"status": if ok {"ok"} else {"failed"}, "node_id": self.id, "role": self.role(&m)});
+                return json(if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body);
+            }
+            (&Method::GET, "/primary") => {
+                let m = self.metrics();
+                let ok = self.has_quorum(&m) && !self.transferring.load(Ordering::SeqCst);
+                let body = serde_json::json!({"primary": ok, "node_id": self.id, "role": self.role(&m)});
+                return json(if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body);
+            }
+            (&Method::GET, "/replica") => {
+                let m = self.metrics();
+                let lag = self.lag(&m);
+                let max: Option<f64> = query_param(req.uri(), "max_lag").and_then(|v| v.parse().ok());
+                let role = self.role(&m);
+                let ok = matches!(role, "replica" | "learner") && lag.known && max.map_or(true, |mx| lag.seconds <= mx);
+                let body = serde_json::json!({"replica": ok, "node_id": self.id, "role": role, "lag": lag});
+                return json(if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body);
+            }
+            _ => {}
+        }
+        let authorized = req.headers().get(http::header::AUTHORIZATION).is_some_and(|v| same(v.as_bytes(), &self.auth));
+        if !authorized {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong cluster secret (Authorization: Bearer <secret>)",
+                false,
+                None,
+            );
+        }
+        let forwarded = req.headers().contains_key(FORWARDED_HEADER);
+        let hint = (
+            req.headers().get(APPLIED_INDEX_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
+            req.headers().get(APPLIED_TIME_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
+        );
+        if method == Method::GET && path == "/v1/status" {
+            return json(StatusCode::OK, &self.status());
+        }
+        if method != Method::POST {
+            return error(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {method} {path}"), false, None);
+        }
+        let body = match self.read_body(req).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        match path.as_str() {
+            "/v1/execute" => self.execute(body, forwarded).await,
+            "/v1/query" => self.query(body).await,
+            "/v1/promote" => self.promote(body, forwarded).await,
+            "/v1/members/add" => self.add_member(body, forwarded).await,
+            "/v1/members/remove" => self.remove_member(body, forwarded).await,
+            "/raft/append" => {
+                let rpc = match parse(&body) {
+                    Ok(r) => r,
+                    Err(r) => return r,
+                };
+                let res = self.raft.append_entries(rpc).await;
+                if let (Ok(ok), (Some(index), Some(time_ms))) = (&res, hint) {
+                    if !matches!(ok, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+                        *self.hint.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(PrimaryHint { index, time_ms, at: Instant::now() });
+                    }
+                }
+                json(StatusCode::OK, &res)
+            }
+            "/raft/vote" => match parse(&body) {
+                Ok(rpc) => json(StatusCode::OK, &self.raft.vote(rpc).await),
+                Err(r) => r,
+            },
+            "/raft/snapshot" => match parse(&body) {
+                Ok(rpc) => json(StatusCode::OK, &self.raft.install_snapshot(rpc).await),
+                Err(r) => r,
+            },
+            "/raft/elect" => {
+                tracing::info!("asked to campaign for leadership");
+                match self.raft.trigger().elect().await {
+                    Ok(()) => json(StatusCode::OK, &serde_json::json!({"electing": true})),
+                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "stopped", e.to_string(), false, None),
+                }
+            }
+            _ => error(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {method} {path}"), false, None),
+        }
+    }
+
+    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Resp> {
+        let too_large = || {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request body larger than {} bytes", self.max_request_bytes),
+                false,
+                None,
+            )
+        };
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        // Raft traffic (snapshot chunks, entry batches) is not bounded by
+        // the client limit.
+        let limit = if req.uri().path().starts_with("/raft/") { 256 << 20 } else { self.max_request_bytes };
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        match Limited::new(req.into_body(), limit).collect().await {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+            Err(e) => Err(bad_request(format!("reading the body: {e}"))),
+        }
+    }
+
+    /// Send a request that only the primary can serve to it: proxy it, or
+    /// redirect the client there.
+    async fn to_primary(&self, path: &str, body: Bytes, forwarded: bool, proxy: bool) -> Resp {
+        let m = self.metrics();
+        let Some((lid, addr)) = self.leader(&m) else {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "no_leader", "no primary is known right now; retry", true, None);
+        };
+        if lid == self.id || forwarded {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_primary",
+                "this node is not the primary (any more); retry",
+                true,
+                Some(addr),
+            );
+        }
+        if !proxy {
+            return Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header(http::header::LOCATION, format!("http://{addr}{path}"))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(
+                    serde_json::to_vec(&ErrorBody {
+                        error: format!("served by the primary at {addr}"),
+                        code: "redirect".into(),
+                        retryable: true,
+                        leader: Some(addr.clone()),
+                    })
+                    .unwrap_or_default(),
+                )))
+                .expect("valid response");
+        }
+        let extra = [(FORWARDED_HEADER, self.id.to_string())];
+        match self.http.send(Method::POST, &addr, path, body, &extra, self.write_timeout + Duration::from_secs(1)).await {
+            Ok(r) => Response::builder()
+                .status(r.status)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(r.body))
+                .expect("valid response"),
+            Err(e @ TransportError::Connect(..)) => {
+                error(StatusCode::SERVICE_UNAVAILABLE, "no_leader", format!("primary unreachable: {e}"), true, Some(addr))
+            }
+            Err(e) => error(
+                StatusCode::BAD_GATEWAY,
+                "forward_failed",
+                format!("forwarding to the primary failed, the outcome is unknown: {e}"),
+                false,
+                Some(addr),
+            ),
+        }
+    }
+
+    async fn execute(&self, body: Bytes, forwarded: bool) -> Resp {
+        let req: ExecuteRequest = match parse(&body) {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
+        if req.statements.is_empty() {
+            return bad_request("`statements` is empty");
+        }
+        let m = self.metrics();
+        if m.state != ServerState::Leader {
+            return self.to_primary("/v1/execute", body, forwarded, self.forward_writes).await;
+        }
+        if self.transferring.load(Ordering::SeqCst) {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "transferring", "leadership transfer in progress; retry", true, None);
+        }
+        if !self.has_quorum(&m) {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_quorum",
+                format!(
+                    "this primary has not heard from a majority for {} ms and refuses writes",
+                    m.millis_since_quorum_ack.unwrap_or(0)
+                ),
+                true,
+                None,
+            );
+        }
+        let now = now_ms();
+        let mut statements = req.statements;
+        for (i, s) in statements.iter_mut().enumerate() {
+            match sql::make_deterministic(&s.sql, now) {
+                Ok(rewritten) => s.sql = rewritten,
+                Err(e) => {
+                    let e = if i > 0 { format!("statement {}: {e}", i + 1) } else { e };
+                    return error(StatusCode::BAD_REQUEST, "sql", e, false, None);
+                }
+            }
+        }
+        let batch = WriteBatch { statements, time_ms: now };
+        match tokio::time::timeout(self.write_timeout, self.raft.client_write(batch)).await {
+            Err(_) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "the write was not committed within {:?}: this primary may have lost its majority; the outcome is unknown",
+                    self.write_timeout
+                ),
+                false,
+                None,
+            ),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                self.to_primary("/v1/execute", body, forwarded, self.forward_writes).await
+            }
+            Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "raft", e.to_string(), false, None),
+            Ok(Ok(resp)) => {
+                let token = Token { term: resp.log_id.leader_id.term, index: resp.log_id.index };
+                match resp.data {
+                    ApplyOutcome::Done(results) => json(
+                        StatusCode::OK,
+                        &ExecuteResult {
+                            rows_affected: results.iter().map(|r| r.rows_affected).sum(),
+                            last_insert_id: results.last().map(|r| r.last_insert_id).unwrap_or(0),
+                            results,
+                            token,
+                        },
+                    ),
+                    ApplyOutcome::Failed(msg) => error(StatusCode::BAD_REQUEST, "sql", msg, false, None),
+                    ApplyOutcome::Nothing => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "write produced no result", false, None),
+                }
+            }
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, within: Duration) -> bool {
+        let mut rx = self.applied.clone();
+        let ok = matches!(tokio::time::timeout(within, rx.wait_for(|a| a.index >= index)).await, Ok(Ok(_)));
+        ok
+    }
+
+    async fn query(&self, body: Bytes) -> Resp {
+        let req: QueryRequest = match parse(&body) {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
+        let consistency = match req.consistency() {
+            Ok(c) => c,
+            Err(e) => return bad_request(e),
+        };
+        let m = self.metrics();
+        let leader = m.state == ServerState::Leader;
+        match consistency {
+            Consistency::Strong if !leader => return self.to_primary("/v1/query", body, false, false).await,
+            Consistency::Strong => match tokio::time::timeout(self.read_wait, self.raft.ensure_linearizable()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(RaftError::APIError(_))) => return self.to_primary("/v1/query", body, false, false).await,
+                Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, "raft", e.to_string(), true, None),
+                Err(_) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no_quorum",
+                        "could not confirm leadership with a majority in time",
+                        true,
+                        None,
+                    )
+                }
+            },
+            Consistency::Bounded { max_lag } if !leader => {
+                let ok = |s: &NodeState| {
+                    let lag = s.lag(&s.metrics());
+                    lag.known && Duration::from_secs_f64(lag.seconds) <= max_lag
+                };
+                let deadline = Instant::now() + self.read_wait;
+                while !ok(self) {
+                    if Instant::now() >= deadline {
+                        return self.to_primary("/v1/query", body, false, false).await;
+                    }
+                    let mut rx = self.applied.clone();
+                    let _ = tokio::time::timeout(self.heartbeat, rx.changed()).await;
+                }
+            }
+            _ => {}
+        }
+        if let Some(t) = req.token {
+            if !self.wait_applied(t.index, self.read_wait).await {
+                if leader {
+                    return error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the token's write is not applied yet", true, None);
+                }
+                return self.to_primary("/v1/query", body, false, false).await;
+            }
+        }
+        let applied = self.applied.borrow().index;
+        match self.reads.query(req.sql, req.params).await {
+            Ok((columns, rows)) => json(StatusCode::OK, &sql::rows(columns, rows, self.id, applied)),
+            Err(e) => error(StatusCode::BAD_REQUEST, "sql", e, false, None),
+        }
+    }
+
+    async fn promote(&self, body: Bytes, forwarded: bool) -> Resp {
+        let req: NodeRef = match parse(&body) {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
+        let m = self.metrics();
+        if m.state != ServerState::Leader {
+            return self.to_primary("/v1/promote", body, forwarded, true).await;
+        }
+        let target = req.node_id;
+        if target == self.id {
+            return json(StatusCode::OK, &serde_json::json!({"primary": self.id, "changed": false}));
+        }
+        let Some(addr) = m.membership_config.membership().get_node(&target).map(|n| n.addr.clone()) else {
+            return bad_request(format!("node {target} is not a member"));
+        };
+        if !Self::voters(&m).contains(&target) {
+            return bad_request(format!("node {target} is a learner; only a voter can become primary"));
+        }
+        if self.transferring.swap(true, Ordering::SeqCst) {
+            return error(StatusCode::CONFLICT, "transferring", "a leadership transfer is already running", true, None);
+        }
+        let result = self.transfer_to(target, &addr).await;
+        self.raft.runtime_config().heartbeat(true);
+        self.transferring.store(false, Ordering::SeqCst);
+        match result {
+            Ok(elapsed) => json(
+                StatusCode::OK,
+                &serde_json::json!({"primary": target, "changed": true, "millis": elapsed.as_millis() as u64}),
+            ),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "transfer_failed", e, true, None),
+        }
+    }
+
+    /// openraft 0.9 has no leader transfer, so: writes are paused, the
+    /// target catches up, this primary stops its heartbeats until the
+    /// voters' leader lease expires, then the target campaigns. The other
+    /// voters' own election timers fire only after lease + election
+    /// timeout, so the target (with a complete log) wins the vote.
+    async fn transfer_to(&self, target: NodeId, addr: &str) -> Result<Duration, String> {
+        let start = Instant::now();
+        let caught_up = |m: &RaftMetrics<NodeId, Node>| {
+            let last = m.last_log_index;
+            m.replication.as_ref().and_then(|r| r.get(&target)).is_some_and(|matched| matched.map(|l| l.index) == last)
+        };
+        let mut rx = self.raft.metrics();
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(caught_up))
+            .await
+            .map_err(|_| format!("node {target} did not catch up within 5 s"))?
+            .map_err(|e| e.to_string())?;
+        self.raft.runtime_config().heartbeat(false);
+        tokio::time::sleep(self.lease + self.heartbeat * 2).await;
+        self.http
+            .post_json(addr, "/raft/elect", &serde_json::json!({}), Duration::from_secs(2))
+            .await
+            .map_err(|e| format!("asking node {target} to campaign: {e}"))?;
+        let mut rx = self.raft.metrics();
+        let done = tokio::time::timeout(self.lease * 4, rx.wait_for(|m| m.state != ServerState::Leader && m.current_leader.is_some()))
+            .await
+            .map(|r| r.is_ok());
+        let m = self.metrics();
+        match (done, m.current_leader) {
+            (Ok(_), Some(l)) if l == target => {
+                tracing::info!(target, "leadership transferred");
+                Ok(start.elapsed())
+            }
+            (Ok(_), Some(l)) => Err(format!("node {l} won the election instead of {target}; retry")),
+            _ => Err(format!("node {target} did not take over in time")),
+        }
+    }
+
+    async fn add_member(&self, body: Bytes, forwarded: bool) -> Resp {
+        let req: AddMember = match parse(&body) {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
+        if self.metrics().state != ServerState::Leader {
+            return self.to_primary("/v1/members/add", body, forwarded, true).await;
+        }
+        if req.node_id == 0 {
+            return bad_request("node_id must be at least 1");
+        }
+        // Adding as a learner first: it receives the log (or a snapshot)
+        // before it counts for the majority.
+        let timeout = Duration::from_secs(60);
+        let node = Node { addr: req.address.clone() };
+        match tokio::time::timeout(timeout, self.raft.add_learner(req.node_id, node, true)).await {
+            Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the new node did not catch up in 60 s", false, None),
+            Ok(Err(e)) => return self.membership_error(e),
+            Ok(Ok(_)) => {}
+        }
+        if req.voter {
+            let change = ChangeMembers::AddVoterIds(BTreeSet::from([req.node_id]));
+            match tokio::time::timeout(timeout, self.raft.change_membership(change, false)).await {
+                Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "membership change not committed in 60 s", false, None),
+                Ok(Err(e)) => return self.membership_error(e),
+                Ok(Ok(_)) => {}
+            }
+        }
+        tracing::info!(node = req.node_id, address = %req.address, voter = req.voter, "member added");
+        json(StatusCode::OK, &self.status())
+    }
+
+    async fn remove_member(&self, body: Bytes, forwarded: bool) -> Resp {
+        let req: NodeRef = match parse(&body) {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
+        let m = self.metrics();
+        if m.state != ServerState::Leader {
+            return self.to_primary("/v1/members/remove", body, forwarded, true).await;
+        }
+        if m.membership_config.membership().get_node(&req.node_id).is_none() {
+            return bad_request(format!("node {} is not a member", req.node_id));
+        }
+        let ids = BTreeSet::from([req.node_id]);
+        let change = if Self::voters(&m).contains(&req.node_id) {
+            ChangeMembers::RemoveVoters(ids)
+        } else {
+            ChangeMembers::RemoveNodes(ids)
+        };
+        match tokio::time::timeout(Duration::from_secs(60), self.raft.change_membership(change, false)).await {
+            Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "membership change not committed in 60 s", false, None),
+            Ok(Err(e)) => self.membership_error(e),
+            Ok(Ok(_)) => {
+                tracing::info!(node = req.node_id, "member removed");
+                json(StatusCode::OK, &self.status())
+            }
+        }
+    }
+
+    fn membership_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> Resp {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                error(StatusCode::SERVICE_UNAVAILABLE, "not_primary", "leadership changed; retry", true, None)
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                error(StatusCode::CONFLICT, "membership", e.to_string(), true, None)
+            }
+            RaftError::Fatal(e) => error(StatusCode::SERVICE_UNAVAILABLE, "raft", e.to_string(), false, None),
+        }
+    }
+}
