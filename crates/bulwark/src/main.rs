@@ -38,6 +38,23 @@ enum Command {
     App(roles::app::Args),
     /// Run a replicated database node, or administer the cluster.
     Db(roles::db::Args),
+    /// Bring up a whole topology (default: the seeds' two-server site on localhost).
+    Up(roles::up::UpArgs),
+    /// Show every role of a running topology: state, health, db role and lag, req/s.
+    Status(roles::up::ControlArgs),
+    /// Stop one role of a running topology (it stays down until `start`).
+    Stop {
+        /// Role instance name, e.g. app1 or db2.
+        node: String,
+        #[command(flatten)]
+        control: roles::up::ControlArgs,
+    },
+    /// Start a role stopped with `bulwark stop`.
+    Start {
+        node: String,
+        #[command(flatten)]
+        control: roles::up::ControlArgs,
+    },
     /// Validate a config file; prints every problem with file:line: key and exits 1.
     Check {
         #[arg(short, long)]
@@ -93,6 +110,13 @@ fn run(cli: Cli) -> Result<i32> {
             bulwark_telemetry::init_logging(&cli.log_level, cli.log_json);
             roles::app::main(args)
         }
+        Command::Up(args) => {
+            bulwark_telemetry::init_logging(&format!("warn,bulwark_cluster={}", cli.log_level), cli.log_json);
+            roles::up::up(args, &cli.log_level)
+        }
+        Command::Status(args) => roles::up::status(args),
+        Command::Stop { node, control } => roles::up::stop_or_start(control, node, false),
+        Command::Start { node, control } => roles::up::stop_or_start(control, node, true),
         Command::Db(args) => {
             bulwark_telemetry::init_logging(&cli.log_level, cli.log_json);
             roles::db::main(args)

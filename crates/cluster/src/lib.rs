@@ -10,6 +10,7 @@
 //! `bulwark-config`'s topology module); this crate only runs processes.
 
 mod control;
+pub mod derive;
 mod probe;
 mod supervisor;
 

@@ -146,23 +146,36 @@ impl Supervisor {
         self.lock().iter().map(|s| s.status.clone()).collect()
     }
 
+    /// The distinct stages, in start order.
+    pub fn stages(&self) -> Vec<u8> {
+        let mut v: Vec<u8> = self.lock().iter().map(|s| s.spec.stage).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// Start every child stage by stage; `progress` is told each step.
     /// Returns once all are ready, or the first readiness failure.
     pub async fn start_all(&self, mut progress: impl FnMut(&str)) -> Result<(), SupervisorError> {
-        let stages: std::collections::BTreeSet<u8> = self.lock().iter().map(|s| s.spec.stage).collect();
-        for stage in stages {
-            let names: Vec<String> =
-                self.lock().iter().filter(|s| s.spec.stage == stage).map(|s| s.spec.name.clone()).collect();
-            progress(&format!("starting {}", names.join(", ")));
-            for n in &names {
-                self.set_wanted(n, true)?;
-            }
-            for n in &names {
-                self.wait_ready(n).await?;
-                let st = self.child(n).expect("known child");
-                let addrs: Vec<String> = st.listeners.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                progress(&format!("  {n} ready (pid {}, {})", st.pid.unwrap_or(0), addrs.join(" ")));
-            }
+        for stage in self.stages() {
+            self.start_stage(stage, &mut progress).await?;
+        }
+        Ok(())
+    }
+
+    /// Start the children of one stage and wait until each is ready.
+    pub async fn start_stage(&self, stage: u8, progress: &mut impl FnMut(&str)) -> Result<(), SupervisorError> {
+        let names: Vec<String> =
+            self.lock().iter().filter(|s| s.spec.stage == stage).map(|s| s.spec.name.clone()).collect();
+        progress(&format!("starting {}", names.join(", ")));
+        for n in &names {
+            self.set_wanted(n, true)?;
+        }
+        for n in &names {
+            self.wait_ready(n).await?;
+            let st = self.child(n).expect("known child");
+            let addrs: Vec<String> = st.listeners.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            progress(&format!("  {n} ready (pid {}, {})", st.pid.unwrap_or(0), addrs.join(" ")));
         }
         Ok(())
     }

@@ -288,6 +288,12 @@ pub struct Backend {
     /// `ceil(c × average load)` in-flight requests before the ring moves on.
     #[serde(default = "default_hash_balance_factor")]
     pub hash_balance_factor: f64,
+    /// Cluster secret sent to the servers as `X-Bulwark-Cluster` (inner
+    /// tiers accept only requests that carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_secret: Option<crate::Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
 }
 
 fn default_pool() -> usize {
@@ -616,6 +622,9 @@ impl Validate for Backend {
                 "max_connections",
                 "balance = \"first\" needs max_connections (requests a server takes before the next is used)",
             );
+        }
+        if self.cluster_secret.is_some() && self.cluster_secret_file.is_some() {
+            v.error("cluster_secret_file", "set cluster_secret or cluster_secret_file, not both");
         }
         if let Some(0) = self.max_connections {
             v.error("max_connections", "must be at least 1");

@@ -28,7 +28,8 @@ pub struct Topology {
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     /// Ports of instances without an explicit `port` are derived from this:
-    /// lb base / base+1 (admin), web base+10+i, app base+20+i, db base+30+i.
+    /// lb i: base+3i (http), +1 (admin), +2 (https); web base+10+i, app
+    /// base+20+i, db base+30+i. `0` picks free ports.
     #[serde(default = "default_port_base")]
     pub port_base: u16,
     #[serde(default)]
@@ -86,6 +87,17 @@ pub struct LbSettings {
     pub public_address: Option<IpAddr>,
     #[serde(default = "d1s", with = "humantime_serde")]
     pub check_interval: Duration,
+    /// Serve HTTPS (a self-signed certificate for localhost is generated
+    /// when `certificate` is not set), redirect plain HTTP to it, send HSTS.
+    #[serde(default = "yes")]
+    pub tls: bool,
+    /// Certificate chain and key files for HTTPS (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<crate::lb::CertificateFiles>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn d1s() -> Duration {
@@ -94,7 +106,14 @@ fn d1s() -> Duration {
 
 impl Default for LbSettings {
     fn default() -> Self {
-        LbSettings { balance: Default::default(), threads: 0, public_address: None, check_interval: d1s() }
+        LbSettings {
+            balance: Default::default(),
+            threads: 0,
+            public_address: None,
+            check_interval: d1s(),
+            tls: true,
+            certificate: None,
+        }
     }
 }
 
@@ -164,6 +183,9 @@ pub struct RoleInstance {
     /// lb only: the admin/dashboard port (default: port + 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_port: Option<u16>,
+    /// lb only: the HTTPS port (default: port + 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_port: Option<u16>,
 }
 
 /// A role instance with its resolved addresses.
@@ -176,12 +198,15 @@ pub struct Placed {
     pub addr: SocketAddr,
     /// lb admin listener.
     pub admin: Option<SocketAddr>,
+    /// lb HTTPS listener (when `lb.tls`).
+    pub https: Option<SocketAddr>,
 }
 
 impl Topology {
     /// The seeds' infrastructure on one machine.
     pub fn default_localhost() -> Topology {
-        let r = |name: &str, kind| RoleInstance { name: name.into(), kind, port: None, admin_port: None };
+        let r =
+            |name: &str, kind| RoleInstance { name: name.into(), kind, port: None, admin_port: None, https_port: None };
         Topology {
             role: None,
             name: default_name(),
@@ -225,19 +250,20 @@ impl Topology {
                 let derived = self
                     .port_base
                     .saturating_add(kind.port_offset())
-                    .saturating_add(if kind == RoleKind::Lb { (i * 2) as u16 } else { i as u16 });
+                    .saturating_add(if kind == RoleKind::Lb { (i * 3) as u16 } else { i as u16 });
                 let port = r.port.unwrap_or(if self.port_base == 0 { 0 } else { derived });
                 let ip = if kind == RoleKind::Lb { self.lb.public_address.unwrap_or(h.address) } else { h.address };
-                let admin = (kind == RoleKind::Lb).then(|| {
-                    let p = r.admin_port.unwrap_or(if port == 0 { 0 } else { port + 1 });
-                    SocketAddr::new(h.address, p)
-                });
+                let plus = |n: u16| if port == 0 { 0 } else { port + n };
+                let admin = (kind == RoleKind::Lb).then(|| SocketAddr::new(h.address, r.admin_port.unwrap_or(plus(1))));
+                let https =
+                    (kind == RoleKind::Lb && self.lb.tls).then(|| SocketAddr::new(ip, r.https_port.unwrap_or(plus(2))));
                 out.push(Placed {
                     name: r.name.clone(),
                     kind,
                     host: h.name.clone(),
                     addr: SocketAddr::new(ip, port),
                     admin,
+                    https,
                 });
             }
         }
@@ -291,6 +317,9 @@ impl Validate for Topology {
                                 if r.admin_port.is_some() && r.kind != RoleKind::Lb {
                                     v.error("admin_port", "only lb instances have an admin port");
                                 }
+                                if r.https_port.is_some() && r.kind != RoleKind::Lb {
+                                    v.error("https_port", "only lb instances have an HTTPS port");
+                                }
                             });
                         }
                     });
@@ -318,7 +347,7 @@ impl Validate for Topology {
         }
         let mut seen = HashSet::new();
         for p in self.placed() {
-            for a in [Some(p.addr), p.admin].into_iter().flatten() {
+            for a in [Some(p.addr), p.admin, p.https].into_iter().flatten() {
                 if a.port() != 0 && !seen.insert(a) {
                     v.error("host", format!("{} listens on {a}, which another role already uses", p.name));
                 }
@@ -341,6 +370,7 @@ mod tests {
         let find = |n: &str| p.iter().find(|x| x.name == n).unwrap().clone();
         assert_eq!(find("lb1").addr.port(), 8080);
         assert_eq!(find("lb1").admin.unwrap().port(), 8081);
+        assert_eq!(find("lb1").https.unwrap().port(), 8082);
         assert_eq!(find("web2").addr.port(), 8091);
         assert_eq!(find("app1").addr.port(), 8100);
         assert_eq!(find("db1").addr.port(), 8110);

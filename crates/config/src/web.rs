@@ -268,6 +268,8 @@ impl ProxyRoute {
             pool_max_idle: 64,
             max_connections: None,
             hash_balance_factor: 1.25,
+            cluster_secret: None,
+            cluster_secret_file: None,
         }
     }
 }

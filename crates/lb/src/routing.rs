@@ -37,6 +37,8 @@ pub enum RoutingError {
     Tls(String, TlsError),
     #[error("frontend `{0}` firewall: {1}")]
     Firewall(String, String),
+    #[error("backend `{0}`: {1}")]
+    Secret(String, String),
     #[error("frontend changes need a restart (listeners are kept across reloads): {0}")]
     Listeners(String),
 }
@@ -59,6 +61,22 @@ impl Routing {
             upstreams.insert(b.name.clone(), Arc::new(Upstream::new(b.clone(), prev)?));
         }
         let t = &config.timeouts;
+        let mut secret_headers = HashMap::new();
+        for b in &config.backends {
+            let secret = bulwark_config::Secret::resolve(
+                b.cluster_secret.as_ref(),
+                b.cluster_secret_file.as_deref(),
+                "cluster_secret",
+            )
+            .map_err(|e| RoutingError::Secret(b.name.clone(), e))?;
+            let mut headers = Vec::new();
+            if let Some(s) = secret {
+                let v = HeaderValue::from_str(s.expose())
+                    .map_err(|_| RoutingError::Secret(b.name.clone(), "not a valid header value".into()))?;
+                headers.push((http::HeaderName::from_static("x-bulwark-cluster"), v));
+            }
+            secret_headers.insert(b.name.clone(), headers);
+        }
         let mut frontends = Vec::new();
         for f in &config.frontends {
             let tls = match &f.tls {
@@ -83,7 +101,7 @@ impl Routing {
                     access_log: f.access_log,
                     connect_timeout: t.connect,
                     server_timeout: t.server,
-                    set_headers: Vec::new(),
+                    set_headers: secret_headers[&f.backend].clone(),
                     max_body_bytes: f.max_body_bytes,
                     body_timeout: Some(t.client_body),
                 },

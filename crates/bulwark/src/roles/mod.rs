@@ -7,6 +7,7 @@
 pub mod app;
 pub mod db;
 pub mod lb;
+pub mod up;
 pub mod web;
 
 use std::net::SocketAddr;

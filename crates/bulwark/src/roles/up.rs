@@ -1,0 +1,426 @@
+//! `bulwark up`, `status`, `stop NODE`, `start NODE`: run a whole topology
+//! as supervised child processes and talk to it while it runs.
+use anyhow::{bail, Context, Result};
+use bulwark_cluster::derive::{derive, SharedFiles};
+use bulwark_cluster::{control_request, ChildSpec, ControlReply, ControlRequest, Readiness, RestartPolicy, Supervisor};
+use bulwark_config::topology::{RoleKind, Topology};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Topology file; without it, the built-in seeds topology on localhost.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Start only the roles of this host (run `up --host NAME` on each machine).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Override the topology's `port_base` (0 = pick free ports).
+    #[arg(long)]
+    pub port_base: Option<u16>,
+    /// Override the topology's `data_dir`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ControlArgs {
+    /// Data directory of the running topology.
+    #[arg(long, default_value = "./bulwark-data")]
+    pub data_dir: PathBuf,
+    /// The host whose supervisor to ask (when started with `up --host`).
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+fn control_socket(data_dir: &Path, host: Option<&str>) -> PathBuf {
+    match host {
+        Some(h) => data_dir.join(format!("control-{h}.sock")),
+        None => data_dir.join("control.sock"),
+    }
+}
+
+fn load_topology(args: &UpArgs) -> Result<Topology> {
+    let mut t = match &args.config {
+        Some(p) => bulwark_config::load::<Topology>(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Topology::default_localhost(),
+    };
+    if let Some(b) = args.port_base {
+        t.port_base = b;
+    }
+    if let Some(d) = &args.data_dir {
+        t.data_dir = d.clone();
+    }
+    if let Some(h) = &args.host {
+        if !t.hosts.iter().any(|x| &x.name == h) {
+            let names: Vec<_> = t.hosts.iter().map(|h| h.name.as_str()).collect();
+            bail!("no host `{h}` in the topology (hosts: {})", names.join(", "));
+        }
+    }
+    if t.port_base == 0 {
+        assign_free_ports(&mut t)?;
+    }
+    let mut v = bulwark_config::Validator::default();
+    bulwark_config::Validate::validate(&t, &mut v);
+    v.into_result("topology", "").map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(t)
+}
+
+/// `port_base = 0`: give every listener a currently free port, written into
+/// the topology so every derived config agrees.
+fn assign_free_ports(t: &mut Topology) -> Result<()> {
+    let mut held = Vec::new();
+    let mut free = |ip: std::net::IpAddr| -> Result<u16> {
+        let l = std::net::TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0"))?;
+        let port = l.local_addr()?.port();
+        held.push(l); // keep it until every port is chosen: no duplicates
+        Ok(port)
+    };
+    for h in &mut t.hosts {
+        for r in &mut h.roles {
+            r.port.get_or_insert(free(h.address)?);
+            if r.kind == RoleKind::Lb {
+                r.admin_port.get_or_insert(free(h.address)?);
+                r.https_port.get_or_insert(free(h.address)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..32).map(|_| format!("{:x}", rng.gen_range(0..16u8))).collect()
+}
+
+/// Write `content` to `path` with mode 0600 unless it exists.
+fn ensure_private_file(path: &Path, content: impl FnOnce() -> String) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(content().as_bytes())?;
+    Ok(())
+}
+
+fn prepare_files(t: &Topology, files: &SharedFiles) -> Result<()> {
+    for d in [&files.data_dir, &files.data_dir.join("config"), &files.data_dir.join("logs"), &files.site] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    ensure_private_file(&files.secret, random_secret)?;
+    ensure_private_file(&files.admin_token, random_secret)?;
+    for (name, bytes) in bulwark_app::site_files() {
+        let p = files.site.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if t.lb.tls && t.lb.certificate.is_none() {
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        for h in &t.hosts {
+            names.push(h.address.to_string());
+        }
+        names.sort();
+        names.dedup();
+        bulwark_lb::tls::ensure_self_signed(files.cert.parent().unwrap_or(&files.data_dir), &names)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
+}
+
+/// Every listener of this host's roles must be free before anything starts.
+fn check_ports(roles: &[bulwark_cluster::derive::DerivedRole]) -> Result<()> {
+    let mut taken = Vec::new();
+    for r in roles {
+        let p = &r.placed;
+        for (what, a) in [("listener", Some(p.addr)), ("admin listener", p.admin), ("https listener", p.https)] {
+            let Some(a) = a else { continue };
+            if a.port() != 0 && std::net::TcpListener::bind(a).is_err() {
+                taken.push(format!("{a} ({} {what})", p.name));
+            }
+        }
+    }
+    if !taken.is_empty() {
+        bail!(
+            "these addresses are already in use: {}\n(is another `bulwark up` running? stop it, or pass --port-base N to move every port, or --port-base 0 for free ports)",
+            taken.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn readiness(kind: RoleKind) -> Readiness {
+    let http = |listener: &str, path: &str| Readiness::Http {
+        listener: listener.into(),
+        path: path.into(),
+        expect: 200,
+        token: None,
+    };
+    match kind {
+        RoleKind::Db => http("api", "/health"),
+        RoleKind::App => http("http", "/api/health"),
+        RoleKind::Web => http("http", "/health"),
+        RoleKind::Lb => http("admin", "/health"),
+    }
+}
+
+pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
+    let t = load_topology(&args)?;
+    let data_dir = std::path::absolute(&t.data_dir).unwrap_or_else(|_| t.data_dir.clone());
+    let files = SharedFiles::under(&data_dir, &t);
+    prepare_files(&t, &files)?;
+    let roles = derive(&t, &files, args.host.as_deref());
+    if roles.is_empty() {
+        bail!("no roles to run on this host");
+    }
+    check_ports(&roles)?;
+    let exe = std::env::current_exe().context("locating the bulwark binary")?;
+    let mut specs = Vec::new();
+    for r in &roles {
+        std::fs::write(&r.config_path, &r.config).with_context(|| format!("writing {}", r.config_path.display()))?;
+        specs.push(ChildSpec {
+            name: r.placed.name.clone(),
+            kind: r.placed.kind.name().into(),
+            host: r.placed.host.clone(),
+            stage: r.placed.kind.stage(),
+            program: exe.clone(),
+            args: vec![
+                "--log-level".into(),
+                log_level.into(),
+                r.placed.kind.name().into(),
+                "-c".into(),
+                r.config_path.display().to_string(),
+            ],
+            log_path: data_dir.join("logs").join(format!("{}.log", r.placed.name)),
+            readiness: readiness(r.placed.kind),
+        });
+    }
+    let policy = RestartPolicy {
+        initial_backoff: t.restart.initial_backoff,
+        max_backoff: t.restart.max_backoff,
+        ..Default::default()
+    };
+    // One thread: children get PR_SET_PDEATHSIG, which fires when the
+    // spawning *thread* exits, so spawn only from the main thread.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let sup = Supervisor::new(specs, policy);
+        let stop = CancellationToken::new();
+        tokio::spawn(super::shutdown_on_signal(stop.clone()));
+        let sock = control_socket(&data_dir, args.host.as_deref());
+        sup.serve_control(&sock, stop.child_token()).await?;
+        println!("bulwark up: {} role(s) of topology `{}`, data in {}", roles.len(), t.name, data_dir.display());
+        let started = start(&sup, &t, &roles, &stop).await;
+        if let Err(e) = started {
+            eprintln!("bulwark up: {e:#}");
+            sup.shutdown().await;
+            let _ = std::fs::remove_file(&sock);
+            return Ok(1);
+        }
+        if stop.is_cancelled() {
+            sup.shutdown().await;
+            let _ = std::fs::remove_file(&sock);
+            return Ok(0);
+        }
+        print_summary(&sup, &t, &files, &roles);
+        stop.cancelled().await;
+        println!("bulwark up: shutting down (lb, web, app, then db)");
+        sup.shutdown().await;
+        let _ = std::fs::remove_file(&sock);
+        println!("bulwark up: stopped");
+        Ok(0)
+    })
+}
+
+async fn start(
+    sup: &Supervisor,
+    t: &Topology,
+    roles: &[bulwark_cluster::derive::DerivedRole],
+    stop: &CancellationToken,
+) -> Result<()> {
+    let mut progress = |s: &str| println!("  {s}");
+    for stage in sup.stages() {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        tokio::select! {
+            r = sup.start_stage(stage, &mut progress) => r?,
+            _ = stop.cancelled() => return Ok(()),
+        }
+        if stage == RoleKind::Db.stage() {
+            // Apps need a primary: wait for the database quorum.
+            let dbs: Vec<(String, SocketAddr)> =
+                t.of_kind(RoleKind::Db).into_iter().map(|p| (p.name, p.addr)).collect();
+            if !dbs.is_empty() && roles.iter().any(|r| r.placed.kind != RoleKind::Db) {
+                let primary = wait_for_primary(&dbs, stop).await?;
+                println!("  database quorum reached: {primary} is the primary");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_primary(dbs: &[(String, SocketAddr)], stop: &CancellationToken) -> Result<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        for (name, addr) in dbs {
+            if let Ok((200, _)) = bulwark_cluster::http_get(*addr, "/primary", None, Duration::from_secs(1)).await {
+                return Ok(name.clone());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("no database primary was elected within 60 s (see the db logs under logs/)");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stop.cancelled() => bail!("interrupted"),
+        }
+    }
+}
+
+fn print_summary(sup: &Supervisor, t: &Topology, files: &SharedFiles, roles: &[bulwark_cluster::derive::DerivedRole]) {
+    let token = std::fs::read_to_string(&files.admin_token).unwrap_or_default();
+    println!();
+    println!("{} is up.", t.name);
+    for r in roles.iter().filter(|r| r.placed.kind == RoleKind::Lb) {
+        let p = &r.placed;
+        match p.https {
+            Some(https) => {
+                println!(
+                    "  site:       https://{}/  (self-signed certificate: {})",
+                    host_port(https),
+                    files.cert.display()
+                );
+                println!("              http://{}/ redirects there", host_port(p.addr));
+            }
+            None => println!("  site:       http://{}/", host_port(p.addr)),
+        }
+        if let Some(a) = p.admin {
+            println!("  dashboard:  http://{}/dashboard?token={}", host_port(a), token.trim());
+        }
+    }
+    println!();
+    println!("  {:<6} {:<9} {:<5} {:<22} {:<8} {}", "ROLE", "HOST", "KIND", "ADDRESS", "STATE", "PID");
+    for c in sup.status() {
+        let addr = c.listeners.values().next().cloned().unwrap_or_default();
+        println!("  {:<6} {:<9} {:<5} {:<22} {:<8} {}", c.name, c.host, c.kind, addr, c.state, c.pid.unwrap_or(0));
+    }
+    println!();
+    println!(
+        "  logs in {}/logs; `bulwark status`, `bulwark stop NODE`, `bulwark start NODE`; Ctrl-C stops everything.",
+        files.data_dir.display()
+    );
+}
+
+fn host_port(a: SocketAddr) -> String {
+    if a.ip().is_loopback() && a.is_ipv4() {
+        format!("localhost:{}", a.port())
+    } else {
+        a.to_string()
+    }
+}
+
+fn ask(args: &ControlArgs, req: ControlRequest) -> Result<ControlReply> {
+    let sock = control_socket(&args.data_dir, args.host.as_deref());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(control_request(&sock, &req)).with_context(|| {
+        format!("no running `bulwark up` answers on {} (is it running with this --data-dir?)", sock.display())
+    })
+}
+
+pub fn stop_or_start(args: ControlArgs, node: String, start: bool) -> Result<i32> {
+    let req =
+        if start { ControlRequest::Start { node: node.clone() } } else { ControlRequest::Stop { node: node.clone() } };
+    let reply = ask(&args, req)?;
+    if !reply.ok {
+        eprintln!("bulwark: {}", reply.error.unwrap_or_default());
+        return Ok(1);
+    }
+    let c = reply.children.iter().find(|c| c.name == node);
+    println!("{node}: {}", c.map(|c| c.state.as_str()).unwrap_or("?"));
+    Ok(0)
+}
+
+/// `bulwark status`: the supervisor's view joined with the lb's overview
+/// (health, db role and lag, req/s).
+pub fn status(args: ControlArgs) -> Result<i32> {
+    let reply = ask(&args, ControlRequest::Status)?;
+    let token = std::fs::read_to_string(args.data_dir.join("admin.token")).unwrap_or_default();
+    let overview = reply
+        .children
+        .iter()
+        .find(|c| c.kind == "lb" && c.state == "ready")
+        .and_then(|c| c.listeners.get("admin"))
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .and_then(|admin| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let (code, body) = rt
+                .block_on(bulwark_cluster::http_get(admin, "/api/overview", Some(token.trim()), Duration::from_secs(3)))
+                .ok()?;
+            (code == 200).then(|| serde_json::from_slice::<serde_json::Value>(&body).ok()).flatten()
+        })
+        .unwrap_or(serde_json::Value::Null);
+    let server = |name: &str| -> Option<serde_json::Value> {
+        overview["backends"]
+            .as_array()?
+            .iter()
+            .flat_map(|b| b["servers"].as_array().cloned().unwrap_or_default())
+            .find(|s| s["name"] == name)
+    };
+    let node = |name: &str| -> Option<serde_json::Value> {
+        overview["nodes"].as_array()?.iter().find(|n| n["name"] == name).cloned()
+    };
+    println!(
+        "{:<6} {:<9} {:<22} {:<9} {:<10} {:<9} {:<12} {:>8}",
+        "ROLE", "HOST", "ADDRESS", "STATE", "HEALTH", "DB ROLE", "LAG", "REQ/S"
+    );
+    for c in &reply.children {
+        let addr = c
+            .listeners
+            .get("http")
+            .or_else(|| c.listeners.get("api"))
+            .or_else(|| c.listeners.values().next())
+            .cloned()
+            .unwrap_or_else(|| "-".into());
+        let (mut health, mut db_role, mut lag, mut rps) =
+            ("-".to_string(), "-".to_string(), "-".to_string(), "-".to_string());
+        if let Some(s) = server(&c.name) {
+            health = s["state"].as_str().unwrap_or("-").to_string();
+            rps = format!("{:.1}", s["req_per_s"].as_f64().unwrap_or(0.0));
+        }
+        if let Some(n) = node(&c.name) {
+            health = if n["healthy"] == true { "up".into() } else { "down".into() };
+            if let Some(db) = n.get("db").filter(|d| !d.is_null()) {
+                db_role = db["role"].as_str().unwrap_or("-").to_string();
+                lag = format!(
+                    "{}e/{:.1}s",
+                    db["lag_entries"].as_u64().unwrap_or(0),
+                    db["lag_seconds"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+        if c.kind == "lb" && !overview.is_null() {
+            health = "up".into();
+            rps = format!("{:.1}", overview["lb"]["req_per_s"].as_f64().unwrap_or(0.0));
+        }
+        println!(
+            "{:<6} {:<9} {:<22} {:<9} {:<10} {:<9} {:<12} {:>8}",
+            c.name, c.host, addr, c.state, health, db_role, lag, rps
+        );
+    }
+    if overview.is_null() {
+        println!("(no load balancer answered: health, db roles and rates are unknown)");
+    }
+    Ok(0)
+}

@@ -1,0 +1,201 @@
+//! Derive each role's config file from a topology: the topology is the
+//! single source of truth, so every host computes the same addresses.
+use bulwark_config::topology::{Placed, RoleKind, Topology};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// Files shared by every role of a topology, under its data directory.
+#[derive(Debug, Clone)]
+pub struct SharedFiles {
+    pub data_dir: PathBuf,
+    /// Cluster secret (tier-to-tier and database traffic).
+    pub secret: PathBuf,
+    /// Admin token (dashboard, stats, metrics, control).
+    pub admin_token: PathBuf,
+    /// Web root with the site's static files.
+    pub site: PathBuf,
+    /// HTTPS certificate chain and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl SharedFiles {
+    pub fn under(data_dir: &Path, t: &Topology) -> SharedFiles {
+        let (cert, key) = match &t.lb.certificate {
+            Some(c) => (c.cert.clone(), c.key.clone()),
+            None => (data_dir.join("tls/cert.pem"), data_dir.join("tls/key.pem")),
+        };
+        SharedFiles {
+            data_dir: data_dir.to_path_buf(),
+            secret: data_dir.join("secret"),
+            admin_token: data_dir.join("admin.token"),
+            site: data_dir.join("site"),
+            cert,
+            key,
+        }
+    }
+}
+
+/// One role instance and its derived config.
+#[derive(Debug, Clone)]
+pub struct DerivedRole {
+    pub placed: Placed,
+    /// Database node id (db roles).
+    pub node_id: Option<u64>,
+    pub config_path: PathBuf,
+    pub config: String,
+}
+
+fn q(p: &Path) -> String {
+    toml_string(&p.display().to_string())
+}
+
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Every role of `t` (or only those on `host`) with its config text.
+pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<DerivedRole> {
+    let dbs = t.of_kind(RoleKind::Db);
+    let apps = t.of_kind(RoleKind::App);
+    let webs = t.of_kind(RoleKind::Web);
+    let db_id = |name: &str| dbs.iter().position(|d| d.name == name).map(|i| i as u64 + 1);
+    let mut out = Vec::new();
+    for p in t.placed() {
+        if host.is_some_and(|h| h != p.host) {
+            continue;
+        }
+        let mut c = String::new();
+        let node_id = db_id(&p.name).filter(|_| p.kind == RoleKind::Db);
+        match p.kind {
+            RoleKind::Db => {
+                let _ = writeln!(c, "role = \"db\"\nnode_id = {}", node_id.unwrap_or(1));
+                let _ = writeln!(c, "listen = \"{}\"", p.addr);
+                let _ = writeln!(c, "data_dir = {}", q(&files.data_dir.join(&p.name)));
+                let _ = writeln!(c, "secret_file = {}", q(&files.secret));
+                for (i, d) in dbs.iter().enumerate() {
+                    let _ = writeln!(c, "[[peer]]\nid = {}\naddress = \"{}\"", i + 1, d.addr);
+                }
+            }
+            RoleKind::App => {
+                let _ = writeln!(c, "role = \"app\"\nname = \"{}\"\nlisten = \"{}\"\nthreads = 2", p.name, p.addr);
+                let nodes: Vec<String> = dbs.iter().map(|d| format!("\"{}\"", d.addr)).collect();
+                let _ = writeln!(c, "db_nodes = [{}]", nodes.join(", "));
+                let _ = writeln!(c, "secret_file = {}", q(&files.secret));
+            }
+            RoleKind::Web => {
+                let _ =
+                    writeln!(c, "role = \"web\"\nlisten = [\"{}\"]\nroot = {}\nthreads = 1", p.addr, q(&files.site));
+                let _ = writeln!(c, "secret_file = {}", q(&files.secret));
+                let servers: Vec<String> = apps.iter().map(|a| format!("\"{}\"", a.addr)).collect();
+                let _ = writeln!(c, "[[proxy]]\nprefix = \"/api/\"\nservers = [{}]", servers.join(", "));
+                let _ = writeln!(
+                    c,
+                    "health_check = {{ kind = \"http\", path = \"/api/health\", interval = \"{}ms\", rise = 1, fall = 2 }}",
+                    t.lb.check_interval.as_millis()
+                );
+            }
+            RoleKind::Lb => {
+                let _ = writeln!(c, "role = \"lb\"\nthreads = {}", t.lb.threads);
+                let _ = writeln!(c, "[admin]\nbind = \"{}\"", p.admin.expect("lb has an admin address"));
+                let _ =
+                    writeln!(c, "token_file = {}\ncluster_secret_file = {}", q(&files.admin_token), q(&files.secret));
+                let _ = writeln!(c, "site = {}\nname = \"{}\"", toml_string(&t.name), p.name);
+                for n in apps.iter().chain(dbs.iter()) {
+                    let _ = writeln!(
+                        c,
+                        "[[admin.node]]\nname = \"{}\"\nkind = \"{}\"\nhost = \"{}\"\naddress = \"{}\"",
+                        n.name,
+                        n.kind.name(),
+                        n.host,
+                        n.addr
+                    );
+                }
+                let _ = writeln!(c, "[[frontend]]\nname = \"http\"\nbind = \"{}\"\nbackend = \"web\"", p.addr);
+                if let Some(https) = p.https {
+                    let _ = writeln!(c, "redirect_https_port = {}", https.port());
+                    let _ = writeln!(c, "[[frontend]]\nname = \"https\"\nbind = \"{https}\"\nbackend = \"web\"");
+                    let _ = writeln!(
+                        c,
+                        "tls = {{ certificate = [{{ cert = {}, key = {} }}] }}",
+                        q(&files.cert),
+                        q(&files.key)
+                    );
+                }
+                let _ = writeln!(
+                    c,
+                    "[[backend]]\nname = \"web\"\nbalance = \"{}\"",
+                    format!("{:?}", t.lb.balance).to_lowercase()
+                );
+                let _ = writeln!(c, "cluster_secret_file = {}", q(&files.secret));
+                let _ = writeln!(
+                    c,
+                    "health_check = {{ kind = \"http\", path = \"/health\", interval = \"{}ms\", rise = 1, fall = 2 }}",
+                    t.lb.check_interval.as_millis()
+                );
+                for w in &webs {
+                    let _ = writeln!(c, "[[backend.server]]\nname = \"{}\"\naddress = \"{}\"", w.name, w.addr);
+                }
+            }
+        }
+        out.push(DerivedRole {
+            config_path: files.data_dir.join("config").join(format!("{}.toml", p.name)),
+            placed: p,
+            node_id,
+            config: c,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulwark_config::Validate;
+
+    /// Every derived file must pass its role's full validation.
+    #[test]
+    fn derived_configs_validate() {
+        let t = Topology::default_localhost();
+        let files = SharedFiles::under(Path::new("/var/lib/bulwark"), &t);
+        let roles = derive(&t, &files, None);
+        assert_eq!(roles.len(), 8);
+        for r in &roles {
+            let origin = r.config_path.display().to_string();
+            let res = match r.placed.kind {
+                RoleKind::Lb => {
+                    bulwark_config::from_str::<bulwark_config::lb::LbConfig>(&r.config, &origin).map(|_| ())
+                }
+                RoleKind::Web => {
+                    bulwark_config::from_str::<bulwark_config::web::WebConfig>(&r.config, &origin).map(|_| ())
+                }
+                RoleKind::App => {
+                    bulwark_config::from_str::<bulwark_config::app::AppConfig>(&r.config, &origin).map(|_| ())
+                }
+                RoleKind::Db => {
+                    bulwark_config::from_str::<bulwark_config::db::DbConfig>(&r.config, &origin).map(|_| ())
+                }
+            };
+            if let Err(e) = res {
+                panic!("{}:\n{}\n{e}", r.placed.name, r.config);
+            }
+        }
+        let lb = roles.iter().find(|r| r.placed.name == "lb1").unwrap();
+        assert!(lb.config.contains("redirect_https_port = 8082"), "{}", lb.config);
+        let db3 = roles.iter().find(|r| r.placed.name == "db3").unwrap();
+        assert_eq!(db3.node_id, Some(3));
+        assert_eq!(derive(&t, &files, Some("server1")).len(), 3);
+        let mut v = bulwark_config::Validator::default();
+        t.validate(&mut v);
+        assert!(v.is_empty());
+    }
+}
