@@ -217,6 +217,10 @@ fn metrics(r: &Routing, ctx: &AdminContext) -> String {
         let n = ctx.connections.get(i).map(|c| c.load(Ordering::Relaxed)).unwrap_or(0);
         let _ = writeln!(out, "bulwark_lb_frontend_connections{{frontend=\"{}\"}} {n}", f.name);
     }
+    family(&mut out, "bulwark_lb_certificate_expiry_days", "gauge", "Days until the frontend's soonest certificate expires.");
+    for (name, days) in &r.certificate_expiry {
+        let _ = writeln!(out, "bulwark_lb_certificate_expiry_days{{frontend=\"{name}\"}} {days}");
+    }
     family(&mut out, "bulwark_alerts_firing", "gauge", "Alerts currently firing, by rule.");
     let mut by_rule = std::collections::BTreeMap::new();
     for a in ctx.monitor.firing() {

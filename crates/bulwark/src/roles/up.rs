@@ -234,6 +234,16 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
             return Ok(0);
         }
         print_summary(&sup, &t, &files, &roles);
+        // Machine-readable: every role's listeners, as `name` or `name.listener`.
+        let mut listeners = Vec::new();
+        for c in sup.status() {
+            for (l, a) in &c.listeners {
+                if let Ok(addr) = a.parse() {
+                    listeners.push((format!("{}.{l}", c.name), addr));
+                }
+            }
+        }
+        super::announce("up", &listeners);
         stop.cancelled().await;
         println!("bulwark up: shutting down (lb, web, app, then db)");
         sup.shutdown().await;

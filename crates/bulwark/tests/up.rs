@@ -1,0 +1,118 @@
+//! `bulwark up`: the whole default topology as real processes on free
+//! ports; the guestbook works through the lb (HTTPS with the generated
+//! certificate); stopping app1 and the database primary leaves the site
+//! working; shutdown leaves no child process behind.
+use bulwark_testkit::{bulwark_bin, wait_until, Process};
+use std::net::SocketAddr;
+use std::process::Command;
+
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+struct Site {
+    url: String,
+    resolve: String,
+    ca: String,
+    jar: String,
+}
+
+impl Site {
+    fn get(&self, path: &str) -> (u16, String) {
+        curl(&["--cacert", &self.ca, "--resolve", &self.resolve, "-b", &self.jar, "-c", &self.jar, &format!("{}{path}", self.url)])
+    }
+    fn post(&self, author: &str, text: &str) -> (u16, String) {
+        let body = serde_json::json!({ "author": author, "text": text }).to_string();
+        curl(&[
+            "--cacert", &self.ca, "--resolve", &self.resolve, "-b", &self.jar, "-c", &self.jar,
+            "-H", "Content-Type: application/json", "--data", &body, &format!("{}/api/messages", self.url),
+        ])
+    }
+}
+
+fn control(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(bulwark_bin()).args(args).arg("--data-dir").arg(dir).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
+}
+
+#[test]
+fn default_topology_serves_the_guestbook_and_survives_failures() {
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bulwark_bin());
+    cmd.args(["up", "--port-base", "0", "--data-dir"]).arg(data.path());
+    let cfg = data.path().join("none");
+    let mut up = Process::spawn(cmd, tempfile::tempdir().unwrap(), cfg);
+    let https: SocketAddr = up.addr("lb1.https");
+    let site = Site {
+        url: format!("https://localhost:{}", https.port()),
+        resolve: format!("localhost:{}:127.0.0.1", https.port()),
+        ca: data.path().join("tls/cert.pem").display().to_string(),
+        jar: data.path().join("cookies.txt").display().to_string(),
+    };
+    // The page, over HTTPS with the generated certificate.
+    let (code, page) = site.get("/");
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("foobar guestbook"));
+    // Plain HTTP redirects to HTTPS.
+    let (code, _) = curl(&[&format!("http://{}/", up.addr("lb1.http"))]);
+    assert_eq!(code, 308);
+    // Post, then read it back (read-your-writes cookie).
+    let (code, body) = site.post("ann", "first post");
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = site.get("/api/messages");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("first post"), "{body}");
+
+    // app1 stopped: the site keeps working.
+    let status = control(data.path(), &["stop", "app1"]);
+    assert!(status.contains("app1: stopped"), "{status}");
+    for i in 0..10 {
+        let (code, body) = site.post("bob", &format!("without app1 {i}"));
+        assert_eq!(code, 201, "{body}");
+    }
+    let (_, body) = site.get("/api/messages?limit=50");
+    assert!(body.contains("without app1 9"), "{body}");
+    assert!(!body.contains("\"served_by\":\"app1\""), "{body}");
+
+    // The database primary stopped: a new one is elected, nothing is lost.
+    let dbs = ["db1", "db2", "db3"];
+    let primary = dbs
+        .iter()
+        .find(|d| bulwark_testkit::get(up.addr(&format!("{d}.api")), "/primary").map(|r| r.status == 200).unwrap_or(false))
+        .expect("a primary");
+    control(data.path(), &["stop", primary]);
+    wait_until("writes accepted again", || site.post("cy", "after failover").0 == 201);
+    let (_, body) = site.get("/api/messages?limit=100");
+    for needle in ["first post", "without app1 0", "without app1 9", "after failover"] {
+        assert!(body.contains(needle), "{needle} missing: {body}");
+    }
+    let status = control(data.path(), &["status"]);
+    assert!(status.contains("primary"), "{status}");
+    control(data.path(), &["start", primary]);
+    control(data.path(), &["start", "app1"]);
+
+    // Shutdown: exit 0, every child gone.
+    let children: Vec<i32> = std::fs::read_to_string(format!("/proc/{}/task/{}/children", up.pid(), up.pid()))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(children.len(), 8, "8 role processes: {children:?}");
+    let exit = up.terminate();
+    assert!(exit.success(), "{exit:?}\n{}", up.logs());
+    for pid in children {
+        assert!(!alive(pid), "child {pid} still alive after shutdown");
+    }
+}
