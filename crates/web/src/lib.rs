@@ -1,1 +1,146 @@
-//! (Placeholder: the web role lands in a later commit.)
+//! The web role (nginx's place in the picture): static files and the
+//! reverse-proxy routes to the app tier.
+//!
+//! Owns: the web listeners (one SO_REUSEPORT socket per worker thread, each
+//! thread with its own event loop), request limits and client timeouts,
+//! safe mapping of URLs to files under the root, the per-thread file cache,
+//! static responses (content types, ETag/Last-Modified and conditional
+//! requests, byte ranges, precompressed `.br`/`.gz` siblings, Cache-Control
+//! rules, index files), the access log (tracing target `access`), and
+//! matching `[[proxy]]` prefixes to a [`ProxyRoute`].
+//!
+//! Must not touch: how proxied requests are forwarded, balanced or
+//! health-checked (that is `bulwark-proxy`, plugged in through
+//! [`ProxyRoute`]), config parsing (`bulwark-config`), or process signals
+//! (the binary turns them into a cancelled token).
+
+mod body;
+pub mod conditional;
+pub mod encoding;
+mod files;
+pub mod path;
+mod proxy_route;
+pub mod range;
+mod server;
+mod site;
+
+pub use body::{BoxError, WebBody};
+pub use proxy_route::{NotWired, ProxyRoute, RouteFuture};
+
+use bulwark_config::web::WebConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("root {}: {source}", path.display())]
+    Root { path: PathBuf, source: std::io::Error },
+    #[error("root {}: not a directory", path.display())]
+    RootNotDirectory { path: PathBuf },
+    #[error(transparent)]
+    CacheRule(#[from] files::RuleError),
+    #[error("listen[{index}]: cannot listen on {listen}: {source}")]
+    Bind { index: usize, listen: String, source: std::io::Error },
+    #[error("proxy[{index}]: no such route (the config has {count} [[proxy]] routes)")]
+    NoSuchRoute { index: usize, count: usize },
+    #[error("cannot start worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A bound, not yet running web server.
+pub struct WebServer {
+    config: WebConfig,
+    root: PathBuf,
+    threads: usize,
+    listeners: Vec<server::BoundListener>,
+    routes: Vec<Arc<dyn ProxyRoute>>,
+}
+
+impl WebServer {
+    /// Check the root and bind every listen address (once per worker
+    /// thread). Every `[[proxy]]` route starts as [`NotWired`] (502) until
+    /// [`WebServer::wire_proxy`] plugs in a real one.
+    pub fn bind(config: WebConfig) -> Result<WebServer, WebError> {
+        let root = std::fs::canonicalize(&config.root)
+            .map_err(|source| WebError::Root { path: config.root.clone(), source })?;
+        if !root.is_dir() {
+            return Err(WebError::RootNotDirectory { path: config.root.clone() });
+        }
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        };
+        let mut listeners = Vec::new();
+        for (i, l) in config.listen.iter().enumerate() {
+            let bind_err = |source| WebError::Bind { index: i, listen: l.clone(), source };
+            let addr: SocketAddr = l
+                .parse()
+                .map_err(|e| bind_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}"))))?;
+            let name = if i == 0 { "http".to_string() } else { format!("http{i}") };
+            listeners.push(server::BoundListener::bind(name, addr, threads).map_err(bind_err)?);
+        }
+        let routes = config.proxy.iter().map(|_| Arc::new(NotWired) as Arc<dyn ProxyRoute>).collect();
+        Ok(WebServer { config, root, threads, listeners, routes })
+    }
+
+    /// Names and bound addresses of the listeners: `http`, `http1`, ...
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners.iter().map(|l| (l.name.clone(), l.addr)).collect()
+    }
+
+    pub fn config(&self) -> &WebConfig {
+        &self.config
+    }
+
+    /// Plug in the forwarder for `[[proxy]]` route number `index`.
+    pub fn wire_proxy(&mut self, index: usize, route: Arc<dyn ProxyRoute>) -> Result<(), WebError> {
+        let count = self.routes.len();
+        let slot = self.routes.get_mut(index).ok_or(WebError::NoSuchRoute { index, count })?;
+        *slot = route;
+        Ok(())
+    }
+
+    /// Serve until `shutdown` is cancelled, then stop accepting, let
+    /// in-flight requests finish (bounded by `timeouts.drain`) and return.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WebError> {
+        let c = &self.config;
+        let source = files::FileSource::new(
+            self.root.clone(),
+            c.index.clone(),
+            c.precompressed,
+            c.cache.max_file_bytes,
+            &c.cache_control,
+        )?;
+        let shared = Arc::new(site::Shared {
+            source,
+            dotfiles: c.dotfiles,
+            access_log: c.access_log,
+            max_body_bytes: c.limits.max_body_bytes,
+            body_timeout: c.timeouts.body,
+            revalidate: c.cache.revalidate,
+            cache_bytes: c.cache.max_bytes,
+            proxies: c.proxy.iter().map(|p| p.prefix.clone()).zip(self.routes).collect(),
+        });
+        let settings = server::ConnectionSettings {
+            header_timeout: c.timeouts.header,
+            keepalive_timeout: c.timeouts.keepalive,
+            max_header_bytes: c.limits.max_header_bytes,
+            drain: c.timeouts.drain,
+        };
+        let drain = c.timeouts.drain;
+        let workers = server::spawn_workers(self.threads, self.listeners, shared, settings, shutdown.clone())
+            .map_err(WebError::Thread)?;
+        shutdown.cancelled().await;
+        tracing::info!(threads = workers.len(), "stopped accepting; draining in-flight requests (at most {drain:?})");
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
+        tracing::info!("web server stopped");
+        Ok(())
+    }
+}

@@ -1,6 +1,7 @@
 //! `bulwark web`: command-line arguments and start-up of the web role.
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -10,5 +11,17 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> Result<i32> {
-    anyhow::bail!("the web role is not built yet ({})", args.config.display())
+    let config: bulwark_config::web::WebConfig =
+        bulwark_config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The main runtime only handles signals; requests run on the web
+    // role's own worker threads.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let server = bulwark_web::WebServer::bind(config).context("starting the web server")?;
+        super::announce("web", &server.listeners());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(super::shutdown_on_signal(shutdown.clone()));
+        server.run(shutdown).await?;
+        Ok(0)
+    })
 }

@@ -1,0 +1,41 @@
+//! The hook through which requests under a `[[proxy]]` prefix leave the web
+//! role. The forwarding itself belongs to `bulwark-proxy`; this crate only
+//! matches the prefix and hands the request over.
+use crate::body::WebBody;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+/// The future a [`ProxyRoute`] returns. It runs on the worker thread that
+/// accepted the connection and need not be `Send`.
+pub type RouteFuture<'a> = Pin<Box<dyn Future<Output = Response<WebBody>> + 'a>>;
+
+/// Forwards the requests of one `[[proxy]]` route to its upstream servers.
+///
+/// One value serves every worker thread (it is shared behind an `Arc`).
+/// `forward` must always produce a response: errors become 502/503/504. The
+/// request arrives untouched (body not read, prefix not stripped); the web
+/// role has already refused a declared `Content-Length` above
+/// `limits.max_body_bytes` (413), so the route enforces the limit for
+/// chunked bodies and `timeouts.body` itself.
+pub trait ProxyRoute: Send + Sync + 'static {
+    fn forward(&self, req: Request<Incoming>, client: SocketAddr) -> RouteFuture<'_>;
+}
+
+/// The route used until `bulwark-proxy` is wired in: answers 502.
+#[derive(Debug, Clone, Default)]
+pub struct NotWired;
+
+impl ProxyRoute for NotWired {
+    fn forward(&self, _req: Request<Incoming>, _client: SocketAddr) -> RouteFuture<'_> {
+        Box::pin(async {
+            let mut resp = Response::new(WebBody::bytes("proxy not wired yet\n"));
+            *resp.status_mut() = StatusCode::BAD_GATEWAY;
+            resp.headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+            resp
+        })
+    }
+}

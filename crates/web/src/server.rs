@@ -1,0 +1,325 @@
+//! Worker threads, their listeners and client connections.
+//!
+//! Each worker is an OS thread with a `current_thread` runtime and a
+//! `LocalSet`, and its own SO_REUSEPORT socket per listen address, so the
+//! kernel spreads connections across workers and a connection lives on one
+//! thread from accept to close (nginx's worker model). Per-thread state
+//! (the file cache) needs no locks.
+use crate::body::WebBody;
+use crate::site::{Shared, Site};
+use http_body::{Body, Frame, SizeHint};
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper::server::conn::http1;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Connection settings every worker uses.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub drain: Duration,
+}
+
+/// A listen address bound once per worker.
+pub struct BoundListener {
+    pub name: String,
+    pub addr: SocketAddr,
+    sockets: Vec<std::net::TcpListener>,
+}
+
+fn listen_socket(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.set_nodelay(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+impl BoundListener {
+    /// Bind `threads` SO_REUSEPORT sockets on `addr` (a `:0` port is chosen
+    /// by the first bind and shared by the others).
+    pub fn bind(name: String, addr: SocketAddr, threads: usize) -> io::Result<BoundListener> {
+        let first = listen_socket(addr)?;
+        let addr = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..threads {
+            sockets.push(listen_socket(addr)?);
+        }
+        Ok(BoundListener { name, addr, sockets })
+    }
+}
+
+/// Start one worker thread per socket index; each serves until `shutdown`,
+/// then drains its connections (bounded by `settings.drain`).
+pub fn spawn_workers(
+    threads: usize,
+    listeners: Vec<BoundListener>,
+    shared: Arc<Shared>,
+    settings: ConnectionSettings,
+    shutdown: CancellationToken,
+) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
+    for l in listeners {
+        for (k, s) in l.sockets.into_iter().enumerate() {
+            per_worker[k].push(s);
+        }
+    }
+    let mut handles = Vec::new();
+    for (k, sockets) in per_worker.into_iter().enumerate() {
+        let (shared, settings, shutdown) = (shared.clone(), settings.clone(), shutdown.clone());
+        handles.push(std::thread::Builder::new().name(format!("web-worker-{k}")).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("worker {k}: cannot build runtime: {e}");
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, worker(sockets, shared, settings, shutdown));
+        })?);
+    }
+    Ok(handles)
+}
+
+async fn worker(
+    sockets: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    settings: ConnectionSettings,
+    shutdown: CancellationToken,
+) {
+    let site = Rc::new(Site::new(shared));
+    let settings = Rc::new(settings);
+    let connections = TaskTracker::new();
+    let accepting = TaskTracker::new();
+    for socket in sockets {
+        let listener = match tokio::net::TcpListener::from_std(socket) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot register listener: {e}");
+                continue;
+            }
+        };
+        let (site, settings, connections, stop) =
+            (site.clone(), settings.clone(), connections.clone(), shutdown.clone());
+        accepting.spawn_local(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    r = listener.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                connections.spawn_local(serve_connection(stream, peer, site.clone(), settings.clone(), stop.clone()));
+            }
+        });
+    }
+    accepting.close();
+    shutdown.cancelled().await;
+    // The accept loops end (closing the listening sockets) ...
+    accepting.wait().await;
+    // ... and open connections finish their request in flight.
+    connections.close();
+    if tokio::time::timeout(settings.drain, connections.wait()).await.is_err() {
+        tracing::warn!(open = connections.len(), "drain timeout reached; closing remaining connections");
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    site: Rc<Site>,
+    settings: Rc<ConnectionSettings>,
+    stop: CancellationToken,
+) {
+    let phase = Rc::new(Cell::new(Phase::Head(Instant::now())));
+    let io = TimedIo::new(stream, phase.clone(), &settings);
+    let svc = hyper::service::service_fn(move |req| {
+        let (site, phase) = (site.clone(), phase.clone());
+        phase.set(Phase::Busy);
+        async move {
+            let resp = site.respond(req, peer).await;
+            Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, phase }))
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        // Our own timers (TimedIo) cover the head and idle keep-alive; no
+        // hyper timer means no per-request timer allocation.
+        .max_buf_size(settings.max_header_bytes.max(8192) + 1024)
+        .max_header_size(settings.max_header_bytes)
+        // One flat buffer per response: one send() instead of a writev of
+        // head and body (see docs/web.md for the measurement).
+        .writev(false)
+        .pipeline_flush(true);
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %peer, "connection ended: {e}");
+    }
+}
+
+/// Where a connection is between requests, for its timeouts.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Receiving a request head since this instant (header timeout).
+    Head(Instant),
+    /// A request is being answered (no read deadline; the body timeout
+    /// applies to request bodies).
+    Busy,
+    /// Idle keep-alive since this instant (keep-alive timeout).
+    Idle(Instant),
+}
+
+/// The client socket with the header and keep-alive deadlines applied to
+/// reads: a read that would block past the deadline fails with `TimedOut`,
+/// which ends the connection. One timer per connection, re-armed only when
+/// it fires early (deadlines only move later), so the hot path does no timer
+/// work.
+struct TimedIo {
+    stream: TcpStream,
+    phase: Rc<Cell<Phase>>,
+    header_timeout: Duration,
+    keepalive_timeout: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl TimedIo {
+    fn new(stream: TcpStream, phase: Rc<Cell<Phase>>, s: &ConnectionSettings) -> Self {
+        TimedIo { stream, phase, header_timeout: s.header_timeout, keepalive_timeout: s.keepalive_timeout, timer: None }
+    }
+
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let deadline = match self.phase.get() {
+            Phase::Head(since) => since + self.header_timeout,
+            Phase::Idle(since) => since + self.keepalive_timeout,
+            Phase::Busy => return Poll::Pending,
+        };
+        loop {
+            let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.deadline() > deadline {
+                timer.as_mut().reset(deadline);
+            }
+            let fired_at = timer.deadline();
+            ready!(timer.as_mut().poll(cx));
+            if fired_at >= deadline {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client timed out")));
+            }
+            // Fired for an earlier deadline; the phase has moved on since.
+            timer.as_mut().reset(deadline);
+        }
+    }
+}
+
+impl Read for TimedIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // SAFETY: as in hyper-util's TokioIo: the tokio ReadBuf only writes
+        // initialised bytes into the cursor's spare capacity, and we advance
+        // the cursor by exactly the number of bytes it filled.
+        let n = unsafe {
+            let mut tbuf = tokio::io::ReadBuf::uninit(buf.as_mut());
+            match Pin::new(&mut this.stream).poll_read(cx, &mut tbuf) {
+                Poll::Ready(Ok(())) => tbuf.filled().len(),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return this.poll_deadline(cx),
+            }
+        };
+        if n > 0 {
+            if let Phase::Idle(_) = this.phase.get() {
+                this.phase.set(Phase::Head(Instant::now()));
+            }
+        }
+        unsafe { buf.advance(n) };
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Write for TimedIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// A response body that marks the connection idle once the response is
+/// done (hyper drops the body after sending it, or at once for HEAD/304).
+struct TrackedBody {
+    inner: WebBody,
+    phase: Rc<Cell<Phase>>,
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        self.phase.set(Phase::Idle(Instant::now()));
+    }
+}
+
+impl Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

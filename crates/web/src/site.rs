@@ -1,0 +1,295 @@
+//! Answering one request: limits, proxy routes, then static files with
+//! conditional requests, ranges and precompressed variants.
+use crate::body::WebBody;
+use crate::conditional::{self, Precondition, Validators};
+use crate::encoding::{self, Coding};
+use crate::files::{FileCache, FileEntry, FileSource, Representation, Resolved};
+use crate::path::{sanitize, CleanPath};
+use crate::proxy_route::ProxyRoute;
+use crate::range::{self, ByteRange};
+use http::header::{
+    ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
+    CONTENT_TYPE, ETAG, IF_RANGE, LAST_MODIFIED, LOCATION, RANGE, SERVER, VARY,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use percent_encoding::{AsciiSet, CONTROLS};
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Settings and routes shared by every worker thread.
+pub struct Shared {
+    pub source: FileSource,
+    pub dotfiles: bool,
+    pub access_log: bool,
+    pub max_body_bytes: u64,
+    pub body_timeout: Duration,
+    pub revalidate: Duration,
+    pub cache_bytes: u64,
+    /// `(prefix, route)`, in config order; the first matching prefix wins.
+    pub proxies: Vec<(String, Arc<dyn ProxyRoute>)>,
+}
+
+/// One worker thread's view: the shared settings plus its own file cache.
+pub struct Site {
+    shared: Arc<Shared>,
+    cache: RefCell<FileCache>,
+}
+
+const SERVER_NAME: HeaderValue = HeaderValue::from_static("bulwark");
+const BYTES: HeaderValue = HeaderValue::from_static("bytes");
+const VARY_ENCODING: HeaderValue = HeaderValue::from_static("Accept-Encoding");
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
+/// Characters escaped when a path is echoed into a `Location` header.
+const LOCATION_ESCAPES: &AsciiSet =
+    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}');
+
+impl Site {
+    pub fn new(shared: Arc<Shared>) -> Site {
+        let cache = RefCell::new(FileCache::new(shared.cache_bytes));
+        Site { shared, cache }
+    }
+
+    /// Answer one request; writes the access-log line when enabled.
+    pub async fn respond(&self, req: Request<Incoming>, client: SocketAddr) -> Response<WebBody> {
+        if !self.shared.access_log {
+            return self.route(req, client).await;
+        }
+        let start = Instant::now();
+        let method = req.method().clone();
+        let target = req.uri().path_and_query().map_or_else(|| req.uri().to_string(), |p| p.as_str().to_owned());
+        let version = req.version();
+        let resp = self.route(req, client).await;
+        let bytes = resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-");
+        tracing::info!(
+            target: "access",
+            "{client} \"{method} {target} {version:?}\" {} {bytes} {}us",
+            resp.status().as_u16(),
+            start.elapsed().as_micros()
+        );
+        resp
+    }
+
+    async fn route(&self, req: Request<Incoming>, client: SocketAddr) -> Response<WebBody> {
+        let s = &*self.shared;
+        if let Some(len) = declared_length(req.headers()) {
+            if len > s.max_body_bytes {
+                return closing(status_page(StatusCode::PAYLOAD_TOO_LARGE));
+            }
+        }
+        let path = req.uri().path();
+        if let Some((_, route)) = s.proxies.iter().find(|(prefix, _)| path.starts_with(prefix.as_str())) {
+            return route.forward(req, client).await;
+        }
+        let head = match *req.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => {
+                let mut r = status_page(StatusCode::METHOD_NOT_ALLOWED);
+                r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+                return r;
+            }
+        };
+        let (parts, body) = req.into_parts();
+        if !body.is_end_stream() {
+            if let Some(refusal) = self.discard_body(body).await {
+                return refusal;
+            }
+        }
+        let clean = match sanitize(parts.uri.path(), s.dotfiles) {
+            Ok(c) => c,
+            Err(refusal) => return status_page(refusal.status()),
+        };
+        // A large file that changed since it was cached is found stale when
+        // opened; look it up again once.
+        for _ in 0..2 {
+            let entry = match self.lookup(&clean) {
+                Ok(e) => e,
+                Err(Resolved::Directory) => return redirect_to_directory(&clean, parts.uri.query()),
+                Err(Resolved::Forbidden) => return status_page(StatusCode::FORBIDDEN),
+                Err(_) => return status_page(StatusCode::NOT_FOUND),
+            };
+            match serve(&entry, &parts.headers, head) {
+                Some(resp) => return resp,
+                None => self.cache.borrow_mut().remove(&clean.key()),
+            }
+        }
+        status_page(StatusCode::SERVICE_UNAVAILABLE)
+    }
+
+    /// Read and drop a request body that a static file does not need,
+    /// within the size and time limits. Returns the refusal, if any.
+    async fn discard_body(&self, body: Incoming) -> Option<Response<WebBody>> {
+        use http_body_util::BodyExt;
+        let s = &*self.shared;
+        let limited = http_body_util::Limited::new(body, usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX));
+        match tokio::time::timeout(s.body_timeout, limited.collect()).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Some(closing(status_page(StatusCode::PAYLOAD_TOO_LARGE)))
+            }
+            Ok(Err(_)) => Some(closing(status_page(StatusCode::BAD_REQUEST))),
+            Err(_) => Some(closing(status_page(StatusCode::REQUEST_TIMEOUT))),
+        }
+    }
+
+    fn lookup(&self, clean: &CleanPath<'_>) -> Result<Rc<FileEntry>, Resolved> {
+        let key = clean.key();
+        if let Some(e) = self.cache.borrow_mut().get(&key, self.shared.revalidate) {
+            return Ok(e);
+        }
+        match self.shared.source.resolve(clean) {
+            Resolved::File(e) => {
+                let e = Rc::new(e);
+                self.cache.borrow_mut().insert(&key, e.clone());
+                Ok(e)
+            }
+            other => Err(other),
+        }
+    }
+}
+
+/// `Content-Length` of the request, if declared and valid.
+fn declared_length(h: &HeaderMap) -> Option<u64> {
+    h.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Build the response for a file entry. `None` when a streamed file no
+/// longer matches the entry (the caller drops it and looks again).
+fn serve(e: &FileEntry, headers: &HeaderMap, head: bool) -> Option<Response<WebBody>> {
+    let coding = if e.has_variants() {
+        encoding::negotiate(
+            headers.get(ACCEPT_ENCODING).map(HeaderValue::as_bytes),
+            e.brotli.is_some(),
+            e.gzip.is_some(),
+        )
+    } else {
+        Coding::Identity
+    };
+    let rep = e.representation(coding);
+    let v = Validators { etag: rep.etag.as_bytes(), modified: rep.modified };
+    match conditional::evaluate(headers, v) {
+        Precondition::Serve => {}
+        Precondition::NotModified => {
+            let mut resp = Response::new(WebBody::Empty);
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            validator_headers(resp.headers_mut(), e, rep);
+            return Some(resp);
+        }
+        Precondition::Failed => return Some(status_page(StatusCode::PRECONDITION_FAILED)),
+    }
+    let mut range = ByteRange::Whole;
+    if let Some(r) = headers.get(RANGE) {
+        if headers.get(IF_RANGE).map_or(true, |ir| conditional::if_range_allows(ir.as_bytes(), v)) {
+            range = range::parse(r.as_bytes(), rep.len);
+        }
+    }
+    let (status, start, len) = match range {
+        ByteRange::Whole => (StatusCode::OK, 0, rep.len),
+        ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        ByteRange::Unsatisfiable => {
+            let mut resp = status_page(StatusCode::RANGE_NOT_SATISFIABLE);
+            let h = resp.headers_mut();
+            h.insert(CONTENT_RANGE, header_value(format!("bytes */{}", rep.len)));
+            h.insert(ACCEPT_RANGES, BYTES);
+            return Some(resp);
+        }
+    };
+    let body = if head {
+        WebBody::Empty
+    } else if let Some(bytes) = &rep.bytes {
+        WebBody::Bytes(Some(bytes.slice(start as usize..(start + len) as usize)))
+    } else {
+        WebBody::file(open_region(rep, start)?, len)
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.reserve(10);
+    h.insert(CONTENT_TYPE, e.content_type.clone());
+    h.insert(
+        CONTENT_LENGTH,
+        if status == StatusCode::OK { rep.content_length.clone() } else { HeaderValue::from(len) },
+    );
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.insert(CONTENT_RANGE, header_value(format!("bytes {start}-{}/{}", start + len - 1, rep.len)));
+    }
+    h.insert(ACCEPT_RANGES, BYTES);
+    if let Some(token) = rep.coding.token() {
+        h.insert(CONTENT_ENCODING, HeaderValue::from_static(token));
+    }
+    validator_headers(h, e, rep);
+    Some(resp)
+}
+
+/// Headers shared by 200, 206 and 304 answers.
+fn validator_headers(h: &mut HeaderMap, e: &FileEntry, rep: &Representation) {
+    h.insert(SERVER, SERVER_NAME);
+    h.insert(ETAG, rep.etag.clone());
+    h.insert(LAST_MODIFIED, rep.last_modified.clone());
+    if let Some(cc) = &e.cache_control {
+        h.insert(CACHE_CONTROL, cc.clone());
+    }
+    if e.has_variants() {
+        h.insert(VARY, VARY_ENCODING);
+    }
+}
+
+/// Open a streamed file and seek to `start`; `None` when the file on disk
+/// is no longer the one the entry describes.
+fn open_region(rep: &Representation, start: u64) -> Option<std::fs::File> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(&rep.real_path).ok()?;
+    let meta = f.metadata().ok()?;
+    if crate::files::Stamp::of(&meta) != rep.stamp {
+        return None;
+    }
+    f.seek(SeekFrom::Start(start)).ok()?;
+    Some(f)
+}
+
+fn header_value(s: String) -> HeaderValue {
+    HeaderValue::try_from(s).expect("ASCII digits and punctuation")
+}
+
+/// A small plain-text answer for an error or refusal.
+pub fn status_page(status: StatusCode) -> Response<WebBody> {
+    let text = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let mut resp = Response::new(WebBody::bytes(text.clone()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(SERVER, SERVER_NAME);
+    h.insert(CONTENT_TYPE, TEXT_PLAIN);
+    h.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+    resp
+}
+
+/// Ask the connection to close after this response.
+fn closing(mut resp: Response<WebBody>) -> Response<WebBody> {
+    resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// 301 to the same path with a trailing slash (query kept).
+fn redirect_to_directory(clean: &CleanPath<'_>, query: Option<&str>) -> Response<WebBody> {
+    let mut location = String::from("/");
+    location.extend(percent_encoding::percent_encode(&clean.rel, LOCATION_ESCAPES));
+    location.push('/');
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
+    let mut resp = status_page(StatusCode::MOVED_PERMANENTLY);
+    match HeaderValue::try_from(location) {
+        Ok(v) => {
+            resp.headers_mut().insert(LOCATION, v);
+        }
+        Err(_) => return status_page(StatusCode::BAD_REQUEST),
+    }
+    resp
+}
