@@ -55,7 +55,11 @@ impl Value {
                 ),
                 _ => return Err("`base64` must be a string".into()),
             },
-            other => return Err(format!("unsupported SQL parameter value {other} (use null, number, string, bool or {{\"base64\": ...}})")),
+            other => {
+                return Err(format!(
+                    "unsupported SQL parameter value {other} (use null, number, string, bool or {{\"base64\": ...}})"
+                ))
+            }
         })
     }
 
@@ -354,7 +358,8 @@ mod tests {
 
     #[test]
     fn values_round_trip_through_json() {
-        let vals = vec![Value::Null, Value::Integer(-3), Value::Real(1.5), Value::Text("x".into()), Value::Blob(vec![0, 255])];
+        let vals =
+            vec![Value::Null, Value::Integer(-3), Value::Real(1.5), Value::Text("x".into()), Value::Blob(vec![0, 255])];
         let j = serde_json::to_string(&vals).unwrap();
         assert_eq!(j, r#"[null,-3,1.5,"x",{"base64":"AP8="}]"#);
         let back: Vec<Value> = serde_json::from_str(&j).unwrap();
@@ -375,7 +380,8 @@ mod tests {
 
     #[test]
     fn consistency_parses_and_names_errors() {
-        let q: QueryRequest = serde_json::from_str(r#"{"sql":"select 1","consistency":"bounded","max_lag_ms":50}"#).unwrap();
+        let q: QueryRequest =
+            serde_json::from_str(r#"{"sql":"select 1","consistency":"bounded","max_lag_ms":50}"#).unwrap();
         assert_eq!(q.consistency().unwrap(), Consistency::Bounded { max_lag: std::time::Duration::from_millis(50) });
         let q: QueryRequest = serde_json::from_str(r#"{"sql":"select 1","consistency":"bounded"}"#).unwrap();
         assert!(q.consistency().unwrap_err().contains("max_lag_ms"));

@@ -98,10 +98,8 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let nodes = nodes
-            .into_iter()
-            .map(|a| KnownNode { address: a.into(), role: None, rtt: None, healthy: true })
-            .collect();
+        let nodes =
+            nodes.into_iter().map(|a| KnownNode { address: a.into(), role: None, rtt: None, healthy: true }).collect();
         Client {
             inner: Arc::new(Inner {
                 http: HttpClient::new(secret, None),
@@ -189,12 +187,23 @@ impl Client {
     /// Add a node (voter or learner) online; returns the primary's status.
     pub async fn add_node(&self, node_id: u64, address: &str, voter: bool) -> Result<NodeStatus, ClientError> {
         let body = AddMember { node_id, address: address.to_string(), voter };
-        decode(&self.to_primary("/v1/members/add", &body).await?)
+        let status: NodeStatus = decode(&self.to_primary("/v1/members/add", &body).await?)?;
+        self.learn_members(&status);
+        Ok(status)
     }
 
     /// Remove a node from the cluster online; returns the primary's status.
     pub async fn remove_node(&self, node_id: u64) -> Result<NodeStatus, ClientError> {
         decode(&self.to_primary("/v1/members/remove", &NodeRef { node_id }).await?)
+    }
+
+    fn learn_members(&self, status: &NodeStatus) {
+        let mut nodes = self.inner.nodes.lock().unwrap();
+        for m in &status.members {
+            if !nodes.iter().any(|n| n.address == m.address) {
+                nodes.push(KnownNode { address: m.address.clone(), role: None, rtt: None, healthy: true });
+            }
+        }
     }
 
     fn mark(&self, addr: &str, healthy: bool) {
@@ -238,7 +247,9 @@ impl Client {
             let http = self.inner.http.clone();
             async move {
                 let t = Instant::now();
-                let r = http.send(http::Method::GET, &a, "/v1/status", bytes::Bytes::new(), &[], Duration::from_secs(1)).await;
+                let r = http
+                    .send(http::Method::GET, &a, "/v1/status", bytes::Bytes::new(), &[], Duration::from_secs(1))
+                    .await;
                 let s = match r {
                     Ok(r) if r.status == 200 => serde_json::from_slice::<NodeStatus>(&r.body).ok(),
                     _ => None,
@@ -285,6 +296,11 @@ impl Client {
     /// only when the request surely did not take effect.
     async fn to_primary<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<HttpReply, ClientError> {
         let start = Instant::now();
+        // Keep the member list fresh so a failover finds nodes added since.
+        if self.inner.refreshed.lock().unwrap().is_none_or_older(Duration::from_secs(5)) {
+            let c = self.clone();
+            tokio::spawn(async move { c.refresh().await });
+        }
         let mut target: Option<String> = None;
         let mut last = String::from("no primary found");
         let mut pause = Duration::from_millis(20);
@@ -301,7 +317,8 @@ impl Client {
                         Some(a) => a,
                         None => {
                             // Try any node: a replica forwards or redirects.
-                            let any = self.inner.nodes.lock().unwrap().iter().find(|n| n.healthy).map(|n| n.address.clone());
+                            let any =
+                                self.inner.nodes.lock().unwrap().iter().find(|n| n.healthy).map(|n| n.address.clone());
                             match any {
                                 Some(a) => a,
                                 None => {
@@ -391,7 +408,8 @@ mod tests {
     async fn unreachable_cluster_is_unavailable_not_ambiguous() {
         // A port nothing listens on: bind, read the port, close.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let c = Client::new([format!("127.0.0.1:{port}")], "0123456789abcdef").with_deadline(Duration::from_millis(300));
+        let c =
+            Client::new([format!("127.0.0.1:{port}")], "0123456789abcdef").with_deadline(Duration::from_millis(300));
         let e = c.execute(&[Statement::new("SELECT 1")]).await.unwrap_err();
         assert!(matches!(e, ClientError::Unavailable(_)), "{e:?}");
         let e = c.query("SELECT 1", Params::None, Consistency::None, None).await.unwrap_err();

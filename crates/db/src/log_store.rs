@@ -49,7 +49,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: Vec<u8>) -> rusqlite::Result<T> {
-    serde_json::from_slice(&bytes).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e)))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e)))
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> rusqlite::Result<Vec<u8>> {
@@ -82,7 +83,8 @@ impl LogStore {
     /// True when nothing was ever written (no vote, no entry): a brand-new node.
     pub fn is_empty(&self) -> rusqlite::Result<bool> {
         let c = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let n: i64 = c.query_row("SELECT (SELECT count(*) FROM log) + (SELECT count(*) FROM meta)", [], |r| r.get(0))?;
+        let n: i64 =
+            c.query_row("SELECT (SELECT count(*) FROM log) + (SELECT count(*) FROM meta)", [], |r| r.get(0))?;
         Ok(n == 0)
     }
 }

@@ -285,8 +285,7 @@ impl NodeState {
         match hint {
             Some(h) => {
                 let entries = h.index.saturating_sub(a.index);
-                let seconds =
-                    if entries > 0 { h.time_ms.saturating_sub(a.time_ms) as f64 / 1000.0 } else { 0.0 };
+                let seconds = if entries > 0 { h.time_ms.saturating_sub(a.time_ms) as f64 / 1000.0 } else { 0.0 };
                 ReplicationLag { entries, seconds, known: h.at.elapsed() < self.lease * 2 }
             }
             None => ReplicationLag { entries: 0, seconds: 0.0, known: false },
@@ -308,7 +307,9 @@ impl NodeState {
             .replication
             .as_ref()
             .map(|r| {
-                r.iter().map(|(id, matched)| (*id, last.saturating_sub(matched.map(|l| l.index).unwrap_or(0)))).collect()
+                r.iter()
+                    .map(|(id, matched)| (*id, last.saturating_sub(matched.map(|l| l.index).unwrap_or(0))))
+                    .collect()
             })
             .unwrap_or_default();
         NodeStatus {
@@ -376,7 +377,13 @@ impl NodeState {
             return json(StatusCode::OK, &self.status());
         }
         if method != Method::POST {
-            return error(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {method} {path}"), false, None);
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no such endpoint: {method} {path}"),
+                false,
+                None,
+            );
         }
         let body = match self.read_body(req).await {
             Ok(b) => b,
@@ -431,10 +438,8 @@ impl NodeState {
                 None,
             )
         };
-        let declared = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let declared =
+            req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         // Raft traffic (snapshot chunks, entry batches) is not bounded by
         // the client limit.
         let limit = if req.uri().path().starts_with("/raft/") { 256 << 20 } else { self.max_request_bytes };
@@ -453,7 +458,13 @@ impl NodeState {
     async fn to_primary(&self, path: &str, body: Bytes, forwarded: bool, proxy: bool) -> Resp {
         let m = self.metrics();
         let Some((lid, addr)) = self.leader(&m) else {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "no_leader", "no primary is known right now; retry", true, None);
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_leader",
+                "no primary is known right now; retry",
+                true,
+                None,
+            );
         };
         if lid == self.id || forwarded {
             return error(
@@ -481,15 +492,20 @@ impl NodeState {
                 .expect("valid response");
         }
         let extra = [(FORWARDED_HEADER, self.id.to_string())];
-        match self.http.send(Method::POST, &addr, path, body, &extra, self.write_timeout + Duration::from_secs(1)).await {
+        match self.http.send(Method::POST, &addr, path, body, &extra, self.write_timeout + Duration::from_secs(1)).await
+        {
             Ok(r) => Response::builder()
                 .status(r.status)
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(r.body))
                 .expect("valid response"),
-            Err(e @ TransportError::Connect(..)) => {
-                error(StatusCode::SERVICE_UNAVAILABLE, "no_leader", format!("primary unreachable: {e}"), true, Some(addr))
-            }
+            Err(e @ TransportError::Connect(..)) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_leader",
+                format!("primary unreachable: {e}"),
+                true,
+                Some(addr),
+            ),
             Err(e) => error(
                 StatusCode::BAD_GATEWAY,
                 "forward_failed",
@@ -513,7 +529,13 @@ impl NodeState {
             return self.to_primary("/v1/execute", body, forwarded, self.forward_writes).await;
         }
         if self.transferring.load(Ordering::SeqCst) {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "transferring", "leadership transfer in progress; retry", true, None);
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transferring",
+                "leadership transfer in progress; retry",
+                true,
+                None,
+            );
         }
         if !self.has_quorum(&m) {
             return error(
@@ -625,7 +647,13 @@ impl NodeState {
         if let Some(t) = req.token {
             if !self.wait_applied(t.index, self.read_wait).await {
                 if leader {
-                    return error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the token's write is not applied yet", true, None);
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "timeout",
+                        "the token's write is not applied yet",
+                        true,
+                        None,
+                    );
                 }
                 return self.to_primary("/v1/query", body, false, false).await;
             }
@@ -694,9 +722,12 @@ impl NodeState {
             .await
             .map_err(|e| format!("asking node {target} to campaign: {e}"))?;
         let mut rx = self.raft.metrics();
-        let done = tokio::time::timeout(self.lease * 4, rx.wait_for(|m| m.state != ServerState::Leader && m.current_leader.is_some()))
-            .await
-            .map(|r| r.is_ok());
+        let done = tokio::time::timeout(
+            self.lease * 4,
+            rx.wait_for(|m| m.state != ServerState::Leader && m.current_leader.is_some()),
+        )
+        .await
+        .map(|r| r.is_ok());
         let m = self.metrics();
         match (done, m.current_leader) {
             (Ok(_), Some(l)) if l == target => {
@@ -724,14 +755,30 @@ impl NodeState {
         let timeout = Duration::from_secs(60);
         let node = Node { addr: req.address.clone() };
         match tokio::time::timeout(timeout, self.raft.add_learner(req.node_id, node, true)).await {
-            Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the new node did not catch up in 60 s", false, None),
+            Err(_) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    "the new node did not catch up in 60 s",
+                    false,
+                    None,
+                )
+            }
             Ok(Err(e)) => return self.membership_error(e),
             Ok(Ok(_)) => {}
         }
         if req.voter {
             let change = ChangeMembers::AddVoterIds(BTreeSet::from([req.node_id]));
             match tokio::time::timeout(timeout, self.raft.change_membership(change, false)).await {
-                Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "membership change not committed in 60 s", false, None),
+                Err(_) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "timeout",
+                        "membership change not committed in 60 s",
+                        false,
+                        None,
+                    )
+                }
                 Ok(Err(e)) => return self.membership_error(e),
                 Ok(Ok(_)) => {}
             }
@@ -759,7 +806,13 @@ impl NodeState {
             ChangeMembers::RemoveNodes(ids)
         };
         match tokio::time::timeout(Duration::from_secs(60), self.raft.change_membership(change, false)).await {
-            Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "membership change not committed in 60 s", false, None),
+            Err(_) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "membership change not committed in 60 s",
+                false,
+                None,
+            ),
             Ok(Err(e)) => self.membership_error(e),
             Ok(Ok(_)) => {
                 tracing::info!(node = req.node_id, "member removed");

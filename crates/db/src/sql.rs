@@ -189,7 +189,9 @@ pub fn make_deterministic(sql: &str, now_ms: u64) -> Result<String, String> {
                     "current_date" => Some(lit(&now[..10])),
                     "current_time" => Some(lit(&now[11..19])),
                     r if r.starts_with("_bulwark") => {
-                        return Err(format!("`{w}`: names starting with _bulwark are reserved for replication metadata"))
+                        return Err(format!(
+                            "`{w}`: names starting with _bulwark are reserved for replication metadata"
+                        ))
                     }
                     "total_changes" => {
                         return Err("total_changes() differs between nodes and cannot be replicated".into())
@@ -202,7 +204,8 @@ pub fn make_deterministic(sql: &str, now_ms: u64) -> Result<String, String> {
                         }
                         if j < toks.len() && toks[j].0 == Tok::Punct('(') {
                             let mut k = j + 1;
-                            while k < toks.len() && toks[k].0 == Tok::Other && sql[toks[k].1.clone()].trim().is_empty() {
+                            while k < toks.len() && toks[k].0 == Tok::Other && sql[toks[k].1.clone()].trim().is_empty()
+                            {
                                 k += 1;
                             }
                             if k < toks.len() && toks[k].0 == Tok::Punct(')') {
@@ -302,8 +305,7 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<(), Strin
         }
         Params::Named(map) => {
             for (k, v) in map {
-                let name =
-                    if k.starts_with([':', '@', '$']) { k.clone() } else { format!(":{k}") };
+                let name = if k.starts_with([':', '@', '$']) { k.clone() } else { format!(":{k}") };
                 let idx = stmt
                     .parameter_index(&name)
                     .map_err(|e| e.to_string())?
@@ -343,7 +345,9 @@ pub fn run_writes(conn: &Connection, statements: &[Statement]) -> Result<Vec<Sta
         }
         let after = total_changes(conn);
         let rows_affected = if after > before { conn.changes() } else { 0 };
-        results.push(StatementResult { rows_affected, last_insert_id: conn.last_insert_rowid() });
+        let inserts = matches!(first_keyword(&s.sql).as_deref(), Some("INSERT" | "REPLACE"));
+        let last_insert_id = if inserts && rows_affected > 0 { conn.last_insert_rowid() } else { 0 };
+        results.push(StatementResult { rows_affected, last_insert_id });
     }
     Ok(results)
 }
@@ -397,8 +401,9 @@ mod tests {
 
     #[test]
     fn rewrites_current_time_forms_to_the_primary_clock() {
-        let s = make_deterministic("INSERT INTO t VALUES (CURRENT_TIMESTAMP, current_date, datetime('now'), date( ))", T)
-            .unwrap();
+        let s =
+            make_deterministic("INSERT INTO t VALUES (CURRENT_TIMESTAMP, current_date, datetime('now'), date( ))", T)
+                .unwrap();
         assert_eq!(
             s,
             "INSERT INTO t VALUES ('2023-11-14 22:13:20', '2023-11-14', datetime('2023-11-14 22:13:20.123'), date('2023-11-14 22:13:20.123' ))"
@@ -471,10 +476,15 @@ mod tests {
     fn queries_return_typed_columns_and_refuse_writes() {
         let c = db();
         c.execute("INSERT INTO t (name, data) VALUES ('a', x'00ff')", []).unwrap();
-        let (cols, rows) = run_query(&c, "SELECT id, name, data, 1.5 AS f FROM t WHERE id = ?", &Params::Positional(vec![1.into()])).unwrap();
+        let (cols, rows) =
+            run_query(&c, "SELECT id, name, data, 1.5 AS f FROM t WHERE id = ?", &Params::Positional(vec![1.into()]))
+                .unwrap();
         assert_eq!(cols[0], Column { name: "id".into(), decl_type: Some("INTEGER".into()) });
         assert_eq!(cols[3].decl_type, None);
-        assert_eq!(rows, vec![vec![Value::Integer(1), Value::Text("a".into()), Value::Blob(vec![0, 255]), Value::Real(1.5)]]);
+        assert_eq!(
+            rows,
+            vec![vec![Value::Integer(1), Value::Text("a".into()), Value::Blob(vec![0, 255]), Value::Real(1.5)]]
+        );
         let e = run_query(&c, "DELETE FROM t", &Params::None).unwrap_err();
         assert!(e.contains("read-only"), "{e}");
     }
@@ -485,8 +495,10 @@ mod tests {
             let c = Connection::open_in_memory().unwrap();
             let seed = Arc::new(AtomicU64::new(42));
             install_deterministic_random(&c, seed).unwrap();
-            c.query_row("SELECT random(), hex(randomblob(4))", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-                .unwrap()
+            c.query_row("SELECT random(), hex(randomblob(4))", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .unwrap()
         };
         assert_eq!(run(), run());
     }

@@ -261,7 +261,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let shared = self.shared.clone();
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -317,7 +321,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .map_err(|e| e.to_string())?;
             reader.execute("VACUUM INTO ?", [tmp.to_string_lossy()]).map_err(|e| format!("VACUUM INTO: {e}"))?;
             drop(reader);
-            let copy = Connection::open_with_flags(&tmp, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| e.to_string())?;
+            let copy =
+                Connection::open_with_flags(&tmp, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| e.to_string())?;
             let (applied, membership, _) = read_state(&copy).map_err(|e| e.to_string())?;
             drop(copy);
             let snapshot_id = match applied {
@@ -360,7 +365,11 @@ impl ReadPool {
     }
 
     /// Run a read-only query on a pooled connection.
-    pub async fn query(self: &Arc<Self>, sql: String, params: Params) -> Result<(Vec<Column>, Vec<Vec<Value>>), String> {
+    pub async fn query(
+        self: &Arc<Self>,
+        sql: String,
+        params: Params,
+    ) -> Result<(Vec<Column>, Vec<Vec<Value>>), String> {
         let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
         let pool = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -437,11 +446,17 @@ mod tests {
         let mut vals = Vec::new();
         for d in [&a, &b] {
             let mut sm = StateMachine::open(d.path()).unwrap();
-            sm.apply(vec![write(1, "CREATE TABLE t (r, b)"), write(2, "INSERT INTO t VALUES (random(), randomblob(8))")])
-                .await
-                .unwrap();
+            sm.apply(vec![
+                write(1, "CREATE TABLE t (r, b)"),
+                write(2, "INSERT INTO t VALUES (random(), randomblob(8))"),
+            ])
+            .await
+            .unwrap();
             let c = open_read_only(&sm.db_path()).unwrap();
-            vals.push(c.query_row("SELECT r, hex(b) FROM t", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).unwrap());
+            vals.push(
+                c.query_row("SELECT r, hex(b) FROM t", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                    .unwrap(),
+            );
         }
         assert_eq!(vals[0], vals[1]);
     }

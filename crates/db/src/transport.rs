@@ -94,8 +94,7 @@ impl HttpClient {
                 }
             })?;
             let status = resp.status().as_u16();
-            let location =
-                resp.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let location = resp.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
             let body = resp
                 .into_body()
                 .collect()
@@ -166,7 +165,10 @@ impl PeerConnection {
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
         if reply.status != 200 {
-            let e = TransportError::Io(self.addr.clone(), format!("HTTP {}: {}", reply.status, String::from_utf8_lossy(&reply.body)));
+            let e = TransportError::Io(
+                self.addr.clone(),
+                format!("HTTP {}: {}", reply.status, String::from_utf8_lossy(&reply.body)),
+            );
             return Err(RPCError::Network(NetworkError::new(&e)));
         }
         let res: Result<Resp, RaftError<NodeId, E>> =
@@ -192,7 +194,11 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         self.call("/raft/snapshot", &rpc, &option).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         self.call("/raft/vote", &rpc, &option).await
     }
 

@@ -116,7 +116,10 @@ fn admin(config: Option<PathBuf>, cmd: DbCommand) -> Result<i32> {
                 if statuses.is_empty() {
                     bail!("no node answered");
                 }
-                println!("{:>4}  {:<22} {:<9} {:>5} {:>9} {:>10} {:>9}", "id", "address", "role", "term", "applied", "lag", "lag_s");
+                println!(
+                    "{:>4}  {:<22} {:<9} {:>5} {:>9} {:>10} {:>9}",
+                    "id", "address", "role", "term", "applied", "lag", "lag_s"
+                );
                 for s in statuses {
                     let lag = if s.lag.known { s.lag.entries.to_string() } else { "?".into() };
                     println!(
