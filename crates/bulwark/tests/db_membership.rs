@@ -1,0 +1,41 @@
+//! Online membership and snapshots: the log is compacted after a snapshot,
+//! a new learner (async read replica) is brought up from that snapshot,
+//! serves token reads and reports its lag, and nodes are removed online.
+mod db_common;
+
+use bulwark_testkit::wait_until;
+use db_common::*;
+
+#[test]
+fn learner_joins_from_a_snapshot_and_nodes_leave_online() {
+    let rt = rt();
+    let c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], "snapshot_every = 20");
+    exec(&rt, &c.client, "CREATE TABLE t (n INTEGER)", vec![]);
+    let mut last = None;
+    for n in 0..60 {
+        last = Some(exec(&rt, &c.client, "INSERT INTO t VALUES (?)", vec![n.into()]));
+    }
+    let token = last.unwrap().token;
+    wait_until("the primary compacted its log after a snapshot", || {
+        c.node(1).status().is_some_and(|s| s.snapshot_index.is_some() && s.purged_index.is_some_and(|p| p > 0))
+    });
+
+    // A fresh node can only catch up from the snapshot: the log is gone.
+    let learner = DbProc::start(4, "127.0.0.1", false, "snapshot_every = 20");
+    let s = rt.block_on(c.client.add_node(4, &learner.addr.to_string(), false)).expect("add learner");
+    assert!(s.members.iter().any(|m| m.id == 4 && !m.voter), "{:?}", s.members);
+    wait_until("learner installed a snapshot and applied the last write", || {
+        learner.status().is_some_and(|s| s.role == "learner" && s.snapshot_index.is_some() && s.applied_index >= token.index)
+    });
+    assert_eq!(count_on(learner.addr, "t", Some(token)), Some(60));
+    wait_until("learner reports a known lag", || learner.status().is_some_and(|s| s.lag.known && s.lag.entries == 0));
+    assert!(learner.logs().contains("installed snapshot"), "{}", learner.logs());
+
+    // Remove the learner and one voter online; two voters keep writing.
+    let s = rt.block_on(c.client.remove_node(4)).expect("remove learner");
+    assert!(!s.members.iter().any(|m| m.id == 4), "{:?}", s.members);
+    let s = rt.block_on(c.client.remove_node(3)).expect("remove voter");
+    assert_eq!(s.members.iter().filter(|m| m.voter).count(), 2, "{:?}", s.members);
+    let w = exec(&rt, &c.client, "INSERT INTO t VALUES (100)", vec![]);
+    assert_eq!(count_on(c.node(2).addr, "t", Some(w.token)), Some(61));
+}
