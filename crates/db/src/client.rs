@@ -375,7 +375,7 @@ trait Staleness {
 
 impl Staleness for Option<Instant> {
     fn is_none_or_older(&self, age: Duration) -> bool {
-        self.map_or(true, |t| t.elapsed() > age)
+        self.is_none_or(|t| t.elapsed() > age)
     }
 }
 

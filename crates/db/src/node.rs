@@ -213,6 +213,9 @@ fn bad_request(msg: impl Into<String>) -> Resp {
     error(StatusCode::BAD_REQUEST, "bad_request", msg, false, None)
 }
 
+// Handlers short-circuit with the finished error response; it is built once
+// per failed request, so its size does not matter.
+#[allow(clippy::result_large_err)]
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
     serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
 }
@@ -352,7 +355,7 @@ impl NodeState {
                 let lag = self.lag(&m);
                 let max: Option<f64> = query_param(req.uri(), "max_lag").and_then(|v| v.parse().ok());
                 let role = self.role(&m);
-                let ok = matches!(role, "replica" | "learner") && lag.known && max.map_or(true, |mx| lag.seconds <= mx);
+                let ok = matches!(role, "replica" | "learner") && lag.known && max.is_none_or(|mx| lag.seconds <= mx);
                 let body = serde_json::json!({"replica": ok, "node_id": self.id, "role": role, "lag": lag});
                 return json(if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body);
             }
