@@ -239,7 +239,7 @@ address = "db3.internal:7003"
         let c: DbConfig = crate::from_str(GOOD, "db.toml").unwrap();
         assert_eq!(c.node_id, 1);
         assert_eq!(c.peers.len(), 2);
-        assert!(c.bootstrap && c.forward_writes);
+        assert!(!c.bootstrap && c.forward_writes);
         assert_eq!(c.election_timeout, Duration::from_millis(500));
         assert_eq!(c.heartbeat_interval, Duration::from_millis(100));
         assert_eq!(c.load_secret().unwrap(), "0123456789abcdef-secret");
