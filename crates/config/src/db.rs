@@ -6,7 +6,7 @@
 //! advertise = "127.0.0.1:7001"         # address peers and clients use (default: the bound listen address)
 //! data_dir = "/var/lib/bulwark/db1"    # SQLite database, Raft log ("binary log"), snapshots
 //! secret_file = "/etc/bulwark/db.secret"   # or: secret = "..." (at least 16 characters)
-//! bootstrap = true                     # on an empty data dir, create a cluster of `peer`s + this node
+//! bootstrap = true                     # on an empty data dir, create a cluster of `peer`s + this node (default false)
 //! forward_writes = true                # a replica proxies writes to the primary (false: 307 redirect)
 //!
 //! [[peer]]                             # the initial voters (this node may be listed too)
@@ -50,8 +50,9 @@ pub struct DbConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<PathBuf>,
     /// Initialize a new cluster from `peer` (plus this node) when the data
-    /// dir is empty. Safe to set on every initial voter.
-    #[serde(default = "yes")]
+    /// dir is empty. Safe to set on every initial voter. Off by default: a node
+    /// joining an existing cluster must not start one of its own.
+    #[serde(default)]
     pub bootstrap: bool,
     /// The initial voters; used only when bootstrapping.
     #[serde(default, rename = "peer", skip_serializing_if = "Vec::is_empty")]
