@@ -25,7 +25,9 @@ fn learner_joins_from_a_snapshot_and_nodes_leave_online() {
     let s = rt.block_on(c.client.add_node(4, &learner.addr.to_string(), false)).expect("add learner");
     assert!(s.members.iter().any(|m| m.id == 4 && !m.voter), "{:?}", s.members);
     wait_until("learner installed a snapshot and applied the last write", || {
-        learner.status().is_some_and(|s| s.role == "learner" && s.snapshot_index.is_some() && s.applied_index >= token.index)
+        learner
+            .status()
+            .is_some_and(|s| s.role == "learner" && s.snapshot_index.is_some() && s.applied_index >= token.index)
     });
     assert_eq!(count_on(learner.addr, "t", Some(token)), Some(60));
     wait_until("learner reports a known lag", || learner.status().is_some_and(|s| s.lag.known && s.lag.entries == 0));

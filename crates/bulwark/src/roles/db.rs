@@ -38,6 +38,20 @@ pub enum DbCommand {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Single-row INSERT benchmark: `sqlite` on a file, or `cluster` through the client.
+    Bench {
+        /// `sqlite` or `cluster`.
+        target: String,
+        /// SQLite file for the `sqlite` target.
+        #[arg(long, default_value = "bench.db")]
+        path: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Remove a node (voter or learner) from the running cluster.
     RemoveNode {
         node: u64,
@@ -150,6 +164,18 @@ fn admin(config: Option<PathBuf>, cmd: DbCommand) -> Result<i32> {
             DbCommand::AddNode { node, address, learner, cluster } => {
                 let s = client(config, &cluster)?.add_node(node, &address, !learner).await?;
                 println!("{}", serde_json::to_string_pretty(&s.members)?);
+                Ok(0)
+            }
+            DbCommand::Bench { target, path, clients, seconds, cluster } => {
+                let d = std::time::Duration::from_secs(seconds);
+                let r = match target.as_str() {
+                    "sqlite" => tokio::task::spawn_blocking(move || bulwark_db::bench::sqlite(&path, clients, d))
+                        .await?
+                        .map_err(anyhow::Error::msg)?,
+                    "cluster" => bulwark_db::bench::cluster(&client(config, &cluster)?, clients, d).await?,
+                    other => bail!("unknown bench target `{other}` (sqlite, cluster)"),
+                };
+                println!("{}", serde_json::to_string(&r)?);
                 Ok(0)
             }
             DbCommand::RemoveNode { node, cluster } => {

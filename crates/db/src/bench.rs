@@ -1,0 +1,94 @@
+//! Single-row INSERT load generator behind `bulwark db bench` (see
+//! `bench/db.sh`): commit latency percentiles and throughput for a plain
+//! SQLite file (`synchronous = FULL`) and for a cluster through [`Client`].
+use crate::{Client, ClientError, Statement};
+use serde::Serialize;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub target: String,
+    pub clients: usize,
+    pub writes: u64,
+    pub writes_per_sec: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+}
+
+fn report(target: &str, clients: usize, mut lat: Vec<Duration>, elapsed: Duration) -> BenchReport {
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0)
+    };
+    BenchReport {
+        target: target.to_string(),
+        clients,
+        writes: lat.len() as u64,
+        writes_per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
+}
+
+/// `clients` threads, each with its own connection to one SQLite file in
+/// WAL mode with `synchronous = FULL`, inserting one row per transaction.
+pub fn sqlite(path: &Path, clients: usize, duration: Duration) -> Result<BenchReport, String> {
+    let setup = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+    setup.pragma_update(None, "journal_mode", "WAL").map_err(|e| e.to_string())?;
+    setup
+        .execute_batch("CREATE TABLE IF NOT EXISTS bench (id INTEGER PRIMARY KEY, v TEXT)")
+        .map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let path = path.to_path_buf();
+            std::thread::spawn(move || -> Result<Vec<Duration>, String> {
+                let c = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
+                c.busy_timeout(Duration::from_secs(30)).map_err(|e| e.to_string())?;
+                c.pragma_update(None, "synchronous", "FULL").map_err(|e| e.to_string())?;
+                let mut lat = Vec::new();
+                while start.elapsed() < duration {
+                    let t = Instant::now();
+                    c.execute("INSERT INTO bench (v) VALUES ('row')", []).map_err(|e| e.to_string())?;
+                    lat.push(t.elapsed());
+                }
+                Ok(lat)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in threads {
+        all.extend(t.join().map_err(|_| "bench thread panicked".to_string())??);
+    }
+    Ok(report("sqlite", clients, all, start.elapsed()))
+}
+
+/// `clients` concurrent writers through [`Client::execute`].
+pub async fn cluster(client: &Client, clients: usize, duration: Duration) -> Result<BenchReport, ClientError> {
+    client.execute(&[Statement::new("CREATE TABLE IF NOT EXISTS bench (id INTEGER PRIMARY KEY, v TEXT)")]).await?;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let st = [Statement::new("INSERT INTO bench (v) VALUES ('row')")];
+                while start.elapsed() < duration {
+                    let t = Instant::now();
+                    c.execute(&st).await?;
+                    lat.push(t.elapsed());
+                }
+                Ok::<_, ClientError>(lat)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.map_err(|e| ClientError::Unavailable(e.to_string()))??);
+    }
+    Ok(report("bulwark", clients, all, start.elapsed()))
+}
