@@ -97,8 +97,8 @@ impl FileEntry {
     fn unchanged_on_disk(&self) -> bool {
         let same = |r: &Representation| std::fs::metadata(&r.path).is_ok_and(|m| Stamp::of(&m) == r.stamp);
         same(&self.identity)
-            && self.brotli.as_ref().map_or(true, same)
-            && self.gzip.as_ref().map_or(true, same)
+            && self.brotli.as_ref().is_none_or(same)
+            && self.gzip.as_ref().is_none_or(same)
             && self.missing_siblings.iter().all(|p| std::fs::metadata(p).is_err())
     }
 }
@@ -106,7 +106,7 @@ impl FileEntry {
 /// What a clean path resolves to on disk.
 #[derive(Debug)]
 pub enum Resolved {
-    File(FileEntry),
+    File(Box<FileEntry>),
     /// A directory asked for without the trailing slash.
     Directory,
     NotFound,
@@ -247,7 +247,7 @@ impl FileSource {
             .flatten()
             .map(|r| r.bytes.as_ref().map_or(0, |b| b.len() as u64))
             .sum();
-        Resolved::File(FileEntry {
+        Resolved::File(Box::new(FileEntry {
             content_type: content_type(&file),
             cache_control: self.cache_control(&url_path),
             identity,
@@ -256,7 +256,7 @@ impl FileSource {
             missing_siblings,
             checked: Cell::new(Instant::now()),
             memory,
-        })
+        }))
     }
 
     /// Load one representation: canonicalise, check it is under the root,
@@ -507,21 +507,21 @@ mod tests {
         let s = source(dir.path(), &[]);
         let mut cache = FileCache::new(1000);
         let Resolved::File(e) = resolve(&s, "/a.txt") else { panic!() };
-        cache.insert(b"a.txt", Rc::new(e));
+        cache.insert(b"a.txt", Rc::new(*e));
         assert!(cache.get(b"a.txt", Duration::ZERO).is_some(), "unchanged file stays cached");
         std::fs::write(&f, "two!").unwrap();
         assert!(cache.get(b"a.txt", Duration::from_secs(3600)).is_some(), "not re-checked within the interval");
         assert!(cache.get(b"a.txt", Duration::ZERO).is_none(), "a changed file is dropped");
         // A sibling appearing later invalidates the entry too.
         let Resolved::File(e) = resolve(&s, "/a.txt") else { panic!() };
-        cache.insert(b"a.txt", Rc::new(e));
+        cache.insert(b"a.txt", Rc::new(*e));
         std::fs::write(dir.path().join("a.txt.br"), "br").unwrap();
         assert!(cache.get(b"a.txt", Duration::ZERO).is_none());
         // Memory bound: two 600-byte files do not fit in 1000 bytes.
         let Resolved::File(b) = resolve(&s, "/b.txt") else { panic!() };
-        cache.insert(b"b.txt", Rc::new(b));
+        cache.insert(b"b.txt", Rc::new(*b));
         let Resolved::File(b2) = resolve(&s, "/b.txt") else { panic!() };
-        cache.insert(b"b2", Rc::new(b2));
+        cache.insert(b"b2", Rc::new(*b2));
         assert!(cache.memory() <= 1000);
         assert_eq!(cache.map.len(), 1);
     }

@@ -176,8 +176,9 @@ async fn serve_connection(
         .max_header_size(settings.max_header_bytes)
         // One flat buffer per response: one send() instead of a writev of
         // head and body (see docs/web.md for the measurement).
-        .writev(false)
-        .pipeline_flush(true);
+        .writev(false);
+    // Not `pipeline_flush(true)`: with unparsable bytes left in the read
+    // buffer it skips the flush, and the automatic 400/431 is never sent.
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -215,11 +216,29 @@ struct TimedIo {
     header_timeout: Duration,
     keepalive_timeout: Duration,
     timer: Option<Pin<Box<Sleep>>>,
+    /// Set once our side of the connection is shut down (lingering close).
+    linger_until: Option<Instant>,
+    lingered_bytes: usize,
 }
+
+/// After closing our side, keep reading (and dropping) what the client
+/// still sends for at most this long or this many bytes, so that unread
+/// request bytes do not turn the close into a reset that destroys the
+/// response before the client reads it (nginx's lingering close).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
 
 impl TimedIo {
     fn new(stream: TcpStream, phase: Rc<Cell<Phase>>, s: &ConnectionSettings) -> Self {
-        TimedIo { stream, phase, header_timeout: s.header_timeout, keepalive_timeout: s.keepalive_timeout, timer: None }
+        TimedIo {
+            stream,
+            phase,
+            header_timeout: s.header_timeout,
+            keepalive_timeout: s.keepalive_timeout,
+            timer: None,
+            linger_until: None,
+            lingered_bytes: 0,
+        }
     }
 
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -290,7 +309,37 @@ impl Write for TimedIo {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        let until = match this.linger_until {
+            Some(t) => t,
+            None => {
+                ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+                let t = Instant::now() + LINGER_TIME;
+                this.linger_until = Some(t);
+                t
+            }
+        };
+        let mut scratch = [0u8; 4096];
+        loop {
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    this.lingered_bytes += buf.filled().len();
+                    if this.lingered_bytes > LINGER_BYTES {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => break,
+            }
+        }
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        if timer.deadline() != until {
+            timer.as_mut().reset(until);
+        }
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Ok(()))
     }
 }
 

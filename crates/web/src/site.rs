@@ -145,7 +145,7 @@ impl Site {
         }
         match self.shared.source.resolve(clean) {
             Resolved::File(e) => {
-                let e = Rc::new(e);
+                let e = Rc::new(*e);
                 self.cache.borrow_mut().insert(&key, e.clone());
                 Ok(e)
             }
@@ -185,7 +185,7 @@ fn serve(e: &FileEntry, headers: &HeaderMap, head: bool) -> Option<Response<WebB
     }
     let mut range = ByteRange::Whole;
     if let Some(r) = headers.get(RANGE) {
-        if headers.get(IF_RANGE).map_or(true, |ir| conditional::if_range_allows(ir.as_bytes(), v)) {
+        if headers.get(IF_RANGE).is_none_or(|ir| conditional::if_range_allows(ir.as_bytes(), v)) {
             range = range::parse(r.as_bytes(), rep.len);
         }
     }
