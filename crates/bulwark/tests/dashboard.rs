@@ -158,7 +158,7 @@ address = "{}"
 
     // A backend dies: its box turns down within a few seconds, the other stays up.
     web2.stop();
-    wait_state(&page, "web2", "down", Duration::from_secs(5));
+    wait_state(&page, "web2", "down", Duration::from_secs(10));
     assert_eq!(page.eval(&state_of("web1")), "up");
     assert_eq!(page.eval("document.querySelector('[data-node=\"web2\"]').classList.contains('bad')"), true);
     page.wait_for("/web2 \\(web\\) is DOWN/.test(document.getElementById('events').innerText)");
@@ -170,6 +170,14 @@ address = "{}"
     page.screenshot(&shot);
     eprintln!("dashboard screenshot: {}", shot.display());
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+
+    // Without the token the page says what is missing instead of showing stale data.
+    let tokenless = browser.open(&format!("http://{admin}/dashboard"));
+    tokenless.wait_for("getComputedStyle(document.getElementById('offline')).display !== 'none'");
+    let why = tokenless.eval("document.getElementById('offline').innerText");
+    assert!(why.as_str().unwrap().contains("?token="), "{why}");
+    assert_eq!(tokenless.eval("document.querySelectorAll('[data-node]').length"), 0);
+    drop(tokenless);
 
     // The lb goes away: the page says so and keeps retrying.
     stop_traffic.store(true, Ordering::Relaxed);

@@ -380,6 +380,13 @@ impl Page {
     }
 }
 
+impl Drop for Page {
+    fn drop(&mut self) {
+        // Close the tab; the browser itself stays up.
+        let _ = self.conn.call("Page.close", json!({}), Duration::from_secs(2));
+    }
+}
+
 /// Fetch `http://127.0.0.1:<port><path>` with a plain GET (DevTools' HTTP
 /// endpoints such as `/json/version`), for diagnostics.
 pub fn devtools_http(port: u16, path: &str) -> std::io::Result<String> {
