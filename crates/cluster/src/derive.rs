@@ -82,6 +82,8 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 let _ = writeln!(c, "listen = \"{}\"", p.addr);
                 let _ = writeln!(c, "data_dir = {}", q(&files.data_dir.join(&p.name)));
                 let _ = writeln!(c, "secret_file = {}", q(&files.secret));
+                // Every initial voter may bootstrap: the cluster forms once.
+                let _ = writeln!(c, "bootstrap = true");
                 for (i, d) in dbs.iter().enumerate() {
                     let _ = writeln!(c, "[[peer]]\nid = {}\naddress = \"{}\"", i + 1, d.addr);
                 }

@@ -20,6 +20,8 @@ pub(crate) struct AdminContext {
     pub monitor: Arc<Monitor>,
     pub token: Option<Secret>,
     pub connections: Arc<Vec<AtomicI64>>,
+    /// The address each frontend actually listens on (`:0` resolved).
+    pub bound: Vec<std::net::SocketAddr>,
 }
 
 pub(crate) async fn serve(listener: tokio::net::TcpListener, ctx: AdminContext, stop: CancellationToken) {
@@ -62,7 +64,7 @@ fn answer(ctx: &AdminContext, req: &hyper::Request<Incoming>) -> Response<ProxyB
     let (ctype, body) = match path {
         "/health" => ("text/plain", "ok\n".to_string()),
         "/" | "/dashboard" => ("text/html; charset=utf-8", bulwark_telemetry::DASHBOARD_HTML.to_string()),
-        "/api/overview" => ("application/json", ctx.monitor.overview(&r).to_string()),
+        "/api/overview" => ("application/json", ctx.monitor.overview(&r, &ctx.bound).to_string()),
         "/stats" => ("application/json", stats_json(&r).to_string()),
         "/metrics" => ("text/plain; version=0.0.4", metrics(&r, ctx)),
         _ => {
@@ -217,7 +219,12 @@ fn metrics(r: &Routing, ctx: &AdminContext) -> String {
         let n = ctx.connections.get(i).map(|c| c.load(Ordering::Relaxed)).unwrap_or(0);
         let _ = writeln!(out, "bulwark_lb_frontend_connections{{frontend=\"{}\"}} {n}", f.name);
     }
-    family(&mut out, "bulwark_lb_certificate_expiry_days", "gauge", "Days until the frontend's soonest certificate expires.");
+    family(
+        &mut out,
+        "bulwark_lb_certificate_expiry_days",
+        "gauge",
+        "Days until the frontend's soonest certificate expires.",
+    );
     for (name, days) in &r.certificate_expiry {
         let _ = writeln!(out, "bulwark_lb_certificate_expiry_days{{frontend=\"{name}\"}} {days}");
     }

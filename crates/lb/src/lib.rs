@@ -125,6 +125,7 @@ impl LbServer {
                 monitor: self.monitor.clone(),
                 token,
                 connections: self.connections.clone(),
+                bound: self.frontends.iter().map(|f| f.addr).collect(),
             };
             tokio::spawn(admin::serve(listener, ctx, shutdown.clone()));
             tokio::spawn(monitor::collect(

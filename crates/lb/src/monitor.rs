@@ -297,7 +297,7 @@ impl Monitor {
     }
 
     /// The `/api/overview` document (contract in docs/monitoring.md).
-    pub fn overview(&self, r: &Routing) -> Value {
+    pub fn overview(&self, r: &Routing, bound: &[SocketAddr]) -> Value {
         let now = now_ms();
         let admin = r.config.admin.as_ref();
         let s = self.lock();
@@ -332,7 +332,11 @@ impl Monitor {
                 "name": admin.map(|a| a.name.as_str()).unwrap_or("lb"),
                 "uptime_s": self.started.elapsed().as_secs_f64(),
                 "req_per_s": s.lb_rates.req_per_s, "p99_ms": s.lb_rates.p99_ms, "err_5xx_per_s": s.lb_rates.err_5xx_per_s,
-                "frontends": r.config.frontends.iter().map(|f| json!({"name": f.name, "bind": f.bind, "tls": f.tls.is_some()})).collect::<Vec<_>>(),
+                "frontends": r.config.frontends.iter().enumerate().map(|(i, f)| json!({
+                    "name": f.name,
+                    "bind": bound.get(i).map(|a| a.to_string()).unwrap_or_else(|| f.bind.clone()),
+                    "tls": f.tls.is_some(),
+                })).collect::<Vec<_>>(),
             },
             "backends": backends,
             "nodes": s.nodes,
