@@ -63,6 +63,17 @@ struct NodeState {
     /// Longest election timeout: the leader lease and the quorum deadline.
     lease: Duration,
     heartbeat: Duration,
+    stats: DbStats,
+}
+
+/// Request counters and latencies for `/metrics`.
+#[derive(Default)]
+struct DbStats {
+    /// [ok, error] per kind.
+    executes: [std::sync::atomic::AtomicU64; 2],
+    queries: [std::sync::atomic::AtomicU64; 2],
+    execute_latency: bulwark_telemetry::LatencyHistogram,
+    query_latency: bulwark_telemetry::LatencyHistogram,
 }
 
 /// A bound, running database node.
@@ -141,6 +152,7 @@ impl DbNode {
             read_wait: config.read_wait,
             lease,
             heartbeat: config.heartbeat_interval,
+            stats: DbStats::default(),
         };
         Ok(DbNode { listener, state: Arc::new(state) })
     }
@@ -379,6 +391,12 @@ impl NodeState {
         if method == Method::GET && path == "/v1/status" {
             return json(StatusCode::OK, &self.status());
         }
+        if method == Method::GET && path == "/metrics" {
+            let mut r = Response::new(Full::new(Bytes::from(self.prometheus())));
+            r.headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
+            return r;
+        }
         if method != Method::POST {
             return error(
                 StatusCode::NOT_FOUND,
@@ -393,8 +411,20 @@ impl NodeState {
             Err(r) => return r,
         };
         match path.as_str() {
-            "/v1/execute" => self.execute(body, forwarded).await,
-            "/v1/query" => self.query(body).await,
+            "/v1/execute" => {
+                let t = Instant::now();
+                let r = self.execute(body, forwarded).await;
+                self.stats.execute_latency.observe(t.elapsed());
+                self.stats.executes[usize::from(!r.status().is_success())].fetch_add(1, Ordering::Relaxed);
+                r
+            }
+            "/v1/query" => {
+                let t = Instant::now();
+                let r = self.query(body).await;
+                self.stats.query_latency.observe(t.elapsed());
+                self.stats.queries[usize::from(!r.status().is_success())].fetch_add(1, Ordering::Relaxed);
+                r
+            }
             "/v1/promote" => self.promote(body, forwarded).await,
             "/v1/members/add" => self.add_member(body, forwarded).await,
             "/v1/members/remove" => self.remove_member(body, forwarded).await,
@@ -429,6 +459,56 @@ impl NodeState {
             }
             _ => error(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {method} {path}"), false, None),
         }
+    }
+
+    /// Prometheus text: role, term, log and applied index, replication lag,
+    /// request counts and latencies, process metrics.
+    fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let st = self.status();
+        let mut out = String::with_capacity(4096);
+        let node = format!("node=\"{}\"", self.id);
+        let mut gauge = |name: &str, help: &str, v: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{node}}} {v}");
+        };
+        gauge(
+            "bulwark_db_is_primary",
+            "1 on the primary (Raft leader), else 0.",
+            f64::from(u8::from(st.role == "primary")),
+        );
+        gauge("bulwark_db_term", "Current Raft term.", st.term as f64);
+        gauge("bulwark_db_last_log_index", "Index of the last entry in this node's log.", st.last_log_index as f64);
+        gauge("bulwark_db_applied_index", "Index of the last entry applied to the database.", st.applied_index as f64);
+        gauge("bulwark_db_replication_lag_entries", "Entries this node is behind the primary.", st.lag.entries as f64);
+        gauge("bulwark_db_replication_lag_seconds", "Commit-time lag behind the primary, seconds.", st.lag.seconds);
+        gauge("bulwark_db_quorum", "1 when this node sees a working majority.", f64::from(u8::from(st.quorum)));
+        let _ = writeln!(out, "# HELP bulwark_db_role Role of this node.\n# TYPE bulwark_db_role gauge");
+        for role in ["primary", "replica", "learner", "candidate", "stopped"] {
+            let _ = writeln!(out, "bulwark_db_role{{{node},role=\"{role}\"}} {}", u8::from(st.role == role));
+        }
+        let _ = writeln!(out, "# HELP bulwark_db_requests_total SQL requests served, by kind and result.\n# TYPE bulwark_db_requests_total counter");
+        for (kind, counts) in [("execute", &self.stats.executes), ("query", &self.stats.queries)] {
+            for (i, result) in ["ok", "error"].iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "bulwark_db_requests_total{{{node},kind=\"{kind}\",result=\"{result}\"}} {}",
+                    counts[i].load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP bulwark_db_request_duration_seconds SQL request latency (writes include the majority commit).\n# TYPE bulwark_db_request_duration_seconds histogram");
+        self.stats.execute_latency.write_prometheus(
+            &mut out,
+            "bulwark_db_request_duration_seconds",
+            &format!("{node},kind=\"execute\""),
+        );
+        self.stats.query_latency.write_prometheus(
+            &mut out,
+            "bulwark_db_request_duration_seconds",
+            &format!("{node},kind=\"query\""),
+        );
+        out.push_str(&bulwark_telemetry::process::process_metrics());
+        out
     }
 
     async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Resp> {

@@ -5,7 +5,7 @@ use crate::monitor::Monitor;
 use crate::routing::Routing;
 use arc_swap::ArcSwap;
 use bulwark_config::Secret;
-use bulwark_proxy::{now_ms, ProxyBody, LATENCY_BUCKETS_US};
+use bulwark_proxy::{now_ms, ProxyBody};
 use http::{header, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -146,26 +146,7 @@ fn metrics(r: &Routing, ctx: &AdminContext) -> String {
         "Time from request to the server's response head.",
     );
     for (b, s) in &servers {
-        let counts = s.stats.latency.snapshot();
-        let mut cumulative = 0;
-        for (i, le) in LATENCY_BUCKETS_US.iter().enumerate() {
-            cumulative += counts[i];
-            let _ = writeln!(
-                out,
-                "bulwark_lb_request_duration_seconds_bucket{{{},le=\"{}\"}} {cumulative}",
-                label(b, s),
-                *le as f64 / 1e6
-            );
-        }
-        cumulative += counts[16];
-        let _ = writeln!(out, "bulwark_lb_request_duration_seconds_bucket{{{},le=\"+Inf\"}} {cumulative}", label(b, s));
-        let _ = writeln!(
-            out,
-            "bulwark_lb_request_duration_seconds_sum{{{}}} {}",
-            label(b, s),
-            s.stats.latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "bulwark_lb_request_duration_seconds_count{{{}}} {cumulative}", label(b, s));
+        s.stats.latency.write_prometheus(&mut out, "bulwark_lb_request_duration_seconds", &label(b, s));
     }
     type Read = fn(&bulwark_proxy::ServerStats) -> u64;
     let counters: [(&str, &str, Read); 7] = [

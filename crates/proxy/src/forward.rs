@@ -244,8 +244,7 @@ impl Forwarder {
                         server.observe_latency(Duration::from_micros(took));
                         let status = resp.status();
                         server.count_response(status.as_u16());
-                        server.stats.latency_us_sum.fetch_add(took, Ordering::Relaxed);
-                        server.stats.latency.observe_us(took);
+                        server.stats.latency.observe(Duration::from_micros(took));
                         if status.is_server_error() && cfg.passive.on_5xx {
                             self.passive_failure(server, &format!("status {status}"));
                         } else {

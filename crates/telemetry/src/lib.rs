@@ -7,7 +7,10 @@
 //! Must not touch: request handling or role logic; roles call in here, never
 //! the other way round.
 
+mod histogram;
 pub mod process;
+
+pub use histogram::{LatencyHistogram, LATENCY_BUCKETS_US};
 
 use std::net::SocketAddr;
 use std::sync::Once;

@@ -1,0 +1,69 @@
+//! Database monitoring: `/metrics` parses as Prometheus text, needs the
+//! cluster secret, reports role and lag and counts requests; `/primary` and
+//! `/replica` answer per role for external balancers.
+mod db_common;
+
+use bulwark_testkit::{get, raw_request};
+use db_common::*;
+
+fn metrics(addr: std::net::SocketAddr) -> String {
+    let r = raw_request(
+        addr,
+        format!("GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {SECRET}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+}
+
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[test]
+fn metrics_and_role_endpoints_follow_the_cluster() {
+    let rt = rt();
+    let c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], "");
+    let p = c.wait_primary();
+    let primary = c.node(p).addr;
+    let replica = c.nodes.iter().find(|n| n.id != p).unwrap().addr;
+    assert_eq!(get(primary, "/metrics").unwrap().status, 401, "metrics need the secret");
+
+    let before = metrics(primary);
+    assert_eq!(value(&before, "bulwark_db_is_primary", &[]), 1.0);
+    assert_eq!(value(&before, "bulwark_db_role", &[("role", "primary")]), 1.0);
+    let w0 = value(&before, "bulwark_db_requests_total", &[("kind", "execute"), ("result", "ok")]);
+    exec(&rt, &c.client, "CREATE TABLE IF NOT EXISTS m (v INTEGER)", vec![]);
+    for i in 0..5 {
+        exec(&rt, &c.client, "INSERT INTO m VALUES (?)", vec![bulwark_db::Value::Integer(i)]);
+    }
+    let after = metrics(primary);
+    assert_eq!(value(&after, "bulwark_db_requests_total", &[("kind", "execute"), ("result", "ok")]) - w0, 6.0);
+    assert!(after.contains("# TYPE bulwark_db_request_duration_seconds histogram"));
+    assert!(value(&after, "bulwark_db_applied_index", &[]) >= 6.0);
+    assert!(after.contains("process_resident_memory_bytes"));
+
+    let r = metrics(replica);
+    assert_eq!(value(&r, "bulwark_db_is_primary", &[]), 0.0);
+    assert_eq!(value(&r, "bulwark_db_role", &[("role", "replica")]), 1.0);
+    assert!(r.contains("bulwark_db_replication_lag_entries"));
+
+    // Patroni-style role checks, no secret needed.
+    assert_eq!(get(primary, "/primary").unwrap().status, 200);
+    assert_eq!(get(replica, "/primary").unwrap().status, 503);
+    assert_eq!(get(primary, "/replica").unwrap().status, 503);
+    bulwark_testkit::wait_until("replica within lag", || get(replica, "/replica?max_lag=5").unwrap().status == 200);
+}
