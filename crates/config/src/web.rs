@@ -83,6 +83,15 @@ pub struct WebConfig {
     /// Reverse-proxy routes, matched by path prefix before static files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxy: Vec<ProxyRoute>,
+    /// Cluster secret. When set, every request but `/health` must carry it
+    /// in `X-Bulwark-Cluster` (the lb adds it), and proxied requests carry it
+    /// on to the app servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<crate::Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub firewall: crate::firewall::FirewallConfig,
 }
 
 fn default_index() -> Vec<String> {
@@ -289,6 +298,10 @@ impl Validate for WebConfig {
         if self.listen.is_empty() {
             v.error("listen", "at least one listen address is required");
         }
+        if self.secret.is_some() && self.secret_file.is_some() {
+            v.error("secret_file", "set secret or secret_file, not both");
+        }
+        v.scope("firewall", |v| self.firewall.validate_in(v));
         let mut binds = HashSet::new();
         v.scope("listen", |v| {
             for (i, l) in self.listen.iter().enumerate() {

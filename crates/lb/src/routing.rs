@@ -97,6 +97,7 @@ impl Routing {
                     route: f.name.clone(),
                     proto: if f.tls.is_some() { "https" } else { "http" },
                     forwarded_headers: f.forwarded_headers,
+                    keep_forwarded_proto: false,
                     via: f.via,
                     access_log: f.access_log,
                     connect_timeout: t.connect,

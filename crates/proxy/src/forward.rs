@@ -31,6 +31,9 @@ pub struct ForwardOptions {
     /// Scheme the client used: "http" or "https".
     pub proto: &'static str,
     pub forwarded_headers: bool,
+    /// Keep an incoming `X-Forwarded-Proto` (inner tiers behind a trusted
+    /// proxy); the edge overwrites it.
+    pub keep_forwarded_proto: bool,
     pub via: bool,
     pub access_log: bool,
     pub connect_timeout: Duration,
@@ -51,6 +54,7 @@ impl Default for ForwardOptions {
             route: "default".into(),
             proto: "http",
             forwarded_headers: true,
+            keep_forwarded_proto: false,
             via: true,
             access_log: true,
             connect_timeout: Duration::from_secs(3),
@@ -135,7 +139,7 @@ impl Forwarder {
 
         headers::strip_hop_by_hop(&mut parts.headers);
         if self.options.forwarded_headers {
-            headers::add_forwarded(&mut parts.headers, &ctx.forwarded);
+            headers::add_forwarded(&mut parts.headers, &ctx.forwarded, self.options.keep_forwarded_proto);
         }
         if self.options.via {
             headers::add_via(&mut parts.headers, parts.version);

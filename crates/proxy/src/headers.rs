@@ -87,9 +87,12 @@ fn append_list(h: &mut HeaderMap, name: HeaderName, element: &HeaderValue) {
 
 /// Append the client to `X-Forwarded-For` and `Forwarded`, set
 /// `X-Forwarded-Proto`.
-pub fn add_forwarded(h: &mut HeaderMap, values: &ForwardedValues) {
+pub fn add_forwarded(h: &mut HeaderMap, values: &ForwardedValues, keep_proto: bool) {
     append_list(h, HeaderName::from_static("x-forwarded-for"), &values.ip);
-    h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(values.proto));
+    let proto = HeaderName::from_static("x-forwarded-proto");
+    if !(keep_proto && h.contains_key(&proto)) {
+        h.insert(proto, HeaderValue::from_static(values.proto));
+    }
     append_list(h, header::FORWARDED, &values.forwarded);
 }
 
@@ -134,7 +137,7 @@ mod tests {
     fn appends_forwarded_chain() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
-        add_forwarded(&mut h, &ForwardedValues::new("2001:db8::1".parse().unwrap(), "https"));
+        add_forwarded(&mut h, &ForwardedValues::new("2001:db8::1".parse().unwrap(), "https"), false);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2001:db8::1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=https");

@@ -18,6 +18,7 @@ mod body;
 pub mod conditional;
 pub mod encoding;
 mod files;
+mod forward;
 pub mod path;
 mod proxy_route;
 pub mod range;
@@ -25,6 +26,7 @@ mod server;
 mod site;
 
 pub use body::{BoxError, WebBody};
+pub use forward::ForwardRoute;
 pub use proxy_route::{NotWired, ProxyRoute, RouteFuture};
 
 use bulwark_config::web::WebConfig;
@@ -47,6 +49,12 @@ pub enum WebError {
     NoSuchRoute { index: usize, count: usize },
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
+    #[error("{0}")]
+    Secret(String),
+    #[error("firewall: {0}")]
+    Firewall(String),
+    #[error("proxy[{index}]: {reason}")]
+    Upstream { index: usize, reason: String },
 }
 
 /// A bound, not yet running web server.
@@ -56,6 +64,7 @@ pub struct WebServer {
     threads: usize,
     listeners: Vec<server::BoundListener>,
     routes: Vec<Arc<dyn ProxyRoute>>,
+    secret: Option<String>,
 }
 
 impl WebServer {
@@ -81,8 +90,11 @@ impl WebServer {
             let name = if i == 0 { "http".to_string() } else { format!("http{i}") };
             listeners.push(server::BoundListener::bind(name, addr, threads).map_err(bind_err)?);
         }
+        let secret = bulwark_config::Secret::resolve(config.secret.as_ref(), config.secret_file.as_deref(), "secret")
+            .map_err(WebError::Secret)?
+            .map(|s| s.expose().to_string());
         let routes = config.proxy.iter().map(|_| Arc::new(NotWired) as Arc<dyn ProxyRoute>).collect();
-        Ok(WebServer { config, root, threads, listeners, routes })
+        Ok(WebServer { config, root, threads, listeners, routes, secret })
     }
 
     /// Names and bound addresses of the listeners: `http`, `http1`, ...
@@ -92,6 +104,18 @@ impl WebServer {
 
     pub fn config(&self) -> &WebConfig {
         &self.config
+    }
+
+    /// Wire every `[[proxy]]` route to `bulwark-proxy` (the same pools,
+    /// balancing, health checks and retries as the lb) and start their
+    /// health checks on the current runtime until `stop`.
+    pub fn wire_proxies(&mut self, stop: CancellationToken) -> Result<(), WebError> {
+        for (i, p) in self.config.proxy.clone().iter().enumerate() {
+            let route = forward::ForwardRoute::new(i, p, self.secret.as_deref(), stop.clone())
+                .map_err(|reason| WebError::Upstream { index: i, reason })?;
+            self.wire_proxy(i, Arc::new(route))?;
+        }
+        Ok(())
     }
 
     /// Plug in the forwarder for `[[proxy]]` route number `index`.
@@ -122,6 +146,8 @@ impl WebServer {
             revalidate: c.cache.revalidate,
             cache_bytes: c.cache.max_bytes,
             proxies: c.proxy.iter().map(|p| p.prefix.clone()).zip(self.routes).collect(),
+            secret: self.secret.clone(),
+            firewall: bulwark_firewall::Firewall::new(&c.firewall).map_err(WebError::Firewall)?,
         });
         let settings = server::ConnectionSettings {
             header_timeout: c.timeouts.header,

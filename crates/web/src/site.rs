@@ -32,6 +32,9 @@ pub struct Shared {
     pub cache_bytes: u64,
     /// `(prefix, route)`, in config order; the first matching prefix wins.
     pub proxies: Vec<(String, Arc<dyn ProxyRoute>)>,
+    /// Required `X-Bulwark-Cluster` value on every request but `/health`.
+    pub secret: Option<String>,
+    pub firewall: bulwark_firewall::Firewall,
 }
 
 /// One worker thread's view: the shared settings plus its own file cache.
@@ -77,6 +80,35 @@ impl Site {
 
     async fn route(&self, req: Request<Incoming>, client: SocketAddr) -> Response<WebBody> {
         let s = &*self.shared;
+        if req.uri().path() == "/health" {
+            let mut r = Response::new(WebBody::bytes("ok\n"));
+            r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
+            return r;
+        }
+        if let Some(secret) = &s.secret {
+            if !bulwark_firewall::header_matches(req.headers(), "x-bulwark-cluster", secret) {
+                let mut r = Response::new(WebBody::bytes(
+                    "401 Unauthorized: this tier accepts requests only through the load balancer\n",
+                ));
+                *r.status_mut() = StatusCode::UNAUTHORIZED;
+                r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
+                return r;
+            }
+        }
+        if !s.firewall.is_open() {
+            let ip = s.firewall.client_ip(client.ip(), req.headers());
+            let verdict =
+                if s.firewall.allows(ip) { s.firewall.check_rate(ip) } else { Err(bulwark_firewall::Refusal::Denied) };
+            if let Err(refusal) = verdict {
+                let mut r = Response::new(WebBody::bytes(format!("{} {}\n", refusal.status(), refusal.reason())));
+                *r.status_mut() = refusal.status();
+                r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
+                if let Some(secs) = refusal.retry_after() {
+                    r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                return r;
+            }
+        }
         if let Some(len) = declared_length(req.headers()) {
             if len > s.max_body_bytes {
                 return closing(status_page(StatusCode::PAYLOAD_TOO_LARGE));

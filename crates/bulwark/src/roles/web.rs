@@ -17,9 +17,11 @@ pub fn main(args: Args) -> Result<i32> {
     // role's own worker threads.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let server = bulwark_web::WebServer::bind(config).context("starting the web server")?;
-        super::announce("web", &server.listeners());
+        let mut server = bulwark_web::WebServer::bind(config).context("starting the web server")?;
         let shutdown = CancellationToken::new();
+        // Proxy health checks run on this (main) runtime until shutdown.
+        server.wire_proxies(shutdown.clone()).context("starting the proxy routes")?;
+        super::announce("web", &server.listeners());
         tokio::spawn(super::shutdown_on_signal(shutdown.clone()));
         server.run(shutdown).await?;
         Ok(0)

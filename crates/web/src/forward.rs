@@ -1,0 +1,54 @@
+//! `[[proxy]]` routes served by `bulwark-proxy`: one upstream pool per
+//! route with its balancing, health checks, passive ejection and retries.
+use crate::body::WebBody;
+use crate::proxy_route::{ProxyRoute, RouteFuture};
+use bulwark_config::web::ProxyRoute as RouteConfig;
+use bulwark_proxy::{ClientContext, ForwardOptions, Forwarder, HealthCheck, Upstream};
+use http::{HeaderName, HeaderValue, Request};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub struct ForwardRoute {
+    forwarder: Forwarder,
+}
+
+impl ForwardRoute {
+    /// Build route number `index`; its health checks run on the current
+    /// runtime until `stop`. `secret` is sent on as `X-Bulwark-Cluster`.
+    pub fn new(index: usize, cfg: &RouteConfig, secret: Option<&str>, stop: CancellationToken) -> Result<Self, String> {
+        let name = format!("proxy{index}");
+        let upstream = Arc::new(Upstream::new(cfg.to_backend(&name), None).map_err(|e| e.to_string())?);
+        HealthCheck::spawn(upstream.clone(), stop);
+        let mut set_headers = Vec::new();
+        if let Some(s) = secret {
+            let v =
+                HeaderValue::from_str(s).map_err(|_| "the cluster secret is not a valid header value".to_string())?;
+            set_headers.push((HeaderName::from_static("x-bulwark-cluster"), v));
+        }
+        let options = ForwardOptions {
+            route: format!("{name} {}", cfg.prefix),
+            proto: "http",
+            forwarded_headers: cfg.forwarded_headers,
+            // Behind the lb: keep the scheme the client really used.
+            keep_forwarded_proto: true,
+            via: false,
+            access_log: false,
+            connect_timeout: cfg.connect_timeout,
+            server_timeout: cfg.server_timeout,
+            set_headers,
+            ..ForwardOptions::default()
+        };
+        Ok(ForwardRoute { forwarder: Forwarder::new(upstream, options) })
+    }
+}
+
+impl ProxyRoute for ForwardRoute {
+    fn forward(&self, req: Request<Incoming>, client: SocketAddr) -> RouteFuture<'_> {
+        Box::pin(async move {
+            let ctx = ClientContext::new(client, "http");
+            self.forwarder.forward(req, &ctx).await.map(WebBody::other)
+        })
+    }
+}
