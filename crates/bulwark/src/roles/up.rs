@@ -321,7 +321,7 @@ fn print_summary(sup: &Supervisor, t: &Topology, files: &SharedFiles, roles: &[b
         }
     }
     println!();
-    println!("  {:<6} {:<9} {:<5} {:<22} {:<8} {}", "ROLE", "HOST", "KIND", "ADDRESS", "STATE", "PID");
+    println!("  {:<6} {:<9} {:<5} {:<22} {:<8} PID", "ROLE", "HOST", "KIND", "ADDRESS", "STATE");
     for c in sup.status() {
         let addr = c.listeners.values().next().cloned().unwrap_or_default();
         println!("  {:<6} {:<9} {:<5} {:<22} {:<8} {}", c.name, c.host, c.kind, addr, c.state, c.pid.unwrap_or(0));

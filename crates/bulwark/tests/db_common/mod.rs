@@ -1,6 +1,6 @@
 //! Shared helpers of the db tests: a cluster of real `bulwark db`
 //! processes on port 0 that join through the membership API.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use bulwark_db::{Client, Consistency, NodeStatus, Params, Rows, Statement, Token};
 use bulwark_testkit::{request, wait_until, HttpResponse, Process};
