@@ -117,7 +117,6 @@ fn three_nodes_replicate_fail_over_and_restart() {
     };
     wait_until("some writes before the kill", || acked.lock().unwrap().len() >= 20);
     let before_kill = acked.lock().unwrap().len();
-    let killed_at = Instant::now();
     c.node_mut(1).kill();
     let elected = wait_short("a new primary", Duration::from_secs(10), || c.primary().is_some_and(|p| p != 1));
     wait_until("writes acknowledged after the kill", || acked.lock().unwrap().len() >= before_kill + 20);
