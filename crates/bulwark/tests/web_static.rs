@@ -324,11 +324,28 @@ fn limits_answer_413_431_400() {
 #[test]
 fn proxy_prefix_goes_to_the_proxy_route() {
     let site = site();
+    // Nothing listens on the configured server: a clear 502.
     let p = start(&site);
     let r = get(p.addr("http"), "/api/guestbook").unwrap();
     assert_eq!(r.status, 502);
-    assert_eq!(r.text(), "proxy not wired yet\n");
+    assert!(r.text().contains("could not connect"), "{}", r.text());
     assert_eq!(get(p.addr("http"), "/apiary").unwrap().status, 404);
+    drop(p);
+    // Two real app servers: balanced, forwarded headers added, a dead one skipped.
+    let a = bulwark_testkit::Backend::start("app-a");
+    let mut b = bulwark_testkit::Backend::start("app-b");
+    let cfg = config(site.root.path(), "").replace("\"127.0.0.1:9\"", &format!("\"{}\", \"{}\"", a.addr, b.addr));
+    let p = Process::start("web", &cfg);
+    let seen: std::collections::HashSet<String> =
+        (0..6).map(|_| get(p.addr("http"), "/api/x").unwrap().text()).collect();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let echo = get(p.addr("http"), "/api/echo").unwrap().text().to_lowercase();
+    assert!(echo.contains("x-forwarded-for: 127.0.0.1"), "{echo}");
+    b.stop();
+    for _ in 0..6 {
+        let r = get(p.addr("http"), "/api/x").unwrap();
+        assert_eq!((r.status, r.text()), (200, "app-a".to_string()), "a stopped app server is retried around");
+    }
 }
 
 #[test]

@@ -317,7 +317,7 @@ async fn answer(name: &str, hits: &AtomicU64, healthy: &AtomicBool, req: Request
             .unwrap();
     }
     hits.fetch_add(1, Ordering::SeqCst);
-    let echo_headers = path == "/echo";
+    let echo_headers = path.ends_with("/echo");
     let status = if path == "/status/500" { 500 } else { 200 };
     if let Some(ms) = path.strip_prefix("/sleep/").and_then(|s| s.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
