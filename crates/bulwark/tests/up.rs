@@ -96,6 +96,13 @@ fn default_topology_serves_the_guestbook_and_survives_failures() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("first post"), "{body}");
 
+    // Inner tiers refuse requests that did not come through the tier in
+    // front (no cluster secret): web, app and the db API.
+    for (listener, path) in [("web1.http", "/"), ("app2.http", "/api/messages"), ("db1.api", "/v1/status")] {
+        let r = bulwark_testkit::get(up.addr(listener), path).unwrap();
+        assert_eq!(r.status, 401, "{listener}{path} answered without the secret: {}", r.text());
+    }
+
     // app1 stopped: the site keeps working.
     let status = control(data.path(), &["stop", "app1"]);
     assert!(status.contains("app1: stopped"), "{status}");
@@ -133,6 +140,13 @@ fn default_topology_serves_the_guestbook_and_survives_failures() {
         .filter_map(|p| p.parse().ok())
         .collect();
     assert_eq!(children.len(), 8, "8 role processes: {children:?}");
+    // The cluster secret and the admin token never reach a log.
+    let secret = std::fs::read_to_string(data.path().join("secret")).unwrap();
+    let token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    for entry in std::fs::read_dir(data.path().join("logs")).unwrap() {
+        let log = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!log.contains(secret.trim()) && !log.contains(token.trim()), "a secret leaked into a log");
+    }
     let exit = up.terminate();
     assert!(exit.success(), "{exit:?}\n{}", up.logs());
     for pid in children {

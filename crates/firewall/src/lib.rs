@@ -323,3 +323,25 @@ mod tests {
         assert!(!bearer_matches(&h, "s3cre"));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn rules_and_addresses_never_panic(rule in "\\PC{0,60}", xff in "[0-9a-f.:, ]{0,80}") {
+            let _ = bulwark_config::firewall::parse_rule(&rule);
+            let cfg = bulwark_config::firewall::FirewallConfig {
+                trusted_proxies: vec!["127.0.0.0/8".into()],
+                ..Default::default()
+            };
+            let f = super::Firewall::new(&cfg).unwrap();
+            let mut h = http::HeaderMap::new();
+            if let Ok(v) = xff.parse() {
+                h.insert("x-forwarded-for", v);
+            }
+            let _ = f.client_ip("127.0.0.1".parse().unwrap(), &h);
+        }
+    }
+}
