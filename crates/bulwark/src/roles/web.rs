@@ -21,8 +21,11 @@ pub fn main(args: Args) -> Result<i32> {
         let shutdown = CancellationToken::new();
         // Proxy health checks run on this (main) runtime until shutdown.
         server.wire_proxies(shutdown.clone()).context("starting the proxy routes")?;
-        super::announce("web", &server.listeners());
         tokio::spawn(super::shutdown_on_signal(shutdown.clone()));
+        // Let the signal task install its handlers before the ready line:
+        // a SIGTERM right after it must drain, not kill the process.
+        tokio::task::yield_now().await;
+        super::announce("web", &server.listeners());
         server.run(shutdown).await?;
         Ok(0)
     })
