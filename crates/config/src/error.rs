@@ -54,10 +54,14 @@ impl ConfigError {
 
     pub(crate) fn from_toml(origin: &str, text: &str, err: &toml::de::Error) -> Self {
         let line = err.span().map(|s| line_of(text, s.start));
-        ConfigError {
-            origin: origin.to_string(),
-            issues: vec![Issue { key: String::new(), line, message: err.message().trim().to_string() }],
-        }
+        // Some parse errors carry no message of their own; fall back to the
+        // full rendering (which names the position) rather than say nothing.
+        let message = match err.message().trim() {
+            "" => err.to_string().lines().next().unwrap_or("invalid TOML").trim().to_string(),
+            m => m.to_string(),
+        };
+        let message = if message.is_empty() { "invalid TOML".to_string() } else { message };
+        ConfigError { origin: origin.to_string(), issues: vec![Issue { key: String::new(), line, message }] }
     }
 }
 

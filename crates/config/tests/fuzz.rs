@@ -39,6 +39,13 @@ fn check_all(text: &str) {
     let _ = bulwark_config::Role::detect(text);
 }
 
+#[test]
+fn truncated_value_has_a_message() {
+    let err = bulwark_config::from_str::<LbConfig>("threads = ", "t.toml").unwrap_err();
+    assert!(!err.issues[0].message.is_empty(), "{err:?}");
+    assert_eq!(err.issues[0].line, Some(1));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 

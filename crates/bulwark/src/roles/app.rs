@@ -16,9 +16,9 @@ pub fn main(args: Args) -> Result<i32> {
     let rt = super::runtime(config.threads)?;
     rt.block_on(async move {
         let server = bulwark_app::AppServer::bind(config).await.context("starting the application server")?;
-        super::announce("app", &server.listeners());
         let shutdown = CancellationToken::new();
         tokio::spawn(super::shutdown_on_signal(shutdown.clone()));
+        super::announce("app", &server.listeners());
         server.run(shutdown).await;
         Ok(0)
     })

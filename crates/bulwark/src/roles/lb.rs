@@ -18,9 +18,9 @@ pub fn main(args: Args) -> Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let server = bulwark_lb::LbServer::bind(config).await.context("starting the load balancer")?;
-        super::announce("lb", &server.listeners());
         let shutdown = CancellationToken::new();
         tokio::spawn(super::shutdown_on_signal(shutdown.clone()));
+        super::announce("lb", &server.listeners());
         tokio::spawn(reload_on_sighup(args.config.clone(), server.reload_handle()));
         tokio::spawn(reload_on_certificate_change(args.config.clone(), server.reload_handle()));
         server.run(shutdown).await?;

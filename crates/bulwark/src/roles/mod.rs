@@ -13,17 +13,25 @@ pub mod web;
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
-/// Cancel `token` on SIGTERM or SIGINT.
-pub async fn shutdown_on_signal(token: CancellationToken) {
+/// Cancel `token` on SIGTERM or SIGINT. The handlers are installed when
+/// this is called (not when the future is first polled), so call it before
+/// printing the ready line: a supervisor may signal right after reading it.
+pub fn shutdown_on_signal(token: CancellationToken) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down gracefully"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down gracefully"),
-        _ = token.cancelled() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (Ok(mut term), Ok(mut int)) = (term, int) else {
+            tracing::error!("cannot install SIGTERM/SIGINT handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down gracefully"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down gracefully"),
+            _ = token.cancelled() => {}
+        }
+        token.cancel();
     }
-    token.cancel();
 }
 
 /// Print the ready line (see `bulwark_telemetry::ready_line`) and flush.
