@@ -153,3 +153,31 @@ fn default_topology_serves_the_guestbook_and_survives_failures() {
         assert!(!alive(pid), "child {pid} still alive after shutdown");
     }
 }
+
+#[test]
+fn taken_ports_are_reported_with_the_role_that_needs_them() {
+    let data = tempfile::tempdir().unwrap();
+    // Hold a port, and ask `up` to use it as the lb's.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let out = Command::new(bulwark_bin())
+        .args(["up", "--port-base", &port.to_string(), "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port} (lb1 listener)")), "{err}");
+    assert!(err.contains("--port-base"), "{err}");
+    // A bad topology file names the line and key.
+    let topo = data.path().join("topo.toml");
+    std::fs::write(
+        &topo,
+        "port_base = 9000\n[[host]]\nname = \"a\"\nrole = [{ name = \"lb1\", kind = \"balancer\" }]\n",
+    )
+    .unwrap();
+    let out = Command::new(bulwark_bin()).args(["up", "-c"]).arg(&topo).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("topo.toml:4") && err.contains("balancer"), "{err}");
+}
