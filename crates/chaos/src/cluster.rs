@@ -1,0 +1,373 @@
+//! A topology running on the namespaces: one `bulwark up --host H` per
+//! host (in that host's namespace), sharing one secret and admin token;
+//! role processes found through each supervisor's control socket; database
+//! status read over the db API.
+use crate::net;
+use bulwark_testkit::{bulwark_bin, Process};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Which tiers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    /// Only the three database nodes (db1 on server1, db2 on server2, db3
+    /// on lb1); the workload uses `bulwark_db::Client` directly.
+    Db,
+    /// The default topology: lb1 (+db3), server1 and server2 (web, app,
+    /// db each); the workload goes through the lb.
+    Full,
+}
+
+pub const SECRET: &str = "chaos-cluster-secret-0123456789abcdef";
+pub const ADMIN_TOKEN: &str = "chaos-admin-token-0123456789abcdef";
+pub const LB: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10)), 8080);
+
+/// A database node of the topology.
+#[derive(Debug, Clone)]
+pub struct DbNode {
+    pub id: u64,
+    pub name: String,
+    pub host: String,
+    pub addr: SocketAddr,
+}
+
+pub struct Cluster {
+    pub stack: Stack,
+    /// Host name and address of every started host.
+    pub hosts: Vec<(String, Ipv4Addr)>,
+    /// Roles per started host.
+    pub roles: Vec<(String, Vec<String>)>,
+    pub dbs: Vec<DbNode>,
+    pub root: PathBuf,
+    pub topology: PathBuf,
+    tmp: Option<tempfile::TempDir>,
+    ups: Mutex<Vec<(String, Process)>>,
+}
+
+fn topology_text(stack: Stack) -> String {
+    let mut t = String::from(
+        r#"# The chaos suite's topology: the default picture on three namespaces.
+name = "chaos"
+port_base = 8080
+
+[restart]
+initial_backoff = "200ms"
+max_backoff = "1s"
+
+[lb]
+tls = false
+check_interval = "250ms"
+"#,
+    );
+    match stack {
+        Stack::Full => t.push_str(
+            r#"
+[[host]]
+name = "lb1"
+address = "198.18.0.10"
+role = [{ name = "lb1", kind = "lb" }, { name = "db3", kind = "db" }]
+
+[[host]]
+name = "server1"
+address = "198.18.0.11"
+role = [{ name = "web1", kind = "web" }, { name = "app1", kind = "app" }, { name = "db1", kind = "db" }]
+
+[[host]]
+name = "server2"
+address = "198.18.0.12"
+role = [{ name = "web2", kind = "web" }, { name = "app2", kind = "app" }, { name = "db2", kind = "db" }]
+"#,
+        ),
+        Stack::Db => t.push_str(
+            r#"
+[[host]]
+name = "lb1"
+address = "198.18.0.10"
+role = [{ name = "db3", kind = "db" }]
+
+[[host]]
+name = "server1"
+address = "198.18.0.11"
+role = [{ name = "db1", kind = "db" }]
+
+[[host]]
+name = "server2"
+address = "198.18.0.12"
+role = [{ name = "db2", kind = "db" }]
+
+# Never started in the database-only scenarios (a topology needs every tier).
+[[host]]
+name = "front"
+address = "198.18.0.20"
+role = [{ name = "lb1", kind = "lb" }, { name = "web1", kind = "web" }, { name = "app1", kind = "app" }]
+"#,
+        ),
+    }
+    t
+}
+
+fn write_private(path: &Path, content: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+    f.write_all(content.as_bytes()).unwrap();
+}
+
+impl Cluster {
+    /// Build the network and start every host's `bulwark up` (all at once:
+    /// each waits for the database quorum, which needs the others).
+    pub fn start(stack: Stack) -> Cluster {
+        let hosts: Vec<(String, Ipv4Addr)> = vec![
+            ("lb1".into(), Ipv4Addr::new(198, 18, 0, 10)),
+            ("server1".into(), Ipv4Addr::new(198, 18, 0, 11)),
+            ("server2".into(), Ipv4Addr::new(198, 18, 0, 12)),
+        ];
+        let roles: Vec<(String, Vec<String>)> = match stack {
+            Stack::Full => vec![
+                ("lb1".into(), vec!["lb1".into(), "db3".into()]),
+                ("server1".into(), vec!["web1".into(), "app1".into(), "db1".into()]),
+                ("server2".into(), vec!["web2".into(), "app2".into(), "db2".into()]),
+            ],
+            Stack::Db => vec![
+                ("lb1".into(), vec!["db3".into()]),
+                ("server1".into(), vec!["db1".into()]),
+                ("server2".into(), vec!["db2".into()]),
+            ],
+        };
+        let dbs = vec![
+            DbNode { id: 1, name: "db1".into(), host: "server1".into(), addr: "198.18.0.11:8110".parse().unwrap() },
+            DbNode { id: 2, name: "db2".into(), host: "server2".into(), addr: "198.18.0.12:8111".parse().unwrap() },
+            DbNode { id: 3, name: "db3".into(), host: "lb1".into(), addr: "198.18.0.10:8112".parse().unwrap() },
+        ];
+        let bin = bulwark_bin();
+        net::setup(&hosts);
+        let tmp = tempfile::Builder::new().prefix("bulwark-chaos-").tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        let topology = root.join("topology.toml");
+        std::fs::write(&topology, topology_text(stack)).unwrap();
+        for (h, _) in &hosts {
+            let dir = root.join(h);
+            std::fs::create_dir_all(&dir).unwrap();
+            write_private(&dir.join("secret"), SECRET);
+            write_private(&dir.join("admin.token"), ADMIN_TOKEN);
+        }
+        let started = Instant::now();
+        let threads: Vec<_> = hosts
+            .iter()
+            .map(|(h, _)| {
+                let (h, bin, topology, dir) = (h.clone(), bin.clone(), topology.clone(), root.join(h));
+                std::thread::spawn(move || {
+                    let mut cmd = Command::new("ip");
+                    cmd.args(["netns", "exec", &h]).arg(&bin).arg("up").arg("-c").arg(&topology);
+                    cmd.args(["--host", &h]).arg("--data-dir").arg(&dir);
+                    let p = Process::spawn(cmd, tempfile::tempdir().unwrap(), topology);
+                    (h, p)
+                })
+            })
+            .collect();
+        let mut ups = Vec::new();
+        let mut failed = None;
+        for t in threads {
+            match t.join() {
+                Ok(x) => ups.push(x),
+                Err(e) => failed = Some(e),
+            }
+        }
+        let c = Cluster { stack, hosts, roles, dbs, root, topology, tmp: Some(tmp), ups: Mutex::new(ups) };
+        if let Some(e) = failed {
+            c.dump_logs();
+            std::panic::resume_unwind(e);
+        }
+        eprintln!("chaos: {:?} stack up in {:.1} s ({})", stack, started.elapsed().as_secs_f64(), c.root.display());
+        c
+    }
+
+    /// The host running `role`.
+    pub fn host_of(&self, role: &str) -> &str {
+        &self.roles.iter().find(|(_, r)| r.iter().any(|x| x == role)).unwrap_or_else(|| panic!("no role {role}")).0
+    }
+
+    pub fn host_addr(&self, host: &str) -> Ipv4Addr {
+        self.hosts.iter().find(|(h, _)| h == host).unwrap().1
+    }
+
+    pub fn data_dir(&self, host: &str) -> PathBuf {
+        self.root.join(host)
+    }
+
+    /// One request on host `host`'s control socket.
+    pub fn control(&self, host: &str, req: Value) -> Value {
+        let sock = self.data_dir(host).join(format!("control-{host}.sock"));
+        let s = UnixStream::connect(&sock).unwrap_or_else(|e| panic!("control socket {}: {e}", sock.display()));
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        w.write_all(format!("{req}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("control reply {line:?}: {e}"))
+    }
+
+    /// The supervisor's view of `role` (state, pid, restarts, listeners).
+    pub fn child(&self, role: &str) -> Value {
+        let reply = self.control(self.host_of(role), json!({"cmd": "status"}));
+        reply["children"].as_array().unwrap().iter().find(|c| c["name"] == role).cloned().unwrap()
+    }
+
+    /// Pid of a ready `role` process.
+    pub fn pid(&self, role: &str) -> i32 {
+        let c = self.child(role);
+        assert_eq!(c["state"], "ready", "{role} is not ready: {c}");
+        c["pid"].as_i64().unwrap() as i32
+    }
+
+    pub fn signal(&self, role: &str, sig: Signal) -> i32 {
+        let pid = self.pid(role);
+        nix::sys::signal::kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("kill -{sig:?} {role} ({pid}): {e}"));
+        pid
+    }
+
+    /// Wait (bounded) until the supervisor reports `role` ready again with a
+    /// pid other than `old_pid`.
+    pub fn wait_restarted(&self, role: &str, old_pid: i32, within: Duration) -> Duration {
+        let t = Instant::now();
+        loop {
+            let c = self.child(role);
+            if c["state"] == "ready" && c["pid"].as_i64().is_some_and(|p| p as i32 != old_pid) {
+                return t.elapsed();
+            }
+            assert!(t.elapsed() < within, "{role} not restarted within {within:?}: {c}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `bulwark stop ROLE` (graceful: SIGTERM, drain).
+    pub fn stop_role(&self, role: &str) {
+        let r = self.control(self.host_of(role), json!({"cmd": "stop", "node": role}));
+        assert_eq!(r["ok"], true, "stop {role}: {r}");
+    }
+
+    /// `bulwark start ROLE` (returns once ready).
+    pub fn start_role(&self, role: &str) {
+        let r = self.control(self.host_of(role), json!({"cmd": "start", "node": role}));
+        assert_eq!(r["ok"], true, "start {role}: {r}");
+    }
+
+    pub fn db(&self, name: &str) -> &DbNode {
+        self.dbs.iter().find(|d| d.name == name).unwrap()
+    }
+
+    /// `/v1/status` of one node (None when it does not answer in time).
+    pub fn db_status(&self, addr: SocketAddr, timeout: Duration) -> Option<Value> {
+        let auth = format!("Bearer {SECRET}");
+        let r = crate::http(addr, "GET", "/v1/status", &[("Authorization", &auth)], b"", timeout).ok()?;
+        (r.status == 200).then(|| serde_json::from_slice(&r.body).ok()).flatten()
+    }
+
+    /// The node that is primary with a majority right now, if any.
+    pub fn primary(&self) -> Option<DbNode> {
+        self.dbs.iter().find_map(|d| {
+            let s = self.db_status(d.addr, Duration::from_millis(500))?;
+            (s["role"] == "primary" && s["quorum"] == true).then(|| d.clone())
+        })
+    }
+
+    pub fn wait_primary(&self, within: Duration) -> DbNode {
+        let t = Instant::now();
+        loop {
+            if let Some(p) = self.primary() {
+                return p;
+            }
+            assert!(t.elapsed() < within, "no database primary within {within:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Make sure the primary is not on `host` (planned leadership transfer).
+    pub fn move_primary_off(&self, host: &str) -> DbNode {
+        for _ in 0..10 {
+            let p = self.wait_primary(Duration::from_secs(30));
+            if p.host != host {
+                return p;
+            }
+            let target = self.dbs.iter().find(|d| d.host != host).unwrap();
+            let auth = format!("Bearer {SECRET}");
+            let body = json!({ "node_id": target.id }).to_string();
+            let r = crate::http(
+                p.addr,
+                "POST",
+                "/v1/promote",
+                &[("Authorization", &auth), ("Content-Type", "application/json")],
+                body.as_bytes(),
+                Duration::from_secs(10),
+            );
+            eprintln!("chaos: promote {} -> {:?}", target.name, r.map(|r| (r.status, r.text())));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        panic!("could not move the primary off {host}");
+    }
+
+    /// The derived config file of `role`.
+    pub fn role_config(&self, role: &str) -> PathBuf {
+        self.data_dir(self.host_of(role)).join("config").join(format!("{role}.toml"))
+    }
+
+    /// Start an extra `bulwark lb` in the lb1 namespace with lb1's derived
+    /// config, sharing its public port (SO_REUSEPORT), with its admin
+    /// listener moved to `admin_port`.
+    pub fn start_second_lb(&self, admin_port: u16) -> Process {
+        let cfg = std::fs::read_to_string(self.role_config("lb1")).unwrap();
+        let admin = format!("bind = \"{}:8081\"", self.host_addr("lb1"));
+        assert!(cfg.contains(&admin), "lb1's derived config has no `{admin}`:\n{cfg}");
+        let cfg = cfg.replace(&admin, &format!("bind = \"{}:{admin_port}\"", self.host_addr("lb1")));
+        let path = self.data_dir("lb1").join(format!("config/lb1-second-{admin_port}.toml"));
+        std::fs::write(&path, cfg).unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", "lb1"]).arg(bulwark_bin()).arg("lb").arg("-c").arg(&path);
+        Process::spawn(cmd, tempfile::tempdir().unwrap(), path)
+    }
+
+    /// Print the tail of every role log (on failure).
+    pub fn dump_logs(&self) {
+        for (h, roles) in &self.roles {
+            for r in roles {
+                let p = self.data_dir(h).join("logs").join(format!("{r}.log"));
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(25)..];
+                eprintln!("---- {} (last {} lines)\n{}", p.display(), tail.len(), tail.join("\n"));
+            }
+        }
+        for (h, p) in self.ups.lock().unwrap().iter() {
+            let logs = p.logs();
+            let lines: Vec<&str> = logs.lines().collect();
+            eprintln!("---- up --host {h}\n{}", lines[lines.len().saturating_sub(15)..].join("\n"));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+            if let Some(t) = self.tmp.take() {
+                let kept = t.keep();
+                eprintln!("chaos: data kept in {}", kept.display());
+            }
+        }
+        // Dropping the `up` processes SIGKILLs them; their roles follow
+        // (parent-death signal), and the namespaces die with the test.
+        self.ups.lock().unwrap().clear();
+    }
+}

@@ -1,0 +1,66 @@
+//! The chaos suite's harness (issue 8): a whole topology on network
+//! namespaces, one per topology host, like separate machines; a workload
+//! client that records every acknowledged write and every answer; faults
+//! (kill -9, SIGSTOP/SIGCONT, iptables partitions, tc netem, lb restarts);
+//! end checks (no acknowledged write lost, no duplicates, at most one
+//! primary per term, every replica identical, read-your-writes, failover
+//! time) and a markdown report.
+//!
+//! Owns: `crates/chaos/**`. Must not touch: the host's network. Every test
+//! re-runs itself under `unshare --net --mount` ([`net::run_isolated`]):
+//! the bridge, the namespaces, the iptables rules and qdiscs live and die
+//! with that private namespace. Addresses are in 198.18.0.0/24 (RFC 2544
+//! benchmarking range).
+//!
+//! The `bulwark` binary must be built first (`cargo build -p bulwark` or
+//! `cargo build --workspace`); `BULWARK_BIN` overrides its path.
+
+pub mod cluster;
+pub mod net;
+pub mod scenario;
+pub mod workload;
+
+pub use cluster::{Cluster, Stack};
+pub use scenario::{run_scenario, Ctx, Expect, Outcome};
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+pub use bulwark_testkit::HttpResponse;
+
+/// One HTTP/1.1 request on a fresh connection with connect, read and write
+/// timeouts (a paused or cut-off peer must not hang the caller).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<HttpResponse> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.set_nodelay(true)?;
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    s.write_all(&bytes)?;
+    bulwark_testkit::read_response(&mut s)
+}
+
+/// FNV-1a, 64 bit: a stable checksum of table contents.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}

@@ -1,0 +1,559 @@
+//! One scenario: start the stack, run the workload and the primary monitor,
+//! let the script inject its faults, stop, check, report.
+use crate::cluster::{Cluster, DbNode, Stack, LB, SECRET};
+use crate::workload::{Op, Recorder, Target, Workload, DB_TABLE};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Client threads of the workload.
+pub const CLIENTS: usize = 4;
+/// Load before the first fault.
+pub const WARMUP: Duration = Duration::from_secs(2);
+/// Load after the script's last action, to see the site recover.
+pub const COOLDOWN: Duration = Duration::from_secs(3);
+/// Failover target (issue 8): writes accepted again within this.
+pub const FAILOVER_TARGET_S: f64 = 2.0;
+
+/// What a scenario must show beyond the invariants every scenario checks
+/// (no acknowledged write lost, no duplicate, at most one primary per term,
+/// identical replicas, read-your-writes, writes accepted after the faults).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expect {
+    /// No client-visible error, except for requests that were in flight
+    /// at the instant of a `kill -9` ([`Ctx::kill_fault`]): a POST whose
+    /// connection dies mid-request cannot be retried safely by the lb.
+    pub zero_errors: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Event {
+    label: String,
+    at: f64,
+    /// A fault of the database primary: measure the failover time.
+    primary: bool,
+    /// A kill -9: requests in flight at this instant may fail.
+    kill: bool,
+}
+
+/// Requests in flight within this much of a kill count as hit by it.
+const KILL_WINDOW_S: f64 = 0.1;
+
+/// What a script sees: the running cluster and the recorder's clock.
+pub struct Ctx<'a> {
+    pub cluster: &'a Cluster,
+    pub rec: Arc<Recorder>,
+    events: Vec<Event>,
+    notes: Vec<String>,
+}
+
+impl Ctx<'_> {
+    /// Record a fault injected now (the label goes into the report).
+    pub fn fault(&mut self, label: impl Into<String>) {
+        self.event(label.into(), false);
+    }
+    /// Record a kill -9 happening now (call just before sending it).
+    pub fn kill_fault(&mut self, label: impl Into<String>) {
+        self.event(label.into(), false);
+        self.events.last_mut().unwrap().kill = true;
+    }
+    /// Record a fault of the database primary (failover time is measured
+    /// from here to the first acknowledged write that started after it).
+    pub fn primary_fault(&mut self, label: impl Into<String>) {
+        self.event(label.into(), true);
+    }
+    /// Record a repair (heal, resume, restart).
+    pub fn repair(&mut self, label: impl Into<String>) {
+        self.event(label.into(), false);
+    }
+    fn event(&mut self, label: String, primary: bool) {
+        let at = self.rec.now();
+        eprintln!("chaos: {at:7.3}s {label}");
+        self.events.push(Event { label, at, primary, kill: false });
+    }
+    pub fn note(&mut self, n: impl Into<String>) {
+        let n = n.into();
+        eprintln!("chaos: note: {n}");
+        self.notes.push(n);
+    }
+    pub fn sleep(&self, secs: f64) {
+        std::thread::sleep(Duration::from_secs_f64(secs));
+    }
+}
+
+/// One scenario's measurements (a row of the report).
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub name: String,
+    pub stack: String,
+    pub faults: String,
+    pub seconds: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub write_errors: u64,
+    /// Errors of requests in flight at a kill -9.
+    pub kill_errors: u64,
+    pub acked: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub ryw_violations: u64,
+    pub split_brain_terms: u64,
+    pub terms: String,
+    pub converged: bool,
+    pub checksum: String,
+    /// Worst failover over the primary faults (s): from the fault to the
+    /// first acknowledged write that started after it.
+    pub failover: Option<f64>,
+    /// Worst election over the primary faults (s): from the fault to the
+    /// first node seen as primary in a newer term (the monitor's view).
+    pub election: Option<f64>,
+    /// Longest time without any acknowledged write after the warmup (s).
+    pub max_write_gap: f64,
+    pub notes: Vec<String>,
+    pub error_samples: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+impl Outcome {
+    fn to_json(&self) -> Value {
+        json!({
+            "name": self.name, "stack": self.stack, "faults": self.faults, "seconds": self.seconds,
+            "requests": self.requests, "errors": self.errors, "write_errors": self.write_errors, "kill_errors": self.kill_errors,
+            "acked": self.acked, "lost": self.lost, "duplicates": self.duplicates,
+            "ryw_violations": self.ryw_violations, "split_brain_terms": self.split_brain_terms,
+            "terms": self.terms, "converged": self.converged, "checksum": self.checksum,
+            "failover": self.failover, "election": self.election, "max_write_gap": self.max_write_gap, "notes": self.notes,
+            "error_samples": self.error_samples, "problems": self.problems,
+        })
+    }
+}
+
+/// (seconds since start, node id, term, role) as seen by the monitor.
+type Sighting = (f64, u64, u64, String);
+
+/// Polls every database node's `/v1/status` (one thread per node, so a
+/// paused node does not blind the others) and remembers who said it was
+/// primary in which term.
+struct Monitor {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// (seconds, node id, term, role)
+    seen: Arc<Mutex<Vec<Sighting>>>,
+}
+
+impl Monitor {
+    fn start(cluster: &Cluster, rec: &Arc<Recorder>) -> Monitor {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let threads = cluster
+            .dbs
+            .iter()
+            .map(|d| {
+                let (d, stop, seen, rec) = (d.clone(), stop.clone(), seen.clone(), rec.clone());
+                std::thread::spawn(move || {
+                    let auth = format!("Bearer {SECRET}");
+                    let mut last: Option<(u64, String)> = None;
+                    while !stop.load(Ordering::SeqCst) {
+                        let r = crate::http(
+                            d.addr,
+                            "GET",
+                            "/v1/status",
+                            &[("Authorization", &auth)],
+                            b"",
+                            Duration::from_millis(300),
+                        );
+                        if let Some(s) = r
+                            .ok()
+                            .filter(|r| r.status == 200)
+                            .and_then(|r| serde_json::from_slice::<Value>(&r.body).ok())
+                        {
+                            let cur = (s["term"].as_u64().unwrap_or(0), s["role"].as_str().unwrap_or("?").to_string());
+                            if last.as_ref() != Some(&cur) {
+                                seen.lock().unwrap().push((rec.now(), d.id, cur.0, cur.1.clone()));
+                                last = Some(cur);
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                })
+            })
+            .collect();
+        Monitor { stop, threads, seen }
+    }
+
+    fn stop(self) -> Vec<Sighting> {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let mut v = self.seen.lock().unwrap().clone();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v
+    }
+}
+
+fn query(addr: std::net::SocketAddr, sql: &str) -> Result<Value, String> {
+    let auth = format!("Bearer {SECRET}");
+    let body = json!({ "sql": sql, "consistency": "none" }).to_string();
+    let r = crate::http(
+        addr,
+        "POST",
+        "/v1/query",
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        body.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .map_err(|e| format!("{addr}: {e}"))?;
+    if r.status != 200 {
+        return Err(format!("{addr}: HTTP {} {}", r.status, r.text()));
+    }
+    serde_json::from_slice(&r.body).map_err(|e| format!("{addr}: {e}"))
+}
+
+/// Wait until every node answers with the same applied index under one
+/// primary; then a checksum of every user table per node.
+fn converge(cluster: &Cluster, problems: &mut Vec<String>) -> (bool, String, Option<DbNode>) {
+    let t = Instant::now();
+    let mut last: String;
+    let settled = loop {
+        let st: Vec<Option<Value>> =
+            cluster.dbs.iter().map(|d| cluster.db_status(d.addr, Duration::from_secs(1))).collect();
+        let applied: BTreeSet<u64> = st.iter().flatten().filter_map(|s| s["applied_index"].as_u64()).collect();
+        let primaries = st.iter().flatten().filter(|s| s["role"] == "primary" && s["quorum"] == true).count();
+        last = st
+            .iter()
+            .zip(&cluster.dbs)
+            .map(|(s, d)| match s {
+                Some(s) => format!("{}: {} term {} applied {}", d.name, s["role"], s["term"], s["applied_index"]),
+                None => format!("{}: no answer", d.name),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        if st.iter().all(Option::is_some) && applied.len() == 1 && primaries == 1 {
+            break true;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            problems.push(format!("replicas did not converge within 30 s: {last}"));
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if !settled {
+        return (false, String::new(), None);
+    }
+    let primary = cluster.primary();
+    let mut sums: Vec<(String, String)> = Vec::new();
+    for d in &cluster.dbs {
+        let tables = match query(d.addr, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") {
+            Ok(v) => v["rows"].as_array().cloned().unwrap_or_default(),
+            Err(e) => {
+                problems.push(format!("listing tables on {}: {e}", d.name));
+                return (false, String::new(), primary);
+            }
+        };
+        let mut all = String::new();
+        for t in tables.iter().filter_map(|r| r[0].as_str()) {
+            if t.starts_with("_bulwark") || t.starts_with("sqlite_") {
+                continue;
+            }
+            match query(d.addr, &format!("SELECT * FROM \"{t}\" ORDER BY rowid")) {
+                Ok(v) => all.push_str(&format!("{t}:{}\n", v["rows"])),
+                Err(e) => problems.push(format!("reading {t} on {}: {e}", d.name)),
+            }
+        }
+        sums.push((d.name.clone(), format!("{:016x}", crate::fnv1a(all.as_bytes()))));
+    }
+    let distinct: BTreeSet<&String> = sums.iter().map(|(_, s)| s).collect();
+    if distinct.len() != 1 {
+        problems.push(format!("replicas differ: {sums:?} ({last})"));
+        return (false, format!("{sums:?}"), primary);
+    }
+    (true, sums[0].1.clone(), primary)
+}
+
+/// Run one scenario end to end and assert its checks. `report_dir` gets
+/// `chaos-results/<name>.json` and the regenerated `chaos-report.md`.
+pub fn run_scenario(
+    name: &str,
+    stack: Stack,
+    expect: Expect,
+    report_dir: &Path,
+    script: impl FnOnce(&mut Ctx),
+) -> Outcome {
+    let began = Instant::now();
+    let cluster = Cluster::start(stack);
+    let primary = cluster.wait_primary(Duration::from_secs(30));
+    eprintln!("chaos: primary is {}", primary.name);
+    let target = match stack {
+        Stack::Db => {
+            let nodes: Vec<_> = cluster.dbs.iter().map(|d| d.addr).collect();
+            crate::workload::create_db_table(&nodes);
+            Target::Db(nodes)
+        }
+        Stack::Full => {
+            // The site answers through the lb (apps migrated, webs healthy).
+            let t = Instant::now();
+            loop {
+                let r = crate::http(LB, "GET", "/api/messages?limit=1", &[], b"", Duration::from_secs(5));
+                if r.as_ref().is_ok_and(|r| r.status == 200) {
+                    break;
+                }
+                assert!(t.elapsed() < Duration::from_secs(30), "the site never answered through the lb: {r:?}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Target::Lb(LB)
+        }
+    };
+    let rec = Recorder::new();
+    let monitor = Monitor::start(&cluster, &rec);
+    let workload = Workload::start(target, CLIENTS, 100_000, rec.clone());
+    std::thread::sleep(WARMUP);
+    let mut ctx = Ctx { cluster: &cluster, rec: rec.clone(), events: Vec::new(), notes: Vec::new() };
+    script(&mut ctx);
+    std::thread::sleep(COOLDOWN);
+    let load_end = rec.now();
+    workload.stop();
+    let seen = monitor.stop();
+    let Ctx { events, mut notes, .. } = ctx;
+
+    let mut o = Outcome {
+        name: name.to_string(),
+        stack: format!("{stack:?}").to_lowercase(),
+        faults: events.iter().map(|e| format!("{:.1}s {}", e.at, e.label)).collect::<Vec<_>>().join("; "),
+        ..Default::default()
+    };
+    // Primaries per term.
+    let mut per_term: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    for (_, id, term, role) in &seen {
+        if role == "primary" {
+            per_term.entry(*term).or_default().insert(*id);
+        }
+    }
+    o.split_brain_terms = per_term.values().filter(|s| s.len() > 1).count() as u64;
+    for (term, ids) in per_term.iter().filter(|(_, s)| s.len() > 1) {
+        o.problems.push(format!("term {term} had {} primaries: {ids:?}", ids.len()));
+    }
+    o.terms = per_term
+        .iter()
+        .map(|(t, ids)| format!("t{t}:{}", ids.iter().map(|i| format!("db{i}")).collect::<Vec<_>>().join("+")))
+        .collect::<Vec<_>>()
+        .join(" ");
+
+    let (converged, checksum, primary) = converge(&cluster, &mut o.problems);
+    o.converged = converged;
+    o.checksum = checksum;
+
+    // Acknowledged writes against the primary's table.
+    let log = rec.log.lock().unwrap();
+    let sql = match stack {
+        Stack::Db => format!("SELECT id, payload FROM {DB_TABLE} ORDER BY id"),
+        Stack::Full => "SELECT id, text FROM messages ORDER BY id".to_string(),
+    };
+    let rows: Vec<(i64, String)> = match primary.as_ref().map(|p| query(p.addr, &sql)) {
+        Some(Ok(v)) => v["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| (r[0].as_i64().unwrap_or(-1), r[1].as_str().unwrap_or("").to_string()))
+            .collect(),
+        Some(Err(e)) => {
+            o.problems.push(format!("reading the written rows: {e}"));
+            Vec::new()
+        }
+        None => {
+            o.problems.push("no primary to read the written rows from".into());
+            Vec::new()
+        }
+    };
+    let by_id: HashMap<i64, &str> = rows.iter().map(|(i, p)| (*i, p.as_str())).collect();
+    let mut lost = Vec::new();
+    for a in &log.acks {
+        if by_id.get(&a.id) != Some(&a.payload.as_str()) {
+            lost.push(format!("id {} ({}) acked at {:.3}s: found {:?}", a.id, a.payload, a.ended, by_id.get(&a.id)));
+        }
+    }
+    o.lost = lost.len() as u64;
+    if !lost.is_empty() {
+        o.problems.push(format!("{} acknowledged writes missing, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]));
+    }
+    let mut count: HashMap<&str, u32> = HashMap::new();
+    for (_, p) in &rows {
+        let ours = p
+            .strip_prefix('c')
+            .and_then(|r| r.split_once('-'))
+            .is_some_and(|(a, b)| a.chars().all(|c| c.is_ascii_digit()) && b.chars().all(|c| c.is_ascii_digit()));
+        if ours {
+            *count.entry(p.as_str()).or_default() += 1;
+        }
+    }
+    let dups: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    o.duplicates = dups.iter().map(|(_, n)| (**n - 1) as u64).sum();
+    if !dups.is_empty() {
+        o.problems.push(format!("duplicate writes: {:?}", &dups[..dups.len().min(5)]));
+    }
+    o.ryw_violations = log.ryw_violations.len() as u64;
+    for v in log.ryw_violations.iter().take(5) {
+        o.problems.push(format!("read-your-writes violated: {v}"));
+    }
+
+    o.requests = log.attempts.len() as u64;
+    o.errors = log.attempts.iter().filter(|a| a.error.is_some()).count() as u64;
+    o.write_errors = log.attempts.iter().filter(|a| a.error.is_some() && a.op == Op::Write).count() as u64;
+    o.acked = log.acks.len() as u64;
+    let mut samples: BTreeMap<String, (u64, f64)> = BTreeMap::new();
+    for a in log.attempts.iter().filter(|a| a.error.is_some()) {
+        let e = a.error.as_ref().unwrap();
+        let e: String = e.chars().take(100).map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let key = format!("{:?} {}", a.op, e.trim_end());
+        samples.entry(key).or_insert((0, a.ended)).0 += 1;
+    }
+    o.error_samples = samples.into_iter().map(|(k, (n, at))| format!("{n}× {k} (first at {at:.1}s)")).collect();
+
+    // Failover: from each primary fault to the first acknowledged write
+    // that started after it.
+    for e in events.iter().filter(|e| e.primary) {
+        let first = log.acks.iter().filter(|a| a.started >= e.at).map(|a| a.ended).fold(f64::INFINITY, f64::min);
+        let term_then = seen.iter().filter(|s| s.0 <= e.at).map(|s| s.2).max().unwrap_or(0);
+        if let Some(el) = seen.iter().find(|s| s.0 >= e.at && s.3 == "primary" && s.2 > term_then) {
+            let took = el.0 - e.at;
+            o.election = Some(o.election.map_or(took, |f: f64| f.max(took)));
+        }
+        let took = first - e.at;
+        if took.is_finite() {
+            o.failover = Some(o.failover.map_or(took, |f: f64| f.max(took)));
+        } else {
+            o.problems.push(format!("no write was accepted after `{}`", e.label));
+        }
+    }
+    let mut ends: Vec<f64> = log.acks.iter().map(|a| a.ended).filter(|t| *t >= WARMUP.as_secs_f64() / 2.0).collect();
+    ends.push(load_end);
+    ends.sort_by(f64::total_cmp);
+    o.max_write_gap = ends.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    if let Some(last) = events.last() {
+        if !log.acks.iter().any(|a| a.started > last.at) {
+            o.problems.push(format!("no write was accepted after the last event `{}`", last.label));
+        }
+    }
+    if o.acked == 0 {
+        o.problems.push("the workload made no progress".into());
+    }
+    let kills: Vec<f64> = events.iter().filter(|e| e.kill).map(|e| e.at).collect();
+    let at_kill = |a: &crate::workload::Attempt| {
+        kills.iter().any(|k| a.started < k + KILL_WINDOW_S && a.ended > k - KILL_WINDOW_S)
+    };
+    o.kill_errors = log.attempts.iter().filter(|a| a.error.is_some() && at_kill(a)).count() as u64;
+    let other: Vec<String> = log
+        .attempts
+        .iter()
+        .filter(|a| a.error.is_some() && !at_kill(a))
+        .take(5)
+        .map(|a| format!("{:.3}-{:.3}s {:?} {}", a.started, a.ended, a.op, a.error.as_deref().unwrap_or("")))
+        .collect();
+    if expect.zero_errors && o.errors > o.kill_errors {
+        o.problems.push(format!(
+            "{} client errors outside the instants of kills, where none are allowed, e.g. {other:?}",
+            o.errors - o.kill_errors
+        ));
+    }
+    if let Some(f) = o.failover {
+        if f > FAILOVER_TARGET_S {
+            notes.push(format!("failover {f:.2}s is over the {FAILOVER_TARGET_S} s target"));
+        }
+    }
+    drop(log);
+    o.notes = notes;
+    o.seconds = began.elapsed().as_secs_f64();
+    write_report(report_dir, &o);
+    if !o.problems.is_empty() {
+        cluster.dump_logs();
+    }
+    assert!(o.problems.is_empty(), "chaos scenario {name} failed:\n  {}", o.problems.join("\n  "));
+    o
+}
+
+fn fmt_s(x: Option<f64>) -> String {
+    x.map(|v| format!("{v:.2} s")).unwrap_or_else(|| "–".into())
+}
+
+/// Save this outcome and rebuild the whole report from every saved one.
+fn write_report(dir: &Path, o: &Outcome) {
+    let results = dir.join("chaos-results");
+    std::fs::create_dir_all(&results).unwrap();
+    std::fs::write(results.join(format!("{}.json", o.name)), serde_json::to_string_pretty(&o.to_json()).unwrap())
+        .unwrap();
+    let mut all: Vec<Value> = std::fs::read_dir(&results)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+        .collect();
+    all.sort_by_key(|v: &Value| {
+        (v["stack"].as_str().unwrap_or("") != "db", v["name"].as_str().unwrap_or("").to_string())
+    });
+    let md = render(&all);
+    std::fs::write(dir.join("chaos-report.md"), &md).unwrap();
+    println!("\n{}", render(&[o.to_json()]));
+    eprintln!("chaos: report in {}", dir.join("chaos-report.md").display());
+}
+
+/// The markdown report: one table row per scenario, then each scenario's
+/// faults, notes and error kinds.
+pub fn render(all: &[Value]) -> String {
+    let mut s = String::from(
+        "| scenario | stack | requests | errors (at a kill) | acked writes | lost | dup | RYW viol. | primaries/term | replicas | new primary | writes back | max write gap |\n\
+         |---|---|--:|--:|--:|--:|--:|--:|---|---|--:|--:|--:|\n",
+    );
+    for v in all {
+        let u = |k: &str| v[k].as_u64().unwrap_or(0);
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} s |\n",
+            v["name"].as_str().unwrap_or("?"),
+            v["stack"].as_str().unwrap_or("?"),
+            u("requests"),
+            if u("kill_errors") > 0 {
+                format!("{} ({})", u("errors"), u("kill_errors"))
+            } else {
+                u("errors").to_string()
+            },
+            u("acked"),
+            u("lost"),
+            u("duplicates"),
+            u("ryw_violations"),
+            if u("split_brain_terms") == 0 {
+                "≤ 1 ✓".to_string()
+            } else {
+                format!("✗ {} terms", u("split_brain_terms"))
+            },
+            if v["converged"] == true { "identical ✓" } else { "✗ differ" },
+            fmt_s(v["election"].as_f64()),
+            fmt_s(v["failover"].as_f64()),
+            v["max_write_gap"].as_f64().unwrap_or(0.0),
+        ));
+    }
+    s.push('\n');
+    for v in all {
+        s.push_str(&format!(
+            "- **{}** ({:.0} s): {}. Terms: {}.",
+            v["name"].as_str().unwrap_or("?"),
+            v["seconds"].as_f64().unwrap_or(0.0),
+            v["faults"].as_str().unwrap_or(""),
+            v["terms"].as_str().unwrap_or(""),
+        ));
+        for n in v["notes"].as_array().into_iter().flatten() {
+            s.push_str(&format!(" {}.", n.as_str().unwrap_or("")));
+        }
+        let errs: Vec<&str> = v["error_samples"].as_array().into_iter().flatten().filter_map(|e| e.as_str()).collect();
+        if !errs.is_empty() {
+            s.push_str(&format!(" Errors: {}.", errs.join("; ")));
+        }
+        for p in v["problems"].as_array().into_iter().flatten() {
+            s.push_str(&format!(" **FAILED:** {}.", p.as_str().unwrap_or("")));
+        }
+        s.push('\n');
+    }
+    s
+}

@@ -1,0 +1,209 @@
+//! The chaos suite (issue 8). Each test re-runs itself in private network
+//! and mount namespaces (root), builds one namespace per topology host
+//! (lb1, server1, server2 on 198.18.0.0/24), runs `bulwark up --host` in
+//! each, drives a workload, injects its faults and checks: no acknowledged
+//! write lost, no duplicate, at most one primary per term, identical
+//! replicas, read-your-writes, failover time. Tests run one at a time; the
+//! report is `target/chaos-report.md`.
+//!
+//! Needs the binary: `cargo build -p bulwark` first (or `BULWARK_BIN`).
+use bulwark_chaos::net::{self, run_isolated};
+use bulwark_chaos::{run_scenario, Ctx, Expect, Stack};
+use nix::sys::signal::Signal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn report_dir() -> PathBuf {
+    // target/tmp -> target
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().map(PathBuf::from).unwrap_or(tmp)
+}
+
+fn scenario(name: &str, stack: Stack, expect: Expect, script: impl FnOnce(&mut Ctx)) {
+    run_isolated(name, || {
+        run_scenario(name, stack, expect, &report_dir(), script);
+    });
+}
+
+/// kill -9 of the primary, kept down for 3 s (longer than an election, so
+/// another node must take over; a primary back within the election timeout
+/// simply resumes its term), then started again to rejoin.
+fn kill_primary(ctx: &mut Ctx) {
+    let p = ctx.cluster.wait_primary(Duration::from_secs(10));
+    ctx.primary_fault(format!("kill -9 primary {}", p.name));
+    ctx.cluster.signal(&p.name, Signal::SIGKILL);
+    // Keep its supervisor from restarting it for a while.
+    ctx.cluster.stop_role(&p.name);
+    ctx.sleep(3.0);
+    ctx.cluster.start_role(&p.name);
+    ctx.repair(format!("{} started again", p.name));
+    ctx.sleep(1.0);
+}
+
+/// SIGSTOP of the primary for 3 s, then SIGCONT.
+fn pause_primary(ctx: &mut Ctx) {
+    let p = ctx.cluster.wait_primary(Duration::from_secs(10));
+    ctx.cluster.signal(&p.name, Signal::SIGSTOP);
+    ctx.primary_fault(format!("SIGSTOP primary {}", p.name));
+    ctx.sleep(3.0);
+    ctx.cluster.signal(&p.name, Signal::SIGCONT);
+    ctx.repair(format!("SIGCONT {}", p.name));
+    ctx.sleep(2.0);
+}
+
+/// The primary's host cut off from the other hosts for 4 s, then healed.
+fn partition_primary(ctx: &mut Ctx, avoid_lb_host: bool) {
+    let p = if avoid_lb_host {
+        // Cutting off the lb's host takes the whole site down: not a
+        // failover test. Put the primary on a server first.
+        ctx.cluster.move_primary_off("lb1")
+    } else {
+        ctx.cluster.wait_primary(Duration::from_secs(10))
+    };
+    net::partition(&p.host);
+    ctx.primary_fault(format!("partition {} (primary {})", p.host, p.name));
+    ctx.sleep(4.0);
+    net::heal(&p.host);
+    ctx.repair(format!("heal {}", p.host));
+    ctx.sleep(2.0);
+}
+
+/// Delay and loss on every database host for 6 s.
+fn degrade_db_hosts(ctx: &mut Ctx) {
+    let hosts: Vec<_> = ctx.cluster.dbs.iter().map(|d| (d.host.clone(), ctx.cluster.host_addr(&d.host))).collect();
+    let how = net::degrade(&hosts);
+    if !matches!(how, net::Degraded::Netem(_)) {
+        ctx.note(format!("{how}"));
+    }
+    ctx.fault(format!("{how} on every db host"));
+    ctx.sleep(6.0);
+    net::restore(&hosts, &how);
+    ctx.repair("network restored");
+}
+
+#[test]
+fn db_kill9_primary() {
+    scenario("db_kill9_primary", Stack::Db, Expect::default(), kill_primary);
+}
+
+#[test]
+fn db_pause_primary() {
+    scenario("db_pause_primary", Stack::Db, Expect::default(), pause_primary);
+}
+
+#[test]
+fn db_partition_primary() {
+    scenario("db_partition_primary", Stack::Db, Expect::default(), |ctx| partition_primary(ctx, false));
+}
+
+#[test]
+fn db_netem() {
+    scenario("db_netem", Stack::Db, Expect::default(), degrade_db_hosts);
+}
+
+/// Passive ejection time of the lb and web proxies (`eject_for`, 10 s by
+/// default) plus a margin.
+const EJECT_S: f64 = 10.5;
+
+/// kill -9 of `role`; wait until its supervisor has it ready again.
+fn kill_role(ctx: &mut Ctx, role: &str) {
+    ctx.kill_fault(format!("kill -9 {role}"));
+    let pid = ctx.cluster.signal(role, Signal::SIGKILL);
+    let back = ctx.cluster.wait_restarted(role, pid, Duration::from_secs(30));
+    ctx.repair(format!("{role} back after {:.1} s", back.as_secs_f64()));
+}
+
+#[test]
+fn full_kill9_web() {
+    scenario("full_kill9_web", Stack::Full, Expect { zero_errors: true }, |ctx| {
+        kill_role(ctx, "web1");
+        // The lb ejects a failing server for 10 s (passive health) even
+        // when it is back sooner: space the kills by more than that.
+        ctx.sleep(EJECT_S);
+        kill_role(ctx, "web2");
+        ctx.sleep(1.0);
+    });
+}
+
+#[test]
+fn full_kill9_app() {
+    scenario("full_kill9_app", Stack::Full, Expect { zero_errors: true }, |ctx| {
+        kill_role(ctx, "app1");
+        ctx.sleep(EJECT_S);
+        kill_role(ctx, "app2");
+        ctx.sleep(1.0);
+    });
+}
+
+#[test]
+fn full_kill9_primary() {
+    scenario("full_kill9_primary", Stack::Full, Expect::default(), kill_primary);
+}
+
+#[test]
+fn full_pause_primary() {
+    scenario("full_pause_primary", Stack::Full, Expect::default(), pause_primary);
+}
+
+#[test]
+fn full_partition_primary() {
+    scenario("full_partition_primary", Stack::Full, Expect::default(), |ctx| partition_primary(ctx, true));
+}
+
+#[test]
+fn full_netem() {
+    scenario("full_netem", Stack::Full, Expect::default(), degrade_db_hosts);
+}
+
+/// Two lbs share the public port (SO_REUSEPORT); each is restarted
+/// gracefully while the other serves.
+#[test]
+fn full_lb_restart() {
+    scenario("full_lb_restart", Stack::Full, Expect { zero_errors: true }, |ctx| {
+        // Without it, Linux resets the connections still queued on a closing
+        // SO_REUSEPORT listener (seen: 2 resets per graceful stop); with it
+        // (Linux ≥ 5.14, per network namespace) they move to a sibling.
+        match net::in_ns("lb1", "sysctl", &["-w", "net.ipv4.tcp_migrate_req=1"]) {
+            Ok(_) => ctx.note("lb1 host: net.ipv4.tcp_migrate_req = 1"),
+            Err(e) => panic!("this scenario needs net.ipv4.tcp_migrate_req (Linux 5.14+): {e}"),
+        }
+        let mut second = ctx.cluster.start_second_lb(8079);
+        ctx.fault("second lb process on lb1's port (SO_REUSEPORT)");
+        ctx.sleep(2.0);
+        ctx.cluster.stop_role("lb1");
+        ctx.fault("lb1 stopped (graceful)");
+        ctx.sleep(1.5);
+        ctx.cluster.start_role("lb1");
+        ctx.repair("lb1 started");
+        ctx.sleep(2.0);
+        second.terminate();
+        ctx.fault("second lb stopped (SIGTERM)");
+        ctx.sleep(1.5);
+        let mut second = ctx.cluster.start_second_lb(8078);
+        ctx.repair("second lb started again");
+        ctx.sleep(2.0);
+        second.terminate();
+        ctx.repair("second lb stopped (SIGTERM)");
+    });
+}
+
+/// Everything at once: a degraded database network, web and app kills, a
+/// primary kill and an lb kill.
+#[test]
+fn full_combined() {
+    scenario("full_combined", Stack::Full, Expect::default(), |ctx| {
+        let hosts: Vec<_> = ctx.cluster.dbs.iter().map(|d| (d.host.clone(), ctx.cluster.host_addr(&d.host))).collect();
+        let how = net::degrade(&hosts);
+        ctx.fault(format!("{how} on every db host"));
+        ctx.sleep(1.0);
+        kill_role(ctx, "web1");
+        kill_role(ctx, "app2");
+        kill_primary(ctx);
+        ctx.kill_fault("kill -9 lb1");
+        let pid = ctx.cluster.signal("lb1", Signal::SIGKILL);
+        ctx.cluster.wait_restarted("lb1", pid, Duration::from_secs(30));
+        ctx.repair("lb1 back");
+        net::restore(&hosts, &how);
+        ctx.repair("network restored");
+    });
+}
