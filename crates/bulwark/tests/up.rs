@@ -140,6 +140,13 @@ fn default_topology_serves_the_guestbook_and_survives_failures() {
         .filter_map(|p| p.parse().ok())
         .collect();
     assert_eq!(children.len(), 8, "8 role processes: {children:?}");
+    // Each role leads its own process group: a terminal's Ctrl-C reaches
+    // only the supervisor, which stops the roles in order.
+    for &pid in &children {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let pgrp: i32 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert_eq!(pgrp, pid, "role {pid} shares a process group");
+    }
     // The cluster secret and the admin token never reach a log.
     let secret = std::fs::read_to_string(data.path().join("secret")).unwrap();
     let token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();

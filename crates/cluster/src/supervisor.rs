@@ -297,6 +297,7 @@ impl Supervisor {
             let (wanted, poke, spec) = self.wanted(&name);
             if !wanted {
                 if self.shutting_down.is_cancelled() {
+                    self.update(&name, |s| s.state = "stopped".into());
                     return;
                 }
                 poke.notified().await;
@@ -309,7 +310,8 @@ impl Supervisor {
             let started = Instant::now();
             let exit = self.run_once(&spec, &poke).await;
             let (wanted, _, _) = self.wanted(&name);
-            let stopped_on_purpose = !wanted;
+            // During shutdown nothing is restarted, whatever stopped it.
+            let stopped_on_purpose = !wanted || self.shutting_down.is_cancelled();
             self.update(&name, |s| {
                 s.pid = None;
                 s.last_exit = Some(exit.clone());
@@ -346,9 +348,14 @@ impl Supervisor {
         let mut cmd = tokio::process::Command::new(&spec.program);
         cmd.args(&spec.args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).kill_on_drop(true);
         // If the supervisor dies without cleaning up, the kernel stops the
-        // child too: no orphaned roles.
+        // child too: no orphaned roles. Each child gets its own process
+        // group, so a Ctrl-C in the terminal reaches only the supervisor,
+        // which then stops the roles in order (instead of all at once, and
+        // mistaking their exits for crashes).
         unsafe {
             cmd.pre_exec(|| {
+                nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))
+                    .map_err(std::io::Error::from)?;
                 nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGTERM)).map_err(std::io::Error::from)
             });
         }
