@@ -366,3 +366,27 @@ fn check_reports_file_line_and_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:17: backend[0].server[0].weight: must be between 1 and 256"), "{err}");
 }
+
+#[test]
+fn a_passively_ejected_server_returns_when_health_checks_pass() {
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    let lb = Process::start(
+        "lb",
+        &lb_config(
+            "roundrobin",
+            &[("a", a.addr, false), ("b", b.addr, false)],
+            &format!("{FAST_CHECKS}\npassive = {{ consecutive_errors = 2, eject_for = \"120s\" }}\nretries = {{ attempts = 0 }}"),
+        ),
+    );
+    // 5xx from both (the health endpoint stays fine): both get ejected…
+    for _ in 0..6 {
+        let _ = get(lb.addr("www"), "/status/500");
+    }
+    wait_until("a ejected", || server_state(&lb, "a") == "ejected");
+    // …and come back after `rise` passing checks, not after 120 s.
+    wait_until("a back", || server_state(&lb, "a") == "up");
+    wait_until("b back", || server_state(&lb, "b") == "up");
+    lb.wait_for_log("server is back");
+    assert_eq!(who(lb.addr("www")).len(), 1);
+}

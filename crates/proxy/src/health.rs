@@ -37,6 +37,21 @@ impl HealthCheck {
                         Ok(()) => {
                             fail_streak = 0;
                             ok_streak += 1;
+                            // HAProxy-style: a passively ejected server comes
+                            // back once `rise` checks that started after the
+                            // ejection pass, instead of sitting out the whole
+                            // `eject_for` (a restarted server is back in ~rise
+                            // intervals).
+                            let now = crate::now_ms();
+                            if let Some(since) = server.ejected_since(now) {
+                                let checks_since = now.saturating_sub(since) / (cfg.interval.as_millis() as u64).max(1);
+                                if ok_streak >= cfg.rise
+                                    && checks_since >= cfg.rise as u64
+                                    && server.clear_ejection(now)
+                                {
+                                    tracing::warn!(backend, server = %server.name, "server is back (health check passed {} times after its ejection)", ok_streak);
+                                }
+                            }
                             if !server.is_up() && ok_streak >= cfg.rise && server.set_up(true) {
                                 tracing::warn!(backend, server = %server.name, "server is UP (health check passed {} times)", ok_streak);
                             }

@@ -22,6 +22,8 @@ pub struct ServerState {
     up: AtomicBool,
     /// Passive ejection deadline (`now_ms` scale); 0 = not ejected.
     ejected_until: AtomicU64,
+    /// When the last passive ejection began.
+    ejected_at: AtomicU64,
     consecutive_errors: AtomicU32,
     /// When the server last became available (`now_ms`), for slow start.
     available_since: AtomicU64,
@@ -67,6 +69,7 @@ impl ServerState {
             disabled: AtomicBool::new(disabled),
             up: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
+            ejected_at: AtomicU64::new(0),
             consecutive_errors: AtomicU32::new(0),
             available_since: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
@@ -93,6 +96,23 @@ impl ServerState {
             }
         }
         was != up
+    }
+
+    /// End a passive ejection early (an active health check vouched for the
+    /// server again). Returns true if it was ejected.
+    pub fn clear_ejection(&self, now: u64) -> bool {
+        if self.is_ejected(now) {
+            self.ejected_until.store(0, Ordering::SeqCst);
+            self.available_since.store(now, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When the current passive ejection began (`now_ms` scale), if any.
+    pub fn ejected_since(&self, now: u64) -> Option<u64> {
+        self.is_ejected(now).then(|| self.ejected_at.load(Ordering::Relaxed))
     }
 
     pub fn is_ejected(&self, now: u64) -> bool {
@@ -142,6 +162,7 @@ impl ServerState {
         }
         self.consecutive_errors.store(0, Ordering::Relaxed);
         let until = now + eject_for.as_millis() as u64;
+        self.ejected_at.store(now, Ordering::Relaxed);
         self.ejected_until.store(until, Ordering::SeqCst);
         self.available_since.store(until, Ordering::Relaxed);
         self.stats.transitions.fetch_add(1, Ordering::Relaxed);
