@@ -6,6 +6,8 @@ need=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have ip || need+=(iproute2)
 have iptables || need+=(iptables)
+have unshare || need+=(util-linux)
+have tc || need+=(iproute2)
 have curl || need+=(curl)
 have chromium || need+=(chromium)
 have chromedriver || need+=(chromium-driver)
