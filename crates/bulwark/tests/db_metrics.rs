@@ -17,21 +17,7 @@ fn metrics(addr: std::net::SocketAddr) -> String {
     r.text()
 }
 
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let scrape =
-        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid Prometheus text");
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum()
-}
+use bulwark_testkit::metric_value as value;
 
 #[test]
 fn metrics_and_role_endpoints_follow_the_cluster() {

@@ -15,21 +15,7 @@ fn authed_get(addr: std::net::SocketAddr, path: &str, token: &str) -> bulwark_te
     .unwrap()
 }
 
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let lines = text.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum()
-}
+use bulwark_testkit::metric_value as sample;
 
 #[test]
 fn metrics_parse_move_with_traffic_and_need_the_token() {

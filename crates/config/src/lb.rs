@@ -651,37 +651,45 @@ impl Validate for Backend {
             v.error("server", "every server is `backup = true`: at least one must be active");
         }
         if let Some(h) = &self.health_check {
-            v.scope("health_check", |v| {
-                if h.interval < Duration::from_millis(10) {
-                    v.error("interval", "must be at least 10ms");
-                }
-                if h.timeout.is_zero() {
-                    v.error("timeout", "must be greater than 0");
-                }
-                if h.rise == 0 {
-                    v.error("rise", "must be at least 1");
-                }
-                if h.fall == 0 {
-                    v.error("fall", "must be at least 1");
-                }
-                if !(100..=599).contains(&h.expect_status) {
-                    v.error("expect_status", "must be an HTTP status between 100 and 599");
-                }
-                if !h.path.starts_with('/') {
-                    v.error("path", "must start with /");
-                }
-            });
+            v.scope("health_check", |v| h.validate(v));
         }
-        v.scope("retries", |v| {
-            if self.retries.attempts > 10 {
-                v.error("attempts", "must be at most 10");
-            }
-            if !(0.0..=1.0).contains(&self.retries.budget_ratio) {
-                v.error("budget_ratio", "must be between 0.0 and 1.0");
-            }
-        });
+        v.scope("retries", |v| self.retries.validate(v));
         if self.pool_max_idle > 100_000 {
             v.error("pool_max_idle", "must be at most 100000");
+        }
+    }
+}
+
+impl Validate for HealthCheck {
+    fn validate(&self, v: &mut Validator) {
+        if self.interval < Duration::from_millis(10) {
+            v.error("interval", "must be at least 10ms");
+        }
+        if self.timeout.is_zero() {
+            v.error("timeout", "must be greater than 0");
+        }
+        if self.rise == 0 {
+            v.error("rise", "must be at least 1");
+        }
+        if self.fall == 0 {
+            v.error("fall", "must be at least 1");
+        }
+        if !(100..=599).contains(&self.expect_status) {
+            v.error("expect_status", "must be an HTTP status between 100 and 599");
+        }
+        if !self.path.starts_with('/') {
+            v.error("path", "must start with /");
+        }
+    }
+}
+
+impl Validate for Retries {
+    fn validate(&self, v: &mut Validator) {
+        if self.attempts > 10 {
+            v.error("attempts", "must be at most 10");
+        }
+        if !(0.0..=1.0).contains(&self.budget_ratio) {
+            v.error("budget_ratio", "must be between 0.0 and 1.0");
         }
     }
 }

@@ -387,35 +387,9 @@ impl Validate for WebConfig {
                         v.error("server_timeout", "must be greater than 0");
                     }
                     if let Some(h) = &p.health_check {
-                        v.scope("health_check", |v| {
-                            if h.interval < Duration::from_millis(10) {
-                                v.error("interval", "must be at least 10ms");
-                            }
-                            if h.timeout.is_zero() {
-                                v.error("timeout", "must be greater than 0");
-                            }
-                            if h.rise == 0 {
-                                v.error("rise", "must be at least 1");
-                            }
-                            if h.fall == 0 {
-                                v.error("fall", "must be at least 1");
-                            }
-                            if !(100..=599).contains(&h.expect_status) {
-                                v.error("expect_status", "must be an HTTP status between 100 and 599");
-                            }
-                            if !h.path.starts_with('/') {
-                                v.error("path", "must start with /");
-                            }
-                        });
+                        v.scope("health_check", |v| h.validate(v));
                     }
-                    v.scope("retries", |v| {
-                        if p.retries.attempts > 10 {
-                            v.error("attempts", "must be at most 10");
-                        }
-                        if !(0.0..=1.0).contains(&p.retries.budget_ratio) {
-                            v.error("budget_ratio", "must be between 0.0 and 1.0");
-                        }
-                    });
+                    v.scope("retries", |v| p.retries.validate(v));
                 });
             }
         });

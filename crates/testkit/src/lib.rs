@@ -446,3 +446,21 @@ pub fn read_response(s: &mut impl Read) -> std::io::Result<HttpResponse> {
     }
     Ok(HttpResponse { status, headers, body })
 }
+
+/// Sum of the samples of metric `name` whose labels include `labels`, in
+/// Prometheus text `text`; panics if the text does not parse.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
