@@ -12,6 +12,49 @@ use std::net::SocketAddr;
 /// write).
 pub const COOKIE: &str = "bulwark_rw";
 
+/// Request counters for `/metrics`: per route, by status class.
+#[derive(Default)]
+pub struct AppStats {
+    /// [route][class]: route 0 = list, 1 = post, 2 = other; class 1..=5.
+    requests: [[std::sync::atomic::AtomicU64; 6]; 3],
+    latency: [bulwark_telemetry::LatencyHistogram; 3],
+}
+
+const ROUTES: [&str; 3] = ["list_messages", "post_message", "other"];
+
+impl AppStats {
+    fn record(&self, route: usize, status: u16, took: std::time::Duration) {
+        let class = usize::from(status / 100).min(5);
+        self.requests[route][class].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.latency[route].observe(took);
+    }
+
+    fn prometheus(&self, app: &str) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP bulwark_app_requests_total Requests answered, by route and status class.\n# TYPE bulwark_app_requests_total counter");
+        for (r, route) in ROUTES.iter().enumerate() {
+            for class in 1..=5 {
+                let n = self.requests[r][class].load(std::sync::atomic::Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "bulwark_app_requests_total{{app=\"{app}\",route=\"{route}\",code=\"{class}xx\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP bulwark_app_request_duration_seconds Request latency (database included).\n# TYPE bulwark_app_request_duration_seconds histogram");
+        for (r, route) in ROUTES.iter().enumerate() {
+            self.latency[r].write_prometheus(
+                &mut out,
+                "bulwark_app_request_duration_seconds",
+                &format!("app=\"{app}\",route=\"{route}\""),
+            );
+        }
+        out.push_str(&bulwark_telemetry::process::process_metrics());
+        out
+    }
+}
+
 /// A new message as posted.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +158,11 @@ pub(crate) async fn handle(app: &App, req: hyper::Request<Incoming>, peer: Socke
         (&Method::GET, "/health") | (&Method::GET, "/api/health") => {
             json_response(StatusCode::OK, json!({ "status": "ok", "app": app.config.name }))
         }
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(app.stats.prometheus(&app.config.name))));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            return r;
+        }
         (&Method::GET, "/api/messages") => list(app, &req).await,
         (&Method::POST, "/api/messages") => post(app, req).await,
         (_, "/api/messages") => {
@@ -124,6 +172,12 @@ pub(crate) async fn handle(app: &App, req: hyper::Request<Incoming>, peer: Socke
         }
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     };
+    let route = match path.as_str() {
+        "/api/messages" if method == Method::GET => 0,
+        "/api/messages" if method == Method::POST => 1,
+        _ => 2,
+    };
+    app.stats.record(route, resp.status().as_u16(), started.elapsed());
     tracing::info!(target: "access", client = %ip, method = %method, path = %path, status = resp.status().as_u16(),
         ms = started.elapsed().as_secs_f64() * 1000.0);
     resp

@@ -60,6 +60,7 @@ pub(crate) struct App {
     pub db: Client,
     pub secret: Option<String>,
     pub firewall: Firewall,
+    pub stats: handlers::AppStats,
 }
 
 /// A bound application server.
@@ -81,7 +82,7 @@ impl AppServer {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| AppError::Bind(config.listen.clone(), e))?;
-        Ok(AppServer { app: Arc::new(App { config, db, secret, firewall }), listener })
+        Ok(AppServer { app: Arc::new(App { config, db, secret, firewall, stats: Default::default() }), listener })
     }
 
     pub fn listeners(&self) -> Vec<(String, SocketAddr)> {

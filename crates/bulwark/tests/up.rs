@@ -147,8 +147,38 @@ fn default_topology_serves_the_guestbook_and_survives_failures() {
         let pgrp: i32 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(2).unwrap().parse().unwrap();
         assert_eq!(pgrp, pid, "role {pid} shares a process group");
     }
-    // The cluster secret and the admin token never reach a log.
+    // Web and app servers count their traffic in Prometheus text (behind
+    // the cluster secret).
     let secret = std::fs::read_to_string(data.path().join("secret")).unwrap();
+    let scrape = |listener: &str| {
+        let raw = format!(
+            "GET /metrics HTTP/1.1\r\nHost: t\r\nX-Bulwark-Cluster: {}\r\nConnection: close\r\n\r\n",
+            secret.trim()
+        );
+        let r = bulwark_testkit::raw_request(up.addr(listener), raw.as_bytes()).unwrap();
+        assert_eq!(r.status, 200, "{listener}: {}", r.text());
+        r.text()
+    };
+    let web: f64 = ["web1.http", "web2.http"]
+        .iter()
+        .map(|w| {
+            bulwark_testkit::metric_value(
+                &scrape(w),
+                "bulwark_web_responses_total",
+                &[("kind", "proxy"), ("code", "2xx")],
+            )
+        })
+        .sum();
+    assert!(web >= 10.0, "web proxy responses counted: {web}");
+    let posts = bulwark_testkit::metric_value(
+        &scrape("app2.http"),
+        "bulwark_app_requests_total",
+        &[("route", "post_message"), ("code", "2xx")],
+    );
+    assert!(posts >= 1.0, "app2 posts counted: {posts}");
+    assert_eq!(bulwark_testkit::get(up.addr("web1.http"), "/metrics").unwrap().status, 401);
+
+    // The cluster secret and the admin token never reach a log.
     let token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
     for entry in std::fs::read_dir(data.path().join("logs")).unwrap() {
         let log = std::fs::read_to_string(entry.unwrap().path()).unwrap();

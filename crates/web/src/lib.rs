@@ -148,6 +148,7 @@ impl WebServer {
             proxies: c.proxy.iter().map(|p| p.prefix.clone()).zip(self.routes).collect(),
             secret: self.secret.clone(),
             firewall: bulwark_firewall::Firewall::new(&c.firewall).map_err(WebError::Firewall)?,
+            stats: Default::default(),
         });
         let settings = server::ConnectionSettings {
             header_timeout: c.timeouts.header,

@@ -35,6 +35,49 @@ pub struct Shared {
     /// Required `X-Bulwark-Cluster` value on every request but `/health`.
     pub secret: Option<String>,
     pub firewall: bulwark_firewall::Firewall,
+    pub stats: WebStats,
+}
+
+/// Counters for `/metrics`: responses by kind (static or proxied) and
+/// status class, and bytes of static bodies sent.
+#[derive(Default)]
+pub struct WebStats {
+    /// [static, proxied][class 1..=5]
+    responses: [[std::sync::atomic::AtomicU64; 6]; 2],
+    static_bytes: std::sync::atomic::AtomicU64,
+}
+
+impl WebStats {
+    fn record(&self, proxied: bool, resp: &Response<WebBody>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let class = usize::from(resp.status().as_u16() / 100).min(5);
+        self.responses[usize::from(proxied)][class].fetch_add(1, Relaxed);
+        if !proxied {
+            let len =
+                resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
+            self.static_bytes.fetch_add(len, Relaxed);
+        }
+    }
+
+    fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP bulwark_web_responses_total Responses, by kind and status class.\n# TYPE bulwark_web_responses_total counter");
+        for (k, kind) in ["static", "proxy"].iter().enumerate() {
+            for class in 1..=5 {
+                let _ = writeln!(
+                    out,
+                    "bulwark_web_responses_total{{kind=\"{kind}\",code=\"{class}xx\"}} {}",
+                    self.responses[k][class].load(Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP bulwark_web_static_bytes_total Bytes of static file bodies sent.\n# TYPE bulwark_web_static_bytes_total counter");
+        let _ = writeln!(out, "bulwark_web_static_bytes_total {}", self.static_bytes.load(Relaxed));
+        out.push_str(&bulwark_telemetry::process::process_metrics());
+        out
+    }
 }
 
 /// One worker thread's view: the shared settings plus its own file cache.
@@ -58,8 +101,16 @@ impl Site {
         Site { shared, cache }
     }
 
-    /// Answer one request; writes the access-log line when enabled.
+    /// Answer one request; counts it and writes the access-log line when
+    /// enabled.
     pub async fn respond(&self, req: Request<Incoming>, client: SocketAddr) -> Response<WebBody> {
+        let proxied = self.shared.proxies.iter().any(|(prefix, _)| req.uri().path().starts_with(prefix.as_str()));
+        let resp = self.respond_logged(req, client).await;
+        self.shared.stats.record(proxied, &resp);
+        resp
+    }
+
+    async fn respond_logged(&self, req: Request<Incoming>, client: SocketAddr) -> Response<WebBody> {
         if !self.shared.access_log {
             return self.route(req, client).await;
         }
@@ -94,6 +145,11 @@ impl Site {
                 r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
                 return r;
             }
+        }
+        if req.uri().path() == "/metrics" && req.method() == Method::GET {
+            let mut r = Response::new(WebBody::bytes(s.stats.prometheus()));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            return r;
         }
         if !s.firewall.is_open() {
             let ip = s.firewall.client_ip(client.ip(), req.headers());
