@@ -53,3 +53,26 @@ fn metrics_and_role_endpoints_follow_the_cluster() {
     assert_eq!(get(primary, "/replica").unwrap().status, 503);
     bulwark_testkit::wait_until("replica within lag", || get(replica, "/replica?max_lag=5").unwrap().status == 200);
 }
+
+#[test]
+fn the_db_listener_has_a_firewall_and_a_header_timeout() {
+    let n = DbProc::start(
+        1,
+        "127.0.0.1",
+        true,
+        "header_timeout = \"300ms\"\nfirewall = { acl = [\"deny 127.0.0.2\", \"allow all\"] }",
+    );
+    let health = b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    assert_eq!(bulwark_testkit::raw_request_from("127.0.0.3".parse().unwrap(), n.addr, health).unwrap().status, 200);
+    // A denied address gets its connection closed, unanswered.
+    assert!(bulwark_testkit::raw_request_from("127.0.0.2".parse().unwrap(), n.addr, health).is_err());
+    // A client that never finishes its request head is cut off.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(n.addr).unwrap();
+    s.set_read_timeout(Some(bulwark_testkit::PATIENCE)).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nX-Slow: ").unwrap();
+    let mut rest = Vec::new();
+    let closed = s.read_to_end(&mut rest);
+    assert!(closed.is_ok() || closed.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset));
+    assert!(!String::from_utf8_lossy(&rest).contains(" 200 "));
+}

@@ -85,6 +85,16 @@ pub struct DbConfig {
     /// Read-only SQLite connections serving reads.
     #[serde(default = "default_read_connections")]
     pub read_connections: usize,
+    /// ACL, rate limit and connection limits for the API listener.
+    #[serde(default)]
+    pub firewall: crate::firewall::FirewallConfig,
+    /// A client must send a complete request head within this time.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +132,10 @@ fn default_read_connections() -> usize {
 
 impl Validate for DbConfig {
     fn validate(&self, v: &mut Validator) {
+        v.scope("firewall", |v| self.firewall.validate_in(v));
+        if self.header_timeout.is_zero() {
+            v.error("header_timeout", "must be greater than 0");
+        }
         if let Some(r) = &self.role {
             if r != "db" {
                 v.error("role", format!("this is a db config, but role = \"{r}\""));

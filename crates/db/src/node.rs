@@ -80,6 +80,8 @@ struct DbStats {
 pub struct DbNode {
     listener: TcpListener,
     state: Arc<NodeState>,
+    firewall: Arc<bulwark_firewall::Firewall>,
+    header_timeout: Duration,
 }
 
 fn raft_config(c: &DbConfig) -> Result<openraft::Config, DbError> {
@@ -154,7 +156,10 @@ impl DbNode {
             heartbeat: config.heartbeat_interval,
             stats: DbStats::default(),
         };
-        Ok(DbNode { listener, state: Arc::new(state) })
+        let firewall = Arc::new(
+            bulwark_firewall::Firewall::new(&config.firewall).map_err(|e| DbError::Config(format!("firewall: {e}")))?,
+        );
+        Ok(DbNode { listener, state: Arc::new(state), firewall, header_timeout: config.header_timeout })
     }
 
     /// The listeners for the ready line: `api`.
@@ -171,12 +176,12 @@ impl DbNode {
     /// most) and stop Raft.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DbError> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let DbNode { listener, state } = self;
+        let DbNode { listener, state, firewall, header_timeout } = self;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = listener.accept() => {
-                    let (stream, _) = match r {
+                    let (stream, peer) = match r {
                         Ok(x) => x,
                         Err(e) => {
                             tracing::warn!("accept: {e}");
@@ -185,15 +190,33 @@ impl DbNode {
                         }
                     };
                     let _ = stream.set_nodelay(true);
+                    let permit = match firewall.admit(peer.ip()) {
+                        Ok(p) => p,
+                        Err(refusal) => {
+                            tracing::info!(client = %peer, "connection refused: {}", refusal.reason());
+                            continue;
+                        }
+                    };
                     let st = state.clone();
+                    let fw = firewall.clone();
                     let svc = hyper::service::service_fn(move |req| {
                         let st = st.clone();
-                        async move { Ok::<_, std::convert::Infallible>(st.handle(req).await) }
+                        let limited = fw.check_rate(peer.ip()).err();
+                        async move {
+                            if let Some(r) = limited {
+                                return Ok::<_, std::convert::Infallible>(error(r.status(), "rate_limited", r.reason(), true, None));
+                            }
+                            Ok(st.handle(req).await)
+                        }
                     });
-                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(header_timeout)
+                        .serve_connection(TokioIo::new(stream), svc);
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
                         let _ = conn.await;
+                        drop(permit);
                     });
                 }
             }
