@@ -1,6 +1,8 @@
 //! Single-row INSERT load generator behind `bulwark db bench` (see
 //! `bench/db.sh`): commit latency percentiles and throughput for a plain
-//! SQLite file (`synchronous = FULL`) and for a cluster through [`Client`].
+//! SQLite file (`synchronous = FULL`), for a cluster through [`Client`] and
+//! for a MySQL/MariaDB server (the semi-sync comparison) through
+//! `mysql_async`; all three run the same loop.
 use crate::{Client, ClientError, Statement};
 use serde::Serialize;
 use std::path::Path;
@@ -91,4 +93,44 @@ pub async fn cluster(client: &Client, clients: usize, duration: Duration) -> Res
         all.extend(t.await.map_err(|e| ClientError::Unavailable(e.to_string()))??);
     }
     Ok(report("bulwark", clients, all, start.elapsed()))
+}
+
+/// `clients` concurrent connections to a MySQL/MariaDB server (`url` like
+/// `mysql://user:pass@127.0.0.1:3306/db`), each inserting one row per
+/// autocommit transaction into an InnoDB table.
+pub async fn mariadb(url: &str, clients: usize, duration: Duration) -> Result<BenchReport, String> {
+    use mysql_async::prelude::Queryable;
+    let opts = mysql_async::Opts::from_url(url).map_err(|e| e.to_string())?;
+    let mut setup = mysql_async::Conn::new(opts.clone()).await.map_err(|e| e.to_string())?;
+    setup
+        .query_drop("CREATE TABLE IF NOT EXISTS bench (id BIGINT AUTO_INCREMENT PRIMARY KEY, v TEXT) ENGINE=InnoDB")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(mysql_async::Conn::new(opts.clone()).await.map_err(|e| e.to_string())?);
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while start.elapsed() < duration {
+                    let t = Instant::now();
+                    c.query_drop("INSERT INTO bench (v) VALUES ('row')").await.map_err(|e| e.to_string())?;
+                    lat.push(t.elapsed());
+                }
+                let _ = c.disconnect().await;
+                Ok::<_, String>(lat)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    let elapsed = start.elapsed();
+    let _ = setup.disconnect().await;
+    Ok(report("mariadb", clients, all, elapsed))
 }

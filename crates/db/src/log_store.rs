@@ -1,21 +1,42 @@
 //! The durable Raft log (the "binary log"): a SQLite file of its own
-//! (`raft-log.db`, WAL, `synchronous = FULL`). Each batch openraft hands to
-//! [`LogStore::append`] is one SQLite transaction, so one fsync per batch;
-//! the flush is reported to openraft only after that commit, so an entry a
-//! node acknowledged survives kill -9 and power loss. The vote and the
-//! last purged log id live in the same file.
+//! (`raft-log.db`, WAL, `synchronous = FULL`). All writes go through one
+//! writer thread in order. [`LogStore::append`] only queues the entries (they
+//! are readable at once from an in-memory overlay, as openraft requires) and
+//! returns; the writer thread commits every append queued meanwhile in one
+//! SQLite transaction (group commit: one fsync for all of them) and only then
+//! reports the flush to openraft, so an entry a node acknowledged survives
+//! kill -9 and power loss, and openraft's core is never blocked on an fsync.
+//! The vote and the last purged log id live in the same file.
 use crate::raft_types::{storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorVerb, LogState, RaftLogReader};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-/// The Raft log store: a writer connection owned by openraft's core.
+/// Entries handed to `append` but not yet committed: index -> (append
+/// sequence number, encoded entry).
+type Pending = Arc<Mutex<BTreeMap<u64, (u64, Vec<u8>)>>>;
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+enum Op {
+    /// Rows to insert (with their sequence numbers) and the flush callback.
+    Append(Vec<(u64, u64, Vec<u8>)>, LogFlushed<TypeConfig>),
+    /// Any other write or read, run in queue order.
+    Run(Job),
+}
+
+/// The Raft log store: a queue to the writer thread, owned by openraft's core.
 pub struct LogStore {
     writer: Arc<Mutex<Connection>>,
+    queue: mpsc::Sender<Op>,
+    pending: Pending,
+    seq: u64,
     reader: LogReader,
 }
 
@@ -23,6 +44,7 @@ pub struct LogStore {
 #[derive(Clone)]
 pub struct LogReader {
     conn: Arc<Mutex<Connection>>,
+    pending: Pending,
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -46,6 +68,57 @@ async fn blocking<T: Send + 'static>(
     .await
     .map_err(|e| storage_err(verb, e))?
     .map_err(|e| storage_err(verb, e))
+}
+
+/// The writer thread: runs jobs in order; consecutive appends are committed
+/// together in one transaction, then their callbacks are called in order.
+fn writer_loop(conn: Arc<Mutex<Connection>>, rx: mpsc::Receiver<Op>, pending: Pending) {
+    let mut next = None;
+    loop {
+        let op = match next.take() {
+            Some(op) => op,
+            None => match rx.recv() {
+                Ok(op) => op,
+                Err(_) => return,
+            },
+        };
+        match op {
+            Op::Run(job) => job(&mut conn.lock().unwrap_or_else(|p| p.into_inner())),
+            Op::Append(rows, cb) => {
+                let mut rows = rows;
+                let mut callbacks = vec![cb];
+                loop {
+                    match rx.try_recv() {
+                        Ok(Op::Append(more, cb)) => {
+                            rows.extend(more);
+                            callbacks.push(cb);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let res = {
+                    let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+                    let rows: Vec<(u64, &[u8])> = rows.iter().map(|(i, _, b)| (*i, b.as_slice())).collect();
+                    append_rows(&mut c, &rows)
+                };
+                if res.is_ok() {
+                    let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
+                    for (idx, seq, _) in &rows {
+                        if p.get(idx).is_some_and(|(s, _)| s == seq) {
+                            p.remove(idx);
+                        }
+                    }
+                }
+                for cb in callbacks {
+                    cb.log_io_completed(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+                }
+            }
+        }
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: Vec<u8>) -> rusqlite::Result<T> {
@@ -77,7 +150,35 @@ impl LogStore {
              CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);",
         )?;
         let r = open(&path)?;
-        Ok(LogStore { writer: Arc::new(Mutex::new(w)), reader: LogReader { conn: Arc::new(Mutex::new(r)) } })
+        let writer = Arc::new(Mutex::new(w));
+        let pending = Pending::default();
+        let (queue, rx) = mpsc::channel();
+        let (c, p) = (writer.clone(), pending.clone());
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || writer_loop(c, rx, p))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(LogStore {
+            writer,
+            queue,
+            pending: pending.clone(),
+            seq: 0,
+            reader: LogReader { conn: Arc::new(Mutex::new(r)), pending },
+        })
+    }
+
+    /// Run `f` on the writer connection after every write queued before it.
+    async fn queued<T: Send + 'static>(
+        &self,
+        verb: ErrorVerb,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |c| {
+            let _ = tx.send(f(c));
+        });
+        self.queue.send(Op::Run(job)).map_err(|_| storage_err(verb, "the raft log writer stopped"))?;
+        rx.await.map_err(|_| storage_err(verb, "the raft log writer stopped"))?.map_err(|e| storage_err(verb, e))
     }
 
     /// True when nothing was ever written (no vote, no entry): a brand-new node.
@@ -90,12 +191,12 @@ impl LogStore {
 }
 
 /// Write encoded entries in one transaction (one fsync).
-fn append_rows(c: &mut Connection, rows: &[(u64, Vec<u8>)]) -> rusqlite::Result<()> {
+fn append_rows<B: AsRef<[u8]>>(c: &mut Connection, rows: &[(u64, B)]) -> rusqlite::Result<()> {
     let tx = c.transaction()?;
     {
         let mut s = tx.prepare_cached("INSERT OR REPLACE INTO log (idx, entry) VALUES (?, ?)")?;
         for (idx, bytes) in rows {
-            s.execute(params![*idx as i64, bytes])?;
+            s.execute(params![*idx as i64, bytes.as_ref()])?;
         }
     }
     tx.commit()
@@ -121,17 +222,34 @@ impl RaftLogReader<TypeConfig> for LogReader {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = range_of(&range);
-        blocking(&self.conn, ErrorVerb::Read, move |c| {
-            let mut s = c.prepare_cached("SELECT entry FROM log WHERE idx >= ? AND idx < ? ORDER BY idx")?;
-            let end = end.min(i64::MAX as u64) as i64;
-            let rows = s.query_map(params![start as i64, end], |r| r.get::<_, Vec<u8>>(0))?;
-            let mut out = Vec::new();
-            for r in rows {
-                out.push(decode(r?)?);
-            }
-            Ok(out)
-        })
-        .await
+        // Take the not-yet-committed entries first: one the writer commits
+        // meanwhile is then found in the file.
+        let overlay: Vec<(u64, Vec<u8>)> = {
+            let p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            p.range(start..end).map(|(i, (_, b))| (*i, b.clone())).collect()
+        };
+        // Everything from the first pending index on is pending (appends
+        // are contiguous), so the file is read only below it.
+        let file_end = overlay.first().map(|(i, _)| *i).unwrap_or(end);
+        let mut out = if start < file_end {
+            blocking(&self.conn, ErrorVerb::Read, move |c| {
+                let mut s = c.prepare_cached("SELECT entry FROM log WHERE idx >= ? AND idx < ? ORDER BY idx")?;
+                let end = file_end.min(i64::MAX as u64) as i64;
+                let rows = s.query_map(params![start as i64, end], |r| r.get::<_, Vec<u8>>(0))?;
+                let mut out = Vec::new();
+                for r in rows {
+                    out.push(decode::<Entry>(r?)?);
+                }
+                Ok(out)
+            })
+            .await?
+        } else {
+            Vec::new()
+        };
+        for (_, b) in overlay {
+            out.push(decode(b).map_err(|e| storage_err(ErrorVerb::Read, e))?);
+        }
+        Ok(out)
     }
 }
 
@@ -148,7 +266,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        blocking(&self.writer, ErrorVerb::Read, |c| {
+        self.queued(ErrorVerb::Read, |c| {
             let purged: Option<LogId> = meta_get(c, "purged")?;
             let last: Option<Vec<u8>> =
                 c.query_row("SELECT entry FROM log ORDER BY idx DESC LIMIT 1", [], |r| r.get(0)).optional()?;
@@ -167,11 +285,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let vote = *vote;
-        blocking(&self.writer, ErrorVerb::Write, move |c| meta_set(c, "vote", &vote)).await
+        self.queued(ErrorVerb::Write, move |c| meta_set(c, "vote", &vote)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        blocking(&self.writer, ErrorVerb::Read, |c| meta_get(c, "vote")).await
+        self.queued(ErrorVerb::Read, |c| meta_get(c, "vote")).await
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -181,16 +299,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut rows = Vec::new();
         for e in entries {
-            rows.push((e.log_id.index, encode(&e).map_err(|e| storage_err(ErrorVerb::Write, e))?));
+            self.seq += 1;
+            rows.push((e.log_id.index, self.seq, encode(&e).map_err(|e| storage_err(ErrorVerb::Write, e))?));
         }
-        blocking(&self.writer, ErrorVerb::Write, move |c| append_rows(c, &rows)).await?;
-        callback.log_io_completed(Ok(()));
-        Ok(())
+        if rows.is_empty() {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for (idx, seq, bytes) in &rows {
+                p.insert(*idx, (*seq, bytes.clone()));
+            }
+        }
+        self.queue
+            .send(Op::Append(rows, callback))
+            .map_err(|_| storage_err(ErrorVerb::Write, "the raft log writer stopped"))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "truncating the log");
-        blocking(&self.writer, ErrorVerb::Write, move |c| {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).retain(|i, _| *i < log_id.index);
+        self.queued(ErrorVerb::Write, move |c| {
             c.execute("DELETE FROM log WHERE idx >= ?", [log_id.index as i64]).map(|_| ())
         })
         .await
@@ -198,7 +328,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purging the log");
-        blocking(&self.writer, ErrorVerb::Write, move |c| {
+        self.queued(ErrorVerb::Write, move |c| {
             let tx = c.transaction()?;
             meta_set(&tx, "purged", &log_id)?;
             tx.execute("DELETE FROM log WHERE idx <= ?", [log_id.index as i64])?;

@@ -38,13 +38,17 @@ pub enum DbCommand {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Single-row INSERT benchmark: `sqlite` on a file, or `cluster` through the client.
+    /// Single-row INSERT benchmark: `sqlite` on a file, `cluster` through the
+    /// client, or `mariadb` (a MySQL/MariaDB server, for comparison).
     Bench {
-        /// `sqlite` or `cluster`.
+        /// `sqlite`, `cluster` or `mariadb`.
         target: String,
         /// SQLite file for the `sqlite` target.
         #[arg(long, default_value = "bench.db")]
         path: PathBuf,
+        /// `mysql://user:pass@127.0.0.1:port/db` for the `mariadb` target.
+        #[arg(long)]
+        url: Option<String>,
         #[arg(long, default_value_t = 16)]
         clients: usize,
         #[arg(long, default_value_t = 10)]
@@ -80,7 +84,7 @@ pub fn main(args: Args) -> Result<i32> {
     }
 }
 
-fn load(path: &PathBuf) -> Result<DbConfig> {
+fn load(path: &std::path::Path) -> Result<DbConfig> {
     bulwark_config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -89,16 +93,16 @@ fn run_node(path: PathBuf) -> Result<i32> {
     let rt = super::runtime(0)?;
     rt.block_on(async move {
         let node = bulwark_db::DbNode::bind(config).await.context("starting the db node")?;
-        super::announce("db", &node.listeners());
         let shutdown = CancellationToken::new();
         tokio::spawn(super::shutdown_on_signal(shutdown.clone()));
+        super::announce("db", &node.listeners());
         node.run(shutdown).await?;
         Ok(0)
     })
 }
 
 fn client(config: Option<PathBuf>, cluster: &ClusterArgs) -> Result<Client> {
-    let file = config.as_ref().map(load).transpose()?;
+    let file = config.as_deref().map(load).transpose()?;
     let secret = if let Ok(s) = std::env::var("BULWARK_DB_SECRET") {
         s
     } else if let Some(p) = &cluster.secret_file {
@@ -166,14 +170,18 @@ fn admin(config: Option<PathBuf>, cmd: DbCommand) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&s.members)?);
                 Ok(0)
             }
-            DbCommand::Bench { target, path, clients, seconds, cluster } => {
+            DbCommand::Bench { target, path, url, clients, seconds, cluster } => {
                 let d = std::time::Duration::from_secs(seconds);
                 let r = match target.as_str() {
                     "sqlite" => tokio::task::spawn_blocking(move || bulwark_db::bench::sqlite(&path, clients, d))
                         .await?
                         .map_err(anyhow::Error::msg)?,
                     "cluster" => bulwark_db::bench::cluster(&client(config, &cluster)?, clients, d).await?,
-                    other => bail!("unknown bench target `{other}` (sqlite, cluster)"),
+                    "mariadb" => {
+                        let url = url.ok_or_else(|| anyhow::anyhow!("`mariadb` needs --url mysql://..."))?;
+                        bulwark_db::bench::mariadb(&url, clients, d).await.map_err(anyhow::Error::msg)?
+                    }
+                    other => bail!("unknown bench target `{other}` (sqlite, cluster, mariadb)"),
                 };
                 println!("{}", serde_json::to_string(&r)?);
                 Ok(0)
