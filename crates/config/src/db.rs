@@ -91,6 +91,16 @@ pub struct DbConfig {
     /// A client must send a complete request head within this time.
     #[serde(default = "default_header_timeout", with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// Threads of the network runtime (Raft, HTTP). 1 (the default) runs
+    /// it on one thread, which hands work between tasks without waking
+    /// other threads: the shortest commit path. 0 = one per core. SQLite
+    /// work (log fsync, applying writes, reads) has threads of its own.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+}
+
+fn default_threads() -> usize {
+    1
 }
 
 fn default_header_timeout() -> Duration {

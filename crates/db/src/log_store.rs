@@ -18,9 +18,39 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-/// Entries handed to `append` but not yet committed: index -> (append
-/// sequence number, encoded entry).
-type Pending = Arc<Mutex<BTreeMap<u64, (u64, Vec<u8>)>>>;
+/// The newest entries in memory, decoded: every entry handed to `append`
+/// that the writer has not committed yet, plus the last [`RECENT`]
+/// committed ones, so that replication reads them without touching the
+/// file (or a thread) in the common case of followers that keep up.
+#[derive(Default)]
+struct Recent {
+    /// index -> (append sequence number, committed, entry). Contiguous.
+    entries: BTreeMap<u64, (u64, bool, Entry)>,
+}
+
+/// Committed entries kept in [`Recent`].
+const RECENT: usize = 4096;
+
+impl Recent {
+    /// The writer committed the append with these (index, sequence) pairs.
+    fn committed(&mut self, rows: impl Iterator<Item = (u64, u64)>) {
+        for (idx, seq) in rows {
+            if let Some(e) = self.entries.get_mut(&idx).filter(|e| e.0 == seq) {
+                e.1 = true;
+            }
+        }
+        while self.entries.len() > RECENT {
+            match self.entries.first_key_value() {
+                Some((&i, e)) if e.1 => {
+                    self.entries.remove(&i);
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+type Pending = Arc<Mutex<Recent>>;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -106,12 +136,7 @@ fn writer_loop(conn: Arc<Mutex<Connection>>, rx: mpsc::Receiver<Op>, pending: Pe
                     append_rows(&mut c, &rows)
                 };
                 if res.is_ok() {
-                    let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
-                    for (idx, seq, _) in &rows {
-                        if p.get(idx).is_some_and(|(s, _)| s == seq) {
-                            p.remove(idx);
-                        }
-                    }
+                    pending.lock().unwrap_or_else(|p| p.into_inner()).committed(rows.iter().map(|(i, s, _)| (*i, *s)));
                 }
                 for cb in callbacks {
                     cb.log_io_completed(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
@@ -222,15 +247,15 @@ impl RaftLogReader<TypeConfig> for LogReader {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = range_of(&range);
-        // Take the not-yet-committed entries first: one the writer commits
-        // meanwhile is then found in the file.
-        let overlay: Vec<(u64, Vec<u8>)> = {
+        // Take the entries in memory first: one evicted meanwhile is then
+        // found in the file.
+        let cached: Vec<(u64, Entry)> = {
             let p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            p.range(start..end).map(|(i, (_, b))| (*i, b.clone())).collect()
+            p.entries.range(start..end).map(|(i, (_, _, e))| (*i, e.clone())).collect()
         };
-        // Everything from the first pending index on is pending (appends
-        // are contiguous), so the file is read only below it.
-        let file_end = overlay.first().map(|(i, _)| *i).unwrap_or(end);
+        // The cache holds a contiguous suffix of the log, so the file is
+        // read only below its first index.
+        let file_end = cached.first().map(|(i, _)| *i).unwrap_or(end);
         let mut out = if start < file_end {
             blocking(&self.conn, ErrorVerb::Read, move |c| {
                 let mut s = c.prepare_cached("SELECT entry FROM log WHERE idx >= ? AND idx < ? ORDER BY idx")?;
@@ -246,9 +271,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
         } else {
             Vec::new()
         };
-        for (_, b) in overlay {
-            out.push(decode(b).map_err(|e| storage_err(ErrorVerb::Read, e))?);
-        }
+        out.extend(cached.into_iter().map(|(_, e)| e));
         Ok(out)
     }
 }
@@ -298,9 +321,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut rows = Vec::new();
+        let mut decoded = Vec::new();
         for e in entries {
             self.seq += 1;
             rows.push((e.log_id.index, self.seq, encode(&e).map_err(|e| storage_err(ErrorVerb::Write, e))?));
+            decoded.push((e.log_id.index, self.seq, e));
         }
         if rows.is_empty() {
             callback.log_io_completed(Ok(()));
@@ -308,8 +333,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         {
             let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            for (idx, seq, bytes) in &rows {
-                p.insert(*idx, (*seq, bytes.clone()));
+            for (idx, seq, e) in decoded {
+                p.entries.insert(idx, (seq, false, e));
             }
         }
         self.queue
@@ -319,7 +344,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "truncating the log");
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).retain(|i, _| *i < log_id.index);
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).entries.retain(|i, _| *i < log_id.index);
         self.queued(ErrorVerb::Write, move |c| {
             c.execute("DELETE FROM log WHERE idx >= ?", [log_id.index as i64]).map(|_| ())
         })
@@ -328,6 +353,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purging the log");
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).entries.retain(|i, _| *i > log_id.index);
         self.queued(ErrorVerb::Write, move |c| {
             let tx = c.transaction()?;
             meta_set(&tx, "purged", &log_id)?;

@@ -23,6 +23,10 @@ pub const APPLIED_INDEX_HEADER: &str = "x-bulwark-applied-index";
 /// Header carrying the sender primary's clock of its last applied write.
 pub const APPLIED_TIME_HEADER: &str = "x-bulwark-applied-time";
 
+/// How long a Raft RPC may keep its connection busy after openraft stopped
+/// waiting for it (see [`PeerConnection`]'s `call`).
+const RPC_BACKGROUND_LIMIT: Duration = Duration::from_secs(5);
+
 /// Why an HTTP exchange failed before a response arrived.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -156,10 +160,24 @@ impl PeerConnection {
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let a = *self.applied.borrow();
         let hints = [(APPLIED_INDEX_HEADER, a.index.to_string()), (APPLIED_TIME_HEADER, a.time_ms.to_string())];
-        let reply = self
-            .http
-            .send(http::Method::POST, &self.addr, path, body.into(), &hints, option.hard_ttl())
+        // openraft gives an AppendEntries one heartbeat interval and drops
+        // this future when it runs out. Dropping an HTTP exchange closes its
+        // connection, and the next one pays a new handshake, which on a slow
+        // or lossy link again takes longer than the interval: replication
+        // would never recover. So the exchange runs as a task of its own
+        // with a longer limit and keeps its connection in the pool however
+        // this call ends.
+        let http = self.http.clone();
+        let addr = self.addr.clone();
+        let path = path.to_string();
+        let limit = option.hard_ttl().max(RPC_BACKGROUND_LIMIT);
+        let exchange = tokio::spawn(async move {
+            let hints: Vec<(&'static str, String)> = hints.into();
+            http.send(http::Method::POST, &addr, &path, body.into(), &hints, limit).await
+        });
+        let reply = exchange
             .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&TransportError::Io(self.addr.clone(), e.to_string()))))?
             .map_err(|e| match e {
                 TransportError::Connect(..) => RPCError::Unreachable(Unreachable::new(&e)),
                 _ => RPCError::Network(NetworkError::new(&e)),

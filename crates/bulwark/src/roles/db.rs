@@ -90,7 +90,10 @@ fn load(path: &std::path::Path) -> Result<DbConfig> {
 
 fn run_node(path: PathBuf) -> Result<i32> {
     let config = load(&path)?;
-    let rt = super::runtime(0)?;
+    let rt = match config.threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        n => super::runtime(n)?,
+    };
     rt.block_on(async move {
         let node = bulwark_db::DbNode::bind(config).await.context("starting the db node")?;
         let shutdown = CancellationToken::new();
