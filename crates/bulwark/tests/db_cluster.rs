@@ -45,6 +45,26 @@ fn three_nodes_replicate_fail_over_and_restart() {
         r#"{"statements":[{"sql":"INSERT INTO msg (text) VALUES (:t)","params":{"t":"via replica"}}]}"#,
     );
     assert_eq!(r.status, 200, "{}", r.text());
+    // The same request id through two nodes applies once; the second call
+    // gets the first outcome and token, marked as a replay.
+    let once = r#"{"statements":[{"sql":"INSERT INTO msg (text) VALUES ('once')"}],"request_id":"test-once-1"}"#;
+    let first = c.node(1).post("/v1/execute", once);
+    assert_eq!(first.status, 200, "{}", first.text());
+    let again = c.node(3).post("/v1/execute", once);
+    assert_eq!(again.status, 200, "{}", again.text());
+    let (f, a): (bulwark_db::ExecuteResult, bulwark_db::ExecuteResult) =
+        (serde_json::from_str(&first.text()).unwrap(), serde_json::from_str(&again.text()).unwrap());
+    assert!(!f.replayed && a.replayed, "{f:?} {a:?}");
+    assert_eq!((a.last_insert_id, a.token), (f.last_insert_id, f.token));
+    let n =
+        c.node(1).post("/v1/query", r#"{"sql":"SELECT count(*) FROM msg WHERE text = 'once'","consistency":"strong"}"#);
+    assert!(n.text().contains("[[1]]"), "{}", n.text());
+    let r = c.node(1).post("/v1/execute", &once.replace("test-once-1", r"bad\u0001id"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("control characters"), "{}", r.text());
+    let r = rt.block_on(c.client.execute_once(&"k".repeat(300), &[Statement::new("SELECT 1")]));
+    assert!(matches!(r, Err(ClientError::Rejected { status: 400, .. })), "{r:?}");
+
     // A replica's read path cannot write.
     let r = c.node(3).post("/v1/query", r#"{"sql":"DELETE FROM msg"}"#);
     assert_eq!(r.status, 400, "{}", r.text());

@@ -178,6 +178,32 @@ impl Token {
 #[serde(deny_unknown_fields)]
 pub struct ExecuteRequest {
     pub statements: Vec<Statement>,
+    /// Makes the write idempotent: a second request with the same id
+    /// (within [`REQUEST_ID_RETENTION_MS`]) is not executed again; it gets
+    /// the stored outcome of the first, with `replayed = true`. At most
+    /// [`MAX_REQUEST_ID_BYTES`] bytes, no control characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// Longest accepted [`ExecuteRequest::request_id`].
+pub const MAX_REQUEST_ID_BYTES: usize = 256;
+/// How long (by the primary's clock stamped in the log) a request id is
+/// remembered after its write.
+pub const REQUEST_ID_RETENTION_MS: u64 = 3_600_000;
+
+/// Why a request id is refused, if it is.
+pub fn check_request_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("`request_id` is empty".into());
+    }
+    if id.len() > MAX_REQUEST_ID_BYTES {
+        return Err(format!("`request_id` is {} bytes; at most {MAX_REQUEST_ID_BYTES} are allowed", id.len()));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("`request_id` contains control characters".into());
+    }
+    Ok(())
 }
 
 /// The outcome of one statement of a write.
@@ -196,6 +222,11 @@ pub struct ExecuteResult {
     pub last_insert_id: i64,
     pub results: Vec<StatementResult>,
     pub token: Token,
+    /// True when this is the stored outcome of an earlier execution with
+    /// the same `request_id` (the statements did not run again); `token`
+    /// is then the token of that first write.
+    #[serde(default)]
+    pub replayed: bool,
 }
 
 /// How fresh a read must be.

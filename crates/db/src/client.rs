@@ -51,6 +51,7 @@ struct Inner {
     primary: Mutex<Option<String>>,
     refreshed: Mutex<Option<Instant>>,
     deadline: Duration,
+    attempt_timeout: Duration,
 }
 
 /// A client of one cluster: writes go to the primary (following redirects
@@ -60,6 +61,25 @@ struct Inner {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+}
+
+/// Default of [`Client::with_attempt_timeout`].
+const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a node has to answer a status probe.
+const STATUS_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A new idempotency id: unique across processes and calls (process id,
+/// time, a counter and 64 random bits from the std hasher's random keys).
+fn new_request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(n);
+    h.write_u128(nanos);
+    format!("c-{:x}-{:x}-{n:x}-{:016x}", std::process::id(), nanos, h.finish())
 }
 
 fn addr_of_location(loc: &str) -> Option<String> {
@@ -107,6 +127,7 @@ impl Client {
                 primary: Mutex::new(None),
                 refreshed: Mutex::new(None),
                 deadline: Duration::from_secs(10),
+                attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             }),
         }
     }
@@ -114,21 +135,50 @@ impl Client {
     /// How long one call may keep retrying (failover, no primary yet)
     /// before it gives up with [`ClientError::Unavailable`]. Default 10 s.
     pub fn with_deadline(self, deadline: Duration) -> Client {
+        self.rebuilt(deadline, self.inner.attempt_timeout)
+    }
+
+    /// How long one attempt of a retryable call (a read, or a write with a
+    /// request id) waits for a node before it re-discovers the cluster and
+    /// tries again: a paused or partitioned node holds the call this long,
+    /// not the whole deadline. Default 1 s.
+    pub fn with_attempt_timeout(self, attempt: Duration) -> Client {
+        self.rebuilt(self.inner.deadline, attempt)
+    }
+
+    fn rebuilt(&self, deadline: Duration, attempt_timeout: Duration) -> Client {
         let inner = Inner {
             http: self.inner.http.clone(),
             nodes: Mutex::new(self.inner.nodes.lock().unwrap().clone()),
             primary: Mutex::new(self.inner.primary.lock().unwrap().clone()),
             refreshed: Mutex::new(None),
             deadline,
+            attempt_timeout,
         };
         Client { inner: Arc::new(inner) }
     }
 
     /// Run `statements` as one transaction on the primary. Returns after a
     /// majority has the write, with a token for reading it back anywhere.
+    ///
+    /// The call carries a fresh request id, so the client retries it safely
+    /// through a failover (a retry never applies the write twice).
     pub async fn execute(&self, statements: &[Statement]) -> Result<ExecuteResult, ClientError> {
-        let body = ExecuteRequest { statements: statements.to_vec() };
-        let r = self.to_primary("/v1/execute", &body).await?;
+        self.execute_once(&new_request_id(), statements).await
+    }
+
+    /// Like [`Client::execute`] with the caller's idempotency id: within
+    /// an hour, every call with the same `request_id` gets the outcome of
+    /// the first one that was applied (`replayed = true` on the others),
+    /// whichever client or node it came through.
+    pub async fn execute_once(&self, request_id: &str, statements: &[Statement]) -> Result<ExecuteResult, ClientError> {
+        crate::api::check_request_id(request_id).map_err(|message| ClientError::Rejected {
+            status: 400,
+            code: "bad_request".into(),
+            message,
+        })?;
+        let body = ExecuteRequest { statements: statements.to_vec(), request_id: Some(request_id.to_string()) };
+        let r = self.to_primary_with("/v1/execute", &body, true).await?;
         decode(&r)
     }
 
@@ -151,7 +201,8 @@ impl Client {
         while start.elapsed() < self.inner.deadline {
             for addr in self.read_candidates().await {
                 let remaining = self.inner.deadline.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
-                match self.inner.http.post_json(&addr, "/v1/query", &body, remaining).await {
+                let attempt = remaining.min(self.read_attempt_timeout(&body));
+                match self.inner.http.post_json(&addr, "/v1/query", &body, attempt).await {
                     Ok(r) if r.status == 200 => return decode(&r),
                     Ok(r) if r.status == 307 => {
                         // The replica could not serve it fresh enough: primary.
@@ -240,50 +291,53 @@ impl Client {
     }
 
     /// Ask every known node for its status (in parallel); learn roles,
-    /// round-trip times, new members and the primary.
+    /// round-trip times, new members and the primary. Returns as soon as a
+    /// primary with a majority has answered (the other probes go on and
+    /// update the node list when they finish) or when every probe is done;
+    /// only then are the statuses of all nodes returned.
     async fn refresh_inner(&self) -> Vec<NodeStatus> {
         let addrs: Vec<String> = self.inner.nodes.lock().unwrap().iter().map(|n| n.address.clone()).collect();
-        let probes = addrs.into_iter().map(|a| {
+        let probes = addrs.len();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(probes.max(1));
+        for a in addrs {
             let http = self.inner.http.clone();
-            async move {
+            let tx = tx.clone();
+            let client = self.clone();
+            tokio::spawn(async move {
                 let t = Instant::now();
                 let r = http
-                    .send(http::Method::GET, &a, "/v1/status", bytes::Bytes::new(), &[], Duration::from_secs(1))
+                    .send(http::Method::GET, &a, "/v1/status", bytes::Bytes::new(), &[], STATUS_PROBE_TIMEOUT)
                     .await;
-                let s = match r {
+                let status = match r {
                     Ok(r) if r.status == 200 => serde_json::from_slice::<NodeStatus>(&r.body).ok(),
                     _ => None,
                 };
-                (a, s, t.elapsed())
-            }
-        });
-        let results = futures_join_all(probes).await;
+                client.learn_status(&a, status.as_ref(), t.elapsed());
+                let _ = tx.send((a, status)).await;
+            });
+        }
+        drop(tx);
         let mut out = Vec::new();
+        let mut silent = Vec::new();
         let mut primary = None;
-        {
-            let mut nodes = self.inner.nodes.lock().unwrap();
-            for (addr, status, rtt) in results {
-                if let Some(n) = nodes.iter_mut().find(|n| n.address == addr) {
-                    n.healthy = status.is_some();
-                    n.role = status.as_ref().map(|s| s.role.clone());
-                    n.rtt = status.as_ref().map(|_| rtt);
-                }
-                if let Some(s) = status {
-                    if s.role == "primary" && s.quorum {
-                        primary = Some(s.address.clone());
-                    } else if primary.is_none() {
-                        primary = s.leader_address.clone();
-                    }
+        while let Some((addr, status)) = rx.recv().await {
+            match status {
+                Some(s) if s.role == "primary" && s.quorum => {
+                    primary = Some(s.address.clone());
                     out.push(s);
-                }
-            }
-            for s in &out {
-                for m in &s.members {
-                    if !nodes.iter().any(|n| n.address == m.address) {
-                        nodes.push(KnownNode { address: m.address.clone(), role: None, rtt: None, healthy: true });
+                    if out.len() + silent.len() < probes {
+                        // Found it: do not wait for slow or silent nodes.
+                        break;
                     }
                 }
+                Some(s) => out.push(s),
+                None => silent.push(addr),
             }
+        }
+        if primary.is_none() {
+            // No node says it is a working primary: take the leader the
+            // others name, unless it did not answer itself.
+            primary = out.iter().filter_map(|s| s.leader_address.clone()).find(|l| !silent.contains(l));
         }
         if primary.is_some() {
             *self.inner.primary.lock().unwrap() = primary;
@@ -292,18 +346,68 @@ impl Client {
         out
     }
 
-    /// Send to the primary: follow redirects, re-discover on failure, retry
-    /// only when the request surely did not take effect.
+    /// Record what one status probe of `addr` found.
+    fn learn_status(&self, addr: &str, status: Option<&NodeStatus>, rtt: Duration) {
+        let mut nodes = self.inner.nodes.lock().unwrap();
+        if let Some(n) = nodes.iter_mut().find(|n| n.address == addr) {
+            n.healthy = status.is_some();
+            n.role = status.map(|s| s.role.clone());
+            n.rtt = status.map(|_| rtt);
+        }
+        if let Some(s) = status {
+            for m in &s.members {
+                if !nodes.iter().any(|n| n.address == m.address) {
+                    nodes.push(KnownNode { address: m.address.clone(), role: None, rtt: None, healthy: true });
+                }
+            }
+        }
+    }
+
+    /// How long one read attempt may take: a token read may wait on the
+    /// replica (`read_wait`, 2 s by default) before it answers.
+    fn read_attempt_timeout(&self, body: &QueryRequest) -> Duration {
+        let wait = if body.token.is_some() { Duration::from_secs(2) } else { Duration::ZERO };
+        self.inner.attempt_timeout * 2 + wait
+    }
+
+    /// Send to the primary; see [`Client::to_primary_with`]. Not
+    /// idempotent: retried only when the request surely did not arrive.
     async fn to_primary<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<HttpReply, ClientError> {
+        self.to_primary_with(path, body, false).await
+    }
+
+    /// Send to the primary: follow redirects and re-discover it on failure.
+    /// An `idempotent` request (a read, or a write with a request id) is
+    /// retried after any failure, each attempt bounded by the attempt
+    /// timeout; any other is retried only when it surely did not arrive.
+    async fn to_primary_with<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+        idempotent: bool,
+    ) -> Result<HttpReply, ClientError> {
         let start = Instant::now();
         // Keep the member list fresh so a failover finds nodes added since.
         if self.inner.refreshed.lock().unwrap().is_none_or_older(Duration::from_secs(5)) {
             let c = self.clone();
             tokio::spawn(async move { c.refresh().await });
         }
+        let body = bytes::Bytes::from(
+            serde_json::to_vec(body).map_err(|e| ClientError::Unavailable(format!("encoding the request: {e}")))?,
+        );
         let mut target: Option<String> = None;
         let mut last = String::from("no primary found");
+        // An attempt that may have reached a primary: if the deadline ends
+        // after one, the outcome is unknown rather than "not written".
+        let mut maybe_delivered = false;
         let mut pause = Duration::from_millis(20);
+        let give_up = |last: String, maybe_delivered: bool| {
+            if maybe_delivered {
+                ClientError::Ambiguous(last)
+            } else {
+                ClientError::Unavailable(last)
+            }
+        };
         while start.elapsed() < self.inner.deadline {
             // Bind first: a guard in the match scrutinee would live across
             // the awaits below and make this future !Send.
@@ -332,7 +436,9 @@ impl Client {
                 }
             };
             let remaining = self.inner.deadline.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
-            match self.inner.http.post_json(&addr, path, body, remaining).await {
+            let attempt = if idempotent { remaining.min(self.inner.attempt_timeout) } else { remaining };
+            let sent = self.inner.http.send(http::Method::POST, &addr, path, body.clone(), &[], attempt).await;
+            match sent {
                 Ok(r) if r.status == 200 => {
                     *self.inner.primary.lock().unwrap() = Some(addr);
                     return Ok(r);
@@ -343,9 +449,10 @@ impl Client {
                 }
                 Ok(r) if r.status == 503 || r.status == 502 => {
                     let b = error_body(&r);
-                    if !b.retryable {
+                    if !b.retryable && !idempotent {
                         return Err(ClientError::Ambiguous(b.error));
                     }
+                    maybe_delivered |= !b.retryable;
                     last = b.error;
                     *self.inner.primary.lock().unwrap() = None;
                     target = b.leader.filter(|l| *l != addr);
@@ -362,10 +469,19 @@ impl Client {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(200));
                 }
+                Err(e) if idempotent => {
+                    // Timed out or cut off: the node may be paused, dead or
+                    // cut off from the rest; look for the primary again.
+                    tracing::debug!(node = %addr, "retrying elsewhere after: {e}");
+                    last = e.to_string();
+                    maybe_delivered = true;
+                    self.mark(&addr, false);
+                    *self.inner.primary.lock().unwrap() = None;
+                }
                 Err(e) => return Err(ClientError::Ambiguous(e.to_string())),
             }
         }
-        Err(ClientError::Unavailable(last))
+        Err(give_up(last, maybe_delivered))
     }
 }
 
@@ -377,21 +493,6 @@ impl Staleness for Option<Instant> {
     fn is_none_or_older(&self, age: Duration) -> bool {
         self.is_none_or(|t| t.elapsed() > age)
     }
-}
-
-/// Await all futures concurrently (no extra dependency for one join).
-async fn futures_join_all<F: std::future::Future + Send + 'static>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

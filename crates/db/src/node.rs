@@ -244,6 +244,27 @@ fn error(status: StatusCode, code: &str, msg: impl Into<String>, retryable: bool
     json(status, &ErrorBody { error: msg.into(), code: code.to_string(), retryable, leader })
 }
 
+/// The answer to a committed write.
+fn execute_reply(outcome: ApplyOutcome, token: Token, replayed: bool) -> Resp {
+    match outcome {
+        ApplyOutcome::Done(results) => json(
+            StatusCode::OK,
+            &ExecuteResult {
+                rows_affected: results.iter().map(|r| r.rows_affected).sum(),
+                last_insert_id: results.last().map(|r| r.last_insert_id).unwrap_or(0),
+                results,
+                token,
+                replayed,
+            },
+        ),
+        ApplyOutcome::Failed(msg) => error(StatusCode::BAD_REQUEST, "sql", msg, false, None),
+        ApplyOutcome::Replayed { term, index, first } => execute_reply(*first, Token { term, index }, true),
+        ApplyOutcome::Nothing => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "write produced no result", false, None)
+        }
+    }
+}
+
 fn bad_request(msg: impl Into<String>) -> Resp {
     error(StatusCode::BAD_REQUEST, "bad_request", msg, false, None)
 }
@@ -644,6 +665,9 @@ impl NodeState {
         if req.statements.is_empty() {
             return bad_request("`statements` is empty");
         }
+        if let Some(Err(e)) = req.request_id.as_deref().map(crate::api::check_request_id) {
+            return bad_request(e);
+        }
         let m = self.metrics();
         if m.state != ServerState::Leader {
             return self.to_primary("/v1/execute", body, forwarded, self.forward_writes).await;
@@ -680,7 +704,10 @@ impl NodeState {
                 }
             }
         }
-        let batch = WriteBatch { statements, time_ms: now };
+        // With a request id a retry cannot apply the write twice, so an
+        // unknown outcome is worth retrying.
+        let idempotent = req.request_id.is_some();
+        let batch = WriteBatch { statements, time_ms: now, request_id: req.request_id };
         match tokio::time::timeout(self.write_timeout, self.raft.client_write(batch)).await {
             Err(_) => error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -689,28 +716,16 @@ impl NodeState {
                     "the write was not committed within {:?}: this primary may have lost its majority; the outcome is unknown",
                     self.write_timeout
                 ),
-                false,
+                idempotent,
                 None,
             ),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                 self.to_primary("/v1/execute", body, forwarded, self.forward_writes).await
             }
-            Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "raft", e.to_string(), false, None),
+            Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "raft", e.to_string(), idempotent, None),
             Ok(Ok(resp)) => {
                 let token = Token { term: resp.log_id.leader_id.term, index: resp.log_id.index };
-                match resp.data {
-                    ApplyOutcome::Done(results) => json(
-                        StatusCode::OK,
-                        &ExecuteResult {
-                            rows_affected: results.iter().map(|r| r.rows_affected).sum(),
-                            last_insert_id: results.last().map(|r| r.last_insert_id).unwrap_or(0),
-                            results,
-                            token,
-                        },
-                    ),
-                    ApplyOutcome::Failed(msg) => error(StatusCode::BAD_REQUEST, "sql", msg, false, None),
-                    ApplyOutcome::Nothing => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "write produced no result", false, None),
-                }
+                execute_reply(resp.data, token, false)
             }
         }
     }

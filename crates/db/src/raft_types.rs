@@ -16,6 +16,9 @@ pub struct WriteBatch {
     /// Primary's Unix time in ms when it accepted the write (drives the lag
     /// in seconds).
     pub time_ms: u64,
+    /// The client's idempotency id (see `ExecuteRequest::request_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// What applying one entry produced: either every statement's result, or
@@ -27,6 +30,13 @@ pub enum ApplyOutcome {
     Failed(String),
     /// Blank and membership entries.
     Nothing,
+    /// The batch's request id was already applied at `index` in `term`:
+    /// nothing ran; this is that first outcome (`Done` or `Failed`).
+    Replayed {
+        term: u64,
+        index: u64,
+        first: Box<ApplyOutcome>,
+    },
 }
 
 openraft::declare_raft_types!(

@@ -15,7 +15,7 @@
 //! Snapshots are `VACUUM INTO` copies of the database (`snapshot.db` plus
 //! `snapshot.json` with its metadata); installing one copies it into the
 //! live database with SQLite's backup API.
-use crate::api::{Column, Params, Value};
+use crate::api::{Column, Params, Value, REQUEST_ID_RETENTION_MS};
 use crate::raft_types::{
     storage_err, ApplyOutcome, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -57,7 +57,41 @@ pub struct SnapshotBuilder {
     shared: Arc<Shared>,
 }
 
-const META_DDL: &str = "CREATE TABLE IF NOT EXISTS _bulwark_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)";
+const META_DDL: &str = "CREATE TABLE IF NOT EXISTS _bulwark_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS _bulwark_requests (
+        id TEXT PRIMARY KEY, term INTEGER NOT NULL, idx INTEGER NOT NULL,
+        time_ms INTEGER NOT NULL, outcome TEXT NOT NULL) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS _bulwark_requests_time ON _bulwark_requests (time_ms)";
+
+/// Forget request ids older than the retention every this many entries
+/// (the same entries on every node, so every database stays identical).
+const PRUNE_REQUESTS_EVERY: u64 = 256;
+
+/// The stored outcome of an earlier write with this request id, if any.
+fn earlier_request(c: &Connection, id: &str) -> rusqlite::Result<Option<ApplyOutcome>> {
+    let row: Option<(u64, u64, String)> = c
+        .prepare_cached("SELECT term, idx, outcome FROM _bulwark_requests WHERE id = ?")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    row.map(|(term, index, outcome)| {
+        let first: ApplyOutcome = serde_json::from_str(&outcome).map_err(json_err)?;
+        Ok(ApplyOutcome::Replayed { term, index, first: Box::new(first) })
+    })
+    .transpose()
+}
+
+fn remember_request(
+    c: &Connection,
+    id: &str,
+    log_id: &LogId,
+    time_ms: u64,
+    outcome: &ApplyOutcome,
+) -> rusqlite::Result<()> {
+    let s = serde_json::to_string(outcome).map_err(json_err)?;
+    c.prepare_cached("INSERT INTO _bulwark_requests (id, term, idx, time_ms, outcome) VALUES (?, ?, ?, ?, ?)")?
+        .execute(rusqlite::params![id, log_id.leader_id.term, log_id.index, time_ms, s])?;
+    Ok(())
+}
 
 fn json_err(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
@@ -205,18 +239,36 @@ fn apply_entries(shared: &Shared, entries: Vec<Entry>) -> Result<Vec<ApplyOutcom
                 ApplyOutcome::Nothing
             }
             EntryPayload::Normal(batch) => {
-                shared.seed.store(e.log_id.index.wrapping_mul(0x2545_F491_4F6C_DD1D), Ordering::Relaxed);
                 time_ms = batch.time_ms;
-                let mut sp = tx.savepoint().map_err(|e| e.to_string())?;
-                match sql::run_writes(&sp, &batch.statements) {
-                    Ok(results) => {
-                        sp.commit().map_err(|e| e.to_string())?;
-                        ApplyOutcome::Done(results)
-                    }
-                    Err(msg) => {
-                        sp.rollback().map_err(|e| e.to_string())?;
-                        drop(sp);
-                        ApplyOutcome::Failed(msg)
+                if e.log_id.index % PRUNE_REQUESTS_EVERY == 0 {
+                    tx.prepare_cached("DELETE FROM _bulwark_requests WHERE time_ms < ?")
+                        .and_then(|mut st| st.execute([batch.time_ms.saturating_sub(REQUEST_ID_RETENTION_MS)]))
+                        .map_err(|e| e.to_string())?;
+                }
+                let earlier = match &batch.request_id {
+                    Some(id) => earlier_request(&tx, id).map_err(|e| e.to_string())?,
+                    None => None,
+                };
+                match earlier {
+                    Some(replayed) => replayed,
+                    None => {
+                        shared.seed.store(e.log_id.index.wrapping_mul(0x2545_F491_4F6C_DD1D), Ordering::Relaxed);
+                        let mut sp = tx.savepoint().map_err(|e| e.to_string())?;
+                        let outcome = match sql::run_writes(&sp, &batch.statements) {
+                            Ok(results) => {
+                                sp.commit().map_err(|e| e.to_string())?;
+                                ApplyOutcome::Done(results)
+                            }
+                            Err(msg) => {
+                                sp.rollback().map_err(|e| e.to_string())?;
+                                drop(sp);
+                                ApplyOutcome::Failed(msg)
+                            }
+                        };
+                        if let Some(id) = &batch.request_id {
+                            remember_request(&tx, id, &e.log_id, batch.time_ms, &outcome).map_err(|e| e.to_string())?;
+                        }
+                        outcome
                     }
                 }
             }
@@ -402,7 +454,11 @@ mod tests {
     fn write(i: u64, sql: &str) -> Entry {
         Entry {
             log_id: id(i),
-            payload: EntryPayload::Normal(WriteBatch { statements: vec![Statement::new(sql)], time_ms: 1000 + i }),
+            payload: EntryPayload::Normal(WriteBatch {
+                statements: vec![Statement::new(sql)],
+                time_ms: 1000 + i,
+                request_id: None,
+            }),
         }
     }
 
@@ -438,6 +494,56 @@ mod tests {
         let c = open_read_only(&sm.db_path()).unwrap();
         let n: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 2);
+    }
+
+    fn write_once(i: u64, request_id: &str, sql: &str, time_ms: u64) -> Entry {
+        Entry {
+            log_id: id(i),
+            payload: EntryPayload::Normal(WriteBatch {
+                statements: vec![Statement::new(sql)],
+                time_ms,
+                request_id: Some(request_id.to_string()),
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_id_applies_once_and_replays_its_first_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        let out = sm
+            .apply(vec![
+                write(1, "CREATE TABLE t (x INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT)"),
+                write_once(2, "a", "INSERT INTO t (v) VALUES ('first')", 2000),
+                write_once(3, "a", "INSERT INTO t (v) VALUES ('first')", 2001),
+                write_once(4, "b", "INSERT INTO nope VALUES (1)", 2002),
+                write_once(5, "b", "INSERT INTO t (v) VALUES ('never')", 2003),
+                write_once(6, "c", "INSERT INTO t (v) VALUES ('second')", 2004),
+            ])
+            .await
+            .unwrap();
+        assert!(matches!(&out[1], ApplyOutcome::Done(r) if r[0].last_insert_id == 1), "{:?}", out[1]);
+        match &out[2] {
+            ApplyOutcome::Replayed { term: 1, index: 2, first } => {
+                assert!(matches!(&**first, ApplyOutcome::Done(r) if r[0].last_insert_id == 1))
+            }
+            other => panic!("expected a replay of entry 2, got {other:?}"),
+        }
+        assert!(
+            matches!(&out[4], ApplyOutcome::Replayed { index: 4, first, .. } if matches!(&**first, ApplyOutcome::Failed(_)))
+        );
+        assert!(matches!(&out[5], ApplyOutcome::Done(r) if r[0].last_insert_id == 2));
+        let c = open_read_only(&sm.db_path()).unwrap();
+        let n: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 2);
+        // An hour later (primary's clock in the log) the ids are forgotten:
+        // the prune runs at an entry index that is a multiple of 256.
+        let later = 2000 + crate::api::REQUEST_ID_RETENTION_MS + 10;
+        sm.apply(vec![write_once(256, "x", "INSERT INTO t (v) VALUES ('late')", later)]).await.unwrap();
+        let left: i64 = c.query_row("SELECT count(*) FROM _bulwark_requests", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 1, "only the new id is remembered");
+        let out = sm.apply(vec![write_once(257, "a", "INSERT INTO t (v) VALUES ('again')", later)]).await.unwrap();
+        assert!(matches!(&out[0], ApplyOutcome::Done(_)), "{:?}", out[0]);
     }
 
     #[tokio::test]
