@@ -339,6 +339,10 @@ async fn post(app: &App, req: hyper::Request<Incoming>) -> Response<Full<Bytes>>
             Err(e) => return db_error(e),
         }
         app.stats.replayed_posts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            id = result.last_insert_id,
+            "post replayed: answered with the message its Idempotency-Key stored"
+        );
     }
     let token = result.token.encode();
     let mut r = json_response(

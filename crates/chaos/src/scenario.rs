@@ -464,6 +464,9 @@ pub fn run_scenario(
             o.errors, o.kill_errors
         ));
     }
+    if stack == Stack::Full {
+        notes.push(replay_note(&cluster));
+    }
     if let Some(f) = o.failover {
         if f > FAILOVER_TARGET_S {
             notes.push(format!("failover {f:.2}s is over the {FAILOVER_TARGET_S} s target"));
@@ -478,6 +481,28 @@ pub fn run_scenario(
     }
     assert!(o.problems.is_empty(), "chaos scenario {name} failed:\n  {}", o.problems.join("\n  "));
     o
+}
+
+/// How many keyed requests the proxies retried on another server, and how
+/// many posts the apps answered from a stored outcome, counted in the role
+/// logs (which survive restarts): shows whether the kills hit requests in
+/// flight at all.
+fn replay_note(cluster: &Cluster) -> String {
+    let count = |role: &str, needle: &str| {
+        let log = cluster.data_dir(cluster.host_of(role)).join("logs").join(format!("{role}.log"));
+        std::fs::read_to_string(log).unwrap_or_default().lines().filter(|l| l.contains(needle)).count()
+    };
+    let roles: Vec<&String> = cluster.roles.iter().flat_map(|(_, r)| r).collect();
+    let proxies: Vec<String> = roles
+        .iter()
+        .filter(|r| r.starts_with("lb") || r.starts_with("web"))
+        .map(|r| format!("{r} {}", count(r, "retrying a request with an Idempotency-Key")))
+        .collect();
+    let replayed: usize = roles.iter().filter(|r| r.starts_with("app")).map(|r| count(r, "post replayed")).sum();
+    format!(
+        "keyed requests retried on another server: {}; posts answered from their stored outcome: {replayed}",
+        proxies.join(", ")
+    )
 }
 
 fn fmt_s(x: Option<f64>) -> String {
