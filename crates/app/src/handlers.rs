@@ -12,12 +12,28 @@ use std::net::SocketAddr;
 /// write).
 pub const COOKIE: &str = "bulwark_rw";
 
+/// Request header of a post that must be stored at most once however often
+/// it is sent (draft-ietf-httpapi-idempotency-key-header): the page sets a
+/// fresh one per message, the proxies replay a keyed post when the server
+/// they sent it to died, and the database remembers the outcome per key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Longest accepted `Idempotency-Key`, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
+
+/// Prefix that scopes the guestbook's keys in the database's request ids,
+/// so they cannot collide with another user of the same database.
+const REQUEST_ID_SCOPE: &str = "guestbook:";
+
 /// Request counters for `/metrics`: per route, by status class.
 #[derive(Default)]
 pub struct AppStats {
     /// [route][class]: route 0 = list, 1 = post, 2 = other; class 1..=5.
     requests: [[std::sync::atomic::AtomicU64; 6]; 3],
     latency: [bulwark_telemetry::LatencyHistogram; 3],
+    /// Posts answered with the stored outcome of an earlier post with the
+    /// same `Idempotency-Key`.
+    replayed_posts: std::sync::atomic::AtomicU64,
 }
 
 const ROUTES: [&str; 3] = ["list_messages", "post_message", "other"];
@@ -50,6 +66,11 @@ impl AppStats {
                 &format!("app=\"{app}\",route=\"{route}\""),
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP bulwark_app_replayed_posts_total Posts answered with the stored outcome of an earlier post with the same Idempotency-Key.\n# TYPE bulwark_app_replayed_posts_total counter\nbulwark_app_replayed_posts_total{{app=\"{app}\"}} {}",
+            self.replayed_posts.load(std::sync::atomic::Ordering::Relaxed)
+        );
         out.push_str(&bulwark_telemetry::process::process_metrics());
         out
     }
@@ -86,6 +107,32 @@ pub fn validate_message(m: &MessageInput, max_author: usize, max_text: usize) ->
         return Err("text must not contain control characters".into());
     }
     Ok((author.to_string(), text.to_string()))
+}
+
+/// The client's `Idempotency-Key`, if it sent one: printable ASCII, 1 to
+/// [`MAX_IDEMPOTENCY_KEY_BYTES`] bytes, optionally quoted (the draft's
+/// structured-field string; most clients send it bare).
+pub fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, String> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err("send one Idempotency-Key header, not several".into());
+    }
+    let raw = value.as_bytes();
+    let key = match raw {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => raw,
+    };
+    if key.is_empty() {
+        return Err("Idempotency-Key must not be empty".into());
+    }
+    if key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(format!("Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY_BYTES} bytes"));
+    }
+    if !key.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        return Err("Idempotency-Key must be printable ASCII, without control characters".into());
+    }
+    Ok(Some(String::from_utf8_lossy(key).into_owned()))
 }
 
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
@@ -239,6 +286,10 @@ async fn list(app: &App, req: &hyper::Request<Incoming>) -> Response<Full<Bytes>
 }
 
 async fn post(app: &App, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
+    let key = match idempotency_key(req.headers()) {
+        Ok(k) => k,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
     let limit = (app.config.max_author_chars + app.config.max_text_chars) * 4 + 1024;
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => b.to_bytes(),
@@ -260,23 +311,78 @@ async fn post(app: &App, req: hyper::Request<Incoming>) -> Response<Full<Bytes>>
         "INSERT INTO messages (author, text, created_at, app) VALUES (?, ?, ?, ?)",
         vec![author.clone().into(), text.clone().into(), Value::Integer(now), app.config.name.clone().into()],
     );
-    let result = match app.db.execute(&[stmt]).await {
+    let written = match &key {
+        Some(k) => app.db.execute_once(&format!("{REQUEST_ID_SCOPE}{k}"), &[stmt]).await,
+        None => app.db.execute(&[stmt]).await,
+    };
+    let result = match written {
         Ok(r) => r,
         Err(e) => return db_error(e),
     };
+    let mut message = json!({
+        "id": result.last_insert_id, "author": author, "text": text, "created_at": now, "app": app.config.name,
+    });
+    if result.replayed {
+        // An earlier post with this key stored the message: answer with
+        // that message as it was stored (its time and app), as the first
+        // answer did.
+        match stored_message(app, result.last_insert_id, result.token).await {
+            Ok(Some(stored)) if stored["author"] == author && stored["text"] == text => message = stored,
+            Ok(Some(_)) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "this Idempotency-Key was already used for a different message",
+                )
+            }
+            // The row is gone (deleted since): the first answer's id stands.
+            Ok(None) => {}
+            Err(e) => return db_error(e),
+        }
+        app.stats.replayed_posts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            id = result.last_insert_id,
+            "post replayed: answered with the message its Idempotency-Key stored"
+        );
+    }
     let token = result.token.encode();
     let mut r = json_response(
         StatusCode::CREATED,
         json!({
-            "message": { "id": result.last_insert_id, "author": author, "text": text, "created_at": now, "app": app.config.name },
+            "message": message,
             "served_by": app.config.name,
             "token": token,
         }),
     );
+    if result.replayed {
+        r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
     if let Ok(v) = HeaderValue::from_str(&format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=3600")) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+/// Message `id` as stored, read with the write's `token` so the replica
+/// serving it has applied the write.
+async fn stored_message(app: &App, id: i64, token: Token) -> Result<Option<serde_json::Value>, ClientError> {
+    let rows = app
+        .db
+        .query(
+            "SELECT author, text, created_at, app FROM messages WHERE id = ?",
+            Params::Positional(vec![Value::Integer(id)]),
+            Consistency::None,
+            Some(token),
+        )
+        .await?;
+    Ok(rows.rows.first().map(|r| {
+        json!({
+            "id": id,
+            "author": r.first().and_then(Value::as_str),
+            "text": r.get(1).and_then(Value::as_str),
+            "created_at": r.get(2).and_then(Value::as_i64),
+            "app": r.get(3).and_then(Value::as_str),
+        })
+    }))
 }
 
 #[cfg(test)]
@@ -292,6 +398,30 @@ mod tests {
         assert!(validate_message(&m("a".repeat(11).as_str(), "x"), 10, 100).unwrap_err().contains("longer"));
         assert!(validate_message(&m("é".repeat(10).as_str(), "x"), 10, 100).is_ok(), "characters, not bytes");
         assert!(validate_message(&m("a\u{7}", "x"), 10, 100).is_err());
+    }
+
+    #[test]
+    fn checks_idempotency_keys() {
+        let key = |values: &[&[u8]]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(IDEMPOTENCY_KEY, HeaderValue::from_bytes(v).unwrap());
+            }
+            idempotency_key(&h)
+        };
+        assert_eq!(key(&[]), Ok(None));
+        assert_eq!(
+            key(&[b"8e03978e-40d5-43e8-bc93-6894a57f9324"]).unwrap().as_deref(),
+            Some("8e03978e-40d5-43e8-bc93-6894a57f9324")
+        );
+        assert_eq!(key(&[b"\"quoted\""]).unwrap().as_deref(), Some("quoted"), "structured-field string form");
+        assert_eq!(key(&["k".repeat(200).as_bytes()]).unwrap().map(|k| k.len()), Some(200));
+        assert!(key(&["k".repeat(201).as_bytes()]).unwrap_err().contains("longer than 200"));
+        assert!(key(&[b""]).unwrap_err().contains("empty"));
+        assert!(key(&[b"\"\""]).unwrap_err().contains("empty"));
+        assert!(key(&[b"tab\there"]).unwrap_err().contains("control"));
+        assert!(key(&[b"caf\xc3\xa9"]).unwrap_err().contains("ASCII"));
+        assert!(key(&[b"a", b"b"]).unwrap_err().contains("one"));
     }
 
     #[test]

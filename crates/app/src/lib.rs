@@ -2,8 +2,11 @@
 //!
 //! Owns: the guestbook's JSON API (`POST /api/messages`, `GET
 //! /api/messages?limit&before`, `GET /api/health`), its schema migrations,
-//! the read-your-writes cookie, and the guestbook's web page (served by the
-//! web tier as static files, see [`site_files`]).
+//! the read-your-writes cookie, the `Idempotency-Key` of posts (passed to
+//! the database as the write's request id, scoped `guestbook:<key>`, so a
+//! post replayed by a proxy or resent by the page is stored once and
+//! answered with the first outcome), and the guestbook's web page (served
+//! by the web tier as static files, see [`site_files`]).
 //!
 //! Must not touch: how the database replicates (it only uses
 //! `bulwark_db::Client`: writes go to the primary, reads to a replica), or
@@ -21,7 +24,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-pub use handlers::{validate_message, MessageInput, COOKIE};
+pub use handlers::{
+    idempotency_key, validate_message, MessageInput, COOKIE, IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY_BYTES,
+};
 
 /// The guestbook page and its assets: (path under the web root, bytes).
 pub fn site_files() -> Vec<(&'static str, &'static [u8])> {

@@ -315,6 +315,162 @@ fn non_idempotent_requests_are_never_replayed_but_gets_are() {
     assert!(a.hits() + b.hits() >= 3, "GET should have been retried: {}", a.hits() + b.hits());
 }
 
+/// A server that reads each request to the end of its body, then closes
+/// the connection without answering, as a server killed mid-request would.
+struct DropsRequests {
+    addr: SocketAddr,
+    requests: Arc<AtomicU64>,
+}
+
+impl DropsRequests {
+    fn start() -> DropsRequests {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicU64::new(0));
+        let count = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    if read_whole_request(&mut stream).is_ok() {
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // Dropping the stream closes it unanswered.
+                });
+            }
+        });
+        DropsRequests { addr, requests }
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// Read one HTTP/1.1 request: the head, then a Content-Length or chunked
+/// body.
+fn read_whole_request(stream: &mut TcpStream) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+    let length =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
+    loop {
+        let body = &buf[head_end..];
+        let complete = match length {
+            Some(len) => body.len() >= len,
+            None => !head.contains("transfer-encoding: chunked") || body.ends_with(b"0\r\n\r\n"),
+        };
+        if complete {
+            return Ok(());
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `first` sends every first attempt to the server that drops requests;
+/// passive ejection is off so it stays first.
+fn dropping_then_answering(dropper: &DropsRequests, answering: &Backend, extra: &str) -> Process {
+    Process::start(
+        "lb",
+        &lb_config(
+            "first",
+            &[("dropper", dropper.addr, false), ("answering", answering.addr, false)],
+            &format!("max_connections = 100\npassive = {{ consecutive_errors = 0 }}\n{extra}"),
+        ),
+    )
+}
+
+fn retries_of(lb: &Process, server: &str) -> u64 {
+    let r = get(lb.addr("admin"), "/stats").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let servers = v["backends"][0]["servers"].as_array().unwrap();
+    let s = servers.iter().find(|s| s["name"] == server).unwrap_or_else(|| panic!("no server {server} in {v}"));
+    s["retries"].as_u64().unwrap_or_else(|| panic!("no retries counter in {s}"))
+}
+
+#[test]
+fn a_post_with_an_idempotency_key_is_replayed_on_another_server() {
+    let dropper = DropsRequests::start();
+    let answering = Backend::start("b");
+    let lb = dropping_then_answering(&dropper, &answering, "");
+    let body = br#"{"author":"ann","text":"hello"}"#;
+    let r = request(lb.addr("www"), "POST", "/echo", &[("Idempotency-Key", "k-1")], body).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(dropper.requests(), 1, "the first attempt went to the server that dropped it");
+    assert_eq!(answering.hits(), 1);
+    let echoed = r.text().to_lowercase();
+    assert!(echoed.contains("idempotency-key: k-1"), "the key goes to the server: {echoed}");
+    assert!(
+        r.text().ends_with(r#"{"author":"ann","text":"hello"}"#),
+        "the replay carries the whole body: {}",
+        r.text()
+    );
+    assert_eq!(retries_of(&lb, "answering"), 1, "the replay counts as a retry");
+
+    // A chunked body (no Content-Length) within the limit is replayed too.
+    let chunked = b"POST /echo HTTP/1.1\r\nHost: test\r\nConnection: close\r\nIdempotency-Key: k-2\r\n\
+        Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let r = raw_request(lb.addr("www"), chunked).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().ends_with("hello world"), "{}", r.text());
+    assert_eq!((dropper.requests(), answering.hits()), (2, 2));
+}
+
+#[test]
+fn a_post_without_an_idempotency_key_is_not_replayed() {
+    let dropper = DropsRequests::start();
+    let answering = Backend::start("b");
+    let lb = dropping_then_answering(&dropper, &answering, "");
+    let r = request(lb.addr("www"), "POST", "/echo", &[], b"hello").unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(dropper.requests(), 1);
+    assert_eq!(answering.hits(), 0, "a POST without a key that reached a server must not be sent again");
+}
+
+#[test]
+fn a_keyed_body_over_the_replay_limit_is_streamed_and_not_replayed() {
+    let dropper = DropsRequests::start();
+    let answering = Backend::start("b");
+    let lb = dropping_then_answering(&dropper, &answering, "retries = { max_replay_body_bytes = 16 }");
+    let big = [b'x'; 100];
+    let r = request(lb.addr("www"), "POST", "/echo", &[("Idempotency-Key", "k-big")], &big).unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!((dropper.requests(), answering.hits()), (1, 0));
+    // Without Content-Length the limit is found while reading ahead; the
+    // part read and the rest still reach the server, once.
+    let mut chunked = b"POST /echo HTTP/1.1\r\nHost: test\r\nConnection: close\r\nIdempotency-Key: k-big-2\r\n\
+        Transfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
+    for _ in 0..10 {
+        chunked.extend_from_slice(b"a\r\n0123456789\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let r = raw_request(lb.addr("www"), &chunked).unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!((dropper.requests(), answering.hits()), (2, 0));
+    // Within the limit, the same backend replays it.
+    let r = request(lb.addr("www"), "POST", "/echo", &[("Idempotency-Key", "k-small")], b"small").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().ends_with("small"), "{}", r.text());
+}
+
 #[test]
 fn tcp_mode_tunnels_bytes() {
     let a = Backend::start("a");

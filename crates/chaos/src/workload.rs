@@ -7,7 +7,9 @@
 //!   into `chaos_writes`, then reading the row back with the write's token.
 //!
 //! Every write carries a unique payload (`c<client>-<seq>`), so a write
-//! applied twice shows up as a duplicate payload.
+//! applied twice shows up as a duplicate payload. Every POST through the lb
+//! also carries a unique `Idempotency-Key` (`chaos-<run>-c<client>-<seq>`),
+//! so the proxies may replay it when a web or app node dies under it.
 use crate::cluster::SECRET;
 use bulwark_db::{Client, Consistency, Params, Statement, Value};
 use std::net::SocketAddr;
@@ -84,13 +86,18 @@ impl Workload {
     /// `clients` threads until [`Workload::stop`] (or `max_writes` each).
     pub fn start(target: Target, clients: usize, max_writes: u64, rec: Arc<Recorder>) -> Workload {
         let stop = Arc::new(AtomicBool::new(false));
+        // Distinguishes this run's idempotency keys from any earlier run's.
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| format!("{:x}", d.as_nanos()))
+            .unwrap_or_default();
         let threads = (0..clients)
             .map(|c| {
-                let (target, rec, stop) = (target.clone(), rec.clone(), stop.clone());
+                let (target, rec, stop, run) = (target.clone(), rec.clone(), stop.clone(), run.clone());
                 std::thread::Builder::new()
                     .name(format!("chaos-client-{c}"))
                     .spawn(move || match target {
-                        Target::Lb(addr) => lb_client(addr, c, max_writes, &rec, &stop),
+                        Target::Lb(addr) => lb_client(addr, &run, c, max_writes, &rec, &stop),
                         Target::Db(nodes) => db_client(nodes, c, max_writes, &rec, &stop),
                     })
                     .unwrap()
@@ -130,7 +137,7 @@ fn describe(r: &std::io::Result<crate::HttpResponse>) -> String {
     }
 }
 
-fn lb_client(addr: SocketAddr, c: usize, max_writes: u64, rec: &Recorder, stop: &AtomicBool) {
+fn lb_client(addr: SocketAddr, run: &str, c: usize, max_writes: u64, rec: &Recorder, stop: &AtomicBool) {
     let mut jar: Option<String> = None;
     for seq in 0..max_writes {
         if stop.load(Ordering::SeqCst) {
@@ -138,7 +145,8 @@ fn lb_client(addr: SocketAddr, c: usize, max_writes: u64, rec: &Recorder, stop: 
         }
         let payload = format!("c{c}-{seq}");
         let body = serde_json::json!({ "author": format!("chaos{c}"), "text": payload }).to_string();
-        let mut headers = vec![("Content-Type", "application/json")];
+        let key = format!("chaos-{run}-c{c}-{seq}");
+        let mut headers = vec![("Content-Type", "application/json"), ("Idempotency-Key", key.as_str())];
         if let Some(j) = &jar {
             headers.push(("Cookie", j.as_str()));
         }

@@ -428,6 +428,13 @@ pub struct Retries {
     /// ...plus this many retries per second, so low traffic can still retry.
     #[serde(default = "default_budget_min")]
     pub budget_min_per_sec: u32,
+    /// A request carrying an `Idempotency-Key` header has its body read
+    /// ahead into memory up to this many bytes, so that it can be replayed
+    /// on another server when the first one fails before answering. A
+    /// larger body is streamed and not replayed; 0 turns keyed replays of
+    /// requests with a body off.
+    #[serde(default = "default_max_replay_body_bytes")]
+    pub max_replay_body_bytes: u64,
 }
 
 fn default_attempts() -> u32 {
@@ -439,6 +446,9 @@ fn default_budget_ratio() -> f64 {
 fn default_budget_min() -> u32 {
     10
 }
+fn default_max_replay_body_bytes() -> u64 {
+    64 * 1024
+}
 
 impl Default for Retries {
     fn default() -> Self {
@@ -446,6 +456,7 @@ impl Default for Retries {
             attempts: default_attempts(),
             budget_ratio: default_budget_ratio(),
             budget_min_per_sec: default_budget_min(),
+            max_replay_body_bytes: default_max_replay_body_bytes(),
         }
     }
 }
@@ -683,6 +694,10 @@ impl Validate for HealthCheck {
     }
 }
 
+/// Upper bound of `retries.max_replay_body_bytes`: every keyed request in
+/// flight may hold this much memory.
+const MAX_REPLAY_BODY_BYTES: u64 = 16 * 1024 * 1024;
+
 impl Validate for Retries {
     fn validate(&self, v: &mut Validator) {
         if self.attempts > 10 {
@@ -690,6 +705,9 @@ impl Validate for Retries {
         }
         if !(0.0..=1.0).contains(&self.budget_ratio) {
             v.error("budget_ratio", "must be between 0.0 and 1.0");
+        }
+        if self.max_replay_body_bytes > MAX_REPLAY_BODY_BYTES {
+            v.error("max_replay_body_bytes", format!("must be at most {MAX_REPLAY_BODY_BYTES} (it is held in memory)"));
         }
     }
 }
@@ -763,6 +781,22 @@ backup = true
         let err = crate::from_str::<LbConfig>(&bad, "lb.toml").unwrap_err();
         let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, ["backend[0].max_connections", "backend[0].server"], "{err}");
+    }
+
+    #[test]
+    fn replay_body_limit_defaults_to_64_kib_and_is_bounded() {
+        let c: LbConfig = crate::from_str(GOOD, "lb.toml").unwrap();
+        assert_eq!(c.backends[0].retries.max_replay_body_bytes, 64 * 1024);
+        let set =
+            GOOD.replace("balance = \"leastconn\"", "balance = \"leastconn\"\nretries = { max_replay_body_bytes = 0 }");
+        let c: LbConfig = crate::from_str(&set, "lb.toml").unwrap();
+        assert_eq!(c.backends[0].retries.max_replay_body_bytes, 0);
+        let bad = GOOD.replace(
+            "balance = \"leastconn\"",
+            "balance = \"leastconn\"\nretries = { max_replay_body_bytes = 1073741824 }",
+        );
+        let err = crate::from_str::<LbConfig>(&bad, "lb.toml").unwrap_err();
+        assert_eq!(err.issues[0].key, "backend[0].retries.max_replay_body_bytes", "{err}");
     }
 
     #[test]

@@ -1,10 +1,14 @@
-//! Response bodies the proxy hands back: either a server's streamed body
-//! (which returns its connection to the pool when it ends) or a small
-//! locally generated one. An enum, not a boxed trait object, to keep the
-//! hot path free of allocations.
+//! Bodies at the proxy boundary. Responses: either a server's streamed
+//! body (which returns its connection to the pool when it ends) or a small
+//! locally generated one. Requests: the client's streamed body under its
+//! size and time limits, or one read ahead into memory so it can be sent
+//! again ([`read_ahead`]). Enums, not boxed trait objects, to keep the hot
+//! path free of allocations.
 use crate::pool::{self, Sender};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
@@ -104,11 +108,77 @@ impl Body for PooledBody {
 }
 
 /// Request bodies sent to servers: the client's streamed body (with its
-/// size and time limits), or nothing (bodiless requests, and replays of
-/// them on retry).
+/// size and time limits), nothing (bodiless requests, and replays of them
+/// on retry), a body held in memory (keyed requests, and their replays), or
+/// the part of a body read ahead followed by the rest still streaming.
 pub enum RequestBody {
     Incoming(LimitedBody),
     Empty,
+    Buffered(BufferedBody),
+    Prefixed { head: Option<Bytes>, rest: LimitedBody },
+}
+
+/// A whole request body in memory; cloning it is a reference-count bump,
+/// so every attempt sends the same bytes.
+#[derive(Debug, Clone, Default)]
+pub struct BufferedBody {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl BufferedBody {
+    pub fn len(&self) -> usize {
+        self.data.as_ref().map_or(0, Bytes::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What [`read_ahead`] got from the client.
+pub enum ReadAhead {
+    /// The whole body fit within the limit.
+    Whole(BufferedBody),
+    /// The body is longer than the limit: what was read, then the rest,
+    /// still streaming (sent once, never replayed).
+    TooLong(RequestBody),
+    /// A client-side limit of [`LimitedBody`] stopped the body.
+    Limit(BodyLimit),
+    /// The client's body broke off (e.g. its connection closed).
+    Broken(String),
+}
+
+/// Read the client's body into memory as long as it stays within `max`
+/// bytes, so the request can be sent more than once.
+pub async fn read_ahead(mut body: LimitedBody, max: u64) -> ReadAhead {
+    let mut buf = BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => return ReadAhead::Whole(BufferedBody { data: Some(buf.freeze()), trailers: None }),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    buf.extend_from_slice(&data);
+                    if buf.len() as u64 > max {
+                        return ReadAhead::TooLong(RequestBody::Prefixed { head: Some(buf.freeze()), rest: body });
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        // Trailers end the body.
+                        return ReadAhead::Whole(BufferedBody { data: Some(buf.freeze()), trailers: Some(trailers) });
+                    }
+                }
+            },
+            Some(Err(e)) => {
+                return match body.tripped.load(std::sync::atomic::Ordering::Relaxed) {
+                    1 => ReadAhead::Limit(BodyLimit::TooLarge),
+                    2 => ReadAhead::Limit(BodyLimit::TooSlow),
+                    _ => ReadAhead::Broken(e.to_string()),
+                };
+            }
+        }
+    }
 }
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -195,6 +265,14 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Buffered(b) => match b.data.take() {
+                Some(d) if !d.is_empty() => Poll::Ready(Some(Ok(Frame::data(d)))),
+                _ => Poll::Ready(b.trailers.take().map(|t| Ok(Frame::trailers(t)))),
+            },
+            RequestBody::Prefixed { head, rest } => match head.take() {
+                Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                None => Pin::new(rest).poll_frame(cx),
+            },
         }
     }
 
@@ -202,6 +280,8 @@ impl Body for RequestBody {
         match self {
             RequestBody::Incoming(b) => b.is_end_stream(),
             RequestBody::Empty => true,
+            RequestBody::Buffered(b) => b.is_empty() && b.trailers.is_none(),
+            RequestBody::Prefixed { head, rest } => head.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -209,6 +289,19 @@ impl Body for RequestBody {
         match self {
             RequestBody::Incoming(b) => b.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
+            // Trailers need chunked encoding: no exact length then.
+            RequestBody::Buffered(b) if b.trailers.is_some() => SizeHint::default(),
+            RequestBody::Buffered(b) => SizeHint::with_exact(b.len() as u64),
+            RequestBody::Prefixed { head, rest } => {
+                let head = head.as_ref().map_or(0, |h| h.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + head);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + head);
+                }
+                hint
+            }
         }
     }
 }

@@ -7,16 +7,24 @@
 //!   just closed) is resent on a fresh connection, whatever its method;
 //! - an idempotent request without a body is replayed on another server when
 //!   the connection fails before the first response byte;
+//! - a request of any method carrying an `Idempotency-Key` header
+//!   ([`IDEMPOTENCY_KEY`], draft-ietf-httpapi-idempotency-key-header) is
+//!   replayed the same way, its body read ahead into memory first; a body
+//!   over the backend's `retries.max_replay_body_bytes` is streamed instead
+//!   and not replayed. The server behind must honour the key (execute a
+//!   request with a given key at most once): the proxy only resends it;
 //! - anything else that was sent is never replayed;
+//! - a server that accepted the request but did not answer within the
+//!   server timeout is not retried (504): it may still be working on it;
 //! - every retry after the first attempt is drawn from the backend's retry
-//!   budget.
-use crate::body::{BodyLimit, LimitedBody, PooledBody, ProxyBody, RequestBody};
+//!   budget and counted in the server's `retries`.
+use crate::body::{self, BodyLimit, BufferedBody, LimitedBody, PooledBody, ProxyBody, ReadAhead, RequestBody};
 use crate::headers::{self, ForwardedValues};
 use crate::pool;
 use crate::server::{InFlight, ServerState};
 use crate::upstream::Upstream;
 use crate::{now_ms, now_us};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -89,17 +97,37 @@ impl ClientContext {
     }
 }
 
-/// Method and head of a bodiless idempotent request, kept to replay it.
+/// The request header that makes a request of any method safe to replay:
+/// the client promises the server will execute it at most once per key.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// What is kept of a request to replay it: the head, and the body when it
+/// was read ahead (`None`: bodiless).
 struct Replay {
     method: Method,
     uri: Uri,
     version: Version,
     headers: http::HeaderMap,
+    body: Option<BufferedBody>,
 }
 
 impl Replay {
+    fn new(parts: &http::request::Parts, body: Option<BufferedBody>) -> Replay {
+        Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            body,
+        }
+    }
+
     fn build(&self) -> Request<RequestBody> {
-        let mut r = Request::new(RequestBody::Empty);
+        let body = match &self.body {
+            Some(b) => RequestBody::Buffered(b.clone()),
+            None => RequestBody::Empty,
+        };
+        let mut r = Request::new(body);
         *r.method_mut() = self.method.clone();
         *r.uri_mut() = self.uri.clone();
         *r.version_mut() = self.version;
@@ -114,6 +142,8 @@ fn is_idempotent(m: &Method) -> bool {
 
 enum Failure {
     Body(BodyLimit),
+    /// The client's body broke off while it was being read ahead.
+    ClientBody(String),
     NoServer,
     Connect,
     Response(String),
@@ -168,23 +198,26 @@ impl Forwarder {
                 parts.headers.insert(http::header::HOST, auth);
             }
         }
-        let replay = if is_idempotent(&method) && bodiless {
-            Some(Replay {
-                method: parts.method.clone(),
-                uri: parts.uri.clone(),
-                version: parts.version,
-                headers: parts.headers.clone(),
-            })
-        } else {
-            None
-        };
+        let keyed = parts.headers.contains_key(IDEMPOTENCY_KEY);
         let mut tripped = None;
-        let body = if bodiless {
-            RequestBody::Empty
+        let (body, replay) = if bodiless {
+            let replay = (keyed || is_idempotent(&method)).then(|| Replay::new(&parts, None));
+            (RequestBody::Empty, replay)
         } else {
             let limited = LimitedBody::new(body, self.options.max_body_bytes, self.options.body_timeout);
             tripped = Some(limited.tripped.clone());
-            RequestBody::Incoming(limited)
+            let max_replay = cfg.retries.max_replay_body_bytes;
+            let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|l| l.to_str().ok()?.parse().ok());
+            if keyed && max_replay > 0 && declared.is_none_or(|l: u64| l <= max_replay) {
+                match body::read_ahead(limited, max_replay).await {
+                    ReadAhead::Whole(b) => (RequestBody::Buffered(b.clone()), Some(Replay::new(&parts, Some(b)))),
+                    ReadAhead::TooLong(rest) => (rest, None),
+                    ReadAhead::Limit(l) => return self.fail(Failure::Body(l), start),
+                    ReadAhead::Broken(e) => return self.fail(Failure::ClientBody(e), start),
+                }
+            } else {
+                (RequestBody::Incoming(limited), None)
+            }
         };
         let mut pending = Some(Request::from_parts(parts, body));
 
@@ -204,6 +237,16 @@ impl Forwarder {
             let server = &up.servers[idx];
             if attempts > 1 {
                 server.stats.retries.fetch_add(1, Ordering::Relaxed);
+                if keyed {
+                    tracing::info!(
+                        route = %self.options.route,
+                        backend = up.name(),
+                        server = %server.name,
+                        method = %method,
+                        attempts,
+                        "retrying a request with an Idempotency-Key on another server"
+                    );
+                }
             }
             let _guard = InFlight::enter(server);
             server.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -354,6 +397,7 @@ impl Forwarder {
             Failure::Body(BodyLimit::TooSlow) => {
                 (StatusCode::REQUEST_TIMEOUT, "the request body was not received in time".to_string())
             }
+            Failure::ClientBody(e) => (StatusCode::BAD_REQUEST, format!("the request body could not be read: {e}")),
             Failure::NoServer => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("backend `{name}` has no server available to take this request"),

@@ -21,7 +21,7 @@ pub mod tcp;
 mod upstream;
 
 pub use body::ProxyBody;
-pub use forward::{error_response, forget_server, ClientContext, ForwardOptions, Forwarder};
+pub use forward::{error_response, forget_server, ClientContext, ForwardOptions, Forwarder, IDEMPOTENCY_KEY};
 pub use health::HealthCheck;
 pub use server::{LatencyHistogram, ServerState, ServerStats, LATENCY_BUCKETS_US};
 pub use upstream::{RetryBudget, Upstream, UpstreamError};
