@@ -17,6 +17,7 @@
 
 pub mod cluster;
 pub mod net;
+pub mod netdelay;
 pub mod scenario;
 pub mod workload;
 
