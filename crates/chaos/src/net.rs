@@ -18,11 +18,11 @@
 //! test die first. Only if neither works: random loss with iptables
 //! `statistic`, no delay.
 pub use crate::netdelay::Impairment;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::process::{ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Set in the re-executed test (inside the private namespaces).
@@ -139,7 +139,7 @@ pub fn heal(host: &str) {
 }
 
 /// How [`degrade`] made the network worse.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Degraded {
     /// `tc netem` on the hosts' interfaces (every packet they send).
     Netem(String),
@@ -153,14 +153,15 @@ pub enum Degraded {
 }
 
 /// A running `chaos-netdelay` of [`Degraded::Nfqueue`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Delayer {
     pub host: String,
     /// Of the delayer itself: `ip netns exec` executes it in place.
     pub pid: i32,
     /// The destinations whose packets it is given.
     pub peers: Vec<Ipv4Addr>,
-    stats: PathBuf,
+    /// Its stdout, past the `ready` line: its counters when it stops.
+    out: Arc<Mutex<BufReader<ChildStdout>>>,
 }
 
 impl std::fmt::Display for Degraded {
@@ -327,22 +328,19 @@ pub fn degrade_nfqueue(hosts: &[(String, Ipv4Addr)], imp: &Impairment) -> Result
 }
 
 fn start_delayer(bin: &Path, host: &str, imp: &Impairment, peers: Vec<Ipv4Addr>) -> Result<Delayer, String> {
-    let stats = std::env::temp_dir().join(format!("bulwark-chaos-netdelay-{}-{host}.txt", std::process::id()));
-    let _ = std::fs::remove_file(&stats);
     let mut child = Command::new("ip")
         .args(["netns", "exec", host])
         .arg(bin)
         .args(imp.to_args())
         .args(["--queue", QUEUE_NUM])
-        .arg("--stats")
-        .arg(&stats)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
     let mut line = String::new();
-    let _ = BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
+    let _ = out.read_line(&mut line);
     if line.trim() != "ready" {
         let _ = child.kill();
         let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
@@ -350,7 +348,7 @@ fn start_delayer(bin: &Path, host: &str, imp: &Impairment, peers: Vec<Ipv4Addr>)
     }
     // The child is reaped by stop_delayer (waitpid); dropping the handle
     // neither kills nor reaps it.
-    Ok(Delayer { host: host.to_string(), pid: child.id() as i32, peers, stats })
+    Ok(Delayer { host: host.to_string(), pid: child.id() as i32, peers, out: Arc::new(Mutex::new(out)) })
 }
 
 /// SIGTERM a delayer (it releases what it holds and exits), wait for it
@@ -375,10 +373,14 @@ fn stop_delayer(d: &Delayer) -> Result<String, String> {
             Err(e) => break Err(format!("waitpid: {e}")),
         }
     };
-    let stats = std::fs::read_to_string(&d.stats).map(|s| s.trim().to_string());
-    let _ = std::fs::remove_file(&d.stats);
     status?;
-    stats.map_err(|e| format!("no counters ({e})"))
+    let mut stats = String::new();
+    let mut out = d.out.lock().unwrap_or_else(|e| e.into_inner());
+    match out.read_to_string(&mut stats) {
+        Ok(_) if !stats.trim().is_empty() => Ok(stats.trim().to_string()),
+        Ok(_) => Err("no counters".to_string()),
+        Err(e) => Err(format!("no counters ({e})")),
+    }
 }
 
 /// Undo [`degrade`]. For [`Degraded::Nfqueue`]: remove the NFQUEUE rules,

@@ -6,12 +6,12 @@
 //! iptables `-j NFQUEUE --queue-bypass` rules in that namespace).
 //!
 //! ```text
-//! chaos-netdelay [--queue N] [--delay-ms MS] [--jitter-ms MS] [--loss P] [--stats FILE] [--seed N]
+//! chaos-netdelay [--queue N] [--delay-ms MS] [--jitter-ms MS] [--loss P] [--seed N]
 //! ```
 //!
 //! Prints `ready` on stdout once bound to the queue. On SIGTERM or SIGINT
 //! (or when its parent dies) it releases every packet still held, in order,
-//! writes its counters to `--stats` and exits 0. If it dies some other way
+//! prints its counters as a second line on stdout and exits 0. If it dies some other way
 //! the kernel drops what it held and, with `--queue-bypass` on the rules,
 //! lets later packets through unqueued.
 //!
@@ -59,14 +59,12 @@ fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (imp, rest) = Impairment::from_args(&args)?;
     let mut queue_num: u16 = 0;
-    let mut stats_path = None;
     let mut seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
             ^ u64::from(std::process::id());
     for (flag, value) in rest {
         match flag.as_str() {
             "--queue" => queue_num = value.parse().map_err(|e| format!("--queue {value}: {e}"))?,
-            "--stats" => stats_path = Some(value),
             "--seed" => seed = value.parse().map_err(|e| format!("--seed {value}: {e}"))?,
             _ => return Err(format!("unknown option {flag}")),
         }
@@ -99,7 +97,6 @@ fn run() -> Result<(), String> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "ready").and_then(|_| out.flush()).map_err(|e| format!("stdout: {e}"))?;
     }
-    eprintln!("chaos-netdelay: queue {queue_num}: {imp}");
 
     let mut sched: Scheduler<Message> = Scheduler::new(imp, seed);
     let mut verdict_errors = 0u64;
@@ -140,16 +137,13 @@ fn run() -> Result<(), String> {
         }
     }
     // Stopping: let everything still held through, in release order.
-    let held = sched.len();
     while let Some(m) = sched.pop(Instant::now()) {
         verdict(&mut q, m, Verdict::Accept);
     }
     let _ = q.unbind(queue_num);
     let stats = sched.stats;
-    eprintln!("chaos-netdelay: queue {queue_num} stopped ({held} released early): {stats}");
-    if let Some(path) = stats_path {
-        std::fs::write(&path, format!("{stats}\n")).map_err(|e| format!("{path}: {e}"))?;
-    }
+    // For net::restore; it may be gone (EPIPE) if the test died.
+    let _ = writeln!(std::io::stdout(), "{stats}");
     if verdict_errors > 0 {
         eprintln!("chaos-netdelay: {verdict_errors} verdicts failed");
     }
