@@ -1,7 +1,9 @@
 //! The chaos suite's harness (issue 8): a whole topology on network
 //! namespaces, one per topology host, like separate machines; a workload
 //! client that records every acknowledged write and every answer; faults
-//! (kill -9, SIGSTOP/SIGCONT, iptables partitions, tc netem, lb restarts);
+//! (kill -9, SIGSTOP/SIGCONT, iptables partitions, delay and loss between
+//! the db hosts by tc netem or, on kernels without it, the NFQUEUE delayer
+//! `chaos-netdelay` ([`netdelay`]), lb restarts);
 //! end checks (no acknowledged write lost, no duplicates, at most one
 //! primary per term, every replica identical, read-your-writes, failover
 //! time) and a markdown report.
@@ -9,14 +11,16 @@
 //! Owns: `crates/chaos/**`. Must not touch: the host's network. Every test
 //! re-runs itself under `unshare --net --mount` ([`net::run_isolated`]):
 //! the bridge, the namespaces, the iptables rules and qdiscs live and die
-//! with that private namespace. Addresses are in 198.18.0.0/24 (RFC 2544
-//! benchmarking range).
+//! with that private namespace (the delayers are stopped by
+//! [`net::restore`], or by their parent-death signal). Addresses are in
+//! 198.18.0.0/24 (RFC 2544 benchmarking range).
 //!
 //! The `bulwark` binary must be built first (`cargo build -p bulwark` or
 //! `cargo build --workspace`); `BULWARK_BIN` overrides its path.
 
 pub mod cluster;
 pub mod net;
+pub mod netdelay;
 pub mod scenario;
 pub mod workload;
 

@@ -5,9 +5,25 @@
 //! applied inside a host's namespace only. Nothing outlives the test: the
 //! namespaces are bound under a tmpfs on `/run/netns` private to the test's
 //! mount namespace, so they disappear with its last process.
+//!
+//! Delay and loss ([`degrade`]) use `tc netem` where the kernel has it.
+//! Where it has not (`CONFIG_NET_SCH_NETEM` unset, as on this project's
+//! machines) they come from the `chaos-netdelay` program
+//! ([`crate::netdelay`]): one per degraded host, run in that host's
+//! namespace with `ip netns exec`, fed by iptables rules
+//! `-t mangle -A OUTPUT -d PEER -j NFQUEUE --queue-bypass`. It holds each
+//! packet for delay ± jitter (per-flow order kept), drops the loss
+//! fraction, and lets everything through when [`restore`] removes the
+//! rules and sends it SIGTERM; a parent-death signal stops it should the
+//! test die first. Only if neither works: random loss with iptables
+//! `statistic`, no delay.
+pub use crate::netdelay::Impairment;
+use std::io::{BufRead, BufReader, Read};
 use std::net::Ipv4Addr;
-use std::process::Command;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Set in the re-executed test (inside the private namespaces).
 pub const IN_NAMESPACE: &str = "BULWARK_CHAOS_IN_NETNS";
@@ -123,36 +139,72 @@ pub fn heal(host: &str) {
 }
 
 /// How [`degrade`] made the network worse.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Degraded {
-    /// `tc netem` on the hosts' interfaces.
+    /// `tc netem` on the hosts' interfaces (every packet they send).
     Netem(String),
-    /// The kernel has no netem: random loss with iptables `statistic`
-    /// between the given hosts only (no added delay).
+    /// The kernel has no netem: a [`chaos-netdelay`](crate::netdelay)
+    /// process in each host's namespace holds (and drops) the packets that
+    /// host sends to the other degraded hosts, queued to it by iptables.
+    Nfqueue { imp: Impairment, delayers: Vec<Delayer> },
+    /// Neither netem nor the delayer: random loss with iptables
+    /// `statistic` between the given hosts only (no added delay).
     IptablesLoss(f64),
+}
+
+/// A running `chaos-netdelay` of [`Degraded::Nfqueue`].
+#[derive(Debug, Clone)]
+pub struct Delayer {
+    pub host: String,
+    /// Of the delayer itself: `ip netns exec` executes it in place.
+    pub pid: i32,
+    /// The destinations whose packets it is given.
+    pub peers: Vec<Ipv4Addr>,
+    /// Its stdout, past the `ready` line: its counters when it stops.
+    out: Arc<Mutex<BufReader<ChildStdout>>>,
 }
 
 impl std::fmt::Display for Degraded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Degraded::Netem(spec) => write!(f, "tc netem {spec}"),
+            Degraded::Nfqueue { imp, .. } => {
+                write!(f, "{imp} via NFQUEUE delayer chaos-netdelay (kernel has no sch_netem)")
+            }
             Degraded::IptablesLoss(p) => {
-                write!(f, "{:.0}% loss via iptables statistic (kernel has no sch_netem: no delay)", p * 100.0)
+                write!(
+                    f,
+                    "{:.0}% loss via iptables statistic (kernel has no sch_netem, NFQUEUE delayer unavailable: no delay)",
+                    p * 100.0
+                )
             }
         }
     }
 }
 
-/// Delay and loss on the interfaces of `hosts` (the database hosts):
-/// `tc netem delay 40ms 20ms loss 3%`. Without netem in the kernel, fall
-/// back to random loss between those hosts with iptables, and say so (set
-/// `BULWARK_CHAOS_REQUIRE_NETEM=1` to make that a failure instead).
+/// [`degrade_with`] the default [`Impairment`]: 30 ms ± 10 ms, 2 % loss.
 pub fn degrade(hosts: &[(String, Ipv4Addr)]) -> Degraded {
-    let spec = ["delay", "40ms", "20ms", "loss", "3%"];
+    degrade_with(hosts, &Impairment::default())
+}
+
+/// Delay and loss on `hosts` (the database hosts), by the first way that
+/// works here:
+/// 1. `tc qdisc add dev eth0 root netem delay … loss …` on each host
+///    (every packet it sends);
+/// 2. without `sch_netem` in the kernel, [`degrade_nfqueue`]: the same
+///    delay, jitter and loss on the packets between those hosts, by a
+///    userspace delayer on NFQUEUE;
+/// 3. without that either, random loss between those hosts with iptables
+///    `statistic` (8 %, no delay).
+///
+/// Says which on stderr. `BULWARK_CHAOS_REQUIRE_NETEM=1` makes anything
+/// but 1 a failure, `BULWARK_CHAOS_REQUIRE_DELAY=1` anything but 1 or 2.
+pub fn degrade_with(hosts: &[(String, Ipv4Addr)], imp: &Impairment) -> Degraded {
+    let spec = imp.netem_args();
     let mut failed = None;
     for (h, _) in hosts {
         let mut args = vec!["qdisc", "add", "dev", "eth0", "root", "netem"];
-        args.extend_from_slice(&spec);
+        args.extend(spec.iter().map(String::as_str));
         if let Err(e) = in_ns(h, "tc", &args) {
             failed = Some(e);
             break;
@@ -165,7 +217,20 @@ pub fn degrade(hosts: &[(String, Ipv4Addr)]) -> Degraded {
     if std::env::var_os("BULWARK_CHAOS_REQUIRE_NETEM").is_some() {
         panic!("tc netem is not available in this kernel (sch_netem): {err}");
     }
-    eprintln!("chaos: WARNING: tc netem unavailable ({err}); using iptables statistic loss between db hosts instead");
+    let nfq_err = match degrade_nfqueue(hosts, imp) {
+        Ok(how) => {
+            eprintln!("chaos: tc netem unavailable ({err}); delaying packets between db hosts with chaos-netdelay");
+            return how;
+        }
+        Err(e) => e,
+    };
+    if std::env::var_os("BULWARK_CHAOS_REQUIRE_DELAY").is_some() {
+        panic!("neither tc netem ({err}) nor the NFQUEUE delayer ({nfq_err}) works here");
+    }
+    eprintln!(
+        "chaos: WARNING: tc netem unavailable ({err}), NFQUEUE delayer too ({nfq_err}); \
+         using iptables statistic loss between db hosts instead"
+    );
     let p = 0.08;
     for (h, _) in hosts {
         for (_, peer) in hosts.iter().filter(|(o, _)| o != h) {
@@ -193,14 +258,178 @@ pub fn degrade(hosts: &[(String, Ipv4Addr)]) -> Degraded {
     Degraded::IptablesLoss(p)
 }
 
-/// Undo [`degrade`].
-pub fn restore(hosts: &[(String, Ipv4Addr)], how: &Degraded) {
-    for (h, _) in hosts {
-        match how {
-            Degraded::Netem(_) => {
-                in_ns(h, "tc", &["qdisc", "del", "dev", "eth0", "root"]).unwrap();
+/// The `chaos-netdelay` program: `BULWARK_CHAOS_NETDELAY`, or beside the
+/// running test's directory (`target/<profile>/deps/<test>` →
+/// `target/<profile>/chaos-netdelay`; cargo builds it with this crate's
+/// tests).
+pub fn delayer_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BULWARK_CHAOS_NETDELAY") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.parent().map(|d| d.join("chaos-netdelay")), Some(dir.join("chaos-netdelay"))]
+        .into_iter()
+        .flatten()
+        .find(|p| p.exists())
+}
+
+/// The NFQUEUE queue number the delayer binds in each namespace.
+const QUEUE_NUM: &str = "0";
+
+/// The iptables arguments of the rule that queues `host`'s packets to
+/// `peer` for its delayer (`op`: `-A` or `-D`). In the mangle table, which
+/// the kernel traverses before the filter table, so that a packet the delayer
+/// accepts still meets [`partition`]'s DROP rules; `--queue-bypass`: while
+/// no delayer is bound the packets pass.
+fn nfqueue_rule(op: &str, peer: Ipv4Addr) -> Vec<String> {
+    let peer = peer.to_string();
+    ["-t", "mangle", op, "OUTPUT", "-d", &peer, "-j", "NFQUEUE", "--queue-num", QUEUE_NUM, "--queue-bypass"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Delay `hosts`' packets to one another by `imp` without netem: start a
+/// `chaos-netdelay` in each host's namespace, then queue to it, with
+/// iptables, every packet that host sends to another of `hosts` (so a round
+/// trip between two of them gains twice the delay, as with netem on both).
+/// Undo with [`restore`]. On failure nothing is left behind.
+pub fn degrade_nfqueue(hosts: &[(String, Ipv4Addr)], imp: &Impairment) -> Result<Degraded, String> {
+    let bin = delayer_bin().ok_or_else(|| {
+        "chaos-netdelay not found (built with `cargo test -p bulwark-chaos`; or set BULWARK_CHAOS_NETDELAY)".to_string()
+    })?;
+    let mut delayers = Vec::new();
+    let started = (|| {
+        for (host, _) in hosts {
+            let peers: Vec<Ipv4Addr> = hosts.iter().filter(|(o, _)| o != host).map(|(_, a)| *a).collect();
+            delayers.push(start_delayer(&bin, host, imp, peers)?);
+        }
+        for d in &delayers {
+            for peer in &d.peers {
+                let rule = nfqueue_rule("-A", *peer);
+                in_ns(&d.host, "iptables", &rule.iter().map(String::as_str).collect::<Vec<_>>())?;
             }
-            Degraded::IptablesLoss(_) => heal(h),
+        }
+        Ok(())
+    })();
+    match started {
+        Ok(()) => Ok(Degraded::Nfqueue { imp: *imp, delayers }),
+        Err(e) => {
+            for d in &delayers {
+                for peer in &d.peers {
+                    let rule = nfqueue_rule("-D", *peer);
+                    let _ = in_ns(&d.host, "iptables", &rule.iter().map(String::as_str).collect::<Vec<_>>());
+                }
+                let _ = stop_delayer(d);
+            }
+            Err(e)
         }
     }
+}
+
+fn start_delayer(bin: &Path, host: &str, imp: &Impairment, peers: Vec<Ipv4Addr>) -> Result<Delayer, String> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", host])
+        .arg(bin)
+        .args(imp.to_args())
+        .args(["--queue", QUEUE_NUM])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    let _ = out.read_line(&mut line);
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+        return Err(format!("chaos-netdelay in {host} did not start ({status})"));
+    }
+    // The child is reaped by stop_delayer (waitpid); dropping the handle
+    // neither kills nor reaps it.
+    Ok(Delayer { host: host.to_string(), pid: child.id() as i32, peers, out: Arc::new(Mutex::new(out)) })
+}
+
+/// SIGTERM a delayer (it releases what it holds and exits), wait for it
+/// (SIGKILL after 5 s); its counters, or why there are none.
+fn stop_delayer(d: &Delayer) -> Result<String, String> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use nix::unistd::Pid;
+    let pid = Pid::from_raw(d.pid);
+    kill(pid, Signal::SIGTERM).map_err(|e| format!("kill {}: {e}", d.pid))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(WaitStatus::StillAlive) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                break Err("did not stop within 5 s; killed".to_string());
+            }
+            Ok(WaitStatus::Exited(_, 0)) => break Ok(()),
+            Ok(s) => break Err(format!("ended with {s:?}")),
+            Err(e) => break Err(format!("waitpid: {e}")),
+        }
+    };
+    status?;
+    let mut stats = String::new();
+    let mut out = d.out.lock().unwrap_or_else(|e| e.into_inner());
+    match out.read_to_string(&mut stats) {
+        Ok(_) if !stats.trim().is_empty() => Ok(stats.trim().to_string()),
+        Ok(_) => Err("no counters".to_string()),
+        Err(e) => Err(format!("no counters ({e})")),
+    }
+}
+
+/// Undo [`degrade`]. For [`Degraded::Nfqueue`]: remove the NFQUEUE rules,
+/// stop the delayers and return their counters, one line per host (and
+/// panic if a rule or a delayer is left).
+pub fn restore(hosts: &[(String, Ipv4Addr)], how: &Degraded) -> Vec<String> {
+    match how {
+        Degraded::Netem(_) => {
+            for (h, _) in hosts {
+                in_ns(h, "tc", &["qdisc", "del", "dev", "eth0", "root"]).unwrap();
+            }
+            Vec::new()
+        }
+        Degraded::IptablesLoss(_) => {
+            for (h, _) in hosts {
+                heal(h);
+            }
+            Vec::new()
+        }
+        Degraded::Nfqueue { delayers, .. } => {
+            // Rules first: nothing new is queued while the delayers let
+            // out what they hold.
+            for d in delayers {
+                for peer in &d.peers {
+                    let rule = nfqueue_rule("-D", *peer);
+                    in_ns(&d.host, "iptables", &rule.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+                }
+                let left = nfqueue_rules(&d.host);
+                assert!(left.is_empty(), "NFQUEUE rules left on {}: {left:?}", d.host);
+            }
+            delayers
+                .iter()
+                .map(|d| match stop_delayer(d) {
+                    Ok(stats) => format!("{}: {stats}", d.host),
+                    Err(e) => panic!("chaos-netdelay on {}: {e}", d.host),
+                })
+                .collect()
+        }
+    }
+}
+
+/// The NFQUEUE rules in `host`'s namespace (`iptables -S` lines, every
+/// table this module uses).
+pub fn nfqueue_rules(host: &str) -> Vec<String> {
+    ["mangle", "filter"]
+        .iter()
+        .flat_map(|t| {
+            in_ns(host, "iptables", &["-t", t, "-S"]).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>()
+        })
+        .filter(|l| l.contains("NFQUEUE"))
+        .collect()
 }
