@@ -132,15 +132,18 @@ bounds = [float(k[3]) for k in kills] + [float("inf")]
 for i, (r, victim, term, t) in enumerate(kills):
     victim, term, t = int(victim), int(term), float(t)
     nxt = bounds[i + 1]
-    elect = next((s["t"] - t for s in stat if t < s["t"] < nxt and any(
-        n["role"] == "primary" and n["term"] > term and n["id"] != victim for n in s["nodes"])), None)
+    new = next(((s["t"] - t, n) for s in stat if t < s["t"] < nxt for n in s["nodes"]
+                if n["role"] == "primary" and n["term"] > term and n["id"] != victim), None)
+    elect = new[0] if new else None
+    # A term more than one above the old one means a split or repeated vote.
+    who = f"node {new[1]['id']} in term {new[1]['term']}" if new else "none"
     back = next((e["end"] - t for e in ok if t < e["end"] < nxt and e["term"] > term), None)
     before = [e["end"] for e in ok if e["end"] <= t]
     gap = (back + t - before[-1]) if back is not None and before else None
     failed = sum(1 for e in writes if not e["ok"] and t <= e["end"] < (t + back if back else nxt))
     rows.append((int(r), victim, elect, back, gap, failed))
     f = lambda x: "-" if x is None else f"{x:.3f} s"
-    print(f"round {r}: killed node {victim} (term {term}); new primary seen after {f(elect)}, "
+    print(f"round {r}: killed node {victim} (term {term}); new primary ({who}) seen after {f(elect)}, "
           f"first write acked after {f(back)}, write gap {f(gap)}, failed writes {failed}", file=sys.stderr)
 
 def col(k): return [x[k] for x in rows if x[k] is not None]

@@ -79,8 +79,11 @@ def run_block(n, meta):
     if meta["table"]:
         lines.append(meta["table"])
         lines.append("")
+    # Per-round lines (the raw JSON reports of db.sh are summarised in its
+    # table already).
     keep = [l.rstrip() for l in meta["log"].splitlines()
-            if re.match(r"\s*(round \d|mariadb|descriptor limit|WARNING|semi-sync|\w+: \d+ descriptors)", l)]
+            if re.match(r"\s*(round \d|mariadb|descriptor limit|WARNING|semi-sync|\w+: \d+ descriptors)", l)
+            and '{"target"' not in l]
     if meta["exit"] != 0:
         keep = [l.rstrip() for l in meta["log"].splitlines()][-30:]
     if keep:
