@@ -17,11 +17,8 @@ SECONDS_RUN=${2:-10}
 ROUNDS=${3:-2}
 source "$(dirname "$0")/lib.sh"
 cd "$BENCH_ROOT"
-need_pkgs mariadbd:mariadb-server mariadb:mariadb-client mariadb-install-db:mariadb-server
-if [ -z "${BULWARK:-}" ]; then
-  cargo build --release -p bulwark >&2
-  BULWARK=${CARGO_TARGET_DIR:-target}/release/bulwark
-fi
+need_pkgs mariadbd:mariadb-server mariadb:mariadb-client mariadb-install-db:mariadb-server python3:python3
+BULWARK=$(bulwark_bin)
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -82,8 +79,11 @@ mp "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'repl'; GRANT REPLICATION SLAVE
     GRANT ALL ON bench.* TO 'bench'@'127.0.0.1';"
 mr "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$MPORT, MASTER_USER='repl', MASTER_PASSWORD='repl',
     MASTER_USE_GTID=slave_pos; START SLAVE;"
-for _ in $(seq 1 100); do
-  [ "$(mp "SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'" | cut -f2)" = 1 ] && break
+# The primary switches semi-sync on once the replica has connected and
+# caught up with the binary log: wait for both.
+for _ in $(seq 1 300); do
+  [ "$(mp "SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'" | cut -f2)" = 1 ] &&
+    [ "$(mp "SHOW STATUS LIKE 'Rpl_semi_sync_master_status'" | cut -f2)" = ON ] && break
   sleep 0.1
 done
 SEMI=$(mp "SHOW STATUS LIKE 'Rpl_semi_sync_master_status'" | cut -f2)

@@ -9,10 +9,9 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8s}
 CONNS=${CONNS:-50}
 
-need_pkgs haproxy:haproxy nginx:nginx-light wrk:wrk
+need_pkgs haproxy:haproxy nginx:nginx-light wrk:wrk python3:python3
 cd "$BENCH_ROOT"
-cargo build --release -q -p bulwark
-BIN="$BENCH_ROOT/target/release/bulwark"
+BIN=$(bulwark_bin)
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 

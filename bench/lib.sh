@@ -1,6 +1,8 @@
 # Shared helpers for bench/*.sh (sourced).
 set -euo pipefail
 BENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# A relative BULWARK is relative to the caller's directory (scripts cd).
+if [ -n "${BULWARK:-}" ] && [ "${BULWARK#/}" = "$BULWARK" ]; then BULWARK="$PWD/$BULWARK"; fi
 
 need_pkgs() {
   local missing=()
@@ -10,9 +12,29 @@ need_pkgs() {
   done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    local sudo=()
+    if [ "$(id -u)" != 0 ]; then sudo=(sudo -n); fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
+}
+
+# Path of the bulwark binary: $BULWARK if set, else a release build in
+# ${CARGO_TARGET_DIR:-target} (built here; cargo's output goes to stderr).
+bulwark_bin() {
+  if [ -n "${BULWARK:-}" ]; then
+    [ -x "$BULWARK" ] || { echo "BULWARK=$BULWARK is not an executable" >&2; return 1; }
+    echo "$BULWARK"
+    return 0
+  fi
+  command -v cargo >/dev/null 2>&1 || {
+    echo "cargo not found: install Rust (https://rustup.rs) or set BULWARK=/path/to/bulwark" >&2
+    return 1
+  }
+  (cd "$BENCH_ROOT" && cargo build --release -q -p bulwark >&2) || return 1
+  local dir=${CARGO_TARGET_DIR:-$BENCH_ROOT/target}
+  case $dir in /*) ;; *) dir=$BENCH_ROOT/$dir ;; esac
+  echo "$dir/release/bulwark"
 }
 
 # A free TCP port on 127.0.0.1.

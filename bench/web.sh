@@ -13,10 +13,9 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-50}
 FILE_BYTES=${FILE_BYTES:-1024}
 
-need_pkgs nginx:nginx-light wrk:wrk taskset:util-linux
+need_pkgs nginx:nginx-light wrk:wrk taskset:util-linux curl:curl python3:python3
 cd "$BENCH_ROOT"
-cargo build --release -q -p bulwark
-BIN="${CARGO_TARGET_DIR:-$BENCH_ROOT/target}/release/bulwark"
+BIN=$(bulwark_bin)
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 SERVER_CPU=0

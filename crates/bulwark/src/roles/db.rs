@@ -1,9 +1,11 @@
 //! `bulwark db`: run a replicated database node, or administer a cluster
-//! (status, promote, add-node, remove-node) through its HTTP API.
+//! (status, promote, add-node, remove-node, the bench and failover probe
+//! load generators) through its HTTP API.
 use anyhow::{bail, Context, Result};
 use bulwark_config::db::DbConfig;
-use bulwark_db::Client;
+use bulwark_db::{Client, Statement};
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
@@ -52,6 +54,29 @@ pub enum DbCommand {
         #[arg(long, default_value_t = 16)]
         clients: usize,
         #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Failover probe (see `bench/failover.sh`): steady writers and a status
+    /// poller; prints one JSON line per write and per change of the cluster's
+    /// roles, with unix timestamps in seconds, until SIGTERM/SIGINT.
+    Probe {
+        /// Concurrent writers (one autocommit INSERT at a time each).
+        #[arg(long, default_value_t = 4)]
+        writers: usize,
+        /// Pause of a writer between two writes, milliseconds.
+        #[arg(long, default_value_t = 10)]
+        interval_ms: u64,
+        /// Period of the `/v1/status` poll of every node, milliseconds.
+        #[arg(long, default_value_t = 20)]
+        poll_ms: u64,
+        /// How long one write may keep retrying (failover) before it counts
+        /// as failed, milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        deadline_ms: u64,
+        /// Stop after this many seconds (0: run until SIGTERM/SIGINT).
+        #[arg(long, default_value_t = 0)]
         seconds: u64,
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -189,6 +214,16 @@ fn admin(config: Option<PathBuf>, cmd: DbCommand) -> Result<i32> {
                 println!("{}", serde_json::to_string(&r)?);
                 Ok(0)
             }
+            DbCommand::Probe { writers, interval_ms, poll_ms, deadline_ms, seconds, cluster } => {
+                let opts = ProbeOptions {
+                    writers,
+                    interval: Duration::from_millis(interval_ms),
+                    poll: Duration::from_millis(poll_ms),
+                    deadline: Duration::from_millis(deadline_ms),
+                    seconds,
+                };
+                probe(client(config, &cluster)?, opts).await
+            }
             DbCommand::RemoveNode { node, cluster } => {
                 let s = client(config, &cluster)?.remove_node(node).await?;
                 println!("{}", serde_json::to_string_pretty(&s.members)?);
@@ -196,4 +231,130 @@ fn admin(config: Option<PathBuf>, cmd: DbCommand) -> Result<i32> {
             }
         }
     })
+}
+
+/// (node id, role, term): what a status line reports a change of.
+type RoleKey = (u64, String, u64);
+
+struct ProbeOptions {
+    writers: usize,
+    interval: Duration,
+    poll: Duration,
+    deadline: Duration,
+    seconds: u64,
+}
+
+/// Wall-clock time, unix seconds: comparable with the `kill` time a script
+/// takes with `$EPOCHREALTIME`.
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn emit(v: serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+/// `bulwark db probe`: `writers` loops each inserting one row per write
+/// through their own [`Client`] (so each rediscovers the primary on its
+/// own, like an app server), and one loop polling every node's status as
+/// `bulwark db status` does. Lines on stdout:
+/// `{"ev":"write","w":0,"start":..,"end":..,"ok":true,"term":3,"index":120}`,
+/// `{"ev":"write",..,"ok":false,"err":"..."}` and, whenever the (id, role,
+/// term) of the answering nodes changes,
+/// `{"ev":"status","t":..,"nodes":[{"id":1,"role":"primary","term":3,"quorum":true},..],"down":["127.0.0.1:7002"]}`.
+async fn probe(base: Client, o: ProbeOptions) -> Result<i32> {
+    let stop = CancellationToken::new();
+    tokio::spawn(super::shutdown_on_signal(stop.clone()));
+    if o.seconds > 0 {
+        let s = stop.clone();
+        let secs = o.seconds;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            s.cancel();
+        });
+    }
+    base.clone()
+        .with_deadline(o.deadline)
+        .execute(&[Statement::new(
+            "CREATE TABLE IF NOT EXISTS failover_probe (id INTEGER PRIMARY KEY, writer INTEGER, seq INTEGER, t REAL)",
+        )])
+        .await
+        .context("creating the probe table")?;
+    let mut tasks = Vec::new();
+    for w in 0..o.writers {
+        let c = base.clone().with_deadline(o.deadline);
+        let stop = stop.clone();
+        let pause = o.interval;
+        tasks.push(tokio::spawn(async move {
+            let mut seq: i64 = 0;
+            while !stop.is_cancelled() {
+                seq += 1;
+                let start = unix_now();
+                let st = [Statement::with_params(
+                    "INSERT INTO failover_probe (writer, seq, t) VALUES (?, ?, ?)",
+                    vec![(w as i64).into(), seq.into(), start.into()],
+                )];
+                let r = tokio::select! {
+                    r = c.execute(&st) => r,
+                    _ = stop.cancelled() => break,
+                };
+                let end = unix_now();
+                match r {
+                    Ok(r) => emit(serde_json::json!({
+                        "ev": "write", "w": w, "start": start, "end": end, "ok": true,
+                        "term": r.token.term, "index": r.token.index,
+                    })),
+                    Err(e) => emit(serde_json::json!({
+                        "ev": "write", "w": w, "start": start, "end": end, "ok": false, "err": e.to_string(),
+                    })),
+                }
+                if !pause.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            }
+        }));
+    }
+    {
+        let c = base.clone();
+        let stop = stop.clone();
+        let period = o.poll;
+        tasks.push(tokio::spawn(async move {
+            let mut last: Option<(Vec<RoleKey>, Vec<String>)> = None;
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let all: Vec<String> = c.statuses().await.iter().flat_map(|s| s.members.iter().map(|m| m.address.clone())).collect();
+            while !stop.is_cancelled() {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => break,
+                }
+                let t = unix_now();
+                let mut st = c.statuses().await;
+                st.sort_by_key(|s| s.node_id);
+                let key: Vec<RoleKey> = st.iter().map(|s| (s.node_id, s.role.clone(), s.term)).collect();
+                let mut down: Vec<String> =
+                    all.iter().filter(|a| !st.iter().any(|s| &s.address == *a)).cloned().collect();
+                down.sort();
+                down.dedup();
+                if last.as_ref() != Some(&(key.clone(), down.clone())) {
+                    let nodes: Vec<_> = st
+                        .iter()
+                        .map(|s| serde_json::json!({"id": s.node_id, "role": s.role, "term": s.term, "quorum": s.quorum}))
+                        .collect();
+                    emit(serde_json::json!({"ev": "status", "t": t, "nodes": nodes, "down": down}));
+                    last = Some((key, down));
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(0)
 }
