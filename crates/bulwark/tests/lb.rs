@@ -546,3 +546,83 @@ fn a_passively_ejected_server_returns_when_health_checks_pass() {
     lb.wait_for_log("server is back");
     assert_eq!(who(lb.addr("www")).len(), 1);
 }
+
+/// A server that answers its health check (`GET /health`: 200 while
+/// `healthy`, else 503) and holds every other request unanswered, as a
+/// server cut off by a partition mid-request would.
+struct HoldsRequests {
+    addr: SocketAddr,
+    held: Arc<AtomicU64>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl HoldsRequests {
+    fn start() -> HoldsRequests {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = Arc::new(AtomicU64::new(0));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (count, ok) = (held.clone(), healthy.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (count, ok) = (count.clone(), ok.clone());
+                std::thread::spawn(move || {
+                    let mut head = [0u8; 16];
+                    if stream.peek(&mut head).is_ok() && head.starts_with(b"GET /health") {
+                        let _ = read_whole_request(&mut stream);
+                        let status = if ok.load(Ordering::SeqCst) { "200 OK" } else { "503 Down" };
+                        let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        return;
+                    }
+                    if read_whole_request(&mut stream).is_ok() {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        // Hold the connection until the lb gives up on it.
+                        let _ = stream.read(&mut [0u8; 1]);
+                    }
+                });
+            }
+        });
+        HoldsRequests { addr, held, healthy }
+    }
+}
+
+#[test]
+fn requests_waiting_on_a_server_marked_down_move_on_or_fail_at_once() {
+    let holder = HoldsRequests::start();
+    let answering = Backend::start("b");
+    // `first`: every first attempt goes to the holder while it is up. The
+    // server timeout is far longer than the test may wait for an answer.
+    let config = lb_config(
+        "first",
+        &[("holder", holder.addr, false), ("answering", answering.addr, false)],
+        &format!("max_connections = 100\npassive = {{ consecutive_errors = 0 }}\n{FAST_CHECKS}"),
+    );
+    let lb = Process::start("lb", &format!("timeouts = {{ server = \"120s\" }}\n{config}"));
+    wait_until("holder is up", || server_state(&lb, "holder") == "up");
+    let www = lb.addr("www");
+
+    // A keyed POST held by the server goes to the other server once the
+    // health check marks the holder down.
+    let keyed = std::thread::spawn(move || {
+        request(www, "POST", "/echo", &[("Idempotency-Key", "k-held")], b"held then replayed").unwrap()
+    });
+    wait_until("the holder has the request", || holder.held.load(Ordering::SeqCst) == 1);
+    holder.healthy.store(false, Ordering::SeqCst);
+    let r = keyed.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().ends_with("held then replayed"), "{}", r.text());
+    assert_eq!(answering.hits(), 1);
+
+    // A POST without a key cannot be replayed: it fails with 502 when the
+    // holder is marked down, instead of waiting for the server timeout.
+    holder.healthy.store(true, Ordering::SeqCst);
+    wait_until("holder is up again", || server_state(&lb, "holder") == "up");
+    let plain = std::thread::spawn(move || request(www, "POST", "/echo", &[], b"not replayable").unwrap());
+    wait_until("the holder has the second request", || holder.held.load(Ordering::SeqCst) == 2);
+    holder.healthy.store(false, Ordering::SeqCst);
+    let r = plain.join().unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(answering.hits(), 1, "a request without a key is never replayed");
+}

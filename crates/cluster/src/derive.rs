@@ -69,6 +69,10 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
     let apps = t.of_kind(RoleKind::App);
     let webs = t.of_kind(RoleKind::Web);
     let db_id = |name: &str| dbs.iter().position(|d| d.name == name).map(|i| i as u64 + 1);
+    // A check that has not answered within its interval has failed: a
+    // cut-off server is marked down after `fall` intervals, not `fall`
+    // seconds (the default check timeout).
+    let check_timeout = t.lb.check_interval.min(std::time::Duration::from_secs(1));
     let mut out = Vec::new();
     for p in t.placed() {
         if host.is_some_and(|h| h != p.host) {
@@ -102,8 +106,9 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 let _ = writeln!(c, "[[proxy]]\nprefix = \"/api/\"\nservers = [{}]", servers.join(", "));
                 let _ = writeln!(
                     c,
-                    "health_check = {{ kind = \"http\", path = \"/api/health\", interval = \"{}ms\", rise = 1, fall = 2 }}",
-                    t.lb.check_interval.as_millis()
+                    "health_check = {{ kind = \"http\", path = \"/api/health\", interval = \"{}ms\", timeout = \"{}ms\", rise = 1, fall = 2 }}",
+                    t.lb.check_interval.as_millis(),
+                    check_timeout.as_millis()
                 );
             }
             RoleKind::Lb => {
@@ -141,8 +146,9 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 let _ = writeln!(c, "cluster_secret_file = {}", q(&files.secret));
                 let _ = writeln!(
                     c,
-                    "health_check = {{ kind = \"http\", path = \"/health\", interval = \"{}ms\", rise = 1, fall = 2 }}",
-                    t.lb.check_interval.as_millis()
+                    "health_check = {{ kind = \"http\", path = \"/health\", interval = \"{}ms\", timeout = \"{}ms\", rise = 1, fall = 2 }}",
+                    t.lb.check_interval.as_millis(),
+                    check_timeout.as_millis()
                 );
                 for w in &webs {
                     let _ = writeln!(c, "[[backend.server]]\nname = \"{}\"\naddress = \"{}\"", w.name, w.addr);

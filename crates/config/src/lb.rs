@@ -353,6 +353,24 @@ pub struct HealthCheck {
     /// Consecutive failures to mark an up server down.
     #[serde(default = "default_fall")]
     pub fall: u32,
+    /// What happens to requests still waiting for a response head from a
+    /// server when its check marks it down: `shutdown-sessions` (default,
+    /// HAProxy's `on-marked-down shutdown-sessions`) ends the wait at once,
+    /// so a replayable request (bodiless idempotent, or with an
+    /// `Idempotency-Key`) goes to another server and any other gets 502
+    /// instead of hanging on a dead or cut-off server until `timeouts.server`;
+    /// `keep` lets them wait.
+    #[serde(default)]
+    pub on_marked_down: OnMarkedDown,
+}
+
+/// See [`HealthCheck::on_marked_down`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMarkedDown {
+    #[default]
+    ShutdownSessions,
+    Keep,
 }
 
 fn default_check_path() -> String {
@@ -384,6 +402,7 @@ impl Default for HealthCheck {
             timeout: default_check_timeout(),
             rise: default_rise(),
             fall: default_fall(),
+            on_marked_down: OnMarkedDown::default(),
         }
     }
 }

@@ -199,6 +199,10 @@ impl Forwarder {
             }
         }
         let keyed = parts.headers.contains_key(IDEMPOTENCY_KEY);
+        let shutdown_on_down = cfg
+            .health_check
+            .as_ref()
+            .is_some_and(|h| h.on_marked_down == bulwark_config::lb::OnMarkedDown::ShutdownSessions);
         let mut tripped = None;
         let (body, replay) = if bodiless {
             let replay = (keyed || is_idempotent(&method)).then(|| Replay::new(&parts, None));
@@ -285,7 +289,27 @@ impl Forwarder {
                     stale_retries -= 1;
                     continue;
                 }
-                match tokio::time::timeout(self.options.server_timeout, sender.try_send_request(req)).await {
+                let exchange = tokio::time::timeout(self.options.server_timeout, sender.try_send_request(req));
+                let exchange = async {
+                    if !shutdown_on_down {
+                        return Some(exchange.await);
+                    }
+                    tokio::select! {
+                        r = exchange => Some(r),
+                        _ = server.marked_down.notified() => None,
+                    }
+                };
+                let Some(outcome) = exchange.await else {
+                    // The health check marked the server down while this
+                    // request waited for it (`on_marked_down`).
+                    server.stats.response_errors.fetch_add(1, Ordering::Relaxed);
+                    failure = Failure::Response(format!("server {} was marked down by its health check", server.name));
+                    if replay.is_none() {
+                        return self.fail(failure, start);
+                    }
+                    break;
+                };
+                match outcome {
                     Ok(Ok(resp)) => {
                         let took = now_us().saturating_sub(start);
                         server.observe_latency(Duration::from_micros(took));

@@ -32,6 +32,8 @@ pub struct ServerState {
     ewma_us: AtomicU64,
     ewma_stamp: AtomicU64,
     pub stats: ServerStats,
+    /// Woken when the health check marks the server down.
+    pub marked_down: tokio::sync::Notify,
 }
 
 /// Counters per server, exported by the admin listener.
@@ -76,6 +78,7 @@ impl ServerState {
             ewma_us: AtomicU64::new(EWMA_INITIAL_US.to_bits()),
             ewma_stamp: AtomicU64::new(now_ms()),
             stats: ServerStats::default(),
+            marked_down: tokio::sync::Notify::new(),
         }
     }
 
@@ -93,6 +96,8 @@ impl ServerState {
                 self.consecutive_errors.store(0, Ordering::Relaxed);
                 self.ejected_until.store(0, Ordering::Relaxed);
                 self.available_since.store(now_ms(), Ordering::Relaxed);
+            } else {
+                self.marked_down.notify_waiters();
             }
         }
         was != up
