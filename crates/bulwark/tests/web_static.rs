@@ -458,3 +458,20 @@ fn bad_root_fails_to_start_with_a_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("root") && err.contains("missing"), "{err}");
 }
+
+#[test]
+fn health_fails_while_a_proxy_route_has_no_server() {
+    let site = site();
+    let mut app = bulwark_testkit::Backend::start("app");
+    let cfg = config(site.root.path(), "").replace("\"127.0.0.1:9\"", &format!("\"{}\"", app.addr))
+        + "health_check = { kind = \"tcp\", interval = \"100ms\", timeout = \"100ms\", rise = 1, fall = 1 }\n";
+    let p = Process::start("web", &cfg);
+    bulwark_testkit::wait_until("/health ok", || get(p.addr("http"), "/health").is_ok_and(|r| r.status == 200));
+    app.stop();
+    // The lb would send requests here that could only get 503: /health says so.
+    bulwark_testkit::wait_until("/health 503", || get(p.addr("http"), "/health").is_ok_and(|r| r.status == 503));
+    let r = get(p.addr("http"), "/health").unwrap();
+    assert!(r.text().contains("no server available for /api/"), "{}", r.text());
+    // Static files are still served.
+    assert_eq!(get(p.addr("http"), "/").unwrap().status, 200);
+}

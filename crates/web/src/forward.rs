@@ -45,6 +45,11 @@ impl ForwardRoute {
 }
 
 impl ProxyRoute for ForwardRoute {
+    fn has_available_server(&self) -> bool {
+        let now = bulwark_proxy::now_ms();
+        self.forwarder.upstream.servers.iter().any(|s| s.is_available(now))
+    }
+
     fn forward(&self, req: Request<Incoming>, client: SocketAddr) -> RouteFuture<'_> {
         Box::pin(async move {
             let ctx = ClientContext::new(client, "http");

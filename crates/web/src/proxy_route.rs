@@ -22,6 +22,11 @@ pub type RouteFuture<'a> = Pin<Box<dyn Future<Output = Response<WebBody>> + 'a>>
 /// chunked bodies and `timeouts.body` itself.
 pub trait ProxyRoute: Send + Sync + 'static {
     fn forward(&self, req: Request<Incoming>, client: SocketAddr) -> RouteFuture<'_>;
+    /// Whether a request could be forwarded now (some server is
+    /// available); `/health` answers 503 when a route has none.
+    fn has_available_server(&self) -> bool {
+        true
+    }
 }
 
 /// The route used until `bulwark-proxy` is wired in: answers 502.

@@ -132,6 +132,16 @@ impl Site {
     async fn route(&self, req: Request<Incoming>, client: SocketAddr) -> Response<WebBody> {
         let s = &*self.shared;
         if req.uri().path() == "/health" {
+            // A web server that cannot reach any server of a proxy route
+            // is not healthy: the lb sends its traffic elsewhere instead of
+            // getting 503s from it (e.g. just after a partition heals,
+            // before this server's own checks found its apps again).
+            if let Some((prefix, _)) = s.proxies.iter().find(|(_, route)| !route.has_available_server()) {
+                let mut r = Response::new(WebBody::bytes(format!("no server available for {prefix}\n")));
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
+                return r;
+            }
             let mut r = Response::new(WebBody::bytes("ok\n"));
             r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
             return r;
