@@ -222,6 +222,10 @@ fn publish_snapshot(dir: &Path, tmp: &Path, meta: &SnapshotMeta) -> std::io::Res
 
 fn apply_entries(shared: &Shared, entries: Vec<Entry>) -> Result<Vec<ApplyOutcome>, String> {
     let mut conn = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+    apply_locked(shared, &mut conn, entries)
+}
+
+fn apply_locked(shared: &Shared, conn: &mut Connection, entries: Vec<Entry>) -> Result<Vec<ApplyOutcome>, String> {
     let (mut last, mut membership) = shared.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut time_ms = shared.applied.borrow().time_ms;
     let mut out = Vec::with_capacity(entries.len());
@@ -297,12 +301,33 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        // Applied on the calling (runtime) thread: one SQLite transaction
-        // without fsync (`synchronous = NORMAL`) takes tens of microseconds,
-        // less than handing it to a blocking thread and back, which also
-        // costs two context switches per batch on every node.
+        // Applied on the calling (runtime) thread when the writer is free:
+        // one SQLite transaction without fsync (`synchronous = NORMAL`)
+        // takes tens of microseconds, less than handing it to a blocking
+        // thread and back, which also costs two context switches per batch
+        // on every node. When a snapshot holds the writer (checkpoint) the
+        // batch waits on a blocking thread instead, so the runtime (and the
+        // heartbeats) never waits for it.
         let entries: Vec<Entry> = entries.into_iter().collect();
-        apply_entries(&self.shared, entries).map_err(|e| storage_err(ErrorVerb::Write, e))
+        let (fast, entries) = {
+            match self.shared.writer.try_lock() {
+                Ok(mut conn) => (Some(apply_locked(&self.shared, &mut conn, entries)), Vec::new()),
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    (Some(apply_locked(&self.shared, &mut p.into_inner(), entries)), Vec::new())
+                }
+                Err(std::sync::TryLockError::WouldBlock) => (None, entries),
+            }
+        };
+        let outcome = match fast {
+            Some(done) => done,
+            None => {
+                let shared = self.shared.clone();
+                tokio::task::spawn_blocking(move || apply_entries(&shared, entries))
+                    .await
+                    .map_err(|e| storage_err(ErrorVerb::Write, e))?
+            }
+        };
+        outcome.map_err(|e| storage_err(ErrorVerb::Write, e))
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
@@ -544,6 +569,42 @@ mod tests {
         assert_eq!(left, 1, "only the new id is remembered");
         let out = sm.apply(vec![write_once(257, "a", "INSERT INTO t (v) VALUES ('again')", later)]).await.unwrap();
         assert!(matches!(&out[0], ApplyOutcome::Done(_)), "{:?}", out[0]);
+    }
+
+    #[tokio::test]
+    // Holding the writer across awaits is the point: it stands for a
+    // snapshot checkpoint on another thread.
+    #[allow(clippy::await_holding_lock)]
+    async fn apply_waits_off_the_runtime_while_the_writer_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        sm.apply(vec![write(1, "CREATE TABLE t (x)")]).await.unwrap();
+        // A snapshot checkpoint holds the writer: the apply must not block
+        // the runtime thread (this test runs on a one-thread runtime).
+        let shared = sm.shared.clone();
+        let busy = shared.writer.lock().unwrap();
+        let mut pending = tokio::spawn({
+            let mut sm = sm.clone();
+            async move { sm.apply(vec![write(2, "INSERT INTO t VALUES (1)")]).await }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(futures_poll_once(&mut pending).await.is_none(), "the apply cannot finish while the writer is held");
+        drop(busy);
+        let out = pending.await.unwrap().unwrap();
+        assert!(matches!(&out[0], ApplyOutcome::Done(r) if r[0].rows_affected == 1), "{out:?}");
+    }
+
+    /// Poll a join handle once without waiting.
+    async fn futures_poll_once<T>(h: &mut tokio::task::JoinHandle<T>) -> Option<T> {
+        use std::future::Future;
+        use std::task::Poll;
+        std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *h).poll(cx) {
+            Poll::Ready(v) => Poll::Ready(Some(v.unwrap())),
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await
     }
 
     #[tokio::test]
