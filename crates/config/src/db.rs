@@ -75,8 +75,9 @@ pub struct DbConfig {
     /// Leader heartbeat period.
     #[serde(default = "default_heartbeat", with = "humantime_serde")]
     pub heartbeat_interval: Duration,
-    /// Minimum election timeout; the maximum is twice this. A new primary is
-    /// elected roughly 2-3 election timeouts after the old one dies.
+    /// Minimum election timeout; the maximum (and leader lease) is 1.2x
+    /// this. A new primary is elected roughly 2-3 election timeouts after
+    /// the old one dies.
     #[serde(default = "default_election_timeout", with = "humantime_serde")]
     pub election_timeout: Duration,
     /// Take a snapshot (and compact the log) after this many log entries.
