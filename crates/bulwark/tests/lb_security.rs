@@ -202,12 +202,6 @@ fn slowloris_is_cut_off_after_the_header_timeout() {
     }
     assert!(closed, "slow client still connected after {:?}", start.elapsed());
     assert!(start.elapsed() >= Duration::from_millis(250), "closed before the header timeout: {:?}", start.elapsed());
-    // A client that connects and never sends a byte is closed too.
-    let mut silent = TcpStream::connect(lb.addr("www")).unwrap();
-    silent.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut buf = [0u8; 16];
-    let n = silent.read(&mut buf).expect("the lb closes a silent connection (EOF), not the read timeout");
-    assert_eq!(n, 0, "no answer to a client that asked nothing");
     assert_eq!(a.hits(), 0);
 }
 

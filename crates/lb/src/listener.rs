@@ -200,26 +200,11 @@ async fn serve_http(
     watcher: Watcher,
     permit: Result<ConnectionPermit, Refusal>,
 ) {
-    let header_timeout = routing.load().config.timeouts.client_header;
-    // Nothing is allocated for a connection until its client sends
-    // something (a request, or a TLS ClientHello): hyper takes its read and
-    // write buffers (tens of KB) as soon as it serves a connection, which
-    // made each idle client cost ~24 KB (HAProxy: ~1 KB). A client silent
-    // for the header timeout is closed, as hyper would.
-    match tokio::time::timeout(header_timeout, stream.readable()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::debug!(client = %peer, "client connection failed before its first request: {e}");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(client = %peer, "client sent nothing within the header timeout");
-            return;
-        }
-    }
     let r = routing.load_full();
+    let t = &r.config.timeouts;
     let f = &r.config.frontends[index];
     let fe = &r.frontends[index];
+    let header_timeout = t.client_header;
     let max_buf = f.max_header_bytes.max(8192);
     let tls = fe.tls.clone();
     let proto = if tls.is_some() { "https" } else { "http" };
