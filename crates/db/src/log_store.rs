@@ -1,8 +1,9 @@
 //! The durable Raft log (the "binary log"): a SQLite file of its own
 //! (`raft-log.db`, WAL, `synchronous = FULL`). All writes go through one
 //! writer thread in order. [`LogStore::append`] only queues the entries (they
-//! are readable at once from an in-memory overlay, as openraft requires) and
-//! returns; the writer thread commits every append queued meanwhile in one
+//! are readable at once from an in-memory overlay, as openraft requires, which
+//! also keeps the last committed entries so replication rarely reads the file)
+//! and returns; the writer thread commits every append queued meanwhile in one
 //! SQLite transaction (group commit: one fsync for all of them) and only then
 //! reports the flush to openraft, so an entry a node acknowledged survives
 //! kill -9 and power loss, and openraft's core is never blocked on an fsync.
