@@ -17,6 +17,10 @@ fn three_nodes_replicate_fail_over_and_restart() {
     let mut c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], "");
     let p = c.wait_primary();
     assert_eq!(p, 1);
+    // `bulwark db status` lists every node, not just the first primary found.
+    for _ in 0..5 {
+        assert_eq!(rt.block_on(c.client.statuses()).len(), 3);
+    }
 
     // Writes on the primary are readable on both replicas; a token read on
     // a replica sees the write at once.

@@ -31,8 +31,9 @@ pub enum ClientError {
     /// written.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// The write reached a primary but its outcome is unknown (the primary
-    /// died or lost its majority mid-write). Check before retrying.
+    /// The write may have reached a primary but its outcome is unknown (the
+    /// primary died or lost its majority mid-write and the deadline ended).
+    /// Retrying with the same request id is safe; otherwise check first.
     #[error("write outcome unknown: {0}")]
     Ambiguous(String),
 }
@@ -227,7 +228,7 @@ impl Client {
 
     /// `/v1/status` of every known node that answers.
     pub async fn statuses(&self) -> Vec<NodeStatus> {
-        self.refresh_inner().await
+        self.refresh_inner(true).await
     }
 
     /// Make node `node_id` the primary (leadership transfer).
@@ -287,15 +288,16 @@ impl Client {
     }
 
     async fn refresh(&self) {
-        self.refresh_inner().await;
+        self.refresh_inner(false).await;
     }
 
     /// Ask every known node for its status (in parallel); learn roles,
-    /// round-trip times, new members and the primary. Returns as soon as a
-    /// primary with a majority has answered (the other probes go on and
-    /// update the node list when they finish) or when every probe is done;
-    /// only then are the statuses of all nodes returned.
-    async fn refresh_inner(&self) -> Vec<NodeStatus> {
+    /// round-trip times, new members and the primary. Unless `every_node`,
+    /// returns as soon as a primary with a majority has answered (the other
+    /// probes go on and update the node list when they finish), so a silent
+    /// node does not hold up a failover; the statuses returned are then
+    /// only those received so far.
+    async fn refresh_inner(&self, every_node: bool) -> Vec<NodeStatus> {
         let addrs: Vec<String> = self.inner.nodes.lock().unwrap().iter().map(|n| n.address.clone()).collect();
         let probes = addrs.len();
         let (tx, mut rx) = tokio::sync::mpsc::channel(probes.max(1));
@@ -325,7 +327,7 @@ impl Client {
                 Some(s) if s.role == "primary" && s.quorum => {
                     primary = Some(s.address.clone());
                     out.push(s);
-                    if out.len() + silent.len() < probes {
+                    if !every_node && out.len() + silent.len() < probes {
                         // Found it: do not wait for slow or silent nodes.
                         break;
                     }
