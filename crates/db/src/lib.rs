@@ -16,6 +16,7 @@ pub mod api;
 pub mod bench;
 mod client;
 mod error;
+mod group_commit;
 mod log_store;
 mod node;
 mod raft_types;

@@ -8,8 +8,9 @@ use crate::api::{
     AddMember, ErrorBody, ExecuteRequest, ExecuteResult, Member, NodeRef, NodeStatus, QueryRequest, ReplicationLag,
     Token,
 };
+use crate::group_commit::{Committed, GroupCommit};
 use crate::log_store::LogStore;
-use crate::raft_types::{now_ms, ApplyOutcome, Node, NodeId, Raft, WriteBatch};
+use crate::raft_types::{now_ms, ApplyOutcome, Node, NodeId, Raft, Write};
 use crate::sql;
 use crate::state_machine::{Applied, ReadPool, StateMachine};
 use crate::transport::{HttpClient, RaftTransport, TransportError, APPLIED_INDEX_HEADER, APPLIED_TIME_HEADER};
@@ -50,6 +51,7 @@ struct NodeState {
     id: NodeId,
     address: String,
     raft: Raft,
+    writes: GroupCommit,
     applied: watch::Receiver<Applied>,
     reads: Arc<ReadPool>,
     http: HttpClient,
@@ -143,10 +145,12 @@ impl DbNode {
         } else if fresh {
             tracing::info!("empty data dir: waiting to be added to a cluster");
         }
+        let writes = GroupCommit::start(raft.clone(), config.write_timeout);
         let state = NodeState {
             id: config.node_id,
             address,
             raft,
+            writes,
             applied,
             reads,
             http,
@@ -264,9 +268,6 @@ fn execute_reply(outcome: ApplyOutcome, token: Token, replayed: bool) -> Resp {
         ),
         ApplyOutcome::Failed(msg) => error(StatusCode::BAD_REQUEST, "sql", msg, false, None),
         ApplyOutcome::Replayed { term, index, first } => execute_reply(*first, Token { term, index }, true),
-        ApplyOutcome::Nothing => {
-            error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "write produced no result", false, None)
-        }
     }
 }
 
@@ -712,8 +713,8 @@ impl NodeState {
         // With a request id a retry cannot apply the write twice, so an
         // unknown outcome is worth retrying.
         let idempotent = req.request_id.is_some();
-        let batch = WriteBatch { statements, time_ms: now, request_id: req.request_id };
-        match tokio::time::timeout(self.write_timeout, self.raft.client_write(batch)).await {
+        let write = Write { statements, request_id: req.request_id };
+        match tokio::time::timeout(self.write_timeout, self.writes.commit(write, body.len())).await {
             Err(_) => error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
@@ -724,13 +725,11 @@ impl NodeState {
                 idempotent,
                 None,
             ),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                self.to_primary("/v1/execute", body, forwarded, self.forward_writes).await
-            }
-            Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "raft", e.to_string(), idempotent, None),
-            Ok(Ok(resp)) => {
-                let token = Token { term: resp.log_id.leader_id.term, index: resp.log_id.index };
-                execute_reply(resp.data, token, false)
+            Ok(Committed::NotPrimary) => self.to_primary("/v1/execute", body, forwarded, self.forward_writes).await,
+            Ok(Committed::Unknown(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "raft", e, idempotent, None),
+            Ok(Committed::Done { log_id, outcome }) => {
+                let token = Token { term: log_id.leader_id.term, index: log_id.index };
+                execute_reply(outcome, token, false)
             }
         }
     }

@@ -336,7 +336,9 @@ pub fn run_writes(conn: &Connection, statements: &[Statement]) -> Result<Vec<Sta
             return Err(at(why.to_string()));
         }
         check_single(&s.sql).map_err(at)?;
-        let mut stmt = conn.prepare(&s.sql).map_err(|e| at(e.to_string()))?;
+        // Cached: the same few statements arrive again and again, and
+        // parsing one is a large part of applying it.
+        let mut stmt = conn.prepare_cached(&s.sql).map_err(|e| at(e.to_string()))?;
         bind(&mut stmt, &s.params).map_err(at)?;
         let before = total_changes(conn);
         {

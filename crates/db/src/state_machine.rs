@@ -17,7 +17,7 @@
 //! live database with SQLite's backup API.
 use crate::api::{Column, Params, Value, REQUEST_ID_RETENTION_MS};
 use crate::raft_types::{
-    storage_err, ApplyOutcome, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    storage_err, ApplyOutcome, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Write,
 };
 use crate::sql;
 use openraft::storage::RaftStateMachine;
@@ -131,6 +131,7 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     c.busy_timeout(std::time::Duration::from_secs(30))?;
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.set_prepared_statement_cache_capacity(256);
     c.execute_batch(META_DDL)?;
     Ok(c)
 }
@@ -185,6 +186,7 @@ impl StateMachine {
 
 fn restore_into(conn: &mut Connection, file: &Path) -> rusqlite::Result<()> {
     let src = Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.flush_prepared_statement_cache();
     {
         let backup = rusqlite::backup::Backup::new(&src, conn)?;
         backup.run_to_completion(1024, std::time::Duration::ZERO, None)?;
@@ -220,12 +222,49 @@ fn publish_snapshot(dir: &Path, tmp: &Path, meta: &SnapshotMeta) -> std::io::Res
     sync_dir(dir)
 }
 
-fn apply_entries(shared: &Shared, entries: Vec<Entry>) -> Result<Vec<ApplyOutcome>, String> {
+fn apply_entries(shared: &Shared, entries: Vec<Entry>) -> Result<Vec<Vec<ApplyOutcome>>, String> {
     let mut conn = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
     apply_locked(shared, &mut conn, entries)
 }
 
-fn apply_locked(shared: &Shared, conn: &mut Connection, entries: Vec<Entry>) -> Result<Vec<ApplyOutcome>, String> {
+/// The seed of `random()` for the write at `position` in the entry at
+/// `index` (position 0 keeps the seed entries had before group commit).
+fn random_seed(index: u64, position: usize) -> u64 {
+    index.wrapping_mul(0x2545_F491_4F6C_DD1D).wrapping_add((position as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// Run one write in its own savepoint: it commits or rolls back alone.
+fn apply_write(
+    shared: &Shared,
+    tx: &mut rusqlite::Transaction<'_>,
+    log_id: &LogId,
+    position: usize,
+    write: &Write,
+    time_ms: u64,
+) -> rusqlite::Result<ApplyOutcome> {
+    if let Some(replayed) = write.request_id.as_deref().map(|id| earlier_request(tx, id)).transpose()?.flatten() {
+        return Ok(replayed);
+    }
+    shared.seed.store(random_seed(log_id.index, position), Ordering::Relaxed);
+    let mut sp = tx.savepoint()?;
+    let outcome = match sql::run_writes(&sp, &write.statements) {
+        Ok(results) => {
+            sp.commit()?;
+            ApplyOutcome::Done(results)
+        }
+        Err(msg) => {
+            sp.rollback()?;
+            drop(sp);
+            ApplyOutcome::Failed(msg)
+        }
+    };
+    if let Some(id) = &write.request_id {
+        remember_request(tx, id, log_id, time_ms, &outcome)?;
+    }
+    Ok(outcome)
+}
+
+fn apply_locked(shared: &Shared, conn: &mut Connection, entries: Vec<Entry>) -> Result<Vec<Vec<ApplyOutcome>>, String> {
     let (mut last, mut membership) = shared.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut time_ms = shared.applied.borrow().time_ms;
     let mut out = Vec::with_capacity(entries.len());
@@ -233,14 +272,14 @@ fn apply_locked(shared: &Shared, conn: &mut Connection, entries: Vec<Entry>) -> 
     for e in entries {
         if Some(e.log_id) <= last {
             // Already applied before a crash (idempotent replay).
-            out.push(ApplyOutcome::Nothing);
+            out.push(Vec::new());
             continue;
         }
-        let outcome = match e.payload {
-            EntryPayload::Blank => ApplyOutcome::Nothing,
+        let outcomes = match e.payload {
+            EntryPayload::Blank => Vec::new(),
             EntryPayload::Membership(m) => {
                 membership = StoredMembership::new(Some(e.log_id), m);
-                ApplyOutcome::Nothing
+                Vec::new()
             }
             EntryPayload::Normal(batch) => {
                 time_ms = batch.time_ms;
@@ -249,36 +288,18 @@ fn apply_locked(shared: &Shared, conn: &mut Connection, entries: Vec<Entry>) -> 
                         .and_then(|mut st| st.execute([batch.time_ms.saturating_sub(REQUEST_ID_RETENTION_MS)]))
                         .map_err(|e| e.to_string())?;
                 }
-                let earlier = match &batch.request_id {
-                    Some(id) => earlier_request(&tx, id).map_err(|e| e.to_string())?,
-                    None => None,
-                };
-                match earlier {
-                    Some(replayed) => replayed,
-                    None => {
-                        shared.seed.store(e.log_id.index.wrapping_mul(0x2545_F491_4F6C_DD1D), Ordering::Relaxed);
-                        let mut sp = tx.savepoint().map_err(|e| e.to_string())?;
-                        let outcome = match sql::run_writes(&sp, &batch.statements) {
-                            Ok(results) => {
-                                sp.commit().map_err(|e| e.to_string())?;
-                                ApplyOutcome::Done(results)
-                            }
-                            Err(msg) => {
-                                sp.rollback().map_err(|e| e.to_string())?;
-                                drop(sp);
-                                ApplyOutcome::Failed(msg)
-                            }
-                        };
-                        if let Some(id) = &batch.request_id {
-                            remember_request(&tx, id, &e.log_id, batch.time_ms, &outcome).map_err(|e| e.to_string())?;
-                        }
-                        outcome
-                    }
+                let mut outcomes = Vec::with_capacity(batch.writes.len());
+                for (position, write) in batch.writes.iter().enumerate() {
+                    outcomes.push(
+                        apply_write(shared, &mut tx, &e.log_id, position, write, batch.time_ms)
+                            .map_err(|e| e.to_string())?,
+                    );
                 }
+                outcomes
             }
         };
         last = Some(e.log_id);
-        out.push(outcome);
+        out.push(outcomes);
     }
     meta_set(&tx, "applied", &last).map_err(|e| e.to_string())?;
     meta_set(&tx, "membership", &membership).map_err(|e| e.to_string())?;
@@ -296,7 +317,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyOutcome>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<ApplyOutcome>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -480,9 +501,8 @@ mod tests {
         Entry {
             log_id: id(i),
             payload: EntryPayload::Normal(WriteBatch {
-                statements: vec![Statement::new(sql)],
+                writes: vec![Write { statements: vec![Statement::new(sql)], request_id: None }],
                 time_ms: 1000 + i,
-                request_id: None,
             }),
         }
     }
@@ -506,8 +526,8 @@ mod tests {
                 ])
                 .await
                 .unwrap();
-            assert!(matches!(&out[2], ApplyOutcome::Done(r) if r[0].rows_affected == 1));
-            assert!(matches!(&out[3], ApplyOutcome::Failed(m) if m.contains("no such table")));
+            assert!(matches!(&out[2][0], ApplyOutcome::Done(r) if r[0].rows_affected == 1));
+            assert!(matches!(&out[3][0], ApplyOutcome::Failed(m) if m.contains("no such table")));
             assert_eq!(*sm.applied().borrow(), Applied { index: 4, term: 1, time_ms: 1004 });
         }
         let mut sm = StateMachine::open(dir.path()).unwrap();
@@ -525,9 +545,8 @@ mod tests {
         Entry {
             log_id: id(i),
             payload: EntryPayload::Normal(WriteBatch {
-                statements: vec![Statement::new(sql)],
+                writes: vec![Write { statements: vec![Statement::new(sql)], request_id: Some(request_id.to_string()) }],
                 time_ms,
-                request_id: Some(request_id.to_string()),
             }),
         }
     }
@@ -547,17 +566,17 @@ mod tests {
             ])
             .await
             .unwrap();
-        assert!(matches!(&out[1], ApplyOutcome::Done(r) if r[0].last_insert_id == 1), "{:?}", out[1]);
-        match &out[2] {
+        assert!(matches!(&out[1][0], ApplyOutcome::Done(r) if r[0].last_insert_id == 1), "{:?}", out[1]);
+        match &out[2][0] {
             ApplyOutcome::Replayed { term: 1, index: 2, first } => {
                 assert!(matches!(&**first, ApplyOutcome::Done(r) if r[0].last_insert_id == 1))
             }
             other => panic!("expected a replay of entry 2, got {other:?}"),
         }
         assert!(
-            matches!(&out[4], ApplyOutcome::Replayed { index: 4, first, .. } if matches!(&**first, ApplyOutcome::Failed(_)))
+            matches!(&out[4][0], ApplyOutcome::Replayed { index: 4, first, .. } if matches!(&**first, ApplyOutcome::Failed(_)))
         );
-        assert!(matches!(&out[5], ApplyOutcome::Done(r) if r[0].last_insert_id == 2));
+        assert!(matches!(&out[5][0], ApplyOutcome::Done(r) if r[0].last_insert_id == 2));
         let c = open_read_only(&sm.db_path()).unwrap();
         let n: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 2);
@@ -568,7 +587,57 @@ mod tests {
         let left: i64 = c.query_row("SELECT count(*) FROM _bulwark_requests", [], |r| r.get(0)).unwrap();
         assert_eq!(left, 1, "only the new id is remembered");
         let out = sm.apply(vec![write_once(257, "a", "INSERT INTO t (v) VALUES ('again')", later)]).await.unwrap();
-        assert!(matches!(&out[0], ApplyOutcome::Done(_)), "{:?}", out[0]);
+        assert!(matches!(&out[0][0], ApplyOutcome::Done(_)), "{:?}", out[0]);
+    }
+
+    #[tokio::test]
+    async fn the_writes_of_one_entry_commit_or_fail_each_on_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        let w = |sql: &str, id: Option<&str>| Write {
+            statements: vec![Statement::new(sql)],
+            request_id: id.map(str::to_string),
+        };
+        let batch = WriteBatch {
+            writes: vec![
+                w("CREATE TABLE t (x INTEGER PRIMARY KEY, r INTEGER)", None),
+                w("INSERT INTO t VALUES (1, random())", Some("a")),
+                w("INSERT INTO t VALUES (1, 0)", Some("b")),
+                // The same request id twice in one entry: applied once.
+                w("INSERT INTO t VALUES (2, random())", Some("a")),
+                w("INSERT INTO t VALUES (3, random())", None),
+            ],
+            time_ms: 5000,
+        };
+        let out = sm.apply(vec![Entry { log_id: id(1), payload: EntryPayload::Normal(batch) }]).await.unwrap();
+        let out = &out[0];
+        assert_eq!(out.len(), 5);
+        assert!(matches!(&out[1], ApplyOutcome::Done(r) if r[0].rows_affected == 1), "{out:?}");
+        assert!(matches!(&out[2], ApplyOutcome::Failed(m) if m.contains("UNIQUE")), "{out:?}");
+        assert!(matches!(&out[3], ApplyOutcome::Replayed { index: 1, .. }), "{out:?}");
+        assert!(matches!(&out[4], ApplyOutcome::Done(_)), "{out:?}");
+        let c = open_read_only(&sm.db_path()).unwrap();
+        let rows: Vec<(i64, i64)> = c
+            .prepare("SELECT x, r FROM t ORDER BY x")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert_ne!(rows[0].1, rows[1].1, "each write in an entry draws its own random()");
+    }
+
+    #[test]
+    fn entries_written_before_group_commit_still_decode() {
+        let old = r#"{"statements":[{"sql":"INSERT INTO t VALUES (1)"}],"time_ms":7,"request_id":"k"}"#;
+        let b: WriteBatch = serde_json::from_str(old).unwrap();
+        assert_eq!(b.time_ms, 7);
+        assert_eq!(b.writes.len(), 1);
+        assert_eq!(b.writes[0].request_id.as_deref(), Some("k"));
+        assert_eq!(b.writes[0].statements[0].sql, "INSERT INTO t VALUES (1)");
+        let new: WriteBatch = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+        assert_eq!(new, b);
     }
 
     #[tokio::test]
@@ -593,7 +662,7 @@ mod tests {
         assert!(futures_poll_once(&mut pending).await.is_none(), "the apply cannot finish while the writer is held");
         drop(busy);
         let out = pending.await.unwrap().unwrap();
-        assert!(matches!(&out[0], ApplyOutcome::Done(r) if r[0].rows_affected == 1), "{out:?}");
+        assert!(matches!(&out[0][0], ApplyOutcome::Done(r) if r[0].rows_affected == 1), "{out:?}");
     }
 
     /// Poll a join handle once without waiting.
