@@ -191,7 +191,10 @@ mod tests {
 
     /// A committer whose entries finish only when the test says so; it
     /// reports each entry's size and its release handle.
-    fn held_committer(timeout: Duration) -> (GroupCommit, mpsc::UnboundedReceiver<(Vec<String>, oneshot::Sender<()>)>) {
+    /// An entry's statements and the handle that lets it finish.
+    type Started = mpsc::UnboundedReceiver<(Vec<String>, oneshot::Sender<()>)>;
+
+    fn held_committer(timeout: Duration) -> (GroupCommit, Started) {
         let (started_tx, started) = mpsc::unbounded_channel();
         let next = Arc::new(AtomicU64::new(1));
         let gc = GroupCommit::with_committer(
