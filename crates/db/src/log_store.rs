@@ -19,15 +19,15 @@
 //!
 //! A new segment is preallocated (`posix_fallocate`, 64 MiB or the batch if
 //! larger) and synced with its directory entry before the first write to
-//! it, so a write into it changes no file size and `fdatasync` has no
-//! metadata to commit (on this machine ~0.08 ms instead of ~0.13 ms, and no
-//! ext4 journal commit to queue behind those of other files). The bytes
-//! after the last record read as zeros, which end the replay. Every open
-//! starts a new segment (writes never resume after a point recovery
-//! stopped at) and cuts the previous last one at its last good record.
-//! A purge deletes the oldest segments whose entries are all purged (only a
-//! prefix, so a truncate record is never lost while an entry it removed is
-//! still on disk).
+//! it, so a write into it changes neither the file size nor the block
+//! allocation and `fdatasync` has little metadata to commit (p50 ~0.09 ms
+//! instead of ~0.13-0.16 ms for a 300-byte write in a microbenchmark on
+//! this machine). The bytes after the last record read as zeros, which end
+//! the replay. Every open starts a new segment (writes never resume after a
+//! point recovery stopped at) and cuts the previous last one at its last
+//! good record. A purge deletes the oldest segments whose entries are all
+//! purged (only a prefix, so a truncate record is never lost while an entry
+//! it removed is still on disk).
 //!
 //! # Durability and group commit
 //!
@@ -48,7 +48,9 @@
 //! length ends the log there (a write torn by kill -9 or a power loss; it
 //! was never acknowledged): the segment is cut at the last good record and
 //! the node goes on. The same in an older segment is corruption of
-//! acknowledged data, and the open fails.
+//! acknowledged data, and the open fails. (Damage inside the last segment,
+//! i.e. in what was written since the last start, cannot be told from a
+//! torn write: it is cut off too, with a warning in the log.)
 //!
 //! # Memory
 //!
@@ -60,15 +62,17 @@
 //!
 //! # Why hand-written
 //!
-//! The crates first: `raft-log` (openraft's author, Databend's meta
-//! service) is correct (sync before the callback, group commit, CRC, torn
-//! tail, chunked purge) and was tried here, but it appends with `O_APPEND`
-//! to growing files, so every `fdatasync` also commits the file size, and
-//! it group-commits with a waiting window: with it a 3-node cluster did
-//! ~2800 writes/s against ~7800 for the SQLite log it replaced (openraft
-//! 0.9 replicates one AppendEntries at a time, so a follower's sync
-//! latency is the cycle time). It cannot preallocate. `raft-wal` (the
-//! other candidate) is not in the registry this project builds from.
+//! The crates first. `raft-log` (by openraft's author, the log of
+//! Databend's meta service) is correct (sync before the callback, group
+//! commit, CRC, torn tail, chunked purge) and was tried here first, but it
+//! appends with `O_APPEND` to growing files, so every `fdatasync` also
+//! commits the file size (an ext4 journal commit), it group-commits with a
+//! waiting window, and it cannot preallocate: with it a 3-node cluster did
+//! ~2800 writes/s where the SQLite log it was to replace did ~4000 (openraft
+//! 0.9 replicates one AppendEntries at a time, so a follower's sync latency
+//! is part of every round). This log does ~4400. `raft-wal` (the other
+//! candidate, with an openraft feature) is not in the registry this project
+//! builds from.
 //!
 //! # The old format
 //!
