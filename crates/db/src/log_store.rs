@@ -1,231 +1,847 @@
-//! The durable Raft log (the "binary log"): a SQLite file of its own
-//! (`raft-log.db`, WAL, `synchronous = FULL`). All writes go through one
-//! writer thread in order. [`LogStore::append`] only queues the entries (they
-//! are readable at once from an in-memory overlay, as openraft requires, which
-//! also keeps the last committed entries so replication rarely reads the file)
-//! and returns; the writer thread commits every append queued meanwhile in one
-//! SQLite transaction (group commit: one fsync for all of them) and only then
-//! reports the flush to openraft, so an entry a node acknowledged survives
-//! kill -9 and power loss, and openraft's core is never blocked on an fsync.
-//! The vote and the last purged log id live in the same file.
+//! The durable Raft log (the "binary log"): the directory `raft-log/` in the
+//! data dir. It holds the entries, the vote and the last purged log id.
+//!
+//! # On disk
+//!
+//! - `LOCK`: held with `flock` while the log is open (one process per log).
+//! - `meta`: `{"vote": …, "purged": …}` (JSON), replaced atomically (write
+//!   `meta.tmp`, fsync, rename, fsync the directory). Written only by
+//!   `save_vote` (elections) and `purge` (after a snapshot).
+//! - `<seq>.seg` (20 digits): append-only segments. A 16-byte header
+//!   (`BWRAFTLG`, version), then records back to back:
+//!   `len: u32 LE | crc32: u32 LE | kind: u8 | index: u64 LE | body`, the
+//!   CRC over `len` and everything after it. An entry (kind 1) has the term
+//!   and node id of its log id (u64 LE each) and the entry as JSON (the
+//!   encoding of the old SQLite log); a truncate (kind 2) has no body and
+//!   removes the entries from `index` on. Replaying the records in order
+//!   rebuilds the log: an entry whose index is not past the last one
+//!   replaces it and everything after it.
+//!
+//! A new segment is preallocated (`posix_fallocate`, 64 MiB or the batch if
+//! larger) and synced with its directory entry before the first write to
+//! it, so a write into it changes neither the file size nor the block
+//! allocation and `fdatasync` has little metadata to commit (p50 ~0.09 ms
+//! instead of ~0.13-0.16 ms for a 300-byte write in a microbenchmark on
+//! this machine). The bytes after the last record read as zeros, which end
+//! the replay. Every open starts a new segment (writes never resume after a
+//! point recovery stopped at) and cuts the previous last one at its last
+//! good record. A purge deletes the oldest segments whose entries are all
+//! purged (only a prefix, so a truncate record is never lost while an entry
+//! it removed is still on disk).
+//!
+//! # Durability and group commit
+//!
+//! [`LogStore::append`] encodes the entries, keeps them decoded in memory
+//! (readable at once, as openraft requires) and queues them to the writer
+//! thread, then returns. The writer takes everything queued (no waiting),
+//! writes it with one `pwrite` and one `fdatasync`, and only then calls the
+//! callbacks (`LogFlushed`), in order: an acknowledged entry survives kill
+//! -9 and power loss, and openraft's core never waits for the disk; appends
+//! queued while it syncs go into the next batch. Truncate, vote and purge
+//! go through the same queue and return once durable. After a failed write
+//! or sync the writer fails everything (the page cache can no longer be
+//! trusted) and openraft stops the node.
+//!
+//! # Recovery
+//!
+//! In the last segment, a record cut short, a checksum mismatch or a bad
+//! length ends the log there (a write torn by kill -9 or a power loss; it
+//! was never acknowledged): the segment is cut at the last good record and
+//! the node goes on. The same in an older segment is corruption of
+//! acknowledged data, and the open fails. (Damage inside the last segment,
+//! i.e. in what was written since the last start, cannot be told from a
+//! torn write: it is cut off too, with a warning in the log.)
+//!
+//! # Memory
+//!
+//! The entries not yet written and the newest [`RECENT`] written ones are
+//! kept decoded, so replication of followers that keep up reads them
+//! without a thread or the file; older ones are read (`pread`) on a
+//! blocking thread through an in-memory index (index -> segment, offset),
+//! ~48 bytes per entry in the log.
+//!
+//! # Why hand-written
+//!
+//! The crates first. `raft-log` (by openraft's author, the log of
+//! Databend's meta service) is correct (sync before the callback, group
+//! commit, CRC, torn tail, chunked purge) and was tried here first, but it
+//! appends with `O_APPEND` to growing files, so every `fdatasync` also
+//! commits the file size (an ext4 journal commit), it group-commits with a
+//! waiting window, and it cannot preallocate: with it a 3-node cluster did
+//! ~2800 writes/s where the SQLite log it was to replace did ~4000 (openraft
+//! 0.9 replicates one AppendEntries at a time, so a follower's sync latency
+//! is part of every round). This log does ~4400. `raft-wal` (the other
+//! candidate, with an openraft feature) is not in the registry this project
+//! builds from.
+//!
+//! # The old format
+//!
+//! Before, the log was a SQLite file `raft-log.db`. When it exists and
+//! `raft-log/` does not, its vote, purged id and entries are copied into a
+//! new log built in `raft-log.importing/`, synced, and that directory is
+//! renamed to `raft-log/` (the commit point: a crash before it imports
+//! again). The old file is then renamed `raft-log.db.imported`.
 use crate::raft_types::{storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorVerb, LogState, RaftLogReader};
-use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
-/// The newest entries in memory, decoded: every entry handed to `append`
-/// that the writer has not committed yet, plus the last [`RECENT`]
-/// committed ones, so that replication reads them without touching the
-/// file (or a thread) in the common case of followers that keep up.
+/// The log's directory in the data dir.
+const DIR: &str = "raft-log";
+/// Where an import from the old format is built before it is renamed.
+const IMPORTING: &str = "raft-log.importing";
+/// The old format's file.
+const OLD: &str = "raft-log.db";
+const META: &str = "meta";
+const META_TMP: &str = "meta.tmp";
+const LOCK: &str = "LOCK";
+
+/// Written entries kept decoded in memory.
+const RECENT: usize = 4096;
+/// Preallocated size of a segment.
+const SEGMENT: u64 = 64 << 20;
+const MAGIC: &[u8; 8] = b"BWRAFTLG";
+const VERSION: u32 = 1;
+/// Segment header: magic, version, reserved.
+const HEADER: u64 = 16;
+/// Record header: length, crc.
+const REC_HEADER: usize = 8;
+/// Largest record accepted on replay (a larger length is damage).
+const MAX_RECORD: u32 = 1 << 30;
+const KIND_ENTRY: u8 = 1;
+const KIND_TRUNCATE: u8 = 2;
+/// kind, index, term, node id.
+const ENTRY_HEAD: usize = 1 + 8 + 8 + 8;
+
+fn seg_name(seq: u64) -> String {
+    format!("{seq:020}.seg")
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// The vote and the purge point, in `meta`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Meta {
+    vote: Option<Vote>,
+    purged: Option<LogId>,
+}
+
+fn read_meta(dir: &Path) -> io::Result<Meta> {
+    match std::fs::read(dir.join(META)) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| invalid(format!("{}: {e}", dir.join(META).display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Meta::default()),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_meta(dir: &Path, meta: &Meta) -> io::Result<()> {
+    let tmp = dir.join(META_TMP);
+    let mut f = File::create(&tmp)?;
+    io::Write::write_all(&mut f, &serde_json::to_vec(meta).map_err(io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(META))?;
+    sync_dir(dir)
+}
+
+/// Where an entry is on disk.
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    log_id: LogId,
+    seg: u64,
+    /// Offset of the record (its header) in the segment.
+    off: u64,
+    /// Whole record, header included.
+    len: u32,
+}
+
+/// The on-disk index: the entries in the files, contiguous from `first`.
+#[derive(Default)]
+struct Locs {
+    first: u64,
+    v: VecDeque<Loc>,
+}
+
+impl Locs {
+    fn end(&self) -> u64 {
+        self.first + self.v.len() as u64
+    }
+
+    fn get(&self, index: u64) -> Option<&Loc> {
+        index.checked_sub(self.first).and_then(|i| self.v.get(i as usize))
+    }
+
+    /// An entry record: it replaces the entry at its index and all after.
+    fn push(&mut self, loc: Loc) {
+        let i = loc.log_id.index;
+        if self.v.is_empty() || i < self.first || i > self.end() {
+            // A first entry, or one after a purge past the end.
+            self.v.clear();
+            self.first = i;
+        } else if i < self.end() {
+            self.v.truncate((i - self.first) as usize);
+        }
+        self.v.push_back(loc);
+    }
+
+    /// Remove the entries from `index` on.
+    fn truncate(&mut self, index: u64) {
+        if index <= self.first {
+            self.v.clear();
+        } else {
+            self.v.truncate((index - self.first) as usize);
+        }
+    }
+
+    /// Remove the entries up to `index`.
+    fn purge(&mut self, index: u64) {
+        while self.v.front().is_some_and(|l| l.log_id.index <= index) {
+            self.v.pop_front();
+            self.first += 1;
+        }
+    }
+}
+
+struct Segment {
+    file: Arc<File>,
+    /// Highest entry index ever written to it.
+    max: Option<u64>,
+}
+
+/// The newest entries, decoded: every entry handed to `append` that the
+/// writer has not written yet, plus the last [`RECENT`] written ones.
 #[derive(Default)]
 struct Recent {
-    /// index -> (append sequence number, committed, entry). Contiguous.
-    entries: BTreeMap<u64, (u64, bool, Entry)>,
+    /// index -> (append sequence number, written, entry). A contiguous
+    /// suffix of the log.
+    entries: BTreeMap<u64, (u64, bool, Arc<Entry>)>,
 }
 
-/// Committed entries kept in [`Recent`].
-const RECENT: usize = 4096;
+struct Shared {
+    locs: Mutex<Locs>,
+    segs: Mutex<BTreeMap<u64, Segment>>,
+    recent: Mutex<Recent>,
+}
 
-impl Recent {
-    /// The writer committed the append with these (index, sequence) pairs.
-    fn committed(&mut self, rows: impl Iterator<Item = (u64, u64)>) {
-        for (idx, seq) in rows {
-            if let Some(e) = self.entries.get_mut(&idx).filter(|e| e.0 == seq) {
-                e.1 = true;
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Who is told when a write is durable.
+enum Done {
+    /// openraft's callback for an append.
+    Raft(LogFlushed<TypeConfig>),
+    /// An async caller waiting (vote, truncate, purge).
+    Wake(tokio::sync::oneshot::Sender<io::Result<()>>),
+    /// A blocking caller waiting (the import).
+    Block(mpsc::SyncSender<io::Result<()>>),
+    /// Nobody (a later write's callback covers it).
+    Nothing,
+}
+
+impl Done {
+    fn call(self, res: &Result<(), String>) {
+        let res = res.clone().map_err(io::Error::other);
+        match self {
+            Done::Raft(cb) => cb.log_io_completed(res),
+            Done::Wake(tx) => {
+                let _ = tx.send(res);
             }
-        }
-        while self.entries.len() > RECENT {
-            match self.entries.first_key_value() {
-                Some((&i, e)) if e.1 => {
-                    self.entries.remove(&i);
-                }
-                _ => break,
+            Done::Block(tx) => {
+                let _ = tx.send(res);
             }
+            Done::Nothing => {}
         }
     }
 }
 
-type Pending = Arc<Mutex<Recent>>;
+/// A record in a write, at `off` in its `data`.
+struct Rec {
+    kind: RecKind,
+    off: usize,
+    len: usize,
+}
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+enum RecKind {
+    /// An entry and its append sequence number.
+    Entry(LogId, u64),
+    Truncate(u64),
+}
 
 enum Op {
-    /// Rows to insert (with their sequence numbers) and the flush callback.
-    Append(Vec<(u64, u64, Vec<u8>)>, LogFlushed<TypeConfig>),
-    /// Any other write or read, run in queue order.
-    Run(Job),
+    /// Encoded records to append.
+    Write { data: Vec<u8>, recs: Vec<Rec>, done: Done },
+    /// Replace `meta`; then purge up to the index.
+    Meta { meta: Meta, purge: Option<u64>, done: Done },
 }
 
-/// The Raft log store: a queue to the writer thread, owned by openraft's core.
-pub struct LogStore {
-    writer: Arc<Mutex<Connection>>,
-    queue: mpsc::Sender<Op>,
-    pending: Pending,
-    seq: u64,
-    reader: LogReader,
+/// Append a record (header filled in) to `buf`; returns its offset and length.
+fn put_record(
+    buf: &mut Vec<u8>,
+    kind: u8,
+    index: u64,
+    body: impl FnOnce(&mut Vec<u8>) -> io::Result<()>,
+) -> io::Result<(usize, usize)> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; REC_HEADER]);
+    buf.push(kind);
+    buf.extend_from_slice(&index.to_le_bytes());
+    if let Err(e) = body(buf) {
+        buf.truncate(start);
+        return Err(e);
+    }
+    let len = buf.len() - start - REC_HEADER;
+    let len32 =
+        u32::try_from(len).ok().filter(|l| *l <= MAX_RECORD).ok_or_else(|| io::Error::other("log entry over 1 GiB"))?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&len32.to_le_bytes());
+    crc.update(&buf[start + REC_HEADER..]);
+    buf[start..start + 4].copy_from_slice(&len32.to_le_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&crc.finalize().to_le_bytes());
+    Ok((start, len + REC_HEADER))
 }
 
-/// A read connection to the log, handed to replication tasks.
-#[derive(Clone)]
-pub struct LogReader {
-    conn: Arc<Mutex<Connection>>,
-    pending: Pending,
-}
-
-fn open(path: &Path) -> rusqlite::Result<Connection> {
-    let c = Connection::open(path)?;
-    c.busy_timeout(std::time::Duration::from_secs(30))?;
-    c.pragma_update(None, "journal_mode", "WAL")?;
-    c.pragma_update(None, "synchronous", "FULL")?;
-    Ok(c)
-}
-
-async fn blocking<T: Send + 'static>(
-    conn: &Arc<Mutex<Connection>>,
-    verb: ErrorVerb,
-    f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-) -> Result<T, StorageError> {
-    let conn = conn.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut c)
+fn put_entry(buf: &mut Vec<u8>, e: &Entry) -> io::Result<(usize, usize)> {
+    put_record(buf, KIND_ENTRY, e.log_id.index, |b| {
+        b.extend_from_slice(&e.log_id.leader_id.term.to_le_bytes());
+        b.extend_from_slice(&e.log_id.leader_id.node_id.to_le_bytes());
+        serde_json::to_writer(b, e).map_err(io::Error::other)
     })
-    .await
-    .map_err(|e| storage_err(verb, e))?
-    .map_err(|e| storage_err(verb, e))
 }
 
-/// The writer thread: runs jobs in order; consecutive appends are committed
-/// together in one transaction, then their callbacks are called in order.
-fn writer_loop(conn: Arc<Mutex<Connection>>, rx: mpsc::Receiver<Op>, pending: Pending) {
-    let mut next = None;
-    loop {
-        let op = match next.take() {
-            Some(op) => op,
-            None => match rx.recv() {
-                Ok(op) => op,
-                Err(_) => return,
-            },
-        };
-        match op {
-            Op::Run(job) => job(&mut conn.lock().unwrap_or_else(|p| p.into_inner())),
-            Op::Append(rows, cb) => {
-                let mut rows = rows;
-                let mut callbacks = vec![cb];
-                loop {
-                    match rx.try_recv() {
-                        Ok(Op::Append(more, cb)) => {
-                            rows.extend(more);
-                            callbacks.push(cb);
+/// Check a whole record (header included) and return its payload.
+fn check_record(rec: &[u8]) -> Option<&[u8]> {
+    let len = u32::from_le_bytes(rec.get(0..4)?.try_into().ok()?);
+    let crc = u32::from_le_bytes(rec.get(4..8)?.try_into().ok()?);
+    let payload = rec.get(REC_HEADER..REC_HEADER + len as usize)?;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len.to_le_bytes());
+    h.update(payload);
+    (h.finalize() == crc && !payload.is_empty()).then_some(payload)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn read_entry(file: &File, loc: &Loc) -> io::Result<Entry> {
+    let mut rec = vec![0; loc.len as usize];
+    file.read_exact_at(&mut rec, loc.off)?;
+    let p = check_record(&rec)
+        .filter(|p| p.len() >= ENTRY_HEAD && p[0] == KIND_ENTRY)
+        .ok_or_else(|| invalid(format!("raft log segment {}: damaged record at offset {}", loc.seg, loc.off)))?;
+    serde_json::from_slice(&p[ENTRY_HEAD..]).map_err(|e| invalid(format!("raft log entry {}: {e}", loc.log_id)))
+}
+
+/// Read as much of `buf` as the file has; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Replay one segment into `locs`. Returns the end of its last good record
+/// and its highest entry index, or `None` when its header is incomplete (a
+/// crash while it was created). In the last segment a bad record ends it;
+/// in another one it is an error.
+fn replay(file: &File, seq: u64, locs: &mut Locs, last: bool) -> io::Result<Option<(u64, Option<u64>)>> {
+    let mut r = io::BufReader::with_capacity(1 << 20, file);
+    let mut head = [0; HEADER as usize];
+    let n = read_full(&mut r, &mut head)?;
+    if n < head.len() || &head[..8] != MAGIC {
+        // A crash while the last segment was created: nothing was in it.
+        if last && head[..n].iter().all(|b| *b == 0) {
+            return Ok(None);
+        }
+        return Err(invalid(format!("raft log segment {seq}: bad header")));
+    }
+    if u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) != VERSION {
+        return Err(invalid(format!("raft log segment {seq}: unknown version")));
+    }
+    let mut off = HEADER;
+    let mut max = None;
+    let mut rec = Vec::new();
+    let bad = loop {
+        rec.resize(REC_HEADER, 0);
+        match read_full(&mut r, &mut rec)? {
+            0 => break None,
+            REC_HEADER => {}
+            _ => break Some("a cut record header"),
+        }
+        let len = u32::from_le_bytes(rec[0..4].try_into().expect("4 bytes"));
+        if len == 0 && rec[4..8] == [0; 4] {
+            // The preallocated rest of the segment.
+            break None;
+        }
+        if !(9..=MAX_RECORD).contains(&len) {
+            break Some("a bad record length");
+        }
+        rec.resize(REC_HEADER + len as usize, 0);
+        if read_full(&mut r, &mut rec[REC_HEADER..])? < len as usize {
+            break Some("a cut record");
+        }
+        let Some(p) = check_record(&rec) else { break Some("a checksum mismatch") };
+        let index = u64_at(p, 1);
+        match p[0] {
+            KIND_ENTRY if p.len() >= ENTRY_HEAD => {
+                let log_id = LogId::new(openraft::CommittedLeaderId::new(u64_at(p, 9), u64_at(p, 17)), index);
+                locs.push(Loc { log_id, seg: seq, off, len: rec.len() as u32 });
+                max = max.max(Some(index));
+            }
+            KIND_TRUNCATE => locs.truncate(index),
+            _ => break Some("an unknown record"),
+        }
+        off += rec.len() as u64;
+    };
+    if let Some(what) = bad {
+        if !last {
+            return Err(invalid(format!("raft log segment {seq}: {what} at offset {off}")));
+        }
+        tracing::warn!(segment = seq, offset = off, "raft log: {what} at the end of the log (a torn write): cut off");
+    }
+    Ok(Some((off, max)))
+}
+
+/// Create segment `seq` with room for `size` bytes, durable with its name.
+fn create_segment(dir: &Path, seq: u64, size: u64) -> io::Result<File> {
+    let f = OpenOptions::new().read(true).write(true).create_new(true).open(dir.join(seg_name(seq)))?;
+    let mut head = [0; HEADER as usize];
+    head[..8].copy_from_slice(MAGIC);
+    head[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    f.write_all_at(&head, 0)?;
+    let len = i64::try_from(size).map_err(io::Error::other)?;
+    nix::fcntl::posix_fallocate(f.as_raw_fd(), 0, len).map_err(io::Error::from)?;
+    f.sync_all()?;
+    sync_dir(dir)?;
+    Ok(f)
+}
+
+/// The writer thread's state.
+struct Writer {
+    dir: PathBuf,
+    seg_size: u64,
+    shared: Arc<Shared>,
+    seq: u64,
+    active: Arc<File>,
+    off: u64,
+    cap: u64,
+    buf: Vec<u8>,
+    /// Set after a failed write or sync: everything fails from then on.
+    failed: Option<String>,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Op>) {
+        let mut next = None;
+        loop {
+            let op = match next.take() {
+                Some(op) => op,
+                None => match rx.recv() {
+                    Ok(op) => op,
+                    Err(_) => return,
+                },
+            };
+            match op {
+                Op::Write { data, recs, done } => {
+                    let mut batch = vec![(data, recs, done)];
+                    loop {
+                        match rx.try_recv() {
+                            Ok(Op::Write { data, recs, done }) => batch.push((data, recs, done)),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
                         }
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
+                    }
+                    let res = self.check().and_then(|_| self.write(&batch));
+                    let res = self.fail_on(res);
+                    if res.is_ok() {
+                        self.written(&batch);
+                    }
+                    for (_, _, done) in batch {
+                        done.call(&res);
                     }
                 }
-                let res = {
-                    let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-                    let rows: Vec<(u64, &[u8])> = rows.iter().map(|(i, _, b)| (*i, b.as_slice())).collect();
-                    append_rows(&mut c, &rows)
-                };
-                if res.is_ok() {
-                    pending.lock().unwrap_or_else(|p| p.into_inner()).committed(rows.iter().map(|(i, s, _)| (*i, *s)));
-                }
-                for cb in callbacks {
-                    cb.log_io_completed(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+                Op::Meta { meta, purge, done } => {
+                    let res = self.check().and_then(|_| self.meta(&meta, purge));
+                    let res = self.fail_on(res);
+                    done.call(&res);
                 }
             }
         }
     }
-}
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: Vec<u8>) -> rusqlite::Result<T> {
-    serde_json::from_slice(&bytes)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e)))
-}
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            Some(e) => Err(io::Error::other(format!("the raft log failed earlier: {e}"))),
+            None => Ok(()),
+        }
+    }
 
-fn encode<T: serde::Serialize>(v: &T) -> rusqlite::Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-}
-
-fn meta_get<T: serde::de::DeserializeOwned>(c: &Connection, key: &str) -> rusqlite::Result<Option<T>> {
-    let v: Option<Vec<u8>> = c.query_row("SELECT v FROM meta WHERE k = ?", [key], |r| r.get(0)).optional()?;
-    v.map(decode).transpose()
-}
-
-fn meta_set<T: serde::Serialize>(c: &Connection, key: &str, v: &T) -> rusqlite::Result<()> {
-    c.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", params![key, encode(v)?])?;
-    Ok(())
-}
-
-impl LogStore {
-    /// Open (or create) the log in `dir`.
-    pub fn open(dir: &Path) -> rusqlite::Result<LogStore> {
-        let path = dir.join("raft-log.db");
-        let w = open(&path)?;
-        w.execute_batch(
-            "CREATE TABLE IF NOT EXISTS log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
-             CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);",
-        )?;
-        let r = open(&path)?;
-        let writer = Arc::new(Mutex::new(w));
-        let pending = Pending::default();
-        let (queue, rx) = mpsc::channel();
-        let (c, p) = (writer.clone(), pending.clone());
-        std::thread::Builder::new()
-            .name("raft-log-writer".into())
-            .spawn(move || writer_loop(c, rx, p))
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok(LogStore {
-            writer,
-            queue,
-            pending: pending.clone(),
-            seq: 0,
-            reader: LogReader { conn: Arc::new(Mutex::new(r)), pending },
+    fn fail_on(&mut self, res: io::Result<()>) -> Result<(), String> {
+        res.map_err(|e| {
+            let e = e.to_string();
+            if self.failed.is_none() {
+                tracing::error!("raft log write failed: {e}");
+                self.failed = Some(e.clone());
+            }
+            e
         })
     }
 
-    /// Run `f` on the writer connection after every write queued before it.
-    async fn queued<T: Send + 'static>(
-        &self,
-        verb: ErrorVerb,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, StorageError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |c| {
-            let _ = tx.send(f(c));
-        });
-        self.queue.send(Op::Run(job)).map_err(|_| storage_err(verb, "the raft log writer stopped"))?;
-        rx.await.map_err(|_| storage_err(verb, "the raft log writer stopped"))?.map_err(|e| storage_err(verb, e))
+    /// Write a batch with one `pwrite` and one `fdatasync`.
+    fn write(&mut self, batch: &[(Vec<u8>, Vec<Rec>, Done)]) -> io::Result<()> {
+        let total: u64 = batch.iter().map(|b| b.0.len() as u64).sum();
+        if self.off + total > self.cap {
+            self.roll(total)?;
+        }
+        self.buf.clear();
+        let mut locs = lock(&self.shared.locs);
+        let mut max = None;
+        for (data, recs, _) in batch {
+            let base = self.off + self.buf.len() as u64;
+            for r in recs {
+                match r.kind {
+                    RecKind::Entry(log_id, _) => {
+                        let off = base + r.off as u64;
+                        locs.push(Loc { log_id, seg: self.seq, off, len: r.len as u32 });
+                        max = max.max(Some(log_id.index));
+                    }
+                    RecKind::Truncate(index) => locs.truncate(index),
+                }
+            }
+            self.buf.extend_from_slice(data);
+        }
+        drop(locs);
+        if let Some(seg) = lock(&self.shared.segs).get_mut(&self.seq) {
+            seg.max = seg.max.max(max);
+        }
+        self.active.write_all_at(&self.buf, self.off)?;
+        self.off += total;
+        self.active.sync_data()
     }
 
-    /// True when nothing was ever written (no vote, no entry): a brand-new node.
-    pub fn is_empty(&self) -> rusqlite::Result<bool> {
-        let c = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let n: i64 =
-            c.query_row("SELECT (SELECT count(*) FROM log) + (SELECT count(*) FROM meta)", [], |r| r.get(0))?;
-        Ok(n == 0)
+    /// Mark the batch's entries written, and forget old written ones.
+    fn written(&self, batch: &[(Vec<u8>, Vec<Rec>, Done)]) {
+        let mut recent = lock(&self.shared.recent);
+        for r in batch.iter().flat_map(|b| &b.1) {
+            if let RecKind::Entry(log_id, seq) = r.kind {
+                if let Some(e) = recent.entries.get_mut(&log_id.index).filter(|e| e.0 == seq) {
+                    e.1 = true;
+                }
+            }
+        }
+        while recent.entries.len() > RECENT && recent.entries.first_key_value().is_some_and(|(_, e)| e.1) {
+            recent.entries.pop_first();
+        }
+    }
+
+    /// Start the next segment, with room for at least `need` bytes.
+    fn roll(&mut self, need: u64) -> io::Result<()> {
+        let seq = self.seq + 1;
+        let cap = self.seg_size.max(HEADER + need);
+        let f = Arc::new(create_segment(&self.dir, seq, cap)?);
+        lock(&self.shared.segs).insert(seq, Segment { file: f.clone(), max: None });
+        (self.seq, self.active, self.off, self.cap) = (seq, f, HEADER, cap);
+        Ok(())
+    }
+
+    fn meta(&mut self, meta: &Meta, purge: Option<u64>) -> io::Result<()> {
+        write_meta(&self.dir, meta)?;
+        let Some(p) = purge else { return Ok(()) };
+        lock(&self.shared.locs).purge(p);
+        // Delete the oldest segments whose entries are all purged.
+        let gone: Vec<u64> = {
+            let mut segs = lock(&self.shared.segs);
+            let mut max = None;
+            let mut gone = Vec::new();
+            for (&seq, seg) in segs.iter() {
+                max = max.max(seg.max);
+                if seq == self.seq || max.is_some_and(|m| m > p) {
+                    break;
+                }
+                gone.push(seq);
+            }
+            for seq in &gone {
+                segs.remove(seq);
+            }
+            gone
+        };
+        for seq in &gone {
+            std::fs::remove_file(self.dir.join(seg_name(*seq)))?;
+        }
+        if !gone.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
     }
 }
 
-/// Write encoded entries in one transaction (one fsync).
-fn append_rows<B: AsRef<[u8]>>(c: &mut Connection, rows: &[(u64, B)]) -> rusqlite::Result<()> {
-    let tx = c.transaction()?;
-    {
-        let mut s = tx.prepare_cached("INSERT OR REPLACE INTO log (idx, entry) VALUES (?, ?)")?;
-        for (idx, bytes) in rows {
-            s.execute(params![*idx as i64, bytes.as_ref()])?;
+/// What the log holds, as seen by openraft (ahead of the writer).
+#[derive(Debug, Default, Clone)]
+struct State {
+    vote: Option<Vote>,
+    purged: Option<LogId>,
+    last: Option<LogId>,
+}
+
+/// The Raft log store, owned by openraft's core.
+pub struct LogStore {
+    shared: Arc<Shared>,
+    queue: Option<mpsc::Sender<Op>>,
+    writer: Option<JoinHandle<()>>,
+    state: State,
+    /// Append sequence number (tells a re-appended index from the old one).
+    seq: u64,
+}
+
+/// A handle to read the log, handed to replication tasks.
+#[derive(Clone)]
+pub struct LogReader {
+    shared: Arc<Shared>,
+}
+
+impl Drop for LogStore {
+    /// Let the writer finish what is queued and close the files.
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
         }
     }
-    tx.commit()
+}
+
+impl LogStore {
+    /// Open (or create) the log in `dir`, importing an old `raft-log.db`.
+    pub fn open(dir: &Path) -> io::Result<LogStore> {
+        LogStore::open_with(dir, SEGMENT)
+    }
+
+    fn open_with(dir: &Path, seg_size: u64) -> io::Result<LogStore> {
+        let path = dir.join(DIR);
+        let old = dir.join(OLD);
+        if !path.exists() {
+            if old.exists() {
+                import(&old, dir, seg_size)?;
+            } else {
+                std::fs::create_dir_all(&path)?;
+                sync_dir(dir)?;
+            }
+        }
+        if old.exists() {
+            retire_old(dir)?;
+        }
+        LogStore::open_dir(&path, seg_size)
+    }
+
+    /// Open the log directory `path` (which exists).
+    fn open_dir(path: &Path, seg_size: u64) -> io::Result<LogStore> {
+        let lock_file = OpenOptions::new().create(true).truncate(false).write(true).open(path.join(LOCK))?;
+        let lock =
+            nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+                io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("{} is in use by another process: {e}", path.display()),
+                )
+            })?;
+        let _ = std::fs::remove_file(path.join(META_TMP));
+        let meta = read_meta(path)?;
+        let mut seqs = Vec::new();
+        for e in std::fs::read_dir(path)? {
+            let name = e?.file_name();
+            if let Some(seq) = name.to_str().and_then(|n| n.strip_suffix(".seg")).and_then(|n| n.parse::<u64>().ok()) {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable();
+        let mut locs = Locs::default();
+        let mut segs = BTreeMap::new();
+        for (k, &seq) in seqs.iter().enumerate() {
+            let last = k + 1 == seqs.len();
+            let file = OpenOptions::new().read(true).write(true).open(path.join(seg_name(seq)))?;
+            match replay(&file, seq, &mut locs, last)? {
+                Some((end, max)) => {
+                    if last && file.metadata()?.len() > end {
+                        // Writes go on in a new segment; this one ends at its
+                        // last good record.
+                        file.set_len(end)?;
+                        file.sync_all()?;
+                    }
+                    segs.insert(seq, Segment { file: Arc::new(file), max });
+                }
+                None => {
+                    drop(file);
+                    std::fs::remove_file(path.join(seg_name(seq)))?;
+                }
+            }
+        }
+        if let Some(p) = meta.purged {
+            locs.purge(p.index);
+        }
+        let last = locs.v.back().map(|l| l.log_id).max(meta.purged);
+        // The newest entries, decoded.
+        let mut recent = Recent::default();
+        for loc in locs.v.iter().rev().take(RECENT) {
+            let e = read_entry(&segs[&loc.seg].file, loc)?;
+            recent.entries.insert(loc.log_id.index, (0, true, Arc::new(e)));
+        }
+        let seq = seqs.last().map_or(1, |s| s + 1);
+        let active = Arc::new(create_segment(path, seq, seg_size)?);
+        segs.insert(seq, Segment { file: active.clone(), max: None });
+        let shared = Arc::new(Shared { locs: Mutex::new(locs), segs: Mutex::new(segs), recent: Mutex::new(recent) });
+        let writer = Writer {
+            dir: path.to_path_buf(),
+            seg_size,
+            shared: shared.clone(),
+            seq,
+            active,
+            off: HEADER,
+            cap: seg_size,
+            buf: Vec::new(),
+            failed: None,
+            _lock: lock,
+        };
+        let (queue, rx) = mpsc::channel();
+        let writer = std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || writer.run(rx))?;
+        let state = State { vote: meta.vote, purged: meta.purged, last };
+        Ok(LogStore { shared, queue: Some(queue), writer: Some(writer), state, seq: 0 })
+    }
+
+    /// True when nothing was ever written (no vote, no entry): a brand-new node.
+    pub fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.state.vote.is_none() && self.state.last.is_none())
+    }
+
+    fn send(&self, op: Op) -> io::Result<()> {
+        self.queue.as_ref().and_then(|q| q.send(op).ok()).ok_or_else(|| io::Error::other("the raft log writer stopped"))
+    }
+
+    /// Queue `entries` for the writer, which reports to `done` once they
+    /// are durable; they are readable when this returns.
+    fn append_entries(&mut self, entries: Vec<Entry>, done: Done) -> io::Result<()> {
+        let Some(last) = entries.last().map(|e| e.log_id) else {
+            done.call(&Ok(()));
+            return Ok(());
+        };
+        let mut data = Vec::with_capacity(entries.len() * 256);
+        let mut recs = Vec::with_capacity(entries.len());
+        for e in &entries {
+            self.seq += 1;
+            let (off, len) = put_entry(&mut data, e)?;
+            recs.push(Rec { kind: RecKind::Entry(e.log_id, self.seq), off, len });
+        }
+        {
+            let mut recent = lock(&self.shared.recent);
+            for (e, r) in entries.into_iter().zip(&recs) {
+                if let RecKind::Entry(_, seq) = r.kind {
+                    recent.entries.insert(e.log_id.index, (seq, false, Arc::new(e)));
+                }
+            }
+        }
+        self.state.last = Some(last);
+        self.send(Op::Write { data, recs, done })
+    }
+
+    /// Send `op` (built with a callback) and wait until it is durable.
+    async fn wait(&self, verb: ErrorVerb, op: impl FnOnce(Done) -> Op) -> Result<(), StorageError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(op(Done::Wake(tx))).map_err(|e| storage_err(verb, e))?;
+        rx.await.map_err(|_| storage_err(verb, "the raft log writer stopped"))?.map_err(|e| storage_err(verb, e))
+    }
+
+    fn meta(&self) -> Meta {
+        Meta { vote: self.state.vote, purged: self.state.purged }
+    }
+
+    /// The log id at `index`, if the log has it.
+    fn log_id_at(&self, index: u64) -> Option<LogId> {
+        if let Some((_, _, e)) = lock(&self.shared.recent).entries.get(&index) {
+            return Some(e.log_id);
+        }
+        lock(&self.shared.locs).get(index).map(|l| l.log_id)
+    }
+}
+
+/// Copy the old SQLite log (`old`) into a new log in `dir/raft-log`.
+fn import(old: &Path, dir: &Path, seg_size: u64) -> io::Result<()> {
+    use rusqlite::OptionalExtension;
+    tracing::info!(path = %old.display(), "importing the raft log from the old format");
+    let sql = |e: rusqlite::Error| io::Error::other(format!("reading {}: {e}", old.display()));
+    let json = |e: serde_json::Error| invalid(format!("{}: {e}", old.display()));
+    let tmp = dir.join(IMPORTING);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp)?;
+    {
+        let conn = rusqlite::Connection::open(old).map_err(sql)?;
+        let meta = |k: &str| -> io::Result<Option<Vec<u8>>> {
+            conn.query_row("SELECT v FROM meta WHERE k = ?", [k], |r| r.get(0)).optional().map_err(sql)
+        };
+        let vote: Option<Vote> = meta("vote")?.map(|v| serde_json::from_slice(&v)).transpose().map_err(json)?;
+        let purged: Option<LogId> = meta("purged")?.map(|v| serde_json::from_slice(&v)).transpose().map_err(json)?;
+        let mut log = LogStore::open_dir(&tmp, seg_size)?;
+        log.state.vote = vote;
+        log.state.purged = purged;
+        log.send(Op::Meta { meta: log.meta(), purge: purged.map(|p| p.index), done: Done::Nothing })?;
+        let after = purged.map(|p| p.index as i64).unwrap_or(-1);
+        let mut stmt = conn.prepare("SELECT entry FROM log WHERE idx > ? ORDER BY idx").map_err(sql)?;
+        let mut rows = stmt.query([after]).map_err(sql)?;
+        let mut batch = Vec::new();
+        let mut n = 0u64;
+        while let Some(row) = rows.next().map_err(sql)? {
+            batch.push(serde_json::from_slice::<Entry>(&row.get::<_, Vec<u8>>(0).map_err(sql)?).map_err(json)?);
+            n += 1;
+            if batch.len() == 1024 {
+                log.append_entries(std::mem::take(&mut batch), Done::Nothing)?;
+            }
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        if batch.is_empty() {
+            log.send(Op::Meta { meta: log.meta(), purge: None, done: Done::Block(tx) })?;
+        } else {
+            log.append_entries(batch, Done::Block(tx))?;
+        }
+        rx.recv().map_err(|_| io::Error::other("the raft log writer stopped"))??;
+        tracing::info!(entries = n, ?vote, ?purged, "imported the old raft log");
+    }
+    std::fs::rename(&tmp, dir.join(DIR))?;
+    sync_dir(dir)
+}
+
+/// Rename the imported `raft-log.db` (and a WAL file SQLite left) out of the way.
+fn retire_old(dir: &Path) -> io::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let from = dir.join(format!("{OLD}{suffix}"));
+        if from.exists() {
+            std::fs::rename(&from, dir.join(format!("{OLD}.imported{suffix}")))?;
+        }
+    }
+    sync_dir(dir)
 }
 
 fn range_of<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
@@ -242,38 +858,64 @@ fn range_of<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
     (start, end)
 }
 
+/// Read `start..end` from the files (a blocking call).
+fn read_files(shared: &Shared, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+    let want: Vec<Loc> = {
+        let locs = lock(&shared.locs);
+        let (s, e) = (start.max(locs.first), end.min(locs.end()));
+        (s..e).filter_map(|i| locs.get(i).copied()).collect()
+    };
+    let files: BTreeMap<u64, Arc<File>> = {
+        let segs = lock(&shared.segs);
+        want.iter().filter_map(|l| segs.get(&l.seg).map(|s| (l.seg, s.file.clone()))).collect()
+    };
+    let mut out = Vec::with_capacity(want.len());
+    for loc in &want {
+        let Some(file) = files.get(&loc.seg) else {
+            return Err(io::Error::other(format!("raft log entry {} was purged meanwhile", loc.log_id)));
+        };
+        out.push(read_entry(file, loc)?);
+    }
+    Ok(out)
+}
+
+async fn read_entries(shared: &Arc<Shared>, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+    if start >= end {
+        return Ok(Vec::new());
+    }
+    // The newest entries first: one that leaves memory meanwhile is in the
+    // files.
+    let cached: Vec<Arc<Entry>> = {
+        let recent = lock(&shared.recent);
+        if recent.entries.last_key_value().is_some_and(|(last, _)| *last < start) {
+            // Past the end of the log.
+            return Ok(Vec::new());
+        }
+        recent.entries.range(start..end).map(|(_, e)| e.2.clone()).collect()
+    };
+    // Memory holds a contiguous suffix of the log, so the files are read
+    // only below its first index.
+    let file_end = cached.first().map(|e| e.log_id.index).unwrap_or(end);
+    let mut out = if start < file_end {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || read_files(&shared, start, file_end))
+            .await
+            .map_err(|e| storage_err(ErrorVerb::Read, e))?
+            .map_err(|e| storage_err(ErrorVerb::Read, e))?
+    } else {
+        Vec::new()
+    };
+    out.extend(cached.iter().map(|e| (**e).clone()));
+    Ok(out)
+}
+
 impl RaftLogReader<TypeConfig> for LogReader {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = range_of(&range);
-        // Take the entries in memory first: one evicted meanwhile is then
-        // found in the file.
-        let cached: Vec<(u64, Entry)> = {
-            let p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            p.entries.range(start..end).map(|(i, (_, _, e))| (*i, e.clone())).collect()
-        };
-        // The cache holds a contiguous suffix of the log, so the file is
-        // read only below its first index.
-        let file_end = cached.first().map(|(i, _)| *i).unwrap_or(end);
-        let mut out = if start < file_end {
-            blocking(&self.conn, ErrorVerb::Read, move |c| {
-                let mut s = c.prepare_cached("SELECT entry FROM log WHERE idx >= ? AND idx < ? ORDER BY idx")?;
-                let end = file_end.min(i64::MAX as u64) as i64;
-                let rows = s.query_map(params![start as i64, end], |r| r.get::<_, Vec<u8>>(0))?;
-                let mut out = Vec::new();
-                for r in rows {
-                    out.push(decode::<Entry>(r?)?);
-                }
-                Ok(out)
-            })
-            .await?
-        } else {
-            Vec::new()
-        };
-        out.extend(cached.into_iter().map(|(_, e)| e));
-        Ok(out)
+        read_entries(&self.shared, start, end).await
     }
 }
 
@@ -282,7 +924,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        self.reader.try_get_log_entries(range).await
+        let (start, end) = range_of(&range);
+        read_entries(&self.shared, start, end).await
     }
 }
 
@@ -290,30 +933,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        self.queued(ErrorVerb::Read, |c| {
-            let purged: Option<LogId> = meta_get(c, "purged")?;
-            let last: Option<Vec<u8>> =
-                c.query_row("SELECT entry FROM log ORDER BY idx DESC LIMIT 1", [], |r| r.get(0)).optional()?;
-            let last = match last {
-                Some(b) => Some(decode::<Entry>(b)?.log_id),
-                None => purged,
-            };
-            Ok(LogState { last_purged_log_id: purged, last_log_id: last })
-        })
-        .await
+        Ok(LogState { last_purged_log_id: self.state.purged, last_log_id: self.state.last })
     }
 
     async fn get_log_reader(&mut self) -> LogReader {
-        self.reader.clone()
+        LogReader { shared: self.shared.clone() }
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let vote = *vote;
-        self.queued(ErrorVerb::Write, move |c| meta_set(c, "vote", &vote)).await
+        self.state.vote = Some(*vote);
+        let meta = self.meta();
+        self.wait(ErrorVerb::Write, |done| Op::Meta { meta, purge: None, done }).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.queued(ErrorVerb::Read, |c| meta_get(c, "vote")).await
+        Ok(self.state.vote)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -321,47 +955,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut rows = Vec::new();
-        let mut decoded = Vec::new();
-        for e in entries {
-            self.seq += 1;
-            rows.push((e.log_id.index, self.seq, encode(&e).map_err(|e| storage_err(ErrorVerb::Write, e))?));
-            decoded.push((e.log_id.index, self.seq, e));
-        }
-        if rows.is_empty() {
-            callback.log_io_completed(Ok(()));
-            return Ok(());
-        }
-        {
-            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            for (idx, seq, e) in decoded {
-                p.entries.insert(idx, (seq, false, e));
-            }
-        }
-        self.queue
-            .send(Op::Append(rows, callback))
-            .map_err(|_| storage_err(ErrorVerb::Write, "the raft log writer stopped"))
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        self.append_entries(entries, Done::Raft(callback)).map_err(|e| storage_err(ErrorVerb::Write, e))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "truncating the log");
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).entries.retain(|i, _| *i < log_id.index);
-        self.queued(ErrorVerb::Write, move |c| {
-            c.execute("DELETE FROM log WHERE idx >= ?", [log_id.index as i64]).map(|_| ())
-        })
-        .await
+        let index = log_id.index;
+        let prev = index.checked_sub(1).and_then(|i| self.log_id_at(i));
+        lock(&self.shared.recent).entries.retain(|i, _| *i < index);
+        self.state.last = prev.or(self.state.purged.filter(|p| p.index < index));
+        let mut data = Vec::new();
+        let (off, len) =
+            put_record(&mut data, KIND_TRUNCATE, index, |_| Ok(())).map_err(|e| storage_err(ErrorVerb::Write, e))?;
+        let recs = vec![Rec { kind: RecKind::Truncate(index), off, len }];
+        self.wait(ErrorVerb::Write, |done| Op::Write { data, recs, done }).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purging the log");
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).entries.retain(|i, _| *i > log_id.index);
-        self.queued(ErrorVerb::Write, move |c| {
-            let tx = c.transaction()?;
-            meta_set(&tx, "purged", &log_id)?;
-            tx.execute("DELETE FROM log WHERE idx <= ?", [log_id.index as i64])?;
-            tx.commit()
-        })
-        .await
+        lock(&self.shared.recent).entries.retain(|i, _| *i > log_id.index);
+        self.state.purged = Some(log_id);
+        self.state.last = self.state.last.max(Some(log_id));
+        let meta = self.meta();
+        self.wait(ErrorVerb::Write, |done| Op::Meta { meta, purge: Some(log_id.index), done }).await
     }
 }
 
@@ -370,8 +987,53 @@ mod tests {
     use super::*;
     use openraft::{CommittedLeaderId, EntryPayload};
 
+    fn id(term: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
     fn entry(term: u64, index: u64) -> Entry {
-        Entry { log_id: LogId::new(CommittedLeaderId::new(term, 1), index), payload: EntryPayload::Blank }
+        Entry { log_id: id(term, index), payload: EntryPayload::Blank }
+    }
+
+    fn write(index: u64, sql: &str) -> Entry {
+        let batch = crate::raft_types::WriteBatch {
+            statements: vec![crate::api::Statement::new(sql)],
+            time_ms: 7,
+            request_id: Some(format!("r{index}")),
+        };
+        Entry { log_id: id(1, index), payload: EntryPayload::Normal(batch) }
+    }
+
+    /// Segments of a few records.
+    const TINY: u64 = 512;
+
+    /// Append and wait until durable (openraft's `LogFlushed` cannot be
+    /// built outside openraft).
+    async fn append(s: &mut LogStore, entries: impl IntoIterator<Item = Entry>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        s.append_entries(entries.into_iter().collect(), Done::Wake(tx)).unwrap();
+        rx.await.unwrap().unwrap();
+    }
+
+    async fn indexes(s: &mut LogStore, range: impl RangeBounds<u64> + Clone + Debug + Send) -> Vec<u64> {
+        s.try_get_log_entries(range).await.unwrap().iter().map(|e| e.log_id.index).collect()
+    }
+
+    /// The segment files of the log in `dir`, oldest first.
+    fn segments(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir.join(DIR))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The segment file and the offset of the record of entry `index`.
+    fn record_of(s: &LogStore, dir: &Path, index: u64) -> (PathBuf, Loc) {
+        let loc = *lock(&s.shared.locs).get(index).unwrap();
+        (dir.join(DIR).join(seg_name(loc.seg)), loc)
     }
 
     #[tokio::test]
@@ -380,13 +1042,10 @@ mod tests {
         {
             let mut s = LogStore::open(dir.path()).unwrap();
             assert!(s.is_empty().unwrap());
-            // LogFlushed cannot be built outside openraft: use the SQL path
-            // `append` uses (openraft's own suite covers `append` itself).
-            let rows: Vec<_> = (0..10).map(|i| (i, encode(&entry(1, i)).unwrap())).collect();
-            append_rows(&mut s.writer.lock().unwrap(), &rows).unwrap();
+            append(&mut s, (0..10).map(|i| entry(1, i))).await;
             s.save_vote(&Vote::new(3, 2)).await.unwrap();
-            s.truncate(LogId::new(CommittedLeaderId::new(1, 1), 8)).await.unwrap();
-            s.purge(LogId::new(CommittedLeaderId::new(1, 1), 2)).await.unwrap();
+            s.truncate(id(1, 8)).await.unwrap();
+            s.purge(id(1, 2)).await.unwrap();
         }
         let mut s = LogStore::open(dir.path()).unwrap();
         assert!(!s.is_empty().unwrap());
@@ -394,19 +1053,218 @@ mod tests {
         let st = s.get_log_state().await.unwrap();
         assert_eq!(st.last_purged_log_id.unwrap().index, 2);
         assert_eq!(st.last_log_id.unwrap().index, 7);
-        let got = s.try_get_log_entries(3..=5).await.unwrap();
-        assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![3, 4, 5]);
-        let got = s.try_get_log_entries(6..).await.unwrap();
-        assert_eq!(got.len(), 2);
+        assert_eq!(indexes(&mut s, 3..=5).await, vec![3, 4, 5]);
+        assert_eq!(indexes(&mut s, 6..).await, vec![6, 7]);
+        assert_eq!(indexes(&mut s, ..).await, vec![3, 4, 5, 6, 7]);
     }
 
     #[tokio::test]
     async fn log_state_after_purging_everything_is_the_purged_id() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = LogStore::open(dir.path()).unwrap();
-        s.purge(LogId::new(CommittedLeaderId::new(2, 1), 9)).await.unwrap();
+        s.purge(id(2, 9)).await.unwrap();
         let st = s.get_log_state().await.unwrap();
         assert_eq!(st.last_log_id, st.last_purged_log_id);
         assert_eq!(st.last_log_id.unwrap().index, 9);
+        // The next append follows the purged id.
+        append(&mut s, [entry(2, 10)]).await;
+        drop(s);
+        let mut s = LogStore::open(dir.path()).unwrap();
+        let st = s.get_log_state().await.unwrap();
+        assert_eq!((st.last_purged_log_id.unwrap().index, st.last_log_id.unwrap().index), (9, 10));
+    }
+
+    #[tokio::test]
+    async fn entries_are_readable_and_equal_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let written: Vec<Entry> = (0..50).map(|i| write(i, &format!("INSERT INTO t VALUES ({i})"))).collect();
+        {
+            let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+            append(&mut s, written.clone()).await;
+            assert_eq!(s.try_get_log_entries(..).await.unwrap(), written);
+        }
+        let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+        // Read around this module's view too (its first RECENT entries).
+        lock(&s.shared.recent).entries.retain(|i, _| *i >= 40);
+        assert_eq!(s.try_get_log_entries(..).await.unwrap(), written);
+        assert_eq!(s.try_get_log_entries(35..45).await.unwrap(), written[35..45].to_vec());
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_record_is_cut_off_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seg, loc) = {
+            let mut s = LogStore::open(dir.path()).unwrap();
+            append(&mut s, (0..10).map(|i| write(i, "INSERT INTO t VALUES (1)"))).await;
+            record_of(&s, dir.path(), 9)
+        };
+        // kill -9 in the middle of writing the last record.
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(loc.off + loc.len as u64 - 5).unwrap();
+        drop(f);
+        let (seg, loc) = {
+            let mut s = LogStore::open(dir.path()).unwrap();
+            assert_eq!(indexes(&mut s, ..).await, (0..9).collect::<Vec<_>>());
+            assert_eq!(s.get_log_state().await.unwrap().last_log_id.unwrap().index, 8);
+            // The log goes on from there, and that survives another reopen.
+            append(&mut s, [write(9, "INSERT INTO t VALUES (2)")]).await;
+            record_of(&s, dir.path(), 9)
+        };
+        // A torn write that left junk after the last complete record.
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .write_all_at(&[0xab; 100], loc.off + loc.len as u64)
+            .unwrap();
+        for _ in 0..2 {
+            let mut s = LogStore::open(dir.path()).unwrap();
+            let got = s.try_get_log_entries(..).await.unwrap();
+            assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+            assert_eq!(got[9], write(9, "INSERT INTO t VALUES (2)"));
+        }
+        // A half-created segment (crash before its header was written).
+        std::fs::write(dir.path().join(DIR).join(seg_name(99)), b"").unwrap();
+        let mut s = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut s, ..).await.len(), 10);
+    }
+
+    #[tokio::test]
+    async fn damage_in_an_older_segment_fails_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seg, loc) = {
+            let mut s = LogStore::open(dir.path()).unwrap();
+            append(&mut s, (0..10).map(|i| write(i, "INSERT INTO t VALUES (1)"))).await;
+            record_of(&s, dir.path(), 3)
+        };
+        drop(LogStore::open(dir.path()).unwrap());
+        // Not a torn write: a record in the middle of the log changed.
+        OpenOptions::new().write(true).open(&seg).unwrap().write_all_at(b"x", loc.off + 30).unwrap();
+        let err = LogStore::open(dir.path()).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    }
+
+    #[tokio::test]
+    async fn truncate_then_append_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+            append(&mut s, (0..10).map(|i| entry(1, i))).await;
+            s.truncate(id(1, 6)).await.unwrap();
+            assert_eq!(indexes(&mut s, ..).await, (0..6).collect::<Vec<_>>());
+            append(&mut s, (6..8).map(|i| entry(2, i))).await;
+        }
+        let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+        let got = s.try_get_log_entries(..).await.unwrap();
+        let ids: Vec<_> = got.iter().map(|e| (e.log_id.leader_id.term, e.log_id.index)).collect();
+        let want: Vec<_> = (0..6).map(|i| (1, i)).chain((6..8).map(|i| (2, i))).collect();
+        assert_eq!(ids, want);
+        assert_eq!(s.get_log_state().await.unwrap().last_log_id, Some(id(2, 7)));
+        // A truncate that is not followed by an append is durable too.
+        s.truncate(id(1, 3)).await.unwrap();
+        drop(s);
+        let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+        assert_eq!(indexes(&mut s, ..).await, vec![0, 1, 2]);
+        assert_eq!(s.get_log_state().await.unwrap().last_log_id, Some(id(1, 2)));
+    }
+
+    #[tokio::test]
+    async fn purge_deletes_whole_segments_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+            for i in 0..40 {
+                append(&mut s, [entry(1, i)]).await;
+            }
+            let before = segments(dir.path()).len();
+            assert!(before >= 10, "{before} segments");
+            s.purge(id(1, 21)).await.unwrap();
+            let after = segments(dir.path()).len();
+            assert!(after <= before - 5, "{before} -> {after} segments");
+            assert_eq!(indexes(&mut s, ..).await, (22..40).collect::<Vec<_>>());
+        }
+        let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+        let st = s.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(id(1, 21)));
+        assert_eq!(st.last_log_id, Some(id(1, 39)));
+        assert_eq!(indexes(&mut s, ..).await, (22..40).collect::<Vec<_>>());
+        assert_eq!(indexes(&mut s, 25..27).await, vec![25, 26]);
+        append(&mut s, [entry(1, 40)]).await;
+        assert_eq!(indexes(&mut s, 39..).await, vec![39, 40]);
+    }
+
+    #[tokio::test]
+    async fn the_old_sqlite_log_is_imported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let written: Vec<Entry> = (0..20).map(|i| write(i, &format!("INSERT INTO t VALUES ({i})"))).collect();
+        {
+            // The old format: tables `log (idx, entry)` and `meta (k, v)`, JSON.
+            let c = rusqlite::Connection::open(dir.path().join(OLD)).unwrap();
+            c.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
+                 CREATE TABLE meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);",
+            )
+            .unwrap();
+            for e in &written[5..] {
+                c.execute(
+                    "INSERT INTO log (idx, entry) VALUES (?, ?)",
+                    rusqlite::params![e.log_id.index as i64, serde_json::to_vec(e).unwrap()],
+                )
+                .unwrap();
+            }
+            let meta = "INSERT INTO meta (k, v) VALUES (?, ?)";
+            c.execute(meta, rusqlite::params!["vote", serde_json::to_vec(&Vote::new_committed(4, 2)).unwrap()])
+                .unwrap();
+            c.execute(meta, rusqlite::params!["purged", serde_json::to_vec(&id(1, 4)).unwrap()]).unwrap();
+        }
+        for _ in 0..2 {
+            let mut s = LogStore::open(dir.path()).unwrap();
+            assert!(!s.is_empty().unwrap());
+            assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new_committed(4, 2)));
+            let st = s.get_log_state().await.unwrap();
+            assert_eq!((st.last_purged_log_id, st.last_log_id), (Some(id(1, 4)), Some(id(1, 19))));
+            assert_eq!(s.try_get_log_entries(..).await.unwrap(), written[5..].to_vec());
+            assert!(!dir.path().join(OLD).exists());
+            assert!(dir.path().join(format!("{OLD}.imported")).exists());
+            assert!(!dir.path().join(IMPORTING).exists());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_import_is_done_again() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = rusqlite::Connection::open(dir.path().join(OLD)).unwrap();
+            c.execute_batch(
+                "CREATE TABLE log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
+                 CREATE TABLE meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);",
+            )
+            .unwrap();
+            c.execute("INSERT INTO log (idx, entry) VALUES (0, ?)", [serde_json::to_vec(&entry(1, 0)).unwrap()])
+                .unwrap();
+        }
+        // A crash left a half-built import behind.
+        std::fs::create_dir_all(dir.path().join(IMPORTING)).unwrap();
+        std::fs::write(dir.path().join(IMPORTING).join(seg_name(1)), b"junk").unwrap();
+        let mut s = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut s, ..).await, vec![0]);
+    }
+
+    /// openraft's own storage test suite, with the real state machine.
+    #[test]
+    fn openraft_storage_suite() {
+        use crate::state_machine::StateMachine;
+        use openraft::testing::{StoreBuilder, Suite};
+        struct Builder;
+        impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+            async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+                let dir = tempfile::tempdir().unwrap();
+                let log = LogStore::open(dir.path()).unwrap();
+                let sm = StateMachine::open(dir.path()).unwrap();
+                Ok((dir, log, sm))
+            }
+        }
+        Suite::test_all(Builder).unwrap();
     }
 }
