@@ -997,9 +997,11 @@ mod tests {
 
     fn write(index: u64, sql: &str) -> Entry {
         let batch = crate::raft_types::WriteBatch {
-            statements: vec![crate::api::Statement::new(sql)],
+            writes: vec![crate::raft_types::Write {
+                statements: vec![crate::api::Statement::new(sql)],
+                request_id: Some(format!("r{index}")),
+            }],
             time_ms: 7,
-            request_id: Some(format!("r{index}")),
         };
         Entry { log_id: id(1, index), payload: EntryPayload::Normal(batch) }
     }

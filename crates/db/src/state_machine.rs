@@ -44,6 +44,7 @@ struct Shared {
     seed: Arc<AtomicU64>,
     state: Mutex<(Option<LogId>, StoredMembership)>,
     applied: watch::Sender<Applied>,
+    _checkpointer: Checkpointer,
 }
 
 /// The SQLite state machine handed to openraft.
@@ -132,8 +133,62 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
     c.set_prepared_statement_cache_capacity(256);
+    // Checkpoints run on their own thread (`Checkpointer`): SQLite's
+    // automatic one runs inside a commit, on the thread that applies
+    // entries, and its fsyncs stalled replication for milliseconds (the p99
+    // of a replication round went from ~1.1 ms to ~4 ms).
+    c.pragma_update(None, "wal_autocheckpoint", 0)?;
     c.execute_batch(META_DDL)?;
     Ok(c)
+}
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// WAL frames (pages) past which the checkpointer also truncates the WAL,
+/// briefly holding the writer off (~64 MiB with 4 KiB pages). Passive
+/// checkpoints never block the writer but cannot restart a WAL that is
+/// written to all the time.
+const WAL_TRUNCATE_FRAMES: i64 = 16_384;
+
+/// The database's checkpoint thread: a `PASSIVE` checkpoint every
+/// [`CHECKPOINT_EVERY`] from a connection of its own (it never blocks the
+/// writer), and a `TRUNCATE` one when the WAL has grown past the limit.
+/// It stops when the state machine is dropped.
+struct Checkpointer {
+    _stop: std::sync::mpsc::Sender<()>,
+}
+
+impl Checkpointer {
+    fn start(path: PathBuf, truncate_frames: i64) -> std::io::Result<Checkpointer> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new().name("db-checkpoint".into()).spawn(move || {
+            let conn = match Connection::open(&path).and_then(|c| {
+                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                Ok(c)
+            }) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("checkpointer: opening {}: {e}", path.display());
+                    return;
+                }
+            };
+            let checkpoint = |mode: &str| -> rusqlite::Result<(i64, i64, i64)> {
+                conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            };
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                match checkpoint("PASSIVE") {
+                    Ok((_, frames, _)) if frames > truncate_frames => {
+                        if let Err(e) = checkpoint("TRUNCATE") {
+                            tracing::warn!("checkpoint (truncate): {e}");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("checkpoint: {e}"),
+                }
+            }
+        })?;
+        Ok(Checkpointer { _stop: stop })
+    }
 }
 
 fn sync_file(path: &Path) -> std::io::Result<()> {
@@ -162,6 +217,7 @@ impl StateMachine {
         let seed = Arc::new(AtomicU64::new(0));
         sql::install_deterministic_random(&conn, seed.clone()).map_err(|e| e.to_string())?;
         let (tx, _) = watch::channel(applied_of(&applied, time_ms));
+        let checkpointer = Checkpointer::start(path.clone(), WAL_TRUNCATE_FRAMES).map_err(|e| e.to_string())?;
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
@@ -169,6 +225,7 @@ impl StateMachine {
                 seed,
                 state: Mutex::new((applied, membership)),
                 applied: tx,
+                _checkpointer: checkpointer,
             }),
         })
     }
@@ -638,6 +695,36 @@ mod tests {
         assert_eq!(b.writes[0].statements[0].sql, "INSERT INTO t VALUES (1)");
         let new: WriteBatch = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
         assert_eq!(new, b);
+    }
+
+    /// Poll (bounded) until `cond` holds.
+    fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_off_the_apply_thread_and_truncated_when_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        let db = dir.path().join("data.db");
+        let wal = dir.path().join("data.db-wal");
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        sm.apply(vec![write(1, "CREATE TABLE t (b BLOB)")]).await.unwrap();
+        sm.apply(vec![write(2, "INSERT INTO t VALUES (zeroblob(200000))")]).await.unwrap();
+        // The writer never checkpoints itself: the 200 KB reach the database
+        // file through the checkpoint thread.
+        eventually("the passive checkpoint", || size(&db) > 200_000);
+        assert!(size(&wal) > 200_000, "a passive checkpoint leaves the WAL file as it is");
+        // Past the frame limit the WAL is truncated.
+        let _small = Checkpointer::start(db.clone(), 1).unwrap();
+        eventually("the truncating checkpoint", || size(&wal) == 0);
+        sm.apply(vec![write(3, "INSERT INTO t VALUES (x'01')")]).await.unwrap();
+        let c = open_read_only(&sm.db_path()).unwrap();
+        assert_eq!(c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap(), 2);
     }
 
     #[tokio::test]
