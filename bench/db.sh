@@ -6,9 +6,11 @@
 #   (b) Bulwark, 3 voters on loopback (through bulwark_db::Client)
 #   (c) MariaDB primary + 1 semi-sync replica on loopback (InnoDB,
 #       innodb_flush_log_at_trx_commit=1, sync_binlog=1)
+#   (d) the same with the replica's sync_relay_log=1 (it syncs each event
+#       it acknowledges, as a Raft follower does)
 # Usage: bench/db.sh [clients] [seconds] [rounds]   (BULWARK=path/to/bulwark to skip the build)
-# Rounds are interleaved (a b c, a b c, ...); the summary is the median per leg.
-# Installs mariadb-server/-client with apt-get if missing; the two mariadbd
+# Rounds are interleaved (a b c d, a b c d, ...); the summary is the median per leg.
+# Installs mariadb-server/-client with apt-get if missing; the four mariadbd
 # run in the foreground on temporary datadirs, loopback ports and their own
 # sockets (the system service is never used), and are stopped at the end.
 set -euo pipefail
@@ -49,9 +51,11 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 
-# ---- (c) MariaDB: primary + semi-sync replica ----
-MPORT=$(free_port)
-RPORT=$(free_port)
+# ---- (c) MariaDB: primary + semi-sync replica (MariaDB's defaults: the
+# replica acknowledges once the event is in its relay log, which it syncs
+# every 10000 events, sync_relay_log=10000) and (d) the same with
+# sync_relay_log=1: the replica syncs its relay log for every event, as a
+# Raft follower syncs its log before it acknowledges. ----
 start_mariadb() { # name port server_id extra-args...
   local name=$1 port=$2 id=$3; shift 3
   mariadb-install-db --no-defaults --user=root --datadir="$WORK/$name" --skip-test-db \
@@ -68,35 +72,54 @@ start_mariadb() { # name port server_id extra-args...
   done
   echo "mariadb $name did not start:" >&2; cat "$WORK/$name.err" >&2; return 1
 }
-mp() { mariadb --no-defaults -uroot -S "$WORK/mprimary.sock" -N -B -e "$1"; }
-mr() { mariadb --no-defaults -uroot -S "$WORK/mreplica.sock" -N -B -e "$1"; }
-start_mariadb mprimary "$MPORT" 1 --log-bin="$WORK/mprimary/binlog" --binlog-format=ROW \
-  --rpl-semi-sync-master-enabled=ON --rpl-semi-sync-master-wait-point=AFTER_SYNC \
-  --rpl-semi-sync-master-timeout=30000
-start_mariadb mreplica "$RPORT" 2 --relay-log="$WORK/mreplica/relay" --rpl-semi-sync-slave-enabled=ON
-mp "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'repl'; GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1';
+msql() { local name=$1; shift; mariadb --no-defaults -uroot -S "$WORK/$name.sock" -N -B -e "$1"; }
+status() { msql "$1" "SHOW STATUS LIKE '$2'" | cut -f2; }
+# start_pair PRIMARY REPLICA PRIMARY_ID replica-extra-args...: sets PAIR_URL
+# (not a $(...) subshell: the server PIDs must reach PIDS for the cleanup)
+start_pair() {
+  local p=$1 r=$2 id=$3; shift 3
+  local pport rport
+  pport=$(free_port); rport=$(free_port)
+  start_mariadb "$p" "$pport" "$id" --log-bin="$WORK/$p/binlog" --binlog-format=ROW \
+    --rpl-semi-sync-master-enabled=ON --rpl-semi-sync-master-wait-point=AFTER_SYNC \
+    --rpl-semi-sync-master-timeout=30000
+  start_mariadb "$r" "$rport" "$((id + 1))" --relay-log="$WORK/$r/relay" --rpl-semi-sync-slave-enabled=ON "$@"
+  msql "$p" "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'repl'; GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1';
     CREATE DATABASE bench; CREATE USER 'bench'@'127.0.0.1' IDENTIFIED BY 'bench';
     GRANT ALL ON bench.* TO 'bench'@'127.0.0.1';"
-mr "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$MPORT, MASTER_USER='repl', MASTER_PASSWORD='repl',
+  msql "$r" "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$pport, MASTER_USER='repl', MASTER_PASSWORD='repl',
     MASTER_USE_GTID=slave_pos; START SLAVE;"
-# The primary switches semi-sync on once the replica has connected and
-# caught up with the binary log: wait for both.
-for _ in $(seq 1 300); do
-  [ "$(mp "SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'" | cut -f2)" = 1 ] &&
-    [ "$(mp "SHOW STATUS LIKE 'Rpl_semi_sync_master_status'" | cut -f2)" = ON ] && break
-  sleep 0.1
-done
-SEMI=$(mp "SHOW STATUS LIKE 'Rpl_semi_sync_master_status'" | cut -f2)
-CLIENTS_SEMI=$(mp "SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'" | cut -f2)
-if [ "$SEMI" != ON ] || [ "$CLIENTS_SEMI" != 1 ]; then
-  echo "semi-sync not active (status=$SEMI clients=$CLIENTS_SEMI)" >&2
-  mr "SHOW SLAVE STATUS\G" >&2 || true
-  exit 1
-fi
-echo "mariadb $(mp 'SELECT VERSION()'): semi-sync master status=$SEMI, semi-sync replicas=$CLIENTS_SEMI" >&2
-MURL="mysql://bench:bench@127.0.0.1:$MPORT/bench"
-# The setup statements above ran before the replica connected (async).
-NO_TX0=$(mp "SHOW STATUS LIKE 'Rpl_semi_sync_master_no_tx'" | cut -f2)
+  # The primary switches semi-sync on once the replica has connected and
+  # caught up with the binary log: wait for both.
+  for _ in $(seq 1 300); do
+    [ "$(status "$p" Rpl_semi_sync_master_clients)" = 1 ] && [ "$(status "$p" Rpl_semi_sync_master_status)" = ON ] && break
+    sleep 0.1
+  done
+  if [ "$(status "$p" Rpl_semi_sync_master_status)" != ON ] || [ "$(status "$p" Rpl_semi_sync_master_clients)" != 1 ]; then
+    echo "semi-sync not active on $p" >&2
+    msql "$r" "SHOW SLAVE STATUS\G" >&2 || true
+    return 1
+  fi
+  echo "mariadb $(msql "$p" 'SELECT VERSION()') ($p -> $r $*): semi-sync on, 1 semi-sync replica;" \
+    "replica sync_relay_log=$(msql "$r" 'SELECT @@sync_relay_log')" >&2
+  # The setup statements above ran before the replica connected (async).
+  status "$p" Rpl_semi_sync_master_no_tx > "$WORK/$p.no_tx0"
+  PAIR_URL="mysql://bench:bench@127.0.0.1:$pport/bench"
+}
+# Semi-sync must still be on, with no commit that fell back to async.
+check_pair() {
+  local p=$1 no_tx
+  no_tx=$(( $(status "$p" Rpl_semi_sync_master_no_tx) - $(cat "$WORK/$p.no_tx0") ))
+  echo "mariadb $p after the run: semi-sync status=$(status "$p" Rpl_semi_sync_master_status)," \
+    "acked commits=$(status "$p" Rpl_semi_sync_master_yes_tx), unacked (async) commits during the run=$no_tx" >&2
+  if [ "$(status "$p" Rpl_semi_sync_master_status)" != ON ] || [ "$no_tx" != 0 ]; then
+    echo "WARNING: MariaDB semi-sync fell back to async on $p" >&2
+  fi
+}
+start_pair mprimary mreplica 1
+MURL=$PAIR_URL
+start_pair dprimary dreplica 11 --sync-relay-log=1 --sync-relay-log-info=1
+DURL=$PAIR_URL
 
 # ---- interleaved rounds ----
 RESULTS=()
@@ -105,24 +128,20 @@ for r in $(seq 1 "$ROUNDS"); do
   A=$("$BULWARK" db bench sqlite --path "$WORK/plain.db" --clients "$CLIENTS" --seconds "$SECONDS_RUN")
   B=$(BULWARK_DB_SECRET=$SECRET "$BULWARK" db bench cluster --nodes "$NODES" --clients "$CLIENTS" --seconds "$SECONDS_RUN")
   C=$("$BULWARK" db bench mariadb --url "$MURL" --clients "$CLIENTS" --seconds "$SECONDS_RUN")
-  echo "round $r: $A $B $C" >&2
-  RESULTS+=("$A" "$B" "$C")
+  D=$("$BULWARK" db bench mariadb --url "$DURL" --clients "$CLIENTS" --seconds "$SECONDS_RUN")
+  echo "round $r: $A $B $C $D" >&2
+  RESULTS+=("$A" "$B" "$C" "$D")
 done
-
-# Semi-sync must still be on, with no commit that fell back to async.
-SEMI=$(mp "SHOW STATUS LIKE 'Rpl_semi_sync_master_status'" | cut -f2)
-NO_TX=$(mp "SHOW STATUS LIKE 'Rpl_semi_sync_master_no_tx'" | cut -f2)
-YES_TX=$(mp "SHOW STATUS LIKE 'Rpl_semi_sync_master_yes_tx'" | cut -f2)
-NO_TX=$((NO_TX - NO_TX0))
-echo "mariadb after the run: semi-sync status=$SEMI, acked commits=$YES_TX, unacked (async) commits during the run=$NO_TX" >&2
-if [ "$SEMI" != ON ] || [ "$NO_TX" != 0 ]; then echo "WARNING: MariaDB semi-sync fell back to async" >&2; fi
+check_pair mprimary
+check_pair dprimary
 
 python3 - "$CLIENTS" "$SECONDS_RUN" "${RESULTS[@]}" <<'PY'
 import json, statistics, sys
 clients, secs = sys.argv[1], sys.argv[2]
 rs = [json.loads(x) for x in sys.argv[3:]]
-legs = [("(a) SQLite sync=FULL", 0), ("(b) Bulwark 3 voters", 1), ("(c) MariaDB + semi-sync replica", 2)]
-rounds = [rs[i:i + 3] for i in range(0, len(rs), 3)]
+legs = [("(a) SQLite sync=FULL", 0), ("(b) Bulwark 3 voters", 1), ("(c) MariaDB + semi-sync replica", 2),
+        ("(d) MariaDB + semi-sync replica, sync_relay_log=1", 3)]
+rounds = [rs[i:i + 4] for i in range(0, len(rs), 4)]
 def med(leg, key): return statistics.median(r[leg][key] for r in rounds)
 print(f"\n{len(rounds)} round(s), {clients} clients x {secs} s per leg; per round:")
 for i, r in enumerate(rounds, 1):
@@ -135,6 +154,6 @@ for name, i in legs:
 print()
 print("| ratio (medians) | writes/s | p50 | p99 |")
 print("| --- | ---: | ---: | ---: |")
-for name, j in [("Bulwark / SQLite", 0), ("Bulwark / MariaDB", 2)]:
+for name, j in [("Bulwark / SQLite", 0), ("Bulwark / MariaDB (c)", 2), ("Bulwark / MariaDB (d)", 3)]:
     print(f"| {name} | {med(1,'writes_per_sec')/med(j,'writes_per_sec'):.2f}x | {med(1,'p50_us')/med(j,'p50_us'):.2f}x | {med(1,'p99_us')/med(j,'p99_us'):.2f}x |")
 PY

@@ -126,11 +126,13 @@ def verdict(n, meta):
                     f"{ha[3]} ms ({'≤' if p99ok else '>'}), {vsd:.2f} of direct.")
         if n == "db":
             s = r["Bulwark / SQLite"]
-            m = r["Bulwark / MariaDB"]
+            m = r.get("Bulwark / MariaDB (c)") or r["Bulwark / MariaDB"]
             a, b = num(s[1]), num(m[1])
             met = a >= 0.5 and b > 1.0
-            return (f"Target (Bulwark's writes/s within 2× of SQLite's and ahead of MariaDB's) in this run: "
-                    f"**{'met' if met else 'not met'}** — {a:.2f}× SQLite, {b:.2f}× MariaDB.")
+            d = r.get("Bulwark / MariaDB (d)")
+            extra = f" (and {num(d[1]):.2f}× MariaDB with the replica syncing every event, leg d)" if d else ""
+            return (f"Target (Bulwark's writes/s within 2× of SQLite's and ahead of MariaDB's, leg c) in this run: "
+                    f"**{'met' if met else 'not met'}** — {a:.2f}× SQLite, {b:.2f}× MariaDB{extra}.")
         if n == "failover":
             per = re.findall(r"writes ([0-9.]+|-)", meta["table"])
             ok = [p for p in per if p != "-" and float(p) < 2.0]
