@@ -30,8 +30,11 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 pub const MAX_IN_FLIGHT: usize = 4;
 /// Most writes in one entry.
 pub const MAX_WRITES: usize = 512;
-/// Most request bytes in one entry (a single larger write still goes, alone).
-pub const MAX_BYTES: usize = 4 << 20;
+/// Most request bytes in one entry (a single larger write still goes,
+/// alone). At most 256 entries travel in one append-entries request, and a
+/// node accepts up to 256 MiB of them: entries of 1 MiB keep a replica that
+/// catches up under that limit.
+pub const MAX_BYTES: usize = 1 << 20;
 
 /// How a queued write ended.
 #[derive(Debug)]
