@@ -258,6 +258,14 @@ impl Cluster {
         assert_eq!(r["ok"], true, "stop {role}: {r}");
     }
 
+    /// SIGKILL `role` through its supervisor, which keeps it down until
+    /// [`Cluster::start_role`] (returns once it is dead). A signal sent from
+    /// outside followed by `stop` races the supervisor's restart.
+    pub fn kill_role(&self, role: &str) {
+        let r = self.control(self.host_of(role), json!({"cmd": "kill", "node": role}));
+        assert_eq!(r["ok"], true, "kill {role}: {r}");
+    }
+
     /// `bulwark start ROLE` (returns once ready).
     pub fn start_role(&self, role: &str) {
         let r = self.control(self.host_of(role), json!({"cmd": "start", "node": role}));

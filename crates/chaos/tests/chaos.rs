@@ -31,9 +31,8 @@ fn scenario(name: &str, stack: Stack, expect: Expect, script: impl FnOnce(&mut C
 fn kill_primary(ctx: &mut Ctx) {
     let p = ctx.cluster.wait_primary(Duration::from_secs(10));
     ctx.primary_fault(format!("kill -9 primary {}", p.name));
-    ctx.cluster.signal(&p.name, Signal::SIGKILL);
-    // Keep its supervisor from restarting it for a while.
-    ctx.cluster.stop_role(&p.name);
+    // SIGKILL through the supervisor, which keeps it down until started.
+    ctx.cluster.kill_role(&p.name);
     ctx.sleep(3.0);
     ctx.cluster.start_role(&p.name);
     ctx.repair(format!("{} started again", p.name));

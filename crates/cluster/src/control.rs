@@ -1,6 +1,7 @@
 //! The control socket of a running `bulwark up`: a Unix socket under the
 //! data directory speaking one JSON request and one JSON reply per line.
-//! `bulwark status`, `bulwark stop NODE` and `bulwark start NODE` use it.
+//! `bulwark status`, `bulwark stop NODE` and `bulwark start NODE` use it;
+//! `kill` (SIGKILL, kept down until `start`) is for chaos tests.
 use crate::supervisor::{ChildStatus, Supervisor};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -11,9 +12,19 @@ use tokio_util::sync::CancellationToken;
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum ControlRequest {
     Status,
-    Stop { node: String },
-    Start { node: String },
-    Restart { node: String },
+    Stop {
+        node: String,
+    },
+    /// SIGKILL the node and keep it down until `start`.
+    Kill {
+        node: String,
+    },
+    Start {
+        node: String,
+    },
+    Restart {
+        node: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -65,6 +76,7 @@ impl Supervisor {
         let result = match &req {
             ControlRequest::Status => Ok(()),
             ControlRequest::Stop { node } => self.set_wanted(node, false),
+            ControlRequest::Kill { node } => self.kill_and_hold(node),
             ControlRequest::Start { node } => self.set_wanted(node, true),
             ControlRequest::Restart { node } => self.set_wanted(node, false),
         };
@@ -72,7 +84,7 @@ impl Supervisor {
             return ControlReply { ok: false, error: Some(e.to_string()), children: self.status() };
         }
         match &req {
-            ControlRequest::Stop { node } => {
+            ControlRequest::Stop { node } | ControlRequest::Kill { node } => {
                 self.wait_state(node, "stopped", std::time::Duration::from_secs(30)).await;
             }
             ControlRequest::Restart { node } => {

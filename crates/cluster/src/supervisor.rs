@@ -93,6 +93,8 @@ struct Slot {
     status: ChildStatus,
     /// False after `stop NAME`: the child stays down until `start NAME`.
     wanted: bool,
+    /// Set by `kill NAME`: stop with SIGKILL at once instead of SIGTERM.
+    kill: bool,
     /// Wakes the child's monitor task (stop/start requests).
     poke: Arc<Notify>,
 }
@@ -123,6 +125,7 @@ impl Supervisor {
                 },
                 spec,
                 wanted: false,
+                kill: false,
                 poke: Arc::new(Notify::new()),
             })
             .collect();
@@ -221,6 +224,9 @@ impl Supervisor {
                 && s.status.restarts == 0
                 && s.status.last_exit.is_none();
             s.wanted = wanted;
+            if wanted {
+                s.kill = false;
+            }
             s.poke.notify_one();
             first && wanted
         };
@@ -248,6 +254,24 @@ impl Supervisor {
                 self.wait_state(n, "stopped", self.policy.stop_grace + Duration::from_secs(5)).await;
             }
         }
+    }
+
+    /// `kill NAME`: SIGKILL the child now and keep it down until `start
+    /// NAME` (a `kill -9` that the supervisor does not undo: with a signal
+    /// sent from outside, the supervisor may restart the child before a
+    /// `stop` arrives, and that `stop` then stops the new process).
+    pub fn kill_and_hold(&self, name: &str) -> Result<(), SupervisorError> {
+        let mut slots = self.lock();
+        let s =
+            slots.iter_mut().find(|s| s.spec.name == name).ok_or_else(|| SupervisorError::NoSuchRole(name.into()))?;
+        s.wanted = false;
+        s.kill = true;
+        s.poke.notify_one();
+        Ok(())
+    }
+
+    fn kill_requested(&self, name: &str) -> bool {
+        self.lock().iter().any(|s| s.spec.name == name && s.kill)
     }
 
     fn set_wanted_quiet(&self, name: &str, wanted: bool) -> Result<(), SupervisorError> {
@@ -406,6 +430,11 @@ impl Supervisor {
                 st = child.wait() => break st,
                 _ = poke.notified() => {
                     let (wanted, _, _) = self.wanted(&spec.name);
+                    if !wanted && self.kill_requested(&spec.name) {
+                        self.update(&spec.name, |s| s.state = "stopping".into());
+                        let _ = child.start_kill();
+                        break child.wait().await;
+                    }
                     if !wanted {
                         self.update(&spec.name, |s| s.state = "stopping".into());
                         if let Some(pid) = pid {

@@ -60,11 +60,20 @@ async fn starts_in_stages_restarts_crashes_obeys_control_and_leaves_nothing_behi
     assert!(!r.ok && r.error.unwrap().contains("no role named `nope`"));
     let r = control_request(&sock, &ControlRequest::Start { node: "web1".into() }).await.unwrap();
     assert!(r.ok, "{r:?}");
+    // Kill: SIGKILL, and no restart until start.
+    let pid = sup.child("web1").unwrap().pid.unwrap();
+    let r = control_request(&sock, &ControlRequest::Kill { node: "web1".into() }).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    let web = r.children.iter().find(|c| c.name == "web1").unwrap();
+    assert_eq!((web.state.as_str(), web.pid, web.last_exit.as_deref()), ("stopped", None, Some("killed by SIGKILL")));
+    assert!(!alive(pid), "killed child {pid} still running");
+    let r = control_request(&sock, &ControlRequest::Start { node: "web1".into() }).await.unwrap();
+    assert!(r.ok, "{r:?}");
     let pids: Vec<u32> = sup.status().iter().filter_map(|c| c.pid).collect();
     assert_eq!(pids.len(), 2);
-    // Each start wrote a line before its ready line: 3 starts in all.
+    // Each start wrote a line before its ready line: 4 starts in all.
     let starts = std::fs::read_to_string(dir.path().join("web1.starts")).unwrap();
-    assert_eq!(starts.lines().count(), 3);
+    assert_eq!(starts.lines().count(), 4);
 
     // Shutdown: every child gone.
     sup.shutdown().await;
