@@ -119,6 +119,9 @@ pub struct Peer {
 fn yes() -> bool {
     true
 }
+/// Largest `max_request_bytes` accepted.
+pub const MAX_REQUEST_BYTES_LIMIT: usize = 64 << 20;
+
 fn default_max_request_bytes() -> usize {
     1 << 20
 }
@@ -205,6 +208,11 @@ impl Validate for DbConfig {
         }
         if self.max_request_bytes < 1024 {
             v.error("max_request_bytes", "must be at least 1024");
+        }
+        if self.max_request_bytes > MAX_REQUEST_BYTES_LIMIT {
+            // A write travels to the replicas as one log entry, inside an
+            // append-entries request that a node accepts up to 256 MiB.
+            v.error("max_request_bytes", "must be at most 64 MiB (67108864)");
         }
         if self.heartbeat_interval.is_zero() {
             v.error("heartbeat_interval", "must be more than 0");
@@ -295,6 +303,15 @@ address = "bad address"
         }
         let line = e.issues.iter().find(|i| i.key == "peer[1].address").unwrap().line;
         assert_eq!(line, Some(13));
+    }
+
+    #[test]
+    fn bounds_the_request_size() {
+        let base = "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
+        let e = crate::from_str::<DbConfig>(&format!("{base}max_request_bytes = 100000000\n"), "db.toml").unwrap_err();
+        assert_eq!(e.issues[0].key, "max_request_bytes");
+        assert!(e.issues[0].message.contains("at most 64 MiB"), "{:?}", e.issues[0]);
+        crate::from_str::<DbConfig>(&format!("{base}max_request_bytes = 67108864\n"), "db.toml").unwrap();
     }
 
     #[test]

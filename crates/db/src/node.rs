@@ -86,6 +86,19 @@ pub struct DbNode {
     header_timeout: Duration,
 }
 
+/// Largest body a node accepts on `/raft/*` (append-entries, snapshot chunks).
+const RAFT_BODY_LIMIT: usize = 256 << 20;
+
+/// Entries per append-entries request: at most 256, fewer when one write
+/// may be large, so that a request of full entries (each up to the larger
+/// of `max_request_bytes` and a group-commit entry, plus a quarter for its
+/// encoding) stays under [`RAFT_BODY_LIMIT`]: a replica catching up must
+/// never be sent a request it refuses.
+fn max_payload_entries(max_request_bytes: usize) -> u64 {
+    let entry = max_request_bytes.max(crate::group_commit::MAX_BYTES);
+    (RAFT_BODY_LIMIT * 4 / 5 / entry).clamp(1, 256) as u64
+}
+
 fn raft_config(c: &DbConfig) -> Result<openraft::Config, DbError> {
     let ms = |d: Duration| d.as_millis() as u64;
     let cfg = openraft::Config {
@@ -102,7 +115,7 @@ fn raft_config(c: &DbConfig) -> Result<openraft::Config, DbError> {
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_every),
         max_in_snapshot_log_to_keep: (c.snapshot_every / 2).min(1000),
         snapshot_max_chunk_size: 1 << 20,
-        max_payload_entries: 256,
+        max_payload_entries: max_payload_entries(c.max_request_bytes),
         ..Default::default()
     };
     cfg.validate().map_err(|e| DbError::Config(e.to_string()))
@@ -575,7 +588,7 @@ impl NodeState {
             req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         // Raft traffic (snapshot chunks, entry batches) is not bounded by
         // the client limit.
-        let limit = if req.uri().path().starts_with("/raft/") { 256 << 20 } else { self.max_request_bytes };
+        let limit = if req.uri().path().starts_with("/raft/") { RAFT_BODY_LIMIT } else { self.max_request_bytes };
         if declared.is_some_and(|n| n > limit) {
             // Lingering close: read (and drop) what the client is still
             // sending — up to 16 MiB or 2 s — so the 413 reaches it instead
@@ -970,5 +983,21 @@ impl NodeState {
             }
             RaftError::Fatal(e) => error(StatusCode::SERVICE_UNAVAILABLE, "raft", e.to_string(), false, None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_append_entries_request_of_full_entries_fits_what_a_node_accepts() {
+        for bytes in [1024, 1 << 20, 3 << 20, 16 << 20, bulwark_config::db::MAX_REQUEST_BYTES_LIMIT] {
+            let n = max_payload_entries(bytes) as usize;
+            let entry = bytes.max(crate::group_commit::MAX_BYTES);
+            assert!((1..=256).contains(&n), "{bytes}: {n}");
+            assert!(n * entry * 5 / 4 <= RAFT_BODY_LIMIT, "{bytes}: {n} entries of {entry} bytes");
+        }
+        assert_eq!(max_payload_entries(1 << 20), 204);
     }
 }
