@@ -8,6 +8,9 @@
 //! log from there. The writer uses `synchronous = NORMAL` (no fsync per
 //! commit) because the Raft log is the durable source; before a snapshot
 //! lets the log be compacted, the database is checkpointed and fsynced.
+//! An entry may carry many client writes (the primary's group commit); each
+//! runs in its own savepoint. The WAL is checkpointed by a thread of its
+//! own (`start_checkpointer`), never inside an apply.
 //!
 //! Reads use a small pool of connections opened `SQLITE_OPEN_READ_ONLY`
 //! with `PRAGMA query_only = 1`: a write through them is impossible.
@@ -391,9 +394,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // one SQLite transaction without fsync (`synchronous = NORMAL`)
         // takes tens of microseconds, less than handing it to a blocking
         // thread and back, which also costs two context switches per batch
-        // on every node. When a snapshot holds the writer (checkpoint) the
-        // batch waits on a blocking thread instead, so the runtime (and the
-        // heartbeats) never waits for it.
+        // on every node. When a checkpoint (a snapshot's or the checkpoint
+        // thread's) holds the writer, the batch waits on a blocking thread
+        // instead, so the runtime (and the heartbeats) never waits for it.
         let entries: Vec<Entry> = entries.into_iter().collect();
         let (fast, entries) = {
             match self.shared.writer.try_lock() {
