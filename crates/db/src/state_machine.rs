@@ -565,14 +565,14 @@ mod tests {
         LogId::new(CommittedLeaderId::new(1, 1), i)
     }
 
+    /// An entry with one write of `sql`.
+    fn entry_of(i: u64, sql: &str, request_id: Option<&str>, time_ms: u64) -> Entry {
+        let write = Write { statements: vec![Statement::new(sql)], request_id: request_id.map(str::to_string) };
+        Entry { log_id: id(i), payload: EntryPayload::Normal(WriteBatch { writes: vec![write], time_ms }) }
+    }
+
     fn write(i: u64, sql: &str) -> Entry {
-        Entry {
-            log_id: id(i),
-            payload: EntryPayload::Normal(WriteBatch {
-                writes: vec![Write { statements: vec![Statement::new(sql)], request_id: None }],
-                time_ms: 1000 + i,
-            }),
-        }
+        entry_of(i, sql, None, 1000 + i)
     }
 
     fn membership(i: u64) -> Entry {
@@ -610,13 +610,7 @@ mod tests {
     }
 
     fn write_once(i: u64, request_id: &str, sql: &str, time_ms: u64) -> Entry {
-        Entry {
-            log_id: id(i),
-            payload: EntryPayload::Normal(WriteBatch {
-                writes: vec![Write { statements: vec![Statement::new(sql)], request_id: Some(request_id.to_string()) }],
-                time_ms,
-            }),
-        }
+        entry_of(i, sql, Some(request_id), time_ms)
     }
 
     #[tokio::test]
