@@ -41,6 +41,11 @@ fn metrics_and_role_endpoints_follow_the_cluster() {
     assert!(after.contains("# TYPE bulwark_db_request_duration_seconds histogram"));
     assert!(value(&after, "bulwark_db_applied_index", &[]) >= 6.0);
     assert!(after.contains("process_resident_memory_bytes"));
+    // New entries reach the replicas ahead of openraft's own requests.
+    assert!(
+        value(&after, "bulwark_db_replication_sent_ahead_total", &[("result", "accepted")]) >= 1.0,
+        "no append-entries sent ahead was accepted:\n{after}"
+    );
 
     let r = metrics(replica);
     assert_eq!(value(&r, "bulwark_db_is_primary", &[]), 0.0);

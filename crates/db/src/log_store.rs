@@ -40,8 +40,12 @@
 //! thread, then returns. The writer takes everything queued (no waiting),
 //! writes it with one `pwrite` and one `fdatasync`, and only then calls the
 //! callbacks (`LogFlushed`), in order: an acknowledged entry survives kill
-//! -9 and power loss, and openraft's core never waits for the disk; appends
-//! queued while it syncs go into the next batch. Truncate, vote and purge
+//! -9 and power loss; appends queued while it syncs go into the next batch.
+//! (openraft 0.9's core still waits for each append's callback before it
+//! goes on, so on every node the appends it makes are synced one after
+//! the other; see `transport`'s `send_ahead` for what the primary does
+//! about that.) Each append is announced at once to
+//! [`AppendedEntries`] (before it is durable). Truncate, vote and purge
 //! go through the same queue and return once durable. After a failed write
 //! or sync the writer fails everything (the page cache can no longer be
 //! trusted) and openraft stops the node.
@@ -241,6 +245,38 @@ struct Shared {
     locs: Mutex<Locs>,
     segs: Mutex<BTreeMap<u64, Segment>>,
     recent: Mutex<Recent>,
+    /// The last log id appended (not necessarily durable yet).
+    appended: tokio::sync::watch::Sender<Option<LogId>>,
+}
+
+/// The entries this node appends, as it appends them: readable before they
+/// are durable, for replication that sends a primary's new entries ahead
+/// of openraft's own append-entries (see `transport`).
+#[derive(Clone)]
+pub struct AppendedEntries {
+    shared: Arc<Shared>,
+}
+
+impl AppendedEntries {
+    /// The last log id appended, changed at every append and truncate.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Option<LogId>> {
+        self.shared.appended.subscribe()
+    }
+
+    /// Up to `max` entries right after index `prev` that are still in
+    /// memory (in order, without gaps; empty when the one after `prev` is
+    /// not).
+    pub fn after(&self, prev: u64, max: usize) -> Vec<Entry> {
+        let recent = lock(&self.shared.recent);
+        let mut out = Vec::new();
+        for (i, e) in recent.entries.range(prev.saturating_add(1)..) {
+            if out.len() == max || *i != prev + 1 + out.len() as u64 {
+                break;
+            }
+            out.push((*e.2).clone());
+        }
+        out
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -787,7 +823,12 @@ impl LogStore {
         let first = FIRST_SEGMENT.min(seg_size);
         let active = Arc::new(create_segment(path, seq, first)?);
         segs.insert(seq, Segment { file: active.clone(), max: None });
-        let shared = Arc::new(Shared { locs: Mutex::new(locs), segs: Mutex::new(segs), recent: Mutex::new(recent) });
+        let shared = Arc::new(Shared {
+            locs: Mutex::new(locs),
+            segs: Mutex::new(segs),
+            recent: Mutex::new(recent),
+            appended: tokio::sync::watch::Sender::new(last),
+        });
         let writer = Writer {
             dir: path.to_path_buf(),
             seg_size,
@@ -805,6 +846,11 @@ impl LogStore {
         let writer = std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || writer.run(rx))?;
         let state = State { vote: meta.vote, purged: meta.purged, last };
         Ok(LogStore { shared, queue: Some(queue), writer: Some(writer), state, seq: 0 })
+    }
+
+    /// New entries as they are appended (see [`AppendedEntries`]).
+    pub fn appended_entries(&self) -> AppendedEntries {
+        AppendedEntries { shared: self.shared.clone() }
     }
 
     /// True when nothing was ever written (no vote, no entry): a brand-new node.
@@ -839,7 +885,9 @@ impl LogStore {
             }
         }
         self.state.last = Some(last);
-        self.send(Op::Write { data, recs, done })
+        let queued = self.send(Op::Write { data, recs, done });
+        self.shared.appended.send_replace(Some(last));
+        queued
     }
 
     /// Send `op` (built with a callback) and wait until it is durable.
@@ -1041,6 +1089,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let prev = index.checked_sub(1).and_then(|i| self.log_id_at(i));
         lock(&self.shared.recent).entries.retain(|i, _| *i < index);
         self.state.last = prev.or(self.state.purged.filter(|p| p.index < index));
+        self.shared.appended.send_replace(self.state.last);
         let mut data = Vec::new();
         let (off, len) =
             put_record(&mut data, KIND_TRUNCATE, index, |_| Ok(())).map_err(|e| storage_err(ErrorVerb::Write, e))?;
@@ -1116,6 +1165,33 @@ mod tests {
     fn record_of(s: &LogStore, dir: &Path, index: u64) -> (PathBuf, Loc) {
         let loc = *lock(&s.shared.locs).get(index).unwrap();
         (dir.join(DIR).join(seg_name(loc.seg)), loc)
+    }
+
+    #[tokio::test]
+    async fn appended_entries_are_readable_before_they_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = LogStore::open(dir.path()).unwrap();
+        let appended = s.appended_entries();
+        let mut watch = appended.watch();
+        assert_eq!(*watch.borrow_and_update(), None);
+        append(&mut s, (1..=5).map(|i| entry(1, i))).await;
+        assert!(watch.has_changed().unwrap());
+        assert_eq!(*watch.borrow_and_update(), Some(id(1, 5)));
+        // Queued but not waited for: already readable and announced.
+        s.append_entries(vec![entry(1, 6), entry(1, 7)], Done::Nothing).unwrap();
+        assert_eq!(*watch.borrow_and_update(), Some(id(1, 7)));
+        let idx = |v: Vec<Entry>| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+        assert_eq!(idx(appended.after(4, 10)), vec![5, 6, 7]);
+        assert_eq!(idx(appended.after(1, 2)), vec![2, 3]);
+        assert_eq!(idx(appended.after(7, 10)), Vec::<u64>::new());
+        // Not in memory after `prev`: nothing (never a stretch with a gap).
+        lock(&s.shared.recent).entries.retain(|i, _| *i != 3);
+        assert_eq!(idx(appended.after(1, 10)), vec![2]);
+        assert_eq!(idx(appended.after(2, 10)), Vec::<u64>::new());
+        // A truncate announces the new last entry.
+        s.truncate(id(1, 6)).await.unwrap();
+        assert_eq!(*watch.borrow_and_update(), Some(id(1, 5)));
+        assert_eq!(idx(appended.after(4, 10)), vec![5]);
     }
 
     #[tokio::test]

@@ -13,7 +13,9 @@ use crate::log_store::LogStore;
 use crate::raft_types::{now_ms, ApplyOutcome, Node, NodeId, Raft, Write};
 use crate::sql;
 use crate::state_machine::{Applied, ReadPool, StateMachine};
-use crate::transport::{HttpClient, RaftTransport, TransportError, APPLIED_INDEX_HEADER, APPLIED_TIME_HEADER};
+use crate::transport::{
+    AheadStats, HttpClient, RaftTransport, TransportError, APPLIED_INDEX_HEADER, APPLIED_TIME_HEADER,
+};
 use crate::{Consistency, DbError};
 use bulwark_config::db::DbConfig;
 use bytes::Bytes;
@@ -66,6 +68,7 @@ struct NodeState {
     lease: Duration,
     heartbeat: Duration,
     stats: DbStats,
+    ahead_stats: Arc<AheadStats>,
 }
 
 /// Request counters and latencies for `/metrics`.
@@ -143,7 +146,15 @@ impl DbNode {
         let http = HttpClient::new(&secret, local_ip);
         let rcfg = raft_config(&config)?;
         let lease = Duration::from_millis(rcfg.election_timeout_max);
-        let transport = RaftTransport { http: http.clone(), applied: applied.clone() };
+        let ahead_stats = Arc::new(AheadStats::default());
+        let transport = RaftTransport {
+            http: http.clone(),
+            applied: applied.clone(),
+            id: config.node_id,
+            appended: log.appended_entries(),
+            max_entries: rcfg.max_payload_entries as usize,
+            ahead_stats: ahead_stats.clone(),
+        };
         let raft = Raft::new(config.node_id, Arc::new(rcfg), transport, log, sm)
             .await
             .map_err(|e| DbError::Raft(e.to_string()))?;
@@ -177,6 +188,7 @@ impl DbNode {
             lease,
             heartbeat: config.heartbeat_interval,
             stats: DbStats::default(),
+            ahead_stats,
         };
         let firewall = Arc::new(
             bulwark_firewall::Firewall::new(&config.firewall).map_err(|e| DbError::Config(format!("firewall: {e}")))?,
@@ -548,6 +560,17 @@ impl NodeState {
         let _ = writeln!(out, "# HELP bulwark_db_role Role of this node.\n# TYPE bulwark_db_role gauge");
         for role in ["primary", "replica", "learner", "candidate", "stopped"] {
             let _ = writeln!(out, "bulwark_db_role{{{node},role=\"{role}\"}} {}", u8::from(st.role == role));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bulwark_db_replication_sent_ahead_total Append-entries this primary sent before openraft's own, by the replica's answer.\n# TYPE bulwark_db_replication_sent_ahead_total counter"
+        );
+        for (result, n) in [("accepted", &self.ahead_stats.accepted), ("refused", &self.ahead_stats.refused)] {
+            let _ = writeln!(
+                out,
+                "bulwark_db_replication_sent_ahead_total{{{node},result=\"{result}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
         }
         let _ = writeln!(out, "# HELP bulwark_db_requests_total SQL requests served, by kind and result.\n# TYPE bulwark_db_requests_total counter");
         for (kind, counts) in [("execute", &self.stats.executes), ("query", &self.stats.queries)] {

@@ -1,6 +1,7 @@
 //! HTTP between nodes and from clients: one keep-alive connection pool that
 //! always sends the cluster secret, and the Raft network over it.
-use crate::raft_types::{Node, NodeId, TypeConfig};
+use crate::log_store::AppendedEntries;
+use crate::raft_types::{LogId, Node, NodeId, TypeConfig, Vote};
 use crate::state_machine::Applied;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -14,7 +15,8 @@ use openraft::raft::{
     VoteResponse,
 };
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -130,11 +132,73 @@ pub struct RaftTransport {
     pub http: HttpClient,
     /// This node's applied state, sent to followers as a lag reference.
     pub applied: watch::Receiver<Applied>,
+    /// This node's id and its log's new entries: as primary it sends them
+    /// ahead (see [`send_ahead`]).
+    pub id: NodeId,
+    pub appended: AppendedEntries,
+    /// Entries per append-entries request.
+    pub max_entries: usize,
+    pub ahead_stats: Arc<AheadStats>,
+}
+
+/// Append-entries sent ahead (see [`send_ahead`]), for `/metrics`.
+#[derive(Debug, Default)]
+pub struct AheadStats {
+    /// Accepted by the peer.
+    pub accepted: AtomicU64,
+    /// Refused (the peer was not where this node thought) or failed; the
+    /// task waits for openraft's next success.
+    pub refused: AtomicU64,
+}
+
+/// What a primary knows a peer holds: the last log id it acknowledged,
+/// learned under `vote` (the primary's, so a new term starts over).
+#[derive(Debug, Default)]
+struct PeerLog {
+    known: Option<(Vote, LogId)>,
+    sent: Option<(Vote, LogId)>,
+}
+
+impl PeerLog {
+    fn learn(&mut self, vote: Vote, log_id: LogId) {
+        match &mut self.known {
+            Some((v, k)) if *v == vote => *k = (*k).max(log_id),
+            _ => self.known = Some((vote, log_id)),
+        }
+    }
 }
 
 /// The Raft RPCs to one peer, over HTTP.
 pub struct PeerConnection {
     target: NodeId,
+    link: Link,
+    peer_log: Arc<Mutex<PeerLog>>,
+    /// What starts the task that sends this node's new entries ahead, on
+    /// the first entries this connection replicates: openraft makes
+    /// connections also for votes, snapshots and read-index heartbeats, and
+    /// only its replication stream's carries entries.
+    ahead: Ahead,
+}
+
+enum Ahead {
+    Ready { me: NodeId, appended: AppendedEntries, max: usize, stats: Arc<AheadStats> },
+    Running(tokio::task::JoinHandle<()>),
+    Off,
+}
+
+impl Drop for PeerConnection {
+    fn drop(&mut self) {
+        // The task ends with the connection (openraft drops it when the
+        // replication stream ends).
+        if let Ahead::Running(task) = &self.ahead {
+            task.abort();
+        }
+    }
+}
+
+/// Where a peer is and how to reach it.
+#[derive(Clone)]
+struct Link {
     addr: String,
     http: HttpClient,
     applied: watch::Receiver<Applied>,
@@ -144,14 +208,27 @@ impl RaftNetworkFactory<TypeConfig> for RaftTransport {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
-        PeerConnection { target, addr: node.addr.clone(), http: self.http.clone(), applied: self.applied.clone() }
+        let link = Link { addr: node.addr.clone(), http: self.http.clone(), applied: self.applied.clone() };
+        let ahead = Ahead::Ready {
+            me: self.id,
+            appended: self.appended.clone(),
+            max: self.max_entries,
+            stats: self.ahead_stats.clone(),
+        };
+        PeerConnection { target, link, peer_log: Arc::default(), ahead }
     }
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
 
-impl PeerConnection {
-    async fn call<Req, Resp, E>(&self, path: &str, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+fn lock(m: &Mutex<PeerLog>) -> std::sync::MutexGuard<'_, PeerLog> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Link {
+    /// POST `req` to the peer's `path` and decode openraft's answer; the
+    /// exchange may take up to `limit`.
+    async fn call<Req, Resp, E>(&self, target: NodeId, path: &str, req: &Req, limit: Duration) -> RpcResult<Resp, E>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
@@ -170,7 +247,6 @@ impl PeerConnection {
         let http = self.http.clone();
         let addr = self.addr.clone();
         let path = path.to_string();
-        let limit = option.hard_ttl().max(RPC_BACKGROUND_LIMIT);
         let exchange = tokio::spawn(async move {
             let hints: Vec<(&'static str, String)> = hints.into();
             http.send(http::Method::POST, &addr, &path, body.into(), &hints, limit).await
@@ -191,9 +267,122 @@ impl PeerConnection {
         }
         let res: Result<Resp, RaftError<NodeId, E>> =
             serde_json::from_slice(&reply.body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
     }
 }
+
+impl PeerConnection {
+    async fn call<Req, Resp, E>(&self, path: &str, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
+        let limit = option.hard_ttl().max(RPC_BACKGROUND_LIMIT);
+        self.link.call(self.target, path, req, limit).await
+    }
+}
+
+/// How long an append-entries sent ahead may take.
+const AHEAD_LIMIT: Duration = Duration::from_secs(1);
+
+/// Send this node's new entries to one peer as soon as they are appended,
+/// while this node is primary.
+///
+/// openraft 0.9 appends an entry to the primary's own log, waits until it
+/// is durable, and only then sends it, in one append-entries at a time per
+/// peer; the peer makes it durable before it answers. So an entry waits for
+/// two disk syncs in a row, and for the request already in flight. This
+/// task sends each new entry of the primary's current term as soon as it
+/// is in the primary's log (before it is durable there): the peer syncs it
+/// while the primary does, and openraft's own request for it then finds it
+/// in place and is answered without another sync.
+///
+/// It is an ordinary append-entries of the current leader, which Raft
+/// allows at any time: the peer checks the vote and that it holds
+/// `prev_log_id` exactly as usual, and whatever this task sends is a
+/// stretch of the primary's own log (entries of its term, after a log id
+/// the peer acknowledged in this term), so a peer's log stays a prefix of
+/// the primary's. It never carries a commit index (`leader_commit` is
+/// none), so it only ever makes entries durable earlier; commitment is
+/// still decided by openraft from its own requests' answers. It sends only
+/// to a peer that acknowledged openraft's requests in this term (a peer
+/// catching up or being sent a snapshot is left to openraft), one request
+/// at a time, and stops at the first refusal until openraft's next success.
+/// The peer that [`send_ahead`] serves.
+struct Peer {
+    target: NodeId,
+    link: Link,
+    log: Arc<Mutex<PeerLog>>,
+}
+
+async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries, max: usize, stats: Arc<AheadStats>) {
+    let Peer { target, link, log: peer } = peer;
+    let mut last = appended.watch();
+    let slots = Arc::new(tokio::sync::Semaphore::new(AHEAD_IN_FLIGHT));
+    loop {
+        if last.changed().await.is_err() {
+            return;
+        }
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else { return };
+            let Some(newest) = *last.borrow_and_update() else { break };
+            if newest.leader_id.node_id != me {
+                break;
+            }
+            let vote = Vote::new_committed(newest.leader_id.term, me);
+            let prev = {
+                let p = lock(&peer);
+                match p.known {
+                    Some((v, k)) if v == vote => {
+                        Some(p.sent.filter(|(sv, _)| *sv == vote).map_or(k, |(_, s)| s.max(k)))
+                    }
+                    _ => None,
+                }
+            };
+            let prev = match prev {
+                Some(k) if k.index < newest.index => k,
+                _ => break,
+            };
+            let entries = appended.after(prev.index, max);
+            if entries.first().map(|e| e.log_id.index) != Some(prev.index + 1)
+                || entries.iter().any(|e| e.log_id.leader_id != newest.leader_id)
+            {
+                break;
+            }
+            let sent = entries.last().map(|e| e.log_id).unwrap_or(prev);
+            lock(&peer).sent = Some((vote, sent));
+            let rpc =
+                AppendEntriesRequest::<TypeConfig> { vote, prev_log_id: Some(prev), entries, leader_commit: None };
+            let (link, peer, stats) = (link.clone(), peer.clone(), stats.clone());
+            tokio::spawn(async move {
+                let res: RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> =
+                    link.call(target, "/raft/append", &rpc, AHEAD_LIMIT).await;
+                drop(slot);
+                match res {
+                    Ok(AppendEntriesResponse::Success) => {
+                        stats.accepted.fetch_add(1, Ordering::Relaxed);
+                        lock(&peer).learn(vote, sent);
+                    }
+                    other => {
+                        stats.refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(peer = %link.addr, "append-entries sent ahead not accepted: {other:?}");
+                        let mut p = lock(&peer);
+                        if p.known.is_some_and(|(v, _)| v == vote) {
+                            p.known = None;
+                        }
+                        p.sent = None;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Append-entries sent ahead to one peer at once. The peer appends them
+/// one after the other; measured with 16 clients: 2 did 8,100-8,800
+/// writes/s, 1 did 7,800-8,200.
+const AHEAD_IN_FLIGHT: usize = 2;
 
 impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
@@ -201,7 +390,26 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call("/raft/append", &rpc, &option).await
+        let carries_entries = !rpc.entries.is_empty();
+        let (vote, sent) = (rpc.vote, rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id));
+        let r = self.call("/raft/append", &rpc, &option).await;
+        match &r {
+            Ok(AppendEntriesResponse::Success) => {
+                if let Some(sent) = sent {
+                    lock(&self.peer_log).learn(vote, sent);
+                }
+                if carries_entries {
+                    if let Ahead::Ready { me, appended, max, stats } = std::mem::replace(&mut self.ahead, Ahead::Off) {
+                        let peer = Peer { target: self.target, link: self.link.clone(), log: self.peer_log.clone() };
+                        self.ahead = Ahead::Running(tokio::spawn(send_ahead(me, peer, appended, max, stats)));
+                    }
+                }
+            }
+            Ok(AppendEntriesResponse::PartialSuccess(Some(m))) => lock(&self.peer_log).learn(vote, *m),
+            Ok(_) => lock(&self.peer_log).known = None,
+            Err(_) => {}
+        }
+        r
     }
 
     async fn install_snapshot(
