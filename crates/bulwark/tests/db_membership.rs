@@ -7,6 +7,27 @@ use bulwark_testkit::wait_until;
 use db_common::*;
 
 #[test]
+fn every_node_snapshots_once_its_log_outgrows_the_database() {
+    let rt = rt();
+    let c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], "snapshot_log_bytes = 1048576");
+    exec(&rt, &c.client, "CREATE TABLE big (id INTEGER PRIMARY KEY, v TEXT)", vec![]);
+    // One 64 KiB row rewritten: the log grows by 64 KiB a write, the
+    // database stays one row.
+    let mut last = None;
+    for n in 0..24 {
+        let v = bulwark_db::Value::Text(format!("{n:08}").repeat(8 << 10));
+        last = Some(exec(&rt, &c.client, "INSERT OR REPLACE INTO big (id, v) VALUES (1, ?)", vec![v]));
+    }
+    let written = last.unwrap().token.index;
+    for n in &c.nodes {
+        wait_until(&format!("node {} snapshots past 1 MiB of log", n.id), || {
+            n.status().is_some_and(|s| s.snapshot_index.is_some_and(|i| i > 1) && s.applied_index >= written)
+        });
+        assert!(n.logs().contains("the log since the last one outgrew the database"), "{}", n.logs());
+    }
+}
+
+#[test]
 fn learner_joins_from_a_snapshot_and_nodes_leave_online() {
     let rt = rt();
     let c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], "snapshot_every = 20");

@@ -46,6 +46,10 @@ fn metrics_and_role_endpoints_follow_the_cluster() {
         value(&after, "bulwark_db_replication_sent_ahead_total", &[("result", "accepted")]) >= 1.0,
         "no append-entries sent ahead was accepted:\n{after}"
     );
+    assert!(
+        value(&after, "bulwark_db_replication_covered_total", &[]) >= 1.0,
+        "openraft's requests were never answered from entries sent ahead:\n{after}"
+    );
 
     let r = metrics(replica);
     assert_eq!(value(&r, "bulwark_db_is_primary", &[]), 0.0);

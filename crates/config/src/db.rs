@@ -80,9 +80,16 @@ pub struct DbConfig {
     /// the old one dies.
     #[serde(default = "default_election_timeout", with = "humantime_serde")]
     pub election_timeout: Duration,
-    /// Take a snapshot (and compact the log) after this many log entries.
-    #[serde(default = "default_snapshot_every")]
-    pub snapshot_every: u64,
+    /// Take a snapshot (and compact the log) after this many log entries,
+    /// instead of by size (`snapshot_log_bytes`).
+    #[serde(default)]
+    pub snapshot_every: Option<u64>,
+    /// Take a snapshot (and compact the log) once the log written since the
+    /// last one is larger than both this and the database file: a snapshot
+    /// copies the whole database, so it then never writes more than the
+    /// log it lets go.
+    #[serde(default = "default_snapshot_log_bytes")]
+    pub snapshot_log_bytes: u64,
     /// Read-only SQLite connections serving reads.
     #[serde(default = "default_read_connections")]
     pub read_connections: usize,
@@ -137,8 +144,8 @@ fn default_heartbeat() -> Duration {
 fn default_election_timeout() -> Duration {
     Duration::from_millis(400)
 }
-fn default_snapshot_every() -> u64 {
-    10_000
+fn default_snapshot_log_bytes() -> u64 {
+    64 << 20
 }
 fn default_read_connections() -> usize {
     4
@@ -223,8 +230,11 @@ impl Validate for DbConfig {
         if self.write_timeout < self.election_timeout {
             v.error("write_timeout", "must be at least election_timeout");
         }
-        if self.snapshot_every < 10 {
+        if self.snapshot_every.is_some_and(|n| n < 10) {
             v.error("snapshot_every", "must be at least 10");
+        }
+        if self.snapshot_log_bytes < 1 << 20 {
+            v.error("snapshot_log_bytes", "must be at least 1 MiB (1048576)");
         }
         if self.read_connections == 0 || self.read_connections > 64 {
             v.error("read_connections", "must be between 1 and 64");
@@ -312,6 +322,19 @@ address = "bad address"
         assert_eq!(e.issues[0].key, "max_request_bytes");
         assert!(e.issues[0].message.contains("at most 64 MiB"), "{:?}", e.issues[0]);
         crate::from_str::<DbConfig>(&format!("{base}max_request_bytes = 67108864\n"), "db.toml").unwrap();
+    }
+
+    #[test]
+    fn snapshots_by_size_unless_a_count_is_given() {
+        let base = "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
+        let c = crate::from_str::<DbConfig>(base, "db.toml").unwrap();
+        assert_eq!((c.snapshot_every, c.snapshot_log_bytes), (None, 64 << 20));
+        let e = crate::from_str::<DbConfig>(&format!("{base}snapshot_log_bytes = 1000\n"), "db.toml").unwrap_err();
+        assert_eq!(e.issues[0].key, "snapshot_log_bytes");
+        let e = crate::from_str::<DbConfig>(&format!("{base}snapshot_every = 5\n"), "db.toml").unwrap_err();
+        assert_eq!(e.issues[0].key, "snapshot_every");
+        let c = crate::from_str::<DbConfig>(&format!("{base}snapshot_every = 20\n"), "db.toml").unwrap();
+        assert_eq!(c.snapshot_every, Some(20));
     }
 
     #[test]

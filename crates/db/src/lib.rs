@@ -13,6 +13,7 @@
 //! See `docs/db.md` for the HTTP API and operations.
 
 pub mod api;
+mod append_queue;
 pub mod bench;
 mod client;
 mod error;

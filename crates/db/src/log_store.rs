@@ -247,6 +247,8 @@ struct Shared {
     recent: Mutex<Recent>,
     /// The last log id appended (not necessarily durable yet).
     appended: tokio::sync::watch::Sender<Option<LogId>>,
+    /// Bytes of entries appended since the log was opened.
+    appended_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// The entries this node appends, as it appends them: readable before they
@@ -261,6 +263,12 @@ impl AppendedEntries {
     /// The last log id appended, changed at every append and truncate.
     pub fn watch(&self) -> tokio::sync::watch::Receiver<Option<LogId>> {
         self.shared.appended.subscribe()
+    }
+
+    /// Bytes of entries appended since the log was opened (records as
+    /// written to the segments).
+    pub fn bytes(&self) -> u64 {
+        self.shared.appended_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Up to `max` entries right after index `prev` that are still in
@@ -828,6 +836,7 @@ impl LogStore {
             segs: Mutex::new(segs),
             recent: Mutex::new(recent),
             appended: tokio::sync::watch::Sender::new(last),
+            appended_bytes: std::sync::atomic::AtomicU64::new(0),
         });
         let writer = Writer {
             dir: path.to_path_buf(),
@@ -885,6 +894,7 @@ impl LogStore {
             }
         }
         self.state.last = Some(last);
+        self.shared.appended_bytes.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let queued = self.send(Op::Write { data, recs, done });
         self.shared.appended.send_replace(Some(last));
         queued

@@ -8,8 +8,9 @@ use crate::api::{
     AddMember, ErrorBody, ExecuteRequest, ExecuteResult, Member, NodeRef, NodeStatus, QueryRequest, ReplicationLag,
     Token,
 };
+use crate::append_queue::AppendQueue;
 use crate::group_commit::{Committed, GroupCommit};
-use crate::log_store::LogStore;
+use crate::log_store::{AppendedEntries, LogStore};
 use crate::raft_types::{now_ms, ApplyOutcome, Node, NodeId, Raft, Write};
 use crate::sql;
 use crate::state_machine::{Applied, ReadPool, StateMachine};
@@ -54,6 +55,7 @@ struct NodeState {
     address: String,
     raft: Raft,
     writes: GroupCommit,
+    appends: AppendQueue,
     applied: watch::Receiver<Applied>,
     reads: Arc<ReadPool>,
     http: HttpClient,
@@ -102,6 +104,41 @@ fn max_payload_entries(max_request_bytes: usize) -> u64 {
     (RAFT_BODY_LIMIT * 4 / 5 / entry).clamp(1, 256) as u64
 }
 
+/// Snapshot (and so compact the log) once the log appended since the last
+/// snapshot is larger than both `min_bytes` and the database file. A
+/// snapshot copies the whole database, so taking one every N entries, as
+/// openraft's policy does, costs more and more as the database grows (a
+/// 60 MB copy every few seconds under load, measured); by size, the copy
+/// is never larger than the log it replaces. Checked once a second; ends
+/// when Raft stops. The count starts at 0 when the node starts.
+async fn snapshot_by_size(raft: Raft, log: AppendedEntries, db: std::path::PathBuf, min_bytes: u64) {
+    let mut metrics = raft.metrics();
+    let mut seen = metrics.borrow().snapshot;
+    let mut base = log.bytes();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if metrics.has_changed().is_err() {
+            return;
+        }
+        let snapshot = metrics.borrow_and_update().snapshot;
+        if snapshot != seen {
+            // A snapshot was made (or installed from the primary).
+            seen = snapshot;
+            base = log.bytes();
+            continue;
+        }
+        let db_bytes = tokio::fs::metadata(&db).await.map(|m| m.len()).unwrap_or(0);
+        let since = log.bytes().saturating_sub(base);
+        if since > min_bytes.max(db_bytes) {
+            tracing::info!(log_bytes = since, db_bytes, "snapshot: the log since the last one outgrew the database");
+            base = log.bytes();
+            if raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 fn raft_config(c: &DbConfig) -> Result<openraft::Config, DbError> {
     let ms = |d: Duration| d.as_millis() as u64;
     let cfg = openraft::Config {
@@ -115,8 +152,12 @@ fn raft_config(c: &DbConfig) -> Result<openraft::Config, DbError> {
         // (measured: 2x gave elections of 1.3-1.6 s, two rounds).
         election_timeout_max: ms(c.election_timeout) * 6 / 5,
         install_snapshot_timeout: 10_000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_every),
-        max_in_snapshot_log_to_keep: (c.snapshot_every / 2).min(1000),
+        // By size (see `snapshot_by_size`) unless a count is configured.
+        snapshot_policy: match c.snapshot_every {
+            Some(n) => openraft::SnapshotPolicy::LogsSinceLast(n),
+            None => openraft::SnapshotPolicy::Never,
+        },
+        max_in_snapshot_log_to_keep: c.snapshot_every.map_or(1000, |n| (n / 2).min(1000)),
         snapshot_max_chunk_size: 1 << 20,
         max_payload_entries: max_payload_entries(c.max_request_bytes),
         ..Default::default()
@@ -141,17 +182,19 @@ impl DbNode {
         let fresh = log.is_empty().map_err(|e| DbError::Storage(e.to_string()))?;
         let sm = StateMachine::open(&config.data_dir).map_err(|e| DbError::Storage(format!("database: {e}")))?;
         let applied = sm.applied();
-        let reads = Arc::new(ReadPool::new(sm.db_path(), config.read_connections));
+        let db_path = sm.db_path();
+        let reads = Arc::new(ReadPool::new(db_path.clone(), config.read_connections));
         let local_ip = (!local.ip().is_unspecified()).then_some(local.ip());
         let http = HttpClient::new(&secret, local_ip);
         let rcfg = raft_config(&config)?;
         let lease = Duration::from_millis(rcfg.election_timeout_max);
         let ahead_stats = Arc::new(AheadStats::default());
+        let appended = log.appended_entries();
         let transport = RaftTransport {
             http: http.clone(),
             applied: applied.clone(),
             id: config.node_id,
-            appended: log.appended_entries(),
+            appended: appended.clone(),
             max_entries: rcfg.max_payload_entries as usize,
             ahead_stats: ahead_stats.clone(),
         };
@@ -169,12 +212,17 @@ impl DbNode {
         } else if fresh {
             tracing::info!("empty data dir: waiting to be added to a cluster");
         }
+        if config.snapshot_every.is_none() {
+            tokio::spawn(snapshot_by_size(raft.clone(), appended.clone(), db_path, config.snapshot_log_bytes));
+        }
         let writes = GroupCommit::start(raft.clone(), config.write_timeout);
+        let appends = AppendQueue::start(raft.clone());
         let state = NodeState {
             id: config.node_id,
             address,
             raft,
             writes,
+            appends,
             applied,
             reads,
             http,
@@ -508,7 +556,7 @@ impl NodeState {
                     Ok(r) => r,
                     Err(r) => return r,
                 };
-                let res = self.raft.append_entries(rpc).await;
+                let res = self.appends.append(rpc).await;
                 if let (Ok(ok), (Some(index), Some(time_ms))) = (&res, hint) {
                     if !matches!(ok, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
                         *self.hint.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -572,6 +620,11 @@ impl NodeState {
                 n.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP bulwark_db_replication_covered_total openraft append-entries answered from accepted ones sent ahead, without a round trip.\n# TYPE bulwark_db_replication_covered_total counter\nbulwark_db_replication_covered_total{{{node}}} {}",
+            self.ahead_stats.covered.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# HELP bulwark_db_requests_total SQL requests served, by kind and result.\n# TYPE bulwark_db_requests_total counter");
         for (kind, counts) in [("execute", &self.stats.executes), ("query", &self.stats.queries)] {
             for (i, result) in ["ok", "error"].iter().enumerate() {

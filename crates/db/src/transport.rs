@@ -149,6 +149,9 @@ pub struct AheadStats {
     /// Refused (the peer was not where this node thought) or failed; the
     /// task waits for openraft's next success.
     pub refused: AtomicU64,
+    /// openraft append-entries answered from an accepted one sent ahead,
+    /// without a round trip.
+    pub covered: AtomicU64,
 }
 
 /// What a primary knows a peer holds: the last log id it acknowledged,
@@ -156,7 +159,13 @@ pub struct AheadStats {
 #[derive(Debug, Default)]
 struct PeerLog {
     known: Option<(Vote, LogId)>,
+    /// The last log id sent ahead (acknowledged or in flight).
     sent: Option<(Vote, LogId)>,
+    /// The newest commit index openraft sent this peer, under its vote.
+    commit: Option<(Vote, LogId)>,
+    /// Entries are waiting that the task sending ahead will not send (not
+    /// in memory, or of an earlier term): openraft's requests carry them.
+    stalled: bool,
 }
 
 impl PeerLog {
@@ -166,22 +175,40 @@ impl PeerLog {
             _ => self.known = Some((vote, log_id)),
         }
     }
+
+    /// The last log id the peer acknowledged under `vote`.
+    fn known_under(&self, vote: &Vote) -> Option<LogId> {
+        self.known.filter(|(v, _)| v == vote).map(|(_, k)| k)
+    }
+
+    /// The last log id sent ahead under `vote`.
+    fn sent_under(&self, vote: &Vote) -> Option<LogId> {
+        self.sent.filter(|(v, _)| v == vote).map(|(_, s)| s)
+    }
+}
+
+/// A peer's [`PeerLog`] and who waits for it to change.
+#[derive(Debug, Default)]
+struct PeerState {
+    log: Mutex<PeerLog>,
+    changed: tokio::sync::Notify,
 }
 
 /// The Raft RPCs to one peer, over HTTP.
 pub struct PeerConnection {
     target: NodeId,
     link: Link,
-    peer_log: Arc<Mutex<PeerLog>>,
+    peer_log: Arc<PeerState>,
     /// What starts the task that sends this node's new entries ahead, on
     /// the first entries this connection replicates: openraft makes
     /// connections also for votes, snapshots and read-index heartbeats, and
     /// only its replication stream's carries entries.
     ahead: Ahead,
+    stats: Arc<AheadStats>,
 }
 
 enum Ahead {
-    Ready { me: NodeId, appended: AppendedEntries, max: usize, stats: Arc<AheadStats> },
+    Ready { me: NodeId, appended: AppendedEntries, max: usize },
     Running(tokio::task::JoinHandle<()>),
     Off,
 }
@@ -209,20 +236,23 @@ impl RaftNetworkFactory<TypeConfig> for RaftTransport {
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
         let link = Link { addr: node.addr.clone(), http: self.http.clone(), applied: self.applied.clone() };
-        let ahead = Ahead::Ready {
-            me: self.id,
-            appended: self.appended.clone(),
-            max: self.max_entries,
-            stats: self.ahead_stats.clone(),
-        };
-        PeerConnection { target, link, peer_log: Arc::default(), ahead }
+        let ahead = Ahead::Ready { me: self.id, appended: self.appended.clone(), max: self.max_entries };
+        PeerConnection { target, link, peer_log: Arc::default(), ahead, stats: self.ahead_stats.clone() }
     }
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
 
-fn lock(m: &Mutex<PeerLog>) -> std::sync::MutexGuard<'_, PeerLog> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+impl PeerState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PeerLog> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Change the log and wake whoever waits for it.
+    fn update(&self, f: impl FnOnce(&mut PeerLog)) {
+        f(&mut self.lock());
+        self.changed.notify_waiters();
+    }
 }
 
 impl Link {
@@ -272,6 +302,33 @@ impl Link {
 }
 
 impl PeerConnection {
+    /// True once the peer accepted entries sent ahead up to `last` under
+    /// `vote`: then openraft's request for them would be answered success
+    /// (the peer's log matches this node's up to there), so it is answered
+    /// here without a round trip. Waits (at most `wait`) while sending
+    /// ahead goes on; false once it stopped (a refusal, or entries it does
+    /// not send).
+    async fn covered_ahead(&self, vote: &Vote, last: LogId, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = self.peer_log.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let p = self.peer_log.lock();
+                if p.known_under(vote).is_some_and(|k| k >= last) {
+                    return true;
+                }
+                if p.known_under(vote).is_none() || p.stalled {
+                    return false;
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     async fn call<Req, Resp, E>(&self, path: &str, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
     where
         Req: serde::Serialize,
@@ -286,6 +343,13 @@ impl PeerConnection {
 /// How long an append-entries sent ahead may take.
 const AHEAD_LIMIT: Duration = Duration::from_secs(1);
 
+/// The peer that [`send_ahead`] serves.
+struct Peer {
+    target: NodeId,
+    link: Link,
+    log: Arc<PeerState>,
+}
+
 /// Send this node's new entries to one peer as soon as they are appended,
 /// while this node is primary.
 ///
@@ -295,27 +359,19 @@ const AHEAD_LIMIT: Duration = Duration::from_secs(1);
 /// two disk syncs in a row, and for the request already in flight. This
 /// task sends each new entry of the primary's current term as soon as it
 /// is in the primary's log (before it is durable there): the peer syncs it
-/// while the primary does, and openraft's own request for it then finds it
-/// in place and is answered without another sync.
+/// while the primary does. openraft's own request for it is then answered
+/// from the peer's acceptance (see [`PeerConnection::covered_ahead`]).
 ///
 /// It is an ordinary append-entries of the current leader, which Raft
 /// allows at any time: the peer checks the vote and that it holds
 /// `prev_log_id` exactly as usual, and whatever this task sends is a
 /// stretch of the primary's own log (entries of its term, after a log id
-/// the peer acknowledged in this term), so a peer's log stays a prefix of
-/// the primary's. It never carries a commit index (`leader_commit` is
-/// none), so it only ever makes entries durable earlier; commitment is
-/// still decided by openraft from its own requests' answers. It sends only
-/// to a peer that acknowledged openraft's requests in this term (a peer
-/// catching up or being sent a snapshot is left to openraft), one request
+/// the peer acknowledged or was sent in this term), so a peer's log stays a
+/// prefix of the primary's. Its commit index is the newest openraft sent
+/// the peer, never more than is committed. It sends only to a peer that
+/// acknowledged openraft's requests in this term (a peer catching up or
+/// being sent a snapshot is left to openraft), [`AHEAD_IN_FLIGHT`] requests
 /// at a time, and stops at the first refusal until openraft's next success.
-/// The peer that [`send_ahead`] serves.
-struct Peer {
-    target: NodeId,
-    link: Link,
-    log: Arc<Mutex<PeerLog>>,
-}
-
 async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries, max: usize, stats: Arc<AheadStats>) {
     let Peer { target, link, log: peer } = peer;
     let mut last = appended.watch();
@@ -331,14 +387,10 @@ async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries, max: usiz
                 break;
             }
             let vote = Vote::new_committed(newest.leader_id.term, me);
-            let prev = {
-                let p = lock(&peer);
-                match p.known {
-                    Some((v, k)) if v == vote => {
-                        Some(p.sent.filter(|(sv, _)| *sv == vote).map_or(k, |(_, s)| s.max(k)))
-                    }
-                    _ => None,
-                }
+            let (prev, commit) = {
+                let p = peer.lock();
+                let prev = p.known_under(&vote).map(|k| p.sent_under(&vote).map_or(k, |s| s.max(k)));
+                (prev, p.commit.filter(|(v, _)| *v == vote).map(|(_, c)| c))
             };
             let prev = match prev {
                 Some(k) if k.index < newest.index => k,
@@ -348,12 +400,19 @@ async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries, max: usiz
             if entries.first().map(|e| e.log_id.index) != Some(prev.index + 1)
                 || entries.iter().any(|e| e.log_id.leader_id != newest.leader_id)
             {
+                peer.update(|p| p.stalled = true);
                 break;
             }
             let sent = entries.last().map(|e| e.log_id).unwrap_or(prev);
-            lock(&peer).sent = Some((vote, sent));
+            peer.update(|p| {
+                p.sent = Some((vote, sent));
+                p.stalled = false;
+            });
+            // The commit index openraft last sent this peer (never more
+            // than what is committed), so the replica applies as promptly
+            // as openraft's own requests would make it.
             let rpc =
-                AppendEntriesRequest::<TypeConfig> { vote, prev_log_id: Some(prev), entries, leader_commit: None };
+                AppendEntriesRequest::<TypeConfig> { vote, prev_log_id: Some(prev), entries, leader_commit: commit };
             let (link, peer, stats) = (link.clone(), peer.clone(), stats.clone());
             tokio::spawn(async move {
                 let res: RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> =
@@ -362,16 +421,17 @@ async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries, max: usiz
                 match res {
                     Ok(AppendEntriesResponse::Success) => {
                         stats.accepted.fetch_add(1, Ordering::Relaxed);
-                        lock(&peer).learn(vote, sent);
+                        peer.update(|p| p.learn(vote, sent));
                     }
                     other => {
                         stats.refused.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(peer = %link.addr, "append-entries sent ahead not accepted: {other:?}");
-                        let mut p = lock(&peer);
-                        if p.known.is_some_and(|(v, _)| v == vote) {
-                            p.known = None;
-                        }
-                        p.sent = None;
+                        peer.update(|p| {
+                            if p.known.is_some_and(|(v, _)| v == vote) {
+                                p.known = None;
+                            }
+                            p.sent = None;
+                        });
                     }
                 }
             });
@@ -392,21 +452,34 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         let carries_entries = !rpc.entries.is_empty();
         let (vote, sent) = (rpc.vote, rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id));
+        if let Some(commit) = rpc.leader_commit {
+            self.peer_log.update(|p| match &mut p.commit {
+                Some((v, c)) if *v == vote => *c = (*c).max(commit),
+                _ => p.commit = Some((vote, commit)),
+            });
+        }
+        if let (true, Ahead::Running(_), Some(last)) = (carries_entries, &self.ahead, sent) {
+            if self.covered_ahead(&vote, last, option.soft_ttl() / 2).await {
+                self.stats.covered.fetch_add(1, Ordering::Relaxed);
+                return Ok(AppendEntriesResponse::Success);
+            }
+        }
         let r = self.call("/raft/append", &rpc, &option).await;
         match &r {
             Ok(AppendEntriesResponse::Success) => {
                 if let Some(sent) = sent {
-                    lock(&self.peer_log).learn(vote, sent);
+                    self.peer_log.update(|p| p.learn(vote, sent));
                 }
                 if carries_entries {
-                    if let Ahead::Ready { me, appended, max, stats } = std::mem::replace(&mut self.ahead, Ahead::Off) {
+                    if let Ahead::Ready { me, appended, max } = std::mem::replace(&mut self.ahead, Ahead::Off) {
                         let peer = Peer { target: self.target, link: self.link.clone(), log: self.peer_log.clone() };
+                        let stats = self.stats.clone();
                         self.ahead = Ahead::Running(tokio::spawn(send_ahead(me, peer, appended, max, stats)));
                     }
                 }
             }
-            Ok(AppendEntriesResponse::PartialSuccess(Some(m))) => lock(&self.peer_log).learn(vote, *m),
-            Ok(_) => lock(&self.peer_log).known = None,
+            Ok(AppendEntriesResponse::PartialSuccess(Some(m))) => self.peer_log.update(|p| p.learn(vote, *m)),
+            Ok(_) => self.peer_log.update(|p| p.known = None),
             Err(_) => {}
         }
         r
