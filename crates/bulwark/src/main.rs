@@ -80,6 +80,7 @@ fn main() {
 fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Check { config, role } => {
+            roles::stop_quietly_on_closed_stdout();
             let role = match role {
                 Some(r) => Some(
                     bulwark_config::Role::parse(&r)
@@ -114,9 +115,18 @@ fn run(cli: Cli) -> Result<i32> {
             bulwark_telemetry::init_logging(&format!("warn,bulwark_cluster={}", cli.log_level), cli.log_json);
             roles::up::up(args, &cli.log_level)
         }
-        Command::Status(args) => roles::up::status(args),
-        Command::Stop { node, control } => roles::up::stop_or_start(control, node, false),
-        Command::Start { node, control } => roles::up::stop_or_start(control, node, true),
+        Command::Status(args) => {
+            roles::stop_quietly_on_closed_stdout();
+            roles::up::status(args)
+        }
+        Command::Stop { node, control } => {
+            roles::stop_quietly_on_closed_stdout();
+            roles::up::stop_or_start(control, node, false)
+        }
+        Command::Start { node, control } => {
+            roles::stop_quietly_on_closed_stdout();
+            roles::up::stop_or_start(control, node, true)
+        }
         Command::Db(args) => {
             bulwark_telemetry::init_logging(&cli.log_level, cli.log_json);
             roles::db::main(args)

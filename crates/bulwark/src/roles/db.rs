@@ -105,7 +105,10 @@ pub fn main(args: Args) -> Result<i32> {
             let Some(path) = args.config else { bail!("bulwark db: -c <config> is required to run a node") };
             run_node(path)
         }
-        Some(cmd) => admin(args.config, cmd),
+        Some(cmd) => {
+            super::stop_quietly_on_closed_stdout();
+            admin(args.config, cmd)
+        }
     }
 }
 

@@ -52,3 +52,14 @@ pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
     b.enable_all().build()
 }
+
+/// For one-shot commands that print to stdout: when the reader goes away
+/// (`bulwark db status | head -1`), end at once as Unix tools do (SIGPIPE's
+/// default action) instead of panicking in `println!`. Never for the
+/// servers, which keep SIGPIPE ignored. Call before any thread is started.
+pub fn stop_quietly_on_closed_stdout() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: restores the default disposition of SIGPIPE (no handler code
+    // runs), before this process starts any other thread.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}

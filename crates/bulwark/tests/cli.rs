@@ -1,0 +1,25 @@
+//! One-shot commands whose reader goes away end quietly (SIGPIPE), as Unix
+//! tools do, instead of panicking while printing.
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+
+#[test]
+fn a_one_shot_command_with_a_closed_stdout_ends_by_sigpipe_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("db.toml");
+    std::fs::write(&cfg, "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n")
+        .unwrap();
+    // A pipe whose read end is closed before the command starts.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let out = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(nix::libc::SIGPIPE), "{:?}: {stderr}", out.status);
+}
