@@ -58,6 +58,8 @@ struct NodeState {
     appends: AppendQueue,
     applied: watch::Receiver<Applied>,
     reads: Arc<ReadPool>,
+    /// The state machine, closed cleanly once Raft has stopped.
+    database: StateMachine,
     http: HttpClient,
     auth: Vec<u8>,
     hint: Mutex<Option<PrimaryHint>>,
@@ -198,6 +200,7 @@ impl DbNode {
             max_entries: rcfg.max_payload_entries as usize,
             ahead_stats: ahead_stats.clone(),
         };
+        let database = sm.clone();
         let raft = Raft::new(config.node_id, Arc::new(rcfg), transport, log, sm)
             .await
             .map_err(|e| DbError::Raft(e.to_string()))?;
@@ -225,6 +228,7 @@ impl DbNode {
             appends,
             applied,
             reads,
+            database,
             http,
             auth: format!("Bearer {secret}").into_bytes(),
             hint: Mutex::new(None),
@@ -308,6 +312,14 @@ impl DbNode {
             tracing::warn!("connections still open after 5 s; closing them");
         }
         let _ = state.raft.shutdown().await;
+        let database = state.database.clone();
+        match tokio::task::spawn_blocking(move || database.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!("closing the database: {e}; it is rebuilt if the machine restarts before the next start")
+            }
+            Err(e) => tracing::warn!("closing the database: {e}"),
+        }
         tracing::info!("db node stopped");
         Ok(())
     }

@@ -5,9 +5,31 @@
 //! last applied log id, the membership and the primary's clock of the last
 //! write in `_bulwark_meta`, so applying is idempotent across crashes: after
 //! kill -9 the database is at some applied index and openraft replays the
-//! log from there. The writer uses `synchronous = NORMAL` (no fsync per
-//! commit) because the Raft log is the durable source; before a snapshot
-//! lets the log be compacted, the database is checkpointed and fsynced.
+//! log from there.
+//!
+//! # Durability: the database is rebuilt after a machine crash
+//!
+//! The Raft log and the snapshots are what is durable; the database is
+//! what they produce. So SQLite never syncs (`synchronous = OFF`, for
+//! commits and checkpoints alike): its writes only reach the page cache,
+//! which survives kill -9 of the process but not a crash or power loss of
+//! the machine. The file `data.boot` tells the two apart. It says
+//! `running <boot id>` (the kernel's `/proc/sys/kernel/random/boot_id`)
+//! from the moment the database is opened, and `clean` once
+//! [`StateMachine::close`] has closed and fsynced it. Opening a database
+//! whose `data.boot` says `running` with another boot id means the machine
+//! went down while writes may not have been on disk: the database and its
+//! WAL are replaced by a copy of the last snapshot (or removed, when there
+//! is none; the log is then whole) and openraft applies the log from the
+//! snapshot's index again, as it does on any restart. Snapshots are
+//! fsynced before the log before them is purged, so nothing committed is
+//! lost. Measured with 16 clients on 3 nodes sharing one disk: 9,200-9,900
+//! writes/s against 7,800-8,200 with `synchronous = NORMAL`, whose
+//! checkpoints had to sync about 60 MB of WAL per second and node and held
+//! every node's log fsync up for 50-80 ms at each of them. Where no boot
+//! id can be read, the database syncs its checkpoints as before
+//! (`synchronous = NORMAL`) and is never rebuilt.
+//!
 //! An entry may carry many client writes (the primary's group commit); each
 //! runs in its own savepoint. The WAL is checkpointed by a thread of its
 //! own (`start_checkpointer`), never inside an apply.
@@ -43,12 +65,100 @@ pub struct Applied {
 
 struct Shared {
     dir: PathBuf,
+    /// Whether SQLite syncs nothing (the database is rebuilt after a
+    /// machine crash) or its checkpoints (no boot id to tell crashes by).
+    sync: SyncMode,
     writer: Mutex<Connection>,
     seed: Arc<AtomicU64>,
     state: Mutex<(Option<LogId>, StoredMembership)>,
     applied: watch::Sender<Applied>,
-    /// Dropped with the state machine: stops the checkpoint thread.
-    _stop_checkpoints: std::sync::mpsc::Sender<()>,
+    /// Stops the checkpoint thread (a message or being dropped).
+    stop_checkpoints: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// How the database's writes reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncMode {
+    /// Never synced; rebuilt from the snapshot and the log after a crash of
+    /// the machine (`synchronous = OFF`).
+    RebuiltAfterCrash,
+    /// Checkpoints sync the WAL and the database (`synchronous = NORMAL`).
+    Checkpoints,
+}
+
+impl SyncMode {
+    fn pragma(self) -> &'static str {
+        match self {
+            SyncMode::RebuiltAfterCrash => "OFF",
+            SyncMode::Checkpoints => "NORMAL",
+        }
+    }
+}
+
+/// The file saying whether the database may hold writes that are not on
+/// disk (see the module doc).
+const BOOT_FILE: &str = "data.boot";
+const BOOT_FILE_TMP: &str = "data.boot.tmp";
+
+/// This boot of the machine, if the kernel says.
+fn current_boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// What `data.boot` says: `Some(Some(id))` running since boot `id`,
+/// `Some(None)` closed cleanly, `None` no file (a new database, or one
+/// from before the file existed, which synced its checkpoints).
+fn read_boot_file(dir: &Path) -> std::io::Result<Option<Option<String>>> {
+    match std::fs::read_to_string(dir.join(BOOT_FILE)) {
+        Ok(s) => {
+            let s = s.trim();
+            Ok(Some(s.strip_prefix("running ").map(|id| id.trim().to_string())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replace `data.boot` durably with `content`.
+fn write_boot_file(dir: &Path, content: &str) -> std::io::Result<()> {
+    let tmp = dir.join(BOOT_FILE_TMP);
+    std::fs::write(&tmp, format!("{content}\n"))?;
+    sync_file(&tmp)?;
+    std::fs::rename(&tmp, dir.join(BOOT_FILE))?;
+    sync_dir(dir)
+}
+
+/// After a crash of the machine while the database was open: replace it
+/// (and its WAL) with the last snapshot, or remove it when there is none.
+/// The copy is made beside it and renamed over it, so a crash in between
+/// leaves either database, and `data.boot` still asks for the rebuild.
+fn rebuild_from_snapshot(dir: &Path) -> std::io::Result<()> {
+    for name in ["data.db-wal", "data.db-shm"] {
+        match std::fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    match read_snapshot_files(dir)? {
+        Some((meta, snapshot)) => {
+            let tmp = dir.join("data.rebuild.db");
+            std::fs::copy(&snapshot, &tmp)?;
+            sync_file(&tmp)?;
+            std::fs::rename(&tmp, dir.join("data.db"))?;
+            tracing::warn!(snapshot = %meta, "the machine restarted while the database was open: rebuilt it from the last snapshot; the log is applied again from there");
+        }
+        None => {
+            match std::fs::remove_file(dir.join("data.db")) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            tracing::warn!("the machine restarted while the database was open: removed it (no snapshot yet); the whole log is applied again");
+        }
+    }
+    sync_dir(dir)
 }
 
 /// The SQLite state machine handed to openraft.
@@ -131,11 +241,11 @@ fn applied_of(id: &Option<LogId>, time_ms: u64) -> Applied {
     Applied { index: id.map(|l| l.index).unwrap_or(0), term: id.map(|l| l.leader_id.term).unwrap_or(0), time_ms }
 }
 
-fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+fn open_writer(path: &Path, sync: SyncMode) -> rusqlite::Result<Connection> {
     let c = Connection::open(path)?;
     c.busy_timeout(std::time::Duration::from_secs(30))?;
     c.pragma_update(None, "journal_mode", "WAL")?;
-    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.pragma_update(None, "synchronous", sync.pragma())?;
     c.set_prepared_statement_cache_capacity(256);
     // Checkpoints run on their own thread (`start_checkpointer`): SQLite's
     // automatic one runs inside a commit, on the thread that applies
@@ -152,8 +262,11 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
 /// WAL grows by a few tens of MB per second at full write load).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
 /// WAL frames (pages) past which the checkpointer truncates the WAL file
-/// (~64 MiB with 4 KiB pages), if it could not be restarted.
-const WAL_TRUNCATE_FRAMES: i64 = 16_384;
+/// (~256 MiB with 4 KiB pages). Below it the file keeps its size and is
+/// written again from its start, which needs no new blocks; at full load
+/// one second of writes is ~20,000 frames here (a lower limit of 16,384
+/// truncated it at every checkpoint).
+const WAL_TRUNCATE_FRAMES: i64 = 65_536;
 
 /// The database's checkpoint thread. Every [`CHECKPOINT_EVERY`] it copies
 /// the WAL into the database file with a `PASSIVE` checkpoint from a
@@ -167,14 +280,17 @@ const WAL_TRUNCATE_FRAMES: i64 = 16_384;
 fn start_checkpointer(
     shared: std::sync::Weak<Shared>,
     path: PathBuf,
+    sync: SyncMode,
     stopped: std::sync::mpsc::Receiver<()>,
     truncate_frames: i64,
-) -> std::io::Result<()> {
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     fn checkpoint(c: &Connection, mode: &str) -> rusqlite::Result<(i64, i64)> {
         c.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(1)?, r.get(2)?)))
     }
     std::thread::Builder::new().name("db-checkpoint".into()).spawn(move || {
-        let own = match Connection::open(&path) {
+        let own = match Connection::open(&path)
+            .and_then(|c| c.pragma_update(None, "synchronous", sync.pragma()).map(|_| c))
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("checkpointer: opening {}: {e}", path.display());
@@ -198,8 +314,7 @@ fn start_checkpointer(
                 tracing::warn!("checkpoint: {e}");
             }
         }
-    })?;
-    Ok(())
+    })
 }
 
 fn sync_file(path: &Path) -> std::io::Result<()> {
@@ -211,12 +326,32 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl StateMachine {
-    /// Open (or create) the database in `dir`. If a stored snapshot is newer
-    /// than what the database applied (crash before a checkpoint), the
-    /// snapshot is restored first.
+    /// Open (or create) the database in `dir`. After a crash of the machine
+    /// while it was open it is first rebuilt from the last snapshot (see the
+    /// module doc); if a stored snapshot is newer than what the database
+    /// applied, the snapshot is restored.
     pub fn open(dir: &Path) -> Result<StateMachine, String> {
+        StateMachine::open_on_boot(dir, current_boot_id())
+    }
+
+    /// [`StateMachine::open`] on the boot `boot` (`None`: unknown).
+    fn open_on_boot(dir: &Path, boot: Option<String>) -> Result<StateMachine, String> {
         let path = dir.join("data.db");
-        let mut conn = open_writer(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let io = |e: std::io::Error| format!("{}: {e}", dir.join(BOOT_FILE).display());
+        let sync = match &boot {
+            Some(boot) => {
+                if read_boot_file(dir).map_err(io)?.flatten().is_some_and(|was| was != *boot) {
+                    rebuild_from_snapshot(dir).map_err(|e| format!("rebuilding the database: {e}"))?;
+                }
+                write_boot_file(dir, &format!("running {boot}")).map_err(io)?;
+                SyncMode::RebuiltAfterCrash
+            }
+            None => {
+                tracing::info!("no boot id (/proc/sys/kernel/random/boot_id): the database syncs its checkpoints");
+                SyncMode::Checkpoints
+            }
+        };
+        let mut conn = open_writer(&path, sync).map_err(|e| format!("{}: {e}", path.display()))?;
         let (mut applied, mut membership, mut time_ms) = read_state(&conn).map_err(|e| e.to_string())?;
         if let Some((meta, _)) = read_snapshot_files(dir).map_err(|e| e.to_string())? {
             if meta.last_log_id > applied {
@@ -231,14 +366,44 @@ impl StateMachine {
         let (stop, stopped) = std::sync::mpsc::channel();
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
+            sync,
             writer: Mutex::new(conn),
             seed,
             state: Mutex::new((applied, membership)),
             applied: tx,
-            _stop_checkpoints: stop,
+            stop_checkpoints: Mutex::new(Some(stop)),
+            checkpointer: Mutex::new(None),
         });
-        start_checkpointer(Arc::downgrade(&shared), path, stopped, WAL_TRUNCATE_FRAMES).map_err(|e| e.to_string())?;
+        let thread = start_checkpointer(Arc::downgrade(&shared), path, sync, stopped, WAL_TRUNCATE_FRAMES)
+            .map_err(|e| e.to_string())?;
+        *shared.checkpointer.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
         Ok(StateMachine { shared })
+    }
+
+    /// Close the database for a clean stop: stop the checkpoints, close the
+    /// writer, fsync the database and its WAL, and mark `data.boot` clean,
+    /// so a restart of the machine after this does not rebuild it. Call it
+    /// after Raft has stopped; an apply after it goes nowhere (it is not
+    /// recorded, so the log applies it again at the next start). Blocking.
+    pub fn close(&self) -> Result<(), String> {
+        let shared = &self.shared;
+        drop(shared.stop_checkpoints.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(t) = shared.checkpointer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+        let mut writer = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let closed = Connection::open_in_memory().map_err(|e| e.to_string())?;
+        std::mem::replace(&mut *writer, closed).close().map_err(|(_, e)| format!("closing the database: {e}"))?;
+        if shared.sync == SyncMode::RebuiltAfterCrash {
+            for name in ["data.db", "data.db-wal"] {
+                match sync_file(&shared.dir.join(name)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(format!("syncing {name}: {e}")),
+                    _ => {}
+                }
+            }
+            write_boot_file(&shared.dir, "clean").map_err(|e| format!("{BOOT_FILE}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Watch what has been applied (index, term, primary clock).
@@ -334,6 +499,7 @@ fn apply_write(
 
 fn apply_locked(shared: &Shared, conn: &mut Connection, entries: Vec<Entry>) -> Result<Vec<Vec<ApplyOutcome>>, String> {
     let (mut last, mut membership) = shared.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut membership_changed = false;
     let mut time_ms = shared.applied.borrow().time_ms;
     let mut out = Vec::with_capacity(entries.len());
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
@@ -347,6 +513,7 @@ fn apply_locked(shared: &Shared, conn: &mut Connection, entries: Vec<Entry>) -> 
             EntryPayload::Blank => Vec::new(),
             EntryPayload::Membership(m) => {
                 membership = StoredMembership::new(Some(e.log_id), m);
+                membership_changed = true;
                 Vec::new()
             }
             EntryPayload::Normal(batch) => {
@@ -370,7 +537,9 @@ fn apply_locked(shared: &Shared, conn: &mut Connection, entries: Vec<Entry>) -> 
         out.push(outcomes);
     }
     meta_set(&tx, "applied", &last).map_err(|e| e.to_string())?;
-    meta_set(&tx, "membership", &membership).map_err(|e| e.to_string())?;
+    if membership_changed {
+        meta_set(&tx, "membership", &membership).map_err(|e| e.to_string())?;
+    }
     meta_set(&tx, "time_ms", &time_ms).map_err(|e| e.to_string())?;
     tx.commit().map_err(|e| e.to_string())?;
     *shared.state.lock().unwrap_or_else(|p| p.into_inner()) = (last, membership);
@@ -478,8 +647,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let dir = &shared.dir;
             let tmp = dir.join("snapshot.tmp.db");
             let _ = std::fs::remove_file(&tmp);
-            {
-                // Durable up to here before the log can be compacted.
+            if shared.sync == SyncMode::Checkpoints {
+                // Durable up to here before the log can be compacted. (A
+                // database rebuilt after a crash relies on the snapshot
+                // file, fsynced below, instead.)
                 let conn = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
                 conn.query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(())).map_err(|e| e.to_string())?;
             }
@@ -726,7 +897,7 @@ mod tests {
         assert!(size(&wal) > 200_000, "a passive checkpoint leaves the WAL file as it is");
         // Past the frame limit the WAL is truncated.
         let (_keep, stopped) = std::sync::mpsc::channel();
-        start_checkpointer(Arc::downgrade(&sm.shared), db.clone(), stopped, 1).unwrap();
+        start_checkpointer(Arc::downgrade(&sm.shared), db.clone(), sm.shared.sync, stopped, 1).unwrap();
         eventually("the truncating checkpoint", || size(&wal) == 0);
         sm.apply(vec![write(3, "INSERT INTO t VALUES (x'01')")]).await.unwrap();
         let c = open_read_only(&sm.db_path()).unwrap();
@@ -821,5 +992,104 @@ mod tests {
         let c = open_read_only(&dst.db_path()).unwrap();
         assert_eq!(c.query_row("SELECT x FROM t", [], |r| r.get::<_, i64>(0)).unwrap(), 42);
         assert_eq!(dst.get_current_snapshot().await.unwrap().unwrap().meta.last_log_id, Some(id(3)));
+    }
+
+    /// The rows of `t` (0 when it does not exist).
+    fn rows_of_t(sm: &StateMachine) -> i64 {
+        let c = open_read_only(&sm.db_path()).unwrap();
+        c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap_or(0)
+    }
+
+    fn boot_file(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join(BOOT_FILE)).unwrap()
+    }
+
+    /// Entries 1-3 (membership, table, a row) then a snapshot, then 4-5
+    /// (two more rows), on boot `boot`; not closed, as after kill -9.
+    async fn three_rows_one_snapshot(dir: &Path, boot: &str) {
+        let mut sm = StateMachine::open_on_boot(dir, Some(boot.into())).unwrap();
+        assert_eq!(boot_file(dir).trim(), format!("running {boot}"));
+        sm.apply(vec![membership(1), write(2, "CREATE TABLE t (x)"), write(3, "INSERT INTO t VALUES (1)")])
+            .await
+            .unwrap();
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        sm.apply(vec![write(4, "INSERT INTO t VALUES (2)"), write(5, "INSERT INTO t VALUES (3)")]).await.unwrap();
+        assert_eq!(rows_of_t(&sm), 3);
+    }
+
+    #[tokio::test]
+    async fn a_crash_of_the_machine_rebuilds_the_database_from_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        three_rows_one_snapshot(dir.path(), "boot-a").await;
+        // Damage what was not synced, as a power loss could.
+        std::fs::write(dir.path().join("data.db-wal"), b"torn").unwrap();
+        let mut sm = StateMachine::open_on_boot(dir.path(), Some("boot-b".into())).unwrap();
+        assert_eq!(boot_file(dir.path()).trim(), "running boot-b");
+        let (applied, m) = sm.applied_state().await.unwrap();
+        assert_eq!(applied, Some(id(3)), "back at the snapshot");
+        assert_eq!(m.log_id(), &Some(id(1)));
+        assert_eq!(rows_of_t(&sm), 1);
+        // The log applies the rest again.
+        sm.apply(vec![write(4, "INSERT INTO t VALUES (2)"), write(5, "INSERT INTO t VALUES (3)")]).await.unwrap();
+        assert_eq!(rows_of_t(&sm), 3);
+        assert_eq!(*sm.applied().borrow(), Applied { index: 5, term: 1, time_ms: 1005 });
+    }
+
+    #[tokio::test]
+    async fn a_crash_of_the_machine_before_any_snapshot_starts_the_database_over() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut sm = StateMachine::open_on_boot(dir.path(), Some("boot-a".into())).unwrap();
+            sm.apply(vec![membership(1), write(2, "CREATE TABLE t (x)")]).await.unwrap();
+        }
+        let mut sm = StateMachine::open_on_boot(dir.path(), Some("boot-b".into())).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, None);
+        assert_eq!(rows_of_t(&sm), 0);
+        sm.apply(vec![membership(1), write(2, "CREATE TABLE t (x)"), write(3, "INSERT INTO t VALUES (1)")])
+            .await
+            .unwrap();
+        assert_eq!(rows_of_t(&sm), 1);
+    }
+
+    #[tokio::test]
+    async fn a_restart_of_the_process_alone_keeps_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        three_rows_one_snapshot(dir.path(), "boot-a").await;
+        let mut sm = StateMachine::open_on_boot(dir.path(), Some("boot-a".into())).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(id(5)));
+        assert_eq!(rows_of_t(&sm), 3);
+    }
+
+    #[tokio::test]
+    async fn a_closed_database_survives_a_restart_of_the_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        three_rows_one_snapshot(dir.path(), "boot-a").await;
+        let sm = StateMachine::open_on_boot(dir.path(), Some("boot-a".into())).unwrap();
+        sm.close().unwrap();
+        assert_eq!(boot_file(dir.path()).trim(), "clean");
+        drop(sm);
+        let mut sm = StateMachine::open_on_boot(dir.path(), Some("boot-b".into())).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(id(5)));
+        assert_eq!(rows_of_t(&sm), 3);
+    }
+
+    #[tokio::test]
+    async fn without_a_boot_id_the_database_syncs_its_checkpoints_and_is_never_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut sm = StateMachine::open_on_boot(dir.path(), None).unwrap();
+            assert_eq!(sm.shared.sync, SyncMode::Checkpoints);
+            let mode: i64 = sm.shared.writer.lock().unwrap().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+            assert_eq!(mode, 1, "NORMAL");
+            sm.apply(vec![membership(1), write(2, "CREATE TABLE t (x)"), write(3, "INSERT INTO t VALUES (1)")])
+                .await
+                .unwrap();
+        }
+        assert!(!dir.path().join(BOOT_FILE).exists());
+        let mut sm = StateMachine::open_on_boot(dir.path(), None).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(id(3)));
+        let sm2 = StateMachine::open_on_boot(tempfile::tempdir().unwrap().path(), Some("b".into())).unwrap();
+        let mode: i64 = sm2.shared.writer.lock().unwrap().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, 0, "OFF");
     }
 }
