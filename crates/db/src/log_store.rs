@@ -41,6 +41,9 @@
 //! writes it with one `pwrite` and one `fdatasync`, and only then calls the
 //! callbacks (`LogFlushed`), in order: an acknowledged entry survives kill
 //! -9 and power loss; appends queued while it syncs go into the next batch.
+//! On a replica (see [`LogStore::sync_inline_unless_leader`]) an append
+//! made while nothing is queued is written and synced the same way on the
+//! calling thread instead, before `append` returns.
 //! (openraft 0.9's core still waits for each append's callback before it
 //! goes on, so on every node the appends it makes are synced one after
 //! the other; see `transport`'s `send_ahead` for what the primary does
@@ -538,46 +541,68 @@ impl Drop for Writer {
     }
 }
 
-impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Op>) {
-        let mut next = None;
-        loop {
-            let op = match next.take() {
-                Some(op) => op,
-                None => match rx.recv() {
-                    Ok(op) => op,
-                    Err(_) => return,
-                },
-            };
-            match op {
-                Op::Write { data, recs, done } => {
-                    let mut batch = vec![(data, recs, done)];
-                    loop {
-                        match rx.try_recv() {
-                            Ok(Op::Write { data, recs, done }) => batch.push((data, recs, done)),
-                            Ok(other) => {
-                                next = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
+/// The writer, shared by its thread and the appends a replica makes
+/// inline (see [`LogStore::sync_inline_unless_leader`]).
+struct WriterState {
+    writer: Mutex<Writer>,
+    /// Operations sent to the thread and not finished yet: an inline write
+    /// may only go when there are none, so the order of writes holds.
+    pending: std::sync::atomic::AtomicUsize,
+}
+
+/// The writer thread: takes everything queued into one write and sync.
+fn run_writer(state: Arc<WriterState>, rx: mpsc::Receiver<Op>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut next = None;
+    loop {
+        let op = match next.take() {
+            Some(op) => op,
+            None => match rx.recv() {
+                Ok(op) => op,
+                Err(_) => return,
+            },
+        };
+        let mut writer = lock(&state.writer);
+        match op {
+            Op::Write { data, recs, done } => {
+                let mut batch = vec![(data, recs, done)];
+                loop {
+                    match rx.try_recv() {
+                        Ok(Op::Write { data, recs, done }) => batch.push((data, recs, done)),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
                         }
-                    }
-                    let res = self.check().and_then(|_| self.write(&batch));
-                    let res = self.fail_on(res);
-                    if res.is_ok() {
-                        self.written(&batch);
-                    }
-                    for (_, _, done) in batch {
-                        done.call(&res);
+                        Err(_) => break,
                     }
                 }
-                Op::Meta { meta, purge, done } => {
-                    let res = self.check().and_then(|_| self.meta(&meta, purge));
-                    let res = self.fail_on(res);
+                let res = writer.write_batch(&batch);
+                state.pending.fetch_sub(batch.len(), SeqCst);
+                drop(writer);
+                for (_, _, done) in batch {
                     done.call(&res);
                 }
             }
+            Op::Meta { meta, purge, done } => {
+                let res = writer.check().and_then(|_| writer.meta(&meta, purge));
+                let res = writer.fail_on(res);
+                state.pending.fetch_sub(1, SeqCst);
+                drop(writer);
+                done.call(&res);
+            }
         }
+    }
+}
+
+impl Writer {
+    /// Write and sync `batch`; the callbacks are the caller's to call.
+    fn write_batch(&mut self, batch: &[(Vec<u8>, Vec<Rec>, Done)]) -> Result<(), String> {
+        let res = self.check().and_then(|_| self.write(batch));
+        let res = self.fail_on(res);
+        if res.is_ok() {
+            self.written(batch);
+        }
+        res
     }
 
     fn check(&self) -> io::Result<()> {
@@ -725,6 +750,10 @@ pub struct LogStore {
     shared: Arc<Shared>,
     queue: Option<mpsc::Sender<Op>>,
     writer: Option<JoinHandle<()>>,
+    writer_state: Arc<WriterState>,
+    /// This node's id, when appends made while another node leads are
+    /// written and synced on the calling thread.
+    inline_unless_leader: Option<u64>,
     state: State,
     /// Append sequence number (tells a re-appended index from the old one).
     seq: u64,
@@ -852,9 +881,21 @@ impl LogStore {
             _lock: lock,
         };
         let (queue, rx) = mpsc::channel();
-        let writer = std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || writer.run(rx))?;
+        let writer_state =
+            Arc::new(WriterState { writer: Mutex::new(writer), pending: std::sync::atomic::AtomicUsize::new(0) });
+        let thread_state = writer_state.clone();
+        let writer =
+            std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || run_writer(thread_state, rx))?;
         let state = State { vote: meta.vote, purged: meta.purged, last };
-        Ok(LogStore { shared, queue: Some(queue), writer: Some(writer), state, seq: 0 })
+        Ok(LogStore {
+            shared,
+            queue: Some(queue),
+            writer: Some(writer),
+            writer_state,
+            inline_unless_leader: None,
+            state,
+            seq: 0,
+        })
     }
 
     /// New entries as they are appended (see [`AppendedEntries`]).
@@ -867,13 +908,32 @@ impl LogStore {
         Ok(self.state.vote.is_none() && self.state.last.is_none())
     }
 
+    /// On a replica (another node leads: the vote names it), write and sync
+    /// appends on the calling thread, the runtime's, when nothing is queued
+    /// to the writer thread. openraft's core waits for each append to be
+    /// synced anyway, and the hand-over to the thread and back cost two
+    /// context switches per append. Measured with 16 clients (3 nodes,
+    /// medians of 3): 10,921 against 9,966 writes/s. The primary keeps
+    /// the thread: it handles client requests and replication meanwhile.
+    pub fn sync_inline_unless_leader(&mut self, me: u64) {
+        self.inline_unless_leader = Some(me);
+    }
+
     fn send(&self, op: Op) -> io::Result<()> {
-        self.queue.as_ref().and_then(|q| q.send(op).ok()).ok_or_else(|| io::Error::other("the raft log writer stopped"))
+        use std::sync::atomic::Ordering::SeqCst;
+        self.writer_state.pending.fetch_add(1, SeqCst);
+        let sent = self.queue.as_ref().and_then(|q| q.send(op).ok());
+        if sent.is_none() {
+            self.writer_state.pending.fetch_sub(1, SeqCst);
+        }
+        sent.ok_or_else(|| io::Error::other("the raft log writer stopped"))
     }
 
     /// Queue `entries` for the writer, which reports to `done` once they
     /// are durable; they are readable when this returns.
     fn append_entries(&mut self, entries: Vec<Entry>, done: Done) -> io::Result<()> {
+        let me = self.inline_unless_leader;
+        let inline = me.is_some_and(|me| self.state.vote.is_some_and(|v| v.leader_id.node_id != me));
         let Some(last) = entries.last().map(|e| e.log_id) else {
             done.call(&Ok(()));
             return Ok(());
@@ -895,6 +955,14 @@ impl LogStore {
         }
         self.state.last = Some(last);
         self.shared.appended_bytes.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if inline && self.writer_state.pending.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            self.shared.appended.send_replace(Some(last));
+            let batch = [(data, recs, done)];
+            let res = lock(&self.writer_state.writer).write_batch(&batch);
+            let [(_, _, done)] = batch;
+            done.call(&res);
+            return Ok(());
+        }
         let queued = self.send(Op::Write { data, recs, done });
         self.shared.appended.send_replace(Some(last));
         queued
@@ -1202,6 +1270,54 @@ mod tests {
         s.truncate(id(1, 6)).await.unwrap();
         assert_eq!(*watch.borrow_and_update(), Some(id(1, 5)));
         assert_eq!(idx(appended.after(4, 10)), vec![5]);
+    }
+
+    #[tokio::test]
+    async fn a_replica_syncs_its_appends_on_the_calling_thread_when_nothing_is_queued() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = LogStore::open(dir.path()).unwrap();
+        s.sync_inline_unless_leader(2);
+        let blocking = || {
+            let (tx, rx) = mpsc::sync_channel(1);
+            (Done::Block(tx), rx)
+        };
+        // This node (2) leads: appends go to the writer thread, which is
+        // held here, so nothing is done yet.
+        s.state.vote = Some(Vote::new_committed(1, 2));
+        let writer_state = s.writer_state.clone();
+        let held = lock(&writer_state.writer);
+        let (done, first) = blocking();
+        s.append_entries(vec![entry(1, 1)], done).unwrap();
+        assert!(first.try_recv().is_err());
+        assert_eq!(s.writer_state.pending.load(SeqCst), 1);
+        // Node 1 leads now, but a write is still queued: this one queues
+        // behind it, in order.
+        s.state.vote = Some(Vote::new_committed(2, 1));
+        let (done, second) = blocking();
+        s.append_entries(vec![entry(2, 2)], done).unwrap();
+        assert_eq!(s.writer_state.pending.load(SeqCst), 2);
+        drop(held);
+        first.recv().unwrap().unwrap();
+        second.recv().unwrap().unwrap();
+        // Nothing queued: written and synced before the append returns.
+        eventually_zero(&s.writer_state.pending);
+        let (done, third) = blocking();
+        s.append_entries(vec![entry(2, 3)], done).unwrap();
+        third.try_recv().expect("synced inline").unwrap();
+        drop((s, writer_state));
+        let mut s = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut s, ..).await, vec![1, 2, 3]);
+    }
+
+    fn eventually_zero(n: &std::sync::atomic::AtomicUsize) {
+        for _ in 0..1000 {
+            if n.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("the writer thread still has work");
     }
 
     #[tokio::test]
