@@ -250,7 +250,7 @@ struct Shared {
     recent: Mutex<Recent>,
     /// The last log id appended (not necessarily durable yet).
     appended: tokio::sync::watch::Sender<Option<LogId>>,
-    /// Bytes of entries appended since the log was opened.
+    /// See [`AppendedEntries::bytes`].
     appended_bytes: std::sync::atomic::AtomicU64,
 }
 
@@ -268,8 +268,9 @@ impl AppendedEntries {
         self.shared.appended.subscribe()
     }
 
-    /// Bytes of entries appended since the log was opened (records as
-    /// written to the segments).
+    /// Bytes of the entries in the log (records as written to the
+    /// segments): those found after the purge point when the log was
+    /// opened, plus every one appended since (a count that only grows).
     pub fn bytes(&self) -> u64 {
         self.shared.appended_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -850,6 +851,7 @@ impl LogStore {
             locs.purge(p.index);
         }
         let last = locs.v.back().map(|l| l.log_id).max(meta.purged);
+        let log_bytes: u64 = locs.v.iter().map(|l| u64::from(l.len)).sum();
         // The newest entries, decoded.
         let mut recent = Recent::default();
         for loc in locs.v.iter().rev().take(RECENT) {
@@ -865,7 +867,7 @@ impl LogStore {
             segs: Mutex::new(segs),
             recent: Mutex::new(recent),
             appended: tokio::sync::watch::Sender::new(last),
-            appended_bytes: std::sync::atomic::AtomicU64::new(0),
+            appended_bytes: std::sync::atomic::AtomicU64::new(log_bytes),
         });
         let writer = Writer {
             dir: path.to_path_buf(),
@@ -1308,6 +1310,29 @@ mod tests {
         drop((s, writer_state));
         let mut s = LogStore::open(dir.path()).unwrap();
         assert_eq!(indexes(&mut s, ..).await, vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn the_size_of_the_log_counts_what_was_on_disk_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = {
+            let mut s = LogStore::open(dir.path()).unwrap();
+            append(&mut s, (1..=10).map(|i| entry(1, i))).await;
+            s.appended_entries().bytes()
+        };
+        assert!(before > 10 * ENTRY_HEAD as u64);
+        let mut s = LogStore::open(dir.path()).unwrap();
+        assert_eq!(s.appended_entries().bytes(), before, "the entries on disk");
+        append(&mut s, [entry(1, 11)]).await;
+        let grown = s.appended_entries().bytes();
+        assert!(grown > before);
+        // After a purge, only what is left counts at the next open.
+        s.purge(id(1, 10)).await.unwrap();
+        drop(s);
+        let s = LogStore::open(dir.path()).unwrap();
+        let left = s.appended_entries().bytes();
+        assert!(left < before, "{left} of {before}");
+        assert_eq!(left, grown - before, "entry 11 alone");
     }
 
     fn eventually_zero(n: &std::sync::atomic::AtomicUsize) {

@@ -116,7 +116,9 @@ fn max_payload_entries(max_request_bytes: usize) -> u64 {
 async fn snapshot_by_size(raft: Raft, log: AppendedEntries, db: std::path::PathBuf, min_bytes: u64) {
     let mut metrics = raft.metrics();
     let mut seen = metrics.borrow().snapshot;
-    let mut base = log.bytes();
+    // The log found on disk at the start counts too (all of it after the
+    // last purge, so up to the entries kept after the last snapshot more).
+    let mut base = 0;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if metrics.has_changed().is_err() {
