@@ -108,16 +108,18 @@ fn current_boot_id() -> Option<String> {
     (!id.is_empty()).then(|| id.to_string())
 }
 
-/// What `data.boot` says: `Some(Some(id))` running since boot `id`,
-/// `Some(None)` closed cleanly, `None` no file (a new database, or one
-/// from before the file existed, which synced its checkpoints).
-fn read_boot_file(dir: &Path) -> std::io::Result<Option<Option<String>>> {
+/// Whether the database in `dir` must be rebuilt when opened on boot
+/// `boot`: `data.boot` says it was open on another boot, or says something
+/// else than it ever writes (rebuilding is always safe). No file: a new
+/// database, or one from before the file existed, which synced its
+/// checkpoints.
+fn crashed_since(dir: &Path, boot: &str) -> std::io::Result<bool> {
     match std::fs::read_to_string(dir.join(BOOT_FILE)) {
-        Ok(s) => {
-            let s = s.trim();
-            Ok(Some(s.strip_prefix("running ").map(|id| id.trim().to_string())))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Ok(s) => Ok(match s.trim() {
+            "clean" => false,
+            s => s.strip_prefix("running ").is_none_or(|was| was.trim() != boot),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -387,7 +389,7 @@ impl StateMachine {
         let io = |e: std::io::Error| format!("{}: {e}", dir.join(BOOT_FILE).display());
         let sync = match &boot {
             Some(boot) => {
-                if read_boot_file(dir).map_err(io)?.flatten().is_some_and(|was| was != *boot) {
+                if crashed_since(dir, boot).map_err(io)? {
                     rebuild_from_snapshot(dir).map_err(|e| format!("rebuilding the database: {e}"))?;
                 }
                 write_boot_file(dir, &format!("running {boot}")).map_err(io)?;
@@ -1110,6 +1112,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows_of_t(&sm), 1);
+        drop(sm);
+        // What `data.boot` never says counts as a crash too.
+        std::fs::write(dir.path().join(BOOT_FILE), "?").unwrap();
+        sm = StateMachine::open_on_boot(dir.path(), Some("boot-b".into())).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, None);
+        assert_eq!(boot_file(dir.path()).trim(), "running boot-b");
     }
 
     #[tokio::test]
