@@ -10,7 +10,7 @@ use crate::api::{
 };
 use crate::append_queue::AppendQueue;
 use crate::group_commit::{Committed, GroupCommit};
-use crate::log_store::{AppendedEntries, LogStore};
+use crate::log_store::{AppendedEntries, InlineSyncPause, LogStore};
 use crate::raft_types::{now_ms, ApplyOutcome, Node, NodeId, Raft, Write};
 use crate::sql;
 use crate::state_machine::{Applied, ReadPool, StateMachine};
@@ -58,6 +58,7 @@ struct NodeState {
     appends: AppendQueue,
     applied: watch::Receiver<Applied>,
     reads: Arc<ReadPool>,
+    inline_sync: InlineSyncPause,
     /// The state machine, closed cleanly once Raft has stopped.
     database: StateMachine,
     http: HttpClient,
@@ -106,13 +107,17 @@ fn max_payload_entries(max_request_bytes: usize) -> u64 {
     (RAFT_BODY_LIMIT * 4 / 5 / entry).clamp(1, 256) as u64
 }
 
+/// How long after a read a replica's log syncs go back to its log thread
+/// (see [`LogStore::sync_inline_unless_leader`]).
+const PAUSE_INLINE_SYNC_FOR_READS_MS: u64 = 200;
+
 /// Snapshot (and so compact the log) once the log appended since the last
 /// snapshot is larger than both `min_bytes` and the database file. A
 /// snapshot copies the whole database, so taking one every N entries, as
 /// openraft's policy does, costs more and more as the database grows (a
 /// 60 MB copy every few seconds under load, measured); by size, the copy
 /// is never larger than the log it replaces. Checked once a second; ends
-/// when Raft stops. The count starts at 0 when the node starts.
+/// when Raft stops. The log on disk when the node starts counts.
 async fn snapshot_by_size(raft: Raft, log: AppendedEntries, db: std::path::PathBuf, min_bytes: u64) {
     let mut metrics = raft.metrics();
     let mut seen = metrics.borrow().snapshot;
@@ -183,7 +188,8 @@ impl DbNode {
         let address = config.advertise.clone().unwrap_or_else(|| local.to_string());
 
         let mut log = LogStore::open(&config.data_dir).map_err(|e| DbError::Storage(format!("raft log: {e}")))?;
-        log.sync_inline_unless_leader(config.node_id);
+        let inline_sync = InlineSyncPause::default();
+        log.sync_inline_unless_leader(config.node_id, inline_sync.clone());
         let fresh = log.is_empty().map_err(|e| DbError::Storage(e.to_string()))?;
         let sm = StateMachine::open(&config.data_dir).map_err(|e| DbError::Storage(format!("database: {e}")))?;
         let applied = sm.applied();
@@ -231,6 +237,7 @@ impl DbNode {
             appends,
             applied,
             reads,
+            inline_sync,
             database,
             http,
             auth: format!("Bearer {secret}").into_bytes(),
@@ -557,6 +564,9 @@ impl NodeState {
                 r
             }
             "/v1/query" => {
+                // Reads on a replica need its runtime thread: no log syncs
+                // on it while they come.
+                self.inline_sync.pause(PAUSE_INLINE_SYNC_FOR_READS_MS);
                 let t = Instant::now();
                 let r = self.query(body).await;
                 self.stats.query_latency.observe(t.elapsed());
