@@ -982,17 +982,15 @@ impl LogStore {
         }
         self.state.last = Some(last);
         self.shared.appended_bytes.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.shared.appended.send_replace(Some(last));
         if inline && self.writer_state.pending.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-            self.shared.appended.send_replace(Some(last));
             let batch = [(data, recs, done)];
             let res = lock(&self.writer_state.writer).write_batch(&batch);
             let [(_, _, done)] = batch;
             done.call(&res);
             return Ok(());
         }
-        let queued = self.send(Op::Write { data, recs, done });
-        self.shared.appended.send_replace(Some(last));
-        queued
+        self.send(Op::Write { data, recs, done })
     }
 
     /// Send `op` (built with a callback) and wait until it is durable.

@@ -72,9 +72,9 @@ struct Shared {
     seed: Arc<AtomicU64>,
     state: Mutex<(Option<LogId>, StoredMembership)>,
     applied: watch::Sender<Applied>,
-    /// Stops the checkpoint thread (a message or being dropped).
-    stop_checkpoints: Mutex<Option<std::sync::mpsc::Sender<()>>>,
-    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The checkpoint thread and what stops it (dropping the sender, or
+    /// the state machine being dropped).
+    checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
 }
 
 /// How the database's writes reach the disk.
@@ -133,16 +133,21 @@ fn write_boot_file(dir: &Path, content: &str) -> std::io::Result<()> {
     sync_dir(dir)
 }
 
+/// `r`, with a file that does not exist counting as success.
+fn unless_missing(r: std::io::Result<()>) -> std::io::Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
 /// After a crash of the machine while the database was open: replace it
 /// (and its WAL) with the last snapshot, or remove it when there is none.
 /// The copy is made beside it and renamed over it, so a crash in between
 /// leaves either database, and `data.boot` still asks for the rebuild.
 fn rebuild_from_snapshot(dir: &Path) -> std::io::Result<()> {
     for name in ["data.db-wal", "data.db-shm"] {
-        match std::fs::remove_file(dir.join(name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        unless_missing(std::fs::remove_file(dir.join(name)))?;
     }
     match read_snapshot_files(dir)? {
         Some((meta, snapshot)) => {
@@ -153,10 +158,7 @@ fn rebuild_from_snapshot(dir: &Path) -> std::io::Result<()> {
             tracing::warn!(snapshot = %meta, "the machine restarted while the database was open: rebuilt it from the last snapshot; the log is applied again from there");
         }
         None => {
-            match std::fs::remove_file(dir.join("data.db")) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            unless_missing(std::fs::remove_file(dir.join("data.db")))?;
             tracing::warn!("the machine restarted while the database was open: removed it (no snapshot yet); the whole log is applied again");
         }
     }
@@ -420,12 +422,11 @@ impl StateMachine {
             seed,
             state: Mutex::new((applied, membership)),
             applied: tx,
-            stop_checkpoints: Mutex::new(Some(stop)),
             checkpointer: Mutex::new(None),
         });
         let thread = start_checkpointer(Arc::downgrade(&shared), path, sync, stopped, WAL_TRUNCATE_FRAMES)
             .map_err(|e| e.to_string())?;
-        *shared.checkpointer.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        *shared.checkpointer.lock().unwrap_or_else(|p| p.into_inner()) = Some((stop, thread));
         Ok(StateMachine { shared })
     }
 
@@ -436,19 +437,17 @@ impl StateMachine {
     /// recorded, so the log applies it again at the next start). Blocking.
     pub fn close(&self) -> Result<(), String> {
         let shared = &self.shared;
-        drop(shared.stop_checkpoints.lock().unwrap_or_else(|p| p.into_inner()).take());
-        if let Some(t) = shared.checkpointer.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
+        let checkpointer = shared.checkpointer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((stop, thread)) = checkpointer {
+            drop(stop);
+            let _ = thread.join();
         }
         let mut writer = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
         let closed = Connection::open_in_memory().map_err(|e| e.to_string())?;
         std::mem::replace(&mut *writer, closed).close().map_err(|(_, e)| format!("closing the database: {e}"))?;
         if shared.sync == SyncMode::RebuiltAfterCrash {
             for name in ["data.db", "data.db-wal"] {
-                match sync_file(&shared.dir.join(name)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(format!("syncing {name}: {e}")),
-                    _ => {}
-                }
+                unless_missing(sync_file(&shared.dir.join(name))).map_err(|e| format!("syncing {name}: {e}"))?;
             }
             write_boot_file(&shared.dir, "clean").map_err(|e| format!("{BOOT_FILE}: {e}"))?;
         }
