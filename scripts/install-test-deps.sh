@@ -11,6 +11,8 @@ have tc || need+=(iproute2)
 have curl || need+=(curl)
 have chromium || need+=(chromium)
 have chromedriver || need+=(chromium-driver)
+# The VRRP interoperability tests run keepalived as the peer.
+[ -x /usr/sbin/keepalived ] || need+=(keepalived)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-test-deps: need root to install: ${need[*]}" >&2

@@ -48,6 +48,9 @@ pub struct LbConfig {
     pub frontends: Vec<Frontend>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<Backend>,
+    /// Floating addresses held with VRRP (see [`crate::vrrp`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vrrp: Vec<crate::vrrp::VrrpInstance>,
 }
 
 fn default_threads() -> usize {
@@ -627,6 +630,7 @@ impl Validate for LbConfig {
                 });
             }
         });
+        crate::vrrp::validate_all(&self.vrrp, v);
         let mut seen = HashSet::new();
         v.scope("backend", |v| {
             for (i, b) in self.backends.iter().enumerate() {

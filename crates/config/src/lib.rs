@@ -13,6 +13,7 @@ mod error;
 pub mod firewall;
 pub mod lb;
 pub mod topology;
+pub mod vrrp;
 pub mod web;
 
 pub use error::{ConfigError, Issue, Validator};

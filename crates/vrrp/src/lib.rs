@@ -10,10 +10,13 @@
 //! events and the current time, and answers with the actions to take, so
 //! every transition is tested without sockets or clocks.
 //!
-//! Must not touch: sockets, interface addresses, ARP, the lb's listeners.
-//! The lb role owns the I/O around the router (raw IP protocol 112 socket,
-//! netlink, gratuitous ARP) and decides the priority it advertises from the
-//! health of its own proxy.
+//! Around them, the I/O of one floating address group ([`instance::run`]):
+//! the raw IP protocol 112 socket ([`socket`]), the interface and its
+//! addresses through rtnetlink ([`link`]), gratuitous ARP ([`arp`]).
+//!
+//! Must not touch: the lb's listeners and health checks. The lb role tells
+//! an instance whether its proxy can serve (a `watch` of bool), and reads
+//! [`instance::InstanceStatus`] for status pages and metrics.
 //!
 //! Layout: a received datagram goes through [`packet::Advertisement::parse`]
 //! (IP header checks: TTL 255, protocol 112, then version, type, length and
@@ -22,5 +25,22 @@
 //! [`router::Action`]s (send an advertisement, take or release the
 //! addresses) and the instant of its next timer.
 
+pub mod arp;
+pub mod instance;
+pub mod link;
 pub mod packet;
 pub mod router;
+pub mod socket;
+
+/// What keeps a floating address group from working.
+#[derive(Debug, thiserror::Error)]
+pub enum VrrpError {
+    #[error("netlink: {0}")]
+    Netlink(std::io::Error),
+    #[error("interface {name}: {reason}")]
+    Interface { name: String, reason: String },
+    #[error("{action} {address}: {reason}")]
+    Address { address: ipnet::Ipv4Net, action: &'static str, reason: String },
+    #[error("{action}: {source}")]
+    Socket { action: &'static str, source: std::io::Error },
+}
