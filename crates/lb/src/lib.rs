@@ -2,14 +2,16 @@
 //!
 //! Owns: frontend listeners (one SO_REUSEPORT socket per worker thread, each
 //! thread with its own event loop), the routing table from frontends to
-//! upstreams and its atomic swap on reload, graceful drain on shutdown, and
-//! the admin listener (stats, metrics, health).
+//! upstreams and its atomic swap on reload, graceful drain on shutdown, the
+//! admin listener (stats, metrics, health), and the floating addresses this
+//! lb holds with VRRP ([`floating`]).
 //!
 //! Must not touch: how requests are forwarded, balanced or health-checked
 //! (that is `bulwark-proxy`), config parsing (`bulwark-config`), or process
 //! signals (the binary turns signals into calls here).
 
 mod admin;
+pub mod floating;
 mod listener;
 pub mod monitor;
 mod routing;
@@ -110,6 +112,7 @@ impl LbServer {
     /// in-flight requests finish (bounded by `timeouts.drain`) and return.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), LbError> {
         self.routing.load().start_health_checks();
+        let floating = floating::FloatingAddresses::start(self.routing.clone(), self.monitor.clone(), shutdown.clone());
         if let Some(listener) = self.admin {
             let cfg = self.routing.load().config.admin.clone().expect("admin listener implies [admin]");
             let token = bulwark_config::Secret::resolve(cfg.token.as_ref(), cfg.token_file.as_deref(), "admin.token")
@@ -146,6 +149,8 @@ impl LbServer {
         )
         .map_err(LbError::Thread)?;
         shutdown.cancelled().await;
+        // Hand the floating addresses over first (priority 0), then drain.
+        floating.stopped().await;
         tracing::info!(threads = workers.len(), "stopped accepting; draining in-flight requests (at most {:?})", drain);
         let joined = tokio::task::spawn_blocking(move || {
             for w in workers {

@@ -1,0 +1,195 @@
+//! The lb's floating addresses: one VRRP instance per `[[vrrp]]` entry,
+//! each told whether this lb can serve.
+//!
+//! "Can serve" is built in, where keepalived needs a track script: every
+//! frontend's backend has a server that can take a request. While it does
+//! not, each instance advertises its priority less `track_weight`, so a
+//! peer lb that can serve takes the address; when both cannot, both lose
+//! the same weight and the order stays as configured.
+//!
+//! Instances stop with the lb: on shutdown each sends priority 0 and
+//! releases its addresses before the lb drains its connections, so the
+//! peer takes over after its skew time instead of the master-down interval.
+
+use crate::monitor::Monitor;
+use crate::routing::Routing;
+use arc_swap::ArcSwap;
+use bulwark_config::vrrp::VrrpInstance;
+use bulwark_vrrp::instance::{run, InstanceStatus};
+use bulwark_vrrp::router::State;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a stopping lb waits for its instances' last advertisements.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Whether every frontend's backend has a server that can take a request.
+pub fn can_serve(routing: &Routing) -> bool {
+    routing.config.frontends.iter().all(|f| routing.upstreams.get(&f.backend).is_some_and(|u| u.has_available()))
+}
+
+/// The running instances of one lb.
+#[derive(Default)]
+pub struct FloatingAddresses {
+    instances: Vec<(VrrpInstance, Arc<InstanceStatus>)>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl FloatingAddresses {
+    /// Start one instance per `[[vrrp]]` entry of the running config, and
+    /// the task that follows this lb's ability to serve.
+    pub fn start(routing: Arc<ArcSwap<Routing>>, monitor: Arc<Monitor>, stop: CancellationToken) -> FloatingAddresses {
+        let configs = routing.load().config.vrrp.clone();
+        if configs.is_empty() {
+            return FloatingAddresses::default();
+        }
+        let (serving, health) = watch::channel(can_serve(&routing.load()));
+        let every = configs.iter().map(|c| c.advert_interval).min().unwrap_or(Duration::from_secs(1));
+        let mut tasks = vec![tokio::spawn(follow_health(routing, serving, every, monitor.clone(), stop.clone()))];
+        let mut instances = Vec::new();
+        for config in configs {
+            let status = Arc::new(InstanceStatus::default());
+            instances.push((config.clone(), status.clone()));
+            let (health, stop, monitor) = (health.clone(), stop.clone(), monitor.clone());
+            tasks.push(tokio::spawn(async move {
+                let name = config.name.clone();
+                let watcher =
+                    tokio::spawn(report_transitions(name.clone(), status.clone(), monitor.clone(), stop.clone()));
+                if let Err(e) = run(config, health, stop, status).await {
+                    tracing::error!(vrrp = %name, "floating address stopped: {e}");
+                    monitor.event("error", format!("vrrp {name}: {e}"));
+                }
+                watcher.abort();
+            }));
+        }
+        FloatingAddresses { instances, tasks }
+    }
+
+    /// Wait (a little) for the instances to send priority 0 and release
+    /// their addresses; called once `stop` is cancelled.
+    pub async fn stopped(self) {
+        for t in self.tasks {
+            let _ = tokio::time::timeout(STOP_GRACE, t).await;
+        }
+    }
+
+    /// What `bulwark status` and the dashboard show: one object per address group.
+    pub fn overview(&self) -> serde_json::Value {
+        self.instances
+            .iter()
+            .map(|(c, s)| {
+                serde_json::json!({
+                    "name": c.name,
+                    "vrid": c.vrid,
+                    "interface": c.interface,
+                    "addresses": c.addresses,
+                    "state": s.state().as_str(),
+                    "priority": s.priority(),
+                    "error": s.last_error(),
+                })
+            })
+            .collect()
+    }
+
+    /// Prometheus text for every instance.
+    pub fn write_prometheus(&self, out: &mut String) {
+        if self.instances.is_empty() {
+            return;
+        }
+        let label = |c: &VrrpInstance| format!("name=\"{}\",vrid=\"{}\"", c.name, c.vrid);
+        let _ = writeln!(
+            out,
+            "# HELP bulwark_vrrp_state 0 initialize, 1 backup, 2 master.\n# TYPE bulwark_vrrp_state gauge"
+        );
+        for (c, s) in &self.instances {
+            let code = match s.state() {
+                State::Initialize => 0,
+                State::Backup => 1,
+                State::Master => 2,
+            };
+            let _ = writeln!(out, "bulwark_vrrp_state{{{}}} {code}", label(c));
+        }
+        let _ = writeln!(out, "# HELP bulwark_vrrp_priority Priority advertised now (after health tracking).\n# TYPE bulwark_vrrp_priority gauge");
+        for (c, s) in &self.instances {
+            let _ = writeln!(out, "bulwark_vrrp_priority{{{}}} {}", label(c), s.priority());
+        }
+        let _ = writeln!(out, "# HELP bulwark_vrrp_transitions_total State changes, by the state entered.\n# TYPE bulwark_vrrp_transitions_total counter");
+        for (c, s) in &self.instances {
+            for (to, n) in [("master", &s.became_master), ("backup", &s.became_backup)] {
+                let _ = writeln!(
+                    out,
+                    "bulwark_vrrp_transitions_total{{{},to=\"{to}\"}} {}",
+                    label(c),
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+        for (name, help, field) in [
+            ("bulwark_vrrp_adverts_sent_total", "Advertisements sent.", 0),
+            ("bulwark_vrrp_adverts_received_total", "Valid advertisements received from peers.", 1),
+            (
+                "bulwark_vrrp_bad_packets_total",
+                "Datagrams refused: malformed, wrong version, TTL or checksum, or from an unknown peer.",
+                2,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (c, s) in &self.instances {
+                let n = [&s.adverts_sent, &s.adverts_received, &s.bad_packets][field].load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{{}}} {n}", label(c));
+            }
+        }
+    }
+}
+
+/// Tell the instances whether this lb can serve, checked every advertisement
+/// interval (health checks change it at most that often anyway).
+async fn follow_health(
+    routing: Arc<ArcSwap<Routing>>,
+    serving: watch::Sender<bool>,
+    every: Duration,
+    monitor: Arc<Monitor>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = can_serve(&routing.load());
+        let changed = serving.send_if_modified(|s| std::mem::replace(s, now) != now);
+        if changed {
+            let text = if now {
+                "this lb can serve again: floating addresses advertise their full priority"
+            } else {
+                "a frontend has no server that can take a request: floating addresses advertise a lower priority"
+            };
+            monitor.event(if now { "info" } else { "warn" }, text.into());
+        }
+    }
+}
+
+/// Put each state change of an instance on the events list.
+async fn report_transitions(name: String, status: Arc<InstanceStatus>, monitor: Arc<Monitor>, stop: CancellationToken) {
+    let mut last = status.state();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = status.state();
+        if now != last {
+            let level = if now == State::Master { "warn" } else { "info" };
+            monitor.event(level, format!("vrrp {name}: {} -> {}", last.as_str(), now.as_str()));
+            last = now;
+        }
+    }
+}
