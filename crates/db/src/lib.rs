@@ -23,6 +23,8 @@ mod node;
 mod raft_types;
 pub mod sql;
 mod state_machine;
+#[cfg(test)]
+mod tests;
 mod transport;
 
 pub use api::{

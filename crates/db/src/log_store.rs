@@ -8,14 +8,17 @@
 //!   `meta.tmp`, fsync, rename, fsync the directory). Written only by
 //!   `save_vote` (elections) and `purge` (after a snapshot).
 //! - `<seq>.seg` (20 digits): append-only segments. A 16-byte header
-//!   (`BWRAFTLG`, version), then records back to back:
+//!   (`BWRAFTLG`, version) alone in the first 4 KiB page, then records
+//!   from offset 4096 on:
 //!   `len: u32 LE | crc32: u32 LE | kind: u8 | index: u64 LE | body`, the
 //!   CRC over `len` and everything after it. An entry (kind 1) has the term
 //!   and node id of its log id (u64 LE each) and the entry as JSON (the
 //!   encoding of the old SQLite log); a truncate (kind 2) has no body and
-//!   removes the entries from `index` on. Replaying the records in order
-//!   rebuilds the log: an entry whose index is not past the last one
-//!   replaces it and everything after it.
+//!   removes the entries from `index` on; a padding record (kind 3, zeros)
+//!   ends each written batch on a page boundary. Replaying the records in
+//!   order rebuilds the log: an entry whose index is not past the last one
+//!   replaces it and everything after it. (Version 1 segments, records
+//!   back to back from offset 16 without padding, are still read.)
 //!
 //! A new segment is written out with zeros (64 MiB, 4 MiB for the one a
 //! log starts in, or the batch if larger) and synced with its directory
@@ -41,14 +44,19 @@
 //! writes it with one `pwrite` and one `fdatasync`, and only then calls the
 //! callbacks (`LogFlushed`), in order: an acknowledged entry survives kill
 //! -9 and power loss; appends queued while it syncs go into the next batch.
+//! Each batch is padded to the next 4 KiB page boundary, so the next batch
+//! never writes into a page that holds synced records (see Recovery).
 //! On a replica (see [`LogStore::sync_inline_unless_leader`]) an append
 //! made while nothing is queued is written and synced the same way on the
-//! calling thread instead, before `append` returns.
+//! calling thread instead, before `append` returns, unless it does not fit
+//! in the active segment: rolling to the next one (waiting for the spare,
+//! or zeroing 64 MiB) happens on the writer thread only.
 //! (openraft 0.9's core still waits for each append's callback before it
 //! goes on, so on every node the appends it makes are synced one after
 //! the other; see `transport`'s `send_ahead` for what the primary does
-//! about that.) Each append is announced at once to
-//! [`AppendedEntries`] (before it is durable). Truncate, vote and purge
+//! about that.) Each batch is announced to [`AppendedEntries`] once
+//! written (`pwrite` done, before the sync), never before: `transport`
+//! sends the primary's entries ahead from there. Truncate, vote and purge
 //! go through the same queue and return once durable. After a failed write
 //! or sync the writer fails everything (the page cache can no longer be
 //! trusted) and openraft stops the node.
@@ -62,6 +70,39 @@
 //! acknowledged data, and the open fails. (Damage inside the last segment,
 //! i.e. in what was written since the last start, cannot be told from a
 //! torn write: it is cut off too, with a warning in the log.)
+//!
+//! Cutting at the first bad record is right only if a torn write can damage
+//! nothing but the batch being written. A power loss can tear a whole 4
+//! KiB page (the unit the page cache writes back, not necessarily atomic
+//! on the device), and before version 2 the next batch's `pwrite` started
+//! inside the page that held the end of the last synced batch: a tear
+//! there destroyed acknowledged records, and recovery cut them off as if
+//! they had been the torn tail. So every batch now ends on a page boundary
+//! (padding record) and a segment's records start after its header's page:
+//! no write ever touches a page holding synced records, and a bad record is
+//! always in the batch that was not acknowledged. The other way, treating
+//! a bad record followed by good ones as corruption, does not catch this
+//! case: the pages of the torn batch after the damage may never have
+//! reached the disk, so nothing good follows. Cost: up to 4 KiB more per
+//! batch on disk (the segment fills sooner; the pages written per sync
+//! are the same, as the kernel writes whole pages), no extra write.
+//!
+//! # Restart inside a term
+//!
+//! A vote that this node saved for itself, committed (it was primary), is
+//! handed to openraft as not committed when the log is opened. openraft
+//! 0.9 would otherwise make the node leader again at once in the same
+//! term (`Engine::startup`), and its next entry would get a log id that an
+//! entry it sent ahead before it stopped may already have on a replica,
+//! with other content; the replica would take the two for the same entry.
+//! With the vote not committed the node starts as a follower; its
+//! election timer makes it campaign in term + 1 (`Engine::elect` takes the
+//! saved term + 1), and a vote response carrying its old committed vote is
+//! taken as not committed too (`Engine::handle_vote_resp`), so it appends
+//! nothing before it wins a new term, whose first entry (a blank one)
+//! replaces any conflicting entry on the replicas. Votes for other nodes
+//! keep their committed flag (a restarted follower keeps refusing votes
+//! for a leader lease, as before).
 //!
 //! # Memory
 //!
@@ -94,7 +135,7 @@
 //! new log built in `raft-log.importing/`, synced, and that directory is
 //! renamed to `raft-log/` (the commit point: a crash before it imports
 //! again). The old file is then renamed `raft-log.db.imported`.
-use crate::raft_types::{storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::raft_types::{storage_err, Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorVerb, LogState, RaftLogReader};
 use serde::{Deserialize, Serialize};
@@ -123,15 +164,29 @@ const RECENT: usize = 4096;
 /// Preallocated size of a segment.
 const SEGMENT: u64 = 64 << 20;
 const MAGIC: &[u8; 8] = b"BWRAFTLG";
-const VERSION: u32 = 1;
+/// Written in new segments: batches start on a page boundary (see the
+/// module doc). Version 1 segments (records back to back from the header
+/// on) are still read.
+const VERSION: u32 = 2;
+const VERSION_UNALIGNED: u32 = 1;
 /// Segment header: magic, version, reserved.
 const HEADER: u64 = 16;
+/// The unit a power loss may tear: each synced batch ends on a multiple of
+/// it, and a version 2 segment's first record starts at it (the header's
+/// page is never written again).
+const PAGE: u64 = 4096;
 /// Record header: length, crc.
 const REC_HEADER: usize = 8;
 /// Largest record accepted on replay (a larger length is damage).
 const MAX_RECORD: u32 = 1 << 30;
 const KIND_ENTRY: u8 = 1;
 const KIND_TRUNCATE: u8 = 2;
+/// Fills a batch up to the next page boundary; replay skips it.
+const KIND_PADDING: u8 = 3;
+/// The smallest record: header, kind, index.
+const MIN_RECORD: u64 = REC_HEADER as u64 + 1 + 8;
+/// The name of the writer thread (segments are rolled only there).
+const WRITER_THREAD: &str = "raft-log-writer";
 /// kind, index, term, node id.
 const ENTRY_HEAD: usize = 1 + 8 + 8 + 8;
 
@@ -248,24 +303,29 @@ struct Shared {
     locs: Mutex<Locs>,
     segs: Mutex<BTreeMap<u64, Segment>>,
     recent: Mutex<Recent>,
-    /// The last log id appended (not necessarily durable yet).
-    appended: tokio::sync::watch::Sender<Option<LogId>>,
+    /// The last log id of the log as the writer has written it (`pwrite`
+    /// done, not necessarily synced yet).
+    written: tokio::sync::watch::Sender<Option<LogId>>,
     /// See [`AppendedEntries::bytes`].
     appended_bytes: std::sync::atomic::AtomicU64,
 }
 
-/// The entries this node appends, as it appends them: readable before they
-/// are durable, for replication that sends a primary's new entries ahead
-/// of openraft's own append-entries (see `transport`).
+/// The entries this node appends, as the writer writes them: readable
+/// once written to the file (before they are synced), for replication that
+/// sends a primary's new entries ahead of openraft's own append-entries
+/// (see `transport`). Never an entry merely handed to `append`: one that
+/// only another node has would be lost with this process, and a restart
+/// could append different content under the same log id.
 #[derive(Clone)]
 pub struct AppendedEntries {
     shared: Arc<Shared>,
 }
 
 impl AppendedEntries {
-    /// The last log id appended, changed at every append and truncate.
-    pub fn watch(&self) -> tokio::sync::watch::Receiver<Option<LogId>> {
-        self.shared.appended.subscribe()
+    /// The last log id written, changed after every write (appends and
+    /// truncates).
+    pub fn watch_written(&self) -> tokio::sync::watch::Receiver<Option<LogId>> {
+        self.shared.written.subscribe()
     }
 
     /// Bytes of the entries in the log (records as written to the
@@ -275,14 +335,14 @@ impl AppendedEntries {
         self.shared.appended_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Up to `max` entries right after index `prev` that are still in
-    /// memory (in order, without gaps; empty when the one after `prev` is
-    /// not).
+    /// Up to `max` written entries right after index `prev` that are
+    /// still in memory (in order, without gaps; empty when the one after
+    /// `prev` is not, or is not written yet).
     pub fn after(&self, prev: u64, max: usize) -> Vec<Entry> {
         let recent = lock(&self.shared.recent);
         let mut out = Vec::new();
         for (i, e) in recent.entries.range(prev.saturating_add(1)..) {
-            if out.len() == max || *i != prev + 1 + out.len() as u64 {
+            if out.len() == max || *i != prev + 1 + out.len() as u64 || !e.1 {
                 break;
             }
             out.push((*e.2).clone());
@@ -369,6 +429,30 @@ fn put_record(
     Ok((start, len + REC_HEADER))
 }
 
+/// Bytes of the padding record that makes `len` bytes written at a page
+/// boundary end on one (0 when they already do; never shorter than a
+/// record, so at times one page more).
+fn padding_for(len: u64) -> u64 {
+    match (PAGE - len % PAGE) % PAGE {
+        0 => 0,
+        pad if pad < MIN_RECORD => pad + PAGE,
+        pad => pad,
+    }
+}
+
+/// Append a padding record of `pad` bytes (from [`padding_for`]) to `buf`.
+fn put_padding(buf: &mut Vec<u8>, pad: u64) -> io::Result<()> {
+    if pad == 0 {
+        return Ok(());
+    }
+    let body = (pad - MIN_RECORD) as usize;
+    put_record(buf, KIND_PADDING, 0, |b| {
+        b.resize(b.len() + body, 0);
+        Ok(())
+    })
+    .map(|_| ())
+}
+
 fn put_entry(buf: &mut Vec<u8>, e: &Entry) -> io::Result<(usize, usize)> {
     put_record(buf, KIND_ENTRY, e.log_id.index, |b| {
         b.extend_from_slice(&e.log_id.leader_id.term.to_le_bytes());
@@ -430,10 +514,14 @@ fn replay(file: &File, seq: u64, locs: &mut Locs, last: bool) -> io::Result<Opti
         }
         return Err(invalid(format!("raft log segment {seq}: bad header")));
     }
-    if u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) != VERSION {
-        return Err(invalid(format!("raft log segment {seq}: unknown version")));
-    }
-    let mut off = HEADER;
+    let mut off = match u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) {
+        VERSION => {
+            io::Seek::seek(&mut r, io::SeekFrom::Start(PAGE))?;
+            PAGE
+        }
+        VERSION_UNALIGNED => HEADER,
+        _ => return Err(invalid(format!("raft log segment {seq}: unknown version"))),
+    };
     let mut max = None;
     let mut rec = Vec::new();
     let bad = loop {
@@ -464,6 +552,7 @@ fn replay(file: &File, seq: u64, locs: &mut Locs, last: bool) -> io::Result<Opti
                 max = max.max(Some(index));
             }
             KIND_TRUNCATE => locs.truncate(index),
+            KIND_PADDING => {}
             _ => break Some("an unknown record"),
         }
         off += rec.len() as u64;
@@ -619,11 +708,7 @@ impl Writer {
     /// Write and sync `batch`; the callbacks are the caller's to call.
     fn write_batch(&mut self, batch: &[(Vec<u8>, Vec<Rec>, Done)]) -> Result<(), String> {
         let res = self.check().and_then(|_| self.write(batch));
-        let res = self.fail_on(res);
-        if res.is_ok() {
-            self.written(batch);
-        }
-        res
+        self.fail_on(res)
     }
 
     fn check(&self) -> io::Result<()> {
@@ -644,11 +729,23 @@ impl Writer {
         })
     }
 
-    /// Write a batch with one `pwrite` and one `fdatasync`.
+    /// Bytes a batch of `len` bytes of records takes, padding included.
+    fn padded(len: u64) -> u64 {
+        len + padding_for(len)
+    }
+
+    /// Whether a batch of `len` bytes of records fits in the active
+    /// segment (else writing it first rolls to the next segment).
+    fn fits(&self, len: u64) -> bool {
+        self.off + Writer::padded(len) <= self.cap
+    }
+
+    /// Write a batch with one `pwrite` and one `fdatasync`, padded to the
+    /// next page boundary.
     fn write(&mut self, batch: &[(Vec<u8>, Vec<Rec>, Done)]) -> io::Result<()> {
         let total: u64 = batch.iter().map(|b| b.0.len() as u64).sum();
-        if self.off + total > self.cap {
-            self.roll(total)?;
+        if !self.fits(total) {
+            self.roll(Writer::padded(total))?;
         }
         self.buf.clear();
         let mut locs = lock(&self.shared.locs);
@@ -667,12 +764,19 @@ impl Writer {
             }
             self.buf.extend_from_slice(data);
         }
+        let last = locs.v.back().map(|l| l.log_id);
         drop(locs);
+        put_padding(&mut self.buf, padding_for(total))?;
         if let Some(seg) = lock(&self.shared.segs).get_mut(&self.seq) {
             seg.max = seg.max.max(max);
         }
         self.active.write_all_at(&self.buf, self.off)?;
-        self.off += total;
+        self.off += self.buf.len() as u64;
+        // Written (the page cache has it: it survives kill -9): readable
+        // from the files and sendable ahead; durable after the sync.
+        self.written(batch, last);
+        #[cfg(test)]
+        tests::before_sync(&self.dir);
         let synced = self.active.sync_data();
         if self.spare.is_none() && self.off > self.cap / 2 {
             let (dir, seq, size) = (self.dir.clone(), self.seq + 1, self.seg_size);
@@ -685,8 +789,9 @@ impl Writer {
         synced
     }
 
-    /// Mark the batch's entries written, and forget old written ones.
-    fn written(&self, batch: &[(Vec<u8>, Vec<Rec>, Done)]) {
+    /// Mark the batch's entries written, forget old written ones, and
+    /// announce `last`, the log's last id as written now.
+    fn written(&self, batch: &[(Vec<u8>, Vec<Rec>, Done)], last: Option<LogId>) {
         let mut recent = lock(&self.shared.recent);
         for r in batch.iter().flat_map(|b| &b.1) {
             if let RecKind::Entry(log_id, seq) = r.kind {
@@ -698,12 +803,18 @@ impl Writer {
         while recent.entries.len() > RECENT && recent.entries.first_key_value().is_some_and(|(_, e)| e.1) {
             recent.entries.pop_first();
         }
+        drop(recent);
+        self.shared.written.send_replace(last);
     }
 
-    /// Start the next segment, with room for at least `need` bytes.
+    /// Start the next segment, with room for at least `need` bytes. Only
+    /// on the writer thread: waiting for the spare or zeroing a segment
+    /// takes far longer than an append (see
+    /// [`LogStore::sync_inline_unless_leader`]).
     fn roll(&mut self, need: u64) -> io::Result<()> {
+        debug_assert_eq!(std::thread::current().name(), Some(WRITER_THREAD), "a segment rolled off the writer thread");
         let seq = self.seq + 1;
-        let cap = self.seg_size.max(HEADER + need);
+        let cap = self.seg_size.max(PAGE + need);
         let spare = match self.spare.take() {
             Some(s) => Some(s.join().map_err(|_| io::Error::other("the thread making a spare segment panicked"))??),
             None => None,
@@ -723,7 +834,7 @@ impl Writer {
         };
         let f = Arc::new(f);
         lock(&self.shared.segs).insert(seq, Segment { file: f.clone(), max: None });
-        (self.seq, self.active, self.off, self.cap) = (seq, f, HEADER, cap);
+        (self.seq, self.active, self.off, self.cap) = (seq, f, PAGE, cap);
         Ok(())
     }
 
@@ -797,12 +908,14 @@ impl Drop for LogStore {
 }
 
 impl LogStore {
-    /// Open (or create) the log in `dir`, importing an old `raft-log.db`.
-    pub fn open(dir: &Path) -> io::Result<LogStore> {
-        LogStore::open_with(dir, SEGMENT)
+    /// Open (or create) the log of node `me` in `dir`, importing an old
+    /// `raft-log.db`. A saved vote of `me` for itself is handed to openraft
+    /// as not committed (see "Restart inside a term" in the module doc).
+    pub fn open(dir: &Path, me: NodeId) -> io::Result<LogStore> {
+        LogStore::open_with(dir, SEGMENT, me)
     }
 
-    fn open_with(dir: &Path, seg_size: u64) -> io::Result<LogStore> {
+    fn open_with(dir: &Path, seg_size: u64, me: NodeId) -> io::Result<LogStore> {
         let path = dir.join(DIR);
         let old = dir.join(OLD);
         if !path.exists() {
@@ -816,11 +929,12 @@ impl LogStore {
         if old.exists() {
             retire_old(dir)?;
         }
-        LogStore::open_dir(&path, seg_size)
+        LogStore::open_dir(&path, seg_size, Some(me))
     }
 
-    /// Open the log directory `path` (which exists).
-    fn open_dir(path: &Path, seg_size: u64) -> io::Result<LogStore> {
+    /// Open the log directory `path` (which exists) of node `me` (`None`:
+    /// the votes are kept as they are, for an import).
+    fn open_dir(path: &Path, seg_size: u64, me: Option<NodeId>) -> io::Result<LogStore> {
         let lock_file = OpenOptions::new().create(true).truncate(false).write(true).open(path.join(LOCK))?;
         let lock =
             nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
@@ -886,7 +1000,7 @@ impl LogStore {
             locs: Mutex::new(locs),
             segs: Mutex::new(segs),
             recent: Mutex::new(recent),
-            appended: tokio::sync::watch::Sender::new(last),
+            written: tokio::sync::watch::Sender::new(last),
             appended_bytes: std::sync::atomic::AtomicU64::new(log_bytes),
         });
         let writer = Writer {
@@ -895,7 +1009,7 @@ impl LogStore {
             shared: shared.clone(),
             seq,
             active,
-            off: HEADER,
+            off: PAGE,
             cap: first,
             buf: Vec::new(),
             failed: None,
@@ -907,8 +1021,12 @@ impl LogStore {
             Arc::new(WriterState { writer: Mutex::new(writer), pending: std::sync::atomic::AtomicUsize::new(0) });
         let thread_state = writer_state.clone();
         let writer =
-            std::thread::Builder::new().name("raft-log-writer".into()).spawn(move || run_writer(thread_state, rx))?;
-        let state = State { vote: meta.vote, purged: meta.purged, last };
+            std::thread::Builder::new().name(WRITER_THREAD.into()).spawn(move || run_writer(thread_state, rx))?;
+        let vote = meta.vote.map(|v| match me {
+            Some(me) => never_resume_leadership(v, me),
+            None => v,
+        });
+        let state = State { vote, purged: meta.purged, last };
         Ok(LogStore {
             shared,
             queue: Some(queue),
@@ -982,13 +1100,18 @@ impl LogStore {
         }
         self.state.last = Some(last);
         self.shared.appended_bytes.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.shared.appended.send_replace(Some(last));
         if inline && self.writer_state.pending.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-            let batch = [(data, recs, done)];
-            let res = lock(&self.writer_state.writer).write_batch(&batch);
-            let [(_, _, done)] = batch;
-            done.call(&res);
-            return Ok(());
+            let mut writer = lock(&self.writer_state.writer);
+            // Never roll a segment here (waiting for the spare or zeroing
+            // one holds the runtime): that append goes to the thread.
+            if writer.fits(data.len() as u64) {
+                let batch = [(data, recs, done)];
+                let res = writer.write_batch(&batch);
+                drop(writer);
+                let [(_, _, done)] = batch;
+                done.call(&res);
+                return Ok(());
+            }
         }
         self.send(Op::Write { data, recs, done })
     }
@@ -1013,6 +1136,25 @@ impl LogStore {
     }
 }
 
+/// The vote to hand openraft when node `me` starts with `saved`: the same,
+/// but not committed when it is `me`'s own. openraft 0.9 makes a node whose
+/// vote is committed for itself leader again at once, in the same term and
+/// without an election, and its next entries would reuse log ids that
+/// entries it sent before the restart (and then lost: never written, or not
+/// synced before a power loss) may still have on other nodes, with other
+/// content. Not committed, the node is a follower that must win an election
+/// in a higher term before it appends anything (see `docs/db.md`, "Restart
+/// inside a term"). Votes for other nodes stay committed: such a node keeps
+/// refusing to vote for a leader lease after it starts, as before.
+fn never_resume_leadership(saved: Vote, me: NodeId) -> Vote {
+    if saved.committed && saved.leader_id.node_id == me {
+        tracing::info!(vote = %saved, "this node led before it stopped: it must win a new election to lead again");
+        Vote { committed: false, ..saved }
+    } else {
+        saved
+    }
+}
+
 /// Copy the old SQLite log (`old`) into a new log in `dir/raft-log`.
 fn import(old: &Path, dir: &Path, seg_size: u64) -> io::Result<()> {
     use rusqlite::OptionalExtension;
@@ -1031,7 +1173,7 @@ fn import(old: &Path, dir: &Path, seg_size: u64) -> io::Result<()> {
         };
         let vote: Option<Vote> = meta("vote")?.map(|v| serde_json::from_slice(&v)).transpose().map_err(json)?;
         let purged: Option<LogId> = meta("purged")?.map(|v| serde_json::from_slice(&v)).transpose().map_err(json)?;
-        let mut log = LogStore::open_dir(&tmp, seg_size)?;
+        let mut log = LogStore::open_dir(&tmp, seg_size, None)?;
         log.state.vote = vote;
         log.state.purged = purged;
         log.send(Op::Meta { meta: log.meta(), purge: purged.map(|p| p.index), done: Done::Nothing })?;
@@ -1192,7 +1334,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let prev = index.checked_sub(1).and_then(|i| self.log_id_at(i));
         lock(&self.shared.recent).entries.retain(|i, _| *i < index);
         self.state.last = prev.or(self.state.purged.filter(|p| p.index < index));
-        self.shared.appended.send_replace(self.state.last);
         let mut data = Vec::new();
         let (off, len) =
             put_record(&mut data, KIND_TRUNCATE, index, |_| Ok(())).map_err(|e| storage_err(ErrorVerb::Write, e))?;
@@ -1211,9 +1352,58 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use openraft::{CommittedLeaderId, EntryPayload};
+    use std::sync::Condvar;
+
+    /// The node the logs of these tests belong to.
+    const ME: NodeId = 1;
+
+    /// Holds the syncs of one log (a disk that stalls): the writer has
+    /// written its batch (`pwrite`) and waits before `fdatasync` until
+    /// released.
+    pub(crate) struct SyncGate {
+        dir: PathBuf,
+        closed: Mutex<bool>,
+        opened: Condvar,
+        /// Syncs that waited here.
+        pub(crate) held: std::sync::atomic::AtomicUsize,
+    }
+
+    static GATES: Mutex<Vec<Arc<SyncGate>>> = Mutex::new(Vec::new());
+
+    impl SyncGate {
+        /// Hold every sync of the log in `data_dir` from now on.
+        pub(crate) fn hold(data_dir: &Path) -> Arc<SyncGate> {
+            let gate = Arc::new(SyncGate {
+                dir: data_dir.join(DIR),
+                closed: Mutex::new(true),
+                opened: Condvar::new(),
+                held: Default::default(),
+            });
+            lock(&GATES).push(gate.clone());
+            gate
+        }
+
+        pub(crate) fn release(&self) {
+            *lock(&self.closed) = false;
+            self.opened.notify_all();
+            lock(&GATES).retain(|g| g.dir != self.dir);
+        }
+    }
+
+    /// Called by the writer between its `pwrite` and its `fdatasync`.
+    pub(super) fn before_sync(dir: &Path) {
+        let Some(gate) = lock(&GATES).iter().find(|g| g.dir == dir).cloned() else { return };
+        let mut closed = lock(&gate.closed);
+        if *closed {
+            gate.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        while *closed {
+            closed = gate.opened.wait(closed).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 
     fn id(term: u64, index: u64) -> LogId {
         LogId::new(CommittedLeaderId::new(term, 1), index)
@@ -1234,12 +1424,12 @@ mod tests {
         Entry { log_id: id(1, index), payload: EntryPayload::Normal(batch) }
     }
 
-    /// Segments of a few records.
-    const TINY: u64 = 512;
+    /// Segments of a few batches.
+    const TINY: u64 = 4 * PAGE;
 
     /// Append and wait until durable (openraft's `LogFlushed` cannot be
     /// built outside openraft).
-    async fn append(s: &mut LogStore, entries: impl IntoIterator<Item = Entry>) {
+    pub(crate) async fn append(s: &mut LogStore, entries: impl IntoIterator<Item = Entry>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         s.append_entries(entries.into_iter().collect(), Done::Wake(tx)).unwrap();
         rx.await.unwrap().unwrap();
@@ -1271,37 +1461,134 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn appended_entries_are_readable_before_they_are_durable() {
+    async fn only_written_entries_are_offered_and_announced() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = LogStore::open(dir.path()).unwrap();
+        let mut s = LogStore::open(dir.path(), ME).unwrap();
         let appended = s.appended_entries();
-        let mut watch = appended.watch();
+        let mut watch = appended.watch_written();
         assert_eq!(*watch.borrow_and_update(), None);
         append(&mut s, (1..=5).map(|i| entry(1, i))).await;
         assert!(watch.has_changed().unwrap());
         assert_eq!(*watch.borrow_and_update(), Some(id(1, 5)));
-        // Queued but not waited for: already readable and announced.
-        s.append_entries(vec![entry(1, 6), entry(1, 7)], Done::Nothing).unwrap();
-        assert_eq!(*watch.borrow_and_update(), Some(id(1, 7)));
         let idx = |v: Vec<Entry>| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+        // Handed to the log while the writer is busy: readable by openraft,
+        // but neither announced nor offered to be sent ahead.
+        let writer_state = s.writer_state.clone();
+        let held = lock(&writer_state.writer);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        s.append_entries(vec![entry(1, 6), entry(1, 7)], Done::Wake(tx)).unwrap();
+        let in_memory: Vec<u64> = lock(&s.shared.recent).entries.range(6..).map(|(i, _)| *i).collect();
+        assert_eq!(in_memory, vec![6, 7], "what openraft reads");
+        assert!(!watch.has_changed().unwrap());
+        assert_eq!(idx(appended.after(4, 10)), vec![5]);
+        assert_eq!(idx(appended.after(5, 10)), Vec::<u64>::new());
+        drop(held);
+        watch.changed().await.unwrap();
+        assert_eq!(*watch.borrow_and_update(), Some(id(1, 7)));
         assert_eq!(idx(appended.after(4, 10)), vec![5, 6, 7]);
         assert_eq!(idx(appended.after(1, 2)), vec![2, 3]);
         assert_eq!(idx(appended.after(7, 10)), Vec::<u64>::new());
+        rx.await.unwrap().unwrap();
         // Not in memory after `prev`: nothing (never a stretch with a gap).
         lock(&s.shared.recent).entries.retain(|i, _| *i != 3);
         assert_eq!(idx(appended.after(1, 10)), vec![2]);
         assert_eq!(idx(appended.after(2, 10)), Vec::<u64>::new());
-        // A truncate announces the new last entry.
+        // A truncate announces the new last entry once it is written.
         s.truncate(id(1, 6)).await.unwrap();
         assert_eq!(*watch.borrow_and_update(), Some(id(1, 5)));
         assert_eq!(idx(appended.after(4, 10)), vec![5]);
     }
 
     #[tokio::test]
+    async fn a_vote_for_itself_is_not_committed_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = LogStore::open(dir.path(), ME).unwrap();
+            s.save_vote(&Vote::new_committed(7, ME)).await.unwrap();
+            // In this process the vote is what was saved.
+            assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new_committed(7, ME)));
+        }
+        // Reopened by the node it names: same term, not committed, so
+        // openraft starts it as a follower that must win a new election.
+        let mut s = LogStore::open(dir.path(), ME).unwrap();
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(7, ME)));
+        drop(s);
+        // Reopened as another node (the vote names its leader): unchanged.
+        let mut s = LogStore::open(dir.path(), 2).unwrap();
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new_committed(7, ME)));
+    }
+
+    #[tokio::test]
+    async fn a_synced_batch_never_shares_a_page_with_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let first: Vec<Entry> = (0..5).map(|i| write(i, &format!("INSERT INTO t VALUES ({i})"))).collect();
+        let (seg, loc) = {
+            let mut s = LogStore::open(dir.path(), ME).unwrap();
+            append(&mut s, first.clone()).await;
+            append(&mut s, [write(5, "INSERT INTO t VALUES (5)")]).await;
+            record_of(&s, dir.path(), 5)
+        };
+        assert_eq!(loc.off % PAGE, 0, "the next batch starts on a page of its own");
+        // Power lost while the second batch was written: its first page
+        // (all of it) is torn.
+        let page = loc.off / PAGE * PAGE;
+        OpenOptions::new().write(true).open(&seg).unwrap().write_all_at(&[0xab; PAGE as usize], page).unwrap();
+        let mut s = LogStore::open(dir.path(), ME).unwrap();
+        assert_eq!(s.try_get_log_entries(..).await.unwrap(), first, "the synced batch is intact");
+        // Padding is skipped on replay, and the log goes on.
+        append(&mut s, (5..8).map(|i| write(i, "INSERT INTO t VALUES (9)"))).await;
+        drop(s);
+        let mut s = LogStore::open(dir.path(), ME).unwrap();
+        assert_eq!(indexes(&mut s, ..).await, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn padding_ends_a_batch_on_a_page_boundary() {
+        for len in [1, 100, PAGE - MIN_RECORD, PAGE - MIN_RECORD + 1, PAGE - 1, PAGE, PAGE + 1, 3 * PAGE - 5] {
+            let pad = padding_for(len);
+            assert_eq!((len + pad) % PAGE, 0, "{len}");
+            assert!(pad == 0 || pad >= MIN_RECORD, "{len}: {pad}");
+            let mut buf = Vec::new();
+            put_padding(&mut buf, pad).unwrap();
+            assert_eq!(buf.len() as u64, pad);
+            if pad > 0 {
+                assert_eq!(check_record(&buf).map(|p| p[0]), Some(KIND_PADDING));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replica_never_rolls_a_segment_on_the_calling_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = LogStore::open_with(dir.path(), TINY, ME).unwrap();
+        s.sync_inline_unless_leader(ME, InlineSyncPause::default());
+        s.state.vote = Some(Vote::new_committed(1, 2));
+        let blocking = || {
+            let (tx, rx) = mpsc::sync_channel(1);
+            (Done::Block(tx), rx)
+        };
+        // Fits in the active segment: synced before `append` returns.
+        let (done, small) = blocking();
+        s.append_entries(vec![write(1, "INSERT INTO t VALUES (1)")], done).unwrap();
+        small.try_recv().expect("synced inline").unwrap();
+        // Larger than what is left: the writer thread rolls to the next
+        // segment (a roll on this thread fails its debug assertion).
+        let big = "x".repeat(TINY as usize);
+        let (done, rolled) = blocking();
+        s.append_entries(vec![write(2, &format!("INSERT INTO t VALUES ('{big}')"))], done).unwrap();
+        rolled.recv().unwrap().unwrap();
+        let (seg, _) = record_of(&s, dir.path(), 2);
+        assert_ne!(seg, record_of(&s, dir.path(), 1).0, "a new segment");
+        drop(s);
+        let mut s = LogStore::open_with(dir.path(), TINY, ME).unwrap();
+        assert_eq!(indexes(&mut s, ..).await, vec![1, 2]);
+    }
+
+    #[tokio::test]
     async fn a_replica_syncs_its_appends_on_the_calling_thread_when_nothing_is_queued() {
         use std::sync::atomic::Ordering::SeqCst;
         let dir = tempfile::tempdir().unwrap();
-        let mut s = LogStore::open(dir.path()).unwrap();
+        let mut s = LogStore::open(dir.path(), ME).unwrap();
         let pause = InlineSyncPause::default();
         s.sync_inline_unless_leader(2, pause.clone());
         let blocking = || {
@@ -1341,7 +1628,7 @@ mod tests {
         drop(held);
         fourth.recv().unwrap().unwrap();
         drop((s, writer_state));
-        let mut s = LogStore::open(dir.path()).unwrap();
+        let mut s = LogStore::open(dir.path(), ME).unwrap();
         assert_eq!(indexes(&mut s, ..).await, vec![1, 2, 3, 4]);
     }
 
@@ -1349,12 +1636,12 @@ mod tests {
     async fn the_size_of_the_log_counts_what_was_on_disk_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let before = {
-            let mut s = LogStore::open(dir.path()).unwrap();
+            let mut s = LogStore::open(dir.path(), ME).unwrap();
             append(&mut s, (1..=10).map(|i| entry(1, i))).await;
             s.appended_entries().bytes()
         };
         assert!(before > 10 * ENTRY_HEAD as u64);
-        let mut s = LogStore::open(dir.path()).unwrap();
+        let mut s = LogStore::open(dir.path(), ME).unwrap();
         assert_eq!(s.appended_entries().bytes(), before, "the entries on disk");
         append(&mut s, [entry(1, 11)]).await;
         let grown = s.appended_entries().bytes();
@@ -1362,7 +1649,7 @@ mod tests {
         // After a purge, only what is left counts at the next open.
         s.purge(id(1, 10)).await.unwrap();
         drop(s);
-        let s = LogStore::open(dir.path()).unwrap();
+        let s = LogStore::open(dir.path(), ME).unwrap();
         let left = s.appended_entries().bytes();
         assert!(left < before, "{left} of {before}");
         assert_eq!(left, grown - before, "entry 11 alone");
@@ -1382,14 +1669,14 @@ mod tests {
     async fn entries_vote_and_purge_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = LogStore::open(dir.path()).unwrap();
+            let mut s = LogStore::open(dir.path(), ME).unwrap();
             assert!(s.is_empty().unwrap());
             append(&mut s, (0..10).map(|i| entry(1, i))).await;
             s.save_vote(&Vote::new(3, 2)).await.unwrap();
             s.truncate(id(1, 8)).await.unwrap();
             s.purge(id(1, 2)).await.unwrap();
         }
-        let mut s = LogStore::open(dir.path()).unwrap();
+        let mut s = LogStore::open(dir.path(), ME).unwrap();
         assert!(!s.is_empty().unwrap());
         assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
         let st = s.get_log_state().await.unwrap();
@@ -1403,7 +1690,7 @@ mod tests {
     #[tokio::test]
     async fn log_state_after_purging_everything_is_the_purged_id() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = LogStore::open(dir.path()).unwrap();
+        let mut s = LogStore::open(dir.path(), ME).unwrap();
         s.purge(id(2, 9)).await.unwrap();
         let st = s.get_log_state().await.unwrap();
         assert_eq!(st.last_log_id, st.last_purged_log_id);
@@ -1411,7 +1698,7 @@ mod tests {
         // The next append follows the purged id.
         append(&mut s, [entry(2, 10)]).await;
         drop(s);
-        let mut s = LogStore::open(dir.path()).unwrap();
+        let mut s = LogStore::open(dir.path(), ME).unwrap();
         let st = s.get_log_state().await.unwrap();
         assert_eq!((st.last_purged_log_id.unwrap().index, st.last_log_id.unwrap().index), (9, 10));
     }
@@ -1421,11 +1708,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let written: Vec<Entry> = (0..50).map(|i| write(i, &format!("INSERT INTO t VALUES ({i})"))).collect();
         {
-            let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+            let mut s = LogStore::open_with(dir.path(), TINY, ME).unwrap();
             append(&mut s, written.clone()).await;
             assert_eq!(s.try_get_log_entries(..).await.unwrap(), written);
         }
-        let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+        let mut s = LogStore::open_with(dir.path(), TINY, ME).unwrap();
         // Read around this module's view too (its first RECENT entries).
         lock(&s.shared.recent).entries.retain(|i, _| *i >= 40);
         assert_eq!(s.try_get_log_entries(..).await.unwrap(), written);
@@ -1436,7 +1723,7 @@ mod tests {
     async fn a_torn_last_record_is_cut_off_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let (seg, loc) = {
-            let mut s = LogStore::open(dir.path()).unwrap();
+            let mut s = LogStore::open(dir.path(), ME).unwrap();
             append(&mut s, (0..10).map(|i| write(i, "INSERT INTO t VALUES (1)"))).await;
             record_of(&s, dir.path(), 9)
         };
@@ -1445,7 +1732,7 @@ mod tests {
         f.set_len(loc.off + loc.len as u64 - 5).unwrap();
         drop(f);
         let (seg, loc) = {
-            let mut s = LogStore::open(dir.path()).unwrap();
+            let mut s = LogStore::open(dir.path(), ME).unwrap();
             assert_eq!(indexes(&mut s, ..).await, (0..9).collect::<Vec<_>>());
             assert_eq!(s.get_log_state().await.unwrap().last_log_id.unwrap().index, 8);
             // The log goes on from there, and that survives another reopen.
@@ -1460,14 +1747,14 @@ mod tests {
             .write_all_at(&[0xab; 100], loc.off + loc.len as u64)
             .unwrap();
         for _ in 0..2 {
-            let mut s = LogStore::open(dir.path()).unwrap();
+            let mut s = LogStore::open(dir.path(), ME).unwrap();
             let got = s.try_get_log_entries(..).await.unwrap();
             assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
             assert_eq!(got[9], write(9, "INSERT INTO t VALUES (2)"));
         }
         // A half-created segment (crash before its header was written).
         std::fs::write(dir.path().join(DIR).join(seg_name(99)), b"").unwrap();
-        let mut s = LogStore::open(dir.path()).unwrap();
+        let mut s = LogStore::open(dir.path(), ME).unwrap();
         assert_eq!(indexes(&mut s, ..).await.len(), 10);
     }
 
@@ -1475,12 +1762,14 @@ mod tests {
     async fn segments_are_zeroed_a_spare_is_made_ahead_and_ignored_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let (seg, loc) = {
-            let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+            let mut s = LogStore::open_with(dir.path(), TINY, ME).unwrap();
             let first = &segments(dir.path())[0];
             let bytes = std::fs::read(first).unwrap();
             assert_eq!(bytes.len() as u64, TINY, "the segment is written out to its size");
             assert!(bytes[HEADER as usize..].iter().all(|b| *b == 0));
-            append(&mut s, (0..3).map(|i| write(i, "INSERT INTO t VALUES (1)"))).await;
+            // Two batches: a page each (the header has its own).
+            append(&mut s, (0..2).map(|i| write(i, "INSERT INTO t VALUES (1)"))).await;
+            append(&mut s, [write(2, "INSERT INTO t VALUES (1)")]).await;
             record_of(&s, dir.path(), 2)
         };
         // Past half of the segment a spare was made (dropping the log
@@ -1493,12 +1782,12 @@ mod tests {
         // off (the spare does not make it an "older" segment), and the
         // spare is gone after the open.
         OpenOptions::new().write(true).open(&seg).unwrap().write_all_at(&[0xab; 40], loc.off + loc.len as u64).unwrap();
-        let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+        let mut s = LogStore::open_with(dir.path(), TINY, ME).unwrap();
         assert!(!spare.exists());
         assert_eq!(indexes(&mut s, ..).await, vec![0, 1, 2]);
         append(&mut s, (3..40).map(|i| write(i, "INSERT INTO t VALUES (1)"))).await;
         drop(s);
-        let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+        let mut s = LogStore::open_with(dir.path(), TINY, ME).unwrap();
         assert_eq!(indexes(&mut s, ..).await, (0..40).collect::<Vec<_>>());
     }
 
@@ -1506,14 +1795,14 @@ mod tests {
     async fn damage_in_an_older_segment_fails_the_open() {
         let dir = tempfile::tempdir().unwrap();
         let (seg, loc) = {
-            let mut s = LogStore::open(dir.path()).unwrap();
+            let mut s = LogStore::open(dir.path(), ME).unwrap();
             append(&mut s, (0..10).map(|i| write(i, "INSERT INTO t VALUES (1)"))).await;
             record_of(&s, dir.path(), 3)
         };
-        drop(LogStore::open(dir.path()).unwrap());
+        drop(LogStore::open(dir.path(), ME).unwrap());
         // Not a torn write: a record in the middle of the log changed.
         OpenOptions::new().write(true).open(&seg).unwrap().write_all_at(b"x", loc.off + 30).unwrap();
-        let err = LogStore::open(dir.path()).err().unwrap();
+        let err = LogStore::open(dir.path(), ME).err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     }
 
@@ -1521,13 +1810,13 @@ mod tests {
     async fn truncate_then_append_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+            let mut s = LogStore::open_with(dir.path(), TINY, ME).unwrap();
             append(&mut s, (0..10).map(|i| entry(1, i))).await;
             s.truncate(id(1, 6)).await.unwrap();
             assert_eq!(indexes(&mut s, ..).await, (0..6).collect::<Vec<_>>());
             append(&mut s, (6..8).map(|i| entry(2, i))).await;
         }
-        let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+        let mut s = LogStore::open_with(dir.path(), TINY, ME).unwrap();
         let got = s.try_get_log_entries(..).await.unwrap();
         let ids: Vec<_> = got.iter().map(|e| (e.log_id.leader_id.term, e.log_id.index)).collect();
         let want: Vec<_> = (0..6).map(|i| (1, i)).chain((6..8).map(|i| (2, i))).collect();
@@ -1536,7 +1825,7 @@ mod tests {
         // A truncate that is not followed by an append is durable too.
         s.truncate(id(1, 3)).await.unwrap();
         drop(s);
-        let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+        let mut s = LogStore::open_with(dir.path(), TINY, ME).unwrap();
         assert_eq!(indexes(&mut s, ..).await, vec![0, 1, 2]);
         assert_eq!(s.get_log_state().await.unwrap().last_log_id, Some(id(1, 2)));
     }
@@ -1545,7 +1834,7 @@ mod tests {
     async fn purge_deletes_whole_segments_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+            let mut s = LogStore::open_with(dir.path(), TINY, ME).unwrap();
             for i in 0..40 {
                 append(&mut s, [entry(1, i)]).await;
             }
@@ -1556,7 +1845,7 @@ mod tests {
             assert!(after <= before - 5, "{before} -> {after} segments");
             assert_eq!(indexes(&mut s, ..).await, (22..40).collect::<Vec<_>>());
         }
-        let mut s = LogStore::open_with(dir.path(), TINY).unwrap();
+        let mut s = LogStore::open_with(dir.path(), TINY, ME).unwrap();
         let st = s.get_log_state().await.unwrap();
         assert_eq!(st.last_purged_log_id, Some(id(1, 21)));
         assert_eq!(st.last_log_id, Some(id(1, 39)));
@@ -1592,7 +1881,7 @@ mod tests {
             c.execute(meta, rusqlite::params!["purged", serde_json::to_vec(&id(1, 4)).unwrap()]).unwrap();
         }
         for _ in 0..2 {
-            let mut s = LogStore::open(dir.path()).unwrap();
+            let mut s = LogStore::open(dir.path(), ME).unwrap();
             assert!(!s.is_empty().unwrap());
             assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new_committed(4, 2)));
             let st = s.get_log_state().await.unwrap();
@@ -1620,7 +1909,7 @@ mod tests {
         // A crash left a half-built import behind.
         std::fs::create_dir_all(dir.path().join(IMPORTING)).unwrap();
         std::fs::write(dir.path().join(IMPORTING).join(seg_name(1)), b"junk").unwrap();
-        let mut s = LogStore::open(dir.path()).unwrap();
+        let mut s = LogStore::open(dir.path(), ME).unwrap();
         assert_eq!(indexes(&mut s, ..).await, vec![0]);
     }
 
@@ -1633,7 +1922,7 @@ mod tests {
         impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
             async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
                 let dir = tempfile::tempdir().unwrap();
-                let log = LogStore::open(dir.path()).unwrap();
+                let log = LogStore::open(dir.path(), ME).unwrap();
                 let sm = StateMachine::open(dir.path()).unwrap();
                 Ok((dir, log, sm))
             }

@@ -187,7 +187,8 @@ impl DbNode {
         let local = listener.local_addr().map_err(|e| DbError::Io(e.to_string()))?;
         let address = config.advertise.clone().unwrap_or_else(|| local.to_string());
 
-        let mut log = LogStore::open(&config.data_dir).map_err(|e| DbError::Storage(format!("raft log: {e}")))?;
+        let mut log =
+            LogStore::open(&config.data_dir, config.node_id).map_err(|e| DbError::Storage(format!("raft log: {e}")))?;
         let inline_sync = InlineSyncPause::default();
         log.sync_inline_unless_leader(config.node_id, inline_sync.clone());
         let fresh = log.is_empty().map_err(|e| DbError::Storage(e.to_string()))?;

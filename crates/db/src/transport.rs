@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Header carrying the sender primary's applied index (lag reporting).
 pub const APPLIED_INDEX_HEADER: &str = "x-bulwark-applied-index";
@@ -169,6 +170,10 @@ struct PeerLog {
     sent: Option<(Vote, LogId)>,
     /// The newest commit index openraft sent this peer, under its vote.
     commit: Option<(Vote, LogId)>,
+    /// When the newest request the peer accepted under the vote was sent
+    /// (openraft's or one sent ahead): the peer's leader lease for this
+    /// node runs from no earlier than that.
+    acked: Option<(Vote, Instant)>,
     /// Entries are waiting that the task sending ahead will not send (not
     /// in memory, or of an earlier term): openraft's requests carry them.
     stalled: bool,
@@ -191,7 +196,53 @@ impl PeerLog {
     fn sent_under(&self, vote: &Vote) -> Option<LogId> {
         self.sent.filter(|(v, _)| v == vote).map(|(_, s)| s)
     }
+
+    /// The peer accepted a request sent at `sent_at` under `vote`.
+    fn acked(&mut self, vote: Vote, sent_at: Instant) {
+        match &mut self.acked {
+            Some((v, t)) if *v == vote => *t = (*t).max(sent_at),
+            _ => self.acked = Some((vote, sent_at)),
+        }
+    }
+
+    /// How to answer openraft's append-entries under `vote` whose entries
+    /// end at `last`, called at `called_at`.
+    fn cover(&self, vote: &Vote, last: LogId, called_at: Instant) -> Cover {
+        let Some(known) = self.known_under(vote) else { return Cover::RoundTrip };
+        if known < last {
+            return if self.stalled { Cover::RoundTrip } else { Cover::Wait };
+        }
+        // openraft stamps the answer with `called_at` and takes the peer's
+        // lease (and `millis_since_quorum_ack`) from it; the peer last
+        // accepted something sent at `acked`. Only answer when the two are
+        // so close that the stamp adds at most COVERED_MAX_AGE.
+        match self.acked.filter(|(v, _)| v == vote) {
+            Some((_, acked)) if acked + COVERED_MAX_AGE >= called_at => Cover::Answer,
+            _ => Cover::RoundTrip,
+        }
+    }
 }
+
+/// What [`PeerLog::cover`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cover {
+    /// Answer success without a round trip.
+    Answer,
+    /// Entries sent ahead are in flight: wait for their answer.
+    Wait,
+    /// Send openraft's request.
+    RoundTrip,
+}
+
+/// The most a covered answer may add to the time openraft believes the
+/// peer last acknowledged this node (see [`PeerLog::cover`]): openraft
+/// stamps an answer with the time it made the request, while the peer's
+/// real acknowledgement was of a request sent ahead earlier. Normally the
+/// gap is the primary's own sync (0.1-1 ms); past this bound (a disk that
+/// stalls, a paused process) openraft's request makes a real round trip,
+/// which costs one network round trip, not a sync (the peer already holds
+/// the entries). A hundredth of the default leader lease (480 ms).
+pub(crate) const COVERED_MAX_AGE: Duration = Duration::from_millis(5);
 
 /// A peer's [`PeerLog`] and who waits for it to change.
 #[derive(Debug, Default)]
@@ -314,20 +365,22 @@ impl PeerConnection {
     /// here without a round trip. Waits (at most `wait`) while sending
     /// ahead goes on; false once it stopped (a refusal, or entries it does
     /// not send).
-    async fn covered_ahead(&self, vote: &Vote, last: LogId, wait: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + wait;
+    ///
+    /// And only when the peer accepted a request sent at most
+    /// [`COVERED_MAX_AGE`] before `called_at`, when openraft made this
+    /// request: openraft counts the answer as an acknowledgement at
+    /// `called_at`, so an older one would make this node look acknowledged
+    /// (primary with a quorum) while the peer has stopped answering.
+    async fn covered_ahead(&self, vote: &Vote, last: LogId, wait: Duration, called_at: Instant) -> bool {
+        let deadline = called_at + wait;
         loop {
             let changed = self.peer_log.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            {
-                let p = self.peer_log.lock();
-                if p.known_under(vote).is_some_and(|k| k >= last) {
-                    return true;
-                }
-                if p.known_under(vote).is_none() || p.stalled {
-                    return false;
-                }
+            match self.peer_log.lock().cover(vote, last, called_at) {
+                Cover::Answer => return true,
+                Cover::RoundTrip => return false,
+                Cover::Wait => {}
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return false;
@@ -363,9 +416,14 @@ struct Peer {
 /// is durable, and only then sends it, in one append-entries at a time per
 /// peer; the peer makes it durable before it answers. So an entry waits for
 /// two disk syncs in a row, and for the request already in flight. This
-/// task sends each new entry of the primary's current term as soon as it
-/// is in the primary's log (before it is durable there): the peer syncs it
-/// while the primary does. openraft's own request for it is then answered
+/// task sends each new entry of the primary's current term as soon as the
+/// primary's log writer has written it (`pwrite` done, before its sync):
+/// the peer syncs it while the primary does. Never an entry only handed to
+/// the log: written, it survives a kill -9 of this process (the page
+/// cache keeps it), so this node's log after a restart still holds what a
+/// peer was sent; after a power loss it may not, and then the restarted
+/// node cannot reuse its log ids either (it must win a new term first, see
+/// `log_store`'s `never_resume_leadership`). openraft's own request for it is then answered
 /// from the peer's acceptance (see [`PeerConnection::covered_ahead`]).
 ///
 /// It is an ordinary append-entries of the current leader, which Raft
@@ -380,7 +438,7 @@ struct Peer {
 /// at a time, and stops at the first refusal until openraft's next success.
 async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries, max: usize, stats: Arc<AheadStats>) {
     let Peer { target, link, log: peer } = peer;
-    let mut last = appended.watch();
+    let mut last = appended.watch_written();
     let slots = Arc::new(tokio::sync::Semaphore::new(AHEAD_IN_FLIGHT));
     loop {
         if last.changed().await.is_err() {
@@ -420,6 +478,7 @@ async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries, max: usiz
             let rpc =
                 AppendEntriesRequest::<TypeConfig> { vote, prev_log_id: Some(prev), entries, leader_commit: commit };
             let (link, peer, stats) = (link.clone(), peer.clone(), stats.clone());
+            let sent_at = Instant::now();
             tokio::spawn(async move {
                 let res: RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> =
                     link.call(target, "/raft/append", &rpc, AHEAD_LIMIT).await;
@@ -427,7 +486,10 @@ async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries, max: usiz
                 match res {
                     Ok(AppendEntriesResponse::Success) => {
                         stats.accepted.fetch_add(1, Ordering::Relaxed);
-                        peer.update(|p| p.learn(vote, sent));
+                        peer.update(|p| {
+                            p.learn(vote, sent);
+                            p.acked(vote, sent_at);
+                        });
                     }
                     other => {
                         stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -458,6 +520,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        // openraft took its clock just before this call: it counts a
+        // success as the peer's acknowledgement at this time.
+        let called_at = Instant::now();
         let carries_entries = !rpc.entries.is_empty();
         let (vote, sent) = (rpc.vote, rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id));
         if let Some(commit) = rpc.leader_commit {
@@ -467,7 +532,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             });
         }
         if let (true, Ahead::Running(_), Some(last)) = (carries_entries, &self.ahead, sent) {
-            if self.covered_ahead(&vote, last, option.soft_ttl() / 2).await {
+            if self.covered_ahead(&vote, last, option.soft_ttl() / 2, called_at).await {
                 self.stats.covered.fetch_add(1, Ordering::Relaxed);
                 return Ok(AppendEntriesResponse::Success);
             }
@@ -475,9 +540,12 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         let r = self.call("/raft/append", &rpc, &option).await;
         match &r {
             Ok(AppendEntriesResponse::Success) => {
-                if let Some(sent) = sent {
-                    self.peer_log.update(|p| p.learn(vote, sent));
-                }
+                self.peer_log.update(|p| {
+                    if let Some(sent) = sent {
+                        p.learn(vote, sent);
+                    }
+                    p.acked(vote, called_at);
+                });
                 if carries_entries {
                     if let Ahead::Ready { me, appended, max } = std::mem::replace(&mut self.ahead, Ahead::Off) {
                         let peer = Peer { target: self.target, link: self.link.clone(), log: self.peer_log.clone() };
@@ -486,7 +554,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
                     }
                 }
             }
-            Ok(AppendEntriesResponse::PartialSuccess(Some(m))) => self.peer_log.update(|p| p.learn(vote, *m)),
+            Ok(AppendEntriesResponse::PartialSuccess(Some(m))) => self.peer_log.update(|p| {
+                p.learn(vote, *m);
+                p.acked(vote, called_at);
+            }),
             Ok(_) => self.peer_log.update(|p| p.known = None),
             Err(_) => {}
         }
@@ -513,5 +584,43 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         // A dead peer is retried often enough that a restarted node rejoins
         // quickly, without spinning.
         openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(3, 1), index)
+    }
+
+    /// A covered answer is stamped by openraft with the time of its own
+    /// request; it is given only while the peer's real acknowledgement is
+    /// at most COVERED_MAX_AGE older.
+    #[test]
+    fn a_covered_answer_needs_a_recent_real_acknowledgement() {
+        let vote = Vote::new_committed(3, 1);
+        let now = Instant::now() + Duration::from_secs(10);
+        let mut p = PeerLog::default();
+        assert_eq!(p.cover(&vote, id(5), now), Cover::RoundTrip, "nothing known");
+        p.learn(vote, id(5));
+        p.acked(vote, now - Duration::from_millis(1));
+        assert_eq!(p.cover(&vote, id(5), now), Cover::Answer);
+        assert_eq!(p.cover(&vote, id(4), now), Cover::Answer);
+        assert_eq!(p.cover(&vote, id(6), now), Cover::Wait, "sent ahead, not answered yet");
+        // The peer stopped answering (paused, cut off) while this node's
+        // disk held openraft back: openraft would count it alive now.
+        let later = now + COVERED_MAX_AGE + Duration::from_millis(1);
+        assert_eq!(p.cover(&vote, id(5), later), Cover::RoundTrip);
+        // An acknowledgement under another vote does not count.
+        let mut q = PeerLog::default();
+        q.learn(vote, id(5));
+        q.acked(Vote::new_committed(2, 1), now);
+        assert_eq!(q.cover(&vote, id(5), now), Cover::RoundTrip);
+        // Acknowledgements only move forward.
+        p.acked(vote, now - Duration::from_secs(5));
+        assert_eq!(p.cover(&vote, id(5), now), Cover::Answer);
     }
 }

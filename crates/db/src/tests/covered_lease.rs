@@ -1,0 +1,76 @@
+//! A primary whose disk stalls while its replicas stop answering must not
+//! look acknowledged afterwards: the answers openraft gets for entries sent
+//! ahead (covered, without a round trip) count only while the replica's
+//! real acknowledgement is recent.
+use super::{config, get, http, status_u64, stop_all, wait_for, TestNode, LEASE, SECRET};
+use crate::api::Statement;
+use crate::log_store::tests::SyncGate;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn primary_code(node: &TestNode) -> Option<u16> {
+    get(node.addr, "/primary").await.map(|(code, _)| code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_primary_with_paused_replicas_is_not_primary_after_the_stall() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let n1 = TestNode::start(config(1, dirs[0].path(), None, true));
+    wait_for("node 1 leads alone", WAIT, || async { primary_code(&n1).await == Some(200) }).await;
+    let n2 = TestNode::start(config(2, dirs[1].path(), None, false));
+    let n3 = TestNode::start(config(3, dirs[2].path(), None, false));
+    for (id, n) in [(2, &n2), (3, &n3)] {
+        let body = serde_json::json!({"node_id": id, "address": n.addr.to_string(), "voter": true});
+        let r = http().post_json(&n1.addr.to_string(), "/v1/members/add", &body, WAIT).await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    // Some writes: openraft's appends to both replicas succeed, so the
+    // primary sends new entries ahead to them.
+    let client = crate::Client::new([n1.addr.to_string()], SECRET);
+    client.execute(&[Statement::new("CREATE TABLE t (id INTEGER PRIMARY KEY)")]).await.unwrap();
+    for i in 0..5 {
+        client.execute(&[Statement::new(format!("INSERT INTO t VALUES ({i})"))]).await.unwrap();
+    }
+    let last = status_u64(n1.addr, "last_log_index").await.unwrap();
+    for n in [&n1, &n2, &n3] {
+        wait_for("every node applied the writes", WAIT, || async {
+            status_u64(n.addr, "applied_index").await == Some(last)
+        })
+        .await;
+    }
+
+    // The primary's disk stalls: the next write is written, not synced.
+    let gate = SyncGate::hold(dirs[0].path());
+    let primary = n1.addr.to_string();
+    let stalled = tokio::spawn(async move {
+        let body = serde_json::json!({"statements": [{"sql": "INSERT INTO t VALUES (100)"}]});
+        http().post_json(&primary, "/v1/execute", &body, WAIT).await
+    });
+    // It was sent ahead to both replicas, which hold it.
+    for n in [&n2, &n3] {
+        wait_for("the write was sent ahead", WAIT, || async {
+            status_u64(n.addr, "last_log_index").await == Some(last + 1)
+        })
+        .await;
+    }
+    assert!(gate.held.load(std::sync::atomic::Ordering::SeqCst) > 0, "the sync waits");
+    // Both replicas stop answering, and the stall lasts well past the
+    // lease.
+    let paused = [n2.pause(), n3.pause()];
+    tokio::time::sleep(LEASE * 3).await;
+    gate.release();
+    // openraft goes on past the sync (its metrics show the entry) and asks
+    // to replicate the entry the replicas accepted before they stopped.
+    wait_for("node 1's core went on", WAIT, || async { status_u64(n1.addr, "last_log_index").await == Some(last + 1) })
+        .await;
+    // No replica answered anything for three leases: never primary again.
+    let until = tokio::time::Instant::now() + LEASE * 4;
+    while tokio::time::Instant::now() < until {
+        assert_ne!(primary_code(&n1).await, Some(200), "node 1 claims a quorum its replicas never gave");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(paused);
+    let _ = stalled.await;
+    stop_all(vec![n1, n2, n3]);
+}
