@@ -14,13 +14,19 @@
 
 pub mod api;
 mod append_queue;
+mod apply_error;
 pub mod bench;
+mod bulwark_tables;
 mod client;
+mod crash_rebuild;
+mod durable;
 mod error;
 mod group_commit;
 mod log_store;
 mod node;
 mod raft_types;
+mod request_ids;
+mod snapshot_file;
 pub mod sql;
 mod state_machine;
 #[cfg(test)]
