@@ -25,7 +25,7 @@ pub mod scenario;
 pub mod workload;
 
 pub use cluster::{Cluster, Stack};
-pub use scenario::{run_scenario, Ctx, Expect, Outcome};
+pub use scenario::{run_scenario, run_scenario_with_clients, Ctx, Expect, Outcome, HEAVY_CLIENTS};
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
