@@ -3,6 +3,7 @@
 //! every check passed, 1 on any violation or problem, 2 when the run could
 //! not start.
 use anyhow::Context;
+use bulwark_chaos::blackbox::faults::Fault;
 use bulwark_chaos::blackbox::{self, Options};
 use clap::Parser;
 use std::path::PathBuf;
@@ -18,6 +19,9 @@ struct Args {
     /// Concurrent writers.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     writers: u32,
+    /// Faults to cycle through, comma-separated (default: all).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = blackbox::faults::ALL)]
+    faults: Vec<Fault>,
     /// Seed of the fault schedule (order and durations); random by default.
     #[arg(long)]
     seed: Option<u64>,
@@ -75,6 +79,7 @@ fn run() -> anyhow::Result<bool> {
         duration: a.duration,
         cooldown: a.cooldown,
         writers: a.writers,
+        faults: a.faults,
         seed,
         base_port: a.base_port,
     };

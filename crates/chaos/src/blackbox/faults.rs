@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Fault {
     /// kill -9 of the primary, started again at once (back within the
     /// others' election timeout when it starts fast enough).
@@ -136,10 +136,12 @@ fn secs(rng: &mut StdRng, lo: f64, hi: f64) -> Duration {
     Duration::from_secs_f64(rng.gen_range(lo..hi))
 }
 
-/// Fault the cluster until `until`; returns how many of each fault ran.
+/// Fault the cluster with `kinds` (each once per cycle, in a shuffled
+/// order) until `until`; returns how many of each fault ran.
 /// A node that cannot be started again ends the faults early (Err).
 pub fn run(
     c: &mut Cluster,
+    kinds: &[Fault],
     until: Instant,
     rng: &mut StdRng,
     hist: &History,
@@ -157,7 +159,7 @@ pub fn run(
         // A node that crashed by itself comes back before the next fault.
         c.heal(hist)?;
         if order.is_empty() {
-            order = ALL.to_vec();
+            order = kinds.to_vec();
             order.shuffle(rng);
         }
         let fault = order.pop().expect("refilled above");

@@ -40,6 +40,8 @@ pub struct Options {
     /// Load after healing, before the writers stop.
     pub cooldown: Duration,
     pub writers: u32,
+    /// The faults to cycle through (not empty).
+    pub faults: Vec<faults::Fault>,
     pub seed: u64,
     /// First of three consecutive loopback ports to try.
     pub base_port: u16,
@@ -67,7 +69,7 @@ pub fn run(o: &Options) -> Result<Verdict, RunError> {
     std::fs::create_dir_all(&o.dir).map_err(|e| RunError::Dir(o.dir.clone(), e))?;
     let hist = History::create(&o.dir.join("history.jsonl")).map_err(|e| RunError::Dir(o.dir.clone(), e))?;
     let (mut c, api) = start_cluster(&o.bin, &o.dir, o.base_port, &hist)?;
-    hist.event(&format!("seed {}; {} writers", o.seed, o.writers));
+    hist.event(&format!("seed {}; {} writers; faults {:?}", o.seed, o.writers, o.faults));
     let run_id = format!("nem{:x}", o.seed);
     let setup = WriterSetup {
         api: api.clone(),
@@ -78,7 +80,7 @@ pub fn run(o: &Options) -> Result<Verdict, RunError> {
     };
     let writers = Writers::start(o.writers, setup, hist.clone());
     let mut rng = rand::rngs::StdRng::seed_from_u64(o.seed);
-    let faulted = faults::run(&mut c, Instant::now() + o.duration, &mut rng, &hist);
+    let faulted = faults::run(&mut c, &o.faults, Instant::now() + o.duration, &mut rng, &hist);
     let mut problems = std::mem::take(&mut c.problems);
     match &faulted {
         Ok(done) => {

@@ -153,7 +153,9 @@ impl Target<'_> {
     }
 
     /// Follow a reply that did not settle the request; true when it is
-    /// worth a short pause before the next attempt (a quick refusal).
+    /// worth a short pause before the next attempt (anything but a
+    /// redirect: a node that is down refuses connections at once, and a
+    /// replica may still redirect to it).
     fn after(&mut self, r: &Reply) -> bool {
         match r {
             Reply::Redirect(a) => {
@@ -164,10 +166,6 @@ impl Target<'_> {
                 self.addr = *l;
                 true
             }
-            Reply::NoAnswer(_) => {
-                self.next();
-                false
-            }
             _ => {
                 self.next();
                 true
@@ -176,7 +174,7 @@ impl Target<'_> {
     }
 }
 
-/// Retry pace after a quick refusal (no primary yet, connection refused).
+/// Retry pace after a failed attempt (no primary yet, connection refused).
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 fn writer(w: u32, s: &WriterSetup, hist: &History, stop: &AtomicBool) {
