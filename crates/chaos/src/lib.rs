@@ -15,9 +15,15 @@
 //! [`net::restore`], or by their parent-death signal). Addresses are in
 //! 198.18.0.0/24 (RFC 2544 benchmarking range).
 //!
+//! Apart from the suite, [`blackbox`] is `db-nemesis`, the database's
+//! black-box safety check: three `bulwark db` processes on loopback (no
+//! namespaces, no root), writers through the plain HTTP API only, a
+//! nemesis of signals, and end checks (docs/testing.md).
+//!
 //! The `bulwark` binary must be built first (`cargo build -p bulwark` or
 //! `cargo build --workspace`); `BULWARK_BIN` overrides its path.
 
+pub mod blackbox;
 pub mod cluster;
 pub mod net;
 pub mod netdelay;
@@ -25,7 +31,7 @@ pub mod scenario;
 pub mod workload;
 
 pub use cluster::{Cluster, Stack};
-pub use scenario::{run_scenario, Ctx, Expect, Outcome};
+pub use scenario::{run_scenario, run_scenario_with_clients, Ctx, Expect, Outcome, HEAVY_CLIENTS};
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};

@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Client threads of the workload.
+/// Client threads of the workload ([`run_scenario`]).
 pub const CLIENTS: usize = 4;
+/// Client threads of the heavy workload (as bench/db.sh drives it).
+pub const HEAVY_CLIENTS: usize = 16;
 /// Load before the first fault.
 pub const WARMUP: Duration = Duration::from_secs(2);
 /// Load after the script's last action, to see the site recover.
@@ -276,12 +278,25 @@ fn converge(cluster: &Cluster, problems: &mut Vec<String>) -> (bool, String, Opt
     (true, sums[0].1.clone(), primary)
 }
 
-/// Run one scenario end to end and assert its checks. `report_dir` gets
-/// `chaos-results/<name>.json` and the regenerated `chaos-report.md`.
+/// Run one scenario end to end with [`CLIENTS`] client threads and assert
+/// its checks. `report_dir` gets `chaos-results/<name>.json` and the
+/// regenerated `chaos-report.md`.
 pub fn run_scenario(
     name: &str,
     stack: Stack,
     expect: Expect,
+    report_dir: &Path,
+    script: impl FnOnce(&mut Ctx),
+) -> Outcome {
+    run_scenario_with_clients(name, stack, expect, CLIENTS, report_dir, script)
+}
+
+/// [`run_scenario`] with `clients` client threads.
+pub fn run_scenario_with_clients(
+    name: &str,
+    stack: Stack,
+    expect: Expect,
+    clients: usize,
     report_dir: &Path,
     script: impl FnOnce(&mut Ctx),
 ) -> Outcome {
@@ -311,7 +326,7 @@ pub fn run_scenario(
     };
     let rec = Recorder::new();
     let monitor = Monitor::start(&cluster, &rec);
-    let workload = Workload::start(target, CLIENTS, 100_000, rec.clone());
+    let workload = Workload::start(target, clients, 100_000, rec.clone());
     std::thread::sleep(WARMUP);
     let mut ctx = Ctx { cluster: &cluster, rec: rec.clone(), events: Vec::new(), notes: Vec::new() };
     script(&mut ctx);

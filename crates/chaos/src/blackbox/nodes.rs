@@ -1,0 +1,210 @@
+//! The checker's three `bulwark db` processes: each with its own data dir
+//! and log file under the work dir, on a fixed loopback port (so a node
+//! restarted after a kill -9 comes back at the address its peers know),
+//! all three bootstrapping with the same peers. Started, killed, paused
+//! and resumed only from the thread that created them: each child has a
+//! parent-death signal, which Linux ties to the spawning thread.
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a node may take to print its ready line.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// What the nemesis did to a node last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Running,
+    /// SIGSTOP: the process exists, its sockets accept, it answers nothing.
+    Paused,
+    /// Killed (or exited); its data dir stays.
+    Down,
+}
+
+pub struct Node {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    pub state: NodeState,
+    /// Starts so far (1 after the first).
+    pub starts: u32,
+}
+
+/// Why a node could not be (re)started.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// Timing of the cluster, written into every node's config.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub election_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+/// Three free consecutive loopback ports from `first` on (outside the
+/// kernel's usual ephemeral range when `first` is, so no outgoing
+/// connection takes one while its node is down).
+pub fn free_ports(first: u16, count: u16) -> Option<u16> {
+    let mut base = first;
+    while base.checked_add(count).is_some() && base < first.saturating_add(2000) {
+        let all = (0..count).all(|i| TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, base + i)).is_ok());
+        if all {
+            return Some(base);
+        }
+        base += count;
+    }
+    None
+}
+
+impl Node {
+    pub fn new(id: u64, addr: SocketAddr, root: &Path) -> Node {
+        let dir = root.join(format!("node{id}"));
+        Node { id, addr, dir, child: None, state: NodeState::Down, starts: 0 }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    fn config(&self, secret: &str, peers: &[(u64, SocketAddr)], t: Timing) -> String {
+        let mut c = format!(
+            "node_id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\nsecret = \"{secret}\"\nbootstrap = true\n\
+             heartbeat_interval = \"{}ms\"\nelection_timeout = \"{}ms\"\nwrite_timeout = \"{}ms\"\n",
+            self.id,
+            self.addr,
+            self.dir.join("data").display(),
+            t.heartbeat.as_millis(),
+            t.election_timeout.as_millis(),
+            t.write_timeout.as_millis(),
+        );
+        for (id, addr) in peers {
+            c.push_str(&format!("\n[[peer]]\nid = {id}\naddress = \"{addr}\"\n"));
+        }
+        c
+    }
+
+    /// Start `bulwark db` and wait for its ready line. A node that exits
+    /// before it is ready is tried twice more (its port may still be held
+    /// for a moment by the killed process's sockets).
+    pub fn start(
+        &mut self,
+        bin: &Path,
+        secret: &str,
+        peers: &[(u64, SocketAddr)],
+        t: Timing,
+    ) -> Result<(), StartError> {
+        assert!(self.child.is_none(), "node {} is already running", self.id);
+        std::fs::create_dir_all(&self.dir).map_err(|e| StartError(format!("{}: {e}", self.dir.display())))?;
+        let cfg = self.dir.join("db.toml");
+        std::fs::write(&cfg, self.config(secret, peers, t))
+            .map_err(|e| StartError(format!("{}: {e}", cfg.display())))?;
+        let mut last = String::new();
+        for _ in 0..3 {
+            match self.spawn(bin, &cfg) {
+                Ok(child) => {
+                    self.child = Some(child);
+                    self.state = NodeState::Running;
+                    self.starts += 1;
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(StartError(format!("node {} did not start: {last} (log: {})", self.id, self.log_path().display())))
+    }
+
+    fn spawn(&self, bin: &Path, cfg: &Path) -> Result<Child, String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(|e| format!("{}: {e}", self.log_path().display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("db").arg("-c").arg(cfg).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        // SAFETY: prctl is async-signal-safe; nothing else runs between
+        // fork and exec.
+        unsafe {
+            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("running {}: {e}", bin.display()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let ready = serde_json::from_str::<serde_json::Value>(&line).is_ok_and(|v| v.get("ready").is_some());
+                if ready {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        match rx.recv_timeout(READY_WITHIN) {
+            Ok(()) => Ok(child),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                Err(format!("no ready line within {READY_WITHIN:?} ({status})"))
+            }
+        }
+    }
+
+    fn signal(&self, sig: Signal) {
+        if let Some(c) = &self.child {
+            let _ = nix::sys::signal::kill(Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
+    /// kill -9 and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.state = NodeState::Down;
+    }
+
+    pub fn pause(&mut self) {
+        self.signal(Signal::SIGSTOP);
+        self.state = NodeState::Paused;
+    }
+
+    pub fn resume(&mut self) {
+        self.signal(Signal::SIGCONT);
+        self.state = NodeState::Running;
+    }
+
+    /// Whether the process ended on its own (a crash the nemesis did not
+    /// cause); reaps it.
+    pub fn exited(&mut self) -> Option<String> {
+        let c = self.child.as_mut()?;
+        match c.try_wait() {
+            Ok(Some(s)) => {
+                self.child = None;
+                self.state = NodeState::Down;
+                Some(s.to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
