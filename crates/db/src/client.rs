@@ -570,3 +570,69 @@ mod tests {
         assert!(matches!(e, ClientError::Unavailable(_)), "{e:?}");
     }
 }
+
+#[cfg(test)]
+mod ambiguous_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A node that says it is the primary and answers every write "not
+    /// committed in time, outcome unknown", as a primary that lost its
+    /// majority mid-write does.
+    async fn primary_that_never_commits() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let status = serde_json::json!({
+            "node_id": 1, "address": addr, "role": "primary", "term": 1, "leader_id": 1,
+            "leader_address": addr, "applied_index": 1, "last_log_index": 1, "snapshot_index": null,
+            "purged_index": null, "quorum": true, "lag": {"entries": 0, "seconds": 0.0, "known": true},
+            "members": [{"id": 1, "address": addr, "voter": true}],
+        })
+        .to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else { return };
+                let status = status.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let Ok(n) = s.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        let (code, body) = if buf[..n].starts_with(b"GET /v1/status") {
+                            ("200 OK", status.clone())
+                        } else {
+                            (
+                                "503 Service Unavailable",
+                                r#"{"error":"the write was not committed in time; the outcome is unknown","code":"timeout","retryable":false}"#.to_string(),
+                            )
+                        };
+                        let reply = format!(
+                            "HTTP/1.1 {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_ambiguous_write_names_its_request_id() {
+        let addr = primary_that_never_commits().await;
+        let c = Client::new([addr], "0123456789abcdef").with_deadline(Duration::from_millis(300));
+        let stmts = [Statement::new("INSERT INTO t VALUES (1)")];
+        let Err(ClientError::Ambiguous(a)) = c.execute(&stmts).await else { panic!("expected an ambiguous write") };
+        let id = a.request_id.clone().expect("the generated request id");
+        assert!(id.starts_with("c-"), "{id}");
+        assert!(a.to_string().contains(&id), "{a}");
+        // The caller's own id comes back as given.
+        let Err(ClientError::Ambiguous(a)) = c.execute_once("order-17", &stmts).await else { panic!("ambiguous") };
+        assert_eq!(a.request_id.as_deref(), Some("order-17"));
+    }
+}
