@@ -258,7 +258,10 @@ mod tests {
         let c = db();
         let dir = tempfile::tempdir().unwrap();
         let other = dir.path().join("other.db");
-        Connection::open(&other).unwrap().execute_batch("CREATE TABLE secret (x); INSERT INTO secret VALUES (42)").unwrap();
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE secret (x); INSERT INTO secret VALUES (42)")
+            .unwrap();
         for (sql, why) in [
             (format!("ATTACH '{}' AS o", other.display()), "ATTACH"),
             ("BEGIN".to_string(), "transaction"),
