@@ -9,8 +9,17 @@ use serde_json::json;
 use std::net::SocketAddr;
 
 /// Name of the read-your-writes cookie (`term.index` of the poster's last
-/// write).
+/// write, signed: see [`crate::CookieKey`]).
 pub const COOKIE: &str = "bulwark_rw";
+
+/// Headers on every answer: JSON that no browser may render as a page,
+/// frame, or sniff into something else.
+const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
 
 /// Request header of a post that must be stored at most once however often
 /// it is sent (draft-ietf-httpapi-idempotency-key-header): the page sets a
@@ -163,7 +172,9 @@ fn db_error(e: ClientError) -> Response<Full<Bytes>> {
     }
 }
 
-fn token_from_cookie(headers: &http::HeaderMap) -> Option<Token> {
+/// The token of the read-your-writes cookie, if it is there and signed
+/// with `key` (an unsigned or forged one is ignored: a plain read).
+fn token_from_cookie(headers: &http::HeaderMap, key: &crate::CookieKey) -> Option<Token> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -171,7 +182,39 @@ fn token_from_cookie(headers: &http::HeaderMap) -> Option<Token> {
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == COOKIE)
-        .and_then(|(_, v)| Token::decode(v))
+        .and_then(|(_, v)| key.verify(v))
+}
+
+/// The request reached the site over HTTPS: the first `X-Forwarded-Proto`
+/// the proxies in front set (the request came through them: it carries the
+/// cluster secret, or this server is configured to trust its clients).
+fn came_over_https(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+}
+
+/// Why a post may not come from this request, if it may not: the body must
+/// be JSON (a cross-site HTML form can send only form encodings and plain
+/// text, and a cross-site script sending JSON needs a CORS preflight this
+/// server never grants), and a browser that says the request is
+/// cross-site is refused outright.
+fn refuse_cross_site_post(headers: &http::HeaderMap) -> Option<Response<Full<Bytes>>> {
+    let site = headers.get("sec-fetch-site").map(HeaderValue::as_bytes);
+    if matches!(site, Some(b"cross-site" | b"same-site")) {
+        return Some(error(StatusCode::FORBIDDEN, "posts are accepted only from this site's own page"));
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Some(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the message as Content-Type: application/json"));
+    }
+    None
 }
 
 fn query_param<'a>(q: &'a str, key: &str) -> Option<&'a str> {
@@ -179,6 +222,14 @@ fn query_param<'a>(q: &'a str, key: &str) -> Option<&'a str> {
 }
 
 pub(crate) async fn handle(app: &App, req: hyper::Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let mut resp = route(app, req, peer).await;
+    for (name, value) in SECURITY_HEADERS {
+        resp.headers_mut().insert(name, HeaderValue::from_static(value));
+    }
+    resp
+}
+
+async fn route(app: &App, req: hyper::Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let ip = app.firewall.client_ip(peer.ip(), req.headers());
     if let Err(r) = app.firewall.check_rate(ip) {
         let mut resp = error(r.status(), r.reason());
@@ -244,7 +295,7 @@ async fn list(app: &App, req: &hyper::Request<Incoming>) -> Response<Full<Bytes>
         Some(Ok(n)) => n,
         Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "before must be a message id"),
     };
-    let token = token_from_cookie(req.headers());
+    let token = token_from_cookie(req.headers(), &app.cookie_key);
     let rows = app
         .db
         .query(
@@ -286,6 +337,10 @@ async fn list(app: &App, req: &hyper::Request<Incoming>) -> Response<Full<Bytes>
 }
 
 async fn post(app: &App, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Some(refused) = refuse_cross_site_post(req.headers()) {
+        return refused;
+    }
+    let secure = if came_over_https(req.headers()) { "; Secure" } else { "" };
     let key = match idempotency_key(req.headers()) {
         Ok(k) => k,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
@@ -356,7 +411,10 @@ async fn post(app: &App, req: hyper::Request<Incoming>) -> Response<Full<Bytes>>
     if result.replayed {
         r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=3600")) {
+    let cookie = app.cookie_key.sign(result.token);
+    if let Ok(v) =
+        HeaderValue::from_str(&format!("{COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age=3600{secure}"))
+    {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
@@ -425,11 +483,49 @@ mod tests {
     }
 
     #[test]
-    fn reads_token_cookie() {
+    fn reads_only_signed_token_cookies() {
+        let key = crate::CookieKey::from_secret("cluster-secret-0123456");
+        let t = Token { term: 3, index: 42 };
         let mut h = http::HeaderMap::new();
-        h.insert(header::COOKIE, "a=b; bulwark_rw=3.42; c=d".parse().unwrap());
-        assert_eq!(token_from_cookie(&h), Some(Token { term: 3, index: 42 }));
-        h.insert(header::COOKIE, "bulwark_rw=garbage".parse().unwrap());
-        assert_eq!(token_from_cookie(&h), None);
+        h.insert(header::COOKIE, format!("a=b; bulwark_rw={}; c=d", key.sign(t)).parse().unwrap());
+        assert_eq!(token_from_cookie(&h, &key), Some(t));
+        for forged in ["bulwark_rw=3.42", "bulwark_rw=1.18446744073709551615", "bulwark_rw=garbage"] {
+            h.insert(header::COOKIE, forged.parse().unwrap());
+            assert_eq!(token_from_cookie(&h, &key), None, "{forged}");
+        }
+    }
+
+    #[test]
+    fn posts_must_be_json_and_not_cross_site() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let status =
+            |pairs: &[(&'static str, &'static str)]| refuse_cross_site_post(&headers(pairs)).map(|r| r.status());
+        assert_eq!(status(&[("content-type", "application/json")]), None);
+        assert_eq!(status(&[("content-type", "Application/JSON; charset=utf-8")]), None);
+        assert_eq!(status(&[("content-type", "application/json"), ("sec-fetch-site", "same-origin")]), None);
+        for form in ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/plain"] {
+            assert_eq!(status(&[("content-type", form)]), Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), "{form}");
+        }
+        assert_eq!(status(&[]), Some(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        assert_eq!(
+            status(&[("content-type", "application/json"), ("sec-fetch-site", "cross-site")]),
+            Some(StatusCode::FORBIDDEN)
+        );
+    }
+
+    #[test]
+    fn https_is_what_the_proxies_in_front_say() {
+        let mut h = http::HeaderMap::new();
+        assert!(!came_over_https(&h));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert!(came_over_https(&h));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        assert!(!came_over_https(&h));
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Owns: the guestbook's JSON API (`POST /api/messages`, `GET
 //! /api/messages?limit&before`, `GET /api/health`), its schema migrations,
-//! the read-your-writes cookie, the `Idempotency-Key` of posts (passed to
+//! the read-your-writes cookie (signed, see [`CookieKey`]), the security
+//! headers of its answers, the `Idempotency-Key` of posts (passed to
 //! the database as the write's request id, scoped `guestbook:<key>`, so a
 //! post replayed by a proxy or resent by the page is stored once and
 //! answered with the first outcome), and the guestbook's web page (served
@@ -12,6 +13,7 @@
 //! `bulwark_db::Client`: writes go to the primary, reads to a replica), or
 //! anything of the other tiers.
 
+mod cookie;
 mod handlers;
 
 use bulwark_config::app::AppConfig;
@@ -24,13 +26,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+pub use cookie::CookieKey;
 pub use handlers::{
     idempotency_key, validate_message, MessageInput, COOKIE, IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY_BYTES,
 };
 
 /// The guestbook page and its assets: (path under the web root, bytes).
+/// The script and the style sheet are files of their own so that the
+/// page's Content-Security-Policy allows scripts and styles from the site
+/// only (no inline code: an injected `<script>` would not run).
 pub fn site_files() -> Vec<(&'static str, &'static [u8])> {
-    vec![("index.html", include_bytes!("../assets/index.html"))]
+    vec![
+        ("index.html", include_bytes!("../assets/index.html")),
+        ("guestbook.js", include_bytes!("../assets/guestbook.js")),
+        ("guestbook.css", include_bytes!("../assets/guestbook.css")),
+    ]
 }
 
 /// Schema migrations, applied in order on start; each is idempotent.
@@ -64,6 +74,7 @@ pub(crate) struct App {
     pub config: AppConfig,
     pub db: Client,
     pub secret: Option<String>,
+    pub cookie_key: CookieKey,
     pub firewall: Firewall,
     pub stats: handlers::AppStats,
 }
@@ -87,7 +98,17 @@ impl AppServer {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| AppError::Bind(config.listen.clone(), e))?;
-        Ok(AppServer { app: Arc::new(App { config, db, secret, firewall, stats: Default::default() }), listener })
+        let cookie_key = match secret.as_deref() {
+            Some(s) => CookieKey::from_secret(s),
+            None => {
+                tracing::info!("no cluster secret: read-your-writes cookies are signed with a key of this server only");
+                CookieKey::random()
+            }
+        };
+        Ok(AppServer {
+            app: Arc::new(App { config, db, secret, cookie_key, firewall, stats: Default::default() }),
+            listener,
+        })
     }
 
     pub fn listeners(&self) -> Vec<(String, SocketAddr)> {

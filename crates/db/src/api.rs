@@ -308,12 +308,19 @@ impl Rows {
     }
 }
 
+/// [`ErrorBody::code`] of a read whose token the node refuses at once: the
+/// token is beyond the primary's log or of a term above its own, so no
+/// write of this cluster ever produced it (forged, or from another
+/// cluster). HTTP 400; [`crate::Client`] reads from the primary without it.
+pub const BAD_TOKEN: &str = "bad_token";
+
 /// Every error answer: `{"error": "...", "code": "..."}` plus hints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
-    /// Machine-readable kind: `sql`, `bad_request`, `unauthorized`,
-    /// `too_large`, `no_leader`, `no_quorum`, `timeout`, `not_found`, ...
+    /// Machine-readable kind: `sql`, `bad_request`, `bad_token`,
+    /// `unauthorized`, `too_large`, `no_leader`, `no_quorum`, `timeout`,
+    /// `not_found`, ...
     pub code: String,
     /// The request did not take effect and may be retried elsewhere.
     #[serde(default)]

@@ -11,7 +11,7 @@
 //! let rows = db.query("SELECT text FROM msg", Params::None, Consistency::None, Some(w.token)).await?;
 //! # Ok(()) }
 //! ```
-use crate::api::{AddMember, ErrorBody, ExecuteRequest, NodeRef, NodeStatus, QueryRequest};
+use crate::api::{AddMember, ErrorBody, ExecuteRequest, NodeRef, NodeStatus, QueryRequest, BAD_TOKEN};
 use crate::transport::{HttpClient, HttpReply, TransportError};
 use crate::{Consistency, ExecuteResult, Params, Rows, Statement, Token};
 use std::sync::{Arc, Mutex};
@@ -33,9 +33,38 @@ pub enum ClientError {
     Unavailable(String),
     /// The write may have reached a primary but its outcome is unknown (the
     /// primary died or lost its majority mid-write and the deadline ended).
-    /// Retrying with the same request id is safe; otherwise check first.
+    /// Resolve it by calling [`Client::execute_once`] with
+    /// [`AmbiguousWrite::request_id`] and the same statements: the stored
+    /// outcome comes back (`replayed = true`) if the write was applied, or it
+    /// is applied now; never twice.
     #[error("write outcome unknown: {0}")]
-    Ambiguous(String),
+    Ambiguous(AmbiguousWrite),
+}
+
+/// A write whose outcome is unknown (see [`ClientError::Ambiguous`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmbiguousWrite {
+    /// The request id the write was sent with (the caller's, or the one
+    /// [`Client::execute`] generated); `None` for calls without one
+    /// (membership changes, leadership transfer).
+    pub request_id: Option<String>,
+    /// Why the outcome is unknown: the last error seen.
+    pub reason: String,
+}
+
+impl AmbiguousWrite {
+    fn new(reason: impl Into<String>) -> AmbiguousWrite {
+        AmbiguousWrite { request_id: None, reason: reason.into() }
+    }
+}
+
+impl std::fmt::Display for AmbiguousWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.request_id {
+            Some(id) => write!(f, "{} (request id {id})", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -179,13 +208,24 @@ impl Client {
             message,
         })?;
         let body = ExecuteRequest { statements: statements.to_vec(), request_id: Some(request_id.to_string()) };
-        let r = self.to_primary_with("/v1/execute", &body, true).await?;
+        let r = self.to_primary_with("/v1/execute", &body, true).await.map_err(|e| match e {
+            ClientError::Ambiguous(mut a) => {
+                a.request_id = Some(request_id.to_string());
+                ClientError::Ambiguous(a)
+            }
+            e => e,
+        })?;
         decode(&r)
     }
 
     /// Run a read-only statement. `Consistency::Strong` goes to the
     /// primary; otherwise the nearest healthy replica serves it, waiting
     /// for `token`'s write if given (or redirecting to the primary).
+    ///
+    /// A token the cluster refuses (`bad_token`: beyond the primary's log
+    /// or of a term it never had, so forged or from another cluster) does
+    /// not fail the read: it is sent again to the primary without the
+    /// token, which has every committed write.
     pub async fn query(
         &self,
         sql: &str,
@@ -194,20 +234,31 @@ impl Client {
         token: Option<Token>,
     ) -> Result<Rows, ClientError> {
         let body = QueryRequest::new(sql, params, consistency, token);
-        if consistency == Consistency::Strong {
-            return decode(&self.to_primary("/v1/query", &body).await?);
+        match self.query_request(&body, consistency == Consistency::Strong).await {
+            Err(ClientError::Rejected { code, message, .. }) if body.token.is_some() && code == BAD_TOKEN => {
+                tracing::debug!("token refused ({message}); reading from the primary without it");
+                let body = QueryRequest { token: None, ..body };
+                decode(&self.to_primary_with("/v1/query", &body, true).await?)
+            }
+            r => r,
+        }
+    }
+
+    async fn query_request(&self, body: &QueryRequest, strong: bool) -> Result<Rows, ClientError> {
+        if strong {
+            return decode(&self.to_primary_with("/v1/query", body, true).await?);
         }
         let start = Instant::now();
         let mut last = String::from("no node answered");
         while start.elapsed() < self.inner.deadline {
             for addr in self.read_candidates().await {
                 let remaining = self.inner.deadline.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
-                let attempt = remaining.min(self.read_attempt_timeout(&body));
-                match self.inner.http.post_json(&addr, "/v1/query", &body, attempt).await {
+                let attempt = remaining.min(self.read_attempt_timeout(body));
+                match self.inner.http.post_json(&addr, "/v1/query", body, attempt).await {
                     Ok(r) if r.status == 200 => return decode(&r),
                     Ok(r) if r.status == 307 => {
                         // The replica could not serve it fresh enough: primary.
-                        return decode(&self.to_primary("/v1/query", &body).await?);
+                        return decode(&self.to_primary_with("/v1/query", body, true).await?);
                     }
                     Ok(r) if r.status == 503 || r.status == 502 => {
                         last = error_body(&r).error;
@@ -405,7 +456,7 @@ impl Client {
         let mut pause = Duration::from_millis(20);
         let give_up = |last: String, maybe_delivered: bool| {
             if maybe_delivered {
-                ClientError::Ambiguous(last)
+                ClientError::Ambiguous(AmbiguousWrite::new(last))
             } else {
                 ClientError::Unavailable(last)
             }
@@ -452,7 +503,7 @@ impl Client {
                 Ok(r) if r.status == 503 || r.status == 502 => {
                     let b = error_body(&r);
                     if !b.retryable && !idempotent {
-                        return Err(ClientError::Ambiguous(b.error));
+                        return Err(ClientError::Ambiguous(AmbiguousWrite::new(b.error)));
                     }
                     maybe_delivered |= !b.retryable;
                     last = b.error;
@@ -480,7 +531,7 @@ impl Client {
                     self.mark(&addr, false);
                     *self.inner.primary.lock().unwrap() = None;
                 }
-                Err(e) => return Err(ClientError::Ambiguous(e.to_string())),
+                Err(e) => return Err(ClientError::Ambiguous(AmbiguousWrite::new(e.to_string()))),
             }
         }
         Err(give_up(last, maybe_delivered))
@@ -517,5 +568,71 @@ mod tests {
         assert!(matches!(e, ClientError::Unavailable(_)), "{e:?}");
         let e = c.query("SELECT 1", Params::None, Consistency::None, None).await.unwrap_err();
         assert!(matches!(e, ClientError::Unavailable(_)), "{e:?}");
+    }
+}
+
+#[cfg(test)]
+mod ambiguous_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A node that says it is the primary and answers every write "not
+    /// committed in time, outcome unknown", as a primary that lost its
+    /// majority mid-write does.
+    async fn primary_that_never_commits() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let status = serde_json::json!({
+            "node_id": 1, "address": addr, "role": "primary", "term": 1, "leader_id": 1,
+            "leader_address": addr, "applied_index": 1, "last_log_index": 1, "snapshot_index": null,
+            "purged_index": null, "quorum": true, "lag": {"entries": 0, "seconds": 0.0, "known": true},
+            "members": [{"id": 1, "address": addr, "voter": true}],
+        })
+        .to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else { return };
+                let status = status.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let Ok(n) = s.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        let (code, body) = if buf[..n].starts_with(b"GET /v1/status") {
+                            ("200 OK", status.clone())
+                        } else {
+                            (
+                                "503 Service Unavailable",
+                                r#"{"error":"the write was not committed in time; the outcome is unknown","code":"timeout","retryable":false}"#.to_string(),
+                            )
+                        };
+                        let reply = format!(
+                            "HTTP/1.1 {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_ambiguous_write_names_its_request_id() {
+        let addr = primary_that_never_commits().await;
+        let c = Client::new([addr], "0123456789abcdef").with_deadline(Duration::from_millis(300));
+        let stmts = [Statement::new("INSERT INTO t VALUES (1)")];
+        let Err(ClientError::Ambiguous(a)) = c.execute(&stmts).await else { panic!("expected an ambiguous write") };
+        let id = a.request_id.clone().expect("the generated request id");
+        assert!(id.starts_with("c-"), "{id}");
+        assert!(a.to_string().contains(&id), "{a}");
+        // The caller's own id comes back as given.
+        let Err(ClientError::Ambiguous(a)) = c.execute_once("order-17", &stmts).await else { panic!("ambiguous") };
+        assert_eq!(a.request_id.as_deref(), Some("order-17"));
     }
 }

@@ -37,6 +37,6 @@ pub use api::{
     Column, Consistency, ExecuteResult, Member, NodeStatus, Params, ReplicationLag, Rows, Statement, StatementResult,
     Token, Value,
 };
-pub use client::{Client, ClientError};
+pub use client::{AmbiguousWrite, Client, ClientError};
 pub use error::DbError;
 pub use node::DbNode;

@@ -4,10 +4,7 @@
 //! executes writes; voters are **replicas**, learners async read replicas.
 //! A primary that has not heard from a majority within the election
 //! timeout refuses writes, so an isolated old primary cannot accept any.
-use crate::api::{
-    AddMember, ErrorBody, ExecuteRequest, ExecuteResult, Member, NodeRef, NodeStatus, QueryRequest, ReplicationLag,
-    Token,
-};
+use crate::api::{AddMember, ErrorBody, ExecuteRequest, ExecuteResult, Member, NodeRef, NodeStatus, Token};
 use crate::append_queue::AppendQueue;
 use crate::group_commit::{Committed, GroupCommit};
 use crate::log_store::{AppendedEntries, InlineSyncPause, LogStore};
@@ -17,7 +14,7 @@ use crate::state_machine::{Applied, ReadPool, StateMachine};
 use crate::transport::{
     AheadStats, HttpClient, RaftTransport, TransportError, APPLIED_INDEX_HEADER, APPLIED_TIME_HEADER,
 };
-use crate::{Consistency, DbError};
+use crate::DbError;
 use bulwark_config::db::DbConfig;
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -36,6 +33,8 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+mod reads;
 
 /// Marks a request one node passed to the primary (never passed again).
 const FORWARDED_HEADER: &str = "x-bulwark-forwarded";
@@ -437,22 +436,6 @@ impl NodeState {
         }
     }
 
-    fn lag(&self, m: &RaftMetrics<NodeId, Node>) -> ReplicationLag {
-        if m.state == ServerState::Leader {
-            return ReplicationLag { entries: 0, seconds: 0.0, known: true };
-        }
-        let a = *self.applied.borrow();
-        let hint = *self.hint.lock().unwrap_or_else(|p| p.into_inner());
-        match hint {
-            Some(h) => {
-                let entries = h.index.saturating_sub(a.index);
-                let seconds = if entries > 0 { h.time_ms.saturating_sub(a.time_ms) as f64 / 1000.0 } else { 0.0 };
-                ReplicationLag { entries, seconds, known: h.at.elapsed() < self.lease * 2 }
-            }
-            None => ReplicationLag { entries: 0, seconds: 0.0, known: false },
-        }
-    }
-
     fn status(&self) -> NodeStatus {
         let m = self.metrics();
         let a = *self.applied.borrow();
@@ -817,7 +800,7 @@ impl NodeState {
         let now = now_ms();
         let mut statements = req.statements;
         for (i, s) in statements.iter_mut().enumerate() {
-            match sql::make_deterministic(&s.sql, now) {
+            match sql::check_length(&s.sql).and_then(|()| sql::make_deterministic(&s.sql, now)) {
                 Ok(rewritten) => s.sql = rewritten,
                 Err(e) => {
                     let e = if i > 0 { format!("statement {}: {e}", i + 1) } else { e };
@@ -846,76 +829,6 @@ impl NodeState {
                 let token = Token { term: log_id.leader_id.term, index: log_id.index };
                 execute_reply(outcome, token, false)
             }
-        }
-    }
-
-    async fn wait_applied(&self, index: u64, within: Duration) -> bool {
-        let mut rx = self.applied.clone();
-        let ok = matches!(tokio::time::timeout(within, rx.wait_for(|a| a.index >= index)).await, Ok(Ok(_)));
-        ok
-    }
-
-    async fn query(&self, body: Bytes) -> Resp {
-        let req: QueryRequest = match parse(&body) {
-            Ok(r) => r,
-            Err(r) => return r,
-        };
-        let consistency = match req.consistency() {
-            Ok(c) => c,
-            Err(e) => return bad_request(e),
-        };
-        let m = self.metrics();
-        let leader = m.state == ServerState::Leader;
-        match consistency {
-            Consistency::Strong if !leader => return self.to_primary("/v1/query", body, false, false).await,
-            Consistency::Strong => match tokio::time::timeout(self.read_wait, self.raft.ensure_linearizable()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(RaftError::APIError(_))) => return self.to_primary("/v1/query", body, false, false).await,
-                Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, "raft", e.to_string(), true, None),
-                Err(_) => {
-                    return error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "no_quorum",
-                        "could not confirm leadership with a majority in time",
-                        true,
-                        None,
-                    )
-                }
-            },
-            Consistency::Bounded { max_lag } if !leader => {
-                let ok = |s: &NodeState| {
-                    let lag = s.lag(&s.metrics());
-                    lag.known && Duration::from_secs_f64(lag.seconds) <= max_lag
-                };
-                let deadline = Instant::now() + self.read_wait;
-                while !ok(self) {
-                    if Instant::now() >= deadline {
-                        return self.to_primary("/v1/query", body, false, false).await;
-                    }
-                    let mut rx = self.applied.clone();
-                    let _ = tokio::time::timeout(self.heartbeat, rx.changed()).await;
-                }
-            }
-            _ => {}
-        }
-        if let Some(t) = req.token {
-            if !self.wait_applied(t.index, self.read_wait).await {
-                if leader {
-                    return error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "timeout",
-                        "the token's write is not applied yet",
-                        true,
-                        None,
-                    );
-                }
-                return self.to_primary("/v1/query", body, false, false).await;
-            }
-        }
-        let applied = self.applied.borrow().index;
-        match self.reads.query(req.sql, req.params).await {
-            Ok((columns, rows)) => json(StatusCode::OK, &sql::rows(columns, rows, self.id, applied)),
-            Err(e) => error(StatusCode::BAD_REQUEST, "sql", e, false, None),
         }
     }
 

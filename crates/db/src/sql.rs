@@ -11,11 +11,20 @@
 //! machine's connection by a generator seeded with the log index; forms that
 //! cannot be made deterministic (`'localtime'`, `'utc'`, `total_changes()`)
 //! are rejected with a clear error.
+//!
+//! Every connection that runs API statements is hardened on first use (see
+//! [`harden`]): an SQLite authorizer, double-quoted string literals off,
+//! limits on SQL length, value size and attached databases, and a deadline
+//! for reads.
 use crate::api::{Column, Params, Rows, Statement, StatementResult, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::Connection;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+mod guard;
+pub use guard::{check_length, MAX_SQL_BYTES, MAX_VALUE_BYTES, QUERY_TIME_LIMIT};
+use guard::{harden, ApiCaller};
 
 /// Most rows one query may return.
 pub const MAX_ROWS: usize = 100_000;
@@ -241,6 +250,20 @@ pub fn make_deterministic(sql: &str, now_ms: u64) -> Result<String, String> {
     Ok(out)
 }
 
+/// Refuse SQL that names a `_bulwark*` object unquoted (the authorizer
+/// refuses every other spelling).
+fn check_reserved(sql: &str) -> Result<(), String> {
+    match tokens(sql)
+        .into_iter()
+        .find(|(t, _)| matches!(t, Tok::Word(w) if w.to_ascii_lowercase().starts_with("_bulwark")))
+    {
+        Some((Tok::Word(w), _)) => {
+            Err(format!("`{w}`: names starting with _bulwark are reserved for replication metadata"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Refuse SQL text holding more than one statement (SQLite would silently
 /// run only the first).
 pub fn check_single(sql: &str) -> Result<(), String> {
@@ -328,7 +351,14 @@ fn total_changes(conn: &Connection) -> i64 {
 
 /// Run write statements on `conn` (inside a transaction or savepoint the
 /// caller owns). Errors carry SQLite's message.
+///
+/// The statements run under the API's rules (see [`harden`]); a statement
+/// naming a `_bulwark*` object unquoted is refused before SQLite sees it,
+/// so no API statement can share the text, and so the prepared-statement
+/// cache entry, of one of Bulwark's own.
 pub fn run_writes(conn: &Connection, statements: &[Statement]) -> Result<Vec<StatementResult>, String> {
+    harden(conn).map_err(|e| format!("preparing the connection: {e}"))?;
+    let _api = ApiCaller::write();
     let mut results = Vec::with_capacity(statements.len());
     for (n, s) in statements.iter().enumerate() {
         let at = |e: String| if statements.len() > 1 { format!("statement {}: {e}", n + 1) } else { e };
@@ -336,14 +366,15 @@ pub fn run_writes(conn: &Connection, statements: &[Statement]) -> Result<Vec<Sta
             return Err(at(why.to_string()));
         }
         check_single(&s.sql).map_err(at)?;
+        check_reserved(&s.sql).map_err(at)?;
         // Cached: the same few statements arrive again and again, and
         // parsing one is a large part of applying it.
-        let mut stmt = conn.prepare_cached(&s.sql).map_err(|e| at(e.to_string()))?;
+        let mut stmt = conn.prepare_cached(&s.sql).map_err(|e| at(guard::explain(e)))?;
         bind(&mut stmt, &s.params).map_err(at)?;
         let before = total_changes(conn);
         {
             let mut rows = stmt.raw_query();
-            while rows.next().map_err(|e| at(e.to_string()))?.is_some() {}
+            while rows.next().map_err(|e| at(guard::explain(e)))?.is_some() {}
         }
         let after = total_changes(conn);
         let rows_affected = if after > before { conn.changes() } else { 0 };
@@ -355,9 +386,15 @@ pub fn run_writes(conn: &Connection, statements: &[Statement]) -> Result<Vec<Sta
 }
 
 /// Run a read on a read-only connection.
+///
+/// The statement runs under the API's rules (see [`harden`]) and is
+/// interrupted after [`QUERY_TIME_LIMIT`].
 pub fn run_query(conn: &Connection, sql: &str, params: &Params) -> Result<(Vec<Column>, Vec<Vec<Value>>), String> {
     check_single(sql)?;
-    let mut stmt = conn.prepare(sql).map_err(|e| e.to_string())?;
+    check_length(sql)?;
+    harden(conn).map_err(|e| format!("preparing the connection: {e}"))?;
+    let _api = ApiCaller::read(std::time::Instant::now() + QUERY_TIME_LIMIT);
+    let mut stmt = conn.prepare(sql).map_err(guard::explain)?;
     if !stmt.readonly() {
         return Err("only read-only statements are allowed in /v1/query; send writes to /v1/execute".into());
     }
@@ -370,7 +407,7 @@ pub fn run_query(conn: &Connection, sql: &str, params: &Params) -> Result<(Vec<C
     let n = columns.len();
     let mut rows = stmt.raw_query();
     let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(|e| e.to_string())? {
+    while let Some(row) = rows.next().map_err(guard::explain)? {
         if out.len() >= MAX_ROWS {
             return Err(format!("the result has more than {MAX_ROWS} rows; add a LIMIT"));
         }
