@@ -139,7 +139,7 @@ fn client(config: Option<PathBuf>, cluster: &ClusterArgs) -> Result<Client> {
     } else if let Some(p) = &cluster.secret_file {
         std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?.trim().to_string()
     } else if let Some(c) = &file {
-        c.load_secret().context("reading the cluster secret")?
+        c.load_secret().context("reading the cluster secret")?.expose().to_string()
     } else {
         bail!("no cluster secret: pass -c <db.toml>, --secret-file, or set BULWARK_DB_SECRET");
     };
