@@ -361,7 +361,7 @@ impl Supervisor {
 
     /// Run the child once; returns a description of how it ended.
     async fn run_once(&self, spec: &ChildSpec, poke: &Notify) -> String {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log_path);
+        let log = crate::private::open_log(&spec.log_path);
         let stderr = match log {
             Ok(f) => Stdio::from(f),
             Err(e) => {

@@ -118,6 +118,9 @@ fn load(path: &std::path::Path) -> Result<DbConfig> {
 
 fn run_node(path: PathBuf) -> Result<i32> {
     let config = load(&path)?;
+    // The database, its log and snapshots are for this user only.
+    bulwark_cluster::private::dir(&config.data_dir)
+        .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
     let rt = match config.threads {
         1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
         n => super::runtime(n)?,
