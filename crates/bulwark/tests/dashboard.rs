@@ -114,6 +114,18 @@ address = "{}"
     assert_eq!(page_resp.status, 200);
     assert!(page_resp.header("content-type").unwrap_or("").starts_with("text/html"), "{page_resp:?}");
     assert_eq!(get(admin, "/api/overview").unwrap().status, 401);
+    // Every admin answer is hardened for browsers; the page allows only its
+    // own inline script and style, by hash.
+    let csp = page_resp.header("content-security-policy").unwrap_or("").to_string();
+    assert!(csp.contains("script-src 'sha256-") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    for path in ["/dashboard", "/api/overview", "/health", "/nowhere"] {
+        let r = get(admin, path).unwrap();
+        assert_eq!(r.header("x-frame-options"), Some("DENY"), "{path}: {r:?}");
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{path}: {r:?}");
+        assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{path}: {r:?}");
+        assert!(r.header("content-security-policy").is_some_and(|v| v.contains("default-src 'none'")), "{path}");
+    }
 
     // Steady traffic through the lb, so rates and charts have something to show.
     let stop_traffic = Arc::new(AtomicBool::new(false));
@@ -155,6 +167,17 @@ address = "{}"
     // Rates reach the page: a chart line per server and a non-zero req/s.
     page.wait_for("document.querySelectorAll('#chart-rps path').length === 2");
     page.wait_for("+document.getElementById('k-rps').textContent.replace(/,/g, '') > 0");
+    // The page works under its CSP: the script runs (above), the legend
+    // colours are applied, and the browser does enforce the policy (a
+    // script the policy does not name is not run).
+    page.wait_for(
+        "getComputedStyle(document.querySelector('#chart-rps .legend i')).backgroundColor !== 'rgba(0, 0, 0, 0)'",
+    );
+    let injected = page.eval(
+        "(function () { var s = document.createElement('script'); s.textContent = 'window.injected = 1';
+          document.head.appendChild(s); return window.injected === undefined; })()",
+    );
+    assert_eq!(injected, true, "an inline script outside the policy ran");
 
     // A backend dies: its box turns down within a few seconds, the other stays up.
     web2.stop();
@@ -177,6 +200,14 @@ address = "{}"
     let why = tokenless.eval("document.getElementById('offline').innerText");
     assert!(why.as_str().unwrap().contains("?token="), "{why}");
     assert_eq!(tokenless.eval("document.querySelectorAll('[data-node]').length"), 0);
+    // ... and asks for it: a token typed into the form brings the data.
+    tokenless.wait_for("getComputedStyle(document.getElementById('token-form')).display !== 'none'");
+    tokenless.eval(&format!(
+        "document.getElementById('token-input').value = '{TOKEN}'; document.getElementById('token-form').requestSubmit(); 1"
+    ));
+    tokenless.wait_for("document.querySelector('[data-node=\"web1\"]') !== null");
+    assert!(!tokenless.eval("location.href").as_str().unwrap().contains(TOKEN));
+    assert!(tokenless.errors().is_empty(), "JavaScript errors: {:?}", tokenless.errors());
     drop(tokenless);
 
     // The lb goes away: the page says so and keeps retrying.

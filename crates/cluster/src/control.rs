@@ -2,10 +2,15 @@
 //! data directory speaking one JSON request and one JSON reply per line.
 //! `bulwark status`, `bulwark stop NODE` and `bulwark start NODE` use it;
 //! `kill` (SIGKILL, kept down until `start`) is for chaos tests.
+//!
+//! Whoever can use the socket can stop the site, so it is mode 0600 (in a
+//! 0700 data directory) and, should those modes be loosened, every
+//! connection is still checked with `SO_PEERCRED`: only the supervisor's
+//! own user and root are served; anyone else gets one refusal line.
 use crate::supervisor::{ChildStatus, Supervisor};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -40,8 +45,9 @@ impl Supervisor {
     /// Serve the control socket at `path` until `stop`.
     pub async fn serve_control(&self, path: &Path, stop: CancellationToken) -> Result<(), crate::SupervisorError> {
         let _ = std::fs::remove_file(path);
-        let listener = tokio::net::UnixListener::bind(path)
-            .map_err(|e| crate::SupervisorError::Control(path.display().to_string(), e))?;
+        let control_err = |e| crate::SupervisorError::Control(path.display().to_string(), e);
+        let listener = tokio::net::UnixListener::bind(path).map_err(control_err)?;
+        crate::private::tighten(path).map_err(control_err)?;
         let me = self.clone();
         tokio::spawn(async move {
             loop {
@@ -51,6 +57,11 @@ impl Supervisor {
                 };
                 let me = me.clone();
                 tokio::spawn(async move {
+                    if let Err(why) = peer_allowed(&stream) {
+                        tracing::warn!("control socket: {why}");
+                        refuse(stream, why).await;
+                        return;
+                    }
                     let (r, mut w) = stream.into_split();
                     let mut lines = BufReader::new(r).lines();
                     while let Ok(Some(line)) = lines.next_line().await {
@@ -101,6 +112,31 @@ impl Supervisor {
         }
         ControlReply { ok: true, error: None, children: self.status() }
     }
+}
+
+/// Only the supervisor's own user and root may use the control socket.
+fn peer_allowed(stream: &tokio::net::UnixStream) -> Result<(), String> {
+    let ours = nix::unistd::geteuid().as_raw();
+    let peer = stream.peer_cred().map_err(|e| format!("refused: cannot read the peer's credentials: {e}"))?;
+    if peer.uid() == ours || peer.uid() == 0 {
+        return Ok(());
+    }
+    let pid = peer.pid().map(|p| format!(", pid {p}")).unwrap_or_default();
+    Err(format!("refused: this control socket serves only uid {ours} and root, not uid {}{pid}", peer.uid()))
+}
+
+/// Answer a refused peer's request with the reason, without acting on it.
+async fn refuse(stream: tokio::net::UnixStream, why: String) {
+    let (r, mut w) = stream.into_split();
+    // Read the request line first (bounded in size and time): a client
+    // still writing into a socket closed under it would see EPIPE, not why.
+    let mut line = String::new();
+    let mut request = BufReader::new(r.take(64 * 1024));
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), request.read_line(&mut line)).await;
+    let reply = ControlReply { ok: false, error: Some(why), children: vec![] };
+    let mut out = serde_json::to_string(&reply).unwrap_or_default();
+    out.push('\n');
+    let _ = w.write_all(out.as_bytes()).await;
 }
 
 /// Send one request to the control socket at `path`.

@@ -4,13 +4,16 @@
 //! same binary), reading its ready line, waiting for readiness in stage
 //! order (databases, then apps, webs, load balancers), restarting crashed
 //! children with backoff, stopping and starting single roles through a
-//! control socket, and graceful shutdown in reverse order.
+//! control socket (mode 0600, and only the supervisor's own user or root
+//! may use it), and graceful shutdown in reverse order. What it writes
+//! is private to its user: directories 0700, logs and secrets 0600.
 //!
 //! Must not touch: what a role does or how its config is derived (that is
 //! `bulwark-config`'s topology module); this crate only runs processes.
 
 mod control;
 pub mod derive;
+pub mod private;
 mod probe;
 mod supervisor;
 

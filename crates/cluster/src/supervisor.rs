@@ -36,7 +36,7 @@ pub enum Readiness {
     /// As soon as it printed its ready line.
     ReadyLine,
     /// Ready line, then `GET path` on the named listener answers `expect`.
-    Http { listener: String, path: String, expect: u16, token: Option<String> },
+    Http { listener: String, path: String, expect: u16, token: Option<bulwark_config::Secret> },
 }
 
 #[derive(Debug, Clone)]
@@ -361,7 +361,7 @@ impl Supervisor {
 
     /// Run the child once; returns a description of how it ended.
     async fn run_once(&self, spec: &ChildSpec, poke: &Notify) -> String {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log_path);
+        let log = crate::private::open_log(&spec.log_path);
         let stderr = match log {
             Ok(f) => Stdio::from(f),
             Err(e) => {
@@ -416,7 +416,7 @@ impl Supervisor {
                     return;
                 };
                 loop {
-                    match http_get(addr, path, token.as_deref(), Duration::from_secs(2)).await {
+                    match http_get(addr, path, token.as_ref().map(|t| t.expose()), Duration::from_secs(2)).await {
                         Ok((s, _)) if s == *expect => break,
                         _ => tokio::time::sleep(Duration::from_millis(50)).await,
                     }

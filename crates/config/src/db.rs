@@ -20,7 +20,7 @@
 //! A node with an empty data dir that is not bootstrapping waits until the
 //! primary adds it (`bulwark db add-node`), then receives a snapshot.
 use crate::util::{check_bind, check_host_port};
-use crate::{Validate, Validator};
+use crate::{Secret, Validate, Validator};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -45,7 +45,7 @@ pub struct DbConfig {
     /// Cluster secret sent as `Authorization: Bearer <secret>` by every
     /// node and client. Exactly one of `secret` and `secret_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// File holding the cluster secret (surrounding whitespace is ignored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<PathBuf>,
@@ -183,6 +183,7 @@ impl Validate for DbConfig {
             (Some(_), Some(_)) => v.error("secret_file", "set either `secret` or `secret_file`, not both"),
             (None, None) => v.error("secret", "a cluster secret is required: set `secret` or `secret_file`"),
             (Some(s), None) => {
+                let s = s.expose();
                 if s.trim().len() < 16 {
                     v.error("secret", "must be at least 16 characters");
                 }
@@ -244,7 +245,7 @@ impl Validate for DbConfig {
 
 impl DbConfig {
     /// The cluster secret from `secret` or `secret_file` (trimmed).
-    pub fn load_secret(&self) -> std::io::Result<String> {
+    pub fn load_secret(&self) -> std::io::Result<Secret> {
         if let Some(s) = &self.secret {
             return Ok(s.clone());
         }
@@ -256,7 +257,7 @@ impl DbConfig {
                 format!("{}: the secret must be at least 16 characters", path.display()),
             ));
         }
-        Ok(s)
+        Ok(Secret::new(s))
     }
 }
 
@@ -286,7 +287,7 @@ address = "db3.internal:7003"
         assert!(!c.bootstrap && c.forward_writes);
         assert_eq!(c.election_timeout, Duration::from_millis(500));
         assert_eq!(c.heartbeat_interval, Duration::from_millis(100));
-        assert_eq!(c.load_secret().unwrap(), "0123456789abcdef-secret");
+        assert_eq!(c.load_secret().unwrap().expose(), "0123456789abcdef-secret");
         assert_eq!(crate::Role::detect(GOOD), Some(crate::Role::Db));
     }
 
@@ -370,7 +371,7 @@ address = "bad address"
         let t =
             format!("node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret_file = \"{}\"\n", dir.display());
         let c: DbConfig = crate::from_str(&t, "db.toml").unwrap();
-        assert_eq!(c.load_secret().unwrap(), "0123456789abcdef-file");
+        assert_eq!(c.load_secret().unwrap().expose(), "0123456789abcdef-file");
         std::fs::remove_file(&dir).unwrap();
     }
 }

@@ -21,13 +21,15 @@ pub struct FirewallConfig {
     /// rule that matches the client decides; no match = allowed.
     #[serde(default)]
     pub acl: Vec<String>,
-    /// Per client IP, GCRA: a steady `per_second` with bursts of `burst`.
+    /// Per client (an IPv4 address or an IPv6 /64), GCRA: a steady
+    /// `per_second` with bursts of `burst`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
     /// Concurrent connections in total on this listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
-    /// Concurrent connections from one client IP.
+    /// Concurrent connections from one client (an IPv4 address or an
+    /// IPv6 /64: every address of a /64 counts as the same client).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections_per_ip: Option<u32>,
     /// Peers whose `X-Forwarded-For` is believed: the client is the

@@ -63,7 +63,9 @@ pub struct Admin {
     /// Listen address of the admin listener (stats, metrics, dashboard).
     pub bind: String,
     /// Bearer token required on `/api/*`, `/stats` and `/metrics` (the
-    /// dashboard page passes `?token=`). `/health` stays open.
+    /// dashboard page passes `?token=`). `/health` stays open. Required
+    /// when `bind` is not a loopback address: only a listener that nobody
+    /// off this machine can reach may go without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<crate::Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -549,6 +551,19 @@ impl Validate for LbConfig {
                 check_bind(v, "bind", &a.bind);
                 if a.token.is_some() && a.token_file.is_some() {
                     v.error("token_file", "set token or token_file, not both");
+                }
+                if a.token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
+                    v.error("token", "must not be empty");
+                }
+                let public = a.bind.parse::<std::net::SocketAddr>().is_ok_and(|b| !b.ip().is_loopback());
+                if public && a.token.is_none() && a.token_file.is_none() {
+                    v.error(
+                        "token",
+                        format!(
+                            "required when the admin listener binds a non-loopback address ({}): set token or token_file, or bind 127.0.0.1",
+                            a.bind
+                        ),
+                    );
                 }
                 if a.cluster_secret.is_some() && a.cluster_secret_file.is_some() {
                     v.error("cluster_secret_file", "set cluster_secret or cluster_secret_file, not both");

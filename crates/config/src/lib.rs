@@ -127,12 +127,15 @@ pub fn check_file(path: &Path, role: Option<Role>) -> Result<Role, ConfigError> 
     Ok(role)
 }
 
-/// A secret value (token, cluster secret). Its `Debug` never shows the
-/// value, so logging a config cannot leak it; it serializes as the plain
-/// string so derived config files work.
+/// A secret value (token, cluster secret): the type of every secret in
+/// every config schema. Its `Debug` never shows the value and it has no
+/// `Display`, so logging a config (or an error holding one) cannot leak it;
+/// the value is read only through [`Secret::expose`], which makes every use
+/// easy to find. It serializes as the plain string so derived config files
+/// work.
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
-pub struct Secret(pub String);
+pub struct Secret(String);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,6 +144,11 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself: for the one place that sends or compares it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -197,5 +205,55 @@ pub(crate) mod util {
         if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
             v.error(key, format!("`{value}` is not a valid name (letters, digits, - _ . only)"));
         }
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    const SECRET: &str = "do-not-print-0123456789";
+
+    /// Every secret of every schema is a [`Secret`]: `{:?}` of a whole
+    /// config (what a log line or a panic would show) never has its value.
+    #[test]
+    fn no_config_prints_a_secret() {
+        let db = format!("node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"{SECRET}\"\n");
+        let app =
+            format!("name = \"app1\"\nlisten = \"127.0.0.1:0\"\ndb_nodes = [\"127.0.0.1:1\"]\nsecret = \"{SECRET}\"\n");
+        let web = format!("listen = [\"127.0.0.1:0\"]\nroot = \"/srv\"\nsecret = \"{SECRET}\"\n");
+        let lb = format!(
+            "[admin]\nbind = \"127.0.0.1:0\"\ntoken = \"{SECRET}\"\ncluster_secret = \"{SECRET}\"\n\
+             [[frontend]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"web\"\n\
+             [[backend]]\nname = \"web\"\ncluster_secret = \"{SECRET}\"\n\
+             [[backend.server]]\nname = \"w1\"\naddress = \"127.0.0.1:1\"\n"
+        );
+        let printed = [
+            format!("{:?}", from_str::<db::DbConfig>(&db, "db.toml").unwrap()),
+            format!("{:?}", from_str::<app::AppConfig>(&app, "app.toml").unwrap()),
+            format!("{:?}", from_str::<web::WebConfig>(&web, "web.toml").unwrap()),
+            format!("{:?}", from_str::<lb::LbConfig>(&lb, "lb.toml").unwrap()),
+        ];
+        for p in printed {
+            assert!(!p.contains(SECRET), "a secret in Debug output: {p}");
+            assert!(p.contains("redacted"), "{p}");
+        }
+        let db: db::DbConfig = from_str(&db, "db.toml").unwrap();
+        assert_eq!(db.load_secret().unwrap().expose(), SECRET);
+        assert!(!format!("{:?}", db.load_secret().unwrap()).contains(SECRET));
+    }
+
+    /// A bad secret is still reported with its file, line and key, and the
+    /// message does not repeat the value.
+    #[test]
+    fn a_bad_secret_is_named_by_file_line_and_key() {
+        let text = "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \" short-secret\"\n";
+        let e = from_str::<db::DbConfig>(text, "db.toml").unwrap_err();
+        let rendered = e.to_string();
+        assert!(rendered.starts_with("db.toml:4: secret: "), "{rendered}");
+        assert!(!rendered.contains("short-secret"), "{rendered}");
+        let text = "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = 12\n";
+        let e = from_str::<db::DbConfig>(text, "db.toml").unwrap_err();
+        assert_eq!(e.issues[0].line, Some(4), "{e}");
     }
 }

@@ -178,7 +178,7 @@ impl DbNode {
     /// an empty data dir with `bootstrap = true` the cluster is initialized
     /// from `peer` plus this node.
     pub async fn bind(config: DbConfig) -> Result<DbNode, DbError> {
-        let secret = config.load_secret().map_err(|e| DbError::Config(format!("secret: {e}")))?;
+        let secret = config.load_secret().map_err(|e| DbError::Config(format!("secret: {e}")))?.expose().to_string();
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| DbError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
         let listen: SocketAddr = config.listen.parse().map_err(|e| DbError::Config(format!("listen: {e}")))?;

@@ -1,9 +1,14 @@
 //! Access control at every listener: the firewall of the seeds' picture.
 //!
-//! Owns: CIDR allow/deny lists (first match wins), per-client-IP rate
-//! limiting (GCRA, via `governor`), total and per-IP concurrent connection
-//! limits, finding the real client IP behind trusted proxies, and
-//! constant-time checking of bearer secrets.
+//! Owns: CIDR allow/deny lists (first match wins), per-client rate
+//! limiting (GCRA, via `governor`), total and per-client concurrent
+//! connection limits, finding the real client IP behind trusted proxies,
+//! and constant-time checking of bearer secrets.
+//!
+//! A "client" for the rate and connection limits is a [`ClientKey`]: one
+//! IPv4 address, or one IPv6 /64 network. An IPv6 host is usually given a
+//! whole /64 and can pick any of its 2^64 addresses, so keying by the full
+//! address would hand it a fresh allowance per address.
 //!
 //! Must not touch: sockets, HTTP serving or responses' bodies; listeners
 //! ask here and turn a [`Refusal`] into a 403/429/503 or a closed socket.
@@ -13,7 +18,7 @@ use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -67,12 +72,12 @@ fn retry_after_secs(d: Duration) -> u64 {
 /// A listener's firewall. Share it between worker threads behind an `Arc`.
 pub struct Firewall {
     acl: Vec<(Action, IpNet)>,
-    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    limiter: Option<DefaultKeyedRateLimiter<ClientKey>>,
     checks: AtomicU64,
     max_total: Option<u32>,
     max_per_ip: Option<u32>,
     total: Arc<AtomicU32>,
-    per_ip: Arc<DashMap<IpAddr, u32>>,
+    per_ip: Arc<DashMap<ClientKey, u32>>,
     trusted: Vec<IpNet>,
 }
 
@@ -85,9 +90,9 @@ impl std::fmt::Debug for Firewall {
 /// Holds one connection slot; released on drop.
 #[derive(Debug)]
 pub struct ConnectionPermit {
-    ip: IpAddr,
+    key: ClientKey,
     total: Option<Arc<AtomicU32>>,
-    per_ip: Option<Arc<DashMap<IpAddr, u32>>>,
+    per_ip: Option<Arc<DashMap<ClientKey, u32>>>,
 }
 
 impl Drop for ConnectionPermit {
@@ -96,7 +101,7 @@ impl Drop for ConnectionPermit {
             t.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(m) = &self.per_ip {
-            m.remove_if_mut(&self.ip, |_, n| {
+            m.remove_if_mut(&self.key, |_, n| {
                 *n -= 1;
                 *n == 0
             });
@@ -107,6 +112,27 @@ impl Drop for ConnectionPermit {
 /// Addresses compared in their canonical form (`::ffff:1.2.3.4` is 1.2.3.4).
 fn canonical(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
+}
+
+/// Who the rate and connection limits count: an IPv4 address, or the /64
+/// network of an IPv6 address (the smallest block a site is normally given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    V4(Ipv4Addr),
+    /// The /64 prefix; the interface identifier is zeroed.
+    V6Net64(Ipv6Addr),
+}
+
+impl ClientKey {
+    /// Length of the IPv6 prefix that counts as one client.
+    pub const IPV6_PREFIX_LEN: u8 = 64;
+
+    pub fn of(ip: IpAddr) -> ClientKey {
+        match canonical(ip) {
+            IpAddr::V4(a) => ClientKey::V4(a),
+            IpAddr::V6(a) => ClientKey::V6Net64(Ipv6Addr::from(a.to_bits() & (u128::MAX << 64))),
+        }
+    }
 }
 
 impl Firewall {
@@ -162,9 +188,11 @@ impl Firewall {
         true
     }
 
-    /// Admit a new connection from `ip`: ACL, then connection limits.
+    /// Admit a new connection from `ip`: ACL, then connection limits (per
+    /// [`ClientKey`]: an IPv6 /64 shares one allowance).
     pub fn admit(&self, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
         let ip = canonical(ip);
+        let key = ClientKey::of(ip);
         if !self.allows(ip) {
             return Err(Refusal::Denied);
         }
@@ -180,7 +208,7 @@ impl Firewall {
         };
         let per_ip = match self.max_per_ip {
             Some(max) => {
-                let mut n = self.per_ip.entry(ip).or_insert(0);
+                let mut n = self.per_ip.entry(key).or_insert(0);
                 if *n >= max {
                     drop(n);
                     if let Some(t) = &total {
@@ -193,10 +221,11 @@ impl Firewall {
             }
             None => None,
         };
-        Ok(ConnectionPermit { ip, total, per_ip })
+        Ok(ConnectionPermit { key, total, per_ip })
     }
 
-    /// Count one request from `ip` against its rate limit.
+    /// Count one request from `ip` against its rate limit (per
+    /// [`ClientKey`]: an IPv6 /64 shares one allowance).
     pub fn check_rate(&self, ip: IpAddr) -> Result<(), Refusal> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
         // Forget idle clients now and then so memory stays bounded.
@@ -204,7 +233,7 @@ impl Firewall {
             limiter.retain_recent();
         }
         limiter
-            .check_key(&canonical(ip))
+            .check_key(&ClientKey::of(ip))
             .map_err(|not_until| Refusal::RateLimited(not_until.wait_time_from(DefaultClock::default().now())))
     }
 
@@ -265,6 +294,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn ip6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn first_matching_rule_wins() {
         let f = fw(r#"acl = ["deny 10.9.0.0/16", "allow 10.0.0.0/8", "allow 127.0.0.1", "deny all"]"#);
@@ -289,7 +322,29 @@ mod tests {
         assert_eq!(f.admit(ip("3.3.3.3")).unwrap_err(), Refusal::ListenerFull);
         drop(a1);
         let _c = f.admit(ip("3.3.3.3")).unwrap();
-        assert_eq!(f.per_ip.get(&ip("1.1.1.1")).map(|n| *n), Some(1));
+        assert_eq!(f.per_ip.get(&ClientKey::of(ip("1.1.1.1"))).map(|n| *n), Some(1));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        // Every address of one /64 is one client: a host that owns the /64
+        // cannot get a fresh allowance by changing its interface identifier.
+        let f = fw("max_connections_per_ip = 2\nrate_limit = { per_second = 1, burst = 2 }");
+        let _a = f.admit(ip("2001:db8:1:2::1")).unwrap();
+        let _b = f.admit(ip("2001:db8:1:2:ffff:ffff:ffff:fffe")).unwrap();
+        assert_eq!(f.admit(ip("2001:db8:1:2:dead:beef::7")).unwrap_err(), Refusal::TooManyConnections);
+        f.check_rate(ip("2001:db8:1:2::10")).unwrap();
+        f.check_rate(ip("2001:db8:1:2::11")).unwrap();
+        assert!(matches!(f.check_rate(ip("2001:db8:1:2::12")), Err(Refusal::RateLimited(_))));
+        // The neighbouring /64 is another client.
+        let _c = f.admit(ip("2001:db8:1:3::1")).unwrap();
+        f.check_rate(ip("2001:db8:1:3::1")).unwrap();
+        // IPv4, also in its IPv6-mapped form, stays keyed by the address.
+        let _d = f.admit(ip("192.0.2.1")).unwrap();
+        let _e = f.admit(ip("::ffff:192.0.2.1")).unwrap();
+        assert_eq!(f.admit(ip("192.0.2.1")).unwrap_err(), Refusal::TooManyConnections);
+        f.admit(ip("192.0.2.2")).unwrap();
+        assert_eq!(ClientKey::of(ip("2001:db8:1:2:3:4:5:6")), ClientKey::V6Net64(ip6("2001:db8:1:2::")));
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! The admin listener: `/health` (open), and behind the admin token
 //! `/api/overview` (the dashboard's data), `/stats` (JSON) and `/metrics`
 //! (Prometheus text); `/` and `/dashboard` serve the dashboard page.
+//!
+//! Every answer, errors included, carries a Content-Security-Policy (the
+//! page's own hash-based one for the dashboard, "nothing at all" for the
+//! rest), `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff` and
+//! `Referrer-Policy: no-referrer`. Without a token the listener is open to
+//! whoever reaches it, which config validation allows only on a loopback
+//! address.
 use crate::monitor::Monitor;
 use crate::routing::Routing;
 use arc_swap::ArcSwap;
@@ -46,6 +53,25 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, ctx: AdminContext, 
 }
 
 fn answer(ctx: &AdminContext, req: &hyper::Request<Incoming>) -> Response<ProxyBody> {
+    let mut resp = route(ctx, req);
+    let page = matches!(req.uri().path(), "/" | "/dashboard") && resp.status() == StatusCode::OK;
+    harden(resp.headers_mut(), page);
+    resp
+}
+
+/// Browser hardening headers on one answer; `page` = the dashboard page.
+fn harden(headers: &mut http::HeaderMap, page: bool) {
+    use bulwark_telemetry::dashboard::{dashboard_csp, HARDENING_HEADERS, NO_CONTENT_CSP};
+    let csp = if page { dashboard_csp() } else { NO_CONTENT_CSP };
+    if let Ok(v) = http::HeaderValue::from_str(csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    for (name, value) in HARDENING_HEADERS {
+        headers.insert(name, http::HeaderValue::from_static(value));
+    }
+}
+
+fn route(ctx: &AdminContext, req: &hyper::Request<Incoming>) -> Response<ProxyBody> {
     let path = req.uri().path();
     let open = matches!(path, "/health" | "/" | "/dashboard");
     if !open {

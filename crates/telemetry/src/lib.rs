@@ -7,9 +7,11 @@
 //! Must not touch: request handling or role logic; roles call in here, never
 //! the other way round.
 
+pub mod dashboard;
 mod histogram;
 pub mod process;
 
+pub use dashboard::DASHBOARD_HTML;
 pub use histogram::{LatencyHistogram, LATENCY_BUCKETS_US};
 
 use std::net::SocketAddr;
@@ -42,14 +44,6 @@ pub fn ready_line(role: &str, listeners: &[(String, SocketAddr)]) -> String {
     })
     .to_string()
 }
-
-/// The live dashboard page the lb's admin listener serves at `/dashboard`:
-/// one self-contained HTML file (inline CSS and JS, no external resources)
-/// that polls `api/overview` (relative, so it works under any prefix) every
-/// second, passing a `?token=` it was opened with as `Authorization: Bearer`.
-/// DOM hooks for tests: every server and node box has `data-node` and
-/// `data-state`; the "cannot reach the load balancer" banner is `#offline`.
-pub const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
 
 #[cfg(test)]
 mod tests {

@@ -118,6 +118,9 @@ fn load(path: &std::path::Path) -> Result<DbConfig> {
 
 fn run_node(path: PathBuf) -> Result<i32> {
     let config = load(&path)?;
+    // The database, its log and snapshots are for this user only.
+    bulwark_cluster::private::dir(&config.data_dir)
+        .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
     let rt = match config.threads {
         1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
         n => super::runtime(n)?,
@@ -139,7 +142,7 @@ fn client(config: Option<PathBuf>, cluster: &ClusterArgs) -> Result<Client> {
     } else if let Some(p) = &cluster.secret_file {
         std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?.trim().to_string()
     } else if let Some(c) = &file {
-        c.load_secret().context("reading the cluster secret")?
+        c.load_secret().context("reading the cluster secret")?.expose().to_string()
     } else {
         bail!("no cluster secret: pass -c <db.toml>, --secret-file, or set BULWARK_DB_SECRET");
     };

@@ -1,7 +1,15 @@
 //! `bulwark up`, `status`, `stop NODE`, `start NODE`: run a whole topology
 //! as supervised child processes and talk to it while it runs.
+//!
+//! Everything `up` and its roles write is private to the user running it:
+//! the umask is 077, the data directory and its subdirectories are 0700,
+//! the cluster secret, the admin token, the generated TLS key and the logs
+//! are 0600, and so is the control socket (see `bulwark_cluster::private`).
+//! The summary names the admin token's file; the token itself is never
+//! printed.
 use anyhow::{bail, Context, Result};
 use bulwark_cluster::derive::{derive, SharedFiles};
+use bulwark_cluster::private;
 use bulwark_cluster::{control_request, ChildSpec, ControlReply, ControlRequest, Readiness, RestartPolicy, Supervisor};
 use bulwark_config::topology::{RoleKind, Topology};
 use std::net::SocketAddr;
@@ -96,26 +104,15 @@ fn random_secret() -> String {
     (0..32).map(|_| format!("{:x}", rng.gen_range(0..16u8))).collect()
 }
 
-/// Write `content` to `path` with mode 0600 unless it exists.
+/// Write `content` to `path` with mode 0600 unless it exists (then it is
+/// tightened to 0600).
 fn ensure_private_file(path: &Path, content: impl FnOnce() -> String) -> Result<()> {
-    if path.exists() {
-        return Ok(());
-    }
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(content().as_bytes())?;
-    Ok(())
+    private::ensure_file(path, content).with_context(|| format!("creating {}", path.display()))
 }
 
 fn prepare_files(t: &Topology, files: &SharedFiles) -> Result<()> {
     for d in [&files.data_dir, &files.data_dir.join("config"), &files.data_dir.join("logs"), &files.site] {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        private::dir(d).with_context(|| format!("creating {}", d.display()))?;
     }
     ensure_private_file(&files.secret, random_secret)?;
     ensure_private_file(&files.admin_token, random_secret)?;
@@ -133,8 +130,10 @@ fn prepare_files(t: &Topology, files: &SharedFiles) -> Result<()> {
         }
         names.sort();
         names.dedup();
-        bulwark_lb::tls::ensure_self_signed(files.cert.parent().unwrap_or(&files.data_dir), &names)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let dir = files.cert.parent().unwrap_or(&files.data_dir);
+        private::dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let (_, key) = bulwark_lb::tls::ensure_self_signed(dir, &names).map_err(|e| anyhow::anyhow!("{e}"))?;
+        private::tighten(&key).with_context(|| format!("setting the mode of {}", key.display()))?;
     }
     Ok(())
 }
@@ -176,6 +175,10 @@ fn readiness(kind: RoleKind) -> Readiness {
 }
 
 pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
+    // Whatever `up` and its roles create (databases, snapshots, logs, the
+    // control socket) is for this user only; the explicit modes below do
+    // not depend on it.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let t = load_topology(&args)?;
     let data_dir = std::path::absolute(&t.data_dir).unwrap_or_else(|_| t.data_dir.clone());
     let files = SharedFiles::under(&data_dir, &t);
@@ -300,7 +303,6 @@ async fn wait_for_primary(dbs: &[(String, SocketAddr)], stop: &CancellationToken
 }
 
 fn print_summary(sup: &Supervisor, t: &Topology, files: &SharedFiles, roles: &[bulwark_cluster::derive::DerivedRole]) {
-    let token = std::fs::read_to_string(&files.admin_token).unwrap_or_default();
     println!();
     println!("{} is up.", t.name);
     for r in roles.iter().filter(|r| r.placed.kind == RoleKind::Lb) {
@@ -317,7 +319,8 @@ fn print_summary(sup: &Supervisor, t: &Topology, files: &SharedFiles, roles: &[b
             None => println!("  site:       http://{}/", host_port(p.addr)),
         }
         if let Some(a) = p.admin {
-            println!("  dashboard:  http://{}/dashboard?token={}", host_port(a), token.trim());
+            println!("  dashboard:  http://{}/dashboard", host_port(a));
+            println!("              admin token: in {} (mode 0600); the page asks for it", files.admin_token.display());
         }
     }
     println!();
@@ -349,6 +352,15 @@ fn ask(args: &ControlArgs, req: ControlRequest) -> Result<ControlReply> {
     })
 }
 
+/// `ask`, for requests whose refusal ends the command (`status`).
+fn ask_ok(args: &ControlArgs, req: ControlRequest) -> Result<ControlReply> {
+    let reply = ask(args, req)?;
+    if !reply.ok {
+        bail!("{}", reply.error.unwrap_or_else(|| "the supervisor refused the request".into()));
+    }
+    Ok(reply)
+}
+
 pub fn stop_or_start(args: ControlArgs, node: String, start: bool) -> Result<i32> {
     let req =
         if start { ControlRequest::Start { node: node.clone() } } else { ControlRequest::Stop { node: node.clone() } };
@@ -365,7 +377,7 @@ pub fn stop_or_start(args: ControlArgs, node: String, start: bool) -> Result<i32
 /// `bulwark status`: the supervisor's view joined with the lb's overview
 /// (health, db role and lag, req/s).
 pub fn status(args: ControlArgs) -> Result<i32> {
-    let reply = ask(&args, ControlRequest::Status)?;
+    let reply = ask_ok(&args, ControlRequest::Status)?;
     let token = std::fs::read_to_string(args.data_dir.join("admin.token")).unwrap_or_default();
     let overview = reply
         .children
