@@ -8,7 +8,6 @@
 //! value that slipped past the page's escaping could change text, but could
 //! neither run code nor send the token elsewhere.
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
 
 /// The live dashboard page the lb's admin listener serves at `/dashboard`:
@@ -53,8 +52,8 @@ fn inline_block<'a>(page: &'a str, tag: &str) -> &'a str {
 
 /// A CSP hash source: `sha256-<base64 of the digest>`.
 fn sha256_source(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
-    format!("sha256-{}", base64::engine::general_purpose::STANDARD.encode(digest))
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    format!("sha256-{}", base64::engine::general_purpose::STANDARD.encode(digest.as_ref()))
 }
 
 #[cfg(test)]
