@@ -13,6 +13,7 @@ mod admin;
 mod listener;
 pub mod monitor;
 mod routing;
+mod send_deadline;
 pub mod tls;
 
 pub use routing::{Routing, RoutingError};
