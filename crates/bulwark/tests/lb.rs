@@ -263,11 +263,20 @@ fn no_server_gives_503_and_refused_connections_give_502() {
     assert_eq!(r.status, 502);
     assert!(r.text().contains("could not connect"), "{}", r.text());
     drop(lb);
-    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", dead, false)], FAST_CHECKS));
+    // With the panic threshold off, health decides alone: no server → 503.
+    let checks = format!("{FAST_CHECKS}\npanic_threshold_percent = 0");
+    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", dead, false)], &checks));
     wait_until("a down", || server_state(&lb, "a") == "down");
     let r = get(lb.addr("www"), "/").unwrap();
     assert_eq!(r.status, 503);
     assert!(r.text().contains("no server available"), "{}", r.text());
+    drop(lb);
+    // By default (panic below 50 % available) a backend whose checks all
+    // fail is still tried: here the server is really gone → 502.
+    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", dead, false)], FAST_CHECKS));
+    wait_until("a down", || server_state(&lb, "a") == "down");
+    let r = get(lb.addr("www"), "/").unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
 }
 
 #[test]

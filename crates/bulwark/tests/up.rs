@@ -148,11 +148,12 @@ fn default_topology_serves_the_guestbook_and_survives_failures() {
         assert_eq!(pgrp, pid, "role {pid} shares a process group");
     }
     // Web and app servers count their traffic in Prometheus text (behind
-    // the cluster secret).
+    // the cluster secret: a bearer token for the web tier, which the lb
+    // never adds, the cluster header for the app).
     let secret = std::fs::read_to_string(data.path().join("secret")).unwrap();
     let scrape = |listener: &str| {
         let raw = format!(
-            "GET /metrics HTTP/1.1\r\nHost: t\r\nX-Bulwark-Cluster: {}\r\nConnection: close\r\n\r\n",
+            "GET /metrics HTTP/1.1\r\nHost: t\r\nX-Bulwark-Cluster: {0}\r\nAuthorization: Bearer {0}\r\nConnection: close\r\n\r\n",
             secret.trim()
         );
         let r = bulwark_testkit::raw_request(up.addr(listener), raw.as_bytes()).unwrap();

@@ -460,18 +460,21 @@ fn bad_root_fails_to_start_with_a_message() {
 }
 
 #[test]
-fn health_fails_while_a_proxy_route_has_no_server() {
+fn health_is_degraded_not_down_while_a_proxy_route_has_no_server() {
     let site = site();
     let mut app = bulwark_testkit::Backend::start("app");
     let cfg = config(site.root.path(), "").replace("\"127.0.0.1:9\"", &format!("\"{}\"", app.addr))
         + "health_check = { kind = \"tcp\", interval = \"100ms\", timeout = \"100ms\", rise = 1, fall = 1 }\n";
     let p = Process::start("web", &cfg);
-    bulwark_testkit::wait_until("/health ok", || get(p.addr("http"), "/health").is_ok_and(|r| r.status == 200));
+    bulwark_testkit::wait_until("/health ok", || get(p.addr("http"), "/health").is_ok_and(|r| r.text() == "ok\n"));
     app.stop();
-    // The lb would send requests here that could only get 503: /health says so.
-    bulwark_testkit::wait_until("/health 503", || get(p.addr("http"), "/health").is_ok_and(|r| r.status == 503));
+    // Static files still work, so the server stays in the lb's rotation
+    // (200); the body names the route that has no server.
+    bulwark_testkit::wait_until("/health degraded", || {
+        get(p.addr("http"), "/health").is_ok_and(|r| r.text().starts_with("degraded"))
+    });
     let r = get(p.addr("http"), "/health").unwrap();
-    assert!(r.text().contains("no server available for /api/"), "{}", r.text());
-    // Static files are still served.
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "degraded: no server available for /api/\n");
     assert_eq!(get(p.addr("http"), "/").unwrap().status, 200);
 }

@@ -293,6 +293,13 @@ pub struct Backend {
     /// `ceil(c × average load)` in-flight requests before the ring moves on.
     #[serde(default = "default_hash_balance_factor")]
     pub hash_balance_factor: f64,
+    /// Envoy's healthy panic threshold: when fewer than this percentage of
+    /// the enabled active servers are available (active check up, not
+    /// passively ejected), requests are balanced over every enabled active
+    /// server (and available backups) instead of only the healthy ones, so
+    /// health verdicts can never take the last servers out. 0 turns it off.
+    #[serde(default = "default_panic_threshold")]
+    pub panic_threshold_percent: u8,
     /// Cluster secret sent to the servers as `X-Bulwark-Cluster` (inner
     /// tiers accept only requests that carry it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -307,6 +314,10 @@ fn default_pool() -> usize {
 
 fn default_hash_balance_factor() -> f64 {
     1.25
+}
+
+pub fn default_panic_threshold() -> u8 {
+    50
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -502,6 +513,22 @@ pub struct Timeouts {
     /// Server must start answering within this time (→ 504).
     #[serde(default = "d30s", with = "humantime_serde")]
     pub server: Duration,
+    /// A client that accepts no byte of its response for this long is
+    /// disconnected (nginx's `send_timeout`): a client reading a large
+    /// answer very slowly cannot hold a connection forever.
+    #[serde(default = "d60s", with = "humantime_serde")]
+    pub client_send: Duration,
+    /// An HTTP/2 connection with no open stream for this long is closed
+    /// (GOAWAY, then close).
+    #[serde(default = "d60s", with = "humantime_serde")]
+    pub http2_idle: Duration,
+    /// HTTP/2 keep-alive: a PING is sent after this long without a frame
+    /// from the client...
+    #[serde(default = "d20s", with = "humantime_serde")]
+    pub http2_ping_interval: Duration,
+    /// ...and the connection is closed when its answer takes longer.
+    #[serde(default = "d10s", with = "humantime_serde")]
+    pub http2_ping_timeout: Duration,
     /// TCP mode: a tunnel idle in both directions is closed after this.
     #[serde(default = "d1h", with = "humantime_serde")]
     pub tunnel: Duration,
@@ -519,6 +546,12 @@ fn d10s() -> Duration {
 fn d30s() -> Duration {
     Duration::from_secs(30)
 }
+fn d20s() -> Duration {
+    Duration::from_secs(20)
+}
+fn d60s() -> Duration {
+    Duration::from_secs(60)
+}
 fn d1h() -> Duration {
     Duration::from_secs(3600)
 }
@@ -530,6 +563,10 @@ impl Default for Timeouts {
             client_header: d10s(),
             client_body: d30s(),
             server: d30s(),
+            client_send: d60s(),
+            http2_idle: d60s(),
+            http2_ping_interval: d20s(),
+            http2_ping_timeout: d10s(),
             tunnel: d1h(),
             drain: d30s(),
         }
@@ -597,9 +634,16 @@ impl Validate for LbConfig {
         }
         v.scope("timeouts", |v| {
             let t = &self.timeouts;
-            for (k, d) in
-                [("connect", t.connect), ("client_header", t.client_header), ("server", t.server), ("tunnel", t.tunnel)]
-            {
+            for (k, d) in [
+                ("connect", t.connect),
+                ("client_header", t.client_header),
+                ("server", t.server),
+                ("client_send", t.client_send),
+                ("http2_idle", t.http2_idle),
+                ("http2_ping_interval", t.http2_ping_interval),
+                ("http2_ping_timeout", t.http2_ping_timeout),
+                ("tunnel", t.tunnel),
+            ] {
                 if d.is_zero() {
                     v.error(k, "must be greater than 0");
                 }
@@ -680,6 +724,9 @@ impl Validate for Backend {
         }
         if !(self.hash_balance_factor >= 1.0 && self.hash_balance_factor <= 100.0) {
             v.error("hash_balance_factor", "must be between 1.0 and 100.0");
+        }
+        if self.panic_threshold_percent > 100 {
+            v.error("panic_threshold_percent", "must be between 0 (off) and 100");
         }
         let mut names = HashSet::new();
         v.scope("server", |v| {

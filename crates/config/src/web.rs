@@ -18,6 +18,7 @@
 //! header = "10s"                     # to send a complete request head once it started
 //! body = "30s"                       # to send the whole request body (→ 408)
 //! keepalive = "75s"                  # idle keep-alive connection waiting for its next request
+//! send = "60s"                       # a client accepting no response byte this long is disconnected
 //! drain = "10s"                      # on SIGTERM, in-flight requests get this long
 //!
 //! [cache]
@@ -142,6 +143,10 @@ pub struct Timeouts {
     /// first byte of a next request.
     #[serde(default = "d75s", with = "humantime_serde")]
     pub keepalive: Duration,
+    /// A client that accepts no byte of its response for this long is
+    /// disconnected (nginx's `send_timeout`).
+    #[serde(default = "d60s", with = "humantime_serde")]
+    pub send: Duration,
     /// On SIGTERM, wait at most this long for in-flight requests.
     #[serde(default = "d10s", with = "humantime_serde")]
     pub drain: Duration,
@@ -153,13 +158,16 @@ fn d10s() -> Duration {
 fn d30s() -> Duration {
     Duration::from_secs(30)
 }
+fn d60s() -> Duration {
+    Duration::from_secs(60)
+}
 fn d75s() -> Duration {
     Duration::from_secs(75)
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { header: d10s(), body: d30s(), keepalive: d75s(), drain: d10s() }
+        Timeouts { header: d10s(), body: d30s(), keepalive: d75s(), send: d60s(), drain: d10s() }
     }
 }
 
@@ -242,6 +250,10 @@ pub struct ProxyRoute {
     /// Add X-Forwarded-For / X-Forwarded-Proto / Forwarded headers.
     #[serde(default = "yes")]
     pub forwarded_headers: bool,
+    /// Below this percentage of available servers, balance over all of
+    /// them (as the lb's `panic_threshold_percent`); 0 turns it off.
+    #[serde(default = "crate::lb::default_panic_threshold")]
+    pub panic_threshold_percent: u8,
 }
 
 fn default_prefix() -> String {
@@ -277,6 +289,7 @@ impl ProxyRoute {
             pool_max_idle: 64,
             max_connections: None,
             hash_balance_factor: 1.25,
+            panic_threshold_percent: self.panic_threshold_percent,
             cluster_secret: None,
             cluster_secret_file: None,
         }
@@ -336,7 +349,7 @@ impl Validate for WebConfig {
         });
         v.scope("timeouts", |v| {
             let t = &self.timeouts;
-            for (k, d) in [("header", t.header), ("body", t.body), ("keepalive", t.keepalive)] {
+            for (k, d) in [("header", t.header), ("body", t.body), ("keepalive", t.keepalive), ("send", t.send)] {
                 if d.is_zero() {
                     v.error(k, "must be greater than 0");
                 }
@@ -385,6 +398,9 @@ impl Validate for WebConfig {
                     }
                     if p.server_timeout.is_zero() {
                         v.error("server_timeout", "must be greater than 0");
+                    }
+                    if p.panic_threshold_percent > 100 {
+                        v.error("panic_threshold_percent", "must be between 0 (off) and 100");
                     }
                     if let Some(h) = &p.health_check {
                         v.scope("health_check", |v| h.validate(v));

@@ -15,6 +15,7 @@ pub mod floating;
 mod listener;
 pub mod monitor;
 mod routing;
+mod send_deadline;
 pub mod tls;
 
 pub use routing::{Routing, RoutingError};

@@ -4,6 +4,7 @@
 //! handled start to finish by one thread (no work stealing, no shared
 //! connection pool lock).
 use crate::routing::Routing;
+use crate::send_deadline::SendDeadline;
 use arc_swap::ArcSwap;
 use bulwark_config::lb::{Frontend, Mode};
 use bulwark_firewall::{ConnectionPermit, Refusal};
@@ -15,7 +16,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -133,9 +134,16 @@ async fn worker(
                 let permit = fe.firewall.admit(peer.ip());
                 match mode {
                     Mode::Http => {
-                        let (routing, watcher) = (routing.clone(), watcher.watcher());
+                        if let (Err(refusal), Some(_)) = (&permit, &fe.tls) {
+                            // No TLS handshake for a refused client: closing
+                            // now costs nothing, a handshake costs CPU an
+                            // attacker would choose how to spend.
+                            tracing::info!(frontend = %name, client = %peer, "connection refused before TLS: {}", refusal.reason());
+                            continue;
+                        }
+                        let (routing, watcher, stop) = (routing.clone(), watcher.watcher(), stop.clone());
                         tasks.spawn(async move {
-                            serve_http(index, stream, peer, routing, watcher, permit).await;
+                            serve_http(index, stream, peer, routing, watcher, stop, permit).await;
                             drop(open_guard);
                         });
                     }
@@ -192,16 +200,20 @@ impl Drop for OpenConnection {
 
 /// Serve one client connection: TLS handshake when configured (ALPN picks
 /// HTTP/2 or HTTP/1.1), then HTTP with the frontend's firewall checks.
+/// Every write to the client has the send-progress deadline
+/// (`timeouts.client_send`); HTTP/2 connections get keep-alive pings and
+/// are closed when idle (`timeouts.http2_*`).
 async fn serve_http(
     index: usize,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     routing: Arc<ArcSwap<Routing>>,
     watcher: Watcher,
+    stop: CancellationToken,
     permit: Result<ConnectionPermit, Refusal>,
 ) {
     let r = routing.load_full();
-    let t = &r.config.timeouts;
+    let t = r.config.timeouts.clone();
     let f = &r.config.frontends[index];
     let fe = &r.frontends[index];
     let header_timeout = t.client_header;
@@ -213,18 +225,11 @@ async fn serve_http(
     if let Some(refusal) = &refusal {
         tracing::info!(frontend = %f.name, client = %peer, "connection refused: {}", refusal.reason());
     }
-    let svc = {
-        let routing = routing.clone();
-        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let r = routing.load_full();
-            let ctx = ctx.clone();
-            let refusal = refusal.clone();
-            async move { Ok::<hyper::Response<ProxyBody>, Infallible>(handle(&r, index, req, &ctx, refusal).await) }
-        })
-    };
     drop(r);
+    let stream = SendDeadline::new(stream, peer, t.client_send);
     match tls {
         None => {
+            let svc = service(routing, index, ctx, refusal, None);
             let mut b = http1::Builder::new();
             b.timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
@@ -253,10 +258,34 @@ async fn serve_http(
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let io = TokioIo::new(tls_stream);
             let result = if h2 {
+                let streams = Arc::new(OpenStreams::default());
+                let svc = service(routing, index, ctx, refusal, Some(streams.clone()));
                 let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-                b.timer(TokioTimer::new()).max_header_list_size(max_buf as u32);
-                watcher.watch(b.serve_connection(io, svc)).await
+                b.timer(TokioTimer::new())
+                    .max_header_list_size(max_buf as u32)
+                    .keep_alive_interval(Some(t.http2_ping_interval))
+                    .keep_alive_timeout(t.http2_ping_timeout);
+                let conn = b.serve_connection(io, svc);
+                tokio::pin!(conn);
+                // Graceful close (GOAWAY, open streams finish) when idle for
+                // `http2_idle` or when the worker drains.
+                let mut closing = false;
+                loop {
+                    tokio::select! {
+                        r = conn.as_mut() => break r,
+                        _ = streams.idle_for(t.http2_idle), if !closing => {
+                            tracing::debug!(client = %peer, "closing an idle HTTP/2 connection");
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        _ = stop.cancelled(), if !closing => {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
             } else {
+                let svc = service(routing, index, ctx, refusal, None);
                 let mut b = http1::Builder::new();
                 b.timer(TokioTimer::new())
                     .header_read_timeout(header_timeout)
@@ -270,6 +299,114 @@ async fn serve_http(
         }
     }
     drop(permit);
+}
+
+/// The per-connection service: every request through [`handle`]; on
+/// HTTP/2, each request counts as an open stream until its response body
+/// is gone.
+fn service(
+    routing: Arc<ArcSwap<Routing>>,
+    index: usize,
+    ctx: Arc<ClientContext>,
+    refusal: Option<Refusal>,
+    streams: Option<Arc<OpenStreams>>,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = hyper::Response<StreamBody>,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<hyper::Response<StreamBody>, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let r = routing.load_full();
+        let ctx = ctx.clone();
+        let refusal = refusal.clone();
+        let guard = streams.as_ref().map(|s| StreamGuard::open(s.clone()));
+        async move {
+            let resp = handle(&r, index, req, &ctx, refusal).await;
+            Ok::<_, Infallible>(resp.map(|inner| StreamBody { inner, _guard: guard }))
+        }
+    })
+}
+
+/// Streams open on one HTTP/2 connection, and since when none is.
+#[derive(Default)]
+struct OpenStreams {
+    open: AtomicUsize,
+    /// `bulwark_proxy::now_ms` when the last stream ended (0: never opened).
+    idle_since_ms: AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+impl OpenStreams {
+    /// Resolves once no stream has been open for `idle`.
+    async fn idle_for(&self, idle: std::time::Duration) {
+        let idle_ms = idle.as_millis() as u64;
+        let start = bulwark_proxy::now_ms();
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.open.load(Ordering::SeqCst) > 0 {
+                changed.await;
+                continue;
+            }
+            let since = self.idle_since_ms.load(Ordering::SeqCst).max(start);
+            let now = bulwark_proxy::now_ms();
+            let deadline = since + idle_ms;
+            if now >= deadline {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(deadline - now)) => {}
+                _ = changed => {}
+            }
+        }
+    }
+}
+
+/// One open HTTP/2 stream; closes it on drop.
+struct StreamGuard(Arc<OpenStreams>);
+
+impl StreamGuard {
+    fn open(s: Arc<OpenStreams>) -> Self {
+        s.open.fetch_add(1, Ordering::SeqCst);
+        s.changed.notify_waiters();
+        StreamGuard(s)
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.idle_since_ms.store(bulwark_proxy::now_ms(), Ordering::SeqCst);
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// A response body that holds its HTTP/2 stream open until it is dropped.
+struct StreamBody {
+    inner: ProxyBody,
+    _guard: Option<StreamGuard>,
+}
+
+impl http_body::Body for StreamBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// One request through the frontend's gates, then to its backend.
@@ -299,24 +436,91 @@ async fn handle(
     resp
 }
 
+/// The 308 of a plain-HTTP frontend to its HTTPS twin. The host comes from
+/// the client's `Host` (or HTTP/2 `:authority`), so it is checked to be a
+/// DNS name or an IP literal (anything else, or no host: 400) before it is
+/// echoed into `Location`. The redirect may be cached by the browser that
+/// asked (`private`), never by a shared cache, which would otherwise replay
+/// one client's `Host` to others.
 fn redirect_to_https(req: &hyper::Request<Incoming>, port: u16) -> hyper::Response<ProxyBody> {
-    let host = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().host())
-        .unwrap_or("localhost");
-    // Strip any port from Host (IPv6 literals keep their brackets).
-    let host = match host.rfind(':') {
-        Some(i) if !host[i..].contains(']') => &host[..i],
-        _ => host,
+    let raw = match req.headers().get(http::header::HOST) {
+        Some(h) => h.to_str().ok(),
+        None => req.uri().authority().map(|a| a.as_str()),
+    };
+    let Some(host) = raw.and_then(redirect_host) else {
+        return bulwark_proxy::error_response(
+            http::StatusCode::BAD_REQUEST,
+            "the Host header is missing or not a valid host name",
+        );
     };
     let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let location = if port == 443 { format!("https://{host}{path}") } else { format!("https://{host}:{port}{path}") };
+    let Ok(value) = http::HeaderValue::from_str(&location) else {
+        return bulwark_proxy::error_response(http::StatusCode::BAD_REQUEST, "the request target cannot be redirected");
+    };
     let mut resp = hyper::Response::new(ProxyBody::full(format!("moved to {location}\n")));
     *resp.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
-    if let Ok(v) = http::HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(http::header::LOCATION, v);
-    }
+    let h = resp.headers_mut();
+    h.insert(http::header::LOCATION, value);
+    h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("private, max-age=3600"));
+    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
+}
+
+/// The host part of a `Host` value that is a valid authority (RFC 3986:
+/// `host[:port]`, no user info): a DNS name of letters, digits, `-` and
+/// `.`, an IPv4 address, or a bracketed IPv6 address. The port is dropped.
+fn redirect_host(raw: &str) -> Option<&str> {
+    let authority: http::uri::Authority = raw.parse().ok()?;
+    if raw.contains('@') {
+        return None;
+    }
+    let host = authority.host();
+    // `host()` borrows from `authority`; find the same text in `raw`.
+    let (host, rest) = raw.split_at(host.len());
+    if !rest.is_empty() && rest.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).is_none() {
+        return None;
+    }
+    let valid = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
+    };
+    valid.then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redirect_host;
+
+    #[test]
+    fn redirect_hosts_are_names_or_ip_literals() {
+        assert_eq!(redirect_host("example.com:8080"), Some("example.com"));
+        assert_eq!(redirect_host("Example.COM"), Some("Example.COM"));
+        assert_eq!(redirect_host("127.0.0.1:80"), Some("127.0.0.1"));
+        assert_eq!(redirect_host("[::1]:8080"), Some("[::1]"));
+        for bad in [
+            "",
+            "evil.com/x",
+            "user@evil.com",
+            "evil.com:80@good.com",
+            "a..b",
+            "-a.com",
+            "evil.com\\x",
+            "[zz]",
+            "exa mple.com",
+            "evil.com%2f",
+            "evil.com:notaport",
+        ] {
+            assert_eq!(redirect_host(bad), None, "{bad:?}");
+        }
+    }
 }

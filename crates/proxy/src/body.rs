@@ -4,6 +4,7 @@
 //! size and time limits, or one read ahead into memory so it can be sent
 //! again ([`read_ahead`]). Enums, not boxed trait objects, to keep the hot
 //! path free of allocations.
+use crate::error::{ErrorKind, ProxyError};
 use crate::pool::{self, Sender};
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
@@ -143,10 +144,9 @@ pub enum ReadAhead {
     /// The body is longer than the limit: what was read, then the rest,
     /// still streaming (sent once, never replayed).
     TooLong(RequestBody),
-    /// A client-side limit of [`LimitedBody`] stopped the body.
-    Limit(BodyLimit),
-    /// The client's body broke off (e.g. its connection closed).
-    Broken(String),
+    /// The client's body failed (a limit of [`LimitedBody`], a malformed
+    /// chunk, a closed connection): always the client's failure.
+    Failed(ProxyError),
 }
 
 /// Read the client's body into memory as long as it stays within `max`
@@ -170,77 +170,59 @@ pub async fn read_ahead(mut body: LimitedBody, max: u64) -> ReadAhead {
                     }
                 }
             },
-            Some(Err(e)) => {
-                return match body.tripped.load(std::sync::atomic::Ordering::Relaxed) {
-                    1 => ReadAhead::Limit(BodyLimit::TooLarge),
-                    2 => ReadAhead::Limit(BodyLimit::TooSlow),
-                    _ => ReadAhead::Broken(e.to_string()),
-                };
-            }
+            Some(Err(e)) => return ReadAhead::Failed(e),
         }
     }
 }
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Which client-side limit stopped a request body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyLimit {
-    TooLarge = 1,
-    TooSlow = 2,
-}
-
 /// The client's body, cut off with an error when it grows past
-/// `remaining` bytes or is still arriving at `deadline`. The trip is
-/// recorded in `tripped` so the forwarder can answer 413 or 408.
+/// `remaining` bytes or is still arriving at `deadline`. Every error it
+/// yields is born here as a [`ProxyError`] whose source is the client
+/// (413, 408, or 400 for a body hyper could not read), so that the
+/// forwarder, finding it in the error of the request it was sending,
+/// never blames the server.
 pub struct LimitedBody {
     inner: Incoming,
     remaining: u64,
+    limit: u64,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    pub(crate) tripped: std::sync::Arc<std::sync::atomic::AtomicU8>,
 }
 
 impl LimitedBody {
     pub(crate) fn new(inner: Incoming, max: u64, timeout: Option<std::time::Duration>) -> Self {
-        LimitedBody {
-            inner,
-            remaining: max,
-            deadline: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
-            tripped: Default::default(),
-        }
-    }
-
-    fn trip(&self, why: BodyLimit) -> BoxError {
-        self.tripped.store(why as u8, std::sync::atomic::Ordering::Relaxed);
-        match why {
-            BodyLimit::TooLarge => "request body larger than the limit".into(),
-            BodyLimit::TooSlow => "request body not received in time".into(),
-        }
+        LimitedBody { inner, remaining: max, limit: max, deadline: timeout.map(|t| Box::pin(tokio::time::sleep(t))) }
     }
 }
 
 impl Body for LimitedBody {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = ProxyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     let n = d.len() as u64;
                     if n > self.remaining {
-                        return Poll::Ready(Some(Err(self.trip(BodyLimit::TooLarge))));
+                        let detail = format!("the request body is larger than {} bytes", self.limit);
+                        return Poll::Ready(Some(Err(ProxyError::client_body(ErrorKind::BodyTooLarge, detail))));
                     }
                     self.remaining -= n;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                let detail = format!("the request body could not be read: {e}");
+                Poll::Ready(Some(Err(ProxyError::client_body(ErrorKind::BodyBroken, detail))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 if let Some(d) = self.deadline.as_mut() {
                     if d.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Some(Err(self.trip(BodyLimit::TooSlow))));
+                        let detail = "the request body was not received in time";
+                        return Poll::Ready(Some(Err(ProxyError::client_body(ErrorKind::BodyTimeout, detail))));
                     }
                 }
                 Poll::Pending
@@ -259,9 +241,9 @@ impl Body for LimitedBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = ProxyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         match self.get_mut() {
             RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Empty => Poll::Ready(None),

@@ -1,5 +1,7 @@
 //! HTTP forwarding: pick a server, send the request over a pooled
-//! connection, retry by the rules, and map failures to 502/503/504.
+//! connection, retry by the rules, and answer failures by their
+//! [`ProxyError`]: the client's (400/408/413, never counted against the
+//! server, never retried) or the server's (502/503/504).
 //!
 //! Retry rules (HAProxy's `retry-on conn-failure` plus safe replays):
 //! - a connect failure always moves on to another server;
@@ -17,8 +19,12 @@
 //! - a server that accepted the request but did not answer within the
 //!   server timeout is not retried (504): it may still be working on it;
 //! - every retry after the first attempt is drawn from the backend's retry
-//!   budget and counted in the server's `retries`.
-use crate::body::{self, BodyLimit, BufferedBody, LimitedBody, PooledBody, ProxyBody, ReadAhead, RequestBody};
+//!   budget and counted in the server's `retries`;
+//! - a failure of the client's request body (malformed chunk, short body,
+//!   over the size limit, too slow) is never retried and never a passive
+//!   failure of the server.
+use crate::body::{self, BufferedBody, LimitedBody, PooledBody, ProxyBody, ReadAhead, RequestBody};
+use crate::error::{ErrorKind, ErrorSource, ProxyError};
 use crate::headers::{self, ForwardedValues};
 use crate::pool;
 use crate::server::{InFlight, ServerState};
@@ -140,25 +146,27 @@ fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
-enum Failure {
-    Body(BodyLimit),
-    /// The client's body broke off while it was being read ahead.
-    ClientBody(String),
-    NoServer,
-    Connect,
-    Response(String),
-    Timeout,
-}
-
 impl Forwarder {
     pub fn new(upstream: Arc<Upstream>, options: ForwardOptions) -> Self {
         Forwarder { upstream, options }
     }
 
     /// Forward one request from `client`; never fails: errors become
-    /// 502/503/504 responses with a plain-text reason.
+    /// 4xx/502/503/504 responses with a plain-text reason.
     pub async fn forward(&self, req: Request<Incoming>, ctx: &ClientContext) -> Response<ProxyBody> {
         let start = now_us();
+        match self.try_forward(req, ctx, start).await {
+            Ok(resp) => resp,
+            Err(e) => self.fail(e, start),
+        }
+    }
+
+    async fn try_forward(
+        &self,
+        req: Request<Incoming>,
+        ctx: &ClientContext,
+        start: u64,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let client = ctx.addr;
         let up = &*self.upstream;
         let cfg = &up.config;
@@ -177,9 +185,17 @@ impl Forwarder {
         for (k, v) in &self.options.set_headers {
             parts.headers.insert(k.clone(), v.clone());
         }
-        // Requests go out as HTTP/1.1 whatever the client spoke.
+        // Requests go out as HTTP/1.1 whatever the client spoke. HTTP/2
+        // clients send `:authority` (absolute-form here) instead of `Host`;
+        // HTTP/1.1 requires `Host`, so it is set from the authority before
+        // the target is cut down to origin-form.
         let client_version = parts.version;
         parts.version = Version::HTTP_11;
+        if !parts.headers.contains_key(http::header::HOST) {
+            if let Some(auth) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                parts.headers.insert(http::header::HOST, auth);
+            }
+        }
         if parts.uri.scheme().is_some() {
             // Absolute-form from the client: send origin-form upstream.
             let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -189,13 +205,8 @@ impl Forwarder {
         let bodiless = http_body::Body::is_end_stream(&body);
         if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH) {
             if len.to_str().ok().and_then(|l| l.parse::<u64>().ok()).is_some_and(|l| l > self.options.max_body_bytes) {
-                return self.fail(Failure::Body(BodyLimit::TooLarge), start);
-            }
-        }
-        // HTTP/2 clients send :authority instead of Host; servers get Host.
-        if !parts.headers.contains_key(http::header::HOST) {
-            if let Some(auth) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-                parts.headers.insert(http::header::HOST, auth);
+                let detail = format!("the request body is larger than {} bytes", self.options.max_body_bytes);
+                return Err(ProxyError::client_body(ErrorKind::BodyTooLarge, detail));
             }
         }
         let keyed = parts.headers.contains_key(IDEMPOTENCY_KEY);
@@ -203,21 +214,18 @@ impl Forwarder {
             .health_check
             .as_ref()
             .is_some_and(|h| h.on_marked_down == bulwark_config::lb::OnMarkedDown::ShutdownSessions);
-        let mut tripped = None;
         let (body, replay) = if bodiless {
             let replay = (keyed || is_idempotent(&method)).then(|| Replay::new(&parts, None));
             (RequestBody::Empty, replay)
         } else {
             let limited = LimitedBody::new(body, self.options.max_body_bytes, self.options.body_timeout);
-            tripped = Some(limited.tripped.clone());
             let max_replay = cfg.retries.max_replay_body_bytes;
             let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|l| l.to_str().ok()?.parse().ok());
             if keyed && max_replay > 0 && declared.is_none_or(|l: u64| l <= max_replay) {
                 match body::read_ahead(limited, max_replay).await {
                     ReadAhead::Whole(b) => (RequestBody::Buffered(b.clone()), Some(Replay::new(&parts, Some(b)))),
                     ReadAhead::TooLong(rest) => (rest, None),
-                    ReadAhead::Limit(l) => return self.fail(Failure::Body(l), start),
-                    ReadAhead::Broken(e) => return self.fail(Failure::ClientBody(e), start),
+                    ReadAhead::Failed(e) => return Err(e),
                 }
             } else {
                 (RequestBody::Incoming(limited), None)
@@ -226,7 +234,7 @@ impl Forwarder {
         let mut pending = Some(Request::from_parts(parts, body));
 
         let mut tried: Vec<usize> = Vec::new();
-        let mut failure = Failure::NoServer;
+        let mut failure = ProxyError::no_server("no server available to take this request");
         let max_attempts = 1 + cfg.retries.attempts as usize;
         let mut attempts = 0;
         while attempts < max_attempts {
@@ -258,7 +266,7 @@ impl Forwarder {
             // A pooled connection may have been closed by the server just
             // now; allow a bounded number of fresh tries on the same server.
             let mut stale_retries = 2;
-            loop {
+            let error = loop {
                 let (mut sender, reused) = match pool::checkout(server.id) {
                     Some(s) => (s, true),
                     None => match pool::connect(server.addr, self.options.connect_timeout).await {
@@ -268,9 +276,7 @@ impl Forwarder {
                         }
                         Err(e) => {
                             server.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                            self.passive_failure(server, &e.to_string());
-                            failure = Failure::Connect;
-                            break;
+                            break ProxyError::connect(format!("could not connect to any server ({e})"));
                         }
                     },
                 };
@@ -278,13 +284,13 @@ impl Forwarder {
                     Some(r) => r,
                     None => match &replay {
                         Some(rp) => rp.build(),
-                        None => return self.fail(Failure::Response("request body already sent".into()), start),
+                        None => return Err(ProxyError::not_replayable()),
                     },
                 };
                 if reused && sender.ready().await.is_err() {
                     pending = Some(req);
                     if stale_retries == 0 {
-                        break;
+                        break ProxyError::response_broken("the pooled connections to the server were closed");
                     }
                     stale_retries -= 1;
                     continue;
@@ -303,11 +309,10 @@ impl Forwarder {
                     // The health check marked the server down while this
                     // request waited for it (`on_marked_down`).
                     server.stats.response_errors.fetch_add(1, Ordering::Relaxed);
-                    failure = Failure::Response(format!("server {} was marked down by its health check", server.name));
-                    if replay.is_none() {
-                        return self.fail(failure, start);
-                    }
-                    break;
+                    break ProxyError::marked_down(format!(
+                        "server {} was marked down by its health check",
+                        server.name
+                    ));
                 };
                 match outcome {
                     Ok(Ok(resp)) => {
@@ -334,27 +339,22 @@ impl Forwarder {
                                 ms = took as f64 / 1000.0,
                             );
                         }
-                        return self.relay(resp, server, sender, client_version);
+                        return Ok(self.relay(resp, server, sender, client_version));
                     }
                     Ok(Err(mut e)) => {
                         if let Some(req) = e.take_message() {
                             // Never written: safe to resend on a fresh connection.
                             pending = Some(req);
                             if stale_retries == 0 {
-                                break;
+                                break ProxyError::response_broken(e.into_error().to_string());
                             }
                             stale_retries -= 1;
                             continue;
                         }
                         let err = e.into_error();
-                        if let Some(t) = &tripped {
-                            match t.load(Ordering::Relaxed) {
-                                1 => return self.fail(Failure::Body(BodyLimit::TooLarge), start),
-                                2 => return self.fail(Failure::Body(BodyLimit::TooSlow), start),
-                                _ => {}
-                            }
-                        }
-                        if reused
+                        let error = ProxyError::from_send(&err);
+                        if error.is_upstream()
+                            && reused
                             && replay.is_some()
                             && stale_retries > 0
                             && (err.is_incomplete_message() || err.is_canceled())
@@ -363,23 +363,34 @@ impl Forwarder {
                             stale_retries -= 1;
                             continue;
                         }
-                        server.stats.response_errors.fetch_add(1, Ordering::Relaxed);
-                        self.passive_failure(server, &err.to_string());
-                        failure = Failure::Response(err.to_string());
-                        if replay.is_none() {
-                            return self.fail(failure, start);
+                        if error.is_upstream() {
+                            server.stats.response_errors.fetch_add(1, Ordering::Relaxed);
                         }
-                        break;
+                        break error;
                     }
                     Err(_) => {
                         server.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                        self.passive_failure(server, "timeout");
-                        return self.fail(Failure::Timeout, start);
+                        break ProxyError::response_timeout(format!(
+                            "the server did not answer within {:?}",
+                            self.options.server_timeout
+                        ));
                     }
                 }
+            };
+            // One place decides what a failure means: only the server's own
+            // failures count against it, and only a failure another server
+            // may not repeat, of a request still unsent or replayable,
+            // moves on to another server.
+            if error.is_upstream() {
+                self.passive_failure(server, &error.detail);
             }
+            let moves_on = error.retry && (pending.is_some() || replay.is_some());
+            if !moves_on {
+                return Err(error);
+            }
+            failure = error;
         }
-        self.fail(failure, start)
+        Err(failure)
     }
 
     fn passive_failure(&self, server: &ServerState, why: &str) {
@@ -411,31 +422,21 @@ impl Forwarder {
         Response::from_parts(parts, ProxyBody::Upstream(body))
     }
 
-    fn fail(&self, failure: Failure, start: u64) -> Response<ProxyBody> {
+    fn fail(&self, error: ProxyError, start: u64) -> Response<ProxyBody> {
         let name = self.upstream.name();
-        let (status, msg) = match failure {
-            Failure::Body(BodyLimit::TooLarge) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than {} bytes", self.options.max_body_bytes),
-            ),
-            Failure::Body(BodyLimit::TooSlow) => {
-                (StatusCode::REQUEST_TIMEOUT, "the request body was not received in time".to_string())
-            }
-            Failure::ClientBody(e) => (StatusCode::BAD_REQUEST, format!("the request body could not be read: {e}")),
-            Failure::NoServer => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("backend `{name}` has no server available to take this request"),
-            ),
-            Failure::Connect => (StatusCode::BAD_GATEWAY, format!("backend `{name}`: could not connect to any server")),
-            Failure::Response(e) => {
-                (StatusCode::BAD_GATEWAY, format!("backend `{name}`: the server failed to answer: {e}"))
-            }
-            Failure::Timeout => (
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("backend `{name}`: the server did not answer within {:?}", self.options.server_timeout),
-            ),
+        let status = error.status();
+        let msg = match error.source {
+            ErrorSource::Client => error.detail.clone(),
+            _ => format!("backend `{name}`: {}", error.detail),
         };
-        tracing::warn!(route = %self.options.route, backend = name, status = status.as_u16(), ms = now_us().saturating_sub(start) as f64 / 1000.0, "{msg}");
+        let ms = now_us().saturating_sub(start) as f64 / 1000.0;
+        match error.source {
+            // A client's broken or slow body is routine: not a warning.
+            ErrorSource::Client => {
+                tracing::info!(route = %self.options.route, backend = name, status = status.as_u16(), ms, "client: {msg}")
+            }
+            _ => tracing::warn!(route = %self.options.route, backend = name, status = status.as_u16(), ms, "{msg}"),
+        }
         error_response(status, &msg)
     }
 }

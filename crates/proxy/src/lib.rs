@@ -3,8 +3,9 @@
 //! Owns: upstream pools ([`Upstream`]) and their servers' live state
 //! ([`ServerState`]), the balancing algorithms, active health checks and
 //! passive ejection, the per-thread keep-alive connection pool, HTTP request
-//! forwarding with retries and a retry budget ([`Forwarder`]), forwarded
-//! headers, and layer-4 tunnelling ([`tcp`]).
+//! forwarding with retries and a retry budget ([`Forwarder`]), forwarding
+//! errors typed where they are born ([`ProxyError`]: whose failure, may a
+//! retry help), forwarded headers, and layer-4 tunnelling ([`tcp`]).
 //!
 //! Must not touch: listening sockets, TLS, firewalling, config files or
 //! process lifecycle; the roles (lb, web) own those and call in here with a
@@ -12,6 +13,7 @@
 
 mod balance;
 pub mod body;
+pub mod error;
 mod forward;
 pub mod headers;
 pub mod health;
@@ -21,6 +23,7 @@ pub mod tcp;
 mod upstream;
 
 pub use body::ProxyBody;
+pub use error::{ErrorKind, ErrorSource, ProxyError};
 pub use forward::{error_response, forget_server, ClientContext, ForwardOptions, Forwarder, IDEMPOTENCY_KEY};
 pub use health::HealthCheck;
 pub use server::{LatencyHistogram, ServerState, ServerStats, LATENCY_BUCKETS_US};

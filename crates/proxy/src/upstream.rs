@@ -68,7 +68,10 @@ impl Upstream {
 
     /// Choose a server for a request from `client`, skipping the indexes in
     /// `tried`. Backup servers are used only when no active server is
-    /// available. Returns an index into `servers`.
+    /// available, or, in panic (see [`Upstream::in_panic`]), alongside the
+    /// available active ones; in panic without an available backup, every
+    /// enabled active server is a candidate whatever its health. Returns an
+    /// index into `servers`.
     pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<usize> {
         self.pick_at(client, tried, now_ms())
     }
@@ -77,14 +80,35 @@ impl Upstream {
     pub fn pick_at(&self, client: IpAddr, tried: &[usize], now: u64) -> Option<usize> {
         let cap = self.config.max_connections;
         let mut eligible: smallvec_lite::Candidates = smallvec_lite::Candidates::new();
-        for backup in [false, true] {
+        let candidate = |i: usize, s: &ServerState| !tried.contains(&i) && !s.disabled.load(Ordering::Relaxed);
+        if self.in_panic(now) {
             for (i, s) in self.servers.iter().enumerate() {
-                if s.backup == backup && s.is_available(now) && !tried.contains(&i) {
+                if candidate(i, s) && s.is_available(now) {
                     eligible.push(i);
                 }
             }
-            if !eligible.is_empty() {
-                break;
+            if !eligible.as_slice().iter().any(|&i| self.servers[i].backup) {
+                // Envoy's panic routing: too few servers pass their checks
+                // for them to carry the load (or the checks are wrong):
+                // balance over every enabled active server.
+                eligible = self
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, s)| !s.backup && candidate(i, s))
+                    .map(|(i, _)| i)
+                    .collect();
+            }
+        } else {
+            for backup in [false, true] {
+                for (i, s) in self.servers.iter().enumerate() {
+                    if s.backup == backup && s.is_available(now) && !tried.contains(&i) {
+                        eligible.push(i);
+                    }
+                }
+                if !eligible.is_empty() {
+                    break;
+                }
             }
         }
         if eligible.is_empty() {
@@ -99,6 +123,23 @@ impl Upstream {
             eligible = below;
         }
         self.balancer.pick(&self.servers, &eligible, client, now, &self.config)
+    }
+
+    /// True when fewer than `panic_threshold_percent` of the enabled
+    /// active servers are available (up by their check and not ejected):
+    /// the health verdicts then no longer decide alone, so a wrong check
+    /// or a wave of ejections never takes the last servers out.
+    pub fn in_panic(&self, now: u64) -> bool {
+        let threshold = u64::from(self.config.panic_threshold_percent);
+        if threshold == 0 {
+            return false;
+        }
+        let (mut enabled, mut available) = (0u64, 0u64);
+        for s in self.servers.iter().filter(|s| !s.backup && !s.disabled.load(Ordering::Relaxed)) {
+            enabled += 1;
+            available += u64::from(s.is_available(now));
+        }
+        enabled > 0 && available * 100 < threshold * enabled
     }
 
     /// True when at least one server could take a request.
@@ -221,6 +262,63 @@ pub(crate) mod smallvec_lite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn upstream(servers: &[(&str, bool)], panic_threshold: u8) -> Upstream {
+        let mut t = format!("name = \"b\"\npanic_threshold_percent = {panic_threshold}\n");
+        for (i, (n, backup)) in servers.iter().enumerate() {
+            t.push_str(&format!(
+                "[[server]]\nname = \"{n}\"\naddress = \"127.0.0.1:{}\"\nbackup = {backup}\n",
+                1000 + i
+            ));
+        }
+        Upstream::new(toml::from_str(&t).unwrap(), None).unwrap()
+    }
+
+    fn picked(up: &Upstream) -> std::collections::BTreeSet<usize> {
+        let client = IpAddr::from([10, 0, 0, 1]);
+        (0..40).filter_map(|_| up.pick(client, &[])).collect()
+    }
+
+    #[test]
+    fn health_decides_while_enough_servers_are_healthy() {
+        let up = upstream(&[("a", false), ("b", false), ("c", false), ("d", false)], 50);
+        up.servers[0].set_up(false);
+        assert!(up.servers[1].record_failure(1, std::time::Duration::from_secs(60)));
+        assert!(!up.in_panic(now_ms()), "2 of 4 available is not below 50 %");
+        assert_eq!(picked(&up), [2, 3].into());
+    }
+
+    #[test]
+    fn below_the_panic_threshold_every_enabled_server_takes_traffic() {
+        let up = upstream(&[("a", false), ("b", false), ("c", false), ("d", false)], 50);
+        up.servers[0].set_up(false);
+        up.servers[1].set_up(false);
+        assert!(up.servers[2].record_failure(1, std::time::Duration::from_secs(60)));
+        up.servers[3].disabled.store(true, Ordering::Relaxed);
+        assert!(up.in_panic(now_ms()), "0 of 3 enabled servers available");
+        assert_eq!(picked(&up), [0, 1, 2].into(), "a disabled server stays out");
+        // Every server down: still balanced over all, never "no server".
+        up.servers[3].disabled.store(false, Ordering::Relaxed);
+        up.servers[3].set_up(false);
+        assert_eq!(picked(&up), [0, 1, 2, 3].into());
+        // Threshold 0: health decides alone.
+        let off = upstream(&[("a", false), ("b", false)], 0);
+        off.servers[0].set_up(false);
+        off.servers[1].set_up(false);
+        assert!(picked(&off).is_empty());
+    }
+
+    #[test]
+    fn in_panic_available_backups_join_the_healthy_actives() {
+        let up = upstream(&[("a", false), ("b", false), ("c", false), ("spare", true)], 50);
+        up.servers[0].set_up(false);
+        up.servers[1].set_up(false);
+        assert_eq!(picked(&up), [2, 3].into());
+        up.servers[2].set_up(false);
+        assert_eq!(picked(&up), [3].into(), "every active down: the backup serves");
+        up.servers[3].set_up(false);
+        assert_eq!(picked(&up), [0, 1, 2].into(), "nothing available: every active");
+    }
 
     #[test]
     fn retry_budget_allows_min_plus_ratio() {

@@ -9,6 +9,7 @@
 //! this crate.
 
 pub mod browser;
+pub mod tls;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -369,6 +370,16 @@ pub fn raw_request_from(source: std::net::IpAddr, addr: SocketAddr, raw: &[u8]) 
     s.set_read_timeout(Some(PATIENCE))?;
     s.write_all(raw)?;
     read_response(&mut s)
+}
+
+/// Connect to `addr` with a receive buffer of about `bytes` (set before
+/// the connection, so the window the server sees stays small): a client
+/// that reads slowly or not at all fills it at once.
+pub fn connect_with_receive_buffer(addr: SocketAddr, bytes: usize) -> std::io::Result<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    sock.set_recv_buffer_size(bytes)?;
+    sock.connect(&addr.into())?;
+    Ok(sock.into())
 }
 
 /// `GET path` with `Connection: close`.

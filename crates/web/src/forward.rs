@@ -14,10 +14,25 @@ pub struct ForwardRoute {
     forwarder: Forwarder,
 }
 
+/// The web role's request-body limits, applied to proxied requests too.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_body_bytes: u64,
+    pub body_timeout: std::time::Duration,
+}
+
 impl ForwardRoute {
     /// Build route number `index`; its health checks run on the current
     /// runtime until `stop`. `secret` is sent on as `X-Bulwark-Cluster`.
-    pub fn new(index: usize, cfg: &RouteConfig, secret: Option<&str>, stop: CancellationToken) -> Result<Self, String> {
+    /// Request bodies are held to the web role's `limits.max_body_bytes`
+    /// (413) and `timeouts.body` (408), as for static files.
+    pub fn new(
+        index: usize,
+        cfg: &RouteConfig,
+        limits: RequestLimits,
+        secret: Option<&str>,
+        stop: CancellationToken,
+    ) -> Result<Self, String> {
         let name = format!("proxy{index}");
         let upstream = Arc::new(Upstream::new(cfg.to_backend(&name), None).map_err(|e| e.to_string())?);
         HealthCheck::spawn(upstream.clone(), stop);
@@ -38,7 +53,8 @@ impl ForwardRoute {
             connect_timeout: cfg.connect_timeout,
             server_timeout: cfg.server_timeout,
             set_headers,
-            ..ForwardOptions::default()
+            max_body_bytes: limits.max_body_bytes,
+            body_timeout: Some(limits.body_timeout),
         };
         Ok(ForwardRoute { forwarder: Forwarder::new(upstream, options) })
     }

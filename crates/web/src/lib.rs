@@ -26,7 +26,7 @@ mod server;
 mod site;
 
 pub use body::{BoxError, WebBody};
-pub use forward::ForwardRoute;
+pub use forward::{ForwardRoute, RequestLimits};
 pub use proxy_route::{NotWired, ProxyRoute, RouteFuture};
 
 use bulwark_config::web::WebConfig;
@@ -111,7 +111,11 @@ impl WebServer {
     /// health checks on the current runtime until `stop`.
     pub fn wire_proxies(&mut self, stop: CancellationToken) -> Result<(), WebError> {
         for (i, p) in self.config.proxy.clone().iter().enumerate() {
-            let route = forward::ForwardRoute::new(i, p, self.secret.as_deref(), stop.clone())
+            let limits = forward::RequestLimits {
+                max_body_bytes: self.config.limits.max_body_bytes,
+                body_timeout: self.config.timeouts.body,
+            };
+            let route = forward::ForwardRoute::new(i, p, limits, self.secret.as_deref(), stop.clone())
                 .map_err(|reason| WebError::Upstream { index: i, reason })?;
             self.wire_proxy(i, Arc::new(route))?;
         }
@@ -153,6 +157,7 @@ impl WebServer {
         let settings = server::ConnectionSettings {
             header_timeout: c.timeouts.header,
             keepalive_timeout: c.timeouts.keepalive,
+            send_timeout: c.timeouts.send,
             max_header_bytes: c.limits.max_header_bytes,
             drain: c.timeouts.drain,
         };

@@ -23,7 +23,7 @@ pub type RouteFuture<'a> = Pin<Box<dyn Future<Output = Response<WebBody>> + 'a>>
 pub trait ProxyRoute: Send + Sync + 'static {
     fn forward(&self, req: Request<Incoming>, client: SocketAddr) -> RouteFuture<'_>;
     /// Whether a request could be forwarded now (some server is
-    /// available); `/health` answers 503 when a route has none.
+    /// available); `/health` reports the route as degraded when not.
     fn has_available_server(&self) -> bool {
         true
     }

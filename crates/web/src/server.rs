@@ -32,6 +32,8 @@ use tokio_util::task::TaskTracker;
 pub struct ConnectionSettings {
     pub header_timeout: Duration,
     pub keepalive_timeout: Duration,
+    /// Longest wait for the client to accept any byte of a response.
+    pub send_timeout: Duration,
     pub max_header_bytes: usize,
     pub drain: Duration,
 }
@@ -159,7 +161,7 @@ async fn serve_connection(
     stop: CancellationToken,
 ) {
     let phase = Rc::new(Cell::new(Phase::Head(Instant::now())));
-    let io = TimedIo::new(stream, phase.clone(), &settings);
+    let io = TimedIo::new(stream, peer, phase.clone(), &settings);
     let svc = hyper::service::service_fn(move |req| {
         let (site, phase) = (site.clone(), phase.clone());
         phase.set(Phase::Busy);
@@ -209,13 +211,20 @@ enum Phase {
 /// reads: a read that would block past the deadline fails with `TimedOut`,
 /// which ends the connection. One timer per connection, re-armed only when
 /// it fires early (deadlines only move later), so the hot path does no timer
-/// work.
+/// work. Writes have a send-progress deadline (nginx's `send_timeout`): a
+/// write that stays blocked for `send_timeout` (the client accepted no
+/// byte) fails with `TimedOut`; its timer is armed only when a write blocks.
 struct TimedIo {
     stream: TcpStream,
+    peer: SocketAddr,
     phase: Rc<Cell<Phase>>,
     header_timeout: Duration,
     keepalive_timeout: Duration,
     timer: Option<Pin<Box<Sleep>>>,
+    send_timeout: Duration,
+    /// Armed while writes are blocked: the deadline for the next progress.
+    send_timer: Option<Pin<Box<Sleep>>>,
+    send_blocked: bool,
     /// Set once our side of the connection is shut down (lingering close).
     linger_until: Option<Instant>,
     lingered_bytes: usize,
@@ -229,13 +238,17 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
 
 impl TimedIo {
-    fn new(stream: TcpStream, phase: Rc<Cell<Phase>>, s: &ConnectionSettings) -> Self {
+    fn new(stream: TcpStream, peer: SocketAddr, phase: Rc<Cell<Phase>>, s: &ConnectionSettings) -> Self {
         TimedIo {
             stream,
+            peer,
             phase,
             header_timeout: s.header_timeout,
             keepalive_timeout: s.keepalive_timeout,
             timer: None,
+            send_timeout: s.send_timeout,
+            send_timer: None,
+            send_blocked: false,
             linger_until: None,
             lingered_bytes: 0,
         }
@@ -287,9 +300,38 @@ impl Read for TimedIo {
     }
 }
 
+impl TimedIo {
+    /// Account for one write attempt: progress clears the send deadline,
+    /// a blocked write arms it (once per stall) and fails when it passes.
+    fn send_progress<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Ready(r) => {
+                self.send_blocked = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let deadline = Instant::now() + self.send_timeout;
+                if !self.send_blocked {
+                    self.send_blocked = true;
+                    match self.send_timer.as_mut() {
+                        Some(t) => t.as_mut().reset(deadline),
+                        None => self.send_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                let timer = self.send_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                ready!(timer.as_mut().poll(cx));
+                tracing::info!(client = %self.peer, "closing: the client accepted no data for {:?} (timeouts.send)", self.send_timeout);
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client accepted no data within send timeout")))
+            }
+        }
+    }
+}
+
 impl Write for TimedIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.send_progress(cx, r)
     }
 
     fn poll_write_vectored(
@@ -297,7 +339,9 @@ impl Write for TimedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.send_progress(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -32,7 +32,8 @@ pub struct Shared {
     pub cache_bytes: u64,
     /// `(prefix, route)`, in config order; the first matching prefix wins.
     pub proxies: Vec<(String, Arc<dyn ProxyRoute>)>,
-    /// Required `X-Bulwark-Cluster` value on every request but `/health`.
+    /// Required `X-Bulwark-Cluster` value on every request but `/health`
+    /// and `/metrics` (which needs it as `Authorization: Bearer`).
     pub secret: Option<String>,
     pub firewall: bulwark_firewall::Firewall,
     pub stats: WebStats,
@@ -132,18 +133,25 @@ impl Site {
     async fn route(&self, req: Request<Incoming>, client: SocketAddr) -> Response<WebBody> {
         let s = &*self.shared;
         if req.uri().path() == "/health" {
-            // A web server that cannot reach any server of a proxy route
-            // is not healthy: the lb sends its traffic elsewhere instead of
-            // getting 503s from it (e.g. just after a partition heals,
-            // before this server's own checks found its apps again).
-            if let Some((prefix, _)) = s.proxies.iter().find(|(_, route)| !route.has_available_server()) {
-                let mut r = Response::new(WebBody::bytes(format!("no server available for {prefix}\n")));
-                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
-                return r;
+            return health(&s.proxies);
+        }
+        if req.uri().path() == "/metrics" && req.method() == Method::GET {
+            // Metrics need the secret as a bearer token, a credential the
+            // lb never adds: the lb puts `X-Bulwark-Cluster` on every
+            // request it forwards, so that header alone would open
+            // `/metrics` to anyone on the internet.
+            if let Some(secret) = &s.secret {
+                if !bulwark_firewall::bearer_matches(req.headers(), secret) {
+                    let mut r = Response::new(WebBody::bytes(
+                        "401 Unauthorized: /metrics needs the cluster secret as `Authorization: Bearer`\n",
+                    ));
+                    *r.status_mut() = StatusCode::UNAUTHORIZED;
+                    r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
+                    return r;
+                }
             }
-            let mut r = Response::new(WebBody::bytes("ok\n"));
-            r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
+            let mut r = Response::new(WebBody::bytes(s.stats.prometheus()));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             return r;
         }
         if let Some(secret) = &s.secret {
@@ -155,11 +163,6 @@ impl Site {
                 r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
                 return r;
             }
-        }
-        if req.uri().path() == "/metrics" && req.method() == Method::GET {
-            let mut r = Response::new(WebBody::bytes(s.stats.prometheus()));
-            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
-            return r;
         }
         if !s.firewall.is_open() {
             let ip = s.firewall.client_ip(client.ip(), req.headers());
@@ -250,6 +253,25 @@ impl Site {
             other => Err(other),
         }
     }
+}
+
+/// `/health`: 200 whenever this server can serve its static files. A
+/// `[[proxy]]` route without an available server makes it `degraded`
+/// (still 200, the body names the route): the lb keeps sending traffic
+/// here, and static files keep being served while every app is down,
+/// instead of the whole site going dark with its app tier.
+fn health(proxies: &[(String, Arc<dyn ProxyRoute>)]) -> Response<WebBody> {
+    let degraded: Vec<&str> =
+        proxies.iter().filter(|(_, route)| !route.has_available_server()).map(|(p, _)| p.as_str()).collect();
+    let text = if degraded.is_empty() {
+        "ok\n".to_string()
+    } else {
+        format!("degraded: no server available for {}\n", degraded.join(", "))
+    };
+    let mut r = Response::new(WebBody::bytes(text));
+    r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 /// `Content-Length` of the request, if declared and valid.
