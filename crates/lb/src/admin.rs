@@ -29,6 +29,8 @@ pub(crate) struct AdminContext {
     pub connections: Arc<Vec<AtomicI64>>,
     /// The address each frontend actually listens on (`:0` resolved).
     pub bound: Vec<std::net::SocketAddr>,
+    /// The floating addresses this lb holds with VRRP.
+    pub floating: Arc<crate::floating::FloatingAddresses>,
 }
 
 pub(crate) async fn serve(listener: tokio::net::TcpListener, ctx: AdminContext, stop: CancellationToken) {
@@ -90,7 +92,11 @@ fn route(ctx: &AdminContext, req: &hyper::Request<Incoming>) -> Response<ProxyBo
     let (ctype, body) = match path {
         "/health" => ("text/plain", "ok\n".to_string()),
         "/" | "/dashboard" => ("text/html; charset=utf-8", bulwark_telemetry::DASHBOARD_HTML.to_string()),
-        "/api/overview" => ("application/json", ctx.monitor.overview(&r, &ctx.bound).to_string()),
+        "/api/overview" => {
+            let mut overview = ctx.monitor.overview(&r, &ctx.bound);
+            overview["vrrp"] = ctx.floating.overview();
+            ("application/json", overview.to_string())
+        }
         "/stats" => ("application/json", stats_json(&r).to_string()),
         "/metrics" => ("text/plain; version=0.0.4", metrics(&r, ctx)),
         _ => {
@@ -243,6 +249,7 @@ fn metrics(r: &Routing, ctx: &AdminContext) -> String {
     for (name, n) in by_rule {
         let _ = writeln!(out, "bulwark_alerts_firing{{alert=\"{name}\"}} {n}");
     }
+    ctx.floating.write_prometheus(&mut out);
     out.push_str(&bulwark_telemetry::process::process_metrics());
     out
 }

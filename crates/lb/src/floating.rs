@@ -33,11 +33,11 @@ pub fn can_serve(routing: &Routing) -> bool {
     routing.config.frontends.iter().all(|f| routing.upstreams.get(&f.backend).is_some_and(|u| u.has_available()))
 }
 
-/// The running instances of one lb.
+/// The running instances of one lb (shared with the admin listener).
 #[derive(Default)]
 pub struct FloatingAddresses {
     instances: Vec<(VrrpInstance, Arc<InstanceStatus>)>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl FloatingAddresses {
@@ -67,13 +67,14 @@ impl FloatingAddresses {
                 watcher.abort();
             }));
         }
-        FloatingAddresses { instances, tasks }
+        FloatingAddresses { instances, tasks: std::sync::Mutex::new(tasks) }
     }
 
     /// Wait (a little) for the instances to send priority 0 and release
     /// their addresses; called once `stop` is cancelled.
-    pub async fn stopped(self) {
-        for t in self.tasks {
+    pub async fn stopped(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
             let _ = tokio::time::timeout(STOP_GRACE, t).await;
         }
     }

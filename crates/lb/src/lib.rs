@@ -113,7 +113,8 @@ impl LbServer {
     /// in-flight requests finish (bounded by `timeouts.drain`) and return.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), LbError> {
         self.routing.load().start_health_checks();
-        let floating = floating::FloatingAddresses::start(self.routing.clone(), self.monitor.clone(), shutdown.clone());
+        let floating =
+            Arc::new(floating::FloatingAddresses::start(self.routing.clone(), self.monitor.clone(), shutdown.clone()));
         if let Some(listener) = self.admin {
             let cfg = self.routing.load().config.admin.clone().expect("admin listener implies [admin]");
             let token = bulwark_config::Secret::resolve(cfg.token.as_ref(), cfg.token_file.as_deref(), "admin.token")
@@ -130,6 +131,7 @@ impl LbServer {
                 token,
                 connections: self.connections.clone(),
                 bound: self.frontends.iter().map(|f| f.addr).collect(),
+                floating: floating.clone(),
             };
             tokio::spawn(admin::serve(listener, ctx, shutdown.clone()));
             tokio::spawn(monitor::collect(
