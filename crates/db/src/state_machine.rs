@@ -512,6 +512,8 @@ impl ReadPool {
 
 mod apply;
 #[cfg(test)]
+mod determinism_tests;
+#[cfg(test)]
 mod safety_tests;
 #[cfg(test)]
 mod tests;
