@@ -38,7 +38,7 @@ enum Command {
     App(roles::app::Args),
     /// Run a replicated database node, or administer the cluster.
     Db(roles::db::Args),
-    /// Bring up a whole topology (default: the seeds' two-server site on localhost).
+    /// Bring up a whole topology (default: the classic two-server site on localhost).
     Up(roles::up::UpArgs),
     /// Show every role of a running topology: state, health, db role and lag, req/s.
     Status(roles::up::ControlArgs),

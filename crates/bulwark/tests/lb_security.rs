@@ -1,4 +1,4 @@
-//! The seeds' security gaps, closed on the load balancer: HTTPS (with
+//! The classic site's security gaps, closed on the load balancer: HTTPS (with
 //! redirect, HSTS, SNI, HTTP/2, certificate reload), the firewall (CIDR
 //! ACL, rate limit, connection limits), slowloris and body limits.
 use bulwark_testkit::{get, raw_request, raw_request_from, request, wait_until, Backend, Process};

@@ -1,4 +1,4 @@
-//! The chaos suite's harness (issue 8): a whole topology on network
+//! The chaos suite's harness: a whole topology on network
 //! namespaces, one per topology host, like separate machines; a workload
 //! client that records every acknowledged write and every answer; faults
 //! (kill -9, SIGSTOP/SIGCONT, iptables partitions, delay and loss between

@@ -17,7 +17,7 @@ pub const HEAVY_CLIENTS: usize = 16;
 pub const WARMUP: Duration = Duration::from_secs(2);
 /// Load after the script's last action, to see the site recover.
 pub const COOLDOWN: Duration = Duration::from_secs(3);
-/// Failover target (issue 8): writes accepted again within this.
+/// Failover target: writes accepted again within this.
 pub const FAILOVER_TARGET_S: f64 = 2.0;
 
 /// What a scenario must show beyond the invariants every scenario checks

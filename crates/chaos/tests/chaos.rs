@@ -1,4 +1,4 @@
-//! The chaos suite (issue 8). Each test re-runs itself in private network
+//! The chaos suite. Each test re-runs itself in private network
 //! and mount namespaces (root), builds one namespace per topology host
 //! (lb1, server1, server2 on 198.18.0.0/24), runs `bulwark up --host` in
 //! each, drives a workload, injects its faults and checks: no acknowledged

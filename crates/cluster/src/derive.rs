@@ -63,6 +63,34 @@ fn toml_string(s: &str) -> String {
     out
 }
 
+/// The `[[vrrp]]` entries of lb `lb`: one per `[[floating]]` group that
+/// lists it, with the priority of its place in the list.
+fn write_floating(c: &mut String, t: &Topology, lb: &str) {
+    use bulwark_config::topology::Floating;
+    let host_of =
+        |name: &str| t.hosts.iter().find(|h| h.roles.iter().any(|r| r.name == name)).map(|h| h.address.to_string());
+    for f in &t.floating {
+        let Some(place) = f.lbs.iter().position(|l| l == lb) else { continue };
+        let _ = writeln!(
+            c,
+            "[[vrrp]]\nname = {}\ninterface = {}\nvrid = {}\npriority = {}\ntrack_weight = {}\nadvert_interval = \"{}ms\"",
+            toml_string(&f.name),
+            toml_string(&f.interface),
+            f.vrid,
+            Floating::PRIORITIES[place],
+            Floating::TRACK_WEIGHT,
+            f.advert_interval.as_millis()
+        );
+        let addresses: Vec<String> = f.addresses.iter().map(|a| toml_string(a)).collect();
+        let _ = writeln!(c, "addresses = [{}]", addresses.join(", "));
+        if f.unicast {
+            let peers: Vec<String> =
+                f.lbs.iter().filter(|l| *l != lb).filter_map(|l| host_of(l)).map(|a| toml_string(&a)).collect();
+            let _ = writeln!(c, "unicast_peers = [{}]", peers.join(", "));
+        }
+    }
+}
+
 /// Every role of `t` (or only those on `host`) with its config text.
 pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<DerivedRole> {
     let dbs = t.of_kind(RoleKind::Db);
@@ -153,6 +181,7 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 for w in &webs {
                     let _ = writeln!(c, "[[backend.server]]\nname = \"{}\"\naddress = \"{}\"", w.name, w.addr);
                 }
+                write_floating(&mut c, t, &p.name);
             }
         }
         out.push(DerivedRole {
@@ -205,5 +234,61 @@ mod tests {
         let mut v = bulwark_config::Validator::default();
         t.validate(&mut v);
         assert!(v.is_empty());
+    }
+
+    /// Two lb hosts with two floating groups in opposite orders
+    /// (active-active): each lb gets both, with mirrored priorities.
+    #[test]
+    fn floating_groups_become_vrrp_entries_of_their_lbs() {
+        let text = r#"
+[lb]
+public_address = "0.0.0.0"
+[[host]]
+name = "lb1"
+address = "10.0.0.10"
+role = [{ name = "lb1", kind = "lb" }, { name = "db3", kind = "db" }]
+[[host]]
+name = "lb2"
+address = "10.0.0.11"
+role = [{ name = "lb2", kind = "lb" }]
+[[host]]
+name = "server1"
+address = "10.0.0.12"
+role = [{ name = "web1", kind = "web" }, { name = "app1", kind = "app" }, { name = "db1", kind = "db" }, { name = "db2", kind = "db" }]
+[[floating]]
+name = "www-a"
+addresses = ["192.0.2.10/24"]
+interface = "eth0"
+vrid = 51
+lbs = ["lb1", "lb2"]
+[[floating]]
+name = "www-b"
+addresses = ["192.0.2.11/24"]
+interface = "eth0"
+vrid = 52
+lbs = ["lb2", "lb1"]
+unicast = true
+"#;
+        let t: Topology = bulwark_config::from_str(text, "topology.toml").unwrap_or_else(|e| panic!("{e}"));
+        let files = SharedFiles::under(Path::new("/var/lib/bulwark"), &t);
+        let roles = derive(&t, &files, None);
+        let lb = |name: &str| -> bulwark_config::lb::LbConfig {
+            let r = roles.iter().find(|r| r.placed.name == name).unwrap();
+            bulwark_config::from_str(&r.config, name).unwrap_or_else(|e| panic!("{}\n{e}", r.config))
+        };
+        let (lb1, lb2) = (lb("lb1"), lb("lb2"));
+        let prio = |c: &bulwark_config::lb::LbConfig, n: &str| c.vrrp.iter().find(|v| v.name == n).unwrap().priority;
+        assert_eq!((prio(&lb1, "www-a"), prio(&lb1, "www-b")), (200, 140));
+        assert_eq!((prio(&lb2, "www-a"), prio(&lb2, "www-b")), (140, 200));
+        let b1 = lb1.vrrp.iter().find(|v| v.name == "www-b").unwrap();
+        assert_eq!(b1.unicast_peers, vec!["10.0.0.11".to_string()]);
+        assert!(lb1.vrrp[0].unicast_peers.is_empty());
+
+        let bad = text.replace("lbs = [\"lb2\", \"lb1\"]", "lbs = [\"lb2\", \"web1\"]");
+        let err = bulwark_config::from_str::<Topology>(&bad, "topology.toml").unwrap_err().to_string();
+        assert!(err.contains("floating[1].lbs") && err.contains("web1"), "{err}");
+        let bad = text.replace("public_address = \"0.0.0.0\"", "");
+        let err = bulwark_config::from_str::<Topology>(&bad, "topology.toml").unwrap_err().to_string();
+        assert!(err.contains("lb.public_address"), "{err}");
     }
 }

@@ -5,7 +5,7 @@
 //! on each machine starts only that machine's roles with consistent
 //! addresses everywhere.
 //!
-//! With no file, [`Topology::default_localhost`] is the seeds' picture:
+//! With no file, [`Topology::default_localhost`] is the classic two-server site:
 //! `lb1` (the load balancer, plus `db3` as the third database voter),
 //! `server1` = web1 + app1 + db1, `server2` = web2 + app2 + db2.
 use crate::util::check_name;
@@ -38,6 +38,39 @@ pub struct Topology {
     pub lb: LbSettings,
     #[serde(default, rename = "host")]
     pub hosts: Vec<Host>,
+    /// Floating addresses the lb instances share (VRRP): `[[floating]]`.
+    #[serde(default, rename = "floating", skip_serializing_if = "Vec::is_empty")]
+    pub floating: Vec<Floating>,
+}
+
+/// One floating address group: the lbs that share it, in order of
+/// preference (the first holds it while it can serve). Two groups with the
+/// lbs in opposite orders make active-active.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Floating {
+    pub name: String,
+    /// Floating addresses with prefix length (`192.0.2.10/24`).
+    pub addresses: Vec<String>,
+    /// The interface of every lb host the addresses go on.
+    pub interface: String,
+    pub vrid: u8,
+    /// lb role instances, most preferred first (at most 3).
+    pub lbs: Vec<String>,
+    #[serde(default = "d1s", with = "humantime_serde")]
+    pub advert_interval: Duration,
+    /// Advertise to the other lbs' host addresses instead of multicast.
+    #[serde(default)]
+    pub unicast: bool,
+}
+
+impl Floating {
+    /// Priority of the lb at `position` in `lbs`, and the weight taken off
+    /// while it cannot serve: an lb that cannot serve falls below the next
+    /// one that can (200 - 70 < 140, 140 - 70 < 80), and when none can, the
+    /// order stays.
+    pub const PRIORITIES: [u8; 3] = [200, 140, 80];
+    pub const TRACK_WEIGHT: u8 = 70;
 }
 
 fn default_name() -> String {
@@ -203,7 +236,7 @@ pub struct Placed {
 }
 
 impl Topology {
-    /// The seeds' infrastructure on one machine.
+    /// The classic two-server site on one machine.
     pub fn default_localhost() -> Topology {
         let r =
             |name: &str, kind| RoleInstance { name: name.into(), kind, port: None, admin_port: None, https_port: None };
@@ -231,6 +264,7 @@ impl Topology {
                     roles: vec![r("web2", RoleKind::Web), r("app2", RoleKind::App), r("db2", RoleKind::Db)],
                 },
             ],
+            floating: Vec::new(),
         }
     }
 
@@ -345,6 +379,58 @@ impl Validate for Topology {
                 );
             }
         }
+        let lbs: HashSet<&str> = self
+            .hosts
+            .iter()
+            .flat_map(|h| &h.roles)
+            .filter(|r| r.kind == RoleKind::Lb)
+            .map(|r| r.name.as_str())
+            .collect();
+        let mut groups = HashSet::new();
+        if !self.floating.is_empty() && !self.lb.public_address.is_some_and(|a| a.is_unspecified()) {
+            v.scope("lb", |v| {
+                v.error(
+                    "public_address",
+                    "floating addresses need public_address = \"0.0.0.0\": the lbs must accept connections to them",
+                )
+            });
+        }
+        v.scope("floating", |v| {
+            for (i, f) in self.floating.iter().enumerate() {
+                v.index(i, |v| {
+                    check_name(v, "name", &f.name);
+                    if !groups.insert(f.name.as_str()) {
+                        v.error("name", format!("duplicate floating group `{}`", f.name));
+                    }
+                    if f.lbs.is_empty() || f.lbs.len() > Floating::PRIORITIES.len() {
+                        v.error("lbs", "list 1 to 3 lb role instances, most preferred first");
+                    }
+                    for l in &f.lbs {
+                        if !lbs.contains(l.as_str()) {
+                            v.error("lbs", format!("`{l}` is not an lb role instance of this topology"));
+                        }
+                    }
+                    if f.lbs.iter().collect::<HashSet<_>>().len() != f.lbs.len() {
+                        v.error("lbs", "an lb is listed twice");
+                    }
+                    // The rest is the lb's own [[vrrp]] schema.
+                    let as_lb = crate::vrrp::VrrpInstance {
+                        name: f.name.clone(),
+                        interface: f.interface.clone(),
+                        vrid: f.vrid,
+                        priority: Floating::PRIORITIES[0],
+                        advert_interval: f.advert_interval,
+                        preempt: true,
+                        preempt_delay: Duration::ZERO,
+                        addresses: f.addresses.clone(),
+                        unicast_peers: Vec::new(),
+                        source: None,
+                        track_weight: Floating::TRACK_WEIGHT,
+                    };
+                    as_lb.validate(v);
+                });
+            }
+        });
         let mut seen = HashSet::new();
         for p in self.placed() {
             for a in [Some(p.addr), p.admin, p.https].into_iter().flatten() {
@@ -361,7 +447,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_is_the_seeds_picture() {
+    fn default_is_the_classic_two_server_site() {
         let t = Topology::default_localhost();
         let mut v = Validator::default();
         t.validate(&mut v);

@@ -1,4 +1,4 @@
-//! Access control at every listener: the firewall of the seeds' picture.
+//! Access control at every listener: the firewall of the classic site's picture.
 //!
 //! Owns: CIDR allow/deny lists (first match wins), per-client rate
 //! limiting (GCRA, via `governor`), total and per-client concurrent

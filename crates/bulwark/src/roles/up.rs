@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
-    /// Topology file; without it, the built-in seeds topology on localhost.
+    /// Topology file; without it, the built-in two-server site on localhost.
     #[arg(short, long)]
     pub config: Option<PathBuf>,
     /// Start only the roles of this host (run `up --host NAME` on each machine).
