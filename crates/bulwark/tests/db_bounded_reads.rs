@@ -4,32 +4,16 @@
 //! majority has elected a new primary and written there.
 mod db_common;
 
+use bulwark_testkit::netns::sh;
 use bulwark_testkit::wait_until;
 use db_common::*;
-use std::process::Command;
 use std::time::Duration;
-
-const IN_NETNS: &str = "BULWARK_DB_BOUNDED_TEST_IN_NETNS";
-
-fn sh(cmd: &str, args: &[&str]) {
-    let s = Command::new(cmd).args(args).status().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(s.success(), "{cmd} {args:?} failed: {s}");
-}
 
 #[test]
 fn an_isolated_old_primary_serves_no_stale_bounded_read() {
-    if std::env::var_os(IN_NETNS).is_some() {
-        return inside_netns();
+    if bulwark_testkit::netns::isolated("an_isolated_old_primary_serves_no_stale_bounded_read") {
+        inside_netns();
     }
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("unshare")
-        .args(["--net", "--"])
-        .arg(exe)
-        .args(["--exact", "an_isolated_old_primary_serves_no_stale_bounded_read", "--nocapture", "--test-threads=1"])
-        .env(IN_NETNS, "1")
-        .status()
-        .expect("running unshare");
-    assert!(status.success(), "the test inside the network namespace failed: {status}");
 }
 
 fn bounded_read(node: &DbProc) -> (u16, Vec<String>) {

@@ -5,34 +5,16 @@
 //! as a replica and the write it could not commit exists nowhere.
 mod db_common;
 
+use bulwark_testkit::netns::sh;
 use bulwark_testkit::wait_until;
 use db_common::*;
-use std::process::Command;
 use std::time::Duration;
-
-const IN_NETNS: &str = "BULWARK_DB_TEST_IN_NETNS";
-
-fn sh(cmd: &str, args: &[&str]) {
-    let s = Command::new(cmd).args(args).status().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(s.success(), "{cmd} {args:?} failed: {s}");
-}
 
 #[test]
 fn isolated_primary_refuses_writes_and_rejoins_as_replica() {
-    if std::env::var_os(IN_NETNS).is_some() {
-        return isolated_primary_inside_netns();
+    if bulwark_testkit::netns::isolated("isolated_primary_refuses_writes_and_rejoins_as_replica") {
+        isolated_primary_inside_netns();
     }
-    // Run this same test again in a new network namespace (needs root,
-    // as the test environment has); everything in it disappears with it.
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("unshare")
-        .args(["--net", "--"])
-        .arg(exe)
-        .args(["--exact", "isolated_primary_refuses_writes_and_rejoins_as_replica", "--nocapture", "--test-threads=1"])
-        .env(IN_NETNS, "1")
-        .status()
-        .expect("running unshare");
-    assert!(status.success(), "the test inside the network namespace failed: {status}");
 }
 
 fn isolated_primary_inside_netns() {

@@ -9,26 +9,20 @@
 //! sends) hands it over at once with priority 0; the admin listener shows
 //! the state in `/api/overview` and `/metrics`.
 
+use bulwark_testkit::netns::{isolated, private_run_netns, sh};
 use bulwark_testkit::{get, metric_value, wait_until, Backend, Process};
 use nix::sys::signal::Signal;
 use std::net::SocketAddr;
 use std::process::Command;
 
-const INSIDE: &str = "BULWARK_LB_FLOATING_INSIDE";
 const VIP: &str = "10.9.0.100";
 const BRIDGE: &str = "10.9.0.254";
 const TOKEN: &str = "floating-test-token";
 
-fn sh(cmd: &str, args: &[&str]) {
-    let s = Command::new(cmd).args(args).status().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(s.success(), "{cmd} {args:?} failed: {s}");
-}
-
 /// Hosts `a` (10.9.0.1) and `b` (10.9.0.2) on a bridge whose own address
 /// (10.9.0.254) is where the servers and the client live.
 fn hosts() {
-    std::fs::create_dir_all("/run/netns").unwrap();
-    sh("mount", &["-t", "tmpfs", "lb-floating-netns", "/run/netns"]);
+    private_run_netns();
     sh("ip", &["link", "set", "lo", "up"]);
     sh("ip", &["link", "add", "br0", "type", "bridge"]);
     sh("ip", &["addr", "add", &format!("{BRIDGE}/24"), "dev", "br0"]);
@@ -96,15 +90,7 @@ fn admin(ns_ip: &str, path: &str) -> String {
 
 #[test]
 fn the_floating_address_follows_health_and_a_clean_stop() {
-    if std::env::var_os(INSIDE).is_none() {
-        let status = Command::new("unshare")
-            .args(["--net", "--mount", "--propagation", "private", "--"])
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", "the_floating_address_follows_health_and_a_clean_stop", "--nocapture"])
-            .env(INSIDE, "1")
-            .status()
-            .expect("running unshare");
-        assert!(status.success(), "the test inside its namespaces failed: {status}");
+    if !isolated("the_floating_address_follows_health_and_a_clean_stop") {
         return;
     }
     hosts();

@@ -9,6 +9,7 @@
 //! this crate.
 
 pub mod browser;
+pub mod netns;
 pub mod tls;
 
 use bytes::Bytes;

@@ -9,6 +9,7 @@
 //! socket are that namespace's.
 
 use bulwark_config::vrrp::VrrpInstance;
+use bulwark_testkit::netns::{isolated as inside, private_run_netns, sh};
 use bulwark_testkit::wait_until;
 use bulwark_vrrp::instance::{run, InstanceStatus};
 use bulwark_vrrp::router::State;
@@ -22,36 +23,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-const INSIDE: &str = "BULWARK_VRRP_TEST_INSIDE";
 const VIP: &str = "10.9.0.100";
-
-fn sh(cmd: &str, args: &[&str]) {
-    let s = Command::new(cmd).args(args).status().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(s.success(), "{cmd} {args:?} failed: {s}");
-}
-
-/// Run test `name` again inside fresh network and mount namespaces;
-/// returns true when already inside (the caller then does the work).
-fn inside(name: &str) -> bool {
-    if std::env::var_os(INSIDE).is_some() {
-        return true;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("unshare")
-        .args(["--net", "--mount", "--propagation", "private", "--"])
-        .arg(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(INSIDE, "1")
-        .status()
-        .expect("running unshare");
-    assert!(status.success(), "{name} failed inside its namespaces: {status}");
-    false
-}
 
 /// Hosts `a` (10.9.0.1) and `b` (10.9.0.2), each with `eth0` on one veth pair.
 fn two_hosts() {
-    std::fs::create_dir_all("/run/netns").unwrap();
-    sh("mount", &["-t", "tmpfs", "vrrp-netns", "/run/netns"]);
+    private_run_netns();
     sh("ip", &["netns", "add", "a"]);
     sh("ip", &["netns", "add", "b"]);
     sh("ip", &["link", "add", "eth0", "netns", "a", "type", "veth", "peer", "name", "eth0", "netns", "b"]);
