@@ -1,63 +1,24 @@
-//! The send-progress deadline of client connections (nginx's
-//! `send_timeout`): a write to the client that stays blocked for
-//! `timeouts.client_send`, because the client accepted no byte in that
-//! time, fails with `TimedOut`, and the connection ends. A client reading
-//! a large answer very slowly (or not at all) cannot pin a connection, its
-//! buffers and the server connection behind it forever.
-//!
-//! It wraps the TCP stream under TLS, so it sees the bytes the client's
-//! kernel accepts whatever the protocol above (HTTP/1.1 or HTTP/2). The
-//! timer is armed only when a write blocks, and re-armed only on a new
-//! stall.
-use std::future::Future;
+//! The send-progress deadline of client connections on the lb
+//! (`timeouts.client_send`, see [`bulwark_proxy::send_stall`]). It wraps
+//! the TCP stream under TLS, so it sees the bytes the client's kernel
+//! accepts whatever the protocol above (HTTP/1.1 or HTTP/2).
+use bulwark_proxy::send_stall::SendStall;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
 
 pub(crate) struct SendDeadline<T> {
     inner: T,
-    peer: std::net::SocketAddr,
-    timeout: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
-    blocked: bool,
+    stall: SendStall,
 }
 
 impl<T> SendDeadline<T> {
     pub(crate) fn new(inner: T, peer: std::net::SocketAddr, timeout: Duration) -> Self {
-        SendDeadline { inner, peer, timeout, timer: None, blocked: false }
-    }
-
-    fn account<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
-        match r {
-            Poll::Ready(r) => {
-                self.blocked = false;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if !self.blocked {
-                    self.blocked = true;
-                    let deadline = Instant::now() + self.timeout;
-                    match self.timer.as_mut() {
-                        Some(t) => t.as_mut().reset(deadline),
-                        None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    }
-                }
-                if let Some(t) = self.timer.as_mut() {
-                    ready!(t.as_mut().poll(cx));
-                }
-                tracing::info!(client = %self.peer, "closing: the client accepted no data for {:?} (timeouts.client_send)", self.timeout);
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("the client accepted no data for {:?} (timeouts.client_send)", self.timeout),
-                )))
-            }
-        }
+        SendDeadline { inner, stall: SendStall::new(peer, timeout, "timeouts.client_send") }
     }
 }
-
 impl<T: AsyncRead + Unpin> AsyncRead for SendDeadline<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
@@ -68,7 +29,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SendDeadline<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.account(cx, r)
+        this.stall.account(cx, r)
     }
 
     fn poll_write_vectored(
@@ -78,7 +39,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SendDeadline<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.account(cx, r)
+        this.stall.account(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -88,13 +49,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SendDeadline<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_flush(cx);
-        this.account(cx, r)
+        this.stall.account(cx, r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_shutdown(cx);
-        this.account(cx, r)
+        this.stall.account(cx, r)
     }
 }
 

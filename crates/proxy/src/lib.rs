@@ -5,7 +5,8 @@
 //! passive ejection, the per-thread keep-alive connection pool, HTTP request
 //! forwarding with retries and a retry budget ([`Forwarder`]), forwarding
 //! errors typed where they are born ([`ProxyError`]: whose failure, may a
-//! retry help), forwarded headers, and layer-4 tunnelling ([`tcp`]).
+//! retry help), forwarded headers, the send-progress deadline of client
+//! connections ([`send_stall`]), and layer-4 tunnelling ([`tcp`]).
 //!
 //! Must not touch: listening sockets, TLS, firewalling, config files or
 //! process lifecycle; the roles (lb, web) own those and call in here with a
@@ -18,6 +19,7 @@ mod forward;
 pub mod headers;
 pub mod health;
 mod pool;
+pub mod send_stall;
 mod server;
 pub mod tcp;
 mod upstream;

@@ -216,15 +216,12 @@ enum Phase {
 /// byte) fails with `TimedOut`; its timer is armed only when a write blocks.
 struct TimedIo {
     stream: TcpStream,
-    peer: SocketAddr,
     phase: Rc<Cell<Phase>>,
     header_timeout: Duration,
     keepalive_timeout: Duration,
     timer: Option<Pin<Box<Sleep>>>,
-    send_timeout: Duration,
-    /// Armed while writes are blocked: the deadline for the next progress.
-    send_timer: Option<Pin<Box<Sleep>>>,
-    send_blocked: bool,
+    /// The send-progress deadline (`timeouts.send`).
+    send: bulwark_proxy::send_stall::SendStall,
     /// Set once our side of the connection is shut down (lingering close).
     linger_until: Option<Instant>,
     lingered_bytes: usize,
@@ -241,14 +238,11 @@ impl TimedIo {
     fn new(stream: TcpStream, peer: SocketAddr, phase: Rc<Cell<Phase>>, s: &ConnectionSettings) -> Self {
         TimedIo {
             stream,
-            peer,
             phase,
             header_timeout: s.header_timeout,
             keepalive_timeout: s.keepalive_timeout,
             timer: None,
-            send_timeout: s.send_timeout,
-            send_timer: None,
-            send_blocked: false,
+            send: bulwark_proxy::send_stall::SendStall::new(peer, s.send_timeout, "timeouts.send"),
             linger_until: None,
             lingered_bytes: 0,
         }
@@ -300,38 +294,11 @@ impl Read for TimedIo {
     }
 }
 
-impl TimedIo {
-    /// Account for one write attempt: progress clears the send deadline,
-    /// a blocked write arms it (once per stall) and fails when it passes.
-    fn send_progress<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        match r {
-            Poll::Ready(r) => {
-                self.send_blocked = false;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                let deadline = Instant::now() + self.send_timeout;
-                if !self.send_blocked {
-                    self.send_blocked = true;
-                    match self.send_timer.as_mut() {
-                        Some(t) => t.as_mut().reset(deadline),
-                        None => self.send_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    }
-                }
-                let timer = self.send_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                ready!(timer.as_mut().poll(cx));
-                tracing::info!(client = %self.peer, "closing: the client accepted no data for {:?} (timeouts.send)", self.send_timeout);
-                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client accepted no data within send timeout")))
-            }
-        }
-    }
-}
-
 impl Write for TimedIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_write(cx, buf);
-        this.send_progress(cx, r)
+        this.send.account(cx, r)
     }
 
     fn poll_write_vectored(
@@ -341,7 +308,7 @@ impl Write for TimedIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        this.send_progress(cx, r)
+        this.send.account(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
