@@ -7,6 +7,7 @@
 use crate::api::{AddMember, ErrorBody, ExecuteRequest, ExecuteResult, Member, NodeRef, NodeStatus, Token};
 use crate::append_queue::AppendQueue;
 use crate::group_commit::{Committed, GroupCommit};
+use crate::leader_acks::LeaderAcks;
 use crate::log_store::{AppendedEntries, InlineSyncPause, LogStore};
 use crate::raft_types::{now_ms, ApplyOutcome, Node, NodeId, Raft, Write};
 use crate::sql;
@@ -73,6 +74,9 @@ struct NodeState {
     heartbeat: Duration,
     stats: DbStats,
     ahead_stats: Arc<AheadStats>,
+    /// The quorum clock: when each peer last accepted a request of this
+    /// node's (see `leader_acks`).
+    leader_acks: Arc<LeaderAcks>,
 }
 
 /// Request counters and latencies for `/metrics`.
@@ -200,6 +204,7 @@ impl DbNode {
         let rcfg = raft_config(&config)?;
         let lease = Duration::from_millis(rcfg.election_timeout_max);
         let ahead_stats = Arc::new(AheadStats::default());
+        let leader_acks = Arc::new(LeaderAcks::default());
         let appended = log.appended_entries();
         let transport = RaftTransport {
             http: http.clone(),
@@ -208,6 +213,7 @@ impl DbNode {
             appended: appended.clone(),
             max_entries: rcfg.max_payload_entries as usize,
             ahead_stats: ahead_stats.clone(),
+            leader_acks: leader_acks.clone(),
         };
         let database = sm.clone();
         let raft = Raft::new(config.node_id, Arc::new(rcfg), transport, log, sm)
@@ -251,6 +257,7 @@ impl DbNode {
             heartbeat: config.heartbeat_interval,
             stats: DbStats::default(),
             ahead_stats,
+            leader_acks,
         };
         let firewall = Arc::new(
             bulwark_firewall::Firewall::new(&config.firewall).map_err(|e| DbError::Config(format!("firewall: {e}")))?,
@@ -407,15 +414,29 @@ impl NodeState {
         m.membership_config.membership().voter_ids().collect()
     }
 
-    /// Primary that heard from a majority within the lease.
+    /// Primary that a majority acknowledged within the lease, by the
+    /// quorum clock kept outside openraft's core (see `leader_acks`).
     fn has_quorum(&self, m: &RaftMetrics<NodeId, Node>) -> bool {
-        if m.state != ServerState::Leader {
+        self.quorum_within(m, self.lease)
+    }
+
+    /// Primary that a majority (counting itself) acknowledged requests
+    /// sent within `window` (and the lease minus `COVERED_MAX_AGE`).
+    fn quorum_within(&self, m: &RaftMetrics<NodeId, Node>, window: Duration) -> bool {
+        if m.state != ServerState::Leader || m.vote.leader_id().voted_for() != Some(self.id) {
             return false;
         }
-        if Self::voters(m).len() <= 1 {
+        let configs = m.membership_config.membership().get_joint_config();
+        if configs.iter().all(|c| c.len() == 1 && c.contains(&self.id)) {
             return true;
         }
-        m.millis_since_quorum_ack.is_some_and(|ms| Duration::from_millis(ms) < self.lease)
+        self.leader_acks.quorum_within(self.id, &m.vote, configs, self.lease, window)
+    }
+
+    /// How long ago the requests were sent whose acknowledgement makes
+    /// this node's newest majority (`None`: no majority under its vote).
+    fn quorum_age(&self, m: &RaftMetrics<NodeId, Node>) -> Option<Duration> {
+        self.leader_acks.quorum_age(self.id, &m.vote, m.membership_config.membership().get_joint_config())
     }
 
     fn role(&self, m: &RaftMetrics<NodeId, Node>) -> &'static str {
@@ -789,10 +810,13 @@ impl NodeState {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_quorum",
-                format!(
-                    "this primary has not heard from a majority for {} ms and refuses writes",
-                    m.millis_since_quorum_ack.unwrap_or(0)
-                ),
+                match self.quorum_age(&m) {
+                    Some(age) => format!(
+                        "this primary has not heard from a majority for {} ms and refuses writes",
+                        age.as_millis()
+                    ),
+                    None => "this primary has not heard from a majority in its term and refuses writes".to_string(),
+                },
                 true,
                 None,
             );
