@@ -277,12 +277,31 @@ impl DbNode {
 
     /// Serve until `shutdown` is cancelled, then drain connections (5 s at
     /// most) and stop Raft.
+    ///
+    /// Also stops, the same way, when Raft stops on its own with a fatal
+    /// error (a failed write or sync of the log, an apply that failed for a
+    /// reason of this node: see `apply_error`), and then returns that error:
+    /// the process exits non-zero and whoever supervises it (`bulwark up`,
+    /// systemd) starts it again, with a backoff, instead of leaving a node
+    /// that serves HTTP but never applies anything again. At the next start
+    /// the node applies the same entry again.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DbError> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let DbNode { listener, state, firewall, header_timeout } = self;
+        let raft_stopped = raft_stopped(state.raft.metrics());
+        tokio::pin!(raft_stopped);
+        let mut failed = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                why = &mut raft_stopped => {
+                    tracing::error!(
+                        "Raft stopped on this node: {why}; the node stops and exits with an error so that it is \
+                         started again (it then applies the same entries again)"
+                    );
+                    failed = Some(why);
+                    break;
+                }
                 r = listener.accept() => {
                     let (stream, peer) = match r {
                         Ok(x) => x,
@@ -337,8 +356,22 @@ impl DbNode {
             }
             Err(e) => tracing::warn!("closing the database: {e}"),
         }
-        tracing::info!("db node stopped");
-        Ok(())
+        match failed {
+            Some(why) => Err(DbError::Raft(format!("Raft stopped on this node: {why}"))),
+            None => {
+                tracing::info!("db node stopped");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Resolves once Raft has stopped (its metrics say so, or are gone), with
+/// the reason.
+async fn raft_stopped(mut metrics: watch::Receiver<RaftMetrics<NodeId, Node>>) -> String {
+    match metrics.wait_for(|m| m.running_state.is_err()).await {
+        Ok(m) => m.running_state.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+        Err(_) => "its metrics ended".to_string(),
     }
 }
 
