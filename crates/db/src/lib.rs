@@ -22,6 +22,7 @@ mod crash_rebuild;
 mod durable;
 mod error;
 mod group_commit;
+mod leader_acks;
 mod log_store;
 mod node;
 mod raft_types;

@@ -7,6 +7,7 @@
 use crate::api::{AddMember, ErrorBody, ExecuteRequest, ExecuteResult, Member, NodeRef, NodeStatus, Token};
 use crate::append_queue::AppendQueue;
 use crate::group_commit::{Committed, GroupCommit};
+use crate::leader_acks::LeaderAcks;
 use crate::log_store::{AppendedEntries, InlineSyncPause, LogStore};
 use crate::raft_types::{now_ms, ApplyOutcome, Node, NodeId, Raft, Write};
 use crate::sql;
@@ -73,6 +74,9 @@ struct NodeState {
     heartbeat: Duration,
     stats: DbStats,
     ahead_stats: Arc<AheadStats>,
+    /// The quorum clock: when each peer last accepted a request of this
+    /// node's (see `leader_acks`).
+    leader_acks: Arc<LeaderAcks>,
 }
 
 /// Request counters and latencies for `/metrics`.
@@ -200,6 +204,7 @@ impl DbNode {
         let rcfg = raft_config(&config)?;
         let lease = Duration::from_millis(rcfg.election_timeout_max);
         let ahead_stats = Arc::new(AheadStats::default());
+        let leader_acks = Arc::new(LeaderAcks::default());
         let appended = log.appended_entries();
         let transport = RaftTransport {
             http: http.clone(),
@@ -208,6 +213,7 @@ impl DbNode {
             appended: appended.clone(),
             max_entries: rcfg.max_payload_entries as usize,
             ahead_stats: ahead_stats.clone(),
+            leader_acks: leader_acks.clone(),
         };
         let database = sm.clone();
         let raft = Raft::new(config.node_id, Arc::new(rcfg), transport, log, sm)
@@ -251,6 +257,7 @@ impl DbNode {
             heartbeat: config.heartbeat_interval,
             stats: DbStats::default(),
             ahead_stats,
+            leader_acks,
         };
         let firewall = Arc::new(
             bulwark_firewall::Firewall::new(&config.firewall).map_err(|e| DbError::Config(format!("firewall: {e}")))?,
@@ -270,12 +277,31 @@ impl DbNode {
 
     /// Serve until `shutdown` is cancelled, then drain connections (5 s at
     /// most) and stop Raft.
+    ///
+    /// Also stops, the same way, when Raft stops on its own with a fatal
+    /// error (a failed write or sync of the log, an apply that failed for a
+    /// reason of this node: see `apply_error`), and then returns that error:
+    /// the process exits non-zero and whoever supervises it (`bulwark up`,
+    /// systemd) starts it again, with a backoff, instead of leaving a node
+    /// that serves HTTP but never applies anything again. At the next start
+    /// the node applies the same entry again.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DbError> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let DbNode { listener, state, firewall, header_timeout } = self;
+        let raft_stopped = raft_stopped(state.raft.metrics());
+        tokio::pin!(raft_stopped);
+        let mut failed = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                why = &mut raft_stopped => {
+                    tracing::error!(
+                        "Raft stopped on this node: {why}; the node stops and exits with an error so that it is \
+                         started again (it then applies the same entries again)"
+                    );
+                    failed = Some(why);
+                    break;
+                }
                 r = listener.accept() => {
                     let (stream, peer) = match r {
                         Ok(x) => x,
@@ -330,8 +356,22 @@ impl DbNode {
             }
             Err(e) => tracing::warn!("closing the database: {e}"),
         }
-        tracing::info!("db node stopped");
-        Ok(())
+        match failed {
+            Some(why) => Err(DbError::Raft(format!("Raft stopped on this node: {why}"))),
+            None => {
+                tracing::info!("db node stopped");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Resolves once Raft has stopped (its metrics say so, or are gone), with
+/// the reason.
+async fn raft_stopped(mut metrics: watch::Receiver<RaftMetrics<NodeId, Node>>) -> String {
+    match metrics.wait_for(|m| m.running_state.is_err()).await {
+        Ok(m) => m.running_state.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+        Err(_) => "its metrics ended".to_string(),
     }
 }
 
@@ -407,15 +447,29 @@ impl NodeState {
         m.membership_config.membership().voter_ids().collect()
     }
 
-    /// Primary that heard from a majority within the lease.
+    /// Primary that a majority acknowledged within the lease, by the
+    /// quorum clock kept outside openraft's core (see `leader_acks`).
     fn has_quorum(&self, m: &RaftMetrics<NodeId, Node>) -> bool {
-        if m.state != ServerState::Leader {
+        self.quorum_within(m, self.lease)
+    }
+
+    /// Primary that a majority (counting itself) acknowledged requests
+    /// sent within `window` (and the lease minus `COVERED_MAX_AGE`).
+    fn quorum_within(&self, m: &RaftMetrics<NodeId, Node>, window: Duration) -> bool {
+        if m.state != ServerState::Leader || m.vote.leader_id().voted_for() != Some(self.id) {
             return false;
         }
-        if Self::voters(m).len() <= 1 {
+        let configs = m.membership_config.membership().get_joint_config();
+        if configs.iter().all(|c| c.len() == 1 && c.contains(&self.id)) {
             return true;
         }
-        m.millis_since_quorum_ack.is_some_and(|ms| Duration::from_millis(ms) < self.lease)
+        self.leader_acks.quorum_within(self.id, &m.vote, configs, self.lease, window)
+    }
+
+    /// How long ago the requests were sent whose acknowledgement makes
+    /// this node's newest majority (`None`: no majority under its vote).
+    fn quorum_age(&self, m: &RaftMetrics<NodeId, Node>) -> Option<Duration> {
+        self.leader_acks.quorum_age(self.id, &m.vote, m.membership_config.membership().get_joint_config())
     }
 
     fn role(&self, m: &RaftMetrics<NodeId, Node>) -> &'static str {
@@ -789,10 +843,13 @@ impl NodeState {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_quorum",
-                format!(
-                    "this primary has not heard from a majority for {} ms and refuses writes",
-                    m.millis_since_quorum_ack.unwrap_or(0)
-                ),
+                match self.quorum_age(&m) {
+                    Some(age) => format!(
+                        "this primary has not heard from a majority for {} ms and refuses writes",
+                        age.as_millis()
+                    ),
+                    None => "this primary has not heard from a majority in its term and refuses writes".to_string(),
+                },
                 true,
                 None,
             );

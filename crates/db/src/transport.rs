@@ -1,5 +1,6 @@
 //! HTTP between nodes and from clients: one keep-alive connection pool that
 //! always sends the cluster secret, and the Raft network over it.
+use crate::leader_acks::LeaderAcks;
 use crate::log_store::AppendedEntries;
 use crate::raft_types::{LogId, Node, NodeId, TypeConfig, Vote};
 use crate::state_machine::Applied;
@@ -146,6 +147,9 @@ pub struct RaftTransport {
     /// Entries per append-entries request.
     pub max_entries: usize,
     pub ahead_stats: Arc<AheadStats>,
+    /// Where every peer's acceptance of a request is recorded: the
+    /// primary's quorum clock.
+    pub leader_acks: Arc<LeaderAcks>,
 }
 
 /// Append-entries sent ahead (see [`send_ahead`]), for `/metrics`.
@@ -262,6 +266,7 @@ pub struct PeerConnection {
     /// only its replication stream's carries entries.
     ahead: Ahead,
     stats: Arc<AheadStats>,
+    leader_acks: Arc<LeaderAcks>,
 }
 
 enum Ahead {
@@ -294,7 +299,8 @@ impl RaftNetworkFactory<TypeConfig> for RaftTransport {
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
         let link = Link { addr: node.addr.clone(), http: self.http.clone(), applied: self.applied.clone() };
         let ahead = Ahead::Ready { me: self.id, appended: self.appended.clone(), max: self.max_entries };
-        PeerConnection { target, link, peer_log: Arc::default(), ahead, stats: self.ahead_stats.clone() }
+        let (stats, leader_acks) = (self.ahead_stats.clone(), self.leader_acks.clone());
+        PeerConnection { target, link, peer_log: Arc::default(), ahead, stats, leader_acks }
     }
 }
 
@@ -407,6 +413,7 @@ struct Peer {
     target: NodeId,
     link: Link,
     log: Arc<PeerState>,
+    leader_acks: Arc<LeaderAcks>,
 }
 
 /// Send this node's new entries to one peer as soon as they are appended,
@@ -437,7 +444,7 @@ struct Peer {
 /// being sent a snapshot is left to openraft), [`AHEAD_IN_FLIGHT`] requests
 /// at a time, and stops at the first refusal until openraft's next success.
 async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries, max: usize, stats: Arc<AheadStats>) {
-    let Peer { target, link, log: peer } = peer;
+    let Peer { target, link, log: peer, leader_acks } = peer;
     let mut last = appended.watch_written();
     let slots = Arc::new(tokio::sync::Semaphore::new(AHEAD_IN_FLIGHT));
     loop {
@@ -477,7 +484,7 @@ async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries, max: usiz
             // as openraft's own requests would make it.
             let rpc =
                 AppendEntriesRequest::<TypeConfig> { vote, prev_log_id: Some(prev), entries, leader_commit: commit };
-            let (link, peer, stats) = (link.clone(), peer.clone(), stats.clone());
+            let (link, peer, stats, leader_acks) = (link.clone(), peer.clone(), stats.clone(), leader_acks.clone());
             let sent_at = Instant::now();
             tokio::spawn(async move {
                 let res: RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> =
@@ -490,6 +497,7 @@ async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries, max: usiz
                             p.learn(vote, sent);
                             p.acked(vote, sent_at);
                         });
+                        leader_acks.acked(target, vote, sent_at);
                     }
                     other => {
                         stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -546,18 +554,27 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
                     }
                     p.acked(vote, called_at);
                 });
+                self.leader_acks.acked(self.target, vote, called_at);
                 if carries_entries {
                     if let Ahead::Ready { me, appended, max } = std::mem::replace(&mut self.ahead, Ahead::Off) {
-                        let peer = Peer { target: self.target, link: self.link.clone(), log: self.peer_log.clone() };
+                        let peer = Peer {
+                            target: self.target,
+                            link: self.link.clone(),
+                            log: self.peer_log.clone(),
+                            leader_acks: self.leader_acks.clone(),
+                        };
                         let stats = self.stats.clone();
                         self.ahead = Ahead::Running(tokio::spawn(send_ahead(me, peer, appended, max, stats)));
                     }
                 }
             }
-            Ok(AppendEntriesResponse::PartialSuccess(Some(m))) => self.peer_log.update(|p| {
-                p.learn(vote, *m);
-                p.acked(vote, called_at);
-            }),
+            Ok(AppendEntriesResponse::PartialSuccess(Some(m))) => {
+                self.peer_log.update(|p| {
+                    p.learn(vote, *m);
+                    p.acked(vote, called_at);
+                });
+                self.leader_acks.acked(self.target, vote, called_at);
+            }
             Ok(_) => self.peer_log.update(|p| p.known = None),
             Err(_) => {}
         }

@@ -87,13 +87,11 @@ impl NodeState {
         }
     }
 
-    /// A primary may serve a `bounded` read when a majority acknowledged it
-    /// within `max_lag` (and within the lease).
+    /// A primary may serve a `bounded` read when a majority acknowledged
+    /// requests it sent within `max_lag` (and within the lease), by the
+    /// quorum clock kept outside openraft's core (see `leader_acks`).
     fn primary_is_fresh(&self, m: &RaftMetrics<NodeId, Node>, max_lag: Duration) -> bool {
-        if Self::voters(m).len() <= 1 {
-            return true;
-        }
-        m.millis_since_quorum_ack.is_some_and(|ms| Duration::from_millis(ms) <= max_lag.min(self.lease))
+        self.quorum_within(m, max_lag)
     }
 
     async fn wait_applied(&self, index: u64, within: Duration) -> bool {

@@ -1,7 +1,10 @@
-//! A primary whose disk stalls while its replicas stop answering must not
-//! look acknowledged afterwards: the answers openraft gets for entries sent
-//! ahead (covered, without a round trip) count only while the replica's
-//! real acknowledgement is recent.
+//! A primary whose disk stalls while its replicas stop answering must stop
+//! claiming a quorum within the lease, while the stall lasts (openraft's
+//! core waits on the sync and reports nothing, so its metrics would show
+//! the last quorum forever; the quorum clock of `leader_acks` does not
+//! depend on it), and must not look acknowledged afterwards either: the
+//! answers openraft gets for entries sent ahead (covered, without a round
+//! trip) count only while the replica's real acknowledgement is recent.
 use super::{config, get, http, status_u64, stop_all, wait_for, TestNode, LEASE, SECRET};
 use crate::api::Statement;
 use crate::log_store::tests::SyncGate;
@@ -14,7 +17,7 @@ async fn primary_code(node: &TestNode) -> Option<u16> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_primary_with_paused_replicas_is_not_primary_after_the_stall() {
+async fn a_stalled_primary_with_paused_replicas_stops_being_primary_during_the_stall() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let n1 = TestNode::start(config(1, dirs[0].path(), None, true));
     wait_for("node 1 leads alone", WAIT, || async { primary_code(&n1).await == Some(200) }).await;
@@ -55,10 +58,20 @@ async fn a_stalled_primary_with_paused_replicas_is_not_primary_after_the_stall()
         .await;
     }
     assert!(gate.held.load(std::sync::atomic::Ordering::SeqCst) > 0, "the sync waits");
-    // Both replicas stop answering, and the stall lasts well past the
-    // lease.
+    // Both replicas stop answering: within the lease (here: a generous
+    // deadline) the primary stops claiming a quorum, with its disk still
+    // stalled.
     let paused = [n2.pause(), n3.pause()];
-    tokio::time::sleep(LEASE * 3).await;
+    wait_for("node 1 stops claiming a quorum while its disk stalls", WAIT, || async {
+        primary_code(&n1).await == Some(503)
+    })
+    .await;
+    // And never again while it lasts (three leases).
+    let until = tokio::time::Instant::now() + LEASE * 3;
+    while tokio::time::Instant::now() < until {
+        assert_ne!(primary_code(&n1).await, Some(200), "node 1 claims a quorum during the stall");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     gate.release();
     // openraft goes on past the sync (its metrics show the entry) and asks
     // to replicate the entry the replicas accepted before they stopped.

@@ -1,0 +1,92 @@
+//! A replica whose disk fills up must not stay up as a node that never
+//! applies anything again: SQLite's SQLITE_FULL stops its state machine
+//! (nothing recorded, nothing skipped), Raft stops, and the `bulwark db`
+//! process exits non-zero with a clear log line, so that its supervisor
+//! starts it again. Once the disk has room, the restarted node applies the
+//! same entry again and catches up.
+//!
+//! The disk is real: a tmpfs of a few MiB mounted on the replica's data
+//! dir, inside a private mount namespace (`unshare --mount`, root) so that
+//! nothing outlives the test.
+mod db_common;
+
+use bulwark_testkit::{wait_until, Process};
+use db_common::*;
+use std::process::Command;
+
+const IN_MOUNTNS: &str = "BULWARK_DB_TEST_IN_MOUNTNS";
+const TEST: &str = "a_replica_whose_disk_fills_exits_and_catches_up_once_it_has_room";
+
+/// Rows of 1 MiB written: more than the replica's disk holds.
+const ROWS: i64 = 16;
+
+fn sh(cmd: &str, args: &[&str]) {
+    let s = Command::new(cmd).args(args).status().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(s.success(), "{cmd} {args:?} failed: {s}");
+}
+
+#[test]
+fn a_replica_whose_disk_fills_exits_and_catches_up_once_it_has_room() {
+    if std::env::var_os(IN_MOUNTNS).is_some() {
+        return full_disk_inside_mount_namespace();
+    }
+    // Run this same test again in a new mount namespace (needs root, as the
+    // test environment has); its mounts disappear with it.
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .arg(exe)
+        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+        .env(IN_MOUNTNS, "1")
+        .status()
+        .expect("running unshare");
+    assert!(status.success(), "the test inside the mount namespace failed: {status}");
+}
+
+fn full_disk_inside_mount_namespace() {
+    let rt = rt();
+    let c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1"], "");
+    assert_eq!(c.wait_primary(), 1);
+
+    // Node 3's data dir is a 12 MiB disk: room for its Raft log (a 4 MiB
+    // segment) and a few MiB of database.
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap().to_string();
+    sh("mount", &["-t", "tmpfs", "-o", "size=12m", "tmpfs", &dir]);
+    let p = Process::start("db", &config(3, "127.0.0.1:0", data.path(), false, ""));
+    let addr = p.addr("api");
+    let mut victim = DbProc { id: 3, ip: "127.0.0.1".into(), data, proc: Some(p), addr, extra: String::new() };
+    rt.block_on(c.client.add_node(3, &addr.to_string(), true)).expect("add voter 3");
+    wait_until("node 3 is a replica", || victim.status().is_some_and(|s| s.role == "replica"));
+
+    exec(&rt, &c.client, "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL)", vec![]);
+    // The two other nodes commit every write; node 3 runs out of space.
+    let mut last = None;
+    for i in 0..ROWS {
+        last = Some(exec(&rt, &c.client, "INSERT INTO t VALUES (?, zeroblob(1048576))", vec![i.into()]).token);
+    }
+    let last = last.unwrap();
+
+    let exit = victim.proc.as_mut().unwrap().wait_exit();
+    let logs = victim.logs();
+    assert!(!exit.success(), "node 3 exited with {exit:?}; logs:\n{logs}");
+    assert!(logs.contains("the database stopped applying committed entries"), "{logs}");
+    assert!(logs.contains("database or disk is full"), "{logs}");
+    assert!(logs.contains("Raft stopped on this node"), "{logs}");
+    victim.proc = None;
+
+    // The cause goes away: the disk grows. The restarted node applies the
+    // same entry again and catches up, and writes go on.
+    sh("mount", &["-o", "remount,size=256m", &dir]);
+    victim.restart();
+    let after = exec(&rt, &c.client, "INSERT INTO t VALUES (?, zeroblob(16))", vec![ROWS.into()]).token;
+    assert!(after.index > last.index);
+    wait_until("node 3 catches up", || victim.status().is_some_and(|s| s.applied_index >= after.index));
+    assert_eq!(count_on(victim.addr, "t", Some(after)), Some(ROWS + 1));
+    let q = r#"{"sql":"SELECT sum(length(b)) FROM t"}"#;
+    let sum = post(victim.addr, "/v1/query", q, Some(SECRET));
+    assert!(sum.text().contains(&(ROWS * 1048576 + 16).to_string()), "{}", sum.text());
+    victim.terminate();
+    drop(c);
+    sh("umount", &[&dir]);
+}

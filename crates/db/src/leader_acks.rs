@@ -1,0 +1,144 @@
+//! When each peer last acknowledged this node as its leader: the clock by
+//! which a primary decides that it still has a quorum (`/primary`, the
+//! write path, `bounded` reads on the primary, `/v1/status`'s `quorum`).
+//!
+//! openraft 0.9 has its own (`RaftMetrics::millis_since_quorum_ack`), but
+//! its core computes it only when it reports metrics, and the core stops
+//! while it waits for an append to this node's own log to be synced: a
+//! primary whose disk stalls keeps showing the last report, a quorum
+//! acknowledged a few milliseconds ago, for as long as the stall lasts,
+//! even if every replica has stopped answering. This clock is kept by the
+//! transport (`transport.rs`) outside the core: each time a peer accepts a
+//! request of this node's (openraft's own append-entries and heartbeats,
+//! and entries sent ahead), the time the request was **sent** is recorded
+//! under the vote it carried. Answers given without a round trip (covered
+//! answers) are not acknowledgements and are not recorded. The question
+//! "has a majority acknowledged me within the lease?" is then answered
+//! with the current time, whatever the core is doing.
+//!
+//! A peer that accepted a request sent at `t` refuses to vote for anyone
+//! else until at least `t` + its election timeout, so while a majority
+//! (counting this node) accepted requests sent within the lease no other
+//! node can have become primary. The window used is the lease minus
+//! [`COVERED_MAX_AGE`], the same margin covered answers are held to.
+use crate::raft_types::{NodeId, Vote};
+use crate::transport::COVERED_MAX_AGE;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Per peer: the vote of the newest acknowledged request and when the
+/// newest request it accepted under that vote was sent.
+#[derive(Debug, Default)]
+pub(crate) struct LeaderAcks {
+    acks: Mutex<HashMap<NodeId, (Vote, Instant)>>,
+}
+
+impl LeaderAcks {
+    /// `peer` accepted a request sent at `sent_at` under `vote`.
+    pub(crate) fn acked(&self, peer: NodeId, vote: Vote, sent_at: Instant) {
+        let mut acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        match acks.get_mut(&peer) {
+            Some((v, t)) if *v == vote => *t = (*t).max(sent_at),
+            // A late answer to a request of an older vote changes nothing.
+            Some((v, _)) if *v > vote => {}
+            _ => {
+                acks.insert(peer, (vote, sent_at));
+            }
+        }
+    }
+
+    /// When the request was sent whose acknowledgement completes a
+    /// majority of every voter set in `configs` (one, or two during a
+    /// membership change) under `vote`, this node `me` counting as
+    /// acknowledged `now`; `None` if some set has no such majority.
+    pub(crate) fn quorum_acked_at(
+        &self,
+        me: NodeId,
+        vote: &Vote,
+        configs: &[BTreeSet<NodeId>],
+        now: Instant,
+    ) -> Option<Instant> {
+        let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut oldest: Option<Instant> = None;
+        for voters in configs {
+            let mut times: Vec<Instant> = voters
+                .iter()
+                .filter_map(|id| {
+                    if *id == me {
+                        return Some(now);
+                    }
+                    acks.get(id).filter(|(v, _)| v == vote).map(|(_, t)| *t)
+                })
+                .collect();
+            let majority = voters.len() / 2 + 1;
+            if times.len() < majority {
+                return None;
+            }
+            // Newest first: the majority-th newest acknowledgement.
+            times.sort_unstable_by(|a, b| b.cmp(a));
+            let at = times[majority - 1];
+            oldest = Some(oldest.map_or(at, |o| o.min(at)));
+        }
+        oldest
+    }
+
+    /// How long ago the majority acknowledgement of
+    /// [`LeaderAcks::quorum_acked_at`] was sent, if any.
+    pub(crate) fn quorum_age(&self, me: NodeId, vote: &Vote, configs: &[BTreeSet<NodeId>]) -> Option<Duration> {
+        let now = Instant::now();
+        self.quorum_acked_at(me, vote, configs, now).map(|t| now.saturating_duration_since(t))
+    }
+
+    /// True when a majority acknowledged a request sent within `window`
+    /// (at most the lease minus [`COVERED_MAX_AGE`]).
+    pub(crate) fn quorum_within(
+        &self,
+        me: NodeId,
+        vote: &Vote,
+        configs: &[BTreeSet<NodeId>],
+        lease: Duration,
+        window: Duration,
+    ) -> bool {
+        let window = window.min(lease.saturating_sub(COVERED_MAX_AGE));
+        self.quorum_age(me, vote, configs).is_some_and(|age| age <= window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_majority_counts_this_node_and_only_acknowledgements_of_its_vote() {
+        let acks = LeaderAcks::default();
+        let vote = Vote::new_committed(4, 1);
+        let now = Instant::now() + Duration::from_secs(10);
+        let voters = [set(&[1, 2, 3])];
+        assert_eq!(acks.quorum_acked_at(1, &vote, &voters, now), None, "nobody answered");
+        acks.acked(2, Vote::new_committed(3, 1), now - Duration::from_millis(1));
+        assert_eq!(acks.quorum_acked_at(1, &vote, &voters, now), None, "an older term's answer");
+        acks.acked(2, vote, now - Duration::from_millis(300));
+        acks.acked(3, vote, now - Duration::from_millis(100));
+        assert_eq!(acks.quorum_acked_at(1, &vote, &voters, now), Some(now - Duration::from_millis(100)));
+        // Only forward, and a late answer of an older vote changes nothing.
+        acks.acked(3, vote, now - Duration::from_millis(200));
+        acks.acked(3, Vote::new_committed(3, 1), now);
+        assert_eq!(acks.quorum_acked_at(1, &vote, &voters, now), Some(now - Duration::from_millis(100)));
+        // Five voters need two others.
+        let five = [set(&[1, 2, 3, 4, 5])];
+        assert_eq!(acks.quorum_acked_at(1, &vote, &five, now), Some(now - Duration::from_millis(300)));
+        // During a membership change, a majority of both sets.
+        let joint = [set(&[1, 2, 3]), set(&[1, 4, 5])];
+        assert_eq!(acks.quorum_acked_at(1, &vote, &joint, now), None);
+        acks.acked(5, vote, now - Duration::from_millis(50));
+        assert_eq!(acks.quorum_acked_at(1, &vote, &joint, now), Some(now - Duration::from_millis(100)));
+        // A set without this node needs a majority of others.
+        assert_eq!(acks.quorum_acked_at(9, &vote, &voters, now), Some(now - Duration::from_millis(300)));
+    }
+}
