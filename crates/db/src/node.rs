@@ -36,6 +36,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 mod reads;
+mod votes;
 
 /// Marks a request one node passed to the primary (never passed again).
 const FORWARDED_HEADER: &str = "x-bulwark-forwarded";
@@ -77,6 +78,8 @@ struct NodeState {
     /// The quorum clock: when each peer last accepted a request of this
     /// node's (see `leader_acks`).
     leader_acks: Arc<LeaderAcks>,
+    /// Votes refused for a lease after the start (see `votes`).
+    vote_hold: votes::VoteHold,
 }
 
 /// Request counters and latencies for `/metrics`.
@@ -258,6 +261,7 @@ impl DbNode {
             stats: DbStats::default(),
             ahead_stats,
             leader_acks,
+            vote_hold: votes::VoteHold::new(lease),
         };
         let firewall = Arc::new(
             bulwark_firewall::Firewall::new(&config.firewall).map_err(|e| DbError::Config(format!("firewall: {e}")))?,
@@ -629,7 +633,10 @@ impl NodeState {
                 json(StatusCode::OK, &res)
             }
             "/raft/vote" => match parse(&body) {
-                Ok(rpc) => json(StatusCode::OK, &self.raft.vote(rpc).await),
+                Ok(rpc) => match self.vote_hold.refusal(&self.raft) {
+                    Some(refused) => json(StatusCode::OK, &Ok::<_, RaftError<NodeId>>(refused)),
+                    None => json(StatusCode::OK, &self.raft.vote(rpc).await),
+                },
                 Err(r) => r,
             },
             "/raft/snapshot" => match parse(&body) {

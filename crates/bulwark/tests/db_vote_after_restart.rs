@@ -1,0 +1,42 @@
+//! A replica that restarts refuses to vote for a leader lease: openraft
+//! forgets when it last heard the primary, so without the hold a
+//! restarted replica would help elect a second primary while the first
+//! still counts a quorum within its lease.
+mod db_common;
+
+use bulwark_testkit::{wait_until, Process};
+use db_common::*;
+
+#[test]
+fn a_restarted_replica_refuses_votes_for_a_lease() {
+    let rt = rt();
+    let mut c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], "");
+    let primary = c.wait_primary();
+    exec(&rt, &c.client, "CREATE TABLE t (v TEXT)", vec![]);
+    let replica = (1..=3).find(|&id| id != primary).unwrap();
+    let candidate = (1..=3).find(|&id| id != primary && id != replica).unwrap();
+    let term = c.node(replica).status().unwrap().term;
+
+    // kill -9 and restart with a long election timeout, so its lease (and
+    // the hold) comfortably outlasts the request below on a slow machine.
+    let node = c.node_mut(replica);
+    node.kill();
+    let cfg = config(replica, &node.addr.to_string(), node.data.path(), false, "")
+        .replace("election_timeout = \"400ms\"", "election_timeout = \"20s\"")
+        .replace("write_timeout = \"3s\"", "write_timeout = \"20s\"");
+    node.proc = Some(Process::start("db", &cfg));
+    wait_until("the restarted replica to answer", || c.node(replica).status().is_some());
+
+    // Another replica campaigns in a higher term with a log at least as
+    // long as anyone's: only the lease stands between it and this vote.
+    let request = format!(
+        r#"{{"vote":{{"leader_id":{{"term":{t},"node_id":{candidate}}},"committed":false}},
+            "last_log_id":{{"leader_id":{{"term":{t},"node_id":{candidate}}},"index":1000000}}}}"#,
+        t = term + 1
+    );
+    let r = c.node(replica).post("/raft/vote", &request);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(answer["Ok"]["vote_granted"], false, "a restarted replica granted a vote at once: {answer}");
+    assert!(c.node(replica).logs().contains("started less than a leader lease ago"), "{}", c.node(replica).logs());
+}
