@@ -15,6 +15,7 @@ mod control;
 pub mod derive;
 pub mod private;
 mod probe;
+pub mod secrets;
 mod supervisor;
 
 pub use control::{request as control_request, ControlReply, ControlRequest};
