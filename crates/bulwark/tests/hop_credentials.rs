@@ -2,7 +2,8 @@
 //! accepts only the secret of the hop in front of it, the database keeps
 //! Raft, membership and promote for its peers, the monitoring token reads
 //! status and metrics and nothing else, and the lb's config names no
-//! database secret.
+//! database secret. With `internal_tls`, `up` issues the roles of its host
+//! certificates from a cluster CA.
 use bulwark_testkit::{bulwark_bin, request, wait_until, Process};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -88,10 +89,49 @@ fn each_hop_refuses_the_other_hops_secrets() {
     for hop in ["web-app", "app-db", "db-peer"] {
         assert!(!lb.contains(hop), "the lb's config names {hop}:\n{lb}");
     }
+    // On localhost, no internal certificates unless asked for.
+    assert!(!data.path().join("tls/internal").exists());
     let token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
     wait_until("the lb reads the database's roles with the monitoring token", || {
         let auth = format!("Bearer {}", token.trim());
         request(up.addr("lb1.admin"), "GET", "/api/overview", &[("Authorization", &auth)], b"")
             .is_ok_and(|r| r.status == 200 && r.text().contains("\"primary\""))
     });
+}
+
+/// `up --host edge` of a topology with `internal_tls = true`: a cluster CA
+/// (key 0600) and a certificate for each role of that host only; the hop
+/// secrets of that host only.
+#[test]
+fn up_issues_its_hosts_roles_certificates_from_a_cluster_ca() {
+    use std::os::unix::fs::MetadataExt;
+    let topo_dir = tempfile::tempdir().unwrap();
+    let topo = topo_dir.path().join("topology.toml");
+    std::fs::write(
+        &topo,
+        "internal_tls = true\n[[host]]\nname = \"edge\"\nrole = [{ name = \"lb1\", kind = \"lb\" }]\n\
+         [[host]]\nname = \"inner\"\nrole = [{ name = \"web1\", kind = \"web\" }, { name = \"app1\", kind = \"app\" }, \
+         { name = \"db1\", kind = \"db\" }]\n",
+    )
+    .unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let data = base.path().join("data");
+    let mut cmd = Command::new(bulwark_bin());
+    cmd.args(["up", "--host", "edge", "--port-base", "0", "-c"]).arg(&topo).arg("--data-dir").arg(&data);
+    let _up = Process::spawn(cmd, tempfile::tempdir().unwrap(), topo.clone());
+    let mode = |p: &str| std::fs::metadata(data.join(p)).unwrap().mode() & 0o777;
+    assert_eq!(mode("tls/internal"), 0o700);
+    assert_eq!(mode("tls/internal/ca.key"), 0o600);
+    assert_eq!(mode("tls/internal/lb1.key"), 0o600);
+    assert!(data.join("tls/internal/ca.pem").exists() && data.join("tls/internal/lb1.pem").exists());
+    for other in ["web1", "app1", "db1"] {
+        assert!(!data.join(format!("tls/internal/{other}.pem")).exists(), "{other} issued on the lb's host");
+    }
+    let held: Vec<String> = std::fs::read_dir(data.join("secrets"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut held = held;
+    held.sort();
+    assert_eq!(held, ["lb-web", "monitor"], "the lb's host holds only its hops' secrets");
 }

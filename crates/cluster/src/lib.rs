@@ -13,6 +13,7 @@
 
 mod control;
 pub mod derive;
+pub mod pki;
 pub mod private;
 mod probe;
 pub mod secrets;

@@ -38,6 +38,20 @@ pub struct Topology {
     pub lb: LbSettings,
     #[serde(default, rename = "host")]
     pub hosts: Vec<Host>,
+    /// Issue every role a certificate from a cluster CA that `up` creates
+    /// (`DATA/tls/internal/`), for mutual TLS between tiers on different
+    /// hosts. Default: on when a host's address is not loopback (the
+    /// topology spans machines), off on localhost. No hop uses the
+    /// certificates yet: tiers still talk plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_tls: Option<bool>,
+}
+
+impl Topology {
+    /// Whether `up` issues internal certificates (see `internal_tls`).
+    pub fn internal_tls(&self) -> bool {
+        self.internal_tls.unwrap_or_else(|| self.hosts.iter().any(|h| !h.address.is_loopback()))
+    }
 }
 
 fn default_name() -> String {
@@ -231,6 +245,7 @@ impl Topology {
                     roles: vec![r("web2", RoleKind::Web), r("app2", RoleKind::App), r("db2", RoleKind::Db)],
                 },
             ],
+            internal_tls: None,
         }
     }
 

@@ -120,6 +120,14 @@ fn prepare_files(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Resul
     bulwark_cluster::secrets::ensure(&files.data_dir, kinds)
         .with_context(|| format!("creating {}", bulwark_cluster::secrets::dir(&files.data_dir).display()))?;
     ensure_private_file(&files.admin_token, random_secret)?;
+    if t.internal_tls() {
+        // A cluster CA and a certificate per role of this host, for mutual
+        // TLS between hosts; the hops do not use them yet.
+        let ca = bulwark_cluster::pki::ClusterCa::ensure(&files.data_dir, &t.name)?;
+        for p in t.placed().into_iter().filter(|p| host.is_none_or(|h| h == p.host)) {
+            ca.ensure_role(&p.name, p.addr.ip())?;
+        }
+    }
     for (name, bytes) in bulwark_app::site_files() {
         let p = files.site.join(name);
         if let Some(parent) = p.parent() {
