@@ -239,9 +239,18 @@ async fn route(app: &App, req: hyper::Request<Incoming>, peer: SocketAddr) -> Re
         return resp;
     }
     let path = req.uri().path().to_string();
-    // Health is open (the tiers in front probe it); everything else needs
-    // the cluster secret the web tier adds.
-    if path != "/health" && path != "/api/health" && app.config.require_secret {
+    // Health is open (the tiers in front probe it); metrics need the
+    // monitoring token; everything else needs the secret the web tier adds.
+    if path == "/metrics" {
+        if let Some(token) = &app.monitor_token {
+            if !bulwark_firewall::bearer_matches(req.headers(), token) {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "/metrics needs the monitoring token as `Authorization: Bearer`",
+                );
+            }
+        }
+    } else if path != "/health" && path != "/api/health" && app.config.require_secret {
         let ok = app
             .secret
             .as_deref()

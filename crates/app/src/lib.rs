@@ -73,7 +73,10 @@ pub enum AppError {
 pub(crate) struct App {
     pub config: AppConfig,
     pub db: Client,
+    /// Required from the web tier (`X-Bulwark-Cluster`).
     pub secret: Option<String>,
+    /// Opens `/metrics` (bearer).
+    pub monitor_token: Option<String>,
     pub cookie_key: CookieKey,
     pub firewall: Firewall,
     pub stats: handlers::AppStats,
@@ -89,16 +92,34 @@ impl AppServer {
     /// Resolve the secret, run migrations against the database, bind.
     pub async fn bind(config: AppConfig) -> Result<AppServer, AppError> {
         let secret = bulwark_config::Secret::resolve(config.secret.as_ref(), config.secret_file.as_deref(), "secret")
-            .map_err(AppError::Secret)?
-            .map(|s| s.expose().to_string());
-        let db = Client::new(config.db_nodes.iter().cloned(), secret.as_deref().unwrap_or_default())
+            .map_err(AppError::Secret)?;
+        // Each hop has its own credential; a config with `secret` alone
+        // uses it for every one (the single-secret setup).
+        let db_secret = bulwark_config::Secret::resolve_or(
+            config.db_secret.as_ref(),
+            config.db_secret_file.as_deref(),
+            "db_secret",
+            secret.as_ref(),
+        )
+        .map_err(AppError::Secret)?;
+        let monitor_token = bulwark_config::Secret::resolve_or(
+            config.monitor_token.as_ref(),
+            config.monitor_token_file.as_deref(),
+            "monitor_token",
+            secret.as_ref(),
+        )
+        .map_err(AppError::Secret)?;
+        let db_secret = db_secret.map(|s| s.expose().to_string());
+        let db = Client::new(config.db_nodes.iter().cloned(), db_secret.as_deref().unwrap_or_default())
             .with_deadline(config.db_deadline);
         migrate(&db).await?;
         let firewall = Firewall::new(&config.firewall).map_err(AppError::Firewall)?;
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| AppError::Bind(config.listen.clone(), e))?;
-        let cookie_key = match secret.as_deref() {
+        // Signed with a key derived from the app→db secret: every app
+        // server has it, the web tier and the lb do not.
+        let cookie_key = match db_secret.as_deref() {
             Some(s) => CookieKey::from_secret(s),
             None => {
                 tracing::info!("no cluster secret: read-your-writes cookies are signed with a key of this server only");
@@ -106,7 +127,15 @@ impl AppServer {
             }
         };
         Ok(AppServer {
-            app: Arc::new(App { config, db, secret, cookie_key, firewall, stats: Default::default() }),
+            app: Arc::new(App {
+                config,
+                db,
+                secret: secret.map(|s| s.expose().to_string()),
+                monitor_token: monitor_token.map(|s| s.expose().to_string()),
+                cookie_key,
+                firewall,
+                stats: Default::default(),
+            }),
             listener,
         })
     }

@@ -136,9 +136,9 @@ fn forged_read_your_writes_cookies_do_not_take_the_site_down() {
     let paths = vec!["/api/messages"; 120];
     // Unsigned, as in the attack found on the running site.
     let forged = site.get_all(&paths, &["Cookie: bulwark_rw=1.18446744073709551615".to_string()], 20);
-    // Signed with the cluster's key (as a thief of the secret could), far
-    // beyond the log, and of a term the cluster never had.
-    let secret = std::fs::read_to_string(data.path().join("secret")).unwrap();
+    // Signed with the cluster's key (as a thief of the app→db secret
+    // could), far beyond the log, and of a term the cluster never had.
+    let secret = std::fs::read_to_string(data.path().join("secrets/app-db")).unwrap();
     let key = bulwark_app::CookieKey::from_secret(secret.trim());
     let beyond = key.sign(Token { term: 1, index: u64::MAX });
     let future = key.sign(Token { term: u64::MAX, index: 1 });

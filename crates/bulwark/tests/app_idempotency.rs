@@ -86,6 +86,8 @@ fn the_same_post_twice_with_one_key_is_stored_once_and_answered_alike() {
     let max = "k".repeat(200);
     assert_eq!(post(&app, Some(&max), r#"{"author":"dee","text":"long key"}"#).status, 201);
 
-    let metrics = request(app.addr("http"), "GET", "/metrics", &[("X-Bulwark-Cluster", SECRET)], b"").unwrap().text();
+    let metrics = request(app.addr("http"), "GET", "/metrics", &[("Authorization", &format!("Bearer {SECRET}"))], b"")
+        .unwrap()
+        .text();
     assert!(metrics.contains("bulwark_app_replayed_posts_total{app=\"app1\"} 1"), "{metrics}");
 }

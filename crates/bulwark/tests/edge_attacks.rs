@@ -83,7 +83,7 @@ fn malformed_chunked_bodies_are_the_attackers_problem_only() {
     let up = Process::spawn(cmd, tempfile::tempdir().unwrap(), data.path().join("none"));
     let https = up.addr("lb1.https");
     let ca = data.path().join("tls/cert.pem");
-    let secret = std::fs::read_to_string(data.path().join("secret")).unwrap().trim().to_string();
+    let secret = std::fs::read_to_string(data.path().join("secrets/lb-web")).unwrap().trim().to_string();
     let token = std::fs::read_to_string(data.path().join("admin.token")).unwrap().trim().to_string();
     for path in ["/", "/api/messages"] {
         wait_until(&format!("{path} answers"), || https_get(https, &ca, path).is_ok_and(|r| r.status == 200));
@@ -93,7 +93,7 @@ fn malformed_chunked_bodies_are_the_attackers_problem_only() {
     wait_until("the load is flowing", || load.ok() >= 20);
 
     // The attack: over HTTPS through the lb, and straight to a web server
-    // (with the cluster secret, as the lb's own requests carry it).
+    // (with the lb→web secret, as the lb's own requests carry it).
     let mut attacked = Vec::new();
     for _ in 0..30 {
         attacked.push(tls_raw_request(https, "localhost", &ca, &bad_chunk("")).map(|r| r.status));

@@ -130,10 +130,17 @@ fn up_keeps_its_files_and_control_socket_to_its_user() {
     assert!(out.contains(&format!("admin token: in {} (mode 0600)", data.join("admin.token").display())), "{out}");
     assert!(!out.contains(token) && !out.contains("?token="), "the token is printed:\n{out}");
 
-    for dir in [data.clone(), data.join("config"), data.join("logs"), data.join("tls"), data.join("site")] {
+    for dir in [
+        data.clone(),
+        data.join("config"),
+        data.join("logs"),
+        data.join("tls"),
+        data.join("site"),
+        data.join("secrets"),
+    ] {
         assert_eq!(mode(&dir), 0o700, "{}", dir.display());
     }
-    for file in ["admin.token", "secret", "tls/key.pem", "logs/lb1.log"] {
+    for file in ["admin.token", "secrets/lb-web", "secrets/monitor", "tls/key.pem", "logs/lb1.log"] {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
     let sock = data.join("control-edge.sock");

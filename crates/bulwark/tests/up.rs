@@ -148,13 +148,12 @@ fn default_topology_serves_the_guestbook_and_survives_failures() {
         assert_eq!(pgrp, pid, "role {pid} shares a process group");
     }
     // Web and app servers count their traffic in Prometheus text (behind
-    // the cluster secret: a bearer token for the web tier, which the lb
-    // never adds, the cluster header for the app).
-    let secret = std::fs::read_to_string(data.path().join("secret")).unwrap();
+    // the monitoring token as a bearer token, which the lb never adds).
+    let monitor = std::fs::read_to_string(data.path().join("secrets/monitor")).unwrap();
     let scrape = |listener: &str| {
         let raw = format!(
-            "GET /metrics HTTP/1.1\r\nHost: t\r\nX-Bulwark-Cluster: {0}\r\nAuthorization: Bearer {0}\r\nConnection: close\r\n\r\n",
-            secret.trim()
+            "GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            monitor.trim()
         );
         let r = bulwark_testkit::raw_request(up.addr(listener), raw.as_bytes()).unwrap();
         assert_eq!(r.status, 200, "{listener}: {}", r.text());
@@ -179,11 +178,14 @@ fn default_topology_serves_the_guestbook_and_survives_failures() {
     assert!(posts >= 1.0, "app2 posts counted: {posts}");
     assert_eq!(bulwark_testkit::get(up.addr("web1.http"), "/metrics").unwrap().status, 401);
 
-    // The cluster secret and the admin token never reach a log.
-    let token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    // No hop secret and not the admin token ever reach a log.
+    let mut secrets = vec![std::fs::read_to_string(data.path().join("admin.token")).unwrap()];
+    for hop in ["lb-web", "web-app", "app-db", "db-peer", "monitor"] {
+        secrets.push(std::fs::read_to_string(data.path().join("secrets").join(hop)).unwrap());
+    }
     for entry in std::fs::read_dir(data.path().join("logs")).unwrap() {
         let log = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        assert!(!log.contains(secret.trim()) && !log.contains(token.trim()), "a secret leaked into a log");
+        assert!(secrets.iter().all(|s| !log.contains(s.trim())), "a secret leaked into a log");
     }
     let exit = up.terminate();
     assert!(exit.success(), "{exit:?}\n{}", up.logs());

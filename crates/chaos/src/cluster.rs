@@ -160,7 +160,12 @@ impl Cluster {
         for (h, _) in &hosts {
             let dir = root.join(h);
             std::fs::create_dir_all(&dir).unwrap();
+            // Each host derives its hop secrets from `secret`; the peer
+            // secret is SECRET itself, which the harness sends to the
+            // databases (status, promote, writes) as their peers do.
             write_private(&dir.join("secret"), SECRET);
+            std::fs::create_dir_all(dir.join("secrets")).unwrap();
+            write_private(&dir.join("secrets/db-peer"), SECRET);
             write_private(&dir.join("admin.token"), ADMIN_TOKEN);
         }
         let started = Instant::now();

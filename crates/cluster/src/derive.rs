@@ -1,5 +1,6 @@
 //! Derive each role's config file from a topology: the topology is the
 //! single source of truth, so every host computes the same addresses.
+use crate::secrets::{self, Hop};
 use bulwark_config::topology::{Placed, RoleKind, Topology};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -8,8 +9,6 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct SharedFiles {
     pub data_dir: PathBuf,
-    /// Cluster secret (tier-to-tier and database traffic).
-    pub secret: PathBuf,
     /// Admin token (dashboard, stats, metrics, control).
     pub admin_token: PathBuf,
     /// Web root with the site's static files.
@@ -20,6 +19,11 @@ pub struct SharedFiles {
 }
 
 impl SharedFiles {
+    /// The file of one hop's secret (see [`crate::secrets`]).
+    pub fn secret(&self, hop: Hop) -> PathBuf {
+        secrets::path(&self.data_dir, hop)
+    }
+
     pub fn under(data_dir: &Path, t: &Topology) -> SharedFiles {
         let (cert, key) = match &t.lb.certificate {
             Some(c) => (c.cert.clone(), c.key.clone()),
@@ -27,7 +31,6 @@ impl SharedFiles {
         };
         SharedFiles {
             data_dir: data_dir.to_path_buf(),
-            secret: data_dir.join("secret"),
             admin_token: data_dir.join("admin.token"),
             site: data_dir.join("site"),
             cert,
@@ -113,7 +116,9 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 let _ = writeln!(c, "role = \"db\"\nnode_id = {}", node_id.unwrap_or(1));
                 let _ = writeln!(c, "listen = \"{}\"", p.addr);
                 let _ = writeln!(c, "data_dir = {}", q(&files.data_dir.join(&p.name)));
-                let _ = writeln!(c, "secret_file = {}", q(&files.secret));
+                let _ = writeln!(c, "secret_file = {}", q(&files.secret(Hop::AppDb)));
+                let _ = writeln!(c, "peer_secret_file = {}", q(&files.secret(Hop::DbPeer)));
+                let _ = writeln!(c, "monitor_token_file = {}", q(&files.secret(Hop::Monitor)));
                 // Every initial voter may bootstrap: the cluster forms once.
                 let _ = writeln!(c, "bootstrap = true");
                 for (i, d) in dbs.iter().enumerate() {
@@ -124,12 +129,16 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 let _ = writeln!(c, "role = \"app\"\nname = \"{}\"\nlisten = \"{}\"\nthreads = 2", p.name, p.addr);
                 let nodes: Vec<String> = dbs.iter().map(|d| format!("\"{}\"", d.addr)).collect();
                 let _ = writeln!(c, "db_nodes = [{}]", nodes.join(", "));
-                let _ = writeln!(c, "secret_file = {}", q(&files.secret));
+                let _ = writeln!(c, "secret_file = {}", q(&files.secret(Hop::WebApp)));
+                let _ = writeln!(c, "db_secret_file = {}", q(&files.secret(Hop::AppDb)));
+                let _ = writeln!(c, "monitor_token_file = {}", q(&files.secret(Hop::Monitor)));
             }
             RoleKind::Web => {
                 let _ =
                     writeln!(c, "role = \"web\"\nlisten = [\"{}\"]\nroot = {}\nthreads = 1", p.addr, q(&files.site));
-                let _ = writeln!(c, "secret_file = {}", q(&files.secret));
+                let _ = writeln!(c, "secret_file = {}", q(&files.secret(Hop::LbWeb)));
+                let _ = writeln!(c, "upstream_secret_file = {}", q(&files.secret(Hop::WebApp)));
+                let _ = writeln!(c, "monitor_token_file = {}", q(&files.secret(Hop::Monitor)));
                 let servers: Vec<String> = apps.iter().map(|a| format!("\"{}\"", a.addr)).collect();
                 let _ = writeln!(c, "[[proxy]]\nprefix = \"/api/\"\nservers = [{}]", servers.join(", "));
                 let _ = writeln!(
@@ -142,8 +151,12 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
             RoleKind::Lb => {
                 let _ = writeln!(c, "role = \"lb\"\nthreads = {}", t.lb.threads);
                 let _ = writeln!(c, "[admin]\nbind = \"{}\"", p.admin.expect("lb has an admin address"));
-                let _ =
-                    writeln!(c, "token_file = {}\ncluster_secret_file = {}", q(&files.admin_token), q(&files.secret));
+                let _ = writeln!(
+                    c,
+                    "token_file = {}\nmonitor_token_file = {}",
+                    q(&files.admin_token),
+                    q(&files.secret(Hop::Monitor))
+                );
                 let _ = writeln!(c, "site = {}\nname = \"{}\"", toml_string(&t.name), p.name);
                 for n in apps.iter().chain(dbs.iter()) {
                     let _ = writeln!(
@@ -171,7 +184,7 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                     "[[backend]]\nname = \"web\"\nbalance = \"{}\"",
                     format!("{:?}", t.lb.balance).to_lowercase()
                 );
-                let _ = writeln!(c, "cluster_secret_file = {}", q(&files.secret));
+                let _ = writeln!(c, "cluster_secret_file = {}", q(&files.secret(Hop::LbWeb)));
                 let _ = writeln!(
                     c,
                     "health_check = {{ kind = \"http\", path = \"/health\", interval = \"{}ms\", timeout = \"{}ms\", rise = 1, fall = 2 }}",
@@ -231,6 +244,20 @@ mod tests {
         let db3 = roles.iter().find(|r| r.placed.name == "db3").unwrap();
         assert_eq!(db3.node_id, Some(3));
         assert_eq!(derive(&t, &files, Some("server1")).len(), 3);
+        // Each role names exactly the secrets of its hops: the lb never
+        // the database's.
+        for r in &roles {
+            for hop in Hop::ALL {
+                let named = r.config.contains(&q(&files.secret(hop)));
+                assert_eq!(
+                    named,
+                    Hop::held_by(r.placed.kind).contains(&hop),
+                    "{} {hop:?}:\n{}",
+                    r.placed.name,
+                    r.config
+                );
+            }
+        }
         let mut v = bulwark_config::Validator::default();
         t.validate(&mut v);
         assert!(v.is_empty());

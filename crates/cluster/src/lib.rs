@@ -13,8 +13,10 @@
 
 mod control;
 pub mod derive;
+pub mod pki;
 pub mod private;
 mod probe;
+pub mod secrets;
 mod supervisor;
 
 pub use control::{request as control_request, ControlReply, ControlRequest};

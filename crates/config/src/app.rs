@@ -4,7 +4,9 @@
 //! name = "app1"                      # shown to users: which server answered
 //! listen = "127.0.0.1:8100"
 //! db_nodes = ["127.0.0.1:8110", "127.0.0.1:8111", "127.0.0.1:8112"]
-//! secret_file = "/etc/bulwark/cluster.secret"   # to the db, and required from the web tier
+//! secret_file = "/etc/bulwark/web-app.secret"      # required from the web tier (X-Bulwark-Cluster)
+//! db_secret_file = "/etc/bulwark/app-db.secret"    # sent to the database (default: secret)
+//! monitor_token_file = "/etc/bulwark/monitor.token" # opens /metrics as a bearer token (default: secret)
 //! ```
 use crate::util::{check_bind, check_host_port, check_name};
 use crate::{Secret, Validate, Validator};
@@ -22,12 +24,26 @@ pub struct AppConfig {
     pub listen: String,
     /// Database nodes (`host:port`); the client finds the primary itself.
     pub db_nodes: Vec<String>,
-    /// Cluster secret: sent to the database, and required on every request
-    /// (header `X-Bulwark-Cluster`) unless `require_secret = false`.
+    /// Secret of the web tier: required on every request but the health
+    /// checks (header `X-Bulwark-Cluster`) unless `require_secret = false`.
+    /// Given alone, it is also the database and monitoring credential (the
+    /// single-secret setup of earlier versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<PathBuf>,
+    /// Secret sent to the database (`Authorization: Bearer`); also the key
+    /// that signs read-your-writes cookies. Default: `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_secret: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_secret_file: Option<PathBuf>,
+    /// Read-only monitoring token: opens `/metrics` as
+    /// `Authorization: Bearer`. Default: `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor_token: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor_token_file: Option<PathBuf>,
     #[serde(default = "yes")]
     pub require_secret: bool,
     /// Worker threads (0 = one per core).
@@ -92,6 +108,13 @@ impl Validate for AppConfig {
             (Some(s), None) if s.expose().len() < 16 => v.error("secret", "must be at least 16 characters"),
             _ => {}
         }
+        crate::util::check_secret_source(v, "db_secret", self.db_secret.as_ref(), self.db_secret_file.as_ref());
+        crate::util::check_secret_source(
+            v,
+            "monitor_token",
+            self.monitor_token.as_ref(),
+            self.monitor_token_file.as_ref(),
+        );
         for (k, n, lo, hi) in [
             ("max_author_chars", self.max_author_chars, 1, 1000),
             ("max_text_chars", self.max_text_chars, 1, 100_000),

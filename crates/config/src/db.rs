@@ -5,7 +5,9 @@
 //! listen = "127.0.0.1:7001"            # HTTP API and replication (port 0 = any free port)
 //! advertise = "127.0.0.1:7001"         # address peers and clients use (default: the bound listen address)
 //! data_dir = "/var/lib/bulwark/db1"    # SQLite database, Raft log ("binary log"), snapshots
-//! secret_file = "/etc/bulwark/db.secret"   # or: secret = "..." (at least 16 characters)
+//! secret_file = "/etc/bulwark/app-db.secret"     # clients (app servers): SQL API; or secret = "..." (16+ characters)
+//! peer_secret_file = "/etc/bulwark/db-peer.secret" # other db nodes: Raft, membership, promote (default: secret)
+//! monitor_token_file = "/etc/bulwark/monitor.token" # read-only: /metrics and /v1/status (default: none)
 //! bootstrap = true                     # on an empty data dir, create a cluster of `peer`s + this node (default false)
 //! forward_writes = true                # a replica proxies writes to the primary (false: 307 redirect)
 //!
@@ -42,13 +44,30 @@ pub struct DbConfig {
     pub advertise: Option<String>,
     /// Directory of the SQLite database, the Raft log and snapshots.
     pub data_dir: PathBuf,
-    /// Cluster secret sent as `Authorization: Bearer <secret>` by every
-    /// node and client. Exactly one of `secret` and `secret_file`.
+    /// Secret of the database's clients (the app servers), sent as
+    /// `Authorization: Bearer <secret>`: opens the SQL API (`/v1/execute`,
+    /// `/v1/query`) and `/v1/status`. Exactly one of `secret` and
+    /// `secret_file`. Given alone (no `peer_secret`), it is also the peer
+    /// credential: the single-secret setup of earlier versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<Secret>,
-    /// File holding the cluster secret (surrounding whitespace is ignored).
+    /// File holding the client secret (surrounding whitespace is ignored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<PathBuf>,
+    /// Secret between database nodes: the only credential that opens
+    /// `/raft/*`, membership changes and promote, and the one this node
+    /// sends to its peers (Raft and forwarded requests). Default: `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_secret: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_secret_file: Option<PathBuf>,
+    /// Read-only monitoring token: opens `/metrics` and `/v1/status`, never
+    /// SQL or cluster changes. Default: none (the other credentials open
+    /// status and metrics too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor_token: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor_token_file: Option<PathBuf>,
     /// Initialize a new cluster from `peer` (plus this node) when the data
     /// dir is empty. Safe to set on every initial voter. Off by default: a node
     /// joining an existing cluster must not start one of its own.
@@ -197,6 +216,13 @@ impl Validate for DbConfig {
                 }
             }
         }
+        crate::util::check_secret_source(v, "peer_secret", self.peer_secret.as_ref(), self.peer_secret_file.as_ref());
+        crate::util::check_secret_source(
+            v,
+            "monitor_token",
+            self.monitor_token.as_ref(),
+            self.monitor_token_file.as_ref(),
+        );
         let mut ids = HashSet::new();
         for (i, p) in self.peers.iter().enumerate() {
             v.scope("peer", |v| {
@@ -250,15 +276,39 @@ impl DbConfig {
             return Ok(s.clone());
         }
         let path = self.secret_file.as_ref().expect("validated: secret or secret_file");
-        let s = std::fs::read_to_string(path)?.trim().to_string();
-        if s.len() < 16 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{}: the secret must be at least 16 characters", path.display()),
-            ));
-        }
-        Ok(Secret::new(s))
+        read_secret_file(path)
     }
+
+    /// The peer credential (`peer_secret[_file]`), or the client secret
+    /// when none is set.
+    pub fn load_peer_secret(&self) -> std::io::Result<Secret> {
+        match (&self.peer_secret, &self.peer_secret_file) {
+            (Some(s), _) => Ok(s.clone()),
+            (None, Some(p)) => read_secret_file(p),
+            (None, None) => self.load_secret(),
+        }
+    }
+
+    /// The read-only monitoring token, if one is configured.
+    pub fn load_monitor_token(&self) -> std::io::Result<Option<Secret>> {
+        match (&self.monitor_token, &self.monitor_token_file) {
+            (Some(s), _) => Ok(Some(s.clone())),
+            (None, Some(p)) => read_secret_file(p).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// A secret file's content, trimmed; at least 16 characters.
+fn read_secret_file(path: &std::path::Path) -> std::io::Result<Secret> {
+    let s = std::fs::read_to_string(path)?.trim().to_string();
+    if s.len() < 16 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: the secret must be at least 16 characters", path.display()),
+        ));
+    }
+    Ok(Secret::new(s))
 }
 
 #[cfg(test)]

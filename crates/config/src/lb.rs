@@ -70,11 +70,13 @@ pub struct Admin {
     pub token: Option<crate::Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<std::path::PathBuf>,
-    /// Secret presented to watched nodes (`Authorization: Bearer`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster_secret: Option<crate::Secret>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster_secret_file: Option<std::path::PathBuf>,
+    /// Read-only monitoring token presented to watched nodes
+    /// (`Authorization: Bearer`) to read their status. `cluster_secret` is
+    /// its name in earlier versions and still accepted.
+    #[serde(default, alias = "cluster_secret", skip_serializing_if = "Option::is_none")]
+    pub monitor_token: Option<crate::Secret>,
+    #[serde(default, alias = "cluster_secret_file", skip_serializing_if = "Option::is_none")]
+    pub monitor_token_file: Option<std::path::PathBuf>,
     /// Site name shown on the dashboard.
     #[serde(default = "default_site")]
     pub site: String,
@@ -300,8 +302,8 @@ pub struct Backend {
     /// health verdicts can never take the last servers out. 0 turns it off.
     #[serde(default = "default_panic_threshold")]
     pub panic_threshold_percent: u8,
-    /// Cluster secret sent to the servers as `X-Bulwark-Cluster` (inner
-    /// tiers accept only requests that carry it).
+    /// Secret sent to the servers as `X-Bulwark-Cluster` (the lb→web
+    /// credential: the web tier accepts only requests that carry it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_secret: Option<crate::Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -602,8 +604,8 @@ impl Validate for LbConfig {
                         ),
                     );
                 }
-                if a.cluster_secret.is_some() && a.cluster_secret_file.is_some() {
-                    v.error("cluster_secret_file", "set cluster_secret or cluster_secret_file, not both");
+                if a.monitor_token.is_some() && a.monitor_token_file.is_some() {
+                    v.error("monitor_token_file", "set monitor_token or monitor_token_file, not both");
                 }
                 let mut names = HashSet::new();
                 v.scope("node", |v| {

@@ -171,6 +171,18 @@ impl Secret {
             }
         }
     }
+
+    /// Like [`Secret::resolve`], falling back to `fallback` when neither
+    /// the inline value nor the file is set: how a per-hop secret defaults
+    /// to the role's single cluster secret of earlier versions.
+    pub fn resolve_or(
+        inline: Option<&Secret>,
+        file: Option<&Path>,
+        key: &str,
+        fallback: Option<&Secret>,
+    ) -> Result<Option<Secret>, String> {
+        Ok(Secret::resolve(inline, file, key)?.or_else(|| fallback.cloned()))
+    }
 }
 
 /// Common helpers for schema modules.
@@ -198,6 +210,31 @@ pub(crate) mod util {
     pub fn check_bind(v: &mut Validator, key: &str, value: &str) {
         if value.parse::<SocketAddr>().is_err() {
             v.error(key, format!("`{value}` is not an ip:port listen address (e.g. 127.0.0.1:8080, [::]:443)"));
+        }
+    }
+
+    /// An optional secret given inline (`key`) or in a file (`key_file`):
+    /// not both, an inline one at least 16 characters without surrounding
+    /// whitespace or control characters, a file name not empty.
+    pub fn check_secret_source(
+        v: &mut Validator,
+        key: &str,
+        inline: Option<&crate::Secret>,
+        file: Option<&std::path::PathBuf>,
+    ) {
+        match (inline, file) {
+            (Some(_), Some(_)) => v.error(&format!("{key}_file"), format!("set {key} or {key}_file, not both")),
+            (Some(s), None) => {
+                let s = s.expose();
+                if s.trim().len() < 16 {
+                    v.error(key, "must be at least 16 characters");
+                }
+                if s.trim() != s || s.contains(char::is_control) {
+                    v.error(key, "must not have surrounding whitespace or control characters");
+                }
+            }
+            (None, Some(p)) if p.as_os_str().is_empty() => v.error(&format!("{key}_file"), "must not be empty"),
+            _ => {}
         }
     }
 
@@ -241,6 +278,40 @@ mod secret_tests {
         let db: db::DbConfig = from_str(&db, "db.toml").unwrap();
         assert_eq!(db.load_secret().unwrap().expose(), SECRET);
         assert!(!format!("{:?}", db.load_secret().unwrap()).contains(SECRET));
+    }
+
+    /// Each hop's secret has its own key; a `secret` given alone stands in
+    /// for every hop, and the lb's earlier `cluster_secret` key for the
+    /// monitoring token still loads.
+    #[test]
+    fn per_hop_secrets_default_to_the_single_secret() {
+        let db = format!("node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"{SECRET}\"\n");
+        let single: db::DbConfig = from_str(&db, "db.toml").unwrap();
+        assert_eq!(single.load_peer_secret().unwrap().expose(), SECRET);
+        assert_eq!(single.load_monitor_token().unwrap(), None);
+        let split = format!("{db}peer_secret = \"peer-secret-0123456789\"\nmonitor_token = \"monitor-0123456789ab\"\n");
+        let split: db::DbConfig = from_str(&split, "db.toml").unwrap();
+        assert_eq!(split.load_peer_secret().unwrap().expose(), "peer-secret-0123456789");
+        assert!(!format!("{split:?}").contains("peer-secret"), "{split:?}");
+        let short = format!("{db}peer_secret = \"short\"\n");
+        assert_eq!(from_str::<db::DbConfig>(&short, "db.toml").unwrap_err().issues[0].key, "peer_secret");
+        let both = format!("{db}monitor_token = \"monitor-0123456789ab\"\nmonitor_token_file = \"/x\"\n");
+        assert_eq!(from_str::<db::DbConfig>(&both, "db.toml").unwrap_err().issues[0].key, "monitor_token_file");
+        let app = format!(
+            "name = \"a\"\nlisten = \"127.0.0.1:0\"\ndb_nodes = [\"127.0.0.1:1\"]\nsecret = \"{SECRET}\"\ndb_secret = \"x\"\n"
+        );
+        assert_eq!(from_str::<app::AppConfig>(&app, "app.toml").unwrap_err().issues[0].key, "db_secret");
+        let web = format!(
+            "listen = [\"127.0.0.1:0\"]\nroot = \"/srv\"\nupstream_secret = \"{SECRET}\"\nupstream_secret_file = \"/x\"\n"
+        );
+        assert_eq!(from_str::<web::WebConfig>(&web, "web.toml").unwrap_err().issues[0].key, "upstream_secret_file");
+        let lb = format!(
+            "[admin]\nbind = \"127.0.0.1:0\"\ncluster_secret = \"{SECRET}\"\n\
+             [[frontend]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"web\"\n\
+             [[backend]]\nname = \"web\"\n[[backend.server]]\nname = \"w1\"\naddress = \"127.0.0.1:1\"\n"
+        );
+        let lb: lb::LbConfig = from_str(&lb, "lb.toml").unwrap();
+        assert_eq!(lb.admin.unwrap().monitor_token.unwrap().expose(), SECRET);
     }
 
     /// A bad secret is still reported with its file, line and key, and the

@@ -41,6 +41,13 @@ pub struct Topology {
     /// Floating addresses the lb instances share (VRRP): `[[floating]]`.
     #[serde(default, rename = "floating", skip_serializing_if = "Vec::is_empty")]
     pub floating: Vec<Floating>,
+    /// Issue every role a certificate from a cluster CA that `up` creates
+    /// (`DATA/tls/internal/`), for mutual TLS between tiers on different
+    /// hosts. Default: on when a host's address is not loopback (the
+    /// topology spans machines), off on localhost. No hop uses the
+    /// certificates yet: tiers still talk plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_tls: Option<bool>,
 }
 
 /// One floating address group: the lbs that share it, in order of
@@ -71,6 +78,13 @@ impl Floating {
     /// order stays.
     pub const PRIORITIES: [u8; 3] = [200, 140, 80];
     pub const TRACK_WEIGHT: u8 = 70;
+}
+
+impl Topology {
+    /// Whether `up` issues internal certificates (see `internal_tls`).
+    pub fn internal_tls(&self) -> bool {
+        self.internal_tls.unwrap_or_else(|| self.hosts.iter().any(|h| !h.address.is_loopback()))
+    }
 }
 
 fn default_name() -> String {
@@ -265,6 +279,7 @@ impl Topology {
                 },
             ],
             floating: Vec::new(),
+            internal_tls: None,
         }
     }
 

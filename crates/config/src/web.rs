@@ -84,13 +84,27 @@ pub struct WebConfig {
     /// Reverse-proxy routes, matched by path prefix before static files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxy: Vec<ProxyRoute>,
-    /// Cluster secret. When set, every request but `/health` must carry it
-    /// in `X-Bulwark-Cluster` (the lb adds it), and proxied requests carry it
-    /// on to the app servers.
+    /// Secret of the lb tier. When set, every request but `/health` and
+    /// `/metrics` must carry it in `X-Bulwark-Cluster` (the lb adds it).
+    /// Given alone, it is also sent on to the app servers and opens
+    /// `/metrics` (the single-secret setup of earlier versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<crate::Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<PathBuf>,
+    /// Secret sent to the `[[proxy]]` servers in `X-Bulwark-Cluster` (the
+    /// web→app credential; incoming values of that header are never passed
+    /// on). Default: `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_secret: Option<crate::Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_secret_file: Option<PathBuf>,
+    /// Read-only monitoring token: opens `/metrics` as
+    /// `Authorization: Bearer`. Default: `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor_token: Option<crate::Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor_token_file: Option<PathBuf>,
     #[serde(default)]
     pub firewall: crate::firewall::FirewallConfig,
 }
@@ -314,6 +328,18 @@ impl Validate for WebConfig {
         if self.secret.is_some() && self.secret_file.is_some() {
             v.error("secret_file", "set secret or secret_file, not both");
         }
+        crate::util::check_secret_source(
+            v,
+            "upstream_secret",
+            self.upstream_secret.as_ref(),
+            self.upstream_secret_file.as_ref(),
+        );
+        crate::util::check_secret_source(
+            v,
+            "monitor_token",
+            self.monitor_token.as_ref(),
+            self.monitor_token_file.as_ref(),
+        );
         v.scope("firewall", |v| self.firewall.validate_in(v));
         let mut binds = HashSet::new();
         v.scope("listen", |v| {

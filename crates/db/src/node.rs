@@ -35,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+mod auth;
 mod reads;
 mod votes;
 
@@ -63,7 +64,7 @@ struct NodeState {
     /// The state machine, closed cleanly once Raft has stopped.
     database: StateMachine,
     http: HttpClient,
-    auth: Vec<u8>,
+    auth: auth::Credentials,
     hint: Mutex<Option<PrimaryHint>>,
     transferring: AtomicBool,
     forward_writes: bool,
@@ -185,7 +186,9 @@ impl DbNode {
     /// an empty data dir with `bootstrap = true` the cluster is initialized
     /// from `peer` plus this node.
     pub async fn bind(config: DbConfig) -> Result<DbNode, DbError> {
-        let secret = config.load_secret().map_err(|e| DbError::Config(format!("secret: {e}")))?.expose().to_string();
+        let client_secret = config.load_secret().map_err(|e| DbError::Config(format!("secret: {e}")))?;
+        let peer_secret = config.load_peer_secret().map_err(|e| DbError::Config(format!("peer_secret: {e}")))?;
+        let monitor_token = config.load_monitor_token().map_err(|e| DbError::Config(format!("monitor_token: {e}")))?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| DbError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
         let listen: SocketAddr = config.listen.parse().map_err(|e| DbError::Config(format!("listen: {e}")))?;
@@ -203,7 +206,8 @@ impl DbNode {
         let db_path = sm.db_path();
         let reads = Arc::new(ReadPool::new(db_path.clone(), config.read_connections));
         let local_ip = (!local.ip().is_unspecified()).then_some(local.ip());
-        let http = HttpClient::new(&secret, local_ip);
+        // To peers: Raft and forwarded requests carry the peer secret.
+        let http = HttpClient::new(peer_secret.expose(), local_ip);
         let rcfg = raft_config(&config)?;
         let lease = Duration::from_millis(rcfg.election_timeout_max);
         let ahead_stats = Arc::new(AheadStats::default());
@@ -249,7 +253,7 @@ impl DbNode {
             inline_sync,
             database,
             http,
-            auth: format!("Bearer {secret}").into_bytes(),
+            auth: auth::Credentials::new(&peer_secret, &client_secret, monitor_token.as_ref()),
             hint: Mutex::new(None),
             transferring: AtomicBool::new(false),
             forward_writes: config.forward_writes,
@@ -560,15 +564,8 @@ impl NodeState {
             }
             _ => {}
         }
-        let authorized = req.headers().get(http::header::AUTHORIZATION).is_some_and(|v| same(v.as_bytes(), &self.auth));
-        if !authorized {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong cluster secret (Authorization: Bearer <secret>)",
-                false,
-                None,
-            );
+        if let Err(refusal) = self.auth.check(&method, &path, req.headers()) {
+            return error(refusal.status(), refusal.code(), refusal.message(), false, None);
         }
         let forwarded = req.headers().contains_key(FORWARDED_HEADER);
         let hint = (

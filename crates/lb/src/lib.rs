@@ -120,9 +120,9 @@ impl LbServer {
             let token = bulwark_config::Secret::resolve(cfg.token.as_ref(), cfg.token_file.as_deref(), "admin.token")
                 .map_err(LbError::Secret)?;
             let secret = bulwark_config::Secret::resolve(
-                cfg.cluster_secret.as_ref(),
-                cfg.cluster_secret_file.as_deref(),
-                "admin.cluster_secret",
+                cfg.monitor_token.as_ref(),
+                cfg.monitor_token_file.as_deref(),
+                "admin.monitor_token",
             )
             .map_err(LbError::Secret)?;
             let ctx = admin::AdminContext {

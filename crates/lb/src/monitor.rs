@@ -417,7 +417,7 @@ async fn post_json(url: &str, body: String) -> Result<(), String> {
 
 /// Poll one watched node: `/health` for apps and webs, `/v1/status` for
 /// databases (role, term, applied index, lag).
-async fn poll_node(n: &bulwark_config::lb::WatchedNode, secret: Option<&str>) -> NodeStatus {
+async fn poll_node(n: &bulwark_config::lb::WatchedNode, monitor_token: Option<&str>) -> NodeStatus {
     let mut st = NodeStatus {
         name: n.name.clone(),
         kind: n.kind.clone(),
@@ -435,7 +435,7 @@ async fn poll_node(n: &bulwark_config::lb::WatchedNode, secret: Option<&str>) ->
         }
     };
     let path = if n.kind == "db" { "/v1/status" } else { "/health" };
-    match get(addr, path, secret).await {
+    match get(addr, path, monitor_token).await {
         Ok((200, body)) => {
             st.healthy = true;
             if n.kind == "db" {
@@ -469,7 +469,8 @@ fn db_summary(body: &[u8]) -> Value {
     })
 }
 
-async fn get(addr: SocketAddr, path: &str, secret: Option<&str>) -> Result<(u16, Vec<u8>), String> {
+/// GET `path` with the read-only monitoring token as a bearer token.
+async fn get(addr: SocketAddr, path: &str, monitor_token: Option<&str>) -> Result<(u16, Vec<u8>), String> {
     use http_body_util::BodyExt;
     let attempt = async {
         let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
@@ -478,8 +479,8 @@ async fn get(addr: SocketAddr, path: &str, secret: Option<&str>) -> Result<(u16,
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let mut req = http::Request::get(path).header(http::header::HOST, addr.to_string());
-        if let Some(s) = secret {
-            req = req.header(http::header::AUTHORIZATION, format!("Bearer {s}"));
+        if let Some(t) = monitor_token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let req = req.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
@@ -495,7 +496,7 @@ pub(crate) async fn collect(
     monitor: Arc<Monitor>,
     routing: Arc<ArcSwap<Routing>>,
     admin: Admin,
-    secret: Option<String>,
+    monitor_token: Option<String>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -507,7 +508,7 @@ pub(crate) async fn collect(
         }
         let r = routing.load_full();
         monitor.sample(&r);
-        let polls = admin.nodes.iter().map(|n| poll_node(n, secret.as_deref()));
+        let polls = admin.nodes.iter().map(|n| poll_node(n, monitor_token.as_deref()));
         let nodes = futures_util::future::join_all(polls).await;
         monitor.set_nodes(nodes);
         let rules = r.config.admin.as_ref().map(|a| a.alerts.clone()).unwrap_or_default();

@@ -176,6 +176,7 @@ impl Forwarder {
         let path_for_log = if self.options.access_log { Some(parts.uri.clone()) } else { None };
 
         headers::strip_hop_by_hop(&mut parts.headers);
+        headers::strip_tier_credential(&mut parts.headers);
         if self.options.forwarded_headers {
             headers::add_forwarded(&mut parts.headers, &ctx.forwarded, self.options.keep_forwarded_proto);
         }

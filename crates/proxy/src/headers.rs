@@ -44,6 +44,17 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("proxy-connection");
 }
 
+/// The header one tier presents to the next (`X-Bulwark-Cluster`).
+pub const TIER_CREDENTIAL: &str = "x-bulwark-cluster";
+
+/// Remove the tier credential a request arrived with: each hop has its own
+/// secret, so the value the lb gave the web tier must never reach the app
+/// servers (nor a client's guess reach anyone). The forwarder then adds
+/// this hop's own value, if it has one.
+pub fn strip_tier_credential(h: &mut HeaderMap) {
+    h.remove(TIER_CREDENTIAL);
+}
+
 /// The forwarded-header values for one client, computed once per
 /// connection and cloned (a reference-count bump) into each request.
 #[derive(Debug, Clone)]
@@ -109,6 +120,16 @@ pub fn add_via(h: &mut HeaderMap, version: http::Version) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tier_credential_is_never_passed_on() {
+        let mut h = HeaderMap::new();
+        h.insert("x-bulwark-cluster", HeaderValue::from_static("the-previous-hops-secret"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_tier_credential(&mut h);
+        assert!(!h.contains_key("x-bulwark-cluster"));
+        assert!(h.contains_key("x-keep"));
+    }
 
     #[test]
     fn strips_hop_by_hop_and_connection_listed() {

@@ -23,7 +23,8 @@ pub struct RequestLimits {
 
 impl ForwardRoute {
     /// Build route number `index`; its health checks run on the current
-    /// runtime until `stop`. `secret` is sent on as `X-Bulwark-Cluster`.
+    /// runtime until `stop`. `secret` (the web→app credential) is sent as
+    /// `X-Bulwark-Cluster`.
     /// Request bodies are held to the web role's `limits.max_body_bytes`
     /// (413) and `timeouts.body` (408), as for static files.
     pub fn new(
@@ -38,8 +39,7 @@ impl ForwardRoute {
         HealthCheck::spawn(upstream.clone(), stop);
         let mut set_headers = Vec::new();
         if let Some(s) = secret {
-            let v =
-                HeaderValue::from_str(s).map_err(|_| "the cluster secret is not a valid header value".to_string())?;
+            let v = HeaderValue::from_str(s).map_err(|_| "upstream_secret is not a valid header value".to_string())?;
             set_headers.push((HeaderName::from_static("x-bulwark-cluster"), v));
         }
         let options = ForwardOptions {

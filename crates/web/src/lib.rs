@@ -64,7 +64,12 @@ pub struct WebServer {
     threads: usize,
     listeners: Vec<server::BoundListener>,
     routes: Vec<Arc<dyn ProxyRoute>>,
+    /// Required from the lb (`X-Bulwark-Cluster`).
     secret: Option<String>,
+    /// Sent to the `[[proxy]]` servers.
+    upstream_secret: Option<String>,
+    /// Opens `/metrics` (bearer).
+    monitor_token: Option<String>,
 }
 
 impl WebServer {
@@ -91,10 +96,35 @@ impl WebServer {
             listeners.push(server::BoundListener::bind(name, addr, threads).map_err(bind_err)?);
         }
         let secret = bulwark_config::Secret::resolve(config.secret.as_ref(), config.secret_file.as_deref(), "secret")
-            .map_err(WebError::Secret)?
-            .map(|s| s.expose().to_string());
+            .map_err(WebError::Secret)?;
+        // Each hop has its own credential; a config with `secret` alone
+        // uses it for every one (the single-secret setup).
+        let upstream_secret = bulwark_config::Secret::resolve_or(
+            config.upstream_secret.as_ref(),
+            config.upstream_secret_file.as_deref(),
+            "upstream_secret",
+            secret.as_ref(),
+        )
+        .map_err(WebError::Secret)?;
+        let monitor_token = bulwark_config::Secret::resolve_or(
+            config.monitor_token.as_ref(),
+            config.monitor_token_file.as_deref(),
+            "monitor_token",
+            secret.as_ref(),
+        )
+        .map_err(WebError::Secret)?;
+        let expose = |s: Option<bulwark_config::Secret>| s.map(|s| s.expose().to_string());
         let routes = config.proxy.iter().map(|_| Arc::new(NotWired) as Arc<dyn ProxyRoute>).collect();
-        Ok(WebServer { config, root, threads, listeners, routes, secret })
+        Ok(WebServer {
+            config,
+            root,
+            threads,
+            listeners,
+            routes,
+            secret: expose(secret),
+            upstream_secret: expose(upstream_secret),
+            monitor_token: expose(monitor_token),
+        })
     }
 
     /// Names and bound addresses of the listeners: `http`, `http1`, ...
@@ -115,7 +145,7 @@ impl WebServer {
                 max_body_bytes: self.config.limits.max_body_bytes,
                 body_timeout: self.config.timeouts.body,
             };
-            let route = forward::ForwardRoute::new(i, p, limits, self.secret.as_deref(), stop.clone())
+            let route = forward::ForwardRoute::new(i, p, limits, self.upstream_secret.as_deref(), stop.clone())
                 .map_err(|reason| WebError::Upstream { index: i, reason })?;
             self.wire_proxy(i, Arc::new(route))?;
         }
@@ -151,6 +181,7 @@ impl WebServer {
             cache_bytes: c.cache.max_bytes,
             proxies: c.proxy.iter().map(|p| p.prefix.clone()).zip(self.routes).collect(),
             secret: self.secret.clone(),
+            monitor_token: self.monitor_token.clone(),
             firewall: bulwark_firewall::Firewall::new(&c.firewall).map_err(WebError::Firewall)?,
             stats: Default::default(),
         });

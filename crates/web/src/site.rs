@@ -32,9 +32,12 @@ pub struct Shared {
     pub cache_bytes: u64,
     /// `(prefix, route)`, in config order; the first matching prefix wins.
     pub proxies: Vec<(String, Arc<dyn ProxyRoute>)>,
-    /// Required `X-Bulwark-Cluster` value on every request but `/health`
-    /// and `/metrics` (which needs it as `Authorization: Bearer`).
+    /// Required `X-Bulwark-Cluster` value (the lb→web credential) on every
+    /// request but `/health` and `/metrics`.
     pub secret: Option<String>,
+    /// The read-only monitoring token `/metrics` requires as
+    /// `Authorization: Bearer`.
+    pub monitor_token: Option<String>,
     pub firewall: bulwark_firewall::Firewall,
     pub stats: WebStats,
 }
@@ -136,14 +139,14 @@ impl Site {
             return health(&s.proxies);
         }
         if req.uri().path() == "/metrics" && req.method() == Method::GET {
-            // Metrics need the secret as a bearer token, a credential the
-            // lb never adds: the lb puts `X-Bulwark-Cluster` on every
-            // request it forwards, so that header alone would open
+            // Metrics need the monitoring token as a bearer token, a
+            // credential the lb never adds: the lb puts `X-Bulwark-Cluster`
+            // on every request it forwards, so that header alone would open
             // `/metrics` to anyone on the internet.
-            if let Some(secret) = &s.secret {
-                if !bulwark_firewall::bearer_matches(req.headers(), secret) {
+            if let Some(token) = &s.monitor_token {
+                if !bulwark_firewall::bearer_matches(req.headers(), token) {
                     let mut r = Response::new(WebBody::bytes(
-                        "401 Unauthorized: /metrics needs the cluster secret as `Authorization: Bearer`\n",
+                        "401 Unauthorized: /metrics needs the monitoring token as `Authorization: Bearer`\n",
                     ));
                     *r.status_mut() = StatusCode::UNAUTHORIZED;
                     r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);

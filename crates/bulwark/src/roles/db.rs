@@ -94,7 +94,8 @@ pub struct ClusterArgs {
     /// Node API addresses, comma-separated (default: the -c file's node and peers).
     #[arg(long, value_delimiter = ',')]
     pub nodes: Vec<String>,
-    /// File holding the cluster secret (default: the -c file's secret).
+    /// File holding the secret to send (default: the -c file's peer secret,
+    /// which opens every endpoint; promote and membership need it).
     #[arg(long)]
     pub secret_file: Option<PathBuf>,
 }
@@ -142,7 +143,7 @@ fn client(config: Option<PathBuf>, cluster: &ClusterArgs) -> Result<Client> {
     } else if let Some(p) = &cluster.secret_file {
         std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?.trim().to_string()
     } else if let Some(c) = &file {
-        c.load_secret().context("reading the cluster secret")?.expose().to_string()
+        c.load_peer_secret().context("reading the peer secret")?.expose().to_string()
     } else {
         bail!("no cluster secret: pass -c <db.toml>, --secret-file, or set BULWARK_DB_SECRET");
     };

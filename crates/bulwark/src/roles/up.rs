@@ -3,8 +3,8 @@
 //!
 //! Everything `up` and its roles write is private to the user running it:
 //! the umask is 077, the data directory and its subdirectories are 0700,
-//! the cluster secret, the admin token, the generated TLS key and the logs
-//! are 0600, and so is the control socket (see `bulwark_cluster::private`).
+//! the hop secrets (`secrets/`, see `bulwark_cluster::secrets`), the admin
+//! token, the generated TLS key and the logs are 0600, and so is the control socket (see `bulwark_cluster::private`).
 //! The summary names the admin token's file; the token itself is never
 //! printed.
 use anyhow::{bail, Context, Result};
@@ -110,12 +110,24 @@ fn ensure_private_file(path: &Path, content: impl FnOnce() -> String) -> Result<
     private::ensure_file(path, content).with_context(|| format!("creating {}", path.display()))
 }
 
-fn prepare_files(t: &Topology, files: &SharedFiles) -> Result<()> {
+fn prepare_files(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Result<()> {
     for d in [&files.data_dir, &files.data_dir.join("config"), &files.data_dir.join("logs"), &files.site] {
         private::dir(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    ensure_private_file(&files.secret, random_secret)?;
+    // Only the hop secrets of the roles that run here: a host with just
+    // an lb never holds the database's.
+    let kinds = t.placed().into_iter().filter(|p| host.is_none_or(|h| h == p.host)).map(|p| p.kind);
+    bulwark_cluster::secrets::ensure(&files.data_dir, kinds)
+        .with_context(|| format!("creating {}", bulwark_cluster::secrets::dir(&files.data_dir).display()))?;
     ensure_private_file(&files.admin_token, random_secret)?;
+    if t.internal_tls() {
+        // A cluster CA and a certificate per role of this host, for mutual
+        // TLS between hosts; the hops do not use them yet.
+        let ca = bulwark_cluster::pki::ClusterCa::ensure(&files.data_dir, &t.name)?;
+        for p in t.placed().into_iter().filter(|p| host.is_none_or(|h| h == p.host)) {
+            ca.ensure_role(&p.name, p.addr.ip())?;
+        }
+    }
     for (name, bytes) in bulwark_app::site_files() {
         let p = files.site.join(name);
         if let Some(parent) = p.parent() {
@@ -182,7 +194,7 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
     let t = load_topology(&args)?;
     let data_dir = std::path::absolute(&t.data_dir).unwrap_or_else(|_| t.data_dir.clone());
     let files = SharedFiles::under(&data_dir, &t);
-    prepare_files(&t, &files)?;
+    prepare_files(&t, &files, args.host.as_deref())?;
     let roles = derive(&t, &files, args.host.as_deref());
     if roles.is_empty() {
         bail!("no roles to run on this host");
