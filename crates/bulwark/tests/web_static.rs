@@ -478,3 +478,17 @@ fn health_is_degraded_not_down_while_a_proxy_route_has_no_server() {
     assert_eq!(r.text(), "degraded: no server available for /api/\n");
     assert_eq!(get(p.addr("http"), "/").unwrap().status, 200);
 }
+
+#[test]
+fn pages_cannot_be_framed_by_other_sites_and_types_are_never_sniffed() {
+    let s = site();
+    let web = start(&s);
+    let page = get(web.addr("http"), "/").unwrap();
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(page.header("x-frame-options"), Some("SAMEORIGIN"));
+    assert_eq!(page.header("referrer-policy"), Some("strict-origin-when-cross-origin"));
+    let css = get(web.addr("http"), "/style.css").unwrap();
+    assert_eq!(css.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(css.header("x-frame-options"), None, "only pages need framing rules");
+}
