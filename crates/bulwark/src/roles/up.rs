@@ -391,20 +391,21 @@ pub fn stop_or_start(args: ControlArgs, node: String, start: bool) -> Result<i32
 pub fn status(args: ControlArgs) -> Result<i32> {
     let reply = ask_ok(&args, ControlRequest::Status)?;
     let token = std::fs::read_to_string(args.data_dir.join("admin.token")).unwrap_or_default();
-    let overview = reply
+    let overview_of = |c: &bulwark_cluster::ChildStatus| -> Option<serde_json::Value> {
+        let admin = c.listeners.get("admin")?.parse::<SocketAddr>().ok()?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        let (code, body) = rt
+            .block_on(bulwark_cluster::http_get(admin, "/api/overview", Some(token.trim()), Duration::from_secs(3)))
+            .ok()?;
+        (code == 200).then(|| serde_json::from_slice::<serde_json::Value>(&body).ok()).flatten()
+    };
+    let lbs: Vec<(String, serde_json::Value)> = reply
         .children
         .iter()
-        .find(|c| c.kind == "lb" && c.state == "ready")
-        .and_then(|c| c.listeners.get("admin"))
-        .and_then(|a| a.parse::<SocketAddr>().ok())
-        .and_then(|admin| {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-            let (code, body) = rt
-                .block_on(bulwark_cluster::http_get(admin, "/api/overview", Some(token.trim()), Duration::from_secs(3)))
-                .ok()?;
-            (code == 200).then(|| serde_json::from_slice::<serde_json::Value>(&body).ok()).flatten()
-        })
-        .unwrap_or(serde_json::Value::Null);
+        .filter(|c| c.kind == "lb" && c.state == "ready")
+        .filter_map(|c| Some((c.name.clone(), overview_of(c)?)))
+        .collect();
+    let overview = lbs.first().map(|(_, o)| o.clone()).unwrap_or(serde_json::Value::Null);
     let server = |name: &str| -> Option<serde_json::Value> {
         overview["backends"]
             .as_array()?
@@ -455,6 +456,20 @@ pub fn status(args: ControlArgs) -> Result<i32> {
     }
     if overview.is_null() {
         println!("(no load balancer answered: health, db roles and rates are unknown)");
+    }
+    for (lb, o) in &lbs {
+        for v in o["vrrp"].as_array().into_iter().flatten() {
+            let addresses: Vec<&str> =
+                v["addresses"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
+            println!(
+                "floating {} ({}) on {lb}: {} at priority {}{}",
+                v["name"].as_str().unwrap_or("?"),
+                addresses.join(", "),
+                v["state"].as_str().unwrap_or("?"),
+                v["priority"],
+                v["error"].as_str().map(|e| format!(" (error: {e})")).unwrap_or_default()
+            );
+        }
     }
     Ok(0)
 }
