@@ -7,7 +7,7 @@
 //! the address; an lb whose servers are all down hands it to the peer
 //! (health tracking, no script); a clean stop (SIGTERM, as `bulwark stop`
 //! sends) hands it over at once with priority 0; the admin listener shows
-//! the state in `/api/overview` and `/metrics`.
+//! the state in `/api/overview`, `/metrics` and on the dashboard.
 
 use bulwark_testkit::netns::{isolated, private_run_netns, sh};
 use bulwark_testkit::{get, metric_value, wait_until, Backend, Process};
@@ -105,6 +105,14 @@ fn the_floating_address_follows_health_and_a_clean_stop() {
     assert_eq!(overview["vrrp"][0]["state"], "master", "{overview}");
     let metrics = admin("10.9.0.2", "/metrics");
     assert_eq!(metric_value(&metrics, "bulwark_vrrp_state", &[("name", "www")]), 1.0, "b is backup");
+    // The dashboard (a real browser, inside these namespaces) shows it too.
+    let browser = bulwark_testkit::browser::Browser::launch();
+    let page = browser.open(&format!("http://10.9.0.1:9100/dashboard?token={TOKEN}"));
+    page.wait_for("document.querySelector('[data-floating=\"www\"]')?.dataset.vrrpState === 'master'");
+    let text = page.eval("document.querySelector('[data-floating=\"www\"]').innerText");
+    assert!(text.as_str().unwrap().contains(&format!("{VIP}/24")), "{text}");
+    drop(page);
+    drop(browser);
 
     // a's only server fails: a advertises 150 - 50 = 100 < 120, b takes over.
     server_a.set_healthy(false);
