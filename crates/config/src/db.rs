@@ -10,6 +10,7 @@
 //! monitor_token_file = "/etc/bulwark/monitor.token" # read-only: /metrics and /v1/status (default: none)
 //! bootstrap = true                     # on an empty data dir, create a cluster of `peer`s + this node (default false)
 //! forward_writes = true                # a replica proxies writes to the primary (false: 307 redirect)
+//! max_write_steps = 100000000          # SQLite VM steps one write may run (the same on every node)
 //!
 //! [[peer]]                             # the initial voters (this node may be listed too)
 //! id = 2
@@ -124,6 +125,28 @@ pub struct DbConfig {
     /// work (log fsync, applying writes, reads) has threads of its own.
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// Most SQLite VM instructions one write (one `/v1/execute` request,
+    /// all its statements) may run; past it the write fails alone with
+    /// "write exceeded N steps" and the others of its batch apply. Counted,
+    /// never timed, so every node stops the same write at the same
+    /// instruction: it must be the same on every node (a node with another
+    /// value could keep a write the others failed).
+    #[serde(default = "default_max_write_steps")]
+    pub max_write_steps: u64,
+}
+
+/// Default of `max_write_steps`: one to two seconds of SQLite's work on one
+/// core (a 100,000-row `INSERT ... SELECT` from `json_each` takes about 1
+/// million).
+pub const DEFAULT_MAX_WRITE_STEPS: u64 = 100_000_000;
+/// Smallest accepted `max_write_steps`.
+pub const MIN_MAX_WRITE_STEPS: u64 = 100_000;
+/// Largest accepted `max_write_steps` (about half an hour of SQLite's
+/// work: every node's apply waits that long for such a write).
+pub const MAX_MAX_WRITE_STEPS: u64 = 100_000_000_000;
+
+fn default_max_write_steps() -> u64 {
+    DEFAULT_MAX_WRITE_STEPS
 }
 
 fn default_threads() -> usize {
@@ -266,6 +289,12 @@ impl Validate for DbConfig {
         if self.read_connections == 0 || self.read_connections > 64 {
             v.error("read_connections", "must be between 1 and 64");
         }
+        if !(MIN_MAX_WRITE_STEPS..=MAX_MAX_WRITE_STEPS).contains(&self.max_write_steps) {
+            v.error(
+                "max_write_steps",
+                format!("must be between {MIN_MAX_WRITE_STEPS} and {MAX_MAX_WRITE_STEPS}, the same on every node"),
+            );
+        }
     }
 }
 
@@ -386,6 +415,20 @@ address = "bad address"
         assert_eq!(e.issues[0].key, "snapshot_every");
         let c = crate::from_str::<DbConfig>(&format!("{base}snapshot_every = 20\n"), "db.toml").unwrap();
         assert_eq!(c.snapshot_every, Some(20));
+    }
+
+    #[test]
+    fn bounds_the_steps_of_a_write() {
+        let base = "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
+        let c = crate::from_str::<DbConfig>(base, "db.toml").unwrap();
+        assert_eq!(c.max_write_steps, DEFAULT_MAX_WRITE_STEPS);
+        for bad in [0, MIN_MAX_WRITE_STEPS - 1, MAX_MAX_WRITE_STEPS + 1] {
+            let e = crate::from_str::<DbConfig>(&format!("{base}max_write_steps = {bad}\n"), "db.toml").unwrap_err();
+            assert_eq!(e.issues[0].key, "max_write_steps");
+            assert!(e.issues[0].message.contains("the same on every node"), "{:?}", e.issues[0]);
+        }
+        let c = crate::from_str::<DbConfig>(&format!("{base}max_write_steps = 5000000\n"), "db.toml").unwrap();
+        assert_eq!(c.max_write_steps, 5_000_000);
     }
 
     #[test]

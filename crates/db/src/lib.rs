@@ -20,6 +20,7 @@ mod bulwark_tables;
 mod client;
 mod crash_rebuild;
 mod durable;
+mod entry_clock;
 mod error;
 mod group_commit;
 mod leader_acks;

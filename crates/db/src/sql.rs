@@ -1,30 +1,37 @@
-//! SQL handling shared by the primary and the state machine: making
-//! statements deterministic, refusing statements that would break the
-//! replication contract, binding parameters, running writes and reads.
+//! SQL handling shared by the primary and the state machine: refusing
+//! statements that would break the replication contract, binding
+//! parameters, running writes and reads.
 //!
 //! Determinism: every replica applies the same statements and must end up
-//! byte-for-byte identical. The primary rewrites the current-time forms
-//! (`CURRENT_TIMESTAMP`, `CURRENT_DATE`, `CURRENT_TIME`, `'now'`, and the
-//! no-argument `date()`, `time()`, `datetime()`, `julianday()`,
-//! `unixepoch()`) into literals of its own clock before the statement enters
-//! the log; `random()` and `randomblob(N)` are replaced on the state
-//! machine's connection by a generator seeded with the log index; forms that
-//! cannot be made deterministic (`'localtime'`, `'utc'`, `total_changes()`)
-//! are rejected with a clear error.
+//! byte-for-byte identical. Statements enter the log as the client wrote
+//! them; what SQL could read that differs between nodes is fixed or refused
+//! where SQLite resolves it, whatever the spelling:
+//! - "now", in every form (functions, `CURRENT_TIMESTAMP`, a bound or
+//!   computed `'now'`, a column's `DEFAULT`), is the entry's time, the
+//!   primary's clock when it logged the write: the state machine's
+//!   connection reads time through a VFS whose clock is the entry's (see
+//!   `entry_clock`); local time (`'localtime'`, `'utc'`) fails in writes;
+//! - `random()` and `randomblob(N)` are replaced on the state machine's
+//!   connection by a generator seeded with the log position;
+//! - the connection's history (`changes()`, ...), the SQLite build, the file
+//!   layout and statistics are refused in writes by the authorizer (see
+//!   `node_local`);
+//! - a write runs a bounded number of VM steps (see [`WriteLimits`]).
 //!
 //! Every connection that runs API statements is hardened on first use (see
 //! [`harden`]): an SQLite authorizer, double-quoted string literals off,
-//! limits on SQL length, value size and attached databases, and a deadline
-//! for reads.
+//! limits on SQL length, value size and attached databases, a deadline for
+//! reads and a step budget for writes.
 use crate::api::{Column, Params, Rows, Statement, StatementResult, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::Connection;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 mod guard;
-pub use guard::{check_length, MAX_SQL_BYTES, MAX_VALUE_BYTES, QUERY_TIME_LIMIT};
+mod node_local;
+mod write_functions;
+pub use guard::{check_length, in_api_write, WriteLimits, MAX_SQL_BYTES, MAX_VALUE_BYTES, QUERY_TIME_LIMIT};
 use guard::{harden, ApiCaller};
+pub use write_functions::{install_deterministic_random, install_write_functions};
 
 /// Most rows one query may return.
 pub const MAX_ROWS: usize = 100_000;
@@ -159,8 +166,6 @@ pub fn format_utc(ms: u64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}", sod / 3600, sod % 3600 / 60, sod % 60, ms % 1000)
 }
 
-const DATE_FUNCTIONS: &[&str] = &["date", "time", "datetime", "julianday", "unixepoch"];
-
 /// Statements the API refuses in a write, by first keyword, with the reason.
 fn forbidden(first: &str) -> Option<&'static str> {
     Some(match first.to_ascii_uppercase().as_str() {
@@ -174,80 +179,22 @@ fn forbidden(first: &str) -> Option<&'static str> {
     })
 }
 
-/// Make one write statement deterministic using the primary's clock
-/// (`now_ms`, Unix ms), or explain why it cannot be replicated.
-pub fn make_deterministic(sql: &str, now_ms: u64) -> Result<String, String> {
-    let toks = tokens(sql);
-    if let Some((Tok::Word(w), _)) = toks.iter().find(|(t, _)| *t != Tok::Other) {
-        if let Some(why) = forbidden(w) {
-            return Err(why.to_string());
-        }
+/// Check one write statement on the primary before it enters the log:
+/// refuse transaction control, ATTACH, PRAGMA, VACUUM and `_bulwark*`
+/// names with a clear error. The statement is logged as written (its
+/// "now" is the entry's time wherever it is applied; see `entry_clock`).
+pub fn check_write(sql: &str) -> Result<(), String> {
+    if let Some(why) = first_keyword(sql).as_deref().and_then(forbidden) {
+        return Err(why.to_string());
     }
-    let now = format_utc(now_ms);
-    let lit = |s: &str| format!("'{s}'");
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut last = 0;
-    let mut i = 0;
-    while i < toks.len() {
-        let (tok, range) = &toks[i];
-        let replacement = match tok {
-            Tok::Word(w) => {
-                let lw = w.to_ascii_lowercase();
-                match lw.as_str() {
-                    "current_timestamp" => Some(lit(&now[..19])),
-                    "current_date" => Some(lit(&now[..10])),
-                    "current_time" => Some(lit(&now[11..19])),
-                    r if r.starts_with("_bulwark") => {
-                        return Err(format!(
-                            "`{w}`: names starting with _bulwark are reserved for replication metadata"
-                        ))
-                    }
-                    "total_changes" => {
-                        return Err("total_changes() differs between nodes and cannot be replicated".into())
-                    }
-                    f if DATE_FUNCTIONS.contains(&f) => {
-                        // `date()` with no arguments means now: insert the literal.
-                        let mut j = i + 1;
-                        while j < toks.len() && toks[j].0 == Tok::Other && sql[toks[j].1.clone()].trim().is_empty() {
-                            j += 1;
-                        }
-                        if j < toks.len() && toks[j].0 == Tok::Punct('(') {
-                            let mut k = j + 1;
-                            while k < toks.len() && toks[k].0 == Tok::Other && sql[toks[k].1.clone()].trim().is_empty()
-                            {
-                                k += 1;
-                            }
-                            if k < toks.len() && toks[k].0 == Tok::Punct(')') {
-                                out.push_str(&sql[last..toks[j].1.end]);
-                                out.push_str(&lit(&now));
-                                last = toks[j].1.end;
-                            }
-                        }
-                        None
-                    }
-                    _ => None,
-                }
-            }
-            Tok::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
-                "now" => Some(lit(&now)),
-                "localtime" | "utc" => {
-                    return Err(format!(
-                        "the '{s}' date modifier depends on each node's time zone and cannot be replicated; store UTC"
-                    ))
-                }
-                _ => None,
-            },
-            _ => None,
-        };
-        if let Some(r) = replacement {
-            out.push_str(&sql[last..range.start]);
-            out.push_str(&r);
-            last = range.end;
-        }
-        i += 1;
-    }
-    out.push_str(&sql[last..]);
-    Ok(out)
+    check_reserved(sql)
+}
+
+/// [`check_write`], answering the statement to log: `sql` itself (the
+/// primary's clock `_now_ms` reaches the entry as its time, not the text).
+pub fn make_deterministic(sql: &str, _now_ms: u64) -> Result<String, String> {
+    check_write(sql)?;
+    Ok(sql.to_string())
 }
 
 /// Refuse SQL that names a `_bulwark*` object unquoted (the authorizer
@@ -282,32 +229,6 @@ pub fn first_keyword(sql: &str) -> Option<String> {
         Tok::Word(w) => Some(w.to_ascii_uppercase()),
         _ => None,
     })
-}
-
-/// Replace `random()` and `randomblob(N)` on the state machine's connection
-/// by a generator whose seed the applier sets per log entry.
-pub fn install_deterministic_random(conn: &Connection, seed: Arc<AtomicU64>) -> rusqlite::Result<()> {
-    use rusqlite::functions::FunctionFlags;
-    fn next(state: &AtomicU64) -> u64 {
-        // splitmix64
-        let mut z = state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    let s = seed.clone();
-    conn.create_scalar_function("random", 0, FunctionFlags::SQLITE_UTF8, move |_| Ok(next(&s) as i64))?;
-    let s = seed;
-    conn.create_scalar_function("randomblob", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
-        let n = ctx.get::<i64>(0).unwrap_or(1).clamp(1, 1 << 20) as usize;
-        let mut v = Vec::with_capacity(n + 8);
-        while v.len() < n {
-            v.extend_from_slice(&next(&s).to_le_bytes());
-        }
-        v.truncate(n);
-        Ok(v)
-    })?;
-    Ok(())
 }
 
 fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<(), String> {
@@ -349,19 +270,53 @@ fn total_changes(conn: &Connection) -> i64 {
     unsafe { rusqlite::ffi::sqlite3_total_changes64(conn.handle()) }
 }
 
+/// Why a write failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// Refused by Bulwark's checks or failed in SQLite: SQLite's last
+    /// result code on the connection tells whether because of the write
+    /// and the data or because of this node (see `apply_error`).
+    #[error("{0}")]
+    Failed(String),
+    /// Stopped after [`WriteLimits::max_steps`] VM instructions: the same
+    /// on every node. If the interrupted statement was writing, SQLite
+    /// rolled back the whole transaction.
+    #[error("{0}")]
+    OverBudget(String),
+}
+
 /// Run write statements on `conn` (inside a transaction or savepoint the
-/// caller owns). Errors carry SQLite's message.
+/// caller owns) within the default [`WriteLimits`].
+pub fn run_writes(conn: &Connection, statements: &[Statement]) -> Result<Vec<StatementResult>, WriteError> {
+    run_writes_within(conn, statements, WriteLimits::default())
+}
+
+/// Run write statements on `conn` (inside a transaction or savepoint the
+/// caller owns), all of them within `limits`. Errors carry SQLite's
+/// message.
 ///
 /// The statements run under the API's rules (see [`harden`]); a statement
 /// naming a `_bulwark*` object unquoted is refused before SQLite sees it,
 /// so no API statement can share the text, and so the prepared-statement
 /// cache entry, of one of Bulwark's own.
-pub fn run_writes(conn: &Connection, statements: &[Statement]) -> Result<Vec<StatementResult>, String> {
-    harden(conn).map_err(|e| format!("preparing the connection: {e}"))?;
-    let _api = ApiCaller::write();
+pub fn run_writes_within(
+    conn: &Connection,
+    statements: &[Statement],
+    limits: WriteLimits,
+) -> Result<Vec<StatementResult>, WriteError> {
+    harden(conn).map_err(|e| WriteError::Failed(format!("preparing the connection: {e}")))?;
+    let _api = ApiCaller::write(limits);
+    write_functions::begin_write(conn);
     let mut results = Vec::with_capacity(statements.len());
     for (n, s) in statements.iter().enumerate() {
-        let at = |e: String| if statements.len() > 1 { format!("statement {}: {e}", n + 1) } else { e };
+        let at = |e: String| {
+            let e = if statements.len() > 1 { format!("statement {}: {e}", n + 1) } else { e };
+            if guard::over_budget() {
+                WriteError::OverBudget(e)
+            } else {
+                WriteError::Failed(e)
+            }
+        };
         if let Some(why) = first_keyword(&s.sql).as_deref().and_then(forbidden) {
             return Err(at(why.to_string()));
         }
@@ -369,8 +324,10 @@ pub fn run_writes(conn: &Connection, statements: &[Statement]) -> Result<Vec<Sta
         check_reserved(&s.sql).map_err(at)?;
         // Cached: the same few statements arrive again and again, and
         // parsing one is a large part of applying it.
+        guard::compiling();
         let mut stmt = conn.prepare_cached(&s.sql).map_err(|e| at(guard::explain(e)))?;
         bind(&mut stmt, &s.params).map_err(at)?;
+        guard::new_statement(conn);
         let before = total_changes(conn);
         {
             let mut rows = stmt.raw_query();
@@ -428,6 +385,8 @@ pub fn rows(columns: Vec<Column>, rows: Vec<Vec<Value>>, node_id: u64, applied_i
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
 
     const T: u64 = 1_700_000_000_123; // 2023-11-14 22:13:20.123 UTC
 
@@ -439,30 +398,26 @@ mod tests {
     }
 
     #[test]
-    fn rewrites_current_time_forms_to_the_primary_clock() {
-        let s =
-            make_deterministic("INSERT INTO t VALUES (CURRENT_TIMESTAMP, current_date, datetime('now'), date( ))", T)
-                .unwrap();
-        assert_eq!(
-            s,
-            "INSERT INTO t VALUES ('2023-11-14 22:13:20', '2023-11-14', datetime('2023-11-14 22:13:20.123'), date('2023-11-14 22:13:20.123' ))"
-        );
-        // Strings, identifiers and comments are left alone.
-        let s = "SELECT 'CURRENT_TIMESTAMP', \"now\", [current_time] -- now()\n FROM t /* 'now' */";
-        assert_eq!(make_deterministic(s, T).unwrap(), s);
-        // A quote inside a literal does not end it.
-        let s = "INSERT INTO t VALUES ('it''s now', 'now')";
-        assert_eq!(make_deterministic(s, T).unwrap(), "INSERT INTO t VALUES ('it''s now', '2023-11-14 22:13:20.123')");
+    fn writes_are_logged_as_written() {
+        // Time forms, and data that merely looks like them, are left alone:
+        // the entry's time is SQLite's "now" where the write is applied.
+        for sql in [
+            "INSERT INTO t VALUES (CURRENT_TIMESTAMP, datetime('now'), date( ))",
+            "INSERT INTO t VALUES ('now', 'utc', 'localtime', 'total_changes')",
+            "CREATE TABLE u (at TEXT DEFAULT CURRENT_TIMESTAMP)",
+        ] {
+            assert_eq!(make_deterministic(sql, T).unwrap(), sql);
+            assert_eq!(check_write(sql), Ok(()));
+        }
     }
 
     #[test]
-    fn rejects_what_cannot_be_replicated() {
+    fn refuses_what_cannot_be_replicated() {
         for (sql, word) in [
-            ("SELECT datetime('now', 'localtime')", "localtime"),
-            ("INSERT INTO t SELECT total_changes()", "total_changes"),
             ("BEGIN", "transaction"),
             ("  /* x */ pragma journal_mode=delete", "PRAGMA"),
             ("ATTACH 'x.db' AS x", "ATTACH"),
+            ("VACUUM", "VACUUM"),
             ("DELETE FROM _bulwark_meta", "reserved"),
         ] {
             let e = make_deterministic(sql, T).unwrap_err();
@@ -498,13 +453,15 @@ mod tests {
     #[test]
     fn write_errors_carry_sqlite_messages() {
         let c = db();
-        let e = run_writes(&c, &[Statement::new("INSERT INTO nope VALUES (1)")]).unwrap_err();
+        let e = run_writes(&c, &[Statement::new("INSERT INTO nope VALUES (1)")]).unwrap_err().to_string();
         assert!(e.contains("no such table: nope"), "{e}");
-        let e = run_writes(&c, &[Statement::new("INSERT INTO t (name) VALUES (?)")]).unwrap_err();
+        let e = run_writes(&c, &[Statement::new("INSERT INTO t (name) VALUES (?)")]).unwrap_err().to_string();
         assert!(e.contains("1 parameters but none"), "{e}");
-        let e = run_writes(&c, &[Statement::new("SELEC 1")]).unwrap_err();
+        let e = run_writes(&c, &[Statement::new("SELEC 1")]).unwrap_err().to_string();
         assert!(e.contains("syntax error"), "{e}");
-        let e = run_writes(&c, &[Statement::new("INSERT INTO t (name) VALUES ('a'); DROP TABLE t")]).unwrap_err();
+        let e = run_writes(&c, &[Statement::new("INSERT INTO t (name) VALUES ('a'); DROP TABLE t")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("one SQL statement"), "{e}");
         let n: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);

@@ -51,6 +51,7 @@ use crate::api::{Column, Params, Value};
 use crate::bulwark_tables::{migrate, read_state, META_DDL};
 use crate::crash_rebuild::{crashed_since, current_boot_id, rebuild_from_snapshot, write_boot_file, BOOT_FILE};
 use crate::durable::{sync_file, unless_missing};
+use crate::entry_clock;
 use crate::raft_types::{
     storage_err, ApplyOutcome, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -82,6 +83,8 @@ struct Shared {
     sync: SyncMode,
     writer: Mutex<Connection>,
     seed: Arc<AtomicU64>,
+    /// Bounds on each client write (`max_write_steps`).
+    write_limits: sql::WriteLimits,
     state: Mutex<(Option<LogId>, StoredMembership)>,
     applied: watch::Sender<Applied>,
     /// Held while `snapshot.db` is replaced or read, so a reader never
@@ -126,8 +129,10 @@ fn applied_of(last: Option<LogId>, time_ms: u64) -> Applied {
     Applied { index: last.map_or(0, |l| l.index), term: last.map_or(0, |l| l.leader_id.term), time_ms }
 }
 
+/// The state machine's connection, on the VFS whose clock is the time of
+/// the entry being applied (see `entry_clock`).
 fn open_writer(path: &Path, sync: SyncMode) -> rusqlite::Result<Connection> {
-    let c = Connection::open(path)?;
+    let c = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), entry_clock::VFS_NAME)?;
     c.busy_timeout(std::time::Duration::from_secs(30))?;
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", sync.pragma())?;
@@ -209,11 +214,28 @@ impl StateMachine {
     /// module doc); if a stored snapshot is newer than what the database
     /// applied, the snapshot is restored.
     pub fn open(dir: &Path) -> Result<StateMachine, String> {
-        StateMachine::open_on_boot(dir, current_boot_id())
+        StateMachine::open_with(dir, sql::WriteLimits::default())
+    }
+
+    /// [`StateMachine::open`], every client write within `write_limits`
+    /// (from the node's configuration: `max_write_steps`).
+    pub fn open_with(dir: &Path, write_limits: sql::WriteLimits) -> Result<StateMachine, String> {
+        StateMachine::open_on_boot_with(dir, current_boot_id(), write_limits)
     }
 
     /// [`StateMachine::open`] on the boot `boot` (`None`: unknown).
+    #[cfg(test)]
     fn open_on_boot(dir: &Path, boot: Option<String>) -> Result<StateMachine, String> {
+        StateMachine::open_on_boot_with(dir, boot, sql::WriteLimits::default())
+    }
+
+    /// [`StateMachine::open_with`] on the boot `boot` (`None`: unknown).
+    fn open_on_boot_with(
+        dir: &Path,
+        boot: Option<String>,
+        write_limits: sql::WriteLimits,
+    ) -> Result<StateMachine, String> {
+        entry_clock::install()?;
         let path = dir.join("data.db");
         snapshot_file::remove_legacy_metadata(dir).map_err(|e| e.to_string())?;
         let io = |e: std::io::Error| format!("{}: {e}", dir.join(BOOT_FILE).display());
@@ -241,7 +263,7 @@ impl StateMachine {
             }
         }
         let seed = Arc::new(AtomicU64::new(0));
-        sql::install_deterministic_random(&conn, seed.clone()).map_err(|e| e.to_string())?;
+        sql::install_write_functions(&conn, seed.clone()).map_err(|e| e.to_string())?;
         let (tx, _) = watch::channel(applied_of(state.last, state.time_ms));
         let (stop, stopped) = std::sync::mpsc::channel();
         let shared = Arc::new(Shared {
@@ -249,6 +271,7 @@ impl StateMachine {
             sync,
             writer: Mutex::new(conn),
             seed,
+            write_limits,
             state: Mutex::new((state.last, state.membership)),
             applied: tx,
             snapshots: Mutex::new(()),

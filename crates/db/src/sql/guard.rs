@@ -9,14 +9,13 @@
 //!   (the real name, as SQLite resolved it); in writes also no temporary
 //!   objects (they live on one connection of one node, so a later write
 //!   reading them would differ between a node that restarted and one that
-//!   did not) and no recursive CTE (the one SQL construct that can loop
-//!   without end; see below). Unknown actions are refused. Bulwark's own
+//!   did not) and no recursive CTE (see below). Unknown actions are refused. Bulwark's own
 //!   statements (its bookkeeping in `_bulwark_meta` and
 //!   `_bulwark_requests`, its savepoints and pragmas) run on the same
 //!   connections outside [`ApiCaller`] and are not restricted.
 //! - **Double-quoted string literals off** (`SQLITE_DBCONFIG_DQS_DML` and
 //!   `_DDL`): `datetime("now")` is an error ("no such column: now"), not
-//!   the string `now` slipping past the primary's clock rewrite.
+//!   a string where the client may have meant a column.
 //!   Schemas already stored with such literals still load.
 //! - **Limits** (`sqlite3_limit`): SQL text at most [`MAX_SQL_BYTES`], a
 //!   string or blob at most [`MAX_VALUE_BYTES`], no attached database.
@@ -24,16 +23,29 @@
 //! - **Read deadline**: a read runs at most [`QUERY_TIME_LIMIT`] (progress
 //!   handler; an interrupted read-only statement rolls nothing back).
 //!
-//! Writes have no time or step budget: SQLite answers an interrupted
-//! writing statement by rolling back the whole transaction (not the
-//! statement: `sqlite3VdbeHalt`), which on the state machine holds the
-//! other writes of the batch and the applied index, so interrupting one
-//! would need the state machine to re-apply the batch without it. Instead
-//! the statements that could run without end are refused: recursive CTEs
-//! (recursive triggers are off and cannot be turned on: PRAGMA is
-//! refused). A write is then bounded by its data; a write that is merely
-//! huge (a cross join of large tables) still holds every node's apply
-//! while it runs, deterministically, on every node.
+//! - **Node-dependent sources** (see `node_local`), in writes: functions
+//!   that count the connection's history or name the SQLite build, the
+//!   file layout (`dbstat`, the schema table's root pages and row order),
+//!   statistics and `ANALYZE`.
+//! - **Step budget** for writes: a write (all its statements, and all
+//!   they run: triggers, foreign keys, virtual tables' own statements)
+//!   runs at most [`WriteLimits::max_steps`] SQLite VM instructions, then
+//!   fails with "write exceeded N steps". The budget counts instructions,
+//!   never time, and every statement's counter starts at zero before each
+//!   API statement, so the same write on the same data stops at the same
+//!   instruction on every node. A non-recursive write can still make its
+//!   own rows (`json_each` of a bound array joined with itself is 10^12
+//!   rows from 2 KB); without the budget every node would apply it forever,
+//!   and again after every restart. SQLite answers an interrupted writing
+//!   statement by rolling back the whole transaction (`sqlite3VdbeHalt`),
+//!   so the state machine applies the batch again without that write (as
+//!   for `INSERT OR ROLLBACK`): it fails alone, with the same error on
+//!   every node.
+//!
+//! Recursive CTEs stay refused in writes (recursive triggers are off and
+//! cannot be turned on: PRAGMA is refused): the budget would stop them,
+//! but a write that needs one is better computed by a read.
+use super::node_local::{self, SchemaStatement};
 use rusqlite::config::DbConfig;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
@@ -49,8 +61,23 @@ pub const MAX_SQL_BYTES: usize = 1 << 20;
 pub const MAX_VALUE_BYTES: usize = bulwark_config::db::MAX_REQUEST_BYTES_LIMIT;
 /// Longest a read may run before it is interrupted.
 pub const QUERY_TIME_LIMIT: Duration = Duration::from_secs(5);
-/// VM instructions between two looks at the read deadline.
-const PROGRESS_EVERY_OPS: i32 = 10_000;
+/// VM instructions between two calls of the progress handler: two looks at
+/// the read deadline, or one unit of a write's step budget.
+pub const PROGRESS_EVERY_OPS: u64 = 10_000;
+
+/// Bounds on one write (one `/v1/execute` request), the same on every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteLimits {
+    /// Most SQLite VM instructions the write may run (counted in units of
+    /// [`PROGRESS_EVERY_OPS`]).
+    pub max_steps: u64,
+}
+
+impl Default for WriteLimits {
+    fn default() -> WriteLimits {
+        WriteLimits { max_steps: bulwark_config::db::DEFAULT_MAX_WRITE_STEPS }
+    }
+}
 
 /// Who runs the statements on this thread right now.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,7 +87,7 @@ enum Caller {
     /// A `/v1/query` statement, until `deadline`.
     ApiRead { deadline: Instant },
     /// A `/v1/execute` statement.
-    ApiWrite,
+    ApiWrite(WriteLimits),
 }
 
 thread_local! {
@@ -69,6 +96,10 @@ thread_local! {
     static CALLER: Cell<Caller> = const { Cell::new(Caller::Bulwark) };
     // Why the authorizer last refused, for the error message.
     static REFUSED: Cell<Option<&'static str>> = const { Cell::new(None) };
+    // Progress-handler calls during the current write.
+    static WRITE_TICKS: Cell<u64> = const { Cell::new(0) };
+    // Whether the current write ran out of steps.
+    static OVER_BUDGET: Cell<bool> = const { Cell::new(false) };
 }
 
 /// While alive, the statements this thread prepares and steps are API
@@ -78,18 +109,66 @@ pub struct ApiCaller(Caller);
 impl ApiCaller {
     pub fn read(deadline: Instant) -> ApiCaller {
         REFUSED.set(None);
+        SchemaStatement::reset();
         ApiCaller(CALLER.replace(Caller::ApiRead { deadline }))
     }
 
-    pub fn write() -> ApiCaller {
+    /// One write, within `limits`: its step count starts at zero.
+    pub fn write(limits: WriteLimits) -> ApiCaller {
         REFUSED.set(None);
-        ApiCaller(CALLER.replace(Caller::ApiWrite))
+        SchemaStatement::reset();
+        WRITE_TICKS.set(0);
+        OVER_BUDGET.set(false);
+        ApiCaller(CALLER.replace(Caller::ApiWrite(limits)))
     }
 }
 
 impl Drop for ApiCaller {
     fn drop(&mut self) {
         CALLER.set(self.0);
+    }
+}
+
+/// Whether this thread runs an API write right now.
+pub fn in_api_write() -> bool {
+    matches!(CALLER.get(), Caller::ApiWrite(_))
+}
+
+/// Whether the last API write on this thread was stopped by its step
+/// budget.
+pub fn over_budget() -> bool {
+    OVER_BUDGET.get()
+}
+
+/// Call before an API statement is prepared: the authorizer's view of
+/// "the statement being compiled" starts afresh.
+pub fn compiling() {
+    SchemaStatement::reset();
+}
+
+/// Call before the first step of an API statement: [`compiling`] again
+/// (SQLite compiles the statement again inside its first step when the
+/// schema changed since it was prepared), and every prepared statement's
+/// VM-step counter on `conn` starts at zero.
+///
+/// The progress handler fires when a statement's counter reaches a
+/// multiple of [`PROGRESS_EVERY_OPS`], counted over the statement's life.
+/// Cached statements (Bulwark's, and those virtual tables keep) carry
+/// their history, which differs between a node that restarted and one
+/// that did not; from zero, the same write fires it at the same
+/// instructions on every node.
+pub fn new_statement(conn: &Connection) {
+    SchemaStatement::reset();
+    // SAFETY: the handle is valid while `conn` is borrowed; the loop only
+    // walks the connection's own statement list and resets a counter, on
+    // the thread that owns the connection.
+    unsafe {
+        let db = conn.handle();
+        let mut stmt = rusqlite::ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
+        while !stmt.is_null() {
+            rusqlite::ffi::sqlite3_stmt_status(stmt, rusqlite::ffi::SQLITE_STMTSTATUS_VM_STEP, 1);
+            stmt = rusqlite::ffi::sqlite3_next_stmt(db, stmt);
+        }
     }
 }
 
@@ -113,7 +192,7 @@ fn authorize(ctx: AuthContext<'_>) -> Authorization {
     if caller == Caller::Bulwark {
         return Authorization::Allow;
     }
-    let write = caller == Caller::ApiWrite;
+    let write = matches!(caller, Caller::ApiWrite(_));
     let refusal = match ctx.action {
         AuthAction::Attach { .. } | AuthAction::Detach { .. } => {
             Some("ATTACH and DETACH are not allowed: a node serves only the replicated database")
@@ -122,9 +201,9 @@ fn authorize(ctx: AuthContext<'_>) -> Authorization {
             "transaction statements are not allowed: each /v1/execute request is one transaction, each read its own",
         ),
         AuthAction::Pragma { .. } => Some("PRAGMA is not allowed through the API"),
-        AuthAction::Recursive if write => Some(
-            "recursive CTEs are not allowed in writes: a write that never ends would stop every node; compute the rows in a read and write them",
-        ),
+        AuthAction::Recursive if write => {
+            Some("recursive CTEs are not allowed in writes: compute the rows in a read and write them")
+        }
         AuthAction::CreateTempIndex { .. }
         | AuthAction::CreateTempTable { .. }
         | AuthAction::CreateTempTrigger { .. }
@@ -138,18 +217,27 @@ fn authorize(ctx: AuthContext<'_>) -> Authorization {
             Some("temporary objects are not allowed in writes: they exist on one node's connection only")
         }
         AuthAction::Unknown { .. } => Some("this kind of statement is not allowed through the API"),
-        action => names(&action)
+        action if write => node_dependent(&action),
+        _ => None,
+    };
+    let refusal = refusal.or_else(|| {
+        names(&ctx.action)
             .into_iter()
             .flatten()
             .any(reserved)
-            .then_some("names starting with _bulwark are reserved for replication metadata"),
-    };
+            .then_some("names starting with _bulwark are reserved for replication metadata")
+    });
     // The temp schema is one connection's own: no writes into it either.
+    // (SQLite's own updates of the temp schema table, which `ALTER TABLE`
+    // makes, are not a client's: SQLite refuses clients to write it.)
     let refusal = refusal.or_else(|| {
-        (write
-            && ctx.database_name == Some("temp")
-            && matches!(ctx.action, AuthAction::Insert { .. } | AuthAction::Update { .. } | AuthAction::Delete { .. }))
-        .then_some("temporary objects are not allowed in writes: they exist on one node's connection only")
+        let table = match ctx.action {
+            AuthAction::Insert { table_name } | AuthAction::Delete { table_name } => Some(table_name),
+            AuthAction::Update { table_name, .. } => Some(table_name),
+            _ => None,
+        };
+        (write && ctx.database_name == Some("temp") && table.is_some_and(|t| !node_local::schema_table(t)))
+            .then_some("temporary objects are not allowed in writes: they exist on one node's connection only")
     });
     match refusal {
         Some(why) => {
@@ -157,6 +245,29 @@ fn authorize(ctx: AuthContext<'_>) -> Authorization {
             Authorization::Deny
         }
         None => Authorization::Allow,
+    }
+}
+
+/// Why a write may not do `action`, if it reads something that differs
+/// between nodes (see `node_local`).
+fn node_dependent(action: &AuthAction<'_>) -> Option<&'static str> {
+    use AuthAction as A;
+    let schema_reads = SchemaStatement::allows_schema_reads(action);
+    match *action {
+        A::Function { function_name } => node_local::function(function_name),
+        A::Analyze { .. } => Some(node_local::STATISTICS),
+        A::CreateVtable { module_name, .. } if node_local::layout_table(module_name) => Some(node_local::LAYOUT),
+        A::Read { table_name, .. } if node_local::layout_table(table_name) => Some(node_local::LAYOUT),
+        A::Read { table_name, .. } if node_local::schema_table(table_name) && !schema_reads => Some(node_local::SCHEMA),
+        A::Read { table_name, .. }
+        | A::Insert { table_name }
+        | A::Update { table_name, .. }
+        | A::Delete { table_name }
+            if node_local::stat_table(table_name) && !schema_reads =>
+        {
+            Some(node_local::STATISTICS)
+        }
+        _ => None,
     }
 }
 
@@ -192,8 +303,21 @@ fn names<'a>(action: &AuthAction<'a>) -> [Option<&'a str>; 2] {
     }
 }
 
-fn over_deadline() -> bool {
-    matches!(CALLER.get(), Caller::ApiRead { deadline } if Instant::now() >= deadline)
+/// The progress handler: the read deadline, the write step budget.
+fn progress() -> bool {
+    match CALLER.get() {
+        Caller::Bulwark => false,
+        Caller::ApiRead { deadline } => Instant::now() >= deadline,
+        Caller::ApiWrite(limits) => {
+            let ticks = WRITE_TICKS.get() + 1;
+            WRITE_TICKS.set(ticks);
+            let over = ticks.saturating_mul(PROGRESS_EVERY_OPS) > limits.max_steps;
+            if over {
+                OVER_BUDGET.set(true);
+            }
+            over
+        }
+    }
 }
 
 /// Install the rules of the module doc on `conn`, once: a connection is
@@ -208,26 +332,39 @@ pub fn harden(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES as i32);
     conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0);
     conn.authorizer(Some(authorize));
-    conn.progress_handler(PROGRESS_EVERY_OPS, Some(over_deadline));
+    conn.progress_handler(PROGRESS_EVERY_OPS as i32, Some(progress));
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false)?;
     // Last: it marks the connection as hardened.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false)?;
     Ok(())
 }
 
-/// SQLite's message, with the reason when the authorizer refused or the
-/// read deadline interrupted.
+/// SQLite's message, with the reason when the authorizer refused, the read
+/// deadline or the write budget interrupted, or local time was refused.
 pub fn explain(e: rusqlite::Error) -> String {
     let code = e.sqlite_error_code();
     let msg = e.to_string();
-    match code {
-        Some(rusqlite::ErrorCode::AuthorizationForStatementDenied) => match REFUSED.get() {
+    // A refused function is reported as SQLITE_ERROR ("not authorized to
+    // use function: ...").
+    if code == Some(rusqlite::ErrorCode::AuthorizationForStatementDenied) || msg.starts_with("not authorized") {
+        return match REFUSED.get() {
             Some(why) => format!("{msg}: {why}"),
             None => msg,
-        },
-        Some(rusqlite::ErrorCode::OperationInterrupted) => {
+        };
+    }
+    match (code, CALLER.get()) {
+        (Some(rusqlite::ErrorCode::OperationInterrupted), Caller::ApiWrite(limits)) if OVER_BUDGET.get() => {
+            format!(
+                "write exceeded {} steps (max_write_steps): split it into smaller writes, or compute its rows in a read",
+                limits.max_steps
+            )
+        }
+        (Some(rusqlite::ErrorCode::OperationInterrupted), _) => {
             format!("{msg}: the query ran longer than {} s", QUERY_TIME_LIMIT.as_secs())
         }
+        (_, Caller::ApiWrite(_)) if msg.contains("local time unavailable") => format!(
+            "{msg}: the 'localtime' and 'utc' modifiers depend on each node's time zone and are not allowed in writes; store UTC"
+        ),
         _ => msg,
     }
 }
@@ -250,7 +387,7 @@ mod tests {
     }
 
     fn write(c: &Connection, sql: &str) -> Result<(), String> {
-        run_writes(c, &[Statement::new(sql)]).map(|_| ())
+        run_writes(c, &[Statement::new(sql)]).map(|_| ()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -307,7 +444,7 @@ mod tests {
         // (Bulwark's own statements write only bookkeeping, which no
         // trigger can be on, so they never fire one).
         harden(&c).unwrap();
-        let api = ApiCaller::write();
+        let api = ApiCaller::write(WriteLimits::default());
         let e = explain(
             c.execute_batch(
                 "CREATE TRIGGER x AFTER INSERT ON \"_bulwark_meta\" BEGIN SELECT RAISE(ABORT, 'stop'); END",

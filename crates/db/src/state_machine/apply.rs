@@ -4,9 +4,10 @@
 use super::{applied_of, Shared};
 use crate::apply_error::{kind_of_code, last_code, ApplyError, FailureKind};
 use crate::bulwark_tables::meta_set;
+use crate::entry_clock::EntryTime;
 use crate::raft_types::{storage_err, ApplyOutcome, Entry, LogId, StorageError, StoredMembership, Write};
 use crate::request_ids::{earlier_request, prune_before, remember_request};
-use crate::sql;
+use crate::sql::{self, WriteError};
 use openraft::{EntryPayload, ErrorVerb};
 use rusqlite::Connection;
 use std::sync::atomic::Ordering;
@@ -73,7 +74,7 @@ fn apply_write(
     }
     let outcome = match rolled_back.get(&(log_id.index, position)) {
         Some(message) => ApplyOutcome::Failed(message.clone()),
-        None => run_write(shared, tx, log_id, position, write)?,
+        None => run_write(shared, tx, log_id, position, write, time_ms)?,
     };
     if let Some(id) = &write.request_id {
         remember_request(tx, id, log_id, time_ms, &outcome)?;
@@ -81,28 +82,41 @@ fn apply_write(
     Ok(outcome)
 }
 
-/// Run the statements of one write in a savepoint of their own.
+/// Run the statements of one write in a savepoint of their own, with the
+/// entry's time as SQLite's "now" (see `entry_clock`).
 fn run_write(
     shared: &Shared,
     tx: &mut rusqlite::Transaction<'_>,
     log_id: &LogId,
     position: usize,
     write: &Write,
+    time_ms: u64,
 ) -> Result<ApplyOutcome, ApplyError> {
     shared.seed.store(random_seed(log_id.index, position), Ordering::Relaxed);
+    let _now = EntryTime::set(time_ms);
     // Opening the savepoint is a successful call into SQLite: the
     // connection's last result code is no longer any earlier failure's.
     let mut sp = tx.savepoint()?;
-    Ok(match sql::run_writes(&sp, &write.statements) {
+    let index = log_id.index;
+    Ok(match sql::run_writes_within(&sp, &write.statements, shared.write_limits) {
         Ok(results) => {
             sp.commit()?;
             ApplyOutcome::Done(results)
         }
-        Err(message) => {
+        // Stopped by its step budget, on every node at the same step.
+        Err(WriteError::OverBudget(message)) => {
+            if sp.is_autocommit() {
+                // A writing statement was interrupted: SQLite rolled back
+                // the whole transaction.
+                return Err(ApplyError::RolledBack { index, position, message });
+            }
+            sp.rollback()?;
+            ApplyOutcome::Failed(message)
+        }
+        Err(WriteError::Failed(message)) => {
             // What SQLite said about the failing call, read before the
             // rollback below resets it.
             let code = last_code(&sp);
-            let index = log_id.index;
             if kind_of_code(code) == FailureKind::Environmental {
                 return Err(ApplyError::Environmental { index, position, code, message });
             }
