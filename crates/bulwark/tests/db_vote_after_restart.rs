@@ -1,7 +1,7 @@
-//! A replica that restarts refuses to vote for a leader lease: openraft
-//! forgets when it last heard the primary, so without the hold a
-//! restarted replica would help elect a second primary while the first
-//! still counts a quorum within its lease.
+//! A replica that restarts refuses to vote for a leader lease, as it did
+//! before the restart: otherwise it could help elect a second primary while
+//! the first still counts a quorum within its lease. openraft 0.9 starts
+//! the lease at the node's start; this guards that across upgrades.
 mod db_common;
 
 use bulwark_testkit::{wait_until, Process};
@@ -38,5 +38,4 @@ fn a_restarted_replica_refuses_votes_for_a_lease() {
     assert_eq!(r.status, 200, "{}", r.text());
     let answer: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(answer["Ok"]["vote_granted"], false, "a restarted replica granted a vote at once: {answer}");
-    assert!(c.node(replica).logs().contains("started less than a leader lease ago"), "{}", c.node(replica).logs());
 }

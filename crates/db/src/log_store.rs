@@ -1144,9 +1144,9 @@ impl LogStore {
 /// synced before a power loss) may still have on other nodes, with other
 /// content. Not committed, the node is a follower that must win an election
 /// in a higher term before it appends anything (see `docs/db.md`, "Restart
-/// inside a term"). Votes for other nodes stay committed; the node's HTTP
-/// layer holds votes for a lease after it starts (`node/votes.rs`), since
-/// openraft forgets when this node last heard its primary.
+/// inside a term"). Votes for other nodes stay committed: such a node keeps
+/// refusing to vote for a leader lease after it starts (openraft stamps the
+/// saved vote with the time it is read).
 fn never_resume_leadership(saved: Vote, me: NodeId) -> Vote {
     if saved.committed && saved.leader_id.node_id == me {
         tracing::info!(vote = %saved, "this node led before it stopped: it must win a new election to lead again");

@@ -9,7 +9,7 @@ use crate::append_queue::AppendQueue;
 use crate::group_commit::{Committed, GroupCommit};
 use crate::leader_acks::LeaderAcks;
 use crate::log_store::{AppendedEntries, InlineSyncPause, LogStore};
-use crate::raft_types::{now_ms, ApplyOutcome, Node, NodeId, Raft, Write};
+use crate::raft_types::{ApplyOutcome, Node, NodeId, Raft, Write};
 use crate::sql;
 use crate::state_machine::{Applied, ReadPool, StateMachine};
 use crate::transport::{
@@ -37,7 +37,6 @@ use tokio_util::sync::CancellationToken;
 
 mod auth;
 mod reads;
-mod votes;
 
 /// Marks a request one node passed to the primary (never passed again).
 const FORWARDED_HEADER: &str = "x-bulwark-forwarded";
@@ -79,8 +78,6 @@ struct NodeState {
     /// The quorum clock: when each peer last accepted a request of this
     /// node's (see `leader_acks`).
     leader_acks: Arc<LeaderAcks>,
-    /// Votes refused for a lease after the start (see `votes`).
-    vote_hold: votes::VoteHold,
 }
 
 /// Request counters and latencies for `/metrics`.
@@ -201,7 +198,9 @@ impl DbNode {
         let inline_sync = InlineSyncPause::default();
         log.sync_inline_unless_leader(config.node_id, inline_sync.clone());
         let fresh = log.is_empty().map_err(|e| DbError::Storage(e.to_string()))?;
-        let sm = StateMachine::open(&config.data_dir).map_err(|e| DbError::Storage(format!("database: {e}")))?;
+        let limits = sql::WriteLimits { max_steps: config.max_write_steps };
+        let sm = StateMachine::open_with(&config.data_dir, limits)
+            .map_err(|e| DbError::Storage(format!("database: {e}")))?;
         let applied = sm.applied();
         let db_path = sm.db_path();
         let reads = Arc::new(ReadPool::new(db_path.clone(), config.read_connections));
@@ -265,7 +264,6 @@ impl DbNode {
             stats: DbStats::default(),
             ahead_stats,
             leader_acks,
-            vote_hold: votes::VoteHold::new(lease),
         };
         let firewall = Arc::new(
             bulwark_firewall::Firewall::new(&config.firewall).map_err(|e| DbError::Config(format!("firewall: {e}")))?,
@@ -630,10 +628,7 @@ impl NodeState {
                 json(StatusCode::OK, &res)
             }
             "/raft/vote" => match parse(&body) {
-                Ok(rpc) => match self.vote_hold.refusal(&self.raft) {
-                    Some(refused) => json(StatusCode::OK, &Ok::<_, RaftError<NodeId>>(refused)),
-                    None => json(StatusCode::OK, &self.raft.vote(rpc).await),
-                },
+                Ok(rpc) => json(StatusCode::OK, &self.raft.vote(rpc).await),
                 Err(r) => r,
             },
             "/raft/snapshot" => match parse(&body) {
@@ -858,11 +853,10 @@ impl NodeState {
                 None,
             );
         }
-        let now = now_ms();
-        let mut statements = req.statements;
-        for (i, s) in statements.iter_mut().enumerate() {
-            match sql::check_length(&s.sql).and_then(|()| sql::make_deterministic(&s.sql, now)) {
-                Ok(rewritten) => s.sql = rewritten,
+        let statements = req.statements;
+        for (i, s) in statements.iter().enumerate() {
+            match sql::check_length(&s.sql).and_then(|()| sql::check_write(&s.sql)) {
+                Ok(()) => {}
                 Err(e) => {
                     let e = if i > 0 { format!("statement {}: {e}", i + 1) } else { e };
                     return error(StatusCode::BAD_REQUEST, "sql", e, false, None);

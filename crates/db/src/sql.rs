@@ -190,13 +190,6 @@ pub fn check_write(sql: &str) -> Result<(), String> {
     check_reserved(sql)
 }
 
-/// [`check_write`], answering the statement to log: `sql` itself (the
-/// primary's clock `_now_ms` reaches the entry as its time, not the text).
-pub fn make_deterministic(sql: &str, _now_ms: u64) -> Result<String, String> {
-    check_write(sql)?;
-    Ok(sql.to_string())
-}
-
 /// Refuse SQL that names a `_bulwark*` object unquoted (the authorizer
 /// refuses every other spelling).
 fn check_reserved(sql: &str) -> Result<(), String> {
@@ -406,7 +399,6 @@ mod tests {
             "INSERT INTO t VALUES ('now', 'utc', 'localtime', 'total_changes')",
             "CREATE TABLE u (at TEXT DEFAULT CURRENT_TIMESTAMP)",
         ] {
-            assert_eq!(make_deterministic(sql, T).unwrap(), sql);
             assert_eq!(check_write(sql), Ok(()));
         }
     }
@@ -420,7 +412,7 @@ mod tests {
             ("VACUUM", "VACUUM"),
             ("DELETE FROM _bulwark_meta", "reserved"),
         ] {
-            let e = make_deterministic(sql, T).unwrap_err();
+            let e = check_write(sql).unwrap_err();
             assert!(e.contains(word), "{sql}: {e}");
         }
     }

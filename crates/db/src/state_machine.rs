@@ -212,7 +212,9 @@ impl StateMachine {
     /// Open (or create) the database in `dir`. After a crash of the machine
     /// while it was open it is first rebuilt from the last snapshot (see the
     /// module doc); if a stored snapshot is newer than what the database
-    /// applied, the snapshot is restored.
+    /// applied, the snapshot is restored. With the default write limits
+    /// (tests; nodes pass their configured ones to `open_with`).
+    #[cfg(test)]
     pub fn open(dir: &Path) -> Result<StateMachine, String> {
         StateMachine::open_with(dir, sql::WriteLimits::default())
     }

@@ -4,7 +4,7 @@
 //! whose work has no bound.
 //!
 //! Each entry goes through what the primary does to a write before it is
-//! logged (`sql::make_deterministic` with the primary's clock, which now
+//! logged (`sql::check_write`, which now
 //! only checks it), then is applied as a replica would.
 use super::tests::{id, membership};
 use super::*;
@@ -19,7 +19,8 @@ const T: u64 = 1_700_000_000_123;
 /// An entry with one write of `statement`, rewritten by the primary at
 /// `time_ms` as `Node::execute` does.
 fn logged(i: u64, statement: Statement, time_ms: u64) -> Entry {
-    let sql = sql::make_deterministic(&statement.sql, time_ms).expect("the primary accepts the write");
+    sql::check_write(&statement.sql).expect("the primary accepts the write");
+    let sql = statement.sql.clone();
     let write = Write { statements: vec![Statement { sql, ..statement }], request_id: None };
     Entry { log_id: id(i), payload: EntryPayload::Normal(WriteBatch { writes: vec![write], time_ms }) }
 }
