@@ -1,7 +1,9 @@
 //! A topology running on the namespaces: one `bulwark up --host H` per
 //! host (in that host's namespace), sharing one secret and admin token;
 //! role processes found through each supervisor's control socket; database
-//! status read over the db API.
+//! status read over the db API. Whole-host faults for the floating address
+//! stacks: kill -9 of every process of a host, its link down and up, its
+//! `up` started again as after a reboot.
 use crate::net;
 use bulwark_testkit::{bulwark_bin, Process};
 use nix::sys::signal::Signal;
@@ -24,7 +26,77 @@ pub enum Stack {
     /// The default topology: lb1 (+db3), server1 and server2 (web, app,
     /// db each); the workload goes through the lb.
     Full,
+    /// Two lb hosts (lb1, lb2) sharing the floating address 198.18.0.100
+    /// (lb1 preferred; VRRP, 100 ms adverts), server1 and server2 (web,
+    /// app, db each), and db3 on a host of its own (server3), so that
+    /// losing an lb host never costs a database voter. The workload talks
+    /// only to the floating address.
+    Floating,
+    /// [`Stack::Floating`] with a second floating address, 198.18.0.101,
+    /// preferring lb2: each lb holds one (active-active). Half the clients
+    /// use each address.
+    FloatingActiveActive,
 }
+
+impl Stack {
+    /// Its name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stack::Db => "db",
+            Stack::Full => "full",
+            Stack::Floating => "floating",
+            Stack::FloatingActiveActive => "floating-aa",
+        }
+    }
+
+    /// Whether the tiers behind the lb run (the workload uses the site).
+    pub fn has_site(self) -> bool {
+        self != Stack::Db
+    }
+
+    /// Whether the lbs share floating addresses.
+    pub fn has_floating(self) -> bool {
+        !self.floating().is_empty()
+    }
+
+    /// The floating addresses of this stack, most preferred lb host first.
+    pub fn floating(self) -> Vec<FloatingGroup> {
+        let group = |name: &str, vrid: u8, last: u8, hosts: [&str; 2]| FloatingGroup {
+            name: name.into(),
+            vrid,
+            address: Ipv4Addr::new(198, 18, 0, last),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        };
+        match self {
+            Stack::Db | Stack::Full => Vec::new(),
+            Stack::Floating => vec![group("www-a", 51, 100, ["lb1", "lb2"])],
+            Stack::FloatingActiveActive => {
+                vec![group("www-a", 51, 100, ["lb1", "lb2"]), group("www-b", 52, 101, ["lb2", "lb1"])]
+            }
+        }
+    }
+}
+
+/// One floating address (a `[[floating]]` group of the topology). Each lb
+/// role runs on the host of the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FloatingGroup {
+    pub name: String,
+    pub vrid: u8,
+    pub address: Ipv4Addr,
+    /// lb hosts, most preferred first.
+    pub hosts: Vec<String>,
+}
+
+impl FloatingGroup {
+    /// Where clients send their requests.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address.into(), LB.port())
+    }
+}
+
+/// The floating groups' advertisement interval.
+pub const ADVERT_INTERVAL_MS: u64 = 100;
 
 pub const SECRET: &str = "chaos-cluster-secret-0123456789abcdef";
 pub const ADMIN_TOKEN: &str = "chaos-admin-token-0123456789abcdef";
@@ -48,6 +120,8 @@ pub struct Cluster {
     pub dbs: Vec<DbNode>,
     pub root: PathBuf,
     pub topology: PathBuf,
+    /// What the harness had to do beyond the topology (goes into the report).
+    pub notes: Vec<String>,
     tmp: Option<tempfile::TempDir>,
     ups: Mutex<Vec<(String, Process)>>,
 }
@@ -67,7 +141,39 @@ tls = false
 check_interval = "250ms"
 "#,
     );
+    let groups = stack.floating();
+    if !groups.is_empty() {
+        t.push_str("public_address = \"0.0.0.0\"\n");
+    }
     match stack {
+        Stack::Floating | Stack::FloatingActiveActive => t.push_str(
+            r#"
+[[host]]
+name = "lb1"
+address = "198.18.0.10"
+role = [{ name = "lb1", kind = "lb" }]
+
+[[host]]
+name = "lb2"
+address = "198.18.0.13"
+role = [{ name = "lb2", kind = "lb" }]
+
+[[host]]
+name = "server1"
+address = "198.18.0.11"
+role = [{ name = "web1", kind = "web" }, { name = "app1", kind = "app" }, { name = "db1", kind = "db" }]
+
+[[host]]
+name = "server2"
+address = "198.18.0.12"
+role = [{ name = "web2", kind = "web" }, { name = "app2", kind = "app" }, { name = "db2", kind = "db" }]
+
+[[host]]
+name = "server3"
+address = "198.18.0.14"
+role = [{ name = "db3", kind = "db" }]
+"#,
+        ),
         Stack::Full => t.push_str(
             r#"
 [[host]]
@@ -111,7 +217,25 @@ role = [{ name = "lb1", kind = "lb" }, { name = "web1", kind = "web" }, { name =
 "#,
         ),
     }
+    for g in groups {
+        let lbs: Vec<String> = g.hosts.iter().map(|h| format!("\"{h}\"")).collect();
+        t.push_str(&format!(
+            "\n[[floating]]\nname = \"{}\"\naddresses = [\"{}/24\"]\ninterface = \"eth0\"\nvrid = {}\nlbs = [{}]\nadvert_interval = \"{ADVERT_INTERVAL_MS}ms\"\n",
+            g.name,
+            g.address,
+            g.vrid,
+            lbs.join(", ")
+        ));
+    }
     t
+}
+
+/// `bulwark up --host HOST` in that host's namespace (returns once ready).
+fn spawn_up(topology: &Path, host: &str, dir: &Path) -> Process {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", host]).arg(bulwark_bin()).arg("up").arg("-c").arg(topology);
+    cmd.args(["--host", host]).arg("--data-dir").arg(dir);
+    Process::spawn(cmd, tempfile::tempdir().unwrap(), topology.to_path_buf())
 }
 
 fn write_private(path: &Path, content: &str) {
@@ -129,12 +253,23 @@ impl Cluster {
     /// Build the network and start every host's `bulwark up` (all at once:
     /// each waits for the database quorum, which needs the others).
     pub fn start(stack: Stack) -> Cluster {
-        let hosts: Vec<(String, Ipv4Addr)> = vec![
+        let mut hosts: Vec<(String, Ipv4Addr)> = vec![
             ("lb1".into(), Ipv4Addr::new(198, 18, 0, 10)),
             ("server1".into(), Ipv4Addr::new(198, 18, 0, 11)),
             ("server2".into(), Ipv4Addr::new(198, 18, 0, 12)),
         ];
+        if !stack.floating().is_empty() {
+            hosts.push(("lb2".into(), Ipv4Addr::new(198, 18, 0, 13)));
+            hosts.push(("server3".into(), Ipv4Addr::new(198, 18, 0, 14)));
+        }
         let roles: Vec<(String, Vec<String>)> = match stack {
+            Stack::Floating | Stack::FloatingActiveActive => vec![
+                ("lb1".into(), vec!["lb1".into()]),
+                ("lb2".into(), vec!["lb2".into()]),
+                ("server1".into(), vec!["web1".into(), "app1".into(), "db1".into()]),
+                ("server2".into(), vec!["web2".into(), "app2".into(), "db2".into()]),
+                ("server3".into(), vec!["db3".into()]),
+            ],
             Stack::Full => vec![
                 ("lb1".into(), vec!["lb1".into(), "db3".into()]),
                 ("server1".into(), vec!["web1".into(), "app1".into(), "db1".into()]),
@@ -146,12 +281,13 @@ impl Cluster {
                 ("server2".into(), vec!["db2".into()]),
             ],
         };
+        let db3 =
+            if stack.floating().is_empty() { ("lb1", "198.18.0.10:8112") } else { ("server3", "198.18.0.14:8112") };
         let dbs = vec![
             DbNode { id: 1, name: "db1".into(), host: "server1".into(), addr: "198.18.0.11:8110".parse().unwrap() },
             DbNode { id: 2, name: "db2".into(), host: "server2".into(), addr: "198.18.0.12:8111".parse().unwrap() },
-            DbNode { id: 3, name: "db3".into(), host: "lb1".into(), addr: "198.18.0.10:8112".parse().unwrap() },
+            DbNode { id: 3, name: "db3".into(), host: db3.0.into(), addr: db3.1.parse().unwrap() },
         ];
-        let bin = bulwark_bin();
         net::setup(&hosts);
         let tmp = tempfile::Builder::new().prefix("bulwark-chaos-").tempdir().expect("tempdir");
         let root = tmp.path().to_path_buf();
@@ -172,12 +308,9 @@ impl Cluster {
         let threads: Vec<_> = hosts
             .iter()
             .map(|(h, _)| {
-                let (h, bin, topology, dir) = (h.clone(), bin.clone(), topology.clone(), root.join(h));
+                let (h, topology, dir) = (h.clone(), topology.clone(), root.join(h));
                 std::thread::spawn(move || {
-                    let mut cmd = Command::new("ip");
-                    cmd.args(["netns", "exec", &h]).arg(&bin).arg("up").arg("-c").arg(&topology);
-                    cmd.args(["--host", &h]).arg("--data-dir").arg(&dir);
-                    let p = Process::spawn(cmd, tempfile::tempdir().unwrap(), topology);
+                    let p = spawn_up(&topology, &h, &dir);
                     (h, p)
                 })
             })
@@ -190,11 +323,22 @@ impl Cluster {
                 Err(e) => failed = Some(e),
             }
         }
-        let c = Cluster { stack, hosts, roles, dbs, root, topology, tmp: Some(tmp), ups: Mutex::new(ups) };
+        let mut c = Cluster {
+            stack,
+            hosts,
+            roles,
+            dbs,
+            root,
+            topology,
+            notes: Vec::new(),
+            tmp: Some(tmp),
+            ups: Mutex::new(ups),
+        };
         if let Some(e) = failed {
             c.dump_logs();
             std::panic::resume_unwind(e);
         }
+        c.same_public_port();
         eprintln!("chaos: {:?} stack up in {:.1} s ({})", stack, started.elapsed().as_secs_f64(), c.root.display());
         c
     }
@@ -349,6 +493,106 @@ impl Cluster {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", "lb1"]).arg(bulwark_bin()).arg("lb").arg("-c").arg(&path);
         Process::spawn(cmd, tempfile::tempdir().unwrap(), path)
+    }
+
+    /// The public port `role`'s derived config listens on (`[[frontend]]`
+    /// `http`).
+    pub fn lb_public_port(&self, role: &str) -> u16 {
+        let cfg = std::fs::read_to_string(self.role_config(role)).unwrap();
+        let bind = cfg
+            .split("[[frontend]]")
+            .skip(1)
+            .find(|f| f.contains("name = \"http\""))
+            .and_then(|f| f.lines().find_map(|l| l.trim().strip_prefix("bind = ")))
+            .unwrap_or_else(|| panic!("no http frontend in {role}'s derived config:\n{cfg}"));
+        bind.trim_matches('"').parse::<SocketAddr>().unwrap_or_else(|e| panic!("{role}: bind {bind}: {e}")).port()
+    }
+
+    /// Every lb of a floating group must accept the floating address's
+    /// port. The topology derives a port per lb (port_base + 3i) and refuses
+    /// two lbs on one port even on different hosts, so a second lb listens
+    /// elsewhere: redirect the first lb's port to it in that host's
+    /// namespace, and say so in the report.
+    fn same_public_port(&mut self) {
+        let groups = self.stack.floating();
+        let Some(first) = groups.first() else { return };
+        let public = self.lb_public_port(&first.hosts[0]);
+        assert_eq!(public, LB.port(), "the workload expects the first lb on port {}", LB.port());
+        let lbs: std::collections::BTreeSet<&String> = groups.iter().flat_map(|g| &g.hosts).collect();
+        for lb in lbs {
+            let port = self.lb_public_port(lb);
+            if port == public {
+                continue;
+            }
+            let (from, to) = (public.to_string(), port.to_string());
+            net::in_ns(
+                lb,
+                "iptables",
+                &["-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", &from, "-j", "REDIRECT", "--to-ports", &to],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            self.notes.push(format!(
+                "workaround: the topology gives {lb} port {port} and refuses it port {public} (taken by another lb), \
+                 so {lb}'s host redirects port {public} to {port} (iptables REDIRECT)"
+            ));
+        }
+    }
+
+    /// The pids in `host`'s network namespace, less `except`.
+    pub fn host_pids(&self, host: &str, except: &[u32]) -> Vec<i32> {
+        net::sh("ip", &["netns", "pids", host])
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .filter(|p| !except.contains(&(*p as u32)))
+            .collect()
+    }
+
+    /// kill -9 every process in `host`'s namespace but `except` (the
+    /// harness's own monitors), like the machine dying; returns once they
+    /// are gone, with their count. The `up` stays dead until
+    /// [`Cluster::start_host`].
+    pub fn kill_host(&self, host: &str, except: &[u32]) -> usize {
+        let pids = self.host_pids(host, except);
+        for p in &pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*p), Signal::SIGKILL);
+        }
+        let t = Instant::now();
+        loop {
+            let left = self.host_pids(host, except);
+            if left.is_empty() {
+                return pids.len();
+            }
+            for p in &left {
+                let _ = nix::sys::signal::kill(Pid::from_raw(*p), Signal::SIGKILL);
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "processes of {host} still alive after kill -9: {left:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start `host`'s `up` again on its data dir (returns once ready).
+    pub fn start_host(&self, host: &str) {
+        let p = spawn_up(&self.topology, host, &self.data_dir(host));
+        self.ups.lock().unwrap().push((host.to_string(), p));
+    }
+
+    /// The pid of `host`'s `up` (the newest one started).
+    pub fn up_pid(&self, host: &str) -> u32 {
+        self.ups.lock().unwrap().iter().rev().find(|(h, _)| h == host).map(|(_, p)| p.pid()).unwrap()
+    }
+
+    /// `ip link set eth0 up|down` inside `host`'s namespace.
+    pub fn set_link(&self, host: &str, up: bool) {
+        net::in_ns(host, "ip", &["link", "set", "eth0", if up { "up" } else { "down" }])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Remove the floating addresses from `host`'s interface (as a reboot
+    /// would: they are not part of its own configuration).
+    pub fn flush_floating(&self, host: &str) {
+        for g in self.stack.floating() {
+            let _ = net::in_ns(host, "ip", &["addr", "del", &format!("{}/24", g.address), "dev", "eth0"]);
+        }
     }
 
     /// Print the tail of every role log (on failure).

@@ -6,7 +6,10 @@
 //! `chaos-netdelay` ([`netdelay`]), lb restarts);
 //! end checks (no acknowledged write lost, no duplicates, at most one
 //! primary per term, every replica identical, read-your-writes, failover
-//! time) and a markdown report.
+//! time) and a markdown report. The floating address stacks put two lb
+//! hosts behind VRRP addresses, fault the lb hosts (kill -9 of the whole
+//! host, SIGSTOP, link cut, graceful stop) and measure each takeover
+//! ([`floating`]).
 //!
 //! Owns: `crates/chaos/**`. Must not touch: the host's network. Every test
 //! re-runs itself under `unshare --net --mount` ([`net::run_isolated`]):
@@ -25,6 +28,7 @@
 
 pub mod blackbox;
 pub mod cluster;
+pub mod floating;
 pub mod net;
 pub mod netdelay;
 pub mod scenario;

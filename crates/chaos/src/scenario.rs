@@ -1,6 +1,7 @@
 //! One scenario: start the stack, run the workload and the primary monitor,
 //! let the script inject its faults, stop, check, report.
 use crate::cluster::{Cluster, DbNode, Stack, LB, SECRET};
+use crate::floating::FloatingWatch;
 use crate::workload::{Op, Recorder, Target, Workload, DB_TABLE};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -50,6 +51,8 @@ const KILL_WINDOW_S: f64 = 0.1;
 pub struct Ctx<'a> {
     pub cluster: &'a Cluster,
     pub rec: Arc<Recorder>,
+    /// The floating address instruments (floating stacks only).
+    pub floating: Option<&'a FloatingWatch>,
     events: Vec<Event>,
     notes: Vec<String>,
 }
@@ -77,6 +80,33 @@ impl Ctx<'_> {
         let at = self.rec.now();
         eprintln!("chaos: {at:7.3}s {label}");
         self.events.push(Event { label, at, primary, kill: false });
+    }
+    /// A fault of lb host `host` (call just before injecting it): from now
+    /// on it will not serve, and its floating addresses belong to the next
+    /// lb of their groups. `kill`: a kill -9 (see [`Ctx::kill_fault`]).
+    pub fn lb_host_fault(&mut self, host: &str, label: impl Into<String>, kill: bool) {
+        let label = label.into();
+        self.event(label.clone(), false);
+        self.events.last_mut().unwrap().kill = kill;
+        let at = self.events.last().unwrap().at;
+        self.watch().mark(at, host, true, &label);
+    }
+    /// The repair of lb host `host` (call just before it): its floating
+    /// addresses go back to it where it is preferred.
+    pub fn lb_host_repair(&mut self, host: &str, label: impl Into<String>) {
+        let label = label.into();
+        self.event(label.clone(), false);
+        let at = self.events.last().unwrap().at;
+        self.watch().mark(at, host, false, &label);
+    }
+    /// Wait (bounded) until every floating address is where it should be,
+    /// for the clients too; returns the seconds since the last event.
+    pub fn wait_floating_settled(&mut self) -> f64 {
+        let at = self.watch().wait_settled();
+        at - self.events.last().map_or(0.0, |e| e.at)
+    }
+    fn watch(&self) -> &FloatingWatch {
+        self.floating.expect("not a floating address stack")
     }
     pub fn note(&mut self, n: impl Into<String>) {
         let n = n.into();
@@ -116,6 +146,8 @@ pub struct Outcome {
     pub election: Option<f64>,
     /// Longest time without any acknowledged write after the warmup (s).
     pub max_write_gap: f64,
+    /// Floating address switches ([`crate::floating::Switch::to_json`]).
+    pub floating: Vec<Value>,
     pub notes: Vec<String>,
     pub error_samples: Vec<String>,
     pub problems: Vec<String>,
@@ -129,7 +161,8 @@ impl Outcome {
             "acked": self.acked, "lost": self.lost, "duplicates": self.duplicates,
             "ryw_violations": self.ryw_violations, "split_brain_terms": self.split_brain_terms,
             "terms": self.terms, "converged": self.converged, "checksum": self.checksum,
-            "failover": self.failover, "election": self.election, "max_write_gap": self.max_write_gap, "notes": self.notes,
+            "failover": self.failover, "election": self.election, "max_write_gap": self.max_write_gap,
+            "floating": self.floating, "notes": self.notes,
             "error_samples": self.error_samples, "problems": self.problems,
         })
     }
@@ -311,34 +344,40 @@ pub fn run_scenario_with_clients(
             Target::Db(nodes)
         }
         Stack::Full => {
-            // The site answers through the lb (apps migrated, webs healthy).
-            let t = Instant::now();
-            loop {
-                let r = crate::http(LB, "GET", "/api/messages?limit=1", &[], b"", Duration::from_secs(5));
-                if r.as_ref().is_ok_and(|r| r.status == 200) {
-                    break;
-                }
-                assert!(t.elapsed() < Duration::from_secs(30), "the site never answered through the lb: {r:?}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            wait_site(LB);
             Target::Lb(LB)
+        }
+        Stack::Floating | Stack::FloatingActiveActive => {
+            // Through every floating address (each lb took its own).
+            let addrs: Vec<_> = stack.floating().iter().map(|g| g.socket_addr()).collect();
+            for a in &addrs {
+                wait_site(*a);
+            }
+            Target::Floating(addrs)
         }
     };
     let rec = Recorder::new();
     let monitor = Monitor::start(&cluster, &rec);
+    let watch = stack.has_floating().then(|| FloatingWatch::start(&cluster, rec.clone()));
+    if let Some(w) = &watch {
+        w.wait_settled();
+    }
     let workload = Workload::start(target, clients, 100_000, rec.clone());
     std::thread::sleep(WARMUP);
-    let mut ctx = Ctx { cluster: &cluster, rec: rec.clone(), events: Vec::new(), notes: Vec::new() };
+    let mut ctx =
+        Ctx { cluster: &cluster, rec: rec.clone(), floating: watch.as_ref(), events: Vec::new(), notes: Vec::new() };
     script(&mut ctx);
     std::thread::sleep(COOLDOWN);
     let load_end = rec.now();
     workload.stop();
     let seen = monitor.stop();
     let Ctx { events, mut notes, .. } = ctx;
+    notes.extend(cluster.notes.iter().cloned());
+    let recording = watch.map(FloatingWatch::stop);
 
     let mut o = Outcome {
         name: name.to_string(),
-        stack: format!("{stack:?}").to_lowercase(),
+        stack: stack.name().to_string(),
         faults: events.iter().map(|e| format!("{:.1}s {}", e.at, e.label)).collect::<Vec<_>>().join("; "),
         ..Default::default()
     };
@@ -367,7 +406,9 @@ pub fn run_scenario_with_clients(
     let log = rec.log.lock().unwrap();
     let sql = match stack {
         Stack::Db => format!("SELECT id, payload FROM {DB_TABLE} ORDER BY id"),
-        Stack::Full => "SELECT id, text FROM messages ORDER BY id".to_string(),
+        Stack::Full | Stack::Floating | Stack::FloatingActiveActive => {
+            "SELECT id, text FROM messages ORDER BY id".to_string()
+        }
     };
     let rows: Vec<(i64, String)> = match primary.as_ref().map(|p| query(p.addr, &sql)) {
         Some(Ok(v)) => v["rows"]
@@ -479,8 +520,14 @@ pub fn run_scenario_with_clients(
             o.errors, o.kill_errors
         ));
     }
-    if stack == Stack::Full {
+    if stack.has_site() {
         notes.push(replay_note(&cluster));
+    }
+    if let Some(r) = &recording {
+        let f = crate::floating::analyze(r, &log.attempts, load_end);
+        o.floating = f.switches.iter().map(|s| s.to_json()).collect();
+        o.problems.extend(f.problems);
+        notes.extend(f.notes);
     }
     if let Some(f) = o.failover {
         if f > FAILOVER_TARGET_S {
@@ -496,6 +543,20 @@ pub fn run_scenario_with_clients(
     }
     assert!(o.problems.is_empty(), "chaos scenario {name} failed:\n  {}", o.problems.join("\n  "));
     o
+}
+
+/// Wait (bounded) until the site answers through the lb at `addr` (apps
+/// migrated, webs healthy).
+fn wait_site(addr: std::net::SocketAddr) {
+    let t = Instant::now();
+    loop {
+        let r = crate::http(addr, "GET", "/api/messages?limit=1", &[], b"", Duration::from_secs(5));
+        if r.as_ref().is_ok_and(|r| r.status == 200) {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "the site never answered through {addr}: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// How many keyed requests the proxies retried on another server, and how
@@ -539,9 +600,9 @@ fn write_report(dir: &Path, o: &Outcome) {
     all.sort_by_key(|v: &Value| {
         (v["stack"].as_str().unwrap_or("") != "db", v["name"].as_str().unwrap_or("").to_string())
     });
-    let md = render(&all);
+    let md = render(&all) + &crate::floating::render(&all);
     std::fs::write(dir.join("chaos-report.md"), &md).unwrap();
-    println!("\n{}", render(&[o.to_json()]));
+    println!("\n{}{}", render(&[o.to_json()]), crate::floating::render(&[o.to_json()]));
     eprintln!("chaos: report in {}", dir.join("chaos-report.md").display());
 }
 

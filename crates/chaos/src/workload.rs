@@ -3,6 +3,9 @@
 //!
 //! - [`Target::Lb`]: `POST /api/messages` then `GET /api/messages?before=ID+1&limit=1`
 //!   through the load balancer, each client keeping its `bulwark_rw` cookie.
+//! - [`Target::Floating`]: the same through floating addresses (client `c`
+//!   uses address `c mod n`), with a shorter timeout: a request stuck on an
+//!   lb host that died must not keep its client idle for long.
 //! - [`Target::Db`]: `bulwark_db::Client` (the app's own client) inserting
 //!   into `chaos_writes`, then reading the row back with the write's token.
 //!
@@ -23,6 +26,8 @@ pub const DB_TABLE: &str = "chaos_writes";
 #[derive(Debug, Clone)]
 pub enum Target {
     Lb(SocketAddr),
+    /// Floating addresses of the lb hosts (at least one).
+    Floating(Vec<SocketAddr>),
     Db(Vec<SocketAddr>),
 }
 
@@ -40,6 +45,8 @@ pub struct Attempt {
     pub ended: f64,
     /// `None` on success, else what went wrong.
     pub error: Option<String>,
+    /// The address the request went to (HTTP targets).
+    pub to: Option<SocketAddr>,
 }
 
 /// An acknowledged write.
@@ -71,7 +78,10 @@ impl Recorder {
         self.t0.elapsed().as_secs_f64()
     }
     fn attempt(&self, op: Op, started: f64, error: Option<String>) {
-        let a = Attempt { op, started, ended: self.now(), error };
+        self.attempt_to(None, op, started, error);
+    }
+    fn attempt_to(&self, to: Option<SocketAddr>, op: Op, started: f64, error: Option<String>) {
+        let a = Attempt { op, started, ended: self.now(), error, to };
         self.log.lock().unwrap().attempts.push(a);
     }
 }
@@ -97,7 +107,11 @@ impl Workload {
                 std::thread::Builder::new()
                     .name(format!("chaos-client-{c}"))
                     .spawn(move || match target {
-                        Target::Lb(addr) => lb_client(addr, &run, c, max_writes, &rec, &stop),
+                        Target::Lb(addr) => lb_client(addr, HTTP_TIMEOUT, &run, c, max_writes, &rec, &stop),
+                        Target::Floating(addrs) => {
+                            let addr = addrs[c % addrs.len()];
+                            lb_client(addr, FLOATING_HTTP_TIMEOUT, &run, c, max_writes, &rec, &stop)
+                        }
                         Target::Db(nodes) => db_client(nodes, c, max_writes, &rec, &stop),
                     })
                     .unwrap()
@@ -117,6 +131,9 @@ impl Workload {
 /// Longer than the app's database client deadline (10 s), so the client
 /// sees what the site answers rather than its own timeout.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Through a floating address: the database is not faulted there, so a
+/// request answers in milliseconds unless its lb host died under it.
+pub const FLOATING_HTTP_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn cookie_of(r: &crate::HttpResponse) -> Option<String> {
     r.headers
@@ -137,7 +154,15 @@ fn describe(r: &std::io::Result<crate::HttpResponse>) -> String {
     }
 }
 
-fn lb_client(addr: SocketAddr, run: &str, c: usize, max_writes: u64, rec: &Recorder, stop: &AtomicBool) {
+fn lb_client(
+    addr: SocketAddr,
+    timeout: Duration,
+    run: &str,
+    c: usize,
+    max_writes: u64,
+    rec: &Recorder,
+    stop: &AtomicBool,
+) {
     let mut jar: Option<String> = None;
     for seq in 0..max_writes {
         if stop.load(Ordering::SeqCst) {
@@ -151,7 +176,7 @@ fn lb_client(addr: SocketAddr, run: &str, c: usize, max_writes: u64, rec: &Recor
             headers.push(("Cookie", j.as_str()));
         }
         let started = rec.now();
-        let r = crate::http(addr, "POST", "/api/messages", &headers, body.as_bytes(), HTTP_TIMEOUT);
+        let r = crate::http(addr, "POST", "/api/messages", &headers, body.as_bytes(), timeout);
         let id = match &r {
             Ok(resp) if resp.status == 201 => {
                 serde_json::from_slice::<serde_json::Value>(&resp.body).ok().and_then(|v| v["message"]["id"].as_i64())
@@ -159,14 +184,14 @@ fn lb_client(addr: SocketAddr, run: &str, c: usize, max_writes: u64, rec: &Recor
             _ => None,
         };
         let Some(id) = id else {
-            rec.attempt(Op::Write, started, Some(describe(&r)));
+            rec.attempt_to(Some(addr), Op::Write, started, Some(describe(&r)));
             continue;
         };
         let resp = r.unwrap();
         if let Some(ck) = cookie_of(&resp) {
             jar = Some(ck);
         }
-        rec.attempt(Op::Write, started, None);
+        rec.attempt_to(Some(addr), Op::Write, started, None);
         let ended = rec.now();
         rec.log.lock().unwrap().acks.push(Ack { id, payload: payload.clone(), started, ended });
         // Read your write: the newest message with an id <= ours is ours.
@@ -176,10 +201,10 @@ fn lb_client(addr: SocketAddr, run: &str, c: usize, max_writes: u64, rec: &Recor
         }
         let started = rec.now();
         let path = format!("/api/messages?before={}&limit=1", id + 1);
-        let r = crate::http(addr, "GET", &path, &headers, b"", HTTP_TIMEOUT);
+        let r = crate::http(addr, "GET", &path, &headers, b"", timeout);
         match &r {
             Ok(resp) if resp.status == 200 => {
-                rec.attempt(Op::Read, started, None);
+                rec.attempt_to(Some(addr), Op::Read, started, None);
                 let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
                 let seen = v["messages"].as_array().and_then(|m| m.first()).and_then(|m| m["id"].as_i64());
                 if seen != Some(id) {
@@ -189,7 +214,7 @@ fn lb_client(addr: SocketAddr, run: &str, c: usize, max_writes: u64, rec: &Recor
                     ));
                 }
             }
-            _ => rec.attempt(Op::Read, started, Some(describe(&r))),
+            _ => rec.attempt_to(Some(addr), Op::Read, started, Some(describe(&r))),
         }
     }
 }

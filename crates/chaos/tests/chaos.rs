@@ -3,8 +3,11 @@
 //! (lb1, server1, server2 on 198.18.0.0/24), runs `bulwark up --host` in
 //! each, drives a workload, injects its faults and checks: no acknowledged
 //! write lost, no duplicate, at most one primary per term, identical
-//! replicas, read-your-writes, failover time. Tests run one at a time; the
-//! report is `target/chaos-report.md`.
+//! replicas, read-your-writes, failover time. The `floating_*` scenarios
+//! add a second lb host (lb2) and db3's own host (server3), put the lbs
+//! behind floating addresses (VRRP) and fault the lb hosts; they also check
+//! that only requests in flight during a takeover fail. Tests run one at a
+//! time; the report is `target/chaos-report.md`.
 //!
 //! Needs the binary: `cargo build -p bulwark` first (or `BULWARK_BIN`).
 use bulwark_chaos::net::{self, run_isolated};
@@ -259,5 +262,96 @@ fn full_combined() {
         ctx.repair("lb1 back");
         net::restore(&hosts, &how);
         ctx.repair("network restored");
+    });
+}
+
+/// How long the new holder of a floating address serves before the repair.
+const FLOATING_HOLD_S: f64 = 1.5;
+
+/// Kill -9 of every process on lb host `host` with its link down, like the
+/// machine dying (the floating address stays configured on its interface,
+/// as it does after a kill -9, but the host is off the network); then the
+/// machine boots: the floating addresses are gone from its interface (they
+/// are not part of its own configuration), link up, `bulwark up` again.
+fn lose_lb_host(ctx: &mut Ctx, host: &str) {
+    let spare = ctx.floating.expect("a floating stack").monitor_pids();
+    ctx.lb_host_fault(host, format!("{host} dies (link down, kill -9 of every process)"), true);
+    ctx.cluster.set_link(host, false);
+    let killed = ctx.cluster.kill_host(host, &spare);
+    ctx.wait_floating_settled();
+    ctx.note(format!("{host}: {killed} processes killed"));
+    ctx.sleep(FLOATING_HOLD_S);
+    ctx.lb_host_repair(host, format!("{host} boots (addresses gone, link up, bulwark up)"));
+    ctx.cluster.flush_floating(host);
+    ctx.cluster.set_link(host, true);
+    ctx.cluster.start_host(host);
+    ctx.wait_floating_settled();
+    ctx.sleep(1.0);
+}
+
+#[test]
+fn floating_kill9_master_host() {
+    scenario("floating_kill9_master_host", Stack::Floating, Expect::default(), |ctx| lose_lb_host(ctx, "lb1"));
+}
+
+/// SIGSTOP of the master lb process (its host keeps the address and its
+/// kernel keeps accepting connections nobody serves), then SIGCONT: it
+/// takes the address back.
+#[test]
+fn floating_pause_master() {
+    scenario("floating_pause_master", Stack::Floating, Expect::default(), |ctx| {
+        let pid = ctx.cluster.pid("lb1");
+        ctx.lb_host_fault("lb1", "SIGSTOP lb1", false);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
+        ctx.wait_floating_settled();
+        ctx.sleep(FLOATING_HOLD_S);
+        ctx.lb_host_repair("lb1", "SIGCONT lb1");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGCONT).unwrap();
+        ctx.wait_floating_settled();
+        ctx.sleep(1.0);
+    });
+}
+
+/// The master's link cut (`ip link set eth0 down` in its namespace): it
+/// stays master on its side with the address; then the link comes back and
+/// the two masters meet (the report's "both held").
+#[test]
+fn floating_cut_master_link() {
+    scenario("floating_cut_master_link", Stack::Floating, Expect::default(), |ctx| {
+        ctx.lb_host_fault("lb1", "lb1 link down", false);
+        ctx.cluster.set_link("lb1", false);
+        ctx.wait_floating_settled();
+        ctx.sleep(FLOATING_HOLD_S);
+        ctx.lb_host_repair("lb1", "lb1 link up");
+        ctx.cluster.set_link("lb1", true);
+        ctx.wait_floating_settled();
+        ctx.sleep(1.0);
+    });
+}
+
+/// `bulwark stop lb1` through its host's control socket (SIGTERM: priority
+/// 0, address released, drain), then `bulwark start lb1`.
+#[test]
+fn floating_stop_master() {
+    scenario("floating_stop_master", Stack::Floating, Expect::default(), |ctx| {
+        ctx.lb_host_fault("lb1", "bulwark stop lb1", false);
+        ctx.cluster.stop_role("lb1");
+        ctx.wait_floating_settled();
+        ctx.sleep(FLOATING_HOLD_S);
+        ctx.lb_host_repair("lb1", "bulwark start lb1");
+        ctx.cluster.start_role("lb1");
+        ctx.wait_floating_settled();
+        ctx.sleep(1.0);
+    });
+}
+
+/// Active-active: each lb holds one of two addresses; lb1's host dies and
+/// comes back, then lb2's. The address of the surviving host must not fail
+/// a single request; the other's only during its takeover.
+#[test]
+fn floating_aa_lose_either_host() {
+    scenario("floating_aa_lose_either_host", Stack::FloatingActiveActive, Expect::default(), |ctx| {
+        lose_lb_host(ctx, "lb1");
+        lose_lb_host(ctx, "lb2");
     });
 }

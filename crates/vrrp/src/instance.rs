@@ -101,18 +101,33 @@ struct Speaker {
 }
 
 impl Speaker {
-    async fn perform(&self, actions: Vec<Action>) {
+    /// Carry out `actions` in order; whether an advertisement among them
+    /// could not be sent (the router is told: [`Event::AdvertisementFailed`]).
+    async fn perform(&self, actions: Vec<Action>) -> bool {
+        let mut advert_failed = false;
         for action in actions {
             let done = match action {
-                Action::Advertise { priority } => self.advertise(priority),
+                Action::Advertise { priority } => {
+                    let sent = self.advertise(priority);
+                    advert_failed = sent.is_err();
+                    sent
+                }
                 Action::TakeAddresses => self.take().await,
                 Action::ReleaseAddresses => self.release().await,
+                // Pointless while the link cannot carry the advertisement.
+                Action::AnnounceAddresses if advert_failed => Ok(()),
+                Action::AnnounceAddresses => {
+                    tracing::info!(vrrp = %self.config.name, "announcing the addresses again (another master was heard, or this one was silent)");
+                    self.announce();
+                    Ok(())
+                }
             };
             if let Err(e) = done {
                 tracing::warn!(vrrp = %self.config.name, "{e}");
                 self.status.error(&e);
             }
         }
+        advert_failed
     }
 
     fn advertise(&self, priority: u8) -> Result<(), VrrpError> {
@@ -131,6 +146,13 @@ impl Speaker {
         for net in self.config.networks() {
             self.link.add(self.interface.index, net).await?;
         }
+        self.announce();
+        Ok(())
+    }
+
+    /// Gratuitous ARPs for the addresses, from a task: one round now, then
+    /// [`GARP_REPEATS`] more.
+    fn announce(&self) {
         let (index, mac) = (self.interface.index, self.interface.mac);
         let addresses: Vec<Ipv4Addr> = self.config.networks().iter().map(|n| n.addr()).collect();
         let name = self.config.name.clone();
@@ -146,7 +168,6 @@ impl Speaker {
                 }
             }
         });
-        Ok(())
     }
 
     async fn release(&self) -> Result<(), VrrpError> {
@@ -154,6 +175,16 @@ impl Speaker {
             self.link.remove(self.interface.index, net).await?;
         }
         Ok(())
+    }
+}
+
+/// Carry out a step's actions; a failed advertisement goes back to the
+/// router (a master announces its addresses again once it is heard).
+async fn act(speaker: &Speaker, router: &mut Router, actions: Vec<Action>) {
+    if speaker.perform(actions).await {
+        let again = router.handle(Event::AdvertisementFailed, Instant::now());
+        speaker.status.set(router);
+        speaker.perform(again).await;
     }
 }
 
@@ -203,7 +234,7 @@ pub async fn run(
         actions
     };
     let actions = step(&mut router, Event::Startup);
-    speaker.perform(actions).await;
+    act(&speaker, &mut router, actions).await;
     tracing::info!(vrrp = %config.name, vrid = config.vrid, %source, priority = router.priority(), "vrrp started");
     let mut buf = vec![0u8; 2048];
     let mut health_open = true;
@@ -228,7 +259,7 @@ pub async fn run(
             }
             _ = timer => {
                 let actions = step(&mut router, Event::Timer);
-                speaker.perform(actions).await;
+                act(&speaker, &mut router, actions).await;
             }
             changed = serving.changed(), if health_open => {
                 if changed.is_err() {
@@ -271,7 +302,7 @@ pub async fn run(
                 let ad = received.advertisement;
                 let event = Event::Advertisement { from: received.source, priority: ad.priority, interval_cs: ad.interval_cs };
                 let actions = step(&mut router, event);
-                speaker.perform(actions).await;
+                act(&speaker, &mut router, actions).await;
             }
         }
     }

@@ -14,6 +14,18 @@
 //! it takes over from a lower one, so a host that just booted does not
 //! take the address before its proxy is warm) and a priority that changes
 //! while running ([`Event::Priority`], from health tracking).
+//!
+//! Two masters at once (a master paused, or cut off by its link, while a
+//! backup took over; then back): the one that stays master never left the
+//! Master state, so nothing of the RFC would move the neighbours' ARP
+//! entries back from the other, which let the addresses go, and clients
+//! lose the addresses until their ARP entries expire. So a master announces
+//! its addresses again ([`Action::AnnounceAddresses`]) with an immediate
+//! advertisement when it may have been taken over: when it hears a lower
+//! master (as keepalived does), when its advertisement timer fires more
+//! than two intervals late (it was paused: for three intervals nobody heard
+//! it), and at the first advertisement after its advertisements could not
+//! be sent ([`Event::AdvertisementFailed`]: link down).
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -69,6 +81,8 @@ pub enum Event {
     },
     /// Health tracking set this router's priority (1-255).
     Priority(u8),
+    /// The last [`Action::Advertise`] could not be sent (link down).
+    AdvertisementFailed,
 }
 
 /// What to do.
@@ -81,6 +95,9 @@ pub enum Action {
     TakeAddresses,
     /// Remove the virtual addresses from the interface.
     ReleaseAddresses,
+    /// Announce the addresses, already on the interface, with gratuitous
+    /// ARP again (to be done only if the advertisement before it was sent).
+    AnnounceAddresses,
 }
 
 /// One virtual router.
@@ -92,6 +109,10 @@ pub struct Router {
     master_interval_cs: u16,
     deadline: Option<Instant>,
     preempt_from: Option<Instant>,
+    /// An advertisement could not be sent since the last announcement.
+    unheard: bool,
+    /// When the addresses were last announced again for a lower master.
+    reasserted_at: Option<Instant>,
 }
 
 fn centis(cs: u64) -> Duration {
@@ -107,6 +128,8 @@ impl Router {
             state: State::Initialize,
             deadline: None,
             preempt_from: None,
+            unheard: false,
+            reasserted_at: None,
         }
     }
 
@@ -152,6 +175,11 @@ impl Router {
                 self.priority = p.max(1);
                 Vec::new()
             }
+            (State::Master, Event::AdvertisementFailed) => {
+                self.unheard = true;
+                Vec::new()
+            }
+            (_, Event::AdvertisementFailed) => Vec::new(),
             (State::Initialize, Event::Startup) => {
                 self.preempt_from = Some(now + self.settings.preempt_delay);
                 if self.priority == 255 {
@@ -181,11 +209,20 @@ impl Router {
                 }
             }
             (State::Master, Event::Timer) => {
-                if self.deadline.is_some_and(|d| now >= d) {
-                    self.deadline = Some(now + centis(self.settings.interval_cs.into()));
-                    vec![Action::Advertise { priority: self.priority }]
-                } else {
-                    Vec::new()
+                let interval = centis(self.settings.interval_cs.into());
+                match self.deadline {
+                    Some(d) if now >= d => {
+                        // Silent for over three intervals: a backup may have
+                        // taken the addresses meanwhile.
+                        let paused = now >= d + 2 * interval;
+                        self.deadline = Some(now + interval);
+                        if paused || std::mem::take(&mut self.unheard) {
+                            vec![Action::Advertise { priority: self.priority }, Action::AnnounceAddresses]
+                        } else {
+                            vec![Action::Advertise { priority: self.priority }]
+                        }
+                    }
+                    _ => Vec::new(),
                 }
             }
             (State::Backup, Event::Advertisement { priority: 0, .. }) => {
@@ -211,11 +248,20 @@ impl Router {
             (State::Master, Event::Advertisement { from, priority, interval_cs }) => {
                 let higher =
                     priority > self.priority || (priority == self.priority && from > self.settings.primary_address);
+                let interval = centis(self.settings.interval_cs.into());
                 if higher {
                     self.become_backup(interval_cs, now);
                     vec![Action::ReleaseAddresses]
-                } else {
+                } else if self.reasserted_at.is_some_and(|t| now < t + interval) {
+                    // A backlog of its advertisements (read after a pause)
+                    // is one event.
                     Vec::new()
+                } else {
+                    // A lower master: it steps down on our advertisement;
+                    // the neighbours may still send it our traffic.
+                    self.reasserted_at = Some(now);
+                    self.deadline = Some(now + interval);
+                    vec![Action::Advertise { priority: self.priority }, Action::AnnounceAddresses]
                 }
             }
         }
@@ -223,6 +269,7 @@ impl Router {
 
     fn become_master(&mut self, now: Instant) -> Vec<Action> {
         self.state = State::Master;
+        self.unheard = false;
         self.deadline = Some(now + centis(self.settings.interval_cs.into()));
         vec![Action::Advertise { priority: self.priority }, Action::TakeAddresses]
     }
@@ -368,8 +415,9 @@ mod tests {
         let mut r = router(100, true);
         r.handle(Event::Startup, t0);
         r.handle(Event::Timer, t0 + r.master_down_interval());
-        // The peer's address is lower: we stay master.
-        assert_eq!(r.handle(advert(100), t0 + Duration::from_secs(5)), vec![]);
+        // The peer's address is lower: we stay master, and tell it.
+        let acts = r.handle(advert(100), t0 + Duration::from_secs(5));
+        assert_eq!(acts, vec![Action::Advertise { priority: 100 }, Action::AnnounceAddresses]);
         assert_eq!(r.state(), State::Master);
         // A higher address at the same priority wins.
         let higher = Event::Advertisement { from: Ipv4Addr::new(10, 0, 0, 3), priority: 100, interval_cs: 100 };
@@ -401,6 +449,54 @@ mod tests {
         let from_b = Event::Advertisement { from: PEER, priority: 100, interval_cs: 100 };
         assert_eq!(a.handle(from_b, down), vec![Action::ReleaseAddresses]);
         assert_eq!(a.state(), State::Backup);
+    }
+
+    /// A master that was paused while the backup took over resumes with
+    /// its timer long overdue and a backlog of the other's adverts: it
+    /// announces its addresses again once, so that clients come back.
+    #[test]
+    fn a_paused_master_announces_its_addresses_again() {
+        let t0 = Instant::now();
+        let mut r = router(200, true);
+        r.handle(Event::Startup, t0);
+        r.handle(Event::Timer, t0 + r.master_down_interval());
+        let due = r.deadline().unwrap();
+        // On time (or a little late): a plain advertisement.
+        let on_time = due + Duration::from_secs(1);
+        assert_eq!(r.handle(Event::Timer, on_time), vec![Action::Advertise { priority: 200 }]);
+        // Three intervals late: nobody heard us for longer than a backup waits.
+        let resumed = r.deadline().unwrap() + Duration::from_secs(3);
+        let acts = r.handle(Event::Timer, resumed);
+        assert_eq!(acts, vec![Action::Advertise { priority: 200 }, Action::AnnounceAddresses]);
+        assert_eq!(r.deadline(), Some(resumed + Duration::from_secs(1)));
+        // The other master's queued adverts: one announcement per interval.
+        let acts = r.handle(advert(140), resumed);
+        assert_eq!(acts, vec![Action::Advertise { priority: 200 }, Action::AnnounceAddresses]);
+        assert_eq!(r.handle(advert(140), resumed + Duration::from_millis(10)), vec![]);
+        assert_eq!(r.handle(advert(140), resumed + Duration::from_millis(20)), vec![]);
+        assert_eq!(r.state(), State::Master);
+        let later = resumed + Duration::from_secs(1);
+        assert_eq!(r.handle(advert(140), later).len(), 2);
+    }
+
+    /// A master whose link went down (its advertisements fail) announces
+    /// its addresses again with the first advertisement after that.
+    #[test]
+    fn a_master_cut_off_announces_again_after_failed_advertisements() {
+        let t0 = Instant::now();
+        let mut r = router(200, true);
+        r.handle(Event::Startup, t0);
+        r.handle(Event::Timer, t0 + r.master_down_interval());
+        assert_eq!(r.handle(Event::AdvertisementFailed, r.deadline().unwrap()), vec![]);
+        let next = r.deadline().unwrap();
+        assert_eq!(r.handle(Event::Timer, next), vec![Action::Advertise { priority: 200 }, Action::AnnounceAddresses]);
+        // Sent this time: the next one is plain.
+        assert_eq!(r.handle(Event::Timer, r.deadline().unwrap()), vec![Action::Advertise { priority: 200 }]);
+        // A backup ignores a failed send.
+        let mut b = router(100, true);
+        b.handle(Event::Startup, t0);
+        assert_eq!(b.handle(Event::AdvertisementFailed, t0), vec![]);
+        assert_eq!(b.state(), State::Backup);
     }
 
     #[test]
