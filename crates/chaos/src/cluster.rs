@@ -508,11 +508,8 @@ impl Cluster {
         bind.trim_matches('"').parse::<SocketAddr>().unwrap_or_else(|e| panic!("{role}: bind {bind}: {e}")).port()
     }
 
-    /// Every lb of a floating group must accept the floating address's
-    /// port. The topology derives a port per lb (port_base + 3i) and refuses
-    /// two lbs on one port even on different hosts, so a second lb listens
-    /// elsewhere: redirect the first lb's port to it in that host's
-    /// namespace, and say so in the report.
+    /// Every lb of a floating group accepts the floating address's port:
+    /// the topology gives lbs on different machines the same ports.
     fn same_public_port(&mut self) {
         let groups = self.stack.floating();
         let Some(first) = groups.first() else { return };
@@ -520,21 +517,7 @@ impl Cluster {
         assert_eq!(public, LB.port(), "the workload expects the first lb on port {}", LB.port());
         let lbs: std::collections::BTreeSet<&String> = groups.iter().flat_map(|g| &g.hosts).collect();
         for lb in lbs {
-            let port = self.lb_public_port(lb);
-            if port == public {
-                continue;
-            }
-            let (from, to) = (public.to_string(), port.to_string());
-            net::in_ns(
-                lb,
-                "iptables",
-                &["-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", &from, "-j", "REDIRECT", "--to-ports", &to],
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-            self.notes.push(format!(
-                "workaround: the topology gives {lb} port {port} and refuses it port {public} (taken by another lb), \
-                 so {lb}'s host redirects port {public} to {port} (iptables REDIRECT)"
-            ));
+            assert_eq!(self.lb_public_port(lb), public, "{lb} does not listen on the floating address's port");
         }
     }
 

@@ -304,6 +304,10 @@ unicast = true
             bulwark_config::from_str(&r.config, name).unwrap_or_else(|e| panic!("{}\n{e}", r.config))
         };
         let (lb1, lb2) = (lb("lb1"), lb("lb2"));
+        // lbs on different machines listen on the same ports, so the
+        // floating address answers on one port whichever holds it.
+        let port = |n: &str| t.placed().into_iter().find(|p| p.name == n).unwrap().addr;
+        assert_eq!(port("lb1"), port("lb2"));
         let prio = |c: &bulwark_config::lb::LbConfig, n: &str| c.vrrp.iter().find(|v| v.name == n).unwrap().priority;
         assert_eq!((prio(&lb1, "www-a"), prio(&lb1, "www-b")), (200, 140));
         assert_eq!((prio(&lb2, "www-a"), prio(&lb2, "www-b")), (140, 200));

@@ -28,7 +28,7 @@ pub struct Topology {
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     /// Ports of instances without an explicit `port` are derived from this:
-    /// lb i: base+3i (http), +1 (admin), +2 (https); web base+10+i, app
+    /// the i-th lb of a machine: base+3i (http), +1 (admin), +2 (https); web base+10+i, app
     /// base+20+i, db base+30+i. `0` picks free ports.
     #[serde(default = "default_port_base")]
     pub port_base: u16,
@@ -295,11 +295,19 @@ impl Topology {
                 .flat_map(|h| h.roles.iter().filter(move |r| r.kind == kind).map(move |r| (h, r)))
                 .collect();
             of_kind.sort_by_key(|a| natural_key(&a.1.name));
+            let mut lbs_at: std::collections::HashMap<IpAddr, usize> = std::collections::HashMap::new();
             for (i, (h, r)) in of_kind.into_iter().enumerate() {
-                let derived = self
-                    .port_base
-                    .saturating_add(kind.port_offset())
-                    .saturating_add(if kind == RoleKind::Lb { (i * 3) as u16 } else { i as u16 });
+                // lbs count per machine (host address): lbs on different
+                // machines take the same ports, so a floating address
+                // answers on one port whichever lb holds it.
+                let step = if kind == RoleKind::Lb {
+                    let n = lbs_at.entry(h.address).or_insert(0);
+                    *n += 1;
+                    ((*n - 1) * 3) as u16
+                } else {
+                    i as u16
+                };
+                let derived = self.port_base.saturating_add(kind.port_offset()).saturating_add(step);
                 let port = r.port.unwrap_or(if self.port_base == 0 { 0 } else { derived });
                 let ip = if kind == RoleKind::Lb { self.lb.public_address.unwrap_or(h.address) } else { h.address };
                 let plus = |n: u16| if port == 0 { 0 } else { port + n };
@@ -446,10 +454,12 @@ impl Validate for Topology {
                 });
             }
         });
+        // Listeners collide only on one machine (one host address).
+        let machine = |host: &str| self.hosts.iter().find(|h| h.name == host).map(|h| h.address);
         let mut seen = HashSet::new();
         for p in self.placed() {
             for a in [Some(p.addr), p.admin, p.https].into_iter().flatten() {
-                if a.port() != 0 && !seen.insert(a) {
+                if a.port() != 0 && !seen.insert((machine(&p.host), a)) {
                     v.error("host", format!("{} listens on {a}, which another role already uses", p.name));
                 }
             }
