@@ -143,17 +143,21 @@ impl LbServer {
             ));
         }
         let drain = self.routing.load().config.timeouts.drain;
+        // The workers stop accepting only once the floating addresses are
+        // handed over: until the peer holds them, new connections still
+        // arrive here and must not be refused.
+        let stop_accepting = CancellationToken::new();
         let workers = listener::spawn_workers(
             self.threads,
             self.frontends,
             self.routing.clone(),
             self.connections.clone(),
-            shutdown.clone(),
+            stop_accepting.clone(),
         )
         .map_err(LbError::Thread)?;
         shutdown.cancelled().await;
-        // Hand the floating addresses over first (priority 0), then drain.
         floating.stopped().await;
+        stop_accepting.cancel();
         tracing::info!(threads = workers.len(), "stopped accepting; draining in-flight requests (at most {:?})", drain);
         let joined = tokio::task::spawn_blocking(move || {
             for w in workers {
