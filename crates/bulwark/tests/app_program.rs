@@ -102,7 +102,7 @@ fn the_program_runs_behind_the_role_and_is_restarted_when_killed() {
     let exit = app.terminate();
     assert!(exit.success(), "{exit:?}\n{}", app.logs());
     assert!(!alive(new_pid), "the program outlived the role");
-    assert!(app.logs().contains("program stopped"), "{}", app.logs());
+    app.wait_for_log("program stopped");
 }
 
 #[test]
@@ -113,7 +113,7 @@ fn a_program_that_ignores_sigterm_is_killed_after_stop_grace() {
     let exit = app.terminate();
     assert!(exit.success(), "{exit:?}\n{}", app.logs());
     assert!(!alive(pid), "the program outlived the role");
-    assert!(app.logs().contains("did not exit within stop_grace"), "{}", app.logs());
+    app.wait_for_log("did not exit within stop_grace");
 }
 
 /// `bulwark check` on a file, (exit code, stderr).
