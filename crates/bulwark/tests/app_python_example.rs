@@ -1,5 +1,6 @@
 //! The Python example (`examples/python-guestbook`, gunicorn) under a real
-//! `bulwark up`: posts and reads through the lb over HTTPS; a `kill -9` of
+//! `bulwark up`: posts and reads through the lb over HTTPS, its static
+//! files served by the web tier; a `kill -9` of
 //! one app's program is noticed and the program restarted while requests
 //! go to the other app server; stopping one app server fails no request.
 //!
@@ -157,6 +158,14 @@ fn the_python_guestbook_runs_under_up_and_survives_a_killed_program_and_a_stoppe
     let (code, page) = site.get(&jar, "/");
     assert_eq!(code, 200, "{page}");
     assert!(page.contains("Python guestbook") && page.contains("hello from python"), "{page}");
+    // Its style sheet comes from the example's static/ directory, served by
+    // the web tier (the file's bytes, with a validator), not by gunicorn.
+    let (code, css) = site.curl(&jar, &["-D", "-"], "/static/style.css");
+    assert_eq!(code, 200, "{css}");
+    let on_disk = std::fs::read_to_string(example_dir().join("static/style.css")).unwrap();
+    assert!(css.to_lowercase().contains("etag:") && css.ends_with(&on_disk), "{css}");
+    let (code, source) = site.get(&jar, "/guestbook.py");
+    assert_eq!(code, 404, "the program's code is not a static file: {source}");
     // The app servers accept only the web tier.
     let r = bulwark_testkit::get(up.addr("app1.http"), "/api/messages").unwrap();
     assert_eq!(r.status, 401, "{}", r.text());

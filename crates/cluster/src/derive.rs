@@ -148,8 +148,17 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 }
             }
             RoleKind::Web => {
-                let _ =
-                    writeln!(c, "role = \"web\"\nlisten = [\"{}\"]\nroot = {}\nthreads = 1", p.addr, q(&files.site));
+                // The static files of the user's site are served from its
+                // directory, under their own path only (the rest of that
+                // directory is the program's code, never served).
+                let (root, static_prefix) = match (t.app.static_prefix(), &t.app.workdir) {
+                    (Some(prefix), Some(w)) => (w.clone(), Some(prefix)),
+                    _ => (files.site.clone(), None),
+                };
+                let _ = writeln!(c, "role = \"web\"\nlisten = [\"{}\"]\nroot = {}\nthreads = 1", p.addr, q(&root));
+                if let Some(prefix) = static_prefix {
+                    let _ = writeln!(c, "static_prefixes = [{}]", toml_string(&prefix));
+                }
                 let _ = writeln!(c, "secret_file = {}", q(&files.secret(Hop::LbWeb)));
                 let _ = writeln!(c, "upstream_secret_file = {}", q(&files.secret(Hop::WebApp)));
                 let _ = writeln!(c, "monitor_token_file = {}", q(&files.secret(Hop::Monitor)));
@@ -360,6 +369,15 @@ unicast = true
             let c: bulwark_config::web::WebConfig =
                 bulwark_config::from_str(&r.config, "web.toml").unwrap_or_else(|e| panic!("{}\n{e}", r.config));
             assert_eq!(c.proxy[0].prefix, "/");
+            assert!(c.static_prefixes.is_empty());
+            assert_eq!(c.root, files.site);
+        }
+        // Static files from the program's directory, under their own path.
+        t.app.static_dir = Some("assets/public".into());
+        for r in derive(&t, &files, None).iter().filter(|r| r.placed.kind == RoleKind::Web) {
+            let c: bulwark_config::web::WebConfig = bulwark_config::from_str(&r.config, "web.toml").unwrap();
+            assert_eq!(c.static_prefixes, ["/assets/public/"]);
+            assert_eq!(c.root, Path::new("/srv/site"));
         }
     }
 }

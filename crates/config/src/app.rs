@@ -311,6 +311,12 @@ pub struct AppSettings {
     pub stop_grace: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
     pub start_timeout: Option<Duration>,
+    /// The site's static files: a directory under `workdir` that the web
+    /// tier serves itself at the same path (`static` → `/static/...`), with
+    /// its caching and compression. Default: `static` when `workdir` has
+    /// that directory.
+    #[serde(default, rename = "static", skip_serializing_if = "Option::is_none")]
+    pub static_dir: Option<String>,
 }
 
 impl AppSettings {
@@ -334,7 +340,27 @@ impl AppSettings {
         })
     }
 
+    /// The URL prefix of the static files (`/static/`), when there are any.
+    pub fn static_prefix(&self) -> Option<String> {
+        self.static_dir.as_ref().filter(|_| self.program().is_some()).map(|d| format!("/{}/", d.trim_matches('/')))
+    }
+
     pub fn validate_in(&self, v: &mut Validator) {
+        if let Some(d) = &self.static_dir {
+            let inner = d.trim_end_matches('/');
+            let plain = !inner.is_empty()
+                && inner.split('/').all(|seg| {
+                    !seg.is_empty()
+                        && seg != "."
+                        && seg != ".."
+                        && seg.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                });
+            if !plain {
+                v.error("static", format!("`{d}` must be a directory under workdir, like `static` or `assets/public` (plain names, no `..`)"));
+            } else if self.workdir.is_none() {
+                v.error("static", "set workdir: the static directory is under it");
+            }
+        }
         match self.program() {
             Some(p) => p.validate_in(v),
             None => {
@@ -343,7 +369,8 @@ impl AppSettings {
                     || self.user.is_some()
                     || self.health_path.is_some()
                     || self.stop_grace.is_some()
-                    || self.start_timeout.is_some();
+                    || self.start_timeout.is_some()
+                    || self.static_dir.is_some();
                 if set {
                     v.error("exec", "these settings are for a program: set exec too (without it the apps run the built-in guestbook)");
                 }

@@ -48,13 +48,20 @@ pub fn check_programs(path: &Path, role: bulwark_config::Role) -> Vec<String> {
     }
 }
 
-/// Make the topology's `[app] workdir` absolute (relative to `file`'s directory).
+/// Make the topology's `[app] workdir` absolute (relative to `file`'s
+/// directory), and default `static` to the `static` directory under it
+/// when there is one.
 pub fn anchor_topology(t: &mut Topology, file: &Path) {
     if let Some(w) = &t.app.workdir {
         if w.is_relative() {
             let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             let joined = base.join(w);
             t.app.workdir = Some(std::path::absolute(&joined).unwrap_or(joined));
+        }
+    }
+    if let (Some(w), None, false) = (&t.app.workdir, &t.app.static_dir, t.app.exec.is_empty()) {
+        if w.join("static").is_dir() {
+            t.app.static_dir = Some("static".into());
         }
     }
 }
