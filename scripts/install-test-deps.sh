@@ -11,6 +11,11 @@ have tc || need+=(iproute2)
 have curl || need+=(curl)
 have chromium || need+=(chromium)
 have chromedriver || need+=(chromium-driver)
+# The Python example app (examples/python-guestbook) runs under Debian's
+# python3 and gunicorn (the `gunicorn` command comes with the package of
+# that name, the module with python3-gunicorn).
+have python3 || need+=(python3)
+[ -x /usr/bin/gunicorn ] || need+=(gunicorn python3-gunicorn)
 # The VRRP interoperability tests run keepalived as the peer.
 [ -x /usr/sbin/keepalived ] || need+=(keepalived)
 if [ ${#need[@]} -gt 0 ]; then

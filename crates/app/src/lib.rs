@@ -1,4 +1,6 @@
-//! The application server and its code: "foobar", a guestbook.
+//! The application server: the built-in guestbook ("foobar"), or, with a
+//! `[program]` table, the user's own program run and supervised behind the
+//! role ([`program`], [`front`]).
 //!
 //! Owns: the guestbook's JSON API (`POST /api/messages`, `GET
 //! /api/messages?limit&before`, `GET /api/health`), its schema migrations,
@@ -14,7 +16,9 @@
 //! anything of the other tiers.
 
 mod cookie;
+mod front;
 mod handlers;
+pub mod program;
 
 use bulwark_config::app::AppConfig;
 use bulwark_db::Client;
@@ -30,6 +34,7 @@ pub use cookie::CookieKey;
 pub use handlers::{
     idempotency_key, validate_message, MessageInput, COOKIE, IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY_BYTES,
 };
+pub use program::{ProgramState, ProgramStatus};
 
 /// The guestbook page and its assets: (path under the web root, bytes).
 /// The script and the style sheet are files of their own so that the
@@ -84,8 +89,13 @@ pub(crate) struct App {
 
 /// A bound application server.
 pub struct AppServer {
-    app: Arc<App>,
+    kind: Kind,
     listener: tokio::net::TcpListener,
+}
+
+enum Kind {
+    Guestbook(Arc<App>),
+    Program(Box<front::ProgramServer>),
 }
 
 impl AppServer {
@@ -110,6 +120,18 @@ impl AppServer {
         )
         .map_err(AppError::Secret)?;
         let db_secret = db_secret.map(|s| s.expose().to_string());
+        if config.program.is_some() {
+            let listener = tokio::net::TcpListener::bind(&config.listen)
+                .await
+                .map_err(|e| AppError::Bind(config.listen.clone(), e))?;
+            let server = front::ProgramServer::bind(
+                config,
+                secret.map(|s| s.expose().to_string()),
+                db_secret,
+                monitor_token.map(|s| s.expose().to_string()),
+            )?;
+            return Ok(AppServer { kind: Kind::Program(Box::new(server)), listener });
+        }
         let db = Client::new(config.db_nodes.iter().cloned(), db_secret.as_deref().unwrap_or_default())
             .with_deadline(config.db_deadline);
         migrate(&db).await?;
@@ -127,7 +149,7 @@ impl AppServer {
             }
         };
         Ok(AppServer {
-            app: Arc::new(App {
+            kind: Kind::Guestbook(Arc::new(App {
                 config,
                 db,
                 secret: secret.map(|s| s.expose().to_string()),
@@ -135,7 +157,7 @@ impl AppServer {
                 cookie_key,
                 firewall,
                 stats: Default::default(),
-            }),
+            })),
             listener,
         })
     }
@@ -144,8 +166,21 @@ impl AppServer {
         self.listener.local_addr().map(|a| vec![("http".to_string(), a)]).unwrap_or_default()
     }
 
-    /// Serve until `shutdown`, then finish in-flight requests (10 s at most).
+    /// The user's program's status, when this server runs one.
+    pub fn program_status(&self) -> Option<tokio::sync::watch::Receiver<ProgramStatus>> {
+        match &self.kind {
+            Kind::Program(p) => Some(p.status()),
+            Kind::Guestbook(_) => None,
+        }
+    }
+
+    /// Serve until `shutdown`, then finish in-flight requests (10 s at
+    /// most); a program is stopped after that.
     pub async fn run(self, shutdown: CancellationToken) {
+        let app = match self.kind {
+            Kind::Program(p) => return p.run(self.listener, shutdown).await,
+            Kind::Guestbook(app) => app,
+        };
         let graceful = GracefulShutdown::new();
         loop {
             let (stream, peer) = tokio::select! {
@@ -160,21 +195,21 @@ impl AppServer {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let permit = match self.app.firewall.admit(peer.ip()) {
+            let permit = match app.firewall.admit(peer.ip()) {
                 Ok(p) => p,
                 Err(r) => {
                     tracing::info!(client = %peer, "connection refused: {}", r.reason());
                     continue;
                 }
             };
-            let app = self.app.clone();
+            let conn_app = app.clone();
             let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let app = app.clone();
+                let app = conn_app.clone();
                 async move { Ok::<_, std::convert::Infallible>(handlers::handle(&app, req, peer).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(self.app.config.header_timeout)
+                .header_read_timeout(app.config.header_timeout)
                 .serve_connection(TokioIo::new(stream), svc);
             let conn = graceful.watch(conn);
             tokio::spawn(async move {

@@ -34,7 +34,7 @@ enum Command {
     Lb(roles::lb::Args),
     /// Run a web server (nginx role): static files and reverse proxy to apps.
     Web(roles::web::Args),
-    /// Run the application server (the guestbook).
+    /// Run the application server: the guestbook, or your program behind it.
     App(roles::app::Args),
     /// Run a replicated database node, or administer the cluster.
     Db(roles::db::Args),
@@ -90,6 +90,15 @@ fn run(cli: Cli) -> Result<i32> {
             };
             match bulwark_config::check_file(&config, role) {
                 Ok(role) => {
+                    // The user's program: found, executable, its user and
+                    // working directory exist.
+                    let problems = roles::app::check_programs(&config, role);
+                    if !problems.is_empty() {
+                        for p in problems {
+                            eprintln!("{p}");
+                        }
+                        return Ok(1);
+                    }
                     println!("{}: ok ({} config)", config.display(), role.name());
                     Ok(0)
                 }

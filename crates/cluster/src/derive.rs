@@ -94,6 +94,16 @@ fn write_floating(c: &mut String, t: &Topology, lb: &str) {
     }
 }
 
+/// The app role's `[program]` table (last in its file: it may hold a
+/// `[program.env]` table).
+fn program_table(p: &bulwark_config::app::Program) -> String {
+    #[derive(serde::Serialize)]
+    struct Wrapper<'a> {
+        program: &'a bulwark_config::app::Program,
+    }
+    toml::to_string(&Wrapper { program: p }).expect("a program serializes as TOML")
+}
+
 /// Every role of `t` (or only those on `host`) with its config text.
 pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<DerivedRole> {
     let dbs = t.of_kind(RoleKind::Db);
@@ -104,6 +114,7 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
     // cut-off server is marked down after `fall` intervals, not `fall`
     // seconds (the default check timeout).
     let check_timeout = t.lb.check_interval.min(std::time::Duration::from_secs(1));
+    let program = t.app.program();
     let mut out = Vec::new();
     for p in t.placed() {
         if host.is_some_and(|h| h != p.host) {
@@ -132,15 +143,30 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 let _ = writeln!(c, "secret_file = {}", q(&files.secret(Hop::WebApp)));
                 let _ = writeln!(c, "db_secret_file = {}", q(&files.secret(Hop::AppDb)));
                 let _ = writeln!(c, "monitor_token_file = {}", q(&files.secret(Hop::Monitor)));
+                if let Some(p) = &program {
+                    c.push_str(&program_table(p));
+                }
             }
             RoleKind::Web => {
-                let _ =
-                    writeln!(c, "role = \"web\"\nlisten = [\"{}\"]\nroot = {}\nthreads = 1", p.addr, q(&files.site));
+                // The static files of the user's site are served from its
+                // directory, under their own path only (the rest of that
+                // directory is the program's code, never served).
+                let (root, static_prefix) = match (t.app.static_prefix(), &t.app.workdir) {
+                    (Some(prefix), Some(w)) => (w.clone(), Some(prefix)),
+                    _ => (files.site.clone(), None),
+                };
+                let _ = writeln!(c, "role = \"web\"\nlisten = [\"{}\"]\nroot = {}\nthreads = 1", p.addr, q(&root));
+                if let Some(prefix) = static_prefix {
+                    let _ = writeln!(c, "static_prefixes = [{}]", toml_string(&prefix));
+                }
                 let _ = writeln!(c, "secret_file = {}", q(&files.secret(Hop::LbWeb)));
                 let _ = writeln!(c, "upstream_secret_file = {}", q(&files.secret(Hop::WebApp)));
                 let _ = writeln!(c, "monitor_token_file = {}", q(&files.secret(Hop::Monitor)));
                 let servers: Vec<String> = apps.iter().map(|a| format!("\"{}\"", a.addr)).collect();
-                let _ = writeln!(c, "[[proxy]]\nprefix = \"/api/\"\nservers = [{}]", servers.join(", "));
+                // The guestbook's page is static (the web root) and its API
+                // under /api/; a program of the user's answers everything.
+                let prefix = if program.is_some() { "/" } else { "/api/" };
+                let _ = writeln!(c, "[[proxy]]\nprefix = \"{prefix}\"\nservers = [{}]", servers.join(", "));
                 let _ = writeln!(
                     c,
                     "health_check = {{ kind = \"http\", path = \"/api/health\", interval = \"{}ms\", timeout = \"{}ms\", rise = 1, fall = 2 }}",
@@ -321,5 +347,41 @@ unicast = true
         let bad = text.replace("public_address = \"0.0.0.0\"", "");
         let err = bulwark_config::from_str::<Topology>(&bad, "topology.toml").unwrap_err().to_string();
         assert!(err.contains("lb.public_address"), "{err}");
+    }
+
+    /// `[app] exec`: every app role runs the program (with its settings),
+    /// and the web tier sends it every path, not only /api/.
+    #[test]
+    fn an_app_program_reaches_every_app_and_the_web_tier_proxies_all_paths() {
+        let mut t = Topology::default_localhost();
+        t.app.exec = vec!["gunicorn".into(), "site:app".into(), "--bind".into(), "{listen}".into()];
+        t.app.workdir = Some("/srv/site".into());
+        t.app.env.insert("GREETING".into(), "hello \"world\"".into());
+        t.app.stop_grace = Some(std::time::Duration::from_secs(3));
+        let files = SharedFiles::under(Path::new("/var/lib/bulwark"), &t);
+        let roles = derive(&t, &files, None);
+        for r in roles.iter().filter(|r| r.placed.kind == RoleKind::App) {
+            let c: bulwark_config::app::AppConfig =
+                bulwark_config::from_str(&r.config, "app.toml").unwrap_or_else(|e| panic!("{}\n{e}", r.config));
+            let p = c.program.unwrap();
+            assert_eq!(p.exec, t.app.exec);
+            assert_eq!(p.env["GREETING"], "hello \"world\"");
+            assert_eq!(p.stop_grace, std::time::Duration::from_secs(3));
+            assert_eq!(p.workdir.as_deref(), Some(Path::new("/srv/site")));
+        }
+        for r in roles.iter().filter(|r| r.placed.kind == RoleKind::Web) {
+            let c: bulwark_config::web::WebConfig =
+                bulwark_config::from_str(&r.config, "web.toml").unwrap_or_else(|e| panic!("{}\n{e}", r.config));
+            assert_eq!(c.proxy[0].prefix, "/");
+            assert!(c.static_prefixes.is_empty());
+            assert_eq!(c.root, files.site);
+        }
+        // Static files from the program's directory, under their own path.
+        t.app.static_dir = Some("assets/public".into());
+        for r in derive(&t, &files, None).iter().filter(|r| r.placed.kind == RoleKind::Web) {
+            let c: bulwark_config::web::WebConfig = bulwark_config::from_str(&r.config, "web.toml").unwrap();
+            assert_eq!(c.static_prefixes, ["/assets/public/"]);
+            assert_eq!(c.root, Path::new("/srv/site"));
+        }
     }
 }

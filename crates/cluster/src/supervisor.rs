@@ -70,7 +70,9 @@ pub struct ChildStatus {
     pub name: String,
     pub kind: String,
     pub host: String,
-    /// starting | ready | stopping | stopped | backoff
+    /// starting | ready | failing | stopping | stopped | backoff
+    /// (`failing`: it runs, but said it cannot serve yet, see
+    /// [`SupervisorError::Failing`]).
     pub state: String,
     pub pid: Option<u32>,
     pub restarts: u32,
@@ -82,6 +84,11 @@ pub struct ChildStatus {
 pub enum SupervisorError {
     #[error("{0} did not become ready within {1:?}; see its log at {2}")]
     NotReady(String, Duration, String),
+    /// The child runs but printed a failed line (`{"failed":{"error":..}}`):
+    /// it cannot serve yet (an app whose program does not start) and keeps
+    /// trying on its own; it becomes ready when it can.
+    #[error("{name} is failing: {error} (see its log at {log})")]
+    Failing { name: String, error: String, log: String },
     #[error("no role named `{0}` in this topology")]
     NoSuchRole(String),
     #[error("control socket {0}: {1}")]
@@ -159,28 +166,45 @@ impl Supervisor {
 
     /// Start every child stage by stage; `progress` is told each step.
     /// Returns once all are ready, or the first readiness failure.
-    pub async fn start_all(&self, mut progress: impl FnMut(&str)) -> Result<(), SupervisorError> {
+    pub async fn start_all(&self, mut progress: impl FnMut(&str)) -> Result<Vec<String>, SupervisorError> {
+        let mut failing = Vec::new();
         for stage in self.stages() {
-            self.start_stage(stage, &mut progress).await?;
+            failing.extend(self.start_stage(stage, &mut progress).await?);
         }
-        Ok(())
+        Ok(failing)
     }
 
-    /// Start the children of one stage and wait until each is ready.
-    pub async fn start_stage(&self, stage: u8, progress: &mut impl FnMut(&str)) -> Result<(), SupervisorError> {
+    /// Start the children of one stage and wait until each is ready. A
+    /// child that reports itself failing ([`SupervisorError::Failing`]) does
+    /// not stop the start: `progress` names it and its reason, it keeps
+    /// running (and trying), and its name is returned.
+    pub async fn start_stage(
+        &self,
+        stage: u8,
+        progress: &mut impl FnMut(&str),
+    ) -> Result<Vec<String>, SupervisorError> {
         let names: Vec<String> =
             self.lock().iter().filter(|s| s.spec.stage == stage).map(|s| s.spec.name.clone()).collect();
         progress(&format!("starting {}", names.join(", ")));
         for n in &names {
             self.set_wanted(n, true)?;
         }
+        let mut failing = Vec::new();
         for n in &names {
-            self.wait_ready(n).await?;
+            match self.wait_ready(n).await {
+                Ok(()) => {}
+                Err(SupervisorError::Failing { name, error, log }) => {
+                    progress(&format!("  {name} FAILING: {error}\n    (it keeps trying; its log: {log})"));
+                    failing.push(name);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             let st = self.child(n).expect("known child");
             let addrs: Vec<String> = st.listeners.iter().map(|(k, v)| format!("{k}={v}")).collect();
             progress(&format!("  {n} ready (pid {}, {})", st.pid.unwrap_or(0), addrs.join(" ")));
         }
-        Ok(())
+        Ok(failing)
     }
 
     pub fn child(&self, name: &str) -> Option<ChildStatus> {
@@ -192,16 +216,21 @@ impl Supervisor {
         let mut rx = self.changed.subscribe();
         let deadline = Instant::now() + self.policy.ready_timeout;
         loop {
-            let (ready, log) = {
+            let (state, error, log) = {
                 let slots = self.lock();
                 let s = slots
                     .iter()
                     .find(|s| s.spec.name == name)
                     .ok_or_else(|| SupervisorError::NoSuchRole(name.into()))?;
-                (s.status.state == "ready", s.spec.log_path.display().to_string())
+                (s.status.state.clone(), s.status.last_exit.clone(), s.spec.log_path.display().to_string())
             };
-            if ready {
-                return Ok(());
+            match state.as_str() {
+                "ready" => return Ok(()),
+                "failing" => {
+                    let error = error.unwrap_or_default();
+                    return Err(SupervisorError::Failing { name: name.into(), error, log });
+                }
+                _ => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || tokio::time::timeout(left, rx.changed()).await.is_err() {
@@ -393,6 +422,8 @@ impl Supervisor {
         // Read the ready line; keep draining stdout afterwards.
         let stdout = child.stdout.take().expect("piped stdout");
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<BTreeMap<String, String>>(1);
+        let me = self.clone();
+        let name = spec.name.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -400,6 +431,15 @@ impl Supervisor {
                     if let Some(map) = v["ready"]["listeners"].as_object() {
                         let l = map.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect();
                         let _ = ready_tx.send(l).await;
+                    } else if let Some(error) = v["failed"]["error"].as_str() {
+                        // Until it is ready: a started role that cannot serve yet.
+                        tracing::error!(role = %name, "failing: {error}");
+                        me.update(&name, |s| {
+                            if s.state == "starting" || s.state == "failing" {
+                                s.state = "failing".into();
+                                s.last_exit = Some(error.to_string());
+                            }
+                        });
                     }
                 }
             }

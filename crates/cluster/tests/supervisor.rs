@@ -83,3 +83,32 @@ async fn starts_in_stages_restarts_crashes_obeys_control_and_leaves_nothing_behi
     }
     assert!(sup.status().iter().all(|c| c.state == "stopped"));
 }
+
+/// A child that says it cannot serve yet (a failed line: an app whose
+/// program does not start) is reported by name and reason, and does not
+/// stop the others of its stage from starting; it turns ready when it can.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_child_is_named_and_the_rest_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bad = spec(dir.path(), "app1", 0);
+    let flag = dir.path().join("fixed");
+    bad.args = vec![
+        "-c".into(),
+        format!(
+            "echo '{{\"failed\":{{\"role\":\"app\",\"error\":\"program `x` not found\"}}}}'; \
+             while [ ! -e {} ]; do sleep 0.05; done; \
+             echo '{{\"ready\":{{\"role\":\"app\",\"listeners\":{{\"http\":\"127.0.0.1:1\"}}}}}}'; exec sleep 1000",
+            flag.display()
+        ),
+    ];
+    let sup = Supervisor::new(vec![bad, spec(dir.path(), "app2", 0), spec(dir.path(), "web1", 1)], Default::default());
+    let mut steps = Vec::new();
+    let failing = sup.start_all(|s| steps.push(s.to_string())).await.unwrap();
+    assert_eq!(failing, ["app1"]);
+    assert!(steps.iter().any(|s| s.contains("app1 FAILING: program `x` not found")), "{steps:?}");
+    assert_eq!(sup.child("web1").unwrap().state, "ready");
+    assert_eq!(sup.child("app1").unwrap().state, "failing");
+    std::fs::write(&flag, "").unwrap();
+    assert!(sup.wait_state("app1", "ready", Duration::from_secs(60)).await);
+    sup.shutdown().await;
+}

@@ -1,4 +1,6 @@
-//! Schema of `bulwark app` (the application server running the guestbook).
+//! Schema of `bulwark app`: the application server, running the built-in
+//! guestbook or, with a `[program]` table, the user's own program behind
+//! the role (see [`Program`]).
 //!
 //! ```toml
 //! name = "app1"                      # shown to users: which server answered
@@ -7,10 +9,20 @@
 //! secret_file = "/etc/bulwark/web-app.secret"      # required from the web tier (X-Bulwark-Cluster)
 //! db_secret_file = "/etc/bulwark/app-db.secret"    # sent to the database (default: secret)
 //! monitor_token_file = "/etc/bulwark/monitor.token" # opens /metrics as a bearer token (default: secret)
+//!
+//! [program]                          # optional: run this instead of the guestbook
+//! exec = ["gunicorn", "site:app", "--bind", "{listen}"]
+//! workdir = "/srv/site"
+//! env = { FLASK_ENV = "production" }
+//! user = "www-data"                  # drop privileges to this user (when run as root)
+//! health_path = "/health"            # probed on the program's private port
+//! stop_grace = "10s"                 # SIGTERM, then SIGKILL after this long
+//! start_timeout = "30s"              # to answer health_path after a start
 //! ```
 use crate::util::{check_bind, check_host_port, check_name};
 use crate::{Secret, Validate, Validator};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -62,6 +74,104 @@ pub struct AppConfig {
     pub header_timeout: Duration,
     #[serde(default)]
     pub firewall: crate::firewall::FirewallConfig,
+    /// The user's program, run and supervised by the role instead of the
+    /// built-in guestbook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<Program>,
+}
+
+/// The user's application as the app role runs it: the role binds the
+/// public `listen` address itself, checks the web tier's credential, and
+/// proxies to the program on a private loopback port it picks for each
+/// start. The program gets that address as `{listen}` in `exec` and as
+/// `PORT` / `BULWARK_LISTEN`, the database nodes as `BULWARK_DB_NODES`, and
+/// the path of a file holding the database credential as
+/// `BULWARK_DB_SECRET_FILE` (never the credential itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Program {
+    /// Program and arguments; `{listen}` becomes `127.0.0.1:PORT` and
+    /// `{port}` the port. A program name without `/` is looked up on `PATH`.
+    pub exec: Vec<String>,
+    /// Working directory (default: the role's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<PathBuf>,
+    /// Extra environment variables (the role's own environment is inherited).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Run the program as this user (and its primary group); needs the role
+    /// to run as root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Path probed with `GET` on the program's private port; any 2xx or 3xx
+    /// answer is healthy.
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    /// Time the program gets to exit after SIGTERM before SIGKILL.
+    #[serde(default = "default_stop_grace", with = "humantime_serde")]
+    pub stop_grace: Duration,
+    /// Time a started program gets to answer `health_path` before it is
+    /// stopped and counted as a failed start.
+    #[serde(default = "default_start_timeout", with = "humantime_serde")]
+    pub start_timeout: Duration,
+}
+
+/// Environment variables the role sets for the program itself.
+pub const RESERVED_ENV: [&str; 5] =
+    ["PORT", "BULWARK_LISTEN", "BULWARK_DB_NODES", "BULWARK_DB_SECRET_FILE", "BULWARK_APP_NAME"];
+
+pub fn default_health_path() -> String {
+    "/health".into()
+}
+pub fn default_stop_grace() -> Duration {
+    Duration::from_secs(10)
+}
+pub fn default_start_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Program {
+    /// Check what can be checked without touching the file system (the
+    /// role checks the program and user themselves: see `bulwark check`).
+    pub fn validate_in(&self, v: &mut Validator) {
+        match self.exec.first() {
+            None => v.error(
+                "exec",
+                "name the program to run, e.g. exec = [\"gunicorn\", \"site:app\", \"--bind\", \"{listen}\"]",
+            ),
+            Some(p) if p.trim().is_empty() => v.error("exec[0]", "the program name is empty"),
+            _ => {}
+        }
+        if self.exec.iter().any(|a| a.contains('\0')) {
+            v.error("exec", "arguments must not contain NUL characters");
+        }
+        if self.workdir.as_ref().is_some_and(|w| w.as_os_str().is_empty()) {
+            v.error("workdir", "must not be empty");
+        }
+        v.scope("env", |v| {
+            for (k, val) in &self.env {
+                if k.is_empty() || k.contains('=') || k.contains('\0') || val.contains('\0') {
+                    v.error(k, "not a valid environment variable (no `=` or NUL in the name, no NUL in the value)");
+                } else if RESERVED_ENV.contains(&k.as_str()) {
+                    v.error(k, "set by the app role itself (the program's address, database nodes and credential)");
+                }
+            }
+        });
+        if let Some(u) = &self.user {
+            if u.is_empty() || !u.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+                v.error("user", format!("`{u}` is not a valid user name"));
+            }
+        }
+        if !self.health_path.starts_with('/') || self.health_path.chars().any(|c| c.is_control() || c == ' ') {
+            v.error("health_path", "must be a path starting with `/`");
+        }
+        if self.stop_grace > Duration::from_secs(600) {
+            v.error("stop_grace", "must be at most 10 minutes");
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.start_timeout) {
+            v.error("start_timeout", "must be between 1 s and 10 minutes");
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -125,6 +235,9 @@ impl Validate for AppConfig {
             }
         }
         v.scope("firewall", |v| self.firewall.validate_in(v));
+        if let Some(p) = &self.program {
+            v.scope("program", |v| p.validate_in(v));
+        }
     }
 }
 
@@ -144,5 +257,124 @@ mod tests {
         let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, ["db_nodes[0]", "secret"], "{err}");
         assert!(format!("{c:?}").contains("redacted"), "secrets never show in Debug");
+    }
+
+    #[test]
+    fn a_program_table_runs_the_users_program() {
+        let base = "name = \"app1\"\nlisten = \"127.0.0.1:0\"\ndb_nodes = [\"127.0.0.1:1\"]\nrequire_secret = false\n";
+        let ok = format!(
+            "{base}[program]\nexec = [\"gunicorn\", \"site:app\", \"--bind\", \"{{listen}}\"]\nenv = {{ A = \"b\" }}\n"
+        );
+        let c: AppConfig = crate::from_str(&ok, "app.toml").unwrap_or_else(|e| panic!("{e}"));
+        let p = c.program.unwrap();
+        assert_eq!(p.exec[0], "gunicorn");
+        assert_eq!((p.health_path.as_str(), p.stop_grace), ("/health", Duration::from_secs(10)));
+        let bad = format!(
+            "{base}[program]\nexec = []\nenv = {{ PORT = \"1\" }}\nuser = \"a b\"\nhealth_path = \"health\"\nstart_timeout = \"0s\"\n"
+        );
+        let err = crate::from_str::<AppConfig>(&bad, "app.toml").unwrap_err();
+        let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["program.exec", "program.env.PORT", "program.user", "program.health_path", "program.start_timeout"],
+            "{err}"
+        );
+        let unknown = format!("{base}[program]\nexec = [\"x\"]\ncommand = \"y\"\n");
+        assert!(crate::from_str::<AppConfig>(&unknown, "app.toml").unwrap_err().to_string().contains("command"));
+    }
+}
+
+/// The topology's `[app]` table: what every app role instance runs. No
+/// `exec` (the default) is the built-in guestbook; with `exec`, the user's
+/// program (see [`Program`]). A relative `workdir` is relative to the
+/// topology file's directory.
+///
+/// ```toml
+/// [app]
+/// exec = ["gunicorn", "guestbook:app", "--bind", "{listen}"]
+/// workdir = "."
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSettings {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exec: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    pub stop_grace: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    pub start_timeout: Option<Duration>,
+    /// The site's static files: a directory under `workdir` that the web
+    /// tier serves itself at the same path (`static` → `/static/...`), with
+    /// its caching and compression. Default: `static` when `workdir` has
+    /// that directory.
+    #[serde(default, rename = "static", skip_serializing_if = "Option::is_none")]
+    pub static_dir: Option<String>,
+}
+
+impl AppSettings {
+    pub fn is_default(&self) -> bool {
+        self == &AppSettings::default()
+    }
+
+    /// The program every app instance runs, or `None` for the guestbook.
+    pub fn program(&self) -> Option<Program> {
+        if self.exec.is_empty() {
+            return None;
+        }
+        Some(Program {
+            exec: self.exec.clone(),
+            workdir: self.workdir.clone(),
+            env: self.env.clone(),
+            user: self.user.clone(),
+            health_path: self.health_path.clone().unwrap_or_else(default_health_path),
+            stop_grace: self.stop_grace.unwrap_or_else(default_stop_grace),
+            start_timeout: self.start_timeout.unwrap_or_else(default_start_timeout),
+        })
+    }
+
+    /// The URL prefix of the static files (`/static/`), when there are any.
+    pub fn static_prefix(&self) -> Option<String> {
+        self.static_dir.as_ref().filter(|_| self.program().is_some()).map(|d| format!("/{}/", d.trim_matches('/')))
+    }
+
+    pub fn validate_in(&self, v: &mut Validator) {
+        if let Some(d) = &self.static_dir {
+            let inner = d.trim_end_matches('/');
+            let plain = !inner.is_empty()
+                && inner.split('/').all(|seg| {
+                    !seg.is_empty()
+                        && seg != "."
+                        && seg != ".."
+                        && seg.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                });
+            if !plain {
+                v.error("static", format!("`{d}` must be a directory under workdir, like `static` or `assets/public` (plain names, no `..`)"));
+            } else if self.workdir.is_none() {
+                v.error("static", "set workdir: the static directory is under it");
+            }
+        }
+        match self.program() {
+            Some(p) => p.validate_in(v),
+            None => {
+                let set = self.workdir.is_some()
+                    || !self.env.is_empty()
+                    || self.user.is_some()
+                    || self.health_path.is_some()
+                    || self.stop_grace.is_some()
+                    || self.start_timeout.is_some()
+                    || self.static_dir.is_some();
+                if set {
+                    v.error("exec", "these settings are for a program: set exec too (without it the apps run the built-in guestbook)");
+                }
+            }
+        }
     }
 }

@@ -48,6 +48,10 @@ pub struct Topology {
     /// certificates yet: tiers still talk plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub internal_tls: Option<bool>,
+    /// What the app roles run: the built-in guestbook, or the user's
+    /// program (`[app] exec = [...]`).
+    #[serde(default, skip_serializing_if = "crate::app::AppSettings::is_default")]
+    pub app: crate::app::AppSettings,
 }
 
 /// One floating address group: the lbs that share it, in order of
@@ -280,6 +284,7 @@ impl Topology {
             ],
             floating: Vec::new(),
             internal_tls: None,
+            app: Default::default(),
         }
     }
 
@@ -349,6 +354,7 @@ impl Validate for Topology {
                 v.error("role", format!("this is a topology, but role = \"{r}\""));
             }
         }
+        v.scope("app", |v| self.app.validate_in(v));
         if self.hosts.is_empty() {
             v.error("host", "at least one [[host]] is required");
         }

@@ -30,6 +30,8 @@
 //! match = "/assets/"                 # a path prefix, or a glob when it has * ? or [
 //! value = "public, max-age=31536000, immutable"
 //!
+//! static_prefixes = ["/static/"]     # always static files from root, before any [[proxy]] route
+//!
 //! [[proxy]]
 //! prefix = "/api/"                   # requests under this prefix go to the servers
 //! servers = ["127.0.0.1:9001", "127.0.0.1:9002"]
@@ -84,6 +86,12 @@ pub struct WebConfig {
     /// Reverse-proxy routes, matched by path prefix before static files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxy: Vec<ProxyRoute>,
+    /// Path prefixes always answered with static files from `root`, before
+    /// any `[[proxy]]` route (`/static/` next to a `prefix = "/"` route
+    /// that sends the rest of the site to the apps). Each starts and ends
+    /// with `/` and is made of plain segments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_prefixes: Vec<String>,
     /// Secret of the lb tier. When set, every request but `/health` and
     /// `/metrics` must carry it in `X-Bulwark-Cluster` (the lb adds it).
     /// Given alone, it is also sent on to the app servers and opens
@@ -399,6 +407,23 @@ impl Validate for WebConfig {
                         v.error("value", "must be a non-empty header value (visible ASCII)");
                     }
                 });
+            }
+        });
+        v.scope("static_prefixes", |v| {
+            for (i, p) in self.static_prefixes.iter().enumerate() {
+                let inner = p.strip_prefix('/').and_then(|p| p.strip_suffix('/')).unwrap_or("");
+                let plain = !inner.is_empty()
+                    && inner.split('/').all(|seg| {
+                        !seg.is_empty()
+                            && seg != "."
+                            && seg != ".."
+                            && seg.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    });
+                if !plain {
+                    v.index(i, |v| {
+                        v.error("", format!("`{p}` must look like /static/: start and end with /, plain segments (letters, digits, - _ .)"))
+                    });
+                }
             }
         });
         let mut prefixes = HashSet::new();

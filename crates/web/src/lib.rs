@@ -180,6 +180,7 @@ impl WebServer {
             revalidate: c.cache.revalidate,
             cache_bytes: c.cache.max_bytes,
             proxies: c.proxy.iter().map(|p| p.prefix.clone()).zip(self.routes).collect(),
+            static_prefixes: c.static_prefixes.clone(),
             secret: self.secret.clone(),
             monitor_token: self.monitor_token.clone(),
             firewall: bulwark_firewall::Firewall::new(&c.firewall).map_err(WebError::Firewall)?,

@@ -33,6 +33,8 @@ pub struct Shared {
     pub cache_bytes: u64,
     /// `(prefix, route)`, in config order; the first matching prefix wins.
     pub proxies: Vec<(String, Arc<dyn ProxyRoute>)>,
+    /// Path prefixes served as static files before any proxy route.
+    pub static_prefixes: Vec<String>,
     /// Required `X-Bulwark-Cluster` value (the lb→web credential) on every
     /// request but `/health` and `/metrics`.
     pub secret: Option<String>,
@@ -100,6 +102,19 @@ const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=ut
 const LOCATION_ESCAPES: &AsciiSet =
     &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}');
 
+impl Shared {
+    /// The proxy route of a request path: the first matching `[[proxy]]`
+    /// prefix, unless a static prefix claims the path. (A static path
+    /// cannot leave its prefix once cleaned: the prefix is plain segments,
+    /// and `sanitize` refuses `..`.)
+    fn proxy_for(&self, path: &str) -> Option<&Arc<dyn ProxyRoute>> {
+        if self.static_prefixes.iter().any(|p| path.starts_with(p.as_str())) {
+            return None;
+        }
+        self.proxies.iter().find(|(prefix, _)| path.starts_with(prefix.as_str())).map(|(_, route)| route)
+    }
+}
+
 impl Site {
     pub fn new(shared: Arc<Shared>) -> Site {
         let cache = RefCell::new(FileCache::new(shared.cache_bytes));
@@ -109,7 +124,7 @@ impl Site {
     /// Answer one request; counts it and writes the access-log line when
     /// enabled.
     pub async fn respond(&self, req: Request<Incoming>, client: SocketAddr) -> Response<WebBody> {
-        let proxied = self.shared.proxies.iter().any(|(prefix, _)| req.uri().path().starts_with(prefix.as_str()));
+        let proxied = self.shared.proxy_for(req.uri().path()).is_some();
         let resp = self.respond_logged(req, client).await;
         self.shared.stats.record(proxied, &resp);
         resp
@@ -188,7 +203,7 @@ impl Site {
             }
         }
         let path = req.uri().path();
-        if let Some((_, route)) = s.proxies.iter().find(|(prefix, _)| path.starts_with(prefix.as_str())) {
+        if let Some(route) = s.proxy_for(path) {
             return route.forward(req, client).await;
         }
         let head = match *req.method() {

@@ -1,6 +1,9 @@
-//! `bulwark app`: command-line arguments and start-up of the application server.
+//! `bulwark app`: command-line arguments and start-up of the application
+//! server, and the checks of a `[program]` that `check` and `up` run.
 use anyhow::{Context, Result};
-use std::path::PathBuf;
+use bulwark_config::app::{AppConfig, Program};
+use bulwark_config::topology::{RoleKind, Topology};
+use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
@@ -10,16 +13,107 @@ pub struct Args {
     pub config: PathBuf,
 }
 
+/// A relative `workdir` is relative to the directory of the file that
+/// names it.
+pub fn anchor_workdir(program: &mut Program, file: &Path) {
+    if let Some(w) = &mut program.workdir {
+        if w.is_relative() {
+            let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let joined = base.join(&*w);
+            *w = std::path::absolute(&joined).unwrap_or(joined);
+        }
+    }
+}
+
+/// The problems of an app config's `[program]` or a topology's `[app]`
+/// that show before anything runs (see `bulwark_app::program::check`),
+/// each naming the role instances and the key.
+pub fn check_programs(path: &Path, role: bulwark_config::Role) -> Vec<String> {
+    match role {
+        bulwark_config::Role::App => {
+            let Ok(mut c) = bulwark_config::load::<AppConfig>(path) else { return Vec::new() };
+            let Some(p) = c.program.as_mut() else { return Vec::new() };
+            anchor_workdir(p, path);
+            bulwark_app::program::check(p)
+                .into_iter()
+                .map(|e| format!("{}: app {}: program.{e}", path.display(), c.name))
+                .collect()
+        }
+        bulwark_config::Role::Topology => {
+            let Ok(mut t) = bulwark_config::load::<Topology>(path) else { return Vec::new() };
+            anchor_topology(&mut t, path);
+            topology_problems(&t).into_iter().map(|e| format!("{}: {e}", path.display())).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Make the topology's `[app] workdir` absolute (relative to `file`'s
+/// directory), and default `static` to the `static` directory under it
+/// when there is one.
+pub fn anchor_topology(t: &mut Topology, file: &Path) {
+    if let Some(w) = &t.app.workdir {
+        if w.is_relative() {
+            let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let joined = base.join(w);
+            t.app.workdir = Some(std::path::absolute(&joined).unwrap_or(joined));
+        }
+    }
+    if let (Some(w), None, false) = (&t.app.workdir, &t.app.static_dir, t.app.exec.is_empty()) {
+        if w.join("static").is_dir() {
+            t.app.static_dir = Some("static".into());
+        }
+    }
+}
+
+/// The static problems of the topology's `[app]` program, naming its app
+/// role instances: `app1, app2: app.exec[0]: program `x` not found on PATH`.
+pub fn topology_problems(t: &Topology) -> Vec<String> {
+    let Some(p) = t.app.program() else { return Vec::new() };
+    let names: Vec<String> = t.of_kind(RoleKind::App).into_iter().map(|a| a.name).collect();
+    bulwark_app::program::check(&p).into_iter().map(|e| format!("{}: app.{e}", names.join(", "))).collect()
+}
+
 pub fn main(args: Args) -> Result<i32> {
-    let config: bulwark_config::app::AppConfig =
-        bulwark_config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut config: AppConfig = bulwark_config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(p) = config.program.as_mut() {
+        anchor_workdir(p, &args.config);
+    }
     let rt = super::runtime(config.threads)?;
     rt.block_on(async move {
         let server = bulwark_app::AppServer::bind(config).await.context("starting the application server")?;
         let shutdown = CancellationToken::new();
         tokio::spawn(super::shutdown_on_signal(shutdown.clone()));
         super::announce("app", &server.listeners());
+        if let Some(status) = server.program_status() {
+            tokio::spawn(report_failed_start(status));
+        }
         server.run(shutdown).await;
         Ok(0)
     })
+}
+
+/// Until the program first answers its health path, print each new reason
+/// it failed to start as a failed line (see `super::announce_failure`):
+/// `up` shows it naming the role instead of waiting for a readiness that
+/// will not come.
+async fn report_failed_start(mut status: tokio::sync::watch::Receiver<bulwark_app::ProgramStatus>) {
+    let mut reported: Option<String> = None;
+    loop {
+        {
+            let st = status.borrow_and_update();
+            if st.ever_healthy {
+                return;
+            }
+            if st.state == bulwark_app::ProgramState::Backoff && st.last_error != reported {
+                if let Some(e) = &st.last_error {
+                    super::announce_failure("app", e);
+                }
+                reported = st.last_error.clone();
+            }
+        }
+        if status.changed().await.is_err() {
+            return;
+        }
+    }
 }

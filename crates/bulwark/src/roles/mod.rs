@@ -44,6 +44,21 @@ pub fn announce(role: &str, listeners: &[(String, SocketAddr)]) {
     tracing::info!(role, ?listeners, "ready");
 }
 
+/// Print a failed line on stdout and flush:
+/// `{"failed":{"role":"app","pid":1234,"error":"..."}}`. A role that stays
+/// up but cannot do its job yet (the app role whose program does not
+/// start) says so; `up` reports it naming the role instead of waiting for
+/// readiness. The role keeps retrying and prints nothing more once it is
+/// ready (its health check answers 200).
+pub fn announce_failure(role: &str, error: &str) {
+    use std::io::Write;
+    let line = serde_json::json!({ "failed": { "role": role, "pid": std::process::id(), "error": error } });
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    tracing::error!(role, "{error}");
+}
+
 /// A multi-threaded tokio runtime with `threads` workers (0 = one per core).
 pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     let mut b = tokio::runtime::Builder::new_multi_thread();

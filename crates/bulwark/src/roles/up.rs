@@ -61,6 +61,9 @@ fn load_topology(args: &UpArgs) -> Result<Topology> {
     if let Some(d) = &args.data_dir {
         t.data_dir = d.clone();
     }
+    if let Some(p) = &args.config {
+        super::app::anchor_topology(&mut t, p);
+    }
     if let Some(h) = &args.host {
         if !t.hosts.iter().any(|x| &x.name == h) {
             let names: Vec<_> = t.hosts.iter().map(|h| h.name.as_str()).collect();
@@ -200,6 +203,11 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
         bail!("no roles to run on this host");
     }
     check_ports(&roles)?;
+    // A program that cannot start is reported here, naming its roles; the
+    // rest of the topology starts anyway (the site answers without them).
+    for problem in super::app::topology_problems(&t) {
+        eprintln!("bulwark up: {problem}");
+    }
     let exe = std::env::current_exe().context("locating the bulwark binary")?;
     let mut specs = Vec::new();
     for r in &roles {
@@ -275,12 +283,13 @@ async fn start(
     stop: &CancellationToken,
 ) -> Result<()> {
     let mut progress = |s: &str| println!("  {s}");
+    let mut failing = Vec::new();
     for stage in sup.stages() {
         if stop.is_cancelled() {
             return Ok(());
         }
         tokio::select! {
-            r = sup.start_stage(stage, &mut progress) => r?,
+            r = sup.start_stage(stage, &mut progress) => failing.extend(r?),
             _ = stop.cancelled() => return Ok(()),
         }
         if stage == RoleKind::Db.stage() {
@@ -292,6 +301,12 @@ async fn start(
                 println!("  database quorum reached: {primary} is the primary");
             }
         }
+    }
+    if !failing.is_empty() {
+        eprintln!(
+            "bulwark up: {} failing: the rest of the site runs without them; they keep trying (see `bulwark status` and their logs)",
+            failing.join(", ")
+        );
     }
     Ok(())
 }

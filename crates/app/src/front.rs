@@ -1,0 +1,338 @@
+//! The app role in front of the user's program: binds the public app
+//! address, answers `/health`, `/api/health` (the program's health, as the
+//! supervision last saw it) and `/metrics` itself, checks the web tier's
+//! credential on everything else, strips it, and proxies the request to
+//! the program's private loopback port.
+//!
+//! When the program cannot take a request (not running, or the connection
+//! to it fails before an answer), the front closes the client connection
+//! without an answer: the web tier then sends an idempotent or keyed
+//! request to another app server, as it does when an app server dies.
+use crate::program::supervise::{self, Launch};
+use crate::program::{ProgramState, ProgramStatus};
+use crate::AppError;
+use bulwark_config::app::AppConfig;
+use bulwark_firewall::Firewall;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) type FrontBody = Either<Full<Bytes>, Incoming>;
+
+/// Why a request got no answer (the connection is closed instead).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotForwarded {
+    #[error("the program is not running")]
+    NotRunning,
+    #[error("the program did not answer: {0}")]
+    Upstream(String),
+}
+
+#[derive(Default)]
+struct FrontStats {
+    /// Answers of the program, by status class (index 1..=5).
+    responses: [AtomicU64; 6],
+    /// Requests closed without an answer because the program could not take them.
+    not_forwarded: AtomicU64,
+}
+
+pub(crate) struct Front {
+    config: AppConfig,
+    /// Required from the web tier (`X-Bulwark-Cluster`).
+    secret: Option<String>,
+    monitor_token: Option<String>,
+    firewall: Firewall,
+    status: watch::Receiver<ProgramStatus>,
+    client: Client<HttpConnector, Incoming>,
+    stats: FrontStats,
+}
+
+/// A bound front and the program it will run.
+pub(crate) struct ProgramServer {
+    front: Arc<Front>,
+    launch: Launch,
+    status: watch::Sender<ProgramStatus>,
+    /// Holds the program's copy of the database credential, when it needs one.
+    _secret_dir: Option<tempfile::TempDir>,
+}
+
+/// Request headers that concern one connection only (RFC 9110 7.6.1), and
+/// the web tier's credential, which the program never sees.
+const NOT_FORWARDED_HEADERS: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "x-bulwark-cluster",
+];
+
+impl ProgramServer {
+    pub(crate) fn bind(
+        config: AppConfig,
+        secret: Option<String>,
+        db_secret: Option<String>,
+        monitor_token: Option<String>,
+    ) -> Result<ProgramServer, AppError> {
+        let program = config.program.clone().expect("a [program] table");
+        let firewall = Firewall::new(&config.firewall).map_err(AppError::Firewall)?;
+        let (secret_dir, db_secret_file) = match db_secret {
+            None => (None, None),
+            Some(s) => match (&config.db_secret_file, &program.user) {
+                // The role's own file will do: the program runs as this user.
+                (Some(f), None) => (None, Some(std::path::absolute(f).unwrap_or_else(|_| f.clone()))),
+                _ => {
+                    let (dir, file) = private_secret_copy(&s, program.user.as_deref())?;
+                    (Some(dir), Some(file))
+                }
+            },
+        };
+        let (status, rx) = watch::channel(ProgramStatus::new());
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        let launch =
+            Launch { program, app_name: config.name.clone(), db_nodes: config.db_nodes.clone(), db_secret_file };
+        Ok(ProgramServer {
+            front: Arc::new(Front {
+                config,
+                secret,
+                monitor_token,
+                firewall,
+                status: rx,
+                client,
+                stats: FrontStats::default(),
+            }),
+            launch,
+            status,
+            _secret_dir: secret_dir,
+        })
+    }
+
+    pub(crate) fn status(&self) -> watch::Receiver<ProgramStatus> {
+        self.front.status.clone()
+    }
+
+    /// Start the program and serve until `shutdown`; then finish in-flight
+    /// requests (10 s at most), and only then stop the program.
+    pub(crate) async fn run(self, listener: tokio::net::TcpListener, shutdown: CancellationToken) {
+        let stop_program = CancellationToken::new();
+        let supervision = tokio::spawn(supervise::run(self.launch, self.status, stop_program.clone()));
+        let graceful = GracefulShutdown::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let permit = match self.front.firewall.admit(peer.ip()) {
+                Ok(p) => p,
+                Err(r) => {
+                    tracing::info!(client = %peer, "connection refused: {}", r.reason());
+                    continue;
+                }
+            };
+            let front = self.front.clone();
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let front = front.clone();
+                async move { front.handle(req, peer).await }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.front.config.header_timeout)
+                .serve_connection(TokioIo::new(stream), svc);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(permit);
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+            tracing::warn!("drain timeout; closing remaining connections");
+        }
+        stop_program.cancel();
+        let _ = supervision.await;
+    }
+}
+
+/// A copy of the database credential in a new private directory, readable
+/// by the program's user only.
+fn private_secret_copy(secret: &str, user: Option<&str>) -> Result<(tempfile::TempDir, PathBuf), AppError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail =
+        |e: std::io::Error| AppError::Secret(format!("writing the program's copy of the database credential: {e}"));
+    let dir = tempfile::Builder::new().prefix("bulwark-app-").tempdir().map_err(fail)?;
+    let file = dir.path().join("db-secret");
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&file).map_err(fail)?;
+    f.write_all(secret.as_bytes()).map_err(fail)?;
+    if let Some(u) = user {
+        if nix::unistd::geteuid().is_root() {
+            let (uid, gid, _) = crate::program::lookup_user(u).map_err(|e| AppError::Secret(e.to_string()))?;
+            let (uid, gid) = (Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)));
+            for p in [dir.path(), file.as_path()] {
+                nix::unistd::chown(p, uid, gid).map_err(|e| fail(e.into()))?;
+            }
+        }
+    }
+    Ok((dir, file))
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response<FrontBody> {
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from(body.to_string()))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+impl Front {
+    async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Result<Response<FrontBody>, NotForwarded> {
+        let ip = self.firewall.client_ip(peer.ip(), req.headers());
+        if let Err(r) = self.firewall.check_rate(ip) {
+            let mut resp = json(r.status(), serde_json::json!({ "error": r.reason() }));
+            if let Some(s) = r.retry_after() {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            }
+            return Ok(resp);
+        }
+        let path = req.uri().path();
+        if path == "/health" || path == "/api/health" {
+            return Ok(self.health());
+        }
+        if path == "/metrics" && req.method() == Method::GET {
+            if let Some(token) = &self.monitor_token {
+                if !bulwark_firewall::bearer_matches(req.headers(), token) {
+                    return Ok(json(
+                        StatusCode::UNAUTHORIZED,
+                        serde_json::json!({ "error": "/metrics needs the monitoring token as `Authorization: Bearer`" }),
+                    ));
+                }
+            }
+            let mut r = Response::new(Either::Left(Full::new(Bytes::from(self.prometheus()))));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            return Ok(r);
+        }
+        if self.config.require_secret {
+            let ok = self
+                .secret
+                .as_deref()
+                .is_some_and(|s| bulwark_firewall::header_matches(req.headers(), "x-bulwark-cluster", s));
+            if !ok {
+                return Ok(json(
+                    StatusCode::UNAUTHORIZED,
+                    serde_json::json!({ "error": "this tier accepts requests only through the web tier" }),
+                ));
+            }
+        }
+        let Some(target) = self.status.borrow().listen else {
+            self.stats.not_forwarded.fetch_add(1, Ordering::Relaxed);
+            return Err(NotForwarded::NotRunning);
+        };
+        let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let uri: hyper::Uri =
+            format!("http://{target}{pq}").parse().map_err(|e| NotForwarded::Upstream(format!("{e}")))?;
+        *req.uri_mut() = uri;
+        *req.version_mut() = http::Version::HTTP_11;
+        strip(req.headers_mut());
+        match self.client.request(req).await {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                strip(&mut parts.headers);
+                let class = usize::from(parts.status.as_u16() / 100).min(5);
+                self.stats.responses[class].fetch_add(1, Ordering::Relaxed);
+                Ok(Response::from_parts(parts, Either::Right(body)))
+            }
+            Err(e) => {
+                self.stats.not_forwarded.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(app = %self.config.name, "request not forwarded to the program: {e}");
+                Err(NotForwarded::Upstream(e.to_string()))
+            }
+        }
+    }
+
+    fn health(&self) -> Response<FrontBody> {
+        let st = self.status.borrow().clone();
+        let code = if st.is_healthy() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        json(
+            code,
+            serde_json::json!({
+                "status": if st.is_healthy() { "ok" } else { "unavailable" },
+                "app": self.config.name,
+                "program": st,
+            }),
+        )
+    }
+
+    fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let app = &self.config.name;
+        let st = self.status.borrow().clone();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP bulwark_app_program_up Whether the app's program answers its health path.\n# TYPE bulwark_app_program_up gauge\nbulwark_app_program_up{{app=\"{app}\"}} {}",
+            u8::from(st.state == ProgramState::Healthy)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP bulwark_app_program_restarts_total Starts of the program after the first.\n# TYPE bulwark_app_program_restarts_total counter\nbulwark_app_program_restarts_total{{app=\"{app}\"}} {}",
+            st.restarts
+        );
+        let _ = writeln!(out, "# HELP bulwark_app_program_responses_total Answers of the program, by status class.\n# TYPE bulwark_app_program_responses_total counter");
+        for class in 1..=5 {
+            let n = self.stats.responses[class].load(Ordering::Relaxed);
+            let _ = writeln!(out, "bulwark_app_program_responses_total{{app=\"{app}\",code=\"{class}xx\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bulwark_app_program_not_forwarded_total Requests closed unanswered because the program could not take them.\n# TYPE bulwark_app_program_not_forwarded_total counter\nbulwark_app_program_not_forwarded_total{{app=\"{app}\"}} {}",
+            self.stats.not_forwarded.load(Ordering::Relaxed)
+        );
+        out.push_str(&bulwark_telemetry::process::process_metrics());
+        out
+    }
+}
+
+/// Remove the headers that are not passed between the front and the
+/// program, including those a `Connection` header names.
+fn strip(headers: &mut http::HeaderMap) {
+    let named: Vec<http::HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .filter(|n| ![header::HOST, header::CONTENT_LENGTH, header::TRANSFER_ENCODING].contains(n))
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in NOT_FORWARDED_HEADERS {
+        headers.remove(n);
+    }
+}

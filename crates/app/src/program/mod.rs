@@ -1,0 +1,170 @@
+//! The user's program behind the app role: how it is checked, started,
+//! watched and stopped (see [`supervise`]), and what the rest of the role
+//! sees of it ([`ProgramStatus`]).
+//!
+//! The program listens on a private loopback port the role picks for each
+//! start; the role's front ([`crate::front`]) proxies to it. It gets the
+//! address as `{listen}` / `{port}` in its arguments and as `PORT` and
+//! `BULWARK_LISTEN`, the database nodes as `BULWARK_DB_NODES`
+//! (comma-separated `host:port`), the path of a file holding the app→db
+//! credential as `BULWARK_DB_SECRET_FILE`, and the instance's name as
+//! `BULWARK_APP_NAME`. It never gets the web tier's credential: the front
+//! checks it and strips it.
+
+pub(crate) mod supervise;
+
+use bulwark_config::app::Program;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// What the program is doing, as the role's `/health` reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ProgramStatus {
+    pub state: ProgramState,
+    pub pid: Option<u32>,
+    /// The private address the program listens on while it runs.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Starts after the first.
+    pub restarts: u32,
+    /// Why the last start failed or the program last ended.
+    pub last_error: Option<String>,
+    /// The program answered its health path at least once since the role
+    /// started (a failure before that is a failed start: a bad `exec`).
+    pub ever_healthy: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgramState {
+    /// Started, not yet answering its health path.
+    Starting,
+    /// Answers its health path.
+    Healthy,
+    /// Runs, but its health path failed the last checks.
+    Unhealthy,
+    /// Not running: waiting to be started again.
+    Backoff,
+    /// Stopped with the role.
+    Stopped,
+}
+
+impl ProgramStatus {
+    pub(crate) fn new() -> ProgramStatus {
+        ProgramStatus {
+            state: ProgramState::Starting,
+            pid: None,
+            listen: None,
+            restarts: 0,
+            last_error: None,
+            ever_healthy: false,
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.state == ProgramState::Healthy
+    }
+}
+
+/// A problem with `[program]` found before anything runs.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ProgramProblem {
+    /// The config key (`program.exec[0]`).
+    pub key: String,
+    pub message: String,
+}
+
+fn problem(key: &str, message: impl Into<String>) -> ProgramProblem {
+    ProgramProblem { key: key.into(), message: message.into() }
+}
+
+/// Where `exec[0]` is: a name with a `/` relative to the working directory
+/// (when relative), a bare name looked up on `PATH` (the program's: the
+/// `env` one if set, else the role's).
+pub fn resolve_program(p: &Program, workdir: Option<&Path>) -> Result<PathBuf, ProgramProblem> {
+    let name = p.exec.first().map(String::as_str).unwrap_or_default();
+    if name.is_empty() {
+        return Err(problem("exec", "no program to run"));
+    }
+    if name.contains('/') {
+        let path = match workdir {
+            Some(w) if Path::new(name).is_relative() => w.join(name),
+            _ => PathBuf::from(name),
+        };
+        return check_executable(&path).map(|()| path);
+    }
+    let path_var = p.env.get("PATH").cloned().or_else(|| std::env::var("PATH").ok()).unwrap_or_default();
+    let mut found_not_executable = None;
+    for dir in std::env::split_paths(&path_var) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            match check_executable(&candidate) {
+                Ok(()) => return Ok(candidate),
+                Err(e) => found_not_executable = Some(e),
+            }
+        }
+    }
+    Err(found_not_executable
+        .unwrap_or_else(|| problem("exec[0]", format!("program `{name}` not found on PATH ({path_var})"))))
+}
+
+fn check_executable(path: &Path) -> Result<(), ProgramProblem> {
+    let meta = std::fs::metadata(path).map_err(|e| problem("exec[0]", format!("program {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(problem("exec[0]", format!("program {} is not a file", path.display())));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(problem("exec[0]", format!("program {} is not executable (chmod +x it)", path.display())));
+    }
+    Ok(())
+}
+
+/// The user `user` names: (uid, gid, home).
+pub fn lookup_user(name: &str) -> Result<(u32, u32, PathBuf), ProgramProblem> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Ok((u.uid.as_raw(), u.gid.as_raw(), u.dir)),
+        Ok(None) => Err(problem("user", format!("no user `{name}` on this host"))),
+        Err(e) => Err(problem("user", format!("looking up user `{name}`: {e}"))),
+    }
+}
+
+/// Everything about `[program]` that can be checked before starting it:
+/// the working directory, the program (found, a file, executable), the
+/// user (exists; switching to it needs root). `bulwark check` and `up`
+/// report these naming the role; the role reports the rest (a program that
+/// exits at once or never answers its health path) when it runs.
+pub fn check(p: &Program) -> Vec<ProgramProblem> {
+    let mut out = Vec::new();
+    if let Some(w) = &p.workdir {
+        if !w.is_dir() {
+            out.push(problem("workdir", format!("{} is not a directory", w.display())));
+        }
+    }
+    if let Err(e) = resolve_program(p, p.workdir.as_deref()) {
+        out.push(e);
+    }
+    if let Some(u) = &p.user {
+        match lookup_user(u) {
+            Ok((uid, _, _)) => {
+                let me = nix::unistd::geteuid().as_raw();
+                if me != 0 && me != uid {
+                    out.push(problem(
+                        "user",
+                        format!("running as `{u}` needs bulwark to run as root (it runs as uid {me})"),
+                    ));
+                }
+            }
+            Err(e) => out.push(e),
+        }
+    }
+    out
+}
+
+/// `exec` with `{listen}` and `{port}` replaced.
+pub fn arguments(p: &Program, listen: std::net::SocketAddr) -> Vec<String> {
+    p.exec
+        .iter()
+        .skip(1)
+        .map(|a| a.replace("{listen}", &listen.to_string()).replace("{port}", &listen.port().to_string()))
+        .collect()
+}

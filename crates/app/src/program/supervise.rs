@@ -1,0 +1,322 @@
+//! Running the user's program: start it on a fresh private port, forward
+//! its output into the role's log, probe its health path, restart it with
+//! backoff when it ends, and stop it (SIGTERM, then SIGKILL to its whole
+//! process group after `stop_grace`) when the role stops.
+//!
+//! Every problem of the program (it cannot be started, it exits, it never
+//! answers its health path) is reported through [`ProgramStatus`] and the
+//! log and retried; none of them stops the role, so the rest of a topology
+//! keeps running while one app's program is broken.
+use super::{arguments, lookup_user, resolve_program, ProgramState, ProgramStatus};
+use bulwark_config::app::Program;
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// First wait before a start after a failure; doubles up to [`MAX_BACKOFF`].
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A program healthy this long starts its next restart from the initial backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// Health probes: quickly while starting, then at this interval.
+const PROBE_STARTING: Duration = Duration::from_millis(100);
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Consecutive failed probes that make a running program unhealthy.
+const PROBE_FALL: u32 = 2;
+/// Longest line of program output kept in one log record.
+const MAX_LINE_BYTES: u64 = 16 * 1024;
+
+/// What the program is started with, besides its `[program]` table.
+pub(crate) struct Launch {
+    pub program: Program,
+    pub app_name: String,
+    pub db_nodes: Vec<String>,
+    /// Passed as `BULWARK_DB_SECRET_FILE`.
+    pub db_secret_file: Option<PathBuf>,
+}
+
+type ProbeClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+/// Run the program until `shutdown`, then stop it. Returns once it is gone.
+pub(crate) async fn run(launch: Launch, status: watch::Sender<ProgramStatus>, shutdown: CancellationToken) {
+    let probe: ProbeClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http();
+    let mut backoff = INITIAL_BACKOFF;
+    let mut first = true;
+    loop {
+        if !first {
+            status.send_modify(|s| s.restarts += 1);
+        }
+        first = false;
+        let outcome = run_once(&launch, &status, &probe, &shutdown).await;
+        let (error, stable) = match outcome {
+            RunOutcome::Stopped => {
+                status.send_modify(|s| {
+                    s.state = ProgramState::Stopped;
+                    s.pid = None;
+                    s.listen = None;
+                });
+                return;
+            }
+            RunOutcome::Failed { error, healthy_for } => (error, healthy_for >= STABLE_AFTER),
+        };
+        if stable {
+            backoff = INITIAL_BACKOFF;
+        }
+        tracing::warn!(app = %launch.app_name, "program: {error}; starting it again in {backoff:?}");
+        status.send_modify(|s| {
+            s.state = ProgramState::Backoff;
+            s.pid = None;
+            s.listen = None;
+            s.last_error = Some(error);
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => {
+                status.send_modify(|s| s.state = ProgramState::Stopped);
+                return;
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+enum RunOutcome {
+    /// Stopped because the role is stopping.
+    Stopped,
+    /// Could not start, ended, or never became healthy.
+    Failed { error: String, healthy_for: Duration },
+}
+
+/// A free port on the loopback interface, for the program to bind. The
+/// probe socket is closed before the program starts, so another process
+/// could take the port first: the program then fails to bind, exits, and
+/// the next start picks another port.
+fn pick_port() -> std::io::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    l.local_addr()
+}
+
+fn command(launch: &Launch, listen: SocketAddr) -> Result<tokio::process::Command, String> {
+    let p = &launch.program;
+    let path = resolve_program(p, p.workdir.as_deref()).map_err(|e| e.to_string())?;
+    let mut cmd = tokio::process::Command::new(&path);
+    cmd.args(arguments(p, listen))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(w) = &p.workdir {
+        cmd.current_dir(w);
+    }
+    cmd.envs(&p.env)
+        .env("PORT", listen.port().to_string())
+        .env("BULWARK_LISTEN", listen.to_string())
+        .env("BULWARK_DB_NODES", launch.db_nodes.join(","))
+        .env("BULWARK_APP_NAME", &launch.app_name);
+    match &launch.db_secret_file {
+        Some(f) => cmd.env("BULWARK_DB_SECRET_FILE", f),
+        None => cmd.env_remove("BULWARK_DB_SECRET_FILE"),
+    };
+    if let Some(user) = &p.user {
+        let (uid, gid, home) = lookup_user(user).map_err(|e| e.to_string())?;
+        let me = nix::unistd::geteuid().as_raw();
+        if me == 0 {
+            // std drops the supplementary groups when it switches to uid.
+            cmd.uid(uid).gid(gid).env("HOME", home).env("USER", user).env("LOGNAME", user);
+        } else if me != uid {
+            return Err(format!("user: running as `{user}` needs bulwark to run as root (it runs as uid {me})"));
+        }
+    }
+    // Its own process group, so that a stop reaches the workers a program
+    // forked too; and if the role dies without stopping it, the kernel
+    // sends it SIGTERM (set after the switch of user, which clears it).
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))
+                .map_err(std::io::Error::from)?;
+            nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGTERM)).map_err(std::io::Error::from)
+        });
+    }
+    Ok(cmd)
+}
+
+async fn run_once(
+    launch: &Launch,
+    status: &watch::Sender<ProgramStatus>,
+    probe: &ProbeClient,
+    shutdown: &CancellationToken,
+) -> RunOutcome {
+    let failed = |error: String| RunOutcome::Failed { error, healthy_for: Duration::ZERO };
+    let listen = match pick_port() {
+        Ok(a) => a,
+        Err(e) => return failed(format!("no free loopback port for the program: {e}")),
+    };
+    let mut cmd = match command(launch, listen) {
+        Ok(c) => c,
+        Err(e) => return failed(e),
+    };
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return failed(format!("cannot start {}: {e}", launch.program.exec[0])),
+    };
+    let pid = child.id();
+    tracing::info!(app = %launch.app_name, pid, %listen, "program started: {}", launch.program.exec.join(" "));
+    status.send_modify(|s| {
+        s.state = ProgramState::Starting;
+        s.pid = pid;
+        s.listen = Some(listen);
+    });
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(forward_lines(out, "stdout"));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(forward_lines(err, "stderr"));
+    }
+    let started = Instant::now();
+    let mut healthy_since: Option<Instant> = None;
+    // Answered its health path at least once in this run.
+    let mut run_healthy = false;
+    let mut failures = 0u32;
+    let health_url: hyper::Uri = match format!("http://{listen}{}", launch.program.health_path).parse() {
+        Ok(u) => u,
+        Err(e) => return failed(format!("health_path: {e}")),
+    };
+    let outcome = loop {
+        let wait = if run_healthy { PROBE_INTERVAL } else { PROBE_STARTING };
+        tokio::select! {
+            exit = child.wait() => {
+                let how = match exit {
+                    Ok(st) => describe(st),
+                    Err(e) => format!("waiting for it failed: {e}"),
+                };
+                let healthy_for = healthy_since.map(|t| t.elapsed()).unwrap_or_default();
+                let error = if run_healthy {
+                    format!("ended ({how})")
+                } else {
+                    format!("exited before it answered GET {} ({how}); see its output above", launch.program.health_path)
+                };
+                break RunOutcome::Failed { error, healthy_for };
+            }
+            _ = shutdown.cancelled() => {
+                stop(&mut child, launch).await;
+                break RunOutcome::Stopped;
+            }
+            _ = tokio::time::sleep(wait) => {
+                let ok = probe_once(probe, health_url.clone()).await;
+                match ok {
+                    Ok(()) => {
+                        failures = 0;
+                        run_healthy = true;
+                        if healthy_since.is_none() {
+                            healthy_since = Some(Instant::now());
+                            tracing::info!(app = %launch.app_name, pid, "program is healthy (GET {} on {listen})", launch.program.health_path);
+                        }
+                        status.send_if_modified(|s| {
+                            let was = (s.state, s.ever_healthy);
+                            s.state = ProgramState::Healthy;
+                            s.ever_healthy = true;
+                            was != (ProgramState::Healthy, true)
+                        });
+                    }
+                    Err(why) => {
+                        failures += 1;
+                        if healthy_since.is_some() && failures >= PROBE_FALL {
+                            if status.borrow().state == ProgramState::Healthy {
+                                tracing::warn!(app = %launch.app_name, pid, "program is unhealthy: GET {}: {why}", launch.program.health_path);
+                            }
+                            healthy_since = None;
+                            status.send_modify(|s| {
+                                s.state = ProgramState::Unhealthy;
+                                s.last_error = Some(format!("GET {}: {why}", launch.program.health_path));
+                            });
+                        } else if !run_healthy && started.elapsed() > launch.program.start_timeout {
+                            stop(&mut child, launch).await;
+                            break failed(format!(
+                                "did not answer GET {} on {listen} within start_timeout ({:?}): {why}; it was stopped",
+                                launch.program.health_path, launch.program.start_timeout
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    };
+    // Whatever it forked and left behind goes with it.
+    if let Some(pid) = pid {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+    outcome
+}
+
+/// SIGTERM to the program; after `stop_grace`, SIGKILL to its process group.
+async fn stop(child: &mut tokio::process::Child, launch: &Launch) {
+    let Some(pid) = child.id() else { return };
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    match tokio::time::timeout(launch.program.stop_grace, child.wait()).await {
+        Ok(st) => {
+            let how = st.map(describe).unwrap_or_else(|e| e.to_string());
+            tracing::info!(app = %launch.app_name, "program stopped ({how})");
+        }
+        Err(_) => {
+            tracing::warn!(
+                app = %launch.app_name,
+                "program did not exit within stop_grace ({:?}) of SIGTERM; killing it",
+                launch.program.stop_grace
+            );
+            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait().await;
+        }
+    }
+}
+
+async fn probe_once(probe: &ProbeClient, url: hyper::Uri) -> Result<(), String> {
+    let req = match hyper::Request::get(url).header("user-agent", "bulwark-app-health").body(Empty::new()) {
+        Ok(r) => r,
+        Err(e) => return Err(e.to_string()),
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, probe.request(req)).await {
+        Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(format!("{e}")),
+        Ok(Ok(r)) if r.status().is_success() || r.status().is_redirection() => Ok(()),
+        Ok(Ok(r)) => Err(format!("answered {}", r.status())),
+    }
+}
+
+/// Each line the program writes, as one record of the role's log (target
+/// `program`, prefixed with the stream).
+async fn forward_lines(r: impl AsyncRead + Unpin, stream: &'static str) {
+    let mut r = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match (&mut r).take(MAX_LINE_BYTES).read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end_matches(['\n', '\r']);
+        tracing::info!(target: "program", "{stream} | {line}");
+    }
+}
+
+fn describe(st: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (st.code(), st.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!(
+            "killed by {}",
+            nix::sys::signal::Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or(s.to_string())
+        ),
+        _ => "exited".into(),
+    }
+}

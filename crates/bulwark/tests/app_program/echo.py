@@ -1,0 +1,47 @@
+"""A small program for the app role's tests: answers every request with
+what it saw (path, headers, its environment, the database credential file)
+and logs to stdout and stderr. MODE=ignore_term ignores SIGTERM."""
+import http.server
+import json
+import os
+import signal
+import sys
+
+if os.environ.get("MODE") == "ignore_term":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+port = int(os.environ["PORT"])
+print(f"echo program listening on {os.environ['BULWARK_LISTEN']} (argv {sys.argv[1:]})", flush=True)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else ""
+        secret_file = os.environ.get("BULWARK_DB_SECRET_FILE")
+        out = json.dumps({
+            "method": self.command,
+            "path": self.path,
+            "body": body,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "env": {k: v for k, v in os.environ.items() if k.startswith("BULWARK_") or k in ("PORT", "GREETING")},
+            "db_secret": open(secret_file).read() if secret_file else None,
+            "pid": os.getpid(),
+            "uid": os.getuid(),
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_GET = answer
+    do_POST = answer
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("access " + (fmt % args) + "\n")
+        sys.stderr.flush()
+
+
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()

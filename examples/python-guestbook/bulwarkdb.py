@@ -1,0 +1,103 @@
+"""A small client of Bulwark's replicated database (HTTP API, docs/db.md),
+with the Python standard library only.
+
+Bulwark's app role gives the program:
+  BULWARK_DB_NODES        the database nodes, comma-separated host:port
+  BULWARK_DB_SECRET_FILE  a file holding the credential (sent as a bearer token)
+
+Writes go to the primary (a replica redirects with 307 or says who the
+leader is); each carries a request id, so a write retried after a failover
+is applied at most once. Reads go to any node; with the token of the
+client's last write (read-your-writes) the node waits until it has applied
+that write.
+"""
+import http.client
+import json
+import os
+import random
+import time
+import uuid
+
+
+class DbError(Exception):
+    """The database refused the request (bad SQL, bad input): not retried."""
+
+
+class DbUnavailable(Exception):
+    """No node could take the request before the deadline."""
+
+
+class Database:
+    def __init__(self, nodes=None, secret_file=None, deadline=5.0):
+        nodes = nodes or os.environ.get("BULWARK_DB_NODES", "")
+        self.nodes = [n.strip() for n in nodes.split(",") if n.strip()]
+        if not self.nodes:
+            raise ValueError("no database nodes (BULWARK_DB_NODES)")
+        secret_file = secret_file or os.environ.get("BULWARK_DB_SECRET_FILE")
+        self.secret = open(secret_file).read().strip() if secret_file else None
+        self.deadline = deadline
+        self.primary = None
+
+    def _post(self, node, path, payload):
+        host, port = node.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=2.0)
+        headers = {"Content-Type": "application/json"}
+        if self.secret:
+            headers["Authorization"] = "Bearer " + self.secret
+        try:
+            conn.request("POST", path, json.dumps(payload), headers)
+            r = conn.getresponse()
+            body = r.read()
+            return r.status, r.getheader("Location"), json.loads(body or b"{}")
+        finally:
+            conn.close()
+
+    def _call(self, path, payload, prefer_primary):
+        end = time.monotonic() + self.deadline
+        last = "no node answered"
+        while time.monotonic() < end:
+            order = random.sample(self.nodes, len(self.nodes))
+            if prefer_primary and self.primary:
+                order.insert(0, self.primary)
+            for node in order:
+                try:
+                    status, location, body = self._post(node, path, payload)
+                except (OSError, ValueError) as e:
+                    last = f"{node}: {e}"
+                    continue
+                if status == 200:
+                    if prefer_primary:
+                        self.primary = node
+                    return body
+                if status in (307, 308) and location:
+                    self.primary = location.split("//", 1)[-1].split("/", 1)[0]
+                    last = f"{node}: redirected to {self.primary}"
+                    break
+                if body.get("code") == "bad_token" and "token" in payload:
+                    payload = {k: v for k, v in payload.items() if k != "token"}
+                    break
+                if not body.get("retryable"):
+                    raise DbError(body.get("error", f"HTTP {status}"))
+                if body.get("leader"):
+                    self.primary = body["leader"]
+                last = f"{node}: {body.get('error', status)}"
+                break
+            time.sleep(0.05)
+        raise DbUnavailable(last)
+
+    def execute(self, statements, request_id=None):
+        """Run [(sql, params), ...] as one transaction on the primary.
+        Returns {"last_insert_id", "rows_affected", "token", "replayed"?}."""
+        payload = {
+            "statements": [{"sql": sql, "params": list(params)} for sql, params in statements],
+            "request_id": request_id or "pyguestbook:" + uuid.uuid4().hex,
+        }
+        return self._call("/v1/execute", payload, prefer_primary=True)
+
+    def query(self, sql, params=(), token=None):
+        """Rows of a read; with `token` ({"term", "index"}), the answering
+        node has applied that write first."""
+        payload = {"sql": sql, "params": list(params), "consistency": "none"}
+        if token:
+            payload["token"] = token
+        return self._call("/v1/query", payload, prefer_primary=False)["rows"]
