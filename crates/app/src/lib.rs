@@ -66,6 +66,8 @@ pub enum AppError {
     Secret(String),
     #[error("firewall: {0}")]
     Firewall(String),
+    #[error("tls: {0}")]
+    Tls(#[from] bulwark_mtls::MtlsError),
     #[error("schema migration failed: {0}")]
     Migration(String),
 }
@@ -110,8 +112,10 @@ impl AppServer {
         )
         .map_err(AppError::Secret)?;
         let db_secret = db_secret.map(|s| s.expose().to_string());
-        let db = Client::new(config.db_nodes.iter().cloned(), db_secret.as_deref().unwrap_or_default())
-            .with_deadline(config.db_deadline);
+        let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())?;
+        let db =
+            Client::with_tls(config.db_nodes.iter().cloned(), db_secret.as_deref().unwrap_or_default(), tls.clone())
+                .with_deadline(config.db_deadline);
         migrate(&db).await?;
         let firewall = Firewall::new(&config.firewall).map_err(AppError::Firewall)?;
         let listener = tokio::net::TcpListener::bind(&config.listen)

@@ -7,6 +7,9 @@
 //! secret_file = "/etc/bulwark/web-app.secret"      # required from the web tier (X-Bulwark-Cluster)
 //! db_secret_file = "/etc/bulwark/app-db.secret"    # sent to the database (default: secret)
 //! monitor_token_file = "/etc/bulwark/monitor.token" # opens /metrics as a bearer token (default: secret)
+//! tls_cert = "/var/lib/bulwark/tls/internal/app1.pem" # mutual TLS (all three or none, see `internal_tls`):
+//! tls_key = "/var/lib/bulwark/tls/internal/app1.key"  #  the listener requires a client certificate of tls_ca,
+//! tls_ca = "/var/lib/bulwark/tls/internal/ca.pem"     #  the database is reached over mutual TLS
 //! ```
 use crate::util::{check_bind, check_host_port, check_name};
 use crate::{Secret, Validate, Validator};
@@ -62,6 +65,21 @@ pub struct AppConfig {
     pub header_timeout: Duration,
     #[serde(default)]
     pub firewall: crate::firewall::FirewallConfig,
+    /// Mutual TLS (see [`crate::internal_tls`]): towards the web tier
+    /// (the listener) and the database (the client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl AppConfig {
+    /// The mutual TLS files, when `tls_cert`, `tls_key` and `tls_ca` are set.
+    pub fn tls(&self) -> Option<crate::internal_tls::TlsFiles> {
+        crate::internal_tls::files(self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref())
+    }
 }
 
 fn yes() -> bool {
@@ -92,6 +110,7 @@ impl Validate for AppConfig {
         }
         check_name(v, "name", &self.name);
         check_bind(v, "listen", &self.listen);
+        crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
         if self.db_nodes.is_empty() {
             v.error("db_nodes", "at least one database node is required");
         }
