@@ -88,6 +88,9 @@ pub(crate) struct App {
 pub struct AppServer {
     app: Arc<App>,
     listener: tokio::net::TcpListener,
+    /// Mutual TLS of the listener: a client certificate of the cluster CA
+    /// is required on every connection.
+    tls: Option<bulwark_mtls::MutualTls>,
 }
 
 impl AppServer {
@@ -141,6 +144,7 @@ impl AppServer {
                 stats: Default::default(),
             }),
             listener,
+            tls,
         })
     }
 
@@ -176,13 +180,24 @@ impl AppServer {
                 let app = app.clone();
                 async move { Ok::<_, std::convert::Infallible>(handlers::handle(&app, req, peer).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(self.app.config.header_timeout)
-                .serve_connection(TokioIo::new(stream), svc);
-            let conn = graceful.watch(conn);
+            let (tls, watcher, header_timeout) = (self.tls.clone(), graceful.watcher(), self.app.config.header_timeout);
             tokio::spawn(async move {
-                let _ = conn.await;
+                // The TLS handshake counts against the header timeout.
+                let stream = match &tls {
+                    None => bulwark_mtls::Stream::Plain(stream),
+                    Some(tls) => match tls.accept(stream, header_timeout).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::info!(client = %peer, "TLS handshake refused: {e}");
+                            return;
+                        }
+                    },
+                };
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let _ = watcher.watch(conn).await;
                 drop(permit);
             });
         }

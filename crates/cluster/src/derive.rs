@@ -156,6 +156,7 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 let _ = writeln!(c, "secret_file = {}", q(&files.secret(Hop::LbWeb)));
                 let _ = writeln!(c, "upstream_secret_file = {}", q(&files.secret(Hop::WebApp)));
                 let _ = writeln!(c, "monitor_token_file = {}", q(&files.secret(Hop::Monitor)));
+                c.push_str(&tls_keys(t, files, &p.name));
                 let servers: Vec<String> = apps.iter().map(|a| format!("\"{}\"", a.addr)).collect();
                 let _ = writeln!(c, "[[proxy]]\nprefix = \"/api/\"\nservers = [{}]", servers.join(", "));
                 let _ = writeln!(
@@ -175,6 +176,7 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                     q(&files.secret(Hop::Monitor))
                 );
                 let _ = writeln!(c, "site = {}\nname = \"{}\"", toml_string(&t.name), p.name);
+                c.push_str(&tls_keys(t, files, &p.name));
                 for n in apps.iter().chain(dbs.iter()) {
                     let _ = writeln!(
                         c,
@@ -202,6 +204,7 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                     format!("{:?}", t.lb.balance).to_lowercase()
                 );
                 let _ = writeln!(c, "cluster_secret_file = {}", q(&files.secret(Hop::LbWeb)));
+                c.push_str(&tls_keys(t, files, &p.name));
                 let _ = writeln!(
                     c,
                     "health_check = {{ kind = \"http\", path = \"/health\", interval = \"{}ms\", timeout = \"{}ms\", rise = 1, fall = 2 }}",
@@ -301,7 +304,14 @@ mod tests {
                 RoleKind::App => {
                     vec![bulwark_config::from_str::<bulwark_config::app::AppConfig>(&r.config, &origin).unwrap().tls()]
                 }
-                _ => continue,
+                RoleKind::Web => {
+                    vec![bulwark_config::from_str::<bulwark_config::web::WebConfig>(&r.config, &origin).unwrap().tls()]
+                }
+                RoleKind::Lb => {
+                    // Towards the webs, and for polling the apps and dbs.
+                    let lb = bulwark_config::from_str::<bulwark_config::lb::LbConfig>(&r.config, &origin).unwrap();
+                    vec![lb.backends[0].tls(), lb.admin.as_ref().unwrap().tls()]
+                }
             };
             for tls in tls {
                 let tls = tls.unwrap_or_else(|| panic!("{name} has no TLS keys:\n{}", r.config));
