@@ -131,7 +131,14 @@ impl ProgramServer {
 
     /// Start the program and serve until `shutdown`; then finish in-flight
     /// requests (10 s at most), and only then stop the program.
-    pub(crate) async fn run(self, listener: tokio::net::TcpListener, shutdown: CancellationToken) {
+    /// With `tls`, every connection must present a client certificate of
+    /// the cluster CA (mutual TLS, as the guestbook's listener).
+    pub(crate) async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<bulwark_mtls::MutualTls>,
+        shutdown: CancellationToken,
+    ) {
         let stop_program = CancellationToken::new();
         let supervision = tokio::spawn(supervise::run(self.launch, self.status, stop_program.clone()));
         let graceful = GracefulShutdown::new();
@@ -160,13 +167,24 @@ impl ProgramServer {
                 let front = front.clone();
                 async move { front.handle(req, peer).await }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(self.front.config.header_timeout)
-                .serve_connection(TokioIo::new(stream), svc);
-            let conn = graceful.watch(conn);
+            let (tls, watcher, header_timeout) = (tls.clone(), graceful.watcher(), self.front.config.header_timeout);
             tokio::spawn(async move {
-                let _ = conn.await;
+                // The TLS handshake counts against the header timeout.
+                let stream = match &tls {
+                    None => bulwark_mtls::Stream::Plain(stream),
+                    Some(tls) => match tls.accept(stream, header_timeout).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::info!(client = %peer, "TLS handshake refused: {e}");
+                            return;
+                        }
+                    },
+                };
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let _ = watcher.watch(conn).await;
                 drop(permit);
             });
         }

@@ -71,6 +71,8 @@ pub enum AppError {
     Secret(String),
     #[error("firewall: {0}")]
     Firewall(String),
+    #[error("tls: {0}")]
+    Tls(#[from] bulwark_mtls::MtlsError),
     #[error("schema migration failed: {0}")]
     Migration(String),
 }
@@ -91,6 +93,9 @@ pub(crate) struct App {
 pub struct AppServer {
     kind: Kind,
     listener: tokio::net::TcpListener,
+    /// Mutual TLS of the listener: a client certificate of the cluster CA
+    /// is required on every connection.
+    tls: Option<bulwark_mtls::MutualTls>,
 }
 
 enum Kind {
@@ -120,6 +125,7 @@ impl AppServer {
         )
         .map_err(AppError::Secret)?;
         let db_secret = db_secret.map(|s| s.expose().to_string());
+        let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())?;
         if config.program.is_some() {
             let listener = tokio::net::TcpListener::bind(&config.listen)
                 .await
@@ -130,10 +136,11 @@ impl AppServer {
                 db_secret,
                 monitor_token.map(|s| s.expose().to_string()),
             )?;
-            return Ok(AppServer { kind: Kind::Program(Box::new(server)), listener });
+            return Ok(AppServer { kind: Kind::Program(Box::new(server)), listener, tls });
         }
-        let db = Client::new(config.db_nodes.iter().cloned(), db_secret.as_deref().unwrap_or_default())
-            .with_deadline(config.db_deadline);
+        let db =
+            Client::with_tls(config.db_nodes.iter().cloned(), db_secret.as_deref().unwrap_or_default(), tls.clone())
+                .with_deadline(config.db_deadline);
         migrate(&db).await?;
         let firewall = Firewall::new(&config.firewall).map_err(AppError::Firewall)?;
         let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -159,6 +166,7 @@ impl AppServer {
                 stats: Default::default(),
             })),
             listener,
+            tls,
         })
     }
 
@@ -178,7 +186,7 @@ impl AppServer {
     /// most); a program is stopped after that.
     pub async fn run(self, shutdown: CancellationToken) {
         let app = match self.kind {
-            Kind::Program(p) => return p.run(self.listener, shutdown).await,
+            Kind::Program(p) => return p.run(self.listener, self.tls, shutdown).await,
             Kind::Guestbook(app) => app,
         };
         let graceful = GracefulShutdown::new();
@@ -207,13 +215,24 @@ impl AppServer {
                 let app = conn_app.clone();
                 async move { Ok::<_, std::convert::Infallible>(handlers::handle(&app, req, peer).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(app.config.header_timeout)
-                .serve_connection(TokioIo::new(stream), svc);
-            let conn = graceful.watch(conn);
+            let (tls, watcher, header_timeout) = (self.tls.clone(), graceful.watcher(), app.config.header_timeout);
             tokio::spawn(async move {
-                let _ = conn.await;
+                // The TLS handshake counts against the header timeout.
+                let stream = match &tls {
+                    None => bulwark_mtls::Stream::Plain(stream),
+                    Some(tls) => match tls.accept(stream, header_timeout).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::info!(client = %peer, "TLS handshake refused: {e}");
+                            return;
+                        }
+                    },
+                };
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let _ = watcher.watch(conn).await;
                 drop(permit);
             });
         }

@@ -1,5 +1,7 @@
 //! A topology running on the namespaces: one `bulwark up --host H` per
-//! host (in that host's namespace), sharing one secret and admin token;
+//! host (in that host's namespace), sharing one secret, admin token and
+//! cluster CA (every hop behind the lb is mutual TLS: `internal_tls` is on
+//! by default for hosts off loopback);
 //! role processes found through each supervisor's control socket; database
 //! status read over the db API. Whole-host faults for the floating address
 //! stacks: kill -9 of every process of a host, its link down and up, its
@@ -304,6 +306,24 @@ impl Cluster {
             write_private(&dir.join("secrets/db-peer"), SECRET);
             write_private(&dir.join("admin.token"), ADMIN_TOKEN);
         }
+        // One cluster CA for every host (`internal_tls` is on: the hosts
+        // are not loopback), as an operator copies it before the first
+        // `up`; each host's `up` issues its roles' certificates from it.
+        // The harness has a certificate of its own for the database API.
+        let pki = root.join("pki");
+        let ca = bulwark_cluster::pki::ClusterCa::ensure(&pki, "chaos").expect("the cluster CA");
+        let harness = ca.ensure_role("harness", std::net::IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))).unwrap();
+        let ca_dir = bulwark_cluster::pki::dir(&pki);
+        for (h, _) in &hosts {
+            let dir = bulwark_cluster::pki::dir(&root.join(h));
+            bulwark_cluster::private::dir(&dir).unwrap();
+            for f in ["ca.pem", "ca.key"] {
+                std::fs::copy(ca_dir.join(f), dir.join(f)).unwrap();
+            }
+        }
+        let files = bulwark_config::internal_tls::TlsFiles { cert: harness.cert, key: harness.key, ca: ca.cert_path() };
+        let tls = bulwark_mtls::MutualTls::load(&files).expect("the harness's certificate");
+        crate::set_inner_tls(Some(crate::InnerTls { tls, addrs: dbs.iter().map(|d| d.addr).collect() }));
         let started = Instant::now();
         let threads: Vec<_> = hosts
             .iter()
@@ -339,6 +359,12 @@ impl Cluster {
             std::panic::resume_unwind(e);
         }
         c.same_public_port();
+        // Mutual TLS is on: a database node answers no plain HTTP.
+        for d in &c.dbs {
+            let auth = format!("Bearer {SECRET}");
+            let plain = bulwark_testkit::request(d.addr, "GET", "/v1/status", &[("Authorization", &auth)], b"");
+            assert!(!plain.as_ref().is_ok_and(|r| r.status != 0), "{} answers plain HTTP: {plain:?}", d.name);
+        }
         eprintln!("chaos: {:?} stack up in {:.1} s ({})", stack, started.elapsed().as_secs_f64(), c.root.display());
         c
     }

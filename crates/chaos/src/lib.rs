@@ -43,8 +43,31 @@ use std::time::Duration;
 
 pub use bulwark_testkit::HttpResponse;
 
+/// The harness's certificate from the cluster CA and the addresses that
+/// require mutual TLS (the database nodes of a topology with
+/// `internal_tls`), set by [`Cluster::start`]: [`http`] and the database
+/// workload use it as the tiers do.
+#[derive(Clone)]
+pub struct InnerTls {
+    pub tls: bulwark_mtls::MutualTls,
+    pub addrs: Vec<SocketAddr>,
+}
+
+static INNER_TLS: std::sync::RwLock<Option<InnerTls>> = std::sync::RwLock::new(None);
+
+/// Speak mutual TLS to `inner.addrs` from now on (None: plain HTTP).
+pub fn set_inner_tls(inner: Option<InnerTls>) {
+    *INNER_TLS.write().unwrap_or_else(|p| p.into_inner()) = inner;
+}
+
+/// The harness's mutual TLS, when the running topology uses it.
+pub fn inner_tls() -> Option<bulwark_mtls::MutualTls> {
+    INNER_TLS.read().unwrap_or_else(|p| p.into_inner()).as_ref().map(|i| i.tls.clone())
+}
+
 /// One HTTP/1.1 request on a fresh connection with connect, read and write
-/// timeouts (a paused or cut-off peer must not hang the caller).
+/// timeouts (a paused or cut-off peer must not hang the caller); over
+/// mutual TLS to an address of [`set_inner_tls`].
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -65,6 +88,19 @@ pub fn http(
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
+    let tls = INNER_TLS
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .filter(|i| i.addrs.contains(&addr))
+        .map(|i| i.tls.client_config());
+    if let Some(config) = tls {
+        let name = bulwark_mtls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let conn = bulwark_mtls::rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+        let mut s = bulwark_mtls::rustls::StreamOwned::new(conn, s);
+        s.write_all(&bytes)?;
+        return bulwark_testkit::read_response(&mut s);
+    }
     s.write_all(&bytes)?;
     bulwark_testkit::read_response(&mut s)
 }

@@ -221,7 +221,7 @@ fn lb_client(
 
 fn db_client(nodes: Vec<SocketAddr>, c: usize, max_writes: u64, rec: &Recorder, stop: &AtomicBool) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let client = Client::new(nodes.iter().map(|a| a.to_string()), SECRET);
+    let client = Client::with_tls(nodes.iter().map(|a| a.to_string()), SECRET, crate::inner_tls());
     for seq in 0..max_writes {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -270,7 +270,7 @@ fn db_client(nodes: Vec<SocketAddr>, c: usize, max_writes: u64, rec: &Recorder, 
 /// Create the database workload's table (through the primary).
 pub fn create_db_table(nodes: &[SocketAddr]) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let client = Client::new(nodes.iter().map(|a| a.to_string()), SECRET);
+    let client = Client::with_tls(nodes.iter().map(|a| a.to_string()), SECRET, crate::inner_tls());
     let sql = format!(
         "CREATE TABLE IF NOT EXISTS {DB_TABLE} (id INTEGER PRIMARY KEY, client INTEGER NOT NULL, seq INTEGER NOT NULL, payload TEXT NOT NULL)"
     );

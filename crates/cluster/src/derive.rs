@@ -104,6 +104,21 @@ fn program_table(p: &bulwark_config::app::Program) -> String {
     toml::to_string(&Wrapper { program: p }).expect("a program serializes as TOML")
 }
 
+/// The mutual TLS keys of role `name` (its certificate from
+/// `crate::pki`), when the topology's `internal_tls` is on.
+fn tls_keys(t: &Topology, files: &SharedFiles, name: &str) -> String {
+    if !t.internal_tls() {
+        return String::new();
+    }
+    let dir = crate::pki::dir(&files.data_dir);
+    format!(
+        "tls_cert = {}\ntls_key = {}\ntls_ca = {}\n",
+        q(&dir.join(format!("{name}.pem"))),
+        q(&dir.join(format!("{name}.key"))),
+        q(&dir.join("ca.pem"))
+    )
+}
+
 /// Every role of `t` (or only those on `host`) with its config text.
 pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<DerivedRole> {
     let dbs = t.of_kind(RoleKind::Db);
@@ -130,6 +145,7 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 let _ = writeln!(c, "secret_file = {}", q(&files.secret(Hop::AppDb)));
                 let _ = writeln!(c, "peer_secret_file = {}", q(&files.secret(Hop::DbPeer)));
                 let _ = writeln!(c, "monitor_token_file = {}", q(&files.secret(Hop::Monitor)));
+                c.push_str(&tls_keys(t, files, &p.name));
                 // Every initial voter may bootstrap: the cluster forms once.
                 let _ = writeln!(c, "bootstrap = true");
                 for (i, d) in dbs.iter().enumerate() {
@@ -143,6 +159,7 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 let _ = writeln!(c, "secret_file = {}", q(&files.secret(Hop::WebApp)));
                 let _ = writeln!(c, "db_secret_file = {}", q(&files.secret(Hop::AppDb)));
                 let _ = writeln!(c, "monitor_token_file = {}", q(&files.secret(Hop::Monitor)));
+                c.push_str(&tls_keys(t, files, &p.name));
                 if let Some(p) = &program {
                     c.push_str(&program_table(p));
                 }
@@ -162,6 +179,7 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 let _ = writeln!(c, "secret_file = {}", q(&files.secret(Hop::LbWeb)));
                 let _ = writeln!(c, "upstream_secret_file = {}", q(&files.secret(Hop::WebApp)));
                 let _ = writeln!(c, "monitor_token_file = {}", q(&files.secret(Hop::Monitor)));
+                c.push_str(&tls_keys(t, files, &p.name));
                 let servers: Vec<String> = apps.iter().map(|a| format!("\"{}\"", a.addr)).collect();
                 // The guestbook's page is static (the web root) and its API
                 // under /api/; a program of the user's answers everything.
@@ -184,6 +202,7 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                     q(&files.secret(Hop::Monitor))
                 );
                 let _ = writeln!(c, "site = {}\nname = \"{}\"", toml_string(&t.name), p.name);
+                c.push_str(&tls_keys(t, files, &p.name));
                 for n in apps.iter().chain(dbs.iter()) {
                     let _ = writeln!(
                         c,
@@ -211,6 +230,7 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                     format!("{:?}", t.lb.balance).to_lowercase()
                 );
                 let _ = writeln!(c, "cluster_secret_file = {}", q(&files.secret(Hop::LbWeb)));
+                c.push_str(&tls_keys(t, files, &p.name));
                 let _ = writeln!(
                     c,
                     "health_check = {{ kind = \"http\", path = \"/health\", interval = \"{}ms\", timeout = \"{}ms\", rise = 1, fall = 2 }}",
@@ -287,6 +307,46 @@ mod tests {
         let mut v = bulwark_config::Validator::default();
         t.validate(&mut v);
         assert!(v.is_empty());
+    }
+
+    /// With `internal_tls` (on for hosts off loopback), every tier behind
+    /// the lb gets its role's certificate, key and the cluster CA.
+    #[test]
+    fn internal_tls_gives_each_role_its_certificate() {
+        let mut t = Topology::default_localhost();
+        for (i, h) in t.hosts.iter_mut().enumerate() {
+            h.address = format!("10.0.0.{}", 10 + i).parse().unwrap();
+        }
+        assert!(t.internal_tls());
+        let files = SharedFiles::under(Path::new("/var/lib/bulwark"), &t);
+        let dir = Path::new("/var/lib/bulwark/tls/internal");
+        for r in derive(&t, &files, None) {
+            let name = &r.placed.name;
+            let origin = r.config_path.display().to_string();
+            let tls = match r.placed.kind {
+                RoleKind::Db => {
+                    vec![bulwark_config::from_str::<bulwark_config::db::DbConfig>(&r.config, &origin).unwrap().tls()]
+                }
+                RoleKind::App => {
+                    vec![bulwark_config::from_str::<bulwark_config::app::AppConfig>(&r.config, &origin).unwrap().tls()]
+                }
+                RoleKind::Web => {
+                    vec![bulwark_config::from_str::<bulwark_config::web::WebConfig>(&r.config, &origin).unwrap().tls()]
+                }
+                RoleKind::Lb => {
+                    // Towards the webs, and for polling the apps and dbs.
+                    let lb = bulwark_config::from_str::<bulwark_config::lb::LbConfig>(&r.config, &origin).unwrap();
+                    vec![lb.backends[0].tls(), lb.admin.as_ref().unwrap().tls()]
+                }
+            };
+            for tls in tls {
+                let tls = tls.unwrap_or_else(|| panic!("{name} has no TLS keys:\n{}", r.config));
+                assert_eq!((tls.cert, tls.key), (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key"))));
+                assert_eq!(tls.ca, dir.join("ca.pem"));
+            }
+        }
+        t.internal_tls = Some(false);
+        assert!(derive(&t, &files, None).iter().all(|r| !r.config.contains("tls_ca")));
     }
 
     /// Two lb hosts with two floating groups in opposite orders

@@ -7,7 +7,9 @@
 //! role's host address and name, valid as both TLS server and client (a
 //! role accepts from the tier in front and connects to the tier behind).
 //! A role's certificate is issued when missing; delete it to have the next
-//! `up` issue a new one. Rotation: docs/operations.md.
+//! `up` issue a new one. A host that has `ca.pem` but not `ca.key` (the lb
+//! host, given its roles' files) uses what it was given and issues nothing.
+//! Rotation: docs/operations.md.
 use crate::private;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -36,10 +38,12 @@ pub struct RoleCertificate {
     pub key: PathBuf,
 }
 
-/// The cluster CA, able to issue role certificates.
+/// The cluster CA, able to issue role certificates where its key is.
 pub struct ClusterCa {
     dir: PathBuf,
-    issuer: Issuer<'static, KeyPair>,
+    /// None on a host given `ca.pem` and its roles' certificates but not
+    /// `ca.key` (an lb host, see docs/operations.md): it issues nothing.
+    issuer: Option<Issuer<'static, KeyPair>>,
 }
 
 /// The CA's parameters: what its certificate says and what a certificate it
@@ -74,6 +78,9 @@ impl ClusterCa {
             private::tighten(&key_path).map_err(io(&key_path))?;
             let pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
             KeyPair::from_pem(&pem).map_err(cert_err(&key_path))?
+        } else if cert_path.exists() {
+            // The CA certificate without its key: trust it, issue nothing.
+            return Ok(ClusterCa { dir, issuer: None });
         } else {
             let key = KeyPair::generate().map_err(cert_err(&key_path))?;
             let cert = params.self_signed(&key).map_err(cert_err(&cert_path))?;
@@ -81,7 +88,7 @@ impl ClusterCa {
             std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
             key
         };
-        Ok(ClusterCa { dir, issuer: Issuer::new(params, key) })
+        Ok(ClusterCa { dir, issuer: Some(Issuer::new(params, key)) })
     }
 
     /// The CA certificate every role trusts.
@@ -98,6 +105,15 @@ impl ClusterCa {
             private::tighten(&files.key).map_err(io(&files.key))?;
             return Ok(files);
         }
+        let Some(issuer) = &self.issuer else {
+            return Err(PkiError::Certificate {
+                path: files.cert.clone(),
+                reason: format!(
+                    "missing, and this host has no ca.key to issue it: copy {name}.pem and {name}.key from the \
+                     host that holds the cluster CA's key"
+                ),
+            });
+        };
         let mut p =
             CertificateParams::new(vec![address.to_string(), name.to_string()]).map_err(cert_err(&files.cert))?;
         p.distinguished_name.push(DnType::CommonName, name);
@@ -105,7 +121,7 @@ impl ClusterCa {
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         p.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().map_err(cert_err(&files.key))?;
-        let cert = p.signed_by(&key, &self.issuer).map_err(cert_err(&files.cert))?;
+        let cert = p.signed_by(&key, issuer).map_err(cert_err(&files.cert))?;
         // A new key replaces an old one: write it whole, then the certificate.
         let _ = std::fs::remove_file(&files.key);
         private::ensure_file(&files.key, || key.serialize_pem()).map_err(io(&files.key))?;
@@ -212,5 +228,22 @@ mod tests {
         let err = handshake(&db, &ca_pem, &stranger, &ca_pem, "db1").await.unwrap_err();
         assert!(err.contains("server") || err.contains("client read"), "{err}");
         assert!(handshake(&stranger, &other.cert_path(), &app, &ca_pem, "app9").await.is_err());
+    }
+
+    /// A host given `ca.pem` and its roles' certificates without `ca.key`
+    /// keeps them: it neither makes a CA of its own nor issues anything.
+    #[test]
+    fn a_host_without_the_ca_key_keeps_the_given_files_and_issues_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::ensure(d.path(), "test").unwrap();
+        let lb = ca.ensure_role("lb1", "10.0.0.10".parse().unwrap()).unwrap();
+        let ca_pem = std::fs::read(ca.cert_path()).unwrap();
+        std::fs::remove_file(dir(d.path()).join("ca.key")).unwrap();
+        let given = ClusterCa::ensure(d.path(), "test").unwrap();
+        assert_eq!(std::fs::read(given.cert_path()).unwrap(), ca_pem, "the given CA is kept");
+        assert_eq!(given.ensure_role("lb1", "10.0.0.10".parse().unwrap()).unwrap(), lb);
+        let e = given.ensure_role("web1", "10.0.0.11".parse().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("web1.pem") && e.contains("ca.key"), "{e}");
+        assert!(!dir(d.path()).join("ca.key").exists());
     }
 }

@@ -35,8 +35,15 @@ pub struct ChildSpec {
 pub enum Readiness {
     /// As soon as it printed its ready line.
     ReadyLine,
-    /// Ready line, then `GET path` on the named listener answers `expect`.
-    Http { listener: String, path: String, expect: u16, token: Option<bulwark_config::Secret> },
+    /// Ready line, then `GET path` on the named listener answers `expect`
+    /// (over mutual TLS with `tls`, when the role requires it).
+    Http {
+        listener: String,
+        path: String,
+        expect: u16,
+        token: Option<bulwark_config::Secret>,
+        tls: Option<bulwark_mtls::MutualTls>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -450,13 +457,14 @@ impl Supervisor {
         let readiness_task = tokio::spawn(async move {
             let Some(listeners) = ready_rx.recv().await else { return };
             me.update(&name, |s| s.listeners = listeners.clone());
-            if let Readiness::Http { listener, path, expect, token } = &readiness {
+            if let Readiness::Http { listener, path, expect, token, tls } = &readiness {
                 let Some(addr) = listeners.get(listener).and_then(|a| a.parse::<SocketAddr>().ok()) else {
                     tracing::error!(role = %name, "no listener `{listener}` on the ready line");
                     return;
                 };
                 loop {
-                    match http_get(addr, path, token.as_ref().map(|t| t.expose()), Duration::from_secs(2)).await {
+                    let token = token.as_ref().map(|t| t.expose());
+                    match http_get(addr, path, token, tls.as_ref(), Duration::from_secs(2)).await {
                         Ok((s, _)) if s == *expect => break,
                         _ => tokio::time::sleep(Duration::from_millis(50)).await,
                     }

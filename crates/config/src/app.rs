@@ -18,6 +18,9 @@
 //! health_path = "/health"            # probed on the program's private port
 //! stop_grace = "10s"                 # SIGTERM, then SIGKILL after this long
 //! start_timeout = "30s"              # to answer health_path after a start
+//! tls_cert = "/var/lib/bulwark/tls/internal/app1.pem" # mutual TLS (all three or none, see `internal_tls`):
+//! tls_key = "/var/lib/bulwark/tls/internal/app1.key"  #  the listener requires a client certificate of tls_ca,
+//! tls_ca = "/var/lib/bulwark/tls/internal/ca.pem"     #  the database is reached over mutual TLS
 //! ```
 use crate::util::{check_bind, check_host_port, check_name};
 use crate::{Secret, Validate, Validator};
@@ -78,6 +81,14 @@ pub struct AppConfig {
     /// built-in guestbook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub program: Option<Program>,
+    /// Mutual TLS (see [`crate::internal_tls`]): towards the web tier
+    /// (the listener) and the database (the client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// The user's application as the app role runs it: the role binds the
@@ -174,6 +185,13 @@ impl Program {
     }
 }
 
+impl AppConfig {
+    /// The mutual TLS files, when `tls_cert`, `tls_key` and `tls_ca` are set.
+    pub fn tls(&self) -> Option<crate::internal_tls::TlsFiles> {
+        crate::internal_tls::files(self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref())
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -202,6 +220,7 @@ impl Validate for AppConfig {
         }
         check_name(v, "name", &self.name);
         check_bind(v, "listen", &self.listen);
+        crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
         if self.db_nodes.is_empty() {
             v.error("db_nodes", "at least one database node is required");
         }

@@ -11,6 +11,9 @@
 //! bootstrap = true                     # on an empty data dir, create a cluster of `peer`s + this node (default false)
 //! forward_writes = true                # a replica proxies writes to the primary (false: 307 redirect)
 //! max_write_steps = 100000000          # SQLite VM steps one write may run (the same on every node)
+//! tls_cert = "/var/lib/bulwark/tls/internal/db1.pem" # mutual TLS with peers and clients (all three or none;
+//! tls_key = "/var/lib/bulwark/tls/internal/db1.key"  #  see `internal_tls`): the API speaks TLS only and
+//! tls_ca = "/var/lib/bulwark/tls/internal/ca.pem"    #  requires a client certificate issued by tls_ca
 //!
 //! [[peer]]                             # the initial voters (this node may be listed too)
 //! id = 2
@@ -125,6 +128,16 @@ pub struct DbConfig {
     /// work (log fsync, applying writes, reads) has threads of its own.
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// Mutual TLS (see [`crate::internal_tls`]): this node's certificate
+    /// and key, served to clients and peers and presented to peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA whose certificates this node accepts from clients and peers
+    /// and expects of the peers it connects to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
     /// Most SQLite VM instructions one write (one `/v1/execute` request,
     /// all its statements) may run; past it the write fails alone with
     /// "write exceeded N steps" and the others of its batch apply. Counted,
@@ -246,6 +259,7 @@ impl Validate for DbConfig {
             self.monitor_token.as_ref(),
             self.monitor_token_file.as_ref(),
         );
+        crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
         let mut ids = HashSet::new();
         for (i, p) in self.peers.iter().enumerate() {
             v.scope("peer", |v| {
@@ -299,6 +313,11 @@ impl Validate for DbConfig {
 }
 
 impl DbConfig {
+    /// The mutual TLS files, when `tls_cert`, `tls_key` and `tls_ca` are set.
+    pub fn tls(&self) -> Option<crate::internal_tls::TlsFiles> {
+        crate::internal_tls::files(self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref())
+    }
+
     /// The cluster secret from `secret` or `secret_file` (trimmed).
     pub fn load_secret(&self) -> std::io::Result<Secret> {
         if let Some(s) = &self.secret {
@@ -448,6 +467,19 @@ address = "bad address"
         assert_eq!(e.issues[0].key, "advertise");
         let ok = format!("{t}advertise = \"10.0.0.1:7001\"\n");
         crate::from_str::<DbConfig>(&ok, "db.toml").unwrap();
+    }
+
+    #[test]
+    fn tls_needs_all_three_files() {
+        let base = "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
+        let c = crate::from_str::<DbConfig>(base, "db.toml").unwrap();
+        assert_eq!(c.tls(), None);
+        let e = crate::from_str::<DbConfig>(&format!("{base}tls_cert = \"c.pem\"\n"), "db.toml").unwrap_err();
+        let keys: Vec<&str> = e.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["tls_key", "tls_ca"]);
+        let all = format!("{base}tls_cert = \"c.pem\"\ntls_key = \"c.key\"\ntls_ca = \"ca.pem\"\n");
+        let c = crate::from_str::<DbConfig>(&all, "db.toml").unwrap();
+        assert_eq!(c.tls().unwrap().ca, PathBuf::from("ca.pem"));
     }
 
     #[test]

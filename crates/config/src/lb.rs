@@ -24,6 +24,12 @@
 //! address = "127.0.0.1:8082"
 //! backup = true                    # active-passive: only used when all others are down
 //! ```
+//!
+//! A backend of http frontends reached over mutual TLS (see
+//! `internal_tls`) names the lb's certificate, key and the cluster CA:
+//! `tls_cert`, `tls_key`, `tls_ca` (all three or none), in its
+//! `[[backend]]` table. `[admin]` takes the same three keys for its polls
+//! of the watched nodes.
 use crate::util::{check_bind, check_host_port, check_name};
 use crate::{Validate, Validator};
 use serde::{Deserialize, Serialize};
@@ -88,6 +94,21 @@ pub struct Admin {
     pub nodes: Vec<WatchedNode>,
     #[serde(default)]
     pub alerts: AlertRules,
+    /// Mutual TLS for polling the watched nodes (see
+    /// [`crate::internal_tls`]); the admin listener itself stays plain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+impl Admin {
+    /// The mutual TLS files, when `tls_cert`, `tls_key` and `tls_ca` are set.
+    pub fn tls(&self) -> Option<crate::internal_tls::TlsFiles> {
+        crate::internal_tls::files(self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref())
+    }
 }
 
 fn default_site() -> String {
@@ -308,6 +329,23 @@ pub struct Backend {
     pub cluster_secret: Option<crate::Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_secret_file: Option<std::path::PathBuf>,
+    /// Mutual TLS to the servers (see [`crate::internal_tls`]): each
+    /// connection presents `tls_cert` and accepts only a server whose
+    /// certificate chains to `tls_ca` and names the server's IP address.
+    /// HTTP frontends only: a tcp frontend passes bytes on as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+impl Backend {
+    /// The mutual TLS files, when `tls_cert`, `tls_key` and `tls_ca` are set.
+    pub fn tls(&self) -> Option<crate::internal_tls::TlsFiles> {
+        crate::internal_tls::files(self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref())
+    }
 }
 
 fn default_pool() -> usize {
@@ -588,6 +626,7 @@ impl Validate for LbConfig {
         if let Some(a) = &self.admin {
             v.scope("admin", |v| {
                 check_bind(v, "bind", &a.bind);
+                crate::internal_tls::check(v, a.tls_cert.as_ref(), a.tls_key.as_ref(), a.tls_ca.as_ref());
                 if a.token.is_some() && a.token_file.is_some() {
                     v.error("token_file", "set token or token_file, not both");
                 }
@@ -709,6 +748,7 @@ impl Validate for LbConfig {
 
 impl Validate for Backend {
     fn validate(&self, v: &mut Validator) {
+        crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
         if self.servers.is_empty() {
             v.error("server", "at least one [[backend.server]] is required");
         }

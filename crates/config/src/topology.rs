@@ -42,10 +42,10 @@ pub struct Topology {
     #[serde(default, rename = "floating", skip_serializing_if = "Vec::is_empty")]
     pub floating: Vec<Floating>,
     /// Issue every role a certificate from a cluster CA that `up` creates
-    /// (`DATA/tls/internal/`), for mutual TLS between tiers on different
-    /// hosts. Default: on when a host's address is not loopback (the
-    /// topology spans machines), off on localhost. No hop uses the
-    /// certificates yet: tiers still talk plain HTTP.
+    /// (`DATA/tls/internal/`) and set every role's `tls_*` keys: every hop
+    /// behind the lb is then mutual TLS (see [`crate::internal_tls`]).
+    /// Default: on when a host's address is not loopback (the topology
+    /// spans machines), off on localhost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub internal_tls: Option<bool>,
     /// What the app roles run: the built-in guestbook, or the user's

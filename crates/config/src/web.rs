@@ -31,6 +31,9 @@
 //! value = "public, max-age=31536000, immutable"
 //!
 //! static_prefixes = ["/static/"]     # always static files from root, before any [[proxy]] route
+//! tls_cert = "/var/lib/bulwark/tls/internal/web1.pem" # mutual TLS (all three or none, see `internal_tls`):
+//! tls_key = "/var/lib/bulwark/tls/internal/web1.key"  #  the listeners require a client certificate of tls_ca,
+//! tls_ca = "/var/lib/bulwark/tls/internal/ca.pem"     #  the [[proxy]] servers are reached over mutual TLS
 //!
 //! [[proxy]]
 //! prefix = "/api/"                   # requests under this prefix go to the servers
@@ -115,6 +118,21 @@ pub struct WebConfig {
     pub monitor_token_file: Option<PathBuf>,
     #[serde(default)]
     pub firewall: crate::firewall::FirewallConfig,
+    /// Mutual TLS (see [`crate::internal_tls`]): towards the lb (the
+    /// listeners) and the `[[proxy]]` servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl WebConfig {
+    /// The mutual TLS files, when `tls_cert`, `tls_key` and `tls_ca` are set.
+    pub fn tls(&self) -> Option<crate::internal_tls::TlsFiles> {
+        crate::internal_tls::files(self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref())
+    }
 }
 
 fn default_index() -> Vec<String> {
@@ -287,8 +305,9 @@ fn d3s() -> Duration {
 
 impl ProxyRoute {
     /// The route as an lb-style backend named `name` (servers `name-0`,
-    /// `name-1`, ...), so `bulwark-proxy` can build its upstream pool from it.
-    pub fn to_backend(&self, name: &str) -> Backend {
+    /// `name-1`, ...), so `bulwark-proxy` can build its upstream pool from
+    /// it; over mutual TLS with `tls` (the web role's files).
+    pub fn to_backend(&self, name: &str, tls: Option<&crate::internal_tls::TlsFiles>) -> Backend {
         Backend {
             name: name.to_string(),
             balance: self.balance,
@@ -314,6 +333,9 @@ impl ProxyRoute {
             panic_threshold_percent: self.panic_threshold_percent,
             cluster_secret: None,
             cluster_secret_file: None,
+            tls_cert: tls.map(|t| t.cert.clone()),
+            tls_key: tls.map(|t| t.key.clone()),
+            tls_ca: tls.map(|t| t.ca.clone()),
         }
     }
 }
@@ -325,6 +347,7 @@ fn is_header_value(s: &str) -> bool {
 
 impl Validate for WebConfig {
     fn validate(&self, v: &mut Validator) {
+        crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
         if let Some(r) = &self.role {
             if r != "web" {
                 v.error("role", format!("this is a web config, but role = \"{r}\""));
@@ -504,13 +527,13 @@ health_check = { kind = "http", path = "/health", interval = "500ms" }
     #[test]
     fn proxy_route_becomes_a_backend() {
         let c: WebConfig = crate::from_str(GOOD, "web.toml").unwrap();
-        let b = c.proxy[0].to_backend("api");
+        let b = c.proxy[0].to_backend("api", None);
         assert_eq!(b.servers.len(), 2);
         assert_eq!(b.servers[1].name, "api-1");
         assert_eq!(b.servers[1].address, "app2:9002");
         assert_eq!(b.health_check.unwrap().interval, Duration::from_millis(500));
         let mut v = Validator::default();
-        c.proxy[0].to_backend("api").validate(&mut v);
+        c.proxy[0].to_backend("api", None).validate(&mut v);
         assert!(v.is_empty(), "{v:?}");
     }
 

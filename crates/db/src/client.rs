@@ -113,7 +113,7 @@ fn new_request_id() -> String {
 }
 
 fn addr_of_location(loc: &str) -> Option<String> {
-    let rest = loc.strip_prefix("http://")?;
+    let rest = loc.strip_prefix("http://").or_else(|| loc.strip_prefix("https://"))?;
     Some(rest.split('/').next()?.to_string())
 }
 
@@ -148,11 +148,23 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        Client::with_tls(nodes, secret, None)
+    }
+
+    /// [`Client::new`], over mutual TLS when `tls` is set: the client
+    /// presents its role's certificate and accepts only nodes whose
+    /// certificate chains to the cluster CA and names the host of the
+    /// node's address (see `bulwark_mtls`).
+    pub fn with_tls<I, S>(nodes: I, secret: &str, tls: Option<bulwark_mtls::MutualTls>) -> Client
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         let nodes =
             nodes.into_iter().map(|a| KnownNode { address: a.into(), role: None, rtt: None, healthy: true }).collect();
         Client {
             inner: Arc::new(Inner {
-                http: HttpClient::new(secret, None),
+                http: HttpClient::new(secret, None, tls),
                 nodes: Mutex::new(nodes),
                 primary: Mutex::new(None),
                 refreshed: Mutex::new(None),
@@ -555,7 +567,8 @@ mod tests {
     #[test]
     fn location_header_gives_the_primary_address() {
         assert_eq!(addr_of_location("http://127.0.0.1:7001/v1/execute").as_deref(), Some("127.0.0.1:7001"));
-        assert_eq!(addr_of_location("https://x/"), None);
+        assert_eq!(addr_of_location("https://10.0.0.2:7001/v1/query").as_deref(), Some("10.0.0.2:7001"));
+        assert_eq!(addr_of_location("ftp://x/"), None);
     }
 
     #[tokio::test]

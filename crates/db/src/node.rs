@@ -96,6 +96,10 @@ pub struct DbNode {
     state: Arc<NodeState>,
     firewall: Arc<bulwark_firewall::Firewall>,
     header_timeout: Duration,
+    /// Mutual TLS of the API (`tls_cert`, `tls_key`, `tls_ca`): every
+    /// connection, from clients and peers alike, must present a
+    /// certificate of the cluster CA.
+    tls: Option<bulwark_mtls::MutualTls>,
 }
 
 /// Largest body a node accepts on `/raft/*` (append-entries, snapshot chunks).
@@ -186,6 +190,8 @@ impl DbNode {
         let client_secret = config.load_secret().map_err(|e| DbError::Config(format!("secret: {e}")))?;
         let peer_secret = config.load_peer_secret().map_err(|e| DbError::Config(format!("peer_secret: {e}")))?;
         let monitor_token = config.load_monitor_token().map_err(|e| DbError::Config(format!("monitor_token: {e}")))?;
+        let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())
+            .map_err(|e| DbError::Config(format!("tls: {e}")))?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| DbError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
         let listen: SocketAddr = config.listen.parse().map_err(|e| DbError::Config(format!("listen: {e}")))?;
@@ -206,7 +212,7 @@ impl DbNode {
         let reads = Arc::new(ReadPool::new(db_path.clone(), config.read_connections));
         let local_ip = (!local.ip().is_unspecified()).then_some(local.ip());
         // To peers: Raft and forwarded requests carry the peer secret.
-        let http = HttpClient::new(peer_secret.expose(), local_ip);
+        let http = HttpClient::new(peer_secret.expose(), local_ip, tls.clone());
         let rcfg = raft_config(&config)?;
         let lease = Duration::from_millis(rcfg.election_timeout_max);
         let ahead_stats = Arc::new(AheadStats::default());
@@ -268,7 +274,7 @@ impl DbNode {
         let firewall = Arc::new(
             bulwark_firewall::Firewall::new(&config.firewall).map_err(|e| DbError::Config(format!("firewall: {e}")))?,
         );
-        Ok(DbNode { listener, state: Arc::new(state), firewall, header_timeout: config.header_timeout })
+        Ok(DbNode { listener, state: Arc::new(state), firewall, header_timeout: config.header_timeout, tls })
     }
 
     /// The listeners for the ready line: `api`.
@@ -293,7 +299,7 @@ impl DbNode {
     /// the node applies the same entry again.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DbError> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let DbNode { listener, state, firewall, header_timeout } = self;
+        let DbNode { listener, state, firewall, header_timeout, tls } = self;
         let raft_stopped = raft_stopped(state.raft.metrics());
         tokio::pin!(raft_stopped);
         let mut failed = None;
@@ -337,13 +343,26 @@ impl DbNode {
                             Ok(st.handle(req).await)
                         }
                     });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(header_timeout)
-                        .serve_connection(TokioIo::new(stream), svc);
-                    let conn = graceful.watch(conn);
+                    let (tls, watcher) = (tls.clone(), graceful.watcher());
                     tokio::spawn(async move {
-                        let _ = conn.await;
+                        // The TLS handshake counts against the header
+                        // timeout: a silent client holds the permit no
+                        // longer than one that sends no request head.
+                        let stream = match &tls {
+                            None => bulwark_mtls::Stream::Plain(stream),
+                            Some(tls) => match tls.accept(stream, header_timeout).await {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    tracing::info!(client = %peer, "TLS handshake refused: {e}");
+                                    return;
+                                }
+                            },
+                        };
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(header_timeout)
+                            .serve_connection(TokioIo::new(stream), svc);
+                        let _ = watcher.watch(conn).await;
                         drop(permit);
                     });
                 }
@@ -776,7 +795,7 @@ impl NodeState {
         if !proxy {
             return Response::builder()
                 .status(StatusCode::TEMPORARY_REDIRECT)
-                .header(http::header::LOCATION, format!("http://{addr}{path}"))
+                .header(http::header::LOCATION, format!("{}://{addr}{path}", self.http.scheme()))
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(
                     serde_json::to_vec(&ErrorBody {

@@ -1,9 +1,11 @@
 //! HTTP between nodes and from clients: one keep-alive connection pool that
-//! always sends the cluster secret, and the Raft network over it.
+//! always sends the cluster secret (over mutual TLS when configured: see
+//! [`HttpClient::new`]), and the Raft network over it.
 use crate::leader_acks::LeaderAcks;
 use crate::log_store::AppendedEntries;
 use crate::raft_types::{LogId, Node, NodeId, TypeConfig, Vote};
 use crate::state_machine::Applied;
+use bulwark_mtls::{Connector, MutualTls};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -55,8 +57,10 @@ pub struct HttpReply {
 /// A pooled HTTP/1.1 client that sends `Authorization: Bearer <secret>`.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: HyperClient<HttpConnector, Full<Bytes>>,
+    client: HyperClient<Connector, Full<Bytes>>,
     auth: Arc<str>,
+    /// `http` or, over mutual TLS, `https`.
+    scheme: &'static str,
 }
 
 /// How long an idle connection to a node is kept for reuse.
@@ -64,12 +68,18 @@ const IDLE_CONNECTION_REUSE: Duration = Duration::from_secs(5);
 
 impl HttpClient {
     /// `local_ip`: source address of outgoing connections (a node uses its
-    /// own listen address so that peers see a stable identity).
-    pub fn new(secret: &str, local_ip: Option<IpAddr>) -> HttpClient {
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(Duration::from_secs(2)));
-        conn.set_local_address(local_ip);
+    /// own listen address so that peers see a stable identity). With
+    /// `tls`, every connection is mutual TLS: it presents the role's
+    /// certificate and checks that the node's chains to the cluster CA and
+    /// names the host of the address dialled. A pooled connection keeps
+    /// its TLS session: one handshake per connection, not per request.
+    pub fn new(secret: &str, local_ip: Option<IpAddr>, tls: Option<MutualTls>) -> HttpClient {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(Duration::from_secs(2)));
+        tcp.set_local_address(local_ip);
+        let conn = Connector::new(tcp, tls);
+        let scheme = conn.scheme();
         let client = HyperClient::builder(TokioExecutor::new())
             // Shorter than a node's `header_timeout` (10 s by default): a
             // node closes a keep-alive connection idle that long (measured:
@@ -77,10 +87,15 @@ impl HttpClient {
             .pool_idle_timeout(IDLE_CONNECTION_REUSE)
             .pool_max_idle_per_host(32)
             .build(conn);
-        HttpClient { client, auth: format!("Bearer {secret}").into() }
+        HttpClient { client, auth: format!("Bearer {secret}").into(), scheme }
     }
 
-    /// Send one request to `http://{addr}{path}` and read the whole answer.
+    /// `https` over mutual TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
+    /// Send one request to `{scheme}://{addr}{path}` and read the whole answer.
     pub async fn send(
         &self,
         method: http::Method,
@@ -92,7 +107,7 @@ impl HttpClient {
     ) -> Result<HttpReply, TransportError> {
         let mut b = http::Request::builder()
             .method(method)
-            .uri(format!("http://{addr}{path}"))
+            .uri(format!("{}://{addr}{path}", self.scheme))
             .header(http::header::AUTHORIZATION, &*self.auth)
             .header(http::header::CONTENT_TYPE, "application/json");
         for (k, v) in extra {
@@ -102,9 +117,9 @@ impl HttpClient {
         let exchange = async {
             let resp = self.client.request(req).await.map_err(|e| {
                 if e.is_connect() {
-                    TransportError::Connect(addr.to_string(), e.to_string())
+                    TransportError::Connect(addr.to_string(), with_causes(&e))
                 } else {
-                    TransportError::Io(addr.to_string(), e.to_string())
+                    TransportError::Io(addr.to_string(), with_causes(&e))
                 }
             })?;
             let status = resp.status().as_u16();
@@ -133,6 +148,20 @@ impl HttpClient {
         let body = serde_json::to_vec(value).map_err(|e| TransportError::Connect(addr.to_string(), e.to_string()))?;
         self.send(http::Method::POST, addr, path, body.into(), &[], timeout).await
     }
+}
+
+/// An error and its causes, `: `-separated (hyper's own message alone
+/// says only "client error (Connect)"; the cause says which, e.g. a TLS
+/// certificate refused).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// Creates a [`PeerConnection`] per replication target.

@@ -417,7 +417,11 @@ async fn post_json(url: &str, body: String) -> Result<(), String> {
 
 /// Poll one watched node: `/health` for apps and webs, `/v1/status` for
 /// databases (role, term, applied index, lag).
-async fn poll_node(n: &bulwark_config::lb::WatchedNode, monitor_token: Option<&str>) -> NodeStatus {
+async fn poll_node(
+    n: &bulwark_config::lb::WatchedNode,
+    monitor_token: Option<&str>,
+    tls: Option<&bulwark_mtls::MutualTls>,
+) -> NodeStatus {
     let mut st = NodeStatus {
         name: n.name.clone(),
         kind: n.kind.clone(),
@@ -435,7 +439,7 @@ async fn poll_node(n: &bulwark_config::lb::WatchedNode, monitor_token: Option<&s
         }
     };
     let path = if n.kind == "db" { "/v1/status" } else { "/health" };
-    match get(addr, path, monitor_token).await {
+    match get(addr, path, monitor_token, tls).await {
         Ok((200, body)) => {
             st.healthy = true;
             if n.kind == "db" {
@@ -469,11 +473,25 @@ fn db_summary(body: &[u8]) -> Value {
     })
 }
 
-/// GET `path` with the read-only monitoring token as a bearer token.
-async fn get(addr: SocketAddr, path: &str, monitor_token: Option<&str>) -> Result<(u16, Vec<u8>), String> {
+/// GET `path` with the read-only monitoring token as a bearer token, over
+/// mutual TLS with `tls` (`[admin]`'s `tls_*` keys; the node's certificate
+/// must name `addr`'s IP).
+async fn get(
+    addr: SocketAddr,
+    path: &str,
+    monitor_token: Option<&str>,
+    tls: Option<&bulwark_mtls::MutualTls>,
+) -> Result<(u16, Vec<u8>), String> {
     use http_body_util::BodyExt;
     let attempt = async {
         let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let stream = match tls {
+            None => bulwark_mtls::Stream::Plain(stream),
+            Some(tls) => {
+                let name = bulwark_mtls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                tls.connect(stream, name).await.map_err(|e| format!("TLS handshake: {e}"))?
+            }
+        };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
@@ -499,6 +517,13 @@ pub(crate) async fn collect(
     monitor_token: Option<String>,
     stop: CancellationToken,
 ) {
+    let tls = match bulwark_mtls::MutualTls::load_optional(admin.tls().as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            monitor.event("warn", format!("admin: watched nodes are polled without TLS: {e}"));
+            None
+        }
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -508,7 +533,7 @@ pub(crate) async fn collect(
         }
         let r = routing.load_full();
         monitor.sample(&r);
-        let polls = admin.nodes.iter().map(|n| poll_node(n, monitor_token.as_deref()));
+        let polls = admin.nodes.iter().map(|n| poll_node(n, monitor_token.as_deref(), tls.as_ref()));
         let nodes = futures_util::future::join_all(polls).await;
         monitor.set_nodes(nodes);
         let rules = r.config.admin.as_ref().map(|a| a.alerts.clone()).unwrap_or_default();

@@ -270,7 +270,7 @@ impl Forwarder {
             let error = loop {
                 let (mut sender, reused) = match pool::checkout(server.id) {
                     Some(s) => (s, true),
-                    None => match pool::connect(server.addr, self.options.connect_timeout).await {
+                    None => match pool::connect(server.addr, self.options.connect_timeout, up.tls.as_ref()).await {
                         Ok(s) => {
                             server.stats.connections_opened.fetch_add(1, Ordering::Relaxed);
                             (s, false)

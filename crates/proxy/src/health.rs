@@ -4,6 +4,7 @@
 use crate::server::ServerState;
 use crate::upstream::Upstream;
 use bulwark_config::lb::{CheckKind, HealthCheck as CheckConfig};
+use bulwark_mtls::{MutualTls, Stream};
 use bytes::Bytes;
 use http_body_util::Empty;
 use std::sync::atomic::Ordering;
@@ -22,6 +23,7 @@ impl HealthCheck {
         let Some(cfg) = upstream.config.health_check.clone() else { return };
         for server in upstream.servers.clone() {
             let (cfg, stop, backend) = (cfg.clone(), stop.clone(), upstream.name().to_string());
+            let tls = upstream.tls.clone();
             tokio::spawn(async move {
                 let mut ok_streak = 0u32;
                 let mut fail_streak = 0u32;
@@ -32,7 +34,7 @@ impl HealthCheck {
                         _ = stop.cancelled() => return,
                         _ = tick.tick() => {}
                     }
-                    let result = probe(&server, &cfg).await;
+                    let result = probe(&server, &cfg, tls.as_ref()).await;
                     match result {
                         Ok(()) => {
                             fail_streak = 0;
@@ -73,8 +75,9 @@ impl HealthCheck {
     }
 }
 
-/// One probe of one server.
-pub async fn probe(server: &ServerState, cfg: &CheckConfig) -> Result<(), String> {
+/// One probe of one server, over mutual TLS with `tls` (an http check
+/// then also checks the TLS handshake, as a request would make it).
+pub async fn probe(server: &ServerState, cfg: &CheckConfig, tls: Option<&MutualTls>) -> Result<(), String> {
     let addr = server.addr;
     let attempt = async {
         let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
@@ -82,6 +85,13 @@ pub async fn probe(server: &ServerState, cfg: &CheckConfig) -> Result<(), String
             return Ok(());
         }
         let _ = stream.set_nodelay(true);
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some(tls) => {
+                let name = bulwark_mtls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                tls.connect(stream, name).await.map_err(|e| format!("TLS handshake: {e}"))?
+            }
+        };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| format!("handshake: {e}"))?;

@@ -60,18 +60,37 @@ pub(crate) enum ConnectError {
     Timeout(SocketAddr),
     #[error("connect to {0}: {1}")]
     Io(SocketAddr, std::io::Error),
+    #[error("TLS handshake with {0}: {1}")]
+    Tls(SocketAddr, std::io::Error),
     #[error("handshake with {0}: {1}")]
     Handshake(SocketAddr, hyper::Error),
 }
 
-/// Open a new connection and drive it on the current runtime.
-pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-        Err(_) => return Err(ConnectError::Timeout(addr)),
-        Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
-        Ok(Ok(s)) => s,
+/// Open a new connection and drive it on the current runtime; over mutual
+/// TLS with `tls` (the server's certificate must name `addr`'s IP). The
+/// TCP connect and the TLS handshake share `timeout`. The connection is
+/// pooled with its TLS session: one handshake per connection, not per
+/// request.
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&bulwark_mtls::MutualTls>,
+) -> Result<Sender, ConnectError> {
+    let open = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| ConnectError::Io(addr, e))?;
+        let _ = stream.set_nodelay(true);
+        match tls {
+            None => Ok(bulwark_mtls::Stream::Plain(stream)),
+            Some(tls) => {
+                let name = bulwark_mtls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                tls.connect(stream, name).await.map_err(|e| ConnectError::Tls(addr, e))
+            }
+        }
     };
-    let _ = stream.set_nodelay(true);
+    let stream = match tokio::time::timeout(timeout, open).await {
+        Err(_) => return Err(ConnectError::Timeout(addr)),
+        Ok(r) => r?,
+    };
     let (sender, conn) = http1::Builder::new()
         .writev(false)
         .handshake(hyper_util::rt::TokioIo::new(stream))

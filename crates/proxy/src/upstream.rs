@@ -13,6 +13,10 @@ use std::sync::{Arc, Mutex};
 pub struct Upstream {
     pub config: Backend,
     pub servers: Vec<Arc<ServerState>>,
+    /// Mutual TLS to the servers (the backend's `tls_*` keys): every new
+    /// connection and health check presents this role's certificate and
+    /// checks the server's against the CA and the server's IP address.
+    pub tls: Option<bulwark_mtls::MutualTls>,
     balancer: Balancer,
     pub retry_budget: RetryBudget,
 }
@@ -21,12 +25,16 @@ pub struct Upstream {
 pub enum UpstreamError {
     #[error("backend `{backend}` server `{server}`: cannot resolve `{address}`: {reason}")]
     Resolve { backend: String, server: String, address: String, reason: String },
+    #[error("backend `{backend}`: {source}")]
+    Tls { backend: String, source: bulwark_mtls::MtlsError },
 }
 
 impl Upstream {
     /// Build from config, resolving server addresses. `previous` servers with
     /// the same name and address keep their live state (health, counters).
     pub fn new(config: Backend, previous: Option<&Upstream>) -> Result<Upstream, UpstreamError> {
+        let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())
+            .map_err(|source| UpstreamError::Tls { backend: config.name.clone(), source })?;
         let mut servers = Vec::with_capacity(config.servers.len());
         for s in &config.servers {
             let addr = resolve(&s.address).map_err(|reason| UpstreamError::Resolve {
@@ -59,7 +67,7 @@ impl Upstream {
             Balance::Ewma => Balancer::Ewma,
         };
         let retry_budget = RetryBudget::new(config.retries.budget_ratio, config.retries.budget_min_per_sec);
-        Ok(Upstream { config, servers, balancer, retry_budget })
+        Ok(Upstream { config, servers, tls, balancer, retry_budget })
     }
 
     pub fn name(&self) -> &str {

@@ -24,7 +24,8 @@ pub struct RequestLimits {
 impl ForwardRoute {
     /// Build route number `index`; its health checks run on the current
     /// runtime until `stop`. `secret` (the web→app credential) is sent as
-    /// `X-Bulwark-Cluster`.
+    /// `X-Bulwark-Cluster`; with `tls` the servers are reached over mutual
+    /// TLS.
     /// Request bodies are held to the web role's `limits.max_body_bytes`
     /// (413) and `timeouts.body` (408), as for static files.
     pub fn new(
@@ -32,10 +33,11 @@ impl ForwardRoute {
         cfg: &RouteConfig,
         limits: RequestLimits,
         secret: Option<&str>,
+        tls: Option<&bulwark_config::internal_tls::TlsFiles>,
         stop: CancellationToken,
     ) -> Result<Self, String> {
         let name = format!("proxy{index}");
-        let upstream = Arc::new(Upstream::new(cfg.to_backend(&name), None).map_err(|e| e.to_string())?);
+        let upstream = Arc::new(Upstream::new(cfg.to_backend(&name, tls), None).map_err(|e| e.to_string())?);
         HealthCheck::spawn(upstream.clone(), stop);
         let mut set_headers = Vec::new();
         if let Some(s) = secret {

@@ -55,6 +55,8 @@ pub enum WebError {
     Firewall(String),
     #[error("proxy[{index}]: {reason}")]
     Upstream { index: usize, reason: String },
+    #[error("tls: {0}")]
+    Tls(bulwark_mtls::MtlsError),
 }
 
 /// A bound, not yet running web server.
@@ -70,6 +72,8 @@ pub struct WebServer {
     upstream_secret: Option<String>,
     /// Opens `/metrics` (bearer).
     monitor_token: Option<String>,
+    /// Mutual TLS of the listeners and the `[[proxy]]` connections.
+    tls: Option<bulwark_mtls::MutualTls>,
 }
 
 impl WebServer {
@@ -114,6 +118,7 @@ impl WebServer {
         )
         .map_err(WebError::Secret)?;
         let expose = |s: Option<bulwark_config::Secret>| s.map(|s| s.expose().to_string());
+        let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref()).map_err(WebError::Tls)?;
         let routes = config.proxy.iter().map(|_| Arc::new(NotWired) as Arc<dyn ProxyRoute>).collect();
         Ok(WebServer {
             config,
@@ -124,6 +129,7 @@ impl WebServer {
             secret: expose(secret),
             upstream_secret: expose(upstream_secret),
             monitor_token: expose(monitor_token),
+            tls,
         })
     }
 
@@ -145,7 +151,9 @@ impl WebServer {
                 max_body_bytes: self.config.limits.max_body_bytes,
                 body_timeout: self.config.timeouts.body,
             };
-            let route = forward::ForwardRoute::new(i, p, limits, self.upstream_secret.as_deref(), stop.clone())
+            let tls = self.config.tls();
+            let secret = self.upstream_secret.as_deref();
+            let route = forward::ForwardRoute::new(i, p, limits, secret, tls.as_ref(), stop.clone())
                 .map_err(|reason| WebError::Upstream { index: i, reason })?;
             self.wire_proxy(i, Arc::new(route))?;
         }
@@ -192,6 +200,7 @@ impl WebServer {
             send_timeout: c.timeouts.send,
             max_header_bytes: c.limits.max_header_bytes,
             drain: c.timeouts.drain,
+            tls: self.tls.clone(),
         };
         let drain = c.timeouts.drain;
         let workers = server::spawn_workers(self.threads, self.listeners, shared, settings, shutdown.clone())

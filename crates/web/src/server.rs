@@ -36,6 +36,10 @@ pub struct ConnectionSettings {
     pub send_timeout: Duration,
     pub max_header_bytes: usize,
     pub drain: Duration,
+    /// Mutual TLS (`tls_cert`, `tls_key`, `tls_ca`): every connection must
+    /// complete a TLS handshake with a client certificate of the cluster
+    /// CA within `header_timeout`.
+    pub tls: Option<bulwark_mtls::MutualTls>,
 }
 
 /// A listen address bound once per worker.
@@ -160,6 +164,26 @@ async fn serve_connection(
     settings: Rc<ConnectionSettings>,
     stop: CancellationToken,
 ) {
+    let stream = match &settings.tls {
+        None => bulwark_mtls::Stream::Plain(stream),
+        Some(tls) => {
+            let handshake = tls.accept(stream, settings.header_timeout);
+            let handshake = async {
+                tokio::select! {
+                    r = handshake => Some(r),
+                    _ = stop.cancelled() => None,
+                }
+            };
+            match handshake.await {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    tracing::info!(client = %peer, "TLS handshake refused: {e}");
+                    return;
+                }
+                None => return,
+            }
+        }
+    };
     let phase = Rc::new(Cell::new(Phase::Head(Instant::now())));
     let io = TimedIo::new(stream, peer, phase.clone(), &settings);
     let svc = hyper::service::service_fn(move |req| {
@@ -215,7 +239,7 @@ enum Phase {
 /// write that stays blocked for `send_timeout` (the client accepted no
 /// byte) fails with `TimedOut`; its timer is armed only when a write blocks.
 struct TimedIo {
-    stream: TcpStream,
+    stream: bulwark_mtls::ServerStream,
     phase: Rc<Cell<Phase>>,
     header_timeout: Duration,
     keepalive_timeout: Duration,
@@ -235,7 +259,12 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
 
 impl TimedIo {
-    fn new(stream: TcpStream, peer: SocketAddr, phase: Rc<Cell<Phase>>, s: &ConnectionSettings) -> Self {
+    fn new(
+        stream: bulwark_mtls::ServerStream,
+        peer: SocketAddr,
+        phase: Rc<Cell<Phase>>,
+        s: &ConnectionSettings,
+    ) -> Self {
         TimedIo {
             stream,
             phase,

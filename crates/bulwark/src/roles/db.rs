@@ -157,7 +157,11 @@ fn client(config: Option<PathBuf>, cluster: &ClusterArgs) -> Result<Client> {
     if nodes.is_empty() {
         bail!("no nodes: pass --nodes host:port,... or -c <db.toml>");
     }
-    Ok(Client::new(nodes, &secret))
+    // With the node's config, its certificate too: a node that requires
+    // mutual TLS answers nothing else.
+    let tls = file.as_ref().and_then(|c| c.tls());
+    let tls = bulwark_mtls::MutualTls::load_optional(tls.as_ref()).context("loading the node's TLS files")?;
+    Ok(Client::with_tls(nodes, &secret, tls))
 }
 
 fn admin(config: Option<PathBuf>, cmd: DbCommand) -> Result<i32> {

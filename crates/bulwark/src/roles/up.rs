@@ -125,7 +125,7 @@ fn prepare_files(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Resul
     ensure_private_file(&files.admin_token, random_secret)?;
     if t.internal_tls() {
         // A cluster CA and a certificate per role of this host, for mutual
-        // TLS between hosts; the hops do not use them yet.
+        // TLS between hosts (see `internal_tls` in the derived configs).
         let ca = bulwark_cluster::pki::ClusterCa::ensure(&files.data_dir, &t.name)?;
         for p in t.placed().into_iter().filter(|p| host.is_none_or(|h| h == p.host)) {
             ca.ensure_role(&p.name, p.addr.ip())?;
@@ -174,12 +174,31 @@ fn check_ports(roles: &[bulwark_cluster::derive::DerivedRole]) -> Result<()> {
     Ok(())
 }
 
-fn readiness(kind: RoleKind) -> Readiness {
+/// The mutual TLS of role `name` (its certificate, the cluster CA) when
+/// the topology's `internal_tls` is on: `up` probes the role's listener
+/// with it, as the tier in front would.
+fn role_tls(t: &Topology, files: &SharedFiles, name: &str) -> Result<Option<bulwark_mtls::MutualTls>> {
+    if !t.internal_tls() {
+        return Ok(None);
+    }
+    let dir = bulwark_cluster::pki::dir(&files.data_dir);
+    let tls = bulwark_config::internal_tls::TlsFiles {
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+        ca: dir.join("ca.pem"),
+    };
+    Ok(Some(bulwark_mtls::MutualTls::load(&tls)?))
+}
+
+fn readiness(kind: RoleKind, tls: Option<bulwark_mtls::MutualTls>) -> Readiness {
+    // The lb's readiness is its admin listener's, never mutual TLS.
+    let tls = tls.filter(|_| kind != RoleKind::Lb);
     let http = |listener: &str, path: &str| Readiness::Http {
         listener: listener.into(),
         path: path.into(),
         expect: 200,
         token: None,
+        tls: tls.clone(),
     };
     match kind {
         RoleKind::Db => http("api", "/health"),
@@ -226,7 +245,7 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
                 r.config_path.display().to_string(),
             ],
             log_path: data_dir.join("logs").join(format!("{}.log", r.placed.name)),
-            readiness: readiness(r.placed.kind),
+            readiness: readiness(r.placed.kind, role_tls(&t, &files, &r.placed.name)?),
         });
     }
     let policy = RestartPolicy {
@@ -244,7 +263,10 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
         let sock = control_socket(&data_dir, args.host.as_deref());
         sup.serve_control(&sock, stop.child_token()).await?;
         println!("bulwark up: {} role(s) of topology `{}`, data in {}", roles.len(), t.name, data_dir.display());
-        let started = start(&sup, &t, &roles, &stop).await;
+        // Any role's certificate of this host opens the database nodes'
+        // `/primary` (mutual TLS), wherever they run.
+        let probe_tls = role_tls(&t, &files, &roles[0].placed.name)?;
+        let started = start(&sup, &t, &roles, probe_tls.as_ref(), &stop).await;
         if let Err(e) = started {
             eprintln!("bulwark up: {e:#}");
             sup.shutdown().await;
@@ -280,6 +302,7 @@ async fn start(
     sup: &Supervisor,
     t: &Topology,
     roles: &[bulwark_cluster::derive::DerivedRole],
+    tls: Option<&bulwark_mtls::MutualTls>,
     stop: &CancellationToken,
 ) -> Result<()> {
     let mut progress = |s: &str| println!("  {s}");
@@ -297,7 +320,7 @@ async fn start(
             let dbs: Vec<(String, SocketAddr)> =
                 t.of_kind(RoleKind::Db).into_iter().map(|p| (p.name, p.addr)).collect();
             if !dbs.is_empty() && roles.iter().any(|r| r.placed.kind != RoleKind::Db) {
-                let primary = wait_for_primary(&dbs, stop).await?;
+                let primary = wait_for_primary(&dbs, tls, stop).await?;
                 println!("  database quorum reached: {primary} is the primary");
             }
         }
@@ -311,11 +334,16 @@ async fn start(
     Ok(())
 }
 
-async fn wait_for_primary(dbs: &[(String, SocketAddr)], stop: &CancellationToken) -> Result<String> {
+async fn wait_for_primary(
+    dbs: &[(String, SocketAddr)],
+    tls: Option<&bulwark_mtls::MutualTls>,
+    stop: &CancellationToken,
+) -> Result<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         for (name, addr) in dbs {
-            if let Ok((200, _)) = bulwark_cluster::http_get(*addr, "/primary", None, Duration::from_secs(1)).await {
+            if let Ok((200, _)) = bulwark_cluster::http_get(*addr, "/primary", None, tls, Duration::from_secs(1)).await
+            {
                 return Ok(name.clone());
             }
         }
@@ -410,7 +438,13 @@ pub fn status(args: ControlArgs) -> Result<i32> {
         let admin = c.listeners.get("admin")?.parse::<SocketAddr>().ok()?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
         let (code, body) = rt
-            .block_on(bulwark_cluster::http_get(admin, "/api/overview", Some(token.trim()), Duration::from_secs(3)))
+            .block_on(bulwark_cluster::http_get(
+                admin,
+                "/api/overview",
+                Some(token.trim()),
+                None,
+                Duration::from_secs(3),
+            ))
             .ok()?;
         (code == 200).then(|| serde_json::from_slice::<serde_json::Value>(&body).ok()).flatten()
     };

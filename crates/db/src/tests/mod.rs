@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 mod covered_lease;
+mod mutual_tls;
 mod restart_in_term;
 
 pub(crate) const SECRET: &str = "db-test-secret-0123456789";
@@ -118,7 +119,7 @@ pub(crate) fn stop_all(nodes: Vec<TestNode>) {
 }
 
 pub(crate) fn http() -> HttpClient {
-    HttpClient::new(SECRET, None)
+    HttpClient::new(SECRET, None, None)
 }
 
 /// GET `path` on `addr`: status and body (`None` when unreachable).
