@@ -138,7 +138,6 @@ fn an_http2_stream_with_a_shut_window_is_cut_off_by_the_send_deadline() {
 ///
 /// Expected: the second concurrent connection is refused (503 / closed).
 #[test]
-#[ignore = "finding: the web tier ignores firewall.max_connections"]
 fn the_web_tier_enforces_its_connection_limit() {
     let root = small_site();
     let w = web(root.path(), "[firewall]\nmax_connections = 1\nmax_connections_per_ip = 1");

@@ -191,11 +191,17 @@ impl Firewall {
     /// Admit a new connection from `ip`: ACL, then connection limits (per
     /// [`ClientKey`]: an IPv6 /64 shares one allowance).
     pub fn admit(&self, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
-        let ip = canonical(ip);
-        let key = ClientKey::of(ip);
-        if !self.allows(ip) {
+        if !self.allows(canonical(ip)) {
             return Err(Refusal::Denied);
         }
+        self.count_connection(ip)
+    }
+
+    /// Connection limits alone, for a listener whose ACL judges each
+    /// request's client (behind a trusted proxy, the socket peer is the
+    /// proxy, not the client the ACL names).
+    pub fn count_connection(&self, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
+        let key = ClientKey::of(canonical(ip));
         let total = match self.max_total {
             Some(max) => {
                 if self.total.fetch_add(1, Ordering::Relaxed) >= max {

@@ -141,8 +141,21 @@ async fn worker(
                         }
                     }
                 };
+                // Connection limits per listener and per client (the ACL
+                // and rate limit judge each request's client in `Site`).
+                let permit = match site.firewall().count_connection(peer.ip()) {
+                    Ok(p) => p,
+                    Err(refusal) => {
+                        tracing::info!(client = %peer, "connection refused: {}", refusal.reason());
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
-                connections.spawn_local(serve_connection(stream, peer, site.clone(), settings.clone(), stop.clone()));
+                let (site, settings, stop) = (site.clone(), settings.clone(), stop.clone());
+                connections.spawn_local(async move {
+                    serve_connection(stream, peer, site, settings, stop).await;
+                    drop(permit);
+                });
             }
         });
     }

@@ -121,6 +121,11 @@ impl Site {
         Site { shared, cache }
     }
 
+    /// The listener's firewall (connection limits are counted at accept).
+    pub fn firewall(&self) -> &bulwark_firewall::Firewall {
+        &self.shared.firewall
+    }
+
     /// Answer one request; counts it and writes the access-log line when
     /// enabled.
     pub async fn respond(&self, req: Request<Incoming>, client: SocketAddr) -> Response<WebBody> {
