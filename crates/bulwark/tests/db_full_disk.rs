@@ -52,7 +52,9 @@ fn full_disk_inside_mount_namespace() {
     // segment) and a few MiB of database.
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_str().unwrap().to_string();
-    sh("mount", &["-t", "tmpfs", "-o", "size=12m", "tmpfs", &dir]);
+    // Mode 0700: a data dir shared with every user (1777, tmpfs's default)
+    // is refused.
+    sh("mount", &["-t", "tmpfs", "-o", "size=12m,mode=0700", "tmpfs", &dir]);
     let p = Process::start("db", &config(3, "127.0.0.1:0", data.path(), false, ""));
     let addr = p.addr("api");
     let mut victim = DbProc { id: 3, ip: "127.0.0.1".into(), data, proc: Some(p), addr, extra: String::new() };
