@@ -139,7 +139,8 @@ fn default_topology_serves_the_guestbook_and_survives_failures() {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect();
-    assert_eq!(children.len(), 8, "8 role processes: {children:?}");
+    // 8 roles, the lb with a second process on the public ports.
+    assert_eq!(children.len(), 9, "9 role processes: {children:?}");
     // Each role leads its own process group: a terminal's Ctrl-C reaches
     // only the supervisor, which stops the roles in order.
     for &pid in &children {
@@ -220,4 +221,63 @@ fn taken_ports_are_reported_with_the_role_that_needs_them() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("topo.toml:4") && err.contains("balancer"), "{err}");
+}
+
+/// A port base whose derived ports (base .. base+40) are free now.
+fn free_port_base() -> u16 {
+    let seed = std::process::id() as u16;
+    for i in 0..200u16 {
+        let base = 20_000 + (seed.wrapping_add(i.wrapping_mul(97)) % 40_000);
+        let all_free =
+            (base..=base + 40).all(|p| std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], p))).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free block of 41 ports");
+}
+
+/// With fixed ports the default topology runs two lb processes on the
+/// public ports (SO_REUSEPORT): with the first one down, crashed or
+/// stopped, the second answers every request.
+#[test]
+fn a_second_lb_process_answers_while_the_first_is_down() {
+    let data = tempfile::tempdir().unwrap();
+    let base = free_port_base();
+    let mut cmd = Command::new(bulwark_bin());
+    cmd.args(["up", "--port-base", &base.to_string(), "--data-dir"]).arg(data.path());
+    let mut up = Process::spawn(cmd, tempfile::tempdir().unwrap(), data.path().join("none"));
+    let http = up.addr("lb1.http");
+    assert_eq!(up.addr("lb1-2.http"), http, "both processes on one port");
+    let answers = |n: usize| (0..n).all(|_| bulwark_testkit::get(http, "/").map(|r| r.status == 308).unwrap_or(false));
+    assert!(answers(5));
+
+    // kill -9 of the first process: the site keeps answering, whether or
+    // not the supervisor has restarted it yet.
+    let children: Vec<i32> = std::fs::read_to_string(format!("/proc/{}/task/{}/children", up.pid(), up.pid()))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let lb1 = *children
+        .iter()
+        .find(|&&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().contains("config/lb1.toml")
+        })
+        .expect("lb1's process");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(lb1), nix::sys::signal::Signal::SIGKILL).unwrap();
+    // Once it is gone its sockets are closed; a connection that raced into
+    // its accept queue before that would be reset with it.
+    wait_until("lb1 to be gone", || !alive(lb1));
+    assert!(answers(20), "a request failed after lb1 was killed");
+    wait_until("the supervisor to restart lb1", || {
+        control(data.path(), &["status"]).lines().any(|l| l.starts_with("lb1 ") && l.contains(" ready "))
+    });
+
+    // With the first process stopped, only the second can answer.
+    let stopped = control(data.path(), &["stop", "lb1"]);
+    assert!(stopped.contains("lb1: stopped"), "{stopped}");
+    assert!(answers(20), "a request failed with lb1 stopped");
+    control(data.path(), &["start", "lb1"]);
+    assert!(up.terminate().success(), "{}", up.logs());
 }

@@ -43,6 +43,9 @@ impl SharedFiles {
 #[derive(Debug, Clone)]
 pub struct DerivedRole {
     pub placed: Placed,
+    /// The role whose certificate (mutual TLS) this process uses: its own,
+    /// or the lb's for the lb's extra processes.
+    pub certificate_of: String,
     /// Database node id (db roles).
     pub node_id: Option<u64>,
     pub config_path: PathBuf,
@@ -119,6 +122,39 @@ fn tls_keys(t: &Topology, files: &SharedFiles, name: &str) -> String {
     )
 }
 
+/// The lb's extra processes (`lb.processes`): the same frontends and
+/// backend on the same ports, shared with SO_REUSEPORT, so that a crashed
+/// lb process leaves the site answering. They have no admin listener (the
+/// dashboard, metrics and alerts are the first process's) and hold no
+/// floating address (two VRRP instances of one host would fight). Only on
+/// fixed ports: with port 0 each process would get a port of its own.
+/// `config` is the first process's config so far, whose admin section
+/// starts at `admin_from`.
+fn extra_lb_processes(
+    t: &Topology,
+    files: &SharedFiles,
+    p: &Placed,
+    config: &str,
+    admin_from: usize,
+) -> Vec<DerivedRole> {
+    if p.addr.port() == 0 || p.https.is_some_and(|a| a.port() == 0) {
+        return Vec::new();
+    }
+    let serving = config.find("[[frontend]]").map(|i| &config[i..]).unwrap_or_default();
+    (2..=t.lb.processes)
+        .map(|k| {
+            let name = format!("{}-{k}", p.name);
+            DerivedRole {
+                config_path: files.data_dir.join("config").join(format!("{name}.toml")),
+                certificate_of: p.name.clone(),
+                placed: Placed { name, admin: None, ..p.clone() },
+                node_id: None,
+                config: format!("{}{serving}", &config[..admin_from]),
+            }
+        })
+        .collect()
+}
+
 /// Every role of `t` (or only those on `host`) with its config text.
 pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<DerivedRole> {
     let dbs = t.of_kind(RoleKind::Db);
@@ -136,6 +172,7 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
             continue;
         }
         let mut c = String::new();
+        let mut extras = Vec::new();
         let node_id = db_id(&p.name).filter(|_| p.kind == RoleKind::Db);
         match p.kind {
             RoleKind::Db => {
@@ -194,6 +231,7 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
             }
             RoleKind::Lb => {
                 let _ = writeln!(c, "role = \"lb\"\nthreads = {}", t.lb.threads);
+                let serving_from = c.len();
                 let _ = writeln!(c, "[admin]\nbind = \"{}\"", p.admin.expect("lb has an admin address"));
                 let _ = writeln!(
                     c,
@@ -240,15 +278,18 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 for w in &webs {
                     let _ = writeln!(c, "[[backend.server]]\nname = \"{}\"\naddress = \"{}\"", w.name, w.addr);
                 }
+                extras = extra_lb_processes(t, files, &p, &c, serving_from);
                 write_floating(&mut c, t, &p.name);
             }
         }
         out.push(DerivedRole {
             config_path: files.data_dir.join("config").join(format!("{}.toml", p.name)),
+            certificate_of: p.name.clone(),
             placed: p,
             node_id,
             config: c,
         });
+        out.append(&mut extras);
     }
     out
 }
@@ -264,7 +305,21 @@ mod tests {
         let t = Topology::default_localhost();
         let files = SharedFiles::under(Path::new("/var/lib/bulwark"), &t);
         let roles = derive(&t, &files, None);
-        assert_eq!(roles.len(), 8);
+        // 8 roles, and the lb's second process on the same public ports.
+        assert_eq!(roles.len(), 9);
+        let second = roles.iter().find(|r| r.placed.name == "lb1-2").expect("a second lb process");
+        let first = roles.iter().find(|r| r.placed.name == "lb1").unwrap();
+        let (a, b): (bulwark_config::lb::LbConfig, bulwark_config::lb::LbConfig) = (
+            bulwark_config::from_str(&first.config, "lb1").unwrap(),
+            bulwark_config::from_str(&second.config, "lb1-2").unwrap(),
+        );
+        assert!(b.admin.is_none() && b.vrrp.is_empty(), "{}", second.config);
+        assert_eq!(a.frontends, b.frontends);
+        assert!(a.frontends.iter().all(|f| f.reuse_port));
+        assert_eq!(second.certificate_of, "lb1");
+        // With free ports (port_base 0) one process per lb.
+        let free = Topology { port_base: 0, ..t.clone() };
+        assert_eq!(derive(&free, &files, None).len(), 8);
         for r in &roles {
             let origin = r.config_path.display().to_string();
             let res = match r.placed.kind {
@@ -295,9 +350,11 @@ mod tests {
         for r in &roles {
             for hop in Hop::ALL {
                 let named = r.config.contains(&q(&files.secret(hop)));
+                // An lb's extra process has no admin listener: no monitor token.
+                let extra_lb = r.placed.kind == RoleKind::Lb && r.placed.admin.is_none();
                 assert_eq!(
                     named,
-                    Hop::held_by(r.placed.kind).contains(&hop),
+                    Hop::held_by(r.placed.kind).contains(&hop) && !(extra_lb && hop == Hop::Monitor),
                     "{} {hop:?}:\n{}",
                     r.placed.name,
                     r.config
@@ -321,7 +378,7 @@ mod tests {
         let files = SharedFiles::under(Path::new("/var/lib/bulwark"), &t);
         let dir = Path::new("/var/lib/bulwark/tls/internal");
         for r in derive(&t, &files, None) {
-            let name = &r.placed.name;
+            let name = &r.certificate_of;
             let origin = r.config_path.display().to_string();
             let tls = match r.placed.kind {
                 RoleKind::Db => {
@@ -336,7 +393,9 @@ mod tests {
                 RoleKind::Lb => {
                     // Towards the webs, and for polling the apps and dbs.
                     let lb = bulwark_config::from_str::<bulwark_config::lb::LbConfig>(&r.config, &origin).unwrap();
-                    vec![lb.backends[0].tls(), lb.admin.as_ref().unwrap().tls()]
+                    let mut v = vec![lb.backends[0].tls()];
+                    v.extend(lb.admin.as_ref().map(|a| a.tls()));
+                    v
                 }
             };
             for tls in tls {

@@ -132,6 +132,12 @@ pub struct LbSettings {
     /// Worker threads per lb (0 = one per core).
     #[serde(default)]
     pub threads: usize,
+    /// lb processes per lb instance, sharing its public ports with
+    /// SO_REUSEPORT so that one crashed process leaves the site answering
+    /// (the first one alone has the admin listener and the floating
+    /// addresses). Only with fixed ports (`port_base` or explicit ports).
+    #[serde(default = "one")]
+    pub processes: u8,
     /// Address the public listener binds (default: the host's address).
     /// Set `0.0.0.0` to serve other machines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,6 +157,10 @@ fn yes() -> bool {
     true
 }
 
+fn one() -> u8 {
+    1
+}
+
 fn d1s() -> Duration {
     Duration::from_secs(1)
 }
@@ -160,6 +170,7 @@ impl Default for LbSettings {
         LbSettings {
             balance: Default::default(),
             threads: 0,
+            processes: one(),
             public_address: None,
             check_interval: d1s(),
             tls: true,
@@ -264,7 +275,9 @@ impl Topology {
             data_dir: default_data_dir(),
             port_base: default_port_base(),
             restart: RestartSettings::default(),
-            lb: LbSettings::default(),
+            // Two lb processes on the public ports: an lb crash costs only
+            // the requests in flight on it.
+            lb: LbSettings { processes: 2, ..LbSettings::default() },
             hosts: vec![
                 Host {
                     name: "lb1".into(),
@@ -357,6 +370,9 @@ impl Validate for Topology {
         v.scope("app", |v| self.app.validate_in(v));
         if self.hosts.is_empty() {
             v.error("host", "at least one [[host]] is required");
+        }
+        if !(1..=8).contains(&self.lb.processes) {
+            v.scope("lb", |v| v.error("processes", "must be between 1 and 8"));
         }
         if self.port_base > 65000 {
             v.error("port_base", "must be at most 65000 (derived ports go up to base+40)");

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use bulwark_cluster::derive::{derive, SharedFiles};
 use bulwark_cluster::private;
 use bulwark_cluster::{control_request, ChildSpec, ControlReply, ControlRequest, Readiness, RestartPolicy, Supervisor};
-use bulwark_config::topology::{RoleKind, Topology};
+use bulwark_config::topology::{Placed, RoleKind, Topology};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -190,7 +190,13 @@ fn role_tls(t: &Topology, files: &SharedFiles, name: &str) -> Result<Option<bulw
     Ok(Some(bulwark_mtls::MutualTls::load(&tls)?))
 }
 
-fn readiness(kind: RoleKind, tls: Option<bulwark_mtls::MutualTls>) -> Readiness {
+fn readiness(placed: &Placed, tls: Option<bulwark_mtls::MutualTls>) -> Readiness {
+    let kind = placed.kind;
+    // An lb's extra process has no admin listener: its listeners are bound
+    // when it prints its ready line.
+    if kind == RoleKind::Lb && placed.admin.is_none() {
+        return Readiness::ReadyLine;
+    }
     // The lb's readiness is its admin listener's, never mutual TLS.
     let tls = tls.filter(|_| kind != RoleKind::Lb);
     let http = |listener: &str, path: &str| Readiness::Http {
@@ -245,7 +251,7 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
                 r.config_path.display().to_string(),
             ],
             log_path: data_dir.join("logs").join(format!("{}.log", r.placed.name)),
-            readiness: readiness(r.placed.kind, role_tls(&t, &files, &r.placed.name)?),
+            readiness: readiness(&r.placed, role_tls(&t, &files, &r.certificate_of)?),
         });
     }
     let policy = RestartPolicy {
@@ -265,7 +271,7 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
         println!("bulwark up: {} role(s) of topology `{}`, data in {}", roles.len(), t.name, data_dir.display());
         // Any role's certificate of this host opens the database nodes'
         // `/primary` (mutual TLS), wherever they run.
-        let probe_tls = role_tls(&t, &files, &roles[0].placed.name)?;
+        let probe_tls = role_tls(&t, &files, &roles[0].certificate_of)?;
         let started = start(&sup, &t, &roles, probe_tls.as_ref(), &stop).await;
         if let Err(e) = started {
             eprintln!("bulwark up: {e:#}");
@@ -360,7 +366,8 @@ async fn wait_for_primary(
 fn print_summary(sup: &Supervisor, t: &Topology, files: &SharedFiles, roles: &[bulwark_cluster::derive::DerivedRole]) {
     println!();
     println!("{} is up.", t.name);
-    for r in roles.iter().filter(|r| r.placed.kind == RoleKind::Lb) {
+    // One line per lb instance (its extra processes share its ports).
+    for r in roles.iter().filter(|r| r.placed.kind == RoleKind::Lb && r.placed.admin.is_some()) {
         let p = &r.placed;
         match p.https {
             Some(https) => {
