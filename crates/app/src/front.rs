@@ -18,7 +18,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -169,22 +169,7 @@ impl ProgramServer {
             });
             let (tls, watcher, header_timeout) = (tls.clone(), graceful.watcher(), self.front.config.header_timeout);
             tokio::spawn(async move {
-                // The TLS handshake counts against the header timeout.
-                let stream = match &tls {
-                    None => bulwark_mtls::Stream::Plain(stream),
-                    Some(tls) => match tls.accept(stream, header_timeout).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::info!(client = %peer, "TLS handshake refused: {e}");
-                            return;
-                        }
-                    },
-                };
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .serve_connection(TokioIo::new(stream), svc);
-                let _ = watcher.watch(conn).await;
+                crate::connection::serve(stream, peer, tls, header_timeout, svc, watcher).await;
                 drop(permit);
             });
         }

@@ -15,6 +15,7 @@
 //! `bulwark_db::Client`: writes go to the primary, reads to a replica), or
 //! anything of the other tiers.
 
+mod connection;
 mod cookie;
 mod front;
 mod handlers;
@@ -24,7 +25,6 @@ use bulwark_config::app::AppConfig;
 use bulwark_db::Client;
 use bulwark_firewall::Firewall;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -217,22 +217,7 @@ impl AppServer {
             });
             let (tls, watcher, header_timeout) = (self.tls.clone(), graceful.watcher(), app.config.header_timeout);
             tokio::spawn(async move {
-                // The TLS handshake counts against the header timeout.
-                let stream = match &tls {
-                    None => bulwark_mtls::Stream::Plain(stream),
-                    Some(tls) => match tls.accept(stream, header_timeout).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::info!(client = %peer, "TLS handshake refused: {e}");
-                            return;
-                        }
-                    },
-                };
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .serve_connection(TokioIo::new(stream), svc);
-                let _ = watcher.watch(conn).await;
+                crate::connection::serve(stream, peer, tls, header_timeout, svc, watcher).await;
                 drop(permit);
             });
         }
