@@ -1,6 +1,5 @@
-//! Attacks on the edge that still work, each kept as an ignored test that
-//! fails on today's code: run them with `--run-ignored only`. A fix makes
-//! its test pass and removes the `#[ignore]`.
+//! Attacks on the edge found by reading the lb and the web tier as an
+//! attacker would, each kept as a test of the defence that stops it.
 use bulwark_testkit::tls::tls_connect;
 use bulwark_testkit::{raw_request, read_response, Process};
 use std::io::{Read, Write};
@@ -60,21 +59,18 @@ fn get_headers(path: &str) -> Vec<u8> {
     frame(HEADERS, 0x05, 1, &block)
 }
 
-/// Finding (medium): an HTTP/2 client that opens a stream with a zero flow
-/// control window and answers the lb's PINGs holds the stream, and the
-/// answer the lb already took from the web tier, for as long as it likes.
-/// `timeouts.client_send` never fires, because nothing is ever written to
-/// the socket (the window, not the socket, is what is closed), and the idle
-/// close never fires, because a stream is open. Up to
-/// `max_concurrent_streams` (hyper's 200) such streams per connection, times
-/// every connection the firewall admits, each pinning a response and a
-/// pooled lb→web connection until the web server gives up on it.
+/// Attack: an HTTP/2 client opens a stream with a zero flow-control window
+/// and answers the lb's PINGs, to hold the stream, and the answer the lb
+/// already took from the web tier, for as long as it likes. Nothing is
+/// written to the socket (the window, not the socket, is shut), so the
+/// socket's send deadline never fires, and the idle close never fires,
+/// because a stream is open; times `tls.http2_max_streams` streams per
+/// connection, times every connection the firewall admits.
 ///
-/// Expected: a stream whose window stays shut for `client_send` is reset
-/// (RST_STREAM) or the connection is closed (GOAWAY / EOF), as for an
-/// HTTP/1.1 client that stops reading.
+/// Defence: a stream whose window stays shut for `client_send` closes its
+/// connection (or is reset), as for an HTTP/1.1 client that stops reading;
+/// and the lb announces its stream limit in its SETTINGS.
 #[test]
-#[ignore = "finding: an HTTP/2 stream with a zero window is never cut off by client_send"]
 fn an_http2_stream_with_a_shut_window_is_cut_off_by_the_send_deadline() {
     let root = small_site();
     let w = web(root.path(), "");
@@ -94,6 +90,7 @@ fn an_http2_stream_with_a_shut_window_is_cut_off_by_the_send_deadline() {
 
     let mut seen = Vec::new();
     let mut answered = false;
+    let mut max_streams = None;
     let deadline = Instant::now() + Duration::from_secs(20);
     let cut_off = loop {
         if Instant::now() > deadline {
@@ -114,7 +111,15 @@ fn an_http2_stream_with_a_shut_window_is_cut_off_by_the_send_deadline() {
         tls.sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
         seen.push(head[3]);
         match head[3] {
-            SETTINGS if head[4] & 1 == 0 => tls.write_all(&frame(SETTINGS, 1, 0, &[])).unwrap(),
+            SETTINGS if head[4] & 1 == 0 => {
+                // SETTINGS_MAX_CONCURRENT_STREAMS (0x3).
+                for s in payload.chunks_exact(6) {
+                    if u16::from_be_bytes([s[0], s[1]]) == 3 {
+                        max_streams = Some(u32::from_be_bytes([s[2], s[3], s[4], s[5]]));
+                    }
+                }
+                tls.write_all(&frame(SETTINGS, 1, 0, &[])).unwrap()
+            }
             PING if head[4] & 1 == 0 => tls.write_all(&frame(PING, 1, 0, &payload)).unwrap(),
             HEADERS => answered = true,
             RST_STREAM | GOAWAY => break true,
@@ -122,6 +127,7 @@ fn an_http2_stream_with_a_shut_window_is_cut_off_by_the_send_deadline() {
         }
     };
     assert!(answered, "the lb never answered the request: frames {seen:?}");
+    assert_eq!(max_streams, Some(100), "the lb's SETTINGS announce tls.http2_max_streams");
     assert!(
         cut_off,
         "a stream with a shut window stayed open 20 s past client_send = 300ms (frames seen: {} PINGs, {seen:?})",
@@ -154,4 +160,32 @@ fn the_web_tier_enforces_its_connection_limit() {
         "a second connection was served ({status:?}) with max_connections = 1"
     );
     drop(first);
+}
+
+/// The other side of the HTTP/2 send deadline: a client that reads a large
+/// answer slowly but steadily (curl over HTTP/2, rate-limited so that the
+/// download takes several `client_send` periods) is never cut off, because
+/// each window update lets the lb hand over more data.
+#[test]
+fn a_slow_but_steady_http2_download_is_not_cut_off() {
+    let root = small_site();
+    let big: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.path().join("big.bin"), &big).unwrap();
+    let w = web(root.path(), "");
+    let dir = tempfile::tempdir().unwrap();
+    let lb = tls_lb(dir.path(), w.addr("http"), "client_send = \"500ms\"");
+    let out = dir.path().join("big.out");
+    let status = std::process::Command::new("curl")
+        .args(["--http2", "--silent", "--show-error", "--fail", "--limit-rate", "1M", "--max-time", "60"])
+        .arg("--cacert")
+        .arg(dir.path().join("cert.pem"))
+        .arg("--resolve")
+        .arg(format!("localhost:{}:127.0.0.1", lb.addr("https").port()))
+        .arg(format!("https://localhost:{}/big.bin", lb.addr("https").port()))
+        .arg("--output")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "curl failed: {status}");
+    assert_eq!(std::fs::read(&out).unwrap(), big, "the whole answer arrived");
 }

@@ -249,6 +249,15 @@ pub struct Tls {
     /// Offer HTTP/2 by ALPN (HTTP/1.1 is always offered).
     #[serde(default = "yes")]
     pub http2: bool,
+    /// Streams one HTTP/2 connection may have open at once
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`; HAProxy's
+    /// `tune.h2.max-concurrent-streams`).
+    #[serde(default = "default_http2_max_streams")]
+    pub http2_max_streams: u32,
+}
+
+fn default_http2_max_streams() -> u32 {
+    100
 }
 
 fn default_hsts() -> Duration {
@@ -718,6 +727,9 @@ impl Validate for LbConfig {
                         v.scope("tls", |v| {
                             if tls.certificates.is_empty() {
                                 v.error("certificate", "at least one [[frontend.tls.certificate]] is required");
+                            }
+                            if !(1..=1000).contains(&tls.http2_max_streams) {
+                                v.error("http2_max_streams", "must be between 1 and 1000");
                             }
                         });
                         if f.mode == Mode::Tcp {

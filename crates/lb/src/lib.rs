@@ -12,6 +12,7 @@
 
 mod admin;
 pub mod floating;
+mod h2_streams;
 mod listener;
 pub mod monitor;
 mod routing;

@@ -3,6 +3,7 @@
 //! the kernel spreads connections across workers and a connection is
 //! handled start to finish by one thread (no work stealing, no shared
 //! connection pool lock).
+use crate::h2_streams::{OpenStreams, StreamBody, StreamGuard};
 use crate::routing::Routing;
 use crate::send_deadline::SendDeadline;
 use arc_swap::ArcSwap;
@@ -16,7 +17,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -219,6 +220,7 @@ async fn serve_http(
     let header_timeout = t.client_header;
     let max_buf = f.max_header_bytes.max(8192);
     let tls = fe.tls.clone();
+    let http2_max_streams = f.tls.as_ref().map_or(100, |t| t.http2_max_streams);
     let proto = if tls.is_some() { "https" } else { "http" };
     let ctx = Arc::new(ClientContext::new(peer, proto));
     let refusal = permit.as_ref().err().cloned();
@@ -264,7 +266,8 @@ async fn serve_http(
                 b.timer(TokioTimer::new())
                     .max_header_list_size(max_buf as u32)
                     .keep_alive_interval(Some(t.http2_ping_interval))
-                    .keep_alive_timeout(t.http2_ping_timeout);
+                    .keep_alive_timeout(t.http2_ping_timeout)
+                    .max_concurrent_streams(http2_max_streams);
                 let conn = b.serve_connection(io, svc);
                 tokio::pin!(conn);
                 // Graceful close (GOAWAY, open streams finish) when idle for
@@ -273,6 +276,14 @@ async fn serve_http(
                 loop {
                     tokio::select! {
                         r = conn.as_mut() => break r,
+                        _ = streams.stalled_for(t.client_send) => {
+                            tracing::info!(
+                                client = %peer,
+                                "closing: an HTTP/2 stream accepted no data for {:?} (timeouts.client_send)",
+                                t.client_send
+                            );
+                            break Ok(());
+                        }
                         _ = streams.idle_for(t.http2_idle), if !closing => {
                             tracing::debug!(client = %peer, "closing an idle HTTP/2 connection");
                             conn.as_mut().graceful_shutdown();
@@ -323,90 +334,9 @@ fn service(
         let guard = streams.as_ref().map(|s| StreamGuard::open(s.clone()));
         async move {
             let resp = handle(&r, index, req, &ctx, refusal).await;
-            Ok::<_, Infallible>(resp.map(|inner| StreamBody { inner, _guard: guard }))
+            Ok::<_, Infallible>(resp.map(|inner| StreamBody::new(inner, guard)))
         }
     })
-}
-
-/// Streams open on one HTTP/2 connection, and since when none is.
-#[derive(Default)]
-struct OpenStreams {
-    open: AtomicUsize,
-    /// `bulwark_proxy::now_ms` when the last stream ended (0: never opened).
-    idle_since_ms: AtomicU64,
-    changed: tokio::sync::Notify,
-}
-
-impl OpenStreams {
-    /// Resolves once no stream has been open for `idle`.
-    async fn idle_for(&self, idle: std::time::Duration) {
-        let idle_ms = idle.as_millis() as u64;
-        let start = bulwark_proxy::now_ms();
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.open.load(Ordering::SeqCst) > 0 {
-                changed.await;
-                continue;
-            }
-            let since = self.idle_since_ms.load(Ordering::SeqCst).max(start);
-            let now = bulwark_proxy::now_ms();
-            let deadline = since + idle_ms;
-            if now >= deadline {
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_millis(deadline - now)) => {}
-                _ = changed => {}
-            }
-        }
-    }
-}
-
-/// One open HTTP/2 stream; closes it on drop.
-struct StreamGuard(Arc<OpenStreams>);
-
-impl StreamGuard {
-    fn open(s: Arc<OpenStreams>) -> Self {
-        s.open.fetch_add(1, Ordering::SeqCst);
-        s.changed.notify_waiters();
-        StreamGuard(s)
-    }
-}
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        self.0.idle_since_ms.store(bulwark_proxy::now_ms(), Ordering::SeqCst);
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
-        self.0.changed.notify_waiters();
-    }
-}
-
-/// A response body that holds its HTTP/2 stream open until it is dropped.
-struct StreamBody {
-    inner: ProxyBody,
-    _guard: Option<StreamGuard>,
-}
-
-impl http_body::Body for StreamBody {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// One request through the frontend's gates, then to its backend.

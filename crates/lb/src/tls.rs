@@ -132,6 +132,7 @@ mod tests {
             certificates: vec![CertificateFiles { cert: cert.clone(), key: key.clone() }],
             hsts: std::time::Duration::from_secs(1),
             http2: true,
+            http2_max_streams: 100,
         };
         let cfg = server_config(&tls).unwrap();
         assert_eq!(cfg.alpn_protocols[0], b"h2");
