@@ -4,6 +4,9 @@ with the Python standard library only.
 Bulwark's app role gives the program:
   BULWARK_DB_NODES        the database nodes, comma-separated host:port
   BULWARK_DB_SECRET_FILE  a file holding the credential (sent as a bearer token)
+  BULWARK_DB_CA, BULWARK_DB_CERT, BULWARK_DB_KEY
+                          under mutual TLS (topology `internal_tls`): the files of
+                          the cluster CA and of the client certificate and key
 
 Writes go to the primary (a replica redirects with 307 or says who the
 leader is); each carries a request id, so a write retried after a failover
@@ -15,6 +18,7 @@ import http.client
 import json
 import os
 import random
+import ssl
 import time
 import uuid
 
@@ -37,10 +41,20 @@ class Database:
         self.secret = open(secret_file).read().strip() if secret_file else None
         self.deadline = deadline
         self.primary = None
+        # Mutual TLS: the database checks our certificate, we check its
+        # certificate against the cluster CA (it names the node's address).
+        self.tls = None
+        ca = os.environ.get("BULWARK_DB_CA")
+        if ca:
+            self.tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+            self.tls.load_cert_chain(os.environ["BULWARK_DB_CERT"], os.environ["BULWARK_DB_KEY"])
 
     def _post(self, node, path, payload):
         host, port = node.rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=2.0)
+        if self.tls:
+            conn = http.client.HTTPSConnection(host, int(port), timeout=2.0, context=self.tls)
+        else:
+            conn = http.client.HTTPConnection(host, int(port), timeout=2.0)
         headers = {"Content-Type": "application/json"}
         if self.secret:
             headers["Authorization"] = "Bearer " + self.secret

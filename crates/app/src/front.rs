@@ -4,6 +4,9 @@
 //! credential on everything else, strips it, and proxies the request to
 //! the program's private loopback port.
 //!
+//! Requests for `/_bulwark/deploy/` that do not come through the web tier
+//! are `bulwark deploy`'s (see [`crate::deploy`]).
+//!
 //! When the program cannot take a request (not running, or the connection
 //! to it fails before an answer), the front closes the client connection
 //! without an answer: the web tier then sends an idempotent or keyed
@@ -55,6 +58,8 @@ pub(crate) struct Front {
     status: watch::Receiver<ProgramStatus>,
     client: Client<HttpConnector, Incoming>,
     stats: FrontStats,
+    /// `bulwark deploy`: drain, in-flight requests, release switches.
+    deploy: crate::deploy::DeployState,
 }
 
 /// A bound front and the program it will run.
@@ -62,8 +67,9 @@ pub(crate) struct ProgramServer {
     front: Arc<Front>,
     launch: Launch,
     status: watch::Sender<ProgramStatus>,
-    /// Holds the program's copy of the database credential, when it needs one.
-    _secret_dir: Option<tempfile::TempDir>,
+    /// Holds the program's copies of the database credentials, when it
+    /// needs them.
+    _private_dir: Option<tempfile::TempDir>,
 }
 
 /// Request headers that concern one connection only (RFC 9110 7.6.1), and
@@ -85,20 +91,11 @@ impl ProgramServer {
         secret: Option<String>,
         db_secret: Option<String>,
         monitor_token: Option<String>,
+        deploy_token: Option<String>,
     ) -> Result<ProgramServer, AppError> {
         let program = config.program.clone().expect("a [program] table");
         let firewall = Firewall::new(&config.firewall).map_err(AppError::Firewall)?;
-        let (secret_dir, db_secret_file) = match db_secret {
-            None => (None, None),
-            Some(s) => match (&config.db_secret_file, &program.user) {
-                // The role's own file will do: the program runs as this user.
-                (Some(f), None) => (None, Some(std::path::absolute(f).unwrap_or_else(|_| f.clone()))),
-                _ => {
-                    let (dir, file) = private_secret_copy(&s, program.user.as_deref())?;
-                    (Some(dir), Some(file))
-                }
-            },
-        };
+        let files = ProgramFiles::prepare(&config, db_secret.as_deref(), program.user.as_deref())?;
         let (status, rx) = watch::channel(ProgramStatus::new());
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -107,8 +104,21 @@ impl ProgramServer {
             .pool_idle_timeout(std::time::Duration::from_secs(30))
             .pool_timer(TokioTimer::new())
             .build(connector);
-        let launch =
-            Launch { program, app_name: config.name.clone(), db_nodes: config.db_nodes.clone(), db_secret_file };
+        let releases = config.release_dir.as_ref().map(|d| {
+            let d = std::path::absolute(d).unwrap_or_else(|_| d.clone());
+            crate::program::release::Releases::new(d, config.keep_releases, program.workdir.clone())
+        });
+        let restart = Arc::new(tokio::sync::Notify::new());
+        let deploy = crate::deploy::DeployState::new(&config, deploy_token, releases.clone(), restart.clone());
+        let launch = Launch {
+            program,
+            app_name: config.name.clone(),
+            db_nodes: config.db_nodes.clone(),
+            db_secret_file: files.db_secret_file,
+            db_tls: files.db_tls,
+            releases,
+            restart,
+        };
         Ok(ProgramServer {
             front: Arc::new(Front {
                 config,
@@ -118,10 +128,11 @@ impl ProgramServer {
                 status: rx,
                 client,
                 stats: FrontStats::default(),
+                deploy,
             }),
             launch,
             status,
-            _secret_dir: secret_dir,
+            _private_dir: files.dir,
         })
     }
 
@@ -182,27 +193,78 @@ impl ProgramServer {
     }
 }
 
-/// A copy of the database credential in a new private directory, readable
-/// by the program's user only.
-fn private_secret_copy(secret: &str, user: Option<&str>) -> Result<(tempfile::TempDir, PathBuf), AppError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail =
-        |e: std::io::Error| AppError::Secret(format!("writing the program's copy of the database credential: {e}"));
-    let dir = tempfile::Builder::new().prefix("bulwark-app-").tempdir().map_err(fail)?;
-    let file = dir.path().join("db-secret");
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&file).map_err(fail)?;
-    f.write_all(secret.as_bytes()).map_err(fail)?;
-    if let Some(u) = user {
-        if nix::unistd::geteuid().is_root() {
-            let (uid, gid, _) = crate::program::lookup_user(u).map_err(|e| AppError::Secret(e.to_string()))?;
-            let (uid, gid) = (Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)));
-            for p in [dir.path(), file.as_path()] {
-                nix::unistd::chown(p, uid, gid).map_err(|e| fail(e.into()))?;
-            }
+/// The database credentials the program gets as files: the secret
+/// (`BULWARK_DB_SECRET_FILE`) and, under mutual TLS, the role's client
+/// certificate, key and the cluster CA (`BULWARK_DB_CERT`, ...).
+struct ProgramFiles {
+    db_secret_file: Option<PathBuf>,
+    db_tls: Option<bulwark_config::internal_tls::TlsFiles>,
+    /// The private copies, when the role's own files will not do.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl ProgramFiles {
+    /// The role's own files when the program runs as the role's user and
+    /// they are files (absolute paths); otherwise copies in a new private
+    /// directory, owned by the program's user.
+    fn prepare(config: &AppConfig, db_secret: Option<&str>, user: Option<&str>) -> Result<ProgramFiles, AppError> {
+        let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        let switching = user.is_some() && nix::unistd::geteuid().is_root();
+        let tls = config.tls();
+        let secret_in_file = config.db_secret_file.is_some() && !switching;
+        if !switching && (db_secret.is_none() || secret_in_file) {
+            return Ok(ProgramFiles {
+                db_secret_file: db_secret.and(config.db_secret_file.as_ref()).map(abs),
+                db_tls: tls.map(|t| bulwark_config::internal_tls::TlsFiles {
+                    cert: abs(&t.cert),
+                    key: abs(&t.key),
+                    ca: abs(&t.ca),
+                }),
+                dir: None,
+            });
         }
+        let fail = |e: std::io::Error| {
+            AppError::Secret(format!("writing the program's copy of the database credentials: {e}"))
+        };
+        let dir = tempfile::Builder::new().prefix("bulwark-app-").tempdir().map_err(fail)?;
+        let owner = match user.filter(|_| switching) {
+            Some(u) => {
+                let (uid, gid, _) = crate::program::lookup_user(u).map_err(|e| AppError::Secret(e.to_string()))?;
+                Some((nix::unistd::Uid::from_raw(uid), nix::unistd::Gid::from_raw(gid)))
+            }
+            None => None,
+        };
+        let write = |name: &str, bytes: &[u8]| -> Result<PathBuf, AppError> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let file = dir.path().join(name);
+            let mut f =
+                std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&file).map_err(fail)?;
+            f.write_all(bytes).map_err(fail)?;
+            if let Some((uid, gid)) = owner {
+                nix::unistd::chown(&file, Some(uid), Some(gid)).map_err(|e| fail(e.into()))?;
+            }
+            Ok(file)
+        };
+        let db_secret_file = db_secret.map(|s| write("db-secret", s.as_bytes())).transpose()?;
+        let db_tls = match tls {
+            None => None,
+            Some(t) => {
+                let read = |p: &PathBuf| {
+                    std::fs::read(p).map_err(|e| AppError::Secret(format!("reading {}: {e}", p.display())))
+                };
+                Some(bulwark_config::internal_tls::TlsFiles {
+                    cert: write("db-cert.pem", &read(&t.cert)?)?,
+                    key: write("db-key.pem", &read(&t.key)?)?,
+                    ca: write("db-ca.pem", &read(&t.ca)?)?,
+                })
+            }
+        };
+        if let Some((uid, gid)) = owner {
+            nix::unistd::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| fail(e.into()))?;
+        }
+        Ok(ProgramFiles { db_secret_file, db_tls, dir: Some(dir) })
     }
-    Ok((dir, file))
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response<FrontBody> {
@@ -226,6 +288,10 @@ impl Front {
         let path = req.uri().path();
         if path == "/health" || path == "/api/health" {
             return Ok(self.health());
+        }
+        if self.deploy.wants(&req) {
+            let (code, body) = self.deploy.handle(req, &self.status, &self.config.name).await;
+            return Ok(json(code, body));
         }
         if path == "/metrics" && req.method() == Method::GET {
             if let Some(token) = &self.monitor_token {
@@ -262,6 +328,7 @@ impl Front {
         *req.uri_mut() = uri;
         *req.version_mut() = http::Version::HTTP_11;
         strip(req.headers_mut());
+        let _in_flight = self.deploy.track();
         match self.client.request(req).await {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
@@ -278,13 +345,16 @@ impl Front {
         }
     }
 
+    /// The program's health; 503 `draining` while a deploy has this
+    /// server out of rotation.
     fn health(&self) -> Response<FrontBody> {
         let st = self.status.borrow().clone();
-        let code = if st.is_healthy() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let draining = self.deploy.is_draining();
+        let code = if st.is_healthy() && !draining { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
         json(
             code,
             serde_json::json!({
-                "status": if st.is_healthy() { "ok" } else { "unavailable" },
+                "status": if draining { "draining" } else if st.is_healthy() { "ok" } else { "unavailable" },
                 "app": self.config.name,
                 "program": st,
             }),

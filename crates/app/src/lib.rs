@@ -17,6 +17,7 @@
 
 mod connection;
 mod cookie;
+pub mod deploy;
 mod front;
 mod handlers;
 pub mod program;
@@ -125,6 +126,12 @@ impl AppServer {
         )
         .map_err(AppError::Secret)?;
         let db_secret = db_secret.map(|s| s.expose().to_string());
+        let deploy_token = bulwark_config::Secret::resolve(
+            config.deploy_token.as_ref(),
+            config.deploy_token_file.as_deref(),
+            "deploy_token",
+        )
+        .map_err(AppError::Secret)?;
         let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())?;
         if config.program.is_some() {
             let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -135,6 +142,7 @@ impl AppServer {
                 secret.map(|s| s.expose().to_string()),
                 db_secret,
                 monitor_token.map(|s| s.expose().to_string()),
+                deploy_token.map(|s| s.expose().to_string()),
             )?;
             return Ok(AppServer { kind: Kind::Program(Box::new(server)), listener, tls });
         }

@@ -49,6 +49,8 @@ enum Command {
         #[command(flatten)]
         control: roles::up::ControlArgs,
     },
+    /// Roll a new release of your program through the app servers, one at a time.
+    Deploy(deploy::DeployArgs),
     /// Start a role stopped with `bulwark stop`.
     Start {
         node: String,
@@ -136,6 +138,10 @@ fn run(cli: Cli) -> Result<i32> {
             roles::stop_quietly_on_closed_stdout();
             roles::up::stop_or_start(control, node, true)
         }
+        Command::Deploy(args) => {
+            roles::stop_quietly_on_closed_stdout();
+            deploy::main(args)
+        }
         Command::Db(args) => {
             bulwark_telemetry::init_logging(&cli.log_level, cli.log_json);
             roles::db::main(args)
@@ -143,4 +149,5 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+mod deploy;
 mod roles;

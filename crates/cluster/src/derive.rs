@@ -197,6 +197,15 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 let _ = writeln!(c, "db_secret_file = {}", q(&files.secret(Hop::AppDb)));
                 let _ = writeln!(c, "monitor_token_file = {}", q(&files.secret(Hop::Monitor)));
                 c.push_str(&tls_keys(t, files, &p.name));
+                if program.is_some() {
+                    // `bulwark deploy`: its token, and where this app keeps
+                    // its releases (next to a db role's data, by name).
+                    let _ = writeln!(c, "deploy_token_file = {}", q(&files.secret(Hop::Deploy)));
+                    let _ = writeln!(c, "release_dir = {}", q(&files.data_dir.join(&p.name)));
+                    if let Some(n) = t.app.keep_releases {
+                        let _ = writeln!(c, "keep_releases = {n}");
+                    }
+                }
                 if let Some(p) = &program {
                     c.push_str(&program_table(p));
                 }
@@ -352,9 +361,12 @@ mod tests {
                 let named = r.config.contains(&q(&files.secret(hop)));
                 // An lb's extra process has no admin listener: no monitor token.
                 let extra_lb = r.placed.kind == RoleKind::Lb && r.placed.admin.is_none();
+                // The built-in guestbook is not deployed: no deploy token.
                 assert_eq!(
                     named,
-                    Hop::held_by(r.placed.kind).contains(&hop) && !(extra_lb && hop == Hop::Monitor),
+                    Hop::held_by(r.placed.kind).contains(&hop)
+                        && !(extra_lb && hop == Hop::Monitor)
+                        && hop != Hop::Deploy,
                     "{} {hop:?}:\n{}",
                     r.placed.name,
                     r.config
@@ -364,6 +376,23 @@ mod tests {
         let mut v = bulwark_config::Validator::default();
         t.validate(&mut v);
         assert!(v.is_empty());
+    }
+
+    /// An app running the user's program gets the deploy token, its own
+    /// release directory and the topology's `keep_releases`.
+    #[test]
+    fn a_program_app_can_be_deployed_to() {
+        let mut t = Topology::default_localhost();
+        t.app.exec = vec!["gunicorn".into(), "site:app".into()];
+        t.app.keep_releases = Some(3);
+        let files = SharedFiles::under(Path::new("/var/lib/bulwark"), &t);
+        let roles = derive(&t, &files, None);
+        let app2 = roles.iter().find(|r| r.placed.name == "app2").unwrap();
+        let c: bulwark_config::app::AppConfig = bulwark_config::from_str(&app2.config, "app2").unwrap();
+        assert_eq!(c.deploy_token_file, Some(files.secret(Hop::Deploy)));
+        assert_eq!(c.release_dir.as_deref(), Some(Path::new("/var/lib/bulwark/app2")));
+        assert_eq!(c.keep_releases, 3);
+        assert!(c.program.is_some());
     }
 
     /// With `internal_tls` (on for hosts off loopback), every tier behind

@@ -1,8 +1,9 @@
-//! Tiny HTTP/1.1 GET used for readiness and status probes.
+//! Tiny HTTP/1.1 client used for readiness and status probes and by
+//! `bulwark deploy`.
 use bulwark_mtls::rustls::pki_types::ServerName;
 use bulwark_mtls::{MutualTls, Stream};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,6 +14,19 @@ pub async fn http_get(
     addr: SocketAddr,
     path: &str,
     token: Option<&str>,
+    tls: Option<&MutualTls>,
+    timeout: Duration,
+) -> Result<(u16, Bytes), String> {
+    http_request(addr, http::Method::GET, path, token, None, tls, timeout).await
+}
+
+/// [`http_get`] with any method, and a JSON body when `json` is set.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&serde_json::Value>,
     tls: Option<&MutualTls>,
     timeout: Duration,
 ) -> Result<(u16, Bytes), String> {
@@ -28,11 +42,18 @@ pub async fn http_get(
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let mut req = http::Request::get(path).header(http::header::HOST, addr.to_string());
+        let mut req = http::Request::builder().method(method).uri(path).header(http::header::HOST, addr.to_string());
         if let Some(t) = token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+        let body = match json {
+            Some(v) => {
+                req = req.header(http::header::CONTENT_TYPE, "application/json");
+                Bytes::from(v.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();

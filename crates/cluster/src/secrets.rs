@@ -3,8 +3,9 @@
 //! reach the web tier and read status, never the database.
 //!
 //! The files live in `<data_dir>/secrets/` (0700), one per hop (0600):
-//! `lb-web`, `web-app`, `app-db`, `db-peer` and `monitor` (the read-only
-//! monitoring token). `up` creates those its host's roles need when they are
+//! `lb-web`, `web-app`, `app-db`, `db-peer`, `monitor` (the read-only
+//! monitoring token) and `deploy` (the token of `bulwark deploy` towards
+//! the app roles). `up` creates those its host's roles need when they are
 //! missing: random values, or, when the data directory holds the single
 //! `secret` file of earlier versions, values derived from it (HMAC-SHA256
 //! of the hop's name), so hosts that were given the same `secret` agree
@@ -27,10 +28,12 @@ pub enum Hop {
     DbPeer,
     /// Read-only monitoring: `/metrics`, `/v1/status`.
     Monitor,
+    /// `bulwark deploy` → app roles (`/deploy/*`, `Authorization: Bearer`).
+    Deploy,
 }
 
 impl Hop {
-    pub const ALL: [Hop; 5] = [Hop::LbWeb, Hop::WebApp, Hop::AppDb, Hop::DbPeer, Hop::Monitor];
+    pub const ALL: [Hop; 6] = [Hop::LbWeb, Hop::WebApp, Hop::AppDb, Hop::DbPeer, Hop::Monitor, Hop::Deploy];
 
     /// The file name under `secrets/`.
     pub fn file_name(self) -> &'static str {
@@ -40,6 +43,7 @@ impl Hop {
             Hop::AppDb => "app-db",
             Hop::DbPeer => "db-peer",
             Hop::Monitor => "monitor",
+            Hop::Deploy => "deploy",
         }
     }
 
@@ -49,7 +53,7 @@ impl Hop {
         match kind {
             RoleKind::Lb => &[Hop::LbWeb, Hop::Monitor],
             RoleKind::Web => &[Hop::LbWeb, Hop::WebApp, Hop::Monitor],
-            RoleKind::App => &[Hop::WebApp, Hop::AppDb, Hop::Monitor],
+            RoleKind::App => &[Hop::WebApp, Hop::AppDb, Hop::Monitor, Hop::Deploy],
             RoleKind::Db => &[Hop::AppDb, Hop::DbPeer, Hop::Monitor],
         }
     }
@@ -143,7 +147,7 @@ mod tests {
         let before = values.clone();
         values.sort();
         values.dedup();
-        assert_eq!(values.len(), 5, "five distinct secrets");
+        assert_eq!(values.len(), 6, "six distinct secrets");
         ensure(d.path(), [RoleKind::Db]).unwrap();
         assert_eq!(Hop::ALL.iter().map(|h| read(*h)).collect::<Vec<_>>(), before);
     }

@@ -21,6 +21,9 @@
 //! tls_cert = "/var/lib/bulwark/tls/internal/app1.pem" # mutual TLS (all three or none, see `internal_tls`):
 //! tls_key = "/var/lib/bulwark/tls/internal/app1.key"  #  the listener requires a client certificate of tls_ca,
 //! tls_ca = "/var/lib/bulwark/tls/internal/ca.pem"     #  the database is reached over mutual TLS
+//! deploy_token_file = "/etc/bulwark/deploy.token"    # opens the deploy endpoints (`bulwark deploy`)
+//! release_dir = "/var/lib/bulwark/app1"               # releases/, current, previous (see `bulwark deploy`)
+//! keep_releases = 5                                   # releases kept besides current and previous
 //! ```
 use crate::util::{check_bind, check_host_port, check_name};
 use crate::{Secret, Validate, Validator};
@@ -89,6 +92,22 @@ pub struct AppConfig {
     pub tls_key: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<PathBuf>,
+    /// Token of `bulwark deploy` (`Authorization: Bearer` on `/deploy/*`).
+    /// Without it the deploy endpoints answer 404: this app cannot be
+    /// deployed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_token: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_token_file: Option<PathBuf>,
+    /// Where the program's releases are kept: `releases/<id>/` (copies
+    /// made by `bulwark deploy`), and the links `current` (what runs) and
+    /// `previous` (what `deploy --rollback` returns to). While `current`
+    /// does not exist the program runs from `program.workdir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_dir: Option<PathBuf>,
+    /// Releases kept under `release_dir` besides `current` and `previous`.
+    #[serde(default = "default_keep_releases")]
+    pub keep_releases: usize,
 }
 
 /// The user's application as the app role runs it: the role binds the
@@ -128,8 +147,21 @@ pub struct Program {
 }
 
 /// Environment variables the role sets for the program itself.
-pub const RESERVED_ENV: [&str; 5] =
-    ["PORT", "BULWARK_LISTEN", "BULWARK_DB_NODES", "BULWARK_DB_SECRET_FILE", "BULWARK_APP_NAME"];
+pub const RESERVED_ENV: [&str; 9] = [
+    "PORT",
+    "BULWARK_LISTEN",
+    "BULWARK_DB_NODES",
+    "BULWARK_DB_SECRET_FILE",
+    "BULWARK_APP_NAME",
+    "BULWARK_DB_CA",
+    "BULWARK_DB_CERT",
+    "BULWARK_DB_KEY",
+    "BULWARK_RELEASE",
+];
+
+pub fn default_keep_releases() -> usize {
+    5
+}
 
 pub fn default_health_path() -> String {
     "/health".into()
@@ -244,6 +276,18 @@ impl Validate for AppConfig {
             self.monitor_token.as_ref(),
             self.monitor_token_file.as_ref(),
         );
+        crate::util::check_secret_source(
+            v,
+            "deploy_token",
+            self.deploy_token.as_ref(),
+            self.deploy_token_file.as_ref(),
+        );
+        if !(1..=100).contains(&self.keep_releases) {
+            v.error("keep_releases", "must be between 1 and 100");
+        }
+        if self.release_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            v.error("release_dir", "must not be empty");
+        }
         for (k, n, lo, hi) in [
             ("max_author_chars", self.max_author_chars, 1, 1000),
             ("max_text_chars", self.max_text_chars, 1, 100_000),
@@ -336,6 +380,10 @@ pub struct AppSettings {
     /// that directory.
     #[serde(default, rename = "static", skip_serializing_if = "Option::is_none")]
     pub static_dir: Option<String>,
+    /// Releases each app keeps besides the current and the previous one
+    /// (`bulwark deploy`). Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_releases: Option<usize>,
 }
 
 impl AppSettings {
@@ -380,6 +428,9 @@ impl AppSettings {
                 v.error("static", "set workdir: the static directory is under it");
             }
         }
+        if self.keep_releases.is_some_and(|n| !(1..=100).contains(&n)) {
+            v.error("keep_releases", "must be between 1 and 100");
+        }
         match self.program() {
             Some(p) => p.validate_in(v),
             None => {
@@ -389,7 +440,8 @@ impl AppSettings {
                     || self.health_path.is_some()
                     || self.stop_grace.is_some()
                     || self.start_timeout.is_some()
-                    || self.static_dir.is_some();
+                    || self.static_dir.is_some()
+                    || self.keep_releases.is_some();
                 if set {
                     v.error("exec", "these settings are for a program: set exec too (without it the apps run the built-in guestbook)");
                 }

@@ -68,6 +68,11 @@ impl ProxyRoute for ForwardRoute {
         self.forwarder.upstream.servers.iter().any(|s| s.is_available(now))
     }
 
+    fn servers(&self) -> Vec<(String, bool)> {
+        let now = bulwark_proxy::now_ms();
+        self.forwarder.upstream.servers.iter().map(|s| (s.addr.to_string(), s.is_available(now))).collect()
+    }
+
     fn forward(&self, req: Request<Incoming>, client: SocketAddr) -> RouteFuture<'_> {
         Box::pin(async move {
             let ctx = ClientContext::new(client, "http");

@@ -27,6 +27,12 @@ pub trait ProxyRoute: Send + Sync + 'static {
     fn has_available_server(&self) -> bool {
         true
     }
+    /// Each server of the route (its address) and whether
+    /// requests may go to it now (health checks pass, not ejected): shown
+    /// in `/metrics` as `bulwark_web_upstream_available`.
+    fn servers(&self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
 }
 
 /// The route used until `bulwark-proxy` is wired in: answers 502.

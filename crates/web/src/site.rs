@@ -174,7 +174,7 @@ impl Site {
                     return r;
                 }
             }
-            let mut r = Response::new(WebBody::bytes(s.stats.prometheus()));
+            let mut r = Response::new(WebBody::bytes(s.stats.prometheus() + &upstream_metrics(&s.proxies)));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             return r;
         }
@@ -277,6 +277,27 @@ impl Site {
             other => Err(other),
         }
     }
+}
+
+/// Whether each server of each `[[proxy]]` route takes requests now: what
+/// `bulwark deploy` waits on to know an app server is out of rotation.
+fn upstream_metrics(proxies: &[(String, Arc<dyn ProxyRoute>)]) -> String {
+    use std::fmt::Write;
+    let mut out = String::from(
+        "# HELP bulwark_web_upstream_available Whether requests of the route may go to the server now (health checks pass, not ejected).\n# TYPE bulwark_web_upstream_available gauge\n",
+    );
+    for (prefix, route) in proxies {
+        for (server, available) in route.servers() {
+            let _ = writeln!(
+                out,
+                "bulwark_web_upstream_available{{route=\"{}\",server=\"{}\"}} {}",
+                prefix.replace(['"', '\\', '\n'], "_"),
+                server.replace(['"', '\\', '\n'], "_"),
+                u8::from(available)
+            );
+        }
+    }
+    out
 }
 
 /// `/health`: 200 whenever this server can serve its static files. A

@@ -8,9 +8,15 @@
 //! `BULWARK_LISTEN`, the database nodes as `BULWARK_DB_NODES`
 //! (comma-separated `host:port`), the path of a file holding the app→db
 //! credential as `BULWARK_DB_SECRET_FILE`, and the instance's name as
-//! `BULWARK_APP_NAME`. It never gets the web tier's credential: the front
-//! checks it and strips it.
+//! `BULWARK_APP_NAME`. Under mutual TLS (the role's `tls_*` keys) it also
+//! gets the paths of the role's client certificate, its key and the
+//! cluster CA as `BULWARK_DB_CERT`, `BULWARK_DB_KEY` and `BULWARK_DB_CA`
+//! (copies readable by `user` when it runs as another user), and a
+//! deployable program (`release_dir`) the id of the release it runs as
+//! `BULWARK_RELEASE` (see [`release`]). It never gets the web tier's
+//! credential: the front checks it and strips it.
 
+pub mod release;
 pub(crate) mod supervise;
 
 use bulwark_config::app::Program;
@@ -31,6 +37,8 @@ pub struct ProgramStatus {
     /// The program answered its health path at least once since the role
     /// started (a failure before that is a failed start: a bad `exec`).
     pub ever_healthy: bool,
+    /// Runs that failed (could not start, ended, never became healthy).
+    pub failures: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -57,6 +65,7 @@ impl ProgramStatus {
             restarts: 0,
             last_error: None,
             ever_healthy: false,
+            failures: 0,
         }
     }
 

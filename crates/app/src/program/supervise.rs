@@ -1,7 +1,9 @@
 //! Running the user's program: start it on a fresh private port, forward
 //! its output into the role's log, probe its health path, restart it with
-//! backoff when it ends, and stop it (SIGTERM, then SIGKILL to its whole
-//! process group after `stop_grace`) when the role stops.
+//! backoff when it ends, restart it at once when asked (a deploy switched
+//! its release: each start runs the release `current` names), and stop it
+//! (SIGTERM, then SIGKILL to its whole process group after `stop_grace`)
+//! when the role stops.
 //!
 //! Every problem of the program (it cannot be started, it exits, it never
 //! answers its health path) is reported through [`ProgramStatus`] and the
@@ -42,6 +44,13 @@ pub(crate) struct Launch {
     pub db_nodes: Vec<String>,
     /// Passed as `BULWARK_DB_SECRET_FILE`.
     pub db_secret_file: Option<PathBuf>,
+    /// Passed as `BULWARK_DB_CA`, `BULWARK_DB_CERT`, `BULWARK_DB_KEY`:
+    /// the client certificate towards the database under mutual TLS.
+    pub db_tls: Option<bulwark_config::internal_tls::TlsFiles>,
+    /// The releases of a deployable program: each start runs `current`.
+    pub releases: Option<super::release::Releases>,
+    /// Stop the running program and start it again at once.
+    pub restart: std::sync::Arc<tokio::sync::Notify>,
 }
 
 type ProbeClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
@@ -53,11 +62,20 @@ pub(crate) async fn run(launch: Launch, status: watch::Sender<ProgramStatus>, sh
     let mut first = true;
     loop {
         if !first {
-            status.send_modify(|s| s.restarts += 1);
+            status.send_modify(|s| {
+                s.restarts += 1;
+                s.state = ProgramState::Starting;
+                s.pid = None;
+                s.listen = None;
+            });
         }
         first = false;
         let outcome = run_once(&launch, &status, &probe, &shutdown).await;
         let (error, stable) = match outcome {
+            RunOutcome::Restart => {
+                backoff = INITIAL_BACKOFF;
+                continue;
+            }
             RunOutcome::Stopped => {
                 status.send_modify(|s| {
                     s.state = ProgramState::Stopped;
@@ -77,9 +95,11 @@ pub(crate) async fn run(launch: Launch, status: watch::Sender<ProgramStatus>, sh
             s.pid = None;
             s.listen = None;
             s.last_error = Some(error);
+            s.failures += 1;
         });
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
+            _ = launch.restart.notified() => {}
             _ = shutdown.cancelled() => {
                 status.send_modify(|s| s.state = ProgramState::Stopped);
                 return;
@@ -92,6 +112,8 @@ pub(crate) async fn run(launch: Launch, status: watch::Sender<ProgramStatus>, sh
 enum RunOutcome {
     /// Stopped because the role is stopping.
     Stopped,
+    /// Stopped to be started again at once (see [`Launch::restart`]).
+    Restart,
     /// Could not start, ended, or never became healthy.
     Failed { error: String, healthy_for: Duration },
 }
@@ -105,8 +127,7 @@ fn pick_port() -> std::io::Result<SocketAddr> {
     l.local_addr()
 }
 
-fn command(launch: &Launch, listen: SocketAddr) -> Result<tokio::process::Command, String> {
-    let p = &launch.program;
+fn command(launch: &Launch, p: &Program, listen: SocketAddr) -> Result<tokio::process::Command, String> {
     let path = resolve_program(p, p.workdir.as_deref()).map_err(|e| e.to_string())?;
     let mut cmd = tokio::process::Command::new(&path);
     cmd.args(arguments(p, listen))
@@ -125,6 +146,14 @@ fn command(launch: &Launch, listen: SocketAddr) -> Result<tokio::process::Comman
     match &launch.db_secret_file {
         Some(f) => cmd.env("BULWARK_DB_SECRET_FILE", f),
         None => cmd.env_remove("BULWARK_DB_SECRET_FILE"),
+    };
+    match &launch.db_tls {
+        Some(t) => cmd.env("BULWARK_DB_CA", &t.ca).env("BULWARK_DB_CERT", &t.cert).env("BULWARK_DB_KEY", &t.key),
+        None => cmd.env_remove("BULWARK_DB_CA").env_remove("BULWARK_DB_CERT").env_remove("BULWARK_DB_KEY"),
+    };
+    match &launch.releases {
+        Some(r) => cmd.env("BULWARK_RELEASE", r.current()),
+        None => cmd.env_remove("BULWARK_RELEASE"),
     };
     if let Some(user) = &p.user {
         let (uid, gid, home) = lookup_user(user).map_err(|e| e.to_string())?;
@@ -160,7 +189,12 @@ async fn run_once(
         Ok(a) => a,
         Err(e) => return failed(format!("no free loopback port for the program: {e}")),
     };
-    let mut cmd = match command(launch, listen) {
+    // A deployable program runs its current release.
+    let mut program = launch.program.clone();
+    if let Some(r) = &launch.releases {
+        program.workdir = r.current_dir();
+    }
+    let mut cmd = match command(launch, &program, listen) {
         Ok(c) => c,
         Err(e) => return failed(e),
     };
@@ -169,7 +203,8 @@ async fn run_once(
         Err(e) => return failed(format!("cannot start {}: {e}", launch.program.exec[0])),
     };
     let pid = child.id();
-    tracing::info!(app = %launch.app_name, pid, %listen, "program started: {}", launch.program.exec.join(" "));
+    let release = launch.releases.as_ref().map(|r| r.current()).unwrap_or_default();
+    tracing::info!(app = %launch.app_name, pid, %listen, release, "program started: {}", launch.program.exec.join(" "));
     status.send_modify(|s| {
         s.state = ProgramState::Starting;
         s.pid = pid;
@@ -209,6 +244,11 @@ async fn run_once(
             _ = shutdown.cancelled() => {
                 stop(&mut child, launch).await;
                 break RunOutcome::Stopped;
+            }
+            _ = launch.restart.notified() => {
+                tracing::info!(app = %launch.app_name, pid, "program: restarting it (its release changed)");
+                stop(&mut child, launch).await;
+                break RunOutcome::Restart;
             }
             _ = tokio::time::sleep(wait) => {
                 let ok = probe_once(probe, health_url.clone()).await;

@@ -29,6 +29,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "db_secret": open(secret_file).read() if secret_file else None,
             "pid": os.getpid(),
             "uid": os.getuid(),
+            "db_tls_readable": [os.access(os.environ[k], os.R_OK)
+                                for k in ("BULWARK_DB_CA", "BULWARK_DB_CERT", "BULWARK_DB_KEY") if k in os.environ],
         }).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
