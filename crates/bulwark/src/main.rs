@@ -143,4 +143,5 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+mod db_admin;
 mod roles;
