@@ -149,5 +149,6 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+mod db_admin;
 mod deploy;
 mod roles;

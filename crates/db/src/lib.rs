@@ -15,21 +15,26 @@
 pub mod api;
 mod append_queue;
 mod apply_error;
+pub mod backup;
+pub mod backup_tool;
 pub mod bench;
 mod bulwark_tables;
 mod client;
 mod crash_rebuild;
+pub mod dump;
 mod durable;
 mod entry_clock;
 mod error;
 mod group_commit;
 mod leader_acks;
+pub mod load;
 mod log_store;
 mod node;
 mod raft_types;
 mod request_ids;
 mod snapshot_file;
 pub mod sql;
+pub mod sql_script;
 mod state_machine;
 #[cfg(test)]
 mod tests;

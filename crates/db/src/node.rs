@@ -36,6 +36,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 mod auth;
+mod backup;
 mod reads;
 
 /// Marks a request one node passed to the primary (never passed again).
@@ -598,6 +599,9 @@ impl NodeState {
                 .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
             return r;
         }
+        if path.starts_with("/v1/backup") {
+            return self.backup(req).await;
+        }
         if method != Method::POST {
             return error(
                 StatusCode::NOT_FOUND,
@@ -727,6 +731,7 @@ impl NodeState {
             "bulwark_db_request_duration_seconds",
             &format!("{node},kind=\"query\""),
         );
+        out.push_str(&self.disk_metrics());
         out.push_str(&bulwark_telemetry::process::process_metrics());
         out
     }

@@ -87,6 +87,8 @@ pub enum DbCommand {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    #[command(flatten)]
+    Data(crate::db_admin::DataCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -137,7 +139,16 @@ fn run_node(path: PathBuf) -> Result<i32> {
 }
 
 fn client(config: Option<PathBuf>, cluster: &ClusterArgs) -> Result<Client> {
-    let file = config.as_deref().map(load).transpose()?;
+    let (nodes, secret, tls) = cluster_access(config.as_deref(), cluster)?;
+    Ok(Client::with_tls(nodes, &secret, tls))
+}
+
+/// The nodes, the secret and the TLS files to reach the cluster with.
+pub(crate) fn cluster_access(
+    config: Option<&std::path::Path>,
+    cluster: &ClusterArgs,
+) -> Result<(Vec<String>, String, Option<bulwark_mtls::MutualTls>)> {
+    let file = config.map(load).transpose()?;
     let secret = if let Ok(s) = std::env::var("BULWARK_DB_SECRET") {
         s
     } else if let Some(p) = &cluster.secret_file {
@@ -161,7 +172,7 @@ fn client(config: Option<PathBuf>, cluster: &ClusterArgs) -> Result<Client> {
     // mutual TLS answers nothing else.
     let tls = file.as_ref().and_then(|c| c.tls());
     let tls = bulwark_mtls::MutualTls::load_optional(tls.as_ref()).context("loading the node's TLS files")?;
-    Ok(Client::with_tls(nodes, &secret, tls))
+    Ok((nodes, secret, tls))
 }
 
 fn admin(config: Option<PathBuf>, cmd: DbCommand) -> Result<i32> {
@@ -240,6 +251,7 @@ fn admin(config: Option<PathBuf>, cmd: DbCommand) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&s.members)?);
                 Ok(0)
             }
+            DbCommand::Data(cmd) => crate::db_admin::run(config, cmd).await,
         }
     })
 }
