@@ -64,7 +64,7 @@ pub struct HostFirewall {
     /// enforced by the kernel before the lb sees them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_rate_limit: Option<ConnectionRate>,
-    /// Log dropped packets (prefix `bulwark drop: `, at most 5 a minute).
+    /// Log dropped packets (prefix `bulwark drop in: ` or `bulwark drop out: `, at most 5 a minute).
     #[serde(default = "yes")]
     pub log_drops: bool,
 }
