@@ -55,6 +55,8 @@ enum Command {
         #[command(flatten)]
         control: roles::up::ControlArgs,
     },
+    /// The host firewall (nftables) of one host of a topology: plan, apply, check, remove.
+    Firewall(firewall::Args),
     /// Validate a config file; prints every problem with file:line: key and exits 1.
     Check {
         #[arg(short, long)]
@@ -136,6 +138,10 @@ fn run(cli: Cli) -> Result<i32> {
             roles::stop_quietly_on_closed_stdout();
             roles::up::stop_or_start(control, node, true)
         }
+        Command::Firewall(args) => {
+            roles::stop_quietly_on_closed_stdout();
+            firewall::main(args)
+        }
         Command::Db(args) => {
             bulwark_telemetry::init_logging(&cli.log_level, cli.log_json);
             roles::db::main(args)
@@ -143,4 +149,5 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+mod firewall;
 mod roles;

@@ -348,7 +348,13 @@ impl HostPlan {
                 Allowed::Anyone => "anyone".to_string(),
                 Allowed::Only(v) if v.is_empty() => "this host only".to_string(),
                 Allowed::Only(v) => {
-                    let names: BTreeSet<String> = v.iter().map(|p| format!("{} ({})", p.who, p.net)).collect();
+                    let names: BTreeSet<String> = v
+                        .iter()
+                        .map(|p| match p.net.prefix_len() == p.net.max_prefix_len() {
+                            true => format!("{} ({})", p.who, p.net.addr()),
+                            false => format!("{} ({})", p.who, p.net),
+                        })
+                        .collect();
                     names.into_iter().collect::<Vec<_>>().join(", ")
                 }
             };
