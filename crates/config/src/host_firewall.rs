@@ -56,6 +56,10 @@ pub struct HostFirewall {
     /// open connections to (DNS, NTP, package mirrors).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress_allow: Vec<EgressRule>,
+    /// Your own inbound services (a monitoring exporter, a backup agent):
+    /// let `from` reach `port` on `hosts` (every host when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_in: Vec<InboundRule>,
     /// Remove the ruleset when `up --host` stops cleanly. Default: keep it
     /// (a host that stops serving stays closed).
     #[serde(default)]
@@ -87,6 +91,31 @@ pub struct EgressRule {
     /// Destination port; every port when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+}
+
+/// One inbound service of the operator's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundRule {
+    /// Who may reach it: CIDRs, addresses or `all`.
+    pub from: Vec<String>,
+    pub protocol: Transport,
+    pub port: u16,
+    /// The hosts (topology `[[host]] name`) it runs on; every host when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+impl InboundRule {
+    /// The source networks (valid after validation).
+    pub fn sources(&self) -> Vec<IpNet> {
+        networks(&self.from)
+    }
+
+    /// Whether it applies to host `name`.
+    pub fn on(&self, name: &str) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|h| h == name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -134,6 +163,7 @@ impl Default for HostFirewall {
             monitoring: true,
             egress: Egress::Open,
             egress_allow: Vec::new(),
+            allow_in: Vec::new(),
             remove_on_stop: false,
             public_rate_limit: None,
             log_drops: true,
@@ -213,6 +243,28 @@ impl HostFirewall {
                     }
                     if r.port == Some(0) {
                         v.error("port", "must be a port between 1 and 65535 (leave it out for every port)");
+                    }
+                });
+            }
+        });
+        v.scope("allow_in", |v| {
+            for (i, r) in self.allow_in.iter().enumerate() {
+                v.index(i, |v| {
+                    if r.from.is_empty() {
+                        v.error("from", "list who may reach it (CIDRs, addresses or `all`)");
+                    }
+                    for (j, s) in r.from.iter().enumerate() {
+                        if let Err(e) = parse_networks(s) {
+                            v.scope("from", |v| v.index(j, |v| v.error("", e)));
+                        }
+                    }
+                    if r.port == 0 {
+                        v.error("port", "must be a port between 1 and 65535");
+                    }
+                    for (j, h) in r.hosts.iter().enumerate() {
+                        if !t.hosts.iter().any(|x| &x.name == h) {
+                            v.scope("hosts", |v| v.index(j, |v| v.error("", format!("no host `{h}` in the topology"))));
+                        }
                     }
                 });
             }
@@ -302,6 +354,11 @@ kind = "db"
         assert!(e.contains("firewall.egress_allow[0].to: `x` is not a CIDR"), "{e}");
         assert!(e.contains("firewall.egress_allow[0].port: must be a port"), "{e}");
         assert!(e.contains("firewall.public_rate_limit.per_second: must be at least 1"), "{e}");
+
+        let text = "[firewall]\nallow_in = [{ from = [\"10.0.0.0/8\"], protocol = \"tcp\", port = 9100, hosts = [\"a\", \"b\"] }]\n";
+        let e = load(text).unwrap_err().to_string();
+        assert!(e.contains("t.toml:2: firewall.allow_in[0].hosts[1]: no host `b` in the topology"), "{e}");
+        assert!(load(&text.replace(", \"b\"", "")).is_ok());
 
         let e = load("[firewall]\negress = \"closed\"\n").unwrap_err().to_string();
         assert!(e.starts_with("t.toml:2:"), "{e}");

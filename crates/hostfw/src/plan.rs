@@ -32,6 +32,8 @@ pub enum Service {
     Ssh,
     /// VRRP adverts between the lbs of a floating group.
     Vrrp,
+    /// The operator's own service (`allow_in`).
+    Operator,
 }
 
 impl Service {
@@ -47,6 +49,7 @@ impl Service {
             Service::Monitoring => "monitoring",
             Service::Ssh => "ssh",
             Service::Vrrp => "vrrp",
+            Service::Operator => "allow_in",
         }
     }
 }
@@ -55,6 +58,7 @@ impl Service {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
     Tcp,
+    Udp,
     /// IP protocol 112.
     Vrrp,
 }
@@ -236,6 +240,23 @@ pub fn listeners(t: &Topology, fw: &HostFirewall) -> Vec<Listener> {
             });
         }
     }
+    for (i, r) in fw.allow_in.iter().enumerate() {
+        for h in t.hosts.iter().filter(|h| r.on(&h.name)) {
+            out.push(Listener {
+                host: h.name.clone(),
+                role: format!("allow_in[{i}]"),
+                service: Service::Operator,
+                addresses: Vec::new(),
+                floating: Vec::new(),
+                port: Some(r.port),
+                protocol: match r.protocol {
+                    Transport::Tcp => Protocol::Tcp,
+                    Transport::Udp => Protocol::Udp,
+                },
+                from: Allowed::Only(r.sources().into_iter().map(|net| Peer { who: "operator".into(), net }).collect()),
+            });
+        }
+    }
     let ssh = fw.ssh_sources();
     if !ssh.is_empty() {
         for h in &t.hosts {
@@ -282,7 +303,7 @@ pub fn host_plan(t: &Topology, fw: &HostFirewall, name: &str) -> Result<HostPlan
     let inbound: Vec<Listener> = all.iter().filter(|l| l.host == name).cloned().collect();
     let outbound = (fw.egress == Egress::Restrict).then(|| {
         let mut out = Vec::new();
-        for l in all.iter().filter(|l| l.host != name && l.service != Service::Ssh) {
+        for l in all.iter().filter(|l| l.host != name && !matches!(l.service, Service::Ssh | Service::Operator)) {
             let Allowed::Only(from) = &l.from else { continue };
             if !from.iter().any(|p| p.net.contains(&host.address)) {
                 continue;
@@ -294,6 +315,7 @@ pub fn host_plan(t: &Topology, fw: &HostFirewall, name: &str) -> Result<HostPlan
             };
             let protocol = match l.protocol {
                 Protocol::Tcp => OutProtocol::Tcp,
+                Protocol::Udp => OutProtocol::Udp,
                 Protocol::Vrrp => OutProtocol::Vrrp,
             };
             // One rule per destination, however many flows share it (the
@@ -342,6 +364,7 @@ impl HostPlan {
             let port = l.port.map(|p| format!(":{p}")).unwrap_or_default();
             let proto = match l.protocol {
                 Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
                 Protocol::Vrrp => "vrrp",
             };
             let from = match &l.from {

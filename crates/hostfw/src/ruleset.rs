@@ -114,7 +114,12 @@ fn listener_rules(l: &Listener, out: &mut String) {
             (Protocol::Tcp, Some(port)) => {
                 let _ = write!(rule, "tcp dport {port} ");
             }
-            _ => rule.push_str("meta l4proto vrrp "),
+            (Protocol::Udp, Some(port)) => {
+                let _ = write!(rule, "udp dport {port} ");
+            }
+            (Protocol::Tcp, None) => rule.push_str("meta l4proto tcp "),
+            (Protocol::Udp, None) => rule.push_str("meta l4proto udp "),
+            (Protocol::Vrrp, _) => rule.push_str("meta l4proto vrrp "),
         }
         let _ = writeln!(out, "\t\t{rule}accept comment \"{}\"", comment(l));
     }

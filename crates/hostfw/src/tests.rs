@@ -21,6 +21,7 @@ operator_from = ["198.51.100.7"]
 egress = "restrict"
 egress_allow = [{ to = "192.0.2.53", protocol = "udp", port = 53 }, { to = "2001:db8::/32", protocol = "tcp", port = 443 }]
 public_rate_limit = { per_second = 20, burst = 40 }
+allow_in = [{ from = ["192.0.2.0/24"], protocol = "udp", port = 161, hosts = ["server1"] }]
 [[host]]
 name = "edge1"
 address = "10.0.0.1"
@@ -108,6 +109,7 @@ fn every_flow_of_the_site_is_a_rule_on_the_host_it_reaches() {
         "ip daddr 10.0.0.11 ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport 8110 accept comment \"db1 db api from app1 app2\"",
         "ip daddr 10.0.0.11 ip saddr { 10.0.0.1, 10.0.0.12 } tcp dport 8110 accept comment \"db1 db peers from db2 db3\"",
         "ip saddr 192.0.2.0/24 tcp dport 22 accept comment \"ssh ssh from ssh_from\"",
+        "ip saddr 192.0.2.0/24 udp dport 161 accept comment \"allow_in[0] allow_in from operator\"",
         // Outbound: the flows this host starts, and the allow-list.
         "type filter hook output priority filter; policy drop;",
         "ip daddr 10.0.0.12 tcp dport 8101 accept comment \"to app2 app\"",
@@ -140,6 +142,7 @@ fn every_flow_of_the_site_is_a_rule_on_the_host_it_reaches() {
     ] {
         assert!(lb1.contains(line), "missing `{line}` in\n{lb1}");
     }
+    assert!(!lb1.contains("dport 161"), "allow_in is for server1 only:\n{lb1}");
     // The rate limit comes before the accept of the public ports.
     assert!(lb1.find("@public_rate4").unwrap() < lb1.find("lb1 http from anyone").unwrap());
 
