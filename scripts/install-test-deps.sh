@@ -18,6 +18,8 @@ have python3 || need+=(python3)
 [ -x /usr/bin/gunicorn ] || need+=(gunicorn python3-gunicorn)
 # The VRRP interoperability tests run keepalived as the peer.
 [ -x /usr/sbin/keepalived ] || need+=(keepalived)
+# The host firewall tests (bulwark firewall) load rulesets with nft.
+have nft || [ -x /usr/sbin/nft ] || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-test-deps: need root to install: ${need[*]}" >&2

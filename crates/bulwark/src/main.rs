@@ -57,6 +57,8 @@ enum Command {
         #[command(flatten)]
         control: roles::up::ControlArgs,
     },
+    /// The host firewall (nftables) of one host of a topology: plan, apply, check, remove.
+    Firewall(firewall::Args),
     /// Validate a config file; prints every problem with file:line: key and exits 1.
     Check {
         #[arg(short, long)]
@@ -142,6 +144,10 @@ fn run(cli: Cli) -> Result<i32> {
             roles::stop_quietly_on_closed_stdout();
             deploy::main(args)
         }
+        Command::Firewall(args) => {
+            roles::stop_quietly_on_closed_stdout();
+            firewall::main(args)
+        }
         Command::Db(args) => {
             bulwark_telemetry::init_logging(&cli.log_level, cli.log_json);
             roles::db::main(args)
@@ -151,4 +157,5 @@ fn run(cli: Cli) -> Result<i32> {
 
 mod db_admin;
 mod deploy;
+mod firewall;
 mod roles;

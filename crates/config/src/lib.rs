@@ -11,6 +11,7 @@ pub mod app;
 pub mod db;
 mod error;
 pub mod firewall;
+pub mod host_firewall;
 pub mod internal_tls;
 pub mod lb;
 pub mod topology;

@@ -52,6 +52,9 @@ pub struct Topology {
     /// program (`[app] exec = [...]`).
     #[serde(default, skip_serializing_if = "crate::app::AppSettings::is_default")]
     pub app: crate::app::AppSettings,
+    /// The host firewall (nftables) of every host: `[firewall]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<crate::host_firewall::HostFirewall>,
 }
 
 /// One floating address group: the lbs that share it, in order of
@@ -298,6 +301,7 @@ impl Topology {
             floating: Vec::new(),
             internal_tls: None,
             app: Default::default(),
+            firewall: None,
         }
     }
 
@@ -368,6 +372,9 @@ impl Validate for Topology {
             }
         }
         v.scope("app", |v| self.app.validate_in(v));
+        if let Some(f) = &self.firewall {
+            v.scope("firewall", |v| f.validate_in(self, v));
+        }
         if self.hosts.is_empty() {
             v.error("host", "at least one [[host]] is required");
         }

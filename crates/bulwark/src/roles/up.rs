@@ -228,6 +228,8 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
         bail!("no roles to run on this host");
     }
     check_ports(&roles)?;
+    // `[firewall] manage = true`: this host's firewall before its roles.
+    let remove_firewall_on_stop = crate::firewall::install_for_up(&t, args.host.as_deref())?;
     // A program that cannot start is reported here, naming its roles; the
     // rest of the topology starts anyway (the site answers without them).
     for problem in super::app::topology_problems(&t) {
@@ -299,6 +301,9 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
         println!("bulwark up: shutting down (lb, web, app, then db)");
         sup.shutdown().await;
         let _ = std::fs::remove_file(&sock);
+        if remove_firewall_on_stop {
+            crate::firewall::remove_after_up();
+        }
         println!("bulwark up: stopped");
         Ok(0)
     })
