@@ -399,3 +399,66 @@ fn a_steady_http2_reader_with_the_default_window_is_not_cut_off() {
         start.elapsed()
     );
 }
+
+/// The other side again: a stream that waits on its server, first for the
+/// answer's head and then, long-poll or event-stream style, for each piece
+/// of its body, is not waiting on the client and is never cut off by
+/// `client_send`, however long the server takes.
+#[test]
+fn an_http2_stream_waiting_on_a_slow_server_is_not_cut_off() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut c, _) = server.accept().unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap() == 1 {
+            head.push(b[0]);
+        }
+        let pause = Duration::from_millis(1200);
+        std::thread::sleep(pause);
+        let _ =
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
+        std::thread::sleep(pause);
+        let _ = c.write_all(b"6\r\nevent\n\r\n");
+        std::thread::sleep(pause);
+        let _ = c.write_all(b"0\r\n\r\n");
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let lb = tls_lb(dir.path(), addr, "client_send = \"300ms\"\nhttp2_ping_interval = \"200ms\"");
+    let mut tls = h2_connect(&lb, dir.path(), &[]);
+    tls.write_all(&get_headers("/events")).unwrap();
+    let start = Instant::now();
+    let mut body = Vec::new();
+    let outcome = loop {
+        if start.elapsed() > Duration::from_secs(20) {
+            break "still running after 20 s";
+        }
+        let (kind, flags, stream, payload) = match next_frame(&mut tls) {
+            Err(()) => break "the connection was closed",
+            Ok(None) => continue,
+            Ok(Some(f)) => f,
+        };
+        let reply = match kind {
+            SETTINGS if flags & 1 == 0 => frame(SETTINGS, 1, 0, &[]),
+            PING if flags & 1 == 0 => frame(PING, 1, 0, &payload),
+            RST_STREAM if stream == 1 => break "the stream was reset",
+            GOAWAY => break "the lb sent GOAWAY",
+            HEADERS | DATA if stream == 1 && flags & 1 != 0 => {
+                body.extend_from_slice(if kind == DATA { &payload } else { &[] });
+                break "done";
+            }
+            DATA if stream == 1 => {
+                body.extend_from_slice(&payload);
+                continue;
+            }
+            _ => continue,
+        };
+        if tls.write_all(&reply).is_err() {
+            break "the connection was closed";
+        }
+    };
+    assert_eq!((outcome, &body[..]), ("done", &b"event\n"[..]), "after {:?}", start.elapsed());
+    assert!(start.elapsed() >= Duration::from_secs(3), "the server's pauses were waited out");
+}
