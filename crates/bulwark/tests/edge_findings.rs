@@ -189,3 +189,273 @@ fn a_slow_but_steady_http2_download_is_not_cut_off() {
     assert!(status.success(), "curl failed: {status}");
     assert_eq!(std::fs::read(&out).unwrap(), big, "the whole answer arrived");
 }
+
+const DATA: u8 = 0;
+const WINDOW_UPDATE: u8 = 8;
+
+/// One frame from the lb: `Ok(None)` when none came within the socket's
+/// read timeout, `Err` when the connection is gone.
+#[allow(clippy::type_complexity)]
+fn next_frame(tls: &mut bulwark_testkit::tls::TlsStream) -> Result<Option<(u8, u8, u32, Vec<u8>)>, ()> {
+    let mut head = [0u8; 9];
+    match tls.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return Ok(None),
+        Err(_) => return Err(()),
+    }
+    let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    let before = tls.sock.read_timeout().unwrap();
+    tls.sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let r = tls.read_exact(&mut payload);
+    tls.sock.set_read_timeout(before).unwrap();
+    r.map_err(|_| ())?;
+    Ok(Some((head[3], head[4], stream, payload)))
+}
+
+/// An HTTP/2 connection to `lb` with the preface and the client's
+/// `settings` (id, value) sent.
+fn h2_connect(lb: &Process, dir: &Path, settings: &[(u16, u32)]) -> bulwark_testkit::tls::TlsStream {
+    let mut tls = tls_connect(lb.addr("https"), "localhost", &dir.join("cert.pem"), &[b"h2"]).unwrap();
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]));
+    tls.sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    let mut p = Vec::new();
+    for (id, v) in settings {
+        p.extend_from_slice(&id.to_be_bytes());
+        p.extend_from_slice(&v.to_be_bytes());
+    }
+    tls.write_all(&frame(SETTINGS, 0, 0, &p)).unwrap();
+    tls
+}
+
+fn window_update(stream: u32, n: u32) -> Vec<u8> {
+    frame(WINDOW_UPDATE, 0, stream, &n.to_be_bytes())
+}
+
+/// What [`hold_a_one_byte_window`] saw.
+struct Held {
+    data: usize,
+    cut_off: bool,
+    goaway: bool,
+    pings: usize,
+}
+
+/// Opens a stream for `/index.html` with a stream window of one byte and
+/// answers the lb's SETTINGS and PINGs for `hold`.
+fn hold_a_one_byte_window(timeouts: &str, hold: Duration) -> Held {
+    let root = small_site();
+    let w = web(root.path(), "");
+    let dir = tempfile::tempdir().unwrap();
+    let lb = tls_lb(dir.path(), w.addr("http"), timeouts);
+    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 1.
+    let mut tls = h2_connect(&lb, dir.path(), &[(4, 1)]);
+    tls.write_all(&get_headers("/index.html")).unwrap();
+    let mut held = Held { data: 0, cut_off: false, goaway: false, pings: 0 };
+    let deadline = Instant::now() + hold;
+    while Instant::now() < deadline {
+        match next_frame(&mut tls) {
+            Err(()) => {
+                held.cut_off = true;
+                break;
+            }
+            Ok(None) => {}
+            Ok(Some((kind, flags, stream, payload))) => match kind {
+                SETTINGS if flags & 1 == 0 => tls.write_all(&frame(SETTINGS, 1, 0, &[])).unwrap(),
+                PING if flags & 1 == 0 => {
+                    held.pings += 1;
+                    tls.write_all(&frame(PING, 1, 0, &payload)).unwrap()
+                }
+                DATA if stream == 1 => held.data += payload.len(),
+                RST_STREAM if stream == 1 => {
+                    held.cut_off = true;
+                    break;
+                }
+                // A graceful GOAWAY leaves stream 1 open: keep holding it.
+                GOAWAY => held.goaway = true,
+                _ => {}
+            },
+        }
+    }
+    held
+}
+
+/// Finding (medium): the stall check watches the response body, but hyper
+/// hands a chunk to h2 as soon as the window has one byte of room and then
+/// asks the body for more at once. A client whose stream window is one
+/// byte gets the whole of a small answer (or of the last chunk of a large
+/// one) queued in h2; the body ends, its stream guard is dropped, and the
+/// rest of the chunk waits in h2 for a window the client never opens, while
+/// the client answers PINGs. Neither `client_send` nor anything else ends
+/// the stream: the connection, its stream slot and the queued bytes (up to
+/// one upstream read, ~400 KB, per stream; `http2_max_streams` streams per
+/// connection) are held for ever.
+///
+/// Expected: the stream is reset or the connection closed within a few
+/// `client_send`, as with a zero window.
+#[test]
+fn an_http2_answer_queued_behind_a_one_byte_window_is_cut_off() {
+    let timeouts =
+        "client_send = \"300ms\"\nhttp2_idle = \"600s\"\nhttp2_ping_interval = \"200ms\"\nhttp2_ping_timeout = \"5s\"";
+    let held = hold_a_one_byte_window(timeouts, Duration::from_secs(15));
+    assert_eq!(held.data, 1, "the lb sent the one byte the window allowed");
+    assert!(
+        held.cut_off,
+        "a stream with 4 bytes queued behind a 1-byte window stayed open 15 s past client_send = 300ms \
+         ({} PINGs answered)",
+        held.pings
+    );
+}
+
+/// Finding (medium, same cause): once the stream guard is gone the
+/// connection counts as idle, so `http2_idle` sends a graceful GOAWAY, but a
+/// graceful close waits for open streams, and the stream whose bytes wait in
+/// h2 never finishes: the GOAWAY'd connection stays open for as long as the
+/// client answers PINGs.
+///
+/// Expected: the connection is gone within a few seconds of the GOAWAY
+/// (at the latest when the stuck stream passes `client_send`).
+#[test]
+fn an_idle_http2_connection_with_a_stuck_stream_is_closed() {
+    // The idle close comes first, the send deadline well after it.
+    let timeouts =
+        "client_send = \"2s\"\nhttp2_idle = \"500ms\"\nhttp2_ping_interval = \"200ms\"\nhttp2_ping_timeout = \"5s\"";
+    let held = hold_a_one_byte_window(timeouts, Duration::from_secs(15));
+    assert_eq!(held.data, 1, "the lb sent the one byte the window allowed");
+    assert!(held.goaway, "the idle close sent its GOAWAY");
+    assert!(held.cut_off, "the connection stayed open 14 s after its idle GOAWAY ({} PINGs answered)", held.pings);
+}
+
+/// Finding (medium): the stall check measures, per upstream chunk, the time
+/// from hand-over until hyper asks for the next, which on a window-limited
+/// stream is the time the client takes to open the window for the whole
+/// previous chunk, and upstream chunks are as large as one read of the lb's
+/// HTTP/1.1 client (up to ~400 KB). A client that reads steadily with the
+/// default 64 KB window (nghttp2, Python h2 and most libraries that do not
+/// raise it) at 128 KB/s accepts data every few milliseconds, yet a 400 KB
+/// chunk keeps its stream "waiting" for ~3 s: the connection is cut off
+/// with client_send = 500ms. With the default client_send = 60s the same
+/// happens below ~6 KB/s, a rate at which HTTP/1.1 is never cut off (its
+/// deadline is re-armed by every byte).
+///
+/// Expected: the whole answer arrives.
+#[test]
+fn a_steady_http2_reader_with_the_default_window_is_not_cut_off() {
+    let root = small_site();
+    let big: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.path().join("big.bin"), &big).unwrap();
+    let w = web(root.path(), "");
+    let dir = tempfile::tempdir().unwrap();
+    let lb = tls_lb(dir.path(), w.addr("http"), "client_send = \"500ms\"");
+    let mut tls = h2_connect(&lb, dir.path(), &[]);
+    tls.write_all(&get_headers("/big.bin")).unwrap();
+    let rate = 128.0 * 1024.0; // bytes per second
+    let start = Instant::now();
+    let mut got = 0usize;
+    let outcome = loop {
+        if start.elapsed() > Duration::from_secs(40) {
+            break "still running after 40 s";
+        }
+        let (kind, flags, stream, payload) = match next_frame(&mut tls) {
+            Err(()) => break "the connection was closed",
+            Ok(None) => continue,
+            Ok(Some(f)) => f,
+        };
+        let reply = match kind {
+            SETTINGS if flags & 1 == 0 => frame(SETTINGS, 1, 0, &[]),
+            PING if flags & 1 == 0 => frame(PING, 1, 0, &payload),
+            RST_STREAM if stream == 1 => break "the stream was reset",
+            GOAWAY => break "the lb sent GOAWAY",
+            DATA if stream == 1 => {
+                got += payload.len();
+                if flags & 1 != 0 {
+                    break "done";
+                }
+                // Consume at `rate`, then give the window back.
+                let due = start + Duration::from_secs_f64(got as f64 / rate);
+                if let Some(d) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+                let n = payload.len() as u32;
+                if n == 0 {
+                    continue;
+                }
+                [window_update(1, n), window_update(0, n)].concat()
+            }
+            _ => continue,
+        };
+        if tls.write_all(&reply).is_err() {
+            break "the connection was closed";
+        }
+    };
+    assert_eq!(
+        (outcome, got),
+        ("done", big.len()),
+        "a client reading at 128 KB/s with a 64 KB window, after {:?}",
+        start.elapsed()
+    );
+}
+
+/// The other side again: a stream that waits on its server, first for the
+/// answer's head and then, long-poll or event-stream style, for each piece
+/// of its body, is not waiting on the client and is never cut off by
+/// `client_send`, however long the server takes.
+#[test]
+fn an_http2_stream_waiting_on_a_slow_server_is_not_cut_off() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut c, _) = server.accept().unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap() == 1 {
+            head.push(b[0]);
+        }
+        let pause = Duration::from_millis(1200);
+        std::thread::sleep(pause);
+        let _ =
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
+        std::thread::sleep(pause);
+        let _ = c.write_all(b"6\r\nevent\n\r\n");
+        std::thread::sleep(pause);
+        let _ = c.write_all(b"0\r\n\r\n");
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let lb = tls_lb(dir.path(), addr, "client_send = \"300ms\"\nhttp2_ping_interval = \"200ms\"");
+    let mut tls = h2_connect(&lb, dir.path(), &[]);
+    tls.write_all(&get_headers("/events")).unwrap();
+    let start = Instant::now();
+    let mut body = Vec::new();
+    let outcome = loop {
+        if start.elapsed() > Duration::from_secs(20) {
+            break "still running after 20 s";
+        }
+        let (kind, flags, stream, payload) = match next_frame(&mut tls) {
+            Err(()) => break "the connection was closed",
+            Ok(None) => continue,
+            Ok(Some(f)) => f,
+        };
+        let reply = match kind {
+            SETTINGS if flags & 1 == 0 => frame(SETTINGS, 1, 0, &[]),
+            PING if flags & 1 == 0 => frame(PING, 1, 0, &payload),
+            RST_STREAM if stream == 1 => break "the stream was reset",
+            GOAWAY => break "the lb sent GOAWAY",
+            HEADERS | DATA if stream == 1 && flags & 1 != 0 => {
+                body.extend_from_slice(if kind == DATA { &payload } else { &[] });
+                break "done";
+            }
+            DATA if stream == 1 => {
+                body.extend_from_slice(&payload);
+                continue;
+            }
+            _ => continue,
+        };
+        if tls.write_all(&reply).is_err() {
+            break "the connection was closed";
+        }
+    };
+    assert_eq!((outcome, &body[..]), ("done", &b"event\n"[..]), "after {:?}", start.elapsed());
+    assert!(start.elapsed() >= Duration::from_secs(3), "the server's pauses were waited out");
+}

@@ -15,37 +15,64 @@
 //! client shuts one window for a whole `client_send` loses its other
 //! streams too).
 //!
-//! How a stall is seen without a timer per stream: a stream is "waiting on
-//! the client" from the moment its response is handed to hyper and each
-//! time its body has handed hyper a chunk; hyper asks for the next chunk
-//! only once the window has room again, which ends the wait. The
-//! connection's task looks at the oldest wait when it would be due, and
-//! otherwise once per `client_send` while streams are open: a stall is
-//! seen between one and two `client_send` after it began.
+//! How a stall is seen without a timer per stream: every chunk the body
+//! hands to hyper is a [`Chunk`] that counts itself as queued until its
+//! last byte is written out, wherever it waits (in hyper, for capacity, or
+//! in h2's send queue, for the window: hyper hands a whole chunk to h2 once
+//! the window has one byte of room, and may drop the body while the chunk
+//! is still queued). A stream "waits on the client" while a chunk is
+//! queued, from the hand-over or from the last byte h2 wrote, whichever is
+//! later: like the HTTP/1.1 deadline, every byte the client accepts re-arms
+//! it, however large the upstream chunk. The connection's task looks at the
+//! oldest wait when it would be due, and otherwise once per `client_send`
+//! while streams are open: a stall is seen between one and two
+//! `client_send` after it began.
 //!
 //! Must not touch: requests, routing or sockets; the listener owns the
 //! connection and closes it when [`OpenStreams::stalled_for`] resolves.
 
 use bulwark_proxy::{now_ms, ProxyBody};
+use bytes::{Buf, Bytes};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// Waiting-on-the-client state of one stream: 0 = not waiting, else the
-/// [`now_ms`] when the wait began (never 0: `now_ms` counts from a fixed
-/// past instant and is at least 1 here).
+/// Waiting-on-the-client state of one stream: `since` is 0 when not
+/// waiting, else the [`now_ms`] when the wait began or last made progress
+/// (never 0: `now_ms` counts from a fixed past instant and is at least 1
+/// here); `queued` counts its chunks handed over and not yet written out.
 #[derive(Default)]
-struct Waiting(AtomicU64);
+struct Waiting {
+    since: AtomicU64,
+    queued: AtomicUsize,
+}
 
 impl Waiting {
     fn begin(&self) {
-        self.0.store(now_ms().max(1), Ordering::Relaxed);
+        self.since.store(now_ms().max(1), Ordering::Relaxed);
     }
 
     fn end(&self) {
-        self.0.store(0, Ordering::Relaxed);
+        self.since.store(0, Ordering::Relaxed);
+    }
+
+    /// A chunk handed to hyper: waits from now unless an older chunk
+    /// already does.
+    fn queue(&self) {
+        if self.queued.fetch_add(1, Ordering::Relaxed) == 0 || self.since.load(Ordering::Relaxed) == 0 {
+            self.begin();
+        }
+    }
+
+    /// A chunk written out (or dropped with the stream).
+    fn unqueue(&self) {
+        if self.queued.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.end();
+        } else {
+            self.begin();
+        }
     }
 }
 
@@ -55,8 +82,9 @@ pub(crate) struct OpenStreams {
     /// [`now_ms`] when the last stream ended (0: never opened).
     idle_since_ms: AtomicU64,
     changed: tokio::sync::Notify,
-    /// One entry per open stream; a stream removes its own on drop.
-    waits: Mutex<Vec<Arc<Waiting>>>,
+    /// One entry per stream; it outlives the stream's guard while any of
+    /// its chunks is still queued in hyper or h2.
+    waits: Mutex<Vec<Weak<Waiting>>>,
 }
 
 impl OpenStreams {
@@ -116,7 +144,7 @@ impl OpenStreams {
 
     fn oldest_wait(&self) -> Option<u64> {
         let waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
-        waits.iter().map(|w| w.0.load(Ordering::Relaxed)).filter(|&t| t != 0).min()
+        waits.iter().filter_map(Weak::upgrade).map(|w| w.since.load(Ordering::Relaxed)).filter(|&t| t != 0).min()
     }
 }
 
@@ -129,7 +157,11 @@ pub(crate) struct StreamGuard {
 impl StreamGuard {
     pub fn open(streams: Arc<OpenStreams>) -> Self {
         let waiting = Arc::new(Waiting::default());
-        streams.waits.lock().unwrap_or_else(|p| p.into_inner()).push(waiting.clone());
+        {
+            let mut waits = streams.waits.lock().unwrap_or_else(|p| p.into_inner());
+            waits.retain(|w| w.strong_count() > 0);
+            waits.push(Arc::downgrade(&waiting));
+        }
         streams.open.fetch_add(1, Ordering::SeqCst);
         streams.changed.notify_waiters();
         StreamGuard { streams, waiting }
@@ -138,12 +170,8 @@ impl StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        {
-            let mut waits = self.streams.waits.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(i) = waits.iter().position(|w| Arc::ptr_eq(w, &self.waiting)) {
-                waits.swap_remove(i);
-            }
-        }
+        // The stream's entry in `waits` stays while a chunk of it is queued
+        // (the chunk holds `waiting`); it is pruned when the last one goes.
         self.streams.idle_since_ms.store(now_ms(), Ordering::SeqCst);
         self.streams.open.fetch_sub(1, Ordering::SeqCst);
         self.streams.changed.notify_waiters();
@@ -169,24 +197,24 @@ impl StreamBody {
 }
 
 impl http_body::Body for StreamBody {
-    type Data = bytes::Bytes;
+    type Data = Chunk;
     type Error = hyper::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<http_body::Frame<Chunk>, hyper::Error>>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Some(g) = &this.guard {
-            // Being asked means the window had room: the wait is over. A
-            // chunk handed over starts a new one until hyper asks again.
-            match &r {
-                Poll::Ready(Some(Ok(f))) if f.data_ref().is_some_and(|d| !d.is_empty()) => g.waiting.begin(),
-                _ => g.waiting.end(),
+        let waiting = this.guard.as_ref().map(|g| &g.waiting);
+        if let Some(w) = waiting {
+            // Nothing queued: the response head has gone out and the wait
+            // begun in `new` is over (a chunk handed now starts its own).
+            if w.queued.load(Ordering::Relaxed) == 0 {
+                w.end();
             }
         }
-        r
+        r.map(|f| f.map(|f| f.map(|f| f.map_data(|bytes| Chunk::new(bytes, waiting)))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -195,6 +223,56 @@ impl http_body::Body for StreamBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A chunk of a response body; on HTTP/2 it keeps its stream waiting on
+/// the client until its last byte is written out (each byte written
+/// re-arms the wait), even once hyper has dropped the body.
+pub(crate) struct Chunk {
+    bytes: Bytes,
+    waiting: Option<Arc<Waiting>>,
+}
+
+impl Chunk {
+    fn new(bytes: Bytes, waiting: Option<&Arc<Waiting>>) -> Self {
+        let waiting = waiting.filter(|_| !bytes.is_empty()).cloned();
+        if let Some(w) = &waiting {
+            w.queue();
+        }
+        Chunk { bytes, waiting }
+    }
+}
+
+impl Buf for Chunk {
+    fn remaining(&self) -> usize {
+        self.bytes.remaining()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.bytes.chunk()
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.bytes.advance(n);
+        if n == 0 {
+            return;
+        }
+        if self.bytes.is_empty() {
+            if let Some(w) = self.waiting.take() {
+                w.unqueue();
+            }
+        } else if let Some(w) = &self.waiting {
+            w.begin();
+        }
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if let Some(w) = self.waiting.take() {
+            w.unqueue();
+        }
     }
 }
 
@@ -231,5 +309,36 @@ mod tests {
         assert!(streams.oldest_wait().is_none(), "a closed stream's wait is gone");
         let r = tokio::time::timeout(Duration::from_millis(50), streams.stalled_for(Duration::from_millis(1))).await;
         assert!(r.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_chunk_queued_after_its_body_is_dropped_still_waits() {
+        let streams = Arc::new(OpenStreams::default());
+        let guard = StreamGuard::open(streams.clone());
+        let mut chunk = Chunk::new(Bytes::from_static(b"home\n"), Some(&guard.waiting));
+        chunk.advance(1);
+        drop(guard);
+        let stalled = tokio::time::timeout(Duration::from_secs(30), streams.stalled_for(Duration::from_millis(2)));
+        assert!(stalled.await.is_ok(), "the bytes still queued in h2 keep the stream waiting");
+        chunk.advance(4);
+        assert!(streams.oldest_wait().is_none(), "a chunk written out ends the wait");
+        drop(chunk);
+        assert!(streams.waits.lock().unwrap().iter().all(|w| w.strong_count() == 0));
+    }
+
+    #[test]
+    fn every_byte_written_re_arms_the_wait() {
+        let streams = Arc::new(OpenStreams::default());
+        let guard = StreamGuard::open(streams.clone());
+        let mut chunk = Chunk::new(Bytes::from(vec![0u8; 1000]), Some(&guard.waiting));
+        guard.waiting.since.store(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(5));
+        chunk.advance(10);
+        assert!(streams.oldest_wait().is_some_and(|t| t > 1), "progress moves the wait's start");
+        let second = Chunk::new(Bytes::from_static(b"more"), Some(&guard.waiting));
+        chunk.advance(990);
+        assert!(streams.oldest_wait().is_some(), "the next chunk still waits");
+        drop(second);
+        assert!(streams.oldest_wait().is_none(), "nothing queued: no wait");
     }
 }
