@@ -356,101 +356,15 @@ async fn handle(
         }
         return resp;
     }
+    if let Some(why) = crate::request_checks::framing_error(&req) {
+        return crate::request_checks::bad_request(req.version(), why);
+    }
     if let Some(port) = fe.redirect_https_port {
-        return redirect_to_https(&req, port);
+        return crate::redirect::to_https(req, port, r.config.timeouts.client_body).await;
     }
     let mut resp = fe.forwarder.forward(req, ctx).await;
     if let Some(h) = &fe.hsts {
         resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, h.clone());
     }
     resp
-}
-
-/// The 308 of a plain-HTTP frontend to its HTTPS twin. The host comes from
-/// the client's `Host` (or HTTP/2 `:authority`), so it is checked to be a
-/// DNS name or an IP literal (anything else, or no host: 400) before it is
-/// echoed into `Location`. The redirect may be cached by the browser that
-/// asked (`private`), never by a shared cache, which would otherwise replay
-/// one client's `Host` to others.
-fn redirect_to_https(req: &hyper::Request<Incoming>, port: u16) -> hyper::Response<ProxyBody> {
-    let raw = match req.headers().get(http::header::HOST) {
-        Some(h) => h.to_str().ok(),
-        None => req.uri().authority().map(|a| a.as_str()),
-    };
-    let Some(host) = raw.and_then(redirect_host) else {
-        return bulwark_proxy::error_response(
-            http::StatusCode::BAD_REQUEST,
-            "the Host header is missing or not a valid host name",
-        );
-    };
-    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let location = if port == 443 { format!("https://{host}{path}") } else { format!("https://{host}:{port}{path}") };
-    let Ok(value) = http::HeaderValue::from_str(&location) else {
-        return bulwark_proxy::error_response(http::StatusCode::BAD_REQUEST, "the request target cannot be redirected");
-    };
-    let mut resp = hyper::Response::new(ProxyBody::full(format!("moved to {location}\n")));
-    *resp.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
-    let h = resp.headers_mut();
-    h.insert(http::header::LOCATION, value);
-    h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("private, max-age=3600"));
-    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
-    resp
-}
-
-/// The host part of a `Host` value that is a valid authority (RFC 3986:
-/// `host[:port]`, no user info): a DNS name of letters, digits, `-` and
-/// `.`, an IPv4 address, or a bracketed IPv6 address. The port is dropped.
-fn redirect_host(raw: &str) -> Option<&str> {
-    let authority: http::uri::Authority = raw.parse().ok()?;
-    if raw.contains('@') {
-        return None;
-    }
-    let host = authority.host();
-    // `host()` borrows from `authority`; find the same text in `raw`.
-    let (host, rest) = raw.split_at(host.len());
-    if !rest.is_empty() && rest.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).is_none() {
-        return None;
-    }
-    let valid = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        inner.parse::<std::net::Ipv6Addr>().is_ok()
-    } else {
-        !host.is_empty()
-            && host.len() <= 253
-            && host.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-            })
-    };
-    valid.then_some(host)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redirect_host;
-
-    #[test]
-    fn redirect_hosts_are_names_or_ip_literals() {
-        assert_eq!(redirect_host("example.com:8080"), Some("example.com"));
-        assert_eq!(redirect_host("Example.COM"), Some("Example.COM"));
-        assert_eq!(redirect_host("127.0.0.1:80"), Some("127.0.0.1"));
-        assert_eq!(redirect_host("[::1]:8080"), Some("[::1]"));
-        for bad in [
-            "",
-            "evil.com/x",
-            "user@evil.com",
-            "evil.com:80@good.com",
-            "a..b",
-            "-a.com",
-            "evil.com\\x",
-            "[zz]",
-            "exa mple.com",
-            "evil.com%2f",
-            "evil.com:notaport",
-        ] {
-            assert_eq!(redirect_host(bad), None, "{bad:?}");
-        }
-    }
 }
