@@ -143,8 +143,18 @@ async fn worker(
                             continue;
                         }
                         let (routing, watcher, stop) = (routing.clone(), watcher.watcher(), stop.clone());
+                        let accepted = tokio::time::Instant::now();
+                        let wait = r.config.timeouts.client_header;
                         tasks.spawn(async move {
-                            serve_http(index, stream, peer, routing, watcher, stop, permit).await;
+                            // Nothing is set up for a connection until its
+                            // first bytes arrive: an idle client costs this
+                            // small task and its socket, not hyper's and
+                            // rustls's buffers. The big future is boxed, so
+                            // the task holds only a pointer to it.
+                            if first_bytes(&stream, wait, &stop).await {
+                                let conn = serve_http(index, stream, peer, accepted, routing, watcher, stop, permit);
+                                Box::pin(conn).await;
+                            }
                             drop(open_guard);
                         });
                     }
@@ -199,15 +209,28 @@ impl Drop for OpenConnection {
     }
 }
 
+/// Waits until the client has sent something (or closed its side, which
+/// also makes the socket readable), for at most `limit`
+/// (`timeouts.client_header`, which counts from the accept on). False when
+/// the limit passed or the worker is stopping.
+async fn first_bytes(stream: &tokio::net::TcpStream, limit: std::time::Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        r = tokio::time::timeout(limit, stream.readable()) => matches!(r, Ok(Ok(()))),
+        _ = stop.cancelled() => false,
+    }
+}
+
 /// Serve one client connection: TLS handshake when configured (ALPN picks
 /// HTTP/2 or HTTP/1.1), then HTTP with the frontend's firewall checks.
 /// Every write to the client has the send-progress deadline
 /// (`timeouts.client_send`); HTTP/2 connections get keep-alive pings and
 /// are closed when idle (`timeouts.http2_*`).
+#[allow(clippy::too_many_arguments)]
 async fn serve_http(
     index: usize,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    accepted: tokio::time::Instant,
     routing: Arc<ArcSwap<Routing>>,
     watcher: Watcher,
     stop: CancellationToken,
@@ -218,6 +241,11 @@ async fn serve_http(
     let f = &r.config.frontends[index];
     let fe = &r.frontends[index];
     let header_timeout = t.client_header;
+    // The TLS handshake must end within what is left of `client_header`
+    // since the accept (the wait for the first bytes counts). hyper's own
+    // head timeout stays whole: it also applies to later requests of a
+    // keep-alive connection.
+    let handshake_timeout = header_timeout.saturating_sub(accepted.elapsed()).max(std::time::Duration::from_millis(1));
     let max_buf = f.max_header_bytes.max(8192);
     let tls = fe.tls.clone();
     let http2_max_streams = f.tls.as_ref().map_or(100, |t| t.http2_max_streams);
@@ -246,7 +274,7 @@ async fn serve_http(
             }
         }
         Some(acceptor) => {
-            let tls_stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+            let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(client = %peer, "TLS handshake failed: {e}");
