@@ -15,6 +15,8 @@ pub mod floating;
 mod h2_streams;
 mod listener;
 pub mod monitor;
+mod redirect;
+mod request_checks;
 mod routing;
 mod send_deadline;
 pub mod tls;

@@ -143,8 +143,18 @@ async fn worker(
                             continue;
                         }
                         let (routing, watcher, stop) = (routing.clone(), watcher.watcher(), stop.clone());
+                        let accepted = tokio::time::Instant::now();
+                        let wait = r.config.timeouts.client_header;
                         tasks.spawn(async move {
-                            serve_http(index, stream, peer, routing, watcher, stop, permit).await;
+                            // Nothing is set up for a connection until its
+                            // first bytes arrive: an idle client costs this
+                            // small task and its socket, not hyper's and
+                            // rustls's buffers. The big future is boxed, so
+                            // the task holds only a pointer to it.
+                            if first_bytes(&stream, wait, &stop).await {
+                                let conn = serve_http(index, stream, peer, accepted, routing, watcher, stop, permit);
+                                Box::pin(conn).await;
+                            }
                             drop(open_guard);
                         });
                     }
@@ -199,15 +209,28 @@ impl Drop for OpenConnection {
     }
 }
 
+/// Waits until the client has sent something (or closed its side, which
+/// also makes the socket readable), for at most `limit`
+/// (`timeouts.client_header`, which counts from the accept on). False when
+/// the limit passed or the worker is stopping.
+async fn first_bytes(stream: &tokio::net::TcpStream, limit: std::time::Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        r = tokio::time::timeout(limit, stream.readable()) => matches!(r, Ok(Ok(()))),
+        _ = stop.cancelled() => false,
+    }
+}
+
 /// Serve one client connection: TLS handshake when configured (ALPN picks
 /// HTTP/2 or HTTP/1.1), then HTTP with the frontend's firewall checks.
 /// Every write to the client has the send-progress deadline
 /// (`timeouts.client_send`); HTTP/2 connections get keep-alive pings and
 /// are closed when idle (`timeouts.http2_*`).
+#[allow(clippy::too_many_arguments)]
 async fn serve_http(
     index: usize,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    accepted: tokio::time::Instant,
     routing: Arc<ArcSwap<Routing>>,
     watcher: Watcher,
     stop: CancellationToken,
@@ -218,6 +241,11 @@ async fn serve_http(
     let f = &r.config.frontends[index];
     let fe = &r.frontends[index];
     let header_timeout = t.client_header;
+    // The TLS handshake must end within what is left of `client_header`
+    // since the accept (the wait for the first bytes counts). hyper's own
+    // head timeout stays whole: it also applies to later requests of a
+    // keep-alive connection.
+    let handshake_timeout = header_timeout.saturating_sub(accepted.elapsed()).max(std::time::Duration::from_millis(1));
     let max_buf = f.max_header_bytes.max(8192);
     let tls = fe.tls.clone();
     let http2_max_streams = f.tls.as_ref().map_or(100, |t| t.http2_max_streams);
@@ -246,7 +274,7 @@ async fn serve_http(
             }
         }
         Some(acceptor) => {
-            let tls_stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+            let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(client = %peer, "TLS handshake failed: {e}");
@@ -356,101 +384,15 @@ async fn handle(
         }
         return resp;
     }
+    if let Some(why) = crate::request_checks::framing_error(&req) {
+        return crate::request_checks::bad_request(req.version(), why);
+    }
     if let Some(port) = fe.redirect_https_port {
-        return redirect_to_https(&req, port);
+        return crate::redirect::to_https(req, port, r.config.timeouts.client_body).await;
     }
     let mut resp = fe.forwarder.forward(req, ctx).await;
     if let Some(h) = &fe.hsts {
         resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, h.clone());
     }
     resp
-}
-
-/// The 308 of a plain-HTTP frontend to its HTTPS twin. The host comes from
-/// the client's `Host` (or HTTP/2 `:authority`), so it is checked to be a
-/// DNS name or an IP literal (anything else, or no host: 400) before it is
-/// echoed into `Location`. The redirect may be cached by the browser that
-/// asked (`private`), never by a shared cache, which would otherwise replay
-/// one client's `Host` to others.
-fn redirect_to_https(req: &hyper::Request<Incoming>, port: u16) -> hyper::Response<ProxyBody> {
-    let raw = match req.headers().get(http::header::HOST) {
-        Some(h) => h.to_str().ok(),
-        None => req.uri().authority().map(|a| a.as_str()),
-    };
-    let Some(host) = raw.and_then(redirect_host) else {
-        return bulwark_proxy::error_response(
-            http::StatusCode::BAD_REQUEST,
-            "the Host header is missing or not a valid host name",
-        );
-    };
-    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let location = if port == 443 { format!("https://{host}{path}") } else { format!("https://{host}:{port}{path}") };
-    let Ok(value) = http::HeaderValue::from_str(&location) else {
-        return bulwark_proxy::error_response(http::StatusCode::BAD_REQUEST, "the request target cannot be redirected");
-    };
-    let mut resp = hyper::Response::new(ProxyBody::full(format!("moved to {location}\n")));
-    *resp.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
-    let h = resp.headers_mut();
-    h.insert(http::header::LOCATION, value);
-    h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("private, max-age=3600"));
-    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
-    resp
-}
-
-/// The host part of a `Host` value that is a valid authority (RFC 3986:
-/// `host[:port]`, no user info): a DNS name of letters, digits, `-` and
-/// `.`, an IPv4 address, or a bracketed IPv6 address. The port is dropped.
-fn redirect_host(raw: &str) -> Option<&str> {
-    let authority: http::uri::Authority = raw.parse().ok()?;
-    if raw.contains('@') {
-        return None;
-    }
-    let host = authority.host();
-    // `host()` borrows from `authority`; find the same text in `raw`.
-    let (host, rest) = raw.split_at(host.len());
-    if !rest.is_empty() && rest.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).is_none() {
-        return None;
-    }
-    let valid = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        inner.parse::<std::net::Ipv6Addr>().is_ok()
-    } else {
-        !host.is_empty()
-            && host.len() <= 253
-            && host.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-            })
-    };
-    valid.then_some(host)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redirect_host;
-
-    #[test]
-    fn redirect_hosts_are_names_or_ip_literals() {
-        assert_eq!(redirect_host("example.com:8080"), Some("example.com"));
-        assert_eq!(redirect_host("Example.COM"), Some("Example.COM"));
-        assert_eq!(redirect_host("127.0.0.1:80"), Some("127.0.0.1"));
-        assert_eq!(redirect_host("[::1]:8080"), Some("[::1]"));
-        for bad in [
-            "",
-            "evil.com/x",
-            "user@evil.com",
-            "evil.com:80@good.com",
-            "a..b",
-            "-a.com",
-            "evil.com\\x",
-            "[zz]",
-            "exa mple.com",
-            "evil.com%2f",
-            "evil.com:notaport",
-        ] {
-            assert_eq!(redirect_host(bad), None, "{bad:?}");
-        }
-    }
 }
