@@ -270,6 +270,7 @@ async fn route(app: &App, req: hyper::Request<Incoming>, peer: SocketAddr) -> Re
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             return r;
         }
+        (&Method::GET, "/api/ws/echo") => crate::websocket::echo(&app.config.name, req),
         (&Method::GET, "/api/messages") => list(app, &req).await,
         (&Method::POST, "/api/messages") => post(app, req).await,
         (_, "/api/messages") => {

@@ -17,6 +17,7 @@ pub mod monitor;
 mod routing;
 mod send_deadline;
 pub mod tls;
+mod upgradable;
 
 pub use routing::{Routing, RoutingError};
 

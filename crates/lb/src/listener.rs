@@ -12,7 +12,6 @@ use bulwark_proxy::{ClientContext, ProxyBody};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -100,7 +99,6 @@ async fn worker(
     connections: Arc<Vec<AtomicI64>>,
     shutdown: CancellationToken,
 ) {
-    let graceful = Arc::new(GracefulShutdown::new());
     let tasks = tokio_util::task::TaskTracker::new();
     let mut accepting = tokio::task::JoinSet::new();
     for (index, name, mode, std_listener) in listeners {
@@ -111,8 +109,7 @@ async fn worker(
                 continue;
             }
         };
-        let (routing, watcher, tasks, stop, open) =
-            (routing.clone(), graceful.clone(), tasks.clone(), shutdown.clone(), connections.clone());
+        let (routing, tasks, stop, open) = (routing.clone(), tasks.clone(), shutdown.clone(), connections.clone());
         accepting.spawn(async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -141,9 +138,9 @@ async fn worker(
                             tracing::info!(frontend = %name, client = %peer, "connection refused before TLS: {}", refusal.reason());
                             continue;
                         }
-                        let (routing, watcher, stop) = (routing.clone(), watcher.watcher(), stop.clone());
+                        let (routing, stop) = (routing.clone(), stop.clone());
                         tasks.spawn(async move {
-                            serve_http(index, stream, peer, routing, watcher, stop, permit).await;
+                            serve_http(index, stream, peer, routing, stop, permit).await;
                             drop(open_guard);
                         });
                     }
@@ -171,13 +168,9 @@ async fn worker(
     while accepting.join_next().await.is_some() {}
     let drain = routing.load().config.timeouts.drain;
     tasks.close();
-    // The accept loops (the only other owners) have ended.
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
-    let all = async {
-        graceful.shutdown().await;
-        tasks.wait().await;
-    };
-    if tokio::time::timeout(drain, all).await.is_err() {
+    // Every connection saw `shutdown` and closes once its request in
+    // flight is answered (HTTP/1 and HTTP/2 alike).
+    if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
 }
@@ -208,7 +201,6 @@ async fn serve_http(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     routing: Arc<ArcSwap<Routing>>,
-    watcher: Watcher,
     stop: CancellationToken,
     permit: Result<ConnectionPermit, Refusal>,
 ) {
@@ -238,8 +230,8 @@ async fn serve_http(
                 // head and body (measured cheaper for small responses).
                 .writev(false)
                 .keep_alive(permit.is_ok());
-            let conn = watcher.watch(b.serve_connection(TokioIo::new(stream), svc));
-            if let Err(e) = conn.await {
+            let conn = b.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+            if let Err(e) = crate::upgradable::serve(conn, &stop).await {
                 tracing::debug!(client = %peer, "client connection ended: {e}");
             }
         }
@@ -291,7 +283,7 @@ async fn serve_http(
                     .header_read_timeout(header_timeout)
                     .max_buf_size(max_buf)
                     .keep_alive(permit.is_ok());
-                watcher.watch(b.serve_connection(io, svc)).await
+                crate::upgradable::serve(b.serve_connection(io, svc).with_upgrades(), &stop).await
             };
             if let Err(e) = result {
                 tracing::debug!(client = %peer, "client connection ended: {e}");

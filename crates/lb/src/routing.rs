@@ -105,6 +105,7 @@ impl Routing {
                     set_headers: secret_headers[&f.backend].clone(),
                     max_body_bytes: f.max_body_bytes,
                     body_timeout: Some(t.client_body),
+                    tunnel_idle: t.tunnel,
                 },
             ));
             frontends.push(FrontendRuntime {

@@ -60,6 +60,9 @@ pub struct ForwardOptions {
     pub max_body_bytes: u64,
     /// Time allowed to receive the whole request body (→ 408).
     pub body_timeout: Option<Duration>,
+    /// A tunnel (an upgraded connection, e.g. a WebSocket) with no byte
+    /// moving either way for this long is closed.
+    pub tunnel_idle: Duration,
 }
 
 impl Default for ForwardOptions {
@@ -76,6 +79,7 @@ impl Default for ForwardOptions {
             set_headers: Vec::new(),
             max_body_bytes: 16 * 1024 * 1024,
             body_timeout: Some(Duration::from_secs(30)),
+            tunnel_idle: Duration::from_secs(3600),
         }
     }
 }
@@ -171,11 +175,17 @@ impl Forwarder {
         let up = &*self.upstream;
         let cfg = &up.config;
         up.retry_budget.deposit(start / 1000);
+        let mut req = req;
+        let upgrade = crate::upgrade::requested(req.version(), req.headers())
+            .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
         let method = parts.method.clone();
         let path_for_log = if self.options.access_log { Some(parts.uri.clone()) } else { None };
 
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some((protocol, _)) = &upgrade {
+            crate::upgrade::restore_headers(&mut parts.headers, protocol.clone());
+        }
         headers::strip_tier_credential(&mut parts.headers);
         if self.options.forwarded_headers {
             headers::add_forwarded(&mut parts.headers, &ctx.forwarded, self.options.keep_forwarded_proto);
@@ -232,6 +242,10 @@ impl Forwarder {
                 (RequestBody::Incoming(limited), None)
             }
         };
+        if let Some((protocol, on_client)) = upgrade {
+            let req = Request::from_parts(parts, body);
+            return self.forward_upgrade(req, on_client, protocol, ctx, start).await;
+        }
         let mut pending = Some(Request::from_parts(parts, body));
 
         let mut tried: Vec<usize> = Vec::new();
@@ -270,16 +284,18 @@ impl Forwarder {
             let error = loop {
                 let (mut sender, reused) = match pool::checkout(server.id) {
                     Some(s) => (s, true),
-                    None => match pool::connect(server.addr, self.options.connect_timeout, up.tls.as_ref()).await {
-                        Ok(s) => {
-                            server.stats.connections_opened.fetch_add(1, Ordering::Relaxed);
-                            (s, false)
+                    None => {
+                        match pool::connect(server.addr, self.options.connect_timeout, up.tls.as_ref(), false).await {
+                            Ok(s) => {
+                                server.stats.connections_opened.fetch_add(1, Ordering::Relaxed);
+                                (s, false)
+                            }
+                            Err(e) => {
+                                server.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                                break ProxyError::connect(format!("could not connect to any server ({e})"));
+                            }
                         }
-                        Err(e) => {
-                            server.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                            break ProxyError::connect(format!("could not connect to any server ({e})"));
-                        }
-                    },
+                    }
                 };
                 let req = match pending.take() {
                     Some(r) => r,
@@ -394,7 +410,7 @@ impl Forwarder {
         Err(failure)
     }
 
-    fn passive_failure(&self, server: &ServerState, why: &str) {
+    pub(crate) fn passive_failure(&self, server: &ServerState, why: &str) {
         let p = &self.upstream.config.passive;
         if server.record_failure(p.consecutive_errors, p.eject_for) {
             tracing::warn!(

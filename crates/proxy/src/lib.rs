@@ -6,7 +6,9 @@
 //! forwarding with retries and a retry budget ([`Forwarder`]), forwarding
 //! errors typed where they are born ([`ProxyError`]: whose failure, may a
 //! retry help), forwarded headers, the send-progress deadline of client
-//! connections ([`send_stall`]), and layer-4 tunnelling ([`tcp`]).
+//! connections ([`send_stall`]), protocol upgrades (WebSocket and any other
+//! protocol a server switches to with 101) tunnelled both ways, and
+//! layer-4 tunnelling ([`tcp`]).
 //!
 //! Must not touch: listening sockets, TLS, firewalling, config files or
 //! process lifecycle; the roles (lb, web) own those and call in here with a
@@ -22,6 +24,7 @@ mod pool;
 pub mod send_stall;
 mod server;
 pub mod tcp;
+mod upgrade;
 mod upstream;
 
 pub use body::ProxyBody;

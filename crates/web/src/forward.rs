@@ -7,6 +7,7 @@ use bulwark_proxy::{ClientContext, ForwardOptions, Forwarder, HealthCheck, Upstr
 use http::{HeaderName, HeaderValue, Request};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +58,7 @@ impl ForwardRoute {
             set_headers,
             max_body_bytes: limits.max_body_bytes,
             body_timeout: Some(limits.body_timeout),
+            tunnel_idle: cfg.tunnel_timeout,
         };
         Ok(ForwardRoute { forwarder: Forwarder::new(upstream, options) })
     }
@@ -66,6 +68,12 @@ impl ProxyRoute for ForwardRoute {
     fn has_available_server(&self) -> bool {
         let now = bulwark_proxy::now_ms();
         self.forwarder.upstream.servers.iter().any(|s| s.is_available(now))
+    }
+
+    fn tunnels(&self) -> (u64, u64) {
+        let servers = &self.forwarder.upstream.servers;
+        let sum = |get: fn(&bulwark_proxy::ServerStats) -> u64| servers.iter().map(|s| get(&s.stats)).sum();
+        (sum(|st| st.tunnels.load(Relaxed)), sum(|st| st.tunnels_open.load(Relaxed)))
     }
 
     fn forward(&self, req: Request<Incoming>, client: SocketAddr) -> RouteFuture<'_> {

@@ -27,6 +27,11 @@ pub trait ProxyRoute: Send + Sync + 'static {
     fn has_available_server(&self) -> bool {
         true
     }
+    /// Tunnels (upgraded connections such as WebSockets) the route has
+    /// opened, and those open now.
+    fn tunnels(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 /// The route used until `bulwark-proxy` is wired in: answers 502.

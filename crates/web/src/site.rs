@@ -82,7 +82,6 @@ impl WebStats {
         }
         let _ = writeln!(out, "# HELP bulwark_web_static_bytes_total Bytes of static file bodies sent.\n# TYPE bulwark_web_static_bytes_total counter");
         let _ = writeln!(out, "bulwark_web_static_bytes_total {}", self.static_bytes.load(Relaxed));
-        out.push_str(&bulwark_telemetry::process::process_metrics());
         out
     }
 }
@@ -103,6 +102,25 @@ const LOCATION_ESCAPES: &AsciiSet =
     &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}');
 
 impl Shared {
+    /// `/metrics`: response counters, tunnels per proxy route, process.
+    fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut out = self.stats.prometheus();
+        let _ = writeln!(out, "# HELP bulwark_web_tunnels_total Tunnels (e.g. WebSockets) opened, by proxy route.\n# TYPE bulwark_web_tunnels_total counter");
+        for (prefix, route) in &self.proxies {
+            let _ = writeln!(out, "bulwark_web_tunnels_total{{route=\"{prefix}\"}} {}", route.tunnels().0);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bulwark_web_tunnels_open Tunnels open now, by proxy route.\n# TYPE bulwark_web_tunnels_open gauge"
+        );
+        for (prefix, route) in &self.proxies {
+            let _ = writeln!(out, "bulwark_web_tunnels_open{{route=\"{prefix}\"}} {}", route.tunnels().1);
+        }
+        out.push_str(&bulwark_telemetry::process::process_metrics());
+        out
+    }
+
     /// The proxy route of a request path: the first matching `[[proxy]]`
     /// prefix, unless a static prefix claims the path. (A static path
     /// cannot leave its prefix once cleaned: the prefix is plain segments,
@@ -174,7 +192,7 @@ impl Site {
                     return r;
                 }
             }
-            let mut r = Response::new(WebBody::bytes(s.stats.prometheus()));
+            let mut r = Response::new(WebBody::bytes(s.prometheus()));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             return r;
         }
