@@ -27,6 +27,7 @@ use crate::body::{self, BufferedBody, LimitedBody, PooledBody, ProxyBody, ReadAh
 use crate::error::{ErrorKind, ErrorSource, ProxyError};
 use crate::headers::{self, ForwardedValues};
 use crate::pool;
+use crate::request_id::{self, RequestIdMode, X_REQUEST_ID};
 use crate::server::{InFlight, ServerState};
 use crate::upstream::Upstream;
 use crate::{now_ms, now_us};
@@ -63,6 +64,8 @@ pub struct ForwardOptions {
     /// A tunnel (an upgraded connection, e.g. a WebSocket) with no byte
     /// moving either way for this long is closed.
     pub tunnel_idle: Duration,
+    /// `X-Request-Id`: set at the edge, passed on by inner tiers.
+    pub request_id: RequestIdMode,
 }
 
 impl Default for ForwardOptions {
@@ -80,6 +83,7 @@ impl Default for ForwardOptions {
             max_body_bytes: 16 * 1024 * 1024,
             body_timeout: Some(Duration::from_secs(30)),
             tunnel_idle: Duration::from_secs(3600),
+            request_id: RequestIdMode::Off,
         }
     }
 }
@@ -187,6 +191,10 @@ impl Forwarder {
             crate::upgrade::restore_headers(&mut parts.headers, protocol.clone());
         }
         headers::strip_tier_credential(&mut parts.headers);
+        let request_id = match self.options.request_id {
+            RequestIdMode::Off => None,
+            mode => request_id::apply(mode, &mut parts.headers),
+        };
         if self.options.forwarded_headers {
             headers::add_forwarded(&mut parts.headers, &ctx.forwarded, self.options.keep_forwarded_proto);
         }
@@ -354,9 +362,15 @@ impl Forwarder {
                                 server = %server.name,
                                 attempts,
                                 ms = took as f64 / 1000.0,
+                                request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
                             );
                         }
-                        return Ok(self.relay(resp, server, sender, client_version));
+                        let mut resp = self.relay(resp, server, sender, client_version);
+                        if let Some(id) = request_id {
+                            // The edge tells the client the id to quote.
+                            resp.headers_mut().insert(X_REQUEST_ID, id);
+                        }
+                        return Ok(resp);
                     }
                     Ok(Err(mut e)) => {
                         if let Some(req) = e.take_message() {

@@ -93,6 +93,7 @@ impl Forwarder {
         let client = ctx.addr;
         let method = req.method().clone();
         let uri = self.options.access_log.then(|| req.uri().clone());
+        let request_id = req.headers().get(crate::request_id::X_REQUEST_ID).cloned();
         let mut pending = Some(req);
         let mut tried: Vec<usize> = Vec::new();
         let mut failure = ProxyError::no_server("no server available to take this request");
@@ -161,6 +162,7 @@ impl Forwarder {
                     server = %server.name,
                     attempts,
                     ms = took as f64 / 1000.0,
+                    request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
                 );
             }
             if status != StatusCode::SWITCHING_PROTOCOLS {

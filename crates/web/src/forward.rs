@@ -59,6 +59,8 @@ impl ForwardRoute {
             max_body_bytes: limits.max_body_bytes,
             body_timeout: Some(limits.body_timeout),
             tunnel_idle: cfg.tunnel_timeout,
+            // Passed on as it came from the lb.
+            request_id: bulwark_proxy::RequestIdMode::Off,
         };
         Ok(ForwardRoute { forwarder: Forwarder::new(upstream, options) })
     }

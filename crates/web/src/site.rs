@@ -161,11 +161,14 @@ impl Site {
         let method = req.method().clone();
         let target = req.uri().path_and_query().map_or_else(|| req.uri().to_string(), |p| p.as_str().to_owned());
         let version = req.version();
+        let request_id =
+            req.headers().get(bulwark_proxy::X_REQUEST_ID).filter(|v| bulwark_proxy::request_id::is_valid(v)).cloned();
         let resp = self.route(req, client).await;
         let bytes = resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-");
+        let id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
         tracing::info!(
             target: "access",
-            "{client} \"{method} {target} {version:?}\" {} {bytes} {}us",
+            "{client} \"{method} {target} {version:?}\" {} {bytes} {}us id={id}",
             resp.status().as_u16(),
             start.elapsed().as_micros()
         );
