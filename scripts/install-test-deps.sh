@@ -16,6 +16,8 @@ have chromedriver || need+=(chromium-driver)
 # that name, the module with python3-gunicorn).
 have python3 || need+=(python3)
 [ -x /usr/bin/gunicorn ] || need+=(gunicorn python3-gunicorn)
+# The WebSocket tests use Python's `websockets` package as the client.
+/usr/bin/python3 -c "import websockets" 2>/dev/null || need+=(python3-websockets)
 # The VRRP interoperability tests run keepalived as the peer.
 [ -x /usr/sbin/keepalived ] || need+=(keepalived)
 # The host firewall tests (bulwark firewall) load rulesets with nft.

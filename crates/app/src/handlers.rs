@@ -261,6 +261,7 @@ async fn route(app: &App, req: hyper::Request<Incoming>, peer: SocketAddr) -> Re
     }
     let started = std::time::Instant::now();
     let method = req.method().clone();
+    let request_id = request_id(req.headers()).to_owned();
     let resp = match (req.method(), path.as_str()) {
         (&Method::GET, "/health") | (&Method::GET, "/api/health") => {
             json_response(StatusCode::OK, json!({ "status": "ok", "app": app.config.name }))
@@ -270,6 +271,7 @@ async fn route(app: &App, req: hyper::Request<Incoming>, peer: SocketAddr) -> Re
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             return r;
         }
+        (&Method::GET, "/api/ws/echo") => crate::websocket::echo(&app.config.name, req),
         (&Method::GET, "/api/messages") => list(app, &req).await,
         (&Method::POST, "/api/messages") => post(app, req).await,
         (_, "/api/messages") => {
@@ -286,8 +288,21 @@ async fn route(app: &App, req: hyper::Request<Incoming>, peer: SocketAddr) -> Re
     };
     app.stats.record(route, resp.status().as_u16(), started.elapsed());
     tracing::info!(target: "access", client = %ip, method = %method, path = %path, status = resp.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0);
+        ms = started.elapsed().as_secs_f64() * 1000.0, request_id = %request_id);
     resp
+}
+
+/// The request's `X-Request-Id` (set by the lb, passed on by the web
+/// tier) for the access line, or `-`: 1 to 128 characters of letters,
+/// digits, `-`, `_` and `.`, as the lb makes and keeps them.
+fn request_id(headers: &http::HeaderMap) -> &str {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+        })
+        .unwrap_or("-")
 }
 
 async fn list(app: &App, req: &hyper::Request<Incoming>) -> Response<Full<Bytes>> {

@@ -9,7 +9,8 @@
 //! the database as the write's request id, scoped `guestbook:<key>`, so a
 //! post replayed by a proxy or resent by the page is stored once and
 //! answered with the first outcome), and the guestbook's web page (served
-//! by the web tier as static files, see [`site_files`]).
+//! by the web tier as static files, see [`site_files`]), and a WebSocket
+//! echo (`GET /api/ws/echo`) to check the tunnels of the tiers in front.
 //!
 //! Must not touch: how the database replicates (it only uses
 //! `bulwark_db::Client`: writes go to the primary, reads to a replica), or
@@ -21,6 +22,7 @@ pub mod deploy;
 mod front;
 mod handlers;
 pub mod program;
+mod websocket;
 
 use bulwark_config::app::AppConfig;
 use bulwark_db::Client;

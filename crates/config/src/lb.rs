@@ -214,6 +214,14 @@ pub struct Frontend {
     /// Emit one access-log line per request (target `access`).
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// Set `X-Request-Id` on every request (http mode): a fresh id that
+    /// the tiers behind pass on and log, also returned to the client.
+    #[serde(default = "yes")]
+    pub request_id: bool,
+    /// Keep a valid incoming `X-Request-Id` instead of replacing it (only
+    /// behind a proxy that sets it).
+    #[serde(default)]
+    pub trust_request_id: bool,
     /// Largest accepted request head (request line + headers), bytes.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,

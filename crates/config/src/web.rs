@@ -40,6 +40,7 @@
 //! servers = ["127.0.0.1:9001", "127.0.0.1:9002"]
 //! balance = "roundrobin"
 //! health_check = { kind = "http", path = "/health", interval = "2s" }
+//! tunnel_timeout = "1h"              # a WebSocket idle both ways this long is closed
 //! ```
 use crate::lb::{Backend, Balance, HealthCheck, PassiveHealth, Retries, Server};
 use crate::util::{check_bind, check_host_port};
@@ -287,6 +288,10 @@ pub struct ProxyRoute {
     /// Server must start answering within this time (→ 504).
     #[serde(default = "d30s", with = "humantime_serde")]
     pub server_timeout: Duration,
+    /// A tunnel (a WebSocket or other upgraded connection) with no byte
+    /// moving either way for this long is closed.
+    #[serde(default = "d1h", with = "humantime_serde")]
+    pub tunnel_timeout: Duration,
     /// Add X-Forwarded-For / X-Forwarded-Proto / Forwarded headers.
     #[serde(default = "yes")]
     pub forwarded_headers: bool,
@@ -301,6 +306,9 @@ fn default_prefix() -> String {
 }
 fn d3s() -> Duration {
     Duration::from_secs(3)
+}
+fn d1h() -> Duration {
+    Duration::from_secs(3600)
 }
 
 impl ProxyRoute {
@@ -472,6 +480,9 @@ impl Validate for WebConfig {
                     }
                     if p.server_timeout.is_zero() {
                         v.error("server_timeout", "must be greater than 0");
+                    }
+                    if p.tunnel_timeout.is_zero() {
+                        v.error("tunnel_timeout", "must be greater than 0");
                     }
                     if p.panic_threshold_percent > 100 {
                         v.error("panic_threshold_percent", "must be between 0 (off) and 100");

@@ -135,6 +135,8 @@ pub fn stats_json(r: &Routing) -> serde_json::Value {
                         "responses_5xx": st.responses[5].load(Ordering::Relaxed),
                         "connect_errors": st.connect_errors.load(Ordering::Relaxed),
                         "retries": st.retries.load(Ordering::Relaxed),
+                        "tunnels": st.tunnels.load(Ordering::Relaxed),
+                        "tunnels_open": st.tunnels_open.load(Ordering::Relaxed),
                     })
                 })
                 .collect();
@@ -181,7 +183,7 @@ fn metrics(r: &Routing, ctx: &AdminContext) -> String {
         s.stats.latency.write_prometheus(&mut out, "bulwark_lb_request_duration_seconds", &label(b, s));
     }
     type Read = fn(&bulwark_proxy::ServerStats) -> u64;
-    let counters: [(&str, &str, Read); 7] = [
+    let counters: [(&str, &str, Read); 8] = [
         ("bulwark_lb_server_attempts_total", "Requests sent (or tried) to the server, retries included.", |st| {
             st.requests.load(Ordering::Relaxed)
         }),
@@ -202,6 +204,9 @@ fn metrics(r: &Routing, ctx: &AdminContext) -> String {
         }),
         ("bulwark_lb_upstream_connections_opened_total", "New connections opened to the server.", |st| {
             st.connections_opened.load(Ordering::Relaxed)
+        }),
+        ("bulwark_lb_tunnels_total", "Tunnels opened (upgrades the server accepted with 101).", |st| {
+            st.tunnels.load(Ordering::Relaxed)
         }),
     ];
     for (name, help, get) in counters {
@@ -226,6 +231,15 @@ fn metrics(r: &Routing, ctx: &AdminContext) -> String {
     family(&mut out, "bulwark_lb_server_in_flight", "gauge", "Requests in flight to the server.");
     for (b, s) in &servers {
         let _ = writeln!(out, "bulwark_lb_server_in_flight{{{}}} {}", label(b, s), s.in_flight.load(Ordering::Relaxed));
+    }
+    family(&mut out, "bulwark_lb_tunnels_open", "gauge", "Tunnels (e.g. WebSockets) open to the server.");
+    for (b, s) in &servers {
+        let _ = writeln!(
+            out,
+            "bulwark_lb_tunnels_open{{{}}} {}",
+            label(b, s),
+            s.stats.tunnels_open.load(Ordering::Relaxed)
+        );
     }
     family(&mut out, "bulwark_lb_frontend_connections", "gauge", "Open client connections per frontend.");
     for (i, f) in r.config.frontends.iter().enumerate() {

@@ -20,6 +20,7 @@ mod request_checks;
 mod routing;
 mod send_deadline;
 pub mod tls;
+mod upgradable;
 
 pub use routing::{Routing, RoutingError};
 

@@ -13,7 +13,6 @@ use bulwark_proxy::{ClientContext, ProxyBody};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -101,7 +100,6 @@ async fn worker(
     connections: Arc<Vec<AtomicI64>>,
     shutdown: CancellationToken,
 ) {
-    let graceful = Arc::new(GracefulShutdown::new());
     let tasks = tokio_util::task::TaskTracker::new();
     let mut accepting = tokio::task::JoinSet::new();
     for (index, name, mode, std_listener) in listeners {
@@ -112,8 +110,7 @@ async fn worker(
                 continue;
             }
         };
-        let (routing, watcher, tasks, stop, open) =
-            (routing.clone(), graceful.clone(), tasks.clone(), shutdown.clone(), connections.clone());
+        let (routing, tasks, stop, open) = (routing.clone(), tasks.clone(), shutdown.clone(), connections.clone());
         accepting.spawn(async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -142,7 +139,7 @@ async fn worker(
                             tracing::info!(frontend = %name, client = %peer, "connection refused before TLS: {}", refusal.reason());
                             continue;
                         }
-                        let (routing, watcher, stop) = (routing.clone(), watcher.watcher(), stop.clone());
+                        let (routing, stop) = (routing.clone(), stop.clone());
                         let accepted = tokio::time::Instant::now();
                         let wait = r.config.timeouts.client_header;
                         tasks.spawn(async move {
@@ -152,7 +149,7 @@ async fn worker(
                             // rustls's buffers. The big future is boxed, so
                             // the task holds only a pointer to it.
                             if first_bytes(&stream, wait, &stop).await {
-                                let conn = serve_http(index, stream, peer, accepted, routing, watcher, stop, permit);
+                                let conn = serve_http(index, stream, peer, accepted, routing, stop, permit);
                                 Box::pin(conn).await;
                             }
                             drop(open_guard);
@@ -182,13 +179,9 @@ async fn worker(
     while accepting.join_next().await.is_some() {}
     let drain = routing.load().config.timeouts.drain;
     tasks.close();
-    // The accept loops (the only other owners) have ended.
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
-    let all = async {
-        graceful.shutdown().await;
-        tasks.wait().await;
-    };
-    if tokio::time::timeout(drain, all).await.is_err() {
+    // Every connection saw `shutdown` and closes once its request in
+    // flight is answered (HTTP/1 and HTTP/2 alike).
+    if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
 }
@@ -232,7 +225,6 @@ async fn serve_http(
     peer: SocketAddr,
     accepted: tokio::time::Instant,
     routing: Arc<ArcSwap<Routing>>,
-    watcher: Watcher,
     stop: CancellationToken,
     permit: Result<ConnectionPermit, Refusal>,
 ) {
@@ -268,8 +260,8 @@ async fn serve_http(
                 // head and body (measured cheaper for small responses).
                 .writev(false)
                 .keep_alive(permit.is_ok());
-            let conn = watcher.watch(b.serve_connection(TokioIo::new(stream), svc));
-            if let Err(e) = conn.await {
+            let conn = b.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+            if let Err(e) = crate::upgradable::serve(conn, &stop).await {
                 tracing::debug!(client = %peer, "client connection ended: {e}");
             }
         }
@@ -330,7 +322,7 @@ async fn serve_http(
                     .header_read_timeout(header_timeout)
                     .max_buf_size(max_buf)
                     .keep_alive(permit.is_ok());
-                watcher.watch(b.serve_connection(io, svc)).await
+                crate::upgradable::serve(b.serve_connection(io, svc).with_upgrades(), &stop).await
             };
             if let Err(e) = result {
                 tracing::debug!(client = %peer, "client connection ended: {e}");

@@ -1,7 +1,7 @@
 use crate::tls::{self, TlsError};
 use bulwark_config::lb::{LbConfig, Mode};
 use bulwark_firewall::Firewall;
-use bulwark_proxy::{ForwardOptions, Forwarder, HealthCheck, Upstream};
+use bulwark_proxy::{ForwardOptions, Forwarder, HealthCheck, RequestIdMode, Upstream};
 use http::HeaderValue;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -105,6 +105,12 @@ impl Routing {
                     set_headers: secret_headers[&f.backend].clone(),
                     max_body_bytes: f.max_body_bytes,
                     body_timeout: Some(t.client_body),
+                    tunnel_idle: t.tunnel,
+                    request_id: match (f.request_id, f.trust_request_id) {
+                        (false, _) => RequestIdMode::Off,
+                        (true, false) => RequestIdMode::Generate,
+                        (true, true) => RequestIdMode::Trust,
+                    },
                 },
             ));
             frontends.push(FrontendRuntime {

@@ -27,6 +27,7 @@ use crate::body::{self, BufferedBody, LimitedBody, PooledBody, ProxyBody, ReadAh
 use crate::error::{ErrorKind, ErrorSource, ProxyError};
 use crate::headers::{self, ForwardedValues};
 use crate::pool;
+use crate::request_id::{self, RequestIdMode, X_REQUEST_ID};
 use crate::server::{InFlight, ServerState};
 use crate::upstream::Upstream;
 use crate::{now_ms, now_us};
@@ -60,6 +61,11 @@ pub struct ForwardOptions {
     pub max_body_bytes: u64,
     /// Time allowed to receive the whole request body (→ 408).
     pub body_timeout: Option<Duration>,
+    /// A tunnel (an upgraded connection, e.g. a WebSocket) with no byte
+    /// moving either way for this long is closed.
+    pub tunnel_idle: Duration,
+    /// `X-Request-Id`: set at the edge, passed on by inner tiers.
+    pub request_id: RequestIdMode,
 }
 
 impl Default for ForwardOptions {
@@ -76,6 +82,8 @@ impl Default for ForwardOptions {
             set_headers: Vec::new(),
             max_body_bytes: 16 * 1024 * 1024,
             body_timeout: Some(Duration::from_secs(30)),
+            tunnel_idle: Duration::from_secs(3600),
+            request_id: RequestIdMode::Off,
         }
     }
 }
@@ -171,12 +179,22 @@ impl Forwarder {
         let up = &*self.upstream;
         let cfg = &up.config;
         up.retry_budget.deposit(start / 1000);
+        let mut req = req;
+        let upgrade = crate::upgrade::requested(req.version(), req.headers())
+            .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
         let method = parts.method.clone();
         let path_for_log = if self.options.access_log { Some(parts.uri.clone()) } else { None };
 
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some((protocol, _)) = &upgrade {
+            crate::upgrade::restore_headers(&mut parts.headers, protocol.clone());
+        }
         headers::strip_tier_credential(&mut parts.headers);
+        let request_id = match self.options.request_id {
+            RequestIdMode::Off => None,
+            mode => request_id::apply(mode, &mut parts.headers),
+        };
         if self.options.forwarded_headers {
             headers::add_forwarded(&mut parts.headers, &ctx.forwarded, self.options.keep_forwarded_proto);
         }
@@ -232,6 +250,10 @@ impl Forwarder {
                 (RequestBody::Incoming(limited), None)
             }
         };
+        if let Some((protocol, on_client)) = upgrade {
+            let req = Request::from_parts(parts, body);
+            return self.forward_upgrade(req, on_client, protocol, ctx, start).await;
+        }
         let mut pending = Some(Request::from_parts(parts, body));
 
         let mut tried: Vec<usize> = Vec::new();
@@ -270,16 +292,18 @@ impl Forwarder {
             let error = loop {
                 let (mut sender, reused) = match pool::checkout(server.id) {
                     Some(s) => (s, true),
-                    None => match pool::connect(server.addr, self.options.connect_timeout, up.tls.as_ref()).await {
-                        Ok(s) => {
-                            server.stats.connections_opened.fetch_add(1, Ordering::Relaxed);
-                            (s, false)
+                    None => {
+                        match pool::connect(server.addr, self.options.connect_timeout, up.tls.as_ref(), false).await {
+                            Ok(s) => {
+                                server.stats.connections_opened.fetch_add(1, Ordering::Relaxed);
+                                (s, false)
+                            }
+                            Err(e) => {
+                                server.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                                break ProxyError::connect(format!("could not connect to any server ({e})"));
+                            }
                         }
-                        Err(e) => {
-                            server.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                            break ProxyError::connect(format!("could not connect to any server ({e})"));
-                        }
-                    },
+                    }
                 };
                 let req = match pending.take() {
                     Some(r) => r,
@@ -338,9 +362,15 @@ impl Forwarder {
                                 server = %server.name,
                                 attempts,
                                 ms = took as f64 / 1000.0,
+                                request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
                             );
                         }
-                        return Ok(self.relay(resp, server, sender, client_version));
+                        let mut resp = self.relay(resp, server, sender, client_version);
+                        if let Some(id) = request_id {
+                            // The edge tells the client the id to quote.
+                            resp.headers_mut().insert(X_REQUEST_ID, id);
+                        }
+                        return Ok(resp);
                     }
                     Ok(Err(mut e)) => {
                         if let Some(req) = e.take_message() {
@@ -394,7 +424,7 @@ impl Forwarder {
         Err(failure)
     }
 
-    fn passive_failure(&self, server: &ServerState, why: &str) {
+    pub(crate) fn passive_failure(&self, server: &ServerState, why: &str) {
         let p = &self.upstream.config.passive;
         if server.record_failure(p.consecutive_errors, p.eject_for) {
             tracing::warn!(

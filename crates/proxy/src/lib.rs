@@ -5,8 +5,10 @@
 //! passive ejection, the per-thread keep-alive connection pool, HTTP request
 //! forwarding with retries and a retry budget ([`Forwarder`]), forwarding
 //! errors typed where they are born ([`ProxyError`]: whose failure, may a
-//! retry help), forwarded headers, the send-progress deadline of client
-//! connections ([`send_stall`]), and layer-4 tunnelling ([`tcp`]).
+//! retry help), forwarded headers, request ids ([`request_id`]), the send-progress deadline of client
+//! connections ([`send_stall`]), protocol upgrades (WebSocket and any other
+//! protocol a server switches to with 101) tunnelled both ways, and
+//! layer-4 tunnelling ([`tcp`]).
 //!
 //! Must not touch: listening sockets, TLS, firewalling, config files or
 //! process lifecycle; the roles (lb, web) own those and call in here with a
@@ -19,15 +21,18 @@ mod forward;
 pub mod headers;
 pub mod health;
 mod pool;
+pub mod request_id;
 pub mod send_stall;
 mod server;
 pub mod tcp;
+mod upgrade;
 mod upstream;
 
 pub use body::ProxyBody;
 pub use error::{ErrorKind, ErrorSource, ProxyError};
 pub use forward::{error_response, forget_server, ClientContext, ForwardOptions, Forwarder, IDEMPOTENCY_KEY};
 pub use health::HealthCheck;
+pub use request_id::{RequestIdMode, X_REQUEST_ID};
 pub use server::{LatencyHistogram, ServerState, ServerStats, LATENCY_BUCKETS_US};
 pub use upstream::{RetryBudget, Upstream, UpstreamError};
 

@@ -70,11 +70,14 @@ pub(crate) enum ConnectError {
 /// TLS with `tls` (the server's certificate must name `addr`'s IP). The
 /// TCP connect and the TLS handshake share `timeout`. The connection is
 /// pooled with its TLS session: one handshake per connection, not per
-/// request.
+/// request. With `upgrades`, the connection can be handed over after a
+/// `101 Switching Protocols` (a tunnel, see [`crate::upgrade`]); such a
+/// connection is never pooled.
 pub(crate) async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     tls: Option<&bulwark_mtls::MutualTls>,
+    upgrades: bool,
 ) -> Result<Sender, ConnectError> {
     let open = async {
         let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| ConnectError::Io(addr, e))?;
@@ -97,7 +100,8 @@ pub(crate) async fn connect(
         .await
         .map_err(|e| ConnectError::Handshake(addr, e))?;
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        let ended = if upgrades { conn.with_upgrades().await } else { conn.await };
+        if let Err(e) = ended {
             tracing::debug!(%addr, error = %e, "server connection ended with error");
         }
     });

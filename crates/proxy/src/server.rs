@@ -47,6 +47,10 @@ pub struct ServerStats {
     pub timeouts: AtomicU64,
     pub retries: AtomicU64,
     pub connections_opened: AtomicU64,
+    /// Tunnels opened (the server answered an upgrade with 101).
+    pub tunnels: AtomicU64,
+    /// Tunnels open now.
+    pub tunnels_open: AtomicU64,
     pub check_failures: AtomicU64,
     pub transitions: AtomicU64,
     /// Time-to-response-head histogram (see [`LATENCY_BUCKETS_US`]).

@@ -6,7 +6,7 @@ use crate::upstream::Upstream;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Tunnel one accepted client connection to a server of `upstream`.
@@ -43,7 +43,7 @@ pub async fn tunnel(
         server.record_success();
         let _ = stream.set_nodelay(true);
         let _ = client.set_nodelay(true);
-        let (up_bytes, down_bytes) = copy_with_idle(&mut client, stream, idle_timeout).await;
+        let (up_bytes, down_bytes) = splice(client, stream, idle_timeout).await;
         tracing::info!(target: "access", backend = upstream.name(), client = %peer, server = %server.name, up_bytes, down_bytes, "tcp session closed");
         return;
     }
@@ -51,9 +51,17 @@ pub async fn tunnel(
     let _ = client.shutdown().await;
 }
 
-async fn copy_with_idle(client: &mut TcpStream, mut server: TcpStream, idle: Duration) -> (u64, u64) {
-    let (mut cr, mut cw) = client.split();
-    let (mut sr, mut sw) = server.split();
+/// Copy bytes both ways between `client` and `server` until both sides
+/// have closed, a write fails, or nothing moved in either direction for
+/// `idle`. A side that closes has its close passed on (half-close). Returns
+/// the bytes sent (client to server, server to client).
+pub(crate) async fn splice<C, S>(client: C, server: S, idle: Duration) -> (u64, u64)
+where
+    C: AsyncRead + AsyncWrite,
+    S: AsyncRead + AsyncWrite,
+{
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut sr, mut sw) = tokio::io::split(server);
     let mut cbuf = vec![0u8; 16 * 1024];
     let mut sbuf = vec![0u8; 16 * 1024];
     let (mut up, mut down) = (0u64, 0u64);
@@ -69,7 +77,7 @@ async fn copy_with_idle(client: &mut TcpStream, mut server: TcpStream, idle: Dur
                 Ok(n) => { if cw.write_all(&sbuf[..n]).await.is_err() { break; } down += n as u64; }
             },
             _ = tokio::time::sleep(idle) => {
-                tracing::info!("tcp tunnel idle for {:?}; closing", idle);
+                tracing::info!("tunnel idle for {:?}; closing", idle);
                 break;
             }
         }

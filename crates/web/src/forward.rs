@@ -7,6 +7,7 @@ use bulwark_proxy::{ClientContext, ForwardOptions, Forwarder, HealthCheck, Upstr
 use http::{HeaderName, HeaderValue, Request};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +58,9 @@ impl ForwardRoute {
             set_headers,
             max_body_bytes: limits.max_body_bytes,
             body_timeout: Some(limits.body_timeout),
+            tunnel_idle: cfg.tunnel_timeout,
+            // Passed on as it came from the lb.
+            request_id: bulwark_proxy::RequestIdMode::Off,
         };
         Ok(ForwardRoute { forwarder: Forwarder::new(upstream, options) })
     }
@@ -71,6 +75,12 @@ impl ProxyRoute for ForwardRoute {
     fn servers(&self) -> Vec<(String, bool)> {
         let now = bulwark_proxy::now_ms();
         self.forwarder.upstream.servers.iter().map(|s| (s.addr.to_string(), s.is_available(now))).collect()
+    }
+
+    fn tunnels(&self) -> (u64, u64) {
+        let servers = &self.forwarder.upstream.servers;
+        let sum = |get: fn(&bulwark_proxy::ServerStats) -> u64| servers.iter().map(|s| get(&s.stats)).sum();
+        (sum(|st| st.tunnels.load(Relaxed)), sum(|st| st.tunnels_open.load(Relaxed)))
     }
 
     fn forward(&self, req: Request<Incoming>, client: SocketAddr) -> RouteFuture<'_> {

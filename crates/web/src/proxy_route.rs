@@ -33,6 +33,11 @@ pub trait ProxyRoute: Send + Sync + 'static {
     fn servers(&self) -> Vec<(String, bool)> {
         Vec::new()
     }
+    /// Tunnels (upgraded connections such as WebSockets) the route has
+    /// opened, and those open now.
+    fn tunnels(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 /// The route used until `bulwark-proxy` is wired in: answers 502.

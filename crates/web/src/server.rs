@@ -11,13 +11,14 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::server::conn::http1;
 use socket2::{Domain, Protocol, Socket, Type};
-use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -197,14 +198,15 @@ async fn serve_connection(
             }
         }
     };
-    let phase = Rc::new(Cell::new(Phase::Head(Instant::now())));
+    let phase = Arc::new(SharedPhase::new(Phase::Head(Instant::now())));
     let io = TimedIo::new(stream, peer, phase.clone(), &settings);
     let svc = hyper::service::service_fn(move |req| {
         let (site, phase) = (site.clone(), phase.clone());
         phase.set(Phase::Busy);
         async move {
             let resp = site.respond(req, peer).await;
-            Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, phase }))
+            let tunnel = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+            Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, phase, tunnel }))
         }
     });
     let mut builder = http1::Builder::new();
@@ -218,7 +220,9 @@ async fn serve_connection(
         .writev(false);
     // Not `pipeline_flush(true)`: with unparsable bytes left in the read
     // buffer it skips the flush, and the automatic 400/431 is never sent.
-    let conn = builder.serve_connection(io, svc);
+    // With upgrades: after a 101 of a proxied WebSocket, hyper hands the
+    // connection to the route's tunnel and this future ends.
+    let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -242,6 +246,59 @@ enum Phase {
     Busy,
     /// Idle keep-alive since this instant (keep-alive timeout).
     Idle(Instant),
+    /// Handed over to a tunnel after a 101: no read deadline here, the
+    /// tunnel's idle timeout (`tunnel_timeout`) applies.
+    Tunnel,
+}
+
+/// A connection's [`Phase`], shared by its socket wrapper and its service.
+/// Atomic only so that the socket wrapper is `Send` (hyper hands an
+/// upgraded connection to a tunnel task); one worker thread uses it, so
+/// relaxed ordering suffices. Encoded as the time since the connection
+/// began (nanoseconds) shifted left by two, with the variant in the low
+/// bits.
+struct SharedPhase {
+    base: Instant,
+    bits: AtomicU64,
+}
+
+impl SharedPhase {
+    const BUSY: u64 = 0;
+    const TUNNEL: u64 = 1;
+    const HEAD: u64 = 2;
+    const IDLE: u64 = 3;
+
+    fn new(phase: Phase) -> Self {
+        let p = SharedPhase { base: Instant::now(), bits: AtomicU64::new(0) };
+        p.set(phase);
+        p
+    }
+
+    fn encode(&self, at: Instant, tag: u64) -> u64 {
+        let nanos = u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX >> 2);
+        (nanos.min(u64::MAX >> 2) << 2) | tag
+    }
+
+    fn set(&self, phase: Phase) {
+        let bits = match phase {
+            Phase::Busy => Self::BUSY,
+            Phase::Tunnel => Self::TUNNEL,
+            Phase::Head(at) => self.encode(at, Self::HEAD),
+            Phase::Idle(at) => self.encode(at, Self::IDLE),
+        };
+        self.bits.store(bits, Relaxed);
+    }
+
+    fn get(&self) -> Phase {
+        let bits = self.bits.load(Relaxed);
+        let at = || self.base + Duration::from_nanos(bits >> 2);
+        match bits & 3 {
+            Self::BUSY => Phase::Busy,
+            Self::TUNNEL => Phase::Tunnel,
+            Self::HEAD => Phase::Head(at()),
+            _ => Phase::Idle(at()),
+        }
+    }
 }
 
 /// The client socket with the header and keep-alive deadlines applied to
@@ -253,7 +310,7 @@ enum Phase {
 /// byte) fails with `TimedOut`; its timer is armed only when a write blocks.
 struct TimedIo {
     stream: bulwark_mtls::ServerStream,
-    phase: Rc<Cell<Phase>>,
+    phase: Arc<SharedPhase>,
     header_timeout: Duration,
     keepalive_timeout: Duration,
     timer: Option<Pin<Box<Sleep>>>,
@@ -275,7 +332,7 @@ impl TimedIo {
     fn new(
         stream: bulwark_mtls::ServerStream,
         peer: SocketAddr,
-        phase: Rc<Cell<Phase>>,
+        phase: Arc<SharedPhase>,
         s: &ConnectionSettings,
     ) -> Self {
         TimedIo {
@@ -294,7 +351,7 @@ impl TimedIo {
         let deadline = match self.phase.get() {
             Phase::Head(since) => since + self.header_timeout,
             Phase::Idle(since) => since + self.keepalive_timeout,
-            Phase::Busy => return Poll::Pending,
+            Phase::Busy | Phase::Tunnel => return Poll::Pending,
         };
         loop {
             let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -397,15 +454,17 @@ impl Write for TimedIo {
 }
 
 /// A response body that marks the connection idle once the response is
-/// done (hyper drops the body after sending it, or at once for HEAD/304).
+/// done (hyper drops the body after sending it, or at once for HEAD/304),
+/// or handed over to a tunnel when the response is a 101.
 struct TrackedBody {
     inner: WebBody,
-    phase: Rc<Cell<Phase>>,
+    phase: Arc<SharedPhase>,
+    tunnel: bool,
 }
 
 impl Drop for TrackedBody {
     fn drop(&mut self) {
-        self.phase.set(Phase::Idle(Instant::now()));
+        self.phase.set(if self.tunnel { Phase::Tunnel } else { Phase::Idle(Instant::now()) });
     }
 }
 

@@ -82,7 +82,6 @@ impl WebStats {
         }
         let _ = writeln!(out, "# HELP bulwark_web_static_bytes_total Bytes of static file bodies sent.\n# TYPE bulwark_web_static_bytes_total counter");
         let _ = writeln!(out, "bulwark_web_static_bytes_total {}", self.static_bytes.load(Relaxed));
-        out.push_str(&bulwark_telemetry::process::process_metrics());
         out
     }
 }
@@ -103,6 +102,25 @@ const LOCATION_ESCAPES: &AsciiSet =
     &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}');
 
 impl Shared {
+    /// `/metrics`: response counters, tunnels per proxy route, process.
+    fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut out = self.stats.prometheus();
+        let _ = writeln!(out, "# HELP bulwark_web_tunnels_total Tunnels (e.g. WebSockets) opened, by proxy route.\n# TYPE bulwark_web_tunnels_total counter");
+        for (prefix, route) in &self.proxies {
+            let _ = writeln!(out, "bulwark_web_tunnels_total{{route=\"{prefix}\"}} {}", route.tunnels().0);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bulwark_web_tunnels_open Tunnels open now, by proxy route.\n# TYPE bulwark_web_tunnels_open gauge"
+        );
+        for (prefix, route) in &self.proxies {
+            let _ = writeln!(out, "bulwark_web_tunnels_open{{route=\"{prefix}\"}} {}", route.tunnels().1);
+        }
+        out.push_str(&bulwark_telemetry::process::process_metrics());
+        out
+    }
+
     /// The proxy route of a request path: the first matching `[[proxy]]`
     /// prefix, unless a static prefix claims the path. (A static path
     /// cannot leave its prefix once cleaned: the prefix is plain segments,
@@ -143,11 +161,14 @@ impl Site {
         let method = req.method().clone();
         let target = req.uri().path_and_query().map_or_else(|| req.uri().to_string(), |p| p.as_str().to_owned());
         let version = req.version();
+        let request_id =
+            req.headers().get(bulwark_proxy::X_REQUEST_ID).filter(|v| bulwark_proxy::request_id::is_valid(v)).cloned();
         let resp = self.route(req, client).await;
         let bytes = resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-");
+        let id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
         tracing::info!(
             target: "access",
-            "{client} \"{method} {target} {version:?}\" {} {bytes} {}us",
+            "{client} \"{method} {target} {version:?}\" {} {bytes} {}us id={id}",
             resp.status().as_u16(),
             start.elapsed().as_micros()
         );
@@ -174,7 +195,7 @@ impl Site {
                     return r;
                 }
             }
-            let mut r = Response::new(WebBody::bytes(s.stats.prometheus() + &upstream_metrics(&s.proxies)));
+            let mut r = Response::new(WebBody::bytes(s.prometheus() + &upstream_metrics(&s.proxies)));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             return r;
         }

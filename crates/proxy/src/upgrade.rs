@@ -1,0 +1,239 @@
+//! Protocol upgrades (`Connection: Upgrade` + `Upgrade: websocket`, or any
+//! protocol the server accepts with `101 Switching Protocols`): the request
+//! goes to one server over a connection of its own (never pooled), and
+//! when the server switches, both connections are handed over by hyper and
+//! their bytes spliced both ways until either side closes or nothing moves
+//! for the tunnel idle timeout ([`crate::ForwardOptions::tunnel_idle`]).
+//!
+//! A server that answers anything but 101 has its answer relayed as for any
+//! request. Only a failed connect moves on to another server: once sent, an
+//! upgrade request is never replayed (the server may have switched).
+//!
+//! A tunnel counts as in flight on its server for its whole life, so
+//! `leastconn` balances long-lived tunnels by how many each server holds;
+//! each server counts tunnels opened and open ([`crate::ServerStats`]).
+use crate::body::{ProxyBody, RequestBody};
+use crate::error::ProxyError;
+use crate::forward::{ClientContext, Forwarder};
+use crate::pool;
+use crate::server::ServerState;
+use crate::{now_ms, now_us};
+use http::header::{CONNECTION, UPGRADE};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The protocol a request asks to switch to: its `Upgrade` value when the
+/// request is HTTP/1.1 and its `Connection` header lists `upgrade`. No
+/// allocation unless it does.
+pub(crate) fn requested(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 {
+        return None;
+    }
+    let protocol = headers.get(UPGRADE)?;
+    let listed = headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")));
+    listed.then(|| protocol.clone())
+}
+
+/// Put back the two hop-by-hop headers of an upgrade after the others were
+/// stripped.
+pub(crate) fn restore_headers(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, protocol);
+}
+
+/// Holds an upgrade request's server as in flight until dropped, and,
+/// once the server switched, counts the tunnel open.
+struct TunnelGuard {
+    server: Arc<ServerState>,
+    open: bool,
+}
+
+impl TunnelGuard {
+    fn enter(server: Arc<ServerState>) -> Self {
+        server.in_flight.fetch_add(1, Ordering::Relaxed);
+        TunnelGuard { server, open: false }
+    }
+
+    fn opened(&mut self) {
+        self.open = true;
+        self.server.stats.tunnels.fetch_add(1, Ordering::Relaxed);
+        self.server.stats.tunnels_open.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for TunnelGuard {
+    fn drop(&mut self) {
+        self.server.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.open {
+            self.server.stats.tunnels_open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Forwarder {
+    /// Send an upgrade request (`protocol` is its `Upgrade` value) and,
+    /// when the server switches, tunnel the client's connection
+    /// (`on_client`) to it.
+    pub(crate) async fn forward_upgrade(
+        &self,
+        req: Request<RequestBody>,
+        on_client: OnUpgrade,
+        protocol: HeaderValue,
+        ctx: &ClientContext,
+        start: u64,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let up = &*self.upstream;
+        let client = ctx.addr;
+        let method = req.method().clone();
+        let uri = self.options.access_log.then(|| req.uri().clone());
+        let request_id = req.headers().get(crate::request_id::X_REQUEST_ID).cloned();
+        let mut pending = Some(req);
+        let mut tried: Vec<usize> = Vec::new();
+        let mut failure = ProxyError::no_server("no server available to take this request");
+        let max_attempts = 1 + up.config.retries.attempts as usize;
+        for attempts in 1..=max_attempts {
+            if attempts > 1 && !up.retry_budget.try_withdraw(now_ms()) {
+                break;
+            }
+            let Some(idx) = up.pick_at(client.ip(), &tried, now_ms()) else { break };
+            tried.push(idx);
+            let server = &up.servers[idx];
+            if attempts > 1 {
+                server.stats.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut guard = TunnelGuard::enter(server.clone());
+            server.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let mut sender = match pool::connect(server.addr, self.options.connect_timeout, up.tls.as_ref(), true).await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    server.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                    let error = ProxyError::connect(format!("could not connect to any server ({e})"));
+                    self.passive_failure(server, &error.detail);
+                    failure = error;
+                    continue;
+                }
+            };
+            server.stats.connections_opened.fetch_add(1, Ordering::Relaxed);
+            let Some(req) = pending.take() else { break };
+            let exchange = tokio::time::timeout(self.options.server_timeout, sender.send_request(req)).await;
+            let mut resp = match exchange {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(e)) => {
+                    let error = ProxyError::from_send(&e);
+                    if error.is_upstream() {
+                        server.stats.response_errors.fetch_add(1, Ordering::Relaxed);
+                        self.passive_failure(server, &error.detail);
+                    }
+                    return Err(error);
+                }
+                Err(_) => {
+                    server.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    return Err(ProxyError::response_timeout(format!(
+                        "the server did not answer within {:?}",
+                        self.options.server_timeout
+                    )));
+                }
+            };
+            let took = now_us().saturating_sub(start);
+            let status = resp.status();
+            server.count_response(status.as_u16());
+            server.stats.latency.observe(Duration::from_micros(took));
+            if status.is_server_error() && up.config.passive.on_5xx {
+                self.passive_failure(server, &format!("status {status}"));
+            } else {
+                server.record_success();
+            }
+            if let Some(uri) = &uri {
+                tracing::info!(
+                    target: "access",
+                    route = %self.options.route,
+                    client = %client,
+                    method = %method,
+                    uri = %uri,
+                    status = status.as_u16(),
+                    server = %server.name,
+                    attempts,
+                    ms = took as f64 / 1000.0,
+                    request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                );
+            }
+            if status != StatusCode::SWITCHING_PROTOCOLS {
+                // Refused: relay the answer; the connection is not kept.
+                drop(guard);
+                let (mut parts, body) = resp.into_parts();
+                crate::headers::strip_hop_by_hop(&mut parts.headers);
+                let body = crate::body::PooledBody::new(body, server.id, sender, 0);
+                return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
+            }
+            let on_server = hyper::upgrade::on(&mut resp);
+            let (mut parts, _) = resp.into_parts();
+            let accepted = parts.headers.get(UPGRADE).cloned().unwrap_or(protocol);
+            crate::headers::strip_hop_by_hop(&mut parts.headers);
+            restore_headers(&mut parts.headers, accepted);
+            guard.opened();
+            let (idle, route, server_name) =
+                (self.options.tunnel_idle, self.options.route.clone(), server.name.clone());
+            tokio::spawn(async move {
+                let (client_io, server_io) = match tokio::join!(on_client, on_server) {
+                    (Ok(c), Ok(s)) => (c, s),
+                    (c, s) => {
+                        let why = c.err().or(s.err()).map(|e| e.to_string()).unwrap_or_default();
+                        tracing::info!(route = %route, client = %client, server = %server_name, "tunnel not opened: {why}");
+                        return;
+                    }
+                };
+                let opened = now_ms();
+                let (up_bytes, down_bytes) =
+                    crate::tcp::splice(TokioIo::new(client_io), TokioIo::new(server_io), idle).await;
+                drop(guard);
+                tracing::info!(
+                    target: "access",
+                    route = %route,
+                    client = %client,
+                    server = %server_name,
+                    up_bytes,
+                    down_bytes,
+                    secs = now_ms().saturating_sub(opened) as f64 / 1000.0,
+                    "tunnel closed"
+                );
+            });
+            return Ok(Response::from_parts(parts, ProxyBody::empty()));
+        }
+        Err(failure)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn an_upgrade_needs_both_headers_on_http_1_1() {
+        let ws = headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(requested(Version::HTTP_11, &ws).unwrap(), "websocket");
+        let split = headers(&[("connection", "keep-alive"), ("connection", "upgrade"), ("upgrade", "h2c")]);
+        assert_eq!(requested(Version::HTTP_11, &split).unwrap(), "h2c");
+        assert!(requested(Version::HTTP_10, &ws).is_none());
+        assert!(requested(Version::HTTP_2, &ws).is_none());
+        assert!(requested(Version::HTTP_11, &headers(&[("upgrade", "websocket")])).is_none());
+        assert!(requested(Version::HTTP_11, &headers(&[("connection", "upgrade")])).is_none());
+        let lookalike = headers(&[("connection", "upgrades"), ("upgrade", "websocket")]);
+        assert!(requested(Version::HTTP_11, &lookalike).is_none());
+    }
+}
