@@ -15,7 +15,6 @@
 pub mod api;
 mod append_queue;
 mod apply_error;
-pub mod bench;
 mod bulwark_tables;
 mod client;
 mod crash_rebuild;
