@@ -36,7 +36,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 mod auth;
+mod error;
 mod reads;
+
+use error::{ApiError, Retry};
 
 /// Marks a request one node passed to the primary (never passed again).
 const FORWARDED_HEADER: &str = "x-bulwark-forwarded";
@@ -338,7 +341,7 @@ impl DbNode {
                         let limited = fw.check_rate(peer.ip()).err();
                         async move {
                             if let Some(r) = limited {
-                                return Ok::<_, std::convert::Infallible>(error(r.status(), "rate_limited", r.reason(), true, None));
+                                return Ok::<_, std::convert::Infallible>(ApiError::RateLimited(r).response());
                             }
                             Ok(st.handle(req).await)
                         }
@@ -409,10 +412,6 @@ fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
         .expect("valid response")
 }
 
-fn error(status: StatusCode, code: &str, msg: impl Into<String>, retryable: bool, leader: Option<String>) -> Resp {
-    json(status, &ErrorBody { error: msg.into(), code: code.to_string(), retryable, leader })
-}
-
 /// The answer to a committed write.
 fn execute_reply(outcome: ApplyOutcome, token: Token, replayed: bool) -> Resp {
     match outcome {
@@ -426,13 +425,13 @@ fn execute_reply(outcome: ApplyOutcome, token: Token, replayed: bool) -> Resp {
                 replayed,
             },
         ),
-        ApplyOutcome::Failed(msg) => error(StatusCode::BAD_REQUEST, "sql", msg, false, None),
+        ApplyOutcome::Failed(msg) => ApiError::Sql(msg).response(),
         ApplyOutcome::Replayed { term, index, first } => execute_reply(*first, Token { term, index }, true),
     }
 }
 
 fn bad_request(msg: impl Into<String>) -> Resp {
-    error(StatusCode::BAD_REQUEST, "bad_request", msg, false, None)
+    ApiError::BadRequest(msg.into()).response()
 }
 
 // Handlers short-circuit with the finished error response; it is built once
@@ -582,7 +581,7 @@ impl NodeState {
             _ => {}
         }
         if let Err(refusal) = self.auth.check(&method, &path, req.headers()) {
-            return error(refusal.status(), refusal.code(), refusal.message(), false, None);
+            return ApiError::Refused(refusal).response();
         }
         let forwarded = req.headers().contains_key(FORWARDED_HEADER);
         let hint = (
@@ -599,13 +598,7 @@ impl NodeState {
             return r;
         }
         if method != Method::POST {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no such endpoint: {method} {path}"),
-                false,
-                None,
-            );
+            return ApiError::NotFound { method, path }.response();
         }
         let body = match self.read_body(req).await {
             Ok(b) => b,
@@ -658,10 +651,10 @@ impl NodeState {
                 tracing::info!("asked to campaign for leadership");
                 match self.raft.trigger().elect().await {
                     Ok(()) => json(StatusCode::OK, &serde_json::json!({"electing": true})),
-                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "stopped", e.to_string(), false, None),
+                    Err(e) => ApiError::Stopped(e.to_string()).response(),
                 }
             }
-            _ => error(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {method} {path}"), false, None),
+            _ => ApiError::NotFound { method, path }.response(),
         }
     }
 
@@ -732,15 +725,7 @@ impl NodeState {
     }
 
     async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Resp> {
-        let too_large = || {
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("request body larger than {} bytes", self.max_request_bytes),
-                false,
-                None,
-            )
-        };
+        let too_large = || ApiError::TooLarge { limit: self.max_request_bytes }.response();
         let declared =
             req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         // Raft traffic (snapshot chunks, entry batches) is not bounded by
@@ -775,22 +760,15 @@ impl NodeState {
     async fn to_primary(&self, path: &str, body: Bytes, forwarded: bool, proxy: bool) -> Resp {
         let m = self.metrics();
         let Some((lid, addr)) = self.leader(&m) else {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_leader",
-                "no primary is known right now; retry",
-                true,
-                None,
-            );
+            return ApiError::NoLeader { message: "no primary is known right now; retry".into(), leader: None }
+                .response();
         };
         if lid == self.id || forwarded {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_primary",
-                "this node is not the primary (any more); retry",
-                true,
-                Some(addr),
-            );
+            return ApiError::NotPrimary {
+                message: "this node is not the primary (any more); retry".into(),
+                leader: Some(addr),
+            }
+            .response();
         }
         if !proxy {
             return Response::builder()
@@ -816,20 +794,14 @@ impl NodeState {
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(r.body))
                 .expect("valid response"),
-            Err(e @ TransportError::Connect(..)) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_leader",
-                format!("primary unreachable: {e}"),
-                true,
-                Some(addr),
-            ),
-            Err(e) => error(
-                StatusCode::BAD_GATEWAY,
-                "forward_failed",
-                format!("forwarding to the primary failed, the outcome is unknown: {e}"),
-                false,
-                Some(addr),
-            ),
+            Err(e @ TransportError::Connect(..)) => {
+                ApiError::NoLeader { message: format!("primary unreachable: {e}"), leader: Some(addr) }.response()
+            }
+            Err(e) => ApiError::ForwardFailed {
+                message: format!("forwarding to the primary failed, the outcome is unknown: {e}"),
+                leader: addr,
+            }
+            .response(),
         }
     }
 
@@ -849,28 +821,16 @@ impl NodeState {
             return self.to_primary("/v1/execute", body, forwarded, self.forward_writes).await;
         }
         if self.transferring.load(Ordering::SeqCst) {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "transferring",
-                "leadership transfer in progress; retry",
-                true,
-                None,
-            );
+            return ApiError::Transferring.response();
         }
         if !self.has_quorum(&m) {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_quorum",
-                match self.quorum_age(&m) {
-                    Some(age) => format!(
-                        "this primary has not heard from a majority for {} ms and refuses writes",
-                        age.as_millis()
-                    ),
-                    None => "this primary has not heard from a majority in its term and refuses writes".to_string(),
-                },
-                true,
-                None,
-            );
+            return ApiError::NoQuorum(match self.quorum_age(&m) {
+                Some(age) => {
+                    format!("this primary has not heard from a majority for {} ms and refuses writes", age.as_millis())
+                }
+                None => "this primary has not heard from a majority in its term and refuses writes".to_string(),
+            })
+            .response();
         }
         let statements = req.statements;
         for (i, s) in statements.iter().enumerate() {
@@ -878,7 +838,7 @@ impl NodeState {
                 Ok(()) => {}
                 Err(e) => {
                     let e = if i > 0 { format!("statement {}: {e}", i + 1) } else { e };
-                    return error(StatusCode::BAD_REQUEST, "sql", e, false, None);
+                    return ApiError::Sql(e).response();
                 }
             }
         }
@@ -887,18 +847,18 @@ impl NodeState {
         let idempotent = req.request_id.is_some();
         let write = Write { statements, request_id: req.request_id };
         match tokio::time::timeout(self.write_timeout, self.writes.commit(write, body.len())).await {
-            Err(_) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                format!(
+            Err(_) => ApiError::Timeout {
+                message: format!(
                     "the write was not committed within {:?}: this primary may have lost its majority; the outcome is unknown",
                     self.write_timeout
                 ),
-                idempotent,
-                None,
-            ),
+                retry: Retry::when(idempotent),
+            }
+            .response(),
             Ok(Committed::NotPrimary) => self.to_primary("/v1/execute", body, forwarded, self.forward_writes).await,
-            Ok(Committed::Unknown(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "raft", e, idempotent, None),
+            Ok(Committed::Unknown(e)) => {
+                ApiError::Raft { message: e, retry: Retry::when(idempotent) }.response()
+            }
             Ok(Committed::Done { log_id, outcome }) => {
                 let token = Token { term: log_id.leader_id.term, index: log_id.index };
                 execute_reply(outcome, token, false)
@@ -926,7 +886,7 @@ impl NodeState {
             return bad_request(format!("node {target} is a learner; only a voter can become primary"));
         }
         if self.transferring.swap(true, Ordering::SeqCst) {
-            return error(StatusCode::CONFLICT, "transferring", "a leadership transfer is already running", true, None);
+            return ApiError::TransferRunning.response();
         }
         let result = self.transfer_to(target, &addr).await;
         self.raft.runtime_config().heartbeat(true);
@@ -936,7 +896,7 @@ impl NodeState {
                 StatusCode::OK,
                 &serde_json::json!({"primary": target, "changed": true, "millis": elapsed.as_millis() as u64}),
             ),
-            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "transfer_failed", e, true, None),
+            Err(e) => ApiError::TransferFailed(e).response(),
         }
     }
 
@@ -997,13 +957,11 @@ impl NodeState {
         let node = Node { addr: req.address.clone() };
         match tokio::time::timeout(timeout, self.raft.add_learner(req.node_id, node, true)).await {
             Err(_) => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "timeout",
-                    "the new node did not catch up in 60 s",
-                    false,
-                    None,
-                )
+                return ApiError::Timeout {
+                    message: "the new node did not catch up in 60 s".into(),
+                    retry: Retry::Unsafe,
+                }
+                .response()
             }
             Ok(Err(e)) => return self.membership_error(e),
             Ok(Ok(_)) => {}
@@ -1012,13 +970,11 @@ impl NodeState {
             let change = ChangeMembers::AddVoterIds(BTreeSet::from([req.node_id]));
             match tokio::time::timeout(timeout, self.raft.change_membership(change, false)).await {
                 Err(_) => {
-                    return error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "timeout",
-                        "membership change not committed in 60 s",
-                        false,
-                        None,
-                    )
+                    return ApiError::Timeout {
+                        message: "membership change not committed in 60 s".into(),
+                        retry: Retry::Unsafe,
+                    }
+                    .response()
                 }
                 Ok(Err(e)) => return self.membership_error(e),
                 Ok(Ok(_)) => {}
@@ -1047,13 +1003,10 @@ impl NodeState {
             ChangeMembers::RemoveNodes(ids)
         };
         match tokio::time::timeout(Duration::from_secs(60), self.raft.change_membership(change, false)).await {
-            Err(_) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                "membership change not committed in 60 s",
-                false,
-                None,
-            ),
+            Err(_) => {
+                ApiError::Timeout { message: "membership change not committed in 60 s".into(), retry: Retry::Unsafe }
+                    .response()
+            }
             Ok(Err(e)) => self.membership_error(e),
             Ok(Ok(_)) => {
                 tracing::info!(node = req.node_id, "member removed");
@@ -1065,12 +1018,12 @@ impl NodeState {
     fn membership_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> Resp {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-                error(StatusCode::SERVICE_UNAVAILABLE, "not_primary", "leadership changed; retry", true, None)
+                ApiError::NotPrimary { message: "leadership changed; retry".into(), leader: None }.response()
             }
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                error(StatusCode::CONFLICT, "membership", e.to_string(), true, None)
+                ApiError::Membership(e.to_string()).response()
             }
-            RaftError::Fatal(e) => error(StatusCode::SERVICE_UNAVAILABLE, "raft", e.to_string(), false, None),
+            RaftError::Fatal(e) => ApiError::Raft { message: e.to_string(), retry: Retry::Unsafe }.response(),
         }
     }
 }
