@@ -1,4 +1,5 @@
-//! The one-time import of the old format.
+//! Where a log is opened (`LogStore::open`): a data dir with the old
+//! format is imported first, once.
 //!
 //! Before, the log was a SQLite file `raft-log.db`. When it exists and
 //! `raft-log/` does not, its vote, purged id and entries are copied into a
@@ -7,10 +8,10 @@
 //! again). The old file is then renamed `raft-log.db.imported`.
 use super::meta::DIR;
 use super::record::invalid;
-use super::segment::sync_dir;
+use super::segment::{sync_dir, SEGMENT};
 use super::store::LogStore;
 use super::writer::{Done, Op};
-use crate::raft_types::{Entry, LogId, Vote};
+use crate::raft_types::{Entry, LogId, NodeId, Vote};
 use std::io;
 use std::path::Path;
 use std::sync::mpsc;
@@ -76,4 +77,32 @@ pub(super) fn retire_old(dir: &Path) -> io::Result<()> {
         }
     }
     sync_dir(dir)
+}
+
+/// Opening a log starts here: the old format, where found, is imported
+/// first.
+impl LogStore {
+    /// Open (or create) the log of node `me` in `dir`, importing an old
+    /// `raft-log.db`. A saved vote of `me` for itself is handed to openraft
+    /// as not committed (see "Restart inside a term" in the module doc).
+    pub fn open(dir: &Path, me: NodeId) -> io::Result<LogStore> {
+        LogStore::open_with(dir, SEGMENT, me)
+    }
+
+    pub(super) fn open_with(dir: &Path, seg_size: u64, me: NodeId) -> io::Result<LogStore> {
+        let path = dir.join(DIR);
+        let old = dir.join(OLD);
+        if !path.exists() {
+            if old.exists() {
+                import(&old, dir, seg_size)?;
+            } else {
+                std::fs::create_dir_all(&path)?;
+                sync_dir(dir)?;
+            }
+        }
+        if old.exists() {
+            retire_old(dir)?;
+        }
+        LogStore::open_dir(&path, seg_size, Some(me))
+    }
 }

@@ -18,12 +18,11 @@
 //! keep their committed flag (a restarted follower keeps refusing votes
 //! for a leader lease, as before).
 use super::appended::AppendedEntries;
-use super::import::{import, retire_old, OLD};
 use super::index::{lock, Recent, Segment, Shared, RECENT};
-use super::meta::{Meta, DIR, LOCK};
+use super::meta::{Meta, LOCK};
 use super::record::{put_entry, read_entry, PAGE};
 use super::recovery::{recover, Recovered};
-use super::segment::{create_segment, sync_dir, FIRST_SEGMENT, SEGMENT};
+use super::segment::{create_segment, FIRST_SEGMENT};
 use super::writer::{run_writer, Done, InlineSyncPause, Op, Rec, RecKind, Writer, WriterState, WRITER_THREAD};
 use crate::raft_types::{storage_err, Entry, LogId, NodeId, StorageError, Vote};
 use openraft::ErrorVerb;
@@ -66,30 +65,6 @@ impl Drop for LogStore {
 }
 
 impl LogStore {
-    /// Open (or create) the log of node `me` in `dir`, importing an old
-    /// `raft-log.db`. A saved vote of `me` for itself is handed to openraft
-    /// as not committed (see "Restart inside a term" in the module doc).
-    pub fn open(dir: &Path, me: NodeId) -> io::Result<LogStore> {
-        LogStore::open_with(dir, SEGMENT, me)
-    }
-
-    pub(super) fn open_with(dir: &Path, seg_size: u64, me: NodeId) -> io::Result<LogStore> {
-        let path = dir.join(DIR);
-        let old = dir.join(OLD);
-        if !path.exists() {
-            if old.exists() {
-                import(&old, dir, seg_size)?;
-            } else {
-                std::fs::create_dir_all(&path)?;
-                sync_dir(dir)?;
-            }
-        }
-        if old.exists() {
-            retire_old(dir)?;
-        }
-        LogStore::open_dir(&path, seg_size, Some(me))
-    }
-
     /// Open the log directory `path` (which exists) of node `me` (`None`:
     /// the votes are kept as they are, for an import).
     pub(super) fn open_dir(path: &Path, seg_size: u64, me: Option<NodeId>) -> io::Result<LogStore> {
