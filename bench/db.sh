@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Single-row INSERT commit latency (p50, p99) and throughput, same load loop
-# (`bulwark db bench`: N concurrent clients, one autocommit INSERT per
-# transaction, for D seconds) against:
+# (`bulwark-dbbench`, crates/dbbench: N concurrent clients, one autocommit
+# INSERT per transaction, for D seconds) against:
 #   (a) plain SQLite, WAL, synchronous=FULL, one connection per client
 #   (b) Bulwark, 3 voters on loopback (through bulwark_db::Client)
 #   (c) MariaDB primary + 1 semi-sync replica on loopback (InnoDB,
 #       innodb_flush_log_at_trx_commit=1, sync_binlog=1)
 #   (d) the same with the replica's sync_relay_log=1 (it syncs each event
 #       it acknowledges, as a Raft follower does)
-# Usage: bench/db.sh [clients] [seconds] [rounds]   (BULWARK=path/to/bulwark to skip the build)
+# Usage: bench/db.sh [clients] [seconds] [rounds]   (BULWARK=path/to/bulwark and
+# DBBENCH=path/to/bulwark-dbbench to skip the builds; without DBBENCH it is
+# built like bulwark, or, with no cargo, the bulwark-dbbench beside $BULWARK)
 # Rounds are interleaved (a b c d, a b c d, ...); the summary is the median per leg.
 # Installs mariadb-server/-client with apt-get if missing; the four mariadbd
 # run in the foreground on temporary datadirs, loopback ports and their own
@@ -17,10 +19,33 @@ set -euo pipefail
 CLIENTS=${1:-16}
 SECONDS_RUN=${2:-10}
 ROUNDS=${3:-2}
+# A relative DBBENCH is relative to the caller's directory, as BULWARK is.
+if [ -n "${DBBENCH:-}" ] && [ "${DBBENCH#/}" = "$DBBENCH" ]; then DBBENCH="$PWD/$DBBENCH"; fi
 source "$(dirname "$0")/lib.sh"
 cd "$BENCH_ROOT"
 need_pkgs mariadbd:mariadb-server mariadb:mariadb-client mariadb-install-db:mariadb-server python3:python3
 BULWARK=$(bulwark_bin)
+# The load generator: its own binary, so that its MySQL client stays out of
+# bulwark's.
+dbbench_bin() {
+  if [ -n "${DBBENCH:-}" ]; then
+    [ -x "$DBBENCH" ] || { echo "DBBENCH=$DBBENCH is not an executable" >&2; return 1; }
+    echo "$DBBENCH"
+    return 0
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    local beside
+    beside="$(dirname "$BULWARK")/bulwark-dbbench"
+    [ -x "$beside" ] && { echo "$beside"; return 0; }
+    echo "cargo not found: set DBBENCH=/path/to/bulwark-dbbench" >&2
+    return 1
+  fi
+  (cd "$BENCH_ROOT" && cargo build --release -q -p bulwark-dbbench >&2) || return 1
+  local dir=${CARGO_TARGET_DIR:-$BENCH_ROOT/target}
+  case $dir in /*) ;; *) dir=$BENCH_ROOT/$dir ;; esac
+  echo "$dir/release/bulwark-dbbench"
+}
+DBBENCH=$(dbbench_bin)
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -125,10 +150,10 @@ DURL=$PAIR_URL
 RESULTS=()
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r: $(uptime)" >&2
-  A=$("$BULWARK" db bench sqlite --path "$WORK/plain.db" --clients "$CLIENTS" --seconds "$SECONDS_RUN")
-  B=$(BULWARK_DB_SECRET=$SECRET "$BULWARK" db bench cluster --nodes "$NODES" --clients "$CLIENTS" --seconds "$SECONDS_RUN")
-  C=$("$BULWARK" db bench mariadb --url "$MURL" --clients "$CLIENTS" --seconds "$SECONDS_RUN")
-  D=$("$BULWARK" db bench mariadb --url "$DURL" --clients "$CLIENTS" --seconds "$SECONDS_RUN")
+  A=$("$DBBENCH" sqlite --path "$WORK/plain.db" --clients "$CLIENTS" --seconds "$SECONDS_RUN")
+  B=$(BULWARK_DB_SECRET=$SECRET "$DBBENCH" cluster --nodes "$NODES" --clients "$CLIENTS" --seconds "$SECONDS_RUN")
+  C=$("$DBBENCH" mariadb --url "$MURL" --clients "$CLIENTS" --seconds "$SECONDS_RUN")
+  D=$("$DBBENCH" mariadb --url "$DURL" --clients "$CLIENTS" --seconds "$SECONDS_RUN")
   echo "round $r: $A $B $C $D" >&2
   RESULTS+=("$A" "$B" "$C" "$D")
 done

@@ -5,8 +5,14 @@
 pub enum DbError {
     #[error("configuration: {0}")]
     Config(String),
-    #[error("{0}")]
-    Io(String),
+    /// A file or socket operation failed: what was being done, and the
+    /// operating system's error.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("storage: {0}")]
     Storage(String),
     #[error("raft: {0}")]

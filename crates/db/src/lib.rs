@@ -17,7 +17,6 @@ mod append_queue;
 mod apply_error;
 pub mod backup;
 pub mod backup_tool;
-pub mod bench;
 mod bulwark_tables;
 mod client;
 mod crash_rebuild;

@@ -4,17 +4,14 @@
 //! executes writes; voters are **replicas**, learners async read replicas.
 //! A primary that has not heard from a majority within the election
 //! timeout refuses writes, so an isolated old primary cannot accept any.
-use crate::api::{AddMember, ErrorBody, ExecuteRequest, ExecuteResult, Member, NodeRef, NodeStatus, Token};
 use crate::append_queue::AppendQueue;
-use crate::group_commit::{Committed, GroupCommit};
+use crate::group_commit::GroupCommit;
 use crate::leader_acks::LeaderAcks;
 use crate::log_store::{AppendedEntries, InlineSyncPause, LogStore};
-use crate::raft_types::{ApplyOutcome, Node, NodeId, Raft, Write};
+use crate::raft_types::{Node, NodeId, Raft};
 use crate::sql;
 use crate::state_machine::{Applied, ReadPool, StateMachine};
-use crate::transport::{
-    AheadStats, HttpClient, RaftTransport, TransportError, APPLIED_INDEX_HEADER, APPLIED_TIME_HEADER,
-};
+use crate::transport::{AheadStats, HttpClient, RaftTransport, APPLIED_INDEX_HEADER, APPLIED_TIME_HEADER};
 use crate::DbError;
 use bulwark_config::db::DbConfig;
 use bytes::Bytes;
@@ -23,10 +20,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::{ChangeMembers, RaftMetrics, ServerState};
+use openraft::RaftMetrics;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,7 +33,17 @@ use tokio_util::sync::CancellationToken;
 
 mod auth;
 mod backup;
+mod error;
+mod forward;
+mod membership;
+mod metrics;
+mod probes;
+mod raft_rpc;
 mod reads;
+mod status;
+mod writes;
+
+use error::{ApiError, Retry};
 
 /// Marks a request one node passed to the primary (never passed again).
 const FORWARDED_HEADER: &str = "x-bulwark-forwarded";
@@ -194,10 +200,14 @@ impl DbNode {
         let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())
             .map_err(|e| DbError::Config(format!("tls: {e}")))?;
         std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| DbError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
+            .map_err(|source| DbError::Io { context: format!("creating {}", config.data_dir.display()), source })?;
         let listen: SocketAddr = config.listen.parse().map_err(|e| DbError::Config(format!("listen: {e}")))?;
-        let listener = TcpListener::bind(listen).await.map_err(|e| DbError::Io(format!("binding {listen}: {e}")))?;
-        let local = listener.local_addr().map_err(|e| DbError::Io(e.to_string()))?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| DbError::Io { context: format!("binding {listen}"), source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| DbError::Io { context: format!("the address of the listener on {listen}"), source })?;
         let address = config.advertise.clone().unwrap_or_else(|| local.to_string());
 
         let mut log =
@@ -339,7 +349,7 @@ impl DbNode {
                         let limited = fw.check_rate(peer.ip()).err();
                         async move {
                             if let Some(r) = limited {
-                                return Ok::<_, std::convert::Infallible>(error(r.status(), "rate_limited", r.reason(), true, None));
+                                return Ok::<_, std::convert::Infallible>(ApiError::RateLimited(r).response());
                             }
                             Ok(st.handle(req).await)
                         }
@@ -410,30 +420,8 @@ fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
         .expect("valid response")
 }
 
-fn error(status: StatusCode, code: &str, msg: impl Into<String>, retryable: bool, leader: Option<String>) -> Resp {
-    json(status, &ErrorBody { error: msg.into(), code: code.to_string(), retryable, leader })
-}
-
-/// The answer to a committed write.
-fn execute_reply(outcome: ApplyOutcome, token: Token, replayed: bool) -> Resp {
-    match outcome {
-        ApplyOutcome::Done(results) => json(
-            StatusCode::OK,
-            &ExecuteResult {
-                rows_affected: results.iter().map(|r| r.rows_affected).sum(),
-                last_insert_id: results.last().map(|r| r.last_insert_id).unwrap_or(0),
-                results,
-                token,
-                replayed,
-            },
-        ),
-        ApplyOutcome::Failed(msg) => error(StatusCode::BAD_REQUEST, "sql", msg, false, None),
-        ApplyOutcome::Replayed { term, index, first } => execute_reply(*first, Token { term, index }, true),
-    }
-}
-
 fn bad_request(msg: impl Into<String>) -> Resp {
-    error(StatusCode::BAD_REQUEST, "bad_request", msg, false, None)
+    ApiError::BadRequest(msg.into()).response()
 }
 
 // Handlers short-circuit with the finished error response; it is built once
@@ -459,157 +447,35 @@ fn query_param(uri: &http::Uri, key: &str) -> Option<String> {
 }
 
 impl NodeState {
-    fn metrics(&self) -> RaftMetrics<NodeId, Node> {
-        self.raft.metrics().borrow().clone()
-    }
-
-    fn leader(&self, m: &RaftMetrics<NodeId, Node>) -> Option<(NodeId, String)> {
-        let id = m.current_leader?;
-        let node = m.membership_config.membership().get_node(&id)?;
-        Some((id, node.addr.clone()))
-    }
-
-    fn voters(m: &RaftMetrics<NodeId, Node>) -> BTreeSet<NodeId> {
-        m.membership_config.membership().voter_ids().collect()
-    }
-
-    /// Primary that a majority acknowledged within the lease, by the
-    /// quorum clock kept outside openraft's core (see `leader_acks`).
-    fn has_quorum(&self, m: &RaftMetrics<NodeId, Node>) -> bool {
-        self.quorum_within(m, self.lease)
-    }
-
-    /// Primary that a majority (counting itself) acknowledged requests
-    /// sent within `window` (and the lease minus `COVERED_MAX_AGE`).
-    fn quorum_within(&self, m: &RaftMetrics<NodeId, Node>, window: Duration) -> bool {
-        if m.state != ServerState::Leader || m.vote.leader_id().voted_for() != Some(self.id) {
-            return false;
-        }
-        let configs = m.membership_config.membership().get_joint_config();
-        if configs.iter().all(|c| c.len() == 1 && c.contains(&self.id)) {
-            return true;
-        }
-        self.leader_acks.quorum_within(self.id, &m.vote, configs, self.lease, window)
-    }
-
-    /// How long ago the requests were sent whose acknowledgement makes
-    /// this node's newest majority (`None`: no majority under its vote).
-    fn quorum_age(&self, m: &RaftMetrics<NodeId, Node>) -> Option<Duration> {
-        self.leader_acks.quorum_age(self.id, &m.vote, m.membership_config.membership().get_joint_config())
-    }
-
-    fn role(&self, m: &RaftMetrics<NodeId, Node>) -> &'static str {
-        match m.state {
-            ServerState::Leader => "primary",
-            ServerState::Candidate => "candidate",
-            ServerState::Shutdown => "stopped",
-            _ => {
-                let mem = m.membership_config.membership();
-                if mem.voter_ids().any(|v| v == self.id) {
-                    "replica"
-                } else if mem.learner_ids().any(|v| v == self.id) {
-                    "learner"
-                } else {
-                    "detached"
-                }
-            }
-        }
-    }
-
-    fn status(&self) -> NodeStatus {
-        let m = self.metrics();
-        let a = *self.applied.borrow();
-        let leader = self.leader(&m);
-        let mem = m.membership_config.membership();
-        let voters = Self::voters(&m);
-        let members = mem
-            .nodes()
-            .map(|(id, n)| Member { id: *id, address: n.addr.clone(), voter: voters.contains(id) })
-            .collect();
-        let last = m.last_log_index.unwrap_or(0);
-        let replication = m
-            .replication
-            .as_ref()
-            .map(|r| {
-                r.iter()
-                    .map(|(id, matched)| (*id, last.saturating_sub(matched.map(|l| l.index).unwrap_or(0))))
-                    .collect()
-            })
-            .unwrap_or_default();
-        NodeStatus {
-            node_id: self.id,
-            address: self.address.clone(),
-            role: self.role(&m).to_string(),
-            term: m.current_term,
-            leader_id: leader.as_ref().map(|l| l.0),
-            leader_address: leader.map(|l| l.1),
-            applied_index: a.index,
-            last_log_index: last,
-            snapshot_index: m.snapshot.map(|s| s.index),
-            purged_index: m.purged.map(|p| p.index),
-            quorum: self.has_quorum(&m),
-            lag: self.lag(&m),
-            members,
-            replication,
-        }
-    }
-
+    /// The router: one line per endpoint, each served in the file of its
+    /// job (`probes`, `status`, `metrics`, `writes`, `reads`, `membership`,
+    /// `raft_rpc`).
     async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Resp {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         // Unauthenticated health endpoints for load balancers: role only.
         match (&method, path.as_str()) {
-            (&Method::GET, "/health") => {
-                let m = self.metrics();
-                let ok = m.running_state.is_ok();
-                let body = serde_json::json!({"status": if ok {"ok"} else {"failed"}, "node_id": self.id, "role": self.role(&m)});
-                return json(if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body);
-            }
-            (&Method::GET, "/primary") => {
-                let m = self.metrics();
-                let ok = self.has_quorum(&m) && !self.transferring.load(Ordering::SeqCst);
-                let body = serde_json::json!({"primary": ok, "node_id": self.id, "role": self.role(&m)});
-                return json(if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body);
-            }
-            (&Method::GET, "/replica") => {
-                let m = self.metrics();
-                let lag = self.lag(&m);
-                let max: Option<f64> = query_param(req.uri(), "max_lag").and_then(|v| v.parse().ok());
-                let role = self.role(&m);
-                let ok = matches!(role, "replica" | "learner") && lag.known && max.is_none_or(|mx| lag.seconds <= mx);
-                let body = serde_json::json!({"replica": ok, "node_id": self.id, "role": role, "lag": lag});
-                return json(if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body);
-            }
+            (&Method::GET, "/health") => return self.health(),
+            (&Method::GET, "/primary") => return self.primary_probe(),
+            (&Method::GET, "/replica") => return self.replica_probe(req.uri()),
             _ => {}
         }
         if let Err(refusal) = self.auth.check(&method, &path, req.headers()) {
-            return error(refusal.status(), refusal.code(), refusal.message(), false, None);
+            return ApiError::Refused(refusal).response();
         }
         let forwarded = req.headers().contains_key(FORWARDED_HEADER);
         let hint = (
             req.headers().get(APPLIED_INDEX_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
             req.headers().get(APPLIED_TIME_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
         );
-        if method == Method::GET && path == "/v1/status" {
-            return json(StatusCode::OK, &self.status());
-        }
-        if method == Method::GET && path == "/metrics" {
-            let mut r = Response::new(Full::new(Bytes::from(self.prometheus())));
-            r.headers_mut()
-                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
-            return r;
-        }
         if path.starts_with("/v1/backup") {
             return self.backup(req).await;
         }
-        if method != Method::POST {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no such endpoint: {method} {path}"),
-                false,
-                None,
-            );
+        match (&method, path.as_str()) {
+            (&Method::GET, "/v1/status") => return json(StatusCode::OK, &self.status()),
+            (&Method::GET, "/metrics") => return self.metrics_response(),
+            (&Method::POST, _) => {}
+            _ => return ApiError::NotFound { method, path }.response(),
         }
         let body = match self.read_body(req).await {
             Ok(b) => b,
@@ -636,116 +502,16 @@ impl NodeState {
             "/v1/promote" => self.promote(body, forwarded).await,
             "/v1/members/add" => self.add_member(body, forwarded).await,
             "/v1/members/remove" => self.remove_member(body, forwarded).await,
-            "/raft/append" => {
-                let rpc = match parse(&body) {
-                    Ok(r) => r,
-                    Err(r) => return r,
-                };
-                let res = self.appends.append(rpc).await;
-                if let (Ok(ok), (Some(index), Some(time_ms))) = (&res, hint) {
-                    if !matches!(ok, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
-                        *self.hint.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(PrimaryHint { index, time_ms, at: Instant::now() });
-                    }
-                }
-                json(StatusCode::OK, &res)
-            }
-            "/raft/vote" => match parse(&body) {
-                Ok(rpc) => json(StatusCode::OK, &self.raft.vote(rpc).await),
-                Err(r) => r,
-            },
-            "/raft/snapshot" => match parse(&body) {
-                Ok(rpc) => json(StatusCode::OK, &self.raft.install_snapshot(rpc).await),
-                Err(r) => r,
-            },
-            "/raft/elect" => {
-                tracing::info!("asked to campaign for leadership");
-                match self.raft.trigger().elect().await {
-                    Ok(()) => json(StatusCode::OK, &serde_json::json!({"electing": true})),
-                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "stopped", e.to_string(), false, None),
-                }
-            }
-            _ => error(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {method} {path}"), false, None),
+            "/raft/append" => self.raft_append(body, hint).await,
+            "/raft/vote" => self.raft_vote(body).await,
+            "/raft/snapshot" => self.raft_snapshot(body).await,
+            "/raft/elect" => self.raft_elect().await,
+            _ => ApiError::NotFound { method, path }.response(),
         }
-    }
-
-    /// Prometheus text: role, term, log and applied index, replication lag,
-    /// request counts and latencies, process metrics.
-    fn prometheus(&self) -> String {
-        use std::fmt::Write;
-        let st = self.status();
-        let mut out = String::with_capacity(4096);
-        let node = format!("node=\"{}\"", self.id);
-        let mut gauge = |name: &str, help: &str, v: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{node}}} {v}");
-        };
-        gauge(
-            "bulwark_db_is_primary",
-            "1 on the primary (Raft leader), else 0.",
-            f64::from(u8::from(st.role == "primary")),
-        );
-        gauge("bulwark_db_term", "Current Raft term.", st.term as f64);
-        gauge("bulwark_db_last_log_index", "Index of the last entry in this node's log.", st.last_log_index as f64);
-        gauge("bulwark_db_applied_index", "Index of the last entry applied to the database.", st.applied_index as f64);
-        gauge("bulwark_db_replication_lag_entries", "Entries this node is behind the primary.", st.lag.entries as f64);
-        gauge("bulwark_db_replication_lag_seconds", "Commit-time lag behind the primary, seconds.", st.lag.seconds);
-        gauge("bulwark_db_quorum", "1 when this node sees a working majority.", f64::from(u8::from(st.quorum)));
-        let _ = writeln!(out, "# HELP bulwark_db_role Role of this node.\n# TYPE bulwark_db_role gauge");
-        for role in ["primary", "replica", "learner", "candidate", "stopped"] {
-            let _ = writeln!(out, "bulwark_db_role{{{node},role=\"{role}\"}} {}", u8::from(st.role == role));
-        }
-        let _ = writeln!(
-            out,
-            "# HELP bulwark_db_replication_sent_ahead_total Append-entries this primary sent before openraft's own, by the replica's answer.\n# TYPE bulwark_db_replication_sent_ahead_total counter"
-        );
-        for (result, n) in [("accepted", &self.ahead_stats.accepted), ("refused", &self.ahead_stats.refused)] {
-            let _ = writeln!(
-                out,
-                "bulwark_db_replication_sent_ahead_total{{{node},result=\"{result}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP bulwark_db_replication_covered_total openraft append-entries answered from accepted ones sent ahead, without a round trip.\n# TYPE bulwark_db_replication_covered_total counter\nbulwark_db_replication_covered_total{{{node}}} {}",
-            self.ahead_stats.covered.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(out, "# HELP bulwark_db_requests_total SQL requests served, by kind and result.\n# TYPE bulwark_db_requests_total counter");
-        for (kind, counts) in [("execute", &self.stats.executes), ("query", &self.stats.queries)] {
-            for (i, result) in ["ok", "error"].iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "bulwark_db_requests_total{{{node},kind=\"{kind}\",result=\"{result}\"}} {}",
-                    counts[i].load(Ordering::Relaxed)
-                );
-            }
-        }
-        let _ = writeln!(out, "# HELP bulwark_db_request_duration_seconds SQL request latency (writes include the majority commit).\n# TYPE bulwark_db_request_duration_seconds histogram");
-        self.stats.execute_latency.write_prometheus(
-            &mut out,
-            "bulwark_db_request_duration_seconds",
-            &format!("{node},kind=\"execute\""),
-        );
-        self.stats.query_latency.write_prometheus(
-            &mut out,
-            "bulwark_db_request_duration_seconds",
-            &format!("{node},kind=\"query\""),
-        );
-        out.push_str(&self.disk_metrics());
-        out.push_str(&bulwark_telemetry::process::process_metrics());
-        out
     }
 
     async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Resp> {
-        let too_large = || {
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("request body larger than {} bytes", self.max_request_bytes),
-                false,
-                None,
-            )
-        };
+        let too_large = || ApiError::TooLarge { limit: self.max_request_bytes }.response();
         let declared =
             req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         // Raft traffic (snapshot chunks, entry batches) is not bounded by
@@ -772,310 +538,6 @@ impl NodeState {
             Ok(c) => Ok(c.to_bytes()),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
             Err(e) => Err(bad_request(format!("reading the body: {e}"))),
-        }
-    }
-
-    /// Send a request that only the primary can serve to it: proxy it, or
-    /// redirect the client there.
-    async fn to_primary(&self, path: &str, body: Bytes, forwarded: bool, proxy: bool) -> Resp {
-        let m = self.metrics();
-        let Some((lid, addr)) = self.leader(&m) else {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_leader",
-                "no primary is known right now; retry",
-                true,
-                None,
-            );
-        };
-        if lid == self.id || forwarded {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_primary",
-                "this node is not the primary (any more); retry",
-                true,
-                Some(addr),
-            );
-        }
-        if !proxy {
-            return Response::builder()
-                .status(StatusCode::TEMPORARY_REDIRECT)
-                .header(http::header::LOCATION, format!("{}://{addr}{path}", self.http.scheme()))
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(
-                    serde_json::to_vec(&ErrorBody {
-                        error: format!("served by the primary at {addr}"),
-                        code: "redirect".into(),
-                        retryable: true,
-                        leader: Some(addr.clone()),
-                    })
-                    .unwrap_or_default(),
-                )))
-                .expect("valid response");
-        }
-        let extra = [(FORWARDED_HEADER, self.id.to_string())];
-        match self.http.send(Method::POST, &addr, path, body, &extra, self.write_timeout + Duration::from_secs(1)).await
-        {
-            Ok(r) => Response::builder()
-                .status(r.status)
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(r.body))
-                .expect("valid response"),
-            Err(e @ TransportError::Connect(..)) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_leader",
-                format!("primary unreachable: {e}"),
-                true,
-                Some(addr),
-            ),
-            Err(e) => error(
-                StatusCode::BAD_GATEWAY,
-                "forward_failed",
-                format!("forwarding to the primary failed, the outcome is unknown: {e}"),
-                false,
-                Some(addr),
-            ),
-        }
-    }
-
-    async fn execute(&self, body: Bytes, forwarded: bool) -> Resp {
-        let req: ExecuteRequest = match parse(&body) {
-            Ok(r) => r,
-            Err(r) => return r,
-        };
-        if req.statements.is_empty() {
-            return bad_request("`statements` is empty");
-        }
-        if let Some(Err(e)) = req.request_id.as_deref().map(crate::api::check_request_id) {
-            return bad_request(e);
-        }
-        let m = self.metrics();
-        if m.state != ServerState::Leader {
-            return self.to_primary("/v1/execute", body, forwarded, self.forward_writes).await;
-        }
-        if self.transferring.load(Ordering::SeqCst) {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "transferring",
-                "leadership transfer in progress; retry",
-                true,
-                None,
-            );
-        }
-        if !self.has_quorum(&m) {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_quorum",
-                match self.quorum_age(&m) {
-                    Some(age) => format!(
-                        "this primary has not heard from a majority for {} ms and refuses writes",
-                        age.as_millis()
-                    ),
-                    None => "this primary has not heard from a majority in its term and refuses writes".to_string(),
-                },
-                true,
-                None,
-            );
-        }
-        let statements = req.statements;
-        for (i, s) in statements.iter().enumerate() {
-            match sql::check_length(&s.sql).and_then(|()| sql::check_write(&s.sql)) {
-                Ok(()) => {}
-                Err(e) => {
-                    let e = if i > 0 { format!("statement {}: {e}", i + 1) } else { e };
-                    return error(StatusCode::BAD_REQUEST, "sql", e, false, None);
-                }
-            }
-        }
-        // With a request id a retry cannot apply the write twice, so an
-        // unknown outcome is worth retrying.
-        let idempotent = req.request_id.is_some();
-        let write = Write { statements, request_id: req.request_id };
-        match tokio::time::timeout(self.write_timeout, self.writes.commit(write, body.len())).await {
-            Err(_) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                format!(
-                    "the write was not committed within {:?}: this primary may have lost its majority; the outcome is unknown",
-                    self.write_timeout
-                ),
-                idempotent,
-                None,
-            ),
-            Ok(Committed::NotPrimary) => self.to_primary("/v1/execute", body, forwarded, self.forward_writes).await,
-            Ok(Committed::Unknown(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "raft", e, idempotent, None),
-            Ok(Committed::Done { log_id, outcome }) => {
-                let token = Token { term: log_id.leader_id.term, index: log_id.index };
-                execute_reply(outcome, token, false)
-            }
-        }
-    }
-
-    async fn promote(&self, body: Bytes, forwarded: bool) -> Resp {
-        let req: NodeRef = match parse(&body) {
-            Ok(r) => r,
-            Err(r) => return r,
-        };
-        let m = self.metrics();
-        if m.state != ServerState::Leader {
-            return self.to_primary("/v1/promote", body, forwarded, true).await;
-        }
-        let target = req.node_id;
-        if target == self.id {
-            return json(StatusCode::OK, &serde_json::json!({"primary": self.id, "changed": false}));
-        }
-        let Some(addr) = m.membership_config.membership().get_node(&target).map(|n| n.addr.clone()) else {
-            return bad_request(format!("node {target} is not a member"));
-        };
-        if !Self::voters(&m).contains(&target) {
-            return bad_request(format!("node {target} is a learner; only a voter can become primary"));
-        }
-        if self.transferring.swap(true, Ordering::SeqCst) {
-            return error(StatusCode::CONFLICT, "transferring", "a leadership transfer is already running", true, None);
-        }
-        let result = self.transfer_to(target, &addr).await;
-        self.raft.runtime_config().heartbeat(true);
-        self.transferring.store(false, Ordering::SeqCst);
-        match result {
-            Ok(elapsed) => json(
-                StatusCode::OK,
-                &serde_json::json!({"primary": target, "changed": true, "millis": elapsed.as_millis() as u64}),
-            ),
-            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "transfer_failed", e, true, None),
-        }
-    }
-
-    /// openraft 0.9 has no leader transfer, so: writes are paused, the
-    /// target catches up, this primary stops its heartbeats until the
-    /// voters' leader lease expires, then the target campaigns. The other
-    /// voters' own election timers fire only after lease + election
-    /// timeout, so the target (with a complete log) wins the vote.
-    async fn transfer_to(&self, target: NodeId, addr: &str) -> Result<Duration, String> {
-        let start = Instant::now();
-        let caught_up = |m: &RaftMetrics<NodeId, Node>| {
-            let last = m.last_log_index;
-            m.replication.as_ref().and_then(|r| r.get(&target)).is_some_and(|matched| matched.map(|l| l.index) == last)
-        };
-        let mut rx = self.raft.metrics();
-        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(caught_up))
-            .await
-            .map_err(|_| format!("node {target} did not catch up within 5 s"))?
-            .map_err(|e| e.to_string())?;
-        self.raft.runtime_config().heartbeat(false);
-        tokio::time::sleep(self.lease + self.heartbeat * 2).await;
-        self.http
-            .post_json(addr, "/raft/elect", &serde_json::json!({}), Duration::from_secs(2))
-            .await
-            .map_err(|e| format!("asking node {target} to campaign: {e}"))?;
-        let mut rx = self.raft.metrics();
-        let done = tokio::time::timeout(
-            self.lease * 4,
-            rx.wait_for(|m| m.state != ServerState::Leader && m.current_leader.is_some()),
-        )
-        .await
-        .map(|r| r.is_ok());
-        let m = self.metrics();
-        match (done, m.current_leader) {
-            (Ok(_), Some(l)) if l == target => {
-                tracing::info!(target, "leadership transferred");
-                Ok(start.elapsed())
-            }
-            (Ok(_), Some(l)) => Err(format!("node {l} won the election instead of {target}; retry")),
-            _ => Err(format!("node {target} did not take over in time")),
-        }
-    }
-
-    async fn add_member(&self, body: Bytes, forwarded: bool) -> Resp {
-        let req: AddMember = match parse(&body) {
-            Ok(r) => r,
-            Err(r) => return r,
-        };
-        if self.metrics().state != ServerState::Leader {
-            return self.to_primary("/v1/members/add", body, forwarded, true).await;
-        }
-        if req.node_id == 0 {
-            return bad_request("node_id must be at least 1");
-        }
-        // Adding as a learner first: it receives the log (or a snapshot)
-        // before it counts for the majority.
-        let timeout = Duration::from_secs(60);
-        let node = Node { addr: req.address.clone() };
-        match tokio::time::timeout(timeout, self.raft.add_learner(req.node_id, node, true)).await {
-            Err(_) => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "timeout",
-                    "the new node did not catch up in 60 s",
-                    false,
-                    None,
-                )
-            }
-            Ok(Err(e)) => return self.membership_error(e),
-            Ok(Ok(_)) => {}
-        }
-        if req.voter {
-            let change = ChangeMembers::AddVoterIds(BTreeSet::from([req.node_id]));
-            match tokio::time::timeout(timeout, self.raft.change_membership(change, false)).await {
-                Err(_) => {
-                    return error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "timeout",
-                        "membership change not committed in 60 s",
-                        false,
-                        None,
-                    )
-                }
-                Ok(Err(e)) => return self.membership_error(e),
-                Ok(Ok(_)) => {}
-            }
-        }
-        tracing::info!(node = req.node_id, address = %req.address, voter = req.voter, "member added");
-        json(StatusCode::OK, &self.status())
-    }
-
-    async fn remove_member(&self, body: Bytes, forwarded: bool) -> Resp {
-        let req: NodeRef = match parse(&body) {
-            Ok(r) => r,
-            Err(r) => return r,
-        };
-        let m = self.metrics();
-        if m.state != ServerState::Leader {
-            return self.to_primary("/v1/members/remove", body, forwarded, true).await;
-        }
-        if m.membership_config.membership().get_node(&req.node_id).is_none() {
-            return bad_request(format!("node {} is not a member", req.node_id));
-        }
-        let ids = BTreeSet::from([req.node_id]);
-        let change = if Self::voters(&m).contains(&req.node_id) {
-            ChangeMembers::RemoveVoters(ids)
-        } else {
-            ChangeMembers::RemoveNodes(ids)
-        };
-        match tokio::time::timeout(Duration::from_secs(60), self.raft.change_membership(change, false)).await {
-            Err(_) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                "membership change not committed in 60 s",
-                false,
-                None,
-            ),
-            Ok(Err(e)) => self.membership_error(e),
-            Ok(Ok(_)) => {
-                tracing::info!(node = req.node_id, "member removed");
-                json(StatusCode::OK, &self.status())
-            }
-        }
-    }
-
-    fn membership_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> Resp {
-        match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-                error(StatusCode::SERVICE_UNAVAILABLE, "not_primary", "leadership changed; retry", true, None)
-            }
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                error(StatusCode::CONFLICT, "membership", e.to_string(), true, None)
-            }
-            RaftError::Fatal(e) => error(StatusCode::SERVICE_UNAVAILABLE, "raft", e.to_string(), false, None),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `bulwark db`: run a replicated database node, or administer a cluster
-//! (status, promote, add-node, remove-node, the bench and failover probe
-//! load generators) through its HTTP API.
+//! (status, promote, add-node, remove-node, the failover probe load
+//! generator) through its HTTP API. The INSERT benchmark is a tool of its
+//! own, `bulwark-dbbench` (crates/dbbench), outside this binary.
 use anyhow::{bail, Context, Result};
 use bulwark_config::db::DbConfig;
 use bulwark_db::{Client, Statement};
@@ -37,24 +38,6 @@ pub enum DbCommand {
         /// Add as a non-voting async read replica.
         #[arg(long)]
         learner: bool,
-        #[command(flatten)]
-        cluster: ClusterArgs,
-    },
-    /// Single-row INSERT benchmark: `sqlite` on a file, `cluster` through the
-    /// client, or `mariadb` (a MySQL/MariaDB server, for comparison).
-    Bench {
-        /// `sqlite`, `cluster` or `mariadb`.
-        target: String,
-        /// SQLite file for the `sqlite` target.
-        #[arg(long, default_value = "bench.db")]
-        path: PathBuf,
-        /// `mysql://user:pass@127.0.0.1:port/db` for the `mariadb` target.
-        #[arg(long)]
-        url: Option<String>,
-        #[arg(long, default_value_t = 16)]
-        clients: usize,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -218,22 +201,6 @@ fn admin(config: Option<PathBuf>, cmd: DbCommand) -> Result<i32> {
             DbCommand::AddNode { node, address, learner, cluster } => {
                 let s = client(config, &cluster)?.add_node(node, &address, !learner).await?;
                 println!("{}", serde_json::to_string_pretty(&s.members)?);
-                Ok(0)
-            }
-            DbCommand::Bench { target, path, url, clients, seconds, cluster } => {
-                let d = std::time::Duration::from_secs(seconds);
-                let r = match target.as_str() {
-                    "sqlite" => tokio::task::spawn_blocking(move || bulwark_db::bench::sqlite(&path, clients, d))
-                        .await?
-                        .map_err(anyhow::Error::msg)?,
-                    "cluster" => bulwark_db::bench::cluster(&client(config, &cluster)?, clients, d).await?,
-                    "mariadb" => {
-                        let url = url.ok_or_else(|| anyhow::anyhow!("`mariadb` needs --url mysql://..."))?;
-                        bulwark_db::bench::mariadb(&url, clients, d).await.map_err(anyhow::Error::msg)?
-                    }
-                    other => bail!("unknown bench target `{other}` (sqlite, cluster, mariadb)"),
-                };
-                println!("{}", serde_json::to_string(&r)?);
                 Ok(0)
             }
             DbCommand::Probe { writers, interval_ms, poll_ms, deadline_ms, seconds, cluster } => {

@@ -13,7 +13,8 @@
 //!
 //! `/metrics` gets `bulwark_db_disk_free_bytes`: the space left on the
 //! file system of the data dir for this node's user.
-use super::{error, json, query_param, NodeState, Resp};
+use super::error::ApiError;
+use super::{json, query_param, NodeState, Resp};
 use crate::backup::{self, BackupError};
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -27,8 +28,8 @@ static TAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn failed(e: BackupError) -> Resp {
     match e {
-        BackupError::Unknown(_) => error(StatusCode::NOT_FOUND, "not_found", e.to_string(), false, None),
-        e => error(StatusCode::INTERNAL_SERVER_ERROR, "backup_failed", e.to_string(), true, None),
+        BackupError::Unknown(_) => ApiError::NoSuchBackup(e.to_string()).response(),
+        e => ApiError::BackupFailed(e.to_string()).response(),
     }
 }
 
@@ -57,7 +58,7 @@ impl NodeState {
                         tracing::warn!("backup copy failed: {e}");
                         failed(e)
                     }
-                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "backup_failed", e.to_string(), true, None),
+                    Err(e) => ApiError::BackupFailed(e.to_string()).response(),
                 }
             }
             (&Method::GET, id) if id.starts_with('/') => {
@@ -66,7 +67,7 @@ impl NodeState {
                     None => 0,
                     Some(Ok(o)) => o,
                     Some(Err(_)) => {
-                        return error(StatusCode::BAD_REQUEST, "bad_request", "`offset` must be a number", false, None)
+                        return ApiError::BadRequest("`offset` must be a number".into()).response()
                     }
                 };
                 match tokio::task::spawn_blocking(move || backup::read_chunk(&dir, &id, offset)).await {
@@ -75,7 +76,7 @@ impl NodeState {
                         .body(Full::new(Bytes::from(bytes)))
                         .expect("valid response"),
                     Ok(Err(e)) => failed(e),
-                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "backup_failed", e.to_string(), true, None),
+                    Err(e) => ApiError::BackupFailed(e.to_string()).response(),
                 }
             }
             (&Method::POST, id) if id.starts_with('/') && id.ends_with("/finish") => {
@@ -85,7 +86,7 @@ impl NodeState {
                     Err(e) => failed(e),
                 }
             }
-            _ => error(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {method} {path}"), false, None),
+            _ => ApiError::NotFound { method, path }.response(),
         }
     }
 

@@ -12,14 +12,14 @@
 //! - `strong`: the primary after a read-index round trip.
 //!
 //! A read-your-writes token is checked before any wait: the primary
-//! refuses at once (400 [`BAD_TOKEN`]) a token beyond its log or of a term
+//! refuses at once (400 [`BAD_TOKEN`](crate::api::BAD_TOKEN)) a token beyond its log or of a term
 //! above its own (Raft's leader completeness: the primary's log holds every
 //! committed entry, so no write of this cluster produced such a token); a
 //! replica redirects a token beyond what it knows (its log, or the applied
 //! index the primary last sent it) to the primary at once instead of
 //! waiting for it. A forged token therefore never holds a read.
-use super::{bad_request, error, json, NodeState, Resp};
-use crate::api::{QueryRequest, ReplicationLag, Token, BAD_TOKEN};
+use super::{bad_request, json, ApiError, NodeState, Resp, Retry};
+use crate::api::{QueryRequest, ReplicationLag, Token};
 use crate::raft_types::{Node, NodeId};
 use crate::{sql, Consistency};
 use bytes::Bytes;
@@ -105,14 +105,8 @@ impl NodeState {
         match tokio::time::timeout(self.read_wait, self.raft.ensure_linearizable()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(_))) => Err(self.to_primary("/v1/query", body.clone(), false, false).await),
-            Ok(Err(e)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, "raft", e.to_string(), true, None)),
-            Err(_) => Err(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_quorum",
-                "could not confirm leadership with a majority in time",
-                true,
-                None,
-            )),
+            Ok(Err(e)) => Err(ApiError::Raft { message: e.to_string(), retry: Retry::Safe }.response()),
+            Err(_) => Err(ApiError::NoQuorum("could not confirm leadership with a majority in time".into()).response()),
         }
     }
 
@@ -135,7 +129,7 @@ impl NodeState {
             match check_token(t, &m, primary_applied) {
                 TokenCheck::Wait => {}
                 TokenCheck::Redirect => return self.to_primary("/v1/query", body, false, false).await,
-                TokenCheck::Refuse(why) => return error(StatusCode::BAD_REQUEST, BAD_TOKEN, why, false, None),
+                TokenCheck::Refuse(why) => return ApiError::BadToken(why).response(),
             }
         }
         match consistency {
@@ -173,13 +167,11 @@ impl NodeState {
         if let Some(t) = req.token {
             if !self.wait_applied(t.index, self.read_wait).await {
                 if leader {
-                    return error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "timeout",
-                        "the token's write is not applied yet",
-                        true,
-                        None,
-                    );
+                    return ApiError::Timeout {
+                        message: "the token's write is not applied yet".into(),
+                        retry: Retry::Safe,
+                    }
+                    .response();
                 }
                 return self.to_primary("/v1/query", body, false, false).await;
             }
@@ -187,7 +179,7 @@ impl NodeState {
         let applied = self.applied.borrow().index;
         match self.reads.query(req.sql, req.params).await {
             Ok((columns, rows)) => json(StatusCode::OK, &sql::rows(columns, rows, self.id, applied)),
-            Err(e) => error(StatusCode::BAD_REQUEST, "sql", e, false, None),
+            Err(e) => ApiError::Sql(e).response(),
         }
     }
 }

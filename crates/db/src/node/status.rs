@@ -1,0 +1,105 @@
+//! What a node knows about the cluster: the primary, the quorum clock,
+//! its role, and the `/v1/status` report.
+use super::NodeState;
+use crate::api::{Member, NodeStatus};
+use crate::raft_types::{Node, NodeId};
+use openraft::{RaftMetrics, ServerState};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+impl NodeState {
+    pub(super) fn metrics(&self) -> RaftMetrics<NodeId, Node> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    pub(super) fn leader(&self, m: &RaftMetrics<NodeId, Node>) -> Option<(NodeId, String)> {
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?;
+        Some((id, node.addr.clone()))
+    }
+
+    pub(super) fn voters(m: &RaftMetrics<NodeId, Node>) -> BTreeSet<NodeId> {
+        m.membership_config.membership().voter_ids().collect()
+    }
+
+    /// Primary that a majority acknowledged within the lease, by the
+    /// quorum clock kept outside openraft's core (see `leader_acks`).
+    pub(super) fn has_quorum(&self, m: &RaftMetrics<NodeId, Node>) -> bool {
+        self.quorum_within(m, self.lease)
+    }
+
+    /// Primary that a majority (counting itself) acknowledged requests
+    /// sent within `window` (and the lease minus `COVERED_MAX_AGE`).
+    pub(super) fn quorum_within(&self, m: &RaftMetrics<NodeId, Node>, window: Duration) -> bool {
+        if m.state != ServerState::Leader || m.vote.leader_id().voted_for() != Some(self.id) {
+            return false;
+        }
+        let configs = m.membership_config.membership().get_joint_config();
+        if configs.iter().all(|c| c.len() == 1 && c.contains(&self.id)) {
+            return true;
+        }
+        self.leader_acks.quorum_within(self.id, &m.vote, configs, self.lease, window)
+    }
+
+    /// How long ago the requests were sent whose acknowledgement makes
+    /// this node's newest majority (`None`: no majority under its vote).
+    pub(super) fn quorum_age(&self, m: &RaftMetrics<NodeId, Node>) -> Option<Duration> {
+        self.leader_acks.quorum_age(self.id, &m.vote, m.membership_config.membership().get_joint_config())
+    }
+
+    pub(super) fn role(&self, m: &RaftMetrics<NodeId, Node>) -> &'static str {
+        match m.state {
+            ServerState::Leader => "primary",
+            ServerState::Candidate => "candidate",
+            ServerState::Shutdown => "stopped",
+            _ => {
+                let mem = m.membership_config.membership();
+                if mem.voter_ids().any(|v| v == self.id) {
+                    "replica"
+                } else if mem.learner_ids().any(|v| v == self.id) {
+                    "learner"
+                } else {
+                    "detached"
+                }
+            }
+        }
+    }
+
+    pub(super) fn status(&self) -> NodeStatus {
+        let m = self.metrics();
+        let a = *self.applied.borrow();
+        let leader = self.leader(&m);
+        let mem = m.membership_config.membership();
+        let voters = Self::voters(&m);
+        let members = mem
+            .nodes()
+            .map(|(id, n)| Member { id: *id, address: n.addr.clone(), voter: voters.contains(id) })
+            .collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let replication = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, matched)| (*id, last.saturating_sub(matched.map(|l| l.index).unwrap_or(0))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        NodeStatus {
+            node_id: self.id,
+            address: self.address.clone(),
+            role: self.role(&m).to_string(),
+            term: m.current_term,
+            leader_id: leader.as_ref().map(|l| l.0),
+            leader_address: leader.map(|l| l.1),
+            applied_index: a.index,
+            last_log_index: last,
+            snapshot_index: m.snapshot.map(|s| s.index),
+            purged_index: m.purged.map(|p| p.index),
+            quorum: self.has_quorum(&m),
+            lag: self.lag(&m),
+            members,
+            replication,
+        }
+    }
+}
