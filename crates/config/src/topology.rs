@@ -52,6 +52,9 @@ pub struct Topology {
     /// program (`[app] exec = [...]`).
     #[serde(default, skip_serializing_if = "crate::app::AppSettings::is_default")]
     pub app: crate::app::AppSettings,
+    /// Scheduled backups (`[backup]`, see [`crate::backup`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::backup::BackupSettings>,
 }
 
 /// One floating address group: the lbs that share it, in order of
@@ -298,6 +301,7 @@ impl Topology {
             floating: Vec::new(),
             internal_tls: None,
             app: Default::default(),
+            backup: None,
         }
     }
 
@@ -368,6 +372,16 @@ impl Validate for Topology {
             }
         }
         v.scope("app", |v| self.app.validate_in(v));
+        if let Some(b) = &self.backup {
+            let dbs: Vec<&str> = self
+                .hosts
+                .iter()
+                .flat_map(|h| &h.roles)
+                .filter(|r| r.kind == RoleKind::Db)
+                .map(|r| r.name.as_str())
+                .collect();
+            v.scope("backup", |v| b.validate_in(v, &dbs));
+        }
         if self.hosts.is_empty() {
             v.error("host", "at least one [[host]] is required");
         }
