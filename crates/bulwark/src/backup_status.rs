@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Prepared {
     schedule: Arc<Schedule>,
     listener: std::net::TcpListener,
-    monitor: Option<Vec<u8>>,
+    monitor: Option<String>,
     tls: Option<bulwark_mtls::MutualTls>,
 }
 
@@ -54,10 +54,7 @@ pub fn prepare(t: &Topology, files: &SharedFiles, roles: &[DerivedRole]) -> Resu
     let secret = config.load_peer_secret().context("reading the peer secret for the backup schedule")?;
     let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())
         .context("loading the certificate for the backup schedule")?;
-    let monitor = config
-        .load_monitor_token()
-        .context("reading the monitoring token")?
-        .map(|s| format!("Bearer {}", s.expose()).into_bytes());
+    let monitor = config.load_monitor_token().context("reading the monitoring token")?.map(|s| s.expose().to_string());
     let tool = bulwark_db::backup_tool::BackupTool::new(nodes, secret.expose(), tls.clone());
     let dir = settings.dir.clone().unwrap_or_else(|| files.data_dir.join("backups"));
     let schedule = Schedule::new(settings, dir, tool);
@@ -90,7 +87,7 @@ pub fn start(p: Prepared, stop: CancellationToken) -> Result<std::thread::JoinHa
 async fn serve(
     listener: tokio::net::TcpListener,
     state: SharedState,
-    monitor: Option<Vec<u8>>,
+    monitor: Option<String>,
     tls: Option<bulwark_mtls::MutualTls>,
     stop: CancellationToken,
 ) {
@@ -125,11 +122,6 @@ async fn serve(
     }
 }
 
-/// Equal without an early exit on the first differing byte.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
@@ -138,14 +130,13 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
         .expect("valid response")
 }
 
-fn answer(req: &Request<hyper::body::Incoming>, state: &SharedState, monitor: Option<&[u8]>) -> Response<Full<Bytes>> {
+fn answer(req: &Request<hyper::body::Incoming>, state: &SharedState, monitor: Option<&str>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path == "/health" {
         return reply(StatusCode::OK, "text/plain", "ok\n".into());
     }
-    let given = req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
-    if let Some(want) = monitor {
-        if !given.is_some_and(|g| same(g, want)) {
+    if let Some(token) = monitor {
+        if !bulwark_firewall::bearer_matches(req.headers(), token) {
             return reply(StatusCode::UNAUTHORIZED, "text/plain", "the monitoring token is required\n".into());
         }
     }
