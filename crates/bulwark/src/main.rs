@@ -155,6 +155,8 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+mod backup_schedule;
+mod backup_status;
 mod db_admin;
 mod deploy;
 mod firewall;

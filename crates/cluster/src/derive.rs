@@ -249,6 +249,9 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                     q(&files.secret(Hop::Monitor))
                 );
                 let _ = writeln!(c, "site = {}\nname = \"{}\"", toml_string(&t.name), p.name);
+                if let Some(bytes) = t.backup.as_ref().and_then(|b| b.disk_free_alert_bytes) {
+                    let _ = writeln!(c, "alerts = {{ disk_free_bytes = {bytes} }}");
+                }
                 c.push_str(&tls_keys(t, files, &p.name));
                 for n in apps.iter().chain(dbs.iter()) {
                     let _ = writeln!(
@@ -258,6 +261,14 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                         n.kind.name(),
                         n.host,
                         n.addr
+                    );
+                }
+                // The scheduled backups' status listener (`[backup]`).
+                if let Some((node, addr)) = t.backup_placement() {
+                    let host = dbs.iter().find(|d| d.name == node).map(|d| d.host.as_str()).unwrap_or_default();
+                    let _ = writeln!(
+                        c,
+                        "[[admin.node]]\nname = \"backup\"\nkind = \"backup\"\nhost = \"{host}\"\naddress = \"{addr}\""
                     );
                 }
                 let _ = writeln!(c, "[[frontend]]\nname = \"http\"\nbind = \"{}\"\nbackend = \"web\"", p.addr);

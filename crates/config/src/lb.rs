@@ -122,7 +122,9 @@ fn default_lb_name() -> String {
 #[serde(deny_unknown_fields)]
 pub struct WatchedNode {
     pub name: String,
-    /// `app`, `web` or `db` (db nodes report role and lag).
+    /// `app`, `web`, `db` (db nodes report role, lag and free disk space)
+    /// or `backup` (the scheduled backups' status listener of `bulwark up`,
+    /// reporting the age of the newest good backup).
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -131,7 +133,8 @@ pub struct WatchedNode {
 }
 
 /// Built-in alert rules: server down, backend without a healthy server,
-/// 5xx rate, replication lag, no primary, node down, certificate expiry.
+/// 5xx rate, replication lag, no primary, node down, certificate expiry,
+/// a db node's disk nearly full, the newest good backup too old.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertRules {
@@ -149,6 +152,10 @@ pub struct AlertRules {
     /// Alert when a frontend certificate expires within this many days.
     #[serde(default = "default_cert_days")]
     pub certificate_days: u32,
+    /// Alert when a watched db node has less free space than this on the
+    /// file system of its data dir.
+    #[serde(default = "default_disk_free_bytes")]
+    pub disk_free_bytes: u64,
     /// `http://` URL that receives a JSON POST when an alert fires or
     /// resolves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,6 +177,9 @@ fn default_lag_seconds() -> f64 {
 fn default_cert_days() -> u32 {
     14
 }
+fn default_disk_free_bytes() -> u64 {
+    1 << 30
+}
 
 impl Default for AlertRules {
     fn default() -> Self {
@@ -179,6 +189,7 @@ impl Default for AlertRules {
             lag_entries: default_lag_entries(),
             lag_seconds: default_lag_seconds(),
             certificate_days: default_cert_days(),
+            disk_free_bytes: default_disk_free_bytes(),
             webhook: None,
         }
     }
@@ -671,8 +682,8 @@ impl Validate for LbConfig {
                             if !names.insert(n.name.as_str()) {
                                 v.error("name", format!("duplicate node `{}`", n.name));
                             }
-                            if !["app", "web", "db"].contains(&n.kind.as_str()) {
-                                v.error("kind", format!("`{}`: expected app, web or db", n.kind));
+                            if !["app", "web", "db", "backup"].contains(&n.kind.as_str()) {
+                                v.error("kind", format!("`{}`: expected app, web, db or backup", n.kind));
                             }
                             check_host_port(v, "address", &n.address);
                         });

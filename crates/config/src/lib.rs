@@ -8,6 +8,7 @@
 //! any runtime state. Roles receive an already validated value from here.
 
 pub mod app;
+pub mod backup;
 pub mod db;
 mod error;
 pub mod firewall;

@@ -55,6 +55,9 @@ pub struct Topology {
     /// The host firewall (nftables) of every host: `[firewall]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall: Option<crate::host_firewall::HostFirewall>,
+    /// Scheduled backups (`[backup]`, see [`crate::backup`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::backup::BackupSettings>,
 }
 
 /// One floating address group: the lbs that share it, in order of
@@ -302,6 +305,7 @@ impl Topology {
             internal_tls: None,
             app: Default::default(),
             firewall: None,
+            backup: None,
         }
     }
 
@@ -374,6 +378,16 @@ impl Validate for Topology {
         v.scope("app", |v| self.app.validate_in(v));
         if let Some(f) = &self.firewall {
             v.scope("firewall", |v| f.validate_in(self, v));
+        }
+        if let Some(b) = &self.backup {
+            let dbs: Vec<&str> = self
+                .hosts
+                .iter()
+                .flat_map(|h| &h.roles)
+                .filter(|r| r.kind == RoleKind::Db)
+                .map(|r| r.name.as_str())
+                .collect();
+            v.scope("backup", |v| b.validate_in(v, &dbs));
         }
         if self.hosts.is_empty() {
             v.error("host", "at least one [[host]] is required");

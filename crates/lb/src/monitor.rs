@@ -47,6 +47,9 @@ struct NodeStatus {
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     db: Option<Value>,
+    /// The scheduled backups (a node of kind `backup`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup: Option<Value>,
 }
 
 #[derive(Clone, serde::Serialize)]
@@ -235,6 +238,35 @@ impl Monitor {
                         "critical",
                         format!("{} ({}) is unreachable or unhealthy: {}", n.name, n.kind, n.detail),
                     ));
+                }
+                if let Some(free) = n.db.as_ref().and_then(|d| d["disk_free_bytes"].as_u64()) {
+                    if free < rules.disk_free_bytes {
+                        conditions.push((
+                            format!("DiskLow/{}", n.name),
+                            "critical",
+                            format!(
+                                "{} has {:.1} MiB free on its data dir's file system (alert below {:.1} MiB)",
+                                n.name,
+                                free as f64 / 1048576.0,
+                                rules.disk_free_bytes as f64 / 1048576.0
+                            ),
+                        ));
+                    }
+                }
+                if let Some(b) = &n.backup {
+                    let (age, max) = (b["age_seconds"].as_f64().unwrap_or(0.0), b["max_age_seconds"].as_f64());
+                    if let Some(max) = max.filter(|m| age > *m) {
+                        let what = if b["last_good_ms"].is_null() {
+                            format!("no good backup in the {age:.0} s since the schedule started")
+                        } else {
+                            format!("the newest good backup is {age:.0} s old")
+                        };
+                        conditions.push((
+                            "BackupTooOld".into(),
+                            "warning",
+                            format!("{what} (alert above {max:.0} s; see the backup log lines of `bulwark up`)"),
+                        ));
+                    }
                 }
                 if let Some(d) = &n.db {
                     let le = d["lag_entries"].as_u64().unwrap_or(0);
@@ -430,6 +462,7 @@ async fn poll_node(
         healthy: false,
         detail: String::new(),
         db: None,
+        backup: None,
     };
     let addr = match tokio::net::lookup_host(&n.address).await.ok().and_then(|mut a| a.next()) {
         Some(a) => a,
@@ -438,18 +471,45 @@ async fn poll_node(
             return st;
         }
     };
-    let path = if n.kind == "db" { "/v1/status" } else { "/health" };
+    let path = if matches!(n.kind.as_str(), "db" | "backup") { "/v1/status" } else { "/health" };
     match get(addr, path, monitor_token, tls).await {
         Ok((200, body)) => {
             st.healthy = true;
             if n.kind == "db" {
-                st.db = Some(db_summary(&body));
+                let mut db = db_summary(&body);
+                // The free space is on the node's /metrics only.
+                if let Ok((200, metrics)) = get(addr, "/metrics", monitor_token, tls).await {
+                    db["disk_free_bytes"] = disk_free_bytes(&metrics).map(Value::from).unwrap_or(Value::Null);
+                }
+                st.db = Some(db);
+            }
+            if n.kind == "backup" {
+                st.backup = Some(backup_summary(&body));
             }
         }
         Ok((code, _)) => st.detail = format!("{path} answered {code}"),
         Err(e) => st.detail = e,
     }
     st
+}
+
+/// `bulwark_db_disk_free_bytes` from a db node's `/metrics`.
+fn disk_free_bytes(metrics: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(metrics).ok()?;
+    let line = text.lines().find(|l| l.starts_with("bulwark_db_disk_free_bytes"))?;
+    let value: f64 = line.rsplit(' ').next()?.parse().ok()?;
+    Some(value as u64)
+}
+
+/// The scheduled backups' `/v1/status`: the age of the newest good one
+/// and the threshold of its alert.
+fn backup_summary(body: &[u8]) -> Value {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    json!({
+        "age_seconds": v["age_seconds"], "max_age_seconds": v["max_age_seconds"],
+        "last_good_ms": v["last_good_ms"], "last_good_log_index": v["last_good_log_index"],
+        "backups_total": v["backups_total"], "failures_total": v["failures_total"], "last_error": v["last_error"],
+    })
 }
 
 /// Normalise a db node's `/v1/status` into role/term/applied/lag.
@@ -551,5 +611,12 @@ mod tests {
         assert_eq!(v["applied_index"], 10);
         assert_eq!(v["lag_entries"], 2);
         assert_eq!(super::db_summary(b"garbage")["role"], "unknown");
+    }
+
+    #[test]
+    fn disk_free_is_read_from_metrics() {
+        let m = b"# HELP bulwark_db_disk_free_bytes x\n# TYPE bulwark_db_disk_free_bytes gauge\nbulwark_db_disk_free_bytes{node=\"1\"} 123456789\n";
+        assert_eq!(super::disk_free_bytes(m), Some(123456789));
+        assert_eq!(super::disk_free_bytes(b"nothing"), None);
     }
 }

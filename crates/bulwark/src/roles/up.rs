@@ -89,6 +89,10 @@ fn assign_free_ports(t: &mut Topology) -> Result<()> {
         held.push(l); // keep it until every port is chosen: no duplicates
         Ok(port)
     };
+    let backup_ip = t.backup_placement().map(|(_, a)| a.ip());
+    if let (Some(b), Some(ip)) = (&mut t.backup, backup_ip) {
+        b.port.get_or_insert(free(ip)?);
+    }
     for h in &mut t.hosts {
         for r in &mut h.roles {
             r.port.get_or_insert(free(h.address)?);
@@ -230,6 +234,7 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
     check_ports(&roles)?;
     // `[firewall] manage = true`: this host's firewall before its roles.
     let remove_firewall_on_stop = crate::firewall::install_for_up(&t, args.host.as_deref())?;
+    let backups = crate::backup_status::prepare(&t, &files, &roles)?;
     // A program that cannot start is reported here, naming its roles; the
     // rest of the topology starts anyway (the site answers without them).
     for problem in super::app::topology_problems(&t) {
@@ -286,9 +291,17 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
             let _ = std::fs::remove_file(&sock);
             return Ok(0);
         }
-        print_summary(&sup, &t, &files, &roles);
         // Machine-readable: every role's listeners, as `name` or `name.listener`.
         let mut listeners = Vec::new();
+        let mut backup_thread = None;
+        if let Some(b) = backups {
+            if let Some(a) = b.address() {
+                println!("  scheduled backups: status on http://{a}/v1/status");
+                listeners.push(("backup.http".to_string(), a));
+            }
+            backup_thread = Some(crate::backup_status::start(b, stop.child_token())?);
+        }
+        print_summary(&sup, &t, &files, &roles);
         for c in sup.status() {
             for (l, a) in &c.listeners {
                 if let Ok(addr) = a.parse() {
@@ -303,6 +316,9 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
         let _ = std::fs::remove_file(&sock);
         if remove_firewall_on_stop {
             crate::firewall::remove_after_up();
+        }
+        if let Some(t) = backup_thread {
+            let _ = t.join();
         }
         println!("bulwark up: stopped");
         Ok(0)
