@@ -28,6 +28,9 @@ pub enum Service {
     DbPeer,
     /// The lb's polling of app and db nodes for the dashboard.
     Monitoring,
+    /// The scheduled backups' status listener (`[backup]`), polled by the
+    /// lbs for the dashboard.
+    BackupStatus,
     /// SSH, for the operator.
     Ssh,
     /// VRRP adverts between the lbs of a floating group.
@@ -47,6 +50,7 @@ impl Service {
             Service::DbApi => "db api",
             Service::DbPeer => "db peers",
             Service::Monitoring => "monitoring",
+            Service::BackupStatus => "backup status",
             Service::Ssh => "ssh",
             Service::Vrrp => "vrrp",
             Service::Operator => "allow_in",
@@ -221,6 +225,13 @@ pub fn listeners(t: &Topology, fw: &HostFirewall) -> Vec<Listener> {
                     out.push(tcp(p, Service::Monitoring, p.addr, lbs.clone()));
                 }
             }
+        }
+    }
+    // The backup schedule's status listener, on its db role's host: the
+    // lbs poll it (whatever `monitoring` says: its alerts are the point).
+    if let Some((node, addr)) = t.backup_placement() {
+        if let Some(p) = placed.iter().find(|p| p.name == node) {
+            out.push(tcp(p, Service::BackupStatus, addr, lbs.clone()));
         }
     }
     // VRRP: each lb host hears the other lbs of its groups.

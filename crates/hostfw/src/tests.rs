@@ -237,3 +237,22 @@ fn ipv6_hosts_get_ip6_rules() {
     assert!(e1.contains("ip6 saddr fd00::2 meta l4proto vrrp accept"), "{e1}");
     nft_accepts(&apply_script(&host_plan(&t, &fw, "edge1").unwrap()));
 }
+
+#[test]
+fn the_backup_status_listener_is_open_to_the_lbs_only() {
+    let with_backup =
+        SITE.replace("[[host]]\nname = \"edge1\"", "[backup]\nnode = \"db2\"\n[[host]]\nname = \"edge1\"");
+    let t: Topology = bulwark_config::from_str(&with_backup, "site.toml").unwrap();
+    let fw = t.firewall.clone().unwrap();
+    let (_, addr) = t.backup_placement().unwrap();
+    let plan = host_plan(&t, &fw, "server2").unwrap();
+    let status: Vec<_> = plan.inbound.iter().filter(|l| l.service == Service::BackupStatus).collect();
+    assert_eq!(status.len(), 1, "{:?}", plan.inbound);
+    assert_eq!(status[0].port, Some(addr.port()));
+    match &status[0].from {
+        Allowed::Only(v) => assert_eq!(v.iter().map(|p| p.who.as_str()).collect::<Vec<_>>(), ["lb1", "lb2"]),
+        Allowed::Anyone => panic!("the backup status is open to anyone"),
+    }
+    assert!(host_plan(&t, &fw, "server1").unwrap().inbound.iter().all(|l| l.service != Service::BackupStatus));
+    nft_accepts(&rules(&t, &fw, "server2"));
+}

@@ -66,9 +66,7 @@ impl NodeState {
                 let offset: u64 = match query_param(req.uri(), "offset").map(|v| v.parse()) {
                     None => 0,
                     Some(Ok(o)) => o,
-                    Some(Err(_)) => {
-                        return ApiError::BadRequest("`offset` must be a number".into()).response()
-                    }
+                    Some(Err(_)) => return ApiError::BadRequest("`offset` must be a number".into()).response(),
                 };
                 match tokio::task::spawn_blocking(move || backup::read_chunk(&dir, &id, offset)).await {
                     Ok(Ok(bytes)) => Response::builder()
