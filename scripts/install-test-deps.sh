@@ -16,6 +16,8 @@ have chromedriver || need+=(chromium-driver)
 # that name, the module with python3-gunicorn).
 have python3 || need+=(python3)
 [ -x /usr/bin/gunicorn ] || need+=(gunicorn python3-gunicorn)
+# Its MySQL/MariaDB backend (examples/python-guestbook/mysqldb.py).
+/usr/bin/python3 -c 'import pymysql' 2>/dev/null || need+=(python3-pymysql)
 # The VRRP interoperability tests run keepalived as the peer.
 [ -x /usr/sbin/keepalived ] || need+=(keepalived)
 if [ ${#need[@]} -gt 0 ]; then
