@@ -35,8 +35,9 @@
 #         automatic promotion: PROMOTE_AFTER s later the script runs the
 #         operator's step "promote the replica" (classic_promote below).
 # Per fault: failed requests, the longest time between two acknowledged
-# posts, when writes came back after the fault, and, read from the database
-# at the end, every post answered 201 that is missing.
+# posts, when writes came back after the fault (the end of the longest gap
+# between acknowledged posts that ends after it), and, read from the
+# database at the end, every post answered 201 that is missing.
 #
 #   bash bench/stack.sh
 #   DURATION=5 FAULT_DURATION=10 PROMOTE_AFTER=3 bash bench/stack.sh   # a quick check
@@ -52,7 +53,7 @@ STACKS=${STACKS:-"classic bulwark-python bulwark-rust"}
 FAULTS=${FAULTS:-1}
 FAULT_LIST=${FAULT_LIST:-"app web lb db"}
 FAULT_DURATION=${FAULT_DURATION:-30}
-FAULT_AT=${FAULT_AT:-8}
+FAULT_AT=${FAULT_AT:-$((FAULT_DURATION / 3 < 8 ? FAULT_DURATION / 3 : 8))}
 FAULT_MIX=${FAULT_MIX:-50/25/25}
 PROMOTE_AFTER=${PROMOTE_AFTER:-10}
 cd "$BENCH_ROOT"
@@ -123,7 +124,7 @@ supervise() {
     while [ ! -e "$WORK/down" ]; do
       "$@" >> "$WORK/logs/$name.log" 2>&1 &
       echo $! > "$WORK/$name.child"
-      wait $!
+      wait $! 2> /dev/null || true # (set -e: a killed child must not end the loop)
       sleep 0.1
     done
   ) &
@@ -451,12 +452,16 @@ posts.sort()
 open(acked_file, "w").write("".join(t + "\n" for _, t in posts))
 times = [t for t, _ in posts]
 gaps = [b - a for a, b in zip(times, times[1:])] + ([last - times[-1]] if times else [])
-after = [t for t in times if t > t_fault]
+# Writes back: the end of the longest gap between acknowledged posts that
+# ends after the fault (posts in flight at the fault may be answered first).
+ends = [(b - a, b) for a, b in zip([t_fault] + times, times) if b > t_fault]
+gap_after, back = (max(ends)[0], max(ends)[1] - t_fault) if ends else (None, None)
 operator = float(open(op_file).read()) if os.path.exists(op_file) else None
 failed = w["connect"] + w["read"] + w["write"] + w["timeout"] + w["status"]
 print(json.dumps({"stack": stack, "fault": fault, "what": what, "requests": w["requests"], "failed": failed,
                   "posts_acked": len(posts), "longest_gap_s": round(max(gaps), 3) if gaps else None,
-                  "writes_back_s": round(after[0] - t_fault, 3) if after else None,
+                  "writes_back_s": round(back, 3) if back is not None else None,
+                  "gap_after_s": round(gap_after, 3) if gap_after is not None else None,
                   "operator_s": round(operator - t_fault, 3) if operator else None, "wrk": w}))
 PY
   done
@@ -549,7 +554,12 @@ if faults:
     print("|---|---|---:|---:|---:|---:|---|---:|---:|")
     for f in faults:
         pct = 100 * f["failed"] / max(f["requests"], 1)
-        back = "never" if f["writes_back_s"] is None else f"{f['writes_back_s']:.2f} s"
+        if f["writes_back_s"] is None:
+            back = "never"
+        elif f["gap_after_s"] < 1.0:
+            back = "not interrupted (no gap over 1 s)"
+        else:
+            back = f"after {f['writes_back_s']:.2f} s"
         if f["fault"] == "db":
             if f["operator_s"] is not None:
                 back += f", operator promoted the replica at {f['operator_s']:.1f} s"
