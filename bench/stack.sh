@@ -327,12 +327,13 @@ for c in json.load(sys.stdin)["children"]:
     if c["name"] == sys.argv[1]: print(c["pid"] or "")' "$1"; }
 # Name of the database role that is the primary (from its /v1/status).
 bulwark_primary() {
-  "$BULWARK" db status -c "$DATA/config/db1.toml" 2>/dev/null | awk '$3 == "primary" {print "db" $1; exit}'
+  # (awk reads to the end: an early exit would end `db status` with SIGPIPE)
+  "$BULWARK" db status -c "$DATA/config/db1.toml" 2>/dev/null | awk '$3 == "primary" && !n++ {print "db" $1}'
 }
 
 bulwark_fault() { # FAULT
   case $1 in
-    app) kill_tree "$(role_pid app1)"; echo "kill -9 of app1 (the app role and its gunicorn)" ;;
+    app) kill_tree "$(role_pid app1)"; echo "kill -9 of app1 (the app role and any program under it)" ;;
     web) kill_tree "$(role_pid web1)"; echo "kill -9 of web1" ;;
     lb)
       local lbs
