@@ -80,67 +80,7 @@ done
 # replica acknowledges once the event is in its relay log, which it syncs
 # every 10000 events, sync_relay_log=10000) and (d) the same with
 # sync_relay_log=1: the replica syncs its relay log for every event, as a
-# Raft follower syncs its log before it acknowledges. ----
-start_mariadb() { # name port server_id extra-args...
-  local name=$1 port=$2 id=$3; shift 3
-  mariadb-install-db --no-defaults --user=root --datadir="$WORK/$name" --skip-test-db \
-    --auth-root-authentication-method=socket > "$WORK/$name.install" 2>&1
-  /usr/sbin/mariadbd --no-defaults --user=root --datadir="$WORK/$name" \
-    --socket="$WORK/$name.sock" --port="$port" --bind-address=127.0.0.1 --skip-name-resolve \
-    --pid-file="$WORK/$name.pid" --log-error="$WORK/$name.err" --server-id="$id" \
-    --default-storage-engine=InnoDB --innodb-flush-log-at-trx-commit=1 --sync-binlog=1 \
-    --innodb-buffer-pool-size=128M --max-connections=256 "$@" > "$WORK/$name.out" 2>&1 &
-  PIDS+=($!)
-  for _ in $(seq 1 300); do
-    mariadb --no-defaults -uroot -S "$WORK/$name.sock" -e 'SELECT 1' >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "mariadb $name did not start:" >&2; cat "$WORK/$name.err" >&2; return 1
-}
-msql() { local name=$1; shift; mariadb --no-defaults -uroot -S "$WORK/$name.sock" -N -B -e "$1"; }
-status() { msql "$1" "SHOW STATUS LIKE '$2'" | cut -f2; }
-# start_pair PRIMARY REPLICA PRIMARY_ID replica-extra-args...: sets PAIR_URL
-# (not a $(...) subshell: the server PIDs must reach PIDS for the cleanup)
-start_pair() {
-  local p=$1 r=$2 id=$3; shift 3
-  local pport rport
-  pport=$(free_port); rport=$(free_port)
-  start_mariadb "$p" "$pport" "$id" --log-bin="$WORK/$p/binlog" --binlog-format=ROW \
-    --rpl-semi-sync-master-enabled=ON --rpl-semi-sync-master-wait-point=AFTER_SYNC \
-    --rpl-semi-sync-master-timeout=30000
-  start_mariadb "$r" "$rport" "$((id + 1))" --relay-log="$WORK/$r/relay" --rpl-semi-sync-slave-enabled=ON "$@"
-  msql "$p" "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'repl'; GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1';
-    CREATE DATABASE bench; CREATE USER 'bench'@'127.0.0.1' IDENTIFIED BY 'bench';
-    GRANT ALL ON bench.* TO 'bench'@'127.0.0.1';"
-  msql "$r" "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$pport, MASTER_USER='repl', MASTER_PASSWORD='repl',
-    MASTER_USE_GTID=slave_pos; START SLAVE;"
-  # The primary switches semi-sync on once the replica has connected and
-  # caught up with the binary log: wait for both.
-  for _ in $(seq 1 300); do
-    [ "$(status "$p" Rpl_semi_sync_master_clients)" = 1 ] && [ "$(status "$p" Rpl_semi_sync_master_status)" = ON ] && break
-    sleep 0.1
-  done
-  if [ "$(status "$p" Rpl_semi_sync_master_status)" != ON ] || [ "$(status "$p" Rpl_semi_sync_master_clients)" != 1 ]; then
-    echo "semi-sync not active on $p" >&2
-    msql "$r" "SHOW SLAVE STATUS\G" >&2 || true
-    return 1
-  fi
-  echo "mariadb $(msql "$p" 'SELECT VERSION()') ($p -> $r $*): semi-sync on, 1 semi-sync replica;" \
-    "replica sync_relay_log=$(msql "$r" 'SELECT @@sync_relay_log')" >&2
-  # The setup statements above ran before the replica connected (async).
-  status "$p" Rpl_semi_sync_master_no_tx > "$WORK/$p.no_tx0"
-  PAIR_URL="mysql://bench:bench@127.0.0.1:$pport/bench"
-}
-# Semi-sync must still be on, with no commit that fell back to async.
-check_pair() {
-  local p=$1 no_tx
-  no_tx=$(( $(status "$p" Rpl_semi_sync_master_no_tx) - $(cat "$WORK/$p.no_tx0") ))
-  echo "mariadb $p after the run: semi-sync status=$(status "$p" Rpl_semi_sync_master_status)," \
-    "acked commits=$(status "$p" Rpl_semi_sync_master_yes_tx), unacked (async) commits during the run=$no_tx" >&2
-  if [ "$(status "$p" Rpl_semi_sync_master_status)" != ON ] || [ "$no_tx" != 0 ]; then
-    echo "WARNING: MariaDB semi-sync fell back to async on $p" >&2
-  fi
-}
+# Raft follower syncs its log before it acknowledges (start_pair, lib.sh). ----
 start_pair mprimary mreplica 1
 MURL=$PAIR_URL
 start_pair dprimary dreplica 11 --sync-relay-log=1 --sync-relay-log-info=1

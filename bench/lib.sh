@@ -10,13 +10,15 @@ need_pkgs() {
     local cmd=${spec%%:*} pkg=${spec##*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
   done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing: ${missing[*]}" >&2
-    local sudo=()
-    if [ "$(id -u)" != 0 ]; then sudo=(sudo -n); fi
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
+apt_install() {
+  echo "installing: $*" >&2
+  local sudo=()
+  if [ "$(id -u)" != 0 ]; then sudo=(sudo -n); fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 # Path of the bulwark binary: $BULWARK if set, else a release build in
@@ -75,3 +77,157 @@ print(round(n/1000 if u=="us" else n*1000 if u=="s" else n, 3))' "$1"
 }
 
 median() { python3 -c 'import sys,statistics; print(statistics.median([float(x) for x in sys.argv[1:]]))' "$@"; }
+
+# Like need_pkgs for Python modules of Debian's python3 (the one gunicorn
+# runs): need_pymods module:package...
+need_pymods() {
+  local missing=()
+  for spec in "$@"; do
+    /usr/bin/python3 -c "import ${spec%%:*}" 2>/dev/null || missing+=("${spec##*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
+# ---- MariaDB primary + semi-sync replica (bench/db.sh, bench/stack.sh) ----
+# The servers run in the foreground on datadirs under $WORK, loopback ports
+# and their own sockets (the system service is never used); their PIDs go
+# to the caller's PIDS array, their pid files to $WORK/NAME.pid.
+
+start_mariadb() { # name port server_id extra-args...
+  local name=$1 port=$2 id=$3; shift 3
+  mariadb-install-db --no-defaults --user=root --datadir="$WORK/$name" --skip-test-db \
+    --auth-root-authentication-method=socket > "$WORK/$name.install" 2>&1
+  /usr/sbin/mariadbd --no-defaults --user=root --datadir="$WORK/$name" \
+    --socket="$WORK/$name.sock" --port="$port" --bind-address=127.0.0.1 --skip-name-resolve \
+    --pid-file="$WORK/$name.pid" --log-error="$WORK/$name.err" --server-id="$id" \
+    --default-storage-engine=InnoDB --innodb-flush-log-at-trx-commit=1 --sync-binlog=1 \
+    --innodb-buffer-pool-size=128M --max-connections=256 "$@" > "$WORK/$name.out" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 300); do
+    mariadb --no-defaults -uroot -S "$WORK/$name.sock" -e 'SELECT 1' >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "mariadb $name did not start:" >&2; cat "$WORK/$name.err" >&2; return 1
+}
+msql() { local name=$1; shift; mariadb --no-defaults -uroot -S "$WORK/$name.sock" -N -B -e "$1"; }
+mariadb_status() { msql "$1" "SHOW STATUS LIKE '$2'" | cut -f2; }
+# start_pair PRIMARY REPLICA PRIMARY_ID replica-extra-args...: a primary
+# (binary log, semi-sync AFTER_SYNC) and its replica; database `bench`, user
+# bench/bench from 127.0.0.1. Sets PAIR_URL and PAIR_PORTS ("primary
+# replica"); not a $(...) subshell: the server PIDs must reach PIDS.
+start_pair() {
+  local p=$1 r=$2 id=$3; shift 3
+  local pport rport
+  pport=$(free_port); rport=$(free_port)
+  start_mariadb "$p" "$pport" "$id" --log-bin="$WORK/$p/binlog" --binlog-format=ROW \
+    --rpl-semi-sync-master-enabled=ON --rpl-semi-sync-master-wait-point=AFTER_SYNC \
+    --rpl-semi-sync-master-timeout=30000
+  start_mariadb "$r" "$rport" "$((id + 1))" --relay-log="$WORK/$r/relay" --rpl-semi-sync-slave-enabled=ON "$@"
+  msql "$p" "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'repl'; GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1';
+    CREATE DATABASE bench; CREATE USER 'bench'@'127.0.0.1' IDENTIFIED BY 'bench';
+    GRANT ALL ON bench.* TO 'bench'@'127.0.0.1';"
+  msql "$r" "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$pport, MASTER_USER='repl', MASTER_PASSWORD='repl',
+    MASTER_USE_GTID=slave_pos; START SLAVE;"
+  # The primary switches semi-sync on once the replica has connected and
+  # caught up with the binary log: wait for both.
+  for _ in $(seq 1 300); do
+    [ "$(mariadb_status "$p" Rpl_semi_sync_master_clients)" = 1 ] &&
+      [ "$(mariadb_status "$p" Rpl_semi_sync_master_status)" = ON ] && break
+    sleep 0.1
+  done
+  if [ "$(mariadb_status "$p" Rpl_semi_sync_master_status)" != ON ] ||
+    [ "$(mariadb_status "$p" Rpl_semi_sync_master_clients)" != 1 ]; then
+    echo "semi-sync not active on $p" >&2
+    msql "$r" "SHOW SLAVE STATUS\G" >&2 || true
+    return 1
+  fi
+  echo "mariadb $(msql "$p" 'SELECT VERSION()') ($p -> $r $*): semi-sync on, 1 semi-sync replica;" \
+    "replica sync_relay_log=$(msql "$r" 'SELECT @@sync_relay_log')" >&2
+  # The setup statements above ran before the replica connected (async).
+  mariadb_status "$p" Rpl_semi_sync_master_no_tx > "$WORK/$p.no_tx0"
+  PAIR_URL="mysql://bench:bench@127.0.0.1:$pport/bench"
+  PAIR_PORTS="$pport $rport"
+}
+# Semi-sync must still be on, with no commit that fell back to async.
+check_pair() {
+  local p=$1 no_tx
+  no_tx=$(($(mariadb_status "$p" Rpl_semi_sync_master_no_tx) - $(cat "$WORK/$p.no_tx0")))
+  echo "mariadb $p after the run: semi-sync status=$(mariadb_status "$p" Rpl_semi_sync_master_status)," \
+    "acked commits=$(mariadb_status "$p" Rpl_semi_sync_master_yes_tx), unacked (async) commits during the run=$no_tx" >&2
+  if [ "$(mariadb_status "$p" Rpl_semi_sync_master_status)" != ON ] || [ "$no_tx" != 0 ]; then
+    echo "WARNING: MariaDB semi-sync fell back to async on $p" >&2
+  fi
+}
+
+# ---- processes ----
+
+# PIDs of the processes under (and including) the given ones.
+proc_tree() {
+  python3 - "$@" <<'PY'
+import os, sys
+kids = {}
+for p in os.listdir("/proc"):
+    if p.isdigit():
+        try:
+            s = open(f"/proc/{p}/stat").read()
+            kids.setdefault(int(s[s.rindex(")") + 2:].split()[1]), []).append(int(p))
+        except (OSError, ValueError, IndexError):
+            pass
+todo = [int(a) for a in sys.argv[1:] if a.isdigit()]
+seen = []
+while todo:
+    p = todo.pop()
+    if p not in seen and os.path.exists(f"/proc/{p}"):
+        seen.append(p)
+        todo.extend(kids.get(p, []))
+print(" ".join(map(str, seen)))
+PY
+}
+
+# kill -9 the given processes and everything under them, at once.
+kill_tree() {
+  local all
+  all=$(proc_tree "$@")
+  [ -n "$all" ] && { kill -9 $all 2>/dev/null || true; }
+  return 0
+}
+
+# Memory and CPU of the process trees under the given PIDs, from /proc:
+# one JSON line {"procs", "rss_kib", "pss_kib", "cpu": {pid: seconds}}.
+# Shells and sleeps (the bench's own wrappers) are left out. Two samples
+# give the CPU seconds of a leg: usage_cpu_between BEFORE AFTER.
+usage_sample() {
+  python3 - $(proc_tree "$@") <<'PY'
+import json, os, sys
+hz = os.sysconf("SC_CLK_TCK")
+out = {"procs": 0, "rss_kib": 0, "pss_kib": 0, "cpu": {}}
+for p in sys.argv[1:]:
+    try:
+        s = open(f"/proc/{p}/stat").read()
+        if s[s.index("(") + 1:s.rindex(")")] in ("bash", "sh", "sleep", "timeout"):
+            continue
+        f = s[s.rindex(")") + 2:].split()
+        cpu = (int(f[11]) + int(f[12])) / hz
+        rss = pss = 0
+        for line in open(f"/proc/{p}/smaps_rollup"):
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        continue
+    out["procs"] += 1
+    out["rss_kib"] += rss
+    out["pss_kib"] += pss
+    # Keyed by pid and start time: a pid reused by a new process is another.
+    out["cpu"][f"{p}:{f[19]}"] = cpu
+print(json.dumps(out))
+PY
+}
+usage_cpu_between() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+a, b = json.loads(sys.argv[1])["cpu"], json.loads(sys.argv[2])["cpu"]
+print(round(sum(v - a.get(k, 0.0) for k, v in b.items()), 2))
+PY
+}

@@ -10,7 +10,7 @@ Placeholders in the template:
   {{run:NAME}}         date, commit, load before/after, exact command, the
                        script's tables and its per-round log lines
   {{verdict:NAME}}     the target check computed from the tables (lb, db,
-                       failover)
+                       failover, stack)
   {{failover:bulwark}} a one-line summary of the failover medians
 """
 import json
@@ -18,9 +18,11 @@ import os
 import re
 import sys
 
-NAMES = ["lb", "idle", "web", "db", "failover"]
+NAMES = ["lb", "idle", "web", "db", "failover", "stack"]
 TITLES = {"lb": "load balancer", "idle": "idle connections", "web": "web", "db": "database",
-          "failover": "failover"}
+          "failover": "failover", "stack": "whole stack vs. classic"}
+CLASSIC = "classic (HAProxy, nginx, gunicorn, MariaDB)"
+BULWARK_PY = "Bulwark, same Python app"
 
 
 def load(results):
@@ -82,7 +84,8 @@ def run_block(n, meta):
     # Per-round lines (the raw JSON reports of db.sh are summarised in its
     # table already).
     keep = [l.rstrip() for l in meta["log"].splitlines()
-            if re.match(r"\s*(round \d|mariadb|descriptor limit|WARNING|semi-sync|\w+: \d+ descriptors)", l)
+            if re.match(r"\s*(round \d|mariadb|descriptor limit|WARNING|semi-sync|\w+: \d+ descriptors"
+                        r"|== |classic[ :-]|bulwark-\w+[ :-])", l)
             and '{"target"' not in l]
     if meta["exit"] != 0:
         keep = [l.rstrip() for l in meta["log"].splitlines()][-30:]
@@ -139,9 +142,41 @@ def verdict(n, meta):
             return (f"Target (writes back < 2 s after a primary kill, the chaos suite's): "
                     f"**{'met' if per and len(ok) == len(per) else 'not met'}** in this run — "
                     f"{len(ok)} of {len(per)} kills under 2 s.")
+        if n == "stack":
+            return stack_verdict(meta["table"])
     except (KeyError, TypeError, ZeroDivisionError, IndexError):
         return "_(target check: the table did not have the expected rows)_"
     return ""
+
+
+def stack_verdict(table):
+    """The issue's target for the whole-stack comparison: same Python app,
+    Bulwark's req/s >= the classic stack's, p99 no worse, less memory (RSS)
+    in each mix; under 0.1 % failed and no lost acknowledged post in each
+    fault."""
+    legs = {(r[0], r[1]): r for r in rows(table) if len(r) == 10 and r[0] != "stack"}
+    faults = [r for r in rows(table) if len(r) == 9 and r[0] != "stack"]
+    parts, met = [], True
+    for (stack, mix), py in legs.items():
+        if stack != BULWARK_PY or (CLASSIC, mix) not in legs:
+            continue
+        cl = legs[(CLASSIC, mix)]
+        rps, p99, rss = num(py[2]) / num(cl[2]), num(py[4]) <= num(cl[4]), num(py[7]) < num(cl[7])
+        met = met and rps >= 1.0 and p99 and rss
+        parts.append(f"{mix}: {rps:.2f}× the classic req/s, p99 {py[4]} vs {cl[4]} ms, RSS {py[7]} vs {cl[7]} MiB")
+    if not parts:
+        return "_(target check: the table has no Python legs of both stacks)_"
+    bw = [r for r in faults if r[0] == BULWARK_PY]
+    bad = [r for r in bw if num(r[4]) >= 0.1 or r[8] != "0"]
+    met = met and bool(bw) and not bad
+    if bw:
+        parts.append(f"faults: {len(bw) - len(bad)} of {len(bw)} under 0.1 % failed with no acknowledged post lost")
+    cdb = [r for r in faults if r[0] == CLASSIC and "primary" in r[1]]
+    if cdb:
+        parts.append(f"the classic stack's primary kill: {cdb[0][4]} % failed, writes back {cdb[0][6]}")
+    return (f"Target (same Python app: ≥ the classic stack's req/s, p99 no worse, less memory; under 0.1 % "
+            f"failed and no lost write through every fault) in this run: **{'met' if met else 'not met'}** — "
+            + "; ".join(parts) + ".")
 
 
 def failover_summary(meta):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks in sequence and writes docs/BENCHMARKS.md.
 #
-#   bash bench/run-all.sh                  # lb idle web db failover
+#   bash bench/run-all.sh                  # lb idle web db failover stack
 #   bash bench/run-all.sh db failover      # a subset; the other sections keep
 #                                          # their last results
 #   SMOKE=1 bash bench/run-all.sh          # short durations, output in /tmp
@@ -24,6 +24,8 @@
 #   WEB_ROUNDS WEB_DURATION WEB_CONNS     default 5, 10s, 50
 #   DB_CLIENTS DB_SECONDS DB_ROUNDS       default 16, 10, 2
 #   FAILOVER_ROUNDS FAILOVER_WRITERS      default 5, 4
+#   STACK_DURATION STACK_CONNS STACK_FAULT_DURATION STACK_PROMOTE_AFTER
+#                                         default 20, 32, 30, 10
 #   BENCH_TIMEOUT     seconds one benchmark may take (default 1800)
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -31,7 +33,7 @@ source "$here/lib.sh"
 set +e
 cd "$BENCH_ROOT"
 
-ALL=(lb idle web db failover)
+ALL=(lb idle web db failover stack)
 if [ $# -gt 0 ]; then BENCHES=("$@"); else BENCHES=("${ALL[@]}"); fi
 for b in "${BENCHES[@]}"; do
   case " ${ALL[*]} " in *" $b "*) ;; *) echo "unknown benchmark '$b' (known: ${ALL[*]})" >&2; exit 2 ;; esac
@@ -40,6 +42,7 @@ done
 if [ "${SMOKE:-0}" = 1 ]; then
   : "${LB_ROUNDS:=1}" "${LB_DURATION:=2s}" "${IDLE_N:=1000}" "${WEB_ROUNDS:=1}" "${WEB_DURATION:=2s}"
   : "${DB_CLIENTS:=4}" "${DB_SECONDS:=2}" "${DB_ROUNDS:=1}" "${FAILOVER_ROUNDS:=2}"
+  : "${STACK_DURATION:=3}" "${STACK_FAULT_DURATION:=8}" "${STACK_PROMOTE_AFTER:=3}"
   : "${RESULTS:=/tmp/bulwark-bench-smoke}" "${OUT:=/tmp/bulwark-bench-smoke.md}"
 fi
 RESULTS=${RESULTS:-$BENCH_ROOT/bench/results}
@@ -125,6 +128,8 @@ command_for() {
     web) echo "ROUNDS=${WEB_ROUNDS:-5} DURATION=${WEB_DURATION:-10s} CONNS=${WEB_CONNS:-50} bash bench/web.sh" ;;
     db) echo "bash bench/db.sh ${DB_CLIENTS:-16} ${DB_SECONDS:-10} ${DB_ROUNDS:-2}" ;;
     failover) echo "ROUNDS=${FAILOVER_ROUNDS:-5} WRITERS=${FAILOVER_WRITERS:-4} bash bench/failover.sh" ;;
+    stack) echo "DURATION=${STACK_DURATION:-20} CONNS=${STACK_CONNS:-32} FAULT_DURATION=${STACK_FAULT_DURATION:-30}" \
+      "PROMOTE_AFTER=${STACK_PROMOTE_AFTER:-10} bash bench/stack.sh" ;;
   esac
 }
 

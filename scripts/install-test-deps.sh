@@ -18,6 +18,8 @@ have python3 || need+=(python3)
 [ -x /usr/bin/gunicorn ] || need+=(gunicorn python3-gunicorn)
 # The WebSocket tests use Python's `websockets` package as the client.
 /usr/bin/python3 -c "import websockets" 2>/dev/null || need+=(python3-websockets)
+# Its MySQL/MariaDB backend (examples/python-guestbook/mysqldb.py).
+/usr/bin/python3 -c 'import pymysql' 2>/dev/null || need+=(python3-pymysql)
 # The VRRP interoperability tests run keepalived as the peer.
 [ -x /usr/sbin/keepalived ] || need+=(keepalived)
 # The host firewall tests (bulwark firewall) load rulesets with nft.

@@ -13,22 +13,26 @@ leader is); each carries a request id, so a write retried after a failover
 is applied at most once. Reads go to any node; with the token of the
 client's last write (read-your-writes) the node waits until it has applied
 that write.
+
+Each thread keeps its connection to each node open between requests (one
+TCP connect, and under mutual TLS one handshake, per node instead of per
+request). A request whose kept connection turns out closed by the node
+(idle timeout, restart) is sent again on a new connection at once: writes
+carry their request id, so this never applies one twice.
 """
 import http.client
 import json
 import os
 import random
 import ssl
+import threading
 import time
 import uuid
 
+from store import DbError, DbUnavailable
 
-class DbError(Exception):
-    """The database refused the request (bad SQL, bad input): not retried."""
-
-
-class DbUnavailable(Exception):
-    """No node could take the request before the deadline."""
+SCHEMA = ("CREATE TABLE IF NOT EXISTS py_messages (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+          "author TEXT NOT NULL, text TEXT NOT NULL, created_at INTEGER NOT NULL, app TEXT NOT NULL)")
 
 
 class Database:
@@ -41,6 +45,7 @@ class Database:
         self.secret = open(secret_file).read().strip() if secret_file else None
         self.deadline = deadline
         self.primary = None
+        self._local = threading.local()
         # Mutual TLS: the database checks our certificate, we check its
         # certificate against the cluster CA (it names the node's address).
         self.tls = None
@@ -49,22 +54,47 @@ class Database:
             self.tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
             self.tls.load_cert_chain(os.environ["BULWARK_DB_CERT"], os.environ["BULWARK_DB_KEY"])
 
+    def _connection(self, node):
+        conns = self._local.__dict__.setdefault("conns", {})
+        conn = conns.get(node)
+        if conn is None:
+            host, port = node.rsplit(":", 1)
+            if self.tls:
+                conn = http.client.HTTPSConnection(host, int(port), timeout=2.0, context=self.tls)
+            else:
+                conn = http.client.HTTPConnection(host, int(port), timeout=2.0)
+            conns[node] = conn
+        return conn
+
+    def _drop(self, node):
+        conn = self._local.__dict__.get("conns", {}).pop(node, None)
+        if conn is not None:
+            conn.close()
+
     def _post(self, node, path, payload):
-        host, port = node.rsplit(":", 1)
-        if self.tls:
-            conn = http.client.HTTPSConnection(host, int(port), timeout=2.0, context=self.tls)
-        else:
-            conn = http.client.HTTPConnection(host, int(port), timeout=2.0)
         headers = {"Content-Type": "application/json"}
         if self.secret:
             headers["Authorization"] = "Bearer " + self.secret
-        try:
-            conn.request("POST", path, json.dumps(payload), headers)
-            r = conn.getresponse()
-            body = r.read()
+        data = json.dumps(payload)
+        for attempt in (1, 2):
+            reused = node in self._local.__dict__.get("conns", {})
+            conn = self._connection(node)
+            try:
+                conn.request("POST", path, data, headers)
+                r = conn.getresponse()
+                body = r.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+                # A kept connection the node had closed: once more on a new one.
+                self._drop(node)
+                if reused and attempt == 1:
+                    continue
+                raise OSError(str(e)) from e
+            except (OSError, http.client.HTTPException) as e:
+                self._drop(node)
+                raise OSError(str(e)) from e
+            if r.getheader("Connection", "").lower() == "close":
+                self._drop(node)
             return r.status, r.getheader("Location"), json.loads(body or b"{}")
-        finally:
-            conn.close()
 
     def _call(self, path, payload, prefer_primary):
         end = time.monotonic() + self.deadline
@@ -115,3 +145,23 @@ class Database:
         if token:
             payload["token"] = token
         return self._call("/v1/query", payload, prefer_primary=False)["rows"]
+
+
+class BulwarkStore:
+    """The guestbook's data-access interface (store.py) on Bulwark's database."""
+
+    def __init__(self):
+        self.db = Database()
+        self.secret = self.db.secret
+
+    def ensure_schema(self):
+        self.db.execute([(SCHEMA, [])])
+
+    def insert(self, sql, params, request_id=None):
+        """Run one INSERT on the primary, at most once per `request_id`:
+        (id of the new row, read-your-writes token)."""
+        r = self.db.execute([(sql, params)], request_id=request_id)
+        return r["last_insert_id"], r["token"]
+
+    def query(self, sql, params=(), token=None):
+        return self.db.query(sql, params, token=token)

@@ -1,11 +1,15 @@
 """The guestbook as a WSGI application of your own, run by gunicorn behind
 Bulwark's app role: a page at /, a JSON API at /api/messages, a health
-check at /health. The database is Bulwark's (see bulwarkdb.py).
+check at /health. The database is Bulwark's (bulwarkdb.py) or, for the
+comparison with the classic stack, MySQL/MariaDB primary + replica
+(mysqldb.py): store.py picks one from the environment; the statements
+below are the same on both.
 
 Posts with an `Idempotency-Key` header are stored at most once however often
 they are sent (the key becomes the write's request id), so the proxies in
 front may replay them when an app server dies. A poster's next read waits
-for their write (the token of the write in a signed cookie).
+for their write (the token of the write in a signed cookie; on Bulwark's
+database only, the other has no such token).
 """
 import hashlib
 import hmac
@@ -16,20 +20,20 @@ import threading
 import time
 from urllib.parse import parse_qs
 
-from bulwarkdb import Database, DbError, DbUnavailable
+from store import DbError, DbUnavailable, open_store
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VERSION = (open(os.path.join(HERE, "VERSION")).read().strip()
            if os.path.exists(os.path.join(HERE, "VERSION")) else "1")
 APP = os.environ.get("BULWARK_APP_NAME", "python")
 COOKIE = "pyguestbook_rw"
-db = Database()
+db = open_store()
 # Cookies are signed with a key derived from the database credential, which
 # every app server has and the tiers in front do not.
 COOKIE_KEY = hashlib.sha256(b"pyguestbook cookie:" + (db.secret or "").encode()).digest()
 
-SCHEMA = [("CREATE TABLE IF NOT EXISTS py_messages (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-           "author TEXT NOT NULL, text TEXT NOT NULL, created_at INTEGER NOT NULL, app TEXT NOT NULL)", [])]
+LIST_SQL = "SELECT id, author, text, created_at, app FROM py_messages ORDER BY id DESC LIMIT ?"
+INSERT_SQL = "INSERT INTO py_messages (author, text, created_at, app) VALUES (?, ?, ?, ?)"
 _schema_ready = False
 _schema_lock = threading.Lock()
 
@@ -38,7 +42,7 @@ def ensure_schema():
     global _schema_ready
     with _schema_lock:
         if not _schema_ready:
-            db.execute(SCHEMA)
+            db.ensure_schema()
             _schema_ready = True
 
 
@@ -68,8 +72,7 @@ def respond(start_response, status, body, content_type="application/json", heade
 
 
 def list_messages(environ, limit=20):
-    rows = db.query("SELECT id, author, text, created_at, app FROM py_messages ORDER BY id DESC LIMIT ?",
-                    [limit], token=token_from_cookie(environ))
+    rows = db.query(LIST_SQL, [limit], token=token_from_cookie(environ))
     return [{"id": r[0], "author": r[1], "text": r[2], "created_at": r[3], "app": r[4]} for r in rows]
 
 
@@ -80,15 +83,17 @@ def post_message(environ, author, text):
     key = environ.get("HTTP_IDEMPOTENCY_KEY")
     request_id = "pyguestbook:post:" + key if key else None
     now = int(time.time() * 1000)
-    r = db.execute([("INSERT INTO py_messages (author, text, created_at, app) VALUES (?, ?, ?, ?)",
-                     [author, text, now, APP])], request_id=request_id)
-    message = {"id": r["last_insert_id"], "author": author, "text": text, "created_at": now, "app": APP}
-    return (message, r["token"]), None
+    new_id, token = db.insert(INSERT_SQL, [author, text, now, APP], request_id=request_id)
+    message = {"id": new_id, "author": author, "text": text, "created_at": now, "app": APP}
+    return (message, token), None
 
 
-def cookie_header(environ, token):
+def cookie_headers(environ, token):
+    """The read-your-writes cookie for `token` (none without a token)."""
+    if not token:
+        return []
     secure = "; Secure" if environ.get("HTTP_X_FORWARDED_PROTO", "").startswith("https") else ""
-    return ("Set-Cookie", f"{COOKIE}={sign(token)}; Path=/; HttpOnly; SameSite=Lax; Max-Age=3600{secure}")
+    return [("Set-Cookie", f"{COOKIE}={sign(token)}; Path=/; HttpOnly; SameSite=Lax; Max-Age=3600{secure}")]
 
 
 def page(environ, start_response):
@@ -127,7 +132,7 @@ def app(environ, start_response):
             if error:
                 return respond(start_response, "422 Unprocessable Entity", {"error": error})
             return respond(start_response, "303 See Other", b"", "text/plain",
-                           [("Location", "/"), cookie_header(environ, done[1])])
+                           [("Location", "/"), *cookie_headers(environ, done[1])])
         if path == "/api/messages" and method == "GET":
             qs = parse_qs(environ.get("QUERY_STRING", ""))
             limit = qs.get("limit", ["20"])[0]
@@ -150,7 +155,7 @@ def app(environ, start_response):
             message, token = done
             return respond(start_response, "201 Created",
                            {"message": message, "served_by": APP, "version": VERSION, "token": token},
-                           headers=[cookie_header(environ, token)])
+                           headers=cookie_headers(environ, token))
         return respond(start_response, "404 Not Found", {"error": f"no such page: {path}"})
     except DbError as e:
         return respond(start_response, "500 Internal Server Error", {"error": f"database error: {e}"})
