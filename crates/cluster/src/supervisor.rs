@@ -353,11 +353,19 @@ impl Supervisor {
     /// wanted, restart it with backoff when it dies, stop it when unwanted.
     async fn monitor(self, name: String) {
         let mut backoff = self.policy.initial_backoff;
+        // A crash whose restart is still to come (counted when it comes: a
+        // stop during the backoff is no restart).
+        let mut restart_due = false;
         loop {
             let (wanted, poke, spec) = self.wanted(&name);
             if !wanted {
-                if self.shutting_down.is_cancelled() {
+                restart_due = false;
+                // Also a stop that came during the backoff: down, not
+                // "backoff", from now on.
+                if self.child(&name).is_some_and(|c| c.state != "stopped") {
                     self.update(&name, |s| s.state = "stopped".into());
+                }
+                if self.shutting_down.is_cancelled() {
                     return;
                 }
                 poke.notified().await;
@@ -366,6 +374,9 @@ impl Supervisor {
             self.update(&name, |s| {
                 s.state = "starting".into();
                 s.listeners.clear();
+                if std::mem::take(&mut restart_due) {
+                    s.restarts += 1;
+                }
             });
             let started = Instant::now();
             let exit = self.run_once(&spec, &poke).await;
@@ -391,7 +402,7 @@ impl Supervisor {
                 _ = poke.notified() => {}
             }
             backoff = (backoff * 2).min(self.policy.max_backoff);
-            self.update(&name, |s| s.restarts += 1);
+            restart_due = true;
         }
     }
 

@@ -112,3 +112,31 @@ async fn a_failing_child_is_named_and_the_rest_starts() {
     assert!(sup.wait_state("app1", "ready", Duration::from_secs(60)).await);
     sup.shutdown().await;
 }
+
+/// A child killed from outside, then stopped while its restart waits out
+/// the backoff: it stays down, and its state says so.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stop_during_the_restart_backoff_keeps_the_child_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = RestartPolicy { initial_backoff: Duration::from_millis(1500), ..Default::default() };
+    let sup = Supervisor::new(vec![spec(dir.path(), "app1", 0)], policy);
+    sup.start_all(|_| {}).await.unwrap();
+    let pid = sup.child("app1").unwrap().pid.unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(sup.wait_state("app1", "backoff", Duration::from_secs(30)).await);
+    let sock = dir.path().join("control.sock");
+    let stop = tokio_util::sync::CancellationToken::new();
+    sup.serve_control(&sock, stop.clone()).await.unwrap();
+    let r = control_request(&sock, &ControlRequest::Stop { node: "app1".into() }).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    let app = r.children.iter().find(|c| c.name == "app1").unwrap();
+    assert_eq!((app.state.as_str(), app.pid), ("stopped", None), "{app:?}");
+    // Past the backoff: still down, started once only.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let app = sup.child("app1").unwrap();
+    assert_eq!((app.state.as_str(), app.pid), ("stopped", None), "{app:?}");
+    let starts = std::fs::read_to_string(dir.path().join("app1.starts")).unwrap();
+    assert_eq!(starts.lines().count(), 1, "restarted after the stop");
+    sup.shutdown().await;
+    stop.cancel();
+}
