@@ -18,8 +18,8 @@ import os
 import re
 import sys
 
-NAMES = ["lb", "idle", "web", "db", "failover", "stack"]
-TITLES = {"lb": "load balancer", "idle": "idle connections", "web": "web", "db": "database",
+NAMES = ["lb", "idle", "tls", "web", "db", "failover", "stack"]
+TITLES = {"lb": "load balancer", "idle": "idle connections", "tls": "HTTPS", "web": "web", "db": "database",
           "failover": "failover", "stack": "whole stack vs. classic"}
 CLASSIC = "classic (HAProxy, nginx, gunicorn, MariaDB)"
 BULWARK_PY = "Bulwark, same Python app"
@@ -144,6 +144,12 @@ def verdict(n, meta):
                     f"{len(ok)} of {len(per)} kills under 2 s.")
         if n == "stack":
             return stack_verdict(meta["table"])
+        if n == "tls":
+            lines = [row for row in rows(meta["table"]) if len(row) >= 10 and row[1] == "bulwark"]
+            worst = min(num(x) for row in lines for x in row[6:10])
+            met = bool(lines) and worst >= 1.0
+            return (f"Target (≥ HAProxy on every line) in this run: **{'met' if met else 'not met'}** — "
+                    f"the lowest ratio is {worst:.2f}.")
     except (KeyError, TypeError, ZeroDivisionError, IndexError):
         return "_(target check: the table did not have the expected rows)_"
     return ""

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# HTTPS benchmark: Bulwark's lb (rustls) against HAProxy and nginx (both
+# OpenSSL), one worker thread each, in front of the same two nginx
+# backends, with the same certificate, for an ECDSA P-256 and an RSA 2048
+# certificate. Interleaved rounds; prints one markdown table of medians.
+#
+#   keep-alive  req/s over kept connections (wrk, TLS 1.3, HTTP/1.1)
+#   full        new connections per second, each a full handshake
+#               (wrk with `Connection: close`; wrk keeps no session)
+#   resumed     new connections per second resuming a session
+#               (openssl s_time -reuse, one connection at a time)
+#   h2          HTTP/2 req/s (h2load, 50 connections × 10 streams)
+#
+#   bash bench/tls.sh                       # 3 rounds × 8 s
+#   ROUNDS=5 DURATION=10 CONNS=100 bash bench/tls.sh
+source "$(dirname "$0")/lib.sh"
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8}
+CONNS=${CONNS:-50}
+
+need_pkgs haproxy:haproxy nginx:nginx-light wrk:wrk h2load:nghttp2-client openssl:openssl python3:python3
+cd "$BENCH_ROOT"
+BIN=$(bulwark_bin)
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+# Two nginx backends, one worker each, answering a small fixed body.
+b1=$(free_port); b2=$(free_port)
+for port in $b1 $b2; do
+  mkdir -p "$work/b$port"
+  cat >"$work/b$port/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/b$port/nginx.pid;
+error_log $work/b$port/error.log error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$port reuseport;
+    location / { return 200 "hello from $port\n"; }
+  }
+}
+CONF
+  "$NGINX" -p "$work/b$port" -c "$work/b$port/nginx.conf" & pids+=($!)
+done
+
+# One self-signed certificate per key type, for `localhost`.
+make_cert() { # kind -> $work/kind.{crt,key,pem}
+  local kind=$1 newkey
+  case $kind in
+    ecdsa) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
+    rsa) newkey=(-newkey rsa:2048) ;;
+  esac
+  openssl req -x509 -nodes "${newkey[@]}" -days 30 -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+    -keyout "$work/$kind.key" -out "$work/$kind.crt" 2>/dev/null
+  cat "$work/$kind.crt" "$work/$kind.key" >"$work/$kind.pem"
+}
+
+declare -A PORT
+# Start the three balancers for one certificate kind.
+start_balancers() {
+  local kind=$1 p_ha p_ng p_bw
+  p_ha=$(free_port); p_ng=$(free_port); p_bw=$(free_port)
+  PORT[haproxy]=$p_ha; PORT[nginx]=$p_ng; PORT[bulwark]=$p_bw
+  cat >"$work/haproxy-$kind.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 8000
+  tune.ssl.default-dh-param 2048
+defaults
+  mode http
+  timeout connect 3s
+  timeout client 30s
+  timeout server 30s
+  option forwardfor
+  http-reuse always
+frontend www
+  bind 127.0.0.1:$p_ha ssl crt $work/$kind.pem alpn h2,http/1.1
+  http-request set-header X-Forwarded-Proto https
+  http-request add-header Forwarded "for=%[src];proto=https"
+  default_backend app
+backend app
+  balance roundrobin
+  server b1 127.0.0.1:$b1
+  server b2 127.0.0.1:$b2
+CONF
+  "$HAPROXY" -f "$work/haproxy-$kind.cfg" -db & pids+=($!)
+  mkdir -p "$work/nglb-$kind"
+  cat >"$work/nglb-$kind/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nglb-$kind/nginx.pid;
+error_log $work/nglb-$kind/error.log error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  ssl_session_cache shared:SSL:10m;
+  upstream app { server 127.0.0.1:$b1; server 127.0.0.1:$b2; keepalive 64; }
+  server {
+    listen 127.0.0.1:$p_ng ssl http2;
+    ssl_certificate $work/$kind.crt;
+    ssl_certificate_key $work/$kind.key;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto https;
+      proxy_set_header Forwarded "for=\$remote_addr;proto=https";
+    }
+  }
+}
+CONF
+  "$NGINX" -p "$work/nglb-$kind" -c "$work/nglb-$kind/nginx.conf" & pids+=($!)
+  cat >"$work/lb-$kind.toml" <<CONF
+threads = 1
+[[frontend]]
+name = "www"
+bind = "127.0.0.1:$p_bw"
+backend = "app"
+access_log = false
+via = false
+tls = { certificate = [{ cert = "$work/$kind.crt", key = "$work/$kind.key" }], hsts = "0s" }
+[[backend]]
+name = "app"
+balance = "roundrobin"
+[[backend.server]]
+name = "b1"
+address = "127.0.0.1:$b1"
+[[backend.server]]
+name = "b2"
+address = "127.0.0.1:$b2"
+CONF
+  RUST_LOG=warn "$BIN" lb -c "$work/lb-$kind.toml" >/dev/null & pids+=($!)
+  for p in $p_ha $p_ng $p_bw; do wait_port "$p"; done
+}
+
+# run_h2load URL → req/s
+run_h2load() {
+  local out
+  out=$(h2load -D "$DURATION" -c "$CONNS" -m 10 -t 1 "$1" 2>&1)
+  if ! grep -q ' 0 failed, 0 errored' <<<"$out"; then echo "h2load reported failures for $1:" >&2; grep -E 'requests:|status codes' <<<"$out" >&2; fi
+  awk '/^finished in/ {gsub(",", "", $4); print $4}' <<<"$out"
+}
+
+# run_resumed PORT → connections/s resuming a session (s_time, one at a time)
+run_resumed() {
+  openssl s_time -connect "127.0.0.1:$1" -reuse -time "$DURATION" -www / 2>/dev/null |
+    awk '/connections in/ && /real seconds/ { if ($4 > 0) print $1 / $4; exit }'
+}
+
+names=(haproxy nginx bulwark)
+declare -A R
+for kind in ecdsa rsa; do
+  make_cert "$kind"
+  start_balancers "$kind"
+  for n in "${names[@]}"; do wrk -t1 -c"$CONNS" -d1s "https://localhost:${PORT[$n]}/" >/dev/null 2>&1 || true; done
+  for r in $(seq 1 "$ROUNDS"); do
+    for n in "${names[@]}"; do
+      url="https://localhost:${PORT[$n]}/"
+      read -r ka _ _ < <(run_wrk "$url" "${DURATION}s" "$CONNS")
+      full=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" -H 'Connection: close' "$url" 2>&1 | awk '/^Requests\/sec:/ {print $2}')
+      resumed=$(run_resumed "${PORT[$n]}")
+      h2=$(run_h2load "$url")
+      R[$kind,$n,ka]+=" $ka"; R[$kind,$n,full]+=" $full"; R[$kind,$n,resumed]+=" ${resumed:-0}"; R[$kind,$n,h2]+=" ${h2:-0}"
+      echo "round $r $kind $n: keep-alive $ka req/s, full $full conn/s, resumed ${resumed:-?} conn/s, h2 ${h2:-?} req/s" >&2
+    done
+  done
+done
+
+echo
+echo "HTTPS benchmark: $ROUNDS rounds × ${DURATION}s, one worker thread each, wrk -t1 -c$CONNS, h2load -c$CONNS -m10, 2 nginx backends; medians. $(nproc) cores, $(openssl version | cut -d' ' -f1-2), $(date -u +%F)."
+echo
+echo "| certificate | balancer | keep-alive req/s | full handshakes/s | resumed handshakes/s | HTTP/2 req/s | keep-alive vs HAProxy | full vs HAProxy | resumed vs HAProxy | HTTP/2 vs HAProxy |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+for kind in ecdsa rsa; do
+  for n in "${names[@]}"; do
+    row="| $kind | $n"
+    ratios=""
+    for m in ka full resumed h2; do
+      v=$(median ${R[$kind,$n,$m]}); ha=$(median ${R[$kind,haproxy,$m]})
+      row+=" | $(printf %.0f "$v")"
+      ratios+=" | $(python3 -c "print(f'{$v/$ha:.2f}' if $ha else 'n/a')")"
+    done
+    echo "$row$ratios |"
+  done
+done
