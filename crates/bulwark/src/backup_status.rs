@@ -42,6 +42,22 @@ impl Prepared {
     }
 }
 
+/// The backups' directory (`[backup] dir`, default `DATA/backups`).
+fn backup_dir(settings: &bulwark_config::backup::BackupSettings, files: &SharedFiles) -> std::path::PathBuf {
+    settings.dir.clone().unwrap_or_else(|| files.data_dir.join("backups"))
+}
+
+/// With `[backup] archive_log = true`: the db role that archives its log
+/// (the one whose host runs the schedule: the archive is written beside
+/// the backups, on that host's disk) and the archive's directory,
+/// `archive/` in the backups' directory. `up` passes it to that role as
+/// `--archive-log`.
+pub fn log_archive(t: &Topology, files: &SharedFiles) -> Option<(String, std::path::PathBuf)> {
+    let settings = t.backup.as_ref().filter(|b| b.archive_log)?;
+    let (node, _) = t.backup_placement()?;
+    Some((node, backup_dir(settings, files).join("archive")))
+}
+
 /// The schedule, when the topology has `[backup]` and its db role is one
 /// of `roles` (this host's): its dir made, its listener bound.
 pub fn prepare(t: &Topology, files: &SharedFiles, roles: &[DerivedRole]) -> Result<Option<Prepared>> {
@@ -56,7 +72,7 @@ pub fn prepare(t: &Topology, files: &SharedFiles, roles: &[DerivedRole]) -> Resu
         .context("loading the certificate for the backup schedule")?;
     let monitor = config.load_monitor_token().context("reading the monitoring token")?.map(|s| s.expose().to_string());
     let tool = bulwark_db::backup_tool::BackupTool::new(nodes, secret.expose(), tls.clone());
-    let dir = settings.dir.clone().unwrap_or_else(|| files.data_dir.join("backups"));
+    let dir = backup_dir(&settings, files);
     let schedule = Schedule::new(settings, dir, tool);
     schedule.prepare().with_context(|| format!("preparing the backup dir {}", schedule.dir.display()))?;
     let listener = std::net::TcpListener::bind(addr)

@@ -5,6 +5,7 @@
 use crate::roles::db::{cluster_access, ClusterArgs};
 use anyhow::{bail, Context, Result};
 use bulwark_db::backup_tool::{self, BackupOptions, BackupTool};
+use bulwark_db::replay::Target;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -71,7 +72,30 @@ pub enum DataCommand {
         /// Remove what a node keeps in the data dir first.
         #[arg(long)]
         force: bool,
+        /// Point-in-time recovery: replay the log archive after the backup
+        /// up to this moment (RFC 3339, e.g. 2025-01-31T06:00:00Z), the
+        /// primary's clock the writes carry.
+        #[arg(long, conflicts_with = "to_index")]
+        to_time: Option<String>,
+        /// Point-in-time recovery: replay the log archive up to this log
+        /// index, included.
+        #[arg(long)]
+        to_index: Option<u64>,
+        /// The log archive (default: `archive` beside the backup file).
+        #[arg(long)]
+        archive: Option<PathBuf>,
     },
+}
+
+/// The replay target of `restore`, if any.
+fn replay_target(to_time: Option<&str>, to_index: Option<u64>) -> Result<Option<Target>> {
+    if let Some(t) = to_time {
+        let at = humantime::parse_rfc3339_weak(t)
+            .with_context(|| format!("--to-time {t}: not an RFC 3339 time such as 2025-01-31T06:00:00Z"))?;
+        let ms = at.duration_since(std::time::UNIX_EPOCH).context("--to-time: before 1970")?.as_millis();
+        return Ok(Some(Target::Time(u64::try_from(ms).context("--to-time: too far ahead")?)));
+    }
+    Ok(to_index.map(Target::Index))
 }
 
 fn tool(config: Option<&Path>, cluster: &ClusterArgs) -> Result<BackupTool> {
@@ -148,7 +172,7 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
             let _ = std::io::stdout().flush();
             Ok(0)
         }
-        DataCommand::Restore { from, data_dir, node_id, address, force } => {
+        DataCommand::Restore { from, data_dir, node_id, address, force, to_time, to_index, archive } => {
             let file = config
                 .as_deref()
                 .map(|p| bulwark_config::load::<bulwark_config::db::DbConfig>(p).map_err(|e| anyhow::anyhow!("{e}")))
@@ -163,6 +187,27 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
                 .context("pass --address or -c <db.toml>")?;
             if address.ends_with(":0") {
                 bail!("the node's address {address} has port 0: give the node a fixed `listen` port or `advertise`, or pass --address");
+            }
+            if archive.is_some() && to_time.is_none() && to_index.is_none() {
+                bail!("--archive is for a point-in-time restore: pass --to-time or --to-index too");
+            }
+            if let Some(target) = replay_target(to_time.as_deref(), to_index)? {
+                let archive = archive.unwrap_or_else(|| from.with_file_name("archive"));
+                let limits = bulwark_db::sql::WriteLimits {
+                    max_steps: file.as_ref().map_or(bulwark_config::db::DEFAULT_MAX_WRITE_STEPS, |c| c.max_write_steps),
+                };
+                let done = bulwark_db::replay::restore_to(
+                    &from, &archive, target, &data_dir, node_id, &address, limits, force,
+                )
+                .await?;
+                let line = serde_json::json!({
+                    "data_dir": data_dir, "node_id": node_id, "address": address,
+                    "log_term": done.restored.log_term, "log_index": done.restored.log_index,
+                    "time_ms": done.restored.time_ms, "backup_log_index": done.backup.log_index,
+                    "entries_replayed": done.entries_replayed, "stopped": done.stopped,
+                });
+                println!("{line}");
+                return Ok(0);
             }
             let rec = backup_tool::restore(&from, &data_dir, node_id, &address, force).await?;
             let line = serde_json::json!({

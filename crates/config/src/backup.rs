@@ -12,6 +12,7 @@
 //! node = "db1"               # the db role whose host runs the schedule (default: the first db role)
 //! port = 8120                # its status listener (/metrics, /v1/status; default: port_base + 40)
 //! disk_free_alert_bytes = 1073741824 # alert when a db node has less free space (default: 1 GiB)
+//! archive_log = true         # `node` copies its committed log into DIR/archive (restore --to-time)
 //! ```
 use crate::{Validate, Validator};
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,11 @@ pub struct BackupSettings {
     /// Alert when a db node's file system has less free space than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_free_alert_bytes: Option<u64>,
+    /// The db role `node` copies every committed log entry into
+    /// `dir/archive` before its log may purge it, for point-in-time
+    /// restores (`bulwark db restore --to-time`).
+    #[serde(default)]
+    pub archive_log: bool,
 }
 
 fn d6h() -> Duration {

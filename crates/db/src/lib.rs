@@ -15,6 +15,8 @@
 pub mod api;
 mod append_queue;
 mod apply_error;
+mod archive;
+mod archive_file;
 pub mod backup;
 pub mod backup_tool;
 mod bulwark_tables;
@@ -30,6 +32,7 @@ pub mod load;
 mod log_store;
 mod node;
 mod raft_types;
+pub mod replay;
 mod request_ids;
 mod snapshot_file;
 pub mod sql;

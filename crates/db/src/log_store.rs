@@ -42,5 +42,6 @@ pub(crate) mod tests;
 mod writer;
 
 pub use appended::AppendedEntries;
-pub use store::LogStore;
+pub use reader::LogReader;
+pub use store::{LogStore, PurgeLimit};
 pub use writer::InlineSyncPause;

@@ -85,6 +85,8 @@ struct NodeState {
     /// The quorum clock: when each peer last accepted a request of this
     /// node's (see `leader_acks`).
     leader_acks: Arc<LeaderAcks>,
+    /// The log archive's state, when this node archives its log.
+    archive: Option<Arc<crate::archive::ArchiveState>>,
 }
 
 /// Request counters and latencies for `/metrics`.
@@ -194,6 +196,13 @@ impl DbNode {
     /// an empty data dir with `bootstrap = true` the cluster is initialized
     /// from `peer` plus this node.
     pub async fn bind(config: DbConfig) -> Result<DbNode, DbError> {
+        DbNode::bind_archiving(config, None).await
+    }
+
+    /// [`DbNode::bind`], copying every committed log entry into the log
+    /// archive in `archive` (when given) before the log may purge it (see
+    /// `archive`).
+    pub async fn bind_archiving(config: DbConfig, archive: Option<std::path::PathBuf>) -> Result<DbNode, DbError> {
         let client_secret = config.load_secret().map_err(|e| DbError::Config(format!("secret: {e}")))?;
         let peer_secret = config.load_peer_secret().map_err(|e| DbError::Config(format!("peer_secret: {e}")))?;
         let monitor_token = config.load_monitor_token().map_err(|e| DbError::Config(format!("monitor_token: {e}")))?;
@@ -215,6 +224,7 @@ impl DbNode {
         let inline_sync = InlineSyncPause::default();
         log.sync_inline_unless_leader(config.node_id, inline_sync.clone());
         let fresh = log.is_empty().map_err(|e| DbError::Storage(e.to_string()))?;
+        let archive = crate::archive::start_for(&mut log, archive.as_deref()).await?;
         let limits = sql::WriteLimits { max_steps: config.max_write_steps };
         let sm = StateMachine::open_with(&config.data_dir, limits)
             .map_err(|e| DbError::Storage(format!("database: {e}")))?;
@@ -253,6 +263,7 @@ impl DbNode {
         } else if fresh {
             tracing::info!("empty data dir: waiting to be added to a cluster");
         }
+        let archive = archive.map(|a| a.run(applied.clone()));
         if config.snapshot_every.is_none() {
             tokio::spawn(snapshot_by_size(raft.clone(), appended.clone(), db_path, config.snapshot_log_bytes));
         }
@@ -281,6 +292,7 @@ impl DbNode {
             stats: DbStats::default(),
             ahead_stats,
             leader_acks,
+            archive,
         };
         let firewall = Arc::new(
             bulwark_firewall::Firewall::new(&config.firewall).map_err(|e| DbError::Config(format!("firewall: {e}")))?,

@@ -15,6 +15,10 @@ pub struct Args {
     /// Path of the db config file (TOML). Without a subcommand: run this node.
     #[arg(short, long, global = true)]
     pub config: Option<PathBuf>,
+    /// Running a node: copy every committed log entry into this directory
+    /// before the log may purge it (for `restore --to-time`).
+    #[arg(long)]
+    pub archive_log: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<DbCommand>,
 }
@@ -89,7 +93,7 @@ pub fn main(args: Args) -> Result<i32> {
     match args.command {
         None => {
             let Some(path) = args.config else { bail!("bulwark db: -c <config> is required to run a node") };
-            run_node(path)
+            run_node(path, args.archive_log)
         }
         Some(cmd) => {
             super::stop_quietly_on_closed_stdout();
@@ -102,7 +106,7 @@ fn load(path: &std::path::Path) -> Result<DbConfig> {
     bulwark_config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn run_node(path: PathBuf) -> Result<i32> {
+fn run_node(path: PathBuf, archive_log: Option<PathBuf>) -> Result<i32> {
     let config = load(&path)?;
     // The database, its log and snapshots are for this user only.
     bulwark_cluster::private::dir(&config.data_dir)
@@ -112,7 +116,7 @@ fn run_node(path: PathBuf) -> Result<i32> {
         n => super::runtime(n)?,
     };
     rt.block_on(async move {
-        let node = bulwark_db::DbNode::bind(config).await.context("starting the db node")?;
+        let node = bulwark_db::DbNode::bind_archiving(config, archive_log).await.context("starting the db node")?;
         let shutdown = CancellationToken::new();
         tokio::spawn(super::shutdown_on_signal(shutdown.clone()));
         super::announce("db", &node.listeners());

@@ -242,8 +242,13 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
     }
     let exe = std::env::current_exe().context("locating the bulwark binary")?;
     let mut specs = Vec::new();
+    let log_archive = crate::backup_status::log_archive(&t, &files);
     for r in &roles {
         std::fs::write(&r.config_path, &r.config).with_context(|| format!("writing {}", r.config_path.display()))?;
+        let archive_args = match &log_archive {
+            Some((node, dir)) if *node == r.placed.name => vec!["--archive-log".into(), dir.display().to_string()],
+            _ => Vec::new(),
+        };
         specs.push(ChildSpec {
             name: r.placed.name.clone(),
             kind: r.placed.kind.name().into(),
@@ -256,7 +261,10 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
                 r.placed.kind.name().into(),
                 "-c".into(),
                 r.config_path.display().to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(archive_args)
+            .collect(),
             log_path: data_dir.join("logs").join(format!("{}.log", r.placed.name)),
             readiness: readiness(&r.placed, role_tls(&t, &files, &r.certificate_of)?),
         });

@@ -71,6 +71,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let Some(log_id) = self.purge_allowed(log_id) else { return Ok(()) };
         tracing::debug!(%log_id, "purging the log");
         lock(&self.shared.recent).entries.retain(|i, _| *i > log_id.index);
         self.state.purged = Some(log_id);

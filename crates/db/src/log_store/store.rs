@@ -52,7 +52,15 @@ pub struct LogStore {
     pub(super) state: State,
     /// Append sequence number (tells a re-appended index from the old one).
     pub(super) seq: u64,
+    /// The highest index a purge may remove now (see [`PurgeLimit`]).
+    pub(super) purge_limit: Option<PurgeLimit>,
 }
+
+/// The highest log index a purge may remove now (`None`: none), asked at
+/// each purge: a purge beyond it removes only up to it, and the rest waits
+/// for a later purge. The log archive (`crate::archive`) holds purges back
+/// to the entries it has copied.
+pub type PurgeLimit = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
 
 impl Drop for LogStore {
     /// Let the writer finish what is queued and close the files.
@@ -127,6 +135,7 @@ impl LogStore {
             inline_unless_leader: None,
             state,
             seq: 0,
+            purge_limit: None,
         })
     }
 
@@ -153,6 +162,22 @@ impl LogStore {
     /// client requests and replication meanwhile.
     pub fn sync_inline_unless_leader(&mut self, me: u64, pause: InlineSyncPause) {
         self.inline_unless_leader = Some((me, pause));
+    }
+
+    /// Hold purges back to `limit` (see [`PurgeLimit`]).
+    pub fn limit_purges(&mut self, limit: PurgeLimit) {
+        self.purge_limit = Some(limit);
+    }
+
+    /// What a purge up to `log_id` may remove under the [`PurgeLimit`]:
+    /// up to the limit (an entry still in the log), or nothing.
+    pub(super) fn purge_allowed(&self, log_id: LogId) -> Option<LogId> {
+        let Some(limit) = &self.purge_limit else { return Some(log_id) };
+        match limit() {
+            Some(l) if l >= log_id.index => Some(log_id),
+            Some(l) => self.log_id_at(l).filter(|id| Some(*id) > self.state.purged),
+            None => None,
+        }
     }
 
     pub(super) fn send(&self, op: Op) -> io::Result<()> {

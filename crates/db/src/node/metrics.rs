@@ -75,6 +75,7 @@ impl NodeState {
             &format!("{node},kind=\"query\""),
         );
         out.push_str(&self.disk_metrics());
+        out.push_str(&self.archive.as_ref().map(|a| a.prometheus(&node)).unwrap_or_default());
         out.push_str(&bulwark_telemetry::process::process_metrics());
         out
     }
