@@ -202,13 +202,17 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Waits until the client has sent something (or closed its side, which
-/// also makes the socket readable), for at most `limit`
+/// Waits until the client has sent its first byte, for at most `limit`
 /// (`timeouts.client_header`, which counts from the accept on). False when
-/// the limit passed or the worker is stopping.
+/// the client closed first, the limit passed or the worker is stopping.
+///
+/// A peek, not `readable()`: tokio reports a newly registered socket
+/// ready at once, so only a byte actually there tells that the client
+/// has started.
 async fn first_bytes(stream: &tokio::net::TcpStream, limit: std::time::Duration, stop: &CancellationToken) -> bool {
+    let mut byte = [0u8; 1];
     tokio::select! {
-        r = tokio::time::timeout(limit, stream.readable()) => matches!(r, Ok(Ok(()))),
+        r = tokio::time::timeout(limit, stream.peek(&mut byte)) => matches!(r, Ok(Ok(n)) if n > 0),
         _ = stop.cancelled() => false,
     }
 }
