@@ -56,8 +56,8 @@ pub enum DataCommand {
     },
     /// Make a new node's data dir from a backup: started, it is the primary
     /// of a one-node cluster holding the backup; add the others with
-    /// `add-node`. The node's id, address and data dir come from -c unless
-    /// given.
+    /// `add-node`. The node's id, addresses and data dir come from -c
+    /// unless given.
     Restore {
         #[arg(long)]
         from: PathBuf,
@@ -65,9 +65,12 @@ pub enum DataCommand {
         data_dir: Option<PathBuf>,
         #[arg(long)]
         node_id: Option<u64>,
-        /// host:port peers and clients will use for the node.
+        /// host:port clients will use for the node's API.
         #[arg(long)]
         address: Option<String>,
+        /// host:port the other nodes will dial for Raft.
+        #[arg(long)]
+        raft_address: Option<String>,
         /// Remove what a node keeps in the data dir first.
         #[arg(long)]
         force: bool,
@@ -148,7 +151,7 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
             let _ = std::io::stdout().flush();
             Ok(0)
         }
-        DataCommand::Restore { from, data_dir, node_id, address, force } => {
+        DataCommand::Restore { from, data_dir, node_id, address, raft_address, force } => {
             let file = config
                 .as_deref()
                 .map(|p| bulwark_config::load::<bulwark_config::db::DbConfig>(p).map_err(|e| anyhow::anyhow!("{e}")))
@@ -164,9 +167,15 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
             if address.ends_with(":0") {
                 bail!("the node's address {address} has port 0: give the node a fixed `listen` port or `advertise`, or pass --address");
             }
-            let rec = backup_tool::restore(&from, &data_dir, node_id, &address, force).await?;
+            let raft_address = raft_address
+                .or_else(|| file.as_ref().map(|c| c.raft_advertise.clone().unwrap_or_else(|| c.raft_listen.clone())))
+                .context("pass --raft-address or -c <db.toml>")?;
+            if raft_address.ends_with(":0") {
+                bail!("the node's Raft address {raft_address} has port 0: give the node a fixed `raft_listen` port or `raft_advertise`, or pass --raft-address");
+            }
+            let rec = backup_tool::restore(&from, &data_dir, node_id, &address, &raft_address, force).await?;
             let line = serde_json::json!({
-                "data_dir": data_dir, "node_id": node_id, "address": address,
+                "data_dir": data_dir, "node_id": node_id, "address": address, "raft_address": raft_address,
                 "log_term": rec.log_term, "log_index": rec.log_index, "time_ms": rec.time_ms,
             });
             println!("{line}");
