@@ -25,7 +25,6 @@ use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use openraft::RaftMetrics;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -41,6 +40,7 @@ mod auth;
 mod backup;
 mod error;
 mod forward;
+mod listeners;
 mod membership;
 mod metrics;
 mod probes;
@@ -50,6 +50,7 @@ mod status;
 mod writes;
 
 use error::{ApiError, Retry};
+use listeners::{bind, Listener, Serve};
 
 /// Marks a request one node passed to the primary (never passed again).
 const FORWARDED_HEADER: &str = "x-bulwark-forwarded";
@@ -125,15 +126,6 @@ pub struct DbNode {
     /// every connection, from clients and peers alike, must present a
     /// certificate of the cluster CA.
     tls: Option<bulwark_mtls::MutualTls>,
-}
-
-/// Which of a node's listeners a connection came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Listener {
-    /// The client API: every endpoint but Raft's.
-    Api,
-    /// Raft: `/raft/*` alone.
-    Raft,
 }
 
 /// Largest body a node accepts on `/raft/*` (append-entries, snapshot chunks).
@@ -400,88 +392,6 @@ impl DbNode {
                 Ok(())
             }
         }
-    }
-}
-
-/// Bind the listener of config key `key` on `addr`: the listener and the
-/// address it is bound to.
-async fn bind(key: &str, addr: &str) -> Result<(TcpListener, SocketAddr), DbError> {
-    let addr: SocketAddr = addr.parse().map_err(|e| DbError::Config(format!("{key}: {e}")))?;
-    let listener =
-        TcpListener::bind(addr).await.map_err(|source| DbError::Io { context: format!("binding {addr}"), source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| DbError::Io { context: format!("the address of the listener on {addr}"), source })?;
-    Ok((listener, local))
-}
-
-/// What serving one accepted connection needs.
-struct Serve {
-    state: Arc<NodeState>,
-    firewall: Arc<bulwark_firewall::Firewall>,
-    header_timeout: Duration,
-    tls: Option<bulwark_mtls::MutualTls>,
-}
-
-impl Serve {
-    /// Serve a connection accepted `on` one of the listeners, on a task of
-    /// its own. The firewall (`[firewall]`: ACL, rate and connection
-    /// limits) guards the API; Raft answers the peer secret alone.
-    fn connection(
-        &self,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-        on: Listener,
-        graceful: &hyper_util::server::graceful::GracefulShutdown,
-    ) {
-        let _ = stream.set_nodelay(true);
-        let permit = match on {
-            Listener::Raft => None,
-            Listener::Api => match self.firewall.admit(peer.ip()) {
-                Ok(p) => Some(p),
-                Err(refusal) => {
-                    tracing::info!(client = %peer, "connection refused: {}", refusal.reason());
-                    return;
-                }
-            },
-        };
-        let st = self.state.clone();
-        let fw = self.firewall.clone();
-        let svc = hyper::service::service_fn(move |req| {
-            let st = st.clone();
-            let limited = (on == Listener::Api).then(|| fw.check_rate(peer.ip()).err()).flatten();
-            async move {
-                if let Some(r) = limited {
-                    return Ok::<_, std::convert::Infallible>(ApiError::RateLimited(r).response());
-                }
-                Ok(match on {
-                    Listener::Api => st.handle(req).await,
-                    Listener::Raft => st.handle_raft(req).await,
-                })
-            }
-        });
-        let (tls, watcher, header_timeout) = (self.tls.clone(), graceful.watcher(), self.header_timeout);
-        tokio::spawn(async move {
-            // The TLS handshake counts against the header timeout: a silent
-            // client holds the permit no longer than one that sends no
-            // request head.
-            let stream = match &tls {
-                None => bulwark_mtls::Stream::Plain(stream),
-                Some(tls) => match tls.accept(stream, header_timeout).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::info!(client = %peer, "TLS handshake refused: {e}");
-                        return;
-                    }
-                },
-            };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), svc);
-            let _ = watcher.watch(conn).await;
-            drop(permit);
-        });
     }
 }
 
