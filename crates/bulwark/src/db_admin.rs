@@ -57,8 +57,8 @@ pub enum DataCommand {
     },
     /// Make a new node's data dir from a backup: started, it is the primary
     /// of a one-node cluster holding the backup; add the others with
-    /// `add-node`. The node's id, address and data dir come from -c unless
-    /// given.
+    /// `add-node`. The node's id, addresses and data dir come from -c
+    /// unless given.
     Restore {
         #[arg(long)]
         from: PathBuf,
@@ -66,9 +66,12 @@ pub enum DataCommand {
         data_dir: Option<PathBuf>,
         #[arg(long)]
         node_id: Option<u64>,
-        /// host:port peers and clients will use for the node.
+        /// host:port clients will use for the node's API.
         #[arg(long)]
         address: Option<String>,
+        /// host:port the other nodes will dial for Raft.
+        #[arg(long)]
+        raft_address: Option<String>,
         /// Remove what a node keeps in the data dir first.
         #[arg(long)]
         force: bool,
@@ -172,7 +175,7 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
             let _ = std::io::stdout().flush();
             Ok(0)
         }
-        DataCommand::Restore { from, data_dir, node_id, address, force, to_time, to_index, archive } => {
+        DataCommand::Restore { from, data_dir, node_id, address, raft_address, force, to_time, to_index, archive } => {
             let file = config
                 .as_deref()
                 .map(|p| bulwark_config::load::<bulwark_config::db::DbConfig>(p).map_err(|e| anyhow::anyhow!("{e}")))
@@ -188,6 +191,12 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
             if address.ends_with(":0") {
                 bail!("the node's address {address} has port 0: give the node a fixed `listen` port or `advertise`, or pass --address");
             }
+            let raft_address = raft_address
+                .or_else(|| file.as_ref().map(|c| c.raft_advertise.clone().unwrap_or_else(|| c.raft_listen.clone())))
+                .context("pass --raft-address or -c <db.toml>")?;
+            if raft_address.ends_with(":0") {
+                bail!("the node's Raft address {raft_address} has port 0: give the node a fixed `raft_listen` port or `raft_advertise`, or pass --raft-address");
+            }
             if archive.is_some() && to_time.is_none() && to_index.is_none() {
                 bail!("--archive is for a point-in-time restore: pass --to-time or --to-index too");
             }
@@ -197,11 +206,11 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
                     max_steps: file.as_ref().map_or(bulwark_config::db::DEFAULT_MAX_WRITE_STEPS, |c| c.max_write_steps),
                 };
                 let done = bulwark_db::replay::restore_to(
-                    &from, &archive, target, &data_dir, node_id, &address, limits, force,
+                    &from, &archive, target, &data_dir, node_id, &address, &raft_address, limits, force,
                 )
                 .await?;
                 let line = serde_json::json!({
-                    "data_dir": data_dir, "node_id": node_id, "address": address,
+                    "data_dir": data_dir, "node_id": node_id, "address": address, "raft_address": raft_address,
                     "log_term": done.restored.log_term, "log_index": done.restored.log_index,
                     "time_ms": done.restored.time_ms, "backup_log_index": done.backup.log_index,
                     "entries_replayed": done.entries_replayed, "stopped": done.stopped,
@@ -209,9 +218,9 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
                 println!("{line}");
                 return Ok(0);
             }
-            let rec = backup_tool::restore(&from, &data_dir, node_id, &address, force).await?;
+            let rec = backup_tool::restore(&from, &data_dir, node_id, &address, &raft_address, force).await?;
             let line = serde_json::json!({
-                "data_dir": data_dir, "node_id": node_id, "address": address,
+                "data_dir": data_dir, "node_id": node_id, "address": address, "raft_address": raft_address,
                 "log_term": rec.log_term, "log_index": rec.log_index, "time_ms": rec.time_ms,
             });
             println!("{line}");

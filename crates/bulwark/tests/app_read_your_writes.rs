@@ -67,17 +67,15 @@ fn inside_netns() {
     let boot = bulwark_db::Client::new([n1.addr.to_string()], SECRET);
     wait_until("node 1 primary", || n1.status().is_some_and(|s| s.role == "primary"));
     let n2 = DbProc::start(2, "127.0.0.12", false, "");
-    rt.block_on(boot.add_node(2, &n2.addr.to_string(), true)).unwrap();
+    n2.join(&rt, &boot, true);
     let n3 = {
         let data = tempfile::tempdir().unwrap();
-        let cfg = config(3, "127.0.0.13:0", data.path(), false, "read_wait = \"1s\"")
+        let cfg = config(3, "127.0.0.13:0", "127.0.0.13:0", data.path(), false, "read_wait = \"1s\"")
             .replace("election_timeout = \"400ms\"", "election_timeout = \"20s\"")
             .replace("write_timeout = \"3s\"", "write_timeout = \"30s\"");
-        let p = Process::start("db", &cfg);
-        let addr = p.addr("api");
-        DbProc { id: 3, ip: "127.0.0.13".into(), data, proc: Some(p), addr, extra: String::new() }
+        DbProc::running(3, "127.0.0.13", data, Process::start("db", &cfg), "")
     };
-    rt.block_on(boot.add_node(3, &n3.addr.to_string(), true)).unwrap();
+    n3.join(&rt, &boot, true);
     let app1 = app("app1", &[&n1, &n2, &n3]);
     let app2 = app("app2", &[&n3]);
     assert_eq!(call(&app1, "GET", "/api/messages", None, "").status, 200);

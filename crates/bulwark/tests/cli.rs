@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 fn a_one_shot_command_with_a_closed_stdout_ends_by_sigpipe_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("db.toml");
-    std::fs::write(&cfg, "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n")
+    std::fs::write(&cfg, "node_id = 1\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n")
         .unwrap();
     // A pipe whose read end is closed before the command starts.
     let (read, write) = nix::unistd::pipe().unwrap();

@@ -203,7 +203,7 @@ fn a_backup_under_load_restores_into_a_new_cluster() {
     let busy = c.node(2).data.path().to_str().unwrap().to_string();
     let refused = Command::new(env!("CARGO_BIN_EXE_bulwark"))
         .args(["db", "restore", "--from", file.to_str().unwrap(), "--data-dir", &busy, "--node-id", "9"])
-        .args(["--address", "127.0.0.1:1"])
+        .args(["--address", "127.0.0.1:1", "--raft-address", "127.0.0.1:2"])
         .output()
         .unwrap();
     assert!(!refused.status.success());
@@ -211,6 +211,7 @@ fn a_backup_under_load_restores_into_a_new_cluster() {
 
     let data = tempfile::tempdir().unwrap();
     let address = free_port("127.0.0.1");
+    let raft_address = std::iter::repeat_with(|| free_port("127.0.0.1")).find(|a| *a != address).unwrap();
     let out = bulwark_db(&[
         "restore",
         "--from",
@@ -221,16 +222,18 @@ fn a_backup_under_load_restores_into_a_new_cluster() {
         "1",
         "--address",
         &address,
+        "--raft-address",
+        &raft_address,
     ]);
     let restored: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(restored["log_index"].as_u64(), Some(index), "{restored}");
-    let p = bulwark_testkit::Process::start("db", &config(1, &address, data.path(), false, ""));
-    let new = DbProc { id: 1, ip: "127.0.0.1".into(), data, addr: p.addr("api"), proc: Some(p), extra: String::new() };
+    let p = bulwark_testkit::Process::start("db", &config(1, &address, &raft_address, data.path(), false, ""));
+    let new = DbProc::running(1, "127.0.0.1", data, p, "");
     wait_until("the restored node is a primary", || new.status().is_some_and(|s| s.role == "primary" && s.quorum));
     // A second node joins the new cluster from its snapshot.
     let joiner = DbProc::start(2, "127.0.0.1", false, "");
     let client = bulwark_db::Client::new([new.addr.to_string()], SECRET);
-    rt.block_on(client.add_node(2, &joiner.addr.to_string(), true)).expect("add voter");
+    joiner.join(&rt, &client, true);
     let w = rt
         .block_on(client.execute(&[bulwark_db::Statement::new("INSERT INTO w (seq, payload) VALUES (-1, 'new')")]))
         .unwrap();

@@ -55,10 +55,9 @@ fn full_disk_inside_mount_namespace() {
     // Mode 0700: a data dir shared with every user (1777, tmpfs's default)
     // is refused.
     sh("mount", &["-t", "tmpfs", "-o", "size=12m,mode=0700", "tmpfs", &dir]);
-    let p = Process::start("db", &config(3, "127.0.0.1:0", data.path(), false, ""));
-    let addr = p.addr("api");
-    let mut victim = DbProc { id: 3, ip: "127.0.0.1".into(), data, proc: Some(p), addr, extra: String::new() };
-    rt.block_on(c.client.add_node(3, &addr.to_string(), true)).expect("add voter 3");
+    let p = Process::start("db", &config(3, "127.0.0.1:0", "127.0.0.1:0", data.path(), false, ""));
+    let mut victim = DbProc::running(3, "127.0.0.1", data, p, "");
+    victim.join(&rt, &c.client, true);
     wait_until("node 3 is a replica", || victim.status().is_some_and(|s| s.role == "replica"));
 
     exec(&rt, &c.client, "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL)", vec![]);

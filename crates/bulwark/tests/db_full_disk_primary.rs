@@ -63,15 +63,14 @@ fn full_disk_inside_mount_namespace() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_str().unwrap().to_string();
     sh("mount", &["-t", "tmpfs", "-o", "size=12m,mode=0700", "tmpfs", &dir]);
-    let p = Process::start("db", &config(1, "127.0.0.1:0", data.path(), true, ""));
-    let addr = p.addr("api");
-    let mut first = DbProc { id: 1, ip: "127.0.0.1".into(), data, proc: Some(p), addr, extra: String::new() };
-    let boot = bulwark_db::Client::new([addr.to_string()], SECRET);
+    let p = Process::start("db", &config(1, "127.0.0.1:0", "127.0.0.1:0", data.path(), true, ""));
+    let mut first = DbProc::running(1, "127.0.0.1", data, p, "");
+    let boot = bulwark_db::Client::new([first.addr.to_string()], SECRET);
     wait_until("node 1 is primary", || first.status().is_some_and(|s| s.role == "primary"));
     let mut others = Vec::new();
     for id in [2, 3] {
         let n = DbProc::start(id, "127.0.0.1", false, "");
-        rt.block_on(boot.add_node(id, &n.addr.to_string(), true)).expect("add voter");
+        n.join(&rt, &boot, true);
         others.push(n);
     }
     let all: Vec<String> = std::iter::once(&first).chain(&others).map(|n| n.addr.to_string()).collect();

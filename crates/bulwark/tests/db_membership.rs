@@ -43,7 +43,7 @@ fn learner_joins_from_a_snapshot_and_nodes_leave_online() {
 
     // A fresh node can only catch up from the snapshot: the log is gone.
     let learner = DbProc::start(4, "127.0.0.1", false, "snapshot_every = 20");
-    let s = rt.block_on(c.client.add_node(4, &learner.addr.to_string(), false)).expect("add learner");
+    let s = learner.join(&rt, &c.client, false);
     assert!(s.members.iter().any(|m| m.id == 4 && !m.voter), "{:?}", s.members);
     wait_until("learner installed a snapshot and applied the last write", || {
         learner

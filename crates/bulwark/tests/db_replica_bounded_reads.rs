@@ -57,16 +57,15 @@ fn inside_netns() {
     // short the replica still counts the primary's last word as known
     // (within two leases, 24 s), so only the age of that word in its lag
     // stands between it and a stale answer.
-    let cfg = config(3, &format!("{}:0", ips[2]), std::path::Path::new("DATA"), false, "");
+    let any = format!("{}:0", ips[2]);
+    let cfg = config(3, &any, &any, std::path::Path::new("DATA"), false, "");
     let data = tempfile::tempdir().unwrap();
     let cfg = cfg
         .replace("election_timeout = \"400ms\"", "election_timeout = \"10s\"")
         .replace("write_timeout = \"3s\"", "write_timeout = \"10s\"")
         .replace("\"DATA\"", &format!("{:?}", data.path().display().to_string()));
-    let p = bulwark_testkit::Process::start("db", &cfg);
-    let addr = p.addr("api");
-    let replica = DbProc { id: 3, ip: ips[2].into(), data, proc: Some(p), addr, extra: String::new() };
-    rt.block_on(c.client.add_node(3, &addr.to_string(), true)).expect("add voter 3");
+    let replica = DbProc::running(3, ips[2], data, bulwark_testkit::Process::start("db", &cfg), "");
+    replica.join(&rt, &c.client, true);
 
     exec(&rt, &c.client, "CREATE TABLE t (v TEXT)", vec![]);
     let before = exec(&rt, &c.client, "INSERT INTO t VALUES ('before')", vec![]).token;

@@ -21,7 +21,8 @@ fn a_restarted_replica_refuses_votes_for_a_lease() {
     // the hold) comfortably outlasts the request below on a slow machine.
     let node = c.node_mut(replica);
     node.kill();
-    let cfg = config(replica, &node.addr.to_string(), node.data.path(), false, "")
+    let cfg = node
+        .config_again("")
         .replace("election_timeout = \"400ms\"", "election_timeout = \"20s\"")
         .replace("write_timeout = \"3s\"", "write_timeout = \"20s\"");
     node.proc = Some(Process::start("db", &cfg));
@@ -34,7 +35,7 @@ fn a_restarted_replica_refuses_votes_for_a_lease() {
             "last_log_id":{{"leader_id":{{"term":{t},"node_id":{candidate}}},"index":1000000}}}}"#,
         t = term + 1
     );
-    let r = c.node(replica).post("/raft/vote", &request);
+    let r = post(c.node(replica).raft_addr, "/raft/vote", &request, Some(SECRET));
     assert_eq!(r.status, 200, "{}", r.text());
     let answer: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(answer["Ok"]["vote_granted"], false, "a restarted replica granted a vote at once: {answer}");

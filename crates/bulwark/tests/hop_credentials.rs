@@ -44,16 +44,28 @@ fn each_hop_refuses_the_other_hops_secrets() {
         let auth = [("Authorization", bearer[hop].as_str())];
         assert_eq!(status(db, "POST", "/v1/execute", &auth, execute), want, "{hop} on /v1/execute");
     }
-    // Raft, membership and promote: the peer secret only. With it, a body
-    // that is not an RPC is refused as a bad request (past authorization).
-    for path in ["/raft/append", "/raft/vote", "/raft/snapshot", "/raft/elect", "/v1/members/add", "/v1/promote"] {
+    // Raft, membership and promote: the peer secret only, Raft on its own
+    // listener. With it, a body that is not an RPC is refused as a bad
+    // request (past authorization); the API does not serve Raft at all.
+    let raft = up.addr("db1.raft");
+    for (listener, path) in [
+        (raft, "/raft/append"),
+        (raft, "/raft/vote"),
+        (raft, "/raft/snapshot"),
+        (raft, "/raft/elect"),
+        (db, "/raft/vote"),
+        (db, "/v1/members/add"),
+        (db, "/v1/promote"),
+    ] {
         for (hop, want) in [("app-db", 403), ("monitor", 403), ("lb-web", 401), ("web-app", 401)] {
             let auth = [("Authorization", bearer[hop].as_str())];
-            assert_eq!(status(db, "POST", path, &auth, "not json"), want, "{hop} on {path}");
+            assert_eq!(status(listener, "POST", path, &auth, "not json"), want, "{hop} on {listener}{path}");
         }
     }
     let peer = [("Authorization", bearer["db-peer"].as_str())];
-    assert_eq!(status(db, "POST", "/raft/vote", &peer, "not json"), 400);
+    assert_eq!(status(raft, "POST", "/raft/vote", &peer, "not json"), 400);
+    assert_eq!(status(db, "POST", "/raft/vote", &peer, "not json"), 404);
+    assert_eq!(status(raft, "POST", "/v1/query", &peer, query), 404);
     // Status and metrics: the monitoring token reads them.
     let monitor = [("Authorization", bearer["monitor"].as_str())];
     assert_eq!(status(db, "GET", "/v1/status", &monitor, ""), 200);

@@ -187,7 +187,7 @@ fn a_database_node_creates_its_data_dir_private() {
     let base = tempfile::tempdir().unwrap();
     let data = base.path().join("db1");
     let cfg = format!(
-        "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nsecret = \"0123456789abcdef-secret\"\nbootstrap = true\n",
+        "node_id = 1\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nsecret = \"0123456789abcdef-secret\"\nbootstrap = true\n",
         data.display()
     );
     let mut db = Process::start("db", &cfg);

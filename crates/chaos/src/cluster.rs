@@ -110,7 +110,10 @@ pub struct DbNode {
     pub id: u64,
     pub name: String,
     pub host: String,
+    /// The client API.
     pub addr: SocketAddr,
+    /// The Raft listener (`port_base` + 50 + i).
+    pub raft: SocketAddr,
 }
 
 pub struct Cluster {
@@ -283,13 +286,15 @@ impl Cluster {
                 ("server2".into(), vec!["db2".into()]),
             ],
         };
-        let db3 =
-            if stack.floating().is_empty() { ("lb1", "198.18.0.10:8112") } else { ("server3", "198.18.0.14:8112") };
-        let dbs = vec![
-            DbNode { id: 1, name: "db1".into(), host: "server1".into(), addr: "198.18.0.11:8110".parse().unwrap() },
-            DbNode { id: 2, name: "db2".into(), host: "server2".into(), addr: "198.18.0.12:8111".parse().unwrap() },
-            DbNode { id: 3, name: "db3".into(), host: db3.0.into(), addr: db3.1.parse().unwrap() },
-        ];
+        let db3 = if stack.floating().is_empty() { ("lb1", "198.18.0.10") } else { ("server3", "198.18.0.14") };
+        let db = |id: u64, host: &str, ip: &str| DbNode {
+            id,
+            name: format!("db{id}"),
+            host: host.into(),
+            addr: format!("{ip}:{}", 8109 + id).parse().unwrap(),
+            raft: format!("{ip}:{}", 8129 + id).parse().unwrap(),
+        };
+        let dbs = vec![db(1, "server1", "198.18.0.11"), db(2, "server2", "198.18.0.12"), db(3, db3.0, db3.1)];
         net::setup(&hosts);
         let tmp = tempfile::Builder::new().prefix("bulwark-chaos-").tempdir().expect("tempdir");
         let root = tmp.path().to_path_buf();
@@ -359,11 +364,14 @@ impl Cluster {
             std::panic::resume_unwind(e);
         }
         c.same_public_port();
-        // Mutual TLS is on: a database node answers no plain HTTP.
+        // Mutual TLS is on: a database node answers no plain HTTP, on its
+        // API or its Raft listener.
         for d in &c.dbs {
             let auth = format!("Bearer {SECRET}");
-            let plain = bulwark_testkit::request(d.addr, "GET", "/v1/status", &[("Authorization", &auth)], b"");
-            assert!(!plain.as_ref().is_ok_and(|r| r.status != 0), "{} answers plain HTTP: {plain:?}", d.name);
+            for (addr, path) in [(d.addr, "/v1/status"), (d.raft, "/raft/vote")] {
+                let plain = bulwark_testkit::request(addr, "GET", path, &[("Authorization", &auth)], b"");
+                assert!(!plain.as_ref().is_ok_and(|r| r.status != 0), "{} answers plain HTTP: {plain:?}", d.name);
+            }
         }
         eprintln!("chaos: {:?} stack up in {:.1} s ({})", stack, started.elapsed().as_secs_f64(), c.root.display());
         c

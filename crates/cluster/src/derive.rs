@@ -155,6 +155,11 @@ fn extra_lb_processes(
         .collect()
 }
 
+/// A db role's Raft listener (every placed db role has one).
+fn raft_addr(p: &Placed) -> std::net::SocketAddr {
+    p.raft.unwrap_or_else(|| std::net::SocketAddr::new(p.addr.ip(), 0))
+}
+
 /// Every role of `t` (or only those on `host`) with its config text.
 pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<DerivedRole> {
     let dbs = t.of_kind(RoleKind::Db);
@@ -178,6 +183,7 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
             RoleKind::Db => {
                 let _ = writeln!(c, "role = \"db\"\nnode_id = {}", node_id.unwrap_or(1));
                 let _ = writeln!(c, "listen = \"{}\"", p.addr);
+                let _ = writeln!(c, "raft_listen = \"{}\"", raft_addr(&p));
                 let _ = writeln!(c, "data_dir = {}", q(&files.data_dir.join(&p.name)));
                 let _ = writeln!(c, "secret_file = {}", q(&files.secret(Hop::AppDb)));
                 let _ = writeln!(c, "peer_secret_file = {}", q(&files.secret(Hop::DbPeer)));
@@ -186,7 +192,13 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 // Every initial voter may bootstrap: the cluster forms once.
                 let _ = writeln!(c, "bootstrap = true");
                 for (i, d) in dbs.iter().enumerate() {
-                    let _ = writeln!(c, "[[peer]]\nid = {}\naddress = \"{}\"", i + 1, d.addr);
+                    let _ = writeln!(
+                        c,
+                        "[[peer]]\nid = {}\naddress = \"{}\"\nraft_address = \"{}\"",
+                        i + 1,
+                        d.addr,
+                        raft_addr(d)
+                    );
                 }
             }
             RoleKind::App => {
@@ -364,6 +376,19 @@ mod tests {
         assert!(lb.config.contains("redirect_https_port = 8082"), "{}", lb.config);
         let db3 = roles.iter().find(|r| r.placed.name == "db3").unwrap();
         assert_eq!(db3.node_id, Some(3));
+        // Raft on its own port (base+50+i), and every peer's two addresses.
+        let db3: bulwark_config::db::DbConfig = bulwark_config::from_str(&db3.config, "db3").unwrap();
+        assert_eq!((db3.listen.as_str(), db3.raft_listen.as_str()), ("127.0.0.1:8112", "127.0.0.1:8132"));
+        let peers: Vec<(&str, &str)> =
+            db3.peers.iter().map(|p| (p.address.as_str(), p.raft_address.as_str())).collect();
+        assert_eq!(
+            peers,
+            [
+                ("127.0.0.1:8110", "127.0.0.1:8130"),
+                ("127.0.0.1:8111", "127.0.0.1:8131"),
+                ("127.0.0.1:8112", "127.0.0.1:8132")
+            ]
+        );
         assert_eq!(derive(&t, &files, Some("server1")).len(), 3);
         // Each role names exactly the secrets of its hops: the lb never
         // the database's.

@@ -2,8 +2,10 @@
 //!
 //! ```toml
 //! node_id = 1                          # unique, >= 1, never reused
-//! listen = "127.0.0.1:7001"            # HTTP API and replication (port 0 = any free port)
-//! advertise = "127.0.0.1:7001"         # address peers and clients use (default: the bound listen address)
+//! listen = "127.0.0.1:7001"            # the client API (port 0 = any free port)
+//! advertise = "127.0.0.1:7001"         # address clients use (default: the bound listen address)
+//! raft_listen = "127.0.0.1:7101"       # Raft between the db nodes, apart from the API (port 0 = any free port)
+//! raft_advertise = "127.0.0.1:7101"    # address peers dial for Raft (default: the bound raft_listen address)
 //! data_dir = "/var/lib/bulwark/db1"    # SQLite database, Raft log ("binary log"), snapshots
 //! secret_file = "/etc/bulwark/app-db.secret"     # clients (app servers): SQL API; or secret = "..." (16+ characters)
 //! peer_secret_file = "/etc/bulwark/db-peer.secret" # other db nodes: Raft, membership, promote (default: secret)
@@ -17,11 +19,17 @@
 //!
 //! [[peer]]                             # the initial voters (this node may be listed too)
 //! id = 2
-//! address = "127.0.0.1:7002"
+//! address = "127.0.0.1:7002"           # its client API
+//! raft_address = "127.0.0.1:7102"      # its Raft listener
 //! [[peer]]
 //! id = 3
 //! address = "127.0.0.1:7003"
+//! raft_address = "127.0.0.1:7103"
 //! ```
+//!
+//! Raft has a listener of its own so that a firewall can let only the
+//! database nodes reach it: it serves `/raft/*` alone and takes only the
+//! peer secret; the API listener serves everything else and never Raft.
 //!
 //! A node with an empty data dir that is not bootstrapping waits until the
 //! primary adds it (`bulwark db add-node`), then receives a snapshot.
@@ -40,12 +48,22 @@ pub struct DbConfig {
     pub role: Option<String>,
     /// Raft node id: unique in the cluster, at least 1.
     pub node_id: u64,
-    /// Listen address of the HTTP API (clients and replication).
+    /// Listen address of the client API (SQL, status, membership, and the
+    /// writes other nodes forward to the primary).
     pub listen: String,
-    /// `host:port` other nodes and clients use to reach this node. Defaults
-    /// to the bound listen address (required when listening on 0.0.0.0/::).
+    /// `host:port` clients (and nodes forwarding to the primary) use to
+    /// reach this node's API. Defaults to the bound listen address
+    /// (required when listening on 0.0.0.0/::).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
+    /// Listen address of Raft between the database nodes (`/raft/*`
+    /// only, peer secret only), apart from the API so that a firewall can
+    /// allow it between the database nodes alone.
+    pub raft_listen: String,
+    /// `host:port` the other nodes dial for Raft. Defaults to the bound
+    /// `raft_listen` address (required when it is 0.0.0.0/::).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_advertise: Option<String>,
     /// Directory of the SQLite database, the Raft log and snapshots.
     pub data_dir: PathBuf,
     /// Secret of the database's clients (the app servers), sent as
@@ -174,8 +192,10 @@ fn default_header_timeout() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct Peer {
     pub id: u64,
-    /// `host:port` of the peer's API.
+    /// `host:port` of the peer's client API.
     pub address: String,
+    /// `host:port` of the peer's Raft listener (its `raft_advertise`).
+    pub raft_address: String,
 }
 
 fn yes() -> bool {
@@ -220,15 +240,13 @@ impl Validate for DbConfig {
         if self.node_id == 0 {
             v.error("node_id", "must be at least 1");
         }
-        check_bind(v, "listen", &self.listen);
-        if let Some(a) = &self.advertise {
-            check_host_port(v, "advertise", a);
-            if a.ends_with(":0") {
-                v.error("advertise", "must name a real port, not 0");
-            }
-        } else if let Ok(addr) = self.listen.parse::<std::net::SocketAddr>() {
-            if addr.ip().is_unspecified() {
-                v.error("advertise", "required when `listen` is a wildcard address (peers need a reachable address)");
+        check_listener(v, ("listen", &self.listen), ("advertise", self.advertise.as_deref()));
+        check_listener(v, ("raft_listen", &self.raft_listen), ("raft_advertise", self.raft_advertise.as_deref()));
+        if let (Ok(api), Ok(raft)) =
+            (self.listen.parse::<std::net::SocketAddr>(), self.raft_listen.parse::<std::net::SocketAddr>())
+        {
+            if api.port() != 0 && api == raft {
+                v.error("raft_listen", "must differ from `listen`: Raft and the API have listeners of their own");
             }
         }
         if self.data_dir.as_os_str().is_empty() {
@@ -270,9 +288,11 @@ impl Validate for DbConfig {
                     if !ids.insert(p.id) {
                         v.error("id", format!("node id {} is listed twice", p.id));
                     }
-                    check_host_port(v, "address", &p.address);
-                    if p.address.ends_with(":0") && p.id != self.node_id {
-                        v.error("address", "must name a real port, not 0");
+                    for (key, address) in [("address", &p.address), ("raft_address", &p.raft_address)] {
+                        check_host_port(v, key, address);
+                        if address.ends_with(":0") && p.id != self.node_id {
+                            v.error(key, "must name a real port, not 0");
+                        }
                     }
                 });
             });
@@ -347,6 +367,29 @@ impl DbConfig {
     }
 }
 
+/// A listen address and the address advertised for it: the advertised one
+/// must name a real port, and a wildcard listener needs one.
+fn check_listener(
+    v: &mut Validator,
+    (listen_key, listen): (&str, &str),
+    (advertise_key, advertise): (&str, Option<&str>),
+) {
+    check_bind(v, listen_key, listen);
+    if let Some(a) = advertise {
+        check_host_port(v, advertise_key, a);
+        if a.ends_with(":0") {
+            v.error(advertise_key, "must name a real port, not 0");
+        }
+    } else if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        if addr.ip().is_unspecified() {
+            v.error(
+                advertise_key,
+                format!("required when `{listen_key}` is a wildcard address (peers need a reachable address)"),
+            );
+        }
+    }
+}
+
 /// A secret file's content, trimmed; at least 16 characters.
 fn read_secret_file(path: &std::path::Path) -> std::io::Result<Secret> {
     let s = std::fs::read_to_string(path)?.trim().to_string();
@@ -366,15 +409,18 @@ mod tests {
     const GOOD: &str = r#"
 node_id = 1
 listen = "127.0.0.1:0"
+raft_listen = "127.0.0.1:0"
 data_dir = "/tmp/db1"
 secret = "0123456789abcdef-secret"
 election_timeout = "500ms"
 [[peer]]
 id = 2
 address = "127.0.0.1:7002"
+raft_address = "127.0.0.1:7102"
 [[peer]]
 id = 3
 address = "db3.internal:7003"
+raft_address = "db3.internal:7103"
 "#;
 
     #[test]
@@ -394,6 +440,7 @@ address = "db3.internal:7003"
         let bad = r#"
 node_id = 0
 listen = "nowhere"
+raft_listen = "nowhere either"
 data_dir = ""
 secret = "short"
 heartbeat_interval = "200ms"
@@ -401,22 +448,34 @@ election_timeout = "300ms"
 [[peer]]
 id = 2
 address = "127.0.0.1:7002"
+raft_address = "127.0.0.1:7102"
 [[peer]]
 id = 2
 address = "bad address"
+raft_address = "127.0.0.1:0"
 "#;
         let e = crate::from_str::<DbConfig>(bad, "db.toml").unwrap_err();
         let keys: Vec<&str> = e.issues.iter().map(|i| i.key.as_str()).collect();
-        for k in ["node_id", "listen", "data_dir", "secret", "election_timeout", "peer[1].id", "peer[1].address"] {
+        for k in [
+            "node_id",
+            "listen",
+            "raft_listen",
+            "data_dir",
+            "secret",
+            "election_timeout",
+            "peer[1].id",
+            "peer[1].address",
+            "peer[1].raft_address",
+        ] {
             assert!(keys.contains(&k), "{k} missing in {keys:?}");
         }
         let line = e.issues.iter().find(|i| i.key == "peer[1].address").unwrap().line;
-        assert_eq!(line, Some(13));
+        assert_eq!(line, Some(15));
     }
 
     #[test]
     fn bounds_the_request_size() {
-        let base = "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
+        let base = "node_id = 1\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
         let e = crate::from_str::<DbConfig>(&format!("{base}max_request_bytes = 100000000\n"), "db.toml").unwrap_err();
         assert_eq!(e.issues[0].key, "max_request_bytes");
         assert!(e.issues[0].message.contains("at most 64 MiB"), "{:?}", e.issues[0]);
@@ -425,7 +484,7 @@ address = "bad address"
 
     #[test]
     fn snapshots_by_size_unless_a_count_is_given() {
-        let base = "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
+        let base = "node_id = 1\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
         let c = crate::from_str::<DbConfig>(base, "db.toml").unwrap();
         assert_eq!((c.snapshot_every, c.snapshot_log_bytes), (None, 64 << 20));
         let e = crate::from_str::<DbConfig>(&format!("{base}snapshot_log_bytes = 1000\n"), "db.toml").unwrap_err();
@@ -438,7 +497,7 @@ address = "bad address"
 
     #[test]
     fn bounds_the_steps_of_a_write() {
-        let base = "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
+        let base = "node_id = 1\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
         let c = crate::from_str::<DbConfig>(base, "db.toml").unwrap();
         assert_eq!(c.max_write_steps, DEFAULT_MAX_WRITE_STEPS);
         for bad in [0, MIN_MAX_WRITE_STEPS - 1, MAX_MAX_WRITE_STEPS + 1] {
@@ -452,7 +511,7 @@ address = "bad address"
 
     #[test]
     fn requires_exactly_one_secret_source() {
-        let none = "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\n";
+        let none = "node_id = 1\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n";
         let e = crate::from_str::<DbConfig>(none, "db.toml").unwrap_err();
         assert_eq!(e.issues[0].key, "secret");
         let both = format!("{none}secret = \"0123456789abcdef\"\nsecret_file = \"/x\"\n");
@@ -462,16 +521,34 @@ address = "bad address"
 
     #[test]
     fn wildcard_listen_needs_advertise() {
-        let t = "node_id = 1\nlisten = \"0.0.0.0:7001\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
+        let t = "node_id = 1\nlisten = \"0.0.0.0:7001\"\nraft_listen = \"[::]:7101\"\ndata_dir = \"d\"\n\
+                 secret = \"0123456789abcdef\"\n";
         let e = crate::from_str::<DbConfig>(t, "db.toml").unwrap_err();
-        assert_eq!(e.issues[0].key, "advertise");
-        let ok = format!("{t}advertise = \"10.0.0.1:7001\"\n");
+        let keys: Vec<&str> = e.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["advertise", "raft_advertise"]);
+        let ok = format!("{t}advertise = \"10.0.0.1:7001\"\nraft_advertise = \"10.0.0.1:7101\"\n");
         crate::from_str::<DbConfig>(&ok, "db.toml").unwrap();
     }
 
     #[test]
+    fn raft_listens_apart_from_the_api() {
+        let base = "node_id = 1\nlisten = \"127.0.0.1:7001\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
+        let e = crate::from_str::<DbConfig>(base, "db.toml").unwrap_err();
+        assert!(e.to_string().contains("raft_listen"), "{e}");
+        let same = format!("{base}raft_listen = \"127.0.0.1:7001\"\n");
+        let e = crate::from_str::<DbConfig>(&same, "db.toml").unwrap_err();
+        assert_eq!(e.issues[0].key, "raft_listen");
+        let c = crate::from_str::<DbConfig>(&format!("{base}raft_listen = \"127.0.0.1:7101\"\n"), "db.toml").unwrap();
+        assert_eq!((c.listen.as_str(), c.raft_listen.as_str()), ("127.0.0.1:7001", "127.0.0.1:7101"));
+        let peer_without_raft =
+            format!("{base}raft_listen = \"127.0.0.1:7101\"\n[[peer]]\nid = 2\naddress = \"h:7002\"\n");
+        let e = crate::from_str::<DbConfig>(&peer_without_raft, "db.toml").unwrap_err();
+        assert!(e.to_string().contains("raft_address"), "{e}");
+    }
+
+    #[test]
     fn tls_needs_all_three_files() {
-        let base = "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
+        let base = "node_id = 1\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
         let c = crate::from_str::<DbConfig>(base, "db.toml").unwrap();
         assert_eq!(c.tls(), None);
         let e = crate::from_str::<DbConfig>(&format!("{base}tls_cert = \"c.pem\"\n"), "db.toml").unwrap_err();
@@ -494,7 +571,7 @@ address = "bad address"
         let dir = std::env::temp_dir().join(format!("bulwark-db-secret-{}", std::process::id()));
         std::fs::write(&dir, "  0123456789abcdef-file\n").unwrap();
         let t =
-            format!("node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret_file = \"{}\"\n", dir.display());
+            format!("node_id = 1\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret_file = \"{}\"\n", dir.display());
         let c: DbConfig = crate::from_str(&t, "db.toml").unwrap();
         assert_eq!(c.load_secret().unwrap().expose(), "0123456789abcdef-file");
         std::fs::remove_file(&dir).unwrap();

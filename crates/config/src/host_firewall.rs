@@ -222,7 +222,7 @@ impl HostFirewall {
         }
         if self.allow_ssh && self.ssh_port != 0 {
             for p in t.placed() {
-                for a in [Some(p.addr), p.admin, p.https].into_iter().flatten() {
+                for (_, a) in p.listeners() {
                     if a.port() == self.ssh_port {
                         v.error(
                             "ssh_port",

@@ -258,7 +258,7 @@ mod secret_tests {
     /// config (what a log line or a panic would show) never has its value.
     #[test]
     fn no_config_prints_a_secret() {
-        let db = format!("node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"{SECRET}\"\n");
+        let db = format!("node_id = 1\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"{SECRET}\"\n");
         let app =
             format!("name = \"app1\"\nlisten = \"127.0.0.1:0\"\ndb_nodes = [\"127.0.0.1:1\"]\nsecret = \"{SECRET}\"\n");
         let web = format!("listen = [\"127.0.0.1:0\"]\nroot = \"/srv\"\nsecret = \"{SECRET}\"\n");
@@ -288,7 +288,7 @@ mod secret_tests {
     /// monitoring token still loads.
     #[test]
     fn per_hop_secrets_default_to_the_single_secret() {
-        let db = format!("node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"{SECRET}\"\n");
+        let db = format!("node_id = 1\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"{SECRET}\"\n");
         let single: db::DbConfig = from_str(&db, "db.toml").unwrap();
         assert_eq!(single.load_peer_secret().unwrap().expose(), SECRET);
         assert_eq!(single.load_monitor_token().unwrap(), None);
@@ -321,13 +321,14 @@ mod secret_tests {
     /// message does not repeat the value.
     #[test]
     fn a_bad_secret_is_named_by_file_line_and_key() {
-        let text = "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \" short-secret\"\n";
+        let text = "node_id = 1\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \" short-secret\"\n";
         let e = from_str::<db::DbConfig>(text, "db.toml").unwrap_err();
         let rendered = e.to_string();
-        assert!(rendered.starts_with("db.toml:4: secret: "), "{rendered}");
+        assert!(rendered.starts_with("db.toml:5: secret: "), "{rendered}");
         assert!(!rendered.contains("short-secret"), "{rendered}");
-        let text = "node_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = 12\n";
+        let text =
+            "node_id = 1\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = 12\n";
         let e = from_str::<db::DbConfig>(text, "db.toml").unwrap_err();
-        assert_eq!(e.issues[0].line, Some(4), "{e}");
+        assert_eq!(e.issues[0].line, Some(5), "{e}");
     }
 }

@@ -29,7 +29,8 @@ pub struct Topology {
     pub data_dir: PathBuf,
     /// Ports of instances without an explicit `port` are derived from this:
     /// the i-th lb of a machine: base+3i (http), +1 (admin), +2 (https); web base+10+i, app
-    /// base+20+i, db base+30+i. `0` picks free ports.
+    /// base+20+i, db base+30+i (API) and base+50+i (Raft); the backup status
+    /// listener base+40. `0` picks free ports.
     #[serde(default = "default_port_base")]
     pub port_base: u16,
     #[serde(default)]
@@ -229,6 +230,7 @@ impl RoleKind {
         }
     }
 
+    /// Offset of the i-th instance's main port from `port_base`.
     fn port_offset(self) -> u16 {
         match self {
             RoleKind::Lb => 0,
@@ -238,6 +240,9 @@ impl RoleKind {
         }
     }
 }
+
+/// Offset of the i-th db instance's Raft port from `port_base`.
+const RAFT_PORT_OFFSET: u16 = 50;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,6 +259,10 @@ pub struct RoleInstance {
     /// lb only: the HTTPS port (default: port + 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https_port: Option<u16>,
+    /// db only: the Raft port (default: derived from `port_base`,
+    /// base+50+i).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_port: Option<u16>,
 }
 
 /// A role instance with its resolved addresses.
@@ -268,13 +277,36 @@ pub struct Placed {
     pub admin: Option<SocketAddr>,
     /// lb HTTPS listener (when `lb.tls`).
     pub https: Option<SocketAddr>,
+    /// db Raft listener (the other db nodes only).
+    pub raft: Option<SocketAddr>,
+}
+
+impl Placed {
+    /// Every listener of the instance with what it is: the main one, then
+    /// the admin, HTTPS or Raft listener it has.
+    pub fn listeners(&self) -> impl Iterator<Item = (&'static str, SocketAddr)> {
+        [
+            ("listener", Some(self.addr)),
+            ("admin listener", self.admin),
+            ("https listener", self.https),
+            ("raft listener", self.raft),
+        ]
+        .into_iter()
+        .filter_map(|(what, a)| Some((what, a?)))
+    }
 }
 
 impl Topology {
     /// The classic two-server site on one machine.
     pub fn default_localhost() -> Topology {
-        let r =
-            |name: &str, kind| RoleInstance { name: name.into(), kind, port: None, admin_port: None, https_port: None };
+        let r = |name: &str, kind| RoleInstance {
+            name: name.into(),
+            kind,
+            port: None,
+            admin_port: None,
+            https_port: None,
+            raft_port: None,
+        };
         Topology {
             role: None,
             name: default_name(),
@@ -340,6 +372,10 @@ impl Topology {
                 let admin = (kind == RoleKind::Lb).then(|| SocketAddr::new(h.address, r.admin_port.unwrap_or(plus(1))));
                 let https =
                     (kind == RoleKind::Lb && self.lb.tls).then(|| SocketAddr::new(ip, r.https_port.unwrap_or(plus(2))));
+                let raft = (kind == RoleKind::Db).then(|| {
+                    let derived = self.port_base.saturating_add(RAFT_PORT_OFFSET).saturating_add(step);
+                    SocketAddr::new(ip, r.raft_port.unwrap_or(if self.port_base == 0 { 0 } else { derived }))
+                });
                 out.push(Placed {
                     name: r.name.clone(),
                     kind,
@@ -347,6 +383,7 @@ impl Topology {
                     addr: SocketAddr::new(ip, port),
                     admin,
                     https,
+                    raft,
                 });
             }
         }
@@ -396,7 +433,7 @@ impl Validate for Topology {
             v.scope("lb", |v| v.error("processes", "must be between 1 and 8"));
         }
         if self.port_base > 65000 {
-            v.error("port_base", "must be at most 65000 (derived ports go up to base+40)");
+            v.error("port_base", "must be at most 65000 (derived ports go up to base+50 and more)");
         }
         let mut hosts = HashSet::new();
         let mut names = HashSet::new();
@@ -419,6 +456,9 @@ impl Validate for Topology {
                                 }
                                 if r.https_port.is_some() && r.kind != RoleKind::Lb {
                                     v.error("https_port", "only lb instances have an HTTPS port");
+                                }
+                                if r.raft_port.is_some() && r.kind != RoleKind::Db {
+                                    v.error("raft_port", "only db instances have a Raft port");
                                 }
                             });
                         }
@@ -501,7 +541,7 @@ impl Validate for Topology {
         let machine = |host: &str| self.hosts.iter().find(|h| h.name == host).map(|h| h.address);
         let mut seen = HashSet::new();
         for p in self.placed() {
-            for a in [Some(p.addr), p.admin, p.https].into_iter().flatten() {
+            for (_, a) in p.listeners() {
                 if a.port() != 0 && !seen.insert((machine(&p.host), a)) {
                     v.error("host", format!("{} listens on {a}, which another role already uses", p.name));
                 }
@@ -529,6 +569,9 @@ mod tests {
         assert_eq!(find("app1").addr.port(), 8100);
         assert_eq!(find("db1").addr.port(), 8110);
         assert_eq!(find("db3").addr.port(), 8112);
+        assert_eq!(find("db1").raft.unwrap().port(), 8130);
+        assert_eq!(find("db3").raft.unwrap().port(), 8132);
+        assert_eq!(find("app1").raft, None);
         assert_eq!(find("db3").host, "lb1");
         assert_eq!(t.of_kind(RoleKind::Db).iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["db1", "db2", "db3"]);
     }

@@ -333,7 +333,11 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
     pub id: u64,
+    /// Its client API, what clients use.
     pub address: String,
+    /// Its Raft listener, what the other nodes dial.
+    #[serde(default)]
+    pub raft_address: String,
     pub voter: bool,
 }
 
@@ -352,7 +356,11 @@ pub struct ReplicationLag {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node_id: u64,
+    /// This node's client API, what clients use.
     pub address: String,
+    /// This node's Raft listener, what the other nodes dial.
+    #[serde(default)]
+    pub raft_address: String,
     /// `primary`, `replica` (voter), `learner` (async read replica),
     /// `candidate` or `detached` (not a member yet).
     pub role: String,
@@ -377,7 +385,10 @@ pub struct NodeStatus {
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     pub node_id: u64,
+    /// The new node's client API (`advertise`).
     pub address: String,
+    /// The new node's Raft listener (`raft_advertise`).
+    pub raft_address: String,
     /// Voter (replica that counts for the majority) or learner (async).
     #[serde(default)]
     pub voter: bool,

@@ -257,7 +257,7 @@ pub fn clear_data_dir(data_dir: &Path) -> Result<(), BackupError> {
 }
 
 /// Make the data dir `data_dir` (empty or missing) that of node `node_id`
-/// at `address`, the only member of a new cluster holding the database
+/// with its API at `address` and Raft at `raft_address`, the only member of a new cluster holding the database
 /// read from `backup` (already checked by the caller against its
 /// checksum; the database is checked here). See the module doc. Answers what the backup
 /// records.
@@ -266,6 +266,7 @@ pub async fn restore_data_dir(
     data_dir: &Path,
     node_id: NodeId,
     address: &str,
+    raft_address: &str,
 ) -> Result<Recorded, BackupError> {
     std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
     let found: Vec<String> = std::fs::read_dir(data_dir)
@@ -293,7 +294,7 @@ pub async fn restore_data_dir(
         let c = Connection::open(&tmp).map_err(sql(&tmp))?;
         let state = read_state(&c).map_err(sql(&tmp))?;
         let members: BTreeSet<NodeId> = [node_id].into();
-        let nodes: BTreeMap<NodeId, Node> = [(node_id, Node { addr: address.to_string() })].into();
+        let nodes: BTreeMap<NodeId, Node> = [(node_id, Node::new(address, raft_address))].into();
         let membership = StoredMembership::new(state.last, openraft::Membership::new(vec![members], nodes));
         meta_set(&c, "membership", &membership).map_err(sql(&tmp))?;
         // One file, no WAL beside it: the snapshot is this file alone.

@@ -278,8 +278,8 @@ pub fn open_backup(file: &Path) -> Result<Box<dyn Read>, ToolError> {
     }
 }
 
-/// Restore the backup `file` into `data_dir` for node `node_id` at
-/// `address` (see `backup::restore_data_dir`), after checking its
+/// Restore the backup `file` into `data_dir` for node `node_id` with its
+/// API at `address` and Raft at `raft_address` (see `backup::restore_data_dir`), after checking its
 /// checksum. With `force`, what a node keeps in `data_dir` is removed
 /// first; without it a non-empty data dir is refused.
 pub async fn restore(
@@ -287,6 +287,7 @@ pub async fn restore(
     data_dir: &Path,
     node_id: u64,
     address: &str,
+    raft_address: &str,
     force: bool,
 ) -> Result<Recorded, ToolError> {
     verify_checksum(file)?;
@@ -294,5 +295,5 @@ pub async fn restore(
         backup::clear_data_dir(data_dir)?;
     }
     let mut reader = open_backup(file)?;
-    Ok(backup::restore_data_dir(&mut reader, data_dir, node_id, address).await?)
+    Ok(backup::restore_data_dir(&mut reader, data_dir, node_id, address, raft_address).await?)
 }

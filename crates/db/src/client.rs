@@ -299,9 +299,17 @@ impl Client {
         decode(&self.to_primary("/v1/promote", &NodeRef { node_id }).await?)
     }
 
-    /// Add a node (voter or learner) online; returns the primary's status.
-    pub async fn add_node(&self, node_id: u64, address: &str, voter: bool) -> Result<NodeStatus, ClientError> {
-        let body = AddMember { node_id, address: address.to_string(), voter };
+    /// Add a node (voter or learner) online, known by its client API
+    /// `address` and its Raft listener `raft_address`; returns the
+    /// primary's status.
+    pub async fn add_node(
+        &self,
+        node_id: u64,
+        address: &str,
+        raft_address: &str,
+        voter: bool,
+    ) -> Result<NodeStatus, ClientError> {
+        let body = AddMember { node_id, address: address.to_string(), raft_address: raft_address.to_string(), voter };
         let status: NodeStatus = decode(&self.to_primary("/v1/members/add", &body).await?)?;
         self.learn_members(&status);
         Ok(status)

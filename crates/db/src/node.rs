@@ -4,6 +4,12 @@
 //! executes writes; voters are **replicas**, learners async read replicas.
 //! A primary that has not heard from a majority within the election
 //! timeout refuses writes, so an isolated old primary cannot accept any.
+//!
+//! A node has two listeners: the client API (`listen`: SQL, status,
+//! membership, probes, and the requests other nodes forward to the
+//! primary) and Raft (`raft_listen`: `/raft/*` only, for the peer secret
+//! only), so that a firewall can let only the database nodes reach Raft.
+//! Each serves only its own endpoints (`handle` and `handle_raft`).
 use crate::append_queue::AppendQueue;
 use crate::group_commit::GroupCommit;
 use crate::leader_acks::LeaderAcks;
@@ -11,7 +17,7 @@ use crate::log_store::{AppendedEntries, InlineSyncPause, LogStore};
 use crate::raft_types::{Node, NodeId, Raft};
 use crate::sql;
 use crate::state_machine::{Applied, ReadPool, StateMachine};
-use crate::transport::{AheadStats, HttpClient, RaftTransport, APPLIED_INDEX_HEADER, APPLIED_TIME_HEADER};
+use crate::transport::{AheadStats, HttpClient, RaftTransport};
 use crate::DbError;
 use bulwark_config::db::DbConfig;
 use bytes::Bytes;
@@ -19,7 +25,6 @@ use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use openraft::RaftMetrics;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -35,6 +40,7 @@ mod auth;
 mod backup;
 mod error;
 mod forward;
+mod listeners;
 mod membership;
 mod metrics;
 mod probes;
@@ -44,6 +50,7 @@ mod status;
 mod writes;
 
 use error::{ApiError, Retry};
+use listeners::{bind, Listener, Serve};
 
 /// Marks a request one node passed to the primary (never passed again).
 const FORWARDED_HEADER: &str = "x-bulwark-forwarded";
@@ -60,7 +67,10 @@ struct PrimaryHint {
 
 struct NodeState {
     id: NodeId,
+    /// This node's client API address, as clients and peers use it.
     address: String,
+    /// This node's Raft address, as peers dial it.
+    raft_address: String,
     raft: Raft,
     writes: GroupCommit,
     appends: AppendQueue,
@@ -69,7 +79,13 @@ struct NodeState {
     inline_sync: InlineSyncPause,
     /// The state machine, closed cleanly once Raft has stopped.
     database: StateMachine,
+    /// To the other nodes' API (writes, promote and membership changes
+    /// forwarded to the primary), from this node's API address.
     http: HttpClient,
+    /// To the other nodes' Raft listeners (`/raft/elect` of a leadership
+    /// transfer; the Raft transport has a clone), from this node's Raft
+    /// address.
+    raft_http: HttpClient,
     auth: auth::Credentials,
     hint: Mutex<Option<PrimaryHint>>,
     transferring: AtomicBool,
@@ -101,12 +117,15 @@ struct DbStats {
 
 /// A bound, running database node.
 pub struct DbNode {
+    /// The client API.
     listener: TcpListener,
+    /// Raft, from the other nodes only.
+    raft_listener: TcpListener,
     state: Arc<NodeState>,
     firewall: Arc<bulwark_firewall::Firewall>,
     header_timeout: Duration,
-    /// Mutual TLS of the API (`tls_cert`, `tls_key`, `tls_ca`): every
-    /// connection, from clients and peers alike, must present a
+    /// Mutual TLS of both listeners (`tls_cert`, `tls_key`, `tls_ca`):
+    /// every connection, from clients and peers alike, must present a
     /// certificate of the cluster CA.
     tls: Option<bulwark_mtls::MutualTls>,
 }
@@ -210,14 +229,10 @@ impl DbNode {
             .map_err(|e| DbError::Config(format!("tls: {e}")))?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| DbError::Io { context: format!("creating {}", config.data_dir.display()), source })?;
-        let listen: SocketAddr = config.listen.parse().map_err(|e| DbError::Config(format!("listen: {e}")))?;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| DbError::Io { context: format!("binding {listen}"), source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| DbError::Io { context: format!("the address of the listener on {listen}"), source })?;
+        let (listener, local) = bind("listen", &config.listen).await?;
         let address = config.advertise.clone().unwrap_or_else(|| local.to_string());
+        let (raft_listener, raft_local) = bind("raft_listen", &config.raft_listen).await?;
+        let raft_address = config.raft_advertise.clone().unwrap_or_else(|| raft_local.to_string());
 
         let mut log =
             LogStore::open(&config.data_dir, config.node_id).map_err(|e| DbError::Storage(format!("raft log: {e}")))?;
@@ -231,16 +246,18 @@ impl DbNode {
         let applied = sm.applied();
         let db_path = sm.db_path();
         let reads = Arc::new(ReadPool::new(db_path.clone(), config.read_connections));
-        let local_ip = (!local.ip().is_unspecified()).then_some(local.ip());
-        // To peers: Raft and forwarded requests carry the peer secret.
-        let http = HttpClient::new(peer_secret.expose(), local_ip, tls.clone());
+        // To peers: Raft and forwarded requests carry the peer secret, each
+        // from the address of its own listener.
+        let source = |a: SocketAddr| (!a.ip().is_unspecified()).then_some(a.ip());
+        let http = HttpClient::new(peer_secret.expose(), source(local), tls.clone());
+        let raft_http = HttpClient::new(peer_secret.expose(), source(raft_local), tls.clone());
         let rcfg = raft_config(&config)?;
         let lease = Duration::from_millis(rcfg.election_timeout_max);
         let ahead_stats = Arc::new(AheadStats::default());
         let leader_acks = Arc::new(LeaderAcks::default());
         let appended = log.appended_entries();
         let transport = RaftTransport {
-            http: http.clone(),
+            http: raft_http.clone(),
             applied: applied.clone(),
             id: config.node_id,
             appended: appended.clone(),
@@ -254,8 +271,8 @@ impl DbNode {
             .map_err(|e| DbError::Raft(e.to_string()))?;
         if fresh && config.bootstrap {
             let mut members: BTreeMap<NodeId, Node> =
-                config.peers.iter().map(|p| (p.id, Node { addr: p.address.clone() })).collect();
-            members.insert(config.node_id, Node { addr: address.clone() });
+                config.peers.iter().map(|p| (p.id, Node::new(&p.address, &p.raft_address))).collect();
+            members.insert(config.node_id, Node::new(&address, &raft_address));
             tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "bootstrapping a new cluster");
             if let Err(e) = raft.initialize(members).await {
                 tracing::warn!("initialize: {e}");
@@ -272,6 +289,7 @@ impl DbNode {
         let state = NodeState {
             id: config.node_id,
             address,
+            raft_address,
             raft,
             writes,
             appends,
@@ -280,6 +298,7 @@ impl DbNode {
             inline_sync,
             database,
             http,
+            raft_http,
             auth: auth::Credentials::new(&peer_secret, &client_secret, monitor_token.as_ref()),
             hint: Mutex::new(None),
             transferring: AtomicBool::new(false),
@@ -297,17 +316,33 @@ impl DbNode {
         let firewall = Arc::new(
             bulwark_firewall::Firewall::new(&config.firewall).map_err(|e| DbError::Config(format!("firewall: {e}")))?,
         );
-        Ok(DbNode { listener, state: Arc::new(state), firewall, header_timeout: config.header_timeout, tls })
+        Ok(DbNode {
+            listener,
+            raft_listener,
+            state: Arc::new(state),
+            firewall,
+            header_timeout: config.header_timeout,
+            tls,
+        })
     }
 
-    /// The listeners for the ready line: `api`.
+    /// The listeners for the ready line: `api`, then `raft`.
     pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
-        vec![("api".to_string(), self.listener.local_addr().expect("bound listener"))]
+        vec![
+            ("api".to_string(), self.listener.local_addr().expect("bound listener")),
+            ("raft".to_string(), self.raft_listener.local_addr().expect("bound listener")),
+        ]
     }
 
-    /// The address peers and clients use for this node.
+    /// The address clients (and peers forwarding to the primary) use for
+    /// this node's API.
     pub fn address(&self) -> &str {
         &self.state.address
+    }
+
+    /// The address the other nodes dial for Raft.
+    pub fn raft_address(&self) -> &str {
+        &self.state.raft_address
     }
 
     /// Serve until `shutdown` is cancelled, then drain connections (5 s at
@@ -322,12 +357,13 @@ impl DbNode {
     /// the node applies the same entry again.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DbError> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let DbNode { listener, state, firewall, header_timeout, tls } = self;
+        let DbNode { listener, raft_listener, state, firewall, header_timeout, tls } = self;
+        let serve = Serve { state: state.clone(), firewall, header_timeout, tls };
         let raft_stopped = raft_stopped(state.raft.metrics());
         tokio::pin!(raft_stopped);
         let mut failed = None;
         loop {
-            tokio::select! {
+            let (accepted, on) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 why = &mut raft_stopped => {
                     tracing::error!(
@@ -337,61 +373,18 @@ impl DbNode {
                     failed = Some(why);
                     break;
                 }
-                r = listener.accept() => {
-                    let (stream, peer) = match r {
-                        Ok(x) => x,
-                        Err(e) => {
-                            tracing::warn!("accept: {e}");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let permit = match firewall.admit(peer.ip()) {
-                        Ok(p) => p,
-                        Err(refusal) => {
-                            tracing::info!(client = %peer, "connection refused: {}", refusal.reason());
-                            continue;
-                        }
-                    };
-                    let st = state.clone();
-                    let fw = firewall.clone();
-                    let svc = hyper::service::service_fn(move |req| {
-                        let st = st.clone();
-                        let limited = fw.check_rate(peer.ip()).err();
-                        async move {
-                            if let Some(r) = limited {
-                                return Ok::<_, std::convert::Infallible>(ApiError::RateLimited(r).response());
-                            }
-                            Ok(st.handle(req).await)
-                        }
-                    });
-                    let (tls, watcher) = (tls.clone(), graceful.watcher());
-                    tokio::spawn(async move {
-                        // The TLS handshake counts against the header
-                        // timeout: a silent client holds the permit no
-                        // longer than one that sends no request head.
-                        let stream = match &tls {
-                            None => bulwark_mtls::Stream::Plain(stream),
-                            Some(tls) => match tls.accept(stream, header_timeout).await {
-                                Ok(s) => s,
-                                Err(e) => {
-                                    tracing::info!(client = %peer, "TLS handshake refused: {e}");
-                                    return;
-                                }
-                            },
-                        };
-                        let conn = hyper::server::conn::http1::Builder::new()
-                            .timer(hyper_util::rt::TokioTimer::new())
-                            .header_read_timeout(header_timeout)
-                            .serve_connection(TokioIo::new(stream), svc);
-                        let _ = watcher.watch(conn).await;
-                        drop(permit);
-                    });
+                r = listener.accept() => (r, Listener::Api),
+                r = raft_listener.accept() => (r, Listener::Raft),
+            };
+            match accepted {
+                Ok((stream, peer)) => serve.connection(stream, peer, on, &graceful),
+                Err(e) => {
+                    tracing::warn!("accept ({on:?} listener): {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
         }
-        drop(listener);
+        drop((listener, raft_listener));
         if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await.is_err() {
             tracing::warn!("connections still open after 5 s; closing them");
         }
@@ -459,9 +452,10 @@ fn query_param(uri: &http::Uri, key: &str) -> Option<String> {
 }
 
 impl NodeState {
-    /// The router: one line per endpoint, each served in the file of its
-    /// job (`probes`, `status`, `metrics`, `writes`, `reads`, `membership`,
-    /// `raft_rpc`).
+    /// The API's router: one line per endpoint, each served in the file of
+    /// its job (`probes`, `status`, `metrics`, `writes`, `reads`,
+    /// `membership`). Raft's endpoints are not served here: they have a
+    /// listener of their own (see `raft_rpc::handle_raft`).
     async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Resp {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
@@ -476,10 +470,6 @@ impl NodeState {
             return ApiError::Refused(refusal).response();
         }
         let forwarded = req.headers().contains_key(FORWARDED_HEADER);
-        let hint = (
-            req.headers().get(APPLIED_INDEX_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
-            req.headers().get(APPLIED_TIME_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
-        );
         if path.starts_with("/v1/backup") {
             return self.backup(req).await;
         }
@@ -489,7 +479,7 @@ impl NodeState {
             (&Method::POST, _) => {}
             _ => return ApiError::NotFound { method, path }.response(),
         }
-        let body = match self.read_body(req).await {
+        let body = match self.read_body(req, self.max_request_bytes).await {
             Ok(b) => b,
             Err(r) => return r,
         };
@@ -514,21 +504,16 @@ impl NodeState {
             "/v1/promote" => self.promote(body, forwarded).await,
             "/v1/members/add" => self.add_member(body, forwarded).await,
             "/v1/members/remove" => self.remove_member(body, forwarded).await,
-            "/raft/append" => self.raft_append(body, hint).await,
-            "/raft/vote" => self.raft_vote(body).await,
-            "/raft/snapshot" => self.raft_snapshot(body).await,
-            "/raft/elect" => self.raft_elect().await,
             _ => ApiError::NotFound { method, path }.response(),
         }
     }
 
-    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Resp> {
-        let too_large = || ApiError::TooLarge { limit: self.max_request_bytes }.response();
+    /// The request's body, at most `limit` bytes (the client limit on the
+    /// API; Raft's snapshot chunks and entry batches have their own).
+    async fn read_body(&self, req: Request<Incoming>, limit: usize) -> Result<Bytes, Resp> {
+        let too_large = || ApiError::TooLarge { limit }.response();
         let declared =
             req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        // Raft traffic (snapshot chunks, entry batches) is not bounded by
-        // the client limit.
-        let limit = if req.uri().path().starts_with("/raft/") { RAFT_BODY_LIMIT } else { self.max_request_bytes };
         if declared.is_some_and(|n| n > limit) {
             // Lingering close: read (and drop) what the client is still
             // sending — up to 16 MiB or 2 s — so the 413 reaches it instead

@@ -4,9 +4,48 @@ use crate::api::{Statement, StatementResult};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 
-/// Node ids are `u64`; a node is known by its API address.
+/// Node ids are `u64`.
 pub type NodeId = u64;
-pub type Node = openraft::BasicNode;
+
+/// A member of the cluster as the membership records it: two addresses,
+/// because Raft and the client API listen apart (so that a firewall can
+/// allow Raft between the database nodes only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// `host:port` of the client API: what clients, redirects and writes
+    /// forwarded to the primary use. Stored as `addr`, the one address a
+    /// member had when Raft shared the API's listener.
+    #[serde(rename = "addr")]
+    pub api_addr: String,
+    /// `host:port` of the Raft listener: what the other nodes dial for
+    /// Raft. Empty in a membership recorded before Raft had a listener of
+    /// its own; see [`Node::raft_addr`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub raft_addr: String,
+}
+
+impl Node {
+    pub fn new(api_addr: impl Into<String>, raft_addr: impl Into<String>) -> Node {
+        Node { api_addr: api_addr.into(), raft_addr: raft_addr.into() }
+    }
+
+    /// Where Raft reaches this member: its Raft address, or, for a member
+    /// recorded before Raft had a listener of its own, its API address
+    /// (where such a node served Raft).
+    pub fn raft_addr(&self) -> &str {
+        if self.raft_addr.is_empty() {
+            &self.api_addr
+        } else {
+            &self.raft_addr
+        }
+    }
+}
+
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "api {}, raft {}", self.api_addr, self.raft_addr())
+    }
+}
 
 /// One client transaction in a log entry: its statements run all or
 /// nothing, in their own savepoint.
@@ -101,4 +140,21 @@ pub(crate) fn storage_err(verb: openraft::ErrorVerb, e: impl std::fmt::Display) 
 /// Wall-clock Unix time in ms.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_names_its_api_and_raft_addresses_and_older_records_still_read() {
+        let member = Node::new("10.0.0.1:8110", "10.0.0.1:8130");
+        let json = serde_json::to_string(&member).unwrap();
+        assert_eq!(json, r#"{"addr":"10.0.0.1:8110","raft_addr":"10.0.0.1:8130"}"#);
+        assert_eq!(serde_json::from_str::<Node>(&json).unwrap(), member);
+        assert_eq!(member.raft_addr(), "10.0.0.1:8130");
+        // A membership recorded when Raft shared the API's listener.
+        let older: Node = serde_json::from_str(r#"{"addr":"10.0.0.1:8110"}"#).unwrap();
+        assert_eq!((older.api_addr.as_str(), older.raft_addr()), ("10.0.0.1:8110", "10.0.0.1:8110"));
+    }
 }

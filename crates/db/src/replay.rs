@@ -128,6 +128,7 @@ pub async fn restore_to(
     data_dir: &Path,
     node_id: u64,
     address: &str,
+    raft_address: &str,
     limits: WriteLimits,
     force: bool,
 ) -> Result<Replayed, ReplayError> {
@@ -148,7 +149,7 @@ pub async fn restore_to(
         Ok((backup, entries_replayed, stopped)) => {
             let db = work.join("data.db");
             match std::fs::File::open(&db) {
-                Ok(mut f) => backup::restore_data_dir(&mut f, data_dir, node_id, address)
+                Ok(mut f) => backup::restore_data_dir(&mut f, data_dir, node_id, address, raft_address)
                     .await
                     .map(|restored| Replayed { backup, restored, entries_replayed, stopped })
                     .map_err(ReplayError::from),

@@ -326,7 +326,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftTransport {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
-        let link = Link { addr: node.addr.clone(), http: self.http.clone(), applied: self.applied.clone() };
+        let link = Link { addr: node.raft_addr().to_string(), http: self.http.clone(), applied: self.applied.clone() };
         let ahead = Ahead::Ready { me: self.id, appended: self.appended.clone(), max: self.max_entries };
         let (stats, leader_acks) = (self.ahead_stats.clone(), self.leader_acks.clone());
         PeerConnection { target, link, peer_log: Arc::default(), ahead, stats, leader_acks }

@@ -21,10 +21,12 @@ pub enum Service {
     Web,
     /// An app server (from the web servers).
     App,
-    /// A database node's client API (from the apps).
+    /// A database node's client API: from the apps, and from the other db
+    /// nodes, which forward writes, promote and membership changes to the
+    /// primary over it.
     DbApi,
-    /// Database peer traffic: Raft and forwarded writes (from the other db
-    /// nodes). Today on the API's port.
+    /// Raft between the database nodes, on a listener of its own (from the
+    /// other db nodes only).
     DbPeer,
     /// The lb's polling of app and db nodes for the dashboard.
     Monitoring,
@@ -218,9 +220,12 @@ pub fn listeners(t: &Topology, fw: &HostFirewall) -> Vec<Listener> {
                 }
             }
             RoleKind::Db => {
-                out.push(tcp(p, Service::DbApi, p.addr, apps.clone()));
                 let others: Vec<Peer> = dbs.iter().filter(|d| d.who != p.name).cloned().collect();
-                out.push(tcp(p, Service::DbPeer, p.addr, others));
+                let api_callers: Vec<Peer> = apps.iter().chain(&others).cloned().collect();
+                out.push(tcp(p, Service::DbApi, p.addr, api_callers));
+                if let Some(raft) = p.raft {
+                    out.push(tcp(p, Service::DbPeer, raft, others));
+                }
                 if fw.monitoring {
                     out.push(tcp(p, Service::Monitoring, p.addr, lbs.clone()));
                 }
@@ -330,7 +335,7 @@ pub fn host_plan(t: &Topology, fw: &HostFirewall, name: &str) -> Result<HostPlan
                 Protocol::Vrrp => OutProtocol::Vrrp,
             };
             // One rule per destination, however many flows share it (the
-            // db API and the db peers share a port).
+            // db API serves apps and db peers alike).
             match out.iter_mut().find(|o: &&mut Outbound| o.to == to && o.protocol == protocol && o.port == l.port) {
                 Some(o) => o.why = format!("{}, {}", o.why, l.service.name()),
                 None => {

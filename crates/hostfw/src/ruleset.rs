@@ -102,8 +102,13 @@ fn listener_rules(l: &Listener, out: &mut String) {
                 let _ = write!(rule, "{kw} daddr {} ", set(&daddr));
             }
             if let Allowed::Only(v) = &l.from {
-                let saddr: Vec<String> =
-                    v.iter().filter(|p| Family::of(p.net.addr()) == family).map(|p| net(&p.net)).collect();
+                // Two callers on one machine are one address.
+                let mut saddr: Vec<String> = Vec::new();
+                for n in v.iter().filter(|p| Family::of(p.net.addr()) == family).map(|p| net(&p.net)) {
+                    if !saddr.contains(&n) {
+                        saddr.push(n);
+                    }
+                }
                 if saddr.is_empty() {
                     continue;
                 }

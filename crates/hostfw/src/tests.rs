@@ -105,16 +105,19 @@ fn every_flow_of_the_site_is_a_rule_on_the_host_it_reaches() {
         "ip daddr 10.0.0.11 ip saddr { 10.0.0.1, 10.0.0.2 } tcp dport 8090 accept comment \"web1 web from lb1 lb2\"",
         "ip daddr 10.0.0.11 ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport 8100 accept comment \"app1 app from web1 web2\"",
         "ip daddr 10.0.0.11 ip saddr { 10.0.0.1, 10.0.0.2 } tcp dport 8100 accept comment \"app1 monitoring from lb1 lb2\"",
-        // db API from the apps, peer traffic from the other db nodes.
-        "ip daddr 10.0.0.11 ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport 8110 accept comment \"db1 db api from app1 app2\"",
-        "ip daddr 10.0.0.11 ip saddr { 10.0.0.1, 10.0.0.12 } tcp dport 8110 accept comment \"db1 db peers from db2 db3\"",
+        // db API from the apps and the other db nodes (writes forwarded to
+        // the primary), Raft on its own port from the other db nodes only.
+        "ip daddr 10.0.0.11 ip saddr { 10.0.0.1, 10.0.0.11, 10.0.0.12 } tcp dport 8110 accept comment \"db1 db api from app1 app2 db2 db3\"",
+        "ip daddr 10.0.0.11 ip saddr { 10.0.0.1, 10.0.0.12 } tcp dport 8130 accept comment \"db1 db peers from db2 db3\"",
         "ip saddr 192.0.2.0/24 tcp dport 22 accept comment \"ssh ssh from ssh_from\"",
         "ip saddr 192.0.2.0/24 udp dport 161 accept comment \"allow_in[0] allow_in from operator\"",
         // Outbound: the flows this host starts, and the allow-list.
         "type filter hook output priority filter; policy drop;",
         "ip daddr 10.0.0.12 tcp dport 8101 accept comment \"to app2 app\"",
-        "ip daddr 10.0.0.12 tcp dport 8111 accept comment \"to db2 db api, db peers\"",
-        "ip daddr 10.0.0.1 tcp dport 8112 accept comment \"to db3 db api, db peers\"",
+        "ip daddr 10.0.0.12 tcp dport 8111 accept comment \"to db2 db api\"",
+        "ip daddr 10.0.0.12 tcp dport 8131 accept comment \"to db2 db peers\"",
+        "ip daddr 10.0.0.1 tcp dport 8112 accept comment \"to db3 db api\"",
+        "ip daddr 10.0.0.1 tcp dport 8132 accept comment \"to db3 db peers\"",
         "ip daddr 192.0.2.53 udp dport 53 accept comment \"to egress_allow[0]\"",
         "ip6 daddr 2001:db8::/32 tcp dport 443 accept comment \"to egress_allow[1]\"",
     ] {
@@ -133,7 +136,8 @@ fn every_flow_of_the_site_is_a_rule_on_the_host_it_reaches() {
         "ip saddr 10.0.0.2 meta l4proto vrrp accept comment \"www vrrp from lb2\"",
         "tcp dport { 8080, 8082 } ct state new add @public_rate4 { ip saddr limit rate over 20/second burst 40 packets } drop",
         "ip6 saddr & ffff:ffff:ffff:ffff:: limit rate over 20/second burst 40 packets",
-        "ip daddr 10.0.0.1 ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport 8112 accept comment \"db3 db api from app1 app2\"",
+        "ip daddr 10.0.0.1 ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport 8112 accept comment \"db3 db api from app1 app2 db1 db2\"",
+        "ip daddr 10.0.0.1 ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport 8132 accept comment \"db3 db peers from db1 db2\"",
         "ip daddr 10.0.0.2 meta l4proto vrrp accept comment \"to www vrrp\"",
         "ip daddr 224.0.0.18 meta l4proto vrrp accept comment \"to vrrp adverts\"",
         "ip daddr 10.0.0.11 tcp dport 8090 accept comment \"to web1 web\"",
@@ -168,7 +172,8 @@ fn the_lb_hosts_stay_out_of_the_database_without_monitoring() {
             Allowed::Anyone => vec!["anyone".into()],
         })
         .collect();
-    assert_eq!(db_sources, ["app1", "app2", "db2", "db3"]);
+    // The API from the apps and the db peers, Raft from the db peers.
+    assert_eq!(db_sources, ["app1", "app2", "db2", "db3", "db2", "db3"]);
     assert!(!plan.inbound.iter().any(|l| l.service == Service::Monitoring));
     let lb2 = rules(&t, &fw, "edge2");
     assert!(!lb2.contains("tcp dport 8110"), "{lb2}");

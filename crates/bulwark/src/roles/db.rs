@@ -37,8 +37,10 @@ pub enum DbCommand {
     /// Add a node to the running cluster (it catches up, then joins).
     AddNode {
         node: u64,
-        /// host:port of the new node's API.
+        /// host:port of the new node's API (its `advertise`).
         address: String,
+        /// host:port of the new node's Raft listener (its `raft_advertise`).
+        raft_address: String,
         /// Add as a non-voting async read replica.
         #[arg(long)]
         learner: bool,
@@ -202,8 +204,8 @@ fn admin(config: Option<PathBuf>, cmd: DbCommand) -> Result<i32> {
                 }
                 Err(anyhow::anyhow!("promote failed: {}", last.map(|e| e.to_string()).unwrap_or_default()))
             }
-            DbCommand::AddNode { node, address, learner, cluster } => {
-                let s = client(config, &cluster)?.add_node(node, &address, !learner).await?;
+            DbCommand::AddNode { node, address, raft_address, learner, cluster } => {
+                let s = client(config, &cluster)?.add_node(node, &address, &raft_address, !learner).await?;
                 println!("{}", serde_json::to_string_pretty(&s.members)?);
                 Ok(0)
             }

@@ -100,6 +100,9 @@ fn assign_free_ports(t: &mut Topology) -> Result<()> {
                 r.admin_port.get_or_insert(free(h.address)?);
                 r.https_port.get_or_insert(free(h.address)?);
             }
+            if r.kind == RoleKind::Db {
+                r.raft_port.get_or_insert(free(h.address)?);
+            }
         }
     }
     Ok(())
@@ -162,8 +165,7 @@ fn check_ports(roles: &[bulwark_cluster::derive::DerivedRole]) -> Result<()> {
     let mut taken = Vec::new();
     for r in roles {
         let p = &r.placed;
-        for (what, a) in [("listener", Some(p.addr)), ("admin listener", p.admin), ("https listener", p.https)] {
-            let Some(a) = a else { continue };
+        for (what, a) in p.listeners() {
             if a.port() != 0 && std::net::TcpListener::bind(a).is_err() {
                 taken.push(format!("{a} ({} {what})", p.name));
             }

@@ -19,31 +19,61 @@ pub struct DbProc {
     pub ip: String,
     pub data: tempfile::TempDir,
     pub proc: Option<Process>,
+    /// The client API.
     pub addr: SocketAddr,
+    /// The Raft listener.
+    pub raft_addr: SocketAddr,
     pub extra: String,
 }
 
-pub fn config(id: u64, listen: &str, data: &std::path::Path, bootstrap: bool, extra: &str) -> String {
+/// A node's config: the API on `listen`, Raft on `raft_listen`.
+pub fn config(
+    id: u64,
+    listen: &str,
+    raft_listen: &str,
+    data: &std::path::Path,
+    bootstrap: bool,
+    extra: &str,
+) -> String {
     format!(
-        "node_id = {id}\nlisten = \"{listen}\"\ndata_dir = \"{}\"\nsecret = \"{SECRET}\"\nbootstrap = {bootstrap}\n\
+        "node_id = {id}\nlisten = \"{listen}\"\nraft_listen = \"{raft_listen}\"\ndata_dir = \"{}\"\n\
+         secret = \"{SECRET}\"\nbootstrap = {bootstrap}\n\
          heartbeat_interval = \"100ms\"\nelection_timeout = \"400ms\"\nwrite_timeout = \"3s\"\n{extra}\n",
         data.display()
     )
 }
 
 impl DbProc {
+    /// A node on `ip`, both listeners on port 0.
     pub fn start(id: u64, ip: &str, bootstrap: bool, extra: &str) -> DbProc {
         let data = tempfile::tempdir().unwrap();
-        let p = Process::start("db", &config(id, &format!("{ip}:0"), data.path(), bootstrap, extra));
-        let addr = p.addr("api");
-        DbProc { id, ip: ip.to_string(), data, proc: Some(p), addr, extra: extra.to_string() }
+        let any = format!("{ip}:0");
+        let p = Process::start("db", &config(id, &any, &any, data.path(), bootstrap, extra));
+        DbProc::running(id, ip, data, p, extra)
     }
 
-    /// Start again on the same address and data dir.
+    /// A node started by the caller (`p`), with its data dir.
+    pub fn running(id: u64, ip: &str, data: tempfile::TempDir, p: Process, extra: &str) -> DbProc {
+        let (addr, raft_addr) = (p.addr("api"), p.addr("raft"));
+        DbProc { id, ip: ip.to_string(), data, proc: Some(p), addr, raft_addr, extra: extra.to_string() }
+    }
+
+    /// This node's config (`extra` added) at the addresses it has now.
+    pub fn config_again(&self, extra: &str) -> String {
+        config(self.id, &self.addr.to_string(), &self.raft_addr.to_string(), self.data.path(), false, extra)
+    }
+
+    /// Start again on the same addresses and data dir.
     pub fn restart(&mut self) {
         assert!(self.proc.is_none(), "node {} still running", self.id);
-        let cfg = config(self.id, &self.addr.to_string(), self.data.path(), false, &self.extra);
-        self.proc = Some(Process::start("db", &cfg));
+        self.proc = Some(Process::start("db", &self.config_again(&self.extra)));
+    }
+
+    /// Add this node to the cluster `client` reaches, as a voter or a
+    /// learner.
+    pub fn join(&self, rt: &tokio::runtime::Runtime, client: &Client, voter: bool) -> NodeStatus {
+        rt.block_on(client.add_node(self.id, &self.addr.to_string(), &self.raft_addr.to_string(), voter))
+            .unwrap_or_else(|e| panic!("adding node {}: {e}", self.id))
     }
 
     pub fn kill(&mut self) {
@@ -108,7 +138,7 @@ impl Cluster {
         wait_until("node 1 becomes primary", || nodes[0].status().is_some_and(|s| s.role == "primary"));
         for (i, ip) in ips.iter().enumerate().skip(1) {
             let n = DbProc::start(i as u64 + 1, ip, false, extra);
-            rt.block_on(client.add_node(n.id, &n.addr.to_string(), true)).expect("add voter");
+            n.join(rt, &client, true);
             nodes.push(n);
         }
         // The client an app would build: every node's address.

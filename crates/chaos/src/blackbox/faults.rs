@@ -65,8 +65,8 @@ pub struct Cluster {
 const PRIMARY_WITHIN: Duration = Duration::from_secs(30);
 
 impl Cluster {
-    pub fn peers(&self) -> Vec<(u64, SocketAddr)> {
-        self.nodes.iter().map(|n| (n.id, n.addr)).collect()
+    pub fn peers(&self) -> Vec<super::nodes::Peer> {
+        self.nodes.iter().map(|n| (n.id, n.addr, n.raft_addr)).collect()
     }
 
     pub fn addrs(&self) -> Vec<SocketAddr> {

@@ -136,12 +136,13 @@ pub fn start_cluster(
     base_port: u16,
     hist: &History,
 ) -> Result<(Cluster, Api), RunError> {
-    let base = nodes::free_ports(base_port, 3).ok_or(RunError::NoPorts(base_port))?;
+    // Three API ports, then three Raft ports.
+    let base = nodes::free_ports(base_port, 6).ok_or(RunError::NoPorts(base_port))?;
+    let loopback = |port: u16| SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
     // Longer than write_timeout: a node's own 503 `timeout` comes first.
     let api = Api::new(SECRET, TIMING.write_timeout + Duration::from_secs(1));
-    let nodes = (0..3u16)
-        .map(|i| Node::new(u64::from(i) + 1, SocketAddr::new(Ipv4Addr::LOCALHOST.into(), base + i), dir))
-        .collect();
+    let nodes =
+        (0..3u16).map(|i| Node::new(u64::from(i) + 1, loopback(base + i), loopback(base + 3 + i), dir)).collect();
     let mut c = Cluster {
         nodes,
         bin: bin.to_path_buf(),

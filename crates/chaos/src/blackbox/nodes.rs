@@ -1,6 +1,7 @@
 //! The checker's three `bulwark db` processes: each with its own data dir
-//! and log file under the work dir, on a fixed loopback port (so a node
-//! restarted after a kill -9 comes back at the address its peers know),
+//! and log file under the work dir, on fixed loopback ports for its API
+//! and its Raft listener (so a node restarted after a kill -9 comes back
+//! at the addresses its peers know),
 //! all three bootstrapping with the same peers. Started, killed, paused
 //! and resumed only from the thread that created them: each child has a
 //! parent-death signal, which Linux ties to the spawning thread.
@@ -29,7 +30,10 @@ pub enum NodeState {
 
 pub struct Node {
     pub id: u64,
+    /// The client API.
     pub addr: SocketAddr,
+    /// The Raft listener.
+    pub raft_addr: SocketAddr,
     pub dir: PathBuf,
     child: Option<Child>,
     pub state: NodeState,
@@ -50,7 +54,10 @@ pub struct Timing {
     pub write_timeout: Duration,
 }
 
-/// Three free consecutive loopback ports from `first` on (outside the
+/// A node as its peers know it: id, API and Raft addresses.
+pub type Peer = (u64, SocketAddr, SocketAddr);
+
+/// `count` free consecutive loopback ports from `first` on (outside the
 /// kernel's usual ephemeral range when `first` is, so no outgoing
 /// connection takes one while its node is down).
 pub fn free_ports(first: u16, count: u16) -> Option<u16> {
@@ -66,28 +73,29 @@ pub fn free_ports(first: u16, count: u16) -> Option<u16> {
 }
 
 impl Node {
-    pub fn new(id: u64, addr: SocketAddr, root: &Path) -> Node {
+    pub fn new(id: u64, addr: SocketAddr, raft_addr: SocketAddr, root: &Path) -> Node {
         let dir = root.join(format!("node{id}"));
-        Node { id, addr, dir, child: None, state: NodeState::Down, starts: 0 }
+        Node { id, addr, raft_addr, dir, child: None, state: NodeState::Down, starts: 0 }
     }
 
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("node.log")
     }
 
-    fn config(&self, secret: &str, peers: &[(u64, SocketAddr)], t: Timing) -> String {
+    fn config(&self, secret: &str, peers: &[Peer], t: Timing) -> String {
         let mut c = format!(
-            "node_id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\nsecret = \"{secret}\"\nbootstrap = true\n\
-             heartbeat_interval = \"{}ms\"\nelection_timeout = \"{}ms\"\nwrite_timeout = \"{}ms\"\n",
+            "node_id = {}\nlisten = \"{}\"\nraft_listen = \"{}\"\ndata_dir = \"{}\"\nsecret = \"{secret}\"\n\
+             bootstrap = true\nheartbeat_interval = \"{}ms\"\nelection_timeout = \"{}ms\"\nwrite_timeout = \"{}ms\"\n",
             self.id,
             self.addr,
+            self.raft_addr,
             self.dir.join("data").display(),
             t.heartbeat.as_millis(),
             t.election_timeout.as_millis(),
             t.write_timeout.as_millis(),
         );
-        for (id, addr) in peers {
-            c.push_str(&format!("\n[[peer]]\nid = {id}\naddress = \"{addr}\"\n"));
+        for (id, addr, raft_addr) in peers {
+            c.push_str(&format!("\n[[peer]]\nid = {id}\naddress = \"{addr}\"\nraft_address = \"{raft_addr}\"\n"));
         }
         c
     }
@@ -95,13 +103,7 @@ impl Node {
     /// Start `bulwark db` and wait for its ready line. A node that exits
     /// before it is ready is tried twice more (its port may still be held
     /// for a moment by the killed process's sockets).
-    pub fn start(
-        &mut self,
-        bin: &Path,
-        secret: &str,
-        peers: &[(u64, SocketAddr)],
-        t: Timing,
-    ) -> Result<(), StartError> {
+    pub fn start(&mut self, bin: &Path, secret: &str, peers: &[Peer], t: Timing) -> Result<(), StartError> {
         assert!(self.child.is_none(), "node {} is already running", self.id);
         std::fs::create_dir_all(&self.dir).map_err(|e| StartError(format!("{}: {e}", self.dir.display())))?;
         let cfg = self.dir.join("db.toml");

@@ -11,7 +11,8 @@
 //! A config with one secret uses it as both peer and client secret (the
 //! single-secret setup): that secret then opens everything.
 //! `/health`, `/primary` and `/replica` are open and are answered before
-//! this check.
+//! this check. Raft's own listener takes the peer secret alone
+//! ([`Credentials::check_peer`]).
 use bulwark_config::Secret;
 use http::{HeaderMap, Method, StatusCode};
 
@@ -131,6 +132,15 @@ impl Credentials {
         }
     }
 
+    /// Allow a request on the Raft listener, which only the peer
+    /// credential opens, or say why not.
+    pub(crate) fn check_peer(&self, headers: &HeaderMap) -> Result<Caller, Refusal> {
+        match self.identify(headers).ok_or(Refusal::Unknown)? {
+            Caller::Peer => Ok(Caller::Peer),
+            other => Err(Refusal::NotAllowed(other)),
+        }
+    }
+
     /// Allow the request, or say why not.
     pub(crate) fn check(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<Caller, Refusal> {
         let caller = self.identify(headers).ok_or(Refusal::Unknown)?;
@@ -186,6 +196,16 @@ mod tests {
             assert_eq!(c.check(method, path, &headers(token)), *want, "{token} {method} {path}");
         }
         assert_eq!(c.check(&Method::GET, "/v1/status", &HeaderMap::new()), Err(Refusal::Unknown));
+    }
+
+    #[test]
+    fn the_raft_listener_takes_the_peer_secret_alone() {
+        let c = creds();
+        assert_eq!(c.check_peer(&headers(PEER)), Ok(Caller::Peer));
+        assert_eq!(c.check_peer(&headers(CLIENT)), Err(Refusal::NotAllowed(Caller::Client)));
+        assert_eq!(c.check_peer(&headers(MONITOR)), Err(Refusal::NotAllowed(Caller::Monitor)));
+        assert_eq!(c.check_peer(&headers("someone-else-0123456789")), Err(Refusal::Unknown));
+        assert_eq!(c.check_peer(&HeaderMap::new()), Err(Refusal::Unknown));
     }
 
     #[test]

@@ -25,7 +25,8 @@ impl NodeState {
         if target == self.id {
             return json(StatusCode::OK, &serde_json::json!({"primary": self.id, "changed": false}));
         }
-        let Some(addr) = m.membership_config.membership().get_node(&target).map(|n| n.addr.clone()) else {
+        let Some(raft_addr) = m.membership_config.membership().get_node(&target).map(|n| n.raft_addr().to_string())
+        else {
             return bad_request(format!("node {target} is not a member"));
         };
         if !Self::voters(&m).contains(&target) {
@@ -34,7 +35,7 @@ impl NodeState {
         if self.transferring.swap(true, Ordering::SeqCst) {
             return ApiError::TransferRunning.response();
         }
-        let result = self.transfer_to(target, &addr).await;
+        let result = self.transfer_to(target, &raft_addr).await;
         self.raft.runtime_config().heartbeat(true);
         self.transferring.store(false, Ordering::SeqCst);
         match result {
@@ -51,7 +52,8 @@ impl NodeState {
     /// voters' leader lease expires, then the target campaigns. The other
     /// voters' own election timers fire only after lease + election
     /// timeout, so the target (with a complete log) wins the vote.
-    pub(super) async fn transfer_to(&self, target: NodeId, addr: &str) -> Result<Duration, String> {
+    /// `raft_addr`: the target's Raft listener.
+    pub(super) async fn transfer_to(&self, target: NodeId, raft_addr: &str) -> Result<Duration, String> {
         let start = Instant::now();
         let caught_up = |m: &RaftMetrics<NodeId, Node>| {
             let last = m.last_log_index;
@@ -64,8 +66,8 @@ impl NodeState {
             .map_err(|e| e.to_string())?;
         self.raft.runtime_config().heartbeat(false);
         tokio::time::sleep(self.lease + self.heartbeat * 2).await;
-        self.http
-            .post_json(addr, "/raft/elect", &serde_json::json!({}), Duration::from_secs(2))
+        self.raft_http
+            .post_json(raft_addr, "/raft/elect", &serde_json::json!({}), Duration::from_secs(2))
             .await
             .map_err(|e| format!("asking node {target} to campaign: {e}"))?;
         let mut rx = self.raft.metrics();
@@ -97,10 +99,13 @@ impl NodeState {
         if req.node_id == 0 {
             return bad_request("node_id must be at least 1");
         }
+        if req.address.is_empty() || req.raft_address.is_empty() {
+            return bad_request("address (the node's API) and raft_address (its Raft listener) are required");
+        }
         // Adding as a learner first: it receives the log (or a snapshot)
         // before it counts for the majority.
         let timeout = Duration::from_secs(60);
-        let node = Node { addr: req.address.clone() };
+        let node = Node::new(&req.address, &req.raft_address);
         match tokio::time::timeout(timeout, self.raft.add_learner(req.node_id, node, true)).await {
             Err(_) => {
                 return ApiError::Timeout {
@@ -126,7 +131,13 @@ impl NodeState {
                 Ok(Ok(_)) => {}
             }
         }
-        tracing::info!(node = req.node_id, address = %req.address, voter = req.voter, "member added");
+        tracing::info!(
+            node = req.node_id,
+            address = %req.address,
+            raft_address = %req.raft_address,
+            voter = req.voter,
+            "member added"
+        );
         json(StatusCode::OK, &self.status())
     }
 

@@ -12,10 +12,11 @@ impl NodeState {
         self.raft.metrics().borrow().clone()
     }
 
+    /// The primary's id and API address.
     pub(super) fn leader(&self, m: &RaftMetrics<NodeId, Node>) -> Option<(NodeId, String)> {
         let id = m.current_leader?;
         let node = m.membership_config.membership().get_node(&id)?;
-        Some((id, node.addr.clone()))
+        Some((id, node.api_addr.clone()))
     }
 
     pub(super) fn voters(m: &RaftMetrics<NodeId, Node>) -> BTreeSet<NodeId> {
@@ -73,7 +74,12 @@ impl NodeState {
         let voters = Self::voters(&m);
         let members = mem
             .nodes()
-            .map(|(id, n)| Member { id: *id, address: n.addr.clone(), voter: voters.contains(id) })
+            .map(|(id, n)| Member {
+                id: *id,
+                address: n.api_addr.clone(),
+                raft_address: n.raft_addr().to_string(),
+                voter: voters.contains(id),
+            })
             .collect();
         let last = m.last_log_index.unwrap_or(0);
         let replication = m
@@ -88,6 +94,7 @@ impl NodeState {
         NodeStatus {
             node_id: self.id,
             address: self.address.clone(),
+            raft_address: self.raft_address.clone(),
             role: self.role(&m).to_string(),
             term: m.current_term,
             leader_id: leader.as_ref().map(|l| l.0),

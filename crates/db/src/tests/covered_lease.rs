@@ -19,12 +19,14 @@ async fn primary_code(node: &TestNode) -> Option<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_primary_with_paused_replicas_stops_being_primary_during_the_stall() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let n1 = TestNode::start(config(1, dirs[0].path(), None, true));
+    let n1 = TestNode::start(config(1, dirs[0].path(), true));
     wait_for("node 1 leads alone", WAIT, || async { primary_code(&n1).await == Some(200) }).await;
-    let n2 = TestNode::start(config(2, dirs[1].path(), None, false));
-    let n3 = TestNode::start(config(3, dirs[2].path(), None, false));
+    let n2 = TestNode::start(config(2, dirs[1].path(), false));
+    let n3 = TestNode::start(config(3, dirs[2].path(), false));
     for (id, n) in [(2, &n2), (3, &n3)] {
-        let body = serde_json::json!({"node_id": id, "address": n.addr.to_string(), "voter": true});
+        let body = serde_json::json!({
+            "node_id": id, "address": n.addr.to_string(), "raft_address": n.raft_addr.to_string(), "voter": true,
+        });
         let r = http().post_json(&n1.addr.to_string(), "/v1/members/add", &body, WAIT).await.unwrap();
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }

@@ -20,13 +20,13 @@ pub(crate) const SECRET: &str = "db-test-secret-0123456789";
 /// The leader lease of [`config`]: 1.2 x the 400 ms election timeout.
 pub(crate) const LEASE: Duration = Duration::from_millis(480);
 
-/// A node's configuration: port 0, 100 ms heartbeats, 400 ms election
-/// timeout; `advertise` is the address peers and clients use.
-pub(crate) fn config(id: u64, data: &Path, advertise: Option<SocketAddr>, bootstrap: bool) -> DbConfig {
+/// A node's configuration: the API and Raft on port 0, 100 ms heartbeats,
+/// 400 ms election timeout.
+pub(crate) fn config(id: u64, data: &Path, bootstrap: bool) -> DbConfig {
     serde_json::from_value(serde_json::json!({
         "node_id": id,
         "listen": "127.0.0.1:0",
-        "advertise": advertise.map(|a| a.to_string()),
+        "raft_listen": "127.0.0.1:0",
         "data_dir": data,
         "secret": SECRET,
         "bootstrap": bootstrap,
@@ -39,7 +39,10 @@ pub(crate) fn config(id: u64, data: &Path, advertise: Option<SocketAddr>, bootst
 
 /// A node running on a thread of its own.
 pub(crate) struct TestNode {
+    /// The client API.
     pub(crate) addr: SocketAddr,
+    /// The Raft listener.
+    pub(crate) raft_addr: SocketAddr,
     runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -65,13 +68,14 @@ impl TestNode {
                             return;
                         }
                     };
-                    let _ = tx.send(Ok((node.listeners()[0].1, tokio::runtime::Handle::current())));
+                    let bound = node.listeners();
+                    let _ = tx.send(Ok((bound[0].1, bound[1].1, tokio::runtime::Handle::current())));
                     node.run(stop).await.expect("the node stops cleanly");
                 });
             })
             .expect("a thread");
-        let (addr, runtime) = rx.recv().expect("the node thread answers").expect("the node starts");
-        TestNode { addr, runtime, shutdown, thread: Some(thread) }
+        let (addr, raft_addr, runtime) = rx.recv().expect("the node thread answers").expect("the node starts");
+        TestNode { addr, raft_addr, runtime, shutdown, thread: Some(thread) }
     }
 
     /// Freeze the node's runtime until the guard is dropped: a task that

@@ -29,7 +29,7 @@ fn tls_config(
     role: &RoleCertificate,
     ca: &Path,
 ) -> bulwark_config::db::DbConfig {
-    let mut c = config(id, data, None, bootstrap);
+    let mut c = config(id, data, bootstrap);
     c.tls_cert = Some(role.cert.clone());
     c.tls_key = Some(role.key.clone());
     c.tls_ca = Some(ca.to_path_buf());
@@ -104,7 +104,7 @@ async fn a_cluster_over_mutual_tls_replicates_and_refuses_other_certificates() {
     // Membership changes and Raft between the nodes go over mutual TLS.
     let client = Client::with_tls([n1.addr.to_string()], SECRET, Some(app.clone()));
     for (id, n) in [(2, &n2), (3, &n3)] {
-        client.add_node(id, &n.addr.to_string(), true).await.unwrap();
+        client.add_node(id, &n.addr.to_string(), &n.raft_addr.to_string(), true).await.unwrap();
     }
     client.execute(&[Statement::new("CREATE TABLE t (id INTEGER PRIMARY KEY)")]).await.unwrap();
     let mut token = None;

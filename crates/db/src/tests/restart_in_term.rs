@@ -20,9 +20,10 @@ use tokio::sync::watch;
 
 const TERM: u64 = 5;
 
-/// A listener on port 0 that forwards every connection to a node once it
-/// is known: the node's address in the crafted membership, which must be
-/// written before the node (on port 0 too) is bound.
+/// A listener on port 0 that forwards every connection to a node's
+/// listener once it is known: the node's address (API or Raft) in the
+/// crafted membership, which must be written before the node (on port 0
+/// too) is bound.
 struct Relay {
     addr: SocketAddr,
     target: watch::Sender<Option<SocketAddr>>,
@@ -64,10 +65,14 @@ fn write(index: u64, sql: &str) -> Entry {
 
 /// The log every node holds: membership at 0, a blank entry at 1 (node 1's
 /// election), the table at 2, rows 3..=100.
-fn common_log(addrs: &[SocketAddr]) -> Vec<Entry> {
+/// `addrs`: each node's API and Raft address.
+fn common_log(addrs: &[(SocketAddr, SocketAddr)]) -> Vec<Entry> {
     let voters: BTreeSet<u64> = (1..=3).collect();
-    let nodes: BTreeMap<u64, Node> =
-        addrs.iter().enumerate().map(|(i, a)| (i as u64 + 1, Node { addr: a.to_string() })).collect();
+    let nodes: BTreeMap<u64, Node> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, (api, raft))| (i as u64 + 1, Node::new(api.to_string(), raft.to_string())))
+        .collect();
     let mut log = vec![
         Entry { log_id: LogId::default(), payload: EntryPayload::Membership(Membership::new(vec![voters], nodes)) },
         Entry { log_id: log_id(1), payload: EntryPayload::Blank },
@@ -79,8 +84,11 @@ fn common_log(addrs: &[SocketAddr]) -> Vec<Entry> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_primary_never_leads_its_old_term_again() {
-    let relays = [Relay::bind().await, Relay::bind().await, Relay::bind().await];
-    let addrs: Vec<SocketAddr> = relays.iter().map(|r| r.addr).collect();
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        relays.push((Relay::bind().await, Relay::bind().await));
+    }
+    let addrs: Vec<(SocketAddr, SocketAddr)> = relays.iter().map(|(api, raft)| (api.addr, raft.addr)).collect();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     for (i, dir) in dirs.iter().enumerate() {
         let id = i as u64 + 1;
@@ -95,13 +103,19 @@ async fn a_restarted_primary_never_leads_its_old_term_again() {
     let nodes: Vec<TestNode> = dirs
         .iter()
         .enumerate()
-        .map(|(i, dir)| TestNode::start(config(i as u64 + 1, dir.path(), Some(addrs[i]), false)))
+        .map(|(i, dir)| {
+            let mut c = config(i as u64 + 1, dir.path(), false);
+            c.advertise = Some(addrs[i].0.to_string());
+            c.raft_advertise = Some(addrs[i].1.to_string());
+            TestNode::start(c)
+        })
         .collect();
-    for (relay, node) in relays.iter().zip(&nodes) {
-        relay.target.send_replace(Some(node.addr));
+    for ((api, raft), node) in relays.iter().zip(&nodes) {
+        api.target.send_replace(Some(node.addr));
+        raft.target.send_replace(Some(node.raft_addr));
     }
 
-    let client = crate::Client::new(addrs.iter().map(|a| a.to_string()), SECRET);
+    let client = crate::Client::new(addrs.iter().map(|(api, _)| api.to_string()), SECRET);
     let written = client
         .execute(&[Statement::new("INSERT INTO t VALUES (1000, 'written after the restart')")])
         .await
