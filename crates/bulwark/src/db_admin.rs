@@ -206,7 +206,15 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
                     max_steps: file.as_ref().map_or(bulwark_config::db::DEFAULT_MAX_WRITE_STEPS, |c| c.max_write_steps),
                 };
                 let done = bulwark_db::replay::restore_to(
-                    &from, &archive, target, &data_dir, node_id, &address, &raft_address, limits, force,
+                    &from,
+                    &archive,
+                    target,
+                    &data_dir,
+                    node_id,
+                    &address,
+                    &raft_address,
+                    limits,
+                    force,
                 )
                 .await?;
                 let line = serde_json::json!({

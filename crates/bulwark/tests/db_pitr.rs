@@ -61,16 +61,16 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
     let data = tempfile::tempdir().unwrap();
     let p = Process::start_with(
         "db",
-        &config(1, "127.0.0.1:0", data.path(), true, extra),
+        &config(1, "127.0.0.1:0", "127.0.0.1:0", data.path(), true, extra),
         &["--archive-log", archive.to_str().unwrap()],
     );
-    let first = DbProc { id: 1, ip: "127.0.0.1".into(), data, addr: p.addr("api"), proc: Some(p), extra: extra.into() };
+    let first = DbProc::running(1, "127.0.0.1", data, p, extra);
     wait_until("node 1 becomes primary", || first.status().is_some_and(|s| s.role == "primary"));
     let seed = bulwark_db::Client::new([first.addr.to_string()], SECRET);
     let mut nodes = vec![first];
     for id in [2, 3] {
         let n = DbProc::start(id, "127.0.0.1", false, extra);
-        rt.block_on(seed.add_node(id, &n.addr.to_string(), true)).expect("add voter");
+        n.join(&rt, &seed, true);
         nodes.push(n);
     }
     let list = nodes.iter().map(|n| n.addr.to_string()).collect::<Vec<_>>().join(",");
@@ -125,6 +125,7 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
     let target = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(target_ms)).to_string();
     let restored_dir = tempfile::tempdir().unwrap();
     let address = free_port();
+    let raft_address = std::iter::repeat_with(free_port).find(|a| *a != address).unwrap();
     let out = ok(bulwark_db(&[
         "restore",
         "--from",
@@ -137,21 +138,16 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
         "1",
         "--address",
         &address,
+        "--raft-address",
+        &raft_address,
     ]));
     assert_eq!(out["backup_log_index"].as_u64(), Some(backup_index), "{out}");
     assert_eq!(out["stopped"], "target", "{out}");
     let restored_index = out["log_index"].as_u64().unwrap();
     assert!(restored_index > backup_index && restored_index < deleted.token.index, "{out}");
 
-    let p = Process::start("db", &config(1, &address, restored_dir.path(), false, ""));
-    let node = DbProc {
-        id: 1,
-        ip: "127.0.0.1".into(),
-        data: restored_dir,
-        addr: p.addr("api"),
-        proc: Some(p),
-        extra: String::new(),
-    };
+    let p = Process::start("db", &config(1, &address, &raft_address, restored_dir.path(), false, ""));
+    let node = DbProc::running(1, "127.0.0.1", restored_dir, p, "");
     wait_until("the restored node is a primary", || node.status().is_some_and(|s| s.role == "primary" && s.quorum));
     let r = node.post("/v1/query", r#"{"sql": "SELECT seq, unixepoch(at) FROM messages ORDER BY seq"}"#);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -173,7 +169,17 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
     // To an index: exactly there; past the archive's end: refused.
     let to = (backup_index + 7).to_string();
     let by_index = tempfile::tempdir().unwrap();
-    let base = ["restore", "--from", backup.to_str().unwrap(), "--node-id", "1", "--address", &address];
+    let base = [
+        "restore",
+        "--from",
+        backup.to_str().unwrap(),
+        "--node-id",
+        "1",
+        "--address",
+        &address,
+        "--raft-address",
+        &raft_address,
+    ];
     let out =
         ok(bulwark_db(&[&base[..], &["--to-index", &to, "--data-dir", by_index.path().to_str().unwrap()]].concat()));
     assert_eq!(out["log_index"].as_u64(), Some(backup_index + 7), "{out}");

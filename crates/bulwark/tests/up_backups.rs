@@ -125,7 +125,7 @@ disk_free_alert_bytes = 9223372036854775807
         .arg(&copy)
         .arg("--data-dir")
         .arg(data.path().join("restored"))
-        .args(["--node-id", "1", "--address", "127.0.0.1:1"])
+        .args(["--node-id", "1", "--address", "127.0.0.1:1", "--raft-address", "127.0.0.1:2"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
