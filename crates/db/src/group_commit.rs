@@ -14,7 +14,7 @@
 //!
 //! Owns: the queue and its task. Must not touch: the HTTP layer (the node
 //! maps [`Committed`] to replies) or the state machine.
-use crate::raft_types::{now_ms, ApplyOutcome, LogId, Node, NodeId, Raft, TypeConfig, Write, WriteBatch};
+use crate::raft_types::{ApplyOutcome, LogId, Node, NodeId, Raft, TypeConfig, Write, WriteBatch};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::ClientWriteResponse;
 use std::future::Future;
@@ -137,7 +137,7 @@ where
         }
         let (writes, replies): (Vec<Write>, Vec<oneshot::Sender<Committed>>) =
             queued.into_iter().map(|q| (q.write, q.reply)).unzip();
-        let committing = commit(WriteBatch { writes, time_ms: now_ms() });
+        let committing = commit(WriteBatch { writes, time_ms: bulwark_telemetry::clock::unix_ms() });
         tokio::spawn(answer(committing, replies, timeout, permit));
     }
 }

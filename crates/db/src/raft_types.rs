@@ -97,8 +97,3 @@ pub(crate) fn storage_err(verb: openraft::ErrorVerb, e: impl std::fmt::Display) 
         source: openraft::StorageIOError::new(openraft::ErrorSubject::Store, verb, openraft::AnyError::error(e)),
     }
 }
-
-/// Wall-clock Unix time in ms.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}

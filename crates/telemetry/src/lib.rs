@@ -2,11 +2,13 @@
 //!
 //! Owns: log initialisation (tracing to stderr, optional JSON), the
 //! machine-readable "ready" line every role prints on stdout once its
-//! listeners are bound, metric helpers, dashboard assets and alert rules.
+//! listeners are bound, the process's monotonic and wall clocks
+//! ([`clock`]), metric helpers, dashboard assets and alert rules.
 //!
 //! Must not touch: request handling or role logic; roles call in here, never
 //! the other way round.
 
+pub mod clock;
 pub mod dashboard;
 mod histogram;
 pub mod process;
