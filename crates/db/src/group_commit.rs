@@ -24,9 +24,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Entries being committed at once. More than one keeps the pipeline full
 /// (the next entry is appended and sent while the previous one waits for
-/// its acknowledgements); few keeps each entry large under load. Measured
-/// with 16 clients on 2 cores: 1 or 2 gave 5400-6500 writes/s, 4 gave
-/// 7600-7900, 8 and 64 slightly less.
+/// its acknowledgements); few keeps each entry large under load. Of 1, 2,
+/// 4, 8 and 64, 4 wrote fastest (figures: docs/BENCHMARKS.md).
 pub const MAX_IN_FLIGHT: usize = 4;
 /// Most writes in one entry.
 pub const MAX_WRITES: usize = 512;
