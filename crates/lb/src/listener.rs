@@ -82,19 +82,7 @@ async fn worker(
         };
         let (routing, tasks, stop, open) = (routing.clone(), tasks.clone(), shutdown.clone(), connections.clone());
         accepting.spawn(async move {
-            loop {
-                let (stream, peer) = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    r = listener.accept() => match r {
-                        Ok(x) => x,
-                        Err(e) => {
-                            // EMFILE and friends: back off briefly instead of spinning.
-                            tracing::warn!(frontend = %name, "accept failed: {e}");
-                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    }
-                };
+            while let Some((stream, peer)) = bulwark_workers::next_connection(&listener, &stop, &name).await {
                 let _ = stream.set_nodelay(true);
                 let open_guard = OpenConnection::enter(open.clone(), index);
                 let r = routing.load_full();

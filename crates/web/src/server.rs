@@ -96,19 +96,7 @@ async fn worker(
         let (site, settings, connections, stop) =
             (site.clone(), settings.clone(), connections.clone(), shutdown.clone());
         accepting.spawn_local(async move {
-            loop {
-                let (stream, peer) = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    r = listener.accept() => match r {
-                        Ok(x) => x,
-                        Err(e) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            tracing::warn!("accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    }
-                };
+            while let Some((stream, peer)) = bulwark_workers::next_connection(&listener, &stop, &name).await {
                 // Connection limits per listener and per client (the ACL
                 // and rate limit judge each request's client in `Site`).
                 let permit = match site.firewall().count_connection(peer.ip()) {

@@ -8,16 +8,19 @@
 //!
 //! Owns: binding a listen address once per worker ([`WorkerListeners`]),
 //! starting the worker threads and handing socket `k` of every address to
-//! worker `k` ([`spawn`]).
+//! worker `k` ([`spawn`]), and taking the next connection off a socket
+//! until shutdown ([`next_connection`]).
 //!
-//! Must not touch: what a worker does with its sockets (accept loops,
-//! connections, draining); the roles pass that in as a closure.
+//! Must not touch: what a worker does with a connection (limits, TLS,
+//! HTTP, draining); the roles pass that in as a closure.
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Pending connections the kernel queues per socket before `accept`.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -125,6 +128,30 @@ where
     Ok(handles)
 }
 
+/// The next connection on `listener` with its peer address, or `None` once
+/// `stop` is cancelled. A failed accept (out of file descriptors and the
+/// like) is logged under `name` and tried again after a short pause instead
+/// of spinning.
+pub async fn next_connection(
+    listener: &tokio::net::TcpListener,
+    stop: &CancellationToken,
+    name: &str,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    const ACCEPT_FAILURE_PAUSE: Duration = Duration::from_millis(10);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok(x) => return Some(x),
+                Err(e) => {
+                    tracing::warn!(listener = %name, "accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_FAILURE_PAUSE).await;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +221,20 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn next_connection_takes_connections_until_stopped() {
+        let listener = tokio::net::TcpListener::bind(loopback_any_port()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (_, peer) = next_connection(&listener, &stop, "test").await.unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        stop.cancel();
+        // Stopped: no connection, even with one waiting.
+        let _waiting = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(next_connection(&listener, &stop, "test").await.is_none());
     }
 
     #[test]
