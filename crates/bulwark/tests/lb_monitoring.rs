@@ -22,7 +22,7 @@ use bulwark_testkit::metric_value as sample;
 fn metrics_parse_move_with_traffic_and_need_the_token() {
     let a = Backend::start("a");
     let cfg = LbConfig::new()
-        .admin_with("token", "\"t0ken\"")
+        .admin_str("token", "t0ken")
         .frontend(FrontendConfig::http("www", "app"))
         .backend(BackendConfig::new("app").server("a", a.addr));
     let lb = Process::start("lb", &cfg.to_toml());
@@ -90,8 +90,8 @@ fn overview_events_and_alerts_follow_failures() {
     let app = Backend::start("app1");
     let (hook, hooks) = webhook();
     let cfg = LbConfig::new()
-        .admin_with("site", "\"foobar\"")
-        .admin_with("name", "\"lb1\"")
+        .admin_str("site", "foobar")
+        .admin_str("name", "lb1")
         .admin_with("alerts", &format!(r#"{{ for = "200ms", webhook = "http://{hook}/alerts" }}"#))
         .admin_with(
             "node",

@@ -73,17 +73,27 @@ impl LbConfig {
     }
 
     /// The admin listener (`/stats`, `/metrics`, dashboard) on port 0,
-    /// reported as `admin` on the ready line.
+    /// reported as `admin` on the ready line. Any `[admin]` setting below
+    /// opens it too, on port 0 unless `bind` is set.
     pub fn admin(self) -> LbConfig {
-        self.admin_with("bind", &format!("\"{}\"", any_port()))
+        self.admin_value("bind", str_value(any_port()))
     }
 
-    /// Set `key` of `[admin]` to a TOML value (the bind defaults to port 0
-    /// once [`LbConfig::admin`] is called).
-    pub fn admin_with(mut self, key: &str, raw: &str) -> LbConfig {
+    /// Set `key` of `[admin]` to a TOML value (`alerts`, `node`, ...).
+    pub fn admin_with(self, key: &str, raw: &str) -> LbConfig {
+        let value = toml_value(key, raw);
+        self.admin_value(key, value)
+    }
+
+    /// Set `key` of `[admin]` to the string `value` (`token`, `site`, ...).
+    pub fn admin_str(self, key: &str, value: &str) -> LbConfig {
+        self.admin_value(key, str_value(value))
+    }
+
+    fn admin_value(mut self, key: &str, value: Value) -> LbConfig {
         let admin = section(&mut self.top, "admin");
         admin.entry("bind").or_insert_with(|| str_value(any_port()));
-        admin.insert(key.into(), toml_value(key, raw));
+        admin.insert(key.into(), value);
         self
     }
 
@@ -159,6 +169,12 @@ impl FrontendConfig {
     /// `redirect_https_port`, `max_body_bytes`, ...).
     pub fn set(mut self, key: &str, raw: &str) -> FrontendConfig {
         self.0.insert(key.into(), toml_value(key, raw));
+        self
+    }
+
+    /// Set `key` of this frontend to the string `value` (`bind`, ...).
+    pub fn set_str(mut self, key: &str, value: &str) -> FrontendConfig {
+        self.0.insert(key.into(), str_value(value));
         self
     }
 }
@@ -298,7 +314,7 @@ mod tests {
         let b: SocketAddr = "127.0.0.1:8002".parse().unwrap();
         let c = LbConfig::new()
             .threads(2)
-            .admin()
+            .admin_str("token", "t0ken")
             .timeout("client_header", Duration::from_millis(300))
             .frontend(
                 FrontendConfig::http("www", "app")
@@ -313,7 +329,9 @@ mod tests {
             ));
         let parsed = lb(&c);
         assert_eq!(parsed.threads, 2);
-        assert_eq!(parsed.admin.as_ref().map(|a| a.bind.as_str()), Some("127.0.0.1:0"));
+        let admin = parsed.admin.as_ref().expect("[admin]");
+        assert_eq!(admin.bind, "127.0.0.1:0");
+        assert_eq!(admin.token.as_ref().map(|t| t.expose()), Some("t0ken"));
         assert_eq!(parsed.timeouts.client_header, Duration::from_millis(300));
         assert_eq!(parsed.frontends.len(), 2);
         assert_eq!(parsed.frontends[0].name, "www");
