@@ -119,11 +119,10 @@ impl WebServer {
         let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref()).map_err(WebError::Tls)?;
         let limits =
             forward::RequestLimits { max_body_bytes: config.limits.max_body_bytes, body_timeout: config.timeouts.body };
-        let upstream_tls = config.tls();
+        let (upstream_tls, to_upstream) = (config.tls(), upstream_secret.as_ref().map(|s| s.expose()));
         let mut routes: Vec<Arc<dyn ProxyRoute>> = Vec::with_capacity(config.proxy.len());
         for (i, p) in config.proxy.iter().enumerate() {
-            let secret = upstream_secret.as_ref().map(|s| s.expose());
-            let route = forward::ForwardRoute::new(i, p, limits, secret, upstream_tls.as_ref(), stop.clone())
+            let route = forward::ForwardRoute::new(i, p, limits, to_upstream, upstream_tls.as_ref(), stop.clone())
                 .map_err(|reason| WebError::Upstream { index: i, reason })?;
             routes.push(Arc::new(route));
         }
