@@ -19,6 +19,7 @@
 //! there (an operator's own copies are left alone).
 use bulwark_config::backup::{BackupSettings, BackupSource};
 use bulwark_db::backup_tool::{checksum_path, BackupOptions, BackupTool};
+use bulwark_telemetry::clock::unix_ms;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,17 +48,13 @@ pub struct ScheduleState {
 
 impl ScheduleState {
     /// Seconds since the newest good backup (or since the start when there
-    /// is none yet), at `now_ms`.
-    pub fn age_seconds(&self, now_ms: u64) -> f64 {
-        now_ms.saturating_sub(self.last_good_ms.unwrap_or(self.started_ms)) as f64 / 1000.0
+    /// is none yet), at wall-clock time `at_unix_ms`.
+    pub fn age_seconds(&self, at_unix_ms: u64) -> f64 {
+        at_unix_ms.saturating_sub(self.last_good_ms.unwrap_or(self.started_ms)) as f64 / 1000.0
     }
 }
 
 pub type SharedState = Arc<Mutex<ScheduleState>>;
-
-pub fn now_ms() -> u64 {
-    ms_of(SystemTime::now())
-}
 
 fn ms_of(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -114,7 +111,7 @@ pub struct Schedule {
 impl Schedule {
     pub fn new(settings: BackupSettings, dir: PathBuf, tool: BackupTool) -> Schedule {
         let state = ScheduleState {
-            started_ms: now_ms(),
+            started_ms: unix_ms(),
             max_age_seconds: settings.max_age().as_secs_f64(),
             every_seconds: settings.every.as_secs_f64(),
             keep: settings.keep,
@@ -161,7 +158,7 @@ impl Schedule {
                 );
                 {
                     let mut s = self.lock();
-                    s.last_good_ms = Some(now_ms());
+                    s.last_good_ms = Some(unix_ms());
                     s.last_good_file = Some(done.file.clone());
                     s.last_good_log_index = Some(done.info.log_index);
                     s.backups_total += 1;

@@ -15,10 +15,11 @@
 //!   `max_age_seconds`, which the lb's monitor polls (a watched node of
 //!   kind `backup`) for the dashboard and the `BackupTooOld` alert;
 //! - `GET /health`: 200.
-use crate::backup_schedule::{now_ms, Schedule, SharedState};
+use crate::backup_schedule::{Schedule, SharedState};
 use anyhow::{Context, Result};
 use bulwark_cluster::derive::{DerivedRole, SharedFiles};
 use bulwark_config::topology::Topology;
+use bulwark_telemetry::clock::unix_ms;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
@@ -160,7 +161,7 @@ fn answer(req: &Request<hyper::body::Incoming>, state: &SharedState, monitor: Op
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
     }
     let s = state.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let now = now_ms();
+    let now = unix_ms();
     match path {
         "/metrics" => {
             let mut out = String::new();

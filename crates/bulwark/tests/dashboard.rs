@@ -2,6 +2,7 @@
 //! listener, real backends, watched app nodes, and a real headless Chromium
 //! loading `/dashboard` and following health changes live.
 use bulwark_testkit::browser::{Browser, Page};
+use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig};
 use bulwark_testkit::{get, Backend, Process};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -62,51 +63,29 @@ fn dashboard_follows_a_real_lb() {
     let db2 = db_status(
         serde_json::json!({"role": "follower", "term": 3, "applied_index": 1039, "lag": {"entries": 3, "seconds": 0.4}}),
     );
-    let cfg = format!(
-        r#"threads = 1
-[admin]
-bind = "127.0.0.1:0"
-token = "{TOKEN}"
-site = "foobar"
-name = "lb1"
-alerts = {{ for = "200ms" }}
-[[admin.node]]
-name = "app1"
-kind = "app"
-host = "server1"
-address = "{}"
-[[admin.node]]
-name = "db1"
-kind = "db"
-host = "server1"
-address = "{db1}"
-[[admin.node]]
-name = "app2"
-kind = "app"
-host = "server2"
-address = "{}"
-[[admin.node]]
-name = "db2"
-kind = "db"
-host = "server2"
-address = "{db2}"
-[[frontend]]
-name = "www"
-bind = "127.0.0.1:0"
-backend = "web"
-[[backend]]
-name = "web"
-health_check = {{ kind = "http", path = "/health", interval = "100ms", rise = 1, fall = 2 }}
-[[backend.server]]
-name = "web1"
-address = "{}"
-[[backend.server]]
-name = "web2"
-address = "{}"
-"#,
-        app1.addr, app2.addr, web1.addr, web2.addr
-    );
-    let mut lb = Process::start("lb", &cfg);
+    let node = |name: &str, kind: &str, host: &str, address: SocketAddr| {
+        format!(r#"{{ name = "{name}", kind = "{kind}", host = "{host}", address = "{address}" }}"#)
+    };
+    let nodes = [
+        node("app1", "app", "server1", app1.addr),
+        node("db1", "db", "server1", db1),
+        node("app2", "app", "server2", app2.addr),
+        node("db2", "db", "server2", db2),
+    ];
+    let cfg = LbConfig::new()
+        .admin_str("token", TOKEN)
+        .admin_str("site", "foobar")
+        .admin_str("name", "lb1")
+        .admin_with("alerts", r#"{ for = "200ms" }"#)
+        .admin_with("node", &format!("[{}]", nodes.join(", ")))
+        .frontend(FrontendConfig::http("www", "web"))
+        .backend(
+            BackendConfig::new("web")
+                .set("health_check", r#"{ kind = "http", path = "/health", interval = "100ms", rise = 1, fall = 2 }"#)
+                .server("web1", web1.addr)
+                .server("web2", web2.addr),
+        );
+    let mut lb = Process::start("lb", &cfg.to_toml());
     let admin = lb.addr("admin");
     let www = lb.addr("www");
     // The page itself is open; its data is behind the token.

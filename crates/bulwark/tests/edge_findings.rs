@@ -1,5 +1,5 @@
-//! Attacks on the edge found by reading the lb and the web tier as an
-//! attacker would, each kept as a test of the defence that stops it.
+//! Attacks on the edge (the lb and the web tier), each a test of the
+//! defence that stops it.
 use bulwark_testkit::tls::tls_connect;
 use bulwark_testkit::{raw_request, read_response, Process};
 use std::io::{Read, Write};
@@ -135,14 +135,11 @@ fn an_http2_stream_with_a_shut_window_is_cut_off_by_the_send_deadline() {
     );
 }
 
-/// Finding (medium): the web role parses and validates
-/// `firewall.max_connections` and `firewall.max_connections_per_ip`, and
-/// docs/configuration.md documents them, but the web tier never calls
-/// `Firewall::admit`: the limits are silently not enforced. An operator who
-/// caps the web tier's connections (say, against a broken-into lb or a
-/// flood that reaches it directly) has no cap at all.
-///
-/// Expected: the second concurrent connection is refused (503 / closed).
+/// The web tier enforces `firewall.max_connections` and
+/// `firewall.max_connections_per_ip` on every accepted connection, not only
+/// in its config: an operator who caps its connections (against a
+/// broken-into lb, or a flood that reaches it directly) gets that cap. The
+/// second concurrent connection is refused (503 or closed).
 #[test]
 fn the_web_tier_enforces_its_connection_limit() {
     let root = small_site();
@@ -281,19 +278,14 @@ fn hold_a_one_byte_window(timeouts: &str, hold: Duration) -> Held {
     held
 }
 
-/// Finding (medium): the stall check watches the response body, but hyper
-/// hands a chunk to h2 as soon as the window has one byte of room and then
-/// asks the body for more at once. A client whose stream window is one
-/// byte gets the whole of a small answer (or of the last chunk of a large
-/// one) queued in h2; the body ends, its stream guard is dropped, and the
-/// rest of the chunk waits in h2 for a window the client never opens, while
-/// the client answers PINGs. Neither `client_send` nor anything else ends
-/// the stream: the connection, its stream slot and the queued bytes (up to
-/// one upstream read, ~400 KB, per stream; `http2_max_streams` streams per
-/// connection) are held for ever.
-///
-/// Expected: the stream is reset or the connection closed within a few
-/// `client_send`, as with a zero window.
+/// hyper hands a chunk to h2 as soon as the stream window has one byte of
+/// room and asks the body for more at once. For a client whose window stays
+/// at one byte, a small answer (or the last chunk of a large one) is queued
+/// in h2 after the body has ended, and waits for a window the client never
+/// opens while it answers PINGs. Watching only the response body would hold
+/// the connection, its stream slot and the queued bytes (up to one upstream
+/// read, ~400 KB, per stream) for ever: the stream must be reset or the
+/// connection closed within a few `client_send`, as with a zero window.
 #[test]
 fn an_http2_answer_queued_behind_a_one_byte_window_is_cut_off() {
     let timeouts =
@@ -308,14 +300,12 @@ fn an_http2_answer_queued_behind_a_one_byte_window_is_cut_off() {
     );
 }
 
-/// Finding (medium, same cause): once the stream guard is gone the
-/// connection counts as idle, so `http2_idle` sends a graceful GOAWAY, but a
-/// graceful close waits for open streams, and the stream whose bytes wait in
-/// h2 never finishes: the GOAWAY'd connection stays open for as long as the
-/// client answers PINGs.
-///
-/// Expected: the connection is gone within a few seconds of the GOAWAY
-/// (at the latest when the stuck stream passes `client_send`).
+/// The same stuck stream, on a connection that looks idle once the body has
+/// ended: `http2_idle` sends a graceful GOAWAY, and a graceful close waits
+/// for open streams, which this one never finishes. The connection must be
+/// gone within a few seconds of the GOAWAY (at the latest when the stuck
+/// stream passes `client_send`), not stay open while the client answers
+/// PINGs.
 #[test]
 fn an_idle_http2_connection_with_a_stuck_stream_is_closed() {
     // The idle close comes first, the send deadline well after it.
@@ -327,19 +317,15 @@ fn an_idle_http2_connection_with_a_stuck_stream_is_closed() {
     assert!(held.cut_off, "the connection stayed open 14 s after its idle GOAWAY ({} PINGs answered)", held.pings);
 }
 
-/// Finding (medium): the stall check measures, per upstream chunk, the time
-/// from hand-over until hyper asks for the next, which on a window-limited
-/// stream is the time the client takes to open the window for the whole
-/// previous chunk, and upstream chunks are as large as one read of the lb's
-/// HTTP/1.1 client (up to ~400 KB). A client that reads steadily with the
+/// The stall check must count progress as the client makes it, not per
+/// upstream chunk: chunks are as large as one read of the lb's HTTP/1.1
+/// client (up to ~400 KB), and a client that reads steadily with the
 /// default 64 KB window (nghttp2, Python h2 and most libraries that do not
-/// raise it) at 128 KB/s accepts data every few milliseconds, yet a 400 KB
-/// chunk keeps its stream "waiting" for ~3 s: the connection is cut off
-/// with client_send = 500ms. With the default client_send = 60s the same
-/// happens below ~6 KB/s, a rate at which HTTP/1.1 is never cut off (its
-/// deadline is re-armed by every byte).
-///
-/// Expected: the whole answer arrives.
+/// raise it) at 128 KB/s takes ~3 s to open the window for one such chunk
+/// while accepting data every few milliseconds. Measured per chunk, it
+/// would be cut off with `client_send = 500ms` (and, with the default 60 s,
+/// any reader below ~6 KB/s, a rate at which HTTP/1.1 is never cut off:
+/// every byte re-arms its deadline). The whole answer must arrive.
 #[test]
 fn a_steady_http2_reader_with_the_default_window_is_not_cut_off() {
     let root = small_site();

@@ -6,6 +6,7 @@
 //! redirect echoes only a valid host and is not for shared caches, the web
 //! tier's `/metrics` is not reachable through the lb, and the web proxy
 //! route honours the configured body limit and timeout.
+use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig, WebConfig};
 use bulwark_testkit::tls::{tls_connect, tls_raw_request, TlsStream};
 use bulwark_testkit::{get, raw_request, read_response, wait_until, Backend, Process};
 use std::io::{Read, Write};
@@ -18,38 +19,26 @@ fn cert(dir: &Path) -> (PathBuf, PathBuf) {
     bulwark_lb::tls::ensure_self_signed(dir, &["localhost".to_string()]).unwrap()
 }
 
-/// An lb with one TLS frontend `https` in front of `server`.
-fn tls_lb(dir: &Path, server: SocketAddr, timeouts: &str, firewall: &str) -> Process {
+/// An lb with one TLS frontend `https` (with `firewall`, a TOML table,
+/// if given) in front of `server`.
+fn tls_lb(dir: &Path, server: SocketAddr, timeouts: &[(&str, Duration)], firewall: Option<&str>) -> Process {
     let (c, k) = cert(dir);
-    Process::start(
-        "lb",
-        &format!(
-            r#"threads = 1
-[timeouts]
-{timeouts}
-[[frontend]]
-name = "https"
-bind = "127.0.0.1:0"
-backend = "app"
-tls = {{ certificate = [{{ cert = "{}", key = "{}" }}] }}
-firewall = {{ {firewall} }}
-[[backend]]
-name = "app"
-[[backend.server]]
-name = "a"
-address = "{server}"
-"#,
-            c.display(),
-            k.display()
-        ),
-    )
+    let mut https = FrontendConfig::http("https", "app").tls(&c, &k);
+    if let Some(firewall) = firewall {
+        https = https.set("firewall", firewall);
+    }
+    let mut cfg = LbConfig::new().frontend(https).backend(BackendConfig::new("app").server("a", server));
+    for (key, d) in timeouts {
+        cfg = cfg.timeout(key, *d);
+    }
+    Process::start("lb", &cfg.to_toml())
 }
 
 #[test]
 fn refused_connections_are_closed_before_the_tls_handshake() {
     let a = Backend::start("a");
     let dir = tempfile::tempdir().unwrap();
-    let lb = tls_lb(dir.path(), a.addr, "", "max_connections = 1");
+    let lb = tls_lb(dir.path(), a.addr, &[], Some("{ max_connections = 1 }"));
     let https = lb.addr("https");
     let ca = dir.path().join("cert.pem");
     // The one allowed connection works.
@@ -103,7 +92,7 @@ const PING: u8 = 6;
 fn idle_http2_connections_are_closed_with_goaway() {
     let a = Backend::start("a");
     let dir = tempfile::tempdir().unwrap();
-    let lb = tls_lb(dir.path(), a.addr, "http2_idle = \"300ms\"", "");
+    let lb = tls_lb(dir.path(), a.addr, &[("http2_idle", Duration::from_millis(300))], None);
     let mut tls = tls_connect(lb.addr("https"), "localhost", &dir.path().join("cert.pem"), &[b"h2"]).unwrap();
     assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]));
     tls.write_all(H2_PREFACE).unwrap();
@@ -116,8 +105,12 @@ fn idle_http2_connections_are_closed_with_goaway() {
 fn http2_clients_that_do_not_answer_pings_are_disconnected() {
     let a = Backend::start("a");
     let dir = tempfile::tempdir().unwrap();
-    let timeouts = "http2_idle = \"600s\"\nhttp2_ping_interval = \"200ms\"\nhttp2_ping_timeout = \"200ms\"";
-    let lb = tls_lb(dir.path(), a.addr, timeouts, "");
+    let timeouts = [
+        ("http2_idle", Duration::from_secs(600)),
+        ("http2_ping_interval", Duration::from_millis(200)),
+        ("http2_ping_timeout", Duration::from_millis(200)),
+    ];
+    let lb = tls_lb(dir.path(), a.addr, &timeouts, None);
     let mut tls = tls_connect(lb.addr("https"), "localhost", &dir.path().join("cert.pem"), &[b"h2"]).unwrap();
     tls.write_all(H2_PREFACE).unwrap();
     let frames = h2_frames_until_close(&mut tls, false);
@@ -128,7 +121,7 @@ fn http2_clients_that_do_not_answer_pings_are_disconnected() {
 fn http2_requests_reach_the_server_with_host() {
     let a = Backend::start("a");
     let dir = tempfile::tempdir().unwrap();
-    let lb = tls_lb(dir.path(), a.addr, "", "");
+    let lb = tls_lb(dir.path(), a.addr, &[], None);
     let port = lb.addr("https").port();
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "20", "--http2", "--cacert"])
@@ -150,11 +143,8 @@ fn big_site(bytes: usize) -> tempfile::TempDir {
     root
 }
 
-fn web(root: &Path, extra: &str) -> Process {
-    Process::start(
-        "web",
-        &format!("listen = [\"127.0.0.1:0\"]\nroot = \"{}\"\nthreads = 1\naccess_log = false\n{extra}", root.display()),
-    )
+fn web(config: WebConfig) -> Process {
+    Process::start("web", &config.to_toml())
 }
 
 /// Ask for `path` on a socket with a tiny receive buffer and read nothing,
@@ -175,7 +165,7 @@ const BIG: usize = 16 * 1024 * 1024;
 #[test]
 fn the_web_tier_disconnects_a_client_that_stops_reading() {
     let root = big_site(BIG);
-    let w = web(root.path(), "[timeouts]\nsend = \"300ms\"");
+    let w = web(WebConfig::new(root.path()).timeout("send", Duration::from_millis(300)));
     slow_reader_is_cut_off(w.addr("http"), &w, "/big.bin", BIG);
     // Other clients are served as usual.
     assert_eq!(get(w.addr("http"), "/").unwrap().status, 200);
@@ -185,14 +175,12 @@ fn the_web_tier_disconnects_a_client_that_stops_reading() {
 fn the_lb_disconnects_a_client_that_stops_reading() {
     let root = big_site(BIG);
     // The web server waits far longer than the lb: the lb is what gives up.
-    let w = web(root.path(), "[timeouts]\nsend = \"600s\"");
-    let lb = Process::start(
-        "lb",
-        &format!(
-            "threads = 1\n[timeouts]\nclient_send = \"300ms\"\n[[frontend]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"web\"\n[[backend]]\nname = \"web\"\n[[backend.server]]\nname = \"w\"\naddress = \"{}\"\n",
-            w.addr("http")
-        ),
-    );
+    let w = web(WebConfig::new(root.path()).timeout("send", Duration::from_secs(600)));
+    let cfg = LbConfig::new()
+        .timeout("client_send", Duration::from_millis(300))
+        .frontend(FrontendConfig::http("www", "web"))
+        .backend(BackendConfig::new("web").server("w", w.addr("http")));
+    let lb = Process::start("lb", &cfg.to_toml());
     slow_reader_is_cut_off(lb.addr("www"), &lb, "/big.bin", BIG);
     assert_eq!(get(lb.addr("www"), "/").unwrap().status, 200);
 }
@@ -200,13 +188,10 @@ fn the_lb_disconnects_a_client_that_stops_reading() {
 #[test]
 fn the_https_redirect_echoes_only_valid_hosts_and_is_private() {
     let a = Backend::start("a");
-    let lb = Process::start(
-        "lb",
-        &format!(
-            "threads = 1\n[[frontend]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\nbackend = \"app\"\nredirect_https_port = 8443\n[[backend]]\nname = \"app\"\n[[backend.server]]\nname = \"a\"\naddress = \"{}\"\n",
-            a.addr
-        ),
-    );
+    let cfg = LbConfig::new()
+        .frontend(FrontendConfig::http("http", "app").set("redirect_https_port", "8443"))
+        .backend(BackendConfig::new("app").server("a", a.addr));
+    let lb = Process::start("lb", &cfg.to_toml());
     let http = lb.addr("http");
     let ask = |host: &str| {
         raw_request(http, format!("GET /p?q=1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
@@ -233,14 +218,11 @@ const SECRET: &str = "edge-secret-0123456789";
 #[test]
 fn web_metrics_are_not_reachable_through_the_lb() {
     let root = big_site(16);
-    let w = web(root.path(), &format!("secret = \"{SECRET}\""));
-    let lb = Process::start(
-        "lb",
-        &format!(
-            "threads = 1\n[[frontend]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"web\"\n[[backend]]\nname = \"web\"\ncluster_secret = \"{SECRET}\"\n[[backend.server]]\nname = \"w\"\naddress = \"{}\"\n",
-            w.addr("http")
-        ),
-    );
+    let w = web(WebConfig::new(root.path()).set_str("secret", SECRET));
+    let cfg = LbConfig::new()
+        .frontend(FrontendConfig::http("www", "web"))
+        .backend(BackendConfig::new("web").set_str("cluster_secret", SECRET).server("w", w.addr("http")));
+    let lb = Process::start("lb", &cfg.to_toml());
     // Through the lb (which adds X-Bulwark-Cluster): the site, not the metrics.
     assert_eq!(get(lb.addr("www"), "/").unwrap().status, 200);
     let r = get(lb.addr("www"), "/metrics").unwrap();
@@ -262,13 +244,10 @@ fn web_metrics_are_not_reachable_through_the_lb() {
 fn the_web_proxy_route_honours_the_body_limit_and_timeout() {
     let app = Backend::start("app");
     let root = big_site(16);
-    let w = web(
-        root.path(),
-        &format!(
-            "[limits]\nmax_body_bytes = 1000\n[timeouts]\nbody = \"300ms\"\n[[proxy]]\nprefix = \"/api/\"\nservers = [\"{}\"]\n",
-            app.addr
-        ),
-    );
+    let w = web(WebConfig::new(root.path())
+        .limit("max_body_bytes", 1000)
+        .timeout("body", Duration::from_millis(300))
+        .proxy("/api/", &[app.addr]));
     let http = w.addr("http");
     // Chunked, growing past the limit: 413, and the app never sees it whole.
     let mut chunked =

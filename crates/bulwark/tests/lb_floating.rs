@@ -9,6 +9,7 @@
 //! sends) hands it over at once with priority 0; the admin listener shows
 //! the state in `/api/overview`, `/metrics` and on the dashboard.
 
+use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig};
 use bulwark_testkit::netns::{isolated, private_run_netns, sh};
 use bulwark_testkit::{get, metric_value, wait_until, Backend, Process};
 use nix::sys::signal::Signal;
@@ -44,30 +45,22 @@ fn holds_vip(ns: &str) -> bool {
 }
 
 fn lb(ns: &str, priority: u8, server: SocketAddr) -> Process {
-    let config = format!(
-        r#"threads = 1
-[admin]
-bind = "0.0.0.0:9100"
-token = "{TOKEN}"
-[[frontend]]
-name = "www"
-bind = "0.0.0.0:8080"
-backend = "web"
-[[backend]]
-name = "web"
-health_check = {{ kind = "http", path = "/health", interval = "100ms", rise = 1, fall = 1 }}
-[[backend.server]]
-name = "web-{ns}"
-address = "{server}"
-[[vrrp]]
-name = "www"
-interface = "eth0"
-vrid = 51
-priority = {priority}
-advert_interval = "100ms"
-addresses = ["{VIP}/24"]
-"#
-    );
+    let config = LbConfig::new()
+        .admin_str("bind", "0.0.0.0:9100")
+        .admin_str("token", TOKEN)
+        .frontend(FrontendConfig::http("www", "web").set_str("bind", "0.0.0.0:8080"))
+        .backend(
+            BackendConfig::new("web")
+                .set("health_check", r#"{ kind = "http", path = "/health", interval = "100ms", rise = 1, fall = 1 }"#)
+                .server(&format!("web-{ns}"), server),
+        )
+        .set(
+            "vrrp",
+            &format!(
+                r#"[{{ name = "www", interface = "eth0", vrid = 51, priority = {priority}, advert_interval = "100ms", addresses = ["{VIP}/24"] }}]"#
+            ),
+        )
+        .to_toml();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.toml");
     std::fs::write(&path, config).unwrap();

@@ -2,21 +2,23 @@
 //! (400, connection closed, no server touched) or framed as it says, on a forwarding frontend
 //! and on a plain-HTTP frontend that redirects to HTTPS; and a connection
 //! that sends nothing is closed once `client_header` has passed.
+use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig};
 use bulwark_testkit::{read_response, Backend, Process};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-fn lb(backend: SocketAddr, timeouts: &str) -> Process {
-    Process::start(
-        "lb",
-        &format!(
-            "threads = 1\n[timeouts]\n{timeouts}\n\
-             [[frontend]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"app\"\n\
-             [[frontend]]\nname = \"redirect\"\nbind = \"127.0.0.1:0\"\nbackend = \"app\"\nredirect_https_port = 8443\n\
-             [[backend]]\nname = \"app\"\n[[backend.server]]\nname = \"a\"\naddress = \"{backend}\"\n"
-        ),
-    )
+/// An lb with a forwarding frontend `www` and a frontend `redirect` that
+/// sends plain HTTP to HTTPS, both before server `a`.
+fn lb(backend: SocketAddr, client_header: Option<Duration>) -> Process {
+    let mut cfg = LbConfig::new()
+        .frontend(FrontendConfig::http("www", "app"))
+        .frontend(FrontendConfig::http("redirect", "app").set("redirect_https_port", "8443"))
+        .backend(BackendConfig::new("app").server("a", backend));
+    if let Some(d) = client_header {
+        cfg = cfg.timeout("client_header", d);
+    }
+    Process::start("lb", &cfg.to_toml())
 }
 
 /// Sends `raw`, reads one response, then whether the lb closed the
@@ -38,7 +40,7 @@ fn answer_and_closed(addr: SocketAddr, raw: &[u8]) -> (u16, bool) {
 #[test]
 fn requests_with_broken_framing_get_400_from_the_lb() {
     let a = Backend::start("a");
-    let lb = lb(a.addr, "");
+    let lb = lb(a.addr, None);
     let cases: [(&str, &[u8]); 3] = [
         ("no Host", b"GET / HTTP/1.1\r\n\r\n"),
         ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
@@ -74,7 +76,7 @@ fn requests_with_broken_framing_get_400_from_the_lb() {
 #[test]
 fn a_redirecting_frontend_reads_bodies_and_stays_in_step() {
     let a = Backend::start("a");
-    let lb = lb(a.addr, "");
+    let lb = lb(a.addr, None);
     // A POST with a body, then a GET on the same connection: the body is
     // not taken for the next request.
     let mut s = TcpStream::connect(lb.addr("redirect")).unwrap();
@@ -102,7 +104,7 @@ fn a_redirecting_frontend_reads_bodies_and_stays_in_step() {
 #[test]
 fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
     let a = Backend::start("a");
-    let lb = lb(a.addr, "client_header = \"300ms\"");
+    let lb = lb(a.addr, Some(Duration::from_millis(300)));
     let mut silent = TcpStream::connect(lb.addr("www")).unwrap();
     silent.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let start = Instant::now();

@@ -2,6 +2,7 @@
 //! requests against a real process: every one gets an answer or a closed
 //! connection, none reaches a server as garbage, and the process neither
 //! panics nor stops serving.
+use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig};
 use bulwark_testkit::{get, Backend, Process};
 use proptest::prelude::*;
 use std::io::{Read, Write};
@@ -45,11 +46,12 @@ fn request_like() -> impl Strategy<Value = Vec<u8>> {
 #[test]
 fn malformed_requests_never_break_the_lb() {
     let a = Backend::start("a");
-    let cfg = format!(
-        "threads = 1\n[timeouts]\nclient_header = \"500ms\"\nclient_body = \"500ms\"\n[[frontend]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"app\"\naccess_log = false\n[[backend]]\nname = \"app\"\n[[backend.server]]\nname = \"a\"\naddress = \"{}\"\n",
-        a.addr
-    );
-    let lb = Process::start("lb", &cfg);
+    let cfg = LbConfig::new()
+        .timeout("client_header", Duration::from_millis(500))
+        .timeout("client_body", Duration::from_millis(500))
+        .frontend(FrontendConfig::http("www", "app").set("access_log", "false"))
+        .backend(BackendConfig::new("app").server("a", a.addr));
+    let lb = Process::start("lb", &cfg.to_toml());
     let www = lb.addr("www");
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 150, ..ProptestConfig::default() });
     runner

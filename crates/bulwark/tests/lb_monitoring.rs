@@ -1,6 +1,7 @@
 //! Monitoring on the load balancer: Prometheus metrics that parse and move
 //! with traffic, the admin token, the overview document, events, alerts to
 //! the log and to a webhook, and watched nodes.
+use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig};
 use bulwark_testkit::{get, raw_request, wait_until, Backend, Process};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -20,24 +21,11 @@ use bulwark_testkit::metric_value as sample;
 #[test]
 fn metrics_parse_move_with_traffic_and_need_the_token() {
     let a = Backend::start("a");
-    let cfg = format!(
-        r#"threads = 1
-[admin]
-bind = "127.0.0.1:0"
-token = "t0ken"
-[[frontend]]
-name = "www"
-bind = "127.0.0.1:0"
-backend = "app"
-[[backend]]
-name = "app"
-[[backend.server]]
-name = "a"
-address = "{}"
-"#,
-        a.addr
-    );
-    let lb = Process::start("lb", &cfg);
+    let cfg = LbConfig::new()
+        .admin_str("token", "t0ken")
+        .frontend(FrontendConfig::http("www", "app"))
+        .backend(BackendConfig::new("app").server("a", a.addr));
+    let lb = Process::start("lb", &cfg.to_toml());
     let admin = lb.addr("admin");
     assert_eq!(get(admin, "/metrics").unwrap().status, 401);
     assert_eq!(get(admin, "/api/overview").unwrap().status, 401);
@@ -101,35 +89,22 @@ fn overview_events_and_alerts_follow_failures() {
     let b = Backend::start("b");
     let app = Backend::start("app1");
     let (hook, hooks) = webhook();
-    let cfg = format!(
-        r#"threads = 1
-[admin]
-bind = "127.0.0.1:0"
-site = "foobar"
-name = "lb1"
-alerts = {{ for = "200ms", webhook = "http://{hook}/alerts" }}
-[[admin.node]]
-name = "app1"
-kind = "app"
-host = "server1"
-address = "{}"
-[[frontend]]
-name = "www"
-bind = "127.0.0.1:0"
-backend = "web"
-[[backend]]
-name = "web"
-health_check = {{ kind = "http", path = "/health", interval = "100ms", rise = 1, fall = 2 }}
-[[backend.server]]
-name = "a"
-address = "{}"
-[[backend.server]]
-name = "b"
-address = "{}"
-"#,
-        app.addr, a.addr, b.addr
-    );
-    let lb = Process::start("lb", &cfg);
+    let cfg = LbConfig::new()
+        .admin_str("site", "foobar")
+        .admin_str("name", "lb1")
+        .admin_with("alerts", &format!(r#"{{ for = "200ms", webhook = "http://{hook}/alerts" }}"#))
+        .admin_with(
+            "node",
+            &format!(r#"[{{ name = "app1", kind = "app", host = "server1", address = "{}" }}]"#, app.addr),
+        )
+        .frontend(FrontendConfig::http("www", "web"))
+        .backend(
+            BackendConfig::new("web")
+                .set("health_check", r#"{ kind = "http", path = "/health", interval = "100ms", rise = 1, fall = 2 }"#)
+                .server("a", a.addr)
+                .server("b", b.addr),
+        );
+    let lb = Process::start("lb", &cfg.to_toml());
     let admin = lb.addr("admin");
     let overview =
         || -> serde_json::Value { serde_json::from_slice(&get(admin, "/api/overview").unwrap().body).unwrap() };

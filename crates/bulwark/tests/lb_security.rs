@@ -1,6 +1,7 @@
 //! The classic site's security gaps, closed on the load balancer: HTTPS (with
 //! redirect, HSTS, SNI, HTTP/2, certificate reload), the firewall (CIDR
 //! ACL, rate limit, connection limits), slowloris and body limits.
+use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig};
 use bulwark_testkit::{get, raw_request, raw_request_from, request, wait_until, Backend, Process};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,8 +15,9 @@ fn cert(dir: &Path, names: &[&str]) -> (String, String) {
     (c.display().to_string(), k.display().to_string())
 }
 
-fn backend_section(a: SocketAddr) -> String {
-    format!("[[backend]]\nname = \"app\"\n[[backend.server]]\nname = \"a\"\naddress = \"{a}\"\n")
+/// An lb with `frontend` in front of backend `app`, whose one server is `a`.
+fn lb_before(a: SocketAddr, frontend: FrontendConfig) -> LbConfig {
+    LbConfig::new().frontend(frontend).backend(BackendConfig::new("app").server("a", a))
 }
 
 /// `curl` with the given args; returns (exit ok, stdout, stderr).
@@ -29,23 +31,9 @@ fn https_works_plain_http_redirects_and_hsts_is_sent() {
     let a = Backend::start("a");
     let dir = tempfile::tempdir().unwrap();
     let (c, k) = cert(dir.path(), &["localhost"]);
-    let cfg = format!(
-        r#"threads = 1
-[[frontend]]
-name = "https"
-bind = "127.0.0.1:0"
-backend = "app"
-tls = {{ certificate = [{{ cert = "{c}", key = "{k}" }}] }}
-
-[[frontend]]
-name = "http"
-bind = "127.0.0.1:0"
-backend = "app"
-redirect_https_port = 443
-{}"#,
-        backend_section(a.addr)
-    );
-    let lb = Process::start("lb", &cfg);
+    let cfg = lb_before(a.addr, FrontendConfig::http("https", "app").tls(Path::new(&c), Path::new(&k)))
+        .frontend(FrontendConfig::http("http", "app").set("redirect_https_port", "443"));
+    let lb = Process::start("lb", &cfg.to_toml());
     let https = lb.addr("https");
     let url = format!("https://localhost:{}/echo", https.port());
     let resolve = format!("localhost:{}:127.0.0.1", https.port());
@@ -77,11 +65,9 @@ fn sni_picks_the_certificate_and_reload_swaps_it() {
     let d2 = tempfile::tempdir().unwrap();
     let (c1, k1) = cert(d1.path(), &["one.test"]);
     let (c2, k2) = cert(d2.path(), &["two.test"]);
-    let cfg = format!(
-        "threads = 1\n[[frontend]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\nbackend = \"app\"\ntls = {{ certificate = [{{ cert = \"{c1}\", key = \"{k1}\" }}, {{ cert = \"{c2}\", key = \"{k2}\" }}] }}\n{}",
-        backend_section(a.addr)
-    );
-    let lb = Process::start("lb", &cfg);
+    let https = FrontendConfig::http("https", "app")
+        .tls_certificates(&[(Path::new(&c1), Path::new(&k1)), (Path::new(&c2), Path::new(&k2))]);
+    let lb = Process::start("lb", &lb_before(a.addr, https).to_toml());
     let port = lb.addr("https").port();
     for (name, ca) in [("one.test", &c1), ("two.test", &c2)] {
         let resolve = format!("{name}:{port}:127.0.0.1");
@@ -110,11 +96,9 @@ fn sni_picks_the_certificate_and_reload_swaps_it() {
 #[test]
 fn denied_cidr_gets_403_and_allowed_passes() {
     let a = Backend::start("a");
-    let cfg = format!(
-        "threads = 1\n[[frontend]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"app\"\nfirewall = {{ acl = [\"deny 127.0.0.2\", \"allow 127.0.0.0/8\", \"deny all\"] }}\n{}",
-        backend_section(a.addr)
-    );
-    let lb = Process::start("lb", &cfg);
+    let www = FrontendConfig::http("www", "app")
+        .set("firewall", r#"{ acl = ["deny 127.0.0.2", "allow 127.0.0.0/8", "deny all"] }"#);
+    let lb = Process::start("lb", &lb_before(a.addr, www).to_toml());
     let req = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
     let r = raw_request_from("127.0.0.2".parse().unwrap(), lb.addr("www"), req).unwrap();
     assert_eq!(r.status, 403, "{}", r.text());
@@ -126,11 +110,8 @@ fn denied_cidr_gets_403_and_allowed_passes() {
 #[test]
 fn rate_limit_returns_429_with_retry_after_and_recovers() {
     let a = Backend::start("a");
-    let cfg = format!(
-        "threads = 1\n[[frontend]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"app\"\nfirewall = {{ rate_limit = {{ per_second = 2, burst = 5 }} }}\n{}",
-        backend_section(a.addr)
-    );
-    let lb = Process::start("lb", &cfg);
+    let www = FrontendConfig::http("www", "app").set("firewall", "{ rate_limit = { per_second = 2, burst = 5 } }");
+    let lb = Process::start("lb", &lb_before(a.addr, www).to_toml());
     let www = lb.addr("www");
     let responses: Vec<_> = (0..8).map(|_| get(www, "/").unwrap()).collect();
     let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
@@ -150,11 +131,8 @@ fn rate_limit_returns_429_with_retry_after_and_recovers() {
 #[test]
 fn connection_limit_per_ip() {
     let a = Backend::start("a");
-    let cfg = format!(
-        "threads = 1\n[[frontend]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"app\"\nfirewall = {{ max_connections_per_ip = 2 }}\n{}",
-        backend_section(a.addr)
-    );
-    let lb = Process::start("lb", &cfg);
+    let www = FrontendConfig::http("www", "app").set("firewall", "{ max_connections_per_ip = 2 }");
+    let lb = Process::start("lb", &lb_before(a.addr, www).to_toml());
     let www = lb.addr("www");
     let _c1 = TcpStream::connect(www).unwrap();
     let _c2 = TcpStream::connect(www).unwrap();
@@ -166,11 +144,9 @@ fn connection_limit_per_ip() {
 #[test]
 fn slowloris_is_cut_off_after_the_header_timeout() {
     let a = Backend::start("a");
-    let cfg = format!(
-        "threads = 1\n[timeouts]\nclient_header = \"300ms\"\n[[frontend]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"app\"\n{}",
-        backend_section(a.addr)
-    );
-    let lb = Process::start("lb", &cfg);
+    let cfg =
+        lb_before(a.addr, FrontendConfig::http("www", "app")).timeout("client_header", Duration::from_millis(300));
+    let lb = Process::start("lb", &cfg.to_toml());
     let mut s = TcpStream::connect(lb.addr("www")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let start = Instant::now();
@@ -208,11 +184,9 @@ fn slowloris_is_cut_off_after_the_header_timeout() {
 #[test]
 fn oversized_and_slow_bodies_get_413_and_408() {
     let a = Backend::start("a");
-    let cfg = format!(
-        "threads = 1\n[timeouts]\nclient_body = \"300ms\"\n[[frontend]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"app\"\nmax_body_bytes = 1000\n{}",
-        backend_section(a.addr)
-    );
-    let lb = Process::start("lb", &cfg);
+    let cfg = lb_before(a.addr, FrontendConfig::http("www", "app").set("max_body_bytes", "1000"))
+        .timeout("client_body", Duration::from_millis(300));
+    let lb = Process::start("lb", &cfg.to_toml());
     let www = lb.addr("www");
     let r = request(www, "POST", "/echo", &[], &[b'x'; 2000]).unwrap();
     assert_eq!(r.status, 413);

@@ -4,6 +4,7 @@
 //! and the app's echo endpoint, bytes both ways; an app server killed
 //! mid-stream closes the client's socket and the next one lands on the
 //! other app server.
+use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig};
 use bulwark_testkit::{bulwark_bin, wait_until, Process};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -157,25 +158,11 @@ tunnel_timeout = "3s"
             secrets = data.join("secrets").display(),
         ),
     );
-    let lb = Process::start(
-        "lb",
-        &format!(
-            r#"threads = 1
-[admin]
-bind = "127.0.0.1:0"
-[[frontend]]
-name = "plain"
-bind = "127.0.0.1:0"
-backend = "web"
-[[backend]]
-name = "web"
-[[backend.server]]
-name = "w"
-address = "{}"
-"#,
-            web.addr("http")
-        ),
-    );
+    let cfg = LbConfig::new()
+        .admin()
+        .frontend(FrontendConfig::http("plain", "web"))
+        .backend(BackendConfig::new("web").server("w", web.addr("http")));
+    let lb = Process::start("lb", &cfg.to_toml());
     let url = format!("ws://127.0.0.1:{}/api/ws/echo", lb.addr("plain").port());
     let mut client = Client::start_at(&url, Path::new("-"), &["echo", "100"]);
     assert_eq!(client.line(), "served_by app1");

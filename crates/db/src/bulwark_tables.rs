@@ -14,12 +14,11 @@ use rusqlite::{Connection, OptionalExtension};
 /// Each apply transaction writes one row of `_bulwark_meta` (a
 /// `WITHOUT ROWID` table: one B-tree, so one page) and appends to
 /// `_bulwark_requests` in `seq` order (its rowid), so it touches few pages:
-/// SQLite writes each changed page whole into the WAL. Measured with 5
-/// writes with request ids per transaction: 5.6 pages against 8.1 with the
-/// first layout (a rowid `_bulwark_meta` with its key index, and
-/// `_bulwark_requests` keyed by id with an index on time), and 9,966
-/// against 8,891 writes/s (16 clients, 3 nodes, medians of 3). Older
-/// databases are converted when opened ([`migrate`]).
+/// SQLite writes each changed page whole into the WAL. The first layout (a
+/// rowid `_bulwark_meta` with its key index, and `_bulwark_requests` keyed
+/// by id with an index on time) touched about half as many pages again
+/// (figures: docs/BENCHMARKS.md). Databases of that layout are converted
+/// when opened ([`migrate`]).
 pub(crate) const META_DDL: &str =
     "CREATE TABLE IF NOT EXISTS _bulwark_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS _bulwark_requests (seq INTEGER PRIMARY KEY,

@@ -14,7 +14,7 @@
 //!
 //! Owns: the queue and its task. Must not touch: the HTTP layer (the node
 //! maps [`Committed`] to replies) or the state machine.
-use crate::raft_types::{now_ms, ApplyOutcome, LogId, Node, NodeId, Raft, TypeConfig, Write, WriteBatch};
+use crate::raft_types::{ApplyOutcome, LogId, Node, NodeId, Raft, TypeConfig, Write, WriteBatch};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::ClientWriteResponse;
 use std::future::Future;
@@ -24,9 +24,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Entries being committed at once. More than one keeps the pipeline full
 /// (the next entry is appended and sent while the previous one waits for
-/// its acknowledgements); few keeps each entry large under load. Measured
-/// with 16 clients on 2 cores: 1 or 2 gave 5400-6500 writes/s, 4 gave
-/// 7600-7900, 8 and 64 slightly less.
+/// its acknowledgements); few keeps each entry large under load. Of 1, 2,
+/// 4, 8 and 64, 4 wrote fastest (figures: docs/BENCHMARKS.md).
 pub const MAX_IN_FLIGHT: usize = 4;
 /// Most writes in one entry.
 pub const MAX_WRITES: usize = 512;
@@ -137,7 +136,7 @@ where
         }
         let (writes, replies): (Vec<Write>, Vec<oneshot::Sender<Committed>>) =
             queued.into_iter().map(|q| (q.write, q.reply)).unzip();
-        let committing = commit(WriteBatch { writes, time_ms: now_ms() });
+        let committing = commit(WriteBatch { writes, time_ms: bulwark_telemetry::clock::unix_ms() });
         tokio::spawn(answer(committing, replies, timeout, permit));
     }
 }

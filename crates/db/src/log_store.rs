@@ -19,14 +19,13 @@
 //! commit, CRC, torn tail, chunked purge) and was tried here first, but it
 //! appends with `O_APPEND` to growing files, so every `fdatasync` also
 //! commits the file size (an ext4 journal commit), it group-commits with a
-//! waiting window, and it cannot preallocate: with it a 3-node cluster did
-//! ~2800 writes/s where the SQLite log it was to replace did ~4000 (openraft
+//! waiting window, and it cannot preallocate: with it a 3-node cluster
+//! wrote more slowly than with the SQLite log it was to replace (openraft
 //! 0.9 replicates one AppendEntries at a time, so a follower's sync latency
-//! is part of every round). This log does ~4400 (both measured before the
-//! primary's group commit; with it, this log and the SQLite one measured
-//! the same within noise, ~9000, and this one uses less CPU). `raft-wal` (the other
-//! candidate, with an openraft feature) is not in the registry this project
-//! builds from.
+//! is part of every round trip), and this log writes faster than either and
+//! uses less CPU (figures: docs/BENCHMARKS.md, "The Raft log"). `raft-wal`
+//! (the other candidate, with an openraft feature) is not in the registry
+//! this project builds from.
 mod appended;
 mod import;
 mod index;

@@ -150,8 +150,8 @@ const PAUSE_INLINE_SYNC_FOR_READS_MS: u64 = 200;
 /// Snapshot (and so compact the log) once the log appended since the last
 /// snapshot is larger than both `min_bytes` and the database file. A
 /// snapshot copies the whole database, so taking one every N entries, as
-/// openraft's policy does, costs more and more as the database grows (a
-/// 60 MB copy every few seconds under load, measured); by size, the copy
+/// openraft's policy does, costs more and more as the database grows (under
+/// load, a copy of the whole database every few seconds); by size, the copy
 /// is never larger than the log it replaces. Checked once a second; ends
 /// when Raft stops. The log on disk when the node starts counts.
 async fn snapshot_by_size(raft: Raft, log: AppendedEntries, db: std::path::PathBuf, min_bytes: u64) {

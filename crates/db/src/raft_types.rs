@@ -137,10 +137,6 @@ pub(crate) fn storage_err(verb: openraft::ErrorVerb, e: impl std::fmt::Display) 
     }
 }
 
-/// Wall-clock Unix time in ms.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 #[cfg(test)]
 mod tests {

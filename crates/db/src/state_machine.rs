@@ -16,11 +16,11 @@
 //! the machine. `data.boot` tells the two apart, and after a crash of the
 //! machine the database is rebuilt from the last snapshot and the log (see
 //! `crash_rebuild`). Snapshots are fsynced before the log before them is
-//! purged, so nothing committed is lost. Measured with 16 clients on 3
-//! nodes sharing one disk: 9,200-9,900 writes/s against 7,800-8,200 with
-//! `synchronous = NORMAL`, whose checkpoints had to sync about 60 MB of WAL
-//! per second and node and held every node's log fsync up for 50-80 ms at
-//! each of them. Where no boot id can be read, the database syncs its
+//! purged, so nothing committed is lost. With `synchronous = NORMAL`
+//! every checkpoint had to sync the WAL written since the last one, tens
+//! of MB a second under load, and held up every node's log syncs on a
+//! shared disk meanwhile (figures: docs/BENCHMARKS.md, "The disk:
+//! checkpoints and SQLite syncs"). Where no boot id can be read, the database syncs its
 //! checkpoints as before (`synchronous = NORMAL`) and is never rebuilt.
 //!
 //! # Failures while applying

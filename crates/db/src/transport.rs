@@ -545,10 +545,8 @@ async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries, max: usiz
 }
 
 /// Append-entries sent ahead to one peer at once. The peer merges those
-/// that queue up into one append (`append_queue`). Measured with 16
-/// clients, alternated runs: 4 did 9,700-10,000 writes/s, 2 did
-/// 9,100-9,200, 8 did 8,700-9,500 (before the peer merged them, 2 did
-/// 8,100-8,800 and 1 did 7,800-8,200).
+/// that queue up into one append (`append_queue`). Of 1, 2, 4 and 8, 4
+/// wrote fastest (figures: docs/BENCHMARKS.md).
 const AHEAD_IN_FLIGHT: usize = 4;
 
 impl RaftNetwork<TypeConfig> for PeerConnection {

@@ -12,7 +12,8 @@ use crate::monitor::Monitor;
 use crate::routing::Routing;
 use arc_swap::ArcSwap;
 use bulwark_config::Secret;
-use bulwark_proxy::{now_ms, ProxyBody};
+use bulwark_proxy::ProxyBody;
+use bulwark_telemetry::clock::monotonic_ms;
 use http::{header, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -114,7 +115,7 @@ fn route(ctx: &AdminContext, req: &hyper::Request<Incoming>) -> Response<ProxyBo
 
 /// `{"backends":[{"name","balance","servers":[{"name","address","state",…}]}]}`
 pub fn stats_json(r: &Routing) -> serde_json::Value {
-    let now = now_ms();
+    let now = monotonic_ms();
     let backends: Vec<_> = r
         .config
         .backends
@@ -152,7 +153,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// Prometheus text exposition of everything the lb counts.
 fn metrics(r: &Routing, ctx: &AdminContext) -> String {
-    let now = now_ms();
+    let now = monotonic_ms();
     let mut out = String::with_capacity(16 * 1024);
     let servers: Vec<_> = r
         .config

@@ -31,7 +31,8 @@
 //! Must not touch: requests, routing or sockets; the listener owns the
 //! connection and closes it when [`OpenStreams::stalled_for`] resolves.
 
-use bulwark_proxy::{now_ms, ProxyBody};
+use bulwark_proxy::ProxyBody;
+use bulwark_telemetry::clock::monotonic_ms;
 use bytes::{Buf, Bytes};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -40,9 +41,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Waiting-on-the-client state of one stream: `since` is 0 when not
-/// waiting, else the [`now_ms`] when the wait began or last made progress
-/// (never 0: `now_ms` counts from a fixed past instant and is at least 1
-/// here); `queued` counts its chunks handed over and not yet written out.
+/// waiting, else the [`monotonic_ms`] when the wait began or last made
+/// progress (never 0: that clock starts at 1 ms); `queued` counts its
+/// chunks handed over and not yet written out.
 #[derive(Default)]
 struct Waiting {
     since: AtomicU64,
@@ -51,7 +52,7 @@ struct Waiting {
 
 impl Waiting {
     fn begin(&self) {
-        self.since.store(now_ms().max(1), Ordering::Relaxed);
+        self.since.store(monotonic_ms().max(1), Ordering::Relaxed);
     }
 
     fn end(&self) {
@@ -79,7 +80,7 @@ impl Waiting {
 #[derive(Default)]
 pub(crate) struct OpenStreams {
     open: AtomicUsize,
-    /// [`now_ms`] when the last stream ended (0: never opened).
+    /// [`monotonic_ms`] when the last stream ended (0: never opened).
     idle_since_ms: AtomicU64,
     changed: tokio::sync::Notify,
     /// One entry per stream; it outlives the stream's guard while any of
@@ -91,7 +92,7 @@ impl OpenStreams {
     /// Resolves once no stream has been open for `idle`.
     pub async fn idle_for(&self, idle: Duration) {
         let idle_ms = idle.as_millis() as u64;
-        let start = now_ms();
+        let start = monotonic_ms();
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -101,7 +102,7 @@ impl OpenStreams {
                 continue;
             }
             let since = self.idle_since_ms.load(Ordering::SeqCst).max(start);
-            let now = now_ms();
+            let now = monotonic_ms();
             let deadline = since + idle_ms;
             if now >= deadline {
                 return;
@@ -122,7 +123,7 @@ impl OpenStreams {
             tokio::pin!(changed);
             changed.as_mut().enable();
             let oldest = self.oldest_wait();
-            let now = now_ms();
+            let now = monotonic_ms();
             match oldest {
                 Some(since) if now >= since + limit_ms => return,
                 // Looked at again when that wait would be due; a stream that
@@ -172,7 +173,7 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         // The stream's entry in `waits` stays while a chunk of it is queued
         // (the chunk holds `waiting`); it is pruned when the last one goes.
-        self.streams.idle_since_ms.store(now_ms(), Ordering::SeqCst);
+        self.streams.idle_since_ms.store(monotonic_ms(), Ordering::SeqCst);
         self.streams.open.fetch_sub(1, Ordering::SeqCst);
         self.streams.changed.notify_waiters();
     }

@@ -1,5 +1,6 @@
-//! Worker threads and their listeners. Each worker is an OS thread with a
-//! `current_thread` runtime and its own SO_REUSEPORT socket per frontend, so
+//! The frontends' accept loops and client connections. Each worker is an
+//! OS thread with a `current_thread` runtime and its own SO_REUSEPORT
+//! socket per frontend (`bulwark-workers`, shared with the web tier), so
 //! the kernel spreads connections across workers and a connection is
 //! handled start to finish by one thread (no work stealing, no shared
 //! connection pool lock).
@@ -10,10 +11,10 @@ use arc_swap::ArcSwap;
 use bulwark_config::lb::{Frontend, Mode};
 use bulwark_firewall::{ConnectionPermit, Refusal};
 use bulwark_proxy::{ClientContext, ProxyBody};
+use bulwark_workers::{SocketSharing, WorkerListeners};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use socket2::{Domain, Protocol, Socket, Type};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -26,39 +27,25 @@ pub(crate) struct BoundFrontend {
     pub addr: SocketAddr,
     pub mode: Mode,
     /// One socket per worker (SO_REUSEPORT), or one shared socket.
-    sockets: Vec<std::net::TcpListener>,
-}
-
-fn listen_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    if reuse_port {
-        s.set_reuse_port(true)?;
-    }
-    s.set_nonblocking(true)?;
-    s.set_nodelay(true)?;
-    s.bind(&addr.into())?;
-    s.listen(4096)?;
-    Ok(s.into())
+    sockets: WorkerListeners,
 }
 
 impl BoundFrontend {
     pub fn bind(index: usize, f: &Frontend, threads: usize) -> std::io::Result<BoundFrontend> {
         let want: SocketAddr =
             f.bind.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
-        let first = listen_socket(want, f.reuse_port)?;
-        // A `:0` bind resolves to a concrete port that the other workers share.
-        let addr = first.local_addr()?;
-        let mut sockets = vec![first];
-        for _ in 1..threads {
-            if f.reuse_port {
-                sockets.push(listen_socket(addr, true)?);
-            } else {
-                sockets.push(sockets[0].try_clone()?);
-            }
-        }
-        Ok(BoundFrontend { index, name: f.name.clone(), addr, mode: f.mode, sockets })
+        let sharing = if f.reuse_port { SocketSharing::ReusePort } else { SocketSharing::Shared };
+        let sockets = WorkerListeners::bind(want, threads, sharing)?;
+        Ok(BoundFrontend { index, name: f.name.clone(), addr: sockets.local_addr(), mode: f.mode, sockets })
     }
+}
+
+/// What a worker knows of the frontend a socket belongs to.
+#[derive(Clone)]
+struct FrontendLabel {
+    index: usize,
+    name: String,
+    mode: Mode,
 }
 
 pub(crate) fn spawn_workers(
@@ -68,41 +55,24 @@ pub(crate) fn spawn_workers(
     connections: Arc<Vec<AtomicI64>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
-    // Hand socket k of every frontend to worker k.
-    let mut per_worker: Vec<Vec<(usize, String, Mode, std::net::TcpListener)>> =
-        (0..threads).map(|_| Vec::new()).collect();
-    for f in frontends {
-        for (k, s) in f.sockets.into_iter().enumerate() {
-            per_worker[k].push((f.index, f.name.clone(), f.mode, s));
-        }
-    }
-    let mut handles = Vec::new();
-    for (k, listeners) in per_worker.into_iter().enumerate() {
-        let (routing, shutdown, connections) = (routing.clone(), shutdown.clone(), connections.clone());
-        let h = std::thread::Builder::new().name(format!("lb-worker-{k}")).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("worker {k}: cannot build runtime: {e}");
-                    return;
-                }
-            };
-            rt.block_on(worker(listeners, routing, connections, shutdown));
-        })?;
-        handles.push(h);
-    }
-    Ok(handles)
+    let listeners = frontends
+        .into_iter()
+        .map(|f| (FrontendLabel { index: f.index, name: f.name, mode: f.mode }, f.sockets))
+        .collect();
+    bulwark_workers::spawn("lb", threads, listeners, move |_, sockets| {
+        worker(sockets, routing.clone(), connections.clone(), shutdown.clone())
+    })
 }
 
 async fn worker(
-    listeners: Vec<(usize, String, Mode, std::net::TcpListener)>,
+    listeners: Vec<(FrontendLabel, std::net::TcpListener)>,
     routing: Arc<ArcSwap<Routing>>,
     connections: Arc<Vec<AtomicI64>>,
     shutdown: CancellationToken,
 ) {
     let tasks = tokio_util::task::TaskTracker::new();
     let mut accepting = tokio::task::JoinSet::new();
-    for (index, name, mode, std_listener) in listeners {
+    for (FrontendLabel { index, name, mode }, std_listener) in listeners {
         let listener = match tokio::net::TcpListener::from_std(std_listener) {
             Ok(l) => l,
             Err(e) => {
@@ -112,19 +82,7 @@ async fn worker(
         };
         let (routing, tasks, stop, open) = (routing.clone(), tasks.clone(), shutdown.clone(), connections.clone());
         accepting.spawn(async move {
-            loop {
-                let (stream, peer) = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    r = listener.accept() => match r {
-                        Ok(x) => x,
-                        Err(e) => {
-                            // EMFILE and friends: back off briefly instead of spinning.
-                            tracing::warn!(frontend = %name, "accept failed: {e}");
-                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    }
-                };
+            while let Some((stream, peer)) = bulwark_workers::next_connection(&listener, &stop, &name).await {
                 let _ = stream.set_nodelay(true);
                 let open_guard = OpenConnection::enter(open.clone(), index);
                 let r = routing.load_full();

@@ -5,21 +5,18 @@
 use crate::routing::Routing;
 use arc_swap::ArcSwap;
 use bulwark_config::lb::{Admin, AlertRules};
-use bulwark_proxy::{now_ms, LatencyHistogram};
+use bulwark_proxy::LatencyHistogram;
+use bulwark_telemetry::clock::{monotonic_ms, unix_ms};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const HISTORY: usize = 300;
 const EVENTS: usize = 200;
-
-fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 #[derive(Clone, Default)]
 struct ServerSample {
@@ -107,7 +104,7 @@ impl Monitor {
             _ => tracing::info!("{text}"),
         }
         let mut s = self.lock();
-        s.events.push_back(Event { t_ms: wall_ms(), level, text });
+        s.events.push_back(Event { t_ms: unix_ms(), level, text });
         while s.events.len() > EVENTS {
             s.events.pop_front();
         }
@@ -119,8 +116,8 @@ impl Monitor {
 
     /// One collection round: rates and states from the routing table.
     fn sample(&self, r: &Routing) {
-        let now = now_ms();
-        let t = wall_ms();
+        let now = monotonic_ms();
+        let t = unix_ms();
         let mut transitions = Vec::new();
         {
             let mut s = self.lock();
@@ -191,7 +188,7 @@ impl Monitor {
 
     /// Evaluate the alert rules against the latest sample.
     fn evaluate(&self, r: &Routing, rules: &AlertRules, webhook: &Option<String>) {
-        let now = now_ms();
+        let now = monotonic_ms();
         let mut conditions: Vec<(String, &'static str, String)> = Vec::new();
         for u in r.upstreams.values() {
             let mut any = false;
@@ -297,7 +294,7 @@ impl Monitor {
             let keys: std::collections::HashSet<String> = conditions.iter().map(|c| c.0.clone()).collect();
             s.pending.retain(|k, _| keys.contains(k));
             for (key, sev, summary) in conditions {
-                let entry = s.pending.entry(key.clone()).or_insert((Instant::now(), wall_ms(), summary.clone(), sev));
+                let entry = s.pending.entry(key.clone()).or_insert((Instant::now(), unix_ms(), summary.clone(), sev));
                 entry.2 = summary.clone();
                 let (since, since_ms) = (entry.0, entry.1);
                 if since.elapsed() >= rules.for_duration && !s.firing.contains_key(&key) {
@@ -330,7 +327,7 @@ impl Monitor {
 
     /// The `/api/overview` document (contract in docs/monitoring.md).
     pub fn overview(&self, r: &Routing, bound: &[SocketAddr]) -> Value {
-        let now = now_ms();
+        let now = monotonic_ms();
         let admin = r.config.admin.as_ref();
         let s = self.lock();
         let backends: Vec<Value> = r
@@ -359,7 +356,7 @@ impl Monitor {
         let history: Vec<Value> = s.history.iter().map(|(t, p)| json!({"t_ms": t, "servers": p})).collect();
         json!({
             "site": admin.map(|a| a.site.as_str()).unwrap_or("bulwark"),
-            "now_ms": wall_ms(),
+            "now_ms": unix_ms(),
             "lb": {
                 "name": admin.map(|a| a.name.as_str()).unwrap_or("lb"),
                 "uptime_s": self.started.elapsed().as_secs_f64(),

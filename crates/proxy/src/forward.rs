@@ -30,7 +30,7 @@ use crate::pool;
 use crate::request_id::{self, RequestIdMode, X_REQUEST_ID};
 use crate::server::{InFlight, ServerState};
 use crate::upstream::Upstream;
-use crate::{now_ms, now_us};
+use bulwark_telemetry::clock::{monotonic_ms, monotonic_us};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
@@ -162,7 +162,7 @@ impl Forwarder {
     /// Forward one request from `client`; never fails: errors become
     /// 4xx/502/503/504 responses with a plain-text reason.
     pub async fn forward(&self, req: Request<Incoming>, ctx: &ClientContext) -> Response<ProxyBody> {
-        let start = now_us();
+        let start = monotonic_us();
         match self.try_forward(req, ctx, start).await {
             Ok(resp) => resp,
             Err(e) => self.fail(e, start),
@@ -261,12 +261,12 @@ impl Forwarder {
         let max_attempts = 1 + cfg.retries.attempts as usize;
         let mut attempts = 0;
         while attempts < max_attempts {
-            if attempts > 0 && !up.retry_budget.try_withdraw(now_ms()) {
+            if attempts > 0 && !up.retry_budget.try_withdraw(monotonic_ms()) {
                 tracing::debug!(backend = up.name(), "retry budget spent");
                 break;
             }
             attempts += 1;
-            let now = if attempts == 1 { start / 1000 } else { now_ms() };
+            let now = if attempts == 1 { start / 1000 } else { monotonic_ms() };
             let Some(idx) = up.pick_at(client.ip(), &tried, now) else { break };
             tried.push(idx);
             let server = &up.servers[idx];
@@ -341,7 +341,7 @@ impl Forwarder {
                 };
                 match outcome {
                     Ok(Ok(resp)) => {
-                        let took = now_us().saturating_sub(start);
+                        let took = monotonic_us().saturating_sub(start);
                         server.observe_latency(Duration::from_micros(took));
                         let status = resp.status();
                         server.count_response(status.as_u16());
@@ -460,7 +460,7 @@ impl Forwarder {
             ErrorSource::Client => error.detail.clone(),
             _ => format!("backend `{name}`: {}", error.detail),
         };
-        let ms = now_us().saturating_sub(start) as f64 / 1000.0;
+        let ms = monotonic_us().saturating_sub(start) as f64 / 1000.0;
         match error.source {
             // A client's broken or slow body is routine: not a warning.
             ErrorSource::Client => {

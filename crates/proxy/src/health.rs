@@ -44,7 +44,7 @@ impl HealthCheck {
                             // ejection pass, instead of sitting out the whole
                             // `eject_for` (a restarted server is back in ~rise
                             // intervals).
-                            let now = crate::now_ms();
+                            let now = bulwark_telemetry::clock::monotonic_ms();
                             if let Some(since) = server.ejected_since(now) {
                                 let checks_since = now.saturating_sub(since) / (cfg.interval.as_millis() as u64).max(1);
                                 if ok_streak >= cfg.rise

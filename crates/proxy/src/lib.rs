@@ -35,19 +35,3 @@ pub use health::HealthCheck;
 pub use request_id::{RequestIdMode, X_REQUEST_ID};
 pub use server::{LatencyHistogram, ServerState, ServerStats, LATENCY_BUCKETS_US};
 pub use upstream::{RetryBudget, Upstream, UpstreamError};
-
-use std::sync::OnceLock;
-use std::time::Instant;
-
-/// Microseconds since the process's first call: one monotonic clock read,
-/// storable in atomics.
-pub fn now_us() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1000
-}
-
-/// Milliseconds on the same clock as [`now_us`] (ejection deadlines, slow
-/// start, retry budget windows).
-pub fn now_ms() -> u64 {
-    now_us() / 1000
-}

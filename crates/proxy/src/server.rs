@@ -1,4 +1,4 @@
-use crate::now_ms;
+use bulwark_telemetry::clock::monotonic_ms;
 pub use bulwark_telemetry::{LatencyHistogram, LATENCY_BUCKETS_US};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -20,12 +20,12 @@ pub struct ServerState {
     pub disabled: AtomicBool,
     /// Verdict of the active health check (true until a check says otherwise).
     up: AtomicBool,
-    /// Passive ejection deadline (`now_ms` scale); 0 = not ejected.
+    /// Passive ejection deadline (monotonic ms); 0 = not ejected.
     ejected_until: AtomicU64,
     /// When the last passive ejection began.
     ejected_at: AtomicU64,
     consecutive_errors: AtomicU32,
-    /// When the server last became available (`now_ms`), for slow start.
+    /// When the server last became available (monotonic ms), for slow start.
     available_since: AtomicU64,
     pub in_flight: AtomicU32,
     /// Peak-EWMA latency in microseconds (f64 bits) and its last update.
@@ -80,7 +80,7 @@ impl ServerState {
             available_since: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             ewma_us: AtomicU64::new(EWMA_INITIAL_US.to_bits()),
-            ewma_stamp: AtomicU64::new(now_ms()),
+            ewma_stamp: AtomicU64::new(monotonic_ms()),
             stats: ServerStats::default(),
             marked_down: tokio::sync::Notify::new(),
         }
@@ -99,7 +99,7 @@ impl ServerState {
             if up {
                 self.consecutive_errors.store(0, Ordering::Relaxed);
                 self.ejected_until.store(0, Ordering::Relaxed);
-                self.available_since.store(now_ms(), Ordering::Relaxed);
+                self.available_since.store(monotonic_ms(), Ordering::Relaxed);
             } else {
                 self.marked_down.notify_waiters();
             }
@@ -119,7 +119,7 @@ impl ServerState {
         }
     }
 
-    /// When the current passive ejection began (`now_ms` scale), if any.
+    /// When the current passive ejection began (monotonic ms), if any.
     pub fn ejected_since(&self, now: u64) -> Option<u64> {
         self.is_ejected(now).then(|| self.ejected_at.load(Ordering::Relaxed))
     }
@@ -165,7 +165,7 @@ impl ServerState {
         if threshold == 0 || n < threshold {
             return false;
         }
-        let now = now_ms();
+        let now = monotonic_ms();
         if self.is_ejected(now) {
             return false;
         }
@@ -181,7 +181,7 @@ impl ServerState {
     /// Fold a response latency into the peak-EWMA estimate.
     pub fn observe_latency(&self, sample: Duration) {
         let sample = sample.as_micros() as f64;
-        let now = now_ms();
+        let now = monotonic_ms();
         let last = self.ewma_stamp.swap(now, Ordering::Relaxed);
         let cur = f64::from_bits(self.ewma_us.load(Ordering::Relaxed));
         let next = if sample > cur {
@@ -198,7 +198,7 @@ impl ServerState {
     /// gets probed again (as linkerd's peak-EWMA does).
     pub fn ewma_us(&self) -> f64 {
         let cur = f64::from_bits(self.ewma_us.load(Ordering::Relaxed));
-        let idle = now_ms().saturating_sub(self.ewma_stamp.load(Ordering::Relaxed));
+        let idle = monotonic_ms().saturating_sub(self.ewma_stamp.load(Ordering::Relaxed));
         cur * (-(idle as f64) / EWMA_TAU_MS).exp()
     }
 
@@ -266,8 +266,8 @@ mod tests {
         assert!(!s.record_failure(3, Duration::from_secs(10)));
         assert!(!s.record_failure(3, Duration::from_secs(10)));
         assert!(s.record_failure(3, Duration::from_secs(10)));
-        assert!(!s.is_available(now_ms()));
-        assert_eq!(s.state_name(now_ms()), "ejected");
+        assert!(!s.is_available(monotonic_ms()));
+        assert_eq!(s.state_name(monotonic_ms()), "ejected");
     }
 
     #[test]
@@ -275,7 +275,7 @@ mod tests {
         let s = s();
         s.set_up(false);
         s.set_up(true);
-        let now = now_ms();
+        let now = monotonic_ms();
         let ss = Some(Duration::from_secs(100));
         let w0 = s.effective_weight(now, ss);
         assert!(w0 < 32 / 5, "{w0}");

@@ -17,7 +17,7 @@ use crate::error::ProxyError;
 use crate::forward::{ClientContext, Forwarder};
 use crate::pool;
 use crate::server::ServerState;
-use crate::{now_ms, now_us};
+use bulwark_telemetry::clock::{monotonic_ms, monotonic_us};
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
@@ -99,10 +99,10 @@ impl Forwarder {
         let mut failure = ProxyError::no_server("no server available to take this request");
         let max_attempts = 1 + up.config.retries.attempts as usize;
         for attempts in 1..=max_attempts {
-            if attempts > 1 && !up.retry_budget.try_withdraw(now_ms()) {
+            if attempts > 1 && !up.retry_budget.try_withdraw(monotonic_ms()) {
                 break;
             }
-            let Some(idx) = up.pick_at(client.ip(), &tried, now_ms()) else { break };
+            let Some(idx) = up.pick_at(client.ip(), &tried, monotonic_ms()) else { break };
             tried.push(idx);
             let server = &up.servers[idx];
             if attempts > 1 {
@@ -142,7 +142,7 @@ impl Forwarder {
                     )));
                 }
             };
-            let took = now_us().saturating_sub(start);
+            let took = monotonic_us().saturating_sub(start);
             let status = resp.status();
             server.count_response(status.as_u16());
             server.stats.latency.observe(Duration::from_micros(took));
@@ -190,7 +190,7 @@ impl Forwarder {
                         return;
                     }
                 };
-                let opened = now_ms();
+                let opened = monotonic_ms();
                 let (up_bytes, down_bytes) =
                     crate::tcp::splice(TokioIo::new(client_io), TokioIo::new(server_io), idle).await;
                 drop(guard);
@@ -201,7 +201,7 @@ impl Forwarder {
                     server = %server_name,
                     up_bytes,
                     down_bytes,
-                    secs = now_ms().saturating_sub(opened) as f64 / 1000.0,
+                    secs = monotonic_ms().saturating_sub(opened) as f64 / 1000.0,
                     "tunnel closed"
                 );
             });

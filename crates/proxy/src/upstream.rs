@@ -1,7 +1,7 @@
 use crate::balance::{Balancer, HashRing};
-use crate::now_ms;
 use crate::server::ServerState;
 use bulwark_config::lb::{Backend, Balance};
+use bulwark_telemetry::clock::monotonic_ms;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,10 +81,10 @@ impl Upstream {
     /// enabled active server is a candidate whatever its health. Returns an
     /// index into `servers`.
     pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<usize> {
-        self.pick_at(client, tried, now_ms())
+        self.pick_at(client, tried, monotonic_ms())
     }
 
-    /// [`Upstream::pick`] with the caller's clock reading (`now_ms`).
+    /// [`Upstream::pick`] with the caller's monotonic clock reading in ms.
     pub fn pick_at(&self, client: IpAddr, tried: &[usize], now: u64) -> Option<usize> {
         let cap = self.config.max_connections;
         let mut eligible: smallvec_lite::Candidates = smallvec_lite::Candidates::new();
@@ -152,7 +152,7 @@ impl Upstream {
 
     /// True when at least one server could take a request.
     pub fn has_available(&self) -> bool {
-        let now = now_ms();
+        let now = monotonic_ms();
         self.servers.iter().any(|s| s.is_available(now))
     }
 }
@@ -292,7 +292,7 @@ mod tests {
         let up = upstream(&[("a", false), ("b", false), ("c", false), ("d", false)], 50);
         up.servers[0].set_up(false);
         assert!(up.servers[1].record_failure(1, std::time::Duration::from_secs(60)));
-        assert!(!up.in_panic(now_ms()), "2 of 4 available is not below 50 %");
+        assert!(!up.in_panic(monotonic_ms()), "2 of 4 available is not below 50 %");
         assert_eq!(picked(&up), [2, 3].into());
     }
 
@@ -303,7 +303,7 @@ mod tests {
         up.servers[1].set_up(false);
         assert!(up.servers[2].record_failure(1, std::time::Duration::from_secs(60)));
         up.servers[3].disabled.store(true, Ordering::Relaxed);
-        assert!(up.in_panic(now_ms()), "0 of 3 enabled servers available");
+        assert!(up.in_panic(monotonic_ms()), "0 of 3 enabled servers available");
         assert_eq!(picked(&up), [0, 1, 2].into(), "a disabled server stays out");
         // Every server down: still balanced over all, never "no server".
         up.servers[3].disabled.store(false, Ordering::Relaxed);

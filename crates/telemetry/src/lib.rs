@@ -2,11 +2,13 @@
 //!
 //! Owns: log initialisation (tracing to stderr, optional JSON), the
 //! machine-readable "ready" line every role prints on stdout once its
-//! listeners are bound, metric helpers, dashboard assets and alert rules.
+//! listeners are bound, the process's monotonic and wall clocks
+//! ([`clock`]), metric helpers, dashboard assets and alert rules.
 //!
 //! Must not touch: request handling or role logic; roles call in here, never
 //! the other way round.
 
+pub mod clock;
 pub mod dashboard;
 mod histogram;
 pub mod process;
@@ -14,23 +16,38 @@ pub mod process;
 pub use dashboard::DASHBOARD_HTML;
 pub use histogram::{LatencyHistogram, LATENCY_BUCKETS_US};
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Once;
 
 /// Install the global tracing subscriber: human-readable lines on stderr,
 /// or JSON objects with `json = true`. `RUST_LOG` overrides `default_filter`.
+/// Lines are coloured only when stderr is a terminal and `NO_COLOR` is not
+/// set: a log file, a pipe or the journal gets plain text.
 pub fn init_logging(default_filter: &str, json: bool) {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(true);
+        let ansi = use_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(true)
+            .with_ansi(ansi);
         if json {
             builder.json().init();
         } else {
             builder.init();
         }
     });
+}
+
+/// Whether log lines get colour codes: only for a person at a terminal,
+/// and never when `NO_COLOR` is set to anything but the empty string
+/// (<https://no-color.org>).
+fn use_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// The one line a role prints on stdout when it is ready to serve:
@@ -53,6 +70,15 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&l).unwrap();
         assert_eq!(v["ready"]["listeners"]["www"], "127.0.0.1:80");
         assert!(!l.contains('\n'));
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use super::use_colour;
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some("".into())), "an empty NO_COLOR does not count");
+        assert!(!use_colour(true, Some("1".into())));
+        assert!(!use_colour(false, None));
     }
 
     #[test]

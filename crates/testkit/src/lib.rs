@@ -3,12 +3,14 @@
 //! Owns: starting `bulwark` role processes with a config on port 0 and
 //! waiting for their ready line, signalling and killing them, capturing their
 //! logs; small in-process HTTP backends that say who they are; plain HTTP/1.1
-//! client helpers. Waits are on readiness, never on sleeps.
+//! client helpers; typed builders of the lb and web configs tests write
+//! ([`config`]). Waits are on readiness, never on sleeps.
 //!
 //! Must not touch: production code paths. Nothing in the product depends on
 //! this crate.
 
 pub mod browser;
+pub mod config;
 pub mod netns;
 pub mod tls;
 

@@ -68,12 +68,12 @@ impl ForwardRoute {
 
 impl ProxyRoute for ForwardRoute {
     fn has_available_server(&self) -> bool {
-        let now = bulwark_proxy::now_ms();
+        let now = bulwark_telemetry::clock::monotonic_ms();
         self.forwarder.upstream.servers.iter().any(|s| s.is_available(now))
     }
 
     fn servers(&self) -> Vec<(String, bool)> {
-        let now = bulwark_proxy::now_ms();
+        let now = bulwark_telemetry::clock::monotonic_ms();
         self.forwarder.upstream.servers.iter().map(|s| (s.addr.to_string(), s.is_available(now))).collect()
     }
 

@@ -27,7 +27,7 @@ mod site;
 
 pub use body::{BoxError, WebBody};
 pub use forward::{ForwardRoute, RequestLimits};
-pub use proxy_route::{NotWired, ProxyRoute, RouteFuture};
+pub use proxy_route::{ProxyRoute, RouteFuture};
 
 use bulwark_config::web::WebConfig;
 use std::net::SocketAddr;
@@ -45,8 +45,6 @@ pub enum WebError {
     CacheRule(#[from] files::RuleError),
     #[error("listen[{index}]: cannot listen on {listen}: {source}")]
     Bind { index: usize, listen: String, source: std::io::Error },
-    #[error("proxy[{index}]: no such route (the config has {count} [[proxy]] routes)")]
-    NoSuchRoute { index: usize, count: usize },
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
     #[error("{0}")]
@@ -68,8 +66,6 @@ pub struct WebServer {
     routes: Vec<Arc<dyn ProxyRoute>>,
     /// Required from the lb (`X-Bulwark-Cluster`).
     secret: Option<String>,
-    /// Sent to the `[[proxy]]` servers.
-    upstream_secret: Option<String>,
     /// Opens `/metrics` (bearer).
     monitor_token: Option<String>,
     /// Mutual TLS of the listeners and the `[[proxy]]` connections.
@@ -77,10 +73,12 @@ pub struct WebServer {
 }
 
 impl WebServer {
-    /// Check the root and bind every listen address (once per worker
-    /// thread). Every `[[proxy]]` route starts as [`NotWired`] (502) until
-    /// [`WebServer::wire_proxy`] plugs in a real one.
-    pub fn bind(config: WebConfig) -> Result<WebServer, WebError> {
+    /// Check the root, bind every listen address (once per worker thread)
+    /// and start every `[[proxy]]` route on `bulwark-proxy` (the same pools,
+    /// balancing, health checks and retries as the lb). Must be called
+    /// inside a tokio runtime: the routes' health checks run on it until
+    /// `stop` is cancelled.
+    pub fn bind(config: WebConfig, stop: &CancellationToken) -> Result<WebServer, WebError> {
         let root = std::fs::canonicalize(&config.root)
             .map_err(|source| WebError::Root { path: config.root.clone(), source })?;
         if !root.is_dir() {
@@ -119,7 +117,15 @@ impl WebServer {
         .map_err(WebError::Secret)?;
         let expose = |s: Option<bulwark_config::Secret>| s.map(|s| s.expose().to_string());
         let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref()).map_err(WebError::Tls)?;
-        let routes = config.proxy.iter().map(|_| Arc::new(NotWired) as Arc<dyn ProxyRoute>).collect();
+        let limits =
+            forward::RequestLimits { max_body_bytes: config.limits.max_body_bytes, body_timeout: config.timeouts.body };
+        let (upstream_tls, to_upstream) = (config.tls(), upstream_secret.as_ref().map(|s| s.expose()));
+        let mut routes: Vec<Arc<dyn ProxyRoute>> = Vec::with_capacity(config.proxy.len());
+        for (i, p) in config.proxy.iter().enumerate() {
+            let route = forward::ForwardRoute::new(i, p, limits, to_upstream, upstream_tls.as_ref(), stop.clone())
+                .map_err(|reason| WebError::Upstream { index: i, reason })?;
+            routes.push(Arc::new(route));
+        }
         Ok(WebServer {
             config,
             root,
@@ -127,7 +133,6 @@ impl WebServer {
             listeners,
             routes,
             secret: expose(secret),
-            upstream_secret: expose(upstream_secret),
             monitor_token: expose(monitor_token),
             tls,
         })
@@ -140,32 +145,6 @@ impl WebServer {
 
     pub fn config(&self) -> &WebConfig {
         &self.config
-    }
-
-    /// Wire every `[[proxy]]` route to `bulwark-proxy` (the same pools,
-    /// balancing, health checks and retries as the lb) and start their
-    /// health checks on the current runtime until `stop`.
-    pub fn wire_proxies(&mut self, stop: CancellationToken) -> Result<(), WebError> {
-        for (i, p) in self.config.proxy.clone().iter().enumerate() {
-            let limits = forward::RequestLimits {
-                max_body_bytes: self.config.limits.max_body_bytes,
-                body_timeout: self.config.timeouts.body,
-            };
-            let tls = self.config.tls();
-            let secret = self.upstream_secret.as_deref();
-            let route = forward::ForwardRoute::new(i, p, limits, secret, tls.as_ref(), stop.clone())
-                .map_err(|reason| WebError::Upstream { index: i, reason })?;
-            self.wire_proxy(i, Arc::new(route))?;
-        }
-        Ok(())
-    }
-
-    /// Plug in the forwarder for `[[proxy]]` route number `index`.
-    pub fn wire_proxy(&mut self, index: usize, route: Arc<dyn ProxyRoute>) -> Result<(), WebError> {
-        let count = self.routes.len();
-        let slot = self.routes.get_mut(index).ok_or(WebError::NoSuchRoute { index, count })?;
-        *slot = route;
-        Ok(())
     }
 
     /// Serve until `shutdown` is cancelled, then stop accepting, let

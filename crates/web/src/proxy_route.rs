@@ -2,7 +2,7 @@
 //! role. The forwarding itself belongs to `bulwark-proxy`; this crate only
 //! matches the prefix and hands the request over.
 use crate::body::WebBody;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,21 +37,5 @@ pub trait ProxyRoute: Send + Sync + 'static {
     /// opened, and those open now.
     fn tunnels(&self) -> (u64, u64) {
         (0, 0)
-    }
-}
-
-/// The route used until `bulwark-proxy` is wired in: answers 502.
-#[derive(Debug, Clone, Default)]
-pub struct NotWired;
-
-impl ProxyRoute for NotWired {
-    fn forward(&self, _req: Request<Incoming>, _client: SocketAddr) -> RouteFuture<'_> {
-        Box::pin(async {
-            let mut resp = Response::new(WebBody::bytes("proxy not wired yet\n"));
-            *resp.status_mut() = StatusCode::BAD_GATEWAY;
-            resp.headers_mut()
-                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
-            resp
-        })
     }
 }

@@ -1,16 +1,17 @@
 //! Worker threads, their listeners and client connections.
 //!
 //! Each worker is an OS thread with a `current_thread` runtime and a
-//! `LocalSet`, and its own SO_REUSEPORT socket per listen address, so the
-//! kernel spreads connections across workers and a connection lives on one
-//! thread from accept to close (nginx's worker model). Per-thread state
-//! (the file cache) needs no locks.
+//! `LocalSet`, and its own SO_REUSEPORT socket per listen address
+//! (`bulwark-workers`, shared with the lb), so the kernel spreads
+//! connections across workers and a connection lives on one thread from
+//! accept to close (nginx's worker model). Per-thread state (the file
+//! cache) needs no locks.
 use crate::body::WebBody;
 use crate::site::{Shared, Site};
+use bulwark_workers::{SocketSharing, WorkerListeners};
 use http_body::{Body, Frame, SizeHint};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::server::conn::http1;
-use socket2::{Domain, Protocol, Socket, Type};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -47,31 +48,15 @@ pub struct ConnectionSettings {
 pub struct BoundListener {
     pub name: String,
     pub addr: SocketAddr,
-    sockets: Vec<std::net::TcpListener>,
-}
-
-fn listen_socket(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
-    s.set_nodelay(true)?;
-    s.bind(&addr.into())?;
-    s.listen(4096)?;
-    Ok(s.into())
+    sockets: WorkerListeners,
 }
 
 impl BoundListener {
     /// Bind `threads` SO_REUSEPORT sockets on `addr` (a `:0` port is chosen
     /// by the first bind and shared by the others).
     pub fn bind(name: String, addr: SocketAddr, threads: usize) -> io::Result<BoundListener> {
-        let first = listen_socket(addr)?;
-        let addr = first.local_addr()?;
-        let mut sockets = vec![first];
-        for _ in 1..threads {
-            sockets.push(listen_socket(addr)?);
-        }
-        Ok(BoundListener { name, addr, sockets })
+        let sockets = WorkerListeners::bind(addr, threads, SocketSharing::ReusePort)?;
+        Ok(BoundListener { name, addr: sockets.local_addr(), sockets })
     }
 }
 
@@ -84,32 +69,14 @@ pub fn spawn_workers(
     settings: ConnectionSettings,
     shutdown: CancellationToken,
 ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
-    for l in listeners {
-        for (k, s) in l.sockets.into_iter().enumerate() {
-            per_worker[k].push(s);
-        }
-    }
-    let mut handles = Vec::new();
-    for (k, sockets) in per_worker.into_iter().enumerate() {
-        let (shared, settings, shutdown) = (shared.clone(), settings.clone(), shutdown.clone());
-        handles.push(std::thread::Builder::new().name(format!("web-worker-{k}")).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("worker {k}: cannot build runtime: {e}");
-                    return;
-                }
-            };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, worker(sockets, shared, settings, shutdown));
-        })?);
-    }
-    Ok(handles)
+    let listeners = listeners.into_iter().map(|l| (l.name, l.sockets)).collect();
+    bulwark_workers::spawn("web", threads, listeners, move |_, sockets| {
+        worker(sockets, shared.clone(), settings.clone(), shutdown.clone())
+    })
 }
 
 async fn worker(
-    sockets: Vec<std::net::TcpListener>,
+    sockets: Vec<(String, std::net::TcpListener)>,
     shared: Arc<Shared>,
     settings: ConnectionSettings,
     shutdown: CancellationToken,
@@ -118,30 +85,18 @@ async fn worker(
     let settings = Rc::new(settings);
     let connections = TaskTracker::new();
     let accepting = TaskTracker::new();
-    for socket in sockets {
+    for (name, socket) in sockets {
         let listener = match tokio::net::TcpListener::from_std(socket) {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!("cannot register listener: {e}");
+                tracing::error!(listener = %name, "cannot register listener: {e}");
                 continue;
             }
         };
         let (site, settings, connections, stop) =
             (site.clone(), settings.clone(), connections.clone(), shutdown.clone());
         accepting.spawn_local(async move {
-            loop {
-                let (stream, peer) = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    r = listener.accept() => match r {
-                        Ok(x) => x,
-                        Err(e) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            tracing::warn!("accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    }
-                };
+            while let Some((stream, peer)) = bulwark_workers::next_connection(&listener, &stop, &name).await {
                 // Connection limits per listener and per client (the ACL
                 // and rate limit judge each request's client in `Site`).
                 let permit = match site.firewall().count_connection(peer.ip()) {

@@ -17,10 +17,9 @@ pub fn main(args: Args) -> Result<i32> {
     // role's own worker threads.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let mut server = bulwark_web::WebServer::bind(config).context("starting the web server")?;
         let shutdown = CancellationToken::new();
         // Proxy health checks run on this (main) runtime until shutdown.
-        server.wire_proxies(shutdown.clone()).context("starting the proxy routes")?;
+        let server = bulwark_web::WebServer::bind(config, &shutdown).context("starting the web server")?;
         tokio::spawn(super::shutdown_on_signal(shutdown.clone()));
         // Let the signal task install its handlers before the ready line:
         // a SIGTERM right after it must drain, not kill the process.

@@ -23,9 +23,9 @@
 //! log starts in, or the batch if larger) and synced with its directory
 //! entry before the first write to it, so a write into it changes neither
 //! the file size nor the block allocation and `fdatasync` writes only the
-//! data: p50 99 us for a 2.4 KB append here, against 133-154 us into
-//! `posix_fallocate`d space (ext4 must convert those "unwritten" blocks on
-//! the first write, a metadata update) or a growing file. Once the active
+//! data. That is faster than an append into `posix_fallocate`d space (ext4
+//! must convert those "unwritten" blocks on the first write, a metadata
+//! update) or into a growing file (figures: docs/BENCHMARKS.md). Once the active
 //! segment is half full the next one is made as `<seq>.seg.spare` on a
 //! thread of its own and renamed when needed, so the writer does not wait
 //! for the zeros; a spare left over is deleted on open. The bytes after

@@ -153,12 +153,10 @@ impl LogStore {
     /// appends on the calling thread, the runtime's, when nothing is queued
     /// to the writer thread and `pause` is not in effect. openraft's core
     /// waits for each append to be synced anyway, and the hand-over to the
-    /// thread and back cost two context switches per append. Measured with
-    /// 16 clients (3 nodes, bench/db.sh, 3 rounds): 11,216 writes/s = 1.16x
-    /// MariaDB semi-sync, against 9,014 = 0.96x. But the runtime serves
-    /// nothing while it syncs: reads on that replica during the same load
-    /// took p50 0.65-0.75 ms instead of 0.36 ms, so the node pauses this
-    /// while it serves reads. The primary keeps the thread: it handles
+    /// thread and back cost two context switches per append (figures:
+    /// docs/BENCHMARKS.md). But the runtime serves nothing while it syncs:
+    /// reads on that replica under write load took about twice as long, so
+    /// the node pauses this while it serves reads. The primary keeps the thread: it handles
     /// client requests and replication meanwhile.
     pub fn sync_inline_unless_leader(&mut self, me: u64, pause: InlineSyncPause) {
         self.inline_unless_leader = Some((me, pause));

@@ -119,19 +119,19 @@ impl Drop for Writer {
 /// [`LogStore::sync_inline_unless_leader`](super::LogStore::sync_inline_unless_leader)); cheap to share.
 #[derive(Clone, Default)]
 pub struct InlineSyncPause {
-    /// Unix ms until which appends go to the writer thread.
+    /// Monotonic ms until which appends go to the writer thread (0: never).
     pub(super) until_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl InlineSyncPause {
     /// Send appends to the writer thread for the next `for_ms` ms.
     pub fn pause(&self, for_ms: u64) {
-        self.until_ms.store(crate::raft_types::now_ms() + for_ms, std::sync::atomic::Ordering::Relaxed);
+        self.until_ms.store(bulwark_telemetry::clock::monotonic_ms() + for_ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(super) fn in_effect(&self) -> bool {
         let until = self.until_ms.load(std::sync::atomic::Ordering::Relaxed);
-        until != 0 && crate::raft_types::now_ms() < until
+        until != 0 && bulwark_telemetry::clock::monotonic_ms() < until
     }
 }
 
