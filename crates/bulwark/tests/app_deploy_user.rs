@@ -153,3 +153,53 @@ fn a_program_run_as_another_user_is_deployed_and_rolled_back_with_its_static_fil
     let exit = up.terminate();
     assert!(exit.success(), "{exit:?}\n{}", up.logs());
 }
+
+/// `bulwark check` names a release root the program's user cannot reach
+/// (no release could run there), and the program's path and the user when
+/// that user cannot run it.
+#[test]
+fn check_names_what_the_programs_user_cannot_reach() {
+    assert!(nix::unistd::geteuid().is_root(), "this test checks another user's access: run it as root");
+    let base = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let site = base.path().join("site");
+    let closed = base.path().join("closed");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::create_dir_all(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(closed.join("serve"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(closed.join("serve"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let check = |exec: &str, release_root: &Path| {
+        let topo = base.path().join("topology.toml");
+        std::fs::write(
+            &topo,
+            format!(
+                "role = \"topology\"\nname = \"t\"\n[app]\nexec = [\"{exec}\", \"{{listen}}\"]\nworkdir = \"site\"\nuser = \"nobody\"\nrelease_root = \"{}\"\n\
+                 [[host]]\nname = \"h\"\nrole = [{{ name = \"lb1\", kind = \"lb\" }}, {{ name = \"web1\", kind = \"web\" }}, \
+                 {{ name = \"app1\", kind = \"app\" }}, {{ name = \"app2\", kind = \"app\" }}, {{ name = \"db1\", kind = \"db\" }}]\n",
+                release_root.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(bulwark_bin()).args(["check", "-c"]).arg(&topo).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = check("sh", &base.path().join("releases"));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = check("sh", &closed.join("releases"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "app1, app2: app.release_root: user `nobody` cannot reach {}",
+            closed.join("releases").display()
+        )) && err.contains(&format!("{} is mode 0700", closed.display())),
+        "{err}"
+    );
+    // The program, found on PATH or named, is reported with its path and the user.
+    let (code, err) = check(closed.join("serve").to_str().unwrap(), &base.path().join("releases"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("program {} cannot be run as user `nobody`", closed.join("serve").display())),
+        "{err}"
+    );
+}

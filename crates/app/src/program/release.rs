@@ -157,9 +157,10 @@ impl Releases {
     }
 
     /// Create the release directory and `releases/` (0750, group of the
-    /// reader; a missing parent 0755) and point `current` at `program.workdir` unless it names a
-    /// deployed release: until the first deploy, the link the web tier
-    /// serves the static files through leads to the initial release.
+    /// reader; a missing parent 0755) and point `current` at
+    /// `program.workdir` unless it names a deployed release: until the
+    /// first deploy, the link the web tier serves the static files through
+    /// leads to the initial release.
     pub fn prepare(&self) -> Result<(), ReleaseError> {
         for d in [self.dir.clone(), self.store()] {
             match std::fs::create_dir(&d) {
