@@ -178,6 +178,18 @@ impl Releases {
             }
             self.own(&d, DIR_MODE)?;
         }
+        // Copies made for another user (`user` changed since) are handed
+        // to this one, so that a rollback to them can run.
+        if let Some(gid) = self.reader {
+            let entries = std::fs::read_dir(self.store()).map_err(io(&self.store()))?;
+            for e in entries.filter_map(Result::ok) {
+                use std::os::unix::fs::MetadataExt;
+                let stale = e.metadata().is_ok_and(|m| m.is_dir() && m.gid() != gid);
+                if stale && !e.file_name().to_string_lossy().starts_with('.') {
+                    regroup(&e.path(), gid)?;
+                }
+            }
+        }
         let deployed = self.link_id("current").is_some_and(|id| id != INITIAL);
         match &self.initial {
             Some(initial) if !deployed && std::fs::read_link(self.link("current")).ok().as_ref() != Some(initial) => {
@@ -342,6 +354,22 @@ impl Releases {
     }
 }
 
+/// Give every file and directory under `dir` (itself included) group `gid`.
+fn regroup(dir: &Path, gid: u32) -> Result<(), ReleaseError> {
+    let chgrp = |p: &Path| {
+        nix::unistd::chown(p, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| io(p)(std::io::Error::from(e)))
+    };
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        if entry.file_type().map_err(io(&entry.path()))?.is_dir() {
+            regroup(&entry.path(), gid)?;
+        } else {
+            chgrp(&entry.path())?;
+        }
+    }
+    chgrp(dir)
+}
+
 impl Releases {
     /// Copy the tree `src` to the new directory `dst`, with the modes and
     /// group of a release (see the module's documentation).
@@ -489,6 +517,16 @@ mod tests {
         r.switch(&id2).unwrap();
         r.prepare().unwrap();
         assert_eq!(r.current(), id2);
+        // Copies made for another group are handed to the reader's (the
+        // program's `user` changed: root changes the group).
+        assert!(nix::unistd::geteuid().is_root(), "this test changes groups: run it as root");
+        let other = crate::program::lookup_user("nobody").unwrap().1;
+        let r = Releases::new(dir.clone(), 5, Some(initial.clone())).readable_by(other);
+        r.prepare().unwrap();
+        let copy = r.path_of(&id2).unwrap().unwrap();
+        for p in [copy.clone(), copy.join("static"), copy.join("static/a.css")] {
+            assert_eq!(std::fs::metadata(&p).unwrap().gid(), other, "{}", p.display());
+        }
         // ... and an initial release that moved is followed.
         r.switch(INITIAL).unwrap();
         let moved = release(src.path(), "site-moved", "1");
