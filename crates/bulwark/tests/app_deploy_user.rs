@@ -146,7 +146,7 @@ fn a_program_run_as_another_user_is_deployed_and_rolled_back_with_its_static_fil
     load.wait_requests(10);
     assert!(versions(&site, &jar).values().all(|v| v == "1"));
     wait_until("the old release's style sheet", || site.get(&jar, "/static/style.css") == (200, css_v1.clone()));
-    assert_eq!(site.get(&jar, "/static/v2.css").0, 404);
+    wait_until("the new release's asset gone", || site.get(&jar, "/static/v2.css").0 == 404);
 
     let failures = load.finish();
     assert!(failures.is_empty(), "failed requests: {failures:#?}\n{}", up.logs());
