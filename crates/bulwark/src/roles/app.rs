@@ -49,8 +49,8 @@ pub fn check_programs(path: &Path, role: bulwark_config::Role) -> Vec<String> {
 }
 
 /// Make the topology's `[app] workdir` and `release_root` absolute
-/// (relative to `file`'s directory), and default `static` to the `static` directory under it
-/// when there is one.
+/// (relative to `file`'s directory), and default `static` to the `static`
+/// directory under `workdir` when there is one.
 pub fn anchor_topology(t: &mut Topology, file: &Path) {
     if let Some(w) = &t.app.workdir {
         if w.is_relative() {
