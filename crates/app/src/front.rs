@@ -104,10 +104,10 @@ impl ProgramServer {
             .pool_idle_timeout(std::time::Duration::from_secs(30))
             .pool_timer(TokioTimer::new())
             .build(connector);
-        let releases = config.release_dir.as_ref().map(|d| {
-            let d = std::path::absolute(d).unwrap_or_else(|_| d.clone());
-            crate::program::release::Releases::new(d, config.keep_releases, program.workdir.clone())
-        });
+        let releases = match &config.release_dir {
+            Some(d) => Some(program_releases(&config, &program, d)?),
+            None => None,
+        };
         let restart = Arc::new(tokio::sync::Notify::new());
         let deploy = crate::deploy::DeployState::new(&config, deploy_token, releases.clone(), restart.clone());
         let launch = Launch {
@@ -191,6 +191,36 @@ impl ProgramServer {
         stop_program.cancel();
         let _ = supervision.await;
     }
+}
+
+/// The program's releases under `dir`, ready: readable by the program's
+/// user when it runs as another one, `current` leading to a release.
+fn program_releases(
+    config: &AppConfig,
+    program: &bulwark_config::app::Program,
+    dir: &std::path::Path,
+) -> Result<crate::program::release::Releases, AppError> {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut releases = crate::program::release::Releases::new(dir, config.keep_releases, program.workdir.clone());
+    let user = program.user.as_deref().filter(|_| nix::unistd::geteuid().is_root());
+    let ids = match user {
+        Some(u) => Some(crate::program::lookup_user(u).map_err(|e| AppError::Releases(format!("program.{e}")))?),
+        None => None,
+    };
+    if let Some((_, gid, _)) = ids {
+        releases = releases.readable_by(gid);
+    }
+    releases.prepare().map_err(|e| AppError::Releases(format!("release_dir: {e}")))?;
+    if let (Some(u), Some((uid, gid, _))) = (user, ids) {
+        // The program keeps running its release; a deploy would fail.
+        if let Err(why) = crate::program::user_may(releases.dir(), uid, gid, crate::program::Access::Read) {
+            tracing::warn!(
+                "release_dir: user `{u}` cannot reach {}, so no release can be deployed to this app: {why}",
+                releases.dir().display()
+            );
+        }
+    }
+    Ok(releases)
 }
 
 /// The database credentials the program gets as files: the secret

@@ -78,6 +78,9 @@ pub enum AppError {
     Tls(#[from] bulwark_mtls::MtlsError),
     #[error("schema migration failed: {0}")]
     Migration(String),
+    /// The program's release directory could not be set up.
+    #[error("{0}")]
+    Releases(String),
 }
 
 pub(crate) struct App {

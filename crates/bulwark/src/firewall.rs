@@ -18,7 +18,7 @@ pub enum Action {
     /// Print the host's nftables ruleset (and, as comments, every listener and who may reach it).
     Plan(Target),
     /// Install the host's ruleset in one transaction (table inet bulwark; root).
-    Apply(Target),
+    Apply(ApplyArgs),
     /// Compare the installed table with the plan; exits 1 with a diff when they differ.
     Check(Target),
     /// Delete the table inet bulwark; every other table stays.
@@ -33,6 +33,17 @@ pub struct Target {
     /// The host (topology `[[host]] name`) whose firewall this is.
     #[arg(long)]
     pub host: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Only when the topology says `[firewall] manage = true`; otherwise
+    /// say so and change nothing (for a service manager's start step, as
+    /// in deploy/bulwark-up@.service).
+    #[arg(long)]
+    pub if_managed: bool,
 }
 
 fn load(target: &Target) -> Result<(Topology, HostFirewall)> {
@@ -59,7 +70,14 @@ pub fn main(args: Args) -> Result<i32> {
             print!("{}", bulwark_hostfw::ruleset::ruleset(&plan));
             Ok(0)
         }
-        Action::Apply(target) => {
+        Action::Apply(ApplyArgs { target, if_managed }) => {
+            if if_managed && !load(&target)?.1.manage {
+                println!(
+                    "bulwark firewall: the topology does not set [firewall] manage = true: nothing installed for host {}",
+                    target.host
+                );
+                return Ok(0);
+            }
             let plan = plan(&target)?;
             nft::apply(&plan)?;
             println!(
@@ -113,7 +131,11 @@ pub fn install_for_up(t: &Topology, host: Option<&str>) -> Result<bool> {
         return Ok(false);
     };
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("bulwark up: [firewall] manage = true, but not running as root: the host firewall is not installed");
+        eprintln!(
+            "bulwark up: [firewall] manage = true, but not running as root: the host firewall is not installed \
+             by up; install it as root first (`bulwark firewall apply --if-managed -c TOPOLOGY --host {host}`, \
+             as the systemd unit's ExecStartPre=+ does)"
+        );
         return Ok(false);
     }
     let plan = bulwark_hostfw::host_plan(t, fw, host)?;

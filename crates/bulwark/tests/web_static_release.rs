@@ -63,6 +63,52 @@ fn static_files_of_the_release_are_served_and_the_rest_is_proxied() {
     assert_eq!(get(addr, "/static/missing.css").unwrap().status, 404);
 }
 
+/// The web root is the `current` link of an app's releases: when a deploy
+/// switches it, the new release's static files are served (and those only
+/// the old one had are gone), without restarting the web role.
+#[test]
+fn static_files_follow_the_release_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, v2) = (dir.path().join("v1"), dir.path().join("v2"));
+    for (d, css) in [(&v1, "one"), (&v2, "two")] {
+        std::fs::create_dir_all(d.join("static")).unwrap();
+        std::fs::write(d.join("static/site.css"), css).unwrap();
+    }
+    std::fs::write(v2.join("static/new.css"), "new in v2").unwrap();
+    let current = dir.path().join("current");
+    std::os::unix::fs::symlink(&v1, &current).unwrap();
+    let app = Backend::start("app1");
+    let web = Process::start(
+        "web",
+        &format!(
+            "listen = [\"127.0.0.1:0\"]\nroot = \"{}\"\nthreads = 1\nstatic_prefixes = [\"/static/\"]\n\
+             [[proxy]]\nprefix = \"/\"\nservers = [\"{}\"]\n",
+            current.display(),
+            app.addr
+        ),
+    );
+    let addr = web.addr("http");
+    let body = |path: &str| {
+        let r = get(addr, path).unwrap();
+        (r.status, r.text())
+    };
+    assert_eq!(body("/static/site.css"), (200, "one".to_string()));
+    assert_eq!(body("/static/new.css").0, 404);
+
+    // Switched as `bulwark deploy` does: a new link renamed over `current`.
+    std::os::unix::fs::symlink(&v2, dir.path().join(".current.new")).unwrap();
+    std::fs::rename(dir.path().join(".current.new"), &current).unwrap();
+    bulwark_testkit::wait_until("the new release's style sheet", || body("/static/site.css") == (200, "two".into()));
+    assert_eq!(body("/static/new.css"), (200, "new in v2".to_string()));
+    // And back.
+    std::os::unix::fs::symlink(&v1, dir.path().join(".current.new")).unwrap();
+    std::fs::rename(dir.path().join(".current.new"), &current).unwrap();
+    bulwark_testkit::wait_until("the old release's style sheet", || body("/static/site.css") == (200, "one".into()));
+    // Each cached file is checked again within `cache.revalidate` of the
+    // switch: the one only the new release had is then gone.
+    bulwark_testkit::wait_until("the new release's file gone", || body("/static/new.css").0 == 404);
+}
+
 #[test]
 fn a_static_prefix_must_be_plain() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,8 @@
 //! cluster CA (every hop behind the lb is mutual TLS: `internal_tls` is on
 //! by default for hosts off loopback);
 //! role processes found through each supervisor's control socket; database
-//! status read over the db API. Whole-host faults for the floating address
+//! status read over the db API. Every host runs its host firewall
+//! (`[firewall] manage = true`, see [`firewall_text`]). Whole-host faults for the floating address
 //! stacks: kill -9 of every process of a host, its link down and up, its
 //! `up` started again as after a reboot.
 use crate::net;
@@ -222,6 +223,7 @@ role = [{ name = "lb1", kind = "lb" }, { name = "web1", kind = "web" }, { name =
 "#,
         ),
     }
+    t.push_str(&firewall_text(stack));
     for g in groups {
         let lbs: Vec<String> = g.hosts.iter().map(|h| format!("\"{h}\"")).collect();
         t.push_str(&format!(
@@ -232,6 +234,25 @@ role = [{ name = "lb1", kind = "lb" }, { name = "web1", kind = "web" }, { name =
             lbs.join(", ")
         ));
     }
+    t
+}
+
+/// The host firewall, on every host: each `up --host` installs its host's
+/// nftables ruleset (it runs as root in the host's namespace) before its
+/// roles start, so every scenario runs with only the topology's flows
+/// open. The observer (the workload client and the monitors, on the
+/// bridge) is the operator: it reaches the lb admin listeners and, as a
+/// monitoring network would, each database node's API.
+fn firewall_text(stack: Stack) -> String {
+    let db3_host = if stack.has_floating() { "server3" } else { "lb1" };
+    let mut t = format!("\n[firewall]\nmanage = true\noperator_from = [\"{}/32\"]\nallow_in = [\n", net::OBSERVER);
+    for (port, host) in [(8110, "server1"), (8111, "server2"), (8112, db3_host)] {
+        t.push_str(&format!(
+            "  {{ from = [\"{}\"], protocol = \"tcp\", port = {port}, hosts = [\"{host}\"] }},\n",
+            net::OBSERVER
+        ));
+    }
+    t.push_str("]\n");
     t
 }
 
@@ -364,6 +385,13 @@ impl Cluster {
             std::panic::resume_unwind(e);
         }
         c.same_public_port();
+        // Every host runs behind its own firewall (see `firewall_text`).
+        for (h, _) in &c.hosts {
+            if let Err(e) = net::in_ns(h, "nft", &["list", "table", "inet", "bulwark"]) {
+                c.dump_logs();
+                panic!("host {h} has no host firewall (table inet bulwark): {e}");
+            }
+        }
         // Mutual TLS is on: a database node answers no plain HTTP, on its
         // API or its Raft listener.
         for d in &c.dbs {
@@ -643,5 +671,50 @@ impl Drop for Cluster {
         // Dropping the `up` processes SIGKILLs them; their roles follow
         // (parent-death signal), and the namespaces die with the test.
         self.ups.lock().unwrap().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulwark_config::topology::Topology;
+
+    /// Every stack's topology manages its host firewall, and each started
+    /// host's plan lets the observer reach what the harness uses: the lb's
+    /// public and admin ports, each database node's API.
+    #[test]
+    fn every_host_runs_a_firewall_that_lets_the_observer_in() {
+        for stack in [Stack::Db, Stack::Full, Stack::Floating, Stack::FloatingActiveActive] {
+            let t: Topology = bulwark_config::from_str(&topology_text(stack), "chaos.toml")
+                .unwrap_or_else(|e| panic!("{stack:?}: {e}"));
+            let fw = t.firewall.clone().expect("a [firewall] table");
+            assert!(fw.manage, "{stack:?}");
+            let observer = std::net::IpAddr::V4(net::OBSERVER);
+            let reaches = |host: &str, port: u16| {
+                let plan = bulwark_hostfw::host_plan(&t, &fw, host).unwrap_or_else(|e| panic!("{stack:?} {host}: {e}"));
+                plan.inbound.iter().any(|l| {
+                    l.port == Some(port)
+                        && match &l.from {
+                            bulwark_hostfw::plan::Allowed::Anyone => true,
+                            bulwark_hostfw::plan::Allowed::Only(peers) => {
+                                peers.iter().any(|p| p.net.contains(&observer))
+                            }
+                        }
+                })
+            };
+            let db3 = if stack.has_floating() { "server3" } else { "lb1" };
+            for (host, port) in [("server1", 8110), ("server2", 8111), (db3, 8112)] {
+                assert!(reaches(host, port), "{stack:?}: the observer cannot reach {host}:{port}");
+            }
+            // Only the database API: not another host's node, not the apps.
+            assert!(!reaches("server1", 8111) && !reaches("server1", 8100), "{stack:?}");
+            if stack.has_site() {
+                let lbs: Vec<&str> = if stack.has_floating() { vec!["lb1", "lb2"] } else { vec!["lb1"] };
+                for lb in lbs {
+                    assert!(reaches(lb, LB.port()), "{stack:?}: public port of {lb}");
+                }
+                assert!(reaches("lb1", 8081), "{stack:?}: lb1's admin listener");
+            }
+        }
     }
 }

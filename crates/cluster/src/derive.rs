@@ -39,6 +39,12 @@ impl SharedFiles {
     }
 }
 
+/// Where app `app` keeps its releases (`bulwark deploy`): under the
+/// topology's release root (see `AppSettings::release_root`), by name.
+pub fn release_dir(t: &Topology, files: &SharedFiles, app: &str) -> PathBuf {
+    t.app.release_root(&files.data_dir).join(app)
+}
+
 /// One role instance and its derived config.
 #[derive(Debug, Clone)]
 pub struct DerivedRole {
@@ -211,9 +217,9 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 c.push_str(&tls_keys(t, files, &p.name));
                 if program.is_some() {
                     // `bulwark deploy`: its token, and where this app keeps
-                    // its releases (next to a db role's data, by name).
+                    // its releases (by name, see `release_dir`).
                     let _ = writeln!(c, "deploy_token_file = {}", q(&files.secret(Hop::Deploy)));
-                    let _ = writeln!(c, "release_dir = {}", q(&files.data_dir.join(&p.name)));
+                    let _ = writeln!(c, "release_dir = {}", q(&release_dir(t, files, &p.name)));
                     if let Some(n) = t.app.keep_releases {
                         let _ = writeln!(c, "keep_releases = {n}");
                     }
@@ -225,9 +231,16 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
             RoleKind::Web => {
                 // The static files of the user's site are served from its
                 // directory, under their own path only (the rest of that
-                // directory is the program's code, never served).
-                let (root, static_prefix) = match (t.app.static_prefix(), &t.app.workdir) {
-                    (Some(prefix), Some(w)) => (w.clone(), Some(prefix)),
+                // directory is the program's code, never served): the
+                // release the app of this host runs (its `current` link, so
+                // they follow `bulwark deploy`), or `[app] workdir` on a
+                // host without an app (no release reaches it).
+                let local_app = apps.iter().find(|a| a.host == p.host);
+                let (root, static_prefix) = match (t.app.static_prefix(), &t.app.workdir, local_app) {
+                    (Some(prefix), Some(_), Some(app)) => {
+                        (release_dir(t, files, &app.name).join("current"), Some(prefix))
+                    }
+                    (Some(prefix), Some(w), None) => (w.clone(), Some(prefix)),
                     _ => (files.site.clone(), None),
                 };
                 let _ = writeln!(c, "role = \"web\"\nlisten = [\"{}\"]\nroot = {}\nthreads = 1", p.addr, q(&root));
@@ -429,6 +442,17 @@ mod tests {
         assert_eq!(c.release_dir.as_deref(), Some(Path::new("/var/lib/bulwark/app2")));
         assert_eq!(c.keep_releases, 3);
         assert!(c.program.is_some());
+        // A program run as another user keeps its releases beside the data
+        // directory, which that user cannot enter; or where configured.
+        t.app.user = Some("www-data".into());
+        let app_config = |t: &Topology| -> bulwark_config::app::AppConfig {
+            let roles = derive(t, &files, None);
+            let app2 = roles.iter().find(|r| r.placed.name == "app2").unwrap();
+            bulwark_config::from_str(&app2.config, "app2").unwrap()
+        };
+        assert_eq!(app_config(&t).release_dir.as_deref(), Some(Path::new("/var/lib/bulwark-releases/app2")));
+        t.app.release_root = Some("/srv/releases".into());
+        assert_eq!(app_config(&t).release_dir.as_deref(), Some(Path::new("/srv/releases/app2")));
     }
 
     /// With `internal_tls` (on for hosts off loopback), every tier behind
@@ -560,12 +584,22 @@ unicast = true
             assert!(c.static_prefixes.is_empty());
             assert_eq!(c.root, files.site);
         }
-        // Static files from the program's directory, under their own path.
+        // Static files from the release the app of the web's host runs,
+        // under their own path.
         t.app.static_dir = Some("assets/public".into());
         for r in derive(&t, &files, None).iter().filter(|r| r.placed.kind == RoleKind::Web) {
             let c: bulwark_config::web::WebConfig = bulwark_config::from_str(&r.config, "web.toml").unwrap();
             assert_eq!(c.static_prefixes, ["/assets/public/"]);
-            assert_eq!(c.root, Path::new("/srv/site"));
+            let app = r.placed.name.replace("web", "app");
+            assert_eq!(c.root, Path::new("/var/lib/bulwark").join(app).join("current"));
         }
+        // A web host without an app serves the initial release.
+        let web2 = t.hosts.iter_mut().flat_map(|h| h.roles.iter_mut()).find(|r| r.name == "app2").unwrap();
+        web2.kind = RoleKind::Db;
+        web2.name = "db9".into();
+        let roles = derive(&t, &files, None);
+        let web2 = roles.iter().find(|r| r.placed.name == "web2").unwrap();
+        let c: bulwark_config::web::WebConfig = bulwark_config::from_str(&web2.config, "web.toml").unwrap();
+        assert_eq!(c.root, Path::new("/srv/site"));
     }
 }

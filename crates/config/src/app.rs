@@ -356,6 +356,8 @@ mod tests {
 /// [app]
 /// exec = ["gunicorn", "guestbook:app", "--bind", "{listen}"]
 /// workdir = "."
+/// user = "www-data"                       # optional: run it as this user
+/// release_root = "/srv/bulwark/releases"  # optional: where `bulwark deploy` keeps releases
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -384,6 +386,11 @@ pub struct AppSettings {
     /// (`bulwark deploy`). Default 5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_releases: Option<usize>,
+    /// Where each app keeps its releases: `<release_root>/<app name>/`
+    /// (see [`AppSettings::release_root`]). A relative path is relative to
+    /// the topology file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_root: Option<PathBuf>,
 }
 
 impl AppSettings {
@@ -407,6 +414,28 @@ impl AppSettings {
         })
     }
 
+    /// The directory under which each app keeps its releases: `release_root`
+    /// when set; else the data directory itself, or, when the program runs
+    /// as another `user`, `<data_dir>-releases` beside it: that user must
+    /// reach its releases, and the data directory (the database, secrets,
+    /// keys) stays for Bulwark alone.
+    pub fn release_root(&self, data_dir: &std::path::Path) -> PathBuf {
+        if let Some(r) = &self.release_root {
+            return r.clone();
+        }
+        if self.user.is_none() {
+            return data_dir.to_path_buf();
+        }
+        match data_dir.file_name() {
+            Some(name) => {
+                let mut sibling = name.to_os_string();
+                sibling.push("-releases");
+                data_dir.with_file_name(sibling)
+            }
+            None => data_dir.join("releases"),
+        }
+    }
+
     /// The URL prefix of the static files (`/static/`), when there are any.
     pub fn static_prefix(&self) -> Option<String> {
         self.static_dir.as_ref().filter(|_| self.program().is_some()).map(|d| format!("/{}/", d.trim_matches('/')))
@@ -428,6 +457,9 @@ impl AppSettings {
                 v.error("static", "set workdir: the static directory is under it");
             }
         }
+        if self.release_root.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            v.error("release_root", "must not be empty");
+        }
         if self.keep_releases.is_some_and(|n| !(1..=100).contains(&n)) {
             v.error("keep_releases", "must be between 1 and 100");
         }
@@ -441,7 +473,8 @@ impl AppSettings {
                     || self.stop_grace.is_some()
                     || self.start_timeout.is_some()
                     || self.static_dir.is_some()
-                    || self.keep_releases.is_some();
+                    || self.keep_releases.is_some()
+                    || self.release_root.is_some();
                 if set {
                     v.error("exec", "these settings are for a program: set exec too (without it the apps run the built-in guestbook)");
                 }

@@ -9,6 +9,12 @@
 //!
 //! Safety: every file served is canonicalised when loaded and must lie
 //! under the canonical root, so a symlink that leads outside is refused.
+//!
+//! The root may itself be a symbolic link that is switched to another
+//! directory (the `current` link of an app's releases, see `bulwark
+//! deploy`): it is resolved again on every lookup, and cached entries are
+//! checked through it, so the files of the new directory are served within
+//! `cache.revalidate` of the switch.
 use crate::encoding::Coding;
 use crate::path::CleanPath;
 use bulwark_config::web::CacheControl;
@@ -49,8 +55,9 @@ impl Stamp {
 #[derive(Debug)]
 pub struct Representation {
     pub coding: Coding,
-    /// The path under the root as the URL names it (may contain symlinks);
-    /// revalidation stats this one so a swapped symlink is noticed.
+    /// The path under the root as the URL names it (may contain symlinks,
+    /// the root included); revalidation stats this one so a swapped
+    /// symlink is noticed.
     path: PathBuf,
     /// The canonical path, opened when streaming.
     pub real_path: PathBuf,
@@ -116,7 +123,8 @@ pub enum Resolved {
 /// How files are found and turned into entries; shared by all workers.
 #[derive(Debug)]
 pub struct FileSource {
-    /// Canonical root directory.
+    /// Root directory, absolute, as configured: it may be a symbolic link
+    /// (resolved on every lookup).
     root: PathBuf,
     index: Vec<String>,
     precompressed: bool,
@@ -184,6 +192,13 @@ impl FileSource {
     pub fn resolve(&self, clean: &CleanPath<'_>) -> Resolved {
         let rel = Path::new(OsStr::from_bytes(&clean.rel));
         let path = self.root.join(rel);
+        let real_root = match std::fs::canonicalize(&self.root) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(root = %self.root.display(), "the web root is gone: {e}");
+                return Resolved::NotFound;
+            }
+        };
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
             Err(e) => return refusal_of(&e),
@@ -215,7 +230,7 @@ impl FileSource {
         } else {
             return Resolved::Forbidden;
         };
-        let identity = match self.load(&file, Coding::Identity) {
+        let identity = match self.load(&file, Coding::Identity, &real_root) {
             Ok(r) => r,
             Err(Refusal::Outside) => {
                 tracing::warn!(path = %file.display(), "refused: resolves outside the root");
@@ -231,7 +246,7 @@ impl FileSource {
             let mut p = file.clone().into_os_string();
             p.push(suffix);
             let p = PathBuf::from(p);
-            match self.load(&p, coding) {
+            match self.load(&p, coding, &real_root) {
                 Ok(r) => Some(r),
                 Err(_) => {
                     missing_siblings.push(p);
@@ -259,11 +274,14 @@ impl FileSource {
         }))
     }
 
-    /// Load one representation: canonicalise, check it is under the root,
-    /// read it when small, compute its header values.
-    fn load(&self, path: &Path, coding: Coding) -> Result<Representation, Refusal> {
+    /// Load one representation: canonicalise, check it is under the root
+    /// (`real_root`, or where the root leads now: it may have been switched
+    /// since), read it when small, compute its header values.
+    fn load(&self, path: &Path, coding: Coding, real_root: &Path) -> Result<Representation, Refusal> {
         let real_path = std::fs::canonicalize(path).map_err(Refusal::Io)?;
-        if !real_path.starts_with(&self.root) {
+        if !real_path.starts_with(real_root)
+            && !std::fs::canonicalize(&self.root).is_ok_and(|now| real_path.starts_with(now))
+        {
             return Err(Refusal::Outside);
         }
         let mut f = std::fs::File::open(&real_path).map_err(Refusal::Io)?;
@@ -524,5 +542,40 @@ mod tests {
         cache.insert(b"b2", Rc::new(*b2));
         assert!(cache.memory() <= 1000);
         assert_eq!(cache.map.len(), 1);
+    }
+
+    #[test]
+    fn a_root_that_is_a_switched_link_is_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v1, v2) = (dir.path().join("v1"), dir.path().join("v2"));
+        for (d, css) in [(&v1, "one"), (&v2, "two")] {
+            std::fs::create_dir_all(d.join("static")).unwrap();
+            std::fs::write(d.join("static/a.css"), css).unwrap();
+        }
+        std::fs::write(v1.join("static/old.css"), "old").unwrap();
+        std::fs::write(v2.join("static/new.css"), "new").unwrap();
+        let link = dir.path().join("current");
+        std::os::unix::fs::symlink(&v1, &link).unwrap();
+        let s = FileSource::new(link.clone(), vec![], true, 1024, &[]).unwrap();
+        let body = |r: Resolved| match r {
+            Resolved::File(e) => String::from_utf8(e.identity.bytes.clone().unwrap().to_vec()).unwrap(),
+            other => format!("{other:?}"),
+        };
+        let mut cache = FileCache::new(1 << 20);
+        let Resolved::File(e) = resolve(&s, "/static/a.css") else { panic!() };
+        cache.insert(b"static/a.css", Rc::new(*e));
+        assert_eq!(body(resolve(&s, "/static/old.css")), "old");
+        assert_eq!(body(resolve(&s, "/static/new.css")), "NotFound");
+
+        // Switched as a deploy does: a new link renamed over the old one.
+        std::os::unix::fs::symlink(&v2, dir.path().join(".current.new")).unwrap();
+        std::fs::rename(dir.path().join(".current.new"), &link).unwrap();
+        assert!(cache.get(b"static/a.css", Duration::ZERO).is_none(), "the cached file of v1 is dropped");
+        assert_eq!(body(resolve(&s, "/static/a.css")), "two");
+        assert_eq!(body(resolve(&s, "/static/new.css")), "new");
+        assert_eq!(body(resolve(&s, "/static/old.css")), "NotFound");
+        // Still nothing outside where the link leads.
+        std::os::unix::fs::symlink(v1.join("static/old.css"), v2.join("static/leak.css")).unwrap();
+        assert!(matches!(resolve(&s, "/static/leak.css"), Resolved::Forbidden));
     }
 }

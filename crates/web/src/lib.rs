@@ -84,6 +84,9 @@ impl WebServer {
         if !root.is_dir() {
             return Err(WebError::RootNotDirectory { path: config.root.clone() });
         }
+        // Served through the configured path: a root that is a symbolic
+        // link is followed when it is switched (see `files`).
+        let root = std::path::absolute(&config.root).unwrap_or(root);
         let threads = match config.threads {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,

@@ -137,11 +137,64 @@ pub fn lookup_user(name: &str) -> Result<(u32, u32, PathBuf), ProgramProblem> {
     }
 }
 
+/// What a user may do with a file, as its mode bits say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read a file, or list and enter a directory.
+    Read,
+    /// Run a program.
+    Execute,
+}
+
+/// Whether the user `uid` with primary group `gid` (a program started as
+/// `user` has no other group) can reach `path` (search permission on every
+/// directory above it) and `access` it, by the mode bits. Err says which
+/// path stops it, with its mode and owner.
+pub fn user_may(path: &Path, uid: u32, gid: u32, access: Access) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if uid == 0 {
+        return Ok(());
+    }
+    let allowed = |m: &std::fs::Metadata, bits: u32| {
+        let class = if m.uid() == uid {
+            m.mode() >> 6
+        } else if m.gid() == gid {
+            m.mode() >> 3
+        } else {
+            m.mode()
+        };
+        class & bits == bits
+    };
+    let describe = |p: &Path, m: &std::fs::Metadata| {
+        format!("{} is mode {:04o}, owner uid {} gid {}", p.display(), m.mode() & 0o7777, m.uid(), m.gid())
+    };
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    for dir in path.ancestors().skip(1) {
+        let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if !allowed(&m, 0o1) {
+            return Err(describe(dir, &m));
+        }
+    }
+    let m = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bits = match (access, m.is_dir()) {
+        (Access::Read, true) => 0o5,
+        (Access::Read, false) => 0o4,
+        (Access::Execute, _) => 0o1,
+    };
+    if allowed(&m, bits) {
+        Ok(())
+    } else {
+        Err(describe(&path, &m))
+    }
+}
+
 /// Everything about `[program]` that can be checked before starting it:
-/// the working directory, the program (found, a file, executable), the
-/// user (exists; switching to it needs root). `bulwark check` and `up`
-/// report these naming the role; the role reports the rest (a program that
-/// exits at once or never answers its health path) when it runs.
+/// the working directory, the program (found on the role's `PATH` or the
+/// one of `env`, a file, executable), the user (exists; switching to it
+/// needs root; it can reach and run the program and read the working
+/// directory). `bulwark check` and `up` report these naming the role; the
+/// role reports the rest (a program that exits at once or never answers
+/// its health path) when it runs.
 pub fn check(p: &Program) -> Vec<ProgramProblem> {
     let mut out = Vec::new();
     if let Some(w) = &p.workdir {
@@ -149,18 +202,32 @@ pub fn check(p: &Program) -> Vec<ProgramProblem> {
             out.push(problem("workdir", format!("{} is not a directory", w.display())));
         }
     }
-    if let Err(e) = resolve_program(p, p.workdir.as_deref()) {
-        out.push(e);
+    let program = resolve_program(p, p.workdir.as_deref());
+    if let Err(e) = &program {
+        out.push(e.clone());
     }
     if let Some(u) = &p.user {
         match lookup_user(u) {
-            Ok((uid, _, _)) => {
+            Ok((uid, gid, _)) => {
                 let me = nix::unistd::geteuid().as_raw();
                 if me != 0 && me != uid {
                     out.push(problem(
                         "user",
                         format!("running as `{u}` needs bulwark to run as root (it runs as uid {me})"),
                     ));
+                }
+                if let Ok(path) = &program {
+                    if let Err(why) = user_may(path, uid, gid, Access::Execute) {
+                        out.push(problem(
+                            "exec[0]",
+                            format!("program {} cannot be run as user `{u}`: {why}", path.display()),
+                        ));
+                    }
+                }
+                if let Some(w) = p.workdir.as_ref().filter(|w| w.is_dir()) {
+                    if let Err(why) = user_may(w, uid, gid, Access::Read) {
+                        out.push(problem("workdir", format!("{} cannot be read by user `{u}`: {why}", w.display())));
+                    }
                 }
             }
             Err(e) => out.push(e),
@@ -176,4 +243,68 @@ pub fn arguments(p: &Program, listen: std::net::SocketAddr) -> Vec<String> {
         .skip(1)
         .map(|a| a.replace("{listen}", &listen.to_string()).replace("{port}", &listen.port().to_string()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn program(exec: &str, workdir: &Path, user: &str) -> Program {
+        Program {
+            exec: vec![exec.into()],
+            workdir: Some(workdir.to_path_buf()),
+            env: Default::default(),
+            user: Some(user.into()),
+            health_path: "/health".into(),
+            stop_grace: std::time::Duration::from_secs(1),
+            start_timeout: std::time::Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_program_its_user_cannot_reach_is_named_with_the_user() {
+        assert!(nix::unistd::geteuid().is_root(), "this test checks another user's access: run it as root");
+        let (uid, gid, _) = lookup_user("nobody").unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let open = base.path().join("open");
+        let closed = base.path().join("closed");
+        for (d, mode) in [(base.path(), 0o755), (open.as_path(), 0o755), (closed.as_path(), 0o700)] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        for d in [&open, &closed] {
+            std::fs::write(d.join("run"), "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(d.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        assert_eq!(user_may(&open.join("run"), uid, gid, Access::Execute), Ok(()));
+        assert_eq!(user_may(&open, uid, gid, Access::Read), Ok(()));
+        // Root may run it; nobody cannot reach it.
+        assert_eq!(check(&program(closed.join("run").to_str().unwrap(), &open, "root")), vec![]);
+        let problems = check(&program(closed.join("run").to_str().unwrap(), &closed, "nobody"));
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 2, "{text:?}");
+        assert!(
+            text[0].starts_with(&format!(
+                "exec[0]: program {} cannot be run as user `nobody`: ",
+                closed.join("run").display()
+            )) && text[0].contains(&format!("{} is mode 0700", closed.display())),
+            "{text:?}"
+        );
+        assert!(
+            text[1].starts_with(&format!("workdir: {} cannot be read by user `nobody`", closed.display())),
+            "{text:?}"
+        );
+        // Found on PATH: the resolved path is named.
+        let mut on_path = program("run", &open, "nobody");
+        on_path.env.insert("PATH".into(), closed.display().to_string());
+        let text = check(&on_path).iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        assert!(
+            text.contains(&format!("program {} cannot be run as user `nobody`", closed.join("run").display())),
+            "{text}"
+        );
+        // A file only its owner may run.
+        std::fs::set_permissions(open.join("run"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let why = user_may(&open.join("run"), uid, gid, Access::Execute).unwrap_err();
+        assert!(why.contains("is mode 0700, owner uid 0"), "{why}");
+    }
 }

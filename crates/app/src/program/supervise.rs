@@ -127,7 +127,8 @@ fn pick_port() -> std::io::Result<SocketAddr> {
     l.local_addr()
 }
 
-fn command(launch: &Launch, p: &Program, listen: SocketAddr) -> Result<tokio::process::Command, String> {
+/// The command that starts the program, and the program's path as found.
+fn command(launch: &Launch, p: &Program, listen: SocketAddr) -> Result<(tokio::process::Command, PathBuf), String> {
     let path = resolve_program(p, p.workdir.as_deref()).map_err(|e| e.to_string())?;
     let mut cmd = tokio::process::Command::new(&path);
     cmd.args(arguments(p, listen))
@@ -164,6 +165,14 @@ fn command(launch: &Launch, p: &Program, listen: SocketAddr) -> Result<tokio::pr
         } else if me != uid {
             return Err(format!("user: running as `{user}` needs bulwark to run as root (it runs as uid {me})"));
         }
+        if let Err(why) = super::user_may(&path, uid, gid, super::Access::Execute) {
+            return Err(format!("cannot start {} as user `{user}`: {why}", path.display()));
+        }
+        if let Some(w) = &p.workdir {
+            if let Err(why) = super::user_may(w, uid, gid, super::Access::Read) {
+                return Err(format!("cannot start {} as user `{user}` in {}: {why}", path.display(), w.display()));
+            }
+        }
     }
     // Its own process group, so that a stop reaches the workers a program
     // forked too; and if the role dies without stopping it, the kernel
@@ -175,7 +184,7 @@ fn command(launch: &Launch, p: &Program, listen: SocketAddr) -> Result<tokio::pr
             nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGTERM)).map_err(std::io::Error::from)
         });
     }
-    Ok(cmd)
+    Ok((cmd, path))
 }
 
 async fn run_once(
@@ -194,13 +203,17 @@ async fn run_once(
     if let Some(r) = &launch.releases {
         program.workdir = r.current_dir();
     }
-    let mut cmd = match command(launch, &program, listen) {
+    let (mut cmd, path) = match command(launch, &program, listen) {
         Ok(c) => c,
         Err(e) => return failed(e),
     };
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return failed(format!("cannot start {}: {e}", launch.program.exec[0])),
+        Err(e) => {
+            let user = program.user.as_deref().map(|u| format!(" as user `{u}`")).unwrap_or_default();
+            let dir = program.workdir.as_ref().map(|w| format!(" in {}", w.display())).unwrap_or_default();
+            return failed(format!("cannot start {}{user}{dir}: {e}", path.display()));
+        }
     };
     let pid = child.id();
     let release = launch.releases.as_ref().map(|r| r.current()).unwrap_or_default();

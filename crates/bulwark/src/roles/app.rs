@@ -48,15 +48,22 @@ pub fn check_programs(path: &Path, role: bulwark_config::Role) -> Vec<String> {
     }
 }
 
-/// Make the topology's `[app] workdir` absolute (relative to `file`'s
-/// directory), and default `static` to the `static` directory under it
-/// when there is one.
+/// Make the topology's `[app] workdir` and `release_root` absolute
+/// (relative to `file`'s directory), and default `static` to the `static`
+/// directory under `workdir` when there is one.
 pub fn anchor_topology(t: &mut Topology, file: &Path) {
     if let Some(w) = &t.app.workdir {
         if w.is_relative() {
             let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             let joined = base.join(w);
             t.app.workdir = Some(std::path::absolute(&joined).unwrap_or(joined));
+        }
+    }
+    if let Some(r) = &t.app.release_root {
+        if r.is_relative() {
+            let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let joined = base.join(r);
+            t.app.release_root = Some(std::path::absolute(&joined).unwrap_or(joined));
         }
     }
     if let (Some(w), None, false) = (&t.app.workdir, &t.app.static_dir, t.app.exec.is_empty()) {
@@ -71,7 +78,61 @@ pub fn anchor_topology(t: &mut Topology, file: &Path) {
 pub fn topology_problems(t: &Topology) -> Vec<String> {
     let Some(p) = t.app.program() else { return Vec::new() };
     let names: Vec<String> = t.of_kind(RoleKind::App).into_iter().map(|a| a.name).collect();
-    bulwark_app::program::check(&p).into_iter().map(|e| format!("{}: app.{e}", names.join(", "))).collect()
+    let mut problems: Vec<String> =
+        bulwark_app::program::check(&p).into_iter().map(|e| format!("{}: app.{e}", names.join(", "))).collect();
+    if let Some(why) = release_root_problem(t, &p) {
+        problems.push(format!("{}: app.release_root: {why}", names.join(", ")));
+    }
+    problems
+}
+
+/// Why the program's `user` could not reach the releases `bulwark deploy`
+/// keeps (so no release could run), if so: checked on the release root,
+/// or the nearest of its parents that exists.
+fn release_root_problem(t: &Topology, p: &Program) -> Option<String> {
+    let user = p.user.as_deref()?;
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let (uid, gid, _) = bulwark_app::program::lookup_user(user).ok()?;
+    let data_dir = std::path::absolute(&t.data_dir).unwrap_or_else(|_| t.data_dir.clone());
+    let root = t.app.release_root(&data_dir);
+    let existing = root.ancestors().find(|a| a.exists())?;
+    bulwark_app::program::user_may(existing, uid, gid, bulwark_app::program::Access::Read).err().map(|why| {
+        format!(
+            "user `{user}` cannot reach {}, where the releases of `bulwark deploy` are kept: {why}; \
+             set release_root to a directory it can reach (outside the data directory)",
+            root.display()
+        )
+    })
+}
+
+/// Before any role of this host starts: the release directory of each of
+/// its apps that runs a program, with `current` leading to a release (see
+/// `Releases::prepare`): the web tier serves the site's static files
+/// through that link. A program run as another user can read its releases.
+pub fn prepare_releases(t: &Topology, files: &bulwark_cluster::derive::SharedFiles, host: Option<&str>) -> Result<()> {
+    let Some(p) = t.app.program() else { return Ok(()) };
+    // An unknown user is reported by `topology_problems`.
+    let reader = p
+        .user
+        .as_deref()
+        .filter(|_| nix::unistd::geteuid().is_root())
+        .and_then(|u| bulwark_app::program::lookup_user(u).ok())
+        .map(|(_, gid, _)| gid);
+    for app in t.of_kind(RoleKind::App).into_iter().filter(|a| host.is_none_or(|h| h == a.host)) {
+        let dir = bulwark_cluster::derive::release_dir(t, files, &app.name);
+        let mut releases = bulwark_app::program::release::Releases::new(
+            dir.clone(),
+            t.app.keep_releases.unwrap_or_else(bulwark_config::app::default_keep_releases),
+            p.workdir.clone(),
+        );
+        if let Some(gid) = reader {
+            releases = releases.readable_by(gid);
+        }
+        releases.prepare().with_context(|| format!("{}: preparing its releases in {}", app.name, dir.display()))?;
+    }
+    Ok(())
 }
 
 pub fn main(args: Args) -> Result<i32> {

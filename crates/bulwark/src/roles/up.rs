@@ -229,6 +229,7 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
     let data_dir = std::path::absolute(&t.data_dir).unwrap_or_else(|_| t.data_dir.clone());
     let files = SharedFiles::under(&data_dir, &t);
     prepare_files(&t, &files, args.host.as_deref())?;
+    super::app::prepare_releases(&t, &files, args.host.as_deref())?;
     let roles = derive(&t, &files, args.host.as_deref());
     if roles.is_empty() {
         bail!("no roles to run on this host");
