@@ -137,7 +137,6 @@ pub(crate) fn storage_err(verb: openraft::ErrorVerb, e: impl std::fmt::Display) 
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
