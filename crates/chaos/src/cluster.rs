@@ -392,14 +392,15 @@ impl Cluster {
                 panic!("host {h} has no host firewall (table inet bulwark): {e}");
             }
         }
-        // Mutual TLS is on: a database node answers no plain HTTP, on its
-        // API or its Raft listener.
+        // Mutual TLS is on: a database node answers no plain HTTP. Its Raft
+        // listener is for the other database nodes only: the host firewall
+        // drops the harness's connection (no answer within a second).
         for d in &c.dbs {
             let auth = format!("Bearer {SECRET}");
-            for (addr, path) in [(d.addr, "/v1/status"), (d.raft, "/raft/vote")] {
-                let plain = bulwark_testkit::request(addr, "GET", path, &[("Authorization", &auth)], b"");
-                assert!(!plain.as_ref().is_ok_and(|r| r.status != 0), "{} answers plain HTTP: {plain:?}", d.name);
-            }
+            let plain = bulwark_testkit::request(d.addr, "GET", "/v1/status", &[("Authorization", &auth)], b"");
+            assert!(!plain.as_ref().is_ok_and(|r| r.status != 0), "{} answers plain HTTP: {plain:?}", d.name);
+            let raft = std::net::TcpStream::connect_timeout(&d.raft, Duration::from_secs(1));
+            assert!(raft.is_err(), "{}'s Raft listener {} is reachable from outside the db hosts", d.name, d.raft);
         }
         eprintln!("chaos: {:?} stack up in {:.1} s ({})", stack, started.elapsed().as_secs_f64(), c.root.display());
         c
