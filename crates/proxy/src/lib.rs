@@ -14,6 +14,7 @@
 //! process lifecycle; the roles (lb, web) own those and call in here with a
 //! request and a client address.
 
+mod attempt;
 mod balance;
 pub mod body;
 pub mod error;
@@ -21,6 +22,7 @@ mod forward;
 pub mod headers;
 pub mod health;
 mod pool;
+mod prepare;
 pub mod request_id;
 pub mod send_stall;
 mod server;
@@ -29,7 +31,7 @@ mod upgrade;
 mod upstream;
 
 pub use body::ProxyBody;
-pub use error::{ErrorKind, ErrorSource, ProxyError};
+pub use error::{ErrorKind, ErrorSource, ProxyError, RetryType};
 pub use forward::{error_response, forget_server, ClientContext, ForwardOptions, Forwarder, IDEMPOTENCY_KEY};
 pub use health::HealthCheck;
 pub use request_id::{RequestIdMode, X_REQUEST_ID};
