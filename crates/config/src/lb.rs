@@ -57,6 +57,12 @@ pub struct LbConfig {
     /// Floating addresses held with VRRP (see [`crate::vrrp`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vrrp: Vec<crate::vrrp::VrrpInstance>,
+    /// Format of the frontends' access lines (see [`crate::access_log`]).
+    #[serde(default, skip_serializing_if = "crate::access_log::AccessLogFormat::is_text")]
+    pub access_log_format: crate::access_log::AccessLogFormat,
+    /// Write access lines to this file (reopened on SIGUSR1), not stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_file: Option<std::path::PathBuf>,
 }
 
 fn default_threads() -> usize {
@@ -651,6 +657,7 @@ impl Validate for LbConfig {
         if self.threads > 1024 {
             v.error("threads", "must be at most 1024 (0 = one per core)");
         }
+        crate::access_log::check(v, &self.access_log_format, self.access_log_file.as_deref());
         if let Some(a) = &self.admin {
             v.scope("admin", |v| {
                 check_bind(v, "bind", &a.bind);

@@ -7,6 +7,7 @@
 //! Must not touch: sockets, files other than the config file being read, or
 //! any runtime state. Roles receive an already validated value from here.
 
+pub mod access_log;
 pub mod app;
 pub mod backup;
 pub mod db;

@@ -71,6 +71,12 @@ pub struct WebConfig {
     /// Emit one access-log line per request (tracing target `access`).
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// Format of the access lines (see [`crate::access_log`]).
+    #[serde(default, skip_serializing_if = "crate::access_log::AccessLogFormat::is_text")]
+    pub access_log_format: crate::access_log::AccessLogFormat,
+    /// Write access lines to this file (reopened on SIGUSR1), not stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_file: Option<PathBuf>,
     /// Serve paths with a component starting with `.` (hidden: 404 when false).
     #[serde(default)]
     pub dotfiles: bool,
@@ -364,6 +370,7 @@ impl Validate for WebConfig {
         if self.listen.is_empty() {
             v.error("listen", "at least one listen address is required");
         }
+        crate::access_log::check(v, &self.access_log_format, self.access_log_file.as_deref());
         if self.secret.is_some() && self.secret_file.is_some() {
             v.error("secret_file", "set secret or secret_file, not both");
         }

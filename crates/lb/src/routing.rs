@@ -2,6 +2,7 @@ use crate::tls::{self, TlsError};
 use bulwark_config::lb::{LbConfig, Mode};
 use bulwark_firewall::Firewall;
 use bulwark_proxy::{ForwardOptions, Forwarder, HealthCheck, RequestIdMode, Upstream};
+use bulwark_telemetry::AccessLog;
 use http::HeaderValue;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +17,9 @@ pub struct Routing {
     pub frontends: Vec<FrontendRuntime>,
     /// Days until the earliest certificate of each TLS frontend expires.
     pub certificate_expiry: Vec<(String, i64)>,
+    /// The access log writer of a written format (`access_log_format`),
+    /// shared by the frontends; reopened on SIGUSR1.
+    pub access_log: Option<Arc<AccessLog>>,
     health: CancellationToken,
 }
 
@@ -39,6 +43,8 @@ pub enum RoutingError {
     Firewall(String, String),
     #[error("backend `{0}`: {1}")]
     Secret(String, String),
+    #[error("{0}")]
+    AccessLog(std::io::Error),
     #[error("frontend changes need a restart (listeners are kept across reloads): {0}")]
     Listeners(String),
 }
@@ -77,6 +83,13 @@ impl Routing {
             }
             secret_headers.insert(b.name.clone(), headers);
         }
+        let access_log = match config.access_log_format.is_written() {
+            false => None,
+            true => Some(Arc::new(
+                AccessLog::open(config.access_log_format.clone(), config.access_log_file.as_deref())
+                    .map_err(RoutingError::AccessLog)?,
+            )),
+        };
         let mut frontends = Vec::new();
         for f in &config.frontends {
             let tls = match &f.tls {
@@ -99,7 +112,8 @@ impl Routing {
                     forwarded_headers: f.forwarded_headers,
                     keep_forwarded_proto: false,
                     via: f.via,
-                    access_log: f.access_log,
+                    access_log: f.access_log && access_log.is_none(),
+                    access_writer: access_log.clone().filter(|_| f.access_log),
                     connect_timeout: t.connect,
                     server_timeout: t.server,
                     set_headers: secret_headers[&f.backend].clone(),
@@ -126,7 +140,7 @@ impl Routing {
             .iter()
             .filter_map(|f| Some((f.name.clone(), tls::days_until_expiry(f.tls.as_ref()?)?)))
             .collect();
-        Ok(Routing { config, upstreams, frontends, certificate_expiry, health: CancellationToken::new() })
+        Ok(Routing { config, upstreams, frontends, certificate_expiry, access_log, health: CancellationToken::new() })
     }
 
     pub fn start_health_checks(&self) {

@@ -22,6 +22,7 @@
 //!   budget and counted in the server's `retries`;
 //! - only failures whose source is the server count against it (passive
 //!   ejection); a client's body failure is never retried.
+use crate::access::Trace;
 use crate::body::{PooledBody, ProxyBody, RequestBody};
 use crate::error::{ErrorKind, ProxyError, RetryType};
 use crate::forward::Forwarder;
@@ -66,6 +67,7 @@ impl Forwarder {
         facts: &RequestFacts,
         client: SocketAddr,
         start: u64,
+        trace: &mut Trace,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let up = &*self.upstream;
         let mut tried: Vec<usize> = Vec::new();
@@ -74,8 +76,12 @@ impl Forwarder {
         for attempt in 1..=max_attempts {
             let Some(idx) = self.pick_server(client.ip(), &tried, attempt, start, facts) else { break };
             tried.push(idx);
+            if attempt == 1 {
+                trace.picked_us = trace.now();
+            }
+            (trace.server, trace.attempts) = (Some(idx), attempt);
             let server = &up.servers[idx];
-            let error = match self.try_server(server, &mut outgoing, facts, client, attempt, start).await {
+            let error = match self.try_server(server, &mut outgoing, facts, client, attempt, start, trace).await {
                 Ok(resp) => return Ok(resp),
                 Err(error) => error,
             };
@@ -128,6 +134,7 @@ impl Forwarder {
     /// One server's turn: connect, send, and read the head, with fresh
     /// connections for a request that never left. A failure returned here
     /// is final for this server and counted in its stats.
+    #[allow(clippy::too_many_arguments)]
     async fn try_server(
         &self,
         server: &ServerState,
@@ -136,14 +143,24 @@ impl Forwarder {
         client: SocketAddr,
         attempt: u32,
         start: u64,
+        trace: &mut Trace,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let _guard = InFlight::enter(server);
         server.stats.requests.fetch_add(1, Ordering::Relaxed);
         let mut fresh_left = FRESH_CONNECTIONS;
         loop {
+            let connecting = trace.now();
             let (mut sender, reused) = self.connect(server).await.inspect_err(|e| count_failure(server, e))?;
+            let sending = trace.now();
+            if let (Some(from), Some(to), false) = (connecting, sending, reused) {
+                trace.connect_us += to.saturating_sub(from);
+            }
             let req = outgoing.take()?;
-            let error = match self.send(server, &mut sender, req, reused).await {
+            let sent = self.send(server, &mut sender, req, reused).await;
+            if let Some(from) = sending {
+                trace.upstream_header_us = Some(now_us().saturating_sub(from));
+            }
+            let error = match sent {
                 Ok(resp) => return Ok(self.read_head(server, resp, sender, facts, client, attempt, start)),
                 Err((error, unsent)) => {
                     if let Some(req) = unsent {

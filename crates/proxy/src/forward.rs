@@ -6,6 +6,7 @@
 //! [`crate::upgrade`]. A failure is answered by its [`ProxyError`]: the
 //! client's (400/408/413, never counted against the server, never retried)
 //! or the server's (502/503/504).
+use crate::access::{RequestLine, Trace};
 use crate::body::ProxyBody;
 use crate::error::{ErrorSource, ProxyError};
 use crate::headers::ForwardedValues;
@@ -32,7 +33,13 @@ pub struct ForwardOptions {
     /// proxy); the edge overwrites it.
     pub keep_forwarded_proto: bool,
     pub via: bool,
+    /// Write the `text` access line (a structured log line, target
+    /// `access`).
     pub access_log: bool,
+    /// Write access lines in a written format (`combined`, `json`, a
+    /// template) through this writer, with timings and body bytes; `None`
+    /// costs nothing per request.
+    pub access_writer: Option<Arc<bulwark_telemetry::AccessLog>>,
     pub connect_timeout: Duration,
     /// Time allowed for the server to start its response.
     pub server_timeout: Duration,
@@ -59,6 +66,7 @@ impl Default for ForwardOptions {
             keep_forwarded_proto: false,
             via: true,
             access_log: true,
+            access_writer: None,
             connect_timeout: Duration::from_secs(3),
             server_timeout: Duration::from_secs(30),
             set_headers: Vec::new(),
@@ -106,9 +114,18 @@ impl Forwarder {
     /// 4xx/502/503/504 responses with a plain-text reason.
     pub async fn forward(&self, req: Request<Incoming>, ctx: &ClientContext) -> Response<ProxyBody> {
         let start = now_us();
-        match self.try_forward(req, ctx, start).await {
+        let line = self.options.access_writer.as_ref().map(|log| RequestLine::new(log, &req, ctx.addr.ip()));
+        let mut trace = Trace::new(line.is_some());
+        let resp = match self.try_forward(req, ctx, start, &mut trace).await {
             Ok(resp) => resp,
             Err(e) => self.fail(e, start),
+        };
+        match line {
+            None => resp,
+            Some(line) => {
+                let upstream = trace.server.map(|i| self.upstream.servers[i].name.as_str());
+                line.finish(resp, trace, &self.options.route, upstream, start)
+            }
         }
     }
 
@@ -117,19 +134,23 @@ impl Forwarder {
         mut req: Request<Incoming>,
         ctx: &ClientContext,
         start: u64,
+        trace: &mut Trace,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         self.upstream.retry_budget.deposit(start / 1000);
         let upgrade = crate::upgrade::requested(req.version(), req.headers())
             .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
         let facts = self.rewrite_head(&mut parts, ctx, upgrade.as_ref().map(|(protocol, _)| protocol));
+        if trace.timed {
+            trace.request_id.clone_from(&facts.request_id);
+        }
         let outgoing = self.take_body(parts, body, &facts).await?;
         match upgrade {
             Some((protocol, on_client)) => {
                 let req = outgoing.into_request().ok_or_else(ProxyError::not_replayable)?;
                 self.forward_upgrade(req, on_client, protocol, ctx, start).await
             }
-            None => self.exchange(outgoing, &facts, ctx.addr, start).await,
+            None => self.exchange(outgoing, &facts, ctx.addr, start, trace).await,
         }
     }
 

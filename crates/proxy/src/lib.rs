@@ -14,6 +14,7 @@
 //! process lifecycle; the roles (lb, web) own those and call in here with a
 //! request and a client address.
 
+mod access;
 mod attempt;
 mod balance;
 pub mod body;

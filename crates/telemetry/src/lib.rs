@@ -1,16 +1,19 @@
 //! Process-wide observability plumbing shared by every role.
 //!
-//! Owns: log initialisation (tracing to stderr, optional JSON), the
+//! Owns: log initialisation (tracing to stderr, optional JSON), the access
+//! log writer ([`access_log`]), the
 //! machine-readable "ready" line every role prints on stdout once its
 //! listeners are bound, metric helpers, dashboard assets and alert rules.
 //!
 //! Must not touch: request handling or role logic; roles call in here, never
 //! the other way round.
 
+pub mod access_log;
 pub mod dashboard;
 mod histogram;
 pub mod process;
 
+pub use access_log::{AccessLog, AccessRecord};
 pub use dashboard::DASHBOARD_HTML;
 pub use histogram::{LatencyHistogram, LATENCY_BUCKETS_US};
 

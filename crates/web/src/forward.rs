@@ -53,6 +53,7 @@ impl ForwardRoute {
             keep_forwarded_proto: true,
             via: false,
             access_log: false,
+            access_writer: None,
             connect_timeout: cfg.connect_timeout,
             server_timeout: cfg.server_timeout,
             set_headers,

@@ -6,7 +6,8 @@
 //! safe mapping of URLs to files under the root, the per-thread file cache,
 //! static responses (content types, ETag/Last-Modified and conditional
 //! requests, byte ranges, precompressed `.br`/`.gz` siblings, Cache-Control
-//! rules, index files), the access log (tracing target `access`), and
+//! rules, index files), the access log (tracing target `access`, or a
+//! written format through [`bulwark_telemetry::AccessLog`]), and
 //! matching `[[proxy]]` prefixes to a [`ProxyRoute`].
 //!
 //! Must not touch: how proxied requests are forwarded, balanced or
@@ -14,6 +15,7 @@
 //! [`ProxyRoute`]), config parsing (`bulwark-config`), or process signals
 //! (the binary turns them into a cancelled token).
 
+mod access;
 mod body;
 pub mod conditional;
 pub mod encoding;
@@ -57,6 +59,8 @@ pub enum WebError {
     Upstream { index: usize, reason: String },
     #[error("tls: {0}")]
     Tls(bulwark_mtls::MtlsError),
+    #[error("{0}")]
+    AccessLog(std::io::Error),
 }
 
 /// A bound, not yet running web server.
@@ -74,6 +78,8 @@ pub struct WebServer {
     monitor_token: Option<String>,
     /// Mutual TLS of the listeners and the `[[proxy]]` connections.
     tls: Option<bulwark_mtls::MutualTls>,
+    /// The writer of a written `access_log_format`.
+    access_log: Option<Arc<bulwark_telemetry::AccessLog>>,
 }
 
 impl WebServer {
@@ -120,6 +126,13 @@ impl WebServer {
         let expose = |s: Option<bulwark_config::Secret>| s.map(|s| s.expose().to_string());
         let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref()).map_err(WebError::Tls)?;
         let routes = config.proxy.iter().map(|_| Arc::new(NotWired) as Arc<dyn ProxyRoute>).collect();
+        let access_log = match config.access_log && config.access_log_format.is_written() {
+            false => None,
+            true => Some(Arc::new(
+                bulwark_telemetry::AccessLog::open(config.access_log_format.clone(), config.access_log_file.as_deref())
+                    .map_err(WebError::AccessLog)?,
+            )),
+        };
         Ok(WebServer {
             config,
             root,
@@ -130,7 +143,14 @@ impl WebServer {
             upstream_secret: expose(upstream_secret),
             monitor_token: expose(monitor_token),
             tls,
+            access_log,
         })
+    }
+
+    /// The access log writer (reopened on SIGUSR1 by the binary), when the
+    /// format is a written one.
+    pub fn access_log(&self) -> Option<Arc<bulwark_telemetry::AccessLog>> {
+        self.access_log.clone()
     }
 
     /// Names and bound addresses of the listeners: `http`, `http1`, ...
@@ -183,6 +203,7 @@ impl WebServer {
             source,
             dotfiles: c.dotfiles,
             access_log: c.access_log,
+            access_writer: self.access_log.clone(),
             max_body_bytes: c.limits.max_body_bytes,
             body_timeout: c.timeouts.body,
             revalidate: c.cache.revalidate,

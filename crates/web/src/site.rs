@@ -27,6 +27,8 @@ pub struct Shared {
     pub source: FileSource,
     pub dotfiles: bool,
     pub access_log: bool,
+    /// Access lines in a written format (`access_log_format`).
+    pub access_writer: Option<Arc<bulwark_telemetry::AccessLog>>,
     pub max_body_bytes: u64,
     pub body_timeout: Duration,
     pub revalidate: Duration,
@@ -156,6 +158,12 @@ impl Site {
     async fn respond_logged(&self, req: Request<Incoming>, client: SocketAddr) -> Response<WebBody> {
         if !self.shared.access_log {
             return self.route(req, client).await;
+        }
+        if let Some(log) = &self.shared.access_writer {
+            let arrival = crate::access::Arrival::new(&req, client);
+            let resp = self.route(req, client).await;
+            arrival.write(log, &resp);
+            return resp;
         }
         let start = Instant::now();
         let method = req.method().clone();
