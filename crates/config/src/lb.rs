@@ -254,6 +254,10 @@ pub struct Frontend {
     pub redirect_https_port: Option<u16>,
     #[serde(default)]
     pub firewall: crate::firewall::FirewallConfig,
+    /// Headers removed, set and added on requests and responses (http
+    /// mode; see [`crate::header_rules`]).
+    #[serde(default, skip_serializing_if = "crate::header_rules::HeaderRules::is_empty")]
+    pub headers: crate::header_rules::HeaderRules,
 }
 
 fn default_max_body_bytes() -> u64 {
@@ -764,6 +768,13 @@ impl Validate for LbConfig {
                         if f.redirect_https_port.is_some() {
                             v.error("redirect_https_port", "a TLS frontend cannot redirect to HTTPS");
                         }
+                    }
+                    v.scope("headers", |v| f.headers.validate_in(v));
+                    if f.tls.is_none() && f.headers.names_tls() {
+                        v.error("headers", "a value names a TLS fact ($tls_*) but the frontend has no tls");
+                    }
+                    if f.mode == Mode::Tcp && !f.headers.is_empty() {
+                        v.error("headers", "header rules are for http frontends");
                     }
                 });
             }

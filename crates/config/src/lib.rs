@@ -13,6 +13,7 @@ pub mod backup;
 pub mod db;
 mod error;
 pub mod firewall;
+pub mod header_rules;
 pub mod host_firewall;
 pub mod internal_tls;
 pub mod lb;

@@ -71,6 +71,9 @@ pub struct WebConfig {
     /// Emit one access-log line per request (tracing target `access`).
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// The security-headers preset.
+    #[serde(default, skip_serializing_if = "SecurityHeaders::is_off")]
+    pub security_headers: SecurityHeaders,
     /// Format of the access lines (see [`crate::access_log`]).
     #[serde(default, skip_serializing_if = "crate::access_log::AccessLogFormat::is_text")]
     pub access_log_format: crate::access_log::AccessLogFormat,
@@ -305,6 +308,29 @@ pub struct ProxyRoute {
     /// them (as the lb's `panic_threshold_percent`); 0 turns it off.
     #[serde(default = "crate::lb::default_panic_threshold")]
     pub panic_threshold_percent: u8,
+    /// Headers removed, set and added on the route's requests and
+    /// responses (see [`crate::header_rules`]; no TLS facts here).
+    #[serde(default, skip_serializing_if = "crate::header_rules::HeaderRules::is_empty")]
+    pub headers: crate::header_rules::HeaderRules,
+}
+
+impl SecurityHeaders {
+    pub fn is_off(&self) -> bool {
+        self == &SecurityHeaders::default()
+    }
+}
+
+/// The security-headers preset (`[security_headers]`): set on every
+/// response (static and proxied) that does not carry its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityHeaders {
+    /// `X-Content-Type-Options: nosniff`, `Referrer-Policy:
+    /// strict-origin-when-cross-origin`, `X-Frame-Options: SAMEORIGIN`.
+    pub enabled: bool,
+    /// `Content-Security-Policy` value (e.g. `default-src 'self'`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_security_policy: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -371,6 +397,11 @@ impl Validate for WebConfig {
             v.error("listen", "at least one listen address is required");
         }
         crate::access_log::check(v, &self.access_log_format, self.access_log_file.as_deref());
+        if let Some(csp) = &self.security_headers.content_security_policy {
+            if csp.is_empty() || csp.bytes().any(|b| b != b'\t' && !(0x20..0x7f).contains(&b)) {
+                v.error("security_headers.content_security_policy", "a header value of visible ASCII and spaces");
+            }
+        }
         if self.secret.is_some() && self.secret_file.is_some() {
             v.error("secret_file", "set secret or secret_file, not both");
         }
@@ -473,6 +504,10 @@ impl Validate for WebConfig {
                     }
                     if !prefixes.insert(p.prefix.as_str()) {
                         v.error("prefix", format!("`{}` is used by another [[proxy]] route", p.prefix));
+                    }
+                    v.scope("headers", |v| p.headers.validate_in(v));
+                    if p.headers.names_tls() {
+                        v.error("headers", "TLS facts ($tls_*) are known at the lb, not on a web route");
                     }
                     if p.servers.is_empty() {
                         v.error("servers", "at least one server (host:port) is required");

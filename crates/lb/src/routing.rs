@@ -1,7 +1,7 @@
 use crate::tls::{self, TlsError};
 use bulwark_config::lb::{LbConfig, Mode};
 use bulwark_firewall::Firewall;
-use bulwark_proxy::{ForwardOptions, Forwarder, HealthCheck, RequestIdMode, Upstream};
+use bulwark_proxy::{CompiledRules, ForwardOptions, Forwarder, HealthCheck, RequestIdMode, Upstream};
 use bulwark_telemetry::AccessLog;
 use http::HeaderValue;
 use std::collections::HashMap;
@@ -31,6 +31,9 @@ pub struct FrontendRuntime {
     /// `Strict-Transport-Security` value for TLS frontends.
     pub hsts: Option<HeaderValue>,
     pub redirect_https_port: Option<u16>,
+    /// A header rule names a TLS fact: the listener keeps them per
+    /// connection.
+    pub keep_tls_facts: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,8 @@ pub enum RoutingError {
     Secret(String, String),
     #[error("{0}")]
     AccessLog(std::io::Error),
+    #[error("frontend `{0}` headers: {1}")]
+    HeaderRules(String, String),
     #[error("frontend changes need a restart (listeners are kept across reloads): {0}")]
     Listeners(String),
 }
@@ -104,6 +109,8 @@ impl Routing {
                 .filter(|t| !t.hsts.is_zero())
                 .and_then(|t| HeaderValue::from_str(&format!("max-age={}", t.hsts.as_secs())).ok());
             let firewall = Firewall::new(&f.firewall).map_err(|e| RoutingError::Firewall(f.name.clone(), e))?;
+            let header_rules =
+                CompiledRules::new(&f.headers).map_err(|e| RoutingError::HeaderRules(f.name.clone(), e))?.map(Arc::new);
             let forwarder = Arc::new(Forwarder::new(
                 upstreams[&f.backend].clone(),
                 ForwardOptions {
@@ -125,6 +132,7 @@ impl Routing {
                         (true, false) => RequestIdMode::Generate,
                         (true, true) => RequestIdMode::Trust,
                     },
+                    header_rules,
                 },
             ));
             frontends.push(FrontendRuntime {
@@ -133,6 +141,7 @@ impl Routing {
                 tls,
                 hsts,
                 redirect_https_port: f.redirect_https_port,
+                keep_tls_facts: f.headers.names_tls(),
             });
         }
         let certificate_expiry = config

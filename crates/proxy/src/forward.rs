@@ -9,6 +9,7 @@
 use crate::access::{RequestLine, Trace};
 use crate::body::ProxyBody;
 use crate::error::{ErrorSource, ProxyError};
+use crate::header_rules::{CompiledRules, TlsFacts};
 use crate::headers::ForwardedValues;
 use crate::now_us;
 use crate::pool;
@@ -55,6 +56,9 @@ pub struct ForwardOptions {
     pub tunnel_idle: Duration,
     /// `X-Request-Id`: set at the edge, passed on by inner tiers.
     pub request_id: RequestIdMode,
+    /// Headers removed, set and added on requests and responses; `None`
+    /// costs nothing per request.
+    pub header_rules: Option<Arc<CompiledRules>>,
 }
 
 impl Default for ForwardOptions {
@@ -74,6 +78,7 @@ impl Default for ForwardOptions {
             body_timeout: Some(Duration::from_secs(30)),
             tunnel_idle: Duration::from_secs(3600),
             request_id: RequestIdMode::Off,
+            header_rules: None,
         }
     }
 }
@@ -92,12 +97,15 @@ pub struct Forwarder {
 pub struct ClientContext {
     pub addr: SocketAddr,
     pub forwarded: ForwardedValues,
+    /// What the TLS handshake settled, kept only when a header rule names
+    /// it.
+    pub tls: Option<TlsFacts>,
 }
 
 impl ClientContext {
     /// `proto` is the scheme the client used ("http" or "https").
     pub fn new(addr: SocketAddr, proto: &'static str) -> Self {
-        ClientContext { addr, forwarded: ForwardedValues::new(addr.ip(), proto) }
+        ClientContext { addr, forwarded: ForwardedValues::new(addr.ip(), proto), tls: None }
     }
 }
 
@@ -116,10 +124,13 @@ impl Forwarder {
         let start = now_us();
         let line = self.options.access_writer.as_ref().map(|log| RequestLine::new(log, &req, ctx.addr.ip()));
         let mut trace = Trace::new(line.is_some());
-        let resp = match self.try_forward(req, ctx, start, &mut trace).await {
+        let mut resp = match self.try_forward(req, ctx, start, &mut trace).await {
             Ok(resp) => resp,
             Err(e) => self.fail(e, start),
         };
+        if let Some(rules) = &self.options.header_rules {
+            rules.apply_response(resp.headers_mut(), ctx);
+        }
         match line {
             None => resp,
             Some(line) => {

@@ -119,8 +119,8 @@ pub(crate) fn declared_too_large(headers: &http::HeaderMap, max: u64) -> bool {
 impl Forwarder {
     /// Phase 1: rewrite the request head for the server. Hop-by-hop
     /// headers go (an upgrade's two are put back), the incoming tier
-    /// credential goes, the request id, forwarded headers, `Via` and the
-    /// configured headers are set, and the request goes out as HTTP/1.1 in
+    /// credential goes, the request id, forwarded headers and `Via` are
+    /// set, the header rules applied, this hop's credential set, and the request goes out as HTTP/1.1 in
     /// origin-form with a `Host`.
     pub(crate) fn rewrite_head(
         &self,
@@ -144,6 +144,9 @@ impl Forwarder {
         }
         if options.via {
             headers::add_via(&mut parts.headers, parts.version);
+        }
+        if let Some(rules) = &options.header_rules {
+            rules.apply_request(&mut parts.headers, ctx);
         }
         for (k, v) in &options.set_headers {
             parts.headers.insert(k.clone(), v.clone());

@@ -24,6 +24,7 @@ mod forward;
 pub mod path;
 mod proxy_route;
 pub mod range;
+mod security_headers;
 mod server;
 mod site;
 
@@ -61,6 +62,8 @@ pub enum WebError {
     Tls(bulwark_mtls::MtlsError),
     #[error("{0}")]
     AccessLog(std::io::Error),
+    #[error("security_headers: {0}")]
+    SecurityHeaders(String),
 }
 
 /// A bound, not yet running web server.
@@ -204,6 +207,8 @@ impl WebServer {
             dotfiles: c.dotfiles,
             access_log: c.access_log,
             access_writer: self.access_log.clone(),
+            security_headers: security_headers::SecurityPreset::new(&c.security_headers)
+                .map_err(WebError::SecurityHeaders)?,
             max_body_bytes: c.limits.max_body_bytes,
             body_timeout: c.timeouts.body,
             revalidate: c.cache.revalidate,

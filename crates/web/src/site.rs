@@ -29,6 +29,8 @@ pub struct Shared {
     pub access_log: bool,
     /// Access lines in a written format (`access_log_format`).
     pub access_writer: Option<Arc<bulwark_telemetry::AccessLog>>,
+    /// `[security_headers]`, when on.
+    pub security_headers: Option<crate::security_headers::SecurityPreset>,
     pub max_body_bytes: u64,
     pub body_timeout: Duration,
     pub revalidate: Duration,
@@ -150,7 +152,10 @@ impl Site {
     /// enabled.
     pub async fn respond(&self, req: Request<Incoming>, client: SocketAddr) -> Response<WebBody> {
         let proxied = self.shared.proxy_for(req.uri().path()).is_some();
-        let resp = self.respond_logged(req, client).await;
+        let mut resp = self.respond_logged(req, client).await;
+        if let Some(preset) = &self.shared.security_headers {
+            preset.apply(resp.headers_mut());
+        }
         self.shared.stats.record(proxied, &resp);
         resp
     }
