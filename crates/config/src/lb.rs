@@ -377,6 +377,40 @@ pub struct Backend {
     pub tls_key: Option<std::path::PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Sticky sessions: `"cookie"` pins a client to the server named in a
+    /// signed cookie while that server is available.
+    #[serde(default, skip_serializing_if = "Sticky::is_off")]
+    pub sticky: Sticky,
+    /// The sticky cookie's name.
+    #[serde(default = "default_sticky_cookie")]
+    pub sticky_cookie: String,
+    /// Key the sticky cookie is signed with (HMAC-SHA256); default: derived
+    /// from `cluster_secret`, else a random key per lb process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_secret: Option<crate::Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_secret_file: Option<std::path::PathBuf>,
+}
+
+/// Session persistence of a backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sticky {
+    /// Every request is balanced.
+    #[default]
+    Off,
+    /// A signed cookie names the server (HAProxy's `cookie ... insert`).
+    Cookie,
+}
+
+impl Sticky {
+    pub fn is_off(&self) -> bool {
+        *self == Sticky::Off
+    }
+}
+
+pub fn default_sticky_cookie() -> String {
+    "bulwark_server".into()
 }
 
 impl Backend {
@@ -797,6 +831,13 @@ impl Validate for LbConfig {
 
 impl Validate for Backend {
     fn validate(&self, v: &mut Validator) {
+        check_name(v, "sticky_cookie", &self.sticky_cookie);
+        crate::util::check_secret_source(
+            v,
+            "sticky_secret",
+            self.sticky_secret.as_ref(),
+            self.sticky_secret_file.as_ref(),
+        );
         crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
         if self.servers.is_empty() {
             v.error("server", "at least one [[backend.server]] is required");

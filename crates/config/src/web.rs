@@ -376,6 +376,10 @@ impl ProxyRoute {
             tls_cert: tls.map(|t| t.cert.clone()),
             tls_key: tls.map(|t| t.key.clone()),
             tls_ca: tls.map(|t| t.ca.clone()),
+            sticky: crate::lb::Sticky::Off,
+            sticky_cookie: crate::lb::default_sticky_cookie(),
+            sticky_secret: None,
+            sticky_secret_file: None,
         }
     }
 }

@@ -113,7 +113,11 @@ impl Forwarder {
             tracing::debug!(backend = up.name(), "retry budget spent");
             return None;
         }
-        let idx = up.pick_at(client, tried, now)?;
+        let sticky = facts.sticky_server.filter(|&i| attempt == 1 && up.is_pickable(i, now));
+        let idx = match sticky {
+            Some(i) => i,
+            None => up.pick_at(client, tried, now)?,
+        };
         if attempt > 1 {
             let server = &up.servers[idx];
             server.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -285,6 +289,14 @@ impl Forwarder {
         if let Some(id) = &facts.request_id {
             // The edge tells the client the id to quote.
             parts.headers.insert(X_REQUEST_ID, id.clone());
+        }
+        if let Some(cookie) = &self.upstream.sticky {
+            if facts.sticky_server.map(|i| self.upstream.servers[i].id) != Some(server.id) {
+                let secure = self.options.proto == "https";
+                if let Some(v) = cookie.set_cookie(self.upstream.name(), &server.name, secure) {
+                    crate::sticky::add_set_cookie(&mut parts.headers, v);
+                }
+            }
         }
         let body = PooledBody::new(body, server.id, sender, self.upstream.config.pool_max_idle);
         Response::from_parts(parts, ProxyBody::Upstream(body))

@@ -13,6 +13,9 @@
 //! Must not touch: listening sockets, TLS, firewalling, config files or
 //! process lifecycle; the roles (lb, web) own those and call in here with a
 //! request and a client address.
+//!
+//! Sticky sessions ([`StickyCookie`]) pin a client to a server with a
+//! signed cookie.
 
 mod access;
 mod attempt;
@@ -28,6 +31,7 @@ mod prepare;
 pub mod request_id;
 pub mod send_stall;
 mod server;
+mod sticky;
 pub mod tcp;
 mod upgrade;
 mod upstream;
@@ -39,6 +43,7 @@ pub use header_rules::{CompiledRules, TlsFacts};
 pub use health::HealthCheck;
 pub use request_id::{RequestIdMode, X_REQUEST_ID};
 pub use server::{LatencyHistogram, ServerState, ServerStats, LATENCY_BUCKETS_US};
+pub use sticky::StickyCookie;
 pub use upstream::{RetryBudget, Upstream, UpstreamError};
 
 use std::sync::OnceLock;

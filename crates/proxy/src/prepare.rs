@@ -28,6 +28,8 @@ pub(crate) struct RequestFacts {
     pub request_id: Option<HeaderValue>,
     /// The request carries an `Idempotency-Key`.
     pub keyed: bool,
+    /// The server a valid sticky cookie names (index into the upstream).
+    pub sticky_server: Option<usize>,
 }
 
 /// What is kept of a request to replay it: the head, and the body when it
@@ -135,6 +137,14 @@ impl Forwarder {
             crate::upgrade::restore_headers(&mut parts.headers, protocol.clone());
         }
         headers::strip_tier_credential(&mut parts.headers);
+        let sticky_server = self.upstream.sticky.as_ref().and_then(|cookie| {
+            let up = &self.upstream;
+            let idx = cookie
+                .server_named(&parts.headers, up.name())
+                .and_then(|name| up.servers.iter().position(|s| s.name == name));
+            cookie.strip(&mut parts.headers);
+            idx
+        });
         let request_id = match options.request_id {
             RequestIdMode::Off => None,
             mode => request_id::apply(mode, &mut parts.headers),
@@ -172,6 +182,7 @@ impl Forwarder {
             client_version,
             request_id,
             keyed: parts.headers.contains_key(IDEMPOTENCY_KEY),
+            sticky_server,
         }
     }
 
