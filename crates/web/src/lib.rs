@@ -17,6 +17,7 @@
 
 mod access;
 mod body;
+mod compress;
 pub mod conditional;
 pub mod encoding;
 mod files;
@@ -207,6 +208,7 @@ impl WebServer {
             dotfiles: c.dotfiles,
             access_log: c.access_log,
             access_writer: self.access_log.clone(),
+            compression: compress::Compressor::new(&c.compression),
             security_headers: security_headers::SecurityPreset::new(&c.security_headers)
                 .map_err(WebError::SecurityHeaders)?,
             max_body_bytes: c.limits.max_body_bytes,

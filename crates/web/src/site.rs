@@ -29,6 +29,8 @@ pub struct Shared {
     pub access_log: bool,
     /// Access lines in a written format (`access_log_format`).
     pub access_writer: Option<Arc<bulwark_telemetry::AccessLog>>,
+    /// `[compression]` of proxied responses, when on.
+    pub compression: Option<crate::compress::Compressor>,
     /// `[security_headers]`, when on.
     pub security_headers: Option<crate::security_headers::SecurityPreset>,
     pub max_body_bytes: u64,
@@ -243,7 +245,10 @@ impl Site {
         }
         let path = req.uri().path();
         if let Some(route) = s.proxy_for(path) {
-            return route.forward(req, client).await;
+            let Some(compressor) = &s.compression else { return route.forward(req, client).await };
+            let method = req.method().clone();
+            let accept = crate::compress::accept_encoding(req.headers());
+            return compressor.apply(&method, accept.as_ref(), route.forward(req, client).await);
         }
         let head = match *req.method() {
             Method::GET => false,
