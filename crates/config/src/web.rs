@@ -77,6 +77,9 @@ pub struct WebConfig {
     /// Compression of proxied (dynamic) responses.
     #[serde(default, skip_serializing_if = "Compression::is_default")]
     pub compression: Compression,
+    /// The cache of proxied responses.
+    #[serde(default, skip_serializing_if = "ResponseCache::is_default")]
+    pub response_cache: ResponseCache,
     /// Format of the access lines (see [`crate::access_log`]).
     #[serde(default, skip_serializing_if = "crate::access_log::AccessLogFormat::is_text")]
     pub access_log_format: crate::access_log::AccessLogFormat,
@@ -362,6 +365,34 @@ impl Default for Compression {
 impl Compression {
     pub fn is_default(&self) -> bool {
         self == &Compression::default()
+    }
+}
+
+/// The in-memory cache of proxied responses (`[response_cache]`, nginx's
+/// `proxy_cache`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResponseCache {
+    pub enabled: bool,
+    /// Bytes of cached responses (bodies and heads) kept; least recently
+    /// used first out.
+    pub max_bytes: u64,
+    /// Larger responses are passed through, not stored.
+    pub max_object_bytes: u64,
+    /// Bearer token of `PURGE` requests; without it purging is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purge_token: Option<crate::Secret>,
+}
+
+impl Default for ResponseCache {
+    fn default() -> Self {
+        ResponseCache { enabled: false, max_bytes: 64 << 20, max_object_bytes: 1 << 20, purge_token: None }
+    }
+}
+
+impl ResponseCache {
+    pub fn is_default(&self) -> bool {
+        self == &ResponseCache::default()
     }
 }
 

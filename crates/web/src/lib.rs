@@ -25,6 +25,7 @@ mod forward;
 pub mod path;
 mod proxy_route;
 pub mod range;
+mod response_cache;
 mod security_headers;
 mod server;
 mod site;
@@ -209,6 +210,7 @@ impl WebServer {
             access_log: c.access_log,
             access_writer: self.access_log.clone(),
             compression: compress::Compressor::new(&c.compression),
+            response_cache: response_cache::ResponseCache::new(&c.response_cache),
             security_headers: security_headers::SecurityPreset::new(&c.security_headers)
                 .map_err(WebError::SecurityHeaders)?,
             max_body_bytes: c.limits.max_body_bytes,

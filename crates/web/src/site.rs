@@ -29,6 +29,8 @@ pub struct Shared {
     pub access_log: bool,
     /// Access lines in a written format (`access_log_format`).
     pub access_writer: Option<Arc<bulwark_telemetry::AccessLog>>,
+    /// `[response_cache]` of proxied responses, when on.
+    pub response_cache: Option<Arc<crate::response_cache::ResponseCache>>,
     /// `[compression]` of proxied responses, when on.
     pub compression: Option<crate::compress::Compressor>,
     /// `[security_headers]`, when on.
@@ -210,7 +212,8 @@ impl Site {
                     return r;
                 }
             }
-            let mut r = Response::new(WebBody::bytes(s.prometheus() + &upstream_metrics(&s.proxies)));
+            let cache = s.response_cache.as_ref().map(|c| c.prometheus()).unwrap_or_default();
+            let mut r = Response::new(WebBody::bytes(s.prometheus() + &upstream_metrics(&s.proxies) + &cache));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             return r;
         }
@@ -245,10 +248,18 @@ impl Site {
         }
         let path = req.uri().path();
         if let Some(route) = s.proxy_for(path) {
-            let Some(compressor) = &s.compression else { return route.forward(req, client).await };
-            let method = req.method().clone();
-            let accept = crate::compress::accept_encoding(req.headers());
-            return compressor.apply(&method, accept.as_ref(), route.forward(req, client).await);
+            let compress = s
+                .compression
+                .as_ref()
+                .map(|c| (c, req.method().clone(), crate::compress::accept_encoding(req.headers())));
+            let resp = match &s.response_cache {
+                None => route.forward(req, client).await,
+                Some(cache) => cache.serve(req, |req| route.forward(req, client)).await,
+            };
+            return match compress {
+                None => resp,
+                Some((c, method, accept)) => c.apply(&method, accept.as_ref(), resp),
+            };
         }
         let head = match *req.method() {
             Method::GET => false,
