@@ -9,6 +9,8 @@ have iptables || need+=(iptables)
 have unshare || need+=(util-linux)
 have tc || need+=(iproute2)
 have curl || need+=(curl)
+# The access log tests read the combined log with GoAccess.
+have goaccess || need+=(goaccess)
 have chromium || need+=(chromium)
 have chromedriver || need+=(chromium-driver)
 # The Python example app (examples/python-guestbook) runs under Debian's

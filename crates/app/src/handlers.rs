@@ -259,28 +259,34 @@ async fn route(app: &App, req: hyper::Request<Incoming>, peer: SocketAddr) -> Re
             return error(StatusCode::UNAUTHORIZED, "this tier accepts requests only through the web tier");
         }
     }
+    if req.method() == Method::GET && path == "/metrics" {
+        // Not counted nor logged as a request.
+        let mut r = Response::new(Full::new(Bytes::from(app.stats.prometheus(&app.config.name))));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+        return r;
+    }
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let request_id = request_id(req.headers()).to_owned();
-    let resp = match (req.method(), path.as_str()) {
-        (&Method::GET, "/health") | (&Method::GET, "/api/health") => {
-            json_response(StatusCode::OK, json!({ "status": "ok", "app": app.config.name }))
+    // The database requests made for this request carry its id too.
+    let traced = (request_id != "-").then_some(request_id.as_str());
+    let resp = bulwark_db::with_x_request_id(traced, async {
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/health") | (&Method::GET, "/api/health") => {
+                json_response(StatusCode::OK, json!({ "status": "ok", "app": app.config.name }))
+            }
+            (&Method::GET, "/api/ws/echo") => crate::websocket::echo(&app.config.name, req),
+            (&Method::GET, "/api/messages") => list(app, &req).await,
+            (&Method::POST, "/api/messages") => post(app, req).await,
+            (_, "/api/messages") => {
+                let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST");
+                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+                r
+            }
+            _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
         }
-        (&Method::GET, "/metrics") => {
-            let mut r = Response::new(Full::new(Bytes::from(app.stats.prometheus(&app.config.name))));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
-            return r;
-        }
-        (&Method::GET, "/api/ws/echo") => crate::websocket::echo(&app.config.name, req),
-        (&Method::GET, "/api/messages") => list(app, &req).await,
-        (&Method::POST, "/api/messages") => post(app, req).await,
-        (_, "/api/messages") => {
-            let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST");
-            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
-            r
-        }
-        _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
-    };
+    })
+    .await;
     let route = match path.as_str() {
         "/api/messages" if method == Method::GET => 0,
         "/api/messages" if method == Method::POST => 1,

@@ -57,6 +57,12 @@ pub struct LbConfig {
     /// Floating addresses held with VRRP (see [`crate::vrrp`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vrrp: Vec<crate::vrrp::VrrpInstance>,
+    /// Format of the frontends' access lines (see [`crate::access_log`]).
+    #[serde(default, skip_serializing_if = "crate::access_log::AccessLogFormat::is_text")]
+    pub access_log_format: crate::access_log::AccessLogFormat,
+    /// Write access lines to this file (reopened on SIGUSR1), not stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_file: Option<std::path::PathBuf>,
 }
 
 fn default_threads() -> usize {
@@ -248,6 +254,10 @@ pub struct Frontend {
     pub redirect_https_port: Option<u16>,
     #[serde(default)]
     pub firewall: crate::firewall::FirewallConfig,
+    /// Headers removed, set and added on requests and responses (http
+    /// mode; see [`crate::header_rules`]).
+    #[serde(default, skip_serializing_if = "crate::header_rules::HeaderRules::is_empty")]
+    pub headers: crate::header_rules::HeaderRules,
 }
 
 fn default_max_body_bytes() -> u64 {
@@ -367,6 +377,40 @@ pub struct Backend {
     pub tls_key: Option<std::path::PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Sticky sessions: `"cookie"` pins a client to the server named in a
+    /// signed cookie while that server is available.
+    #[serde(default, skip_serializing_if = "Sticky::is_off")]
+    pub sticky: Sticky,
+    /// The sticky cookie's name.
+    #[serde(default = "default_sticky_cookie")]
+    pub sticky_cookie: String,
+    /// Key the sticky cookie is signed with (HMAC-SHA256); default: derived
+    /// from `cluster_secret`, else a random key per lb process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_secret: Option<crate::Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_secret_file: Option<std::path::PathBuf>,
+}
+
+/// Session persistence of a backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sticky {
+    /// Every request is balanced.
+    #[default]
+    Off,
+    /// A signed cookie names the server (HAProxy's `cookie ... insert`).
+    Cookie,
+}
+
+impl Sticky {
+    pub fn is_off(&self) -> bool {
+        *self == Sticky::Off
+    }
+}
+
+pub fn default_sticky_cookie() -> String {
+    "bulwark_server".into()
 }
 
 impl Backend {
@@ -651,6 +695,7 @@ impl Validate for LbConfig {
         if self.threads > 1024 {
             v.error("threads", "must be at most 1024 (0 = one per core)");
         }
+        crate::access_log::check(v, &self.access_log_format, self.access_log_file.as_deref());
         if let Some(a) = &self.admin {
             v.scope("admin", |v| {
                 check_bind(v, "bind", &a.bind);
@@ -758,6 +803,13 @@ impl Validate for LbConfig {
                             v.error("redirect_https_port", "a TLS frontend cannot redirect to HTTPS");
                         }
                     }
+                    v.scope("headers", |v| f.headers.validate_in(v));
+                    if f.tls.is_none() && f.headers.names_tls() {
+                        v.error("headers", "a value names a TLS fact ($tls_*) but the frontend has no tls");
+                    }
+                    if f.mode == Mode::Tcp && !f.headers.is_empty() {
+                        v.error("headers", "header rules are for http frontends");
+                    }
                 });
             }
         });
@@ -779,6 +831,13 @@ impl Validate for LbConfig {
 
 impl Validate for Backend {
     fn validate(&self, v: &mut Validator) {
+        check_name(v, "sticky_cookie", &self.sticky_cookie);
+        crate::util::check_secret_source(
+            v,
+            "sticky_secret",
+            self.sticky_secret.as_ref(),
+            self.sticky_secret_file.as_ref(),
+        );
         crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
         if self.servers.is_empty() {
             v.error("server", "at least one [[backend.server]] is required");

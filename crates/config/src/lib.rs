@@ -7,11 +7,13 @@
 //! Must not touch: sockets, files other than the config file being read, or
 //! any runtime state. Roles receive an already validated value from here.
 
+pub mod access_log;
 pub mod app;
 pub mod backup;
 pub mod db;
 mod error;
 pub mod firewall;
+pub mod header_rules;
 pub mod host_firewall;
 pub mod internal_tls;
 pub mod lb;

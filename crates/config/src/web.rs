@@ -71,6 +71,21 @@ pub struct WebConfig {
     /// Emit one access-log line per request (tracing target `access`).
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// The security-headers preset.
+    #[serde(default, skip_serializing_if = "SecurityHeaders::is_off")]
+    pub security_headers: SecurityHeaders,
+    /// Compression of proxied (dynamic) responses.
+    #[serde(default, skip_serializing_if = "Compression::is_default")]
+    pub compression: Compression,
+    /// The cache of proxied responses.
+    #[serde(default, skip_serializing_if = "ResponseCache::is_default")]
+    pub response_cache: ResponseCache,
+    /// Format of the access lines (see [`crate::access_log`]).
+    #[serde(default, skip_serializing_if = "crate::access_log::AccessLogFormat::is_text")]
+    pub access_log_format: crate::access_log::AccessLogFormat,
+    /// Write access lines to this file (reopened on SIGUSR1), not stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_file: Option<PathBuf>,
     /// Serve paths with a component starting with `.` (hidden: 404 when false).
     #[serde(default)]
     pub dotfiles: bool,
@@ -299,6 +314,105 @@ pub struct ProxyRoute {
     /// them (as the lb's `panic_threshold_percent`); 0 turns it off.
     #[serde(default = "crate::lb::default_panic_threshold")]
     pub panic_threshold_percent: u8,
+    /// Headers removed, set and added on the route's requests and
+    /// responses (see [`crate::header_rules`]; no TLS facts here).
+    #[serde(default, skip_serializing_if = "crate::header_rules::HeaderRules::is_empty")]
+    pub headers: crate::header_rules::HeaderRules,
+}
+
+/// Compression of proxied responses (`[compression]`): gzip and Brotli,
+/// chosen by the client's `Accept-Encoding`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Compression {
+    pub enabled: bool,
+    /// Media types compressed: an entry ending in `/` covers its whole
+    /// type (`text/`), any other names one type.
+    pub types: Vec<String>,
+    /// Bodies known to be shorter than this are sent as they are.
+    pub min_bytes: u64,
+    /// gzip level, 1 (fast) to 9 (small).
+    pub gzip_level: u32,
+    /// Brotli quality, 0 (fast) to 11 (small).
+    pub brotli_quality: u32,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression {
+            enabled: false,
+            types: [
+                "text/",
+                "application/json",
+                "application/javascript",
+                "application/xml",
+                "application/xhtml+xml",
+                "application/rss+xml",
+                "application/atom+xml",
+                "application/manifest+json",
+                "application/wasm",
+                "image/svg+xml",
+            ]
+            .map(String::from)
+            .to_vec(),
+            min_bytes: 1024,
+            gzip_level: 5,
+            brotli_quality: 4,
+        }
+    }
+}
+
+impl Compression {
+    pub fn is_default(&self) -> bool {
+        self == &Compression::default()
+    }
+}
+
+/// The in-memory cache of proxied responses (`[response_cache]`, nginx's
+/// `proxy_cache`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResponseCache {
+    pub enabled: bool,
+    /// Bytes of cached responses (bodies and heads) kept; least recently
+    /// used first out.
+    pub max_bytes: u64,
+    /// Larger responses are passed through, not stored.
+    pub max_object_bytes: u64,
+    /// Bearer token of `PURGE` requests; without it purging is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purge_token: Option<crate::Secret>,
+}
+
+impl Default for ResponseCache {
+    fn default() -> Self {
+        ResponseCache { enabled: false, max_bytes: 64 << 20, max_object_bytes: 1 << 20, purge_token: None }
+    }
+}
+
+impl ResponseCache {
+    pub fn is_default(&self) -> bool {
+        self == &ResponseCache::default()
+    }
+}
+
+impl SecurityHeaders {
+    pub fn is_off(&self) -> bool {
+        self == &SecurityHeaders::default()
+    }
+}
+
+/// The security-headers preset (`[security_headers]`): set on every
+/// response (static and proxied) that does not carry its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityHeaders {
+    /// `X-Content-Type-Options: nosniff`, `Referrer-Policy:
+    /// strict-origin-when-cross-origin`, `X-Frame-Options: SAMEORIGIN`.
+    pub enabled: bool,
+    /// `Content-Security-Policy` value (e.g. `default-src 'self'`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_security_policy: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -344,6 +458,10 @@ impl ProxyRoute {
             tls_cert: tls.map(|t| t.cert.clone()),
             tls_key: tls.map(|t| t.key.clone()),
             tls_ca: tls.map(|t| t.ca.clone()),
+            sticky: crate::lb::Sticky::Off,
+            sticky_cookie: crate::lb::default_sticky_cookie(),
+            sticky_secret: None,
+            sticky_secret_file: None,
         }
     }
 }
@@ -363,6 +481,18 @@ impl Validate for WebConfig {
         }
         if self.listen.is_empty() {
             v.error("listen", "at least one listen address is required");
+        }
+        crate::access_log::check(v, &self.access_log_format, self.access_log_file.as_deref());
+        if !(1..=9).contains(&self.compression.gzip_level) {
+            v.error("compression.gzip_level", "must be 1 to 9");
+        }
+        if self.compression.brotli_quality > 11 {
+            v.error("compression.brotli_quality", "must be 0 to 11");
+        }
+        if let Some(csp) = &self.security_headers.content_security_policy {
+            if csp.is_empty() || csp.bytes().any(|b| b != b'\t' && !(0x20..0x7f).contains(&b)) {
+                v.error("security_headers.content_security_policy", "a header value of visible ASCII and spaces");
+            }
         }
         if self.secret.is_some() && self.secret_file.is_some() {
             v.error("secret_file", "set secret or secret_file, not both");
@@ -466,6 +596,10 @@ impl Validate for WebConfig {
                     }
                     if !prefixes.insert(p.prefix.as_str()) {
                         v.error("prefix", format!("`{}` is used by another [[proxy]] route", p.prefix));
+                    }
+                    v.scope("headers", |v| p.headers.validate_in(v));
+                    if p.headers.names_tls() {
+                        v.error("headers", "TLS facts ($tls_*) are known at the lb, not on a web route");
                     }
                     if p.servers.is_empty() {
                         v.error("servers", "at least one server (host:port) is required");

@@ -17,6 +17,34 @@ use crate::{Consistency, ExecuteResult, Params, Rows, Statement, Token};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+tokio::task_local! {
+    /// The `X-Request-Id` of the request being served (see [`with_x_request_id`]).
+    static X_REQUEST_ID: Option<Arc<str>>;
+}
+
+/// Run `work` with every database request it makes through a [`Client`]
+/// carrying `X-Request-Id: id` (the id the lb set for the user's request),
+/// so that one id follows one request into the database tier. An id that
+/// is not 1 to 128 characters of letters, digits, `-`, `_` and `.` is not
+/// sent. Not the idempotency id of [`Client::execute_once`]: this one is
+/// for logs only and never changes what a request does.
+pub async fn with_x_request_id<F: std::future::Future>(id: Option<&str>, work: F) -> F::Output {
+    let valid = id.filter(|v| {
+        !v.is_empty() && v.len() <= 128 && v.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+    });
+    X_REQUEST_ID.scope(valid.map(Arc::from), work).await
+}
+
+/// The extra header of a request made inside [`with_x_request_id`]; empty
+/// (no allocation) outside it.
+fn x_request_id_header() -> Vec<(&'static str, String)> {
+    X_REQUEST_ID
+        .try_with(|id| id.as_ref().map(|id| vec![("x-request-id", id.to_string())]))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
 /// Why a [`Client`] call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -266,7 +294,14 @@ impl Client {
             for addr in self.read_candidates().await {
                 let remaining = self.inner.deadline.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
                 let attempt = remaining.min(self.read_attempt_timeout(body));
-                match self.inner.http.post_json(&addr, "/v1/query", body, attempt).await {
+                let sent = match serde_json::to_vec(body) {
+                    Ok(json) => {
+                        let extra = x_request_id_header();
+                        self.inner.http.send(http::Method::POST, &addr, "/v1/query", json.into(), &extra, attempt).await
+                    }
+                    Err(e) => return Err(ClientError::Unavailable(format!("encoding the request: {e}"))),
+                };
+                match sent {
                     Ok(r) if r.status == 200 => return decode(&r),
                     Ok(r) if r.status == 307 => {
                         // The replica could not serve it fresh enough: primary.
@@ -468,6 +503,7 @@ impl Client {
         let body = bytes::Bytes::from(
             serde_json::to_vec(body).map_err(|e| ClientError::Unavailable(format!("encoding the request: {e}")))?,
         );
+        let extra = x_request_id_header();
         let mut target: Option<String> = None;
         let mut last = String::from("no primary found");
         // An attempt that may have reached a primary: if the deadline ends
@@ -510,7 +546,7 @@ impl Client {
             };
             let remaining = self.inner.deadline.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
             let attempt = if idempotent { remaining.min(self.inner.attempt_timeout) } else { remaining };
-            let sent = self.inner.http.send(http::Method::POST, &addr, path, body.clone(), &[], attempt).await;
+            let sent = self.inner.http.send(http::Method::POST, &addr, path, body.clone(), &extra, attempt).await;
             match sent {
                 Ok(r) if r.status == 200 => {
                     *self.inner.primary.lock().unwrap() = Some(addr);
@@ -655,5 +691,79 @@ mod ambiguous_tests {
         // The caller's own id comes back as given.
         let Err(ClientError::Ambiguous(a)) = c.execute_once("order-17", &stmts).await else { panic!("ambiguous") };
         assert_eq!(a.request_id.as_deref(), Some("order-17"));
+    }
+}
+
+#[cfg(test)]
+mod x_request_id_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A primary that refuses every write and read (400) and keeps the
+    /// head of every POST it was sent.
+    async fn node_keeping_heads() -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let status = serde_json::json!({
+            "node_id": 1, "address": addr, "role": "primary", "term": 1, "leader_id": 1,
+            "leader_address": addr, "applied_index": 1, "last_log_index": 1, "snapshot_index": null,
+            "purged_index": null, "quorum": true, "lag": {"entries": 0, "seconds": 0.0, "known": true},
+            "members": [{"id": 1, "address": addr, "voter": true}],
+        })
+        .to_string();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let kept = heads.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else { return };
+                let (kept, status) = (kept.clone(), status.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let Ok(n) = s.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        let text = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+                        let (code, body) = if text.starts_with("post ") {
+                            kept.lock().unwrap().push(text);
+                            ("400 Bad Request", r#"{"error":"refused","code":"bad_request","retryable":false}"#)
+                        } else {
+                            ("200 OK", status.as_str())
+                        };
+                        let reply = format!(
+                            "HTTP/1.1 {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, heads)
+    }
+
+    #[tokio::test]
+    async fn requests_made_in_scope_carry_the_id_and_others_do_not() {
+        let (addr, heads) = node_keeping_heads().await;
+        let c = Client::new([addr], "0123456789abcdef").with_deadline(Duration::from_millis(500));
+        let stmts = [Statement::new("INSERT INTO t VALUES (1)")];
+        with_x_request_id(Some("4f2a-id.1"), async {
+            assert!(c.execute(&stmts).await.is_err());
+            assert!(c.query("SELECT 1", Params::None, Consistency::Strong, None).await.is_err());
+            assert!(c.query("SELECT 1", Params::None, Consistency::None, None).await.is_err());
+        })
+        .await;
+        let traced = std::mem::take(&mut *heads.lock().unwrap());
+        assert_eq!(traced.len(), 3, "{traced:?}");
+        assert!(traced.iter().all(|h| h.contains("\r\nx-request-id: 4f2a-id.1\r\n")), "{traced:?}");
+
+        assert!(c.execute(&stmts).await.is_err());
+        with_x_request_id(Some("a b\"c"), async { assert!(c.execute(&stmts).await.is_err()) }).await;
+        let untraced = heads.lock().unwrap().clone();
+        assert_eq!(untraced.len(), 2, "{untraced:?}");
+        assert!(untraced.iter().all(|h| !h.contains("x-request-id")), "out of scope or invalid: {untraced:?}");
     }
 }

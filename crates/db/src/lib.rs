@@ -46,6 +46,6 @@ pub use api::{
     Column, Consistency, ExecuteResult, Member, NodeStatus, Params, ReplicationLag, Rows, Statement, StatementResult,
     Token, Value,
 };
-pub use client::{AmbiguousWrite, Client, ClientError};
+pub use client::{with_x_request_id, AmbiguousWrite, Client, ClientError};
 pub use error::DbError;
 pub use node::DbNode;

@@ -195,6 +195,14 @@ impl LbReload {
         Ok(())
     }
 
+    /// Open the access log file again (logrotate renamed it; SIGUSR1).
+    pub fn reopen_access_log(&self) -> std::io::Result<()> {
+        match &self.routing.load().access_log {
+            Some(log) => log.reopen(),
+            None => Ok(()),
+        }
+    }
+
     pub fn current(&self) -> Arc<Routing> {
         self.routing.load_full()
     }

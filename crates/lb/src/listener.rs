@@ -205,6 +205,7 @@ async fn serve_http(
     let http2_max_streams = f.tls.as_ref().map_or(100, |t| t.http2_max_streams);
     let proto = if tls.is_some() { "https" } else { "http" };
     let ctx = Arc::new(ClientContext::new(peer, proto));
+    let keep_tls_facts = fe.keep_tls_facts;
     let refusal = permit.as_ref().err().cloned();
     if let Some(refusal) = &refusal {
         tracing::info!(frontend = %f.name, client = %peer, "connection refused: {}", refusal.reason());
@@ -240,6 +241,12 @@ async fn serve_http(
                 }
             };
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let ctx = match keep_tls_facts {
+                false => ctx,
+                true => {
+                    Arc::new(ClientContext { tls: Some(crate::tls::facts(tls_stream.get_ref().1)), ..(*ctx).clone() })
+                }
+            };
             let io = TokioIo::new(tls_stream);
             let result = if h2 {
                 let streams = Arc::new(OpenStreams::default());

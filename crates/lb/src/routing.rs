@@ -1,7 +1,8 @@
 use crate::tls::{self, TlsError};
 use bulwark_config::lb::{LbConfig, Mode};
 use bulwark_firewall::Firewall;
-use bulwark_proxy::{ForwardOptions, Forwarder, HealthCheck, RequestIdMode, Upstream};
+use bulwark_proxy::{CompiledRules, ForwardOptions, Forwarder, HealthCheck, RequestIdMode, Upstream};
+use bulwark_telemetry::AccessLog;
 use http::HeaderValue;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +17,9 @@ pub struct Routing {
     pub frontends: Vec<FrontendRuntime>,
     /// Days until the earliest certificate of each TLS frontend expires.
     pub certificate_expiry: Vec<(String, i64)>,
+    /// The access log writer of a written format (`access_log_format`),
+    /// shared by the frontends; reopened on SIGUSR1.
+    pub access_log: Option<Arc<AccessLog>>,
     health: CancellationToken,
 }
 
@@ -27,6 +31,9 @@ pub struct FrontendRuntime {
     /// `Strict-Transport-Security` value for TLS frontends.
     pub hsts: Option<HeaderValue>,
     pub redirect_https_port: Option<u16>,
+    /// A header rule names a TLS fact: the listener keeps them per
+    /// connection.
+    pub keep_tls_facts: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +46,10 @@ pub enum RoutingError {
     Firewall(String, String),
     #[error("backend `{0}`: {1}")]
     Secret(String, String),
+    #[error("{0}")]
+    AccessLog(std::io::Error),
+    #[error("frontend `{0}` headers: {1}")]
+    HeaderRules(String, String),
     #[error("frontend changes need a restart (listeners are kept across reloads): {0}")]
     Listeners(String),
 }
@@ -77,6 +88,13 @@ impl Routing {
             }
             secret_headers.insert(b.name.clone(), headers);
         }
+        let access_log = match config.access_log_format.is_written() {
+            false => None,
+            true => Some(Arc::new(
+                AccessLog::open(config.access_log_format.clone(), config.access_log_file.as_deref())
+                    .map_err(RoutingError::AccessLog)?,
+            )),
+        };
         let mut frontends = Vec::new();
         for f in &config.frontends {
             let tls = match &f.tls {
@@ -91,6 +109,8 @@ impl Routing {
                 .filter(|t| !t.hsts.is_zero())
                 .and_then(|t| HeaderValue::from_str(&format!("max-age={}", t.hsts.as_secs())).ok());
             let firewall = Firewall::new(&f.firewall).map_err(|e| RoutingError::Firewall(f.name.clone(), e))?;
+            let header_rules =
+                CompiledRules::new(&f.headers).map_err(|e| RoutingError::HeaderRules(f.name.clone(), e))?.map(Arc::new);
             let forwarder = Arc::new(Forwarder::new(
                 upstreams[&f.backend].clone(),
                 ForwardOptions {
@@ -99,7 +119,8 @@ impl Routing {
                     forwarded_headers: f.forwarded_headers,
                     keep_forwarded_proto: false,
                     via: f.via,
-                    access_log: f.access_log,
+                    access_log: f.access_log && access_log.is_none(),
+                    access_writer: access_log.clone().filter(|_| f.access_log),
                     connect_timeout: t.connect,
                     server_timeout: t.server,
                     set_headers: secret_headers[&f.backend].clone(),
@@ -111,6 +132,7 @@ impl Routing {
                         (true, false) => RequestIdMode::Generate,
                         (true, true) => RequestIdMode::Trust,
                     },
+                    header_rules,
                 },
             ));
             frontends.push(FrontendRuntime {
@@ -119,6 +141,7 @@ impl Routing {
                 tls,
                 hsts,
                 redirect_https_port: f.redirect_https_port,
+                keep_tls_facts: f.headers.names_tls(),
             });
         }
         let certificate_expiry = config
@@ -126,7 +149,7 @@ impl Routing {
             .iter()
             .filter_map(|f| Some((f.name.clone(), tls::days_until_expiry(f.tls.as_ref()?)?)))
             .collect();
-        Ok(Routing { config, upstreams, frontends, certificate_expiry, health: CancellationToken::new() })
+        Ok(Routing { config, upstreams, frontends, certificate_expiry, access_log, health: CancellationToken::new() })
     }
 
     pub fn start_health_checks(&self) {

@@ -119,6 +119,25 @@ pub fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(PathBuf, Path
     Ok((cert, key))
 }
 
+/// What the handshake with a client settled, for header rules naming
+/// `$tls_*`.
+pub(crate) fn facts(conn: &tokio_rustls::rustls::ServerConnection) -> bulwark_proxy::TlsFacts {
+    use http::HeaderValue;
+    use tokio_rustls::rustls::ProtocolVersion;
+    let version = match conn.protocol_version() {
+        Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "",
+    };
+    let cipher = conn.negotiated_cipher_suite().and_then(|c| c.suite().as_str()).unwrap_or("");
+    bulwark_proxy::TlsFacts {
+        version: HeaderValue::from_static(version),
+        cipher: HeaderValue::from_static(cipher),
+        sni: conn.server_name().and_then(|n| HeaderValue::from_str(n).ok()),
+        alpn: conn.alpn_protocol().and_then(|p| HeaderValue::from_bytes(p).ok()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

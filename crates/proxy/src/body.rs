@@ -20,6 +20,8 @@ pub enum ProxyBody {
     Upstream(PooledBody),
     /// Generated here (errors, redirects, small static answers).
     Full(Option<Bytes>),
+    /// Either of the above, writing its access line when it ends.
+    Logged(Box<crate::access::LoggedBody>),
 }
 
 impl ProxyBody {
@@ -39,6 +41,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Logged(b) => Pin::new(&mut **b).poll_frame(cx),
         }
     }
 
@@ -46,6 +49,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(b) => b.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Logged(b) => b.is_end_stream(),
         }
     }
 
@@ -54,6 +58,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => b.size_hint(),
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Logged(b) => b.size_hint(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Forwarding errors, typed where they are born (as pingora-error does):
 //! what went wrong ([`ErrorKind`]), whose failure it is ([`ErrorSource`]),
-//! and whether another attempt on another server may help (`retry`).
+//! and whether sending the request again may help ([`RetryType`]).
 //!
 //! The forwarder never guesses a cause from a message: a failure of the
 //! client's request body is made a [`ProxyError`] with source
@@ -44,6 +44,13 @@ pub enum ErrorKind {
     /// The health check marked the server down while the request waited
     /// for it (502).
     MarkedDown,
+    /// The server closed the connection before answering (502); on a
+    /// reused keep-alive connection this is usually the close racing the
+    /// request, not a failure of the server.
+    ClosedEarly,
+    /// The request never left: hyper handed it back unsent, or a pooled
+    /// connection was found closed (502 once fresh connections ran out).
+    Unsent,
     /// A request whose body was already streamed cannot be sent again (502).
     NotReplayable,
 }
@@ -56,12 +63,31 @@ impl ErrorKind {
             ErrorKind::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::BodyBroken => StatusCode::BAD_REQUEST,
             ErrorKind::NoServer => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Connect | ErrorKind::ResponseBroken | ErrorKind::MarkedDown | ErrorKind::NotReplayable => {
-                StatusCode::BAD_GATEWAY
-            }
+            ErrorKind::Connect
+            | ErrorKind::ResponseBroken
+            | ErrorKind::MarkedDown
+            | ErrorKind::ClosedEarly
+            | ErrorKind::Unsent
+            | ErrorKind::NotReplayable => StatusCode::BAD_GATEWAY,
             ErrorKind::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
+}
+
+/// May the request be sent again, and where (pingora-error's `RetryType`).
+/// Whether it can be sent again at all is the request's own property
+/// (method, `Idempotency-Key`, body kept): see the forwarder's retry phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryType {
+    /// Sending it again cannot help or may repeat its effect.
+    Never,
+    /// Another server may succeed: the request never reached this
+    /// server's application, or this server failed.
+    OtherServer,
+    /// A fresh connection to the same server first (a bounded number of
+    /// times), then another server: the request never left, or a reused
+    /// keep-alive connection closed as it went out.
+    FreshConnection,
 }
 
 /// One forwarding failure.
@@ -69,56 +95,63 @@ impl ErrorKind {
 pub struct ProxyError {
     pub kind: ErrorKind,
     pub source: ErrorSource,
-    /// True when sending the same request to another server may succeed
-    /// (the request never reached this server's application, or the
-    /// server failed). Whether the request may be sent again at all is the
-    /// request's own property (method, `Idempotency-Key`, body).
-    pub retry: bool,
+    pub retry: RetryType,
     /// Human detail for logs and the error page.
     pub detail: String,
 }
 
 impl ProxyError {
-    fn new(kind: ErrorKind, source: ErrorSource, retry: bool, detail: impl Into<String>) -> Self {
+    fn new(kind: ErrorKind, source: ErrorSource, retry: RetryType, detail: impl Into<String>) -> Self {
         ProxyError { kind, source, retry, detail: detail.into() }
     }
 
     /// The client's body failed: never retried, never the server's fault.
     pub fn client_body(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        ProxyError::new(kind, ErrorSource::Client, false, detail)
+        ProxyError::new(kind, ErrorSource::Client, RetryType::Never, detail)
     }
 
     pub fn no_server(detail: impl Into<String>) -> Self {
-        ProxyError::new(ErrorKind::NoServer, ErrorSource::Internal, false, detail)
+        ProxyError::new(ErrorKind::NoServer, ErrorSource::Internal, RetryType::Never, detail)
     }
 
     /// Connecting failed: the request never left, another server may take it.
     pub fn connect(detail: impl Into<String>) -> Self {
-        ProxyError::new(ErrorKind::Connect, ErrorSource::Upstream, true, detail)
+        ProxyError::new(ErrorKind::Connect, ErrorSource::Upstream, RetryType::OtherServer, detail)
     }
 
     /// The server broke the exchange; a replayable request may go elsewhere.
     pub fn response_broken(detail: impl Into<String>) -> Self {
-        ProxyError::new(ErrorKind::ResponseBroken, ErrorSource::Upstream, true, detail)
+        ProxyError::new(ErrorKind::ResponseBroken, ErrorSource::Upstream, RetryType::OtherServer, detail)
     }
 
     /// The server accepted the request but did not answer in time: it may
     /// still be working on it, so it is not sent elsewhere.
     pub fn response_timeout(detail: impl Into<String>) -> Self {
-        ProxyError::new(ErrorKind::ResponseTimeout, ErrorSource::Upstream, false, detail)
+        ProxyError::new(ErrorKind::ResponseTimeout, ErrorSource::Upstream, RetryType::Never, detail)
     }
 
     pub fn marked_down(detail: impl Into<String>) -> Self {
-        ProxyError::new(ErrorKind::MarkedDown, ErrorSource::Upstream, true, detail)
+        ProxyError::new(ErrorKind::MarkedDown, ErrorSource::Upstream, RetryType::OtherServer, detail)
+    }
+
+    /// The server closed the connection without answering.
+    pub fn closed_early(detail: impl Into<String>) -> Self {
+        ProxyError::new(ErrorKind::ClosedEarly, ErrorSource::Upstream, RetryType::FreshConnection, detail)
+    }
+
+    /// The request never left; it is in hand to send again.
+    pub fn unsent(detail: impl Into<String>) -> Self {
+        ProxyError::new(ErrorKind::Unsent, ErrorSource::Upstream, RetryType::FreshConnection, detail)
     }
 
     pub fn not_replayable() -> Self {
-        ProxyError::new(ErrorKind::NotReplayable, ErrorSource::Internal, false, "request body already sent")
+        ProxyError::new(ErrorKind::NotReplayable, ErrorSource::Internal, RetryType::Never, "request body already sent")
     }
 
     /// Classify an error of sending a request to a server: a failure of
     /// the client's body stream was born a [`ProxyError`] and is found in
-    /// hyper's error chain; anything else is the server's.
+    /// hyper's error chain; a connection closed before the answer is
+    /// [`ErrorKind::ClosedEarly`]; anything else is the server's.
     pub fn from_send(err: &hyper::Error) -> Self {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
         while let Some(e) = cause {
@@ -126,6 +159,9 @@ impl ProxyError {
                 return born.clone();
             }
             cause = e.source();
+        }
+        if err.is_incomplete_message() || err.is_canceled() {
+            return ProxyError::closed_early(err.to_string());
         }
         ProxyError::response_broken(err.to_string())
     }
@@ -155,11 +191,13 @@ mod tests {
     #[test]
     fn statuses_and_sources() {
         let e = ProxyError::client_body(ErrorKind::BodyBroken, "bad chunk");
-        assert_eq!((e.status(), e.is_upstream(), e.retry), (StatusCode::BAD_REQUEST, false, false));
+        assert_eq!((e.status(), e.is_upstream(), e.retry), (StatusCode::BAD_REQUEST, false, RetryType::Never));
         let e = ProxyError::connect("refused");
-        assert_eq!((e.status(), e.is_upstream(), e.retry), (StatusCode::BAD_GATEWAY, true, true));
+        assert_eq!((e.status(), e.is_upstream(), e.retry), (StatusCode::BAD_GATEWAY, true, RetryType::OtherServer));
         let e = ProxyError::response_timeout("slow");
-        assert_eq!((e.status(), e.is_upstream(), e.retry), (StatusCode::GATEWAY_TIMEOUT, true, false));
+        assert_eq!((e.status(), e.is_upstream(), e.retry), (StatusCode::GATEWAY_TIMEOUT, true, RetryType::Never));
+        let e = ProxyError::closed_early("eof");
+        assert_eq!((e.status(), e.is_upstream(), e.retry), (StatusCode::BAD_GATEWAY, true, RetryType::FreshConnection));
         assert_eq!(ProxyError::no_server("none").status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -5,7 +5,7 @@
 //! passive ejection, the per-thread keep-alive connection pool, HTTP request
 //! forwarding with retries and a retry budget ([`Forwarder`]), forwarding
 //! errors typed where they are born ([`ProxyError`]: whose failure, may a
-//! retry help), forwarded headers, request ids ([`request_id`]), the send-progress deadline of client
+//! retry help), forwarded headers, header rules ([`header_rules`]), request ids ([`request_id`]), the send-progress deadline of client
 //! connections ([`send_stall`]), protocol upgrades (WebSocket and any other
 //! protocol a server switches to with 101) tunnelled both ways, and
 //! layer-4 tunnelling ([`tcp`]).
@@ -13,25 +13,35 @@
 //! Must not touch: listening sockets, TLS, firewalling, config files or
 //! process lifecycle; the roles (lb, web) own those and call in here with a
 //! request and a client address.
+//!
+//! Sticky sessions ([`StickyCookie`]) pin a client to a server with a
+//! signed cookie.
 
+mod access;
+mod attempt;
 mod balance;
 pub mod body;
 pub mod error;
 mod forward;
+pub mod header_rules;
 pub mod headers;
 pub mod health;
 mod pool;
+mod prepare;
 pub mod request_id;
 pub mod send_stall;
 mod server;
+mod sticky;
 pub mod tcp;
 mod upgrade;
 mod upstream;
 
 pub use body::ProxyBody;
-pub use error::{ErrorKind, ErrorSource, ProxyError};
+pub use error::{ErrorKind, ErrorSource, ProxyError, RetryType};
 pub use forward::{error_response, forget_server, ClientContext, ForwardOptions, Forwarder, IDEMPOTENCY_KEY};
+pub use header_rules::{CompiledRules, TlsFacts};
 pub use health::HealthCheck;
 pub use request_id::{RequestIdMode, X_REQUEST_ID};
 pub use server::{LatencyHistogram, ServerState, ServerStats, LATENCY_BUCKETS_US};
+pub use sticky::StickyCookie;
 pub use upstream::{RetryBudget, Upstream, UpstreamError};

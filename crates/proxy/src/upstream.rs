@@ -1,6 +1,8 @@
 use crate::balance::{Balancer, HashRing};
 use crate::server::ServerState;
-use bulwark_config::lb::{Backend, Balance};
+use crate::sticky::StickyCookie;
+use bulwark_config::lb::{Backend, Balance, Sticky};
+use bulwark_config::Secret;
 use bulwark_telemetry::clock::monotonic_ms;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +21,8 @@ pub struct Upstream {
     pub tls: Option<bulwark_mtls::MutualTls>,
     balancer: Balancer,
     pub retry_budget: RetryBudget,
+    /// The signed cookie of `sticky = "cookie"`.
+    pub sticky: Option<StickyCookie>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,8 @@ pub enum UpstreamError {
     Resolve { backend: String, server: String, address: String, reason: String },
     #[error("backend `{backend}`: {source}")]
     Tls { backend: String, source: bulwark_mtls::MtlsError },
+    #[error("backend `{backend}`: sticky cookie key: {reason}")]
+    Sticky { backend: String, reason: String },
 }
 
 impl Upstream {
@@ -67,11 +73,24 @@ impl Upstream {
             Balance::Ewma => Balancer::Ewma,
         };
         let retry_budget = RetryBudget::new(config.retries.budget_ratio, config.retries.budget_min_per_sec);
-        Ok(Upstream { config, servers, tls, balancer, retry_budget })
+        let sticky = match config.sticky {
+            Sticky::Off => None,
+            Sticky::Cookie => Some(sticky_cookie(&config, previous.and_then(|p| p.sticky.as_ref()))?),
+        };
+        Ok(Upstream { config, servers, tls, balancer, retry_budget, sticky })
     }
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Whether server `idx` may take a request now: enabled, available,
+    /// and under the backend's connection cap (a sticky client's server).
+    pub fn is_pickable(&self, idx: usize, now: u64) -> bool {
+        let s = &self.servers[idx];
+        !s.disabled.load(Ordering::Relaxed)
+            && s.is_available(now)
+            && self.config.max_connections.is_none_or(|cap| s.in_flight.load(Ordering::Relaxed) < cap)
     }
 
     /// Choose a server for a request from `client`, skipping the indexes in
@@ -155,6 +174,23 @@ impl Upstream {
         let now = monotonic_ms();
         self.servers.iter().any(|s| s.is_available(now))
     }
+}
+
+/// The sticky cookie of a backend, signed with `sticky_secret`, else a
+/// key derived from `cluster_secret`, else a random key kept across
+/// reloads.
+fn sticky_cookie(config: &Backend, previous: Option<&StickyCookie>) -> Result<StickyCookie, UpstreamError> {
+    let error = |reason: String| UpstreamError::Sticky { backend: config.name.clone(), reason };
+    let own = Secret::resolve(config.sticky_secret.as_ref(), config.sticky_secret_file.as_deref(), "sticky_secret")
+        .map_err(error)?;
+    let secret = match own {
+        Some(s) => Some(s),
+        None => {
+            Secret::resolve(config.cluster_secret.as_ref(), config.cluster_secret_file.as_deref(), "cluster_secret")
+                .map_err(error)?
+        }
+    };
+    Ok(StickyCookie::new(&config.sticky_cookie, secret.as_ref().map(|s| s.expose().as_bytes()), previous))
 }
 
 fn resolve(address: &str) -> Result<SocketAddr, String> {

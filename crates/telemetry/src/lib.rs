@@ -1,6 +1,7 @@
 //! Process-wide observability plumbing shared by every role.
 //!
-//! Owns: log initialisation (tracing to stderr, optional JSON), the
+//! Owns: log initialisation (tracing to stderr, optional JSON), the access
+//! log writer ([`access_log`]), the
 //! machine-readable "ready" line every role prints on stdout once its
 //! listeners are bound, the process's monotonic and wall clocks
 //! ([`clock`]), metric helpers, dashboard assets and alert rules.
@@ -8,11 +9,13 @@
 //! Must not touch: request handling or role logic; roles call in here, never
 //! the other way round.
 
+pub mod access_log;
 pub mod clock;
 pub mod dashboard;
 mod histogram;
 pub mod process;
 
+pub use access_log::{AccessLog, AccessRecord};
 pub use dashboard::DASHBOARD_HTML;
 pub use histogram::{LatencyHistogram, LATENCY_BUCKETS_US};
 

@@ -53,6 +53,7 @@ impl ForwardRoute {
             keep_forwarded_proto: true,
             via: false,
             access_log: false,
+            access_writer: None,
             connect_timeout: cfg.connect_timeout,
             server_timeout: cfg.server_timeout,
             set_headers,
@@ -61,6 +62,7 @@ impl ForwardRoute {
             tunnel_idle: cfg.tunnel_timeout,
             // Passed on as it came from the lb.
             request_id: bulwark_proxy::RequestIdMode::Off,
+            header_rules: bulwark_proxy::CompiledRules::new(&cfg.headers)?.map(Arc::new),
         };
         Ok(ForwardRoute { forwarder: Forwarder::new(upstream, options) })
     }

@@ -6,7 +6,8 @@
 //! safe mapping of URLs to files under the root, the per-thread file cache,
 //! static responses (content types, ETag/Last-Modified and conditional
 //! requests, byte ranges, precompressed `.br`/`.gz` siblings, Cache-Control
-//! rules, index files), the access log (tracing target `access`), and
+//! rules, index files), the access log (tracing target `access`, or a
+//! written format through [`bulwark_telemetry::AccessLog`]), and
 //! matching `[[proxy]]` prefixes to a [`ProxyRoute`].
 //!
 //! Must not touch: how proxied requests are forwarded, balanced or
@@ -14,7 +15,9 @@
 //! [`ProxyRoute`]), config parsing (`bulwark-config`), or process signals
 //! (the binary turns them into a cancelled token).
 
+mod access;
 mod body;
+mod compress;
 pub mod conditional;
 pub mod encoding;
 mod files;
@@ -22,6 +25,8 @@ mod forward;
 pub mod path;
 mod proxy_route;
 pub mod range;
+mod response_cache;
+mod security_headers;
 mod server;
 mod site;
 
@@ -55,6 +60,10 @@ pub enum WebError {
     Upstream { index: usize, reason: String },
     #[error("tls: {0}")]
     Tls(bulwark_mtls::MtlsError),
+    #[error("{0}")]
+    AccessLog(std::io::Error),
+    #[error("security_headers: {0}")]
+    SecurityHeaders(String),
 }
 
 /// A bound, not yet running web server.
@@ -70,6 +79,8 @@ pub struct WebServer {
     monitor_token: Option<String>,
     /// Mutual TLS of the listeners and the `[[proxy]]` connections.
     tls: Option<bulwark_mtls::MutualTls>,
+    /// The writer of a written `access_log_format`.
+    access_log: Option<Arc<bulwark_telemetry::AccessLog>>,
 }
 
 impl WebServer {
@@ -129,6 +140,13 @@ impl WebServer {
                 .map_err(|reason| WebError::Upstream { index: i, reason })?;
             routes.push(Arc::new(route));
         }
+        let access_log = match config.access_log && config.access_log_format.is_written() {
+            false => None,
+            true => Some(Arc::new(
+                bulwark_telemetry::AccessLog::open(config.access_log_format.clone(), config.access_log_file.as_deref())
+                    .map_err(WebError::AccessLog)?,
+            )),
+        };
         Ok(WebServer {
             config,
             root,
@@ -138,7 +156,14 @@ impl WebServer {
             secret: expose(secret),
             monitor_token: expose(monitor_token),
             tls,
+            access_log,
         })
+    }
+
+    /// The access log writer (reopened on SIGUSR1 by the binary), when the
+    /// format is a written one.
+    pub fn access_log(&self) -> Option<Arc<bulwark_telemetry::AccessLog>> {
+        self.access_log.clone()
     }
 
     /// Names and bound addresses of the listeners: `http`, `http1`, ...
@@ -165,6 +190,11 @@ impl WebServer {
             source,
             dotfiles: c.dotfiles,
             access_log: c.access_log,
+            access_writer: self.access_log.clone(),
+            compression: compress::Compressor::new(&c.compression),
+            response_cache: response_cache::ResponseCache::new(&c.response_cache),
+            security_headers: security_headers::SecurityPreset::new(&c.security_headers)
+                .map_err(WebError::SecurityHeaders)?,
             max_body_bytes: c.limits.max_body_bytes,
             body_timeout: c.timeouts.body,
             revalidate: c.cache.revalidate,

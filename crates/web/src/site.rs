@@ -27,6 +27,14 @@ pub struct Shared {
     pub source: FileSource,
     pub dotfiles: bool,
     pub access_log: bool,
+    /// Access lines in a written format (`access_log_format`).
+    pub access_writer: Option<Arc<bulwark_telemetry::AccessLog>>,
+    /// `[response_cache]` of proxied responses, when on.
+    pub response_cache: Option<Arc<crate::response_cache::ResponseCache>>,
+    /// `[compression]` of proxied responses, when on.
+    pub compression: Option<crate::compress::Compressor>,
+    /// `[security_headers]`, when on.
+    pub security_headers: Option<crate::security_headers::SecurityPreset>,
     pub max_body_bytes: u64,
     pub body_timeout: Duration,
     pub revalidate: Duration,
@@ -148,7 +156,10 @@ impl Site {
     /// enabled.
     pub async fn respond(&self, req: Request<Incoming>, client: SocketAddr) -> Response<WebBody> {
         let proxied = self.shared.proxy_for(req.uri().path()).is_some();
-        let resp = self.respond_logged(req, client).await;
+        let mut resp = self.respond_logged(req, client).await;
+        if let Some(preset) = &self.shared.security_headers {
+            preset.apply(resp.headers_mut());
+        }
         self.shared.stats.record(proxied, &resp);
         resp
     }
@@ -156,6 +167,12 @@ impl Site {
     async fn respond_logged(&self, req: Request<Incoming>, client: SocketAddr) -> Response<WebBody> {
         if !self.shared.access_log {
             return self.route(req, client).await;
+        }
+        if let Some(log) = &self.shared.access_writer {
+            let arrival = crate::access::Arrival::new(&req, client);
+            let resp = self.route(req, client).await;
+            arrival.write(log, &resp);
+            return resp;
         }
         let start = Instant::now();
         let method = req.method().clone();
@@ -195,7 +212,8 @@ impl Site {
                     return r;
                 }
             }
-            let mut r = Response::new(WebBody::bytes(s.prometheus() + &upstream_metrics(&s.proxies)));
+            let cache = s.response_cache.as_ref().map(|c| c.prometheus()).unwrap_or_default();
+            let mut r = Response::new(WebBody::bytes(s.prometheus() + &upstream_metrics(&s.proxies) + &cache));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             return r;
         }
@@ -230,7 +248,18 @@ impl Site {
         }
         let path = req.uri().path();
         if let Some(route) = s.proxy_for(path) {
-            return route.forward(req, client).await;
+            let compress = s
+                .compression
+                .as_ref()
+                .map(|c| (c, req.method().clone(), crate::compress::accept_encoding(req.headers())));
+            let resp = match &s.response_cache {
+                None => route.forward(req, client).await,
+                Some(cache) => cache.serve(req, |req| route.forward(req, client)).await,
+            };
+            return match compress {
+                None => resp,
+                Some((c, method, accept)) => c.apply(&method, accept.as_ref(), resp),
+            };
         }
         let head = match *req.method() {
             Method::GET => false,

@@ -20,6 +20,8 @@ pub fn main(args: Args) -> Result<i32> {
         let server = bulwark_lb::LbServer::bind(config).await.context("starting the load balancer")?;
         let shutdown = CancellationToken::new();
         tokio::spawn(super::shutdown_on_signal(shutdown.clone()));
+        let reopen = server.reload_handle();
+        tokio::spawn(super::reopen_on_sigusr1(move || reopen.reopen_access_log()));
         super::announce("lb", &server.listeners());
         tokio::spawn(reload_on_sighup(args.config.clone(), server.reload_handle()));
         tokio::spawn(reload_on_certificate_change(args.config.clone(), server.reload_handle()));

@@ -34,6 +34,26 @@ pub fn shutdown_on_signal(token: CancellationToken) -> impl std::future::Future<
     }
 }
 
+/// Run `reopen` on every SIGUSR1 (logrotate's `postrotate`: the access
+/// log file was renamed). The handler is installed by this call, so a
+/// signal right after it never kills the process.
+pub fn reopen_on_sigusr1(reopen: impl Fn() -> std::io::Result<()>) -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let usr1 = signal(SignalKind::user_defined1());
+    async move {
+        let Ok(mut usr1) = usr1 else {
+            tracing::error!("cannot install the SIGUSR1 handler");
+            return;
+        };
+        while usr1.recv().await.is_some() {
+            match reopen() {
+                Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+                Err(e) => tracing::error!("SIGUSR1: cannot reopen the access log, still writing the old file: {e}"),
+            }
+        }
+    }
+}
+
 /// Print the ready line (see `bulwark_telemetry::ready_line`) and flush.
 pub fn announce(role: &str, listeners: &[(String, SocketAddr)]) {
     use std::io::Write;

@@ -21,6 +21,8 @@ pub fn main(args: Args) -> Result<i32> {
         // Proxy health checks run on this (main) runtime until shutdown.
         let server = bulwark_web::WebServer::bind(config, &shutdown).context("starting the web server")?;
         tokio::spawn(super::shutdown_on_signal(shutdown.clone()));
+        let log = server.access_log();
+        tokio::spawn(super::reopen_on_sigusr1(move || log.as_ref().map_or(Ok(()), |l| l.reopen())));
         // Let the signal task install its handlers before the ready line:
         // a SIGTERM right after it must drain, not kill the process.
         tokio::task::yield_now().await;

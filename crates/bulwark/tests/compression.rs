@@ -1,0 +1,100 @@
+//! Compression of proxied pages on a real `bulwark web` in front of a real
+//! application server (Python's `http.server`): curl and headless
+//! Chromium are handed `content-encoding: br`, and the page renders.
+use bulwark_testkit::browser::Browser;
+use bulwark_testkit::Process;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// `python3 -m http.server` on port 0, serving `dir`; killed on drop.
+struct PythonServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl PythonServer {
+    fn start(dir: &Path) -> PythonServer {
+        let mut child = Command::new("/usr/bin/python3")
+            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+        let port = line.split(" port ").nth(1).and_then(|r| r.split_whitespace().next()).expect(&line);
+        PythonServer { child, addr: format!("127.0.0.1:{port}").parse().unwrap() }
+    }
+}
+
+impl Drop for PythonServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn page() -> String {
+    let filler = "<p>Every line of this page is the same, so it compresses well.</p>\n".repeat(200);
+    format!(
+        "<!doctype html><html><head><title>compressed</title></head><body>\
+         <h1 id=\"title\">Served compressed</h1>\n{filler}\
+         <script>document.body.dataset.rendered = 'yes';</script></body></html>\n"
+    )
+}
+
+#[test]
+fn curl_and_chromium_get_brotli_from_a_proxied_page() {
+    let app_root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(app_root.path().join("api")).unwrap();
+    std::fs::write(app_root.path().join("api/page.html"), page()).unwrap();
+    let app = PythonServer::start(app_root.path());
+    let web_root = tempfile::tempdir().unwrap();
+    let config = format!(
+        "listen = [\"127.0.0.1:0\"]\nroot = \"{}\"\nthreads = 1\n[compression]\nenabled = true\n[[proxy]]\nprefix = \"/api/\"\nservers = [\"{}\"]\n",
+        web_root.path().display(),
+        app.addr
+    );
+    let web = Process::start("web", &config);
+    let url = format!("http://{}/api/page.html", web.addr("http"));
+
+    // curl asking for Brotli: compressed on the wire, the page once decoded.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-D", "-", "--compressed", "-H", "Accept-Encoding: br", &url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let head = head.to_lowercase();
+    assert!(head.contains("content-encoding: br"), "{head}");
+    assert!(head.contains("vary: accept-encoding"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    assert_eq!(body, page());
+    // Bytes on the wire, undecoded.
+    let raw = Command::new("curl").args(["-sS", "-H", "Accept-Encoding: br", &url]).output().unwrap().stdout;
+    assert!(raw.len() < page().len() / 10, "{} bytes for {}", raw.len(), page().len());
+    // gzip for a client without Brotli; nothing for one without either.
+    let gz =
+        Command::new("curl").args(["-sS", "-D", "-", "-o", "/dev/null", "-H", "Accept-Encoding: gzip", &url]).output();
+    assert!(String::from_utf8_lossy(&gz.unwrap().stdout).to_lowercase().contains("content-encoding: gzip"));
+    let plain = Command::new("curl").args(["-sS", "-D", "-", "-o", "/dev/null", &url]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).to_lowercase().contains("content-encoding"));
+
+    // Headless Chromium: the page renders and came as Brotli.
+    let browser = Browser::launch();
+    let tab = browser.open(&url);
+    tab.wait_for("document.body && document.body.dataset.rendered === 'yes'");
+    assert_eq!(tab.eval("document.getElementById('title').textContent"), "Served compressed");
+    let sizes = tab.eval(
+        "(() => { const n = performance.getEntriesByType('navigation')[0]; return [n.encodedBodySize, n.decodedBodySize]; })()",
+    );
+    let (encoded, decoded) = (sizes[0].as_u64().unwrap(), sizes[1].as_u64().unwrap());
+    assert_eq!(decoded, page().len() as u64);
+    assert!(encoded < decoded / 10, "{sizes}");
+    let coding = tab.eval("fetch(location.href, {cache: 'no-store'}).then(r => r.headers.get('content-encoding'))");
+    assert_eq!(coding, "br", "Chromium's Accept-Encoding: {}", tab.eval("navigator.userAgent"));
+}

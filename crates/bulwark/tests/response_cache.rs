@@ -1,0 +1,161 @@
+//! The web tier's response cache on a real `bulwark web` in front of a real
+//! HTTP application (a hyper server in this test, counting its requests):
+//! 100 concurrent identical GETs make one upstream request, a stale page
+//! answers while the app is stopped, PURGE empties it, /metrics counts.
+use bulwark_testkit::{get, request, Process};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An app answering `/api/slow` after 300 ms (fresh for a minute) and
+/// `/api/stale` at once (stale at once, usable for an hour if the app
+/// fails); stopped on drop.
+struct App {
+    addr: SocketAddr,
+    hits: Arc<AtomicU64>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl App {
+    fn start() -> App {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicU64::new(0));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let counted = hits.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let serve = async {
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else { continue };
+                        let counted = counted.clone();
+                        tokio::spawn(async move {
+                            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                                let counted = counted.clone();
+                                async move {
+                                    counted.fetch_add(1, Ordering::SeqCst);
+                                    let cc = if req.uri().path() == "/api/slow" {
+                                        tokio::time::sleep(Duration::from_millis(300)).await;
+                                        "max-age=60"
+                                    } else {
+                                        "max-age=0, stale-if-error=3600"
+                                    };
+                                    let n = counted.load(Ordering::SeqCst);
+                                    Ok::<_, std::convert::Infallible>(
+                                        Response::builder()
+                                            .header("cache-control", cc)
+                                            .header("content-type", "text/plain")
+                                            .body(Full::new(Bytes::from(format!("page {} #{n}\n", req.uri().path()))))
+                                            .unwrap(),
+                                    )
+                                }
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = serve => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        App { addr, hits, stop: Some(stop), thread: Some(thread) }
+    }
+
+    fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn web(app: SocketAddr, root: &std::path::Path) -> Process {
+    Process::start(
+        "web",
+        &format!(
+            "listen = [\"127.0.0.1:0\"]\nroot = \"{}\"\nthreads = 2\n[response_cache]\nenabled = true\npurge_token = \"purge-token-0123456789\"\n[[proxy]]\nprefix = \"/api/\"\nservers = [\"{app}\"]\n",
+            root.display()
+        ),
+    )
+}
+
+#[test]
+fn one_upstream_request_for_100_concurrent_gets() {
+    let app = App::start();
+    let root = tempfile::tempdir().unwrap();
+    let web = web(app.addr, root.path());
+    let http = web.addr("http");
+    let answers: Vec<_> = (0..100)
+        .map(|_| std::thread::spawn(move || get(http, "/api/slow").unwrap()))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(app.hits.load(Ordering::SeqCst), 1, "one upstream request");
+    for a in &answers {
+        assert_eq!(a.status, 200);
+        assert_eq!(a.text(), "page /api/slow #1\n");
+    }
+    let outcomes: Vec<_> = answers.iter().map(|a| a.header("x-cache").unwrap_or("-").to_string()).collect();
+    assert_eq!(outcomes.iter().filter(|o| *o == "MISS").count(), 1, "{outcomes:?}");
+
+    // PURGE needs the token, then the next request goes to the app again.
+    let denied = request(http, "PURGE", "/api/slow", &[], b"").unwrap();
+    assert_eq!(denied.status, 401);
+    let purged =
+        request(http, "PURGE", "/api/slow", &[("Authorization", "Bearer purge-token-0123456789")], b"").unwrap();
+    assert_eq!((purged.status, purged.text()), (200, "{\"purged\":1}\n".to_string()));
+    assert_eq!(get(http, "/api/slow").unwrap().header("x-cache"), Some("MISS"));
+    assert_eq!(app.hits.load(Ordering::SeqCst), 2);
+
+    let metrics = get(http, "/metrics").unwrap().text();
+    let hits = bulwark_testkit::metric_value(&metrics, "bulwark_web_cache_requests_total", &[("outcome", "hit")])
+        + bulwark_testkit::metric_value(&metrics, "bulwark_web_cache_requests_total", &[("outcome", "collapsed")]);
+    assert!(hits >= 99.0, "{metrics}");
+    assert_eq!(
+        bulwark_testkit::metric_value(&metrics, "bulwark_web_cache_requests_total", &[("outcome", "miss")]),
+        2.0
+    );
+}
+
+#[test]
+fn stale_pages_answer_while_the_app_is_stopped() {
+    let mut app = App::start();
+    let root = tempfile::tempdir().unwrap();
+    let web = web(app.addr, root.path());
+    let http = web.addr("http");
+    let first = get(http, "/api/stale").unwrap();
+    assert_eq!((first.status, first.header("x-cache")), (200, Some("MISS")));
+    // Stale at once: the next request asks the app again.
+    assert_eq!(get(http, "/api/stale").unwrap().text(), "page /api/stale #2\n");
+    app.stop();
+    for _ in 0..5 {
+        let r = get(http, "/api/stale").unwrap();
+        assert_eq!((r.status, r.header("x-cache")), (200, Some("STALE")), "{}", r.text());
+        assert_eq!(r.text(), "page /api/stale #2\n");
+    }
+    // Never cached: the app's absence shows.
+    assert_eq!(get(http, "/api/other").unwrap().status, 502);
+}

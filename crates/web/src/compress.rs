@@ -1,0 +1,341 @@
+//! Compression of proxied (dynamic) responses (`[compression]`, nginx's
+//! `gzip on` plus Brotli): static files have their precompressed
+//! siblings instead ([`crate::encoding`]).
+//!
+//! A response is compressed when it is a 200–203 answer to a request other
+//! than HEAD, of a listed media type, not known to be shorter than
+//! `min_bytes`, without a `Content-Encoding` of its own, a
+//! `Content-Range`, or `Cache-Control: no-transform`; and the client
+//! accepts `br` or `gzip` (q-values weigh, Brotli wins a tie). Such a
+//! response always gets `Vary: Accept-Encoding`, compressed or not. A
+//! compressed one loses its `Content-Length` (it is streamed) and
+//! `Accept-Ranges`, and a strong `ETag` becomes weak (the bytes differ
+//! from the identity representation's).
+//!
+//! The body is compressed as it streams: every chunk from the server is
+//! written to the encoder and flushed, so a slow page still arrives piece
+//! by piece.
+use crate::body::{BoxError, WebBody};
+use crate::encoding::{self, Coding};
+use bulwark_config::web::Compression;
+use bytes::Bytes;
+use http::header::{
+    ACCEPT_ENCODING, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
+    VARY,
+};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use std::io::Write;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+/// The compression settings, ready to apply.
+#[derive(Debug, Clone)]
+pub struct Compressor {
+    types: Vec<String>,
+    min_bytes: u64,
+    gzip_level: u32,
+    brotli_quality: u32,
+}
+
+impl Compressor {
+    /// `None` when compression is off (nothing is done per response).
+    pub fn new(cfg: &Compression) -> Option<Compressor> {
+        cfg.enabled.then(|| Compressor {
+            types: cfg.types.iter().map(|t| t.to_ascii_lowercase()).collect(),
+            min_bytes: cfg.min_bytes,
+            gzip_level: cfg.gzip_level,
+            brotli_quality: cfg.brotli_quality,
+        })
+    }
+
+    fn type_listed(&self, content_type: &[u8]) -> bool {
+        let Ok(ct) = std::str::from_utf8(content_type) else { return false };
+        let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        self.types.iter().any(|t| if t.ends_with('/') { media.starts_with(t.as_str()) } else { media == *t })
+    }
+
+    /// Whether the response may be compressed at all (whatever the client
+    /// accepts).
+    fn eligible(&self, method: &Method, h: &HeaderMap, status: StatusCode, len: Option<u64>) -> bool {
+        method != Method::HEAD
+            && (200..=203).contains(&status.as_u16())
+            && !h.contains_key(CONTENT_RANGE)
+            && h.get(CONTENT_ENCODING).is_none_or(|e| e.as_bytes().eq_ignore_ascii_case(b"identity"))
+            && !h
+                .get_all(CACHE_CONTROL)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-transform"))))
+            && h.get(CONTENT_TYPE).is_some_and(|ct| self.type_listed(ct.as_bytes()))
+            && len.is_none_or(|l| l >= self.min_bytes)
+    }
+
+    /// Compress `resp` for a request with `method` and `accept`
+    /// (`Accept-Encoding`) when the rules allow.
+    pub fn apply(&self, method: &Method, accept: Option<&HeaderValue>, resp: Response<WebBody>) -> Response<WebBody> {
+        let (mut parts, body) = resp.into_parts();
+        let len = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .or_else(|| body.size_hint().exact());
+        if !self.eligible(method, &parts.headers, parts.status, len) {
+            return Response::from_parts(parts, body);
+        }
+        add_vary(&mut parts.headers);
+        let coding = encoding::negotiate(accept.map(HeaderValue::as_bytes), true, true);
+        let encoder = match coding {
+            Coding::Identity => return Response::from_parts(parts, body),
+            Coding::Gzip => {
+                Encoder::Gzip(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(self.gzip_level)))
+            }
+            Coding::Brotli => {
+                Encoder::Brotli(Box::new(brotli::CompressorWriter::new(Vec::new(), 4096, self.brotli_quality, 22)))
+            }
+        };
+        let h = &mut parts.headers;
+        h.remove(CONTENT_LENGTH);
+        h.remove(ACCEPT_RANGES);
+        h.insert(CONTENT_ENCODING, HeaderValue::from_static(coding.token().unwrap_or("identity")));
+        if let Some(weak) = h.get(ETAG).and_then(weaken) {
+            h.insert(ETAG, weak);
+        }
+        Response::from_parts(parts, WebBody::other(CompressedBody::new(body, encoder)))
+    }
+}
+
+/// `Vary: Accept-Encoding`, unless already listed (or `*`).
+fn add_vary(h: &mut HeaderMap) {
+    let listed = h.get_all(VARY).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case("accept-encoding")))
+    });
+    if !listed {
+        h.append(VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+}
+
+/// `"x"` → `W/"x"`; a weak tag stays as it is (None).
+fn weaken(etag: &HeaderValue) -> Option<HeaderValue> {
+    let b = etag.as_bytes();
+    if b.starts_with(b"W/") {
+        return None;
+    }
+    HeaderValue::from_bytes(&[b"W/", b].concat()).ok()
+}
+
+/// A ready request's `Accept-Encoding`, for [`Compressor::apply`].
+pub fn accept_encoding(h: &HeaderMap) -> Option<HeaderValue> {
+    h.get(ACCEPT_ENCODING).cloned()
+}
+
+enum Encoder {
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
+}
+
+impl Encoder {
+    /// Compress `data` and return what the encoder has output so far.
+    fn push(&mut self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        match self {
+            Encoder::Gzip(e) => {
+                e.write_all(data)?;
+                e.flush()?;
+                Ok(std::mem::take(e.get_mut()))
+            }
+            Encoder::Brotli(e) => {
+                e.write_all(data)?;
+                e.flush()?;
+                Ok(std::mem::take(e.get_mut()))
+            }
+        }
+    }
+
+    /// End the stream: the encoder's last bytes.
+    fn finish(self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Brotli(e) => Ok(e.into_inner()),
+        }
+    }
+}
+
+/// A body compressed as it streams.
+struct CompressedBody {
+    inner: WebBody,
+    encoder: Option<Encoder>,
+    /// Trailers held back until the encoder's last bytes are out.
+    trailers: Option<HeaderMap>,
+    done: bool,
+}
+
+impl CompressedBody {
+    fn new(inner: WebBody, encoder: Encoder) -> Self {
+        CompressedBody { inner, encoder: Some(encoder), trailers: None, done: false }
+    }
+
+    /// The encoder's last bytes (empty once finished).
+    fn finish(&mut self) -> std::io::Result<Vec<u8>> {
+        Ok(self.encoder.take().map(Encoder::finish).transpose()?.unwrap_or_default())
+    }
+}
+
+impl Body for CompressedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(t) = this.trailers.take() {
+                this.done = true;
+                return Poll::Ready(Some(Ok(Frame::trailers(t))));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let Some(encoder) = this.encoder.as_mut() else { continue };
+                        let out = encoder.push(&data)?;
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                        }
+                    }
+                    Err(frame) => {
+                        // Trailers end the body: the last compressed bytes
+                        // first, then the trailers.
+                        if let Ok(t) = frame.into_trailers() {
+                            this.trailers = Some(t);
+                            let tail = this.finish()?;
+                            if !tail.is_empty() {
+                                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))));
+                            }
+                        }
+                    }
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    this.done = true;
+                    let tail = this.finish()?;
+                    return Poll::Ready((!tail.is_empty()).then(|| Ok(Frame::data(Bytes::from(tail)))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::io::Read;
+
+    fn compressor() -> Compressor {
+        Compressor::new(&Compression { enabled: true, ..Compression::default() }).unwrap()
+    }
+
+    fn page(headers: &[(&str, &str)], body: &str) -> Response<WebBody> {
+        let mut r = Response::new(WebBody::bytes(body.to_string()));
+        for (k, v) in headers {
+            r.headers_mut()
+                .append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        r
+    }
+
+    fn html() -> String {
+        "<p>hello, compressed world</p>\n".repeat(100)
+    }
+
+    async fn run(accept: &str, resp: Response<WebBody>) -> (HeaderMap, Vec<u8>) {
+        let r = compressor().apply(&Method::GET, Some(&HeaderValue::from_str(accept).unwrap()), resp);
+        let (parts, body) = r.into_parts();
+        (parts.headers, body.collect().await.unwrap().to_bytes().to_vec())
+    }
+
+    #[tokio::test]
+    async fn brotli_then_gzip_by_accept_encoding_with_vary_and_a_weak_etag() {
+        let headers = [("content-type", "text/html; charset=utf-8"), ("etag", "\"v1\""), ("accept-ranges", "bytes")];
+        let (h, body) = run("gzip, br", page(&headers, &html())).await;
+        assert_eq!(h[CONTENT_ENCODING], "br");
+        assert_eq!(h[VARY], "Accept-Encoding");
+        assert_eq!(h[ETAG], "W/\"v1\"");
+        assert!(!h.contains_key(CONTENT_LENGTH) && !h.contains_key(ACCEPT_RANGES));
+        let mut plain = String::new();
+        brotli::Decompressor::new(&body[..], 4096).read_to_string(&mut plain).unwrap();
+        assert_eq!(plain, html());
+        assert!(body.len() < html().len() / 4, "{} bytes", body.len());
+
+        let (h, body) = run("br;q=0.5, gzip", page(&headers, &html())).await;
+        assert_eq!(h[CONTENT_ENCODING], "gzip");
+        let mut plain = String::new();
+        flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut plain).unwrap();
+        assert_eq!(plain, html());
+    }
+
+    #[tokio::test]
+    async fn what_is_never_compressed() {
+        let html = html();
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String);
+        let cases: Vec<Case> = vec![
+            ("an image", vec![("content-type", "image/png")], html.clone()),
+            ("too small", vec![("content-type", "text/html")], "<p>hi</p>".into()),
+            ("already encoded", vec![("content-type", "text/html"), ("content-encoding", "gzip")], html.clone()),
+            (
+                "no-transform",
+                vec![("content-type", "text/html"), ("cache-control", "public, no-transform")],
+                html.clone(),
+            ),
+            ("a range", vec![("content-type", "text/html"), ("content-range", "bytes 0-9/100")], html.clone()),
+            ("no type", vec![], html.clone()),
+        ];
+        for (why, headers, body) in cases {
+            let (h, out) = run("br, gzip", page(&headers, &body)).await;
+            assert!(
+                !h.contains_key(CONTENT_ENCODING) || h[CONTENT_ENCODING] == "gzip" && why == "already encoded",
+                "{why}"
+            );
+            assert_eq!(out, body.as_bytes(), "{why}");
+        }
+        // Identity accepted only: untouched, but it varies by Accept-Encoding.
+        let (h, out) = run("identity", page(&[("content-type", "application/json")], &html)).await;
+        assert!(!h.contains_key(CONTENT_ENCODING));
+        assert_eq!(h[VARY], "Accept-Encoding");
+        assert_eq!(out, html.as_bytes());
+        // HEAD and a 204 are left alone.
+        let r = compressor().apply(
+            &Method::HEAD,
+            Some(&HeaderValue::from_static("br")),
+            page(&[("content-type", "text/html")], &html),
+        );
+        assert!(!r.headers().contains_key(CONTENT_ENCODING));
+        let mut no_content = page(&[("content-type", "text/html")], &html);
+        *no_content.status_mut() = StatusCode::NO_CONTENT;
+        let r = compressor().apply(&Method::GET, Some(&HeaderValue::from_static("br")), no_content);
+        assert!(!r.headers().contains_key(CONTENT_ENCODING));
+    }
+
+    #[test]
+    fn vary_is_not_repeated_and_types_match_by_prefix_or_whole() {
+        let mut h = HeaderMap::new();
+        h.insert(VARY, HeaderValue::from_static("Cookie, accept-encoding"));
+        add_vary(&mut h);
+        assert_eq!(h.get_all(VARY).iter().count(), 1);
+        let c = compressor();
+        assert!(c.type_listed(b"text/css"));
+        assert!(c.type_listed(b"Application/JSON; charset=utf-8"));
+        assert!(!c.type_listed(b"application/json-seq"));
+        assert!(!c.type_listed(b"image/png"));
+        assert!(Compressor::new(&Compression::default()).is_none(), "off by default");
+    }
+}

@@ -1,0 +1,585 @@
+//! The in-memory cache of proxied responses (`[response_cache]`, nginx's
+//! `proxy_cache`), bounded in bytes, least recently used out first.
+//!
+//! What is stored: answers to `GET` (a `HEAD` is served from them) with
+//! status 200, 203, 301, 404 or 410 whose `Cache-Control` gives a lifetime
+//! (`s-maxage`, else `max-age`, else `Expires` − `Date`) or a stale window,
+//! no `no-store`, `private` or `no-cache`, no `Set-Cookie`, no `Vary: *`,
+//! and a body of at most `max_object_bytes`. A request with
+//! `Authorization` is cached only when the answer says `s-maxage` or
+//! `public`; a request with `Cache-Control: no-cache` or `no-store` goes
+//! to the server.
+//!
+//! Keys are `Host` + target; each key holds the variants its `Vary`
+//! headers select. Answers carry `Age` and `X-Cache` (`HIT`, `MISS`,
+//! `STALE`, `BYPASS`).
+//!
+//! Concurrent misses of one key are collapsed: the first goes to the
+//! server, the others wait for it and are answered from what it stored
+//! (or go themselves if it stored nothing). A stale entry is refreshed by
+//! the first request that finds it; within `stale-while-revalidate` the
+//! requests arriving meanwhile get the stale entry at once instead of
+//! waiting; within `stale-if-error` the stale entry answers when the
+//! server fails (a 5xx, or no answer: 502/503/504) — the app down, cached
+//! pages still answer.
+//!
+//! `PURGE <path>` with `Authorization: Bearer <purge_token>` removes the
+//! entries of that target (every host and variant); a path ending in `*`
+//! removes every target it begins.
+use crate::body::WebBody;
+use bulwark_config::web::ResponseCache as Config;
+use bytes::Bytes;
+use http::header::{AGE, AUTHORIZATION, CACHE_CONTROL, DATE, EXPIRES, HOST, SET_COOKIE, VARY};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::Notify;
+
+/// What `Cache-Control` (and `Expires`) say of a response.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Directives {
+    pub no_store: bool,
+    pub no_cache: bool,
+    pub private: bool,
+    pub public: bool,
+    pub max_age: Option<u64>,
+    pub s_maxage: Option<u64>,
+    pub stale_while_revalidate: Option<u64>,
+    pub stale_if_error: Option<u64>,
+}
+
+impl Directives {
+    pub(crate) fn parse(h: &HeaderMap) -> Directives {
+        let mut d = Directives::default();
+        for v in h.get_all(CACHE_CONTROL).iter().filter_map(|v| v.to_str().ok()) {
+            for item in v.split(',') {
+                let (name, value) = match item.split_once('=') {
+                    Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                    None => (item.trim(), None),
+                };
+                let secs = || value.and_then(|v| v.parse::<u64>().ok());
+                match name.to_ascii_lowercase().as_str() {
+                    "no-store" => d.no_store = true,
+                    "no-cache" => d.no_cache = true,
+                    "private" => d.private = true,
+                    "public" => d.public = true,
+                    "max-age" => d.max_age = secs(),
+                    "s-maxage" => d.s_maxage = secs(),
+                    "stale-while-revalidate" => d.stale_while_revalidate = secs(),
+                    "stale-if-error" => d.stale_if_error = secs(),
+                    _ => {}
+                }
+            }
+        }
+        d
+    }
+}
+
+/// How long a response stays fresh, by `s-maxage`, `max-age` or
+/// `Expires` − `Date`.
+pub(crate) fn freshness(d: &Directives, h: &HeaderMap) -> Option<Duration> {
+    if let Some(s) = d.s_maxage.or(d.max_age) {
+        return Some(Duration::from_secs(s));
+    }
+    let date = |name| h.get(name).and_then(|v: &HeaderValue| httpdate::parse_http_date(v.to_str().ok()?).ok());
+    let expires = date(EXPIRES)?;
+    let now = date(DATE).unwrap_or_else(SystemTime::now);
+    Some(expires.duration_since(now).unwrap_or_default())
+}
+
+/// Whether a request may be answered from, or stored in, the cache.
+fn request_cacheable(req: &Request<hyper::body::Incoming>) -> bool {
+    let m = req.method();
+    if *m != Method::GET && *m != Method::HEAD {
+        return false;
+    }
+    let d = Directives::parse(req.headers());
+    !(d.no_cache || d.no_store)
+}
+
+/// One stored answer.
+struct Entry {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    /// Request header values the answer's `Vary` names.
+    vary: Vec<(HeaderName, Option<HeaderValue>)>,
+    stored: Instant,
+    fresh_for: Duration,
+    stale_while_revalidate: Duration,
+    stale_if_error: Duration,
+    bytes: u64,
+}
+
+impl Entry {
+    fn age(&self) -> Duration {
+        self.stored.elapsed()
+    }
+
+    fn matches(&self, req: &HeaderMap) -> bool {
+        self.vary.iter().all(|(name, value)| req.get(name) == value.as_ref())
+    }
+
+    fn response(&self, head_only: bool, status: &'static str) -> Response<WebBody> {
+        let body = if head_only { WebBody::Empty } else { WebBody::Bytes(Some(self.body.clone())) };
+        let mut r = Response::new(body);
+        *r.status_mut() = self.status;
+        *r.headers_mut() = self.headers.clone();
+        r.headers_mut().insert(AGE, HeaderValue::from(self.age().as_secs()));
+        r.headers_mut().insert(X_CACHE, HeaderValue::from_static(status));
+        r
+    }
+}
+
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// Entries of one key (its variants), in the LRU.
+type Variants = Vec<Arc<Entry>>;
+
+struct Store {
+    lru: lru::LruCache<String, Variants>,
+    bytes: u64,
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct CacheStats {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stale: AtomicU64,
+    stores: AtomicU64,
+    evictions: AtomicU64,
+    collapsed: AtomicU64,
+}
+
+/// The cache of proxied responses, shared by every worker thread.
+pub struct ResponseCache {
+    max_bytes: u64,
+    max_object_bytes: u64,
+    purge_token: Option<String>,
+    store: Mutex<Store>,
+    /// Keys being fetched now: later misses wait on it.
+    inflight: Mutex<HashMap<String, Arc<Notify>>>,
+    stats: CacheStats,
+}
+
+/// What the cache found for a request.
+enum Found {
+    Fresh(Arc<Entry>),
+    Stale(Arc<Entry>),
+    None,
+}
+
+impl ResponseCache {
+    /// `None` when the cache is off (nothing is done per request).
+    pub fn new(cfg: &Config) -> Option<Arc<ResponseCache>> {
+        cfg.enabled.then(|| {
+            Arc::new(ResponseCache {
+                max_bytes: cfg.max_bytes,
+                max_object_bytes: cfg.max_object_bytes,
+                purge_token: cfg.purge_token.as_ref().map(|t| t.expose().to_string()),
+                store: Mutex::new(Store { lru: lru::LruCache::unbounded(), bytes: 0 }),
+                inflight: Mutex::new(HashMap::new()),
+                stats: CacheStats::default(),
+            })
+        })
+    }
+
+    fn key(req: &Request<hyper::body::Incoming>) -> String {
+        let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        format!("{host}\n{target}")
+    }
+
+    fn lookup(&self, key: &str, req: &HeaderMap) -> Found {
+        let mut store = self.store.lock().unwrap();
+        let Some(variants) = store.lru.get(key) else { return Found::None };
+        let Some(e) = variants.iter().find(|e| e.matches(req)).cloned() else { return Found::None };
+        if e.age() < e.fresh_for {
+            Found::Fresh(e)
+        } else {
+            Found::Stale(e)
+        }
+    }
+
+    /// Store an answer (replacing the variant it matches) and evict the
+    /// least recently used keys down to `max_bytes`.
+    fn insert(&self, key: String, entry: Entry) {
+        let entry = Arc::new(entry);
+        let mut store = self.store.lock().unwrap();
+        let mut freed = 0;
+        let variants = store.lru.get_or_insert_mut(key, Vec::new);
+        variants.retain(|e| {
+            let same = e.vary.iter().map(|(n, _)| n).eq(entry.vary.iter().map(|(n, _)| n))
+                && e.vary.iter().zip(&entry.vary).all(|(a, b)| a.1 == b.1);
+            if same {
+                freed += e.bytes;
+            }
+            !same
+        });
+        variants.push(entry.clone());
+        store.bytes = store.bytes.saturating_sub(freed) + entry.bytes;
+        self.stats.stores.fetch_add(1, Relaxed);
+        while store.bytes > self.max_bytes {
+            let Some((_, gone)) = store.lru.pop_lru() else { break };
+            store.bytes = store.bytes.saturating_sub(gone.iter().map(|e| e.bytes).sum());
+            self.stats.evictions.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `PURGE` of `target` (`*` at the end: every target it begins).
+    fn purge(&self, target: &str) -> usize {
+        let mut store = self.store.lock().unwrap();
+        let doomed: Vec<String> = store
+            .lru
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| {
+                let t = k.split_once('\n').map_or(k.as_str(), |(_, t)| t);
+                match target.strip_suffix('*') {
+                    Some(prefix) => t.starts_with(prefix),
+                    None => t == target,
+                }
+            })
+            .cloned()
+            .collect();
+        for k in &doomed {
+            if let Some(v) = store.lru.pop(k) {
+                store.bytes = store.bytes.saturating_sub(v.iter().map(|e| e.bytes).sum());
+            }
+        }
+        doomed.len()
+    }
+
+    /// Answer `req` from the cache or through `fetch` (the proxy route),
+    /// storing what may be stored.
+    pub async fn serve<F, Fut>(self: &Arc<Self>, req: Request<hyper::body::Incoming>, fetch: F) -> Response<WebBody>
+    where
+        F: Fn(Request<hyper::body::Incoming>) -> Fut,
+        Fut: Future<Output = Response<WebBody>>,
+    {
+        if req.method().as_str() == "PURGE" {
+            return self.purge_request(&req);
+        }
+        if !request_cacheable(&req) {
+            let mut r = fetch(req).await;
+            r.headers_mut().insert(X_CACHE, HeaderValue::from_static("BYPASS"));
+            return r;
+        }
+        let key = Self::key(&req);
+        let head_only = req.method() == Method::HEAD;
+        let mut waited = false;
+        loop {
+            match self.lookup(&key, req.headers()) {
+                Found::Fresh(e) => {
+                    self.stats.hits.fetch_add(1, Relaxed);
+                    return e.response(head_only, "HIT");
+                }
+                found => {
+                    // Collapse: the first miss fetches; the others wait for
+                    // it, or take the stale entry within its
+                    // stale-while-revalidate window.
+                    let wait = {
+                        let mut inflight = self.inflight.lock().unwrap();
+                        match inflight.get(&key) {
+                            Some(n) => {
+                                if let Found::Stale(e) = &found {
+                                    if e.age() < e.fresh_for + e.stale_while_revalidate {
+                                        self.stats.stale.fetch_add(1, Relaxed);
+                                        return e.response(head_only, "STALE");
+                                    }
+                                }
+                                (!waited).then(|| {
+                                    let n = n.clone();
+                                    async move { n.notified().await }
+                                })
+                            }
+                            None => {
+                                inflight.insert(key.clone(), Arc::new(Notify::new()));
+                                None
+                            }
+                        }
+                    };
+                    if let Some(wait) = wait {
+                        self.stats.collapsed.fetch_add(1, Relaxed);
+                        let _ = tokio::time::timeout(Duration::from_secs(60), wait).await;
+                        waited = true;
+                        continue;
+                    }
+                    let stale = match found {
+                        Found::Stale(e) => Some(e),
+                        _ => None,
+                    };
+                    return self.miss(key, req, stale, head_only, fetch).await;
+                }
+            }
+        }
+    }
+
+    async fn miss<F, Fut>(
+        self: &Arc<Self>,
+        key: String,
+        req: Request<hyper::body::Incoming>,
+        stale: Option<Arc<Entry>>,
+        head_only: bool,
+        fetch: F,
+    ) -> Response<WebBody>
+    where
+        F: Fn(Request<hyper::body::Incoming>) -> Fut,
+        Fut: Future<Output = Response<WebBody>>,
+    {
+        self.stats.misses.fetch_add(1, Relaxed);
+        let req_headers = req.headers().clone();
+        let authorized = req.headers().contains_key(AUTHORIZATION);
+        let resp = fetch(req).await;
+        let resp = if resp.status().is_server_error() {
+            match stale.filter(|e| e.age() < e.fresh_for + e.stale_if_error) {
+                Some(e) => {
+                    self.stats.stale.fetch_add(1, Relaxed);
+                    self.done(&key);
+                    return e.response(head_only, "STALE");
+                }
+                None => resp,
+            }
+        } else {
+            resp
+        };
+        let resp = self.store_if_cacheable(&key, &req_headers, authorized, resp).await;
+        self.done(&key);
+        let mut resp = resp;
+        resp.headers_mut().insert(X_CACHE, HeaderValue::from_static("MISS"));
+        if head_only {
+            *resp.body_mut() = WebBody::Empty;
+        }
+        resp
+    }
+
+    /// The fetch of `key` ended: wake the requests that waited for it.
+    fn done(&self, key: &str) {
+        if let Some(n) = self.inflight.lock().unwrap().remove(key) {
+            n.notify_waiters();
+        }
+    }
+
+    async fn store_if_cacheable(
+        &self,
+        key: &str,
+        req: &HeaderMap,
+        authorized: bool,
+        resp: Response<WebBody>,
+    ) -> Response<WebBody> {
+        let (parts, body) = resp.into_parts();
+        let d = Directives::parse(&parts.headers);
+        let storable_status = matches!(parts.status.as_u16(), 200 | 203 | 301 | 404 | 410);
+        let fresh_for = freshness(&d, &parts.headers);
+        let vary_all = parts
+            .headers
+            .get_all(VARY)
+            .iter()
+            .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii() == b"*"));
+        let storable = storable_status
+            && !(d.no_store || d.private || d.no_cache || vary_all)
+            && !parts.headers.contains_key(SET_COOKIE)
+            && (!authorized || d.public || d.s_maxage.is_some())
+            && (fresh_for.is_some() || d.stale_if_error.is_some() || d.stale_while_revalidate.is_some())
+            && body.size_hint().upper().is_none_or(|u| u <= self.max_object_bytes);
+        if !storable {
+            return Response::from_parts(parts, body);
+        }
+        // Read the body whole, up to the object limit.
+        let limit = self.max_object_bytes;
+        let mut collected = bytes::BytesMut::new();
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Ok(data) = f.into_data() {
+                        collected.extend_from_slice(&data);
+                        if collected.len() as u64 > limit {
+                            // Too large to keep: send what was read, then the rest.
+                            let head = WebBody::Bytes(Some(collected.freeze()));
+                            return Response::from_parts(parts, WebBody::other(Chain { head: Some(head), rest: body }));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "response cache: the server's body failed; not stored");
+                    return Response::from_parts(parts, WebBody::Empty);
+                }
+            }
+        }
+        let body = collected.freeze();
+        let vary = parts
+            .headers
+            .get_all(VARY)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .map(|n| {
+                let v = req.get(&n).cloned();
+                (n, v)
+            })
+            .collect();
+        let bytes =
+            body.len() as u64 + parts.headers.iter().map(|(k, v)| (k.as_str().len() + v.len()) as u64).sum::<u64>();
+        let mut headers = parts.headers.clone();
+        headers.remove(AGE);
+        self.insert(
+            key.to_string(),
+            Entry {
+                status: parts.status,
+                headers,
+                body: body.clone(),
+                vary,
+                stored: Instant::now(),
+                fresh_for: fresh_for.unwrap_or_default(),
+                stale_while_revalidate: Duration::from_secs(d.stale_while_revalidate.unwrap_or(0)),
+                stale_if_error: Duration::from_secs(d.stale_if_error.unwrap_or(0)),
+                bytes,
+            },
+        );
+        Response::from_parts(parts, WebBody::Bytes(Some(body)))
+    }
+
+    fn purge_request(&self, req: &Request<hyper::body::Incoming>) -> Response<WebBody> {
+        let text = |status: StatusCode, msg: String| {
+            let mut r = Response::new(WebBody::bytes(msg));
+            *r.status_mut() = status;
+            r
+        };
+        let Some(token) = &self.purge_token else {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed: purging is off\n".into());
+        };
+        if !bulwark_firewall::bearer_matches(req.headers(), token) {
+            return text(StatusCode::UNAUTHORIZED, "401 Unauthorized: PURGE needs the purge token\n".into());
+        }
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let n = self.purge(target);
+        text(StatusCode::OK, format!("{{\"purged\":{n}}}\n"))
+    }
+
+    /// `/metrics` lines.
+    pub fn prometheus(&self) -> String {
+        let s = &self.stats;
+        let store = self.store.lock().unwrap();
+        let mut out = String::from(
+            "# HELP bulwark_web_cache_requests_total Proxied requests by cache outcome.\n# TYPE bulwark_web_cache_requests_total counter\n",
+        );
+        for (outcome, n) in [("hit", &s.hits), ("miss", &s.misses), ("stale", &s.stale), ("collapsed", &s.collapsed)] {
+            out.push_str(&format!("bulwark_web_cache_requests_total{{outcome=\"{outcome}\"}} {}\n", n.load(Relaxed)));
+        }
+        out.push_str(&format!(
+            "# HELP bulwark_web_cache_stores_total Responses stored.\n# TYPE bulwark_web_cache_stores_total counter\nbulwark_web_cache_stores_total {}\n\
+             # HELP bulwark_web_cache_evictions_total Keys evicted to stay under max_bytes.\n# TYPE bulwark_web_cache_evictions_total counter\nbulwark_web_cache_evictions_total {}\n\
+             # HELP bulwark_web_cache_bytes Bytes held.\n# TYPE bulwark_web_cache_bytes gauge\nbulwark_web_cache_bytes {}\n",
+            s.stores.load(Relaxed),
+            s.evictions.load(Relaxed),
+            store.bytes
+        ));
+        out
+    }
+}
+
+/// A body read in part, then the rest still streaming.
+struct Chain {
+    head: Option<WebBody>,
+    rest: WebBody,
+}
+
+impl Body for Chain {
+    type Data = Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, crate::BoxError>>> {
+        let this = &mut *self;
+        if let Some(head) = this.head.as_mut() {
+            match std::pin::Pin::new(head).poll_frame(cx) {
+                std::task::Poll::Ready(None) => this.head = None,
+                other => return other,
+            }
+        }
+        std::pin::Pin::new(&mut this.rest).poll_frame(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn directives_and_freshness() {
+        let h = headers(&[("cache-control", "public, max-age=60, s-maxage=300, stale-if-error=\"86400\"")]);
+        let d = Directives::parse(&h);
+        assert!(d.public && !d.private);
+        assert_eq!((d.max_age, d.s_maxage, d.stale_if_error), (Some(60), Some(300), Some(86400)));
+        assert_eq!(freshness(&d, &h), Some(Duration::from_secs(300)), "s-maxage wins for a shared cache");
+        let h = headers(&[("date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("expires", "Sun, 06 Nov 1994 08:50:37 GMT")]);
+        assert_eq!(freshness(&Directives::parse(&h), &h), Some(Duration::from_secs(60)));
+        let h = headers(&[("cache-control", "no-store")]);
+        assert!(Directives::parse(&h).no_store);
+        assert_eq!(freshness(&Directives::parse(&h), &h), None);
+    }
+
+    fn entry(bytes: u64, vary: Vec<(HeaderName, Option<HeaderValue>)>) -> Entry {
+        Entry {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            vary,
+            stored: Instant::now(),
+            fresh_for: Duration::from_secs(60),
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            bytes,
+        }
+    }
+
+    fn cache(max_bytes: u64) -> Arc<ResponseCache> {
+        ResponseCache::new(&Config { enabled: true, max_bytes, ..Config::default() }).unwrap()
+    }
+
+    #[test]
+    fn bounded_in_bytes_least_recently_used_out_first() {
+        let c = cache(300);
+        c.insert("h\n/a".into(), entry(100, vec![]));
+        c.insert("h\n/b".into(), entry(100, vec![]));
+        c.insert("h\n/c".into(), entry(100, vec![]));
+        assert!(matches!(c.lookup("h\n/a", &HeaderMap::new()), Found::Fresh(_)), "touch /a");
+        c.insert("h\n/d".into(), entry(100, vec![]));
+        assert!(matches!(c.lookup("h\n/b", &HeaderMap::new()), Found::None), "/b was least recently used");
+        assert!(matches!(c.lookup("h\n/a", &HeaderMap::new()), Found::Fresh(_)));
+        assert_eq!(c.store.lock().unwrap().bytes, 300);
+        assert_eq!(c.purge("/*"), 3);
+        assert_eq!(c.store.lock().unwrap().bytes, 0);
+    }
+
+    #[test]
+    fn variants_are_chosen_by_the_vary_headers() {
+        let c = cache(10_000);
+        let lang = HeaderName::from_static("accept-language");
+        c.insert("h\n/".into(), entry(10, vec![(lang.clone(), Some(HeaderValue::from_static("fr")))]));
+        c.insert("h\n/".into(), entry(10, vec![(lang.clone(), None)]));
+        assert!(matches!(c.lookup("h\n/", &headers(&[("accept-language", "fr")])), Found::Fresh(_)));
+        assert!(matches!(c.lookup("h\n/", &HeaderMap::new()), Found::Fresh(_)));
+        assert!(matches!(c.lookup("h\n/", &headers(&[("accept-language", "de")])), Found::None));
+        c.insert("h\n/".into(), entry(10, vec![(lang, None)]));
+        assert_eq!(c.store.lock().unwrap().bytes, 20, "the same variant is replaced");
+    }
+}
