@@ -368,6 +368,13 @@ async fn list(app: &App, req: &hyper::Request<Incoming>) -> Response<Full<Bytes>
 
 async fn post(app: &App, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
     if let Some(refused) = refuse_cross_site_post(req.headers()) {
+        // Read what was sent (a message's worth at most, briefly) before
+        // refusing: a server that answers and closes with the body unread
+        // makes the kernel reset the connection, and the reset can overtake
+        // the answer on its way back through the web tier.
+        let limit = (app.config.max_author_chars + app.config.max_text_chars) * 4 + 1024;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), Limited::new(req.into_body(), limit).collect())
+            .await;
         return refused;
     }
     let secure = if came_over_https(req.headers()) { "; Secure" } else { "" };
