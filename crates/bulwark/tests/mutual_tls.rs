@@ -50,7 +50,10 @@ fn every_inner_hop_is_mutual_tls_and_the_site_works() {
     let json = [("Content-Type", "application/json")];
     let r = request(lb, "POST", "/api/messages", &json, post).unwrap();
     assert!(r.status == 200 || r.status == 201, "{} {}", r.status, r.text());
-    let r = request(lb, "GET", "/api/messages", &[], b"").unwrap();
+    // Read back with the read-your-writes cookie: without it, a replica
+    // that has not applied the post yet may answer.
+    let cookie = r.header("set-cookie").and_then(|c| c.split(';').next()).expect("read-your-writes cookie").to_string();
+    let r = request(lb, "GET", "/api/messages", &[("Cookie", &cookie)], b"").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("over mutual TLS"), "{}", r.text());
     assert_eq!(request(lb, "GET", "/", &[], b"").unwrap().status, 200);

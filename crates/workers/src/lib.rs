@@ -140,6 +140,8 @@ pub async fn next_connection(
     const ACCEPT_FAILURE_PAUSE: Duration = Duration::from_millis(10);
     loop {
         tokio::select! {
+            // Stop first: once stopped, a waiting connection is not taken.
+            biased;
             _ = stop.cancelled() => return None,
             r = listener.accept() => match r {
                 Ok(x) => return Some(x),
