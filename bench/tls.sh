@@ -5,8 +5,9 @@
 # certificate. Interleaved rounds; prints one markdown table of medians.
 #
 #   keep-alive  req/s over kept connections (wrk, TLS 1.3, HTTP/1.1)
-#   full        new connections per second, each a full handshake
-#               (wrk with `Connection: close`; wrk keeps no session)
+#   new         new connections per second (wrk with `Connection: close`);
+#               wrk resumes TLS sessions, so these are mostly resumed
+#               handshakes: the RSA and ECDSA figures come out the same
 #   resumed     new connections per second resuming a session
 #               (openssl s_time -reuse, one connection at a time)
 #   h2          HTTP/2 req/s (h2load, 50 connections × 10 streams)
@@ -179,7 +180,7 @@ done
 echo
 echo "HTTPS benchmark: $ROUNDS rounds × ${DURATION}s, one worker thread each, wrk -t1 -c$CONNS, h2load -c$CONNS -m10, 2 nginx backends; medians. $(nproc) cores, $(openssl version | cut -d' ' -f1-2), $(date -u +%F)."
 echo
-echo "| certificate | balancer | keep-alive req/s | full handshakes/s | resumed handshakes/s | HTTP/2 req/s | keep-alive vs HAProxy | full vs HAProxy | resumed vs HAProxy | HTTP/2 vs HAProxy |"
+echo "| certificate | balancer | keep-alive req/s | new connections/s (wrk) | resumed handshakes/s | HTTP/2 req/s | keep-alive vs HAProxy | new connections vs HAProxy | resumed vs HAProxy | HTTP/2 vs HAProxy |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for kind in ecdsa rsa; do
   for n in "${names[@]}"; do
