@@ -5,51 +5,13 @@
 //! go to the other app server; stopping one app server fails no request.
 //!
 //! Needs Debian's gunicorn (`scripts/install-test-deps.sh`).
+mod python_site;
+
 use bulwark_testkit::{bulwark_bin, wait_until, Process};
+use python_site::{example_dir, Load, Site};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
-fn example_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python-guestbook")
-}
-
-#[derive(Clone)]
-struct Site {
-    url: String,
-    resolve: String,
-    ca: String,
-}
-
-impl Site {
-    fn curl(&self, jar: &Path, extra: &[&str], path: &str) -> (u16, String) {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}", "--cacert", &self.ca])
-            .args(["--resolve", &self.resolve, "-b"])
-            .arg(jar)
-            .arg("-c")
-            .arg(jar)
-            .args(extra)
-            .arg(format!("{}{path}", self.url))
-            .output()
-            .expect("curl installed");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), format!("{body}{}", String::from_utf8_lossy(&out.stderr)))
-    }
-
-    fn get(&self, jar: &Path, path: &str) -> (u16, String) {
-        self.curl(jar, &[], path)
-    }
-
-    fn post(&self, jar: &Path, key: &str, author: &str, text: &str) -> (u16, String) {
-        let body = serde_json::json!({ "author": author, "text": text }).to_string();
-        let key = format!("Idempotency-Key: {key}");
-        self.curl(jar, &["-H", "Content-Type: application/json", "-H", &key, "--data", &body], "/api/messages")
-    }
-}
 
 fn control(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(bulwark_bin()).args(args).arg("--data-dir").arg(dir).output().unwrap();
@@ -68,59 +30,6 @@ fn program(addr: SocketAddr) -> (u16, Option<i64>) {
     }
 }
 
-/// GETs and keyed POSTs through the lb until stopped; every failure is kept.
-struct Load {
-    stop: Arc<AtomicBool>,
-    done: Arc<AtomicU64>,
-    failures: Arc<Mutex<Vec<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(site: &Site, dir: &Path) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let mut threads = Vec::new();
-        for kind in ["get", "post"] {
-            let (site, stop, done, failures) = (site.clone(), stop.clone(), done.clone(), failures.clone());
-            let jar = dir.join(format!("load-{kind}.txt"));
-            threads.push(std::thread::spawn(move || {
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    let (code, body) = if kind == "get" {
-                        site.get(&jar, "/api/messages?limit=5")
-                    } else {
-                        site.post(&jar, &format!("load-{i}"), "load", &format!("under load {i}"))
-                    };
-                    let want = if kind == "get" { 200 } else { 201 };
-                    if code != want {
-                        failures.lock().unwrap().push(format!("{kind} {i}: {code} {body}"));
-                    }
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            }));
-        }
-        Load { stop, done, failures, threads }
-    }
-
-    /// Wait until `n` more requests were answered (or failed).
-    fn wait_requests(&self, n: u64) {
-        let target = self.done.load(Ordering::Relaxed) + n;
-        wait_until("requests under load", || self.done.load(Ordering::Relaxed) >= target);
-    }
-
-    fn finish(self) -> Vec<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let f = self.failures.lock().unwrap().clone();
-        f
-    }
-}
-
 #[test]
 fn the_python_guestbook_runs_under_up_and_survives_a_killed_program_and_a_stopped_app() {
     assert!(
@@ -135,11 +44,7 @@ fn the_python_guestbook_runs_under_up_and_survives_a_killed_program_and_a_stoppe
         .arg(data.path());
     let mut up = Process::spawn(cmd, tempfile::tempdir().unwrap(), data.path().join("none"));
     let https = up.addr("lb1.https");
-    let site = Site {
-        url: format!("https://localhost:{}", https.port()),
-        resolve: format!("localhost:{}:127.0.0.1", https.port()),
-        ca: data.path().join("tls/cert.pem").display().to_string(),
-    };
+    let site = Site::new(https, data.path());
     let jar = data.path().join("cookies.txt");
 
     // Post, then read it back at once (read-your-writes cookie); the page.
