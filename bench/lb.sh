@@ -23,25 +23,7 @@ trap cleanup EXIT
 b1=$(free_port); b2=$(free_port); p_ha=$(free_port); p_ng=$(free_port); p_bw=$(free_port)
 
 # Two nginx backends, one worker each, answering a small fixed body.
-for port in $b1 $b2; do
-  mkdir -p "$work/b$port"
-  cat >"$work/b$port/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/b$port/nginx.pid;
-error_log $work/b$port/error.log error;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$port reuseport;
-    location / { return 200 "hello from $port\n"; }
-  }
-}
-CONF
-  "$NGINX" -p "$work/b$port" -c "$work/b$port/nginx.conf" & pids+=($!)
-done
+start_nginx_backends "$work" "$b1" "$b2"
 
 cat >"$work/haproxy.cfg" <<CONF
 global

@@ -231,3 +231,32 @@ a, b = json.loads(sys.argv[1])["cpu"], json.loads(sys.argv[2])["cpu"]
 print(round(sum(v - a.get(k, 0.0) for k, v in b.items()), 2))
 PY
 }
+
+# start_nginx_backends WORK PORT... : one nginx per port (one worker each,
+# answering a small fixed body), configs under WORK/bPORT; their pids are
+# appended to the caller's `pids` array.
+start_nginx_backends() {
+  local work=$1 port nginx
+  shift
+  nginx=$(command -v nginx || echo /usr/sbin/nginx)
+  for port in "$@"; do
+    mkdir -p "$work/b$port"
+    cat >"$work/b$port/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/b$port/nginx.pid;
+error_log $work/b$port/error.log error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$port reuseport;
+    location / { return 200 "hello from $port\n"; }
+  }
+}
+CONF
+    "$nginx" -p "$work/b$port" -c "$work/b$port/nginx.conf" &
+    pids+=($!)
+  done
+}

@@ -30,27 +30,9 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# Two nginx backends, one worker each, answering a small fixed body.
 b1=$(free_port); b2=$(free_port)
-for port in $b1 $b2; do
-  mkdir -p "$work/b$port"
-  cat >"$work/b$port/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/b$port/nginx.pid;
-error_log $work/b$port/error.log error;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$port reuseport;
-    location / { return 200 "hello from $port\n"; }
-  }
-}
-CONF
-  "$NGINX" -p "$work/b$port" -c "$work/b$port/nginx.conf" & pids+=($!)
-done
+# Two nginx backends, one worker each, answering a small fixed body.
+start_nginx_backends "$work" "$b1" "$b2"
 
 # One self-signed certificate per key type, for `localhost`.
 make_cert() { # kind -> $work/kind.{crt,key,pem}
