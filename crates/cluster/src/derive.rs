@@ -208,7 +208,11 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 }
             }
             RoleKind::App => {
-                let _ = writeln!(c, "role = \"app\"\nname = \"{}\"\nlisten = \"{}\"\nthreads = 2", p.name, p.addr);
+                // In front of the user's program the role only proxies: one
+                // thread, with no hand-offs between threads per request. The
+                // built-in guestbook does its own work on two.
+                let threads = if program.is_some() { 1 } else { 2 };
+                let _ = writeln!(c, "role = \"app\"\nname = \"{}\"\nlisten = \"{}\"\nthreads = {threads}", p.name, p.addr);
                 let nodes: Vec<String> = dbs.iter().map(|d| format!("\"{}\"", d.addr)).collect();
                 let _ = writeln!(c, "db_nodes = [{}]", nodes.join(", "));
                 let _ = writeln!(c, "secret_file = {}", q(&files.secret(Hop::WebApp)));
@@ -574,6 +578,7 @@ unicast = true
             let p = c.program.unwrap();
             assert_eq!(p.exec, t.app.exec);
             assert_eq!(p.env["GREETING"], "hello \"world\"");
+            assert_eq!(c.threads, 1, "the front of a program runs on one thread");
             assert_eq!(p.stop_grace, std::time::Duration::from_secs(3));
             assert_eq!(p.workdir.as_deref(), Some(Path::new("/srv/site")));
         }

@@ -64,7 +64,8 @@ pub struct AppConfig {
     pub monitor_token_file: Option<PathBuf>,
     #[serde(default = "yes")]
     pub require_secret: bool,
-    /// Worker threads (0 = one per core).
+    /// Worker threads (0 = one per core; 1 runs the role on one thread,
+    /// the lightest for a front that only proxies to a program).
     #[serde(default)]
     pub threads: usize,
     #[serde(default = "default_author")]

@@ -140,7 +140,12 @@ pub fn main(args: Args) -> Result<i32> {
     if let Some(p) = config.program.as_mut() {
         anchor_workdir(p, &args.config);
     }
-    let rt = super::runtime(config.threads)?;
+    // One thread: a current-thread runtime, where a task woken by another
+    // never wakes a second thread (as the db role does).
+    let rt = match config.threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        n => super::runtime(n)?,
+    };
     rt.block_on(async move {
         let server = bulwark_app::AppServer::bind(config).await.context("starting the application server")?;
         let shutdown = CancellationToken::new();
