@@ -151,77 +151,34 @@ check_interval = "250ms"
     if !groups.is_empty() {
         t.push_str("public_address = \"0.0.0.0\"\n");
     }
-    match stack {
-        Stack::Floating | Stack::FloatingActiveActive => t.push_str(
-            r#"
-[[host]]
-name = "lb1"
-address = "198.18.0.10"
-role = [{ name = "lb1", kind = "lb" }]
-
-[[host]]
-name = "lb2"
-address = "198.18.0.13"
-role = [{ name = "lb2", kind = "lb" }]
-
-[[host]]
-name = "server1"
-address = "198.18.0.11"
-role = [{ name = "web1", kind = "web" }, { name = "app1", kind = "app" }, { name = "db1", kind = "db" }]
-
-[[host]]
-name = "server2"
-address = "198.18.0.12"
-role = [{ name = "web2", kind = "web" }, { name = "app2", kind = "app" }, { name = "db2", kind = "db" }]
-
-[[host]]
-name = "server3"
-address = "198.18.0.14"
-role = [{ name = "db3", kind = "db" }]
-"#,
-        ),
-        Stack::Full => t.push_str(
-            r#"
-[[host]]
-name = "lb1"
-address = "198.18.0.10"
-role = [{ name = "lb1", kind = "lb" }, { name = "db3", kind = "db" }]
-
-[[host]]
-name = "server1"
-address = "198.18.0.11"
-role = [{ name = "web1", kind = "web" }, { name = "app1", kind = "app" }, { name = "db1", kind = "db" }]
-
-[[host]]
-name = "server2"
-address = "198.18.0.12"
-role = [{ name = "web2", kind = "web" }, { name = "app2", kind = "app" }, { name = "db2", kind = "db" }]
-"#,
-        ),
-        Stack::Db => t.push_str(
-            r#"
-[[host]]
-name = "lb1"
-address = "198.18.0.10"
-role = [{ name = "db3", kind = "db" }]
-
-[[host]]
-name = "server1"
-address = "198.18.0.11"
-role = [{ name = "db1", kind = "db" }]
-
-[[host]]
-name = "server2"
-address = "198.18.0.12"
-role = [{ name = "db2", kind = "db" }]
-
-# Never started in the database-only scenarios (a topology needs every tier).
-[[host]]
-name = "front"
-address = "198.18.0.20"
-role = [{ name = "lb1", kind = "lb" }, { name = "web1", kind = "web" }, { name = "app1", kind = "app" }]
-"#,
-        ),
+    // Each host: name, address, roles (name and kind).
+    type Host = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+    let hosts: &[Host] = match stack {
+        Stack::Floating | Stack::FloatingActiveActive => &[
+            ("lb1", "198.18.0.10", &[("lb1", "lb")]),
+            ("lb2", "198.18.0.13", &[("lb2", "lb")]),
+            ("server1", "198.18.0.11", &[("web1", "web"), ("app1", "app"), ("db1", "db")]),
+            ("server2", "198.18.0.12", &[("web2", "web"), ("app2", "app"), ("db2", "db")]),
+            ("server3", "198.18.0.14", &[("db3", "db")]),
+        ],
+        Stack::Full => &[
+            ("lb1", "198.18.0.10", &[("lb1", "lb"), ("db3", "db")]),
+            ("server1", "198.18.0.11", &[("web1", "web"), ("app1", "app"), ("db1", "db")]),
+            ("server2", "198.18.0.12", &[("web2", "web"), ("app2", "app"), ("db2", "db")]),
+        ],
+        // "front" is never started in the database-only scenarios (a
+        // topology needs every tier).
+        Stack::Db => &[
+            ("lb1", "198.18.0.10", &[("db3", "db")]),
+            ("server1", "198.18.0.11", &[("db1", "db")]),
+            ("server2", "198.18.0.12", &[("db2", "db")]),
+            ("front", "198.18.0.20", &[("lb1", "lb"), ("web1", "web"), ("app1", "app")]),
+        ],
+    };
+    for (name, address, roles) in hosts {
+        let roles: Vec<String> =
+            roles.iter().map(|(r, kind)| format!("{{ name = \"{r}\", kind = \"{kind}\" }}")).collect();
+        t.push_str(&format!("\n[[host]]\nname = \"{name}\"\naddress = \"{address}\"\nrole = [{}]\n", roles.join(", ")));
     }
     t.push_str(&firewall_text(stack));
     for g in groups {
