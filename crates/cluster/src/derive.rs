@@ -212,7 +212,8 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 // thread, with no hand-offs between threads per request. The
                 // built-in guestbook does its own work on two.
                 let threads = if program.is_some() { 1 } else { 2 };
-                let _ = writeln!(c, "role = \"app\"\nname = \"{}\"\nlisten = \"{}\"\nthreads = {threads}", p.name, p.addr);
+                let _ =
+                    writeln!(c, "role = \"app\"\nname = \"{}\"\nlisten = \"{}\"\nthreads = {threads}", p.name, p.addr);
                 let nodes: Vec<String> = dbs.iter().map(|d| format!("\"{}\"", d.addr)).collect();
                 let _ = writeln!(c, "db_nodes = [{}]", nodes.join(", "));
                 let _ = writeln!(c, "secret_file = {}", q(&files.secret(Hop::WebApp)));

@@ -1,5 +1,6 @@
 //! The process supervisor behind `bulwark up`.
 use crate::probe::http_get;
+use bulwark_telemetry::process::describe_exit;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -513,20 +514,8 @@ impl Supervisor {
         };
         readiness_task.abort();
         match status {
-            Ok(st) => describe(st),
+            Ok(st) => describe_exit(st),
             Err(e) => format!("wait failed: {e}"),
         }
-    }
-}
-
-fn describe(st: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (st.code(), st.signal()) {
-        (Some(c), _) => format!("exit code {c}"),
-        (None, Some(s)) => format!(
-            "killed by {}",
-            nix::sys::signal::Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or(s.to_string())
-        ),
-        _ => "exited".into(),
     }
 }

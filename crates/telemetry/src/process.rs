@@ -3,6 +3,20 @@
 //! maximum file descriptors, start time. Read from /proc/self.
 use std::fmt::Write;
 
+/// How a child process ended, for a log line: `exit code 3`, `killed by
+/// SIGKILL`.
+pub fn describe_exit(st: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (st.code(), st.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!(
+            "killed by {}",
+            nix::sys::signal::Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or(s.to_string())
+        ),
+        _ => "exited".into(),
+    }
+}
+
 /// `process_*` metrics for this process; empty where /proc is unreadable.
 pub fn process_metrics() -> String {
     let mut out = String::new();

@@ -11,6 +11,7 @@
 //! keeps running while one app's program is broken.
 use super::{arguments, lookup_user, resolve_program, ProgramState, ProgramStatus};
 use bulwark_config::app::Program;
+use bulwark_telemetry::process::describe_exit;
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
@@ -243,7 +244,7 @@ async fn run_once(
         tokio::select! {
             exit = child.wait() => {
                 let how = match exit {
-                    Ok(st) => describe(st),
+                    Ok(st) => describe_exit(st),
                     Err(e) => format!("waiting for it failed: {e}"),
                 };
                 let healthy_for = healthy_since.map(|t| t.elapsed()).unwrap_or_default();
@@ -317,7 +318,7 @@ async fn stop(child: &mut tokio::process::Child, launch: &Launch) {
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     match tokio::time::timeout(launch.program.stop_grace, child.wait()).await {
         Ok(st) => {
-            let how = st.map(describe).unwrap_or_else(|e| e.to_string());
+            let how = st.map(describe_exit).unwrap_or_else(|e| e.to_string());
             tracing::info!(app = %launch.app_name, "program stopped ({how})");
         }
         Err(_) => {
@@ -359,17 +360,5 @@ async fn forward_lines(r: impl AsyncRead + Unpin, stream: &'static str) {
         let line = String::from_utf8_lossy(&buf);
         let line = line.trim_end_matches(['\n', '\r']);
         tracing::info!(target: "program", "{stream} | {line}");
-    }
-}
-
-fn describe(st: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (st.code(), st.signal()) {
-        (Some(c), _) => format!("exit code {c}"),
-        (None, Some(s)) => format!(
-            "killed by {}",
-            nix::sys::signal::Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or(s.to_string())
-        ),
-        _ => "exited".into(),
     }
 }
