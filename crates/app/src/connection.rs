@@ -29,15 +29,8 @@ pub(crate) async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let stream = match &tls {
-        None => bulwark_mtls::Stream::Plain(stream),
-        Some(tls) => match tls.accept(stream, header_timeout).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::info!(client = %peer, "TLS handshake refused: {e}");
-                return;
-            }
-        },
+    let Some(stream) = bulwark_mtls::ServerStream::accept(tls.as_ref(), stream, peer, header_timeout).await else {
+        return;
     };
     // HTTP/1.1 only, with upgrades: a WebSocket's connection is handed
     // over after its 101.

@@ -154,16 +154,8 @@ impl ProgramServer {
         let supervision = tokio::spawn(supervise::run(self.launch, self.status, stop_program.clone()));
         let graceful = GracefulShutdown::new();
         loop {
-            let (stream, peer) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
+            let Some((stream, peer)) = bulwark_workers::next_connection(&listener, &shutdown, "app").await else {
+                break;
             };
             let _ = stream.set_nodelay(true);
             let permit = match self.front.firewall.admit(peer.ip()) {

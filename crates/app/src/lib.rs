@@ -204,16 +204,8 @@ impl AppServer {
         };
         let graceful = GracefulShutdown::new();
         loop {
-            let (stream, peer) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = self.listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
+            let Some((stream, peer)) = bulwark_workers::next_connection(&self.listener, &shutdown, "app").await else {
+                break;
             };
             let _ = stream.set_nodelay(true);
             let permit = match app.firewall.admit(peer.ip()) {

@@ -109,22 +109,14 @@ async fn serve(
     stop: CancellationToken,
 ) {
     let monitor = Arc::new(monitor);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(_) => continue,
-            },
-        };
+    // A failed accept (out of descriptors) pauses instead of spinning.
+    while let Some((stream, peer)) = bulwark_workers::next_connection(&listener, &stop, "backup status").await {
         let (state, monitor, tls) = (state.clone(), monitor.clone(), tls.clone());
         tokio::spawn(async move {
-            let stream = match &tls {
-                None => bulwark_mtls::Stream::Plain(stream),
-                Some(tls) => match tls.accept(stream, Duration::from_secs(5)).await {
-                    Ok(s) => s,
-                    Err(_) => return,
-                },
+            let Some(stream) =
+                bulwark_mtls::ServerStream::accept(tls.as_ref(), stream, peer, Duration::from_secs(5)).await
+            else {
+                return;
             };
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let r = answer(&req, &state, monitor.as_deref());

@@ -170,6 +170,31 @@ impl<T> Stream<T> {
     }
 }
 
+impl ServerStream {
+    /// An accepted connection as the listener serves it: plain without
+    /// `tls`, else after a TLS handshake within `limit` (the header
+    /// timeout: a silent client holds its place no longer than one that
+    /// sends no request head). A refused handshake is logged with the
+    /// client's address and gives `None`.
+    pub async fn accept(
+        tls: Option<&MutualTls>,
+        stream: TcpStream,
+        peer: std::net::SocketAddr,
+        limit: Duration,
+    ) -> Option<ServerStream> {
+        match tls {
+            None => Some(Stream::Plain(stream)),
+            Some(tls) => match tls.accept(stream, limit).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::info!(client = %peer, "TLS handshake refused: {e}");
+                    None
+                }
+            },
+        }
+    }
+}
+
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {

@@ -81,15 +81,9 @@ impl Serve {
             // The TLS handshake counts against the header timeout: a silent
             // client holds the permit no longer than one that sends no
             // request head.
-            let stream = match &tls {
-                None => bulwark_mtls::Stream::Plain(stream),
-                Some(tls) => match tls.accept(stream, header_timeout).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::info!(client = %peer, "TLS handshake refused: {e}");
-                        return;
-                    }
-                },
+            let Some(stream) = bulwark_mtls::ServerStream::accept(tls.as_ref(), stream, peer, header_timeout).await
+            else {
+                return;
             };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
