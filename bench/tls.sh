@@ -8,6 +8,9 @@
 #   new         new connections per second (wrk with `Connection: close`);
 #               wrk resumes TLS sessions, so these are mostly resumed
 #               handshakes: the RSA and ECDSA figures come out the same
+#   full        full handshakes per second, no resumption (FULL_CLIENTS
+#               `openssl s_time -new` at once, each one connection at a
+#               time; the figures add up)
 #   resumed     new connections per second resuming a session
 #               (openssl s_time -reuse, one connection at a time)
 #   h2          HTTP/2 req/s (h2load, 50 connections × 10 streams)
@@ -18,6 +21,7 @@ source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 CONNS=${CONNS:-50}
+FULL_CLIENTS=${FULL_CLIENTS:-4}
 
 need_pkgs haproxy:haproxy nginx:nginx-light wrk:wrk h2load:nghttp2-client openssl:openssl python3:python3
 cd "$BENCH_ROOT"
@@ -140,6 +144,18 @@ run_resumed() {
     awk '/connections in/ && /real seconds/ { if ($4 > 0) print $1 / $4; exit }'
 }
 
+# run_full PORT → full handshakes/s: FULL_CLIENTS s_time -new clients at
+# once, each connection a new session (no ticket, no session id reused)
+run_full() {
+  local i outs=()
+  for i in $(seq 1 "$FULL_CLIENTS"); do
+    outs+=("$work/full.$i")
+    openssl s_time -connect "127.0.0.1:$1" -new -time "$DURATION" -www / >"$work/full.$i" 2>/dev/null &
+  done
+  wait
+  cat "${outs[@]}" | awk '/connections in/ && /real seconds/ { if ($4 > 0) s += $1 / $4 } END { printf "%.0f\n", s }'
+}
+
 names=(haproxy nginx bulwark)
 declare -A R
 for kind in ecdsa rsa; do
@@ -151,10 +167,11 @@ for kind in ecdsa rsa; do
       url="https://localhost:${PORT[$n]}/"
       read -r ka _ _ < <(run_wrk "$url" "${DURATION}s" "$CONNS")
       full=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" -H 'Connection: close' "$url" 2>&1 | awk '/^Requests\/sec:/ {print $2}')
+      fresh=$(run_full "${PORT[$n]}")
       resumed=$(run_resumed "${PORT[$n]}")
       h2=$(run_h2load "$url")
-      R[$kind,$n,ka]+=" $ka"; R[$kind,$n,full]+=" $full"; R[$kind,$n,resumed]+=" ${resumed:-0}"; R[$kind,$n,h2]+=" ${h2:-0}"
-      echo "round $r $kind $n: keep-alive $ka req/s, full $full conn/s, resumed ${resumed:-?} conn/s, h2 ${h2:-?} req/s" >&2
+      R[$kind,$n,ka]+=" $ka"; R[$kind,$n,full]+=" $full"; R[$kind,$n,fresh]+=" ${fresh:-0}"; R[$kind,$n,resumed]+=" ${resumed:-0}"; R[$kind,$n,h2]+=" ${h2:-0}"
+      echo "round $r $kind $n: keep-alive $ka req/s, full $full conn/s, full handshakes ${fresh:-?}/s, resumed ${resumed:-?} conn/s, h2 ${h2:-?} req/s" >&2
     done
   done
 done
@@ -162,13 +179,13 @@ done
 echo
 echo "HTTPS benchmark: $ROUNDS rounds × ${DURATION}s, one worker thread each, wrk -t1 -c$CONNS, h2load -c$CONNS -m10, 2 nginx backends; medians. $(nproc) cores, $(openssl version | cut -d' ' -f1-2), $(date -u +%F)."
 echo
-echo "| certificate | balancer | keep-alive req/s | new connections/s (wrk) | resumed handshakes/s | HTTP/2 req/s | keep-alive vs HAProxy | new connections vs HAProxy | resumed vs HAProxy | HTTP/2 vs HAProxy |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| certificate | balancer | keep-alive req/s | new connections/s (wrk) | full handshakes/s | resumed handshakes/s | HTTP/2 req/s | keep-alive vs HAProxy | new connections vs HAProxy | full handshakes vs HAProxy | resumed vs HAProxy | HTTP/2 vs HAProxy |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for kind in ecdsa rsa; do
   for n in "${names[@]}"; do
     row="| $kind | $n"
     ratios=""
-    for m in ka full resumed h2; do
+    for m in ka full fresh resumed h2; do
       v=$(median ${R[$kind,$n,$m]}); ha=$(median ${R[$kind,haproxy,$m]})
       row+=" | $(printf %.0f "$v")"
       ratios+=" | $(python3 -c "print(f'{$v/$ha:.2f}' if $ha else 'n/a')")"
