@@ -260,3 +260,108 @@ CONF
     pids+=($!)
   done
 }
+
+# make_cert WORK KIND → WORK/KIND.{crt,key,pem}: a self-signed certificate
+# for `localhost` with an ECDSA P-256 (KIND=ecdsa) or RSA 2048 (rsa) key.
+make_cert() {
+  local work=$1 kind=$2 newkey
+  case $kind in
+    ecdsa) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
+    rsa) newkey=(-newkey rsa:2048) ;;
+  esac
+  openssl req -x509 -nodes "${newkey[@]}" -days 30 -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+    -keyout "$work/$kind.key" -out "$work/$kind.crt" 2>/dev/null
+  cat "$work/$kind.crt" "$work/$kind.key" >"$work/$kind.pem"
+}
+
+# start_balancers WORK KIND BACKEND_PORT... : HAProxy, nginx as a balancer
+# and Bulwark's lb, one worker thread each, round robin over the backends,
+# each adding the same forwarded headers. KIND is `plain` (HTTP) or a
+# certificate made by make_cert (HTTPS, with HTTP/2 by ALPN). Their ports
+# go into the caller's associative array PORT[haproxy|nginx|bulwark], their
+# pids into `pids`. Needs BIN (the bulwark binary).
+start_balancers() {
+  local work=$1 kind=$2 p_ha p_ng p_bw proto=https ha_bind ng_listen ng_tls="" bw_tls="" servers="" upstream="" i=0 b
+  shift 2
+  p_ha=$(free_port); p_ng=$(free_port); p_bw=$(free_port)
+  PORT[haproxy]=$p_ha; PORT[nginx]=$p_ng; PORT[bulwark]=$p_bw
+  for b in "$@"; do
+    i=$((i + 1))
+    servers+="  server b$i 127.0.0.1:$b"$'\n'
+    upstream+="server 127.0.0.1:$b; "
+  done
+  if [ "$kind" = plain ]; then
+    proto=http
+    ha_bind="bind 127.0.0.1:$p_ha"
+    ng_listen="listen 127.0.0.1:$p_ng;"
+  else
+    ha_bind="bind 127.0.0.1:$p_ha ssl crt $work/$kind.pem alpn h2,http/1.1"
+    ng_listen="listen 127.0.0.1:$p_ng ssl http2;"
+    ng_tls="ssl_certificate $work/$kind.crt; ssl_certificate_key $work/$kind.key; ssl_session_cache shared:SSL:10m;"
+    bw_tls="tls = { certificate = [{ cert = \"$work/$kind.crt\", key = \"$work/$kind.key\" }], hsts = \"0s\" }"
+  fi
+  cat >"$work/haproxy-$kind.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 8000
+  tune.ssl.default-dh-param 2048
+defaults
+  mode http
+  timeout connect 3s
+  timeout client 30s
+  timeout server 30s
+  option forwardfor
+  http-reuse always
+frontend www
+  $ha_bind
+  # Same header work as Bulwark's defaults: XFF, X-Forwarded-Proto, Forwarded.
+  http-request set-header X-Forwarded-Proto $proto
+  http-request add-header Forwarded "for=%[src];proto=$proto"
+  default_backend app
+backend app
+  balance roundrobin
+$servers
+CONF
+  "${HAPROXY:-haproxy}" -f "$work/haproxy-$kind.cfg" -db &
+  pids+=($!)
+  mkdir -p "$work/nglb-$kind"
+  cat >"$work/nglb-$kind/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nglb-$kind/nginx.pid;
+error_log $work/nglb-$kind/error.log error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream app { $upstream keepalive 64; }
+  server {
+    $ng_listen
+    $ng_tls
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $proto;
+      proxy_set_header Forwarded "for=\$remote_addr;proto=$proto";
+    }
+  }
+}
+CONF
+  "${NGINX:-nginx}" -p "$work/nglb-$kind" -c "$work/nglb-$kind/nginx.conf" &
+  pids+=($!)
+  {
+    printf 'threads = 1\n[[frontend]]\nname = "www"\nbind = "127.0.0.1:%s"\nbackend = "app"\naccess_log = false\nvia = false\n' "$p_bw"
+    [ -n "$bw_tls" ] && printf '%s\n' "$bw_tls"
+    printf '[[backend]]\nname = "app"\nbalance = "roundrobin"\n'
+    i=0
+    for b in "$@"; do
+      i=$((i + 1))
+      printf '[[backend.server]]\nname = "b%s"\naddress = "127.0.0.1:%s"\n' "$i" "$b"
+    done
+  } >"$work/lb-$kind.toml"
+  RUST_LOG=warn "$BIN" lb -c "$work/lb-$kind.toml" >/dev/null &
+  pids+=($!)
+  for b in $p_ha $p_ng $p_bw; do wait_port "$b"; done
+}

@@ -18,8 +18,8 @@ import os
 import re
 import sys
 
-NAMES = ["lb", "idle", "tls", "web", "db", "failover", "stack"]
-TITLES = {"lb": "load balancer", "idle": "idle connections", "tls": "HTTPS", "web": "web", "db": "database",
+NAMES = ["lb", "idle", "tls", "lbprofile", "web", "db", "failover", "stack"]
+TITLES = {"lb": "load balancer", "idle": "idle connections", "tls": "HTTPS", "lbprofile": "where the lb's time goes", "web": "web", "db": "database",
           "failover": "failover", "stack": "whole stack vs. classic"}
 CLASSIC = "classic (HAProxy, nginx, gunicorn, MariaDB)"
 BULWARK_PY = "Bulwark, same Python app"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks in sequence and writes docs/BENCHMARKS.md.
 #
-#   bash bench/run-all.sh                  # lb idle tls web db failover stack
+#   bash bench/run-all.sh                  # lb idle tls lbprofile web db failover stack
 #   bash bench/run-all.sh db failover      # a subset; the other sections keep
 #                                          # their last results
 #   SMOKE=1 bash bench/run-all.sh          # short durations, output in /tmp
@@ -22,6 +22,7 @@
 #   LB_ROUNDS LB_DURATION LB_CONNS        default 3, 8s, 50
 #   IDLE_N                                default 10000
 #   TLS_ROUNDS TLS_DURATION TLS_CONNS     default 3, 8, 50
+#   LBPROFILE_N                           default 200000
 #   WEB_ROUNDS WEB_DURATION WEB_CONNS     default 5, 10s, 50
 #   DB_CLIENTS DB_SECONDS DB_ROUNDS       default 16, 10, 2
 #   FAILOVER_ROUNDS FAILOVER_WRITERS      default 5, 4
@@ -34,14 +35,14 @@ source "$here/lib.sh"
 set +e
 cd "$BENCH_ROOT"
 
-ALL=(lb idle tls web db failover stack)
+ALL=(lb idle tls lbprofile web db failover stack)
 if [ $# -gt 0 ]; then BENCHES=("$@"); else BENCHES=("${ALL[@]}"); fi
 for b in "${BENCHES[@]}"; do
   case " ${ALL[*]} " in *" $b "*) ;; *) echo "unknown benchmark '$b' (known: ${ALL[*]})" >&2; exit 2 ;; esac
 done
 
 if [ "${SMOKE:-0}" = 1 ]; then
-  : "${LB_ROUNDS:=1}" "${LB_DURATION:=2s}" "${IDLE_N:=1000}" "${TLS_ROUNDS:=1}" "${TLS_DURATION:=2}" "${WEB_ROUNDS:=1}" "${WEB_DURATION:=2s}"
+  : "${LB_ROUNDS:=1}" "${LB_DURATION:=2s}" "${IDLE_N:=1000}" "${TLS_ROUNDS:=1}" "${TLS_DURATION:=2}" "${LBPROFILE_N:=20000}" "${WEB_ROUNDS:=1}" "${WEB_DURATION:=2s}"
   : "${DB_CLIENTS:=4}" "${DB_SECONDS:=2}" "${DB_ROUNDS:=1}" "${FAILOVER_ROUNDS:=2}"
   : "${STACK_DURATION:=3}" "${STACK_FAULT_DURATION:=8}" "${STACK_PROMOTE_AFTER:=3}"
   : "${RESULTS:=/tmp/bulwark-bench-smoke}" "${OUT:=/tmp/bulwark-bench-smoke.md}"
@@ -127,6 +128,7 @@ command_for() {
     lb) echo "ROUNDS=${LB_ROUNDS:-3} DURATION=${LB_DURATION:-8s} CONNS=${LB_CONNS:-50} bash bench/lb.sh" ;;
     idle) echo "N=${IDLE_N:-10000} bash bench/idle.sh" ;;
     tls) echo "ROUNDS=${TLS_ROUNDS:-3} DURATION=${TLS_DURATION:-8} CONNS=${TLS_CONNS:-50} bash bench/tls.sh" ;;
+    lbprofile) echo "N=${LBPROFILE_N:-200000} bash bench/lb-profile.sh" ;;
     web) echo "ROUNDS=${WEB_ROUNDS:-5} DURATION=${WEB_DURATION:-10s} CONNS=${WEB_CONNS:-50} bash bench/web.sh" ;;
     db) echo "bash bench/db.sh ${DB_CLIENTS:-16} ${DB_SECONDS:-10} ${DB_ROUNDS:-2}" ;;
     failover) echo "ROUNDS=${FAILOVER_ROUNDS:-5} WRITERS=${FAILOVER_WRITERS:-4} bash bench/failover.sh" ;;

@@ -38,97 +38,7 @@ b1=$(free_port); b2=$(free_port)
 # Two nginx backends, one worker each, answering a small fixed body.
 start_nginx_backends "$work" "$b1" "$b2"
 
-# One self-signed certificate per key type, for `localhost`.
-make_cert() { # kind -> $work/kind.{crt,key,pem}
-  local kind=$1 newkey
-  case $kind in
-    ecdsa) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
-    rsa) newkey=(-newkey rsa:2048) ;;
-  esac
-  openssl req -x509 -nodes "${newkey[@]}" -days 30 -subj /CN=localhost -addext subjectAltName=DNS:localhost \
-    -keyout "$work/$kind.key" -out "$work/$kind.crt" 2>/dev/null
-  cat "$work/$kind.crt" "$work/$kind.key" >"$work/$kind.pem"
-}
-
 declare -A PORT
-# Start the three balancers for one certificate kind.
-start_balancers() {
-  local kind=$1 p_ha p_ng p_bw
-  p_ha=$(free_port); p_ng=$(free_port); p_bw=$(free_port)
-  PORT[haproxy]=$p_ha; PORT[nginx]=$p_ng; PORT[bulwark]=$p_bw
-  cat >"$work/haproxy-$kind.cfg" <<CONF
-global
-  nbthread 1
-  maxconn 8000
-  tune.ssl.default-dh-param 2048
-defaults
-  mode http
-  timeout connect 3s
-  timeout client 30s
-  timeout server 30s
-  option forwardfor
-  http-reuse always
-frontend www
-  bind 127.0.0.1:$p_ha ssl crt $work/$kind.pem alpn h2,http/1.1
-  http-request set-header X-Forwarded-Proto https
-  http-request add-header Forwarded "for=%[src];proto=https"
-  default_backend app
-backend app
-  balance roundrobin
-  server b1 127.0.0.1:$b1
-  server b2 127.0.0.1:$b2
-CONF
-  "$HAPROXY" -f "$work/haproxy-$kind.cfg" -db & pids+=($!)
-  mkdir -p "$work/nglb-$kind"
-  cat >"$work/nglb-$kind/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nglb-$kind/nginx.pid;
-error_log $work/nglb-$kind/error.log error;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  ssl_session_cache shared:SSL:10m;
-  upstream app { server 127.0.0.1:$b1; server 127.0.0.1:$b2; keepalive 64; }
-  server {
-    listen 127.0.0.1:$p_ng ssl http2;
-    ssl_certificate $work/$kind.crt;
-    ssl_certificate_key $work/$kind.key;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto https;
-      proxy_set_header Forwarded "for=\$remote_addr;proto=https";
-    }
-  }
-}
-CONF
-  "$NGINX" -p "$work/nglb-$kind" -c "$work/nglb-$kind/nginx.conf" & pids+=($!)
-  cat >"$work/lb-$kind.toml" <<CONF
-threads = 1
-[[frontend]]
-name = "www"
-bind = "127.0.0.1:$p_bw"
-backend = "app"
-access_log = false
-via = false
-tls = { certificate = [{ cert = "$work/$kind.crt", key = "$work/$kind.key" }], hsts = "0s" }
-[[backend]]
-name = "app"
-balance = "roundrobin"
-[[backend.server]]
-name = "b1"
-address = "127.0.0.1:$b1"
-[[backend.server]]
-name = "b2"
-address = "127.0.0.1:$b2"
-CONF
-  RUST_LOG=warn "$BIN" lb -c "$work/lb-$kind.toml" >/dev/null & pids+=($!)
-  for p in $p_ha $p_ng $p_bw; do wait_port "$p"; done
-}
 
 # run_h2load URL → req/s
 run_h2load() {
@@ -159,8 +69,8 @@ run_full() {
 names=(haproxy nginx bulwark)
 declare -A R
 for kind in ecdsa rsa; do
-  make_cert "$kind"
-  start_balancers "$kind"
+  make_cert "$work" "$kind"
+  start_balancers "$work" "$kind" "$b1" "$b2"
   for n in "${names[@]}"; do wrk -t1 -c"$CONNS" -d1s "https://localhost:${PORT[$n]}/" >/dev/null 2>&1 || true; done
   for r in $(seq 1 "$ROUNDS"); do
     for n in "${names[@]}"; do

@@ -421,7 +421,7 @@ impl Backend {
 }
 
 fn default_pool() -> usize {
-    64
+    256
 }
 
 fn default_hash_balance_factor() -> f64 {
