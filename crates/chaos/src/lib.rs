@@ -32,10 +32,12 @@ pub mod floating;
 pub mod net;
 pub mod netdelay;
 pub mod scenario;
+pub mod topology;
 pub mod workload;
 
-pub use cluster::{Cluster, Stack};
+pub use cluster::Cluster;
 pub use scenario::{run_scenario, run_scenario_with_clients, Ctx, Expect, Outcome, HEAVY_CLIENTS};
+pub use topology::Stack;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};

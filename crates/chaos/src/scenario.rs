@@ -1,7 +1,8 @@
 //! One scenario: start the stack, run the workload and the primary monitor,
 //! let the script inject its faults, stop, check, report.
-use crate::cluster::{Cluster, DbNode, Stack, LB, SECRET};
+use crate::cluster::{Cluster, DbNode, SECRET};
 use crate::floating::FloatingWatch;
+use crate::topology::{Stack, LB};
 use crate::workload::{Op, Recorder, Target, Workload, DB_TABLE};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};

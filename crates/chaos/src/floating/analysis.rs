@@ -257,7 +257,7 @@ pub fn render(all: &[Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::FloatingGroup;
+    use crate::topology::FloatingGroup;
 
     const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 

@@ -35,7 +35,7 @@ mod watch;
 pub use analysis::{analyze, render, Analysis, Switch};
 pub use watch::FloatingWatch;
 
-use crate::cluster::FloatingGroup;
+use crate::topology::FloatingGroup;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;

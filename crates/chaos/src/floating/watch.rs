@@ -1,8 +1,9 @@
 //! The instruments of a running floating address scenario: address and
 //! neighbour monitors, the prober, the marks and the live wait.
 use super::{Change, Probe, Recording, State, PROBE_EVERY, PROBE_PATH, PROBE_TIMEOUT, SETTLE_WITHIN};
-use crate::cluster::{Cluster, FloatingGroup};
+use crate::cluster::Cluster;
 use crate::net;
+use crate::topology::FloatingGroup;
 use crate::workload::Recorder;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
