@@ -240,7 +240,7 @@ impl DeployState {
 
     /// Restart the program and wait until a new run is healthy; fails
     /// after [`FAILED_STARTS`] failed runs or the start wait.
-    async fn restart_until_healthy(&self, status: &mut watch::Receiver<ProgramStatus>) -> Result<(), String> {
+    async fn restart_until_healthy(&self, status: &mut watch::Receiver<ProgramStatus>) -> Result<(), NotHealthy> {
         let (restarts, failures) = {
             let st = status.borrow_and_update();
             (st.restarts, st.failures)
@@ -254,21 +254,31 @@ impl DeployState {
                     return Ok(());
                 }
                 if st.failures >= failures + FAILED_STARTS {
-                    return Err(st.last_error.clone().unwrap_or_else(|| "it failed to start".into()));
+                    return Err(NotHealthy::FailedStarts(st.last_error.clone()));
                 }
             }
             match tokio::time::timeout_at(deadline, status.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err("the program's supervision ended".into()),
+                Ok(Err(_)) => return Err(NotHealthy::SupervisionEnded),
                 Err(_) => {
                     let st = status.borrow();
-                    return Err(format!(
-                        "not healthy within {:?} ({})",
-                        self.start_wait,
-                        st.last_error.clone().unwrap_or_else(|| format!("{:?}", st.state).to_lowercase())
-                    ));
+                    let why = st.last_error.clone().unwrap_or_else(|| format!("{:?}", st.state).to_lowercase());
+                    return Err(NotHealthy::Timeout(self.start_wait, why));
                 }
             }
         }
     }
+}
+
+/// Why a program did not come back healthy after a release switch.
+#[derive(Debug, thiserror::Error)]
+enum NotHealthy {
+    /// It failed [`FAILED_STARTS`] times; the last error, if any.
+    #[error("{}", .0.as_deref().unwrap_or("it failed to start"))]
+    FailedStarts(Option<String>),
+    #[error("the program's supervision ended")]
+    SupervisionEnded,
+    /// Not healthy within the start wait; its last error or state.
+    #[error("not healthy within {0:?} ({1})")]
+    Timeout(Duration, String),
 }

@@ -93,27 +93,46 @@ pub struct MessageInput {
     pub text: String,
 }
 
+/// Why a client's input is refused: the message of the answer's `error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    #[error("{field} is longer than {max} characters")]
+    TooLong { field: &'static str, max: usize },
+    #[error("{0} must not contain control characters")]
+    ControlCharacters(&'static str),
+    #[error("send one Idempotency-Key header, not several")]
+    SeveralIdempotencyKeys,
+    #[error("Idempotency-Key must not be empty")]
+    EmptyIdempotencyKey,
+    #[error("Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY_BYTES} bytes")]
+    LongIdempotencyKey,
+    #[error("Idempotency-Key must be printable ASCII, without control characters")]
+    UnprintableIdempotencyKey,
+}
+
 /// Trim and check a message; returns (author, text) or the reason.
-pub fn validate_message(m: &MessageInput, max_author: usize, max_text: usize) -> Result<(String, String), String> {
+pub fn validate_message(m: &MessageInput, max_author: usize, max_text: usize) -> Result<(String, String), InputError> {
     let author = m.author.trim();
     let text = m.text.trim();
     if author.is_empty() {
-        return Err("author must not be empty".into());
+        return Err(InputError::Empty("author"));
     }
     if text.is_empty() {
-        return Err("text must not be empty".into());
+        return Err(InputError::Empty("text"));
     }
     if author.chars().count() > max_author {
-        return Err(format!("author is longer than {max_author} characters"));
+        return Err(InputError::TooLong { field: "author", max: max_author });
     }
     if text.chars().count() > max_text {
-        return Err(format!("text is longer than {max_text} characters"));
+        return Err(InputError::TooLong { field: "text", max: max_text });
     }
     if author.chars().any(char::is_control) {
-        return Err("author must not contain control characters".into());
+        return Err(InputError::ControlCharacters("author"));
     }
     if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err("text must not contain control characters".into());
+        return Err(InputError::ControlCharacters("text"));
     }
     Ok((author.to_string(), text.to_string()))
 }
@@ -121,11 +140,11 @@ pub fn validate_message(m: &MessageInput, max_author: usize, max_text: usize) ->
 /// The client's `Idempotency-Key`, if it sent one: printable ASCII, 1 to
 /// [`MAX_IDEMPOTENCY_KEY_BYTES`] bytes, optionally quoted (the draft's
 /// structured-field string; most clients send it bare).
-pub fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, String> {
+pub fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, InputError> {
     let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
     let Some(value) = values.next() else { return Ok(None) };
     if values.next().is_some() {
-        return Err("send one Idempotency-Key header, not several".into());
+        return Err(InputError::SeveralIdempotencyKeys);
     }
     let raw = value.as_bytes();
     let key = match raw {
@@ -133,13 +152,13 @@ pub fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, Stri
         _ => raw,
     };
     if key.is_empty() {
-        return Err("Idempotency-Key must not be empty".into());
+        return Err(InputError::EmptyIdempotencyKey);
     }
     if key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
-        return Err(format!("Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY_BYTES} bytes"));
+        return Err(InputError::LongIdempotencyKey);
     }
     if !key.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
-        return Err("Idempotency-Key must be printable ASCII, without control characters".into());
+        return Err(InputError::UnprintableIdempotencyKey);
     }
     Ok(Some(String::from_utf8_lossy(key).into_owned()))
 }
@@ -380,7 +399,7 @@ async fn post(app: &App, req: hyper::Request<Incoming>) -> Response<Full<Bytes>>
     let secure = if came_over_https(req.headers()) { "; Secure" } else { "" };
     let key = match idempotency_key(req.headers()) {
         Ok(k) => k,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let limit = (app.config.max_author_chars + app.config.max_text_chars) * 4 + 1024;
     let body = match Limited::new(req.into_body(), limit).collect().await {
@@ -393,7 +412,7 @@ async fn post(app: &App, req: hyper::Request<Incoming>) -> Response<Full<Bytes>>
     };
     let (author, text) = match validate_message(&input, app.config.max_author_chars, app.config.max_text_chars) {
         Ok(x) => x,
-        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     };
     // The timestamp is taken here, not by SQL, so every replica stores the
     // same value.
@@ -488,9 +507,12 @@ mod tests {
     fn validates_messages() {
         let m = |a: &str, t: &str| MessageInput { author: a.into(), text: t.into() };
         assert_eq!(validate_message(&m(" ann ", " hi\nthere "), 10, 100).unwrap(), ("ann".into(), "hi\nthere".into()));
-        assert!(validate_message(&m("", "x"), 10, 100).unwrap_err().contains("author"));
-        assert!(validate_message(&m("a", "  "), 10, 100).unwrap_err().contains("text"));
-        assert!(validate_message(&m("a".repeat(11).as_str(), "x"), 10, 100).unwrap_err().contains("longer"));
+        assert!(validate_message(&m("", "x"), 10, 100).unwrap_err().to_string().contains("author"));
+        assert!(validate_message(&m("a", "  "), 10, 100).unwrap_err().to_string().contains("text"));
+        assert!(validate_message(&m("a".repeat(11).as_str(), "x"), 10, 100)
+            .unwrap_err()
+            .to_string()
+            .contains("longer"));
         assert!(validate_message(&m("é".repeat(10).as_str(), "x"), 10, 100).is_ok(), "characters, not bytes");
         assert!(validate_message(&m("a\u{7}", "x"), 10, 100).is_err());
     }
@@ -511,12 +533,12 @@ mod tests {
         );
         assert_eq!(key(&[b"\"quoted\""]).unwrap().as_deref(), Some("quoted"), "structured-field string form");
         assert_eq!(key(&["k".repeat(200).as_bytes()]).unwrap().map(|k| k.len()), Some(200));
-        assert!(key(&["k".repeat(201).as_bytes()]).unwrap_err().contains("longer than 200"));
-        assert!(key(&[b""]).unwrap_err().contains("empty"));
-        assert!(key(&[b"\"\""]).unwrap_err().contains("empty"));
-        assert!(key(&[b"tab\there"]).unwrap_err().contains("control"));
-        assert!(key(&[b"caf\xc3\xa9"]).unwrap_err().contains("ASCII"));
-        assert!(key(&[b"a", b"b"]).unwrap_err().contains("one"));
+        assert!(key(&["k".repeat(201).as_bytes()]).unwrap_err().to_string().contains("longer than 200"));
+        assert!(key(&[b""]).unwrap_err().to_string().contains("empty"));
+        assert!(key(&[b"\"\""]).unwrap_err().to_string().contains("empty"));
+        assert!(key(&[b"tab\there"]).unwrap_err().to_string().contains("control"));
+        assert!(key(&[b"caf\xc3\xa9"]).unwrap_err().to_string().contains("ASCII"));
+        assert!(key(&[b"a", b"b"]).unwrap_err().to_string().contains("one"));
     }
 
     #[test]

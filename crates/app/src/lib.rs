@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use cookie::CookieKey;
 pub use handlers::{
-    idempotency_key, validate_message, MessageInput, COOKIE, IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY_BYTES,
+    idempotency_key, validate_message, InputError, MessageInput, COOKIE, IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY_BYTES,
 };
 pub use program::{ProgramState, ProgramStatus};
 

@@ -146,11 +146,20 @@ pub enum Access {
     Execute,
 }
 
+/// Why a user cannot reach a path ([`user_may`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AccessDenied {
+    #[error("{}: {source}", path.display())]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("{} is mode {mode:04o}, owner uid {uid} gid {gid}", path.display())]
+    Mode { path: PathBuf, mode: u32, uid: u32, gid: u32 },
+}
+
 /// Whether the user `uid` with primary group `gid` (a program started as
 /// `user` has no other group) can reach `path` (search permission on every
 /// directory above it) and `access` it, by the mode bits. Err says which
 /// path stops it, with its mode and owner.
-pub fn user_may(path: &Path, uid: u32, gid: u32, access: Access) -> Result<(), String> {
+pub fn user_may(path: &Path, uid: u32, gid: u32, access: Access) -> Result<(), AccessDenied> {
     use std::os::unix::fs::MetadataExt;
     if uid == 0 {
         return Ok(());
@@ -165,17 +174,24 @@ pub fn user_may(path: &Path, uid: u32, gid: u32, access: Access) -> Result<(), S
         };
         class & bits == bits
     };
-    let describe = |p: &Path, m: &std::fs::Metadata| {
-        format!("{} is mode {:04o}, owner uid {} gid {}", p.display(), m.mode() & 0o7777, m.uid(), m.gid())
+    let describe = |p: &Path, m: &std::fs::Metadata| AccessDenied::Mode {
+        path: p.to_path_buf(),
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+    };
+    let unreadable = |p: &Path| {
+        let path = p.to_path_buf();
+        move |source| AccessDenied::Unreadable { path, source }
     };
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     for dir in path.ancestors().skip(1) {
-        let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let m = std::fs::metadata(dir).map_err(unreadable(dir))?;
         if !allowed(&m, 0o1) {
             return Err(describe(dir, &m));
         }
     }
-    let m = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let m = std::fs::metadata(&path).map_err(unreadable(&path))?;
     let bits = match (access, m.is_dir()) {
         (Access::Read, true) => 0o5,
         (Access::Read, false) => 0o4,
@@ -276,8 +292,8 @@ mod tests {
             std::fs::write(d.join("run"), "#!/bin/sh\n").unwrap();
             std::fs::set_permissions(d.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
         }
-        assert_eq!(user_may(&open.join("run"), uid, gid, Access::Execute), Ok(()));
-        assert_eq!(user_may(&open, uid, gid, Access::Read), Ok(()));
+        assert!(user_may(&open.join("run"), uid, gid, Access::Execute).is_ok());
+        assert!(user_may(&open, uid, gid, Access::Read).is_ok());
         // Root may run it; nobody cannot reach it.
         assert_eq!(check(&program(closed.join("run").to_str().unwrap(), &open, "root")), vec![]);
         let problems = check(&program(closed.join("run").to_str().unwrap(), &closed, "nobody"));
@@ -304,7 +320,7 @@ mod tests {
         );
         // A file only its owner may run.
         std::fs::set_permissions(open.join("run"), std::fs::Permissions::from_mode(0o700)).unwrap();
-        let why = user_may(&open.join("run"), uid, gid, Access::Execute).unwrap_err();
+        let why = user_may(&open.join("run"), uid, gid, Access::Execute).unwrap_err().to_string();
         assert!(why.contains("is mode 0700, owner uid 0"), "{why}");
     }
 }

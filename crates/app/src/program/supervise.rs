@@ -9,7 +9,7 @@
 //! answers its health path) is reported through [`ProgramStatus`] and the
 //! log and retried; none of them stops the role, so the rest of a topology
 //! keeps running while one app's program is broken.
-use super::{arguments, lookup_user, resolve_program, ProgramState, ProgramStatus};
+use super::{arguments, lookup_user, problem, resolve_program, ProgramProblem, ProgramState, ProgramStatus};
 use bulwark_config::app::Program;
 use bulwark_telemetry::process::describe_exit;
 use bytes::Bytes;
@@ -129,8 +129,12 @@ fn pick_port() -> std::io::Result<SocketAddr> {
 }
 
 /// The command that starts the program, and the program's path as found.
-fn command(launch: &Launch, p: &Program, listen: SocketAddr) -> Result<(tokio::process::Command, PathBuf), String> {
-    let path = resolve_program(p, p.workdir.as_deref()).map_err(|e| e.to_string())?;
+fn command(
+    launch: &Launch,
+    p: &Program,
+    listen: SocketAddr,
+) -> Result<(tokio::process::Command, PathBuf), ProgramProblem> {
+    let path = resolve_program(p, p.workdir.as_deref())?;
     let mut cmd = tokio::process::Command::new(&path);
     cmd.args(arguments(p, listen))
         .stdin(Stdio::null())
@@ -158,20 +162,24 @@ fn command(launch: &Launch, p: &Program, listen: SocketAddr) -> Result<(tokio::p
         None => cmd.env_remove("BULWARK_RELEASE"),
     };
     if let Some(user) = &p.user {
-        let (uid, gid, home) = lookup_user(user).map_err(|e| e.to_string())?;
+        let (uid, gid, home) = lookup_user(user)?;
         let me = nix::unistd::geteuid().as_raw();
         if me == 0 {
             // std drops the supplementary groups when it switches to uid.
             cmd.uid(uid).gid(gid).env("HOME", home).env("USER", user).env("LOGNAME", user);
         } else if me != uid {
-            return Err(format!("user: running as `{user}` needs bulwark to run as root (it runs as uid {me})"));
+            return Err(problem(
+                "user",
+                format!("running as `{user}` needs bulwark to run as root (it runs as uid {me})"),
+            ));
         }
         if let Err(why) = super::user_may(&path, uid, gid, super::Access::Execute) {
-            return Err(format!("cannot start {} as user `{user}`: {why}", path.display()));
+            return Err(problem("exec[0]", format!("cannot start {} as user `{user}`: {why}", path.display())));
         }
         if let Some(w) = &p.workdir {
             if let Err(why) = super::user_may(w, uid, gid, super::Access::Read) {
-                return Err(format!("cannot start {} as user `{user}` in {}: {why}", path.display(), w.display()));
+                let message = format!("cannot start {} as user `{user}` in {}: {why}", path.display(), w.display());
+                return Err(problem("workdir", message));
             }
         }
     }
@@ -206,7 +214,7 @@ async fn run_once(
     }
     let (mut cmd, path) = match command(launch, &program, listen) {
         Ok(c) => c,
-        Err(e) => return failed(e),
+        Err(e) => return failed(e.to_string()),
     };
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -333,16 +341,26 @@ async fn stop(child: &mut tokio::process::Child, launch: &Launch) {
     }
 }
 
-async fn probe_once(probe: &ProbeClient, url: hyper::Uri) -> Result<(), String> {
-    let req = match hyper::Request::get(url).header("user-agent", "bulwark-app-health").body(Empty::new()) {
-        Ok(r) => r,
-        Err(e) => return Err(e.to_string()),
-    };
+/// Why one health probe of the program failed.
+#[derive(Debug, thiserror::Error)]
+enum ProbeFailure {
+    #[error("{0}")]
+    Request(#[from] http::Error),
+    #[error("no answer within {PROBE_TIMEOUT:?}")]
+    Timeout,
+    #[error("{0}")]
+    Connection(#[from] hyper_util::client::legacy::Error),
+    #[error("answered {0}")]
+    Status(http::StatusCode),
+}
+
+async fn probe_once(probe: &ProbeClient, url: hyper::Uri) -> Result<(), ProbeFailure> {
+    let req = hyper::Request::get(url).header("user-agent", "bulwark-app-health").body(Empty::new())?;
     match tokio::time::timeout(PROBE_TIMEOUT, probe.request(req)).await {
-        Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
-        Ok(Err(e)) => Err(format!("{e}")),
+        Err(_) => Err(ProbeFailure::Timeout),
+        Ok(Err(e)) => Err(e.into()),
         Ok(Ok(r)) if r.status().is_success() || r.status().is_redirection() => Ok(()),
-        Ok(Ok(r)) => Err(format!("answered {}", r.status())),
+        Ok(Ok(r)) => Err(ProbeFailure::Status(r.status())),
     }
 }
 
