@@ -351,7 +351,14 @@ async fn handle(
     if let Some(port) = fe.redirect_https_port {
         return crate::redirect::to_https(req, port, r.config.timeouts.client_body).await;
     }
+    let compress = fe
+        .compression
+        .as_ref()
+        .map(|c| (c, req.method().clone(), bulwark_proxy::compress::accept_encoding(req.headers())));
     let mut resp = fe.forwarder.forward(req, ctx).await;
+    if let Some((c, method, accept)) = compress {
+        resp = c.apply(&method, accept.as_ref(), resp, |b| ProxyBody::Compressed(Box::new(b)));
+    }
     if let Some(h) = &fe.hsts {
         resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, h.clone());
     }
