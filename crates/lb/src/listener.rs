@@ -256,7 +256,9 @@ async fn serve_http(
                     .max_header_list_size(max_buf as u32)
                     .keep_alive_interval(Some(t.http2_ping_interval))
                     .keep_alive_timeout(t.http2_ping_timeout)
-                    .max_concurrent_streams(http2_max_streams);
+                    .max_concurrent_streams(http2_max_streams)
+                    // RFC 8441: WebSockets over HTTP/2 streams.
+                    .enable_connect_protocol();
                 let conn = b.serve_connection(io, svc);
                 tokio::pin!(conn);
                 // Graceful close (GOAWAY, open streams finish) when idle for
