@@ -83,6 +83,8 @@ bind = "127.0.0.1:$p_bw"
 backend = "app"
 access_log = false
 via = false
+# As HAProxy and nginx here: no request id (on by default in Bulwark).
+request_id = false
 [[backend]]
 name = "app"
 balance = "roundrobin"
