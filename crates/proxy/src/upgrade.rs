@@ -298,4 +298,30 @@ mod tests {
         let lookalike = headers(&[("connection", "upgrades"), ("upgrade", "websocket")]);
         assert!(requested(Version::HTTP_11, &lookalike).is_none());
     }
+
+    #[test]
+    fn an_extended_connect_becomes_the_websocket_handshake() {
+        // RFC 6455 §1.3's example.
+        assert_eq!(websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        let connect = |protocol: &'static str| {
+            let mut r = Request::new(());
+            *r.method_mut() = Method::CONNECT;
+            *r.version_mut() = Version::HTTP_2;
+            r.extensions_mut().insert(hyper::ext::Protocol::from_static(protocol));
+            r
+        };
+        assert_eq!(extended_connect(&connect("websocket")), Some(true));
+        assert_eq!(extended_connect(&connect("connect-udp")), Some(false));
+        let mut plain = connect("websocket");
+        plain.extensions_mut().clear();
+        assert_eq!(extended_connect(&plain), None, "a plain CONNECT is not one");
+        let mut r = connect("websocket");
+        r.headers_mut().insert(SEC_WEBSOCKET_KEY, HeaderValue::from_static("chosen-by-the-client"));
+        connect_to_get(&mut r);
+        assert_eq!(r.method(), Method::GET);
+        assert!(r.extensions().get::<hyper::ext::Protocol>().is_none());
+        let key = r.headers()[SEC_WEBSOCKET_KEY].to_str().unwrap();
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(key).unwrap().len(), 16, "a fresh 16-byte key");
+        assert_eq!(r.headers()[SEC_WEBSOCKET_VERSION], "13");
+    }
 }
