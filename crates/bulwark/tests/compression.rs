@@ -115,8 +115,11 @@ fn the_lb_compresses_when_a_frontend_asks_for_it() {
     std::fs::write(app_root.path().join("page.html"), page()).unwrap();
     std::fs::write(app_root.path().join("image.png"), page()).unwrap();
     let app = PythonServer::start(app_root.path());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = bulwark_lb::tls::ensure_self_signed(dir.path(), &["localhost".to_string()]).unwrap();
     let config = LbConfig::new()
         .frontend(FrontendConfig::http("compressed", "app").set("compression", "{ enabled = true }"))
+        .frontend(FrontendConfig::http("https", "app").tls(&cert, &key).set("compression", "{ enabled = true }"))
         .frontend(FrontendConfig::http("plain", "app"))
         .backend(BackendConfig::new("app").server("a", app.addr))
         .to_toml();
@@ -144,6 +147,18 @@ fn the_lb_compresses_when_a_frontend_asks_for_it() {
     // A HEAD is answered as the server did.
     let (head, _) = curl(&url, &["-I", "-H", "Accept-Encoding: br"]);
     assert!(!head.contains("content-encoding"), "{head}");
+
+    // Over HTTP/2 on a TLS frontend too.
+    let port = lb.addr("https").port();
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let https = format!("https://localhost:{port}/page.html");
+    let cafile = cert.display().to_string();
+    let (head, body) = curl(
+        &https,
+        &["--http2", "--cacert", &cafile, "--resolve", &resolve, "--compressed", "-H", "Accept-Encoding: br"],
+    );
+    assert!(head.starts_with("http/2 200") && head.contains("content-encoding: br"), "{head}");
+    assert_eq!(String::from_utf8(body).unwrap(), page());
 
     // Off by default: the other frontend passes the page on untouched.
     let plain = format!("http://{}/page.html", lb.addr("plain"));
