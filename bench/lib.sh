@@ -351,8 +351,9 @@ http {
 CONF
   "${NGINX:-nginx}" -p "$work/nglb-$kind" -c "$work/nglb-$kind/nginx.conf" &
   pids+=($!)
+  # No Via and no request id: HAProxy and nginx add neither here.
   {
-    printf 'threads = 1\n[[frontend]]\nname = "www"\nbind = "127.0.0.1:%s"\nbackend = "app"\naccess_log = false\nvia = false\n' "$p_bw"
+    printf 'threads = 1\n[[frontend]]\nname = "www"\nbind = "127.0.0.1:%s"\nbackend = "app"\naccess_log = false\nvia = false\nrequest_id = false\n' "$p_bw"
     [ -n "$bw_tls" ] && printf '%s\n' "$bw_tls"
     printf '[[backend]]\nname = "app"\nbalance = "roundrobin"\n'
     i=0

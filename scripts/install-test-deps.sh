@@ -20,6 +20,8 @@ have python3 || need+=(python3)
 [ -x /usr/bin/gunicorn ] || need+=(gunicorn python3-gunicorn)
 # The WebSocket tests use Python's `websockets` package as the client.
 /usr/bin/python3 -c "import websockets" 2>/dev/null || need+=(python3-websockets)
+# WebSockets over HTTP/2 (extended CONNECT) are driven by hand with `h2`.
+/usr/bin/python3 -c "import h2" 2>/dev/null || need+=(python3-h2)
 # Its MySQL/MariaDB backend (examples/python-guestbook/mysqldb.py).
 /usr/bin/python3 -c 'import pymysql' 2>/dev/null || need+=(python3-pymysql)
 # The VRRP interoperability tests run keepalived as the peer.

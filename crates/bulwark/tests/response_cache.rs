@@ -1,24 +1,32 @@
 //! The web tier's response cache on a real `bulwark web` in front of a real
 //! HTTP application (a hyper server in this test, counting its requests):
 //! 100 concurrent identical GETs make one upstream request, a stale page
-//! answers while the app is stopped, PURGE empties it, /metrics counts.
+//! answers while the app is stopped, PURGE empties it, /metrics counts;
+//! within `stale-while-revalidate` a stale page answers at once while one
+//! background request refreshes it.
 use bulwark_testkit::{get, request, Process};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// An app answering `/api/slow` after 300 ms (fresh for a minute) and
+/// An app answering `/api/slow` after 300 ms (fresh for a minute),
 /// `/api/stale` at once (stale at once, usable for an hour if the app
-/// fails); stopped on drop.
+/// fails) and `/api/swr` (stale at once, usable for a minute while it is
+/// refreshed; fresh for a minute once `fresh` is set; held until `gate`
+/// gives a permit while `gated` is set); stopped on drop.
 struct App {
     addr: SocketAddr,
     hits: Arc<AtomicU64>,
+    fresh: Arc<AtomicBool>,
+    gated: Arc<AtomicBool>,
+    gate: Arc<tokio::sync::Semaphore>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -30,7 +38,11 @@ impl App {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let fresh = Arc::new(AtomicBool::new(false));
+        let gated = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let counted = hits.clone();
+        let (app_fresh, app_gated, app_gate) = (fresh.clone(), gated.clone(), gate.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
@@ -39,16 +51,29 @@ impl App {
                     loop {
                         let Ok((stream, _)) = listener.accept().await else { continue };
                         let counted = counted.clone();
+                        let (fresh, gated, gate) = (app_fresh.clone(), app_gated.clone(), app_gate.clone());
                         tokio::spawn(async move {
                             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                                 let counted = counted.clone();
+                                let (fresh, gated, gate) = (fresh.clone(), gated.clone(), gate.clone());
                                 async move {
                                     counted.fetch_add(1, Ordering::SeqCst);
-                                    let cc = if req.uri().path() == "/api/slow" {
-                                        tokio::time::sleep(Duration::from_millis(300)).await;
-                                        "max-age=60"
-                                    } else {
-                                        "max-age=0, stale-if-error=3600"
+                                    let cc = match req.uri().path() {
+                                        "/api/slow" => {
+                                            tokio::time::sleep(Duration::from_millis(300)).await;
+                                            "max-age=60"
+                                        }
+                                        "/api/swr" => {
+                                            if gated.load(Ordering::SeqCst) {
+                                                gate.acquire().await.unwrap().forget();
+                                            }
+                                            if fresh.load(Ordering::SeqCst) {
+                                                "max-age=60"
+                                            } else {
+                                                "max-age=0, stale-while-revalidate=60"
+                                            }
+                                        }
+                                        _ => "max-age=0, stale-if-error=3600",
                                     };
                                     let n = counted.load(Ordering::SeqCst);
                                     Ok::<_, std::convert::Infallible>(
@@ -72,7 +97,7 @@ impl App {
                 }
             });
         });
-        App { addr, hits, stop: Some(stop), thread: Some(thread) }
+        App { addr, hits, fresh, gated, gate, stop: Some(stop), thread: Some(thread) }
     }
 
     fn stop(&mut self) {
@@ -158,4 +183,95 @@ fn stale_pages_answer_while_the_app_is_stopped() {
     }
     // Never cached: the app's absence shows.
     assert_eq!(get(http, "/api/other").unwrap().status, 502);
+}
+
+/// Wait (bounded) until `/metrics` shows `value` for the metric.
+fn wait_for_metric(http: SocketAddr, name: &str, labels: &[(&str, &str)], value: f64) {
+    for _ in 0..500 {
+        let metrics = get(http, "/metrics").unwrap().text();
+        if bulwark_testkit::metric_value(&metrics, name, labels) >= value {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{name}{labels:?} never reached {value}");
+}
+
+#[test]
+fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background() {
+    let app = App::start();
+    let root = tempfile::tempdir().unwrap();
+    let web = web(app.addr, root.path());
+    let http = web.addr("http");
+    let first = get(http, "/api/swr").unwrap();
+    assert_eq!((first.header("x-cache"), first.text()), (Some("MISS"), "page /api/swr #1\n".to_string()));
+
+    // The app now holds every request until the test lets it go: the
+    // stale page must come back without waiting for it.
+    app.gated.store(true, Ordering::SeqCst);
+    app.fresh.store(true, Ordering::SeqCst);
+    let stale = get(http, "/api/swr").unwrap();
+    assert_eq!((stale.header("x-cache"), stale.text()), (Some("STALE"), "page /api/swr #1\n".to_string()));
+    for _ in 0..500 {
+        if app.hits.load(Ordering::SeqCst) == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(app.hits.load(Ordering::SeqCst), 2, "one background request");
+    // While it is held, more requests get the stale page and send nothing.
+    for _ in 0..5 {
+        let r = get(http, "/api/swr").unwrap();
+        assert_eq!((r.header("x-cache"), r.text()), (Some("STALE"), "page /api/swr #1\n".to_string()));
+    }
+    assert_eq!(app.hits.load(Ordering::SeqCst), 2, "the refresh is collapsed");
+
+    app.gate.add_permits(1);
+    wait_for_metric(http, "bulwark_web_cache_refreshes_total", &[("result", "done")], 1.0);
+    let hit = get(http, "/api/swr").unwrap();
+    assert_eq!((hit.header("x-cache"), hit.text()), (Some("HIT"), "page /api/swr #2\n".to_string()));
+    assert_eq!(app.hits.load(Ordering::SeqCst), 2, "exactly one upstream request for the refresh");
+}
+
+#[test]
+fn a_failed_background_refresh_keeps_the_stale_page() {
+    let mut app = App::start();
+    let root = tempfile::tempdir().unwrap();
+    let web = web(app.addr, root.path());
+    let http = web.addr("http");
+    assert_eq!(get(http, "/api/swr").unwrap().header("x-cache"), Some("MISS"));
+    app.stop();
+    // Each request gets the stale page at once; refreshes fail behind it.
+    for _ in 0..500 {
+        let r = get(http, "/api/swr").unwrap();
+        assert_eq!((r.status, r.header("x-cache")), (200, Some("STALE")), "{}", r.text());
+        assert_eq!(r.text(), "page /api/swr #1\n");
+        let metrics = get(http, "/metrics").unwrap().text();
+        if bulwark_testkit::metric_value(&metrics, "bulwark_web_cache_refreshes_total", &[("result", "failed")]) >= 2.0
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no background refresh failed");
+}
+
+#[test]
+fn a_head_miss_stores_the_whole_page() {
+    let app = App::start();
+    let root = tempfile::tempdir().unwrap();
+    let web = web(app.addr, root.path());
+    let http = web.addr("http");
+    // Read to the end: a HEAD answer has no body whatever its length says.
+    let mut conn = std::net::TcpStream::connect(http).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    conn.write_all(b"HEAD /api/slow HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut head = String::new();
+    conn.read_to_string(&mut head).unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200") && head.ends_with("\r\n\r\n"), "{head}");
+    assert!(head.contains("\r\nx-cache: miss\r\n") && head.contains("\r\ncontent-length: 18\r\n"), "{head}");
+    let page = get(http, "/api/slow").unwrap();
+    assert_eq!((page.header("x-cache"), page.text()), (Some("HIT"), "page /api/slow #1\n".to_string()));
+    assert_eq!(app.hits.load(Ordering::SeqCst), 1);
 }

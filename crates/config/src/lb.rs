@@ -258,6 +258,10 @@ pub struct Frontend {
     /// mode; see [`crate::header_rules`]).
     #[serde(default, skip_serializing_if = "crate::header_rules::HeaderRules::is_empty")]
     pub headers: crate::header_rules::HeaderRules,
+    /// Compression of the backend's responses (http mode; off by
+    /// default), with the web tier's rules.
+    #[serde(default, skip_serializing_if = "crate::compression::Compression::is_default")]
+    pub compression: crate::compression::Compression,
 }
 
 fn default_max_body_bytes() -> u64 {
@@ -809,6 +813,10 @@ impl Validate for LbConfig {
                     }
                     if f.mode == Mode::Tcp && !f.headers.is_empty() {
                         v.error("headers", "header rules are for http frontends");
+                    }
+                    v.scope("compression", |v| f.compression.validate_in(v));
+                    if f.mode == Mode::Tcp && f.compression.enabled {
+                        v.error("compression", "compression is for http frontends");
                     }
                 });
             }

@@ -10,6 +10,7 @@
 pub mod access_log;
 pub mod app;
 pub mod backup;
+pub mod compression;
 pub mod db;
 mod error;
 pub mod firewall;

@@ -42,6 +42,7 @@
 //! health_check = { kind = "http", path = "/health", interval = "2s" }
 //! tunnel_timeout = "1h"              # a WebSocket idle both ways this long is closed
 //! ```
+pub use crate::compression::Compression;
 use crate::lb::{Backend, Balance, HealthCheck, PassiveHealth, Retries, Server};
 use crate::util::{check_bind, check_host_port};
 use crate::{Validate, Validator};
@@ -320,54 +321,6 @@ pub struct ProxyRoute {
     pub headers: crate::header_rules::HeaderRules,
 }
 
-/// Compression of proxied responses (`[compression]`): gzip and Brotli,
-/// chosen by the client's `Accept-Encoding`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Compression {
-    pub enabled: bool,
-    /// Media types compressed: an entry ending in `/` covers its whole
-    /// type (`text/`), any other names one type.
-    pub types: Vec<String>,
-    /// Bodies known to be shorter than this are sent as they are.
-    pub min_bytes: u64,
-    /// gzip level, 1 (fast) to 9 (small).
-    pub gzip_level: u32,
-    /// Brotli quality, 0 (fast) to 11 (small).
-    pub brotli_quality: u32,
-}
-
-impl Default for Compression {
-    fn default() -> Self {
-        Compression {
-            enabled: false,
-            types: [
-                "text/",
-                "application/json",
-                "application/javascript",
-                "application/xml",
-                "application/xhtml+xml",
-                "application/rss+xml",
-                "application/atom+xml",
-                "application/manifest+json",
-                "application/wasm",
-                "image/svg+xml",
-            ]
-            .map(String::from)
-            .to_vec(),
-            min_bytes: 1024,
-            gzip_level: 5,
-            brotli_quality: 4,
-        }
-    }
-}
-
-impl Compression {
-    pub fn is_default(&self) -> bool {
-        self == &Compression::default()
-    }
-}
-
 /// The in-memory cache of proxied responses (`[response_cache]`, nginx's
 /// `proxy_cache`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -483,12 +436,7 @@ impl Validate for WebConfig {
             v.error("listen", "at least one listen address is required");
         }
         crate::access_log::check(v, &self.access_log_format, self.access_log_file.as_deref());
-        if !(1..=9).contains(&self.compression.gzip_level) {
-            v.error("compression.gzip_level", "must be 1 to 9");
-        }
-        if self.compression.brotli_quality > 11 {
-            v.error("compression.brotli_quality", "must be 0 to 11");
-        }
+        v.scope("compression", |v| self.compression.validate_in(v));
         if let Some(csp) = &self.security_headers.content_security_policy {
             if csp.is_empty() || csp.bytes().any(|b| b != b'\t' && !(0x20..0x7f).contains(&b)) {
                 v.error("security_headers.content_security_policy", "a header value of visible ASCII and spaces");

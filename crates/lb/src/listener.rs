@@ -256,7 +256,9 @@ async fn serve_http(
                     .max_header_list_size(max_buf as u32)
                     .keep_alive_interval(Some(t.http2_ping_interval))
                     .keep_alive_timeout(t.http2_ping_timeout)
-                    .max_concurrent_streams(http2_max_streams);
+                    .max_concurrent_streams(http2_max_streams)
+                    // RFC 8441: WebSockets over HTTP/2 streams.
+                    .enable_connect_protocol();
                 let conn = b.serve_connection(io, svc);
                 tokio::pin!(conn);
                 // Graceful close (GOAWAY, open streams finish) when idle for
@@ -351,7 +353,14 @@ async fn handle(
     if let Some(port) = fe.redirect_https_port {
         return crate::redirect::to_https(req, port, r.config.timeouts.client_body).await;
     }
+    let compress = fe
+        .compression
+        .as_ref()
+        .map(|c| (c, req.method().clone(), bulwark_proxy::compress::accept_encoding(req.headers())));
     let mut resp = fe.forwarder.forward(req, ctx).await;
+    if let Some((c, method, accept)) = compress {
+        resp = c.apply(&method, accept.as_ref(), resp, |b| ProxyBody::Compressed(Box::new(b)));
+    }
     if let Some(h) = &fe.hsts {
         resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, h.clone());
     }

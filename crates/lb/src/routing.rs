@@ -31,6 +31,8 @@ pub struct FrontendRuntime {
     /// `Strict-Transport-Security` value for TLS frontends.
     pub hsts: Option<HeaderValue>,
     pub redirect_https_port: Option<u16>,
+    /// `[frontend.compression]` of the backend's responses, when on.
+    pub compression: Option<bulwark_proxy::Compressor>,
     /// A header rule names a TLS fact: the listener keeps them per
     /// connection.
     pub keep_tls_facts: bool,
@@ -141,6 +143,7 @@ impl Routing {
                 tls,
                 hsts,
                 redirect_https_port: f.redirect_https_port,
+                compression: bulwark_proxy::Compressor::new(&f.compression),
                 keep_tls_facts: f.headers.names_tls(),
             });
         }

@@ -22,6 +22,8 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// Either of the above, writing its access line when it ends.
     Logged(Box<crate::access::LoggedBody>),
+    /// Any of the above, compressed as it streams ([`crate::compress`]).
+    Compressed(Box<crate::compress::CompressedBody<ProxyBody>>),
 }
 
 impl ProxyBody {
@@ -42,6 +44,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Logged(b) => Pin::new(&mut **b).poll_frame(cx),
+            ProxyBody::Compressed(b) => Pin::new(&mut **b).poll_frame(cx),
         }
     }
 
@@ -50,6 +53,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => b.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Logged(b) => b.is_end_stream(),
+            ProxyBody::Compressed(b) => b.is_end_stream(),
         }
     }
 
@@ -59,6 +63,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Logged(b) => b.size_hint(),
+            ProxyBody::Compressed(b) => b.size_hint(),
         }
     }
 }

@@ -148,8 +148,24 @@ impl Forwarder {
         trace: &mut Trace,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         self.upstream.retry_budget.deposit(start / 1000);
-        let upgrade = crate::upgrade::requested(req.version(), req.headers())
-            .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
+        let over_h2 = match crate::upgrade::extended_connect(&req) {
+            None => false,
+            Some(true) => {
+                crate::upgrade::connect_to_get(&mut req);
+                true
+            }
+            Some(false) => {
+                return Ok(error_response(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "extended CONNECT is relayed for the websocket protocol only",
+                ))
+            }
+        };
+        let upgrade = match over_h2 {
+            true => Some(HeaderValue::from_static("websocket")),
+            false => crate::upgrade::requested(req.version(), req.headers()),
+        }
+        .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
         let facts = self.rewrite_head(&mut parts, ctx, upgrade.as_ref().map(|(protocol, _)| protocol));
         if trace.timed {
@@ -159,7 +175,7 @@ impl Forwarder {
         match upgrade {
             Some((protocol, on_client)) => {
                 let req = outgoing.into_request().ok_or_else(ProxyError::not_replayable)?;
-                self.forward_upgrade(req, on_client, protocol, ctx, start).await
+                self.forward_upgrade(req, on_client, protocol, over_h2, ctx, start).await
             }
             None => self.exchange(outgoing, &facts, ctx.addr, start, trace).await,
         }

@@ -14,6 +14,10 @@
 //! process lifecycle; the roles (lb, web) own those and call in here with a
 //! request and a client address.
 //!
+//! Compression of responses ([`compress`], gzip and Brotli by the
+//! client's `Accept-Encoding`, [`encoding`]) is shared by the web tier and
+//! the lb.
+//!
 //! Sticky sessions ([`StickyCookie`]) pin a client to a server with a
 //! signed cookie.
 
@@ -21,6 +25,8 @@ mod access;
 mod attempt;
 mod balance;
 pub mod body;
+pub mod compress;
+pub mod encoding;
 pub mod error;
 mod forward;
 pub mod header_rules;
@@ -37,6 +43,7 @@ mod upgrade;
 mod upstream;
 
 pub use body::ProxyBody;
+pub use compress::Compressor;
 pub use error::{ErrorKind, ErrorSource, ProxyError, RetryType};
 pub use forward::{error_response, forget_server, ClientContext, ForwardOptions, Forwarder, IDEMPOTENCY_KEY};
 pub use header_rules::{CompiledRules, TlsFacts};

@@ -9,6 +9,18 @@
 //! request. Only a failed connect moves on to another server: once sent, an
 //! upgrade request is never replayed (the server may have switched).
 //!
+//! An HTTP/2 client asks for a WebSocket with an extended CONNECT
+//! (RFC 8441: `:method CONNECT`, `:protocol websocket`; the lb's HTTP/2
+//! listener announces `SETTINGS_ENABLE_CONNECT_PROTOCOL`). Servers speak
+//! HTTP/1.1, so the stream becomes the classic handshake
+//! ([`connect_to_get`]): a `GET` with `Upgrade: websocket` and a fresh
+//! `Sec-WebSocket-Key` (the `Sec-WebSocket-Version`, `-Protocol` and
+//! `-Extensions` the client sent go with it); the server's `101` is
+//! answered on the stream as `200` (its `Sec-WebSocket-Protocol` and
+//! `-Extensions` kept, `Sec-WebSocket-Accept` checked and dropped), and
+//! the stream's data and the server's connection are spliced both ways,
+//! as any tunnel. Another `:protocol` is answered 501.
+//!
 //! A tunnel counts as in flight on its server for its whole life, so
 //! `leastconn` balances long-lived tunnels by how many each server holds;
 //! each server counts tunnels opened and open ([`crate::ServerStats`]).
@@ -17,9 +29,10 @@ use crate::error::ProxyError;
 use crate::forward::{ClientContext, Forwarder};
 use crate::pool;
 use crate::server::ServerState;
+use base64::Engine as _;
 use bulwark_telemetry::clock::{monotonic_ms, monotonic_us};
-use http::header::{CONNECTION, UPGRADE};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
+use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
@@ -39,6 +52,38 @@ pub(crate) fn requested(version: Version, headers: &HeaderMap) -> Option<HeaderV
         .iter()
         .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")));
     listed.then(|| protocol.clone())
+}
+
+/// An HTTP/2 extended CONNECT (RFC 8441): `Some(true)` when it asks for
+/// a WebSocket, `Some(false)` for another protocol, `None` when the
+/// request is not one.
+pub(crate) fn extended_connect<B>(req: &Request<B>) -> Option<bool> {
+    if req.version() != Version::HTTP_2 || req.method() != Method::CONNECT {
+        return None;
+    }
+    let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
+    Some(protocol.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// Turn a WebSocket extended CONNECT into the HTTP/1.1 handshake's
+/// request: a `GET` with a fresh `Sec-WebSocket-Key` (the `Connection`
+/// and `Upgrade` headers are added with the other upgrades').
+pub(crate) fn connect_to_get<B>(req: &mut Request<B>) {
+    *req.method_mut() = Method::GET;
+    req.extensions_mut().remove::<hyper::ext::Protocol>();
+    let key: [u8; 16] = rand::random();
+    let key = base64::engine::general_purpose::STANDARD.encode(key);
+    req.headers_mut().insert(SEC_WEBSOCKET_KEY, HeaderValue::from_str(&key).expect("base64 is a header value"));
+    if !req.headers().contains_key(SEC_WEBSOCKET_VERSION) {
+        req.headers_mut().insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    }
+}
+
+/// `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2).
+fn websocket_accept(key: &[u8]) -> String {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &[key, GUID].concat());
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
 /// Put back the two hop-by-hop headers of an upgrade after the others were
@@ -80,12 +125,13 @@ impl Drop for TunnelGuard {
 impl Forwarder {
     /// Send an upgrade request (`protocol` is its `Upgrade` value) and,
     /// when the server switches, tunnel the client's connection
-    /// (`on_client`) to it.
+    /// (`on_client`; an HTTP/2 stream when `over_h2`, answered 200) to it.
     pub(crate) async fn forward_upgrade(
         &self,
         req: Request<RequestBody>,
         on_client: OnUpgrade,
         protocol: HeaderValue,
+        over_h2: bool,
         ctx: &ClientContext,
         start: u64,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -94,6 +140,8 @@ impl Forwarder {
         let method = req.method().clone();
         let uri = self.options.access_log.then(|| req.uri().clone());
         let request_id = req.headers().get(crate::request_id::X_REQUEST_ID).cloned();
+        let expected_accept =
+            over_h2.then(|| req.headers().get(SEC_WEBSOCKET_KEY).map(|k| websocket_accept(k.as_bytes())));
         let mut pending = Some(req);
         let mut tried: Vec<usize> = Vec::new();
         let mut failure = ProxyError::no_server("no server available to take this request");
@@ -177,7 +225,21 @@ impl Forwarder {
             let (mut parts, _) = resp.into_parts();
             let accepted = parts.headers.get(UPGRADE).cloned().unwrap_or(protocol);
             crate::headers::strip_hop_by_hop(&mut parts.headers);
-            restore_headers(&mut parts.headers, accepted);
+            match &expected_accept {
+                None => restore_headers(&mut parts.headers, accepted),
+                Some(expected) => {
+                    // The HTTP/2 stream is answered 200; the handshake's
+                    // proof is checked here, the client never saw the key.
+                    let proof = parts.headers.remove(SEC_WEBSOCKET_ACCEPT);
+                    if proof.as_ref().map(HeaderValue::as_bytes) != expected.as_ref().map(|e| e.as_bytes()) {
+                        server.stats.response_errors.fetch_add(1, Ordering::Relaxed);
+                        return Err(ProxyError::response_broken(
+                            "the server switched to websocket without a valid Sec-WebSocket-Accept",
+                        ));
+                    }
+                    parts.status = StatusCode::OK;
+                }
+            }
             guard.opened();
             let (idle, route, server_name) =
                 (self.options.tunnel_idle, self.options.route.clone(), server.name.clone());
@@ -235,5 +297,31 @@ mod tests {
         assert!(requested(Version::HTTP_11, &headers(&[("connection", "upgrade")])).is_none());
         let lookalike = headers(&[("connection", "upgrades"), ("upgrade", "websocket")]);
         assert!(requested(Version::HTTP_11, &lookalike).is_none());
+    }
+
+    #[test]
+    fn an_extended_connect_becomes_the_websocket_handshake() {
+        // RFC 6455 §1.3's example.
+        assert_eq!(websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        let connect = |protocol: &'static str| {
+            let mut r = Request::new(());
+            *r.method_mut() = Method::CONNECT;
+            *r.version_mut() = Version::HTTP_2;
+            r.extensions_mut().insert(hyper::ext::Protocol::from_static(protocol));
+            r
+        };
+        assert_eq!(extended_connect(&connect("websocket")), Some(true));
+        assert_eq!(extended_connect(&connect("connect-udp")), Some(false));
+        let mut plain = connect("websocket");
+        plain.extensions_mut().clear();
+        assert_eq!(extended_connect(&plain), None, "a plain CONNECT is not one");
+        let mut r = connect("websocket");
+        r.headers_mut().insert(SEC_WEBSOCKET_KEY, HeaderValue::from_static("chosen-by-the-client"));
+        connect_to_get(&mut r);
+        assert_eq!(r.method(), Method::GET);
+        assert!(r.extensions().get::<hyper::ext::Protocol>().is_none());
+        let key = r.headers()[SEC_WEBSOCKET_KEY].to_str().unwrap();
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(key).unwrap().len(), 16, "a fresh 16-byte key");
+        assert_eq!(r.headers()[SEC_WEBSOCKET_VERSION], "13");
     }
 }

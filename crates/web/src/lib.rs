@@ -17,9 +17,8 @@
 
 mod access;
 mod body;
-mod compress;
 pub mod conditional;
-pub mod encoding;
+pub use bulwark_proxy::encoding;
 mod files;
 mod forward;
 pub mod path;
@@ -191,7 +190,7 @@ impl WebServer {
             dotfiles: c.dotfiles,
             access_log: c.access_log,
             access_writer: self.access_log.clone(),
-            compression: compress::Compressor::new(&c.compression),
+            compression: bulwark_proxy::Compressor::new(&c.compression),
             response_cache: response_cache::ResponseCache::new(&c.response_cache),
             security_headers: security_headers::SecurityPreset::new(&c.security_headers)
                 .map_err(WebError::SecurityHeaders)?,

@@ -16,12 +16,18 @@
 //!
 //! Concurrent misses of one key are collapsed: the first goes to the
 //! server, the others wait for it and are answered from what it stored
-//! (or go themselves if it stored nothing). A stale entry is refreshed by
-//! the first request that finds it; within `stale-while-revalidate` the
-//! requests arriving meanwhile get the stale entry at once instead of
-//! waiting; within `stale-if-error` the stale entry answers when the
-//! server fails (a 5xx, or no answer: 502/503/504) — the app down, cached
-//! pages still answer.
+//! (or go themselves if it stored nothing). A `HEAD` miss is fetched as a
+//! `GET`, so the whole answer is stored.
+//!
+//! A stale entry within `stale-while-revalidate` answers at once, the
+//! first request that finds it included, while one background task (on
+//! the worker's `LocalSet`) refreshes it; that refresh counts as the
+//! key's fetch, so other misses of the key wait for it rather than go to
+//! the server too. A failed refresh (a 5xx, or no answer) stores nothing
+//! and the stale entry keeps answering. Past that window, a stale entry
+//! is refreshed by the first request that finds it, which waits; within
+//! `stale-if-error` the stale entry answers when the server fails (a 5xx,
+//! or no answer: 502/503/504) — the app down, cached pages still answer.
 //!
 //! `PURGE <path>` with `Authorization: Bearer <purge_token>` removes the
 //! entries of that target (every host and variant); a path ending in `*`
@@ -155,6 +161,8 @@ pub struct CacheStats {
     stores: AtomicU64,
     evictions: AtomicU64,
     collapsed: AtomicU64,
+    refreshes: AtomicU64,
+    refresh_failures: AtomicU64,
 }
 
 /// The cache of proxied responses, shared by every worker thread.
@@ -166,6 +174,31 @@ pub struct ResponseCache {
     /// Keys being fetched now: later misses wait on it.
     inflight: Mutex<HashMap<String, Arc<Notify>>>,
     stats: CacheStats,
+}
+
+/// Marks a key as being fetched; the requests waiting for it are woken
+/// when it is dropped (the fetch ended, or was abandoned).
+struct Fetching {
+    cache: Arc<ResponseCache>,
+    key: String,
+}
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        self.cache.done(&self.key);
+    }
+}
+
+/// What a request does after looking in the cache.
+enum Step {
+    /// Take the stale entry (a refresh is under way or starts now).
+    Stale,
+    /// Wait for the fetch under way.
+    Wait(tokio::sync::futures::OwnedNotified),
+    /// Fetch for this request (marking the key when `Some`).
+    Fetch(Option<Fetching>),
+    /// Start a background refresh, then take the stale entry.
+    Refresh(Fetching),
 }
 
 /// What the cache found for a request.
@@ -257,11 +290,12 @@ impl ResponseCache {
     }
 
     /// Answer `req` from the cache or through `fetch` (the proxy route),
-    /// storing what may be stored.
+    /// storing what may be stored. A background refresh runs `fetch` on
+    /// the current `LocalSet` (the web worker's), hence `'static`.
     pub async fn serve<F, Fut>(self: &Arc<Self>, req: Request<hyper::body::Incoming>, fetch: F) -> Response<WebBody>
     where
-        F: Fn(Request<hyper::body::Incoming>) -> Fut,
-        Fut: Future<Output = Response<WebBody>>,
+        F: Fn(Request<hyper::body::Incoming>) -> Fut + 'static,
+        Fut: Future<Output = Response<WebBody>> + 'static,
     {
         if req.method().as_str() == "PURGE" {
             return self.purge_request(&req);
@@ -275,55 +309,61 @@ impl ResponseCache {
         let head_only = req.method() == Method::HEAD;
         let mut waited = false;
         loop {
-            match self.lookup(&key, req.headers()) {
+            let stale = match self.lookup(&key, req.headers()) {
                 Found::Fresh(e) => {
                     self.stats.hits.fetch_add(1, Relaxed);
                     return e.response(head_only, "HIT");
                 }
-                found => {
-                    // Collapse: the first miss fetches; the others wait for
-                    // it, or take the stale entry within its
-                    // stale-while-revalidate window.
-                    let wait = {
-                        let mut inflight = self.inflight.lock().unwrap();
-                        match inflight.get(&key) {
-                            Some(n) => {
-                                if let Found::Stale(e) = &found {
-                                    if e.age() < e.fresh_for + e.stale_while_revalidate {
-                                        self.stats.stale.fetch_add(1, Relaxed);
-                                        return e.response(head_only, "STALE");
-                                    }
-                                }
-                                (!waited).then(|| {
-                                    let n = n.clone();
-                                    async move { n.notified().await }
-                                })
-                            }
-                            None => {
-                                inflight.insert(key.clone(), Arc::new(Notify::new()));
-                                None
-                            }
+                Found::Stale(e) => Some(e),
+                Found::None => None,
+            };
+            let revalidating = stale.as_ref().filter(|e| e.age() < e.fresh_for + e.stale_while_revalidate);
+            // Collapse: the first miss fetches; the others wait for it, or
+            // take the stale entry within its stale-while-revalidate
+            // window. There, the first request takes it too and the
+            // refresh runs in the background.
+            let step = {
+                let mut inflight = self.inflight.lock().unwrap();
+                match inflight.get(&key) {
+                    Some(_) if revalidating.is_some() => Step::Stale,
+                    // Already waited once: the fetch it waited for stored
+                    // nothing for this request; go alone.
+                    Some(_) if waited => Step::Fetch(None),
+                    Some(n) => Step::Wait(n.clone().notified_owned()),
+                    None => {
+                        inflight.insert(key.clone(), Arc::new(Notify::new()));
+                        let guard = Fetching { cache: self.clone(), key: key.clone() };
+                        if revalidating.is_some() && req.body().is_end_stream() {
+                            Step::Refresh(guard)
+                        } else {
+                            Step::Fetch(Some(guard))
                         }
-                    };
-                    if let Some(wait) = wait {
-                        self.stats.collapsed.fetch_add(1, Relaxed);
-                        let _ = tokio::time::timeout(Duration::from_secs(60), wait).await;
-                        waited = true;
-                        continue;
                     }
-                    let stale = match found {
-                        Found::Stale(e) => Some(e),
-                        _ => None,
-                    };
-                    return self.miss(key, req, stale, head_only, fetch).await;
+                }
+            };
+            match step {
+                Step::Stale => {}
+                Step::Wait(notified) => {
+                    self.stats.collapsed.fetch_add(1, Relaxed);
+                    let _ = tokio::time::timeout(Duration::from_secs(60), notified).await;
+                    waited = true;
+                    continue;
+                }
+                Step::Fetch(guard) => return self.miss(guard, req, stale, head_only, fetch).await,
+                Step::Refresh(guard) => {
+                    tokio::task::spawn_local(guard.cache.clone().refresh(guard, req, fetch));
                 }
             }
+            self.stats.stale.fetch_add(1, Relaxed);
+            return revalidating.expect("within stale-while-revalidate").response(head_only, "STALE");
         }
     }
 
+    /// Fetch `req` for the waiting client and store the answer; a server
+    /// failure within `stale-if-error` is answered by `stale`.
     async fn miss<F, Fut>(
         self: &Arc<Self>,
-        key: String,
+        guard: Option<Fetching>,
         req: Request<hyper::body::Incoming>,
         stale: Option<Arc<Entry>>,
         head_only: bool,
@@ -334,29 +374,50 @@ impl ResponseCache {
         Fut: Future<Output = Response<WebBody>>,
     {
         self.stats.misses.fetch_add(1, Relaxed);
+        let key = Self::key(&req);
         let req_headers = req.headers().clone();
         let authorized = req.headers().contains_key(AUTHORIZATION);
+        let mut req = req;
+        // A HEAD is fetched as a GET so that the whole answer is stored.
+        *req.method_mut() = Method::GET;
         let resp = fetch(req).await;
-        let resp = if resp.status().is_server_error() {
-            match stale.filter(|e| e.age() < e.fresh_for + e.stale_if_error) {
-                Some(e) => {
-                    self.stats.stale.fetch_add(1, Relaxed);
-                    self.done(&key);
-                    return e.response(head_only, "STALE");
-                }
-                None => resp,
+        if resp.status().is_server_error() {
+            if let Some(e) = stale.filter(|e| e.age() < e.fresh_for + e.stale_if_error) {
+                self.stats.stale.fetch_add(1, Relaxed);
+                return e.response(head_only, "STALE");
             }
-        } else {
-            resp
-        };
-        let resp = self.store_if_cacheable(&key, &req_headers, authorized, resp).await;
-        self.done(&key);
-        let mut resp = resp;
+        }
+        let mut resp = self.store_if_cacheable(&key, &req_headers, authorized, resp).await;
+        drop(guard);
         resp.headers_mut().insert(X_CACHE, HeaderValue::from_static("MISS"));
         if head_only {
             *resp.body_mut() = WebBody::Empty;
         }
         resp
+    }
+
+    /// Refresh a stale entry in the background (the client already has
+    /// the stale answer). A failed refresh stores nothing and the stale
+    /// entry keeps answering within its windows.
+    async fn refresh<F, Fut>(self: Arc<Self>, guard: Fetching, req: Request<hyper::body::Incoming>, fetch: F)
+    where
+        F: Fn(Request<hyper::body::Incoming>) -> Fut,
+        Fut: Future<Output = Response<WebBody>>,
+    {
+        let req_headers = req.headers().clone();
+        let authorized = req.headers().contains_key(AUTHORIZATION);
+        let mut req = req;
+        *req.method_mut() = Method::GET;
+        let resp = fetch(req).await;
+        let failed = resp.status().is_server_error();
+        if !failed {
+            // Read to the end (stored, or dropped when it may not be).
+            let _ =
+                self.store_if_cacheable(&guard.key, &req_headers, authorized, resp).await.into_body().collect().await;
+        }
+        let outcome = if failed { &self.stats.refresh_failures } else { &self.stats.refreshes };
+        outcome.fetch_add(1, Relaxed);
+        drop(guard);
     }
 
     /// The fetch of `key` ended: wake the requests that waited for it.
@@ -477,10 +538,14 @@ impl ResponseCache {
         out.push_str(&format!(
             "# HELP bulwark_web_cache_stores_total Responses stored.\n# TYPE bulwark_web_cache_stores_total counter\nbulwark_web_cache_stores_total {}\n\
              # HELP bulwark_web_cache_evictions_total Keys evicted to stay under max_bytes.\n# TYPE bulwark_web_cache_evictions_total counter\nbulwark_web_cache_evictions_total {}\n\
-             # HELP bulwark_web_cache_bytes Bytes held.\n# TYPE bulwark_web_cache_bytes gauge\nbulwark_web_cache_bytes {}\n",
+             # HELP bulwark_web_cache_bytes Bytes held.\n# TYPE bulwark_web_cache_bytes gauge\nbulwark_web_cache_bytes {}\n\
+             # HELP bulwark_web_cache_refreshes_total Background refreshes of stale entries, by result.\n# TYPE bulwark_web_cache_refreshes_total counter\n\
+             bulwark_web_cache_refreshes_total{{result=\"done\"}} {}\nbulwark_web_cache_refreshes_total{{result=\"failed\"}} {}\n",
             s.stores.load(Relaxed),
             s.evictions.load(Relaxed),
-            store.bytes
+            store.bytes,
+            s.refreshes.load(Relaxed),
+            s.refresh_failures.load(Relaxed),
         ));
         out
     }

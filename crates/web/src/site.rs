@@ -32,7 +32,7 @@ pub struct Shared {
     /// `[response_cache]` of proxied responses, when on.
     pub response_cache: Option<Arc<crate::response_cache::ResponseCache>>,
     /// `[compression]` of proxied responses, when on.
-    pub compression: Option<crate::compress::Compressor>,
+    pub compression: Option<bulwark_proxy::Compressor>,
     /// `[security_headers]`, when on.
     pub security_headers: Option<crate::security_headers::SecurityPreset>,
     pub max_body_bytes: u64,
@@ -251,14 +251,23 @@ impl Site {
             let compress = s
                 .compression
                 .as_ref()
-                .map(|c| (c, req.method().clone(), crate::compress::accept_encoding(req.headers())));
+                .map(|c| (c, req.method().clone(), bulwark_proxy::compress::accept_encoding(req.headers())));
             let resp = match &s.response_cache {
                 None => route.forward(req, client).await,
-                Some(cache) => cache.serve(req, |req| route.forward(req, client)).await,
+                Some(cache) => {
+                    // Owned: a background refresh outlives this request.
+                    let route = route.clone();
+                    cache
+                        .serve(req, move |req| {
+                            let route = route.clone();
+                            async move { route.forward(req, client).await }
+                        })
+                        .await
+                }
             };
             return match compress {
                 None => resp,
-                Some((c, method, accept)) => c.apply(&method, accept.as_ref(), resp),
+                Some((c, method, accept)) => c.apply(&method, accept.as_ref(), resp, WebBody::other),
             };
         }
         let head = match *req.method() {

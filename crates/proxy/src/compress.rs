@@ -1,6 +1,7 @@
-//! Compression of proxied (dynamic) responses (`[compression]`, nginx's
-//! `gzip on` plus Brotli): static files have their precompressed
-//! siblings instead ([`crate::encoding`]).
+//! Compression of proxied (dynamic) responses, on the web tier
+//! (`[compression]`, nginx's `gzip on` plus Brotli) and on the lb's http
+//! frontends (`[frontend.compression]`): the same rules for both. Static
+//! files have their precompressed siblings instead ([`crate::encoding`]).
 //!
 //! A response is compressed when it is a 200–203 answer to a request other
 //! than HEAD, of a listed media type, not known to be shorter than
@@ -15,9 +16,8 @@
 //! The body is compressed as it streams: every chunk from the server is
 //! written to the encoder and flushed, so a slow page still arrives piece
 //! by piece.
-use crate::body::{BoxError, WebBody};
 use crate::encoding::{self, Coding};
-use bulwark_config::web::Compression;
+use bulwark_config::compression::Compression;
 use bytes::Bytes;
 use http::header::{
     ACCEPT_ENCODING, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
@@ -71,8 +71,18 @@ impl Compressor {
     }
 
     /// Compress `resp` for a request with `method` and `accept`
-    /// (`Accept-Encoding`) when the rules allow.
-    pub fn apply(&self, method: &Method, accept: Option<&HeaderValue>, resp: Response<WebBody>) -> Response<WebBody> {
+    /// (`Accept-Encoding`) when the rules allow; `wrap` turns the
+    /// compressed body into the caller's body type.
+    pub fn apply<B>(
+        &self,
+        method: &Method,
+        accept: Option<&HeaderValue>,
+        resp: Response<B>,
+        wrap: impl FnOnce(CompressedBody<B>) -> B,
+    ) -> Response<B>
+    where
+        B: Body<Data = Bytes> + Unpin,
+    {
         let (mut parts, body) = resp.into_parts();
         let len = parts
             .headers
@@ -100,7 +110,7 @@ impl Compressor {
         if let Some(weak) = h.get(ETAG).and_then(weaken) {
             h.insert(ETAG, weak);
         }
-        Response::from_parts(parts, WebBody::other(CompressedBody::new(body, encoder)))
+        Response::from_parts(parts, wrap(CompressedBody::new(body, encoder)))
     }
 }
 
@@ -129,7 +139,8 @@ pub fn accept_encoding(h: &HeaderMap) -> Option<HeaderValue> {
     h.get(ACCEPT_ENCODING).cloned()
 }
 
-enum Encoder {
+/// The gzip or Brotli encoder of one response.
+pub(crate) enum Encoder {
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
     Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
 }
@@ -160,17 +171,19 @@ impl Encoder {
     }
 }
 
-/// A body compressed as it streams.
-struct CompressedBody {
-    inner: WebBody,
+/// A body compressed as it streams. Writing to an in-memory encoder does
+/// not fail; if it ever did, the body would end there (logged), since the
+/// inner body's error type cannot carry it.
+pub struct CompressedBody<B> {
+    inner: B,
     encoder: Option<Encoder>,
     /// Trailers held back until the encoder's last bytes are out.
     trailers: Option<HeaderMap>,
     done: bool,
 }
 
-impl CompressedBody {
-    fn new(inner: WebBody, encoder: Encoder) -> Self {
+impl<B> CompressedBody<B> {
+    fn new(inner: B, encoder: Encoder) -> Self {
         CompressedBody { inner, encoder: Some(encoder), trailers: None, done: false }
     }
 
@@ -178,13 +191,28 @@ impl CompressedBody {
     fn finish(&mut self) -> std::io::Result<Vec<u8>> {
         Ok(self.encoder.take().map(Encoder::finish).transpose()?.unwrap_or_default())
     }
+
+    /// `out` as the next frame; an encoder error ends the body.
+    fn frame(&mut self, out: std::io::Result<Vec<u8>>) -> Option<Frame<Bytes>> {
+        match out {
+            Ok(out) if out.is_empty() => None,
+            Ok(out) => Some(Frame::data(Bytes::from(out))),
+            Err(e) => {
+                tracing::warn!(error = %e, "compression failed; the response ends here");
+                self.done = true;
+                self.trailers = None;
+                self.encoder = None;
+                None
+            }
+        }
+    }
 }
 
-impl Body for CompressedBody {
+impl<B: Body<Data = Bytes> + Unpin> Body for CompressedBody<B> {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
         loop {
             if let Some(t) = this.trailers.take() {
@@ -198,9 +226,9 @@ impl Body for CompressedBody {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let Some(encoder) = this.encoder.as_mut() else { continue };
-                        let out = encoder.push(&data)?;
-                        if !out.is_empty() {
-                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                        let out = encoder.push(&data);
+                        if let Some(f) = this.frame(out) {
+                            return Poll::Ready(Some(Ok(f)));
                         }
                     }
                     Err(frame) => {
@@ -208,9 +236,9 @@ impl Body for CompressedBody {
                         // first, then the trailers.
                         if let Ok(t) = frame.into_trailers() {
                             this.trailers = Some(t);
-                            let tail = this.finish()?;
-                            if !tail.is_empty() {
-                                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))));
+                            let tail = this.finish();
+                            if let Some(f) = this.frame(tail) {
+                                return Poll::Ready(Some(Ok(f)));
                             }
                         }
                     }
@@ -218,8 +246,8 @@ impl Body for CompressedBody {
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => {
                     this.done = true;
-                    let tail = this.finish()?;
-                    return Poll::Ready((!tail.is_empty()).then(|| Ok(Frame::data(Bytes::from(tail)))));
+                    let tail = this.finish();
+                    return Poll::Ready(this.frame(tail).map(Ok));
                 }
             }
         }
@@ -244,8 +272,35 @@ mod tests {
         Compressor::new(&Compression { enabled: true, ..Compression::default() }).unwrap()
     }
 
-    fn page(headers: &[(&str, &str)], body: &str) -> Response<WebBody> {
-        let mut r = Response::new(WebBody::bytes(body.to_string()));
+    /// A body that is not boxed, as on the lb.
+    enum TestBody {
+        Plain(http_body_util::Full<Bytes>),
+        Compressed(Box<CompressedBody<TestBody>>),
+    }
+
+    impl Body for TestBody {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            match self.get_mut() {
+                TestBody::Plain(b) => Pin::new(b).poll_frame(cx),
+                TestBody::Compressed(b) => Pin::new(&mut **b).poll_frame(cx),
+            }
+        }
+        fn size_hint(&self) -> SizeHint {
+            match self {
+                TestBody::Plain(b) => b.size_hint(),
+                TestBody::Compressed(b) => b.size_hint(),
+            }
+        }
+    }
+
+    fn apply(method: &Method, accept: &'static str, resp: Response<TestBody>) -> Response<TestBody> {
+        compressor().apply(method, Some(&HeaderValue::from_static(accept)), resp, |c| TestBody::Compressed(Box::new(c)))
+    }
+
+    fn page(headers: &[(&str, &str)], body: &str) -> Response<TestBody> {
+        let mut r = Response::new(TestBody::Plain(http_body_util::Full::new(Bytes::from(body.to_string()))));
         for (k, v) in headers {
             r.headers_mut()
                 .append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
@@ -257,8 +312,8 @@ mod tests {
         "<p>hello, compressed world</p>\n".repeat(100)
     }
 
-    async fn run(accept: &str, resp: Response<WebBody>) -> (HeaderMap, Vec<u8>) {
-        let r = compressor().apply(&Method::GET, Some(&HeaderValue::from_str(accept).unwrap()), resp);
+    async fn run(accept: &'static str, resp: Response<TestBody>) -> (HeaderMap, Vec<u8>) {
+        let r = apply(&Method::GET, accept, resp);
         let (parts, body) = r.into_parts();
         (parts.headers, body.collect().await.unwrap().to_bytes().to_vec())
     }
@@ -313,15 +368,11 @@ mod tests {
         assert_eq!(h[VARY], "Accept-Encoding");
         assert_eq!(out, html.as_bytes());
         // HEAD and a 204 are left alone.
-        let r = compressor().apply(
-            &Method::HEAD,
-            Some(&HeaderValue::from_static("br")),
-            page(&[("content-type", "text/html")], &html),
-        );
+        let r = apply(&Method::HEAD, "br", page(&[("content-type", "text/html")], &html));
         assert!(!r.headers().contains_key(CONTENT_ENCODING));
         let mut no_content = page(&[("content-type", "text/html")], &html);
         *no_content.status_mut() = StatusCode::NO_CONTENT;
-        let r = compressor().apply(&Method::GET, Some(&HeaderValue::from_static("br")), no_content);
+        let r = apply(&Method::GET, "br", no_content);
         assert!(!r.headers().contains_key(CONTENT_ENCODING));
     }
 

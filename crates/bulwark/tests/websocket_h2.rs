@@ -1,0 +1,145 @@
+//! WebSockets over HTTP/2 (RFC 8441 extended CONNECT) through a real
+//! `bulwark lb` TLS frontend, with a client nobody here wrote driving the
+//! protocol by hand (Python's `h2` package, Debian's python3-h2:
+//! `scripts/install-test-deps.sh`). The server behind is an HTTP/1.1
+//! WebSocket echo server (in this test): it must see the classic
+//! handshake (`GET` + `Upgrade: websocket` + a key), answer 101, and the
+//! client's frames come back on its HTTP/2 stream.
+use base64::Engine as _;
+use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig};
+use bulwark_testkit::{get, metric_value, wait_until, Process};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// An HTTP/1.1 WebSocket echo server: answers the handshake with 101 and
+/// echoes each text frame; any other request gets an empty 200. Keeps the
+/// handshake heads it saw.
+struct EchoServer {
+    addr: SocketAddr,
+    handshakes: Arc<Mutex<Vec<String>>>,
+}
+
+impl EchoServer {
+    fn start() -> EchoServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(Mutex::new(Vec::new()));
+        let seen = handshakes.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &seen);
+                });
+            }
+        });
+        EchoServer { addr, handshakes }
+    }
+}
+
+fn serve(stream: TcpStream, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let mut out = stream;
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    let key = header("sec-websocket-key");
+    let Some(key) = key.filter(|_| header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"))) else {
+        return out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    };
+    seen.lock().unwrap().push(head.to_ascii_lowercase());
+    let digest = ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
+    );
+    let accept = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
+    out.write_all(
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+             sec-websocket-accept: {accept}\r\nsec-websocket-protocol: echo\r\n\r\n"
+        )
+        .as_bytes(),
+    )?;
+    // Frames: final text frames of fewer than 126 bytes, masked by the client.
+    loop {
+        let mut h = [0u8; 2];
+        if reader.read_exact(&mut h).is_err() {
+            return Ok(());
+        }
+        assert_eq!((h[0], h[1] & 0x80), (0x81, 0x80), "a masked text frame");
+        let mut mask = [0u8; 4];
+        reader.read_exact(&mut mask)?;
+        let mut payload = vec![0u8; usize::from(h[1] & 0x7f)];
+        reader.read_exact(&mut payload)?;
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+        out.write_all(&[&[0x81, payload.len() as u8][..], &payload].concat())?;
+    }
+}
+
+fn h2_client(port: u16, cafile: &Path, path: &str, count: usize) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/websocket/h2_connect.py");
+    let out = Command::new(PYTHON)
+        .arg(script)
+        .args([&port.to_string(), &cafile.display().to_string(), path, &count.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[test]
+fn a_websocket_over_an_http2_stream_reaches_an_http1_server() {
+    let installed = Command::new(PYTHON).args(["-c", "import h2"]).status().is_ok_and(|s| s.success());
+    assert!(installed, "Debian's python3-h2 is not installed: run scripts/install-test-deps.sh");
+    let server = EchoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = bulwark_lb::tls::ensure_self_signed(dir.path(), &["localhost".to_string()]).unwrap();
+    let config = LbConfig::new()
+        .admin()
+        .frontend(FrontendConfig::http("https", "app").tls(&cert, &key))
+        .backend(BackendConfig::new("app").server("a", server.addr))
+        .to_toml();
+    let lb = Process::start("lb", &config);
+    let port = lb.addr("https").port();
+
+    let out = h2_client(port, &cert, "/chat?room=1", 200);
+    assert_eq!(out, "status 200 protocol echo\nechoed 200\nclosed\n");
+    let handshakes = server.handshakes.lock().unwrap().clone();
+    assert_eq!(handshakes.len(), 1, "{handshakes:?}");
+    let h = &handshakes[0];
+    assert!(h.starts_with("get /chat?room=1 http/1.1\r\n"), "{h}");
+    for line in ["\r\nupgrade: websocket\r\n", "\r\nconnection: upgrade\r\n", "\r\nsec-websocket-version: 13\r\n"] {
+        assert!(h.contains(line), "{line:?} in {h}");
+    }
+    assert!(h.contains("\r\nsec-websocket-key: ") && h.contains("\r\nsec-websocket-protocol: echo\r\n"), "{h}");
+    assert!(h.contains("\r\nhost: localhost:"), "{h}");
+
+    // Counted as a tunnel of the server.
+    let metric =
+        |name: &str| metric_value(&get(lb.addr("admin"), "/metrics").unwrap().text(), name, &[("server", "a")]);
+    assert_eq!(metric("bulwark_lb_tunnels_total"), 1.0);
+    wait_until("no tunnel open", || metric("bulwark_lb_tunnels_open") == 0.0);
+}
