@@ -25,7 +25,7 @@
 //! release_dir = "/var/lib/bulwark/app1"               # releases/, current, previous (see `bulwark deploy`)
 //! keep_releases = 5                                   # releases kept besides current and previous
 //! ```
-use crate::util::{check_bind, check_host_port, check_name};
+use crate::util::{check_bind, check_host_port, check_name, yes};
 use crate::{Secret, Validate, Validator};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -225,9 +225,6 @@ impl AppConfig {
     }
 }
 
-fn yes() -> bool {
-    true
-}
 fn default_author() -> usize {
     64
 }

@@ -33,7 +33,7 @@
 //!
 //! A node with an empty data dir that is not bootstrapping waits until the
 //! primary adds it (`bulwark db add-node`), then receives a snapshot.
-use crate::util::{check_bind, check_host_port};
+use crate::util::{check_bind, check_host_port, yes};
 use crate::{Secret, Validate, Validator};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -198,9 +198,6 @@ pub struct Peer {
     pub raft_address: String,
 }
 
-fn yes() -> bool {
-    true
-}
 /// Largest `max_request_bytes` accepted.
 pub const MAX_REQUEST_BYTES_LIMIT: usize = 64 << 20;
 

@@ -23,53 +23,44 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct HostFirewall {
     /// `up --host NAME` installs this host's ruleset when it runs as root
     /// (and says so when it does not).
-    #[serde(default)]
     pub manage: bool,
     /// Whether SSH is allowed in at all. SSH stays open unless this is
     /// explicitly `false`: a firewall must not lock its operator out.
-    #[serde(default = "yes")]
     pub allow_ssh: bool,
     /// Who may reach `ssh_port` (CIDRs, addresses or `all`).
-    #[serde(default = "anyone")]
     pub ssh_from: Vec<String>,
-    #[serde(default = "ssh_port")]
     pub ssh_port: u16,
     /// Who may reach the lb admin listener (dashboard, metrics) besides the
     /// lb host itself. Empty: only the lb host.
-    #[serde(default)]
     pub operator_from: Vec<String>,
     /// The lbs' admin listener polls every app and db node for the
     /// dashboard (health, db role, lag): allow the lb hosts in to them.
     /// `false` keeps the lb hosts out of the app and db ports entirely
     /// (the dashboard then shows those nodes as unreachable).
-    #[serde(default = "yes")]
     pub monitoring: bool,
     /// Outbound traffic: `open` (everything) or `restrict` (replies, the
     /// cluster's own flows and `egress_allow` only).
-    #[serde(default)]
     pub egress: Egress,
     /// With `egress = "restrict"`: the other destinations this host may
     /// open connections to (DNS, NTP, package mirrors).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub egress_allow: Vec<EgressRule>,
     /// Your own inbound services (a monitoring exporter, a backup agent):
     /// let `from` reach `port` on `hosts` (every host when empty).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow_in: Vec<InboundRule>,
     /// Remove the ruleset when `up --host` stops cleanly. Default: keep it
     /// (a host that stops serving stays closed).
-    #[serde(default)]
     pub remove_on_stop: bool,
     /// New connections per client address on the lbs' public ports,
     /// enforced by the kernel before the lb sees them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub public_rate_limit: Option<ConnectionRate>,
     /// Log dropped packets (prefix `bulwark drop in: ` or `bulwark drop out: `, at most 5 a minute).
-    #[serde(default = "yes")]
     pub log_drops: bool,
 }
 
@@ -142,23 +133,13 @@ pub struct ConnectionRate {
     pub burst: Option<u32>,
 }
 
-fn yes() -> bool {
-    true
-}
-fn anyone() -> Vec<String> {
-    vec!["all".into()]
-}
-fn ssh_port() -> u16 {
-    22
-}
-
 impl Default for HostFirewall {
     fn default() -> Self {
         HostFirewall {
             manage: false,
             allow_ssh: true,
-            ssh_from: anyone(),
-            ssh_port: ssh_port(),
+            ssh_from: vec!["all".into()],
+            ssh_port: 22,
             operator_from: Vec::new(),
             monitoring: true,
             egress: Egress::Open,

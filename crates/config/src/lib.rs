@@ -243,6 +243,11 @@ pub(crate) mod util {
         }
     }
 
+    /// Default of the boolean keys that are on unless turned off.
+    pub fn yes() -> bool {
+        true
+    }
+
     pub fn check_name(v: &mut Validator, key: &str, value: &str) {
         if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
             v.error(key, format!("`{value}` is not a valid name (letters, digits, - _ . only)"));

@@ -15,6 +15,7 @@
 //! track_weight = 50                 # taken off the priority while this lb
 //!                                   # cannot serve (no healthy server)
 //! ```
+use crate::util::yes;
 use crate::{Validate, Validator};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -61,9 +62,6 @@ fn default_priority() -> u8 {
 }
 fn default_interval() -> Duration {
     Duration::from_secs(1)
-}
-fn yes() -> bool {
-    true
 }
 fn default_track_weight() -> u8 {
     50
