@@ -69,7 +69,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("cannot listen on {0}: {1}")]
-    Bind(String, std::io::Error),
+    Bind(std::net::SocketAddr, std::io::Error),
     #[error("{0}")]
     Secret(String),
     #[error("firewall: {0}")]
@@ -139,9 +139,8 @@ impl AppServer {
         .map_err(AppError::Secret)?;
         let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())?;
         if config.program.is_some() {
-            let listener = tokio::net::TcpListener::bind(&config.listen)
-                .await
-                .map_err(|e| AppError::Bind(config.listen.clone(), e))?;
+            let listener =
+                tokio::net::TcpListener::bind(&config.listen).await.map_err(|e| AppError::Bind(config.listen, e))?;
             let server = front::ProgramServer::bind(
                 config,
                 secret.map(|s| s.expose().to_string()),
@@ -151,14 +150,16 @@ impl AppServer {
             )?;
             return Ok(AppServer { kind: Kind::Program(Box::new(server)), listener, tls });
         }
-        let db =
-            Client::with_tls(config.db_nodes.iter().cloned(), db_secret.as_deref().unwrap_or_default(), tls.clone())
-                .with_deadline(config.db_deadline);
+        let db = Client::with_tls(
+            config.db_nodes.iter().map(|n| n.to_string()),
+            db_secret.as_deref().unwrap_or_default(),
+            tls.clone(),
+        )
+        .with_deadline(config.db_deadline);
         migrate(&db).await?;
         let firewall = Firewall::new(&config.firewall).map_err(AppError::Firewall)?;
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .map_err(|e| AppError::Bind(config.listen.clone(), e))?;
+        let listener =
+            tokio::net::TcpListener::bind(&config.listen).await.map_err(|e| AppError::Bind(config.listen, e))?;
         // Signed with a key derived from the app→db secret: every app
         // server has it, the web tier and the lb do not.
         let cookie_key = match db_secret.as_deref() {

@@ -212,7 +212,8 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 // thread, with no hand-offs between threads per request. The
                 // built-in guestbook does its own work on two.
                 let threads = if program.is_some() { 1 } else { 2 };
-                let _ = writeln!(c, "role = \"app\"\nname = \"{}\"\nlisten = \"{}\"\nthreads = {threads}", p.name, p.addr);
+                let _ =
+                    writeln!(c, "role = \"app\"\nname = \"{}\"\nlisten = \"{}\"\nthreads = {threads}", p.name, p.addr);
                 let nodes: Vec<String> = dbs.iter().map(|d| format!("\"{}\"", d.addr)).collect();
                 let _ = writeln!(c, "db_nodes = [{}]", nodes.join(", "));
                 let _ = writeln!(c, "secret_file = {}", q(&files.secret(Hop::WebApp)));
@@ -395,7 +396,10 @@ mod tests {
         assert_eq!(db3.node_id, Some(3));
         // Raft on its own port (base+50+i), and every peer's two addresses.
         let db3: bulwark_config::db::DbConfig = bulwark_config::from_str(&db3.config, "db3").unwrap();
-        assert_eq!((db3.listen.as_str(), db3.raft_listen.as_str()), ("127.0.0.1:8112", "127.0.0.1:8132"));
+        assert_eq!(
+            (db3.listen.to_string(), db3.raft_listen.to_string()),
+            ("127.0.0.1:8112".into(), "127.0.0.1:8132".into())
+        );
         let peers: Vec<(&str, &str)> =
             db3.peers.iter().map(|p| (p.address.as_str(), p.raft_address.as_str())).collect();
         assert_eq!(

@@ -8,6 +8,7 @@
 //! any runtime state. Roles receive an already validated value from here.
 
 pub mod access_log;
+pub mod address;
 pub mod app;
 pub mod backup;
 pub mod db;
@@ -21,6 +22,7 @@ pub mod topology;
 pub mod vrrp;
 pub mod web;
 
+pub use address::{AddressError, HostPort};
 pub use error::{ConfigError, Issue, Validator};
 
 use serde::de::DeserializeOwned;
@@ -193,30 +195,6 @@ impl Secret {
 /// Common helpers for schema modules.
 pub(crate) mod util {
     use crate::Validator;
-    use std::net::SocketAddr;
-
-    /// `host:port` where host is an IP literal or a DNS name; port may be 0.
-    pub fn check_host_port(v: &mut Validator, key: &str, value: &str) {
-        if value.parse::<SocketAddr>().is_ok() {
-            return;
-        }
-        match value.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                let ok = host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
-                if !ok {
-                    v.error(key, format!("`{value}` is not a valid host:port"));
-                }
-            }
-            _ => v.error(key, format!("`{value}` is not a valid host:port (e.g. 127.0.0.1:8080)")),
-        }
-    }
-
-    /// A listen address must be an IP literal with a port (port 0 = any free port).
-    pub fn check_bind(v: &mut Validator, key: &str, value: &str) {
-        if value.parse::<SocketAddr>().is_err() {
-            v.error(key, format!("`{value}` is not an ip:port listen address (e.g. 127.0.0.1:8080, [::]:443)"));
-        }
-    }
 
     /// An optional secret given inline (`key`) or in a file (`key_file`):
     /// not both, an inline one at least 16 characters without surrounding

@@ -43,10 +43,11 @@
 //! tunnel_timeout = "1h"              # a WebSocket idle both ways this long is closed
 //! ```
 use crate::lb::{Backend, Balance, HealthCheck, PassiveHealth, Retries, Server};
-use crate::util::{check_bind, check_host_port, yes};
-use crate::{Validate, Validator};
+use crate::util::yes;
+use crate::{HostPort, Validate, Validator};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,7 +59,8 @@ pub struct WebConfig {
     pub role: Option<String>,
     /// Listen addresses (`ip:port`, port 0 picks a free port). The ready
     /// line names them `http`, `http1`, `http2`, ... in this order.
-    pub listen: Vec<String>,
+    #[serde(with = "crate::address::ip_ports")]
+    pub listen: Vec<SocketAddr>,
     /// Directory whose contents are served as `/`.
     pub root: PathBuf,
     /// File names tried, in order, for a URL that ends in `/`.
@@ -245,7 +247,7 @@ pub struct ProxyRoute {
     #[serde(default = "default_prefix")]
     pub prefix: String,
     /// App servers, `host:port`.
-    pub servers: Vec<String>,
+    pub servers: Vec<HostPort>,
     #[serde(default)]
     pub balance: Balance,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -453,12 +455,9 @@ impl Validate for WebConfig {
         let mut binds = HashSet::new();
         v.scope("listen", |v| {
             for (i, l) in self.listen.iter().enumerate() {
-                v.index(i, |v| {
-                    check_bind(v, "", l);
-                    if !l.ends_with(":0") && !binds.insert(l.as_str()) {
-                        v.error("", format!("`{l}` is listed twice"));
-                    }
-                });
+                if l.port() != 0 && !binds.insert(l) {
+                    v.index(i, |v| v.error("", format!("`{l}` is listed twice")));
+                }
             }
         });
         if self.root.as_os_str().is_empty() {
@@ -544,11 +543,6 @@ impl Validate for WebConfig {
                     if p.servers.is_empty() {
                         v.error("servers", "at least one server (host:port) is required");
                     }
-                    v.scope("servers", |v| {
-                        for (j, s) in p.servers.iter().enumerate() {
-                            v.index(j, |v| check_host_port(v, "", s));
-                        }
-                    });
                     if p.connect_timeout.is_zero() {
                         v.error("connect_timeout", "must be greater than 0");
                     }
@@ -629,17 +623,30 @@ health_check = { kind = "http", path = "/health", interval = "500ms" }
         assert_eq!(err.issues.len(), 1, "{err}");
         assert_eq!(err.issues[0].key, "proxy[0].servers[1]");
         assert_eq!(err.issues[0].line, Some(18), "{err}");
+        assert!(
+            err.to_string().starts_with("web.toml:18: proxy[0].servers[1]: `not a server` is not a valid host:port"),
+            "{err}"
+        );
     }
 
     #[test]
     fn reports_every_problem_at_once() {
         let bad = GOOD
-            .replace("listen = [\"127.0.0.1:0\"]", "listen = [\"localhost:80\"]")
+            .replace("listen = [\"127.0.0.1:0\"]", "listen = [\"127.0.0.1:80\", \"127.0.0.1:80\"]")
             .replace("match = \"/assets/\"", "match = \"assets\"")
             .replace("servers = [", "prefix = \"api\"\nservers = [");
         let err = crate::from_str::<WebConfig>(&bad, "web.toml").unwrap_err();
         let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
-        assert_eq!(keys, ["listen[0]", "cache_control[0].match", "proxy[0].prefix"], "{err}");
+        assert_eq!(keys, ["listen[1]", "cache_control[0].match", "proxy[0].prefix"], "{err}");
+    }
+
+    #[test]
+    fn a_listen_address_is_an_ip_literal() {
+        let c: WebConfig = crate::from_str(GOOD, "web.toml").unwrap();
+        assert_eq!(c.listen, ["127.0.0.1:0".parse::<SocketAddr>().unwrap()]);
+        let bad = GOOD.replace("listen = [\"127.0.0.1:0\"]", "listen = [\"127.0.0.1:0\", \"localhost:80\"]");
+        let err = crate::from_str::<WebConfig>(&bad, "web.toml").unwrap_err().to_string();
+        assert!(err.starts_with("web.toml:2: listen[1]: `localhost:80` is not an ip:port listen address"), "{err}");
     }
 
     #[test]

@@ -57,8 +57,8 @@ pub enum RoutingError {
 impl Routing {
     pub fn build(config: LbConfig, previous: Option<&Routing>) -> Result<Routing, RoutingError> {
         if let Some(prev) = previous {
-            let key = |c: &LbConfig| -> Vec<(String, String, Mode, bool)> {
-                c.frontends.iter().map(|f| (f.name.clone(), f.bind.clone(), f.mode, f.reuse_port)).collect()
+            let key = |c: &LbConfig| -> Vec<(String, std::net::SocketAddr, Mode, bool)> {
+                c.frontends.iter().map(|f| (f.name.clone(), f.bind, f.mode, f.reuse_port)).collect()
             };
             if key(&prev.config) != key(&config) {
                 return Err(RoutingError::Listeners(

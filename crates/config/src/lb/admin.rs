@@ -1,9 +1,10 @@
 //! `[admin]` of the lb: the admin listener (stats, metrics, dashboard), the
 //! nodes it watches and the alerts it raises about them.
-use crate::util::{check_bind, check_host_port, check_name};
-use crate::{Secret, Validator};
+use crate::util::check_name;
+use crate::{HostPort, Secret, Validator};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// Listen address of the admin listener (stats, metrics, dashboard).
-    pub bind: String,
+    #[serde(with = "crate::address::ip_port")]
+    pub bind: SocketAddr,
     /// Bearer token required on `/api/*`, `/stats` and `/metrics` (the
     /// dashboard page passes `?token=`). `/health` stays open. Required
     /// when `bind` is not a loopback address: only a listener that nobody
@@ -67,14 +69,36 @@ impl Admin {
 #[serde(deny_unknown_fields)]
 pub struct WatchedNode {
     pub name: String,
-    /// `app`, `web`, `db` (db nodes report role, lag and free disk space)
-    /// or `backup` (the scheduled backups' status listener of `bulwark up`,
-    /// reporting the age of the newest good backup).
-    pub kind: String,
+    pub kind: NodeKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// `host:port` of the node's HTTP listener.
-    pub address: String,
+    pub address: HostPort,
+}
+
+/// What a watched node is, which says what its status reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    App,
+    Web,
+    /// Reports its role, lag and free disk space.
+    Db,
+    /// The scheduled backups' status listener of `bulwark up`, reporting
+    /// the age of the newest good backup.
+    Backup,
+}
+
+impl NodeKind {
+    /// The name the config, the dashboard and the metrics use.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeKind::App => "app",
+            NodeKind::Web => "web",
+            NodeKind::Db => "db",
+            NodeKind::Backup => "backup",
+        }
+    }
 }
 
 /// Built-in alert rules: server down, backend without a healthy server,
@@ -118,7 +142,6 @@ impl Default for AlertRules {
 
 impl Admin {
     pub(crate) fn validate_in(&self, v: &mut Validator) {
-        check_bind(v, "bind", &self.bind);
         crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
         if self.token.is_some() && self.token_file.is_some() {
             v.error("token_file", "set token or token_file, not both");
@@ -126,8 +149,7 @@ impl Admin {
         if self.token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
             v.error("token", "must not be empty");
         }
-        let public = self.bind.parse::<std::net::SocketAddr>().is_ok_and(|b| !b.ip().is_loopback());
-        if public && self.token.is_none() && self.token_file.is_none() {
+        if !self.bind.ip().is_loopback() && self.token.is_none() && self.token_file.is_none() {
             v.error(
                 "token",
                 format!(
@@ -147,10 +169,6 @@ impl Admin {
                     if !names.insert(n.name.as_str()) {
                         v.error("name", format!("duplicate node `{}`", n.name));
                     }
-                    if !["app", "web", "db", "backup"].contains(&n.kind.as_str()) {
-                        v.error("kind", format!("`{}`: expected app, web, db or backup", n.kind));
-                    }
-                    check_host_port(v, "address", &n.address);
                 });
             }
         });

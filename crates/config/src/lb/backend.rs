@@ -1,8 +1,8 @@
 //! `[[backend]]` of the lb: its servers, how requests are balanced over
 //! them, sticky sessions and the credentials towards them.
 use super::health::{HealthCheck, PassiveHealth, Retries};
-use crate::util::{check_host_port, check_name, check_secret_source};
-use crate::{Secret, Validate, Validator};
+use crate::util::{check_name, check_secret_source};
+use crate::{HostPort, Secret, Validate, Validator};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -165,7 +165,7 @@ impl Sticky {
 pub struct Server {
     pub name: String,
     /// `host:port` of the server.
-    pub address: String,
+    pub address: HostPort,
     #[serde(default = "default_weight")]
     pub weight: u32,
     /// Active-passive: used only when every non-backup server is down.
@@ -182,7 +182,7 @@ fn default_weight() -> u32 {
 
 impl Server {
     /// An active server of weight 1.
-    pub fn new(name: String, address: String) -> Server {
+    pub fn new(name: String, address: HostPort) -> Server {
         Server { name, address, weight: default_weight(), backup: false, disabled: false }
     }
 }
@@ -221,7 +221,6 @@ impl Validate for Backend {
                     if !names.insert(s.name.as_str()) {
                         v.error("name", format!("duplicate server name `{}`", s.name));
                     }
-                    check_host_port(v, "address", &s.address);
                     if s.weight == 0 || s.weight > 256 {
                         v.error("weight", "must be between 1 and 256");
                     }

@@ -1,10 +1,11 @@
 //! `[[frontend]]` of the lb: a public listener, its limits, and the TLS it
 //! terminates.
 use super::Mode;
-use crate::util::{check_bind, check_name, yes};
+use crate::util::{check_name, yes};
 use crate::Validator;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -12,7 +13,8 @@ use std::time::Duration;
 pub struct Frontend {
     pub name: String,
     /// `ip:port`; port 0 picks a free port (reported on the ready line).
-    pub bind: String,
+    #[serde(with = "crate::address::ip_port")]
+    pub bind: SocketAddr,
     #[serde(default)]
     pub mode: Mode,
     /// Name of the backend that serves this frontend.
@@ -110,8 +112,7 @@ impl Frontend {
         if !taken.names.insert(self.name.as_str()) {
             v.error("name", format!("duplicate frontend name `{}`", self.name));
         }
-        check_bind(v, "bind", &self.bind);
-        if !self.bind.ends_with(":0") && !taken.binds.insert(self.bind.as_str()) {
+        if self.bind.port() != 0 && !taken.binds.insert(self.bind) {
             v.error("bind", format!("`{}` is already used by another frontend", self.bind));
         }
         if !backends.contains(self.backend.as_str()) {
@@ -151,5 +152,5 @@ impl Frontend {
 #[derive(Default)]
 pub(crate) struct Taken<'a> {
     names: HashSet<&'a str>,
-    binds: HashSet<&'a str>,
+    binds: HashSet<SocketAddr>,
 }

@@ -36,7 +36,7 @@ mod frontend;
 mod health;
 mod timeouts;
 
-pub use admin::{Admin, AlertRules, WatchedNode};
+pub use admin::{Admin, AlertRules, NodeKind, WatchedNode};
 pub use backend::{default_panic_threshold, Backend, Balance, Server, Sticky};
 pub use frontend::{CertificateFiles, Frontend, Tls};
 pub use health::{CheckKind, HealthCheck, OnMarkedDown, PassiveHealth, Retries};
@@ -181,10 +181,50 @@ backup = true
 
     #[test]
     fn reports_every_problem_at_once() {
-        let bad = GOOD.replace("backend = \"web\"", "backend = \"nope\"").replace("127.0.0.1:8081", "not an address");
+        let bad = GOOD
+            .replace("backend = \"web\"", "backend = \"nope\"")
+            .replace("address = \"127.0.0.1:8081\"", "address = \"127.0.0.1:8081\"\nweight = 0");
         let err = crate::from_str::<LbConfig>(&bad, "lb.toml").unwrap_err();
         let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
-        assert_eq!(keys, ["frontend[0].backend", "backend[0].server[0].address"], "{err}");
+        assert_eq!(keys, ["frontend[0].backend", "backend[0].server[0].weight"], "{err}");
+    }
+
+    /// Addresses are parsed at load: a listener's must be an IP literal, a
+    /// server's may name a host; a bad one is named by its line and key.
+    #[test]
+    fn addresses_are_typed_and_a_bad_one_is_named() {
+        let c: LbConfig = crate::from_str(GOOD, "lb.toml").unwrap();
+        assert_eq!(c.frontends[0].bind, "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap());
+        assert_eq!(c.backends[0].servers[0].address.ip(), Some("127.0.0.1:8081".parse().unwrap()));
+        assert_eq!(
+            (c.backends[0].servers[1].address.host(), c.backends[0].servers[1].address.port()),
+            ("localhost", 8082)
+        );
+        for (from, to, expected) in [
+            (
+                "127.0.0.1:8081",
+                "not an address",
+                "lb.toml:14: backend[0].server[0].address: `not an address` is not a valid host:port",
+            ),
+            (
+                "bind = \"127.0.0.1:0\"",
+                "bind = \"localhost:80\"",
+                "lb.toml:5: frontend[0].bind: `localhost:80` is not an ip:port listen address",
+            ),
+        ] {
+            let err = crate::from_str::<LbConfig>(&GOOD.replace(from, to), "lb.toml").unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{err}");
+        }
+        let node = |kind: &str, address: &str| {
+            format!("{GOOD}[admin]\nbind = \"127.0.0.1:0\"\n[[admin.node]]\nname = \"n\"\nkind = \"{kind}\"\naddress = \"{address}\"\n")
+        };
+        let c: LbConfig = crate::from_str(&node("db", "db1.internal:7001"), "lb.toml").unwrap();
+        let n = &c.admin.unwrap().nodes[0];
+        assert_eq!((n.kind, n.address.as_str()), (NodeKind::Db, "db1.internal:7001"));
+        let err = crate::from_str::<LbConfig>(&node("dv", "127.0.0.1:1"), "lb.toml").unwrap_err().to_string();
+        assert!(err.starts_with("lb.toml:23: admin.node[0].kind: unknown variant `dv`"), "{err}");
+        let err = crate::from_str::<LbConfig>(&node("db", "127.0.0.1"), "lb.toml").unwrap_err().to_string();
+        assert!(err.starts_with("lb.toml:24: admin.node[0].address: `127.0.0.1` is not a valid host:port"), "{err}");
     }
 
     #[test]
