@@ -36,7 +36,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<crate::Role>,
     /// This instance's name, returned with every answer.
     pub name: String,
     #[serde(with = "crate::address::ip_port")]
@@ -244,11 +244,7 @@ fn default_header_timeout() -> Duration {
 
 impl Validate for AppConfig {
     fn validate(&self, v: &mut Validator) {
-        if let Some(r) = &self.role {
-            if r != "app" {
-                v.error("role", format!("this is an app config, but role = \"{r}\""));
-            }
-        }
+        crate::util::check_role(v, self.role, crate::Role::App, "an app config");
         check_name(v, "name", &self.name);
         crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
         if self.db_nodes.is_empty() {

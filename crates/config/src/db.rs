@@ -46,7 +46,7 @@ use std::time::Duration;
 pub struct DbConfig {
     /// Optional explicit role marker (`role = "db"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<crate::Role>,
     /// Raft node id: unique in the cluster, at least 1.
     pub node_id: u64,
     /// Listen address of the client API (SQL, status, membership, and the
@@ -232,11 +232,7 @@ impl Validate for DbConfig {
         if self.header_timeout.is_zero() {
             v.error("header_timeout", "must be greater than 0");
         }
-        if let Some(r) = &self.role {
-            if r != "db" {
-                v.error("role", format!("this is a db config, but role = \"{r}\""));
-            }
-        }
+        crate::util::check_role(v, self.role, crate::Role::Db, "a db config");
         if self.node_id == 0 {
             v.error("node_id", "must be at least 1");
         }

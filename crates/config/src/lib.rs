@@ -52,7 +52,8 @@ pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigErro
 
 /// Which role a config file is for, guessed from its distinctive top-level
 /// keys (or the explicit `role = "..."` key every schema accepts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Lb,
     Web,
@@ -221,6 +222,14 @@ pub(crate) mod util {
         }
     }
 
+    /// The optional `role = "..."` marker of a file for `role` (`what` names
+    /// the kind of file in the message).
+    pub fn check_role(v: &mut Validator, marker: Option<crate::Role>, role: crate::Role, what: &str) {
+        if let Some(r) = marker.filter(|&r| r != role) {
+            v.error("role", format!("this is {what}, but role = \"{}\"", r.name()));
+        }
+    }
+
     /// Default of the boolean keys that are on unless turned off.
     pub fn yes() -> bool {
         true
@@ -300,6 +309,19 @@ mod secret_tests {
         );
         let lb: lb::LbConfig = from_str(&lb, "lb.toml").unwrap();
         assert_eq!(lb.admin.unwrap().monitor_token.unwrap().expose(), SECRET);
+    }
+
+    /// The optional `role` marker names one of the roles and must be the
+    /// file's own.
+    #[test]
+    fn a_role_marker_must_be_the_files_own() {
+        let app = "name = \"a\"\nlisten = \"127.0.0.1:0\"\ndb_nodes = [\"127.0.0.1:1\"]\nrequire_secret = false\n";
+        let c: app::AppConfig = from_str(&format!("role = \"app\"\n{app}"), "app.toml").unwrap();
+        assert_eq!(c.role, Some(Role::App));
+        let e = from_str::<app::AppConfig>(&format!("role = \"web\"\n{app}"), "app.toml").unwrap_err();
+        assert_eq!(e.to_string(), "app.toml:1: role: this is an app config, but role = \"web\"");
+        let e = from_str::<app::AppConfig>(&format!("role = \"ap\"\n{app}"), "app.toml").unwrap_err();
+        assert!(e.to_string().starts_with("app.toml:1: role: unknown variant `ap`"), "{e}");
     }
 
     /// A bad secret is still reported with its file, line and key, and the

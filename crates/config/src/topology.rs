@@ -20,7 +20,7 @@ use std::time::Duration;
 #[serde(default, deny_unknown_fields)]
 pub struct Topology {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<crate::Role>,
     /// Site name, shown on the dashboard.
     pub name: String,
     /// Where every role keeps its state, logs and derived configs.
@@ -384,11 +384,7 @@ fn natural_key(s: &str) -> (String, u64) {
 
 impl Validate for Topology {
     fn validate(&self, v: &mut Validator) {
-        if let Some(r) = &self.role {
-            if r != "topology" {
-                v.error("role", format!("this is a topology, but role = \"{r}\""));
-            }
-        }
+        crate::util::check_role(v, self.role, crate::Role::Topology, "a topology");
         v.scope("app", |v| self.app.validate_in(v));
         if let Some(f) = &self.firewall {
             v.scope("firewall", |v| f.validate_in(self, v));

@@ -56,7 +56,7 @@ use std::time::Duration;
 pub struct WebConfig {
     /// Optional explicit role marker (`role = "web"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<crate::Role>,
     /// Listen addresses (`ip:port`, port 0 picks a free port). The ready
     /// line names them `http`, `http1`, `http2`, ... in this order.
     #[serde(with = "crate::address::ip_ports")]
@@ -416,11 +416,7 @@ fn is_header_value(s: &str) -> bool {
 impl Validate for WebConfig {
     fn validate(&self, v: &mut Validator) {
         crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
-        if let Some(r) = &self.role {
-            if r != "web" {
-                v.error("role", format!("this is a web config, but role = \"{r}\""));
-            }
-        }
+        crate::util::check_role(v, self.role, crate::Role::Web, "a web config");
         if self.listen.is_empty() {
             v.error("listen", "at least one listen address is required");
         }

@@ -52,7 +52,7 @@ use std::collections::HashSet;
 pub struct LbConfig {
     /// Optional explicit role marker (`role = "lb"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<crate::Role>,
     /// Worker threads, each with its own event loop and SO_REUSEPORT socket.
     /// 0 means one per CPU core.
     #[serde(default)]
@@ -86,11 +86,7 @@ pub enum Mode {
 
 impl Validate for LbConfig {
     fn validate(&self, v: &mut Validator) {
-        if let Some(r) = &self.role {
-            if r != "lb" {
-                v.error("role", format!("this is an lb config, but role = \"{r}\""));
-            }
-        }
+        crate::util::check_role(v, self.role, crate::Role::Lb, "an lb config");
         if self.threads > 1024 {
             v.error("threads", "must be at most 1024 (0 = one per core)");
         }
