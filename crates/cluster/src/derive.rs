@@ -93,7 +93,7 @@ fn write_floating(c: &mut String, t: &Topology, lb: &str) {
             Floating::TRACK_WEIGHT,
             f.advert_interval.as_millis()
         );
-        let addresses: Vec<String> = f.addresses.iter().map(|a| toml_string(a)).collect();
+        let addresses: Vec<String> = f.addresses.iter().map(|a| toml_string(&a.to_string())).collect();
         let _ = writeln!(c, "addresses = [{}]", addresses.join(", "));
         if f.unicast {
             let peers: Vec<String> =
@@ -554,7 +554,7 @@ unicast = true
         assert_eq!((prio(&lb1, "www-a"), prio(&lb1, "www-b")), (200, 140));
         assert_eq!((prio(&lb2, "www-a"), prio(&lb2, "www-b")), (140, 200));
         let b1 = lb1.vrrp.iter().find(|v| v.name == "www-b").unwrap();
-        assert_eq!(b1.unicast_peers, vec!["10.0.0.11".to_string()]);
+        assert_eq!(b1.unicast_peers, [std::net::Ipv4Addr::new(10, 0, 0, 11)]);
         assert!(lb1.vrrp[0].unicast_peers.is_empty());
 
         let bad = text.replace("lbs = [\"lb2\", \"lb1\"]", "lbs = [\"lb2\", \"web1\"]");

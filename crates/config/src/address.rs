@@ -5,9 +5,10 @@
 //! `file:line: key: ...` like every other config problem. An address a
 //! role dials may name a host instead (`db3.internal:7003`): a [`HostPort`],
 //! checked at load and resolved through [`HostPort::resolve`] only.
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
 /// What is wrong with an address in a config.
@@ -17,6 +18,10 @@ pub enum AddressError {
     HostPort(String),
     #[error("`{0}` is not an ip:port listen address (e.g. 127.0.0.1:8080, [::]:443)")]
     IpPort(String),
+    #[error("`{0}` is not an IPv4 address with a prefix (192.0.2.10/24)")]
+    Ipv4Net(String),
+    #[error("`{0}` is not an IPv4 address")]
+    Ipv4(String),
 }
 
 /// `host:port` of a server a role connects to: an IP literal (`10.0.0.5:80`,
@@ -145,6 +150,51 @@ pub fn parse_ip_port(s: &str) -> Result<SocketAddr, AddressError> {
     s.parse().map_err(|_| AddressError::IpPort(s.to_string()))
 }
 
+/// Parse a floating address: IPv4 with its prefix length.
+pub fn parse_ipv4_net(s: &str) -> Result<Ipv4Net, AddressError> {
+    s.parse().map_err(|_| AddressError::Ipv4Net(s.to_string()))
+}
+
+/// Parse an IPv4 address.
+pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, AddressError> {
+    s.parse().map_err(|_| AddressError::Ipv4(s.to_string()))
+}
+
+/// A list of strings, each read with `parse` (its error names the element).
+fn parse_list<'de, D: Deserializer<'de>, T>(
+    d: D,
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, AddressError>,
+) -> Result<Vec<T>, D::Error> {
+    struct Seed<T>(&'static str, fn(&str) -> Result<T, AddressError>);
+    impl<'de, T> serde::de::DeserializeSeed<'de> for Seed<T> {
+        type Value = T;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+            d.deserialize_str(Parsed(self.0, self.1))
+        }
+    }
+    struct List<T>(&'static str, fn(&str) -> Result<T, AddressError>);
+    impl<'de, T> serde::de::Visitor<'de> for List<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "a list of {}", self.0)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(x) = seq.next_element_seed(Seed(self.0, self.1))? {
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(List(expecting, parse))
+}
+
+/// Serialize a list as the strings its elements display as.
+fn display_list<S: Serializer, T: fmt::Display>(list: &[T], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(list.iter().map(|x| x.to_string()))
+}
+
 /// `#[serde(with = "crate::address::ip_port")]` on a listen address.
 pub mod ip_port {
     use serde::{Deserializer, Serializer};
@@ -162,18 +212,62 @@ pub mod ip_port {
 /// `#[serde(with = "crate::address::ip_ports")]` on a list of listen
 /// addresses.
 pub mod ip_ports {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserializer, Serializer};
     use std::net::SocketAddr;
 
-    #[derive(Deserialize)]
-    struct One(#[serde(with = "super::ip_port")] SocketAddr);
-
     pub fn serialize<S: Serializer>(list: &[SocketAddr], s: S) -> Result<S::Ok, S::Error> {
-        list.iter().map(|a| a.to_string()).collect::<Vec<_>>().serialize(s)
+        super::display_list(list, s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
-        Ok(Vec::<One>::deserialize(d)?.into_iter().map(|One(a)| a).collect())
+        super::parse_list(d, "ip:port strings", super::parse_ip_port)
+    }
+}
+
+/// `#[serde(with = "crate::address::ipv4_nets")]` on a list of floating
+/// addresses (`192.0.2.10/24`).
+pub mod ipv4_nets {
+    use ipnet::Ipv4Net;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(list: &[Ipv4Net], s: S) -> Result<S::Ok, S::Error> {
+        super::display_list(list, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Ipv4Net>, D::Error> {
+        super::parse_list(d, "IPv4 addresses with a prefix", super::parse_ipv4_net)
+    }
+}
+
+/// `#[serde(with = "crate::address::ipv4s")]` on a list of IPv4 addresses.
+pub mod ipv4s {
+    use serde::{Deserializer, Serializer};
+    use std::net::Ipv4Addr;
+
+    pub fn serialize<S: Serializer>(list: &[Ipv4Addr], s: S) -> Result<S::Ok, S::Error> {
+        super::display_list(list, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Ipv4Addr>, D::Error> {
+        super::parse_list(d, "IPv4 addresses", super::parse_ipv4)
+    }
+}
+
+/// `#[serde(default, with = "crate::address::ipv4_option")]` on an
+/// optional IPv4 address.
+pub mod ipv4_option {
+    use serde::{Deserializer, Serializer};
+    use std::net::Ipv4Addr;
+
+    pub fn serialize<S: Serializer>(a: &Option<Ipv4Addr>, s: S) -> Result<S::Ok, S::Error> {
+        match a {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Addr>, D::Error> {
+        d.deserialize_str(super::Parsed("an IPv4 address", super::parse_ipv4)).map(Some)
     }
 }
 

@@ -84,7 +84,8 @@ impl Default for Topology {
 pub struct Floating {
     pub name: String,
     /// Floating addresses with prefix length (`192.0.2.10/24`).
-    pub addresses: Vec<String>,
+    #[serde(with = "crate::address::ipv4_nets")]
+    pub addresses: Vec<ipnet::Ipv4Net>,
     /// The interface of every lb host the addresses go on.
     pub interface: String,
     pub vrid: u8,
