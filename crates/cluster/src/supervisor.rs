@@ -1,5 +1,6 @@
 //! The process supervisor behind `bulwark up`.
 use crate::probe::http_get;
+use bulwark_config::topology::RoleKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ pub struct ChildSpec {
     /// Instance name, unique in the topology (`web1`).
     pub name: String,
     /// Role kind: the subcommand (`web`).
-    pub kind: String,
+    pub kind: RoleKind,
     /// Host it belongs to (`server1`).
     pub host: String,
     /// Start order: every child of stage N is ready before stage N+1 starts;
@@ -75,7 +76,7 @@ impl Default for RestartPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ChildStatus {
     pub name: String,
-    pub kind: String,
+    pub kind: RoleKind,
     pub host: String,
     /// starting | ready | failing | stopping | stopped | backoff
     /// (`failing`: it runs, but said it cannot serve yet, see
@@ -129,7 +130,7 @@ impl Supervisor {
             .map(|spec| Slot {
                 status: ChildStatus {
                     name: spec.name.clone(),
-                    kind: spec.kind.clone(),
+                    kind: spec.kind,
                     host: spec.host.clone(),
                     state: "stopped".into(),
                     pid: None,
