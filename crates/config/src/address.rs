@@ -5,10 +5,10 @@
 //! `file:line: key: ...` like every other config problem. An address a
 //! role dials may name a host instead (`db3.internal:7003`): a [`HostPort`],
 //! checked at load and resolved through [`HostPort::resolve`] only.
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
 /// What is wrong with an address in a config.
@@ -22,6 +22,8 @@ pub enum AddressError {
     Ipv4Net(String),
     #[error("`{0}` is not an IPv4 address")]
     Ipv4(String),
+    #[error("`{0}` is not a CIDR, an address or `all`")]
+    Networks(String),
 }
 
 /// `host:port` of a server a role connects to: an IP literal (`10.0.0.5:80`,
@@ -142,6 +144,59 @@ impl<'de, T, F: FnOnce(&str) -> Result<T, AddressError>> serde::de::Visitor<'de>
 
     fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<T, E> {
         (self.1)(s).map_err(E::custom)
+    }
+}
+
+/// A source or destination entry of a firewall rule as written: a CIDR
+/// (`192.0.2.0/24`), an address (a /32 or /128) or `all` (every IPv4 and
+/// IPv6 address), with the networks it stands for.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Networks {
+    text: String,
+    nets: Vec<IpNet>,
+}
+
+impl Networks {
+    pub fn nets(&self) -> &[IpNet] {
+        &self.nets
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl FromStr for Networks {
+    type Err = AddressError;
+
+    fn from_str(s: &str) -> Result<Networks, AddressError> {
+        let nets = if s == "all" {
+            let any = |a: IpAddr| IpNet::new(a, 0).expect("a prefix of 0 is valid");
+            vec![any(IpAddr::from([0u8; 4])), any(IpAddr::from([0u16; 8]))]
+        } else if let Ok(n) = s.parse::<IpNet>() {
+            vec![n]
+        } else {
+            vec![IpNet::from(s.parse::<IpAddr>().map_err(|_| AddressError::Networks(s.to_string()))?)]
+        };
+        Ok(Networks { text: s.to_string(), nets })
+    }
+}
+
+impl fmt::Debug for Networks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.text, f)
+    }
+}
+
+impl Serialize for Networks {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Networks {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Networks, D::Error> {
+        d.deserialize_str(Parsed("a CIDR, an address or `all`", |s: &str| s.parse::<Networks>()))
     }
 }
 
@@ -304,6 +359,16 @@ mod tests {
         let name: HostPort = "localhost:9".parse().unwrap();
         let a = name.resolve().unwrap();
         assert!(a.ip().is_loopback() && a.port() == 9, "{a}");
+    }
+
+    #[test]
+    fn a_firewall_entry_is_a_cidr_an_address_or_all() {
+        let nets = |s: &str| s.parse::<Networks>().map(|n| n.nets().iter().map(|n| n.to_string()).collect::<Vec<_>>());
+        assert_eq!(nets("all").unwrap(), ["0.0.0.0/0", "::/0"]);
+        assert_eq!(nets("192.0.2.0/24").unwrap(), ["192.0.2.0/24"]);
+        assert_eq!(nets("2001:db8::1").unwrap(), ["2001:db8::1/128"]);
+        assert_eq!(nets("10.0.0.0/33").unwrap_err().to_string(), "`10.0.0.0/33` is not a CIDR, an address or `all`");
+        assert_eq!(format!("{:?}", "all".parse::<Networks>().unwrap()), "\"all\"");
     }
 
     #[test]
