@@ -113,7 +113,7 @@ impl AppServer {
     /// Resolve the secret, run migrations against the database, bind.
     pub async fn bind(config: AppConfig) -> Result<AppServer, AppError> {
         let secret = bulwark_config::Secret::resolve(config.secret.as_ref(), config.secret_file.as_deref(), "secret")
-            .map_err(AppError::Secret)?;
+            .map_err(|e| AppError::Secret(e.to_string()))?;
         // Each hop has its own credential; a config with `secret` alone
         // uses it for every one (the single-secret setup).
         let db_secret = bulwark_config::Secret::resolve_or(
@@ -122,21 +122,21 @@ impl AppServer {
             "db_secret",
             secret.as_ref(),
         )
-        .map_err(AppError::Secret)?;
+        .map_err(|e| AppError::Secret(e.to_string()))?;
         let monitor_token = bulwark_config::Secret::resolve_or(
             config.monitor_token.as_ref(),
             config.monitor_token_file.as_deref(),
             "monitor_token",
             secret.as_ref(),
         )
-        .map_err(AppError::Secret)?;
+        .map_err(|e| AppError::Secret(e.to_string()))?;
         let db_secret = db_secret.map(|s| s.expose().to_string());
         let deploy_token = bulwark_config::Secret::resolve(
             config.deploy_token.as_ref(),
             config.deploy_token_file.as_deref(),
             "deploy_token",
         )
-        .map_err(AppError::Secret)?;
+        .map_err(|e| AppError::Secret(e.to_string()))?;
         let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())?;
         if config.program.is_some() {
             let listener =

@@ -3,6 +3,10 @@
 //! Owns: the TOML schema of each role (`lb`, `web`, `app`, `db`) and of a
 //! topology, full validation at load time, and error messages that name the
 //! file, line and key (`backend[0].server[1].weight: must be at least 1`).
+//! Values are read into their types at load: addresses (see [`address`]),
+//! kinds and algorithms are never strings that a role parses again. A
+//! table whose every key has a default takes them from its `Default` impl
+//! (`#[serde(default)]` on the struct).
 //!
 //! Must not touch: sockets, files other than the config file being read, or
 //! any runtime state. Roles receive an already validated value from here.
@@ -163,17 +167,21 @@ impl Secret {
 
     /// The secret given inline or, failing that, read from `file` (trailing
     /// whitespace trimmed). `key` names the config key in errors.
-    pub fn resolve(inline: Option<&Secret>, file: Option<&Path>, key: &str) -> Result<Option<Secret>, String> {
+    pub fn resolve(inline: Option<&Secret>, file: Option<&Path>, key: &str) -> Result<Option<Secret>, SecretError> {
         if let Some(s) = inline {
             return Ok(Some(s.clone()));
         }
         match file {
             None => Ok(None),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| format!("{key}_file {}: {e}", p.display()))?;
+                let text = std::fs::read_to_string(p).map_err(|source| SecretError::Read {
+                    key: key.to_string(),
+                    path: p.to_path_buf(),
+                    source,
+                })?;
                 let t = text.trim_end().to_string();
                 if t.is_empty() {
-                    return Err(format!("{key}_file {} is empty", p.display()));
+                    return Err(SecretError::Empty { key: key.to_string(), path: p.to_path_buf() });
                 }
                 Ok(Some(Secret(t)))
             }
@@ -188,9 +196,18 @@ impl Secret {
         file: Option<&Path>,
         key: &str,
         fallback: Option<&Secret>,
-    ) -> Result<Option<Secret>, String> {
+    ) -> Result<Option<Secret>, SecretError> {
         Ok(Secret::resolve(inline, file, key)?.or_else(|| fallback.cloned()))
     }
+}
+
+/// A secret file named by `<key>_file` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{key}_file {}: {source}", path.display())]
+    Read { key: String, path: std::path::PathBuf, source: std::io::Error },
+    #[error("{key}_file {} is empty", path.display())]
+    Empty { key: String, path: std::path::PathBuf },
 }
 
 /// Common helpers for schema modules.
@@ -274,6 +291,19 @@ mod secret_tests {
         }
         let db: db::DbConfig = from_str(&db, "db.toml").unwrap();
         assert_eq!(db.load_secret().unwrap().expose(), SECRET);
+        // Secret::resolve reads a file for `<key>_file`, and says what is wrong with it.
+        let dir = std::env::temp_dir().join(format!("bulwark-config-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (full, empty, missing) = (dir.join("full"), dir.join("empty"), dir.join("missing"));
+        std::fs::write(&full, format!("{SECRET}\n")).unwrap();
+        std::fs::write(&empty, "\n").unwrap();
+        assert_eq!(Secret::resolve(None, Some(&full), "secret").unwrap().unwrap().expose(), SECRET);
+        let e = Secret::resolve(None, Some(&empty), "secret").unwrap_err();
+        assert_eq!(e.to_string(), format!("secret_file {} is empty", empty.display()));
+        let e = Secret::resolve(None, Some(&missing), "secret").unwrap_err();
+        assert!(matches!(&e, SecretError::Read { key, .. } if key == "secret"), "{e}");
+        assert!(e.to_string().starts_with(&format!("secret_file {}: ", missing.display())), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
         assert!(!format!("{:?}", db.load_secret().unwrap()).contains(SECRET));
     }
 

@@ -41,7 +41,7 @@ pub enum LbError {
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
     #[error("{0}")]
-    Secret(String),
+    Secret(#[from] bulwark_config::SecretError),
 }
 
 /// A bound, not yet running load balancer.

@@ -79,7 +79,7 @@ impl Routing {
                 b.cluster_secret_file.as_deref(),
                 "cluster_secret",
             )
-            .map_err(|e| RoutingError::Secret(b.name.clone(), e))?;
+            .map_err(|e| RoutingError::Secret(b.name.clone(), e.to_string()))?;
             let mut headers = Vec::new();
             if let Some(s) = secret {
                 let v = HeaderValue::from_str(s.expose())

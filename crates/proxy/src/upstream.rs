@@ -182,12 +182,12 @@ impl Upstream {
 fn sticky_cookie(config: &Backend, previous: Option<&StickyCookie>) -> Result<StickyCookie, UpstreamError> {
     let error = |reason: String| UpstreamError::Sticky { backend: config.name.clone(), reason };
     let own = Secret::resolve(config.sticky_secret.as_ref(), config.sticky_secret_file.as_deref(), "sticky_secret")
-        .map_err(error)?;
+        .map_err(|e| error(e.to_string()))?;
     let secret = match own {
         Some(s) => Some(s),
         None => {
             Secret::resolve(config.cluster_secret.as_ref(), config.cluster_secret_file.as_deref(), "cluster_secret")
-                .map_err(error)?
+                .map_err(|e| error(e.to_string()))?
         }
     };
     Ok(StickyCookie::new(&config.sticky_cookie, secret.as_ref().map(|s| s.expose().as_bytes()), previous))

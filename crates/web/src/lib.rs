@@ -53,7 +53,7 @@ pub enum WebError {
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
     #[error("{0}")]
-    Secret(String),
+    Secret(#[from] bulwark_config::SecretError),
     #[error("firewall: {0}")]
     Firewall(String),
     #[error("proxy[{index}]: {reason}")]
