@@ -113,7 +113,7 @@ impl ProgramServer {
         let launch = Launch {
             program,
             app_name: config.name.clone(),
-            db_nodes: config.db_nodes.clone(),
+            db_nodes: config.db_nodes.iter().map(|n| n.to_string()).collect(),
             db_secret_file: files.db_secret_file,
             db_tls: files.db_tls,
             releases,

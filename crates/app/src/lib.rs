@@ -69,7 +69,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("cannot listen on {0}: {1}")]
-    Bind(String, std::io::Error),
+    Bind(std::net::SocketAddr, std::io::Error),
     #[error("{0}")]
     Secret(String),
     #[error("firewall: {0}")]
@@ -113,7 +113,7 @@ impl AppServer {
     /// Resolve the secret, run migrations against the database, bind.
     pub async fn bind(config: AppConfig) -> Result<AppServer, AppError> {
         let secret = bulwark_config::Secret::resolve(config.secret.as_ref(), config.secret_file.as_deref(), "secret")
-            .map_err(AppError::Secret)?;
+            .map_err(|e| AppError::Secret(e.to_string()))?;
         // Each hop has its own credential; a config with `secret` alone
         // uses it for every one (the single-secret setup).
         let db_secret = bulwark_config::Secret::resolve_or(
@@ -122,26 +122,25 @@ impl AppServer {
             "db_secret",
             secret.as_ref(),
         )
-        .map_err(AppError::Secret)?;
+        .map_err(|e| AppError::Secret(e.to_string()))?;
         let monitor_token = bulwark_config::Secret::resolve_or(
             config.monitor_token.as_ref(),
             config.monitor_token_file.as_deref(),
             "monitor_token",
             secret.as_ref(),
         )
-        .map_err(AppError::Secret)?;
+        .map_err(|e| AppError::Secret(e.to_string()))?;
         let db_secret = db_secret.map(|s| s.expose().to_string());
         let deploy_token = bulwark_config::Secret::resolve(
             config.deploy_token.as_ref(),
             config.deploy_token_file.as_deref(),
             "deploy_token",
         )
-        .map_err(AppError::Secret)?;
+        .map_err(|e| AppError::Secret(e.to_string()))?;
         let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())?;
         if config.program.is_some() {
-            let listener = tokio::net::TcpListener::bind(&config.listen)
-                .await
-                .map_err(|e| AppError::Bind(config.listen.clone(), e))?;
+            let listener =
+                tokio::net::TcpListener::bind(&config.listen).await.map_err(|e| AppError::Bind(config.listen, e))?;
             let server = front::ProgramServer::bind(
                 config,
                 secret.map(|s| s.expose().to_string()),
@@ -151,14 +150,16 @@ impl AppServer {
             )?;
             return Ok(AppServer { kind: Kind::Program(Box::new(server)), listener, tls });
         }
-        let db =
-            Client::with_tls(config.db_nodes.iter().cloned(), db_secret.as_deref().unwrap_or_default(), tls.clone())
-                .with_deadline(config.db_deadline);
+        let db = Client::with_tls(
+            config.db_nodes.iter().map(|n| n.to_string()),
+            db_secret.as_deref().unwrap_or_default(),
+            tls.clone(),
+        )
+        .with_deadline(config.db_deadline);
         migrate(&db).await?;
         let firewall = Firewall::new(&config.firewall).map_err(AppError::Firewall)?;
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .map_err(|e| AppError::Bind(config.listen.clone(), e))?;
+        let listener =
+            tokio::net::TcpListener::bind(&config.listen).await.map_err(|e| AppError::Bind(config.listen, e))?;
         // Signed with a key derived from the app→db secret: every app
         // server has it, the web tier and the lb do not.
         let cookie_key = match db_secret.as_deref() {

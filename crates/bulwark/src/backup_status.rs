@@ -66,8 +66,8 @@ pub fn prepare(t: &Topology, files: &SharedFiles, roles: &[DerivedRole]) -> Resu
     let Some(role) = roles.iter().find(|r| r.placed.name == node) else { return Ok(None) };
     let config: bulwark_config::db::DbConfig = bulwark_config::from_str(&role.config, "derived db config")
         .map_err(|e| anyhow::anyhow!("the backup schedule's db config: {e}"))?;
-    let mut nodes = vec![config.listen.clone()];
-    nodes.extend(config.peers.iter().map(|p| p.address.clone()));
+    let mut nodes = vec![config.listen.to_string()];
+    nodes.extend(config.peers.iter().map(|p| p.address.to_string()));
     let secret = config.load_peer_secret().context("reading the peer secret for the backup schedule")?;
     let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())
         .context("loading the certificate for the backup schedule")?;

@@ -186,13 +186,13 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
             let node_id =
                 node_id.or_else(|| file.as_ref().map(|c| c.node_id)).context("pass --node-id or -c <db.toml>")?;
             let address = address
-                .or_else(|| file.as_ref().map(|c| c.advertise.clone().unwrap_or_else(|| c.listen.clone())))
+                .or_else(|| file.as_ref().map(|c| c.api_address().to_string()))
                 .context("pass --address or -c <db.toml>")?;
             if address.ends_with(":0") {
                 bail!("the node's address {address} has port 0: give the node a fixed `listen` port or `advertise`, or pass --address");
             }
             let raft_address = raft_address
-                .or_else(|| file.as_ref().map(|c| c.raft_advertise.clone().unwrap_or_else(|| c.raft_listen.clone())))
+                .or_else(|| file.as_ref().map(|c| c.raft_address().to_string()))
                 .context("pass --raft-address or -c <db.toml>")?;
             if raft_address.ends_with(":0") {
                 bail!("the node's Raft address {raft_address} has port 0: give the node a fixed `raft_listen` port or `raft_advertise`, or pass --raft-address");

@@ -128,7 +128,7 @@ fn targets(args: &DeployArgs) -> Result<Targets> {
                 }
                 apps.push(App {
                     name: c.name.clone(),
-                    addr: c.listen.parse().with_context(|| format!("{origin}: listen"))?,
+                    addr: c.listen,
                     switch_timeout: p.stop_grace + 2 * p.start_timeout + Duration::from_secs(60),
                 });
             }
@@ -147,9 +147,7 @@ fn targets(args: &DeployArgs) -> Result<Targets> {
                     tls = c.tls().filter(|t| t.cert.exists() && t.key.exists());
                 }
                 let name = Path::new(&origin).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or(origin);
-                for l in &c.listen {
-                    webs.push(Web { name: name.clone(), addr: l.parse().with_context(|| format!("{name}: listen"))? });
-                }
+                webs.extend(c.listen.iter().map(|&addr| Web { name: name.clone(), addr }));
             }
             _ => {}
         }

@@ -93,7 +93,7 @@ fn write_floating(c: &mut String, t: &Topology, lb: &str) {
             Floating::TRACK_WEIGHT,
             f.advert_interval.as_millis()
         );
-        let addresses: Vec<String> = f.addresses.iter().map(|a| toml_string(a)).collect();
+        let addresses: Vec<String> = f.addresses.iter().map(|a| toml_string(&a.to_string())).collect();
         let _ = writeln!(c, "addresses = [{}]", addresses.join(", "));
         if f.unicast {
             let peers: Vec<String> =
@@ -396,7 +396,10 @@ mod tests {
         assert_eq!(db3.node_id, Some(3));
         // Raft on its own port (base+50+i), and every peer's two addresses.
         let db3: bulwark_config::db::DbConfig = bulwark_config::from_str(&db3.config, "db3").unwrap();
-        assert_eq!((db3.listen.as_str(), db3.raft_listen.as_str()), ("127.0.0.1:8112", "127.0.0.1:8132"));
+        assert_eq!(
+            (db3.listen.to_string(), db3.raft_listen.to_string()),
+            ("127.0.0.1:8112".into(), "127.0.0.1:8132".into())
+        );
         let peers: Vec<(&str, &str)> =
             db3.peers.iter().map(|p| (p.address.as_str(), p.raft_address.as_str())).collect();
         assert_eq!(
@@ -551,7 +554,7 @@ unicast = true
         assert_eq!((prio(&lb1, "www-a"), prio(&lb1, "www-b")), (200, 140));
         assert_eq!((prio(&lb2, "www-a"), prio(&lb2, "www-b")), (140, 200));
         let b1 = lb1.vrrp.iter().find(|v| v.name == "www-b").unwrap();
-        assert_eq!(b1.unicast_peers, vec!["10.0.0.11".to_string()]);
+        assert_eq!(b1.unicast_peers, [std::net::Ipv4Addr::new(10, 0, 0, 11)]);
         assert!(lb1.vrrp[0].unicast_peers.is_empty());
 
         let bad = text.replace("lbs = [\"lb2\", \"lb1\"]", "lbs = [\"lb2\", \"web1\"]");

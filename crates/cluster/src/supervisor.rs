@@ -1,5 +1,6 @@
 //! The process supervisor behind `bulwark up`.
 use crate::probe::http_get;
+use bulwark_config::topology::RoleKind;
 use bulwark_telemetry::process::describe_exit;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ pub struct ChildSpec {
     /// Instance name, unique in the topology (`web1`).
     pub name: String,
     /// Role kind: the subcommand (`web`).
-    pub kind: String,
+    pub kind: RoleKind,
     /// Host it belongs to (`server1`).
     pub host: String,
     /// Start order: every child of stage N is ready before stage N+1 starts;
@@ -76,7 +77,7 @@ impl Default for RestartPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ChildStatus {
     pub name: String,
-    pub kind: String,
+    pub kind: RoleKind,
     pub host: String,
     /// starting | ready | failing | stopping | stopped | backoff
     /// (`failing`: it runs, but said it cannot serve yet, see
@@ -130,7 +131,7 @@ impl Supervisor {
             .map(|spec| Slot {
                 status: ChildStatus {
                     name: spec.name.clone(),
-                    kind: spec.kind.clone(),
+                    kind: spec.kind,
                     host: spec.host.clone(),
                     state: "stopped".into(),
                     pid: None,

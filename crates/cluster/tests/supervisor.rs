@@ -6,7 +6,7 @@ use std::time::Duration;
 fn spec(dir: &std::path::Path, name: &str, stage: u8) -> ChildSpec {
     ChildSpec {
         name: name.into(),
-        kind: "test".into(),
+        kind: bulwark_config::topology::RoleKind::Web,
         host: "h".into(),
         stage,
         program: "/bin/sh".into(),

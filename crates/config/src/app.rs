@@ -25,8 +25,8 @@
 //! release_dir = "/var/lib/bulwark/app1"               # releases/, current, previous (see `bulwark deploy`)
 //! keep_releases = 5                                   # releases kept besides current and previous
 //! ```
-use crate::util::{check_bind, check_host_port, check_name};
-use crate::{Secret, Validate, Validator};
+use crate::util::{check_name, yes};
+use crate::{HostPort, Secret, Validate, Validator};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,12 +36,13 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<crate::Role>,
     /// This instance's name, returned with every answer.
     pub name: String,
-    pub listen: String,
+    #[serde(with = "crate::address::ip_port")]
+    pub listen: std::net::SocketAddr,
     /// Database nodes (`host:port`); the client finds the primary itself.
-    pub db_nodes: Vec<String>,
+    pub db_nodes: Vec<HostPort>,
     /// Secret of the web tier: required on every request but the health
     /// checks (header `X-Bulwark-Cluster`) unless `require_secret = false`.
     /// Given alone, it is also the database and monitoring credential (the
@@ -225,9 +226,6 @@ impl AppConfig {
     }
 }
 
-fn yes() -> bool {
-    true
-}
 fn default_author() -> usize {
     64
 }
@@ -246,22 +244,12 @@ fn default_header_timeout() -> Duration {
 
 impl Validate for AppConfig {
     fn validate(&self, v: &mut Validator) {
-        if let Some(r) = &self.role {
-            if r != "app" {
-                v.error("role", format!("this is an app config, but role = \"{r}\""));
-            }
-        }
+        crate::util::check_role(v, self.role, crate::Role::App, "an app config");
         check_name(v, "name", &self.name);
-        check_bind(v, "listen", &self.listen);
         crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
         if self.db_nodes.is_empty() {
             v.error("db_nodes", "at least one database node is required");
         }
-        v.scope("db_nodes", |v| {
-            for (i, n) in self.db_nodes.iter().enumerate() {
-                v.index(i, |v| check_host_port(v, "", n));
-            }
-        });
         match (&self.secret, &self.secret_file) {
             (Some(_), Some(_)) => v.error("secret_file", "set secret or secret_file, not both"),
             (None, None) if self.require_secret => {
@@ -316,10 +304,16 @@ mod tests {
         let c: AppConfig = crate::from_str(ok, "app.toml").unwrap();
         assert_eq!(c.max_text_chars, 1000);
         assert_eq!(crate::Role::detect(ok), Some(crate::Role::App));
-        let bad = ok.replace("[\"127.0.0.1:1\"]", "[\"nope\"]").replace("0123456789abcdef", "short");
+        let bad = ok.replace("[\"127.0.0.1:1\"]", "[]").replace("0123456789abcdef", "short");
         let err = crate::from_str::<AppConfig>(&bad, "app.toml").unwrap_err();
         let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
-        assert_eq!(keys, ["db_nodes[0]", "secret"], "{err}");
+        assert_eq!(keys, ["db_nodes", "secret"], "{err}");
+        let bad = ok.replace("[\"127.0.0.1:1\"]", "[\"127.0.0.1:1\", \"nope\"]");
+        let err = crate::from_str::<AppConfig>(&bad, "app.toml").unwrap_err().to_string();
+        assert!(err.starts_with("app.toml:3: db_nodes[1]: `nope` is not a valid host:port"), "{err}");
+        let bad = ok.replace("listen = \"127.0.0.1:0\"", "listen = \"app1:80\"");
+        let err = crate::from_str::<AppConfig>(&bad, "app.toml").unwrap_err().to_string();
+        assert!(err.starts_with("app.toml:2: listen: `app1:80` is not an ip:port listen address"), "{err}");
         assert!(format!("{c:?}").contains("redacted"), "secrets never show in Debug");
     }
 

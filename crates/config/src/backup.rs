@@ -34,48 +34,51 @@ pub enum BackupSource {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BackupSettings {
-    #[serde(default = "d6h", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub every: Duration,
-    #[serde(default = "eight")]
     pub keep: usize,
     /// Default: `backups` in the topology's data dir.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
-    #[serde(default)]
     pub from: BackupSource,
-    #[serde(default = "yes")]
     pub compress: bool,
     /// Default: twice `every`.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde")]
     pub max_age_alert: Option<Duration>,
     /// The db role whose host runs the schedule and whose access (secret,
     /// peers, certificate) it uses. Default: the first db role by name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// Port of the schedule's status listener on that host. Default:
     /// `port_base + 40` (a free port with `port_base = 0`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// Alert when a db node's file system has less free space than this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_free_alert_bytes: Option<u64>,
     /// The db role `node` copies every committed log entry into
     /// `dir/archive` before its log may purge it, for point-in-time
     /// restores (`bulwark db restore --to-time`).
-    #[serde(default)]
     pub archive_log: bool,
 }
 
-fn d6h() -> Duration {
-    Duration::from_secs(6 * 3600)
-}
-fn eight() -> usize {
-    8
-}
-fn yes() -> bool {
-    true
+impl Default for BackupSettings {
+    fn default() -> Self {
+        BackupSettings {
+            every: Duration::from_secs(6 * 3600),
+            keep: 8,
+            dir: None,
+            from: BackupSource::Replica,
+            compress: true,
+            max_age_alert: None,
+            node: None,
+            port: None,
+            disk_free_alert_bytes: None,
+            archive_log: false,
+        }
+    }
 }
 
 impl BackupSettings {

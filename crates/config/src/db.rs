@@ -33,10 +33,11 @@
 //!
 //! A node with an empty data dir that is not bootstrapping waits until the
 //! primary adds it (`bulwark db add-node`), then receives a snapshot.
-use crate::util::{check_bind, check_host_port};
-use crate::{Secret, Validate, Validator};
+use crate::util::yes;
+use crate::{HostPort, Secret, Validate, Validator};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -45,25 +46,27 @@ use std::time::Duration;
 pub struct DbConfig {
     /// Optional explicit role marker (`role = "db"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<crate::Role>,
     /// Raft node id: unique in the cluster, at least 1.
     pub node_id: u64,
     /// Listen address of the client API (SQL, status, membership, and the
     /// writes other nodes forward to the primary).
-    pub listen: String,
+    #[serde(with = "crate::address::ip_port")]
+    pub listen: SocketAddr,
     /// `host:port` clients (and nodes forwarding to the primary) use to
     /// reach this node's API. Defaults to the bound listen address
     /// (required when listening on 0.0.0.0/::).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub advertise: Option<String>,
+    pub advertise: Option<HostPort>,
     /// Listen address of Raft between the database nodes (`/raft/*`
     /// only, peer secret only), apart from the API so that a firewall can
     /// allow it between the database nodes alone.
-    pub raft_listen: String,
+    #[serde(with = "crate::address::ip_port")]
+    pub raft_listen: SocketAddr,
     /// `host:port` the other nodes dial for Raft. Defaults to the bound
     /// `raft_listen` address (required when it is 0.0.0.0/::).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub raft_advertise: Option<String>,
+    pub raft_advertise: Option<HostPort>,
     /// Directory of the SQLite database, the Raft log and snapshots.
     pub data_dir: PathBuf,
     /// Secret of the database's clients (the app servers), sent as
@@ -193,14 +196,11 @@ fn default_header_timeout() -> Duration {
 pub struct Peer {
     pub id: u64,
     /// `host:port` of the peer's client API.
-    pub address: String,
+    pub address: HostPort,
     /// `host:port` of the peer's Raft listener (its `raft_advertise`).
-    pub raft_address: String,
+    pub raft_address: HostPort,
 }
 
-fn yes() -> bool {
-    true
-}
 /// Largest `max_request_bytes` accepted.
 pub const MAX_REQUEST_BYTES_LIMIT: usize = 64 << 20;
 
@@ -232,22 +232,14 @@ impl Validate for DbConfig {
         if self.header_timeout.is_zero() {
             v.error("header_timeout", "must be greater than 0");
         }
-        if let Some(r) = &self.role {
-            if r != "db" {
-                v.error("role", format!("this is a db config, but role = \"{r}\""));
-            }
-        }
+        crate::util::check_role(v, self.role, crate::Role::Db, "a db config");
         if self.node_id == 0 {
             v.error("node_id", "must be at least 1");
         }
-        check_listener(v, ("listen", &self.listen), ("advertise", self.advertise.as_deref()));
-        check_listener(v, ("raft_listen", &self.raft_listen), ("raft_advertise", self.raft_advertise.as_deref()));
-        if let (Ok(api), Ok(raft)) =
-            (self.listen.parse::<std::net::SocketAddr>(), self.raft_listen.parse::<std::net::SocketAddr>())
-        {
-            if api.port() != 0 && api == raft {
-                v.error("raft_listen", "must differ from `listen`: Raft and the API have listeners of their own");
-            }
+        check_listener(v, ("listen", self.listen), ("advertise", self.advertise.as_ref()));
+        check_listener(v, ("raft_listen", self.raft_listen), ("raft_advertise", self.raft_advertise.as_ref()));
+        if self.listen.port() != 0 && self.listen == self.raft_listen {
+            v.error("raft_listen", "must differ from `listen`: Raft and the API have listeners of their own");
         }
         if self.data_dir.as_os_str().is_empty() {
             v.error("data_dir", "must not be empty");
@@ -289,8 +281,7 @@ impl Validate for DbConfig {
                         v.error("id", format!("node id {} is listed twice", p.id));
                     }
                     for (key, address) in [("address", &p.address), ("raft_address", &p.raft_address)] {
-                        check_host_port(v, key, address);
-                        if address.ends_with(":0") && p.id != self.node_id {
+                        if address.port() == 0 && p.id != self.node_id {
                             v.error(key, "must name a real port, not 0");
                         }
                     }
@@ -338,6 +329,18 @@ impl DbConfig {
         crate::internal_tls::files(self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref())
     }
 
+    /// The address clients use for this node's API as configured:
+    /// `advertise`, else `listen` (whose port may be 0 until bound).
+    pub fn api_address(&self) -> HostPort {
+        self.advertise.clone().unwrap_or_else(|| self.listen.into())
+    }
+
+    /// The address peers dial for Raft as configured: `raft_advertise`,
+    /// else `raft_listen`.
+    pub fn raft_address(&self) -> HostPort {
+        self.raft_advertise.clone().unwrap_or_else(|| self.raft_listen.into())
+    }
+
     /// The cluster secret from `secret` or `secret_file` (trimmed).
     pub fn load_secret(&self) -> std::io::Result<Secret> {
         if let Some(s) = &self.secret {
@@ -371,22 +374,18 @@ impl DbConfig {
 /// must name a real port, and a wildcard listener needs one.
 fn check_listener(
     v: &mut Validator,
-    (listen_key, listen): (&str, &str),
-    (advertise_key, advertise): (&str, Option<&str>),
+    (listen_key, listen): (&str, SocketAddr),
+    (advertise_key, advertise): (&str, Option<&HostPort>),
 ) {
-    check_bind(v, listen_key, listen);
     if let Some(a) = advertise {
-        check_host_port(v, advertise_key, a);
-        if a.ends_with(":0") {
+        if a.port() == 0 {
             v.error(advertise_key, "must name a real port, not 0");
         }
-    } else if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
-        if addr.ip().is_unspecified() {
-            v.error(
-                advertise_key,
-                format!("required when `{listen_key}` is a wildcard address (peers need a reachable address)"),
-            );
-        }
+    } else if listen.ip().is_unspecified() {
+        v.error(
+            advertise_key,
+            format!("required when `{listen_key}` is a wildcard address (peers need a reachable address)"),
+        );
     }
 }
 
@@ -439,8 +438,8 @@ raft_address = "db3.internal:7103"
     fn names_every_bad_key() {
         let bad = r#"
 node_id = 0
-listen = "nowhere"
-raft_listen = "nowhere either"
+listen = "127.0.0.1:7001"
+raft_listen = "127.0.0.1:7001"
 data_dir = ""
 secret = "short"
 heartbeat_interval = "200ms"
@@ -451,14 +450,13 @@ address = "127.0.0.1:7002"
 raft_address = "127.0.0.1:7102"
 [[peer]]
 id = 2
-address = "bad address"
+address = "127.0.0.1:0"
 raft_address = "127.0.0.1:0"
 "#;
         let e = crate::from_str::<DbConfig>(bad, "db.toml").unwrap_err();
         let keys: Vec<&str> = e.issues.iter().map(|i| i.key.as_str()).collect();
         for k in [
             "node_id",
-            "listen",
             "raft_listen",
             "data_dir",
             "secret",
@@ -471,6 +469,40 @@ raft_address = "127.0.0.1:0"
         }
         let line = e.issues.iter().find(|i| i.key == "peer[1].address").unwrap().line;
         assert_eq!(line, Some(15));
+    }
+
+    /// An address that does not parse stops the load at once, named by
+    /// its file, line and key.
+    #[test]
+    fn names_the_line_and_key_of_a_bad_address() {
+        for (from, to, expected) in [
+            (
+                "listen = \"127.0.0.1:0\"",
+                "listen = \"nowhere:80\"",
+                "db.toml:3: listen: `nowhere:80` is not an ip:port",
+            ),
+            (
+                "address = \"db3.internal:7003\"",
+                "address = \"bad address\"",
+                "db.toml:14: peer[1].address: `bad address` is not a valid host:port",
+            ),
+            (
+                "election_timeout",
+                "raft_advertise = \"db1:x\"\nelection_timeout",
+                "db.toml:7: raft_advertise: `db1:x` is not a valid host:port",
+            ),
+        ] {
+            let bad = GOOD.replace(from, to);
+            let e = crate::from_str::<DbConfig>(&bad, "db.toml").unwrap_err().to_string();
+            assert!(e.starts_with(expected), "{e}");
+        }
+        let c: DbConfig = crate::from_str(
+            &GOOD.replace("election_timeout", "advertise = \"db1.internal:7001\"\nelection_timeout"),
+            "db.toml",
+        )
+        .unwrap();
+        assert_eq!(c.advertise.unwrap().host(), "db1.internal");
+        assert_eq!(c.peers[1].raft_address.port(), 7103);
     }
 
     #[test]
@@ -539,7 +571,10 @@ raft_address = "127.0.0.1:0"
         let e = crate::from_str::<DbConfig>(&same, "db.toml").unwrap_err();
         assert_eq!(e.issues[0].key, "raft_listen");
         let c = crate::from_str::<DbConfig>(&format!("{base}raft_listen = \"127.0.0.1:7101\"\n"), "db.toml").unwrap();
-        assert_eq!((c.listen.as_str(), c.raft_listen.as_str()), ("127.0.0.1:7001", "127.0.0.1:7101"));
+        assert_eq!(
+            (c.listen.to_string(), c.raft_listen.to_string()),
+            ("127.0.0.1:7001".into(), "127.0.0.1:7101".into())
+        );
         let peer_without_raft =
             format!("{base}raft_listen = \"127.0.0.1:7101\"\n[[peer]]\nid = 2\naddress = \"h:7002\"\n");
         let e = crate::from_str::<DbConfig>(&peer_without_raft, "db.toml").unwrap_err();

@@ -54,6 +54,9 @@ impl ConfigError {
 
     pub(crate) fn from_toml(origin: &str, text: &str, err: &toml::de::Error) -> Self {
         let line = err.span().map(|s| line_of(text, s.start));
+        // A value serde refused (a bad address, a wrong type) is named by
+        // its key, as the checks after parsing name theirs.
+        let key = err.span().and_then(|s| key_at(text, s.start)).unwrap_or_default();
         // Some parse errors carry no message of their own; fall back to the
         // full rendering (which names the position) rather than say nothing.
         let message = match err.message().trim() {
@@ -61,8 +64,55 @@ impl ConfigError {
             m => m.to_string(),
         };
         let message = if message.is_empty() { "invalid TOML".to_string() } else { message };
-        ConfigError { origin: origin.to_string(), issues: vec![Issue { key: String::new(), line, message }] }
+        ConfigError { origin: origin.to_string(), issues: vec![Issue { key, line, message }] }
     }
+}
+
+/// The dotted key path of the plain value (not a table or array) at byte
+/// `offset` of `text`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let doc = text.parse::<toml_edit::ImDocument<String>>().ok()?;
+    let mut path = Vec::new();
+    value_in_table(doc.as_table(), offset, &mut path).then(|| render(&path))
+}
+
+fn value_in_table(t: &toml_edit::Table, offset: usize, path: &mut Vec<Seg>) -> bool {
+    t.iter().any(|(k, item)| within(path, Seg::Key(k.to_string()), |p| value_in_item(item, offset, p)))
+}
+
+fn value_in_item(item: &toml_edit::Item, offset: usize, path: &mut Vec<Seg>) -> bool {
+    use toml_edit::Item;
+    match item {
+        Item::Value(v) => value_in_value(v, offset, path),
+        Item::Table(t) => value_in_table(t, offset, path),
+        Item::ArrayOfTables(a) => {
+            a.iter().enumerate().any(|(i, t)| within(path, Seg::Index(i), |p| value_in_table(t, offset, p)))
+        }
+        Item::None => false,
+    }
+}
+
+fn value_in_value(v: &toml_edit::Value, offset: usize, path: &mut Vec<Seg>) -> bool {
+    use toml_edit::Value;
+    match v {
+        Value::Array(a) => {
+            a.iter().enumerate().any(|(i, v)| within(path, Seg::Index(i), |p| value_in_value(v, offset, p)))
+        }
+        Value::InlineTable(t) => {
+            t.iter().any(|(k, v)| within(path, Seg::Key(k.to_string()), |p| value_in_value(v, offset, p)))
+        }
+        _ => v.span().is_some_and(|s| s.contains(&offset)),
+    }
+}
+
+/// Run `f` with `seg` on the path; keep it there when `f` found the value.
+fn within(path: &mut Vec<Seg>, seg: Seg, f: impl FnOnce(&mut Vec<Seg>) -> bool) -> bool {
+    path.push(seg);
+    let found = f(path);
+    if !found {
+        path.pop();
+    }
+    found
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

@@ -16,60 +16,51 @@
 //!
 //! Only the schema and its checks live here; the ruleset itself is built by
 //! the `bulwark-hostfw` crate.
+use crate::address::Networks;
 use crate::topology::Topology;
 use crate::Validator;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct HostFirewall {
     /// `up --host NAME` installs this host's ruleset when it runs as root
     /// (and says so when it does not).
-    #[serde(default)]
     pub manage: bool,
     /// Whether SSH is allowed in at all. SSH stays open unless this is
     /// explicitly `false`: a firewall must not lock its operator out.
-    #[serde(default = "yes")]
     pub allow_ssh: bool,
     /// Who may reach `ssh_port` (CIDRs, addresses or `all`).
-    #[serde(default = "anyone")]
-    pub ssh_from: Vec<String>,
-    #[serde(default = "ssh_port")]
+    pub ssh_from: Vec<Networks>,
     pub ssh_port: u16,
     /// Who may reach the lb admin listener (dashboard, metrics) besides the
     /// lb host itself. Empty: only the lb host.
-    #[serde(default)]
-    pub operator_from: Vec<String>,
+    pub operator_from: Vec<Networks>,
     /// The lbs' admin listener polls every app and db node for the
     /// dashboard (health, db role, lag): allow the lb hosts in to them.
     /// `false` keeps the lb hosts out of the app and db ports entirely
     /// (the dashboard then shows those nodes as unreachable).
-    #[serde(default = "yes")]
     pub monitoring: bool,
     /// Outbound traffic: `open` (everything) or `restrict` (replies, the
     /// cluster's own flows and `egress_allow` only).
-    #[serde(default)]
     pub egress: Egress,
     /// With `egress = "restrict"`: the other destinations this host may
     /// open connections to (DNS, NTP, package mirrors).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub egress_allow: Vec<EgressRule>,
     /// Your own inbound services (a monitoring exporter, a backup agent):
     /// let `from` reach `port` on `hosts` (every host when empty).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow_in: Vec<InboundRule>,
     /// Remove the ruleset when `up --host` stops cleanly. Default: keep it
     /// (a host that stops serving stays closed).
-    #[serde(default)]
     pub remove_on_stop: bool,
     /// New connections per client address on the lbs' public ports,
     /// enforced by the kernel before the lb sees them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub public_rate_limit: Option<ConnectionRate>,
     /// Log dropped packets (prefix `bulwark drop in: ` or `bulwark drop out: `, at most 5 a minute).
-    #[serde(default = "yes")]
     pub log_drops: bool,
 }
 
@@ -86,7 +77,7 @@ pub enum Egress {
 #[serde(deny_unknown_fields)]
 pub struct EgressRule {
     /// An address or CIDR.
-    pub to: String,
+    pub to: Networks,
     pub protocol: Transport,
     /// Destination port; every port when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,7 +89,7 @@ pub struct EgressRule {
 #[serde(deny_unknown_fields)]
 pub struct InboundRule {
     /// Who may reach it: CIDRs, addresses or `all`.
-    pub from: Vec<String>,
+    pub from: Vec<Networks>,
     pub protocol: Transport,
     pub port: u16,
     /// The hosts (topology `[[host]] name`) it runs on; every host when empty.
@@ -142,23 +133,13 @@ pub struct ConnectionRate {
     pub burst: Option<u32>,
 }
 
-fn yes() -> bool {
-    true
-}
-fn anyone() -> Vec<String> {
-    vec!["all".into()]
-}
-fn ssh_port() -> u16 {
-    22
-}
-
 impl Default for HostFirewall {
     fn default() -> Self {
         HostFirewall {
             manage: false,
             allow_ssh: true,
-            ssh_from: anyone(),
-            ssh_port: ssh_port(),
+            ssh_from: vec!["all".parse().expect("`all` is a network list")],
+            ssh_port: 22,
             operator_from: Vec::new(),
             monitoring: true,
             egress: Egress::Open,
@@ -171,20 +152,9 @@ impl Default for HostFirewall {
     }
 }
 
-/// A source or destination list entry: a CIDR, an address (a /32 or
-/// /128) or `all` (every IPv4 and IPv6 address).
-pub fn parse_networks(s: &str) -> Result<Vec<IpNet>, String> {
-    if s == "all" {
-        return Ok(vec!["0.0.0.0/0".parse().expect("0.0.0.0/0"), "::/0".parse().expect("::/0")]);
-    }
-    if let Ok(n) = s.parse::<IpNet>() {
-        return Ok(vec![n]);
-    }
-    s.parse::<IpAddr>().map(|a| vec![IpNet::from(a)]).map_err(|_| format!("`{s}` is not a CIDR, an address or `all`"))
-}
-
-fn networks(list: &[String]) -> Vec<IpNet> {
-    list.iter().filter_map(|s| parse_networks(s).ok()).flatten().collect()
+/// Every network of `list`.
+fn networks(list: &[Networks]) -> Vec<IpNet> {
+    list.iter().flat_map(|n| n.nets().iter().copied()).collect()
 }
 
 impl HostFirewall {
@@ -204,13 +174,6 @@ impl HostFirewall {
 
     /// Checks of the `[firewall]` table against the topology it is part of.
     pub fn validate_in(&self, t: &Topology, v: &mut Validator) {
-        for (key, list) in [("ssh_from", &self.ssh_from), ("operator_from", &self.operator_from)] {
-            for (i, s) in list.iter().enumerate() {
-                if let Err(e) = parse_networks(s) {
-                    v.scope(key, |v| v.index(i, |v| v.error("", e)));
-                }
-            }
-        }
         if self.allow_ssh && self.ssh_from.is_empty() {
             v.error(
                 "ssh_from",
@@ -238,9 +201,6 @@ impl HostFirewall {
         v.scope("egress_allow", |v| {
             for (i, r) in self.egress_allow.iter().enumerate() {
                 v.index(i, |v| {
-                    if let Err(e) = parse_networks(&r.to) {
-                        v.error("to", e);
-                    }
                     if r.port == Some(0) {
                         v.error("port", "must be a port between 1 and 65535 (leave it out for every port)");
                     }
@@ -252,11 +212,6 @@ impl HostFirewall {
                 v.index(i, |v| {
                     if r.from.is_empty() {
                         v.error("from", "list who may reach it (CIDRs, addresses or `all`)");
-                    }
-                    for (j, s) in r.from.iter().enumerate() {
-                        if let Err(e) = parse_networks(s) {
-                            v.scope("from", |v| v.index(j, |v| v.error("", e)));
-                        }
                     }
                     if r.port == 0 {
                         v.error("port", "must be a port between 1 and 65535");
@@ -285,7 +240,7 @@ impl HostFirewall {
 impl EgressRule {
     /// The destination networks (valid after validation).
     pub fn destinations(&self) -> Vec<IpNet> {
-        parse_networks(&self.to).unwrap_or_default()
+        self.to.nets().to_vec()
     }
 }
 
@@ -330,16 +285,15 @@ kind = "db"
 
     #[test]
     fn bad_keys_are_named_with_their_line() {
-        let text = "[firewall]\nssh_from = [\"10.0.0.0/33\"]\noperator_from = [\"nope\"]\n\
-                    egress_allow = [{ to = \"192.0.2.1\", protocol = \"udp\", port = 53 }]\n";
-        let e = load(text).unwrap_err();
-        let rendered = e.to_string();
-        assert!(rendered.contains("t.toml:2: firewall.ssh_from[0]: `10.0.0.0/33` is not a CIDR"), "{rendered}");
-        assert!(rendered.contains("t.toml:3: firewall.operator_from[0]: `nope`"), "{rendered}");
-        assert!(
-            rendered.contains("t.toml:4: firewall.egress_allow: only used with egress = \"restrict\""),
-            "{rendered}"
-        );
+        // A list entry that is no network stops the load at once.
+        let e = load("[firewall]\nssh_from = [\"10.0.0.0/33\"]\n").unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:2: firewall.ssh_from[0]: `10.0.0.0/33` is not a CIDR"), "{e}");
+        let e = load("[firewall]\noperator_from = [\"all\", \"nope\"]\n").unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:2: firewall.operator_from[1]: `nope` is not a CIDR"), "{e}");
+        let e = load("[firewall]\negress_allow = [{ to = \"192.0.2.1\", protocol = \"udp\", port = 53 }]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.toml:2: firewall.egress_allow: only used with egress = \"restrict\""), "{e}");
 
         let e = load("[firewall]\nssh_from = []\n").unwrap_err().to_string();
         assert!(e.contains("firewall.ssh_from: an empty list would lock the operator out"), "{e}");
@@ -348,10 +302,12 @@ kind = "db"
         let e = load("[firewall]\nssh_port = 8080\n").unwrap_err().to_string();
         assert!(e.contains("t.toml:2: firewall.ssh_port: port 8080 is also lb1's listener on host a"), "{e}");
 
-        let text = "[firewall]\negress = \"restrict\"\negress_allow = [{ to = \"x\", protocol = \"udp\", port = 0 }]\n\
+        let e = load("[firewall]\negress_allow = [{ to = \"x\", protocol = \"udp\" }]\n").unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:2: firewall.egress_allow[0].to: `x` is not a CIDR"), "{e}");
+        let text =
+            "[firewall]\negress = \"restrict\"\negress_allow = [{ to = \"::1\", protocol = \"udp\", port = 0 }]\n\
                     public_rate_limit = { per_second = 0 }\n";
         let e = load(text).unwrap_err().to_string();
-        assert!(e.contains("firewall.egress_allow[0].to: `x` is not a CIDR"), "{e}");
         assert!(e.contains("firewall.egress_allow[0].port: must be a port"), "{e}");
         assert!(e.contains("firewall.public_rate_limit.per_second: must be at least 1"), "{e}");
 

@@ -3,11 +3,16 @@
 //! Owns: the TOML schema of each role (`lb`, `web`, `app`, `db`) and of a
 //! topology, full validation at load time, and error messages that name the
 //! file, line and key (`backend[0].server[1].weight: must be at least 1`).
+//! Values are read into their types at load: addresses (see [`address`]),
+//! kinds and algorithms are never strings that a role parses again. A
+//! table whose every key has a default takes them from its `Default` impl
+//! (`#[serde(default)]` on the struct).
 //!
 //! Must not touch: sockets, files other than the config file being read, or
 //! any runtime state. Roles receive an already validated value from here.
 
 pub mod access_log;
+pub mod address;
 pub mod app;
 pub mod backup;
 pub mod compression;
@@ -22,6 +27,7 @@ pub mod topology;
 pub mod vrrp;
 pub mod web;
 
+pub use address::{AddressError, HostPort};
 pub use error::{ConfigError, Issue, Validator};
 
 use serde::de::DeserializeOwned;
@@ -51,7 +57,8 @@ pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigErro
 
 /// Which role a config file is for, guessed from its distinctive top-level
 /// keys (or the explicit `role = "..."` key every schema accepts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Lb,
     Web,
@@ -161,17 +168,21 @@ impl Secret {
 
     /// The secret given inline or, failing that, read from `file` (trailing
     /// whitespace trimmed). `key` names the config key in errors.
-    pub fn resolve(inline: Option<&Secret>, file: Option<&Path>, key: &str) -> Result<Option<Secret>, String> {
+    pub fn resolve(inline: Option<&Secret>, file: Option<&Path>, key: &str) -> Result<Option<Secret>, SecretError> {
         if let Some(s) = inline {
             return Ok(Some(s.clone()));
         }
         match file {
             None => Ok(None),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| format!("{key}_file {}: {e}", p.display()))?;
+                let text = std::fs::read_to_string(p).map_err(|source| SecretError::Read {
+                    key: key.to_string(),
+                    path: p.to_path_buf(),
+                    source,
+                })?;
                 let t = text.trim_end().to_string();
                 if t.is_empty() {
-                    return Err(format!("{key}_file {} is empty", p.display()));
+                    return Err(SecretError::Empty { key: key.to_string(), path: p.to_path_buf() });
                 }
                 Ok(Some(Secret(t)))
             }
@@ -186,38 +197,23 @@ impl Secret {
         file: Option<&Path>,
         key: &str,
         fallback: Option<&Secret>,
-    ) -> Result<Option<Secret>, String> {
+    ) -> Result<Option<Secret>, SecretError> {
         Ok(Secret::resolve(inline, file, key)?.or_else(|| fallback.cloned()))
     }
+}
+
+/// A secret file named by `<key>_file` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{key}_file {}: {source}", path.display())]
+    Read { key: String, path: std::path::PathBuf, source: std::io::Error },
+    #[error("{key}_file {} is empty", path.display())]
+    Empty { key: String, path: std::path::PathBuf },
 }
 
 /// Common helpers for schema modules.
 pub(crate) mod util {
     use crate::Validator;
-    use std::net::SocketAddr;
-
-    /// `host:port` where host is an IP literal or a DNS name; port may be 0.
-    pub fn check_host_port(v: &mut Validator, key: &str, value: &str) {
-        if value.parse::<SocketAddr>().is_ok() {
-            return;
-        }
-        match value.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                let ok = host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
-                if !ok {
-                    v.error(key, format!("`{value}` is not a valid host:port"));
-                }
-            }
-            _ => v.error(key, format!("`{value}` is not a valid host:port (e.g. 127.0.0.1:8080)")),
-        }
-    }
-
-    /// A listen address must be an IP literal with a port (port 0 = any free port).
-    pub fn check_bind(v: &mut Validator, key: &str, value: &str) {
-        if value.parse::<SocketAddr>().is_err() {
-            v.error(key, format!("`{value}` is not an ip:port listen address (e.g. 127.0.0.1:8080, [::]:443)"));
-        }
-    }
 
     /// An optional secret given inline (`key`) or in a file (`key_file`):
     /// not both, an inline one at least 16 characters without surrounding
@@ -242,6 +238,19 @@ pub(crate) mod util {
             (None, Some(p)) if p.as_os_str().is_empty() => v.error(&format!("{key}_file"), "must not be empty"),
             _ => {}
         }
+    }
+
+    /// The optional `role = "..."` marker of a file for `role` (`what` names
+    /// the kind of file in the message).
+    pub fn check_role(v: &mut Validator, marker: Option<crate::Role>, role: crate::Role, what: &str) {
+        if let Some(r) = marker.filter(|&r| r != role) {
+            v.error("role", format!("this is {what}, but role = \"{}\"", r.name()));
+        }
+    }
+
+    /// Default of the boolean keys that are on unless turned off.
+    pub fn yes() -> bool {
+        true
     }
 
     pub fn check_name(v: &mut Validator, key: &str, value: &str) {
@@ -283,6 +292,19 @@ mod secret_tests {
         }
         let db: db::DbConfig = from_str(&db, "db.toml").unwrap();
         assert_eq!(db.load_secret().unwrap().expose(), SECRET);
+        // Secret::resolve reads a file for `<key>_file`, and says what is wrong with it.
+        let dir = std::env::temp_dir().join(format!("bulwark-config-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (full, empty, missing) = (dir.join("full"), dir.join("empty"), dir.join("missing"));
+        std::fs::write(&full, format!("{SECRET}\n")).unwrap();
+        std::fs::write(&empty, "\n").unwrap();
+        assert_eq!(Secret::resolve(None, Some(&full), "secret").unwrap().unwrap().expose(), SECRET);
+        let e = Secret::resolve(None, Some(&empty), "secret").unwrap_err();
+        assert_eq!(e.to_string(), format!("secret_file {} is empty", empty.display()));
+        let e = Secret::resolve(None, Some(&missing), "secret").unwrap_err();
+        assert!(matches!(&e, SecretError::Read { key, .. } if key == "secret"), "{e}");
+        assert!(e.to_string().starts_with(&format!("secret_file {}: ", missing.display())), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
         assert!(!format!("{:?}", db.load_secret().unwrap()).contains(SECRET));
     }
 
@@ -318,6 +340,19 @@ mod secret_tests {
         );
         let lb: lb::LbConfig = from_str(&lb, "lb.toml").unwrap();
         assert_eq!(lb.admin.unwrap().monitor_token.unwrap().expose(), SECRET);
+    }
+
+    /// The optional `role` marker names one of the roles and must be the
+    /// file's own.
+    #[test]
+    fn a_role_marker_must_be_the_files_own() {
+        let app = "name = \"a\"\nlisten = \"127.0.0.1:0\"\ndb_nodes = [\"127.0.0.1:1\"]\nrequire_secret = false\n";
+        let c: app::AppConfig = from_str(&format!("role = \"app\"\n{app}"), "app.toml").unwrap();
+        assert_eq!(c.role, Some(Role::App));
+        let e = from_str::<app::AppConfig>(&format!("role = \"web\"\n{app}"), "app.toml").unwrap_err();
+        assert_eq!(e.to_string(), "app.toml:1: role: this is an app config, but role = \"web\"");
+        let e = from_str::<app::AppConfig>(&format!("role = \"ap\"\n{app}"), "app.toml").unwrap_err();
+        assert!(e.to_string().starts_with("app.toml:1: role: unknown variant `ap`"), "{e}");
     }
 
     /// A bad secret is still reported with its file, line and key, and the

@@ -17,48 +17,63 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Topology {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::Role>,
     /// Site name, shown on the dashboard.
-    #[serde(default = "default_name")]
     pub name: String,
     /// Where every role keeps its state, logs and derived configs.
-    #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     /// Ports of instances without an explicit `port` are derived from this:
     /// the i-th lb of a machine: base+3i (http), +1 (admin), +2 (https); web base+10+i, app
     /// base+20+i, db base+30+i (API) and base+50+i (Raft); the backup status
     /// listener base+40. `0` picks free ports.
-    #[serde(default = "default_port_base")]
     pub port_base: u16,
-    #[serde(default)]
     pub restart: RestartSettings,
-    #[serde(default)]
     pub lb: LbSettings,
-    #[serde(default, rename = "host")]
+    #[serde(rename = "host")]
     pub hosts: Vec<Host>,
     /// Floating addresses the lb instances share (VRRP): `[[floating]]`.
-    #[serde(default, rename = "floating", skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "floating", skip_serializing_if = "Vec::is_empty")]
     pub floating: Vec<Floating>,
     /// Issue every role a certificate from a cluster CA that `up` creates
     /// (`DATA/tls/internal/`) and set every role's `tls_*` keys: every hop
     /// behind the lb is then mutual TLS (see [`crate::internal_tls`]).
     /// Default: on when a host's address is not loopback (the topology
     /// spans machines), off on localhost.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub internal_tls: Option<bool>,
     /// What the app roles run: the built-in guestbook, or the user's
     /// program (`[app] exec = [...]`).
-    #[serde(default, skip_serializing_if = "crate::app::AppSettings::is_default")]
+    #[serde(skip_serializing_if = "crate::app::AppSettings::is_default")]
     pub app: crate::app::AppSettings,
     /// The host firewall (nftables) of every host: `[firewall]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub firewall: Option<crate::host_firewall::HostFirewall>,
     /// Scheduled backups (`[backup]`, see [`crate::backup`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<crate::backup::BackupSettings>,
+}
+
+/// A topology without hosts: what a file that sets nothing means.
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            role: None,
+            name: "foobar".into(),
+            data_dir: PathBuf::from("./bulwark-data"),
+            port_base: 8080,
+            restart: RestartSettings::default(),
+            lb: LbSettings::default(),
+            hosts: Vec::new(),
+            floating: Vec::new(),
+            internal_tls: None,
+            app: crate::app::AppSettings::default(),
+            firewall: None,
+            backup: None,
+        }
+    }
 }
 
 /// One floating address group: the lbs that share it, in order of
@@ -69,17 +84,22 @@ pub struct Topology {
 pub struct Floating {
     pub name: String,
     /// Floating addresses with prefix length (`192.0.2.10/24`).
-    pub addresses: Vec<String>,
+    #[serde(with = "crate::address::ipv4_nets")]
+    pub addresses: Vec<ipnet::Ipv4Net>,
     /// The interface of every lb host the addresses go on.
     pub interface: String,
     pub vrid: u8,
     /// lb role instances, most preferred first (at most 3).
     pub lbs: Vec<String>,
-    #[serde(default = "d1s", with = "humantime_serde")]
+    #[serde(default = "default_advert_interval", with = "humantime_serde")]
     pub advert_interval: Duration,
     /// Advertise to the other lbs' host addresses instead of multicast.
     #[serde(default)]
     pub unicast: bool,
+}
+
+fn default_advert_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 impl Floating {
@@ -98,78 +118,45 @@ impl Topology {
     }
 }
 
-fn default_name() -> String {
-    "foobar".into()
-}
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("./bulwark-data")
-}
-fn default_port_base() -> u16 {
-    8080
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RestartSettings {
-    #[serde(default = "d200ms", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub initial_backoff: Duration,
-    #[serde(default = "d10s", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
-}
-
-fn d200ms() -> Duration {
-    Duration::from_millis(200)
-}
-fn d10s() -> Duration {
-    Duration::from_secs(10)
 }
 
 impl Default for RestartSettings {
     fn default() -> Self {
-        RestartSettings { initial_backoff: d200ms(), max_backoff: d10s() }
+        RestartSettings { initial_backoff: Duration::from_millis(200), max_backoff: Duration::from_secs(10) }
     }
 }
 
 /// Settings shared by every lb instance of the topology.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LbSettings {
-    #[serde(default)]
     pub balance: crate::lb::Balance,
     /// Worker threads per lb (0 = one per core).
-    #[serde(default)]
     pub threads: usize,
     /// lb processes per lb instance, sharing its public ports with
     /// SO_REUSEPORT so that one crashed process leaves the site answering
     /// (the first one alone has the admin listener and the floating
     /// addresses). Only with fixed ports (`port_base` or explicit ports).
-    #[serde(default = "one")]
     pub processes: u8,
     /// Address the public listener binds (default: the host's address).
     /// Set `0.0.0.0` to serve other machines.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub public_address: Option<IpAddr>,
-    #[serde(default = "d1s", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub check_interval: Duration,
     /// Serve HTTPS (a self-signed certificate for localhost is generated
     /// when `certificate` is not set), redirect plain HTTP to it, send HSTS.
-    #[serde(default = "yes")]
     pub tls: bool,
     /// Certificate chain and key files for HTTPS (PEM).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<crate::lb::CertificateFiles>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn one() -> u8 {
-    1
-}
-
-fn d1s() -> Duration {
-    Duration::from_secs(1)
 }
 
 impl Default for LbSettings {
@@ -177,9 +164,9 @@ impl Default for LbSettings {
         LbSettings {
             balance: Default::default(),
             threads: 0,
-            processes: one(),
+            processes: 1,
             public_address: None,
-            check_interval: d1s(),
+            check_interval: Duration::from_secs(1),
             tls: true,
             certificate: None,
         }
@@ -308,11 +295,6 @@ impl Topology {
             raft_port: None,
         };
         Topology {
-            role: None,
-            name: default_name(),
-            data_dir: default_data_dir(),
-            port_base: default_port_base(),
-            restart: RestartSettings::default(),
             // Two lb processes on the public ports: an lb crash costs only
             // the requests in flight on it.
             lb: LbSettings { processes: 2, ..LbSettings::default() },
@@ -333,11 +315,7 @@ impl Topology {
                     roles: vec![r("web2", RoleKind::Web), r("app2", RoleKind::App), r("db2", RoleKind::Db)],
                 },
             ],
-            floating: Vec::new(),
-            internal_tls: None,
-            app: Default::default(),
-            firewall: None,
-            backup: None,
+            ..Topology::default()
         }
     }
 
@@ -407,11 +385,7 @@ fn natural_key(s: &str) -> (String, u64) {
 
 impl Validate for Topology {
     fn validate(&self, v: &mut Validator) {
-        if let Some(r) = &self.role {
-            if r != "topology" {
-                v.error("role", format!("this is a topology, but role = \"{r}\""));
-            }
-        }
+        crate::util::check_role(v, self.role, crate::Role::Topology, "a topology");
         v.scope("app", |v| self.app.validate_in(v));
         if let Some(f) = &self.firewall {
             v.scope("firewall", |v| f.validate_in(self, v));

@@ -15,6 +15,7 @@
 //! track_weight = 50                 # taken off the priority while this lb
 //!                                   # cannot serve (no healthy server)
 //! ```
+use crate::util::yes;
 use crate::{Validate, Validator};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -43,14 +44,15 @@ pub struct VrrpInstance {
     #[serde(default, with = "humantime_serde")]
     pub preempt_delay: Duration,
     /// Virtual addresses with their prefix length (`10.0.0.100/24`).
-    pub addresses: Vec<String>,
+    #[serde(with = "crate::address::ipv4_nets")]
+    pub addresses: Vec<Ipv4Net>,
     /// Peers' addresses for unicast advertisements; empty = multicast.
-    #[serde(default)]
-    pub unicast_peers: Vec<String>,
+    #[serde(default, with = "crate::address::ipv4s")]
+    pub unicast_peers: Vec<Ipv4Addr>,
     /// This lb's own address on the interface, used as the advertisements'
     /// source; by default the interface's first IPv4 address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::address::ipv4_option")]
+    pub source: Option<Ipv4Addr>,
     /// Taken off `priority` while the proxy behind this lb cannot serve.
     #[serde(default = "default_track_weight")]
     pub track_weight: u8,
@@ -62,27 +64,14 @@ fn default_priority() -> u8 {
 fn default_interval() -> Duration {
     Duration::from_secs(1)
 }
-fn yes() -> bool {
-    true
-}
 fn default_track_weight() -> u8 {
     50
 }
 
 impl VrrpInstance {
-    /// The virtual addresses (validated at load).
-    pub fn networks(&self) -> Vec<Ipv4Net> {
-        self.addresses.iter().filter_map(|a| a.parse().ok()).collect()
-    }
-
-    /// The unicast peers (validated at load).
-    pub fn peers(&self) -> Vec<Ipv4Addr> {
-        self.unicast_peers.iter().filter_map(|a| a.parse().ok()).collect()
-    }
-
-    /// The configured source address (validated at load).
-    pub fn source_address(&self) -> Option<Ipv4Addr> {
-        self.source.as_ref().and_then(|s| s.parse().ok())
+    /// The floating addresses themselves, without their prefix lengths.
+    pub fn virtual_addresses(&self) -> Vec<Ipv4Addr> {
+        self.addresses.iter().map(|n| n.addr()).collect()
     }
 
     /// The advertisement interval in centiseconds (validated at load).
@@ -110,7 +99,7 @@ pub fn validate_all(instances: &[VrrpInstance], v: &mut Validator) {
                     v.error("vrid", format!("vrid {} is used twice on `{}`", r.vrid, r.interface));
                 }
                 r.validate(v);
-                for a in r.networks() {
+                for a in &r.addresses {
                     if !addresses.insert(a.addr()) {
                         v.error("addresses", format!("{} is in two [[vrrp]] entries", a.addr()));
                     }
@@ -140,22 +129,8 @@ impl Validate for VrrpInstance {
             v.error("addresses", "at most 255 addresses per virtual router");
         }
         for a in &self.addresses {
-            match a.parse::<Ipv4Net>() {
-                Ok(n) if n.addr().is_unspecified() || n.addr().is_multicast() || n.addr().is_broadcast() => {
-                    v.error("addresses", format!("`{a}` cannot be a floating address"))
-                }
-                Ok(_) => {}
-                Err(_) => v.error("addresses", format!("`{a}` is not an IPv4 address with a prefix (192.0.2.10/24)")),
-            }
-        }
-        for p in &self.unicast_peers {
-            if p.parse::<Ipv4Addr>().is_err() {
-                v.error("unicast_peers", format!("`{p}` is not an IPv4 address"));
-            }
-        }
-        if let Some(s) = &self.source {
-            if s.parse::<Ipv4Addr>().is_err() {
-                v.error("source", format!("`{s}` is not an IPv4 address"));
+            if a.addr().is_unspecified() || a.addr().is_multicast() || a.addr().is_broadcast() {
+                v.error("addresses", format!("`{a}` cannot be a floating address"));
             }
         }
         if self.track_weight >= self.priority && self.priority != 0 {
@@ -168,11 +143,22 @@ impl Validate for VrrpInstance {
 mod tests {
     use super::*;
 
+    /// The `[[vrrp]]` tables of an lb config, read as the lb reads them.
+    #[derive(Deserialize)]
+    struct Entries {
+        vrrp: Vec<VrrpInstance>,
+    }
+
+    impl Validate for Entries {
+        fn validate(&self, v: &mut Validator) {
+            validate_all(&self.vrrp, v);
+        }
+    }
+
     fn check(text: &str) -> Result<VrrpInstance, String> {
-        let r: VrrpInstance = toml::from_str(text).map_err(|e| e.to_string())?;
-        let mut v = Validator::default();
-        validate_all(std::slice::from_ref(&r), &mut v);
-        v.into_result("test", text).map(|()| r).map_err(|e| e.to_string())
+        let text = format!("[[vrrp]]\n{text}");
+        let mut e: Entries = crate::from_str(&text, "test").map_err(|e| e.to_string())?;
+        Ok(e.vrrp.remove(0))
     }
 
     fn instance(extra: &str) -> Result<VrrpInstance, String> {
@@ -187,7 +173,8 @@ mod tests {
         assert_eq!(r.interval_cs(), 100);
         assert!(r.preempt);
         assert!(r.unicast_peers.is_empty());
-        assert_eq!(r.networks(), vec!["10.0.0.100/24".parse::<Ipv4Net>().unwrap()]);
+        assert_eq!(r.addresses, ["10.0.0.100/24".parse::<Ipv4Net>().unwrap()]);
+        assert_eq!(r.virtual_addresses(), [Ipv4Addr::new(10, 0, 0, 100)]);
     }
 
     #[test]
@@ -201,9 +188,15 @@ mod tests {
             ("source = \"::1\"", "source"),
         ] {
             let err = instance(extra).unwrap_err();
-            assert!(err.contains(&format!("vrrp[0].{key}")), "{extra}: {err}");
+            assert!(err.contains(&format!("test:6: vrrp[0].{key}")), "{extra}: {err}");
         }
-        let err = check("name = \"w\"\ninterface = \"eth0\"\nvrid = 0\naddresses = [\"10.0.0.100\"]").unwrap_err();
+        let err = check("name = \"w\"\ninterface = \"eth0\"\nvrid = 0\naddresses = [\"0.0.0.0/24\"]").unwrap_err();
         assert!(err.contains("vrrp[0].vrid") && err.contains("vrrp[0].addresses"), "{err}");
+        // An address without its prefix is not read at all.
+        let err = check("name = \"w\"\ninterface = \"eth0\"\nvrid = 1\naddresses = [\"10.0.0.100\"]").unwrap_err();
+        assert_eq!(
+            err,
+            "test:5: vrrp[0].addresses[0]: `10.0.0.100` is not an IPv4 address with a prefix (192.0.2.10/24)"
+        );
     }
 }

@@ -44,10 +44,11 @@
 //! ```
 pub use crate::compression::Compression;
 use crate::lb::{Backend, Balance, HealthCheck, PassiveHealth, Retries, Server};
-use crate::util::{check_bind, check_host_port};
-use crate::{Validate, Validator};
+use crate::util::yes;
+use crate::{HostPort, Validate, Validator};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,10 +57,11 @@ use std::time::Duration;
 pub struct WebConfig {
     /// Optional explicit role marker (`role = "web"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<crate::Role>,
     /// Listen addresses (`ip:port`, port 0 picks a free port). The ready
     /// line names them `http`, `http1`, `http2`, ... in this order.
-    pub listen: Vec<String>,
+    #[serde(with = "crate::address::ip_ports")]
+    pub listen: Vec<SocketAddr>,
     /// Directory whose contents are served as `/`.
     pub root: PathBuf,
     /// File names tried, in order, for a URL that ends in `/`.
@@ -67,7 +69,7 @@ pub struct WebConfig {
     pub index: Vec<String>,
     /// Worker threads, each with its own event loop and SO_REUSEPORT socket
     /// per listen address. 0 means one per CPU core.
-    #[serde(default = "default_threads")]
+    #[serde(default)]
     pub threads: usize,
     /// Emit one access-log line per request (tracing target `access`).
     #[serde(default = "yes")]
@@ -155,112 +157,69 @@ impl WebConfig {
 fn default_index() -> Vec<String> {
     vec!["index.html".into()]
 }
-fn default_threads() -> usize {
-    0
-}
-fn yes() -> bool {
-    true
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest request head (request line and headers), bytes (→ 431).
-    #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
     /// Largest request body, bytes (→ 413).
-    #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
-}
-
-fn default_max_header_bytes() -> usize {
-    16 * 1024
-}
-fn default_max_body_bytes() -> u64 {
-    1024 * 1024
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: default_max_header_bytes(), max_body_bytes: default_max_body_bytes() }
+        Limits { max_header_bytes: 16 * 1024, max_body_bytes: 1024 * 1024 }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Timeouts {
     /// A client that started a request must finish its head within this
     /// time; a new connection must send a complete head within it too.
-    #[serde(default = "d10s", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub header: Duration,
     /// Time allowed to receive a whole request body (→ 408).
-    #[serde(default = "d30s", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub body: Duration,
     /// An idle keep-alive connection is closed after this long without the
     /// first byte of a next request.
-    #[serde(default = "d75s", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub keepalive: Duration,
     /// A client that accepts no byte of its response for this long is
     /// disconnected (nginx's `send_timeout`).
-    #[serde(default = "d60s", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub send: Duration,
     /// On SIGTERM, wait at most this long for in-flight requests.
-    #[serde(default = "d10s", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub drain: Duration,
-}
-
-fn d10s() -> Duration {
-    Duration::from_secs(10)
-}
-fn d30s() -> Duration {
-    Duration::from_secs(30)
-}
-fn d60s() -> Duration {
-    Duration::from_secs(60)
-}
-fn d75s() -> Duration {
-    Duration::from_secs(75)
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { header: d10s(), body: d30s(), keepalive: d75s(), send: d60s(), drain: d10s() }
+        let secs = Duration::from_secs;
+        Timeouts { header: secs(10), body: secs(30), keepalive: secs(75), send: secs(60), drain: secs(10) }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Cache {
     /// Files up to this size have their bytes kept in memory; larger files
     /// are streamed from disk (their metadata is still cached).
-    #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
     /// Memory for cached file bytes, per worker thread.
-    #[serde(default = "default_cache_bytes")]
     pub max_bytes: u64,
     /// A cached file is checked against the disk (stat: inode, size, mtime)
     /// at most this often; `0s` checks on every request.
-    #[serde(default = "default_revalidate", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub revalidate: Duration,
-}
-
-fn default_max_file_bytes() -> u64 {
-    256 * 1024
-}
-fn default_cache_bytes() -> u64 {
-    64 * 1024 * 1024
-}
-fn default_revalidate() -> Duration {
-    Duration::from_secs(1)
 }
 
 impl Default for Cache {
     fn default() -> Self {
-        Cache {
-            max_file_bytes: default_max_file_bytes(),
-            max_bytes: default_cache_bytes(),
-            revalidate: default_revalidate(),
-        }
+        Cache { max_file_bytes: 256 * 1024, max_bytes: 64 * 1024 * 1024, revalidate: Duration::from_secs(1) }
     }
 }
 
@@ -289,7 +248,7 @@ pub struct ProxyRoute {
     #[serde(default = "default_prefix")]
     pub prefix: String,
     /// App servers, `host:port`.
-    pub servers: Vec<String>,
+    pub servers: Vec<HostPort>,
     #[serde(default)]
     pub balance: Balance,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -299,14 +258,14 @@ pub struct ProxyRoute {
     #[serde(default)]
     pub retries: Retries,
     /// Connecting to a server.
-    #[serde(default = "d3s", with = "humantime_serde")]
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Server must start answering within this time (→ 504).
-    #[serde(default = "d30s", with = "humantime_serde")]
+    #[serde(default = "default_server_timeout", with = "humantime_serde")]
     pub server_timeout: Duration,
     /// A tunnel (a WebSocket or other upgraded connection) with no byte
     /// moving either way for this long is closed.
-    #[serde(default = "d1h", with = "humantime_serde")]
+    #[serde(default = "default_tunnel_timeout", with = "humantime_serde")]
     pub tunnel_timeout: Duration,
     /// Add X-Forwarded-For / X-Forwarded-Proto / Forwarded headers.
     #[serde(default = "yes")]
@@ -371,10 +330,13 @@ pub struct SecurityHeaders {
 fn default_prefix() -> String {
     "/api/".into()
 }
-fn d3s() -> Duration {
+fn default_connect_timeout() -> Duration {
     Duration::from_secs(3)
 }
-fn d1h() -> Duration {
+fn default_server_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_tunnel_timeout() -> Duration {
     Duration::from_secs(3600)
 }
 
@@ -383,38 +345,18 @@ impl ProxyRoute {
     /// `name-1`, ...), so `bulwark-proxy` can build its upstream pool from
     /// it; over mutual TLS with `tls` (the web role's files).
     pub fn to_backend(&self, name: &str, tls: Option<&crate::internal_tls::TlsFiles>) -> Backend {
+        let servers =
+            self.servers.iter().enumerate().map(|(i, a)| Server::new(format!("{name}-{i}"), a.clone())).collect();
         Backend {
-            name: name.to_string(),
             balance: self.balance,
-            servers: self
-                .servers
-                .iter()
-                .enumerate()
-                .map(|(i, a)| Server {
-                    name: format!("{name}-{i}"),
-                    address: a.clone(),
-                    weight: 1,
-                    backup: false,
-                    disabled: false,
-                })
-                .collect(),
             health_check: self.health_check.clone(),
             passive: self.passive.clone(),
-            slowstart: None,
             retries: self.retries.clone(),
-            pool_max_idle: 64,
-            max_connections: None,
-            hash_balance_factor: 1.25,
             panic_threshold_percent: self.panic_threshold_percent,
-            cluster_secret: None,
-            cluster_secret_file: None,
             tls_cert: tls.map(|t| t.cert.clone()),
             tls_key: tls.map(|t| t.key.clone()),
             tls_ca: tls.map(|t| t.ca.clone()),
-            sticky: crate::lb::Sticky::Off,
-            sticky_cookie: crate::lb::default_sticky_cookie(),
-            sticky_secret: None,
-            sticky_secret_file: None,
+            ..Backend::new(name, servers)
         }
     }
 }
@@ -427,11 +369,7 @@ fn is_header_value(s: &str) -> bool {
 impl Validate for WebConfig {
     fn validate(&self, v: &mut Validator) {
         crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
-        if let Some(r) = &self.role {
-            if r != "web" {
-                v.error("role", format!("this is a web config, but role = \"{r}\""));
-            }
-        }
+        crate::util::check_role(v, self.role, crate::Role::Web, "a web config");
         if self.listen.is_empty() {
             v.error("listen", "at least one listen address is required");
         }
@@ -461,12 +399,9 @@ impl Validate for WebConfig {
         let mut binds = HashSet::new();
         v.scope("listen", |v| {
             for (i, l) in self.listen.iter().enumerate() {
-                v.index(i, |v| {
-                    check_bind(v, "", l);
-                    if !l.ends_with(":0") && !binds.insert(l.as_str()) {
-                        v.error("", format!("`{l}` is listed twice"));
-                    }
-                });
+                if l.port() != 0 && !binds.insert(l) {
+                    v.index(i, |v| v.error("", format!("`{l}` is listed twice")));
+                }
             }
         });
         if self.root.as_os_str().is_empty() {
@@ -552,11 +487,6 @@ impl Validate for WebConfig {
                     if p.servers.is_empty() {
                         v.error("servers", "at least one server (host:port) is required");
                     }
-                    v.scope("servers", |v| {
-                        for (j, s) in p.servers.iter().enumerate() {
-                            v.index(j, |v| check_host_port(v, "", s));
-                        }
-                    });
                     if p.connect_timeout.is_zero() {
                         v.error("connect_timeout", "must be greater than 0");
                     }
@@ -637,17 +567,30 @@ health_check = { kind = "http", path = "/health", interval = "500ms" }
         assert_eq!(err.issues.len(), 1, "{err}");
         assert_eq!(err.issues[0].key, "proxy[0].servers[1]");
         assert_eq!(err.issues[0].line, Some(18), "{err}");
+        assert!(
+            err.to_string().starts_with("web.toml:18: proxy[0].servers[1]: `not a server` is not a valid host:port"),
+            "{err}"
+        );
     }
 
     #[test]
     fn reports_every_problem_at_once() {
         let bad = GOOD
-            .replace("listen = [\"127.0.0.1:0\"]", "listen = [\"localhost:80\"]")
+            .replace("listen = [\"127.0.0.1:0\"]", "listen = [\"127.0.0.1:80\", \"127.0.0.1:80\"]")
             .replace("match = \"/assets/\"", "match = \"assets\"")
             .replace("servers = [", "prefix = \"api\"\nservers = [");
         let err = crate::from_str::<WebConfig>(&bad, "web.toml").unwrap_err();
         let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
-        assert_eq!(keys, ["listen[0]", "cache_control[0].match", "proxy[0].prefix"], "{err}");
+        assert_eq!(keys, ["listen[1]", "cache_control[0].match", "proxy[0].prefix"], "{err}");
+    }
+
+    #[test]
+    fn a_listen_address_is_an_ip_literal() {
+        let c: WebConfig = crate::from_str(GOOD, "web.toml").unwrap();
+        assert_eq!(c.listen, ["127.0.0.1:0".parse::<SocketAddr>().unwrap()]);
+        let bad = GOOD.replace("listen = [\"127.0.0.1:0\"]", "listen = [\"127.0.0.1:0\", \"localhost:80\"]");
+        let err = crate::from_str::<WebConfig>(&bad, "web.toml").unwrap_err().to_string();
+        assert!(err.starts_with("web.toml:2: listen[1]: `localhost:80` is not an ip:port listen address"), "{err}");
     }
 
     #[test]

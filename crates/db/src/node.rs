@@ -229,10 +229,10 @@ impl DbNode {
             .map_err(|e| DbError::Config(format!("tls: {e}")))?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| DbError::Io { context: format!("creating {}", config.data_dir.display()), source })?;
-        let (listener, local) = bind("listen", &config.listen).await?;
-        let address = config.advertise.clone().unwrap_or_else(|| local.to_string());
-        let (raft_listener, raft_local) = bind("raft_listen", &config.raft_listen).await?;
-        let raft_address = config.raft_advertise.clone().unwrap_or_else(|| raft_local.to_string());
+        let (listener, local) = bind(config.listen).await?;
+        let address = config.advertise.as_ref().map_or_else(|| local.to_string(), |a| a.to_string());
+        let (raft_listener, raft_local) = bind(config.raft_listen).await?;
+        let raft_address = config.raft_advertise.as_ref().map_or_else(|| raft_local.to_string(), |a| a.to_string());
 
         let mut log =
             LogStore::open(&config.data_dir, config.node_id).map_err(|e| DbError::Storage(format!("raft log: {e}")))?;
@@ -271,7 +271,7 @@ impl DbNode {
             .map_err(|e| DbError::Raft(e.to_string()))?;
         if fresh && config.bootstrap {
             let mut members: BTreeMap<NodeId, Node> =
-                config.peers.iter().map(|p| (p.id, Node::new(&p.address, &p.raft_address))).collect();
+                config.peers.iter().map(|p| (p.id, Node::new(p.address.as_str(), p.raft_address.as_str()))).collect();
             members.insert(config.node_id, Node::new(&address, &raft_address));
             tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "bootstrapping a new cluster");
             if let Err(e) = raft.initialize(members).await {

@@ -197,7 +197,7 @@ pub fn listeners(t: &Topology, fw: &HostFirewall) -> Vec<Listener> {
                     .iter()
                     .filter(|f| f.lbs.contains(&p.name))
                     .flat_map(|f| f.addresses.iter())
-                    .filter_map(|a| a.split('/').next()?.parse().ok())
+                    .map(|a| IpAddr::V4(a.addr()))
                     .collect();
                 for (service, addr) in [(Service::Http, Some(p.addr)), (Service::Https, p.https)] {
                     if let Some(addr) = addr {

@@ -88,7 +88,7 @@ impl FloatingAddresses {
                     "name": c.name,
                     "vrid": c.vrid,
                     "interface": c.interface,
-                    "addresses": c.addresses,
+                    "addresses": c.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "state": s.state().as_str(),
                     "priority": s.priority(),
                     "error": s.last_error(),

@@ -35,13 +35,13 @@ pub enum LbError {
     #[error(transparent)]
     Routing(#[from] RoutingError),
     #[error("frontend `{frontend}`: cannot listen on {bind}: {source}")]
-    Bind { frontend: String, bind: String, source: std::io::Error },
+    Bind { frontend: String, bind: std::net::SocketAddr, source: std::io::Error },
     #[error("admin listener: cannot listen on {bind}: {source}")]
-    AdminBind { bind: String, source: std::io::Error },
+    AdminBind { bind: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
     #[error("{0}")]
-    Secret(String),
+    Secret(#[from] bulwark_config::SecretError),
 }
 
 /// A bound, not yet running load balancer.
@@ -75,15 +75,15 @@ impl LbServer {
         for (i, f) in config.frontends.iter().enumerate() {
             frontends.push(listener::BoundFrontend::bind(i, f, threads).map_err(|source| LbError::Bind {
                 frontend: f.name.clone(),
-                bind: f.bind.clone(),
+                bind: f.bind,
                 source,
             })?);
         }
         let admin = match &config.admin {
             Some(a) => Some(
-                tokio::net::TcpListener::bind(&a.bind)
+                tokio::net::TcpListener::bind(a.bind)
                     .await
-                    .map_err(|source| LbError::AdminBind { bind: a.bind.clone(), source })?,
+                    .map_err(|source| LbError::AdminBind { bind: a.bind, source })?,
             ),
             None => None,
         };

@@ -32,10 +32,8 @@ pub(crate) struct BoundFrontend {
 
 impl BoundFrontend {
     pub fn bind(index: usize, f: &Frontend, threads: usize) -> std::io::Result<BoundFrontend> {
-        let want: SocketAddr =
-            f.bind.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
         let sharing = if f.reuse_port { SocketSharing::ReusePort } else { SocketSharing::Shared };
-        let sockets = WorkerListeners::bind(want, threads, sharing)?;
+        let sockets = WorkerListeners::bind(f.bind, threads, sharing)?;
         Ok(BoundFrontend { index, name: f.name.clone(), addr: sockets.local_addr(), mode: f.mode, sockets })
     }
 }

@@ -4,7 +4,8 @@
 //! rules. A collector task samples everything once a second.
 use crate::routing::Routing;
 use arc_swap::ArcSwap;
-use bulwark_config::lb::{Admin, AlertRules};
+use bulwark_config::lb::{Admin, AlertRules, NodeKind};
+use bulwark_config::HostPort;
 use bulwark_proxy::LatencyHistogram;
 use bulwark_telemetry::clock::{monotonic_ms, unix_ms};
 use serde_json::{json, Value};
@@ -36,10 +37,10 @@ struct Rates {
 #[derive(Clone, serde::Serialize)]
 struct NodeStatus {
     name: String,
-    kind: String,
+    kind: NodeKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     host: Option<String>,
-    address: String,
+    address: HostPort,
     healthy: bool,
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -224,7 +225,7 @@ impl Monitor {
                     ));
                 }
             }
-            let dbs: Vec<&NodeStatus> = s.nodes.iter().filter(|n| n.kind == "db").collect();
+            let dbs: Vec<&NodeStatus> = s.nodes.iter().filter(|n| n.kind == NodeKind::Db).collect();
             if !dbs.is_empty() && !dbs.iter().any(|n| n.db.as_ref().is_some_and(|d| d["role"] == "primary")) {
                 conditions.push(("NoPrimary".into(), "critical", "no database node reports itself primary".into()));
             }
@@ -233,7 +234,7 @@ impl Monitor {
                     conditions.push((
                         format!("NodeDown/{}", n.name),
                         "critical",
-                        format!("{} ({}) is unreachable or unhealthy: {}", n.name, n.kind, n.detail),
+                        format!("{} ({}) is unreachable or unhealthy: {}", n.name, n.kind.name(), n.detail),
                     ));
                 }
                 if let Some(free) = n.db.as_ref().and_then(|d| d["disk_free_bytes"].as_u64()) {
@@ -363,7 +364,7 @@ impl Monitor {
                 "req_per_s": s.lb_rates.req_per_s, "p99_ms": s.lb_rates.p99_ms, "err_5xx_per_s": s.lb_rates.err_5xx_per_s,
                 "frontends": r.config.frontends.iter().enumerate().map(|(i, f)| json!({
                     "name": f.name,
-                    "bind": bound.get(i).map(|a| a.to_string()).unwrap_or_else(|| f.bind.clone()),
+                    "bind": bound.get(i).copied().unwrap_or(f.bind).to_string(),
                     "tls": f.tls.is_some(),
                 })).collect::<Vec<_>>(),
             },
@@ -453,7 +454,7 @@ async fn poll_node(
 ) -> NodeStatus {
     let mut st = NodeStatus {
         name: n.name.clone(),
-        kind: n.kind.clone(),
+        kind: n.kind,
         host: n.host.clone(),
         address: n.address.clone(),
         healthy: false,
@@ -461,18 +462,18 @@ async fn poll_node(
         db: None,
         backup: None,
     };
-    let addr = match tokio::net::lookup_host(&n.address).await.ok().and_then(|mut a| a.next()) {
+    let addr = match tokio::net::lookup_host(n.address.as_str()).await.ok().and_then(|mut a| a.next()) {
         Some(a) => a,
         None => {
             st.detail = format!("cannot resolve {}", n.address);
             return st;
         }
     };
-    let path = if matches!(n.kind.as_str(), "db" | "backup") { "/v1/status" } else { "/health" };
+    let path = if matches!(n.kind, NodeKind::Db | NodeKind::Backup) { "/v1/status" } else { "/health" };
     match get(addr, path, monitor_token, tls).await {
         Ok((200, body)) => {
             st.healthy = true;
-            if n.kind == "db" {
+            if n.kind == NodeKind::Db {
                 let mut db = db_summary(&body);
                 // The free space is on the node's /metrics only.
                 if let Ok((200, metrics)) = get(addr, "/metrics", monitor_token, tls).await {
@@ -480,7 +481,7 @@ async fn poll_node(
                 }
                 st.db = Some(db);
             }
-            if n.kind == "backup" {
+            if n.kind == NodeKind::Backup {
                 st.backup = Some(backup_summary(&body));
             }
         }

@@ -59,8 +59,8 @@ pub enum RoutingError {
 impl Routing {
     pub fn build(config: LbConfig, previous: Option<&Routing>) -> Result<Routing, RoutingError> {
         if let Some(prev) = previous {
-            let key = |c: &LbConfig| -> Vec<(String, String, Mode, bool)> {
-                c.frontends.iter().map(|f| (f.name.clone(), f.bind.clone(), f.mode, f.reuse_port)).collect()
+            let key = |c: &LbConfig| -> Vec<(String, std::net::SocketAddr, Mode, bool)> {
+                c.frontends.iter().map(|f| (f.name.clone(), f.bind, f.mode, f.reuse_port)).collect()
             };
             if key(&prev.config) != key(&config) {
                 return Err(RoutingError::Listeners(
@@ -81,7 +81,7 @@ impl Routing {
                 b.cluster_secret_file.as_deref(),
                 "cluster_secret",
             )
-            .map_err(|e| RoutingError::Secret(b.name.clone(), e))?;
+            .map_err(|e| RoutingError::Secret(b.name.clone(), e.to_string()))?;
             let mut headers = Vec::new();
             if let Some(s) = secret {
                 let v = HeaderValue::from_str(s.expose())

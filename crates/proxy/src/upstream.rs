@@ -4,7 +4,7 @@ use crate::sticky::StickyCookie;
 use bulwark_config::lb::{Backend, Balance, Sticky};
 use bulwark_config::Secret;
 use bulwark_telemetry::clock::monotonic_ms;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -27,8 +27,8 @@ pub struct Upstream {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("backend `{backend}` server `{server}`: cannot resolve `{address}`: {reason}")]
-    Resolve { backend: String, server: String, address: String, reason: String },
+    #[error("backend `{backend}` server `{server}`: cannot resolve `{address}`: {source}")]
+    Resolve { backend: String, server: String, address: String, source: std::io::Error },
     #[error("backend `{backend}`: {source}")]
     Tls { backend: String, source: bulwark_mtls::MtlsError },
     #[error("backend `{backend}`: sticky cookie key: {reason}")]
@@ -43,11 +43,11 @@ impl Upstream {
             .map_err(|source| UpstreamError::Tls { backend: config.name.clone(), source })?;
         let mut servers = Vec::with_capacity(config.servers.len());
         for s in &config.servers {
-            let addr = resolve(&s.address).map_err(|reason| UpstreamError::Resolve {
+            let addr = s.address.resolve().map_err(|source| UpstreamError::Resolve {
                 backend: config.name.clone(),
                 server: s.name.clone(),
-                address: s.address.clone(),
-                reason,
+                address: s.address.to_string(),
+                source,
             })?;
             let old = previous.and_then(|p| p.servers.iter().find(|o| o.name == s.name && o.addr == addr));
             let state = match old {
@@ -182,22 +182,15 @@ impl Upstream {
 fn sticky_cookie(config: &Backend, previous: Option<&StickyCookie>) -> Result<StickyCookie, UpstreamError> {
     let error = |reason: String| UpstreamError::Sticky { backend: config.name.clone(), reason };
     let own = Secret::resolve(config.sticky_secret.as_ref(), config.sticky_secret_file.as_deref(), "sticky_secret")
-        .map_err(error)?;
+        .map_err(|e| error(e.to_string()))?;
     let secret = match own {
         Some(s) => Some(s),
         None => {
             Secret::resolve(config.cluster_secret.as_ref(), config.cluster_secret_file.as_deref(), "cluster_secret")
-                .map_err(error)?
+                .map_err(|e| error(e.to_string()))?
         }
     };
     Ok(StickyCookie::new(&config.sticky_cookie, secret.as_ref().map(|s| s.expose().as_bytes()), previous))
-}
-
-fn resolve(address: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = address.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    address.to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or_else(|| "no addresses".to_string())
 }
 
 /// Caps retries at `ratio` × requests + `min_per_sec` per one-second

@@ -330,12 +330,12 @@ mod tests {
         let parsed = lb(&c);
         assert_eq!(parsed.threads, 2);
         let admin = parsed.admin.as_ref().expect("[admin]");
-        assert_eq!(admin.bind, "127.0.0.1:0");
+        assert_eq!(admin.bind.to_string(), "127.0.0.1:0");
         assert_eq!(admin.token.as_ref().map(|t| t.expose()), Some("t0ken"));
         assert_eq!(parsed.timeouts.client_header, Duration::from_millis(300));
         assert_eq!(parsed.frontends.len(), 2);
         assert_eq!(parsed.frontends[0].name, "www");
-        assert_eq!(parsed.frontends[0].bind, "127.0.0.1:0");
+        assert_eq!(parsed.frontends[0].bind.to_string(), "127.0.0.1:0");
         assert!(parsed.frontends[0].tls.is_some());
         assert_eq!(parsed.frontends[0].firewall.max_connections_per_ip, Some(2));
         assert_eq!(parsed.frontends[1].redirect_https_port, Some(8443));
@@ -356,14 +356,14 @@ mod tests {
             .proxy("/api/", &[app])
             .set_str("secret", "edge-secret-0123456789");
         let parsed = web(&c);
-        assert_eq!(parsed.listen, vec!["127.0.0.1:0".to_string()]);
+        assert_eq!(parsed.listen, ["127.0.0.1:0".parse::<SocketAddr>().unwrap()]);
         assert_eq!(parsed.root, root);
         assert_eq!(parsed.threads, 1);
         assert!(!parsed.access_log);
         assert_eq!(parsed.timeouts.send, Duration::from_secs(600));
         assert_eq!(parsed.limits.max_body_bytes, 1000);
         assert_eq!(parsed.proxy[0].prefix, "/api/");
-        assert_eq!(parsed.proxy[0].servers, vec!["127.0.0.1:8100".to_string()]);
+        assert_eq!(parsed.proxy[0].servers, ["127.0.0.1:8100"]);
         assert!(parsed.secret.is_some());
     }
 

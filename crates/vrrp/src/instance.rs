@@ -135,7 +135,7 @@ impl Speaker {
             vrid: self.config.vrid,
             priority,
             interval_cs: self.config.interval_cs(),
-            addresses: self.config.networks().iter().map(|n| n.addr()).collect(),
+            addresses: self.config.virtual_addresses(),
         };
         self.socket.send(&ad).map_err(|e| VrrpError::Socket { action: "sending an advertisement", source: e })?;
         self.status.adverts_sent.fetch_add(1, Ordering::Relaxed);
@@ -143,7 +143,7 @@ impl Speaker {
     }
 
     async fn take(&self) -> Result<(), VrrpError> {
-        for net in self.config.networks() {
+        for &net in &self.config.addresses {
             self.link.add(self.interface.index, net).await?;
         }
         self.announce();
@@ -154,7 +154,7 @@ impl Speaker {
     /// [`GARP_REPEATS`] more.
     fn announce(&self) {
         let (index, mac) = (self.interface.index, self.interface.mac);
-        let addresses: Vec<Ipv4Addr> = self.config.networks().iter().map(|n| n.addr()).collect();
+        let addresses: Vec<Ipv4Addr> = self.config.virtual_addresses();
         let name = self.config.name.clone();
         tokio::spawn(async move {
             for round in 0..=GARP_REPEATS {
@@ -171,7 +171,7 @@ impl Speaker {
     }
 
     async fn release(&self) -> Result<(), VrrpError> {
-        for net in self.config.networks() {
+        for &net in &self.config.addresses {
             self.link.remove(self.interface.index, net).await?;
         }
         Ok(())
@@ -197,8 +197,8 @@ pub async fn run(
 ) -> Result<(), VrrpError> {
     let link = Link::open()?;
     let interface = link.interface(&config.interface).await?;
-    let virtuals: Vec<Ipv4Addr> = config.networks().iter().map(|n| n.addr()).collect();
-    let source = match config.source_address() {
+    let virtuals: Vec<Ipv4Addr> = config.virtual_addresses();
+    let source = match config.source {
         Some(s) => s,
         None => {
             interface.addresses.iter().copied().find(|a| !virtuals.contains(a)).ok_or_else(|| VrrpError::Interface {
@@ -207,9 +207,9 @@ pub async fn run(
             })?
         }
     };
-    let destination = match config.peers() {
+    let destination = match &config.unicast_peers {
         p if p.is_empty() => Destination::Multicast,
-        p => Destination::Unicast(p),
+        p => Destination::Unicast(p.clone()),
     };
     let socket = AdvertSocket::open(&interface, source, destination)
         .map_err(|e| VrrpError::Socket { action: "opening the VRRP socket", source: e })?;

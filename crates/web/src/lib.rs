@@ -48,11 +48,11 @@ pub enum WebError {
     #[error(transparent)]
     CacheRule(#[from] files::RuleError),
     #[error("listen[{index}]: cannot listen on {listen}: {source}")]
-    Bind { index: usize, listen: String, source: std::io::Error },
+    Bind { index: usize, listen: SocketAddr, source: std::io::Error },
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
     #[error("{0}")]
-    Secret(String),
+    Secret(#[from] bulwark_config::SecretError),
     #[error("firewall: {0}")]
     Firewall(String),
     #[error("proxy[{index}]: {reason}")]
@@ -102,11 +102,8 @@ impl WebServer {
             n => n,
         };
         let mut listeners = Vec::new();
-        for (i, l) in config.listen.iter().enumerate() {
-            let bind_err = |source| WebError::Bind { index: i, listen: l.clone(), source };
-            let addr: SocketAddr = l
-                .parse()
-                .map_err(|e| bind_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}"))))?;
+        for (i, &addr) in config.listen.iter().enumerate() {
+            let bind_err = |source| WebError::Bind { index: i, listen: addr, source };
             let name = if i == 0 { "http".to_string() } else { format!("http{i}") };
             listeners.push(server::BoundListener::bind(name, addr, threads).map_err(bind_err)?);
         }

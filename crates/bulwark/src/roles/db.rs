@@ -150,8 +150,8 @@ pub(crate) fn cluster_access(
     let mut nodes = cluster.nodes.clone();
     if nodes.is_empty() {
         if let Some(c) = &file {
-            nodes.push(c.advertise.clone().unwrap_or_else(|| c.listen.clone()));
-            nodes.extend(c.peers.iter().map(|p| p.address.clone()));
+            nodes.push(c.api_address().to_string());
+            nodes.extend(c.peers.iter().map(|p| p.address.to_string()));
         }
     }
     if nodes.is_empty() {

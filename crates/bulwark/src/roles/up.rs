@@ -254,7 +254,7 @@ pub fn up(args: UpArgs, log_level: &str) -> Result<i32> {
         };
         specs.push(ChildSpec {
             name: r.placed.name.clone(),
-            kind: r.placed.kind.name().into(),
+            kind: r.placed.kind,
             host: r.placed.host.clone(),
             stage: r.placed.kind.stage(),
             program: exe.clone(),
@@ -421,7 +421,15 @@ fn print_summary(sup: &Supervisor, t: &Topology, files: &SharedFiles, roles: &[b
     println!("  {:<6} {:<9} {:<5} {:<22} {:<8} PID", "ROLE", "HOST", "KIND", "ADDRESS", "STATE");
     for c in sup.status() {
         let addr = c.listeners.values().next().cloned().unwrap_or_default();
-        println!("  {:<6} {:<9} {:<5} {:<22} {:<8} {}", c.name, c.host, c.kind, addr, c.state, c.pid.unwrap_or(0));
+        println!(
+            "  {:<6} {:<9} {:<5} {:<22} {:<8} {}",
+            c.name,
+            c.host,
+            c.kind.name(),
+            addr,
+            c.state,
+            c.pid.unwrap_or(0)
+        );
     }
     println!();
     println!(
@@ -490,7 +498,7 @@ pub fn status(args: ControlArgs) -> Result<i32> {
     let lbs: Vec<(String, serde_json::Value)> = reply
         .children
         .iter()
-        .filter(|c| c.kind == "lb" && c.state == "ready")
+        .filter(|c| c.kind == RoleKind::Lb && c.state == "ready")
         .filter_map(|c| Some((c.name.clone(), overview_of(c)?)))
         .collect();
     let overview = lbs.first().map(|(_, o)| o.clone()).unwrap_or(serde_json::Value::Null);
@@ -533,7 +541,7 @@ pub fn status(args: ControlArgs) -> Result<i32> {
                 );
             }
         }
-        if c.kind == "lb" && !overview.is_null() {
+        if c.kind == RoleKind::Lb && !overview.is_null() {
             health = "up".into();
             rps = format!("{:.1}", overview["lb"]["req_per_s"].as_f64().unwrap_or(0.0));
         }

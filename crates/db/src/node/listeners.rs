@@ -19,10 +19,8 @@ pub(super) enum Listener {
     Raft,
 }
 
-/// Bind the listener of config key `key` on `addr`: the listener and the
-/// address it is bound to.
-pub(super) async fn bind(key: &str, addr: &str) -> Result<(TcpListener, SocketAddr), DbError> {
-    let addr: SocketAddr = addr.parse().map_err(|e| DbError::Config(format!("{key}: {e}")))?;
+/// Bind a listener on `addr`: the listener and the address it is bound to.
+pub(super) async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), DbError> {
     let listener =
         TcpListener::bind(addr).await.map_err(|source| DbError::Io { context: format!("binding {addr}"), source })?;
     let local = listener

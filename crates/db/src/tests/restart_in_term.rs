@@ -105,8 +105,8 @@ async fn a_restarted_primary_never_leads_its_old_term_again() {
         .enumerate()
         .map(|(i, dir)| {
             let mut c = config(i as u64 + 1, dir.path(), false);
-            c.advertise = Some(addrs[i].0.to_string());
-            c.raft_advertise = Some(addrs[i].1.to_string());
+            c.advertise = Some(addrs[i].0.into());
+            c.raft_advertise = Some(addrs[i].1.into());
             TestNode::start(c)
         })
         .collect();
