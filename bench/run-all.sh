@@ -133,7 +133,7 @@ command_for() {
     db) echo "bash bench/db.sh ${DB_CLIENTS:-16} ${DB_SECONDS:-10} ${DB_ROUNDS:-2}" ;;
     failover) echo "ROUNDS=${FAILOVER_ROUNDS:-5} WRITERS=${FAILOVER_WRITERS:-4} bash bench/failover.sh" ;;
     stack) echo "DURATION=${STACK_DURATION:-20} CONNS=${STACK_CONNS:-32} FAULT_DURATION=${STACK_FAULT_DURATION:-30}" \
-      "PROMOTE_AFTER=${STACK_PROMOTE_AFTER:-10} bash bench/stack.sh" ;;
+      "PROMOTE_AFTER=${STACK_PROMOTE_AFTER:-10} PROFILE=${STACK_PROFILE:-1} bash bench/stack.sh" ;;
   esac
 }
 

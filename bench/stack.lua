@@ -11,7 +11,9 @@
 --                "time STATUS" for any other answer (time: Unix seconds)
 -- At the end, one line: "stackbench {json}" with requests, seconds,
 -- errors (connect, read, write, timeout, status = answers not 2xx/3xx),
--- req/s and the latency percentiles in ms.
+-- req/s, the latency percentiles in ms, and how many requests of each kind
+-- were sent (static, reads, posts; sent, not answered: the last few may
+-- still have been in flight when the leg ended).
 local ffi = require("ffi")
 ffi.cdef [[
 typedef struct { long tv_sec; long tv_usec; } stackbench_timeval;
@@ -35,6 +37,8 @@ local static_pct, read_pct
 local static_path = os.getenv("STATIC_PATH") or "/static/style.css"
 local run_id = os.getenv("RUN_ID") or "run"
 local count = 0
+-- Requests sent per kind (read back per thread in done()).
+sent_static, sent_read, sent_post = 0, 0, 0
 local log
 -- Formatted in init(): wrk sets the Host header just before it.
 local read_request, static_request
@@ -58,10 +62,13 @@ end
 function request()
   local roll = math.random(100)
   if roll <= static_pct then
+    sent_static = sent_static + 1
     return static_request
   elseif roll <= read_pct then
+    sent_read = sent_read + 1
     return read_request
   end
+  sent_post = sent_post + 1
   count = count + 1
   local text = string.format("sb-%s-%d-%d", run_id, thread_id, count)
   return wrk.format("POST", "/api/messages",
@@ -87,9 +94,16 @@ end
 function done(summary, latency, requests)
   local e = summary.errors
   local secs = summary.duration / 1e6
+  local static, reads, posts = 0, 0, 0
+  for _, t in ipairs(threads) do
+    static = static + (t:get("sent_static") or 0)
+    reads = reads + (t:get("sent_read") or 0)
+    posts = posts + (t:get("sent_post") or 0)
+  end
   io.write(string.format(
     'stackbench {"requests": %d, "seconds": %.3f, "rps": %.1f, "connect": %d, "read": %d, "write": %d, ' ..
-    '"timeout": %d, "status": %d, "p50_ms": %.3f, "p99_ms": %.3f, "max_ms": %.3f}\n',
+    '"timeout": %d, "status": %d, "p50_ms": %.3f, "p99_ms": %.3f, "max_ms": %.3f, ' ..
+    '"sent_static": %d, "sent_read": %d, "sent_post": %d}\n',
     summary.requests, secs, summary.requests / secs, e.connect, e.read, e.write, e.timeout, e.status,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000, static, reads, posts))
 end

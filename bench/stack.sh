@@ -42,6 +42,10 @@
 #   bash bench/stack.sh
 #   DURATION=5 FAULT_DURATION=10 PROMOTE_AFTER=3 bash bench/stack.sh   # a quick check
 #   STACKS="classic bulwark-python" FAULTS=0 bash bench/stack.sh
+#   PROFILE=1 STACKS="classic bulwark-python" FAULTS=0 bash bench/stack.sh
+#             adds each component's CPU µs per request to every leg
+#             (bench/stack-profile.py: haproxy, nginx, gunicorn, mariadbd,
+#             each kind of Bulwark role), printed after the tables.
 # BULWARK=path/to/bulwark to skip the release build (lib.sh).
 source "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-20}
@@ -56,6 +60,8 @@ FAULT_DURATION=${FAULT_DURATION:-30}
 FAULT_AT=${FAULT_AT:-$((FAULT_DURATION / 3 < 8 ? FAULT_DURATION / 3 : 8))}
 FAULT_MIX=${FAULT_MIX:-50/25/25}
 PROMOTE_AFTER=${PROMOTE_AFTER:-10}
+PROFILE=${PROFILE:-0}
+PROFILER=$BENCH_ROOT/bench/stack-profile.py
 cd "$BENCH_ROOT"
 need_pkgs haproxy:haproxy nginx:nginx wrk:wrk gunicorn:gunicorn openssl:openssl python3:python3 \
   mariadbd:mariadb-server mariadb:mariadb-client mariadb-install-db:mariadb-server
@@ -405,15 +411,23 @@ throughput() {
   run_wrk "$stack-warmup" 50/25/25 "$WARMUP" "$static" > /dev/null
   for mix in $MIXES; do
     local before after w cpu
+    local parts_before parts='{}'
+    if [ "$PROFILE" = 1 ]; then parts_before=$(python3 "$PROFILER" sample "$@"); fi
     before=$(usage_sample "$@")
     w=$(run_wrk "$stack-${mix//\//-}" "$mix" "$DURATION" "$static")
     after=$(usage_sample "$@")
+    if [ "$PROFILE" = 1 ]; then
+      parts=$(python3 "$PROFILER" between "$parts_before" "$(python3 "$PROFILER" sample "$@")")
+    fi
     cpu=$(usage_cpu_between "$before" "$after")
     python3 -c 'import json,sys
-w, u = json.loads(sys.argv[4]), json.loads(sys.argv[5])
-print(json.dumps({"stack": sys.argv[1], "mix": sys.argv[2], "cpu_s": float(sys.argv[3]), "procs": u["procs"],
-                  "rss_kib": u["rss_kib"], "pss_kib": u["pss_kib"], **w}))' \
-      "$stack" "$mix" "$cpu" "$w" "$after" | tee -a "$WORK/legs.jsonl" >&2
+w, u, parts = json.loads(sys.argv[4]), json.loads(sys.argv[5]), json.loads(sys.argv[6])
+leg = {"stack": sys.argv[1], "mix": sys.argv[2], "cpu_s": float(sys.argv[3]), "procs": u["procs"],
+       "rss_kib": u["rss_kib"], "pss_kib": u["pss_kib"], **w}
+if parts:
+    leg["components"] = parts
+print(json.dumps(leg))' \
+      "$stack" "$mix" "$cpu" "$w" "$after" "$parts" | tee -a "$WORK/legs.jsonl" >&2
   done
 }
 
@@ -571,3 +585,4 @@ if faults:
               f"{f['what']} | {f['requests']} | {f['failed']} | {pct:.2f} | {gap} | {back} | "
               f"{f['posts_acked']} | {f.get('lost', '?')} |")
 PY
+if [ "$PROFILE" = 1 ]; then python3 "$PROFILER" report "$WORK/legs.jsonl"; fi

@@ -344,30 +344,45 @@ pub fn run_query(conn: &Connection, sql: &str, params: &Params) -> Result<(Vec<C
     check_length(sql)?;
     harden(conn).map_err(|e| format!("preparing the connection: {e}"))?;
     let _api = ApiCaller::read(std::time::Instant::now() + QUERY_TIME_LIMIT);
-    let mut stmt = conn.prepare(sql).map_err(guard::explain)?;
+    // Cached, as writes are: an app sends the same few reads again and
+    // again, and compiling one costs about as much as running it. SQLite
+    // compiles a cached statement again (authorizer included) when the
+    // schema changed since.
+    let mut stmt = conn.prepare_cached(sql).map_err(guard::explain)?;
     if !stmt.readonly() {
         return Err("only read-only statements are allowed in /v1/query; send writes to /v1/execute".into());
     }
     bind(&mut stmt, params)?;
-    let columns: Vec<Column> = stmt
-        .columns()
+    // Columns are taken after the first step: SQLite compiles a cached
+    // statement again in its first step when the schema changed since, and
+    // then `SELECT *` may have other columns than when it was cached.
+    let mut columns: Option<Vec<Column>> = None;
+    let mut out = Vec::new();
+    {
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next().map_err(guard::explain)? {
+            if out.len() >= MAX_ROWS {
+                return Err(format!("the result has more than {MAX_ROWS} rows; add a LIMIT"));
+            }
+            let n = columns.get_or_insert_with(|| columns_of(row.as_ref())).len();
+            let mut r = Vec::with_capacity(n);
+            for i in 0..n {
+                r.push(value_of(row.get_ref(i).map_err(|e| e.to_string())?));
+            }
+            out.push(r);
+        }
+    }
+    // No row: the statement has stepped (and been compiled again if it
+    // had to) all the same.
+    let columns = columns.unwrap_or_else(|| columns_of(&stmt));
+    Ok((columns, out))
+}
+
+fn columns_of(stmt: &rusqlite::Statement<'_>) -> Vec<Column> {
+    stmt.columns()
         .iter()
         .map(|c| Column { name: c.name().to_string(), decl_type: c.decl_type().map(str::to_string) })
-        .collect();
-    let n = columns.len();
-    let mut rows = stmt.raw_query();
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(guard::explain)? {
-        if out.len() >= MAX_ROWS {
-            return Err(format!("the result has more than {MAX_ROWS} rows; add a LIMIT"));
-        }
-        let mut r = Vec::with_capacity(n);
-        for i in 0..n {
-            r.push(value_of(row.get_ref(i).map_err(|e| e.to_string())?));
-        }
-        out.push(r);
-    }
-    Ok((columns, out))
+        .collect()
 }
 
 /// Fill in the serving node's fields of a result.
@@ -475,6 +490,35 @@ mod tests {
         );
         let e = run_query(&c, "DELETE FROM t", &Params::None).unwrap_err();
         assert!(e.contains("read-only"), "{e}");
+    }
+
+    #[test]
+    fn a_repeated_read_sees_new_rows_and_a_new_schema() {
+        let c = db();
+        let sql = "SELECT * FROM t ORDER BY id";
+        assert!(run_query(&c, sql, &Params::None).unwrap().1.is_empty());
+        c.execute("INSERT INTO t (name) VALUES ('a')", []).unwrap();
+        let (cols, rows) = run_query(&c, sql, &Params::None).unwrap();
+        assert_eq!((cols.len(), rows.len()), (3, 1));
+        // The cached statement is compiled again for the new schema, with
+        // rows and without.
+        c.execute_batch("ALTER TABLE t ADD COLUMN extra TEXT").unwrap();
+        let (cols, rows) = run_query(&c, sql, &Params::None).unwrap();
+        assert_eq!((cols.len(), rows.len()), (4, 1));
+        assert_eq!((cols[3].name.as_str(), &rows[0][3]), ("extra", &Value::Null));
+        let empty = "SELECT * FROM t WHERE id > 100";
+        assert_eq!(run_query(&c, empty, &Params::None).unwrap().0.len(), 4);
+        c.execute_batch("ALTER TABLE t ADD COLUMN more TEXT").unwrap();
+        assert_eq!(run_query(&c, empty, &Params::None).unwrap().0.len(), 5);
+        // Parameters are bound afresh each time, and a refused write
+        // stays refused.
+        let by_id = "SELECT name FROM t WHERE id = ?";
+        assert_eq!(run_query(&c, by_id, &Params::Positional(vec![1.into()])).unwrap().1.len(), 1);
+        assert!(run_query(&c, by_id, &Params::Positional(vec![2.into()])).unwrap().1.is_empty());
+        for _ in 0..2 {
+            assert!(run_query(&c, "DELETE FROM t", &Params::None).unwrap_err().contains("read-only"));
+        }
+        assert_eq!(run_query(&c, sql, &Params::None).unwrap().1.len(), 1);
     }
 
     #[test]
