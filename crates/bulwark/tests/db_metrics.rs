@@ -46,10 +46,19 @@ fn metrics_and_role_endpoints_follow_the_cluster() {
         value(&after, "bulwark_db_replication_sent_ahead_total", &[("result", "accepted")]) >= 1.0,
         "no append-entries sent ahead was accepted:\n{after}"
     );
-    assert!(
-        value(&after, "bulwark_db_replication_covered_total", &[]) >= 1.0,
-        "openraft's requests were never answered from entries sent ahead:\n{after}"
-    );
+    // An answer from entries sent ahead needs the replica's own answer to be
+    // at most a few milliseconds old when openraft asks: a busy machine
+    // whose disk syncs slowly may miss it for a while, so write on (a
+    // bounded number of times) until one is covered.
+    let mut covered = value(&after, "bulwark_db_replication_covered_total", &[]);
+    for i in 0..200 {
+        if covered >= 1.0 {
+            break;
+        }
+        exec(&rt, &c.client, "INSERT INTO m VALUES (?)", vec![bulwark_db::Value::Integer(100 + i)]);
+        covered = value(&metrics(primary), "bulwark_db_replication_covered_total", &[]);
+    }
+    assert!(covered >= 1.0, "openraft's requests were never answered from entries sent ahead:\n{}", metrics(primary));
 
     let r = metrics(replica);
     assert_eq!(value(&r, "bulwark_db_is_primary", &[]), 0.0);

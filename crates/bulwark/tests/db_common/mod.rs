@@ -194,7 +194,14 @@ pub fn count_on(addr: SocketAddr, table: &str, token: Option<Token>) -> Option<i
     if let Some(t) = token {
         q["token"] = serde_json::json!(t);
     }
-    let r = post(addr, "/v1/query", &q.to_string(), Some(SECRET));
+    let mut r = post(addr, "/v1/query", &q.to_string(), Some(SECRET));
+    // A replica that does not know the token's write yet (it was committed
+    // by the other replica) sends the read to the primary, as a client
+    // follows it.
+    if r.status == 307 {
+        let primary = r.header("location").and_then(|l| l.strip_prefix("http://")?.split('/').next()?.parse().ok())?;
+        r = post(primary, "/v1/query", &q.to_string(), Some(SECRET));
+    }
     if r.status != 200 {
         return None;
     }

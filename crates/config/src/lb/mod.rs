@@ -267,7 +267,7 @@ backup = true
         let b = &c.backends[0];
         assert_eq!((b.passive.consecutive_errors, b.passive.on_5xx, b.passive.eject_for), (5, true, secs(10)));
         assert_eq!((b.retries.attempts, b.retries.budget_ratio, b.retries.budget_min_per_sec), (2, 0.2, 10));
-        assert_eq!((b.pool_max_idle, b.hash_balance_factor, b.panic_threshold_percent), (64, 1.25, 50));
+        assert_eq!((b.pool_max_idle, b.hash_balance_factor, b.panic_threshold_percent), (256, 1.25, 50));
         assert_eq!((b.sticky_cookie.as_str(), b.servers[0].weight), ("bulwark_server", 1));
         let h = b.health_check.as_ref().unwrap();
         assert_eq!((h.path.as_str(), h.expect_status, h.timeout, h.rise, h.fall), ("/health", 200, secs(1), 2, 3));
