@@ -64,7 +64,9 @@ while headers is None:
     for e in events():
         if isinstance(e, h2.events.ResponseReceived):
             headers = dict(e.headers)
-        elif isinstance(e, h2.events.StreamReset):
+        elif isinstance(e, h2.events.StreamReset) and headers is None:
+            # A reset after a whole answer (NO_ERROR, RFC 9113 §8.1) is
+            # the server ending a stream the client left open.
             sys.exit(f"stream reset: {e.error_code}")
 print(f"status {headers[':status']} protocol {headers.get('sec-websocket-protocol', '-')}", flush=True)
 if headers[":status"] != "200":
