@@ -275,3 +275,46 @@ fn a_head_miss_stores_the_whole_page() {
     assert_eq!((page.header("x-cache"), page.text()), (Some("HIT"), "page /api/slow #1\n".to_string()));
     assert_eq!(app.hits.load(Ordering::SeqCst), 1);
 }
+
+/// Background refreshes are bounded (64 at once, the cache's bound): a
+/// client that finds many stale keys quickly cannot make the web tier
+/// hold a request (and up to `max_object_bytes`) per key on the app at
+/// once. Past the bound, the request that finds a stale page refreshes
+/// it itself and waits, as past the stale-while-revalidate window.
+#[test]
+fn background_refreshes_are_bounded() {
+    const BOUND: u64 = 64;
+    let app = App::start();
+    let root = tempfile::tempdir().unwrap();
+    let web = web(app.addr, root.path());
+    let http = web.addr("http");
+    for n in 0..=BOUND {
+        assert_eq!(get(http, &format!("/api/swr?n={n}")).unwrap().header("x-cache"), Some("MISS"));
+    }
+    app.gated.store(true, Ordering::SeqCst);
+    for n in 0..BOUND {
+        let r = get(http, &format!("/api/swr?n={n}")).unwrap();
+        assert_eq!(r.header("x-cache"), Some("STALE"), "{n}");
+    }
+    let wait_for_hits = |hits: u64| {
+        for _ in 0..1000 {
+            if app.hits.load(Ordering::SeqCst) >= hits {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the app never had {hits} requests");
+    };
+    wait_for_hits(2 * BOUND + 1);
+    // One more stale key: its request goes to the app and waits.
+    let last = std::thread::spawn(move || get(http, &format!("/api/swr?n={BOUND}")).unwrap());
+    wait_for_hits(2 * BOUND + 2);
+    app.gate.add_permits(BOUND as usize + 1);
+    let last = last.join().unwrap();
+    assert_eq!(
+        (last.header("x-cache"), last.text()),
+        (Some("MISS"), format!("page /api/swr #{}\n", 2 * BOUND + 2)),
+        "refreshed in the foreground"
+    );
+    wait_for_metric(http, "bulwark_web_cache_refreshes_total", &[("result", "done")], BOUND as f64);
+}

@@ -24,7 +24,11 @@
 //! the worker's `LocalSet`) refreshes it; that refresh counts as the
 //! key's fetch, so other misses of the key wait for it rather than go to
 //! the server too. A failed refresh (a 5xx, or no answer) stores nothing
-//! and the stale entry keeps answering. Past that window, a stale entry
+//! and the stale entry keeps answering. At most [`MAX_REFRESHES`] run at
+//! once: a client finding many stale keys quickly must not hold that many
+//! requests (and their bodies, up to `max_object_bytes`) on the server at
+//! once, so past the bound the request refreshes the entry itself and
+//! waits, as past the window. Past that window, a stale entry
 //! is refreshed by the first request that finds it, which waits; within
 //! `stale-if-error` the stale entry answers when the server fails (a 5xx,
 //! or no answer: 502/503/504) — the app down, cached pages still answer.
@@ -41,7 +45,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
@@ -173,7 +177,33 @@ pub struct ResponseCache {
     store: Mutex<Store>,
     /// Keys being fetched now: later misses wait on it.
     inflight: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Background refreshes under way (at most [`MAX_REFRESHES`]).
+    refreshing: AtomicUsize,
     stats: CacheStats,
+}
+
+/// Background refreshes that may run at once, over all keys and workers.
+pub(crate) const MAX_REFRESHES: usize = 64;
+
+/// One of the [`MAX_REFRESHES`] places, given back when dropped.
+struct RefreshSlot {
+    cache: Arc<ResponseCache>,
+}
+
+impl RefreshSlot {
+    fn take(cache: &Arc<ResponseCache>) -> Option<RefreshSlot> {
+        cache
+            .refreshing
+            .fetch_update(Relaxed, Relaxed, |n| (n < MAX_REFRESHES).then_some(n + 1))
+            .ok()
+            .map(|_| RefreshSlot { cache: cache.clone() })
+    }
+}
+
+impl Drop for RefreshSlot {
+    fn drop(&mut self) {
+        self.cache.refreshing.fetch_sub(1, Relaxed);
+    }
 }
 
 /// Marks a key as being fetched; the requests waiting for it are woken
@@ -198,7 +228,7 @@ enum Step {
     /// Fetch for this request (marking the key when `Some`).
     Fetch(Option<Fetching>),
     /// Start a background refresh, then take the stale entry.
-    Refresh(Fetching),
+    Refresh(Fetching, RefreshSlot),
 }
 
 /// What the cache found for a request.
@@ -218,6 +248,7 @@ impl ResponseCache {
                 purge_token: cfg.purge_token.as_ref().map(|t| t.expose().to_string()),
                 store: Mutex::new(Store { lru: lru::LruCache::unbounded(), bytes: 0 }),
                 inflight: Mutex::new(HashMap::new()),
+                refreshing: AtomicUsize::new(0),
                 stats: CacheStats::default(),
             })
         })
@@ -333,10 +364,12 @@ impl ResponseCache {
                     None => {
                         inflight.insert(key.clone(), Arc::new(Notify::new()));
                         let guard = Fetching { cache: self.clone(), key: key.clone() };
-                        if revalidating.is_some() && req.body().is_end_stream() {
-                            Step::Refresh(guard)
-                        } else {
-                            Step::Fetch(Some(guard))
+                        let slot = (revalidating.is_some() && req.body().is_end_stream())
+                            .then(|| RefreshSlot::take(self))
+                            .flatten();
+                        match slot {
+                            Some(slot) => Step::Refresh(guard, slot),
+                            None => Step::Fetch(Some(guard)),
                         }
                     }
                 }
@@ -350,8 +383,8 @@ impl ResponseCache {
                     continue;
                 }
                 Step::Fetch(guard) => return self.miss(guard, req, stale, head_only, fetch).await,
-                Step::Refresh(guard) => {
-                    tokio::task::spawn_local(guard.cache.clone().refresh(guard, req, fetch));
+                Step::Refresh(guard, slot) => {
+                    tokio::task::spawn_local(guard.cache.clone().refresh(guard, slot, req, fetch));
                 }
             }
             self.stats.stale.fetch_add(1, Relaxed);
@@ -399,8 +432,13 @@ impl ResponseCache {
     /// Refresh a stale entry in the background (the client already has
     /// the stale answer). A failed refresh stores nothing and the stale
     /// entry keeps answering within its windows.
-    async fn refresh<F, Fut>(self: Arc<Self>, guard: Fetching, req: Request<hyper::body::Incoming>, fetch: F)
-    where
+    async fn refresh<F, Fut>(
+        self: Arc<Self>,
+        guard: Fetching,
+        slot: RefreshSlot,
+        req: Request<hyper::body::Incoming>,
+        fetch: F,
+    ) where
         F: Fn(Request<hyper::body::Incoming>) -> Fut,
         Fut: Future<Output = Response<WebBody>>,
     {
@@ -417,7 +455,7 @@ impl ResponseCache {
         }
         let outcome = if failed { &self.stats.refresh_failures } else { &self.stats.refreshes };
         outcome.fetch_add(1, Relaxed);
-        drop(guard);
+        drop((guard, slot));
     }
 
     /// The fetch of `key` ended: wake the requests that waited for it.
