@@ -11,7 +11,9 @@
 //! to the server.
 //!
 //! Keys are `Host` + target; each key holds the variants its `Vary`
-//! headers select. Answers carry `Age` and `X-Cache` (`HIT`, `MISS`,
+//! headers select, at most [`MAX_VARIANTS`] (the oldest stored out
+//! first: a client choosing a varying header must not make one key's
+//! list, scanned under the store's lock, grow without end). Answers carry `Age` and `X-Cache` (`HIT`, `MISS`,
 //! `STALE`, `BYPASS`).
 //!
 //! Concurrent misses of one key are collapsed: the first goes to the
@@ -182,6 +184,9 @@ pub struct ResponseCache {
     stats: CacheStats,
 }
 
+/// Variants kept per key, the oldest stored out first.
+pub(crate) const MAX_VARIANTS: usize = 32;
+
 /// Background refreshes that may run at once, over all keys and workers.
 pub(crate) const MAX_REFRESHES: usize = 64;
 
@@ -271,8 +276,9 @@ impl ResponseCache {
         }
     }
 
-    /// Store an answer (replacing the variant it matches) and evict the
-    /// least recently used keys down to `max_bytes`.
+    /// Store an answer (replacing the variant it matches, and dropping
+    /// the oldest past [`MAX_VARIANTS`]) and evict the least recently used
+    /// keys down to `max_bytes`.
     fn insert(&self, key: String, entry: Entry) {
         let entry = Arc::new(entry);
         let mut store = self.store.lock().unwrap();
@@ -287,6 +293,12 @@ impl ResponseCache {
             !same
         });
         variants.push(entry.clone());
+        // A header the client chooses (`Vary: Origin`) must not grow the
+        // list every lookup of the key scans under this lock.
+        if variants.len() > MAX_VARIANTS {
+            let extra = variants.len() - MAX_VARIANTS;
+            freed += variants.drain(..extra).map(|e| e.bytes).sum::<u64>();
+        }
         store.bytes = store.bytes.saturating_sub(freed) + entry.bytes;
         self.stats.stores.fetch_add(1, Relaxed);
         while store.bytes > self.max_bytes {
@@ -671,6 +683,28 @@ mod tests {
         assert_eq!(c.store.lock().unwrap().bytes, 300);
         assert_eq!(c.purge("/*"), 3);
         assert_eq!(c.store.lock().unwrap().bytes, 0);
+    }
+
+    #[test]
+    fn variants_of_one_key_are_bounded() {
+        // `Vary: Origin` (or `User-Agent`, `Cookie`): a client choosing
+        // the header makes a variant per request; each lookup of the key
+        // scans them under the store's lock.
+        let c = cache(u64::MAX);
+        let origin = HeaderName::from_static("origin");
+        for n in 0..1000 {
+            let value = HeaderValue::from_str(&format!("https://{n}.example")).unwrap();
+            c.insert("h\n/".into(), entry(10, vec![(origin.clone(), Some(value))]));
+        }
+        let store = c.store.lock().unwrap();
+        let kept = store.lru.peek("h\n/").unwrap().len();
+        assert_eq!(kept, MAX_VARIANTS);
+        assert_eq!(store.bytes, 10 * MAX_VARIANTS as u64);
+        drop(store);
+        let newest = headers(&[("origin", "https://999.example")]);
+        assert!(matches!(c.lookup("h\n/", &newest), Found::Fresh(_)), "the newest variants are kept");
+        let oldest = headers(&[("origin", "https://0.example")]);
+        assert!(matches!(c.lookup("h\n/", &oldest), Found::None));
     }
 
     #[test]
