@@ -26,7 +26,9 @@
 //! the worker's `LocalSet`) refreshes it; that refresh counts as the
 //! key's fetch, so other misses of the key wait for it rather than go to
 //! the server too. A failed refresh (a 5xx, or no answer) stores nothing
-//! and the stale entry keeps answering. At most [`MAX_REFRESHES`] run at
+//! and the stale entry keeps answering; so does one whose answer, body
+//! included, takes longer than the route's `server_timeout` (no client
+//! gives up on it). At most [`MAX_REFRESHES`] run at
 //! once: a client finding many stale keys quickly must not hold that many
 //! requests (and their bodies, up to `max_object_bytes`) on the server at
 //! once, so past the bound the request refreshes the entry itself and
@@ -334,8 +336,14 @@ impl ResponseCache {
 
     /// Answer `req` from the cache or through `fetch` (the proxy route),
     /// storing what may be stored. A background refresh runs `fetch` on
-    /// the current `LocalSet` (the web worker's), hence `'static`.
-    pub async fn serve<F, Fut>(self: &Arc<Self>, req: Request<hyper::body::Incoming>, fetch: F) -> Response<WebBody>
+    /// the current `LocalSet` (the web worker's), hence `'static`, and is
+    /// abandoned after `refresh_deadline` (the route's server timeout).
+    pub async fn serve<F, Fut>(
+        self: &Arc<Self>,
+        req: Request<hyper::body::Incoming>,
+        refresh_deadline: Duration,
+        fetch: F,
+    ) -> Response<WebBody>
     where
         F: Fn(Request<hyper::body::Incoming>) -> Fut + 'static,
         Fut: Future<Output = Response<WebBody>> + 'static,
@@ -396,7 +404,8 @@ impl ResponseCache {
                 }
                 Step::Fetch(guard) => return self.miss(guard, req, stale, head_only, fetch).await,
                 Step::Refresh(guard, slot) => {
-                    tokio::task::spawn_local(guard.cache.clone().refresh(guard, slot, req, fetch));
+                    let refresh = guard.cache.clone().refresh(guard, slot, req, refresh_deadline, fetch);
+                    tokio::task::spawn_local(refresh);
                 }
             }
             self.stats.stale.fetch_add(1, Relaxed);
@@ -449,6 +458,7 @@ impl ResponseCache {
         guard: Fetching,
         slot: RefreshSlot,
         req: Request<hyper::body::Incoming>,
+        deadline: Duration,
         fetch: F,
     ) where
         F: Fn(Request<hyper::body::Incoming>) -> Fut,
@@ -458,12 +468,21 @@ impl ResponseCache {
         let authorized = req.headers().contains_key(AUTHORIZATION);
         let mut req = req;
         *req.method_mut() = Method::GET;
-        let resp = fetch(req).await;
-        let failed = resp.status().is_server_error();
-        if !failed {
+        // No client gives up on a refresh: one whose answer never ends
+        // would hold the key's fetch mark (later misses wait on it) and a
+        // refresh place for good.
+        let attempt = async {
+            let resp = fetch(req).await;
+            if resp.status().is_server_error() {
+                return false;
+            }
             // Read to the end (stored, or dropped when it may not be).
-            let _ =
-                self.store_if_cacheable(&guard.key, &req_headers, authorized, resp).await.into_body().collect().await;
+            let resp = self.store_if_cacheable(&guard.key, &req_headers, authorized, resp).await;
+            resp.into_body().collect().await.is_ok()
+        };
+        let failed = !tokio::time::timeout(deadline, attempt).await.unwrap_or(false);
+        if failed {
+            tracing::info!(key = %guard.key.replace('\n', " "), "response cache: a background refresh failed");
         }
         let outcome = if failed { &self.stats.refresh_failures } else { &self.stats.refreshes };
         outcome.fetch_add(1, Relaxed);
