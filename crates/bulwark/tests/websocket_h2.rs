@@ -192,3 +192,22 @@ fn a_server_that_does_not_switch_is_no_websocket_over_http2() {
     assert_eq!(metric("bulwark_lb_tunnels_total"), 0.0);
     wait_until("no tunnel open", || metric("bulwark_lb_tunnels_open") == 0.0);
 }
+
+/// A plain CONNECT (no `:protocol`) asks for a tunnel to the host it
+/// names: the lb is no forward proxy, so it answers 405 itself; relayed,
+/// a server's 200 (this one answers anything but a handshake 200) would
+/// tell the client its tunnel was open.
+#[test]
+fn a_plain_connect_is_refused_not_relayed() {
+    let server = EchoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = bulwark_lb::tls::ensure_self_signed(dir.path(), &["localhost".to_string()]).unwrap();
+    let config = LbConfig::new()
+        .admin()
+        .frontend(FrontendConfig::http("https", "app").tls(&cert, &key))
+        .backend(BackendConfig::new("app").server("a", server.addr))
+        .to_toml();
+    let lb = Process::start("lb", &config);
+    let out = h2_client_output(lb.addr("https").port(), &cert, "-", 0);
+    assert_eq!(out, "status 405 protocol -\n");
+}

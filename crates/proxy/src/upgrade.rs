@@ -21,7 +21,9 @@
 //! the stream's data and the server's connection are spliced both ways,
 //! as any tunnel. Another `:protocol` is answered 501. A server that
 //! answers the handshake with another 2xx opened no WebSocket: the
-//! stream gets 502, since a 2xx would tell the client it had one.
+//! stream gets 502, since a 2xx would tell the client it had one. A
+//! plain `CONNECT` (no `:protocol`, or HTTP/1.1) is answered 405: this is
+//! no forward proxy.
 //!
 //! A tunnel counts as in flight on its server for its whole life, so
 //! `leastconn` balances long-lived tunnels by how many each server holds;
