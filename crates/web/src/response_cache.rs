@@ -32,8 +32,9 @@
 //! once: a client finding many stale keys quickly must not hold that many
 //! requests (and their bodies, up to `max_object_bytes`) on the server at
 //! once, so past the bound the request refreshes the entry itself and
-//! waits, as past the window. Past that window, a stale entry
-//! is refreshed by the first request that finds it, which waits; within
+//! waits, as past the window. Past the stale-while-revalidate window, a
+//! stale entry is refreshed by the first request that finds it, which
+//! waits; within
 //! `stale-if-error` the stale entry answers when the server fails (a 5xx,
 //! or no answer: 502/503/504) — the app down, cached pages still answer.
 //!
