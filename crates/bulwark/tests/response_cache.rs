@@ -6,7 +6,7 @@
 //! background request refreshes it.
 use bulwark_testkit::{get, request, Process};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -58,12 +58,20 @@ impl App {
                                 let (fresh, gated, gate) = (fresh.clone(), gated.clone(), gate.clone());
                                 async move {
                                     counted.fetch_add(1, Ordering::SeqCst);
+                                    if req.uri().path() == "/api/hang" && gated.load(Ordering::SeqCst) {
+                                        // The head and a first chunk, then nothing.
+                                        return Ok(Response::builder()
+                                            .header("cache-control", "max-age=0, stale-while-revalidate=60")
+                                            .header("content-type", "text/plain")
+                                            .body(Either::Right(Hanging(Some(Bytes::from_static(b"page ")))))
+                                            .unwrap());
+                                    }
                                     let cc = match req.uri().path() {
                                         "/api/slow" => {
                                             tokio::time::sleep(Duration::from_millis(300)).await;
                                             "max-age=60"
                                         }
-                                        "/api/swr" => {
+                                        "/api/swr" | "/api/hang" => {
                                             if gated.load(Ordering::SeqCst) {
                                                 gate.acquire().await.unwrap().forget();
                                             }
@@ -80,7 +88,10 @@ impl App {
                                         Response::builder()
                                             .header("cache-control", cc)
                                             .header("content-type", "text/plain")
-                                            .body(Full::new(Bytes::from(format!("page {} #{n}\n", req.uri().path()))))
+                                            .body(Either::Left(Full::new(Bytes::from(format!(
+                                                "page {} #{n}\n",
+                                                req.uri().path()
+                                            )))))
                                             .unwrap(),
                                     )
                                 }
@@ -110,6 +121,23 @@ impl App {
     }
 }
 
+/// A body that sends its first bytes and then never ends.
+struct Hanging(Option<Bytes>);
+
+impl hyper::body::Body for Hanging {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.0.take() {
+            Some(b) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b)))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
 impl Drop for App {
     fn drop(&mut self) {
         self.stop();
@@ -117,10 +145,15 @@ impl Drop for App {
 }
 
 fn web(app: SocketAddr, root: &std::path::Path) -> Process {
+    web_with(app, root, "")
+}
+
+/// `route` adds keys to the `[[proxy]]` route.
+fn web_with(app: SocketAddr, root: &std::path::Path, route: &str) -> Process {
     Process::start(
         "web",
         &format!(
-            "listen = [\"127.0.0.1:0\"]\nroot = \"{}\"\nthreads = 2\n[response_cache]\nenabled = true\npurge_token = \"purge-token-0123456789\"\n[[proxy]]\nprefix = \"/api/\"\nservers = [\"{app}\"]\n",
+            "listen = [\"127.0.0.1:0\"]\nroot = \"{}\"\nthreads = 2\n[response_cache]\nenabled = true\npurge_token = \"purge-token-0123456789\"\n[[proxy]]\nprefix = \"/api/\"\nservers = [\"{app}\"]\n{route}",
             root.display()
         ),
     )
@@ -274,4 +307,72 @@ fn a_head_miss_stores_the_whole_page() {
     let page = get(http, "/api/slow").unwrap();
     assert_eq!((page.header("x-cache"), page.text()), (Some("HIT"), "page /api/slow #1\n".to_string()));
     assert_eq!(app.hits.load(Ordering::SeqCst), 1);
+}
+
+/// Background refreshes are bounded (64 at once, the cache's bound): a
+/// client that finds many stale keys quickly cannot make the web tier
+/// hold a request (and up to `max_object_bytes`) per key on the app at
+/// once. Past the bound, the request that finds a stale page refreshes
+/// it itself and waits, as past the stale-while-revalidate window.
+#[test]
+fn background_refreshes_are_bounded() {
+    const BOUND: u64 = 64;
+    let app = App::start();
+    let root = tempfile::tempdir().unwrap();
+    let web = web(app.addr, root.path());
+    let http = web.addr("http");
+    for n in 0..=BOUND {
+        assert_eq!(get(http, &format!("/api/swr?n={n}")).unwrap().header("x-cache"), Some("MISS"));
+    }
+    app.gated.store(true, Ordering::SeqCst);
+    for n in 0..BOUND {
+        let r = get(http, &format!("/api/swr?n={n}")).unwrap();
+        assert_eq!(r.header("x-cache"), Some("STALE"), "{n}");
+    }
+    let wait_for_hits = |hits: u64| {
+        for _ in 0..1000 {
+            if app.hits.load(Ordering::SeqCst) >= hits {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the app never had {hits} requests");
+    };
+    wait_for_hits(2 * BOUND + 1);
+    // One more stale key: its request goes to the app and waits.
+    let last = std::thread::spawn(move || get(http, &format!("/api/swr?n={BOUND}")).unwrap());
+    wait_for_hits(2 * BOUND + 2);
+    app.gate.add_permits(BOUND as usize + 1);
+    let last = last.join().unwrap();
+    assert_eq!(
+        (last.header("x-cache"), last.text()),
+        (Some("MISS"), format!("page /api/swr #{}\n", 2 * BOUND + 2)),
+        "refreshed in the foreground"
+    );
+    wait_for_metric(http, "bulwark_web_cache_refreshes_total", &[("result", "done")], BOUND as f64);
+}
+
+/// A background refresh whose answer never ends (the app sends its head,
+/// then nothing) has no client to give up on it: it is abandoned after the
+/// route's `server_timeout`, counted as failed, and the key's next request
+/// may refresh it again; until then the stale page answers.
+#[test]
+fn a_background_refresh_that_never_ends_is_abandoned() {
+    let app = App::start();
+    let root = tempfile::tempdir().unwrap();
+    let web = web_with(app.addr, root.path(), "server_timeout = \"1s\"\n");
+    let http = web.addr("http");
+    assert_eq!(get(http, "/api/hang").unwrap().header("x-cache"), Some("MISS"));
+    app.gated.store(true, Ordering::SeqCst);
+    let stale = get(http, "/api/hang").unwrap();
+    assert_eq!((stale.header("x-cache"), stale.text()), (Some("STALE"), "page /api/hang #1\n".to_string()));
+    wait_for_metric(http, "bulwark_web_cache_refreshes_total", &[("result", "failed")], 1.0);
+    assert_eq!(get(http, "/api/hang").unwrap().header("x-cache"), Some("STALE"));
+    for _ in 0..500 {
+        if app.hits.load(Ordering::SeqCst) == 3 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no second refresh: {} requests", app.hits.load(Ordering::SeqCst));
 }

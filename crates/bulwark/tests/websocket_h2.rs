@@ -63,6 +63,15 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
             n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
         })
     };
+    // Pages that are not WebSockets: a plain 200 (streamed) and a refusal.
+    if head.starts_with("GET /page ") {
+        return out.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        );
+    }
+    if head.starts_with("GET /forbidden ") {
+        return out.write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 3\r\nconnection: close\r\n\r\nno\n");
+    }
     let key = header("sec-websocket-key");
     let Some(key) = key.filter(|_| header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"))) else {
         return out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
@@ -96,6 +105,18 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
         }
         out.write_all(&[&[0x81, payload.len() as u8][..], &payload].concat())?;
     }
+}
+
+/// The client's output, whether or not it ended well.
+fn h2_client_output(port: u16, cafile: &Path, path: &str, count: usize) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/websocket/h2_connect.py");
+    let out = Command::new(PYTHON)
+        .arg(script)
+        .args([&port.to_string(), &cafile.display().to_string(), path, &count.to_string()])
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 fn h2_client(port: u16, cafile: &Path, path: &str, count: usize) -> String {
@@ -142,4 +163,51 @@ fn a_websocket_over_an_http2_stream_reaches_an_http1_server() {
         |name: &str| metric_value(&get(lb.addr("admin"), "/metrics").unwrap().text(), name, &[("server", "a")]);
     assert_eq!(metric("bulwark_lb_tunnels_total"), 1.0);
     wait_until("no tunnel open", || metric("bulwark_lb_tunnels_open") == 0.0);
+}
+
+/// A server that answers the handshake with a 2xx other than 101 did not
+/// open a WebSocket: on an HTTP/2 stream a 2xx would tell the client it
+/// did (RFC 8441 §5), so the lb answers 502; a refusal (403) is relayed.
+#[test]
+fn a_server_that_does_not_switch_is_no_websocket_over_http2() {
+    let installed = Command::new(PYTHON).args(["-c", "import h2"]).status().is_ok_and(|s| s.success());
+    assert!(installed, "Debian's python3-h2 is not installed: run scripts/install-test-deps.sh");
+    let server = EchoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = bulwark_lb::tls::ensure_self_signed(dir.path(), &["localhost".to_string()]).unwrap();
+    let config = LbConfig::new()
+        .admin()
+        .frontend(FrontendConfig::http("https", "app").tls(&cert, &key))
+        .backend(BackendConfig::new("app").server("a", server.addr))
+        .to_toml();
+    let lb = Process::start("lb", &config);
+    let port = lb.addr("https").port();
+
+    let out = h2_client_output(port, &cert, "/page", 0);
+    assert!(out.starts_with("status 502 protocol -\n"), "{out}");
+    let out = h2_client_output(port, &cert, "/forbidden", 0);
+    assert_eq!(out, "status 403 protocol -\n");
+    let metric =
+        |name: &str| metric_value(&get(lb.addr("admin"), "/metrics").unwrap().text(), name, &[("server", "a")]);
+    assert_eq!(metric("bulwark_lb_tunnels_total"), 0.0);
+    wait_until("no tunnel open", || metric("bulwark_lb_tunnels_open") == 0.0);
+}
+
+/// A plain CONNECT (no `:protocol`) asks for a tunnel to the host it
+/// names: the lb is no forward proxy, so it answers 405 itself; relayed,
+/// a server's 200 (this one answers anything but a handshake 200) would
+/// tell the client its tunnel was open.
+#[test]
+fn a_plain_connect_is_refused_not_relayed() {
+    let server = EchoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = bulwark_lb::tls::ensure_self_signed(dir.path(), &["localhost".to_string()]).unwrap();
+    let config = LbConfig::new()
+        .admin()
+        .frontend(FrontendConfig::http("https", "app").tls(&cert, &key))
+        .backend(BackendConfig::new("app").server("a", server.addr))
+        .to_toml();
+    let lb = Process::start("lb", &config);
+    let out = h2_client_output(lb.addr("https").port(), &cert, "-", 0);
+    assert_eq!(out, "status 405 protocol -\n");
 }

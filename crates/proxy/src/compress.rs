@@ -15,7 +15,10 @@
 //!
 //! The body is compressed as it streams: every chunk from the server is
 //! written to the encoder and flushed, so a slow page still arrives piece
-//! by piece.
+//! by piece. A Brotli encoder holds megabytes until its body ends (its
+//! window and hash table: some 11 MB at quality 4 after a 1.5 MB page), so
+//! one compressor runs at most [`MAX_ENCODERS`] at once; past that,
+//! answers go as they are (still with `Vary`).
 use crate::encoding::{self, Coding};
 use bulwark_config::compression::Compression;
 use bytes::Bytes;
@@ -27,7 +30,15 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use std::io::Write;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+
+/// Responses one [`Compressor`] compresses at once; past it, answers go
+/// as they are. A Brotli encoder holds megabytes (its window and hash
+/// table) until its body ends, so a client keeping many slow streams of
+/// a large page open must not make the process hold one per stream.
+pub const MAX_ENCODERS: usize = 128;
 
 /// The compression settings, ready to apply.
 #[derive(Debug, Clone)]
@@ -36,6 +47,8 @@ pub struct Compressor {
     min_bytes: u64,
     gzip_level: u32,
     brotli_quality: u32,
+    /// Encoders alive now (at most [`MAX_ENCODERS`]).
+    live: Arc<AtomicUsize>,
 }
 
 impl Compressor {
@@ -46,6 +59,7 @@ impl Compressor {
             min_bytes: cfg.min_bytes,
             gzip_level: cfg.gzip_level,
             brotli_quality: cfg.brotli_quality,
+            live: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -94,6 +108,12 @@ impl Compressor {
         }
         add_vary(&mut parts.headers);
         let coding = encoding::negotiate(accept.map(HeaderValue::as_bytes), true, true);
+        // Identity, or as many encoders alive as allowed: as it is.
+        let slot = match coding {
+            Coding::Identity => None,
+            _ => EncoderSlot::take(&self.live),
+        };
+        let Some(slot) = slot else { return Response::from_parts(parts, body) };
         let encoder = match coding {
             Coding::Identity => return Response::from_parts(parts, body),
             Coding::Gzip => {
@@ -110,7 +130,25 @@ impl Compressor {
         if let Some(weak) = h.get(ETAG).and_then(weaken) {
             h.insert(ETAG, weak);
         }
-        Response::from_parts(parts, wrap(CompressedBody::new(body, encoder)))
+        Response::from_parts(parts, wrap(CompressedBody::new(body, encoder, slot)))
+    }
+}
+
+/// One of a [`Compressor`]'s [`MAX_ENCODERS`] places, given back when
+/// dropped.
+struct EncoderSlot(Arc<AtomicUsize>);
+
+impl EncoderSlot {
+    fn take(live: &Arc<AtomicUsize>) -> Option<EncoderSlot> {
+        live.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < MAX_ENCODERS).then_some(n + 1))
+            .ok()
+            .map(|_| EncoderSlot(live.clone()))
+    }
+}
+
+impl Drop for EncoderSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -177,19 +215,23 @@ impl Encoder {
 pub struct CompressedBody<B> {
     inner: B,
     encoder: Option<Encoder>,
+    /// Held while `encoder` is.
+    slot: Option<EncoderSlot>,
     /// Trailers held back until the encoder's last bytes are out.
     trailers: Option<HeaderMap>,
     done: bool,
 }
 
 impl<B> CompressedBody<B> {
-    fn new(inner: B, encoder: Encoder) -> Self {
-        CompressedBody { inner, encoder: Some(encoder), trailers: None, done: false }
+    fn new(inner: B, encoder: Encoder, slot: EncoderSlot) -> Self {
+        CompressedBody { inner, encoder: Some(encoder), slot: Some(slot), trailers: None, done: false }
     }
 
-    /// The encoder's last bytes (empty once finished).
+    /// The encoder's last bytes (empty once finished); its place is free.
     fn finish(&mut self) -> std::io::Result<Vec<u8>> {
-        Ok(self.encoder.take().map(Encoder::finish).transpose()?.unwrap_or_default())
+        let tail = self.encoder.take().map(Encoder::finish).transpose();
+        self.slot = None;
+        Ok(tail?.unwrap_or_default())
     }
 
     /// `out` as the next frame; an encoder error ends the body.
@@ -202,6 +244,7 @@ impl<B> CompressedBody<B> {
                 self.done = true;
                 self.trailers = None;
                 self.encoder = None;
+                self.slot = None;
                 None
             }
         }
@@ -374,6 +417,34 @@ mod tests {
         *no_content.status_mut() = StatusCode::NO_CONTENT;
         let r = apply(&Method::GET, "br", no_content);
         assert!(!r.headers().contains_key(CONTENT_ENCODING));
+    }
+
+    #[tokio::test]
+    async fn encoders_at_once_are_bounded() {
+        let c = compressor();
+        let headers = [("content-type", "text/html")];
+        let compress = |c: &Compressor| {
+            c.apply(&Method::GET, Some(&HeaderValue::from_static("br")), page(&headers, &html()), |b| {
+                TestBody::Compressed(Box::new(b))
+            })
+        };
+        let held: Vec<_> = (0..MAX_ENCODERS).map(|_| compress(&c)).collect();
+        assert!(held.iter().all(|r| r.headers()[CONTENT_ENCODING] == "br"));
+        let over = compress(&c);
+        assert!(!over.headers().contains_key(CONTENT_ENCODING), "past the bound, as it is");
+        assert_eq!(over.headers()[VARY], "Accept-Encoding");
+        let plain = over.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(plain, html().as_bytes());
+        // A body read to its end gives its place back.
+        let mut held = held.into_iter();
+        held.next().unwrap().into_body().collect().await.unwrap();
+        let again = compress(&c);
+        assert_eq!(again.headers()[CONTENT_ENCODING], "br");
+        // And one dropped half-way, too.
+        drop(held.next());
+        let once_more = compress(&c);
+        assert_eq!(once_more.headers()[CONTENT_ENCODING], "br");
+        assert!(!compress(&c).headers().contains_key(CONTENT_ENCODING));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::request_id::RequestIdMode;
 use crate::server::ServerState;
 use crate::upstream::Upstream;
 use bulwark_telemetry::clock::monotonic_us;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -149,6 +149,11 @@ impl Forwarder {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         self.upstream.retry_budget.deposit(start / 1000);
         let over_h2 = match crate::upgrade::extended_connect(&req) {
+            // A tunnel to the host the client names: this is no forward
+            // proxy, and a server's 2xx would tell the client it has one.
+            None if req.method() == Method::CONNECT => {
+                return Ok(error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not relayed"))
+            }
             None => false,
             Some(true) => {
                 crate::upgrade::connect_to_get(&mut req);

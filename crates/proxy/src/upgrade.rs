@@ -19,7 +19,11 @@
 //! answered on the stream as `200` (its `Sec-WebSocket-Protocol` and
 //! `-Extensions` kept, `Sec-WebSocket-Accept` checked and dropped), and
 //! the stream's data and the server's connection are spliced both ways,
-//! as any tunnel. Another `:protocol` is answered 501.
+//! as any tunnel. Another `:protocol` is answered 501. A server that
+//! answers the handshake with another 2xx opened no WebSocket: the
+//! stream gets 502, since a 2xx would tell the client it had one. A
+//! plain `CONNECT` (no `:protocol`, or HTTP/1.1) is answered 405: this is
+//! no forward proxy.
 //!
 //! A tunnel counts as in flight on its server for its whole life, so
 //! `leastconn` balances long-lived tunnels by how many each server holds;
@@ -216,6 +220,13 @@ impl Forwarder {
             if status != StatusCode::SWITCHING_PROTOCOLS {
                 // Refused: relay the answer; the connection is not kept.
                 drop(guard);
+                if over_h2 && status.is_success() {
+                    // A 2xx on the stream would tell the client its
+                    // WebSocket is open (RFC 8441 §5): it is not.
+                    return Err(ProxyError::response_broken(format!(
+                        "the server answered the websocket handshake with {status}, not 101"
+                    )));
+                }
                 let (mut parts, body) = resp.into_parts();
                 crate::headers::strip_hop_by_hop(&mut parts.headers);
                 let body = crate::body::PooledBody::new(body, server.id, sender, 0);

@@ -69,6 +69,10 @@ impl ForwardRoute {
 }
 
 impl ProxyRoute for ForwardRoute {
+    fn server_timeout(&self) -> std::time::Duration {
+        self.forwarder.options.server_timeout
+    }
+
     fn has_available_server(&self) -> bool {
         let now = bulwark_telemetry::clock::monotonic_ms();
         self.forwarder.upstream.servers.iter().any(|s| s.is_available(now))

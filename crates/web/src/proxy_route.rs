@@ -38,4 +38,10 @@ pub trait ProxyRoute: Send + Sync + 'static {
     fn tunnels(&self) -> (u64, u64) {
         (0, 0)
     }
+    /// How long a server may take to answer (`server_timeout`); a
+    /// background cache refresh, which no client waits for, is abandoned
+    /// after it, its body included.
+    fn server_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(30)
+    }
 }

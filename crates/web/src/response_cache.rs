@@ -11,7 +11,9 @@
 //! to the server.
 //!
 //! Keys are `Host` + target; each key holds the variants its `Vary`
-//! headers select. Answers carry `Age` and `X-Cache` (`HIT`, `MISS`,
+//! headers select, at most [`MAX_VARIANTS`] (the oldest stored out
+//! first: a client choosing a varying header must not make one key's
+//! list, scanned under the store's lock, grow without end). Answers carry `Age` and `X-Cache` (`HIT`, `MISS`,
 //! `STALE`, `BYPASS`).
 //!
 //! Concurrent misses of one key are collapsed: the first goes to the
@@ -24,8 +26,15 @@
 //! the worker's `LocalSet`) refreshes it; that refresh counts as the
 //! key's fetch, so other misses of the key wait for it rather than go to
 //! the server too. A failed refresh (a 5xx, or no answer) stores nothing
-//! and the stale entry keeps answering. Past that window, a stale entry
-//! is refreshed by the first request that finds it, which waits; within
+//! and the stale entry keeps answering; so does one whose answer, body
+//! included, takes longer than the route's `server_timeout` (no client
+//! gives up on it). At most [`MAX_REFRESHES`] run at
+//! once: a client finding many stale keys quickly must not hold that many
+//! requests (and their bodies, up to `max_object_bytes`) on the server at
+//! once, so past the bound the request refreshes the entry itself and
+//! waits, as past the window. Past the stale-while-revalidate window, a
+//! stale entry is refreshed by the first request that finds it, which
+//! waits; within
 //! `stale-if-error` the stale entry answers when the server fails (a 5xx,
 //! or no answer: 502/503/504) — the app down, cached pages still answer.
 //!
@@ -41,7 +50,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
@@ -173,7 +182,36 @@ pub struct ResponseCache {
     store: Mutex<Store>,
     /// Keys being fetched now: later misses wait on it.
     inflight: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Background refreshes under way (at most [`MAX_REFRESHES`]).
+    refreshing: AtomicUsize,
     stats: CacheStats,
+}
+
+/// Variants kept per key, the oldest stored out first.
+pub(crate) const MAX_VARIANTS: usize = 32;
+
+/// Background refreshes that may run at once, over all keys and workers.
+pub(crate) const MAX_REFRESHES: usize = 64;
+
+/// One of the [`MAX_REFRESHES`] places, given back when dropped.
+struct RefreshSlot {
+    cache: Arc<ResponseCache>,
+}
+
+impl RefreshSlot {
+    fn take(cache: &Arc<ResponseCache>) -> Option<RefreshSlot> {
+        cache
+            .refreshing
+            .fetch_update(Relaxed, Relaxed, |n| (n < MAX_REFRESHES).then_some(n + 1))
+            .ok()
+            .map(|_| RefreshSlot { cache: cache.clone() })
+    }
+}
+
+impl Drop for RefreshSlot {
+    fn drop(&mut self) {
+        self.cache.refreshing.fetch_sub(1, Relaxed);
+    }
 }
 
 /// Marks a key as being fetched; the requests waiting for it are woken
@@ -198,7 +236,7 @@ enum Step {
     /// Fetch for this request (marking the key when `Some`).
     Fetch(Option<Fetching>),
     /// Start a background refresh, then take the stale entry.
-    Refresh(Fetching),
+    Refresh(Fetching, RefreshSlot),
 }
 
 /// What the cache found for a request.
@@ -218,6 +256,7 @@ impl ResponseCache {
                 purge_token: cfg.purge_token.as_ref().map(|t| t.expose().to_string()),
                 store: Mutex::new(Store { lru: lru::LruCache::unbounded(), bytes: 0 }),
                 inflight: Mutex::new(HashMap::new()),
+                refreshing: AtomicUsize::new(0),
                 stats: CacheStats::default(),
             })
         })
@@ -240,8 +279,9 @@ impl ResponseCache {
         }
     }
 
-    /// Store an answer (replacing the variant it matches) and evict the
-    /// least recently used keys down to `max_bytes`.
+    /// Store an answer (replacing the variant it matches, and dropping
+    /// the oldest past [`MAX_VARIANTS`]) and evict the least recently used
+    /// keys down to `max_bytes`.
     fn insert(&self, key: String, entry: Entry) {
         let entry = Arc::new(entry);
         let mut store = self.store.lock().unwrap();
@@ -256,6 +296,12 @@ impl ResponseCache {
             !same
         });
         variants.push(entry.clone());
+        // A header the client chooses (`Vary: Origin`) must not grow the
+        // list every lookup of the key scans under this lock.
+        if variants.len() > MAX_VARIANTS {
+            let extra = variants.len() - MAX_VARIANTS;
+            freed += variants.drain(..extra).map(|e| e.bytes).sum::<u64>();
+        }
         store.bytes = store.bytes.saturating_sub(freed) + entry.bytes;
         self.stats.stores.fetch_add(1, Relaxed);
         while store.bytes > self.max_bytes {
@@ -291,8 +337,14 @@ impl ResponseCache {
 
     /// Answer `req` from the cache or through `fetch` (the proxy route),
     /// storing what may be stored. A background refresh runs `fetch` on
-    /// the current `LocalSet` (the web worker's), hence `'static`.
-    pub async fn serve<F, Fut>(self: &Arc<Self>, req: Request<hyper::body::Incoming>, fetch: F) -> Response<WebBody>
+    /// the current `LocalSet` (the web worker's), hence `'static`, and is
+    /// abandoned after `refresh_deadline` (the route's server timeout).
+    pub async fn serve<F, Fut>(
+        self: &Arc<Self>,
+        req: Request<hyper::body::Incoming>,
+        refresh_deadline: Duration,
+        fetch: F,
+    ) -> Response<WebBody>
     where
         F: Fn(Request<hyper::body::Incoming>) -> Fut + 'static,
         Fut: Future<Output = Response<WebBody>> + 'static,
@@ -333,10 +385,12 @@ impl ResponseCache {
                     None => {
                         inflight.insert(key.clone(), Arc::new(Notify::new()));
                         let guard = Fetching { cache: self.clone(), key: key.clone() };
-                        if revalidating.is_some() && req.body().is_end_stream() {
-                            Step::Refresh(guard)
-                        } else {
-                            Step::Fetch(Some(guard))
+                        let slot = (revalidating.is_some() && req.body().is_end_stream())
+                            .then(|| RefreshSlot::take(self))
+                            .flatten();
+                        match slot {
+                            Some(slot) => Step::Refresh(guard, slot),
+                            None => Step::Fetch(Some(guard)),
                         }
                     }
                 }
@@ -350,8 +404,9 @@ impl ResponseCache {
                     continue;
                 }
                 Step::Fetch(guard) => return self.miss(guard, req, stale, head_only, fetch).await,
-                Step::Refresh(guard) => {
-                    tokio::task::spawn_local(guard.cache.clone().refresh(guard, req, fetch));
+                Step::Refresh(guard, slot) => {
+                    let refresh = guard.cache.clone().refresh(guard, slot, req, refresh_deadline, fetch);
+                    tokio::task::spawn_local(refresh);
                 }
             }
             self.stats.stale.fetch_add(1, Relaxed);
@@ -399,8 +454,14 @@ impl ResponseCache {
     /// Refresh a stale entry in the background (the client already has
     /// the stale answer). A failed refresh stores nothing and the stale
     /// entry keeps answering within its windows.
-    async fn refresh<F, Fut>(self: Arc<Self>, guard: Fetching, req: Request<hyper::body::Incoming>, fetch: F)
-    where
+    async fn refresh<F, Fut>(
+        self: Arc<Self>,
+        guard: Fetching,
+        slot: RefreshSlot,
+        req: Request<hyper::body::Incoming>,
+        deadline: Duration,
+        fetch: F,
+    ) where
         F: Fn(Request<hyper::body::Incoming>) -> Fut,
         Fut: Future<Output = Response<WebBody>>,
     {
@@ -408,16 +469,25 @@ impl ResponseCache {
         let authorized = req.headers().contains_key(AUTHORIZATION);
         let mut req = req;
         *req.method_mut() = Method::GET;
-        let resp = fetch(req).await;
-        let failed = resp.status().is_server_error();
-        if !failed {
+        // No client gives up on a refresh: one whose answer never ends
+        // would hold the key's fetch mark (later misses wait on it) and a
+        // refresh place for good.
+        let attempt = async {
+            let resp = fetch(req).await;
+            if resp.status().is_server_error() {
+                return false;
+            }
             // Read to the end (stored, or dropped when it may not be).
-            let _ =
-                self.store_if_cacheable(&guard.key, &req_headers, authorized, resp).await.into_body().collect().await;
+            let resp = self.store_if_cacheable(&guard.key, &req_headers, authorized, resp).await;
+            resp.into_body().collect().await.is_ok()
+        };
+        let failed = !tokio::time::timeout(deadline, attempt).await.unwrap_or(false);
+        if failed {
+            tracing::info!(key = %guard.key.replace('\n', " "), "response cache: a background refresh failed");
         }
         let outcome = if failed { &self.stats.refresh_failures } else { &self.stats.refreshes };
         outcome.fetch_add(1, Relaxed);
-        drop(guard);
+        drop((guard, slot));
     }
 
     /// The fetch of `key` ended: wake the requests that waited for it.
@@ -633,6 +703,28 @@ mod tests {
         assert_eq!(c.store.lock().unwrap().bytes, 300);
         assert_eq!(c.purge("/*"), 3);
         assert_eq!(c.store.lock().unwrap().bytes, 0);
+    }
+
+    #[test]
+    fn variants_of_one_key_are_bounded() {
+        // `Vary: Origin` (or `User-Agent`, `Cookie`): a client choosing
+        // the header makes a variant per request; each lookup of the key
+        // scans them under the store's lock.
+        let c = cache(u64::MAX);
+        let origin = HeaderName::from_static("origin");
+        for n in 0..1000 {
+            let value = HeaderValue::from_str(&format!("https://{n}.example")).unwrap();
+            c.insert("h\n/".into(), entry(10, vec![(origin.clone(), Some(value))]));
+        }
+        let store = c.store.lock().unwrap();
+        let kept = store.lru.peek("h\n/").unwrap().len();
+        assert_eq!(kept, MAX_VARIANTS);
+        assert_eq!(store.bytes, 10 * MAX_VARIANTS as u64);
+        drop(store);
+        let newest = headers(&[("origin", "https://999.example")]);
+        assert!(matches!(c.lookup("h\n/", &newest), Found::Fresh(_)), "the newest variants are kept");
+        let oldest = headers(&[("origin", "https://0.example")]);
+        assert!(matches!(c.lookup("h\n/", &oldest), Found::None));
     }
 
     #[test]

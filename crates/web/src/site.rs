@@ -258,7 +258,7 @@ impl Site {
                     // Owned: a background refresh outlives this request.
                     let route = route.clone();
                     cache
-                        .serve(req, move |req| {
+                        .serve(req, route.server_timeout(), move |req| {
                             let route = route.clone();
                             async move { route.forward(req, client).await }
                         })

@@ -6,6 +6,7 @@ websocket`), then COUNT text messages as masked WebSocket frames in DATA
 frames, each read back from the server's echo, then the end of the stream.
 
 Usage: h2_connect.py PORT CAFILE PATH COUNT
+(PATH `-`: a plain CONNECT to the lb's own authority, no `:protocol`.)
 Prints `status <code> protocol <sec-websocket-protocol>`, `echoed <n>`,
 then `closed` when the server ended the stream."""
 import os
@@ -23,7 +24,9 @@ ctx = ssl.create_default_context(cafile=cafile)
 ctx.set_alpn_protocols(["h2"])
 sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20), server_hostname="localhost")
 assert sock.selected_alpn_protocol() == "h2", sock.selected_alpn_protocol()
-conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+# Outbound checks off: this h2 wants `:path` on a plain CONNECT too.
+config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8", validate_outbound_headers=False)
+conn = h2.connection.H2Connection(config)
 conn.initiate_connection()
 sock.sendall(conn.data_to_send())
 
@@ -46,9 +49,10 @@ while not settled:
 assert conn.remote_settings.enable_connect_protocol == 1, "no SETTINGS_ENABLE_CONNECT_PROTOCOL"
 
 sid = conn.get_next_available_stream_id()
-conn.send_headers(
-    sid,
-    [
+if path == "-":
+    request = [(":method", "CONNECT"), (":authority", f"localhost:{port}")]
+else:
+    request = [
         (":method", "CONNECT"),
         (":protocol", "websocket"),
         (":scheme", "https"),
@@ -56,15 +60,17 @@ conn.send_headers(
         (":authority", f"localhost:{port}"),
         ("sec-websocket-version", "13"),
         ("sec-websocket-protocol", "echo"),
-    ],
-)
+    ]
+conn.send_headers(sid, request)
 sock.sendall(conn.data_to_send())
 headers = None
 while headers is None:
     for e in events():
         if isinstance(e, h2.events.ResponseReceived):
             headers = dict(e.headers)
-        elif isinstance(e, h2.events.StreamReset):
+        elif isinstance(e, h2.events.StreamReset) and headers is None:
+            # A reset after a whole answer (NO_ERROR, RFC 9113 §8.1) is
+            # the server ending a stream the client left open.
             sys.exit(f"stream reset: {e.error_code}")
 print(f"status {headers[':status']} protocol {headers.get('sec-websocket-protocol', '-')}", flush=True)
 if headers[":status"] != "200":
