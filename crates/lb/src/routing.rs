@@ -45,7 +45,7 @@ pub enum RoutingError {
     #[error("frontend `{0}`: {1}")]
     Tls(String, TlsError),
     #[error("frontend `{0}` firewall: {1}")]
-    Firewall(String, String),
+    Firewall(String, #[source] bulwark_firewall::FirewallError),
     #[error("backend `{0}`: {1}")]
     Secret(String, String),
     #[error("{0}")]

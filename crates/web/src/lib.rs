@@ -54,7 +54,7 @@ pub enum WebError {
     #[error("{0}")]
     Secret(#[from] bulwark_config::SecretError),
     #[error("firewall: {0}")]
-    Firewall(String),
+    Firewall(#[source] bulwark_firewall::FirewallError),
     #[error("proxy[{index}]: {reason}")]
     Upstream { index: usize, reason: String },
     #[error("tls: {0}")]
