@@ -51,7 +51,7 @@ pub enum RoutingError {
     #[error("{0}")]
     AccessLog(std::io::Error),
     #[error("frontend `{0}` headers: {1}")]
-    HeaderRules(String, String),
+    HeaderRules(String, #[source] bulwark_proxy::HeaderRuleError),
     #[error("frontend changes need a restart (listeners are kept across reloads): {0}")]
     Listeners(String),
 }
