@@ -73,7 +73,7 @@ pub enum AppError {
     #[error("{0}")]
     Secret(String),
     #[error("firewall: {0}")]
-    Firewall(String),
+    Firewall(#[source] bulwark_firewall::FirewallError),
     #[error("tls: {0}")]
     Tls(#[from] bulwark_mtls::MtlsError),
     #[error("schema migration failed: {0}")]

@@ -59,7 +59,7 @@ impl Supervisor {
                 tokio::spawn(async move {
                     if let Err(why) = peer_allowed(&stream) {
                         tracing::warn!("control socket: {why}");
-                        refuse(stream, why).await;
+                        refuse(stream, why.to_string()).await;
                         return;
                     }
                     let (r, mut w) = stream.into_split();
@@ -114,15 +114,24 @@ impl Supervisor {
     }
 }
 
+/// Why a peer of the control socket is turned away: it is the client's
+/// fault, and asking again as the same user cannot help.
+#[derive(Debug, thiserror::Error)]
+enum PeerRefused {
+    #[error("refused: cannot read the peer's credentials: {0}")]
+    NoCredentials(#[source] std::io::Error),
+    #[error("refused: this control socket serves only uid {ours} and root, not uid {uid}{}", pid.map(|p| format!(", pid {p}")).unwrap_or_default())]
+    OtherUser { ours: u32, uid: u32, pid: Option<i32> },
+}
+
 /// Only the supervisor's own user and root may use the control socket.
-fn peer_allowed(stream: &tokio::net::UnixStream) -> Result<(), String> {
+fn peer_allowed(stream: &tokio::net::UnixStream) -> Result<(), PeerRefused> {
     let ours = nix::unistd::geteuid().as_raw();
-    let peer = stream.peer_cred().map_err(|e| format!("refused: cannot read the peer's credentials: {e}"))?;
+    let peer = stream.peer_cred().map_err(PeerRefused::NoCredentials)?;
     if peer.uid() == ours || peer.uid() == 0 {
         return Ok(());
     }
-    let pid = peer.pid().map(|p| format!(", pid {p}")).unwrap_or_default();
-    Err(format!("refused: this control socket serves only uid {ours} and root, not uid {}{pid}", peer.uid()))
+    Err(PeerRefused::OtherUser { ours, uid: peer.uid(), pid: peer.pid() })
 }
 
 /// Answer a refused peer's request with the reason, without acting on it.

@@ -20,5 +20,5 @@ pub mod secrets;
 mod supervisor;
 
 pub use control::{request as control_request, ControlReply, ControlRequest};
-pub use probe::{http_get, http_request};
+pub use probe::{http_get, http_request, RequestError};
 pub use supervisor::{ChildSpec, ChildStatus, Readiness, RestartPolicy, Supervisor, SupervisorError};

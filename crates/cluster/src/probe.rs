@@ -7,16 +7,33 @@ use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Why a request got no answer. Every cause is the server's or the
+/// network's (a status, even 5xx, is an answer, not an error); the
+/// callers decide whether to ask again.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("{0}")]
+    Connect(#[source] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[source] std::io::Error),
+    #[error("{0}")]
+    Http(#[source] hyper::Error),
+    #[error("{0}")]
+    Request(#[source] http::Error),
+    #[error("timed out")]
+    Timeout,
+}
+
 /// GET `path` from `addr` with optional bearer token, over mutual TLS
 /// with `tls` (the server's certificate must name `addr`'s IP); returns
-/// status and body, or an error string. Bounded by `timeout`.
+/// status and body. Bounded by `timeout`.
 pub async fn http_get(
     addr: SocketAddr,
     path: &str,
     token: Option<&str>,
     tls: Option<&MutualTls>,
     timeout: Duration,
-) -> Result<(u16, Bytes), String> {
+) -> Result<(u16, Bytes), RequestError> {
     http_request(addr, http::Method::GET, path, token, None, tls, timeout).await
 }
 
@@ -29,18 +46,18 @@ pub async fn http_request(
     json: Option<&serde_json::Value>,
     tls: Option<&MutualTls>,
     timeout: Duration,
-) -> Result<(u16, Bytes), String> {
+) -> Result<(u16, Bytes), RequestError> {
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(RequestError::Connect)?;
         let stream = match tls {
             None => Stream::Plain(stream),
             Some(tls) => {
-                tls.connect(stream, ServerName::IpAddress(addr.ip().into())).await.map_err(|e| format!("TLS: {e}"))?
+                tls.connect(stream, ServerName::IpAddress(addr.ip().into())).await.map_err(RequestError::Tls)?
             }
         };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(RequestError::Http)?;
         tokio::spawn(conn);
         let mut req = http::Request::builder().method(method).uri(path).header(http::header::HOST, addr.to_string());
         if let Some(t) = token {
@@ -53,11 +70,11 @@ pub async fn http_request(
             }
             None => Bytes::new(),
         };
-        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let req = req.body(Full::new(body)).map_err(RequestError::Request)?;
+        let resp = sender.send_request(req).await.map_err(RequestError::Http)?;
         let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let body = resp.into_body().collect().await.map_err(RequestError::Http)?.to_bytes();
         Ok((status, body))
     };
-    tokio::time::timeout(timeout, attempt).await.map_err(|_| "timed out".to_string())?
+    tokio::time::timeout(timeout, attempt).await.map_err(|_| RequestError::Timeout)?
 }

@@ -53,44 +53,64 @@ pub enum Action {
     Deny,
 }
 
+/// Why a firewall rule or address does not parse. Each message names the
+/// text at fault; the config is wrong, so retrying cannot help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("`{0}`: a rule starts with `allow` or `deny`")]
+    NoAction(String),
+    #[error("`{0}`: missing address (CIDR, IP or `all`)")]
+    NoAddress(String),
+    #[error("`{0}`: one address per rule")]
+    TwoAddresses(String),
+    #[error("`{rule}`: {source}")]
+    Address {
+        rule: String,
+        #[source]
+        source: Box<RuleError>,
+    },
+    #[error("`{0}` is not a CIDR or IP address")]
+    NotAnAddress(String),
+}
+
 /// Parse `"allow 10.0.0.0/8"`, `"deny 192.0.2.7"`, `"deny all"`.
-pub fn parse_rule(rule: &str) -> Result<(Action, IpNet), String> {
+pub fn parse_rule(rule: &str) -> Result<(Action, IpNet), RuleError> {
     let mut parts = rule.split_whitespace();
     let action = match parts.next() {
         Some("allow") => Action::Allow,
         Some("deny") => Action::Deny,
-        _ => return Err(format!("`{rule}`: a rule starts with `allow` or `deny`")),
+        _ => return Err(RuleError::NoAction(rule.to_string())),
     };
-    let target = parts.next().ok_or_else(|| format!("`{rule}`: missing address (CIDR, IP or `all`)"))?;
+    let target = parts.next().ok_or_else(|| RuleError::NoAddress(rule.to_string()))?;
     if parts.next().is_some() {
-        return Err(format!("`{rule}`: one address per rule"));
+        return Err(RuleError::TwoAddresses(rule.to_string()));
     }
-    let net = parse_net(target).map_err(|e| format!("`{rule}`: {e}"))?;
+    let net = parse_net(target).map_err(|e| RuleError::Address { rule: rule.to_string(), source: Box::new(e) })?;
     Ok((action, net))
 }
 
 /// A CIDR, a bare IP (a /32 or /128), or `all` (0.0.0.0/0; IPv6 clients
 /// are matched by their IPv4-mapped form too).
-pub fn parse_net(s: &str) -> Result<IpNet, String> {
+pub fn parse_net(s: &str) -> Result<IpNet, RuleError> {
     if s == "all" {
         return Ok("0.0.0.0/0".parse().unwrap());
     }
     if let Ok(n) = s.parse::<IpNet>() {
         return Ok(n);
     }
-    s.parse::<IpAddr>().map(IpNet::from).map_err(|_| format!("`{s}` is not a CIDR or IP address"))
+    s.parse::<IpAddr>().map(IpNet::from).map_err(|_| RuleError::NotAnAddress(s.to_string()))
 }
 
 impl FirewallConfig {
     pub fn validate_in(&self, v: &mut Validator) {
         for (i, r) in self.acl.iter().enumerate() {
             if let Err(e) = parse_rule(r) {
-                v.scope("acl", |v| v.index(i, |v| v.error("", e)));
+                v.scope("acl", |v| v.index(i, |v| v.error("", e.to_string())));
             }
         }
         for (i, r) in self.trusted_proxies.iter().enumerate() {
             if let Err(e) = parse_net(r) {
-                v.scope("trusted_proxies", |v| v.index(i, |v| v.error("", e)));
+                v.scope("trusted_proxies", |v| v.index(i, |v| v.error("", e.to_string())));
             }
         }
         if let Some(r) = &self.rate_limit {

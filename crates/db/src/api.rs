@@ -37,29 +37,38 @@ impl<'de> Deserialize<'de> for Value {
     }
 }
 
+/// Why a JSON value is not an SQL parameter (the request is at fault).
+#[derive(Debug, thiserror::Error)]
+pub enum ParamError {
+    #[error("number out of range")]
+    OutOfRange,
+    #[error("bad base64 blob: {0}")]
+    Base64(#[source] base64::DecodeError),
+    #[error("`base64` must be a string")]
+    Base64NotString,
+    #[error("unsupported SQL parameter value {0} (use null, number, string, bool or {{\"base64\": ...}})")]
+    Unsupported(serde_json::Value),
+}
+
 impl Value {
     /// Convert a JSON value; arrays and objects other than `{"base64": ..}` are errors.
-    pub fn from_json(v: serde_json::Value) -> Result<Value, String> {
+    pub fn from_json(v: serde_json::Value) -> Result<Value, ParamError> {
         use base64::Engine;
         Ok(match v {
             serde_json::Value::Null => Value::Null,
             serde_json::Value::Bool(b) => Value::Integer(b as i64),
             serde_json::Value::Number(n) => match n.as_i64() {
                 Some(i) => Value::Integer(i),
-                None => Value::Real(n.as_f64().ok_or("number out of range")?),
+                None => Value::Real(n.as_f64().ok_or(ParamError::OutOfRange)?),
             },
             serde_json::Value::String(s) => Value::Text(s),
             serde_json::Value::Object(m) if m.len() == 1 && m.contains_key("base64") => match &m["base64"] {
-                serde_json::Value::String(b) => Value::Blob(
-                    base64::engine::general_purpose::STANDARD.decode(b).map_err(|e| format!("bad base64 blob: {e}"))?,
-                ),
-                _ => return Err("`base64` must be a string".into()),
+                serde_json::Value::String(b) => {
+                    Value::Blob(base64::engine::general_purpose::STANDARD.decode(b).map_err(ParamError::Base64)?)
+                }
+                _ => return Err(ParamError::Base64NotString),
             },
-            other => {
-                return Err(format!(
-                    "unsupported SQL parameter value {other} (use null, number, string, bool or {{\"base64\": ...}})"
-                ))
-            }
+            other => return Err(ParamError::Unsupported(other)),
         })
     }
 
@@ -192,16 +201,27 @@ pub const MAX_REQUEST_ID_BYTES: usize = 256;
 /// remembered after its write.
 pub const REQUEST_ID_RETENTION_MS: u64 = 3_600_000;
 
+/// Why a request id is refused (the request is at fault).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestIdError {
+    #[error("`request_id` is empty")]
+    Empty,
+    #[error("`request_id` is {len} bytes; at most {max} are allowed", max = MAX_REQUEST_ID_BYTES)]
+    TooLong { len: usize },
+    #[error("`request_id` contains control characters")]
+    ControlCharacters,
+}
+
 /// Why a request id is refused, if it is.
-pub fn check_request_id(id: &str) -> Result<(), String> {
+pub fn check_request_id(id: &str) -> Result<(), RequestIdError> {
     if id.is_empty() {
-        return Err("`request_id` is empty".into());
+        return Err(RequestIdError::Empty);
     }
     if id.len() > MAX_REQUEST_ID_BYTES {
-        return Err(format!("`request_id` is {} bytes; at most {MAX_REQUEST_ID_BYTES} are allowed", id.len()));
+        return Err(RequestIdError::TooLong { len: id.len() });
     }
     if id.chars().any(char::is_control) {
-        return Err("`request_id` contains control characters".into());
+        return Err(RequestIdError::ControlCharacters);
     }
     Ok(())
 }
@@ -270,17 +290,26 @@ impl QueryRequest {
         QueryRequest { sql: sql.to_string(), params, consistency: c, max_lag_ms: lag, token }
     }
 
-    pub fn consistency(&self) -> Result<Consistency, String> {
+    pub fn consistency(&self) -> Result<Consistency, ConsistencyError> {
         match self.consistency.as_deref().unwrap_or("none") {
             "none" => Ok(Consistency::None),
             "strong" => Ok(Consistency::Strong),
             "bounded" => match self.max_lag_ms {
                 Some(ms) => Ok(Consistency::Bounded { max_lag: std::time::Duration::from_millis(ms) }),
-                None => Err("consistency `bounded` needs `max_lag_ms`".into()),
+                None => Err(ConsistencyError::NoMaxLag),
             },
-            other => Err(format!("unknown consistency `{other}` (none, bounded, strong)")),
+            other => Err(ConsistencyError::Unknown(other.to_string())),
         }
     }
+}
+
+/// Why a query's consistency is not understood (the request is at fault).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsistencyError {
+    #[error("consistency `bounded` needs `max_lag_ms`")]
+    NoMaxLag,
+    #[error("unknown consistency `{0}` (none, bounded, strong)")]
+    Unknown(String),
 }
 
 /// A result column: its name and declared type (`null` for expressions).
@@ -433,9 +462,9 @@ mod tests {
             serde_json::from_str(r#"{"sql":"select 1","consistency":"bounded","max_lag_ms":50}"#).unwrap();
         assert_eq!(q.consistency().unwrap(), Consistency::Bounded { max_lag: std::time::Duration::from_millis(50) });
         let q: QueryRequest = serde_json::from_str(r#"{"sql":"select 1","consistency":"bounded"}"#).unwrap();
-        assert!(q.consistency().unwrap_err().contains("max_lag_ms"));
+        assert!(q.consistency().unwrap_err().to_string().contains("max_lag_ms"));
         let q: QueryRequest = serde_json::from_str(r#"{"sql":"select 1","consistency":"eventual"}"#).unwrap();
-        assert!(q.consistency().unwrap_err().contains("eventual"));
+        assert!(q.consistency().unwrap_err().to_string().contains("eventual"));
     }
 
     #[test]

@@ -311,10 +311,9 @@ pub(crate) async fn start_for(
 ) -> Result<Option<Pending>, crate::DbError> {
     use openraft::storage::RaftLogStorage;
     let Some(dir) = dir else { return Ok(None) };
-    let archive =
-        Archive::open(dir).map_err(|e| crate::DbError::Storage(format!("the log archive {}: {e}", dir.display())))?;
+    let archive = Archive::open(dir).map_err(|source| crate::DbError::Archive { path: dir.to_path_buf(), source })?;
     log.limit_purges(archive.purge_limit());
-    let state = log.get_log_state().await.map_err(|e| crate::DbError::Storage(e.to_string()))?;
+    let state = log.get_log_state().await.map_err(|e| crate::DbError::LogState(Box::new(e)))?;
     let first = state.last_purged_log_id.map_or(0, |p| p.index + 1);
     let reader = log.get_log_reader().await;
     Ok(Some(Pending { archive, reader, first }))

@@ -109,9 +109,21 @@ unsafe extern "C" fn localtime_outside_writes(t: *const c_void, tm: *mut c_void)
     c_int::from(converted.is_null())
 }
 
+/// Why SQLite could not be set up with the entry clock: a fault of this
+/// process's SQLite, the same on every try.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClockError {
+    #[error("initializing SQLite: {0}")]
+    Initialize(#[source] ffi::Error),
+    #[error("SQLite has no default VFS")]
+    NoDefaultVfs,
+    #[error("registering the {VFS_NAME} VFS: {0}")]
+    Register(#[source] ffi::Error),
+}
+
 /// Register [`VFS_NAME`] and the local-time hook, once per process.
-pub fn install() -> Result<(), String> {
-    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+pub fn install() -> Result<(), ClockError> {
+    static DONE: OnceLock<Result<(), ClockError>> = OnceLock::new();
     DONE.get_or_init(|| {
         // SAFETY: sqlite3_initialize is safe to call at any time; the VFS
         // registry is guarded by SQLite's own mutex. The new VFS is leaked:
@@ -119,11 +131,11 @@ pub fn install() -> Result<(), String> {
         unsafe {
             let rc = ffi::sqlite3_initialize();
             if rc != ffi::SQLITE_OK {
-                return Err(format!("initializing SQLite: {}", ffi::Error::new(rc)));
+                return Err(ClockError::Initialize(ffi::Error::new(rc)));
             }
             let base = ffi::sqlite3_vfs_find(std::ptr::null());
             if base.is_null() {
-                return Err("SQLite has no default VFS".into());
+                return Err(ClockError::NoDefaultVfs);
             }
             BASE.store(base, Ordering::Release);
             let mut vfs: ffi::sqlite3_vfs = *base;
@@ -135,7 +147,7 @@ pub fn install() -> Result<(), String> {
             }
             let rc = ffi::sqlite3_vfs_register(Box::into_raw(Box::new(vfs)), 0);
             if rc != ffi::SQLITE_OK {
-                return Err(format!("registering the {VFS_NAME} VFS: {}", ffi::Error::new(rc)));
+                return Err(ClockError::Register(ffi::Error::new(rc)));
             }
             type Localtime = unsafe extern "C" fn(*const c_void, *mut c_void) -> c_int;
             ffi::sqlite3_test_control(

@@ -1,10 +1,27 @@
 //! Errors of starting and running a node.
+use crate::raft_types::{NodeId, StorageError};
+use std::path::PathBuf;
 
-/// Why a node could not start or stopped.
+/// Why a node could not start or stopped. Every cause is this node's: its
+/// configuration, files or Raft; starting it again helps only once the
+/// cause is fixed (a stopped Raft excepted: see [`DbError::RaftStopped`]).
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// A secret file named by the configuration (`secret`, `peer_secret`,
+    /// `monitor_token`) could not be read.
+    #[error("configuration: {what}: {source}")]
+    Secret {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration: tls: {0}")]
+    Tls(#[source] bulwark_mtls::MtlsError),
+    #[error("configuration: firewall: {0}")]
+    Firewall(#[source] bulwark_firewall::FirewallError),
+    /// The Raft timings derived from the configuration are inconsistent.
     #[error("configuration: {0}")]
-    Config(String),
+    RaftConfig(#[source] Box<openraft::ConfigError>),
     /// A file or socket operation failed: what was being done, and the
     /// operating system's error.
     #[error("{context}: {source}")]
@@ -13,8 +30,25 @@ pub enum DbError {
         #[source]
         source: std::io::Error,
     },
+    #[error("storage: raft log: {0}")]
+    OpenLog(#[source] std::io::Error),
     #[error("storage: {0}")]
-    Storage(String),
+    Log(#[source] std::io::Error),
+    #[error("storage: {0}")]
+    LogState(#[source] Box<StorageError>),
+    #[error("storage: the log archive {}: {source}", path.display())]
+    Archive {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("storage: database: {0}")]
+    Database(#[source] crate::state_machine::StoreError),
     #[error("raft: {0}")]
-    Raft(String),
+    Raft(#[source] Box<openraft::error::Fatal<NodeId>>),
+    /// Raft stopped while the node ran (the reason as Raft reported it);
+    /// the node exits with an error so that it is started again, and then
+    /// applies the same entries again.
+    #[error("raft: Raft stopped on this node: {0}")]
+    RaftStopped(String),
 }

@@ -207,7 +207,7 @@ fn raft_config(c: &DbConfig) -> Result<openraft::Config, DbError> {
         max_payload_entries: max_payload_entries(c.max_request_bytes),
         ..Default::default()
     };
-    cfg.validate().map_err(|e| DbError::Config(e.to_string()))
+    cfg.validate().map_err(|e| DbError::RaftConfig(Box::new(e)))
 }
 
 impl DbNode {
@@ -222,11 +222,12 @@ impl DbNode {
     /// archive in `archive` (when given) before the log may purge it (see
     /// `archive`).
     pub async fn bind_archiving(config: DbConfig, archive: Option<std::path::PathBuf>) -> Result<DbNode, DbError> {
-        let client_secret = config.load_secret().map_err(|e| DbError::Config(format!("secret: {e}")))?;
-        let peer_secret = config.load_peer_secret().map_err(|e| DbError::Config(format!("peer_secret: {e}")))?;
-        let monitor_token = config.load_monitor_token().map_err(|e| DbError::Config(format!("monitor_token: {e}")))?;
-        let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())
-            .map_err(|e| DbError::Config(format!("tls: {e}")))?;
+        let client_secret = config.load_secret().map_err(|source| DbError::Secret { what: "secret", source })?;
+        let peer_secret =
+            config.load_peer_secret().map_err(|source| DbError::Secret { what: "peer_secret", source })?;
+        let monitor_token =
+            config.load_monitor_token().map_err(|source| DbError::Secret { what: "monitor_token", source })?;
+        let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref()).map_err(DbError::Tls)?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| DbError::Io { context: format!("creating {}", config.data_dir.display()), source })?;
         let (listener, local) = bind(config.listen).await?;
@@ -234,15 +235,13 @@ impl DbNode {
         let (raft_listener, raft_local) = bind(config.raft_listen).await?;
         let raft_address = config.raft_advertise.as_ref().map_or_else(|| raft_local.to_string(), |a| a.to_string());
 
-        let mut log =
-            LogStore::open(&config.data_dir, config.node_id).map_err(|e| DbError::Storage(format!("raft log: {e}")))?;
+        let mut log = LogStore::open(&config.data_dir, config.node_id).map_err(DbError::OpenLog)?;
         let inline_sync = InlineSyncPause::default();
         log.sync_inline_unless_leader(config.node_id, inline_sync.clone());
-        let fresh = log.is_empty().map_err(|e| DbError::Storage(e.to_string()))?;
+        let fresh = log.is_empty().map_err(DbError::Log)?;
         let archive = crate::archive::start_for(&mut log, archive.as_deref()).await?;
         let limits = sql::WriteLimits { max_steps: config.max_write_steps };
-        let sm = StateMachine::open_with(&config.data_dir, limits)
-            .map_err(|e| DbError::Storage(format!("database: {e}")))?;
+        let sm = StateMachine::open_with(&config.data_dir, limits).map_err(DbError::Database)?;
         let applied = sm.applied();
         let db_path = sm.db_path();
         let reads = Arc::new(ReadPool::new(db_path.clone(), config.read_connections));
@@ -268,7 +267,7 @@ impl DbNode {
         let database = sm.clone();
         let raft = Raft::new(config.node_id, Arc::new(rcfg), transport, log, sm)
             .await
-            .map_err(|e| DbError::Raft(e.to_string()))?;
+            .map_err(|e| DbError::Raft(Box::new(e)))?;
         if fresh && config.bootstrap {
             let mut members: BTreeMap<NodeId, Node> =
                 config.peers.iter().map(|p| (p.id, Node::new(p.address.as_str(), p.raft_address.as_str()))).collect();
@@ -313,9 +312,7 @@ impl DbNode {
             leader_acks,
             archive,
         };
-        let firewall = Arc::new(
-            bulwark_firewall::Firewall::new(&config.firewall).map_err(|e| DbError::Config(format!("firewall: {e}")))?,
-        );
+        let firewall = Arc::new(bulwark_firewall::Firewall::new(&config.firewall).map_err(DbError::Firewall)?);
         Ok(DbNode {
             listener,
             raft_listener,
@@ -398,7 +395,7 @@ impl DbNode {
             Err(e) => tracing::warn!("closing the database: {e}"),
         }
         match failed {
-            Some(why) => Err(DbError::Raft(format!("Raft stopped on this node: {why}"))),
+            Some(why) => Err(DbError::RaftStopped(why)),
             None => {
                 tracing::info!("db node stopped");
                 Ok(())

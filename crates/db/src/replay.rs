@@ -84,7 +84,7 @@ pub enum ReplayError {
     #[error("applying entry {index}: {message}")]
     Apply { index: u64, message: String },
     #[error("{0}")]
-    StateMachine(String),
+    StateMachine(#[from] crate::state_machine::StoreError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
@@ -201,8 +201,8 @@ async fn replay_in(
         return Err(ReplayError::ArchiveEndsBefore { last, target: n });
     }
     // One file, no WAL beside it, for the restore to copy.
-    let c = rusqlite::Connection::open(&db).map_err(|e| ReplayError::StateMachine(e.to_string()))?;
-    c.pragma_update(None, "journal_mode", "DELETE").map_err(|e| ReplayError::StateMachine(e.to_string()))?;
+    let c = rusqlite::Connection::open(&db).map_err(|e| ReplayError::StateMachine(e.into()))?;
+    c.pragma_update(None, "journal_mode", "DELETE").map_err(|e| ReplayError::StateMachine(e.into()))?;
     drop(c);
     Ok((backup, count, stopped))
 }

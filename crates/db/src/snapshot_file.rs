@@ -36,7 +36,7 @@ const LEGACY_METADATA_FILES: [&str; 2] = ["snapshot.json", "snapshot.json.tmp"];
 
 /// Why a snapshot file cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum SnapshotError {
+pub enum SnapshotError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: not a readable Bulwark database: {source}", path.display())]

@@ -179,38 +179,77 @@ fn forbidden(first: &str) -> Option<&'static str> {
     })
 }
 
+/// Why a statement is refused, before SQLite runs it or by SQLite. The
+/// request (or the data it meets) is at fault: sending it again unchanged
+/// fails the same way.
+#[derive(Debug, thiserror::Error)]
+pub enum StatementError {
+    /// Transaction control, ATTACH, PRAGMA or VACUUM.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("`{0}`: names starting with _bulwark are reserved for replication metadata")]
+    Reserved(String),
+    #[error("one SQL statement per entry: put several statements in the `statements` list")]
+    NotSingle,
+    #[error("the SQL text is {len} bytes; at most {max} are allowed (bind large values as parameters)", max = MAX_SQL_BYTES)]
+    TooLong { len: usize },
+    #[error("the statement has {expected} parameters but none were given")]
+    NoParameters { expected: usize },
+    #[error("the statement has {expected} parameters but {given} were given")]
+    ParameterCount { expected: usize, given: usize },
+    #[error("the statement has no parameter named {0}")]
+    NoParameterNamed(String),
+    #[error("{0}")]
+    Bind(#[source] rusqlite::Error),
+    /// A value of a result row could not be read.
+    #[error("{0}")]
+    Row(#[source] rusqlite::Error),
+    #[error("preparing the connection: {0}")]
+    Harden(#[source] rusqlite::Error),
+    /// SQLite's error, with the reason Bulwark refused it when it did
+    /// (see [`guard::explain`]).
+    #[error("{message}")]
+    Sqlite {
+        message: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("only read-only statements are allowed in /v1/query; send writes to /v1/execute")]
+    NotReadOnly,
+    #[error("the result has more than {max} rows; add a LIMIT", max = MAX_ROWS)]
+    TooManyRows,
+}
+
 /// Check one write statement on the primary before it enters the log:
 /// refuse transaction control, ATTACH, PRAGMA, VACUUM and `_bulwark*`
 /// names with a clear error. The statement is logged as written (its
 /// "now" is the entry's time wherever it is applied; see `entry_clock`).
-pub fn check_write(sql: &str) -> Result<(), String> {
+pub fn check_write(sql: &str) -> Result<(), StatementError> {
     if let Some(why) = first_keyword(sql).as_deref().and_then(forbidden) {
-        return Err(why.to_string());
+        return Err(StatementError::Forbidden(why));
     }
     check_reserved(sql)
 }
 
 /// Refuse SQL that names a `_bulwark*` object unquoted (the authorizer
 /// refuses every other spelling).
-fn check_reserved(sql: &str) -> Result<(), String> {
+fn check_reserved(sql: &str) -> Result<(), StatementError> {
     match tokens(sql)
         .into_iter()
         .find(|(t, _)| matches!(t, Tok::Word(w) if w.to_ascii_lowercase().starts_with("_bulwark")))
     {
-        Some((Tok::Word(w), _)) => {
-            Err(format!("`{w}`: names starting with _bulwark are reserved for replication metadata"))
-        }
+        Some((Tok::Word(w), _)) => Err(StatementError::Reserved(w.to_string())),
         _ => Ok(()),
     }
 }
 
 /// Refuse SQL text holding more than one statement (SQLite would silently
 /// run only the first).
-pub fn check_single(sql: &str) -> Result<(), String> {
+pub fn check_single(sql: &str) -> Result<(), StatementError> {
     let toks = tokens(sql);
     if let Some(semi) = toks.iter().position(|(t, _)| *t == Tok::Punct(';')) {
         if toks[semi + 1..].iter().any(|(t, _)| *t != Tok::Other && *t != Tok::Punct(';')) {
-            return Err("one SQL statement per entry: put several statements in the `statements` list".into());
+            return Err(StatementError::NotSingle);
         }
     }
     Ok(())
@@ -224,20 +263,20 @@ pub fn first_keyword(sql: &str) -> Option<String> {
     })
 }
 
-fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<(), String> {
+fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<(), StatementError> {
     let expected = stmt.parameter_count();
     match params {
         Params::None => {
             if expected > 0 {
-                return Err(format!("the statement has {expected} parameters but none were given"));
+                return Err(StatementError::NoParameters { expected });
             }
         }
         Params::Positional(vals) => {
             if vals.len() != expected {
-                return Err(format!("the statement has {expected} parameters but {} were given", vals.len()));
+                return Err(StatementError::ParameterCount { expected, given: vals.len() });
             }
             for (i, v) in vals.iter().enumerate() {
-                stmt.raw_bind_parameter(i + 1, v).map_err(|e| e.to_string())?;
+                stmt.raw_bind_parameter(i + 1, v).map_err(StatementError::Bind)?;
             }
         }
         Params::Named(map) => {
@@ -245,12 +284,12 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<(), Strin
                 let name = if k.starts_with([':', '@', '$']) { k.clone() } else { format!(":{k}") };
                 let idx = stmt
                     .parameter_index(&name)
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("the statement has no parameter named {name}"))?;
-                stmt.raw_bind_parameter(idx, v).map_err(|e| e.to_string())?;
+                    .map_err(StatementError::Bind)?
+                    .ok_or_else(|| StatementError::NoParameterNamed(name.clone()))?;
+                stmt.raw_bind_parameter(idx, v).map_err(StatementError::Bind)?;
             }
             if map.len() != expected {
-                return Err(format!("the statement has {expected} parameters but {} were given", map.len()));
+                return Err(StatementError::ParameterCount { expected, given: map.len() });
             }
         }
     }
@@ -313,18 +352,18 @@ pub fn run_writes_within(
         if let Some(why) = first_keyword(&s.sql).as_deref().and_then(forbidden) {
             return Err(at(why.to_string()));
         }
-        check_single(&s.sql).map_err(at)?;
-        check_reserved(&s.sql).map_err(at)?;
+        check_single(&s.sql).map_err(|e| at(e.to_string()))?;
+        check_reserved(&s.sql).map_err(|e| at(e.to_string()))?;
         // Cached: the same few statements arrive again and again, and
         // parsing one is a large part of applying it.
         guard::compiling();
-        let mut stmt = conn.prepare_cached(&s.sql).map_err(|e| at(guard::explain(e)))?;
-        bind(&mut stmt, &s.params).map_err(at)?;
+        let mut stmt = conn.prepare_cached(&s.sql).map_err(|e| at(guard::explain(e).to_string()))?;
+        bind(&mut stmt, &s.params).map_err(|e| at(e.to_string()))?;
         guard::new_statement(conn);
         let before = total_changes(conn);
         {
             let mut rows = stmt.raw_query();
-            while rows.next().map_err(|e| at(guard::explain(e)))?.is_some() {}
+            while rows.next().map_err(|e| at(guard::explain(e).to_string()))?.is_some() {}
         }
         let after = total_changes(conn);
         let rows_affected = if after > before { conn.changes() } else { 0 };
@@ -339,10 +378,14 @@ pub fn run_writes_within(
 ///
 /// The statement runs under the API's rules (see [`harden`]) and is
 /// interrupted after [`QUERY_TIME_LIMIT`].
-pub fn run_query(conn: &Connection, sql: &str, params: &Params) -> Result<(Vec<Column>, Vec<Vec<Value>>), String> {
+pub fn run_query(
+    conn: &Connection,
+    sql: &str,
+    params: &Params,
+) -> Result<(Vec<Column>, Vec<Vec<Value>>), StatementError> {
     check_single(sql)?;
     check_length(sql)?;
-    harden(conn).map_err(|e| format!("preparing the connection: {e}"))?;
+    harden(conn).map_err(StatementError::Harden)?;
     let _api = ApiCaller::read(std::time::Instant::now() + QUERY_TIME_LIMIT);
     // Cached, as writes are: an app sends the same few reads again and
     // again, and compiling one costs about as much as running it. SQLite
@@ -350,7 +393,7 @@ pub fn run_query(conn: &Connection, sql: &str, params: &Params) -> Result<(Vec<C
     // schema changed since.
     let mut stmt = conn.prepare_cached(sql).map_err(guard::explain)?;
     if !stmt.readonly() {
-        return Err("only read-only statements are allowed in /v1/query; send writes to /v1/execute".into());
+        return Err(StatementError::NotReadOnly);
     }
     bind(&mut stmt, params)?;
     // Columns are taken after the first step: SQLite compiles a cached
@@ -362,12 +405,12 @@ pub fn run_query(conn: &Connection, sql: &str, params: &Params) -> Result<(Vec<C
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next().map_err(guard::explain)? {
             if out.len() >= MAX_ROWS {
-                return Err(format!("the result has more than {MAX_ROWS} rows; add a LIMIT"));
+                return Err(StatementError::TooManyRows);
             }
             let n = columns.get_or_insert_with(|| columns_of(row.as_ref())).len();
             let mut r = Vec::with_capacity(n);
             for i in 0..n {
-                r.push(value_of(row.get_ref(i).map_err(|e| e.to_string())?));
+                r.push(value_of(row.get_ref(i).map_err(StatementError::Row)?));
             }
             out.push(r);
         }
@@ -414,7 +457,7 @@ mod tests {
             "INSERT INTO t VALUES ('now', 'utc', 'localtime', 'total_changes')",
             "CREATE TABLE u (at TEXT DEFAULT CURRENT_TIMESTAMP)",
         ] {
-            assert_eq!(check_write(sql), Ok(()));
+            assert!(check_write(sql).is_ok(), "{sql}");
         }
     }
 
@@ -427,7 +470,7 @@ mod tests {
             ("VACUUM", "VACUUM"),
             ("DELETE FROM _bulwark_meta", "reserved"),
         ] {
-            let e = check_write(sql).unwrap_err();
+            let e = check_write(sql).unwrap_err().to_string();
             assert!(e.contains(word), "{sql}: {e}");
         }
     }
@@ -488,7 +531,7 @@ mod tests {
             rows,
             vec![vec![Value::Integer(1), Value::Text("a".into()), Value::Blob(vec![0, 255]), Value::Real(1.5)]]
         );
-        let e = run_query(&c, "DELETE FROM t", &Params::None).unwrap_err();
+        let e = run_query(&c, "DELETE FROM t", &Params::None).unwrap_err().to_string();
         assert!(e.contains("read-only"), "{e}");
     }
 
@@ -516,7 +559,7 @@ mod tests {
         assert_eq!(run_query(&c, by_id, &Params::Positional(vec![1.into()])).unwrap().1.len(), 1);
         assert!(run_query(&c, by_id, &Params::Positional(vec![2.into()])).unwrap().1.is_empty());
         for _ in 0..2 {
-            assert!(run_query(&c, "DELETE FROM t", &Params::None).unwrap_err().contains("read-only"));
+            assert!(run_query(&c, "DELETE FROM t", &Params::None).unwrap_err().to_string().contains("read-only"));
         }
         assert_eq!(run_query(&c, sql, &Params::None).unwrap().1.len(), 1);
     }

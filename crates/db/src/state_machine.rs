@@ -208,6 +208,59 @@ fn start_checkpointer(
     })
 }
 
+/// Why the database could not be opened, closed, snapshotted or restored
+/// from a snapshot: this node's SQLite or files failed (or a snapshot
+/// received is not what it claims); retrying the same request does not
+/// help until the cause is fixed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Clock(#[from] entry_clock::ClockError),
+    /// A file operation on `path`.
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An operation described by `context`.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A SQLite operation described by `context`.
+    #[error("{context}: {source}")]
+    SqliteAt {
+        context: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{0}")]
+    Snapshot(#[from] snapshot_file::SnapshotError),
+    #[error("refused the snapshot {meta}: {source}; the database is left as it was")]
+    Refused {
+        meta: String,
+        #[source]
+        source: snapshot_file::SnapshotError,
+    },
+    #[error("{SNAPSHOT_FILE} vanished after it was published")]
+    Vanished,
+}
+
+fn sqlite_at(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::SqliteAt { context, source }
+}
+
+fn io_at(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
 impl StateMachine {
     /// Open (or create) the database in `dir`. After a crash of the machine
     /// while it was open it is first rebuilt from the last snapshot (see the
@@ -215,19 +268,19 @@ impl StateMachine {
     /// applied, the snapshot is restored. With the default write limits
     /// (tests; nodes pass their configured ones to `open_with`).
     #[cfg(test)]
-    pub fn open(dir: &Path) -> Result<StateMachine, String> {
+    pub fn open(dir: &Path) -> Result<StateMachine, StoreError> {
         StateMachine::open_with(dir, sql::WriteLimits::default())
     }
 
     /// [`StateMachine::open`], every client write within `write_limits`
     /// (from the node's configuration: `max_write_steps`).
-    pub fn open_with(dir: &Path, write_limits: sql::WriteLimits) -> Result<StateMachine, String> {
+    pub fn open_with(dir: &Path, write_limits: sql::WriteLimits) -> Result<StateMachine, StoreError> {
         StateMachine::open_on_boot_with(dir, current_boot_id(), write_limits)
     }
 
     /// [`StateMachine::open`] on the boot `boot` (`None`: unknown).
     #[cfg(test)]
-    fn open_on_boot(dir: &Path, boot: Option<String>) -> Result<StateMachine, String> {
+    fn open_on_boot(dir: &Path, boot: Option<String>) -> Result<StateMachine, StoreError> {
         StateMachine::open_on_boot_with(dir, boot, sql::WriteLimits::default())
     }
 
@@ -236,15 +289,15 @@ impl StateMachine {
         dir: &Path,
         boot: Option<String>,
         write_limits: sql::WriteLimits,
-    ) -> Result<StateMachine, String> {
+    ) -> Result<StateMachine, StoreError> {
         entry_clock::install()?;
         let path = dir.join("data.db");
-        snapshot_file::remove_legacy_metadata(dir).map_err(|e| e.to_string())?;
-        let io = |e: std::io::Error| format!("{}: {e}", dir.join(BOOT_FILE).display());
+        snapshot_file::remove_legacy_metadata(dir)?;
+        let io = |source: std::io::Error| StoreError::File { path: dir.join(BOOT_FILE), source };
         let sync = match &boot {
             Some(boot) => {
                 if crashed_since(dir, boot).map_err(io)? {
-                    rebuild_from_snapshot(dir).map_err(|e| format!("rebuilding the database: {e}"))?;
+                    rebuild_from_snapshot(dir).map_err(io_at("rebuilding the database"))?;
                 }
                 write_boot_file(dir, &format!("running {boot}")).map_err(io)?;
                 SyncMode::RebuiltAfterCrash
@@ -254,18 +307,18 @@ impl StateMachine {
                 SyncMode::Checkpoints
             }
         };
-        let mut conn = open_writer(&path, sync).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut state = read_state(&conn).map_err(|e| e.to_string())?;
-        if let Some(snapshot) = snapshot_file::current_path(dir).map_err(|e| e.to_string())? {
-            let holds = snapshot_file::state_of(&snapshot).map_err(|e| e.to_string())?;
+        let mut conn = open_writer(&path, sync).map_err(sqlite_at(path.display().to_string()))?;
+        let mut state = read_state(&conn)?;
+        if let Some(snapshot) = snapshot_file::current_path(dir)? {
+            let holds = snapshot_file::state_of(&snapshot)?;
             if holds.last > state.last {
                 tracing::warn!(snapshot = ?holds.last, applied = ?state.last, "database is behind its snapshot; restoring the snapshot");
-                restore_into(&mut conn, &snapshot).map_err(|e| e.to_string())?;
-                state = read_state(&conn).map_err(|e| e.to_string())?;
+                restore_into(&mut conn, &snapshot)?;
+                state = read_state(&conn)?;
             }
         }
         let seed = Arc::new(AtomicU64::new(0));
-        sql::install_write_functions(&conn, seed.clone()).map_err(|e| e.to_string())?;
+        sql::install_write_functions(&conn, seed.clone())?;
         let (tx, _) = watch::channel(applied_of(state.last, state.time_ms));
         let (stop, stopped) = std::sync::mpsc::channel();
         let shared = Arc::new(Shared {
@@ -280,7 +333,7 @@ impl StateMachine {
             checkpointer: Mutex::new(None),
         });
         let thread = start_checkpointer(Arc::downgrade(&shared), path, sync, stopped, WAL_TRUNCATE_FRAMES)
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| StoreError::Io { context: "starting the checkpoint thread".into(), source })?;
         *shared.checkpointer.lock().unwrap_or_else(|p| p.into_inner()) = Some((stop, thread));
         Ok(StateMachine { shared })
     }
@@ -290,7 +343,7 @@ impl StateMachine {
     /// so a restart of the machine after this does not rebuild it. Call it
     /// after Raft has stopped; an apply after it goes nowhere (it is not
     /// recorded, so the log applies it again at the next start). Blocking.
-    pub fn close(&self) -> Result<(), String> {
+    pub fn close(&self) -> Result<(), StoreError> {
         let shared = &self.shared;
         let checkpointer = shared.checkpointer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((stop, thread)) = checkpointer {
@@ -298,13 +351,13 @@ impl StateMachine {
             let _ = thread.join();
         }
         let mut writer = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let closed = Connection::open_in_memory().map_err(|e| e.to_string())?;
-        std::mem::replace(&mut *writer, closed).close().map_err(|(_, e)| format!("closing the database: {e}"))?;
+        let closed = Connection::open_in_memory()?;
+        std::mem::replace(&mut *writer, closed).close().map_err(|(_, e)| sqlite_at("closing the database")(e))?;
         if shared.sync == SyncMode::RebuiltAfterCrash {
             for name in ["data.db", "data.db-wal"] {
-                unless_missing(sync_file(&shared.dir.join(name))).map_err(|e| format!("syncing {name}: {e}"))?;
+                unless_missing(sync_file(&shared.dir.join(name))).map_err(io_at(format!("syncing {name}")))?;
             }
-            write_boot_file(&shared.dir, "clean").map_err(|e| format!("{BOOT_FILE}: {e}"))?;
+            write_boot_file(&shared.dir, "clean").map_err(io_at(BOOT_FILE))?;
         }
         Ok(())
     }
@@ -337,27 +390,27 @@ fn restore_into(conn: &mut Connection, file: &Path) -> rusqlite::Result<()> {
 /// first (see `snapshot_file::verify`), so a snapshot that is not what it
 /// claims leaves the live database and the current snapshot as they were;
 /// then published as the current snapshot and copied into the database.
-fn install_received(shared: &Shared, meta: &SnapshotMeta, bytes: Vec<u8>) -> Result<(), String> {
+fn install_received(shared: &Shared, meta: &SnapshotMeta, bytes: Vec<u8>) -> Result<(), StoreError> {
     let tmp = shared.dir.join("snapshot.recv.db");
-    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    if let Err(e) = snapshot_file::verify(&tmp, meta) {
+    std::fs::write(&tmp, bytes).map_err(|source| StoreError::File { path: tmp.clone(), source })?;
+    if let Err(source) = snapshot_file::verify(&tmp, meta) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(format!("refused the snapshot {meta}: {e}; the database is left as it was"));
+        return Err(StoreError::Refused { meta: meta.to_string(), source });
     }
     let _publishing = shared.snapshots.lock().unwrap_or_else(|p| p.into_inner());
     // Published (fsynced) first: if anything below fails or the node
     // crashes, the next start finds the database behind its snapshot and
     // restores it.
-    snapshot_file::publish(&shared.dir, &tmp).map_err(|e| e.to_string())?;
+    snapshot_file::publish(&shared.dir, &tmp)?;
     let mut conn = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
-    restore_into(&mut conn, &shared.dir.join(SNAPSHOT_FILE)).map_err(|e| format!("installing snapshot: {e}"))?;
+    restore_into(&mut conn, &shared.dir.join(SNAPSHOT_FILE)).map_err(sqlite_at("installing snapshot"))?;
     // Durable before the log may be purged: the snapshot file, published
     // above (a database rebuilt after a crash is copied from it), or this
     // checkpoint where the database syncs its checkpoints.
     if shared.sync == SyncMode::Checkpoints {
-        conn.query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(())).map_err(|e| e.to_string())?;
+        conn.query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))?;
     }
-    let state = read_state(&conn).map_err(|e| e.to_string())?;
+    let state = read_state(&conn)?;
     let applied = applied_of(state.last, state.time_ms);
     *shared.state.lock().unwrap_or_else(|p| p.into_inner()) = (state.last, state.membership);
     shared.applied.send_replace(applied);
@@ -368,35 +421,32 @@ fn install_received(shared: &Shared, meta: &SnapshotMeta, bytes: Vec<u8>) -> Res
 /// Copy the database into a new snapshot and publish it, unless the
 /// current snapshot is already newer (one installed meanwhile); answer the
 /// current snapshot.
-fn build(shared: &Shared) -> Result<Snapshot, String> {
+fn build(shared: &Shared) -> Result<Snapshot, StoreError> {
     let dir = &shared.dir;
     let tmp = dir.join("snapshot.tmp.db");
-    unless_missing(std::fs::remove_file(&tmp)).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    unless_missing(std::fs::remove_file(&tmp)).map_err(|source| StoreError::File { path: tmp.clone(), source })?;
     if shared.sync == SyncMode::Checkpoints {
         // Durable up to here before the log can be compacted. (A database
         // rebuilt after a crash relies on the snapshot file, fsynced when
         // published, instead.)
         let conn = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
-        conn.query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(())).map_err(|e| e.to_string())?;
+        conn.query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))?;
     }
-    let reader = Connection::open_with_flags(dir.join("data.db"), OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| e.to_string())?;
-    reader.execute("VACUUM INTO ?", [tmp.to_string_lossy()]).map_err(|e| format!("VACUUM INTO: {e}"))?;
+    let reader = Connection::open_with_flags(dir.join("data.db"), OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    reader.execute("VACUUM INTO ?", [tmp.to_string_lossy()]).map_err(sqlite_at("VACUUM INTO"))?;
     drop(reader);
-    let holds = snapshot_file::state_of(&tmp).map_err(|e| e.to_string())?;
+    let holds = snapshot_file::state_of(&tmp)?;
     let _publishing = shared.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-    let newer = match snapshot_file::current_path(dir).map_err(|e| e.to_string())? {
-        Some(current) => snapshot_file::state_of(&current).map_err(|e| e.to_string())?.last > holds.last,
+    let newer = match snapshot_file::current_path(dir)? {
+        Some(current) => snapshot_file::state_of(&current)?.last > holds.last,
         None => false,
     };
     if newer {
         let _ = std::fs::remove_file(&tmp);
     } else {
-        snapshot_file::publish(dir, &tmp).map_err(|e| e.to_string())?;
+        snapshot_file::publish(dir, &tmp)?;
     }
-    let (meta, bytes) = snapshot_file::read_current(dir)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{SNAPSHOT_FILE} vanished after it was published"))?;
+    let (meta, bytes) = snapshot_file::read_current(dir)?.ok_or(StoreError::Vanished)?;
     tracing::info!(snapshot = %meta, bytes = bytes.len(), kept_newer = newer, "built snapshot");
     Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
 }
@@ -507,6 +557,20 @@ pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
     Ok(c)
 }
 
+/// Why a read failed: the statement (the request's fault), or this
+/// node's pool of read connections.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Statement(#[from] sql::StatementError),
+    #[error("{0}")]
+    Closed(#[from] tokio::sync::AcquireError),
+    #[error("{0}")]
+    Open(#[source] rusqlite::Error),
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 impl ReadPool {
     pub fn new(path: PathBuf, size: usize) -> ReadPool {
         ReadPool { path, idle: Mutex::new(Vec::new()), permits: tokio::sync::Semaphore::new(size.max(1)) }
@@ -517,21 +581,20 @@ impl ReadPool {
         self: &Arc<Self>,
         sql: String,
         params: Params,
-    ) -> Result<(Vec<Column>, Vec<Vec<Value>>), String> {
-        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
+    ) -> Result<(Vec<Column>, Vec<Vec<Value>>), ReadError> {
+        let _permit = self.permits.acquire().await?;
         let pool = self.clone();
         tokio::task::spawn_blocking(move || {
             let conn = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let conn = match conn {
                 Some(c) => c,
-                None => open_read_only(&pool.path).map_err(|e| e.to_string())?,
+                None => open_read_only(&pool.path).map_err(ReadError::Open)?,
             };
             let result = sql::run_query(&conn, &sql, &params);
             pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-            result
+            Ok(result?)
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
     }
 }
 

@@ -13,7 +13,7 @@
 //! Must not touch: sockets, HTTP serving or responses' bodies; listeners
 //! ask here and turn a [`Refusal`] into a 403/429/503 or a closed socket.
 
-use bulwark_config::firewall::{parse_net, parse_rule, Action, FirewallConfig};
+use bulwark_config::firewall::{parse_net, parse_rule, Action, FirewallConfig, RuleError};
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -23,6 +23,18 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Why a firewall cannot be built from its config: the config is wrong,
+/// so retrying cannot help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FirewallError {
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    #[error("rate_limit.per_second must be at least 1")]
+    ZeroRate,
+    #[error("rate_limit.burst must be at least 1")]
+    ZeroBurst,
+}
 
 /// Why a client is turned away.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,15 +149,14 @@ impl ClientKey {
 
 impl Firewall {
     /// Build from an already validated config.
-    pub fn new(cfg: &FirewallConfig) -> Result<Firewall, String> {
+    pub fn new(cfg: &FirewallConfig) -> Result<Firewall, FirewallError> {
         let acl = cfg.acl.iter().map(|r| parse_rule(r)).collect::<Result<Vec<_>, _>>()?;
         let trusted = cfg.trusted_proxies.iter().map(|r| parse_net(r)).collect::<Result<Vec<_>, _>>()?;
         let limiter = match &cfg.rate_limit {
             None => None,
             Some(r) => {
-                let per = NonZeroU32::new(r.per_second).ok_or("rate_limit.per_second must be at least 1")?;
-                let burst =
-                    NonZeroU32::new(r.burst.unwrap_or(r.per_second)).ok_or("rate_limit.burst must be at least 1")?;
+                let per = NonZeroU32::new(r.per_second).ok_or(FirewallError::ZeroRate)?;
+                let burst = NonZeroU32::new(r.burst.unwrap_or(r.per_second)).ok_or(FirewallError::ZeroBurst)?;
                 Some(RateLimiter::keyed(Quota::per_second(per).allow_burst(burst)))
             }
         };

@@ -420,29 +420,50 @@ fn notify(webhook: &Option<String>, status: &'static str, a: &Alert) {
     });
 }
 
-async fn post_json(url: &str, body: String) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
-    let host = uri.host().ok_or("no host")?.to_string();
+/// Why an alert could not be posted to the webhook. The URL's faults are
+/// the config's; the others are the receiver's, and the next alert is the
+/// retry.
+#[derive(Debug, thiserror::Error)]
+enum WebhookError {
+    #[error("{0}")]
+    Url(#[source] http::uri::InvalidUri),
+    #[error("no host")]
+    NoHost,
+    #[error("{0}")]
+    Connect(#[source] std::io::Error),
+    #[error("{0}")]
+    Http(#[source] hyper::Error),
+    #[error("{0}")]
+    Request(#[source] http::Error),
+    #[error("status {0}")]
+    Status(http::StatusCode),
+    #[error("timed out")]
+    Timeout,
+}
+
+async fn post_json(url: &str, body: String) -> Result<(), WebhookError> {
+    let uri: http::Uri = url.parse().map_err(WebhookError::Url)?;
+    let host = uri.host().ok_or(WebhookError::NoHost)?.to_string();
     let port = uri.port_u16().unwrap_or(80);
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
+        let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(WebhookError::Connect)?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(WebhookError::Http)?;
         tokio::spawn(conn);
         let req = http::Request::post(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
             .header(http::header::HOST, format!("{host}:{port}"))
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            .map_err(WebhookError::Request)?;
+        let resp = sender.send_request(req).await.map_err(WebhookError::Http)?;
         if resp.status().is_success() {
             Ok(())
         } else {
-            Err(format!("status {}", resp.status()))
+            Err(WebhookError::Status(resp.status()))
         }
     };
-    tokio::time::timeout(Duration::from_secs(5), attempt).await.map_err(|_| "timed out".to_string())?
+    tokio::time::timeout(Duration::from_secs(5), attempt).await.map_err(|_| WebhookError::Timeout)?
 }
 
 /// Poll one watched node: `/health` for apps and webs, `/v1/status` for
@@ -486,7 +507,7 @@ async fn poll_node(
             }
         }
         Ok((code, _)) => st.detail = format!("{path} answered {code}"),
-        Err(e) => st.detail = e,
+        Err(e) => st.detail = e.to_string(),
     }
     st
 }
@@ -531,6 +552,22 @@ fn db_summary(body: &[u8]) -> Value {
     })
 }
 
+/// Why a watched node could not be polled: the node (or the way to it)
+/// failed; the next poll, a second later, is the retry.
+#[derive(Debug, thiserror::Error)]
+enum PollError {
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("TLS handshake: {0}")]
+    Tls(#[source] std::io::Error),
+    #[error("{0}")]
+    Http(#[source] hyper::Error),
+    #[error("{0}")]
+    Request(#[source] http::Error),
+    #[error("no answer within 900ms")]
+    Timeout,
+}
+
 /// GET `path` with the read-only monitoring token as a bearer token, over
 /// mutual TLS with `tls` (`[admin]`'s `tls_*` keys; the node's certificate
 /// must name `addr`'s IP).
@@ -539,32 +576,32 @@ async fn get(
     path: &str,
     monitor_token: Option<&str>,
     tls: Option<&bulwark_mtls::MutualTls>,
-) -> Result<(u16, Vec<u8>), String> {
+) -> Result<(u16, Vec<u8>), PollError> {
     use http_body_util::BodyExt;
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(PollError::Connect)?;
         let stream = match tls {
             None => bulwark_mtls::Stream::Plain(stream),
             Some(tls) => {
                 let name = bulwark_mtls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-                tls.connect(stream, name).await.map_err(|e| format!("TLS handshake: {e}"))?
+                tls.connect(stream, name).await.map_err(PollError::Tls)?
             }
         };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(PollError::Http)?;
         tokio::spawn(conn);
         let mut req = http::Request::get(path).header(http::header::HOST, addr.to_string());
         if let Some(t) = monitor_token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let req = req.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let req = req.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(PollError::Request)?;
+        let resp = sender.send_request(req).await.map_err(PollError::Http)?;
         let code = resp.status().as_u16();
-        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let body = resp.into_body().collect().await.map_err(PollError::Http)?.to_bytes();
         Ok((code, body.to_vec()))
     };
-    tokio::time::timeout(Duration::from_millis(900), attempt).await.map_err(|_| "no answer within 900ms".to_string())?
+    tokio::time::timeout(Duration::from_millis(900), attempt).await.map_err(|_| PollError::Timeout)?
 }
 
 /// The collector: once a second, sample, poll nodes, evaluate alerts.

@@ -45,13 +45,13 @@ pub enum RoutingError {
     #[error("frontend `{0}`: {1}")]
     Tls(String, TlsError),
     #[error("frontend `{0}` firewall: {1}")]
-    Firewall(String, String),
+    Firewall(String, #[source] bulwark_firewall::FirewallError),
     #[error("backend `{0}`: {1}")]
     Secret(String, String),
     #[error("{0}")]
     AccessLog(std::io::Error),
     #[error("frontend `{0}` headers: {1}")]
-    HeaderRules(String, String),
+    HeaderRules(String, #[source] bulwark_proxy::HeaderRuleError),
     #[error("frontend changes need a restart (listeners are kept across reloads): {0}")]
     Listeners(String),
 }

@@ -28,6 +28,16 @@ pub struct TlsFacts {
     pub alpn: Option<HeaderValue>,
 }
 
+/// Why header rules do not compile: a name or value the config gave is not
+/// valid HTTP (the config is wrong; retrying cannot help).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderRuleError {
+    #[error("`{0}` is not a header name")]
+    Name(String),
+    #[error("`{0}` is not a header value")]
+    Value(String),
+}
+
 /// A rule's value: ready, or built per request from the client's facts.
 #[derive(Debug, Clone)]
 enum Value {
@@ -36,7 +46,7 @@ enum Value {
 }
 
 impl Value {
-    fn new(t: &HeaderTemplate) -> Result<Value, String> {
+    fn new(t: &HeaderTemplate) -> Result<Value, HeaderRuleError> {
         if t.parts.iter().any(|p| matches!(p, TemplatePart::Field(_))) {
             return Ok(Value::Built(t.parts.clone()));
         }
@@ -48,7 +58,7 @@ impl Value {
                 TemplatePart::Field(_) => "",
             })
             .collect();
-        HeaderValue::from_str(&text).map(Value::Fixed).map_err(|_| format!("`{text}` is not a header value"))
+        HeaderValue::from_str(&text).map(Value::Fixed).map_err(|_| HeaderRuleError::Value(text))
     }
 
     fn render(&self, ctx: &ClientContext) -> Option<HeaderValue> {
@@ -100,9 +110,9 @@ impl Ops {
         remove: &[String],
         set: &BTreeMap<String, HeaderTemplate>,
         add: &BTreeMap<String, HeaderTemplate>,
-    ) -> Result<Ops, String> {
-        let name = |n: &String| HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("`{n}` is not a header name"));
-        let pairs = |m: &BTreeMap<String, HeaderTemplate>| -> Result<Vec<(HeaderName, Value)>, String> {
+    ) -> Result<Ops, HeaderRuleError> {
+        let name = |n: &String| HeaderName::from_bytes(n.as_bytes()).map_err(|_| HeaderRuleError::Name(n.clone()));
+        let pairs = |m: &BTreeMap<String, HeaderTemplate>| -> Result<Vec<(HeaderName, Value)>, HeaderRuleError> {
             m.iter().map(|(n, v)| Ok((name(n)?, Value::new(v)?))).collect()
         };
         Ok(Ops { remove: remove.iter().map(name).collect::<Result<_, _>>()?, set: pairs(set)?, add: pairs(add)? })
@@ -144,7 +154,7 @@ pub struct CompiledRules {
 impl CompiledRules {
     /// Compile validated rules; `None` when there are none (nothing to do
     /// per request).
-    pub fn new(rules: &HeaderRules) -> Result<Option<CompiledRules>, String> {
+    pub fn new(rules: &HeaderRules) -> Result<Option<CompiledRules>, HeaderRuleError> {
         if rules.is_empty() {
             return Ok(None);
         }

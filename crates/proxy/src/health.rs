@@ -75,12 +75,32 @@ impl HealthCheck {
     }
 }
 
+/// Why one probe of a server failed. Every cause is the server's (or the
+/// path to it); the next probe, one interval later, is the retry.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("TLS handshake: {0}")]
+    Tls(#[source] std::io::Error),
+    #[error("handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("{0}")]
+    Request(#[source] http::Error),
+    #[error("request: {0}")]
+    Send(#[source] hyper::Error),
+    #[error("status {got} (expected {expected})")]
+    Status { got: u16, expected: u16 },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
 /// One probe of one server, over mutual TLS with `tls` (an http check
 /// then also checks the TLS handshake, as a request would make it).
-pub async fn probe(server: &ServerState, cfg: &CheckConfig, tls: Option<&MutualTls>) -> Result<(), String> {
+pub async fn probe(server: &ServerState, cfg: &CheckConfig, tls: Option<&MutualTls>) -> Result<(), ProbeError> {
     let addr = server.addr;
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(ProbeError::Connect)?;
         if cfg.kind == CheckKind::Tcp {
             return Ok(());
         }
@@ -89,30 +109,30 @@ pub async fn probe(server: &ServerState, cfg: &CheckConfig, tls: Option<&MutualT
             None => Stream::Plain(stream),
             Some(tls) => {
                 let name = bulwark_mtls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-                tls.connect(stream, name).await.map_err(|e| format!("TLS handshake: {e}"))?
+                tls.connect(stream, name).await.map_err(ProbeError::Tls)?
             }
         };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|e| format!("handshake: {e}"))?;
+            .map_err(ProbeError::Handshake)?;
         let conn = tokio::spawn(conn);
         let req = http::Request::get(cfg.path.as_str())
             .header(http::header::HOST, addr.to_string())
             .header(http::header::USER_AGENT, "bulwark-health-check")
             .header(http::header::CONNECTION, "close")
             .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+            .map_err(ProbeError::Request)?;
+        let resp = sender.send_request(req).await.map_err(ProbeError::Send)?;
         conn.abort();
         if resp.status().as_u16() == cfg.expect_status {
             Ok(())
         } else {
-            Err(format!("status {} (expected {})", resp.status().as_u16(), cfg.expect_status))
+            Err(ProbeError::Status { got: resp.status().as_u16(), expected: cfg.expect_status })
         }
     };
     match tokio::time::timeout(cfg.timeout, attempt).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within {:?}", cfg.timeout)),
+        Err(_) => Err(ProbeError::Timeout(cfg.timeout)),
     }
 }
 

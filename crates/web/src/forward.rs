@@ -22,6 +22,18 @@ pub struct RequestLimits {
     pub body_timeout: std::time::Duration,
 }
 
+/// Why a `[[proxy]]` route cannot be built: its config is wrong, so
+/// retrying cannot help.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error(transparent)]
+    Upstream(#[from] bulwark_proxy::UpstreamError),
+    #[error("upstream_secret is not a valid header value")]
+    Secret,
+    #[error(transparent)]
+    HeaderRules(#[from] bulwark_proxy::HeaderRuleError),
+}
+
 impl ForwardRoute {
     /// Build route number `index`; its health checks run on the current
     /// runtime until `stop`. `secret` (the web→app credential) is sent as
@@ -36,13 +48,13 @@ impl ForwardRoute {
         secret: Option<&str>,
         tls: Option<&bulwark_config::internal_tls::TlsFiles>,
         stop: CancellationToken,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RouteError> {
         let name = format!("proxy{index}");
-        let upstream = Arc::new(Upstream::new(cfg.to_backend(&name, tls), None).map_err(|e| e.to_string())?);
+        let upstream = Arc::new(Upstream::new(cfg.to_backend(&name, tls), None)?);
         HealthCheck::spawn(upstream.clone(), stop);
         let mut set_headers = Vec::new();
         if let Some(s) = secret {
-            let v = HeaderValue::from_str(s).map_err(|_| "upstream_secret is not a valid header value".to_string())?;
+            let v = HeaderValue::from_str(s).map_err(|_| RouteError::Secret)?;
             set_headers.push((HeaderName::from_static("x-bulwark-cluster"), v));
         }
         let options = ForwardOptions {

@@ -30,8 +30,9 @@ mod server;
 mod site;
 
 pub use body::{BoxError, WebBody};
-pub use forward::{ForwardRoute, RequestLimits};
+pub use forward::{ForwardRoute, RequestLimits, RouteError};
 pub use proxy_route::{ProxyRoute, RouteFuture};
+pub use security_headers::PolicyNotHeaderValue;
 
 use bulwark_config::web::WebConfig;
 use std::net::SocketAddr;
@@ -54,15 +55,15 @@ pub enum WebError {
     #[error("{0}")]
     Secret(#[from] bulwark_config::SecretError),
     #[error("firewall: {0}")]
-    Firewall(String),
-    #[error("proxy[{index}]: {reason}")]
-    Upstream { index: usize, reason: String },
+    Firewall(#[source] bulwark_firewall::FirewallError),
+    #[error("proxy[{index}]: {source}")]
+    Upstream { index: usize, source: forward::RouteError },
     #[error("tls: {0}")]
     Tls(bulwark_mtls::MtlsError),
     #[error("{0}")]
     AccessLog(std::io::Error),
     #[error("security_headers: {0}")]
-    SecurityHeaders(String),
+    SecurityHeaders(#[source] security_headers::PolicyNotHeaderValue),
 }
 
 /// A bound, not yet running web server.
@@ -133,7 +134,7 @@ impl WebServer {
         let mut routes: Vec<Arc<dyn ProxyRoute>> = Vec::with_capacity(config.proxy.len());
         for (i, p) in config.proxy.iter().enumerate() {
             let route = forward::ForwardRoute::new(i, p, limits, to_upstream, upstream_tls.as_ref(), stop.clone())
-                .map_err(|reason| WebError::Upstream { index: i, reason })?;
+                .map_err(|source| WebError::Upstream { index: i, source })?;
             routes.push(Arc::new(route));
         }
         let access_log = match config.access_log && config.access_log_format.is_written() {

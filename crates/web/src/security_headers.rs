@@ -6,13 +6,19 @@ use bulwark_config::web::SecurityHeaders;
 use http::header::{CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+/// Why the preset cannot be built: the configured policy is not a header
+/// value (the config is wrong; retrying cannot help).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("content_security_policy is not a header value")]
+pub struct PolicyNotHeaderValue;
+
 /// The headers of the preset, ready to apply.
 #[derive(Debug, Clone)]
 pub struct SecurityPreset(Vec<(HeaderName, HeaderValue)>);
 
 impl SecurityPreset {
     /// `None` when the preset is off and no policy is configured.
-    pub fn new(cfg: &SecurityHeaders) -> Result<Option<SecurityPreset>, String> {
+    pub fn new(cfg: &SecurityHeaders) -> Result<Option<SecurityPreset>, PolicyNotHeaderValue> {
         let mut headers = Vec::new();
         if cfg.enabled {
             headers.push((X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")));
@@ -20,7 +26,7 @@ impl SecurityPreset {
             headers.push((X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN")));
         }
         if let Some(csp) = &cfg.content_security_policy {
-            let v = HeaderValue::from_str(csp).map_err(|_| "content_security_policy is not a header value")?;
+            let v = HeaderValue::from_str(csp).map_err(|_| PolicyNotHeaderValue)?;
             headers.push((CONTENT_SECURITY_POLICY, v));
         }
         Ok((!headers.is_empty()).then_some(SecurityPreset(headers)))

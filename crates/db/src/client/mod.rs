@@ -159,10 +159,10 @@ impl Client {
     /// the first one that was applied (`replayed = true` on the others),
     /// whichever client or node it came through.
     pub async fn execute_once(&self, request_id: &str, statements: &[Statement]) -> Result<ExecuteResult, ClientError> {
-        crate::api::check_request_id(request_id).map_err(|message| ClientError::Rejected {
+        crate::api::check_request_id(request_id).map_err(|e| ClientError::Rejected {
             status: 400,
             code: "bad_request".into(),
-            message,
+            message: e.to_string(),
         })?;
         let body = ExecuteRequest { statements: statements.to_vec(), request_id: Some(request_id.to_string()) };
         let r = self.to_primary_with("/v1/execute", &body, true).await.map_err(|e| match e {

@@ -11,6 +11,27 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// Why a leadership transfer did not end with the asked node leading. The
+/// cluster still has a primary (this one, or the winner); asking again may
+/// succeed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum TransferError {
+    #[error("node {0} did not catch up within 5 s")]
+    NotCaughtUp(NodeId),
+    #[error("{0}")]
+    Metrics(#[source] tokio::sync::watch::error::RecvError),
+    #[error("asking node {target} to campaign: {source}")]
+    Campaign {
+        target: NodeId,
+        #[source]
+        source: crate::transport::TransportError,
+    },
+    #[error("node {winner} won the election instead of {target}; retry")]
+    OtherWon { winner: NodeId, target: NodeId },
+    #[error("node {0} did not take over in time")]
+    NoTakeover(NodeId),
+}
+
 impl NodeState {
     pub(super) async fn promote(&self, body: Bytes, forwarded: bool) -> Resp {
         let req: NodeRef = match parse(&body) {
@@ -43,7 +64,7 @@ impl NodeState {
                 StatusCode::OK,
                 &serde_json::json!({"primary": target, "changed": true, "millis": elapsed.as_millis() as u64}),
             ),
-            Err(e) => ApiError::TransferFailed(e).response(),
+            Err(e) => ApiError::TransferFailed(e.to_string()).response(),
         }
     }
 
@@ -53,7 +74,7 @@ impl NodeState {
     /// voters' own election timers fire only after lease + election
     /// timeout, so the target (with a complete log) wins the vote.
     /// `raft_addr`: the target's Raft listener.
-    pub(super) async fn transfer_to(&self, target: NodeId, raft_addr: &str) -> Result<Duration, String> {
+    pub(super) async fn transfer_to(&self, target: NodeId, raft_addr: &str) -> Result<Duration, TransferError> {
         let start = Instant::now();
         let caught_up = |m: &RaftMetrics<NodeId, Node>| {
             let last = m.last_log_index;
@@ -62,14 +83,14 @@ impl NodeState {
         let mut rx = self.raft.metrics();
         tokio::time::timeout(Duration::from_secs(5), rx.wait_for(caught_up))
             .await
-            .map_err(|_| format!("node {target} did not catch up within 5 s"))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| TransferError::NotCaughtUp(target))?
+            .map_err(TransferError::Metrics)?;
         self.raft.runtime_config().heartbeat(false);
         tokio::time::sleep(self.lease + self.heartbeat * 2).await;
         self.raft_http
             .post_json(raft_addr, "/raft/elect", &serde_json::json!({}), Duration::from_secs(2))
             .await
-            .map_err(|e| format!("asking node {target} to campaign: {e}"))?;
+            .map_err(|source| TransferError::Campaign { target, source })?;
         let mut rx = self.raft.metrics();
         let done = tokio::time::timeout(
             self.lease * 4,
@@ -83,8 +104,8 @@ impl NodeState {
                 tracing::info!(target, "leadership transferred");
                 Ok(start.elapsed())
             }
-            (Ok(_), Some(l)) => Err(format!("node {l} won the election instead of {target}; retry")),
-            _ => Err(format!("node {target} did not take over in time")),
+            (Ok(_), Some(l)) => Err(TransferError::OtherWon { winner: l, target }),
+            _ => Err(TransferError::NoTakeover(target)),
         }
     }
 

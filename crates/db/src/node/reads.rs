@@ -117,10 +117,10 @@ impl NodeState {
         };
         let consistency = match req.consistency() {
             Ok(c) => c,
-            Err(e) => return bad_request(e),
+            Err(e) => return bad_request(e.to_string()),
         };
         if let Err(e) = sql::check_length(&req.sql) {
-            return bad_request(e);
+            return bad_request(e.to_string());
         }
         let m = self.metrics();
         let leader = m.state == ServerState::Leader;
@@ -179,7 +179,7 @@ impl NodeState {
         let applied = self.applied.borrow().index;
         match self.reads.query(req.sql, req.params).await {
             Ok((columns, rows)) => json(StatusCode::OK, &sql::rows(columns, rows, self.id, applied)),
-            Err(e) => ApiError::Sql(e).response(),
+            Err(e) => ApiError::Sql(e.to_string()).response(),
         }
     }
 }

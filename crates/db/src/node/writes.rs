@@ -20,7 +20,7 @@ impl NodeState {
             return bad_request("`statements` is empty");
         }
         if let Some(Err(e)) = req.request_id.as_deref().map(crate::api::check_request_id) {
-            return bad_request(e);
+            return bad_request(e.to_string());
         }
         let m = self.metrics();
         if m.state != ServerState::Leader {
@@ -43,7 +43,7 @@ impl NodeState {
             match sql::check_length(&s.sql).and_then(|()| sql::check_write(&s.sql)) {
                 Ok(()) => {}
                 Err(e) => {
-                    let e = if i > 0 { format!("statement {}: {e}", i + 1) } else { e };
+                    let e = if i > 0 { format!("statement {}: {e}", i + 1) } else { e.to_string() };
                     return ApiError::Sql(e).response();
                 }
             }

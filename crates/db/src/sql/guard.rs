@@ -173,12 +173,9 @@ pub fn new_statement(conn: &Connection) {
 }
 
 /// Refuse SQL text longer than [`MAX_SQL_BYTES`].
-pub fn check_length(sql: &str) -> Result<(), String> {
+pub fn check_length(sql: &str) -> Result<(), super::StatementError> {
     if sql.len() > MAX_SQL_BYTES {
-        return Err(format!(
-            "the SQL text is {} bytes; at most {MAX_SQL_BYTES} are allowed (bind large values as parameters)",
-            sql.len()
-        ));
+        return Err(super::StatementError::TooLong { len: sql.len() });
     }
     Ok(())
 }
@@ -341,7 +338,11 @@ pub fn harden(conn: &Connection) -> rusqlite::Result<()> {
 
 /// SQLite's message, with the reason when the authorizer refused, the read
 /// deadline or the write budget interrupted, or local time was refused.
-pub fn explain(e: rusqlite::Error) -> String {
+pub fn explain(source: rusqlite::Error) -> super::StatementError {
+    super::StatementError::Sqlite { message: message_of(&source), source }
+}
+
+fn message_of(e: &rusqlite::Error) -> String {
     let code = e.sqlite_error_code();
     let msg = e.to_string();
     // A refused function is reported as SQLITE_ERROR ("not authorized to
@@ -408,7 +409,7 @@ mod tests {
             ("SELECT v FROM [_BULWARK_META]".to_string(), "_bulwark"),
             ("SELECT v FROM main.`_Bulwark_meta`".to_string(), "_bulwark"),
         ] {
-            let e = run_query(&c, &sql, &Params::None).unwrap_err();
+            let e = run_query(&c, &sql, &Params::None).unwrap_err().to_string();
             assert!((e.contains("not authorized") || e.contains("prohibited")) && e.contains(why), "{sql}: {e}");
         }
         // Ordinary reads work, and so does Bulwark's own bookkeeping.
@@ -435,7 +436,7 @@ mod tests {
         }
         // A view's body is checked when it is used, as the real table.
         write(&c, "CREATE VIEW v AS SELECT * FROM \"_bulwark_meta\"").unwrap();
-        let e = run_query(&c, "SELECT * FROM v", &Params::None).unwrap_err();
+        let e = run_query(&c, "SELECT * FROM v", &Params::None).unwrap_err().to_string();
         assert!(e.contains("reserved for replication metadata"), "{e}");
         // Trigger bodies (refused earlier as several statements) are
         // checked by the authorizer too, on the names SQLite resolved: a
@@ -450,7 +451,8 @@ mod tests {
                 "CREATE TRIGGER x AFTER INSERT ON \"_bulwark_meta\" BEGIN SELECT RAISE(ABORT, 'stop'); END",
             )
             .unwrap_err(),
-        );
+        )
+        .to_string();
         assert!(e.contains("reserved for replication metadata"), "{e}");
         c.execute_batch("CREATE TRIGGER y AFTER INSERT ON t BEGIN DELETE FROM \"_bulwark_meta\"; END").unwrap();
         drop(api);
@@ -488,7 +490,7 @@ mod tests {
     fn long_sql_is_refused() {
         let c = db();
         let sql = format!("SELECT '{}'", "x".repeat(MAX_SQL_BYTES));
-        assert!(run_query(&c, &sql, &Params::None).unwrap_err().contains("at most"));
+        assert!(run_query(&c, &sql, &Params::None).unwrap_err().to_string().contains("at most"));
         let e = write(&c, &format!("INSERT INTO t (v) VALUES ('{}')", "x".repeat(MAX_SQL_BYTES))).unwrap_err();
         assert!(e.contains("too long") || e.contains("at most"), "{e}");
     }
@@ -505,6 +507,6 @@ mod tests {
                 |r| r.get::<_, i64>(0),
             )
             .unwrap_err();
-        assert!(explain(e).contains("interrupted"));
+        assert!(explain(e).to_string().contains("interrupted"));
     }
 }
