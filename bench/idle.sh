@@ -26,10 +26,7 @@ if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then
   HA_LIMITS=$'  ulimit-n '"$hard"$'\n  no strict-limits'
   echo "descriptor limit $hard < $want: HAProxy runs with 'ulimit-n $hard' and 'no strict-limits'" >&2
 fi
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+new_workdir
 b=$(free_port); p_ha=$(free_port); p_bw=$(free_port)
 python3 -m http.server "$b" --bind 127.0.0.1 >/dev/null 2>&1 & pids+=($!)
 cat >"$work/haproxy.cfg" <<CONF

@@ -27,10 +27,7 @@ BIN=$(bulwark_bin)
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+new_workdir
 
 b1=$(free_port); b2=$(free_port)
 start_nginx_backends "$work" "$b1" "$b2"

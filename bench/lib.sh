@@ -366,3 +366,11 @@ CONF
   pids+=($!)
   for b in $p_ha $p_ng $p_bw; do wait_port "$b"; done
 }
+
+# new_workdir: a fresh temporary directory in `work` and an empty `pids`;
+# at exit every process in `pids` is stopped and the directory removed.
+new_workdir() {
+  work=$(mktemp -d)
+  pids=()
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+}

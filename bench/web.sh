@@ -30,10 +30,7 @@ if [ "$(nproc)" -ge 2 ]; then WRK_CPU=1; fi
 # run_wrk (lib.sh) calls `wrk`: pin it.
 wrk() { taskset -c "$WRK_CPU" "$(type -P wrk)" "$@"; }
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+new_workdir
 
 mkdir -p "$work/root"
 head -c "$FILE_BYTES" /dev/urandom | base64 -w 64 | head -c "$FILE_BYTES" >"$work/root/file.txt"
