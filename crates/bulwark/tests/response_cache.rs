@@ -20,7 +20,8 @@ use std::time::Duration;
 /// `/api/stale` at once (stale at once, usable for an hour if the app
 /// fails) and `/api/swr` (stale at once, usable for a minute while it is
 /// refreshed; fresh for a minute once `fresh` is set; held until `gate`
-/// gives a permit while `gated` is set); stopped on drop.
+/// gives a permit while `gated` is set; a request with `Range` gets a
+/// 206 of its first bytes); stopped on drop.
 struct App {
     addr: SocketAddr,
     hits: Arc<AtomicU64>,
@@ -84,6 +85,15 @@ impl App {
                                         _ => "max-age=0, stale-if-error=3600",
                                     };
                                     let n = counted.load(Ordering::SeqCst);
+                                    if req.uri().path() == "/api/swr" && req.headers().contains_key("range") {
+                                        // What a server does with a range of a page: only that part.
+                                        return Ok(Response::builder()
+                                            .status(206)
+                                            .header("cache-control", cc)
+                                            .header("content-range", "bytes 0-3/*")
+                                            .body(Either::Left(Full::new(Bytes::from_static(b"page"))))
+                                            .unwrap());
+                                    }
                                     Ok::<_, std::convert::Infallible>(
                                         Response::builder()
                                             .header("cache-control", cc)
@@ -375,4 +385,26 @@ fn a_background_refresh_that_never_ends_is_abandoned() {
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("no second refresh: {} requests", app.hits.load(Ordering::SeqCst));
+}
+
+/// A stale page found by a request with `Range` (or a condition) is
+/// refreshed for the cache, not for that client: the background request
+/// asks for the whole page, and the next request is a hit on it.
+#[test]
+fn a_range_request_refreshes_the_whole_page_in_the_background() {
+    let app = App::start();
+    let root = tempfile::tempdir().unwrap();
+    let web = web(app.addr, root.path());
+    let http = web.addr("http");
+    let first = get(http, "/api/swr").unwrap();
+    assert_eq!((first.header("x-cache"), first.text()), (Some("MISS"), "page /api/swr #1\n".to_string()));
+
+    app.fresh.store(true, Ordering::SeqCst);
+    let conditional = [("Range", "bytes=0-3"), ("If-None-Match", "\"v1\"")];
+    let stale = request(http, "GET", "/api/swr", &conditional, b"").unwrap();
+    assert_eq!(stale.header("x-cache"), Some("STALE"));
+    wait_for_metric(http, "bulwark_web_cache_refreshes_total", &[("result", "done")], 1.0);
+    let hit = get(http, "/api/swr").unwrap();
+    assert_eq!((hit.header("x-cache"), hit.text()), (Some("HIT"), "page /api/swr #2\n".to_string()));
+    assert_eq!(app.hits.load(Ordering::SeqCst), 2);
 }

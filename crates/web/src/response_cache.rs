@@ -44,7 +44,10 @@
 use crate::body::WebBody;
 use bulwark_config::web::ResponseCache as Config;
 use bytes::Bytes;
-use http::header::{AGE, AUTHORIZATION, CACHE_CONTROL, DATE, EXPIRES, HOST, SET_COOKIE, VARY};
+use http::header::{
+    AGE, AUTHORIZATION, CACHE_CONTROL, DATE, EXPIRES, HOST, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, RANGE, SET_COOKIE, VARY,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -469,6 +472,12 @@ impl ResponseCache {
         let authorized = req.headers().contains_key(AUTHORIZATION);
         let mut req = req;
         *req.method_mut() = Method::GET;
+        // The client has its answer already: the refresh asks for the whole
+        // page, unconditionally, so that what comes back (not a 206 or a
+        // 304 meant for that client) can be stored.
+        for h in [RANGE, IF_RANGE, IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_MATCH, IF_UNMODIFIED_SINCE] {
+            req.headers_mut().remove(h);
+        }
         // No client gives up on a refresh: one whose answer never ends
         // would hold the key's fetch mark (later misses wait on it) and a
         // refresh place for good.
