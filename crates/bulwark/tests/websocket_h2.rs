@@ -131,8 +131,10 @@ fn h2_client(port: u16, cafile: &Path, path: &str, count: usize) -> String {
     stdout
 }
 
-#[test]
-fn a_websocket_over_an_http2_stream_reaches_an_http1_server() {
+/// The echo server behind an lb whose HTTPS frontend (a self-signed
+/// certificate for `localhost`, kept in the returned directory) offers
+/// HTTP/2; checks first that Python's `h2` is there for the client.
+fn lb_before_echo_server() -> (EchoServer, Process, std::path::PathBuf, tempfile::TempDir) {
     let installed = Command::new(PYTHON).args(["-c", "import h2"]).status().is_ok_and(|s| s.success());
     assert!(installed, "Debian's python3-h2 is not installed: run scripts/install-test-deps.sh");
     let server = EchoServer::start();
@@ -144,6 +146,12 @@ fn a_websocket_over_an_http2_stream_reaches_an_http1_server() {
         .backend(BackendConfig::new("app").server("a", server.addr))
         .to_toml();
     let lb = Process::start("lb", &config);
+    (server, lb, cert, dir)
+}
+
+#[test]
+fn a_websocket_over_an_http2_stream_reaches_an_http1_server() {
+    let (server, lb, cert, _dir) = lb_before_echo_server();
     let port = lb.addr("https").port();
 
     let out = h2_client(port, &cert, "/chat?room=1", 200);
@@ -170,17 +178,7 @@ fn a_websocket_over_an_http2_stream_reaches_an_http1_server() {
 /// did (RFC 8441 §5), so the lb answers 502; a refusal (403) is relayed.
 #[test]
 fn a_server_that_does_not_switch_is_no_websocket_over_http2() {
-    let installed = Command::new(PYTHON).args(["-c", "import h2"]).status().is_ok_and(|s| s.success());
-    assert!(installed, "Debian's python3-h2 is not installed: run scripts/install-test-deps.sh");
-    let server = EchoServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = bulwark_lb::tls::ensure_self_signed(dir.path(), &["localhost".to_string()]).unwrap();
-    let config = LbConfig::new()
-        .admin()
-        .frontend(FrontendConfig::http("https", "app").tls(&cert, &key))
-        .backend(BackendConfig::new("app").server("a", server.addr))
-        .to_toml();
-    let lb = Process::start("lb", &config);
+    let (_server, lb, cert, _dir) = lb_before_echo_server();
     let port = lb.addr("https").port();
 
     let out = h2_client_output(port, &cert, "/page", 0);
