@@ -28,9 +28,11 @@
 
 pub mod blackbox;
 pub mod cluster;
+mod convergence;
 pub mod floating;
 pub mod net;
 pub mod netdelay;
+mod report;
 pub mod scenario;
 pub mod topology;
 pub mod workload;

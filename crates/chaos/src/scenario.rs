@@ -1,7 +1,9 @@
 //! One scenario: start the stack, run the workload and the primary monitor,
 //! let the script inject its faults, stop, check, report.
-use crate::cluster::{Cluster, DbNode, SECRET};
+use crate::cluster::{Cluster, SECRET};
+use crate::convergence::{converge, query};
 use crate::floating::FloatingWatch;
+use crate::report::write_report;
 use crate::topology::{Stack, LB};
 use crate::workload::{Op, Recorder, Target, Workload, DB_TABLE};
 use serde_json::{json, Value};
@@ -155,7 +157,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "name": self.name, "stack": self.stack, "faults": self.faults, "seconds": self.seconds,
             "requests": self.requests, "errors": self.errors, "write_errors": self.write_errors, "kill_errors": self.kill_errors,
@@ -231,85 +233,6 @@ impl Monitor {
         v.sort_by(|a, b| a.0.total_cmp(&b.0));
         v
     }
-}
-
-fn query(addr: std::net::SocketAddr, sql: &str) -> Result<Value, String> {
-    let auth = format!("Bearer {SECRET}");
-    let body = json!({ "sql": sql, "consistency": "none" }).to_string();
-    let r = crate::http(
-        addr,
-        "POST",
-        "/v1/query",
-        &[("Authorization", &auth), ("Content-Type", "application/json")],
-        body.as_bytes(),
-        Duration::from_secs(10),
-    )
-    .map_err(|e| format!("{addr}: {e}"))?;
-    if r.status != 200 {
-        return Err(format!("{addr}: HTTP {} {}", r.status, r.text()));
-    }
-    serde_json::from_slice(&r.body).map_err(|e| format!("{addr}: {e}"))
-}
-
-/// Wait until every node answers with the same applied index under one
-/// primary; then a checksum of every user table per node.
-fn converge(cluster: &Cluster, problems: &mut Vec<String>) -> (bool, String, Option<DbNode>) {
-    let t = Instant::now();
-    let mut last: String;
-    let settled = loop {
-        let st: Vec<Option<Value>> =
-            cluster.dbs.iter().map(|d| cluster.db_status(d.addr, Duration::from_secs(1))).collect();
-        let applied: BTreeSet<u64> = st.iter().flatten().filter_map(|s| s["applied_index"].as_u64()).collect();
-        let primaries = st.iter().flatten().filter(|s| s["role"] == "primary" && s["quorum"] == true).count();
-        last = st
-            .iter()
-            .zip(&cluster.dbs)
-            .map(|(s, d)| match s {
-                Some(s) => format!("{}: {} term {} applied {}", d.name, s["role"], s["term"], s["applied_index"]),
-                None => format!("{}: no answer", d.name),
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        if st.iter().all(Option::is_some) && applied.len() == 1 && primaries == 1 {
-            break true;
-        }
-        if t.elapsed() > Duration::from_secs(30) {
-            problems.push(format!("replicas did not converge within 30 s: {last}"));
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    if !settled {
-        return (false, String::new(), None);
-    }
-    let primary = cluster.primary();
-    let mut sums: Vec<(String, String)> = Vec::new();
-    for d in &cluster.dbs {
-        let tables = match query(d.addr, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") {
-            Ok(v) => v["rows"].as_array().cloned().unwrap_or_default(),
-            Err(e) => {
-                problems.push(format!("listing tables on {}: {e}", d.name));
-                return (false, String::new(), primary);
-            }
-        };
-        let mut all = String::new();
-        for t in tables.iter().filter_map(|r| r[0].as_str()) {
-            if t.starts_with("_bulwark") || t.starts_with("sqlite_") {
-                continue;
-            }
-            match query(d.addr, &format!("SELECT * FROM \"{t}\" ORDER BY rowid")) {
-                Ok(v) => all.push_str(&format!("{t}:{}\n", v["rows"])),
-                Err(e) => problems.push(format!("reading {t} on {}: {e}", d.name)),
-            }
-        }
-        sums.push((d.name.clone(), format!("{:016x}", crate::fnv1a(all.as_bytes()))));
-    }
-    let distinct: BTreeSet<&String> = sums.iter().map(|(_, s)| s).collect();
-    if distinct.len() != 1 {
-        problems.push(format!("replicas differ: {sums:?} ({last})"));
-        return (false, format!("{sums:?}"), primary);
-    }
-    (true, sums[0].1.clone(), primary)
 }
 
 /// Run one scenario end to end with [`CLIENTS`] client threads and assert
@@ -580,87 +503,4 @@ fn replay_note(cluster: &Cluster) -> String {
         "keyed requests retried on another server: {}; posts answered from their stored outcome: {replayed}",
         proxies.join(", ")
     )
-}
-
-fn fmt_s(x: Option<f64>) -> String {
-    x.map(|v| format!("{v:.2} s")).unwrap_or_else(|| "–".into())
-}
-
-/// Save this outcome and rebuild the whole report from every saved one.
-fn write_report(dir: &Path, o: &Outcome) {
-    let results = dir.join("chaos-results");
-    std::fs::create_dir_all(&results).unwrap();
-    std::fs::write(results.join(format!("{}.json", o.name)), serde_json::to_string_pretty(&o.to_json()).unwrap())
-        .unwrap();
-    let mut all: Vec<Value> = std::fs::read_dir(&results)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
-        .collect();
-    all.sort_by_key(|v: &Value| {
-        (v["stack"].as_str().unwrap_or("") != "db", v["name"].as_str().unwrap_or("").to_string())
-    });
-    let md = render(&all) + &crate::floating::render(&all);
-    std::fs::write(dir.join("chaos-report.md"), &md).unwrap();
-    println!("\n{}{}", render(&[o.to_json()]), crate::floating::render(&[o.to_json()]));
-    eprintln!("chaos: report in {}", dir.join("chaos-report.md").display());
-}
-
-/// The markdown report: one table row per scenario, then each scenario's
-/// faults, notes and error kinds.
-pub fn render(all: &[Value]) -> String {
-    let mut s = String::from(
-        "| scenario | stack | requests | errors (at a kill) | acked writes | lost | dup | RYW viol. | primaries/term | replicas | new primary | writes back | max write gap |\n\
-         |---|---|--:|--:|--:|--:|--:|--:|---|---|--:|--:|--:|\n",
-    );
-    for v in all {
-        let u = |k: &str| v[k].as_u64().unwrap_or(0);
-        s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} s |\n",
-            v["name"].as_str().unwrap_or("?"),
-            v["stack"].as_str().unwrap_or("?"),
-            u("requests"),
-            if u("kill_errors") > 0 {
-                format!("{} ({})", u("errors"), u("kill_errors"))
-            } else {
-                u("errors").to_string()
-            },
-            u("acked"),
-            u("lost"),
-            u("duplicates"),
-            u("ryw_violations"),
-            if u("split_brain_terms") == 0 {
-                "≤ 1 ✓".to_string()
-            } else {
-                format!("✗ {} terms", u("split_brain_terms"))
-            },
-            if v["converged"] == true { "identical ✓" } else { "✗ differ" },
-            fmt_s(v["election"].as_f64()),
-            fmt_s(v["failover"].as_f64()),
-            v["max_write_gap"].as_f64().unwrap_or(0.0),
-        ));
-    }
-    s.push('\n');
-    for v in all {
-        s.push_str(&format!(
-            "- **{}** ({:.0} s): {}. Terms: {}.",
-            v["name"].as_str().unwrap_or("?"),
-            v["seconds"].as_f64().unwrap_or(0.0),
-            v["faults"].as_str().unwrap_or(""),
-            v["terms"].as_str().unwrap_or(""),
-        ));
-        for n in v["notes"].as_array().into_iter().flatten() {
-            s.push_str(&format!(" {}.", n.as_str().unwrap_or("")));
-        }
-        let errs: Vec<&str> = v["error_samples"].as_array().into_iter().flatten().filter_map(|e| e.as_str()).collect();
-        if !errs.is_empty() {
-            s.push_str(&format!(" Errors: {}.", errs.join("; ")));
-        }
-        for p in v["problems"].as_array().into_iter().flatten() {
-            s.push_str(&format!(" **FAILED:** {}.", p.as_str().unwrap_or("")));
-        }
-        s.push('\n');
-    }
-    s
 }
