@@ -98,7 +98,8 @@ pub(crate) fn restore_headers(headers: &mut HeaderMap, protocol: HeaderValue) {
 }
 
 /// Holds an upgrade request's server as in flight until dropped, and,
-/// once the server switched, counts the tunnel open.
+/// once both the client's and the server's connection are handed over,
+/// counts the tunnel open.
 struct TunnelGuard {
     server: Arc<ServerState>,
     open: bool,
@@ -251,7 +252,6 @@ impl Forwarder {
                     parts.status = StatusCode::OK;
                 }
             }
-            guard.opened();
             let (idle, route, server_name) =
                 (self.options.tunnel_idle, self.options.route.clone(), server.name.clone());
             tokio::spawn(async move {
@@ -263,6 +263,8 @@ impl Forwarder {
                         return;
                     }
                 };
+                // Counted once both sides are handed over.
+                guard.opened();
                 let opened = monotonic_ms();
                 let (up_bytes, down_bytes) =
                     crate::tcp::splice(TokioIo::new(client_io), TokioIo::new(server_io), idle).await;
