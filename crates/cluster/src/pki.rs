@@ -161,7 +161,7 @@ mod tests {
         client_ca: &Path,
         name: &str,
     ) -> Result<(), String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(server_ca), provider.clone())
             .build()
             .unwrap();

@@ -89,7 +89,7 @@ impl MutualTls {
             roots.add(ca).map_err(|e| file_err(&files.ca)(e.to_string()))?;
         }
         let roots = Arc::new(roots);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = |e: rustls::Error| MtlsError::Config(e.to_string());
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()

@@ -19,7 +19,7 @@ fn client_config(ca_pem: &Path, alpn: &[&[u8]]) -> std::io::Result<Arc<rustls::C
     for cert in CertificateDer::pem_file_iter(ca_pem).map_err(std::io::Error::other)? {
         roots.add(cert.map_err(std::io::Error::other)?).map_err(std::io::Error::other)?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(std::io::Error::other)?
