@@ -26,6 +26,10 @@ pub use prometheus_client::encoding::DescriptorEncoder;
 /// Prometheus negotiates and parses natively.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The `code` label of a status class, indexed by the status's first
+/// digit (`other` for anything outside 1xx..5xx).
+pub const STATUS_CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
 /// The OpenMetrics text of `collectors` followed by the process metrics
 /// and `# EOF`.
 pub fn render(collectors: Vec<Box<dyn Collector>>) -> String {
