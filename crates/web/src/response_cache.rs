@@ -442,3 +442,13 @@ impl Body for Chain {
         std::pin::Pin::new(&mut this.rest).poll_frame(cx)
     }
 }
+
+/// A header map of `pairs`, for the tests of the cache's parts.
+#[cfg(test)]
+fn test_headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+    }
+    h
+}

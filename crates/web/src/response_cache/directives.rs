@@ -70,15 +70,7 @@ pub(super) fn request_cacheable(req: &Request<hyper::body::Incoming>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderName;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
+    use crate::response_cache::test_headers as headers;
 
     #[test]
     fn directives_and_freshness() {

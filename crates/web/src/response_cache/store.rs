@@ -136,15 +136,8 @@ impl ResponseCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::response_cache::test_headers as headers;
     use bulwark_config::web::ResponseCache as Config;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
 
     fn entry(bytes: u64, vary: Vec<(HeaderName, Option<HeaderValue>)>) -> Entry {
         Entry {
