@@ -16,6 +16,7 @@ use crate::program::{ProgramState, ProgramStatus};
 use crate::AppError;
 use bulwark_config::app::AppConfig;
 use bulwark_firewall::Firewall;
+use bulwark_telemetry::metrics::{self, STATUS_CLASSES};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
@@ -57,7 +58,7 @@ pub(crate) struct Front {
     firewall: Firewall,
     status: watch::Receiver<ProgramStatus>,
     client: Client<HttpConnector, Incoming>,
-    stats: FrontStats,
+    stats: Arc<FrontStats>,
     /// `bulwark deploy`: drain, in-flight requests, release switches.
     deploy: crate::deploy::DeployState,
 }
@@ -127,7 +128,7 @@ impl ProgramServer {
                 firewall,
                 status: rx,
                 client,
-                stats: FrontStats::default(),
+                stats: Arc::default(),
                 deploy,
             }),
             launch,
@@ -324,8 +325,9 @@ impl Front {
                     ));
                 }
             }
-            let mut r = Response::new(Either::Left(Full::new(Bytes::from(self.prometheus()))));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            let text = metrics::render(vec![self.metrics()]);
+            let mut r = Response::new(Either::Left(Full::new(Bytes::from(text))));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
             return Ok(r);
         }
         if self.config.require_secret {
@@ -383,33 +385,36 @@ impl Front {
         )
     }
 
-    fn prometheus(&self) -> String {
-        use std::fmt::Write;
-        let app = &self.config.name;
-        let st = self.status.borrow().clone();
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP bulwark_app_program_up Whether the app's program answers its health path.\n# TYPE bulwark_app_program_up gauge\nbulwark_app_program_up{{app=\"{app}\"}} {}",
-            u8::from(st.state == ProgramState::Healthy)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP bulwark_app_program_restarts_total Starts of the program after the first.\n# TYPE bulwark_app_program_restarts_total counter\nbulwark_app_program_restarts_total{{app=\"{app}\"}} {}",
-            st.restarts
-        );
-        let _ = writeln!(out, "# HELP bulwark_app_program_responses_total Answers of the program, by status class.\n# TYPE bulwark_app_program_responses_total counter");
-        for class in 1..=5 {
-            let n = self.stats.responses[class].load(Ordering::Relaxed);
-            let _ = writeln!(out, "bulwark_app_program_responses_total{{app=\"{app}\",code=\"{class}xx\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP bulwark_app_program_not_forwarded_total Requests closed unanswered because the program could not take them.\n# TYPE bulwark_app_program_not_forwarded_total counter\nbulwark_app_program_not_forwarded_total{{app=\"{app}\"}} {}",
-            self.stats.not_forwarded.load(Ordering::Relaxed)
-        );
-        out.push_str(&bulwark_telemetry::process::process_metrics());
-        out
+    /// A collector of the program's metrics: whether it answers, its
+    /// restarts and answers.
+    fn metrics(&self) -> Box<dyn metrics::Collector> {
+        let (app, status, stats) = (self.config.name.clone(), self.status.clone(), Arc::clone(&self.stats));
+        metrics::from_fn(move |out| {
+            let st = status.borrow().clone();
+            let labels = [("app", app.as_str())];
+            out.gauges(
+                "bulwark_app_program_up",
+                "Whether the app's program answers its health path.",
+                [(labels, i64::from(st.state == ProgramState::Healthy))],
+            )?;
+            out.counters(
+                "bulwark_app_program_restarts",
+                "Starts of the program after the first.",
+                [(labels, u64::from(st.restarts))],
+            )?;
+            let responses = (1..=5).map(|class| {
+                (
+                    [("app", app.as_str()), ("code", STATUS_CLASSES[class])],
+                    stats.responses[class].load(Ordering::Relaxed),
+                )
+            });
+            out.counters("bulwark_app_program_responses", "Answers of the program, by status class.", responses)?;
+            out.counters(
+                "bulwark_app_program_not_forwarded",
+                "Requests closed unanswered because the program could not take them.",
+                [(labels, stats.not_forwarded.load(Ordering::Relaxed))],
+            )
+        })
     }
 }
 

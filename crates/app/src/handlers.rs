@@ -1,12 +1,14 @@
 //! The guestbook's HTTP API.
 use crate::App;
 use bulwark_db::{ClientError, Consistency, Params, Statement, Token, Value};
+use bulwark_telemetry::metrics::{self, Exposition, STATUS_CLASSES};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Name of the read-your-writes cookie (`term.index` of the poster's last
 /// write, signed: see [`crate::CookieKey`]).
@@ -54,34 +56,28 @@ impl AppStats {
         self.latency[route].observe(took);
     }
 
-    fn prometheus(&self, app: &str) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        let _ = writeln!(out, "# HELP bulwark_app_requests_total Requests answered, by route and status class.\n# TYPE bulwark_app_requests_total counter");
-        for (r, route) in ROUTES.iter().enumerate() {
-            for class in 1..=5 {
-                let n = self.requests[r][class].load(std::sync::atomic::Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "bulwark_app_requests_total{{app=\"{app}\",route=\"{route}\",code=\"{class}xx\"}} {n}"
-                );
-            }
-        }
-        let _ = writeln!(out, "# HELP bulwark_app_request_duration_seconds Request latency (database included).\n# TYPE bulwark_app_request_duration_seconds histogram");
-        for (r, route) in ROUTES.iter().enumerate() {
-            self.latency[r].write_prometheus(
-                &mut out,
-                "bulwark_app_request_duration_seconds",
-                &format!("app=\"{app}\",route=\"{route}\""),
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP bulwark_app_replayed_posts_total Posts answered with the stored outcome of an earlier post with the same Idempotency-Key.\n# TYPE bulwark_app_replayed_posts_total counter\nbulwark_app_replayed_posts_total{{app=\"{app}\"}} {}",
-            self.replayed_posts.load(std::sync::atomic::Ordering::Relaxed)
-        );
-        out.push_str(&bulwark_telemetry::process::process_metrics());
-        out
+    /// `/metrics`: requests and latency by route, replayed posts.
+    fn encode_metrics(&self, app: &str, out: &mut Exposition<'_>) -> std::fmt::Result {
+        use std::sync::atomic::Ordering::Relaxed;
+        let requests = ROUTES.iter().enumerate().flat_map(|(r, &route)| {
+            (1..=5).map(move |class| {
+                (
+                    [("app", app), ("route", route), ("code", STATUS_CLASSES[class])],
+                    self.requests[r][class].load(Relaxed),
+                )
+            })
+        });
+        out.counters("bulwark_app_requests", "Requests answered, by route and status class.", requests)?;
+        out.histograms(
+            "bulwark_app_request_duration_seconds",
+            "Request latency (database included).",
+            ROUTES.iter().zip(&self.latency).map(|(&route, h)| ([("app", app), ("route", route)], h)),
+        )?;
+        out.counters(
+            "bulwark_app_replayed_posts",
+            "Posts answered with the stored outcome of an earlier post with the same Idempotency-Key.",
+            [([("app", app)], self.replayed_posts.load(Relaxed))],
+        )
     }
 }
 
@@ -280,8 +276,10 @@ async fn route(app: &App, req: hyper::Request<Incoming>, peer: SocketAddr) -> Re
     }
     if req.method() == Method::GET && path == "/metrics" {
         // Not counted nor logged as a request.
-        let mut r = Response::new(Full::new(Bytes::from(app.stats.prometheus(&app.config.name))));
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+        let (stats, name) = (Arc::clone(&app.stats), app.config.name.clone());
+        let text = metrics::render(vec![metrics::from_fn(move |out| stats.encode_metrics(&name, out))]);
+        let mut r = Response::new(Full::new(Bytes::from(text)));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
         return r;
     }
     let started = std::time::Instant::now();

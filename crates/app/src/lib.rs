@@ -92,7 +92,7 @@ pub(crate) struct App {
     pub monitor_token: Option<String>,
     pub cookie_key: CookieKey,
     pub firewall: Firewall,
-    pub stats: handlers::AppStats,
+    pub stats: std::sync::Arc<handlers::AppStats>,
 }
 
 /// A bound application server.

@@ -20,10 +20,10 @@ use anyhow::{Context, Result};
 use bulwark_cluster::derive::{DerivedRole, SharedFiles};
 use bulwark_config::topology::Topology;
 use bulwark_telemetry::clock::unix_ms;
+use bulwark_telemetry::metrics;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -156,24 +156,18 @@ fn answer(req: &Request<hyper::body::Incoming>, state: &SharedState, monitor: Op
     let now = unix_ms();
     match path {
         "/metrics" => {
-            let mut out = String::new();
-            if s.last_good_ms.is_some() {
-                let _ = write!(
-                    out,
-                    "# HELP bulwark_db_last_backup_age_seconds Seconds since the newest good scheduled backup.\n\
-                     # TYPE bulwark_db_last_backup_age_seconds gauge\nbulwark_db_last_backup_age_seconds {}\n",
-                    s.age_seconds(now)
-                );
-            }
-            let _ = write!(
-                out,
-                "# HELP bulwark_db_backups_total Scheduled backups written.\n\
-                 # TYPE bulwark_db_backups_total counter\nbulwark_db_backups_total {}\n\
-                 # HELP bulwark_db_backup_failures_total Scheduled backups that failed.\n\
-                 # TYPE bulwark_db_backup_failures_total counter\nbulwark_db_backup_failures_total {}\n",
-                s.backups_total, s.failures_total
-            );
-            reply(StatusCode::OK, "text/plain; version=0.0.4", out)
+            let collector = metrics::from_fn(move |out| {
+                if s.last_good_ms.is_some() {
+                    out.gauge(
+                        "bulwark_db_last_backup_age_seconds",
+                        "Seconds since the newest good scheduled backup.",
+                        s.age_seconds(now),
+                    )?;
+                }
+                out.counter("bulwark_db_backups", "Scheduled backups written.", s.backups_total)?;
+                out.counter("bulwark_db_backup_failures", "Scheduled backups that failed.", s.failures_total)
+            });
+            reply(StatusCode::OK, metrics::CONTENT_TYPE, metrics::render(vec![collector]))
         }
         "/v1/status" => {
             let mut v = serde_json::to_value(&s).unwrap_or_default();

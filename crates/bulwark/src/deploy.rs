@@ -396,8 +396,11 @@ mod tests {
 
     #[test]
     fn reads_the_web_servers_view_of_an_app() {
-        let m = "# HELP x\nbulwark_web_upstream_available{route=\"/\",server=\"127.0.0.1:8100\"} 1\n\
-                 bulwark_web_upstream_available{route=\"/\",server=\"127.0.0.1:8101\"} 0\n";
+        let m = "# HELP bulwark_web_upstream_available Whether requests of the route may go to the server now.\n\
+                 # TYPE bulwark_web_upstream_available gauge\n\
+                 bulwark_web_upstream_available{route=\"/\",server=\"127.0.0.1:8100\"} 1\n\
+                 bulwark_web_upstream_available{route=\"/\",server=\"127.0.0.1:8101\"} 0\n\
+                 # EOF\n";
         assert_eq!(upstream_available(m, "127.0.0.1:8100".parse().unwrap()), Some(true));
         assert_eq!(upstream_available(m, "127.0.0.1:8101".parse().unwrap()), Some(false));
         assert_eq!(upstream_available(m, "127.0.0.1:8102".parse().unwrap()), None);

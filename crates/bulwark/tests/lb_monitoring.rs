@@ -32,6 +32,7 @@ fn metrics_parse_move_with_traffic_and_need_the_token() {
     assert_eq!(get(admin, "/health").unwrap().status, 200);
     let before = authed_get(admin, "/metrics", "t0ken");
     assert_eq!(before.status, 200);
+    assert_eq!(before.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
     let m0 = sample(&before.text(), "bulwark_lb_requests_total", &[("server", "a"), ("code", "2xx")]);
     for _ in 0..25 {
         assert_eq!(get(lb.addr("www"), "/").unwrap().status, 200);
@@ -45,9 +46,10 @@ fn metrics_parse_move_with_traffic_and_need_the_token() {
     assert!(after.contains("# TYPE bulwark_lb_request_duration_seconds histogram"));
     assert!(after.contains("bulwark_lb_request_duration_seconds_count{backend=\"app\",server=\"a\"} 25"), "{after}");
     assert!(
-        after.contains("bulwark_lb_request_duration_seconds_bucket{backend=\"app\",server=\"a\",le=\"+Inf\"} 25"),
+        after.contains("bulwark_lb_request_duration_seconds_bucket{le=\"+Inf\",backend=\"app\",server=\"a\"} 25"),
         "{after}"
     );
+    assert!(after.ends_with("# EOF\n"), "{after}");
     // The token never shows up in the logs.
     assert!(!lb.logs().contains("t0ken"));
 }

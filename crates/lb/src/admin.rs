@@ -1,6 +1,6 @@
 //! The admin listener: `/health` (open), and behind the admin token
 //! `/api/overview` (the dashboard's data), `/stats` (JSON) and `/metrics`
-//! (Prometheus text); `/` and `/dashboard` serve the dashboard page.
+//! (OpenMetrics text); `/` and `/dashboard` serve the dashboard page.
 //!
 //! Every answer, errors included, carries a Content-Security-Policy (the
 //! page's own hash-based one for the dashboard, "nothing at all" for the
@@ -14,10 +14,10 @@ use arc_swap::ArcSwap;
 use bulwark_config::Secret;
 use bulwark_proxy::ProxyBody;
 use bulwark_telemetry::clock::monotonic_ms;
+use bulwark_telemetry::metrics::{self, Exposition, STATUS_CLASSES};
 use http::{header, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -99,7 +99,11 @@ fn route(ctx: &AdminContext, req: &hyper::Request<Incoming>) -> Response<ProxyBo
             ("application/json", overview.to_string())
         }
         "/stats" => ("application/json", stats_json(&r).to_string()),
-        "/metrics" => ("text/plain; version=0.0.4", metrics(&r, ctx)),
+        "/metrics" => {
+            let ctx = ctx.clone();
+            let collector = metrics::from_fn(move |out| encode_metrics(&r, &ctx, out));
+            (metrics::CONTENT_TYPE, metrics::render(vec![collector]))
+        }
         _ => {
             return bulwark_proxy::error_response(
                 StatusCode::NOT_FOUND,
@@ -147,124 +151,82 @@ pub fn stats_json(r: &Routing) -> serde_json::Value {
     serde_json::json!({ "backends": backends })
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// Prometheus text exposition of everything the lb counts.
-fn metrics(r: &Routing, ctx: &AdminContext) -> String {
+/// Everything the lb counts, per server of each backend, per frontend,
+/// alerts firing, and its floating addresses.
+fn encode_metrics(r: &Routing, ctx: &AdminContext, out: &mut Exposition<'_>) -> std::fmt::Result {
     let now = monotonic_ms();
-    let mut out = String::with_capacity(16 * 1024);
     let servers: Vec<_> = r
         .config
         .backends
         .iter()
-        .flat_map(|b| r.upstreams[&b.name].servers.iter().map(move |s| (b.name.as_str(), s)))
+        .flat_map(|b| r.upstreams[&b.name].servers.iter().map(move |s| (b.name.as_str(), &**s)))
         .collect();
-    let label = |b: &str, s: &bulwark_proxy::ServerState| format!("backend=\"{b}\",server=\"{}\"", s.name);
-
-    family(&mut out, "bulwark_lb_requests_total", "counter", "Responses relayed from servers, by status class.");
-    for (b, s) in &servers {
-        for (i, class) in ["other", "1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "bulwark_lb_requests_total{{{},code=\"{class}\"}} {}",
-                label(b, s),
-                s.stats.responses[i].load(Ordering::Relaxed)
-            );
-        }
+    fn label<'a>(&(b, s): &(&'a str, &'a bulwark_proxy::ServerState)) -> [(&'static str, &'a str); 2] {
+        [("backend", b), ("server", s.name.as_str())]
     }
-    family(
-        &mut out,
+    let requests = servers.iter().flat_map(|&(b, s)| {
+        STATUS_CLASSES.iter().enumerate().map(move |(i, &class)| {
+            (
+                [("backend", b), ("server", s.name.as_str()), ("code", class)],
+                s.stats.responses[i].load(Ordering::Relaxed),
+            )
+        })
+    });
+    out.counters("bulwark_lb_requests", "Responses relayed from servers, by status class.", requests)?;
+    out.histograms(
         "bulwark_lb_request_duration_seconds",
-        "histogram",
         "Time from request to the server's response head.",
-    );
-    for (b, s) in &servers {
-        s.stats.latency.write_prometheus(&mut out, "bulwark_lb_request_duration_seconds", &label(b, s));
-    }
-    type Read = fn(&bulwark_proxy::ServerStats) -> u64;
+        servers.iter().map(|bs| (label(bs), &bs.1.stats.latency)),
+    )?;
+    type Read = fn(&bulwark_proxy::ServerStats) -> &std::sync::atomic::AtomicU64;
     let counters: [(&str, &str, Read); 8] = [
-        ("bulwark_lb_server_attempts_total", "Requests sent (or tried) to the server, retries included.", |st| {
-            st.requests.load(Ordering::Relaxed)
+        ("bulwark_lb_server_attempts", "Requests sent (or tried) to the server, retries included.", |st| &st.requests),
+        ("bulwark_lb_retries", "Attempts that were retries of a failed attempt.", |st| &st.retries),
+        ("bulwark_lb_connect_errors", "Failed connection attempts to the server.", |st| &st.connect_errors),
+        ("bulwark_lb_response_errors", "Connections that failed before a response head.", |st| &st.response_errors),
+        ("bulwark_lb_timeouts", "Requests the server did not answer in time.", |st| &st.timeouts),
+        ("bulwark_lb_health_check_failures", "Failed active health checks.", |st| &st.check_failures),
+        ("bulwark_lb_upstream_connections_opened", "New connections opened to the server.", |st| {
+            &st.connections_opened
         }),
-        ("bulwark_lb_retries_total", "Attempts that were retries of a failed attempt.", |st| {
-            st.retries.load(Ordering::Relaxed)
+        ("bulwark_lb_tunnels", "Tunnels opened (upgrades the server accepted with 101).", |st| &st.tunnels),
+    ];
+    for (name, help, read) in counters {
+        out.counters(name, help, servers.iter().map(|bs| (label(bs), read(&bs.1.stats).load(Ordering::Relaxed))))?;
+    }
+    type Gauge = fn(&bulwark_proxy::ServerState, u64) -> i64;
+    let gauges: [(&str, &str, Gauge); 4] = [
+        ("bulwark_lb_server_up", "1 when the server takes traffic (up, not ejected or in maintenance).", |s, now| {
+            i64::from(s.state_name(now) == "up")
         }),
-        ("bulwark_lb_connect_errors_total", "Failed connection attempts to the server.", |st| {
-            st.connect_errors.load(Ordering::Relaxed)
+        ("bulwark_lb_server_weight", "Configured weight.", |s, _| i64::from(s.weight)),
+        ("bulwark_lb_server_in_flight", "Requests in flight to the server.", |s, _| {
+            i64::from(s.in_flight.load(Ordering::Relaxed))
         }),
-        ("bulwark_lb_response_errors_total", "Connections that failed before a response head.", |st| {
-            st.response_errors.load(Ordering::Relaxed)
-        }),
-        ("bulwark_lb_timeouts_total", "Requests the server did not answer in time.", |st| {
-            st.timeouts.load(Ordering::Relaxed)
-        }),
-        ("bulwark_lb_health_check_failures_total", "Failed active health checks.", |st| {
-            st.check_failures.load(Ordering::Relaxed)
-        }),
-        ("bulwark_lb_upstream_connections_opened_total", "New connections opened to the server.", |st| {
-            st.connections_opened.load(Ordering::Relaxed)
-        }),
-        ("bulwark_lb_tunnels_total", "Tunnels opened (upgrades the server accepted with 101).", |st| {
-            st.tunnels.load(Ordering::Relaxed)
+        ("bulwark_lb_tunnels_open", "Tunnels (e.g. WebSockets) open to the server.", |s, _| {
+            i64::try_from(s.stats.tunnels_open.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
         }),
     ];
-    for (name, help, get) in counters {
-        family(&mut out, name, "counter", help);
-        for (b, s) in &servers {
-            let _ = writeln!(out, "{name}{{{}}} {}", label(b, s), get(&s.stats));
-        }
+    for (name, help, read) in gauges {
+        out.gauges(name, help, servers.iter().map(|bs| (label(bs), read(bs.1, now))))?;
     }
-    family(
-        &mut out,
-        "bulwark_lb_server_up",
-        "gauge",
-        "1 when the server takes traffic (up, not ejected or in maintenance).",
-    );
-    for (b, s) in &servers {
-        let _ = writeln!(out, "bulwark_lb_server_up{{{}}} {}", label(b, s), u8::from(s.state_name(now) == "up"));
-    }
-    family(&mut out, "bulwark_lb_server_weight", "gauge", "Configured weight.");
-    for (b, s) in &servers {
-        let _ = writeln!(out, "bulwark_lb_server_weight{{{}}} {}", label(b, s), s.weight);
-    }
-    family(&mut out, "bulwark_lb_server_in_flight", "gauge", "Requests in flight to the server.");
-    for (b, s) in &servers {
-        let _ = writeln!(out, "bulwark_lb_server_in_flight{{{}}} {}", label(b, s), s.in_flight.load(Ordering::Relaxed));
-    }
-    family(&mut out, "bulwark_lb_tunnels_open", "gauge", "Tunnels (e.g. WebSockets) open to the server.");
-    for (b, s) in &servers {
-        let _ = writeln!(
-            out,
-            "bulwark_lb_tunnels_open{{{}}} {}",
-            label(b, s),
-            s.stats.tunnels_open.load(Ordering::Relaxed)
-        );
-    }
-    family(&mut out, "bulwark_lb_frontend_connections", "gauge", "Open client connections per frontend.");
-    for (i, f) in r.config.frontends.iter().enumerate() {
-        let n = ctx.connections.get(i).map(|c| c.load(Ordering::Relaxed)).unwrap_or(0);
-        let _ = writeln!(out, "bulwark_lb_frontend_connections{{frontend=\"{}\"}} {n}", f.name);
-    }
-    family(
-        &mut out,
+    let connections = r.config.frontends.iter().enumerate().map(|(i, f)| {
+        ([("frontend", f.name.as_str())], ctx.connections.get(i).map(|c| c.load(Ordering::Relaxed)).unwrap_or(0))
+    });
+    out.gauges("bulwark_lb_frontend_connections", "Open client connections per frontend.", connections)?;
+    out.gauges(
         "bulwark_lb_certificate_expiry_days",
-        "gauge",
         "Days until the frontend's soonest certificate expires.",
-    );
-    for (name, days) in &r.certificate_expiry {
-        let _ = writeln!(out, "bulwark_lb_certificate_expiry_days{{frontend=\"{name}\"}} {days}");
-    }
-    family(&mut out, "bulwark_alerts_firing", "gauge", "Alerts currently firing, by rule.");
+        r.certificate_expiry.iter().map(|(name, days)| ([("frontend", name.as_str())], *days)),
+    )?;
     let mut by_rule = std::collections::BTreeMap::new();
     for a in ctx.monitor.firing() {
-        *by_rule.entry(a.name).or_insert(0u32) += 1;
+        *by_rule.entry(a.name).or_insert(0i64) += 1;
     }
-    for (name, n) in by_rule {
-        let _ = writeln!(out, "bulwark_alerts_firing{{alert=\"{name}\"}} {n}");
-    }
-    ctx.floating.write_prometheus(&mut out);
-    out.push_str(&bulwark_telemetry::process::process_metrics());
-    out
+    out.gauges(
+        "bulwark_alerts_firing",
+        "Alerts currently firing, by rule.",
+        by_rule.into_iter().map(|(n, v)| ([("alert", n)], v)),
+    )?;
+    ctx.floating.encode_metrics(out)
 }

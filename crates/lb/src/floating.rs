@@ -15,9 +15,9 @@ use crate::monitor::Monitor;
 use crate::routing::Routing;
 use arc_swap::ArcSwap;
 use bulwark_config::vrrp::VrrpInstance;
+use bulwark_telemetry::metrics::Exposition;
 use bulwark_vrrp::instance::{run, InstanceStatus};
 use bulwark_vrrp::router::State;
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,54 +97,46 @@ impl FloatingAddresses {
             .collect()
     }
 
-    /// Prometheus text for every instance.
-    pub fn write_prometheus(&self, out: &mut String) {
+    /// The `bulwark_vrrp_*` families of every instance (none without
+    /// instances).
+    pub fn encode_metrics(&self, out: &mut Exposition<'_>) -> std::fmt::Result {
         if self.instances.is_empty() {
-            return;
+            return Ok(());
         }
-        let label = |c: &VrrpInstance| format!("name=\"{}\",vrid=\"{}\"", c.name, c.vrid);
-        let _ = writeln!(
-            out,
-            "# HELP bulwark_vrrp_state 0 initialize, 1 backup, 2 master.\n# TYPE bulwark_vrrp_state gauge"
-        );
-        for (c, s) in &self.instances {
-            let code = match s.state() {
-                State::Initialize => 0,
-                State::Backup => 1,
-                State::Master => 2,
-            };
-            let _ = writeln!(out, "bulwark_vrrp_state{{{}}} {code}", label(c));
-        }
-        let _ = writeln!(out, "# HELP bulwark_vrrp_priority Priority advertised now (after health tracking).\n# TYPE bulwark_vrrp_priority gauge");
-        for (c, s) in &self.instances {
-            let _ = writeln!(out, "bulwark_vrrp_priority{{{}}} {}", label(c), s.priority());
-        }
-        let _ = writeln!(out, "# HELP bulwark_vrrp_transitions_total State changes, by the state entered.\n# TYPE bulwark_vrrp_transitions_total counter");
-        for (c, s) in &self.instances {
-            for (to, n) in [("master", &s.became_master), ("backup", &s.became_backup)] {
-                let _ = writeln!(
-                    out,
-                    "bulwark_vrrp_transitions_total{{{},to=\"{to}\"}} {}",
-                    label(c),
-                    n.load(Ordering::Relaxed)
-                );
-            }
-        }
-        for (name, help, field) in [
-            ("bulwark_vrrp_adverts_sent_total", "Advertisements sent.", 0),
-            ("bulwark_vrrp_adverts_received_total", "Valid advertisements received from peers.", 1),
+        let vrid: Vec<String> = self.instances.iter().map(|(c, _)| c.vrid.to_string()).collect();
+        let label = |i: usize| [("name", self.instances[i].0.name.as_str()), ("vrid", vrid[i].as_str())];
+        let each = || self.instances.iter().enumerate().map(|(i, (_, s))| (label(i), s));
+        let state = |s: &InstanceStatus| match s.state() {
+            State::Initialize => 0,
+            State::Backup => 1,
+            State::Master => 2,
+        };
+        out.gauges("bulwark_vrrp_state", "0 initialize, 1 backup, 2 master.", each().map(|(l, s)| (l, state(s))))?;
+        out.gauges(
+            "bulwark_vrrp_priority",
+            "Priority advertised now (after health tracking).",
+            each().map(|(l, s)| (l, i64::from(s.priority()))),
+        )?;
+        let transitions = self.instances.iter().enumerate().flat_map(|(i, (_, s))| {
+            let [name, vrid] = label(i);
+            [("master", &s.became_master), ("backup", &s.became_backup)]
+                .map(|(to, n)| ([name, vrid, ("to", to)], n.load(Ordering::Relaxed)))
+        });
+        out.counters("bulwark_vrrp_transitions", "State changes, by the state entered.", transitions)?;
+        type Read = fn(&InstanceStatus) -> &std::sync::atomic::AtomicU64;
+        let counters: [(&str, &str, Read); 3] = [
+            ("bulwark_vrrp_adverts_sent", "Advertisements sent.", |s| &s.adverts_sent),
+            ("bulwark_vrrp_adverts_received", "Valid advertisements received from peers.", |s| &s.adverts_received),
             (
-                "bulwark_vrrp_bad_packets_total",
+                "bulwark_vrrp_bad_packets",
                 "Datagrams refused: malformed, wrong version, TTL or checksum, or from an unknown peer.",
-                2,
+                |s| &s.bad_packets,
             ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (c, s) in &self.instances {
-                let n = [&s.adverts_sent, &s.adverts_received, &s.bad_packets][field].load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}{{{}}} {n}", label(c));
-            }
+        ];
+        for (name, help, read) in counters {
+            out.counters(name, help, each().map(|(l, s)| (l, read(s).load(Ordering::Relaxed))))?;
         }
+        Ok(())
     }
 }
 

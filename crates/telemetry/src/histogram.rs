@@ -1,5 +1,6 @@
 //! A lock-free latency histogram with fixed buckets, shared by every role's
-//! metrics (Prometheus histogram exposition and p99 estimates).
+//! metrics (histogram exposition through [`crate::metrics::Exposition`]
+//! and p99 estimates).
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -61,7 +62,9 @@ impl LatencyHistogram {
     }
 
     /// Prometheus text lines (`_bucket`, `_sum`, `_count`) for metric
-    /// `name` with `labels` (`key="value",...`, may be empty).
+    /// `name` with `labels` (`key="value",...`, may be empty), for an
+    /// exposition still written by hand (the database node's); every other
+    /// role goes through [`crate::metrics::Exposition::histograms`].
     pub fn write_prometheus(&self, out: &mut String, name: &str, labels: &str) {
         let counts = self.snapshot();
         let sep = if labels.is_empty() { "" } else { "," };

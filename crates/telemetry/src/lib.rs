@@ -4,7 +4,8 @@
 //! log writer ([`access_log`]), the
 //! machine-readable "ready" line every role prints on stdout once its
 //! listeners are bound, the process's monotonic and wall clocks
-//! ([`clock`]), metric helpers, dashboard assets and alert rules.
+//! ([`clock`]), the metrics exposition every role serves ([`metrics`]),
+//! dashboard assets and alert rules.
 //!
 //! Must not touch: request handling or role logic; roles call in here, never
 //! the other way round.
@@ -13,6 +14,7 @@ pub mod access_log;
 pub mod clock;
 pub mod dashboard;
 mod histogram;
+pub mod metrics;
 pub mod process;
 
 pub use access_log::{AccessLog, AccessRecord};

@@ -1,7 +1,7 @@
-//! Process metrics in Prometheus text (the names the Prometheus client
-//! libraries use): CPU seconds, resident and virtual memory, open and
-//! maximum file descriptors, start time. Read from /proc/self.
-use std::fmt::Write;
+//! Process metrics (the names the Prometheus client libraries use): CPU
+//! seconds, resident and virtual memory, open and maximum file
+//! descriptors, start time. Read from /proc/self at each scrape.
+use crate::metrics::{Collector, DescriptorEncoder, Exposition};
 
 /// How a child process ended, for a log line: `exit code 3`, `killed by
 /// SIGKILL`.
@@ -17,57 +17,60 @@ pub fn describe_exit(st: std::process::ExitStatus) -> String {
     }
 }
 
-/// `process_*` metrics for this process; empty where /proc is unreadable.
-pub fn process_metrics() -> String {
-    let mut out = String::new();
-    let ticks = 100.0; // USER_HZ on Linux
-    let page = 4096.0;
-    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-        // Fields after the command name (which may contain spaces).
-        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            // rest[0] is field 3 (state): utime=14, stime=15, starttime=22, vsize=23, rss=24.
-            let cpu = (num(11) + num(12)) / ticks;
-            let _ = writeln!(out, "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.");
-            let _ = writeln!(out, "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}");
-            let _ = writeln!(out, "# HELP process_virtual_memory_bytes Virtual memory size in bytes.");
-            let _ =
-                writeln!(out, "# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes {}", num(20));
-            let _ = writeln!(out, "# HELP process_resident_memory_bytes Resident memory size in bytes.");
-            let _ = writeln!(
-                out,
-                "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}",
-                num(21) * page
-            );
-            if let Some(boot) = boot_time() {
-                let _ = writeln!(
-                    out,
-                    "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds."
-                );
-                let _ = writeln!(
-                    out,
-                    "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}",
-                    boot + num(19) / ticks
-                );
+/// The `process_*` metrics of this process; [`crate::metrics::render`]
+/// adds them to every exposition. Metrics whose /proc file is unreadable
+/// are left out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut out = Exposition::new(encoder);
+        let ticks = 100.0; // USER_HZ on Linux
+        let page = 4096;
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command name (which may contain spaces).
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                // rest[0] is field 3 (state): utime=14, stime=15, starttime=22, vsize=23, rss=24.
+                let cpu = (num(11) + num(12)) as f64 / ticks;
+                out.counter_f64("process_cpu_seconds", "Total user and system CPU time spent in seconds.", cpu)?;
+                out.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", num(20))?;
+                out.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", num(21) * page)?;
+                if let Some(boot) = boot_time() {
+                    out.gauge(
+                        "process_start_time_seconds",
+                        "Start time of the process since unix epoch in seconds.",
+                        boot + num(19) as f64 / ticks,
+                    )?;
+                }
             }
         }
-    }
-    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-        let _ = writeln!(out, "# HELP process_open_fds Number of open file descriptors.");
-        let _ = writeln!(out, "# TYPE process_open_fds gauge\nprocess_open_fds {}", dir.count());
-    }
-    if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
-        if let Some(max) = limits
-            .lines()
-            .find(|l| l.starts_with("Max open files"))
-            .and_then(|l| l.split_whitespace().nth(3))
-            .and_then(|v| v.parse::<f64>().ok())
-        {
-            let _ = writeln!(out, "# HELP process_max_fds Maximum number of open file descriptors.");
-            let _ = writeln!(out, "# TYPE process_max_fds gauge\nprocess_max_fds {max}");
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            out.gauge("process_open_fds", "Number of open file descriptors.", dir.count() as u64)?;
         }
+        if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
+            if let Some(max) = limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                out.gauge("process_max_fds", "Maximum number of open file descriptors.", max)?;
+            }
+        }
+        Ok(())
     }
+}
+
+/// The `process_*` metrics as text lines without `# EOF`, for an
+/// exposition still written by hand (the database node's).
+pub fn process_metrics() -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(ProcessCollector));
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode_registry(&mut out, &registry);
     out
 }
 
@@ -90,6 +93,7 @@ mod tests {
         assert!(m.contains("process_cpu_seconds_total "), "{m}");
         assert!(m.contains("process_resident_memory_bytes "), "{m}");
         assert!(m.contains("process_open_fds "), "{m}");
+        assert!(!m.contains("# EOF"), "{m}");
         let rss: f64 = m
             .lines()
             .find(|l| l.starts_with("process_resident_memory_bytes "))

@@ -11,7 +11,7 @@
 //! to the server.
 //!
 //! Keys are `Host` + target; each key holds the variants its `Vary`
-//! headers select, at most [`MAX_VARIANTS`] (the oldest stored out
+//! headers select, at most [`store::MAX_VARIANTS`] (the oldest stored out
 //! first: a client choosing a varying header must not make one key's
 //! list, scanned under the store's lock, grow without end). Answers carry `Age` and `X-Cache` (`HIT`, `MISS`,
 //! `STALE`, `BYPASS`).
@@ -45,137 +45,27 @@ use crate::body::WebBody;
 use bulwark_config::web::ResponseCache as Config;
 use bytes::Bytes;
 use http::header::{
-    AGE, AUTHORIZATION, CACHE_CONTROL, DATE, EXPIRES, HOST, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
-    IF_UNMODIFIED_SINCE, RANGE, SET_COOKIE, VARY,
+    AGE, AUTHORIZATION, HOST, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
+    SET_COOKIE, VARY,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// What `Cache-Control` (and `Expires`) say of a response.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub(crate) struct Directives {
-    pub no_store: bool,
-    pub no_cache: bool,
-    pub private: bool,
-    pub public: bool,
-    pub max_age: Option<u64>,
-    pub s_maxage: Option<u64>,
-    pub stale_while_revalidate: Option<u64>,
-    pub stale_if_error: Option<u64>,
-}
+mod directives;
+mod metrics;
+mod store;
 
-impl Directives {
-    pub(crate) fn parse(h: &HeaderMap) -> Directives {
-        let mut d = Directives::default();
-        for v in h.get_all(CACHE_CONTROL).iter().filter_map(|v| v.to_str().ok()) {
-            for item in v.split(',') {
-                let (name, value) = match item.split_once('=') {
-                    Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
-                    None => (item.trim(), None),
-                };
-                let secs = || value.and_then(|v| v.parse::<u64>().ok());
-                match name.to_ascii_lowercase().as_str() {
-                    "no-store" => d.no_store = true,
-                    "no-cache" => d.no_cache = true,
-                    "private" => d.private = true,
-                    "public" => d.public = true,
-                    "max-age" => d.max_age = secs(),
-                    "s-maxage" => d.s_maxage = secs(),
-                    "stale-while-revalidate" => d.stale_while_revalidate = secs(),
-                    "stale-if-error" => d.stale_if_error = secs(),
-                    _ => {}
-                }
-            }
-        }
-        d
-    }
-}
-
-/// How long a response stays fresh, by `s-maxage`, `max-age` or
-/// `Expires` − `Date`.
-pub(crate) fn freshness(d: &Directives, h: &HeaderMap) -> Option<Duration> {
-    if let Some(s) = d.s_maxage.or(d.max_age) {
-        return Some(Duration::from_secs(s));
-    }
-    let date = |name| h.get(name).and_then(|v: &HeaderValue| httpdate::parse_http_date(v.to_str().ok()?).ok());
-    let expires = date(EXPIRES)?;
-    let now = date(DATE).unwrap_or_else(SystemTime::now);
-    Some(expires.duration_since(now).unwrap_or_default())
-}
-
-/// Whether a request may be answered from, or stored in, the cache.
-fn request_cacheable(req: &Request<hyper::body::Incoming>) -> bool {
-    let m = req.method();
-    if *m != Method::GET && *m != Method::HEAD {
-        return false;
-    }
-    let d = Directives::parse(req.headers());
-    !(d.no_cache || d.no_store)
-}
-
-/// One stored answer.
-struct Entry {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-    /// Request header values the answer's `Vary` names.
-    vary: Vec<(HeaderName, Option<HeaderValue>)>,
-    stored: Instant,
-    fresh_for: Duration,
-    stale_while_revalidate: Duration,
-    stale_if_error: Duration,
-    bytes: u64,
-}
-
-impl Entry {
-    fn age(&self) -> Duration {
-        self.stored.elapsed()
-    }
-
-    fn matches(&self, req: &HeaderMap) -> bool {
-        self.vary.iter().all(|(name, value)| req.get(name) == value.as_ref())
-    }
-
-    fn response(&self, head_only: bool, status: &'static str) -> Response<WebBody> {
-        let body = if head_only { WebBody::Empty } else { WebBody::Bytes(Some(self.body.clone())) };
-        let mut r = Response::new(body);
-        *r.status_mut() = self.status;
-        *r.headers_mut() = self.headers.clone();
-        r.headers_mut().insert(AGE, HeaderValue::from(self.age().as_secs()));
-        r.headers_mut().insert(X_CACHE, HeaderValue::from_static(status));
-        r
-    }
-}
-
-const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
-
-/// Entries of one key (its variants), in the LRU.
-type Variants = Vec<Arc<Entry>>;
-
-struct Store {
-    lru: lru::LruCache<String, Variants>,
-    bytes: u64,
-}
-
-/// Counters for `/metrics`.
-#[derive(Default)]
-pub struct CacheStats {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    stale: AtomicU64,
-    stores: AtomicU64,
-    evictions: AtomicU64,
-    collapsed: AtomicU64,
-    refreshes: AtomicU64,
-    refresh_failures: AtomicU64,
-}
+use directives::request_cacheable;
+pub(crate) use directives::{freshness, Directives};
+use metrics::CacheStats;
+use store::{Entry, Found, Store, X_CACHE};
 
 /// The cache of proxied responses, shared by every worker thread.
 pub struct ResponseCache {
@@ -189,9 +79,6 @@ pub struct ResponseCache {
     refreshing: AtomicUsize,
     stats: CacheStats,
 }
-
-/// Variants kept per key, the oldest stored out first.
-pub(crate) const MAX_VARIANTS: usize = 32;
 
 /// Background refreshes that may run at once, over all keys and workers.
 pub(crate) const MAX_REFRESHES: usize = 64;
@@ -242,13 +129,6 @@ enum Step {
     Refresh(Fetching, RefreshSlot),
 }
 
-/// What the cache found for a request.
-enum Found {
-    Fresh(Arc<Entry>),
-    Stale(Arc<Entry>),
-    None,
-}
-
 impl ResponseCache {
     /// `None` when the cache is off (nothing is done per request).
     pub fn new(cfg: &Config) -> Option<Arc<ResponseCache>> {
@@ -269,73 +149,6 @@ impl ResponseCache {
         let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         format!("{host}\n{target}")
-    }
-
-    fn lookup(&self, key: &str, req: &HeaderMap) -> Found {
-        let mut store = self.store.lock().unwrap();
-        let Some(variants) = store.lru.get(key) else { return Found::None };
-        let Some(e) = variants.iter().find(|e| e.matches(req)).cloned() else { return Found::None };
-        if e.age() < e.fresh_for {
-            Found::Fresh(e)
-        } else {
-            Found::Stale(e)
-        }
-    }
-
-    /// Store an answer (replacing the variant it matches, and dropping
-    /// the oldest past [`MAX_VARIANTS`]) and evict the least recently used
-    /// keys down to `max_bytes`.
-    fn insert(&self, key: String, entry: Entry) {
-        let entry = Arc::new(entry);
-        let mut store = self.store.lock().unwrap();
-        let mut freed = 0;
-        let variants = store.lru.get_or_insert_mut(key, Vec::new);
-        variants.retain(|e| {
-            let same = e.vary.iter().map(|(n, _)| n).eq(entry.vary.iter().map(|(n, _)| n))
-                && e.vary.iter().zip(&entry.vary).all(|(a, b)| a.1 == b.1);
-            if same {
-                freed += e.bytes;
-            }
-            !same
-        });
-        variants.push(entry.clone());
-        // A header the client chooses (`Vary: Origin`) must not grow the
-        // list every lookup of the key scans under this lock.
-        if variants.len() > MAX_VARIANTS {
-            let extra = variants.len() - MAX_VARIANTS;
-            freed += variants.drain(..extra).map(|e| e.bytes).sum::<u64>();
-        }
-        store.bytes = store.bytes.saturating_sub(freed) + entry.bytes;
-        self.stats.stores.fetch_add(1, Relaxed);
-        while store.bytes > self.max_bytes {
-            let Some((_, gone)) = store.lru.pop_lru() else { break };
-            store.bytes = store.bytes.saturating_sub(gone.iter().map(|e| e.bytes).sum());
-            self.stats.evictions.fetch_add(1, Relaxed);
-        }
-    }
-
-    /// `PURGE` of `target` (`*` at the end: every target it begins).
-    fn purge(&self, target: &str) -> usize {
-        let mut store = self.store.lock().unwrap();
-        let doomed: Vec<String> = store
-            .lru
-            .iter()
-            .map(|(k, _)| k)
-            .filter(|k| {
-                let t = k.split_once('\n').map_or(k.as_str(), |(_, t)| t);
-                match target.strip_suffix('*') {
-                    Some(prefix) => t.starts_with(prefix),
-                    None => t == target,
-                }
-            })
-            .cloned()
-            .collect();
-        for k in &doomed {
-            if let Some(v) = store.lru.pop(k) {
-                store.bytes = store.bytes.saturating_sub(v.iter().map(|e| e.bytes).sum());
-            }
-        }
-        doomed.len()
     }
 
     /// Answer `req` from the cache or through `fetch` (the proxy route),
@@ -603,31 +416,6 @@ impl ResponseCache {
         let n = self.purge(target);
         text(StatusCode::OK, format!("{{\"purged\":{n}}}\n"))
     }
-
-    /// `/metrics` lines.
-    pub fn prometheus(&self) -> String {
-        let s = &self.stats;
-        let store = self.store.lock().unwrap();
-        let mut out = String::from(
-            "# HELP bulwark_web_cache_requests_total Proxied requests by cache outcome.\n# TYPE bulwark_web_cache_requests_total counter\n",
-        );
-        for (outcome, n) in [("hit", &s.hits), ("miss", &s.misses), ("stale", &s.stale), ("collapsed", &s.collapsed)] {
-            out.push_str(&format!("bulwark_web_cache_requests_total{{outcome=\"{outcome}\"}} {}\n", n.load(Relaxed)));
-        }
-        out.push_str(&format!(
-            "# HELP bulwark_web_cache_stores_total Responses stored.\n# TYPE bulwark_web_cache_stores_total counter\nbulwark_web_cache_stores_total {}\n\
-             # HELP bulwark_web_cache_evictions_total Keys evicted to stay under max_bytes.\n# TYPE bulwark_web_cache_evictions_total counter\nbulwark_web_cache_evictions_total {}\n\
-             # HELP bulwark_web_cache_bytes Bytes held.\n# TYPE bulwark_web_cache_bytes gauge\nbulwark_web_cache_bytes {}\n\
-             # HELP bulwark_web_cache_refreshes_total Background refreshes of stale entries, by result.\n# TYPE bulwark_web_cache_refreshes_total counter\n\
-             bulwark_web_cache_refreshes_total{{result=\"done\"}} {}\nbulwark_web_cache_refreshes_total{{result=\"failed\"}} {}\n",
-            s.stores.load(Relaxed),
-            s.evictions.load(Relaxed),
-            store.bytes,
-            s.refreshes.load(Relaxed),
-            s.refresh_failures.load(Relaxed),
-        ));
-        out
-    }
 }
 
 /// A body read in part, then the rest still streaming.
@@ -655,97 +443,12 @@ impl Body for Chain {
     }
 }
 
+/// A header map of `pairs`, for the tests of the cache's parts.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
-        }
-        h
+fn test_headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
     }
-
-    #[test]
-    fn directives_and_freshness() {
-        let h = headers(&[("cache-control", "public, max-age=60, s-maxage=300, stale-if-error=\"86400\"")]);
-        let d = Directives::parse(&h);
-        assert!(d.public && !d.private);
-        assert_eq!((d.max_age, d.s_maxage, d.stale_if_error), (Some(60), Some(300), Some(86400)));
-        assert_eq!(freshness(&d, &h), Some(Duration::from_secs(300)), "s-maxage wins for a shared cache");
-        let h = headers(&[("date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("expires", "Sun, 06 Nov 1994 08:50:37 GMT")]);
-        assert_eq!(freshness(&Directives::parse(&h), &h), Some(Duration::from_secs(60)));
-        let h = headers(&[("cache-control", "no-store")]);
-        assert!(Directives::parse(&h).no_store);
-        assert_eq!(freshness(&Directives::parse(&h), &h), None);
-    }
-
-    fn entry(bytes: u64, vary: Vec<(HeaderName, Option<HeaderValue>)>) -> Entry {
-        Entry {
-            status: StatusCode::OK,
-            headers: HeaderMap::new(),
-            body: Bytes::new(),
-            vary,
-            stored: Instant::now(),
-            fresh_for: Duration::from_secs(60),
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-            bytes,
-        }
-    }
-
-    fn cache(max_bytes: u64) -> Arc<ResponseCache> {
-        ResponseCache::new(&Config { enabled: true, max_bytes, ..Config::default() }).unwrap()
-    }
-
-    #[test]
-    fn bounded_in_bytes_least_recently_used_out_first() {
-        let c = cache(300);
-        c.insert("h\n/a".into(), entry(100, vec![]));
-        c.insert("h\n/b".into(), entry(100, vec![]));
-        c.insert("h\n/c".into(), entry(100, vec![]));
-        assert!(matches!(c.lookup("h\n/a", &HeaderMap::new()), Found::Fresh(_)), "touch /a");
-        c.insert("h\n/d".into(), entry(100, vec![]));
-        assert!(matches!(c.lookup("h\n/b", &HeaderMap::new()), Found::None), "/b was least recently used");
-        assert!(matches!(c.lookup("h\n/a", &HeaderMap::new()), Found::Fresh(_)));
-        assert_eq!(c.store.lock().unwrap().bytes, 300);
-        assert_eq!(c.purge("/*"), 3);
-        assert_eq!(c.store.lock().unwrap().bytes, 0);
-    }
-
-    #[test]
-    fn variants_of_one_key_are_bounded() {
-        // `Vary: Origin` (or `User-Agent`, `Cookie`): a client choosing
-        // the header makes a variant per request; each lookup of the key
-        // scans them under the store's lock.
-        let c = cache(u64::MAX);
-        let origin = HeaderName::from_static("origin");
-        for n in 0..1000 {
-            let value = HeaderValue::from_str(&format!("https://{n}.example")).unwrap();
-            c.insert("h\n/".into(), entry(10, vec![(origin.clone(), Some(value))]));
-        }
-        let store = c.store.lock().unwrap();
-        let kept = store.lru.peek("h\n/").unwrap().len();
-        assert_eq!(kept, MAX_VARIANTS);
-        assert_eq!(store.bytes, 10 * MAX_VARIANTS as u64);
-        drop(store);
-        let newest = headers(&[("origin", "https://999.example")]);
-        assert!(matches!(c.lookup("h\n/", &newest), Found::Fresh(_)), "the newest variants are kept");
-        let oldest = headers(&[("origin", "https://0.example")]);
-        assert!(matches!(c.lookup("h\n/", &oldest), Found::None));
-    }
-
-    #[test]
-    fn variants_are_chosen_by_the_vary_headers() {
-        let c = cache(10_000);
-        let lang = HeaderName::from_static("accept-language");
-        c.insert("h\n/".into(), entry(10, vec![(lang.clone(), Some(HeaderValue::from_static("fr")))]));
-        c.insert("h\n/".into(), entry(10, vec![(lang.clone(), None)]));
-        assert!(matches!(c.lookup("h\n/", &headers(&[("accept-language", "fr")])), Found::Fresh(_)));
-        assert!(matches!(c.lookup("h\n/", &HeaderMap::new()), Found::Fresh(_)));
-        assert!(matches!(c.lookup("h\n/", &headers(&[("accept-language", "de")])), Found::None));
-        c.insert("h\n/".into(), entry(10, vec![(lang, None)]));
-        assert_eq!(c.store.lock().unwrap().bytes, 20, "the same variant is replaced");
-    }
+    h
 }

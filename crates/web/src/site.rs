@@ -7,6 +7,7 @@ use crate::files::{FileCache, FileEntry, FileSource, Representation, Resolved};
 use crate::path::{sanitize, CleanPath};
 use crate::proxy_route::ProxyRoute;
 use crate::range::{self, ByteRange};
+use bulwark_telemetry::metrics::{self, Exposition};
 use http::header::{
     ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
     CONTENT_TYPE, ETAG, IF_RANGE, LAST_MODIFIED, LOCATION, RANGE, REFERRER_POLICY, SERVER, VARY,
@@ -74,23 +75,15 @@ impl WebStats {
         }
     }
 
-    fn prometheus(&self) -> String {
-        use std::fmt::Write;
+    fn encode_metrics(&self, out: &mut Exposition<'_>) -> std::fmt::Result {
         use std::sync::atomic::Ordering::Relaxed;
-        let mut out = String::new();
-        let _ = writeln!(out, "# HELP bulwark_web_responses_total Responses, by kind and status class.\n# TYPE bulwark_web_responses_total counter");
-        for (k, kind) in ["static", "proxy"].iter().enumerate() {
-            for class in 1..=5 {
-                let _ = writeln!(
-                    out,
-                    "bulwark_web_responses_total{{kind=\"{kind}\",code=\"{class}xx\"}} {}",
-                    self.responses[k][class].load(Relaxed)
-                );
-            }
-        }
-        let _ = writeln!(out, "# HELP bulwark_web_static_bytes_total Bytes of static file bodies sent.\n# TYPE bulwark_web_static_bytes_total counter");
-        let _ = writeln!(out, "bulwark_web_static_bytes_total {}", self.static_bytes.load(Relaxed));
-        out
+        let by_kind = ["static", "proxy"].into_iter().enumerate().flat_map(|(k, kind)| {
+            (1..=5).map(move |class| {
+                ([("kind", kind), ("code", metrics::STATUS_CLASSES[class])], self.responses[k][class].load(Relaxed))
+            })
+        });
+        out.counters("bulwark_web_responses", "Responses, by kind and status class.", by_kind)?;
+        out.counter("bulwark_web_static_bytes", "Bytes of static file bodies sent.", self.static_bytes.load(Relaxed))
     }
 }
 
@@ -110,23 +103,33 @@ const LOCATION_ESCAPES: &AsciiSet =
     &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}');
 
 impl Shared {
-    /// `/metrics`: response counters, tunnels per proxy route, process.
-    fn prometheus(&self) -> String {
-        use std::fmt::Write;
-        let mut out = self.stats.prometheus();
-        let _ = writeln!(out, "# HELP bulwark_web_tunnels_total Tunnels (e.g. WebSockets) opened, by proxy route.\n# TYPE bulwark_web_tunnels_total counter");
-        for (prefix, route) in &self.proxies {
-            let _ = writeln!(out, "bulwark_web_tunnels_total{{route=\"{prefix}\"}} {}", route.tunnels().0);
+    /// `/metrics`: response counters, tunnels and server availability
+    /// per proxy route (what `bulwark deploy` waits on to know an app
+    /// server is out of rotation), the response cache's counters.
+    fn encode_metrics(&self, out: &mut Exposition<'_>) -> std::fmt::Result {
+        self.stats.encode_metrics(out)?;
+        let routes = || self.proxies.iter().map(|(prefix, route)| ([("route", prefix.as_str())], route.tunnels()));
+        out.counters(
+            "bulwark_web_tunnels",
+            "Tunnels (e.g. WebSockets) opened, by proxy route.",
+            routes().map(|(l, t)| (l, t.0)),
+        )?;
+        out.gauges("bulwark_web_tunnels_open", "Tunnels open now, by proxy route.", routes().map(|(l, t)| (l, t.1)))?;
+        let servers = self.proxies.iter().flat_map(|(prefix, route)| {
+            route
+                .servers()
+                .into_iter()
+                .map(move |(server, up)| ([("route", prefix.clone()), ("server", server)], i64::from(up)))
+        });
+        out.gauges(
+            "bulwark_web_upstream_available",
+            "Whether requests of the route may go to the server now (health checks pass, not ejected).",
+            servers,
+        )?;
+        match &self.response_cache {
+            Some(cache) => cache.encode_metrics(out),
+            None => Ok(()),
         }
-        let _ = writeln!(
-            out,
-            "# HELP bulwark_web_tunnels_open Tunnels open now, by proxy route.\n# TYPE bulwark_web_tunnels_open gauge"
-        );
-        for (prefix, route) in &self.proxies {
-            let _ = writeln!(out, "bulwark_web_tunnels_open{{route=\"{prefix}\"}} {}", route.tunnels().1);
-        }
-        out.push_str(&bulwark_telemetry::process::process_metrics());
-        out
     }
 
     /// The proxy route of a request path: the first matching `[[proxy]]`
@@ -212,9 +215,10 @@ impl Site {
                     return r;
                 }
             }
-            let cache = s.response_cache.as_ref().map(|c| c.prometheus()).unwrap_or_default();
-            let mut r = Response::new(WebBody::bytes(s.prometheus() + &upstream_metrics(&s.proxies) + &cache));
-            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            let shared = Arc::clone(&self.shared);
+            let text = metrics::render(vec![metrics::from_fn(move |out| shared.encode_metrics(out))]);
+            let mut r = Response::new(WebBody::bytes(text));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
             return r;
         }
         if let Some(secret) = &s.secret {
@@ -336,27 +340,6 @@ impl Site {
             other => Err(other),
         }
     }
-}
-
-/// Whether each server of each `[[proxy]]` route takes requests now: what
-/// `bulwark deploy` waits on to know an app server is out of rotation.
-fn upstream_metrics(proxies: &[(String, Arc<dyn ProxyRoute>)]) -> String {
-    use std::fmt::Write;
-    let mut out = String::from(
-        "# HELP bulwark_web_upstream_available Whether requests of the route may go to the server now (health checks pass, not ejected).\n# TYPE bulwark_web_upstream_available gauge\n",
-    );
-    for (prefix, route) in proxies {
-        for (server, available) in route.servers() {
-            let _ = writeln!(
-                out,
-                "bulwark_web_upstream_available{{route=\"{}\",server=\"{}\"}} {}",
-                prefix.replace(['"', '\\', '\n'], "_"),
-                server.replace(['"', '\\', '\n'], "_"),
-                u8::from(available)
-            );
-        }
-    }
-    out
 }
 
 /// `/health`: 200 whenever this server can serve its static files. A
