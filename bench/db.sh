@@ -60,16 +60,8 @@ trap cleanup EXIT
 
 # ---- (b) Bulwark: 3 voters ----
 SECRET=bench-secret-0123456789abcdef
-PORTS=($(free_port) $(free_port) $(free_port))
-RAFT_PORTS=($(free_port) $(free_port) $(free_port))
+write_db_cluster_configs "$WORK" "$SECRET"
 for i in 1 2 3; do
-  {
-    echo "node_id = $i"; echo "listen = \"127.0.0.1:${PORTS[$((i-1))]}\""
-    echo "raft_listen = \"127.0.0.1:${RAFT_PORTS[$((i-1))]}\""; echo "data_dir = \"$WORK/db$i\""
-    echo "secret = \"$SECRET\""; echo "bootstrap = true"
-    for j in 1 2 3; do echo "[[peer]]"; echo "id = $j"; echo "address = \"127.0.0.1:${PORTS[$((j-1))]}\""
-      echo "raft_address = \"127.0.0.1:${RAFT_PORTS[$((j-1))]}\""; done
-  } > "$WORK/db$i.toml"
   RUST_LOG=warn "$BULWARK" db -c "$WORK/db$i.toml" > "$WORK/out$i" 2> "$WORK/err$i" &
   PIDS+=($!)
 done

@@ -45,19 +45,7 @@ trap cleanup EXIT
 
 SECRET=bench-secret-0123456789abcdef
 export BULWARK_DB_SECRET=$SECRET
-PORTS=($(free_port) $(free_port) $(free_port))
-RAFT_PORTS=($(free_port) $(free_port) $(free_port))
-for i in 1 2 3; do
-  {
-    echo "node_id = $i"; echo "listen = \"127.0.0.1:${PORTS[$((i-1))]}\""
-    echo "raft_listen = \"127.0.0.1:${RAFT_PORTS[$((i-1))]}\""; echo "data_dir = \"$WORK/db$i\""
-    echo "secret = \"$SECRET\""; echo "bootstrap = true"
-    [ -n "${HEARTBEAT:-}" ] && echo "heartbeat_interval = \"$HEARTBEAT\""
-    [ -n "${ELECTION_TIMEOUT:-}" ] && echo "election_timeout = \"$ELECTION_TIMEOUT\""
-    for j in 1 2 3; do echo "[[peer]]"; echo "id = $j"; echo "address = \"127.0.0.1:${PORTS[$((j-1))]}\""
-      echo "raft_address = \"127.0.0.1:${RAFT_PORTS[$((j-1))]}\""; done
-  } > "$WORK/db$i.toml"
-done
+write_db_cluster_configs "$WORK" "$SECRET"
 start_node() {
   local i=$1
   RUST_LOG=warn "$BULWARK" db -c "$WORK/db$i.toml" >> "$WORK/out$i" 2>> "$WORK/err$i" &

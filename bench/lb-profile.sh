@@ -22,15 +22,7 @@ SYSCALLS=(read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epo
   futex io_uring_enter setsockopt getsockopt)
 
 need_pkgs haproxy:haproxy nginx:nginx-light h2load:nghttp2-client openssl:openssl perf:linux-perf python3:python3
-cd "$BENCH_ROOT"
-BIN=$(bulwark_bin)
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
-
-new_workdir
-
-b1=$(free_port); b2=$(free_port)
-start_nginx_backends "$work" "$b1" "$b2"
+balancer_bench_start
 for p in $b1 $b2; do wait_port "$p"; done
 make_cert "$work" ecdsa
 

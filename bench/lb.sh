@@ -10,18 +10,8 @@ DURATION=${DURATION:-8s}
 CONNS=${CONNS:-50}
 
 need_pkgs haproxy:haproxy nginx:nginx-light wrk:wrk python3:python3
-cd "$BENCH_ROOT"
-BIN=$(bulwark_bin)
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
-
-new_workdir
-
-b1=$(free_port); b2=$(free_port)
-
-# Two nginx backends, one worker each, answering a small fixed body, and
-# the three balancers in front of them (lib.sh).
-start_nginx_backends "$work" "$b1" "$b2"
+# Two nginx backends and the three balancers in front of them (lib.sh).
+balancer_bench_start
 declare -A PORT=([direct]=$b1)
 start_balancers "$work" plain "$b1" "$b2"
 for p in $b1 $b2; do wait_port "$p"; done

@@ -374,3 +374,37 @@ new_workdir() {
   pids=()
   trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 }
+
+# balancer_bench_start: what lb.sh, tls.sh and lb-profile.sh share: BIN,
+# NGINX and HAPROXY, a fresh `work` directory, and two nginx backends (one
+# worker each, answering a small fixed body) on ports b1 and b2.
+balancer_bench_start() {
+  cd "$BENCH_ROOT"
+  BIN=$(bulwark_bin)
+  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+  HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+  new_workdir
+  b1=$(free_port); b2=$(free_port)
+  start_nginx_backends "$work" "$b1" "$b2"
+}
+
+# write_db_cluster_configs DIR SECRET: configs DIR/db1.toml..db3.toml of a
+# three-voter `bulwark db` cluster on free loopback ports (PORTS: the API
+# ports, RAFT_PORTS: the Raft ports; every node bootstraps with all three
+# as peers). HEARTBEAT and ELECTION_TIMEOUT, when set, go into each config.
+write_db_cluster_configs() {
+  local dir=$1 secret=$2 i j
+  PORTS=($(free_port) $(free_port) $(free_port))
+  RAFT_PORTS=($(free_port) $(free_port) $(free_port))
+  for i in 1 2 3; do
+    {
+      echo "node_id = $i"; echo "listen = \"127.0.0.1:${PORTS[$((i-1))]}\""
+      echo "raft_listen = \"127.0.0.1:${RAFT_PORTS[$((i-1))]}\""; echo "data_dir = \"$dir/db$i\""
+      echo "secret = \"$secret\""; echo "bootstrap = true"
+      if [ -n "${HEARTBEAT:-}" ]; then echo "heartbeat_interval = \"$HEARTBEAT\""; fi
+      if [ -n "${ELECTION_TIMEOUT:-}" ]; then echo "election_timeout = \"$ELECTION_TIMEOUT\""; fi
+      for j in 1 2 3; do echo "[[peer]]"; echo "id = $j"; echo "address = \"127.0.0.1:${PORTS[$((j-1))]}\""
+        echo "raft_address = \"127.0.0.1:${RAFT_PORTS[$((j-1))]}\""; done
+    } > "$dir/db$i.toml"
+  done
+}

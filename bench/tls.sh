@@ -24,16 +24,8 @@ CONNS=${CONNS:-50}
 FULL_CLIENTS=${FULL_CLIENTS:-4}
 
 need_pkgs haproxy:haproxy nginx:nginx-light wrk:wrk h2load:nghttp2-client openssl:openssl python3:python3
-cd "$BENCH_ROOT"
-BIN=$(bulwark_bin)
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
-
-new_workdir
-
-b1=$(free_port); b2=$(free_port)
 # Two nginx backends, one worker each, answering a small fixed body.
-start_nginx_backends "$work" "$b1" "$b2"
+balancer_bench_start
 
 declare -A PORT
 
