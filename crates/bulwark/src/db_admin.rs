@@ -153,7 +153,7 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
         }
         DataCommand::Load { file, batch, max_batches, progress, cluster } => {
             let (nodes, secret, tls) = cluster_access(config.as_deref(), &cluster)?;
-            let client = bulwark_db::Client::with_tls(nodes, &secret, tls);
+            let client = bulwark_db_api::Client::with_tls(nodes, &secret, tls);
             let opts =
                 bulwark_db::load::LoadOptions { batch_statements: batch, max_batches, progress, ..Default::default() };
             let report = bulwark_db::load::load(&client, &file, &opts).await?;

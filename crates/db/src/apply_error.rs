@@ -6,7 +6,7 @@
 //! that data (a constraint, a syntax error, a type mismatch, a table or
 //! column that does not exist, a statement the authorizer denies) fails the
 //! same way on every node: that failure is the write's result
-//! ([`ApplyOutcome::Failed`](crate::raft_types::ApplyOutcome::Failed)),
+//! ([`ApplyOutcome::Failed`](bulwark_db_api::raft_types::ApplyOutcome::Failed)),
 //! recorded and answered like any other.
 //!
 //! A failure of this node's environment (its disk is full, an I/O error,

@@ -27,8 +27,8 @@
 use crate::archive_file::{self, encode, file_name, header, read_file};
 use crate::durable::sync_dir;
 use crate::log_store::PurgeLimit;
-use crate::raft_types::{Entry, TypeConfig};
 use crate::state_machine::Applied;
+use bulwark_db_api::raft_types::{Entry, TypeConfig};
 use openraft::RaftLogReader;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -322,8 +322,8 @@ pub(crate) async fn start_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft_types::{Write, WriteBatch};
-    use crate::Statement;
+    use bulwark_db_api::raft_types::{Write, WriteBatch};
+    use bulwark_db_api::Statement;
     use std::io::Write as _;
 
     fn entry(index: u64) -> Entry {

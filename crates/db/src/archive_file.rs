@@ -17,7 +17,7 @@
 //! short or failing its checksum ends its file: the writer cuts the last
 //! file there when it opens the archive (a write torn by a crash, never
 //! counted as archived), and a restore refuses damage anywhere else.
-use crate::raft_types::Entry;
+use bulwark_db_api::raft_types::Entry;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -167,8 +167,8 @@ pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft_types::{Write, WriteBatch};
-    use crate::Statement;
+    use bulwark_db_api::raft_types::{Write, WriteBatch};
+    use bulwark_db_api::Statement;
 
     fn entry(index: u64, time_ms: u64) -> Entry {
         let batch = WriteBatch {

@@ -30,8 +30,8 @@
 use crate::bulwark_tables::{meta_set, read_state};
 use crate::durable::{sync_dir, sync_file};
 use crate::log_store::LogStore;
-use crate::raft_types::{Node, NodeId, StoredMembership, Vote};
 use crate::snapshot_file;
+use bulwark_db_api::raft_types::{Node, NodeId, StoredMembership, Vote};
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

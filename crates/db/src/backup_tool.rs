@@ -13,8 +13,8 @@
 //! Owns: the backup files it writes. Must not touch: a node's data dir
 //! other than the one a restore is pointed at.
 use crate::backup::{self, BackupError, BackupInfo, Recorded};
-use crate::transport::HttpClient;
-use crate::Client;
+use bulwark_db_api::http_client::HttpClient;
+use bulwark_db_api::Client;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -151,7 +151,7 @@ impl BackupTool {
             .await
             .map_err(|e| ToolError::Node { addr: addr.to_string(), message: e.to_string() })?;
         if r.status != 200 {
-            let message = serde_json::from_slice::<crate::api::ErrorBody>(&r.body)
+            let message = serde_json::from_slice::<bulwark_db_api::api::ErrorBody>(&r.body)
                 .map(|b| b.error)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&r.body).into_owned());
             return Err(ToolError::Node { addr: addr.to_string(), message: format!("{}: {message}", r.status) });

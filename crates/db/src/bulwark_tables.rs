@@ -8,7 +8,7 @@
 //!
 //! Owns: the schema of the two tables and `_bulwark_meta`'s keys. Must not
 //! touch: the client's tables.
-use crate::raft_types::{LogId, StoredMembership};
+use bulwark_db_api::raft_types::{LogId, StoredMembership};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Each apply transaction writes one row of `_bulwark_meta` (a

@@ -1,5 +1,5 @@
 //! Errors of starting and running a node.
-use crate::raft_types::{NodeId, StorageError};
+use bulwark_db_api::raft_types::{NodeId, StorageError};
 use std::path::PathBuf;
 
 /// Why a node could not start or stopped. Every cause is this node's: its

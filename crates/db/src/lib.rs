@@ -4,7 +4,8 @@
 //! log ("binary log"), snapshots and log compaction, Raft replication over
 //! HTTP with openraft 0.9, the HTTP SQL API (`/v1/execute`, `/v1/query`,
 //! `/v1/status`, membership, leadership transfer, `/health`, `/primary`,
-//! `/replica`), and [`Client`], the library the app tier uses.
+//! `/replica`). The wire types, the Raft type configuration and the
+//! client library the app tier uses are in `bulwark-db-api`.
 //!
 //! Must not touch: other tiers, files outside the node's `data_dir`, the
 //! process's signal handling or stdout (the `bulwark db` role in
@@ -12,7 +13,6 @@
 //!
 //! See `docs/db.md` for the HTTP API and operations.
 
-pub mod api;
 mod append_queue;
 mod apply_error;
 mod archive;
@@ -20,7 +20,6 @@ mod archive_file;
 pub mod backup;
 pub mod backup_tool;
 mod bulwark_tables;
-mod client;
 mod crash_rebuild;
 pub mod dump;
 mod durable;
@@ -31,7 +30,6 @@ mod leader_acks;
 pub mod load;
 mod log_store;
 mod node;
-mod raft_types;
 pub mod replay;
 mod request_ids;
 mod snapshot_file;
@@ -42,10 +40,5 @@ mod state_machine;
 mod tests;
 mod transport;
 
-pub use api::{
-    Column, Consistency, ExecuteResult, Member, NodeStatus, Params, ReplicationLag, Rows, Statement, StatementResult,
-    Token, Value,
-};
-pub use client::{with_x_request_id, AmbiguousWrite, Client, ClientError};
 pub use error::DbError;
 pub use node::DbNode;

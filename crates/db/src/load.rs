@@ -21,7 +21,7 @@
 //! Mend the file there and run the load again: it continues from that
 //! statement.
 use crate::sql_script::{Script, ScriptError, ScriptStatement};
-use crate::{Client, ClientError, Statement};
+use bulwark_db_api::{Client, ClientError, Statement};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::{Path, PathBuf};

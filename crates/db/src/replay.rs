@@ -22,9 +22,9 @@
 use crate::archive_file::{self, read_file, Archived};
 use crate::backup::{self, BackupError, Recorded};
 use crate::backup_tool::{self, ToolError};
-use crate::raft_types::Entry;
 use crate::sql::WriteLimits;
 use crate::state_machine::StateMachine;
+use bulwark_db_api::raft_types::Entry;
 use openraft::storage::RaftStateMachine;
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -27,9 +27,9 @@
 //! table stays identical.
 //!
 //! [`MAX_WRITES`]: crate::group_commit::MAX_WRITES
-use crate::api::REQUEST_ID_RETENTION_MS;
 use crate::bulwark_tables::json_err;
-use crate::raft_types::{ApplyOutcome, LogId};
+use bulwark_db_api::api::REQUEST_ID_RETENTION_MS;
+use bulwark_db_api::raft_types::{ApplyOutcome, LogId};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Forget old request ids at the log entries whose index is a multiple of

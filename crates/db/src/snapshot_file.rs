@@ -25,7 +25,7 @@
 //! the live database (`state_machine` restores a snapshot into it).
 use crate::bulwark_tables::{read_state, AppliedState};
 use crate::durable::{sync_dir, sync_file, unless_missing};
-use crate::raft_types::SnapshotMeta;
+use bulwark_db_api::raft_types::SnapshotMeta;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 
@@ -108,7 +108,7 @@ pub(crate) fn verify(path: &Path, claimed: &SnapshotMeta) -> Result<AppliedState
         return Err(SnapshotError::Damaged { path: path.to_path_buf(), report });
     }
     let held = read_state(&c).map_err(unreadable(path))?;
-    let show = |l: &Option<crate::raft_types::LogId>| l.map_or("none".to_string(), |l| l.to_string());
+    let show = |l: &Option<bulwark_db_api::raft_types::LogId>| l.map_or("none".to_string(), |l| l.to_string());
     if held.last != claimed.last_log_id {
         return Err(SnapshotError::OtherLog {
             path: path.to_path_buf(),

@@ -22,8 +22,8 @@
 //! [`harden`]): an SQLite authorizer, double-quoted string literals off,
 //! limits on SQL length, value size and attached databases, a deadline for
 //! reads and a step budget for writes.
-use crate::api::{Column, Params, Rows, Statement, StatementResult, Value};
-use rusqlite::types::{ToSqlOutput, ValueRef};
+use bulwark_db_api::api::{Column, Params, Rows, Statement, StatementResult, Value};
+use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
 mod guard;
@@ -35,18 +35,6 @@ pub use write_functions::{install_deterministic_random, install_write_functions}
 
 /// Most rows one query may return.
 pub const MAX_ROWS: usize = 100_000;
-
-impl rusqlite::ToSql for Value {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match self {
-            Value::Null => ValueRef::Null,
-            Value::Integer(i) => ValueRef::Integer(*i),
-            Value::Real(f) => ValueRef::Real(*f),
-            Value::Text(s) => ValueRef::Text(s.as_bytes()),
-            Value::Blob(b) => ValueRef::Blob(b),
-        }))
-    }
-}
 
 fn value_of(v: ValueRef<'_>) -> Value {
     match v {

@@ -47,17 +47,17 @@
 //! `snapshot.db`, that says by itself which log id it holds (see
 //! `snapshot_file`); a received one is checked before it is copied into
 //! the live database with SQLite's backup API.
-use crate::api::{Column, Params, Value};
 use crate::bulwark_tables::{migrate, read_state, META_DDL};
 use crate::crash_rebuild::{crashed_since, current_boot_id, rebuild_from_snapshot, write_boot_file, BOOT_FILE};
 use crate::durable::{sync_file, unless_missing};
 use crate::entry_clock;
-use crate::raft_types::{
-    storage_err, ApplyOutcome, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
-};
 use crate::snapshot_file::{self, SNAPSHOT_FILE};
 use crate::sql;
 use apply::{apply_entries, apply_locked, stopped_applying};
+use bulwark_db_api::api::{Column, Params, Value};
+use bulwark_db_api::raft_types::{
+    storage_err, ApplyOutcome, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 use openraft::storage::RaftStateMachine;
 use openraft::{ErrorVerb, RaftSnapshotBuilder};
 use rusqlite::{Connection, OpenFlags};

@@ -1,6 +1,6 @@
 //! The entries this node appends, read ahead by replication.
 use super::index::{lock, Shared};
-use crate::raft_types::{Entry, LogId};
+use bulwark_db_api::raft_types::{Entry, LogId};
 use std::sync::Arc;
 
 /// The entries this node appends, as the writer writes them: readable

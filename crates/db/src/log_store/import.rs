@@ -11,7 +11,7 @@ use super::record::invalid;
 use super::segment::{sync_dir, SEGMENT};
 use super::store::LogStore;
 use super::writer::{Done, Op};
-use crate::raft_types::{Entry, LogId, NodeId, Vote};
+use bulwark_db_api::raft_types::{Entry, LogId, NodeId, Vote};
 use std::io;
 use std::path::Path;
 use std::sync::mpsc;

@@ -8,7 +8,7 @@
 //! without a thread or the file; older ones are read (`pread`) on a
 //! blocking thread through an in-memory index (index -> segment, offset),
 //! ~48 bytes per entry in the log.
-use crate::raft_types::{Entry, LogId};
+use bulwark_db_api::raft_types::{Entry, LogId};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -2,7 +2,7 @@
 //! atomically.
 use super::record::invalid;
 use super::segment::sync_dir;
-use crate::raft_types::{LogId, Vote};
+use bulwark_db_api::raft_types::{LogId, Vote};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io;

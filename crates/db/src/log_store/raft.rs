@@ -4,7 +4,7 @@ use super::reader::LogReader;
 use super::record::{put_record, KIND_TRUNCATE};
 use super::store::LogStore;
 use super::writer::{Done, Op, Rec, RecKind};
-use crate::raft_types::{storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
+use bulwark_db_api::raft_types::{storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorVerb, LogState, RaftLogReader};
 use std::fmt::Debug;

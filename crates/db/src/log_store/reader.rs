@@ -3,7 +3,7 @@
 //! memory, older ones from the segment files on a blocking thread.
 use super::index::{lock, Loc, Shared};
 use super::record::read_entry;
-use crate::raft_types::{storage_err, Entry, StorageError, TypeConfig};
+use bulwark_db_api::raft_types::{storage_err, Entry, StorageError, TypeConfig};
 use openraft::{ErrorVerb, RaftLogReader};
 use std::collections::BTreeMap;
 use std::fmt::Debug;

@@ -35,7 +35,7 @@
 //! purged (only a prefix, so a truncate record is never lost while an entry
 //! it removed is still on disk).
 use super::index::Loc;
-use crate::raft_types::Entry;
+use bulwark_db_api::raft_types::Entry;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;

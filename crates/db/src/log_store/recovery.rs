@@ -32,7 +32,7 @@ use super::record::{
     PAGE, REC_HEADER, VERSION, VERSION_UNALIGNED,
 };
 use super::segment::seg_name;
-use crate::raft_types::LogId;
+use bulwark_db_api::raft_types::LogId;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::fs::OpenOptions;

@@ -24,7 +24,7 @@ use super::record::{put_entry, read_entry, PAGE};
 use super::recovery::{recover, Recovered};
 use super::segment::{create_segment, FIRST_SEGMENT};
 use super::writer::{run_writer, Done, InlineSyncPause, Op, Rec, RecKind, Writer, WriterState, WRITER_THREAD};
-use crate::raft_types::{storage_err, Entry, LogId, NodeId, StorageError, Vote};
+use bulwark_db_api::raft_types::{storage_err, Entry, LogId, NodeId, StorageError, Vote};
 use openraft::ErrorVerb;
 use std::fs::OpenOptions;
 use std::io;

@@ -7,7 +7,7 @@ use super::record::*;
 use super::segment::*;
 use super::store::*;
 use super::writer::*;
-use crate::raft_types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
+use bulwark_db_api::raft_types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 use openraft::storage::RaftLogStorage;
 use openraft::RaftLogReader;
 use openraft::{CommittedLeaderId, EntryPayload};
@@ -77,9 +77,9 @@ fn entry(term: u64, index: u64) -> Entry {
 }
 
 fn write(index: u64, sql: &str) -> Entry {
-    let batch = crate::raft_types::WriteBatch {
-        writes: vec![crate::raft_types::Write {
-            statements: vec![crate::api::Statement::new(sql)],
+    let batch = bulwark_db_api::raft_types::WriteBatch {
+        writes: vec![bulwark_db_api::raft_types::Write {
+            statements: vec![bulwark_db_api::api::Statement::new(sql)],
             request_id: Some(format!("r{index}")),
         }],
         time_ms: 7,

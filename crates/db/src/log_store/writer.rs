@@ -28,7 +28,7 @@ use super::index::{lock, Loc, Segment, Shared, RECENT};
 use super::meta::{write_meta, Meta};
 use super::record::{padding_for, put_padding, PAGE};
 use super::segment::{create_segment, create_segment_as, seg_name, spare_name, sync_dir};
-use crate::raft_types::{LogId, TypeConfig};
+use bulwark_db_api::raft_types::{LogId, TypeConfig};
 use openraft::storage::LogFlushed;
 use std::fs::File;
 use std::io;

@@ -373,8 +373,8 @@ fn message_of(e: &rusqlite::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Params, Statement};
     use crate::sql::{run_query, run_writes};
+    use bulwark_db_api::api::{Params, Statement};
 
     fn db() -> Connection {
         let c = Connection::open_in_memory().unwrap();

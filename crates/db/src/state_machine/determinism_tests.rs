@@ -8,8 +8,8 @@
 //! only checks it), then is applied as a replica would.
 use super::tests::{id, membership};
 use super::*;
-use crate::api::{Statement, Value};
-use crate::raft_types::{Write, WriteBatch};
+use bulwark_db_api::api::{Statement, Value};
+use bulwark_db_api::raft_types::{Write, WriteBatch};
 use openraft::EntryPayload;
 
 /// The primary's clock for every entry below: 2023-11-14 22:13:20.123 UTC,
@@ -347,7 +347,7 @@ async fn writes_cannot_read_the_build_the_layout_or_the_statistics_but_ddl_works
     // Reads see all of it.
     let c = open_read_only(&sm.db_path()).unwrap();
     for sql in ["SELECT sqlite_version()", "SELECT count(*) FROM sqlite_schema", "SELECT count(*) FROM dbstat"] {
-        assert!(sql::run_query(&c, sql, &crate::api::Params::None).is_ok(), "{sql}");
+        assert!(sql::run_query(&c, sql, &bulwark_db_api::api::Params::None).is_ok(), "{sql}");
     }
 }
 

@@ -3,9 +3,9 @@
 //! claim, request ids under a clock that jumps.
 use super::tests::{entry_of, first_prune_after, id, membership, rows_of_t, write, write_once};
 use super::*;
-use crate::api::REQUEST_ID_RETENTION_MS;
-use crate::raft_types::{Write, WriteBatch};
 use crate::request_ids::KEEP_IDS_OF_LAST_ENTRIES;
+use bulwark_db_api::api::REQUEST_ID_RETENTION_MS;
+use bulwark_db_api::raft_types::{Write, WriteBatch};
 use openraft::EntryPayload;
 
 fn pragma(sm: &StateMachine, sql: &str) -> i64 {
@@ -68,7 +68,7 @@ async fn errors_of_the_statement_and_the_data_are_the_writes_results() {
     let dir = tempfile::tempdir().unwrap();
     let mut sm = StateMachine::open(dir.path()).unwrap();
     let with_params = |i: u64, sql: &str, params: Vec<Value>| {
-        let w = Write { statements: vec![crate::api::Statement::with_params(sql, params)], request_id: None };
+        let w = Write { statements: vec![bulwark_db_api::api::Statement::with_params(sql, params)], request_id: None };
         Entry { log_id: id(i), payload: EntryPayload::Normal(WriteBatch { writes: vec![w], time_ms: 1000 + i }) }
     };
     let out = sm
@@ -255,7 +255,7 @@ async fn the_snapshot_id_follows_the_file_and_an_older_build_never_replaces_a_ne
 
 #[tokio::test]
 async fn a_write_that_rolls_back_the_whole_transaction_fails_alone_on_every_node() {
-    let w = |sql: &str| Write { statements: vec![crate::api::Statement::new(sql)], request_id: None };
+    let w = |sql: &str| Write { statements: vec![bulwark_db_api::api::Statement::new(sql)], request_id: None };
     let entries = || {
         vec![
             membership(1),

@@ -1,8 +1,8 @@
 use super::*;
-use crate::api::Statement;
 use crate::bulwark_tables::meta_set;
-use crate::raft_types::{Write, WriteBatch};
 use crate::request_ids::remember_request;
+use bulwark_db_api::api::Statement;
+use bulwark_db_api::raft_types::{Write, WriteBatch};
 use openraft::{CommittedLeaderId, EntryPayload, Membership};
 use std::collections::BTreeSet;
 
@@ -90,7 +90,7 @@ async fn a_request_id_applies_once_and_replays_its_first_outcome() {
     // An hour later (primary's clock in the log) and more than the kept
     // entries later, the ids are forgotten: the prune runs at an entry
     // index that is a multiple of 256.
-    let later = 2000 + crate::api::REQUEST_ID_RETENTION_MS + 10;
+    let later = 2000 + bulwark_db_api::api::REQUEST_ID_RETENTION_MS + 10;
     let far = first_prune_after(6 + crate::request_ids::KEEP_IDS_OF_LAST_ENTRIES);
     sm.apply(vec![write_once(far, "x", "INSERT INTO t (v) VALUES ('late')", later)]).await.unwrap();
     let left: i64 = c.query_row("SELECT count(*) FROM _bulwark_requests", [], |r| r.get(0)).unwrap();

@@ -1,8 +1,8 @@
 //! [`Client`]: how the app tier talks to a database cluster.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), bulwark_db::ClientError> {
-//! use bulwark_db::{Client, Consistency, Params, Statement};
+//! # async fn demo() -> Result<(), bulwark_db_api::ClientError> {
+//! use bulwark_db_api::{Client, Consistency, Params, Statement};
 //! let db = Client::new(["10.0.0.1:7001", "10.0.0.2:7001", "10.0.0.3:7001"], "the-cluster-secret");
 //! let w = db
 //!     .execute(&[Statement::with_params("INSERT INTO msg (text) VALUES (?)", vec!["hi".into()])])
@@ -12,7 +12,7 @@
 //! # Ok(()) }
 //! ```
 use crate::api::{AddMember, ErrorBody, ExecuteRequest, NodeRef, NodeStatus, QueryRequest, BAD_TOKEN};
-use crate::transport::{HttpClient, HttpReply, TransportError};
+use crate::http_client::{HttpClient, HttpReply, TransportError};
 use crate::{Consistency, ExecuteResult, Params, Rows, Statement, Token};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

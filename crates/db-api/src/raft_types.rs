@@ -131,7 +131,7 @@ pub type Snapshot = openraft::Snapshot<TypeConfig>;
 pub type StorageError = openraft::StorageError<NodeId>;
 
 /// A storage error with SQLite's (or the file system's) message.
-pub(crate) fn storage_err(verb: openraft::ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+pub fn storage_err(verb: openraft::ErrorVerb, e: impl std::fmt::Display) -> StorageError {
     StorageError::IO {
         source: openraft::StorageIOError::new(openraft::ErrorSubject::Store, verb, openraft::AnyError::error(e)),
     }
