@@ -202,7 +202,7 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
             }
             if let Some(target) = replay_target(to_time.as_deref(), to_index)? {
                 let archive = archive.unwrap_or_else(|| from.with_file_name("archive"));
-                let limits = bulwark_db::sql::WriteLimits {
+                let limits = bulwark_db_sm::sql::WriteLimits {
                     max_steps: file.as_ref().map_or(bulwark_config::db::DEFAULT_MAX_WRITE_STEPS, |c| c.max_write_steps),
                 };
                 let done = bulwark_db::replay::restore_to(

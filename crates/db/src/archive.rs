@@ -25,10 +25,10 @@
 //! Owns: the archive directory. Must not touch: the log's files (it reads
 //! entries through the log's reader).
 use crate::archive_file::{self, encode, file_name, header, read_file};
-use crate::durable::sync_dir;
 use crate::log_store::PurgeLimit;
-use crate::state_machine::Applied;
 use bulwark_db_api::raft_types::{Entry, TypeConfig};
+use bulwark_db_sm::durable::sync_dir;
+use bulwark_db_sm::state_machine::Applied;
 use openraft::RaftLogReader;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

@@ -27,11 +27,11 @@
 //! Owns: `backup-tmp/` in the data dir, and the files a restore writes into
 //! an empty data dir. Must not touch: the live database (a read connection
 //! only) or a data dir that holds anything but what a restore cleared.
-use crate::bulwark_tables::{meta_set, read_state};
-use crate::durable::{sync_dir, sync_file};
 use crate::log_store::LogStore;
-use crate::snapshot_file;
 use bulwark_db_api::raft_types::{Node, NodeId, StoredMembership, Vote};
+use bulwark_db_sm::bulwark_tables::{meta_set, read_state};
+use bulwark_db_sm::durable::{sync_dir, sync_file};
+use bulwark_db_sm::snapshot_file;
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

@@ -43,7 +43,7 @@ pub enum DbError {
         source: std::io::Error,
     },
     #[error("storage: database: {0}")]
-    Database(#[source] crate::state_machine::StoreError),
+    Database(#[source] bulwark_db_sm::state_machine::StoreError),
     #[error("raft: {0}")]
     Raft(#[source] Box<openraft::error::Fatal<NodeId>>),
     /// Raft stopped while the node ran (the reason as Raft reported it);

@@ -1,7 +1,8 @@
 //! The replicated SQL database tier (the MySQL primary-replica role).
 //!
-//! Owns: each node's SQLite database (the state machine), the durable Raft
-//! log ("binary log"), snapshots and log compaction, Raft replication over
+//! Owns: the node that runs the state machine (`bulwark-db-sm`: each
+//! node's SQLite database and its snapshots) over the durable Raft log
+//! ("binary log"), log compaction, Raft replication over
 //! HTTP with openraft 0.9, the HTTP SQL API (`/v1/execute`, `/v1/query`,
 //! `/v1/status`, membership, leadership transfer, `/health`, `/primary`,
 //! `/replica`). The wire types, the Raft type configuration and the
@@ -14,16 +15,11 @@
 //! See `docs/db.md` for the HTTP API and operations.
 
 mod append_queue;
-mod apply_error;
 mod archive;
 mod archive_file;
 pub mod backup;
 pub mod backup_tool;
-mod bulwark_tables;
-mod crash_rebuild;
 pub mod dump;
-mod durable;
-mod entry_clock;
 mod error;
 mod group_commit;
 mod leader_acks;
@@ -31,11 +27,7 @@ pub mod load;
 mod log_store;
 mod node;
 pub mod replay;
-mod request_ids;
-mod snapshot_file;
-pub mod sql;
 pub mod sql_script;
-mod state_machine;
 #[cfg(test)]
 mod tests;
 mod transport;

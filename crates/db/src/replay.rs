@@ -22,9 +22,9 @@
 use crate::archive_file::{self, read_file, Archived};
 use crate::backup::{self, BackupError, Recorded};
 use crate::backup_tool::{self, ToolError};
-use crate::sql::WriteLimits;
-use crate::state_machine::StateMachine;
 use bulwark_db_api::raft_types::Entry;
+use bulwark_db_sm::sql::WriteLimits;
+use bulwark_db_sm::state_machine::StateMachine;
 use openraft::storage::RaftStateMachine;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -84,7 +84,7 @@ pub enum ReplayError {
     #[error("applying entry {index}: {message}")]
     Apply { index: u64, message: String },
     #[error("{0}")]
-    StateMachine(#[from] crate::state_machine::StoreError),
+    StateMachine(#[from] bulwark_db_sm::state_machine::StoreError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {

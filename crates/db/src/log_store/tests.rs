@@ -572,14 +572,14 @@ async fn an_interrupted_import_is_done_again() {
 /// openraft's own storage test suite, with the real state machine.
 #[test]
 fn openraft_storage_suite() {
-    use crate::state_machine::StateMachine;
+    use bulwark_db_sm::state_machine::StateMachine;
     use openraft::testing::{StoreBuilder, Suite};
     struct Builder;
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
             let dir = tempfile::tempdir().unwrap();
             let log = LogStore::open(dir.path(), ME).unwrap();
-            let sm = StateMachine::open(dir.path()).unwrap();
+            let sm = StateMachine::open_with(dir.path(), Default::default()).unwrap();
             Ok((dir, log, sm))
         }
     }

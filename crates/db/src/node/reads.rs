@@ -19,10 +19,10 @@
 //! index the primary last sent it) to the primary at once instead of
 //! waiting for it. A forged token therefore never holds a read.
 use super::{bad_request, json, ApiError, NodeState, Resp, Retry};
-use crate::sql;
 use bulwark_db_api::api::{QueryRequest, ReplicationLag, Token};
 use bulwark_db_api::raft_types::{Node, NodeId};
 use bulwark_db_api::Consistency;
+use bulwark_db_sm::sql;
 use bytes::Bytes;
 use http::StatusCode;
 use openraft::error::RaftError;

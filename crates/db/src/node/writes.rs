@@ -2,9 +2,9 @@
 //! primary's group commit, and the answer.
 use super::{bad_request, json, parse, ApiError, NodeState, Resp, Retry};
 use crate::group_commit::Committed;
-use crate::sql;
 use bulwark_db_api::api::{ExecuteRequest, ExecuteResult, Token};
 use bulwark_db_api::raft_types::{ApplyOutcome, Write};
+use bulwark_db_sm::sql;
 use bytes::Bytes;
 use http::StatusCode;
 use openraft::ServerState;

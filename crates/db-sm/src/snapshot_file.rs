@@ -30,7 +30,7 @@ use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 
 /// The current snapshot, in the data dir.
-pub(crate) const SNAPSHOT_FILE: &str = "snapshot.db";
+pub const SNAPSHOT_FILE: &str = "snapshot.db";
 /// Where older versions kept the snapshot's metadata.
 const LEGACY_METADATA_FILES: [&str; 2] = ["snapshot.json", "snapshot.json.tmp"];
 
@@ -130,7 +130,7 @@ pub(crate) fn verify(path: &Path, claimed: &SnapshotMeta) -> Result<AppliedState
 /// snapshot, durably: the file is fsynced, renamed over the old one, and
 /// the directory fsynced. One rename: a crash leaves the old snapshot or
 /// the new one.
-pub(crate) fn publish(dir: &Path, tmp: &Path) -> Result<(), SnapshotError> {
+pub fn publish(dir: &Path, tmp: &Path) -> Result<(), SnapshotError> {
     sync_file(tmp).map_err(io_err(tmp))?;
     let path = dir.join(SNAPSHOT_FILE);
     std::fs::rename(tmp, &path).map_err(io_err(&path))?;

@@ -2,12 +2,12 @@
 use std::path::Path;
 
 /// fsync the file at `path` (data and metadata).
-pub(crate) fn sync_file(path: &Path) -> std::io::Result<()> {
+pub fn sync_file(path: &Path) -> std::io::Result<()> {
     std::fs::File::open(path)?.sync_all()
 }
 
 /// fsync the directory `dir` (its entries: creations, renames, removals).
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 

@@ -79,7 +79,8 @@ pub(crate) fn meta_get<T: serde::de::DeserializeOwned>(c: &Connection, key: &str
     v.map(|s| serde_json::from_str(&s).map_err(json_err)).transpose()
 }
 
-pub(crate) fn meta_set<T: serde::Serialize>(c: &Connection, key: &str, v: &T) -> rusqlite::Result<()> {
+/// Record `v` (as JSON) under `key` in `_bulwark_meta`.
+pub fn meta_set<T: serde::Serialize>(c: &Connection, key: &str, v: &T) -> rusqlite::Result<()> {
     let s = serde_json::to_string(v).map_err(json_err)?;
     c.prepare_cached("INSERT OR REPLACE INTO _bulwark_meta (k, v) VALUES (?, ?)")?.execute([key, &s])?;
     Ok(())
@@ -87,7 +88,7 @@ pub(crate) fn meta_set<T: serde::Serialize>(c: &Connection, key: &str, v: &T) ->
 
 /// What a database (or a snapshot of one) has applied.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct AppliedState {
+pub struct AppliedState {
     /// The last applied log id (`None`: nothing yet).
     pub last: Option<LogId>,
     pub membership: StoredMembership,
@@ -95,7 +96,8 @@ pub(crate) struct AppliedState {
     pub time_ms: u64,
 }
 
-pub(crate) fn read_state(c: &Connection) -> rusqlite::Result<AppliedState> {
+/// What the database `c` has applied, from `_bulwark_meta`.
+pub fn read_state(c: &Connection) -> rusqlite::Result<AppliedState> {
     Ok(AppliedState {
         last: meta_get(c, "applied")?,
         membership: meta_get(c, "membership")?.unwrap_or_default(),

@@ -15,7 +15,8 @@
 //! needs no clock: a primary whose clock is ahead (by an hour, say, or
 //! after a jump) would otherwise prune ids that are only seconds old, and
 //! a client retrying through the failover to it could apply its write
-//! twice. One entry carries one to [`MAX_WRITES`] writes, and a primary
+//! twice. One entry carries one to `MAX_WRITES` (the
+//! node's group commit) writes, and a primary
 //! makes at most a few thousand entries a second, so the last million
 //! entries span minutes at full load and days at light load: well past
 //! the retries of `db::Client` (10 s by default). Under full load the hour
@@ -25,8 +26,6 @@
 //! Pruning runs at the same log entries on every node (every
 //! [`PRUNE_EVERY`]th index) and depends only on the log, so every node's
 //! table stays identical.
-//!
-//! [`MAX_WRITES`]: crate::group_commit::MAX_WRITES
 use crate::bulwark_tables::json_err;
 use bulwark_db_api::api::REQUEST_ID_RETENTION_MS;
 use bulwark_db_api::raft_types::{ApplyOutcome, LogId};
