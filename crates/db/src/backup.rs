@@ -27,8 +27,8 @@
 //! Owns: `backup-tmp/` in the data dir, and the files a restore writes into
 //! an empty data dir. Must not touch: the live database (a read connection
 //! only) or a data dir that holds anything but what a restore cleared.
-use crate::log_store::LogStore;
 use bulwark_db_api::raft_types::{Node, NodeId, StoredMembership, Vote};
+use bulwark_db_log::LogStore;
 use bulwark_db_sm::bulwark_tables::{meta_set, read_state};
 use bulwark_db_sm::durable::{sync_dir, sync_file};
 use bulwark_db_sm::snapshot_file;

@@ -2,7 +2,7 @@
 //!
 //! Owns: the node that runs the state machine (`bulwark-db-sm`: each
 //! node's SQLite database and its snapshots) over the durable Raft log
-//! ("binary log"), log compaction, Raft replication over
+//! (`bulwark-db-log`, the "binary log"), log compaction, Raft replication over
 //! HTTP with openraft 0.9, the HTTP SQL API (`/v1/execute`, `/v1/query`,
 //! `/v1/status`, membership, leadership transfer, `/health`, `/primary`,
 //! `/replica`). The wire types, the Raft type configuration and the
@@ -24,7 +24,6 @@ mod error;
 mod group_commit;
 mod leader_acks;
 pub mod load;
-mod log_store;
 mod node;
 pub mod replay;
 pub mod sql_script;

@@ -13,12 +13,12 @@
 use crate::append_queue::AppendQueue;
 use crate::group_commit::GroupCommit;
 use crate::leader_acks::LeaderAcks;
-use crate::log_store::{AppendedEntries, InlineSyncPause, LogStore};
 use crate::transport::{AheadStats, RaftTransport};
 use crate::DbError;
 use bulwark_config::db::DbConfig;
 use bulwark_db_api::http_client::HttpClient;
 use bulwark_db_api::raft_types::{Node, NodeId, Raft};
+use bulwark_db_log::{AppendedEntries, InlineSyncPause, LogStore};
 use bulwark_db_sm::sql;
 use bulwark_db_sm::state_machine::{Applied, ReadPool, StateMachine};
 use bytes::Bytes;

@@ -2,9 +2,9 @@
 //! [`HttpClient`], appends sent ahead of openraft and answers covered by
 //! them (see [`send_ahead`]).
 use crate::leader_acks::LeaderAcks;
-use crate::log_store::AppendedEntries;
 use bulwark_db_api::http_client::{HttpClient, TransportError};
 use bulwark_db_api::raft_types::{LogId, Node, NodeId, TypeConfig, Vote};
+use bulwark_db_log::AppendedEntries;
 use bulwark_db_sm::state_machine::Applied;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};

@@ -6,8 +6,8 @@
 //! answers openraft gets for entries sent ahead (covered, without a round
 //! trip) count only while the replica's real acknowledgement is recent.
 use super::{config, get, http, status_u64, stop_all, wait_for, TestNode, LEASE, SECRET};
-use crate::log_store::tests::SyncGate;
 use bulwark_db_api::api::Statement;
+use bulwark_db_log::test_hooks::SyncGate;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);

@@ -9,9 +9,9 @@
 //! would get the log id (5, 1, 101) too; node 2 would take it for the one
 //! it holds, and the tables would differ forever.
 use super::{config, rows_at, stop_all, TestNode, SECRET};
-use crate::log_store::{tests::append, LogStore};
 use bulwark_db_api::api::Statement;
 use bulwark_db_api::raft_types::{Entry, LogId, Node, Vote, Write, WriteBatch};
+use bulwark_db_log::{test_hooks::append, LogStore};
 use openraft::{CommittedLeaderId, EntryPayload, Membership};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

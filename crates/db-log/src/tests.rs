@@ -7,6 +7,7 @@ use super::record::*;
 use super::segment::*;
 use super::store::*;
 use super::writer::*;
+use crate::test_hooks::*;
 use bulwark_db_api::raft_types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 use openraft::storage::RaftLogStorage;
 use openraft::RaftLogReader;
@@ -17,56 +18,10 @@ use std::io;
 use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Condvar;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 
 /// The node the logs of these tests belong to.
 const ME: NodeId = 1;
-
-/// Holds the syncs of one log (a disk that stalls): the writer has
-/// written its batch (`pwrite`) and waits before `fdatasync` until
-/// released.
-pub(crate) struct SyncGate {
-    dir: PathBuf,
-    closed: Mutex<bool>,
-    opened: Condvar,
-    /// Syncs that waited here.
-    pub(crate) held: std::sync::atomic::AtomicUsize,
-}
-
-static GATES: Mutex<Vec<Arc<SyncGate>>> = Mutex::new(Vec::new());
-
-impl SyncGate {
-    /// Hold every sync of the log in `data_dir` from now on.
-    pub(crate) fn hold(data_dir: &Path) -> Arc<SyncGate> {
-        let gate = Arc::new(SyncGate {
-            dir: data_dir.join(DIR),
-            closed: Mutex::new(true),
-            opened: Condvar::new(),
-            held: Default::default(),
-        });
-        lock(&GATES).push(gate.clone());
-        gate
-    }
-
-    pub(crate) fn release(&self) {
-        *lock(&self.closed) = false;
-        self.opened.notify_all();
-        lock(&GATES).retain(|g| g.dir != self.dir);
-    }
-}
-
-/// Called by the writer between its `pwrite` and its `fdatasync`.
-pub(super) fn before_sync(dir: &Path) {
-    let Some(gate) = lock(&GATES).iter().find(|g| g.dir == dir).cloned() else { return };
-    let mut closed = lock(&gate.closed);
-    if *closed {
-        gate.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-    while *closed {
-        closed = gate.opened.wait(closed).unwrap_or_else(|p| p.into_inner());
-    }
-}
 
 fn id(term: u64, index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(term, 1), index)
@@ -89,14 +44,6 @@ fn write(index: u64, sql: &str) -> Entry {
 
 /// Segments of a few batches.
 const TINY: u64 = 4 * PAGE;
-
-/// Append and wait until durable (openraft's `LogFlushed` cannot be
-/// built outside openraft).
-pub(crate) async fn append(s: &mut LogStore, entries: impl IntoIterator<Item = Entry>) {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    s.append_entries(entries.into_iter().collect(), Done::Wake(tx)).unwrap();
-    rx.await.unwrap().unwrap();
-}
 
 async fn indexes(s: &mut LogStore, range: impl RangeBounds<u64> + Clone + Debug + Send) -> Vec<u64> {
     s.try_get_log_entries(range).await.unwrap().iter().map(|e| e.log_id.index).collect()

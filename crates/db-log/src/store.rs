@@ -58,7 +58,7 @@ pub struct LogStore {
 
 /// The highest log index a purge may remove now (`None`: none), asked at
 /// each purge: a purge beyond it removes only up to it, and the rest waits
-/// for a later purge. The log archive (`crate::archive`) holds purges back
+/// for a later purge. The log archive (`archive` in `bulwark-db`) holds purges back
 /// to the entries it has copied.
 pub type PurgeLimit = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
 

@@ -259,8 +259,8 @@ impl Writer {
         // Written (the page cache has it: it survives kill -9): readable
         // from the files and sendable ahead; durable after the sync.
         self.written(batch, last);
-        #[cfg(test)]
-        super::tests::before_sync(&self.dir);
+        #[cfg(any(test, feature = "test-hooks"))]
+        crate::test_hooks::before_sync(&self.dir);
         let synced = self.active.sync_data();
         if self.spare.is_none() && self.off > self.cap / 2 {
             let (dir, seq, size) = (self.dir.clone(), self.seq + 1, self.seg_size);

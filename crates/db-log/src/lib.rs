@@ -1,7 +1,6 @@
 //! The durable Raft log (the "binary log"): the directory `raft-log/` in the
 //! data dir. It holds the entries, the vote and the last purged log id.
 //!
-//!
 //! One job a file: `record` (the record format and its doc, "On disk"),
 //! `segment` (making segment files), `meta` (the vote and purge point),
 //! `index` (what is in memory: where each entry is on disk, the newest
@@ -10,7 +9,12 @@
 //! inline sync), `recovery` (replaying the segments on open), `import`
 //! (the old SQLite log), `store` ([`LogStore`]: opening, appending) and
 //! `reader` ([`LogReader`](reader::LogReader): reading entries from memory
-//! or the files) and `raft` (openraft's `RaftLogStorage` over the store).
+//! or the files) and `raft` (openraft's `RaftLogStorage` over the store);
+//! `test_hooks` (the `test-hooks` feature) lets tests stall a log's syncs.
+//!
+//! Must not touch: the state machine (`bulwark-db-sm`), the network, other
+//! tiers, files of the node's data dir other than `raft-log/` and the old
+//! SQLite log it imports.
 //!
 //! # Why hand-written
 //!
@@ -36,8 +40,10 @@ mod record;
 mod recovery;
 mod segment;
 mod store;
+#[cfg(any(test, feature = "test-hooks"))]
+pub mod test_hooks;
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
 mod writer;
 
 pub use appended::AppendedEntries;
