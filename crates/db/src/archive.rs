@@ -24,8 +24,8 @@
 //!
 //! Owns: the archive directory. Must not touch: the log's files (it reads
 //! entries through the log's reader).
-use crate::archive_file::{self, encode, file_name, header, read_file};
 use bulwark_db_api::raft_types::{Entry, TypeConfig};
+use bulwark_db_backup::archive_file::{self, encode, file_name, header, read_file};
 use bulwark_db_log::PurgeLimit;
 use bulwark_db_sm::durable::sync_dir;
 use bulwark_db_sm::state_machine::Applied;

@@ -5,8 +5,10 @@
 //! (`bulwark-db-log`, the "binary log"), log compaction, Raft replication over
 //! HTTP with openraft 0.9, the HTTP SQL API (`/v1/execute`, `/v1/query`,
 //! `/v1/status`, membership, leadership transfer, `/health`, `/primary`,
-//! `/replica`). The wire types, the Raft type configuration and the
-//! client library the app tier uses are in `bulwark-db-api`.
+//! `/replica`), the log archive. The wire types, the Raft type
+//! configuration and the client library the app tier uses are in
+//! `bulwark-db-api`; backups, restores, dumps and loads in
+//! `bulwark-db-backup`.
 //!
 //! Must not touch: other tiers, files outside the node's `data_dir`, the
 //! process's signal handling or stdout (the `bulwark db` role in
@@ -16,17 +18,10 @@
 
 mod append_queue;
 mod archive;
-mod archive_file;
-pub mod backup;
-pub mod backup_tool;
-pub mod dump;
 mod error;
 mod group_commit;
 mod leader_acks;
-pub mod load;
 mod node;
-pub mod replay;
-pub mod sql_script;
 #[cfg(test)]
 mod tests;
 mod transport;

@@ -158,7 +158,7 @@ fn remove_stale(dir: &Path) {
 
 /// Take a consistent copy of the live database `db` (a read transaction:
 /// writes go on meanwhile) into `backup-tmp/` of `data_dir`.
-pub(crate) fn take_copy(db: &Path, data_dir: &Path, node_id: u64) -> Result<BackupInfo, BackupError> {
+pub fn take_copy(db: &Path, data_dir: &Path, node_id: u64) -> Result<BackupInfo, BackupError> {
     let dir = data_dir.join(BACKUP_DIR);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     remove_stale(&dir);
@@ -200,7 +200,7 @@ pub(crate) fn take_copy(db: &Path, data_dir: &Path, node_id: u64) -> Result<Back
 }
 
 /// Up to [`CHUNK_BYTES`] of copy `id` from `offset` (empty past its end).
-pub(crate) fn read_chunk(data_dir: &Path, id: &str, offset: u64) -> Result<Vec<u8>, BackupError> {
+pub fn read_chunk(data_dir: &Path, id: &str, offset: u64) -> Result<Vec<u8>, BackupError> {
     use std::io::Seek;
     let path = copy_path(data_dir, id).ok_or_else(|| BackupError::Unknown(id.to_string()))?;
     let mut f = match std::fs::File::open(&path) {
@@ -215,7 +215,7 @@ pub(crate) fn read_chunk(data_dir: &Path, id: &str, offset: u64) -> Result<Vec<u
 }
 
 /// Remove copy `id` (the tool has it all).
-pub(crate) fn finish(data_dir: &Path, id: &str) -> Result<(), BackupError> {
+pub fn finish(data_dir: &Path, id: &str) -> Result<(), BackupError> {
     let path = copy_path(data_dir, id).ok_or_else(|| BackupError::Unknown(id.to_string()))?;
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(()),

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 pub const EXT: &str = "bwarc";
 const MAGIC: &[u8; 8] = b"BWARCHV1";
 /// Size of the file header.
-pub(crate) const HEADER: u64 = MAGIC.len() as u64;
+pub const HEADER: u64 = MAGIC.len() as u64;
 /// Length and checksum.
 const REC_HEAD: usize = 8;
 /// Index, term, node id, time.
@@ -43,15 +43,17 @@ pub struct Archived {
 }
 
 /// What reading one file found.
-pub(crate) struct FileContents {
-    pub(crate) records: Vec<Archived>,
+pub struct FileContents {
+    /// The good records, in order.
+    pub records: Vec<Archived>,
     /// Bytes of the header and the good records.
-    pub(crate) good_len: u64,
+    pub good_len: u64,
     /// Bytes after them (a torn or damaged record), 0 when none.
-    pub(crate) bad_bytes: u64,
+    pub bad_bytes: u64,
 }
 
-pub(crate) fn file_name(first: u64) -> String {
+/// The name of the file whose first entry is at index `first`.
+pub fn file_name(first: u64) -> String {
     format!("{first:020}.{EXT}")
 }
 
@@ -63,12 +65,13 @@ pub fn entry_time_ms(e: &Entry) -> u64 {
     }
 }
 
-pub(crate) fn header() -> &'static [u8] {
+/// The header every file starts with.
+pub fn header() -> &'static [u8] {
     MAGIC
 }
 
 /// Append the record of `e` to `buf`.
-pub(crate) fn encode(buf: &mut Vec<u8>, e: &Entry) -> io::Result<()> {
+pub fn encode(buf: &mut Vec<u8>, e: &Entry) -> io::Result<()> {
     let start = buf.len();
     buf.extend_from_slice(&[0; REC_HEAD]);
     buf.extend_from_slice(&e.log_id.index.to_le_bytes());
@@ -119,7 +122,7 @@ fn decode(b: &[u8]) -> Option<(Archived, usize)> {
 }
 
 /// Read the archive file `path` whole (files are rolled at a few MiB).
-pub(crate) fn read_file(path: &Path) -> io::Result<FileContents> {
+pub fn read_file(path: &Path) -> io::Result<FileContents> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
