@@ -54,12 +54,13 @@ use crate::entry_clock;
 use crate::snapshot_file::{self, SNAPSHOT_FILE};
 use crate::sql;
 use apply::{apply_entries, apply_locked, stopped_applying};
-use bulwark_db_api::api::{Column, Params, Value};
 use bulwark_db_api::raft_types::{
     storage_err, ApplyOutcome, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
+use checkpoint::{start_checkpointer, WAL_TRUNCATE_FRAMES};
 use openraft::storage::RaftStateMachine;
 use openraft::{ErrorVerb, RaftSnapshotBuilder};
+pub use read_pool::{open_read_only, ReadError, ReadPool};
 use rusqlite::{Connection, OpenFlags};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -147,65 +148,6 @@ fn open_writer(path: &Path, sync: SyncMode) -> rusqlite::Result<Connection> {
     c.execute_batch(META_DDL)?;
     migrate(&c)?;
     Ok(c)
-}
-
-/// How often the checkpointer copies the WAL into the database file (the
-/// WAL grows by a few tens of MB per second at full write load).
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
-/// WAL frames (pages) past which the checkpointer truncates the WAL file
-/// (~256 MiB with 4 KiB pages). Below it the file keeps its size and is
-/// written again from its start, which needs no new blocks; at full load
-/// one second of writes is ~20,000 frames here (a lower limit of 16,384
-/// truncated it at every checkpoint).
-const WAL_TRUNCATE_FRAMES: i64 = 65_536;
-
-/// The database's checkpoint thread. Every [`CHECKPOINT_EVERY`] it copies
-/// the WAL into the database file with a `PASSIVE` checkpoint from a
-/// connection of its own, which never blocks the writer. The writer commits
-/// meanwhile, so that checkpoint ends a few frames short and SQLite could
-/// never start the WAL over; so it then holds the writer (applies wait off
-/// the runtime thread, see `apply`) for a second checkpoint of just those
-/// frames, after which the next commit writes from the start of the WAL
-/// again. A WAL that still grew past `truncate_frames` (a long read kept it)
-/// is truncated. The thread ends with the state machine.
-fn start_checkpointer(
-    shared: std::sync::Weak<Shared>,
-    path: PathBuf,
-    sync: SyncMode,
-    stopped: std::sync::mpsc::Receiver<()>,
-    truncate_frames: i64,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    fn checkpoint(c: &Connection, mode: &str) -> rusqlite::Result<(i64, i64)> {
-        c.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(1)?, r.get(2)?)))
-    }
-    std::thread::Builder::new().name("db-checkpoint".into()).spawn(move || {
-        let own = match Connection::open(&path)
-            .and_then(|c| c.pragma_update(None, "synchronous", sync.pragma()).map(|_| c))
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!("checkpointer: opening {}: {e}", path.display());
-                return;
-            }
-        };
-        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
-            let Some(shared) = shared.upgrade() else { return };
-            let result = checkpoint(&own, "PASSIVE").and_then(|(frames, copied)| {
-                if frames == 0 || (frames == copied && frames <= truncate_frames) {
-                    return Ok(());
-                }
-                let writer = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
-                let (frames, _) = checkpoint(&writer, "PASSIVE")?;
-                if frames > truncate_frames {
-                    checkpoint(&writer, "TRUNCATE")?;
-                }
-                Ok(())
-            });
-            if let Err(e) = result {
-                tracing::warn!("checkpoint: {e}");
-            }
-        }
-    })
 }
 
 /// Why the database could not be opened, closed, snapshotted or restored
@@ -539,68 +481,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-/// Read-only connections to the database, for queries.
-pub struct ReadPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-    permits: tokio::sync::Semaphore,
-}
-
-/// Open a connection through which no write is possible.
-pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
-    let c = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
-    )?;
-    c.busy_timeout(std::time::Duration::from_secs(5))?;
-    c.pragma_update(None, "query_only", true)?;
-    Ok(c)
-}
-
-/// Why a read failed: the statement (the request's fault), or this
-/// node's pool of read connections.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error(transparent)]
-    Statement(#[from] sql::StatementError),
-    #[error("{0}")]
-    Closed(#[from] tokio::sync::AcquireError),
-    #[error("{0}")]
-    Open(#[source] rusqlite::Error),
-    #[error("{0}")]
-    Task(#[from] tokio::task::JoinError),
-}
-
-impl ReadPool {
-    pub fn new(path: PathBuf, size: usize) -> ReadPool {
-        ReadPool { path, idle: Mutex::new(Vec::new()), permits: tokio::sync::Semaphore::new(size.max(1)) }
-    }
-
-    /// Run a read-only query on a pooled connection.
-    pub async fn query(
-        self: &Arc<Self>,
-        sql: String,
-        params: Params,
-    ) -> Result<(Vec<Column>, Vec<Vec<Value>>), ReadError> {
-        let _permit = self.permits.acquire().await?;
-        let pool = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let conn = match conn {
-                Some(c) => c,
-                None => open_read_only(&pool.path).map_err(ReadError::Open)?,
-            };
-            let result = sql::run_query(&conn, &sql, &params);
-            pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-            Ok(result?)
-        })
-        .await?
-    }
-}
-
 mod apply;
+mod checkpoint;
 #[cfg(test)]
 mod determinism_tests;
+mod read_pool;
 #[cfg(test)]
 mod safety_tests;
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use super::tests::{entry_of, first_prune_after, id, membership, rows_of_t, write, write_once};
 use super::*;
 use crate::request_ids::KEEP_IDS_OF_LAST_ENTRIES;
-use bulwark_db_api::api::REQUEST_ID_RETENTION_MS;
+use bulwark_db_api::api::{Value, REQUEST_ID_RETENTION_MS};
 use bulwark_db_api::raft_types::{Write, WriteBatch};
 use openraft::EntryPayload;
 
