@@ -26,5 +26,5 @@ mod node;
 mod tests;
 mod transport;
 
-pub use error::DbError;
+pub use error::{DbError, RaftStop};
 pub use node::DbNode;

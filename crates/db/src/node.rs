@@ -11,6 +11,7 @@
 //! only), so that a firewall can let only the database nodes reach Raft.
 //! Each serves only its own endpoints (`handle` and `handle_raft`).
 use crate::append_queue::AppendQueue;
+use crate::error::RaftStop;
 use crate::group_commit::GroupCommit;
 use crate::leader_acks::LeaderAcks;
 use crate::transport::{AheadStats, RaftTransport};
@@ -407,10 +408,10 @@ impl DbNode {
 
 /// Resolves once Raft has stopped (its metrics say so, or are gone), with
 /// the reason.
-async fn raft_stopped(mut metrics: watch::Receiver<RaftMetrics<NodeId, Node>>) -> String {
+async fn raft_stopped(mut metrics: watch::Receiver<RaftMetrics<NodeId, Node>>) -> RaftStop {
     match metrics.wait_for(|m| m.running_state.is_err()).await {
-        Ok(m) => m.running_state.as_ref().err().map(ToString::to_string).unwrap_or_default(),
-        Err(_) => "its metrics ended".to_string(),
+        Ok(m) => m.running_state.clone().err().map_or(RaftStop::MetricsEnded, |f| RaftStop::Fatal(Box::new(f))),
+        Err(_) => RaftStop::MetricsEnded,
     }
 }
 
