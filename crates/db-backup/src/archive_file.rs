@@ -1,4 +1,4 @@
-//! The files of the log archive (see `archive`): committed log entries,
+//! The files of the log archive (see `archive` in `bulwark-db`): committed log entries,
 //! each with its log id, the primary's clock and a checksum, read back by
 //! a point-in-time restore (`replay`).
 //!

@@ -9,7 +9,7 @@
 //! file says by itself what it holds ([`recorded`]).
 //!
 //! The node writes the copy to `backup-tmp/` in its data dir and serves it
-//! in chunks (`node/backup.rs`); the tool (`bulwark db backup`) writes the
+//! in chunks (`node/backup.rs` in `bulwark-db`); the tool (`bulwark db backup`) writes the
 //! chunks to its file as they arrive, so neither side holds the database
 //! in memory. The node also sends the copy's SHA-256, which the tool checks
 //! against the bytes it received.

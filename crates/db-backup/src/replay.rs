@@ -1,4 +1,4 @@
-//! Point-in-time recovery: a backup plus the log archive (see `archive`)
+//! Point-in-time recovery: a backup plus the log archive (see `archive` in `bulwark-db`)
 //! replayed up to a moment or a log index, made the data dir of a new
 //! node (`bulwark db restore --from FILE --to-time T | --to-index N`).
 //!

@@ -6,7 +6,7 @@ use std::sync::Arc;
 /// The entries this node appends, as the writer writes them: readable
 /// once written to the file (before they are synced), for replication that
 /// sends a primary's new entries ahead of openraft's own append-entries
-/// (see `transport`). Never an entry merely handed to `append`: one that
+/// (see `transport` in `bulwark-db`). Never an entry merely handed to `append`: one that
 /// only another node has would be lost with this process, and a restart
 /// could append different content under the same log id.
 #[derive(Clone)]

@@ -17,9 +17,9 @@
 //! or zeroing 64 MiB) happens on the writer thread only.
 //! (openraft 0.9's core still waits for each append's callback before it
 //! goes on, so on every node the appends it makes are synced one after
-//! the other; see `transport`'s `send_ahead` for what the primary does
+//! the other; see `send_ahead` in `bulwark-db` for what the primary does
 //! about that.) Each batch is announced to `AppendedEntries` once
-//! written (`pwrite` done, before the sync), never before: `transport`
+//! written (`pwrite` done, before the sync), never before: `bulwark-db`
 //! sends the primary's entries ahead from there. Truncate, vote and purge
 //! go through the same queue and return once durable. After a failed write
 //! or sync the writer fails everything (the page cache can no longer be

@@ -349,7 +349,7 @@ impl DbNode {
     ///
     /// Also stops, the same way, when Raft stops on its own with a fatal
     /// error (a failed write or sync of the log, an apply that failed for a
-    /// reason of this node: see `apply_error`), and then returns that error:
+    /// reason of this node: see `apply_error` in `bulwark-db-sm`), and then returns that error:
     /// the process exits non-zero and whoever supervises it (`bulwark up`,
     /// systemd) starts it again, with a backoff, instead of leaving a node
     /// that serves HTTP but never applies anything again. At the next start
