@@ -2,10 +2,11 @@
 //!
 //! Owns: the node that runs the state machine (`bulwark-db-sm`: each
 //! node's SQLite database and its snapshots) over the durable Raft log
-//! (`bulwark-db-log`, the "binary log"), log compaction, Raft replication over
-//! HTTP with openraft 0.9, the HTTP SQL API (`/v1/execute`, `/v1/query`,
+//! (`bulwark-db-log`, the "binary log"), log compaction, Raft replication
+//! over HTTP with openraft 0.9 (`transport`, on a listener of its own),
+//! group commit, the HTTP SQL API (`/v1/execute`, `/v1/query`,
 //! `/v1/status`, membership, leadership transfer, `/health`, `/primary`,
-//! `/replica`), the log archive. The wire types, the Raft type
+//! `/replica`) and the log archive. The wire types, the Raft type
 //! configuration and the client library the app tier uses are in
 //! `bulwark-db-api`; backups, restores, dumps and loads in
 //! `bulwark-db-backup`.
