@@ -3,7 +3,7 @@
 # (`bulwark-dbbench`, crates/dbbench: N concurrent clients, one autocommit
 # INSERT per transaction, for D seconds) against:
 #   (a) plain SQLite, WAL, synchronous=FULL, one connection per client
-#   (b) Bulwark, 3 voters on loopback (through bulwark_db::Client)
+#   (b) Bulwark, 3 voters on loopback (through bulwark_db_api::Client)
 #   (c) MariaDB primary + 1 semi-sync replica on loopback (InnoDB,
 #       innodb_flush_log_at_trx_commit=1, sync_binlog=1)
 #   (d) the same with the replica's sync_relay_log=1 (it syncs each event

@@ -11,7 +11,7 @@
 //! hand the database a token that no write produced.
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use bulwark_db::Token;
+use bulwark_db_api::Token;
 use ring::hmac;
 
 /// What the cookie key is derived with from the cluster secret.

@@ -1,6 +1,6 @@
 //! The guestbook's HTTP API.
 use crate::App;
-use bulwark_db::{ClientError, Consistency, Params, Statement, Token, Value};
+use bulwark_db_api::{ClientError, Consistency, Params, Statement, Token, Value};
 use bulwark_telemetry::metrics::{self, Exposition, STATUS_CLASSES};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
@@ -287,7 +287,7 @@ async fn route(app: &App, req: hyper::Request<Incoming>, peer: SocketAddr) -> Re
     let request_id = request_id(req.headers()).to_owned();
     // The database requests made for this request carry its id too.
     let traced = (request_id != "-").then_some(request_id.as_str());
-    let resp = bulwark_db::with_x_request_id(traced, async {
+    let resp = bulwark_db_api::with_x_request_id(traced, async {
         match (req.method(), path.as_str()) {
             (&Method::GET, "/health") | (&Method::GET, "/api/health") => {
                 json_response(StatusCode::OK, json!({ "status": "ok", "app": app.config.name }))

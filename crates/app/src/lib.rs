@@ -13,7 +13,7 @@
 //! echo (`GET /api/ws/echo`) to check the tunnels of the tiers in front.
 //!
 //! Must not touch: how the database replicates (it only uses
-//! `bulwark_db::Client`: writes go to the primary, reads to a replica), or
+//! `bulwark_db_api::Client`: writes go to the primary, reads to a replica), or
 //! anything of the other tiers.
 
 mod connection;
@@ -25,7 +25,7 @@ pub mod program;
 mod websocket;
 
 use bulwark_config::app::AppConfig;
-use bulwark_db::Client;
+use bulwark_db_api::Client;
 use bulwark_firewall::Firewall;
 use hyper::body::Incoming;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -237,7 +237,7 @@ impl AppServer {
 /// several app servers start at once: every statement is idempotent.
 /// Retries while the database elects a primary (bounded).
 async fn migrate(db: &Client) -> Result<(), AppError> {
-    use bulwark_db::{Statement, Value};
+    use bulwark_db_api::{Statement, Value};
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let mut stmts = vec![Statement::new(
@@ -257,7 +257,7 @@ async fn migrate(db: &Client) -> Result<(), AppError> {
                 tracing::info!(version = MIGRATIONS.last().map(|m| m.0).unwrap_or(0), "schema is up to date");
                 return Ok(());
             }
-            Err(bulwark_db::ClientError::Sql(e)) => return Err(AppError::Migration(e)),
+            Err(bulwark_db_api::ClientError::Sql(e)) => return Err(AppError::Migration(e)),
             Err(e) if std::time::Instant::now() < deadline => {
                 tracing::info!("waiting for the database before migrating: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;

@@ -18,7 +18,7 @@
 //! Owns: the `bulwark-*` files in `dir`. Must not touch: any other file
 //! there (an operator's own copies are left alone).
 use bulwark_config::backup::{BackupSettings, BackupSource};
-use bulwark_db::backup_tool::{checksum_path, BackupOptions, BackupTool};
+use bulwark_db_backup::backup_tool::{checksum_path, BackupOptions, BackupTool};
 use bulwark_telemetry::clock::unix_ms;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -72,7 +72,7 @@ pub fn prepare(t: &Topology, files: &SharedFiles, roles: &[DerivedRole]) -> Resu
     let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())
         .context("loading the certificate for the backup schedule")?;
     let monitor = config.load_monitor_token().context("reading the monitoring token")?.map(|s| s.expose().to_string());
-    let tool = bulwark_db::backup_tool::BackupTool::new(nodes, secret.expose(), tls.clone());
+    let tool = bulwark_db_backup::backup_tool::BackupTool::new(nodes, secret.expose(), tls.clone());
     let dir = backup_dir(&settings, files);
     let schedule = Schedule::new(settings, dir, tool);
     schedule.prepare().with_context(|| format!("preparing the backup dir {}", schedule.dir.display()))?;

@@ -1,11 +1,11 @@
 //! `bulwark db dump | load | backup | restore`: moving a cluster's data in
 //! and out through its API, and bootstrapping a new cluster from a backup.
-//! The work is in `bulwark_db::{backup_tool, dump, load}`; this is the
+//! The work is in `bulwark_db_backup::{backup_tool, dump, load}`; this is the
 //! command line around it.
 use crate::roles::db::{cluster_access, ClusterArgs};
 use anyhow::{bail, Context, Result};
-use bulwark_db::backup_tool::{self, BackupOptions, BackupTool};
-use bulwark_db::replay::Target;
+use bulwark_db_backup::backup_tool::{self, BackupOptions, BackupTool};
+use bulwark_db_backup::replay::Target;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -133,13 +133,13 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
                         Some(p) => {
                             let f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
                             let mut w = std::io::BufWriter::new(f);
-                            let n = bulwark_db::dump::write_dump(&c, &header, &mut w)?;
+                            let n = bulwark_db_backup::dump::write_dump(&c, &header, &mut w)?;
                             w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
                             n
                         }
                         None => {
                             let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-                            bulwark_db::dump::write_dump(&c, &header, &mut w)?
+                            bulwark_db_backup::dump::write_dump(&c, &header, &mut w)?
                         }
                     };
                     Ok(rows)
@@ -153,10 +153,14 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
         }
         DataCommand::Load { file, batch, max_batches, progress, cluster } => {
             let (nodes, secret, tls) = cluster_access(config.as_deref(), &cluster)?;
-            let client = bulwark_db::Client::with_tls(nodes, &secret, tls);
-            let opts =
-                bulwark_db::load::LoadOptions { batch_statements: batch, max_batches, progress, ..Default::default() };
-            let report = bulwark_db::load::load(&client, &file, &opts).await?;
+            let client = bulwark_db_api::Client::with_tls(nodes, &secret, tls);
+            let opts = bulwark_db_backup::load::LoadOptions {
+                batch_statements: batch,
+                max_batches,
+                progress,
+                ..Default::default()
+            };
+            let report = bulwark_db_backup::load::load(&client, &file, &opts).await?;
             println!("{}", serde_json::to_string(&report)?);
             if !report.done {
                 eprintln!("stopped after {} batches; run the same command again to continue", report.batches);
@@ -202,10 +206,10 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
             }
             if let Some(target) = replay_target(to_time.as_deref(), to_index)? {
                 let archive = archive.unwrap_or_else(|| from.with_file_name("archive"));
-                let limits = bulwark_db::sql::WriteLimits {
+                let limits = bulwark_db_sm::sql::WriteLimits {
                     max_steps: file.as_ref().map_or(bulwark_config::db::DEFAULT_MAX_WRITE_STEPS, |c| c.max_write_steps),
                 };
-                let done = bulwark_db::replay::restore_to(
+                let done = bulwark_db_backup::replay::restore_to(
                     &from,
                     &archive,
                     target,
@@ -237,6 +241,6 @@ pub async fn run(config: Option<PathBuf>, cmd: DataCommand) -> Result<i32> {
     }
 }
 
-fn rusqlite_open(path: &Path) -> Result<bulwark_db::dump::Database> {
-    bulwark_db::dump::open_copy(path).with_context(|| format!("opening {}", path.display()))
+fn rusqlite_open(path: &Path) -> Result<bulwark_db_backup::dump::Database> {
+    bulwark_db_backup::dump::open_copy(path).with_context(|| format!("opening {}", path.display()))
 }

@@ -10,7 +10,7 @@
 //! And the guestbook's answers carry security headers, its page a
 //! Content-Security-Policy, its posts must be JSON from its own site, and
 //! its cookie is `Secure` over HTTPS.
-use bulwark_db::Token;
+use bulwark_db_api::Token;
 use bulwark_testkit::{bulwark_bin, Process};
 use std::net::SocketAddr;
 use std::process::Command;

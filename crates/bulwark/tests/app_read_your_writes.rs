@@ -64,7 +64,7 @@ fn inside_netns() {
     // Node 3 has a long election timeout so that, cut off from the primary,
     // it stays a (lagging) replica instead of campaigning.
     let n1 = DbProc::start(1, "127.0.0.11", true, "");
-    let boot = bulwark_db::Client::new([n1.addr.to_string()], SECRET);
+    let boot = bulwark_db_api::Client::new([n1.addr.to_string()], SECRET);
     wait_until("node 1 primary", || n1.status().is_some_and(|s| s.role == "primary"));
     let n2 = DbProc::start(2, "127.0.0.12", false, "");
     n2.join(&rt, &boot, true);

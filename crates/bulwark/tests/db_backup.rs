@@ -5,7 +5,7 @@
 //! up to the log index it records.
 mod db_common;
 
-use bulwark_db::{Consistency, Params, Rows, Value};
+use bulwark_db_api::{Consistency, Params, Rows, Value};
 use bulwark_testkit::wait_until;
 use db_common::*;
 use std::path::Path;
@@ -170,7 +170,7 @@ fn a_backup_under_load_restores_into_a_new_cluster() {
             let mut seq = 0i64;
             while !stop.load(Ordering::SeqCst) {
                 seq += 1;
-                let st = [bulwark_db::Statement::with_params(
+                let st = [bulwark_db_api::Statement::with_params(
                     "INSERT INTO w (seq, payload) VALUES (?, ?)",
                     vec![seq.into(), format!("payload {seq}").into()],
                 )];
@@ -232,10 +232,10 @@ fn a_backup_under_load_restores_into_a_new_cluster() {
     wait_until("the restored node is a primary", || new.status().is_some_and(|s| s.role == "primary" && s.quorum));
     // A second node joins the new cluster from its snapshot.
     let joiner = DbProc::start(2, "127.0.0.1", false, "");
-    let client = bulwark_db::Client::new([new.addr.to_string()], SECRET);
+    let client = bulwark_db_api::Client::new([new.addr.to_string()], SECRET);
     joiner.join(&rt, &client, true);
     let w = rt
-        .block_on(client.execute(&[bulwark_db::Statement::new("INSERT INTO w (seq, payload) VALUES (-1, 'new')")]))
+        .block_on(client.execute(&[bulwark_db_api::Statement::new("INSERT INTO w (seq, payload) VALUES (-1, 'new')")]))
         .unwrap();
     assert!(w.token.index > index);
 

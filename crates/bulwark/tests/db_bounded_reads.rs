@@ -19,7 +19,7 @@ fn an_isolated_old_primary_serves_no_stale_bounded_read() {
 fn bounded_read(node: &DbProc) -> (u16, Vec<String>) {
     let r =
         node.post("/v1/query", r#"{"sql":"SELECT v FROM t ORDER BY rowid","consistency":"bounded","max_lag_ms":200}"#);
-    let rows = serde_json::from_slice::<bulwark_db::Rows>(&r.body)
+    let rows = serde_json::from_slice::<bulwark_db_api::Rows>(&r.body)
         .map(|rows| rows.rows.iter().map(|r| r[0].as_str().unwrap_or_default().to_string()).collect())
         .unwrap_or_default();
     (r.status, rows)
@@ -42,7 +42,7 @@ fn inside_netns() {
     wait_short("a new primary on the majority side", Duration::from_secs(30), || {
         [2, 3].into_iter().any(|id| c.node(id).status().is_some_and(|s| s.role == "primary" && s.quorum))
     });
-    let client = bulwark_db::Client::new([c.node(2).addr.to_string(), c.node(3).addr.to_string()], SECRET);
+    let client = bulwark_db_api::Client::new([c.node(2).addr.to_string(), c.node(3).addr.to_string()], SECRET);
     exec(&rt, &client, "INSERT INTO t VALUES ('after')", vec![]);
 
     // The old primary still believes it leads (it heard no higher term),

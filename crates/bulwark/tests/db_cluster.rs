@@ -4,7 +4,7 @@
 //! leadership transfer and a full restart from disk.
 mod db_common;
 
-use bulwark_db::{ClientError, Consistency, Params, Statement, Value};
+use bulwark_db_api::{ClientError, Consistency, Params, Statement, Value};
 use bulwark_testkit::wait_until;
 use db_common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,7 +56,7 @@ fn three_nodes_replicate_fail_over_and_restart() {
     assert_eq!(first.status, 200, "{}", first.text());
     let again = c.node(3).post("/v1/execute", once);
     assert_eq!(again.status, 200, "{}", again.text());
-    let (f, a): (bulwark_db::ExecuteResult, bulwark_db::ExecuteResult) =
+    let (f, a): (bulwark_db_api::ExecuteResult, bulwark_db_api::ExecuteResult) =
         (serde_json::from_str(&first.text()).unwrap(), serde_json::from_str(&again.text()).unwrap());
     assert!(!f.replayed && a.replayed, "{f:?} {a:?}");
     assert_eq!((a.last_insert_id, a.token), (f.last_insert_id, f.token));
@@ -176,7 +176,7 @@ fn three_nodes_replicate_fail_over_and_restart() {
         } else {
             r
         };
-        let rows: bulwark_db::Rows = serde_json::from_slice(&r.body).unwrap();
+        let rows: bulwark_db_api::Rows = serde_json::from_slice(&r.body).unwrap();
         rows.rows.iter().map(|r| r[0].as_i64().unwrap()).collect()
     };
     let present = ids_on(c.node(new_primary).addr);

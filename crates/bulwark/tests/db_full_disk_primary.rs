@@ -65,7 +65,7 @@ fn full_disk_inside_mount_namespace() {
     sh("mount", &["-t", "tmpfs", "-o", "size=12m,mode=0700", "tmpfs", &dir]);
     let p = Process::start("db", &config(1, "127.0.0.1:0", "127.0.0.1:0", data.path(), true, ""));
     let mut first = DbProc::running(1, "127.0.0.1", data, p, "");
-    let boot = bulwark_db::Client::new([first.addr.to_string()], SECRET);
+    let boot = bulwark_db_api::Client::new([first.addr.to_string()], SECRET);
     wait_until("node 1 is primary", || first.status().is_some_and(|s| s.role == "primary"));
     let mut others = Vec::new();
     for id in [2, 3] {
@@ -74,7 +74,7 @@ fn full_disk_inside_mount_namespace() {
         others.push(n);
     }
     let all: Vec<String> = std::iter::once(&first).chain(&others).map(|n| n.addr.to_string()).collect();
-    let client = bulwark_db::Client::new(all, SECRET);
+    let client = bulwark_db_api::Client::new(all, SECRET);
     exec(&rt, &client, "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL)", vec![]);
 
     // Write until node 1 has stopped and the new primary has taken
@@ -85,7 +85,7 @@ fn full_disk_inside_mount_namespace() {
     let mut after_exit = 0;
     let mut last = None;
     for i in 0..MAX_ROWS {
-        let stmt = bulwark_db::Statement::with_params(
+        let stmt = bulwark_db_api::Statement::with_params(
             "INSERT INTO t VALUES (?, zeroblob(?))",
             vec![i.into(), ROW_BYTES.into()],
         );
@@ -134,7 +134,7 @@ fn full_disk_inside_mount_namespace() {
         let q = serde_json::json!({"sql": "SELECT id FROM t ORDER BY id", "token": after}).to_string();
         let r = post(n.addr, "/v1/query", &q, Some(SECRET));
         assert_eq!(r.status, 200, "{}", r.text());
-        let rows: bulwark_db::Rows = serde_json::from_slice(&r.body).unwrap();
+        let rows: bulwark_db_api::Rows = serde_json::from_slice(&r.body).unwrap();
         let ids: std::collections::BTreeSet<i64> = rows.rows.iter().filter_map(|r| r[0].as_i64()).collect();
         let lost: Vec<i64> = acknowledged.iter().filter(|i| !ids.contains(i)).copied().collect();
         assert!(lost.is_empty(), "node {} lost acknowledged writes {lost:?}", n.id);

@@ -15,7 +15,7 @@ fn every_node_snapshots_once_its_log_outgrows_the_database() {
     // database stays one row.
     let mut last = None;
     for n in 0..24 {
-        let v = bulwark_db::Value::Text(format!("{n:08}").repeat(8 << 10));
+        let v = bulwark_db_api::Value::Text(format!("{n:08}").repeat(8 << 10));
         last = Some(exec(&rt, &c.client, "INSERT OR REPLACE INTO big (id, v) VALUES (1, ?)", vec![v]));
     }
     let written = last.unwrap().token.index;

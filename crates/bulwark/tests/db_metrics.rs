@@ -34,7 +34,7 @@ fn metrics_and_role_endpoints_follow_the_cluster() {
     let w0 = value(&before, "bulwark_db_requests_total", &[("kind", "execute"), ("result", "ok")]);
     exec(&rt, &c.client, "CREATE TABLE IF NOT EXISTS m (v INTEGER)", vec![]);
     for i in 0..5 {
-        exec(&rt, &c.client, "INSERT INTO m VALUES (?)", vec![bulwark_db::Value::Integer(i)]);
+        exec(&rt, &c.client, "INSERT INTO m VALUES (?)", vec![bulwark_db_api::Value::Integer(i)]);
     }
     let after = metrics(primary);
     assert_eq!(value(&after, "bulwark_db_requests_total", &[("kind", "execute"), ("result", "ok")]) - w0, 6.0);
@@ -55,7 +55,7 @@ fn metrics_and_role_endpoints_follow_the_cluster() {
         if covered >= 1.0 {
             break;
         }
-        exec(&rt, &c.client, "INSERT INTO m VALUES (?)", vec![bulwark_db::Value::Integer(100 + i)]);
+        exec(&rt, &c.client, "INSERT INTO m VALUES (?)", vec![bulwark_db_api::Value::Integer(100 + i)]);
         covered = value(&metrics(primary), "bulwark_db_replication_covered_total", &[]);
     }
     assert!(covered >= 1.0, "openraft's requests were never answered from entries sent ahead:\n{}", metrics(primary));

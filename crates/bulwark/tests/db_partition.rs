@@ -69,7 +69,7 @@ fn isolated_primary_inside_netns() {
             &format!(r#"{{"sql":"SELECT v FROM t ORDER BY rowid","token":{}}}"#, serde_json::json!(w.token)),
         );
         assert_eq!(r.status, 200, "node {id}: {}", r.text());
-        let rows: bulwark_db::Rows = serde_json::from_slice(&r.body).unwrap();
+        let rows: bulwark_db_api::Rows = serde_json::from_slice(&r.body).unwrap();
         let vals: Vec<&str> = rows.rows.iter().map(|r| r[0].as_str().unwrap()).collect();
         assert_eq!(vals, ["before", "after"], "node {id} (primary is {new_primary})");
     }

@@ -5,7 +5,7 @@
 //! write acknowledged before that moment and none sent after it.
 mod db_common;
 
-use bulwark_db::{Rows, Value};
+use bulwark_db_api::{Rows, Value};
 use bulwark_testkit::{metric_value, request, wait_until, Process};
 use db_common::*;
 use std::process::{Command, Output};
@@ -66,7 +66,7 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
     );
     let first = DbProc::running(1, "127.0.0.1", data, p, extra);
     wait_until("node 1 becomes primary", || first.status().is_some_and(|s| s.role == "primary"));
-    let seed = bulwark_db::Client::new([first.addr.to_string()], SECRET);
+    let seed = bulwark_db_api::Client::new([first.addr.to_string()], SECRET);
     let mut nodes = vec![first];
     for id in [2, 3] {
         let n = DbProc::start(id, "127.0.0.1", false, extra);
@@ -74,7 +74,7 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
         nodes.push(n);
     }
     let list = nodes.iter().map(|n| n.addr.to_string()).collect::<Vec<_>>().join(",");
-    let client = bulwark_db::Client::new(nodes.iter().map(|n| n.addr.to_string()), SECRET);
+    let client = bulwark_db_api::Client::new(nodes.iter().map(|n| n.addr.to_string()), SECRET);
     exec(&rt, &client, "CREATE TABLE messages (seq INTEGER PRIMARY KEY, at TEXT DEFAULT CURRENT_TIMESTAMP)", vec![]);
 
     let log: Arc<Mutex<Vec<Sent>>> = Arc::default();
@@ -88,7 +88,7 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
                 seq += 1;
                 let sent_ms = now_ms();
                 let st =
-                    [bulwark_db::Statement::with_params("INSERT INTO messages (seq) VALUES (?)", vec![seq.into()])];
+                    [bulwark_db_api::Statement::with_params("INSERT INTO messages (seq) VALUES (?)", vec![seq.into()])];
                 let acked_ms = rt.block_on(client.execute(&st)).ok().map(|_| now_ms());
                 log.lock().unwrap().push(Sent { seq, sent_ms, acked_ms });
             }

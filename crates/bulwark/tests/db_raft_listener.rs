@@ -76,11 +76,11 @@ fn api_closed_between_nodes_inside_netns() {
         }
     }
     wait_until("node 1 becomes primary", || nodes[0].status().is_some_and(|s| s.role == "primary"));
-    let boot = bulwark_db::Client::new([nodes[0].addr.to_string()], SECRET);
+    let boot = bulwark_db_api::Client::new([nodes[0].addr.to_string()], SECRET);
     for n in &nodes[1..] {
         n.join(&rt, &boot, true);
     }
-    let c = Cluster { client: bulwark_db::Client::new([nodes[0].addr.to_string()], SECRET), nodes };
+    let c = Cluster { client: bulwark_db_api::Client::new([nodes[0].addr.to_string()], SECRET), nodes };
     wait_until("every node sees three voters", || {
         c.nodes.iter().all(|n| n.status().is_some_and(|s| s.members.iter().filter(|m| m.voter).count() == 3))
     });

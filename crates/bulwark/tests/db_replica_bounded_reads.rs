@@ -40,7 +40,7 @@ fn a_replica_cut_off_from_the_primary_serves_no_stale_bounded_read() {
 fn bounded_read(node: &DbProc) -> (u16, Vec<String>) {
     let r =
         node.post("/v1/query", r#"{"sql":"SELECT v FROM t ORDER BY rowid","consistency":"bounded","max_lag_ms":200}"#);
-    let rows = serde_json::from_slice::<bulwark_db::Rows>(&r.body)
+    let rows = serde_json::from_slice::<bulwark_db_api::Rows>(&r.body)
         .map(|rows| rows.rows.iter().map(|r| r[0].as_str().unwrap_or_default().to_string()).collect())
         .unwrap_or_default();
     (r.status, rows)

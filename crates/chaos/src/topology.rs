@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stack {
     /// Only the three database nodes (db1 on server1, db2 on server2, db3
-    /// on lb1); the workload uses `bulwark_db::Client` directly.
+    /// on lb1); the workload uses `bulwark_db_api::Client` directly.
     Db,
     /// The default topology: lb1 (+db3), server1 and server2 (web, app,
     /// db each); the workload goes through the lb.

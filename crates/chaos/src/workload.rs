@@ -6,7 +6,7 @@
 //! - [`Target::Floating`]: the same through floating addresses (client `c`
 //!   uses address `c mod n`), with a shorter timeout: a request stuck on an
 //!   lb host that died must not keep its client idle for long.
-//! - [`Target::Db`]: `bulwark_db::Client` (the app's own client) inserting
+//! - [`Target::Db`]: `bulwark_db_api::Client` (the app's own client) inserting
 //!   into `chaos_writes`, then reading the row back with the write's token.
 //!
 //! Every write carries a unique payload (`c<client>-<seq>`), so a write
@@ -14,7 +14,7 @@
 //! also carries a unique `Idempotency-Key` (`chaos-<run>-c<client>-<seq>`),
 //! so the proxies may replay it when a web or app node dies under it.
 use crate::cluster::SECRET;
-use bulwark_db::{Client, Consistency, Params, Statement, Value};
+use bulwark_db_api::{Client, Consistency, Params, Statement, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -21,7 +21,7 @@
 //! go alone, in their turn.
 //!
 //! Owns: the queue and its task. Must not touch: the HTTP layer, the log.
-use crate::raft_types::{NodeId, Raft, TypeConfig};
+use bulwark_db_api::raft_types::{NodeId, Raft, TypeConfig};
 use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use tokio::sync::{mpsc, oneshot};
@@ -127,7 +127,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft_types::{Entry, LogId, Vote};
+    use bulwark_db_api::raft_types::{Entry, LogId, Vote};
     use openraft::{CommittedLeaderId, EntryPayload};
     use std::sync::{Arc, Mutex};
 

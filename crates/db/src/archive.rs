@@ -9,7 +9,7 @@
 //! them to the archive's current file (format: `archive_file`), and syncs
 //! the file (and the directory when it makes a file); only then are they
 //! archived. The log asks, at each purge, how far it may purge
-//! ([`PurgeLimit`](crate::log_store::PurgeLimit)): up to the last archived
+//! ([`PurgeLimit`](bulwark_db_log::PurgeLimit)): up to the last archived
 //! entry. So the write path never waits for the archive: a slow or full
 //! archive disk holds purges back instead (the log grows), and
 //! `bulwark_db_archive_behind_entries` on `/metrics` says by how much. The
@@ -24,11 +24,11 @@
 //!
 //! Owns: the archive directory. Must not touch: the log's files (it reads
 //! entries through the log's reader).
-use crate::archive_file::{self, encode, file_name, header, read_file};
-use crate::durable::sync_dir;
-use crate::log_store::PurgeLimit;
-use crate::raft_types::{Entry, TypeConfig};
-use crate::state_machine::Applied;
+use bulwark_db_api::raft_types::{Entry, TypeConfig};
+use bulwark_db_backup::archive_file::{self, encode, file_name, header, read_file};
+use bulwark_db_log::PurgeLimit;
+use bulwark_db_sm::durable::sync_dir;
+use bulwark_db_sm::state_machine::Applied;
 use openraft::RaftLogReader;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -289,7 +289,7 @@ impl Archive {
 /// A node's archive, opened, waiting for its state machine (see [`start_for`]).
 pub(crate) struct Pending {
     archive: Archive,
-    reader: crate::log_store::LogReader,
+    reader: bulwark_db_log::LogReader,
     first: u64,
 }
 
@@ -306,7 +306,7 @@ impl Pending {
 /// Open the archive in `dir` (if any) for the node whose log is `log`:
 /// the log's purges are held back to what it has archived from now on.
 pub(crate) async fn start_for(
-    log: &mut crate::log_store::LogStore,
+    log: &mut bulwark_db_log::LogStore,
     dir: Option<&Path>,
 ) -> Result<Option<Pending>, crate::DbError> {
     use openraft::storage::RaftLogStorage;
@@ -322,8 +322,8 @@ pub(crate) async fn start_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft_types::{Write, WriteBatch};
-    use crate::Statement;
+    use bulwark_db_api::raft_types::{Write, WriteBatch};
+    use bulwark_db_api::Statement;
     use std::io::Write as _;
 
     fn entry(index: u64) -> Entry {
@@ -356,15 +356,15 @@ mod tests {
 
     #[tokio::test]
     async fn the_log_purges_only_what_the_archive_holds() {
-        use crate::log_store::LogStore;
+        use bulwark_db_log::LogStore;
         use openraft::storage::RaftLogStorage;
         let data = tempfile::tempdir().unwrap();
         let dir = data.path().join("archive");
         let mut log = LogStore::open(data.path(), 1).unwrap();
-        crate::log_store::tests::append(&mut log, (0..10).map(entry)).await;
+        bulwark_db_log::test_hooks::append(&mut log, (0..10).map(entry)).await;
         let pending = start_for(&mut log, Some(&dir)).await.unwrap().unwrap();
         let mut reader = log.get_log_reader().await;
-        let present = |r: &mut crate::log_store::LogReader| {
+        let present = |r: &mut bulwark_db_log::LogReader| {
             let mut r = r.clone();
             async move { r.try_get_log_entries(0..10).await.unwrap().iter().map(|e| e.log_id.index).collect::<Vec<_>>() }
         };

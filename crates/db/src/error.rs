@@ -1,5 +1,5 @@
 //! Errors of starting and running a node.
-use crate::raft_types::{NodeId, StorageError};
+use bulwark_db_api::raft_types::{NodeId, StorageError};
 use std::path::PathBuf;
 
 /// Why a node could not start or stopped. Every cause is this node's: its
@@ -43,12 +43,40 @@ pub enum DbError {
         source: std::io::Error,
     },
     #[error("storage: database: {0}")]
-    Database(#[source] crate::state_machine::StoreError),
+    Database(#[source] bulwark_db_sm::state_machine::StoreError),
     #[error("raft: {0}")]
     Raft(#[source] Box<openraft::error::Fatal<NodeId>>),
     /// Raft stopped while the node ran (the reason as Raft reported it);
     /// the node exits with an error so that it is started again, and then
     /// applies the same entries again.
     #[error("raft: Raft stopped on this node: {0}")]
-    RaftStopped(String),
+    RaftStopped(#[source] RaftStop),
+}
+
+/// Why Raft stopped while the node ran.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftStop {
+    /// Raft reported a fatal error (its storage failed, its core panicked).
+    #[error("{0}")]
+    Fatal(#[source] Box<openraft::error::Fatal<NodeId>>),
+    /// Raft's metrics ended: its core is gone.
+    #[error("its metrics ended")]
+    MetricsEnded,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::error::Fatal;
+
+    #[test]
+    fn a_stopped_raft_keeps_openraft_s_error_as_the_source() {
+        let e = DbError::RaftStopped(RaftStop::Fatal(Box::new(Fatal::Panicked)));
+        assert_eq!(e.to_string(), "raft: Raft stopped on this node: panicked");
+        let stop = std::error::Error::source(&e).expect("why Raft stopped");
+        let fatal = stop.source().expect("openraft's error");
+        assert_eq!(fatal.downcast_ref::<Box<Fatal<NodeId>>>().map(|f| &**f), Some(&Fatal::Panicked));
+        let ended = DbError::RaftStopped(RaftStop::MetricsEnded);
+        assert_eq!(ended.to_string(), "raft: Raft stopped on this node: its metrics ended");
+    }
 }

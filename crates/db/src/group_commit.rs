@@ -14,7 +14,7 @@
 //!
 //! Owns: the queue and its task. Must not touch: the HTTP layer (the node
 //! maps [`Committed`] to replies) or the state machine.
-use crate::raft_types::{ApplyOutcome, LogId, Node, NodeId, Raft, TypeConfig, Write, WriteBatch};
+use bulwark_db_api::raft_types::{ApplyOutcome, LogId, Node, NodeId, Raft, TypeConfig, Write, WriteBatch};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::ClientWriteResponse;
 use std::future::Future;
@@ -185,7 +185,7 @@ async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Statement, StatementResult};
+    use bulwark_db_api::api::{Statement, StatementResult};
     use openraft::CommittedLeaderId;
     use std::sync::atomic::{AtomicU64, Ordering};
 

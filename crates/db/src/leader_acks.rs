@@ -21,8 +21,8 @@
 //! (counting this node) accepted requests sent within the lease no other
 //! node can have become primary. The window used is the lease minus
 //! [`COVERED_MAX_AGE`], the same margin covered answers are held to.
-use crate::raft_types::{NodeId, Vote};
 use crate::transport::COVERED_MAX_AGE;
+use bulwark_db_api::raft_types::{NodeId, Vote};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;

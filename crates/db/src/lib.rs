@@ -1,10 +1,15 @@
 //! The replicated SQL database tier (the MySQL primary-replica role).
 //!
-//! Owns: each node's SQLite database (the state machine), the durable Raft
-//! log ("binary log"), snapshots and log compaction, Raft replication over
-//! HTTP with openraft 0.9, the HTTP SQL API (`/v1/execute`, `/v1/query`,
+//! Owns: the node that runs the state machine (`bulwark-db-sm`: each
+//! node's SQLite database and its snapshots) over the durable Raft log
+//! (`bulwark-db-log`, the "binary log"), log compaction, Raft replication
+//! over HTTP with openraft 0.9 (`transport`, on a listener of its own),
+//! group commit, the HTTP SQL API (`/v1/execute`, `/v1/query`,
 //! `/v1/status`, membership, leadership transfer, `/health`, `/primary`,
-//! `/replica`), and [`Client`], the library the app tier uses.
+//! `/replica`) and the log archive. The wire types, the Raft type
+//! configuration and the client library the app tier uses are in
+//! `bulwark-db-api`; backups, restores, dumps and loads in
+//! `bulwark-db-backup`.
 //!
 //! Must not touch: other tiers, files outside the node's `data_dir`, the
 //! process's signal handling or stdout (the `bulwark db` role in
@@ -12,40 +17,15 @@
 //!
 //! See `docs/db.md` for the HTTP API and operations.
 
-pub mod api;
 mod append_queue;
-mod apply_error;
 mod archive;
-mod archive_file;
-pub mod backup;
-pub mod backup_tool;
-mod bulwark_tables;
-mod client;
-mod crash_rebuild;
-pub mod dump;
-mod durable;
-mod entry_clock;
 mod error;
 mod group_commit;
 mod leader_acks;
-pub mod load;
-mod log_store;
 mod node;
-mod raft_types;
-pub mod replay;
-mod request_ids;
-mod snapshot_file;
-pub mod sql;
-pub mod sql_script;
-mod state_machine;
 #[cfg(test)]
 mod tests;
 mod transport;
 
-pub use api::{
-    Column, Consistency, ExecuteResult, Member, NodeStatus, Params, ReplicationLag, Rows, Statement, StatementResult,
-    Token, Value,
-};
-pub use client::{with_x_request_id, AmbiguousWrite, Client, ClientError};
-pub use error::DbError;
+pub use error::{DbError, RaftStop};
 pub use node::DbNode;

@@ -11,15 +11,17 @@
 //! only), so that a firewall can let only the database nodes reach Raft.
 //! Each serves only its own endpoints (`handle` and `handle_raft`).
 use crate::append_queue::AppendQueue;
+use crate::error::RaftStop;
 use crate::group_commit::GroupCommit;
 use crate::leader_acks::LeaderAcks;
-use crate::log_store::{AppendedEntries, InlineSyncPause, LogStore};
-use crate::raft_types::{Node, NodeId, Raft};
-use crate::sql;
-use crate::state_machine::{Applied, ReadPool, StateMachine};
-use crate::transport::{AheadStats, HttpClient, RaftTransport};
+use crate::transport::{AheadStats, RaftTransport};
 use crate::DbError;
 use bulwark_config::db::DbConfig;
+use bulwark_db_api::http_client::HttpClient;
+use bulwark_db_api::raft_types::{Node, NodeId, Raft};
+use bulwark_db_log::{AppendedEntries, InlineSyncPause, LogStore};
+use bulwark_db_sm::sql;
+use bulwark_db_sm::state_machine::{Applied, ReadPool, StateMachine};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -347,7 +349,7 @@ impl DbNode {
     ///
     /// Also stops, the same way, when Raft stops on its own with a fatal
     /// error (a failed write or sync of the log, an apply that failed for a
-    /// reason of this node: see `apply_error`), and then returns that error:
+    /// reason of this node: see `apply_error` in `bulwark-db-sm`), and then returns that error:
     /// the process exits non-zero and whoever supervises it (`bulwark up`,
     /// systemd) starts it again, with a backoff, instead of leaving a node
     /// that serves HTTP but never applies anything again. At the next start
@@ -406,10 +408,10 @@ impl DbNode {
 
 /// Resolves once Raft has stopped (its metrics say so, or are gone), with
 /// the reason.
-async fn raft_stopped(mut metrics: watch::Receiver<RaftMetrics<NodeId, Node>>) -> String {
+async fn raft_stopped(mut metrics: watch::Receiver<RaftMetrics<NodeId, Node>>) -> RaftStop {
     match metrics.wait_for(|m| m.running_state.is_err()).await {
-        Ok(m) => m.running_state.as_ref().err().map(ToString::to_string).unwrap_or_default(),
-        Err(_) => "its metrics ended".to_string(),
+        Ok(m) => m.running_state.clone().err().map_or(RaftStop::MetricsEnded, |f| RaftStop::Fatal(Box::new(f))),
+        Err(_) => RaftStop::MetricsEnded,
     }
 }
 

@@ -1,25 +1,20 @@
-//! HTTP between nodes and from clients: one keep-alive connection pool that
-//! always sends the cluster secret (over mutual TLS when configured: see
-//! [`HttpClient::new`]), and the Raft network over it.
+//! The Raft network: openraft's RPCs to each peer over the nodes'
+//! [`HttpClient`] ([`RaftTransport`], [`PeerConnection`]). Sending new
+//! entries ahead of openraft, and answering its requests they cover, is
+//! `ahead` (see [`send_ahead`]).
 use crate::leader_acks::LeaderAcks;
-use crate::log_store::AppendedEntries;
-use crate::raft_types::{LogId, Node, NodeId, TypeConfig, Vote};
-use crate::state_machine::Applied;
-use bulwark_mtls::{Connector, MutualTls};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::rt::TokioExecutor;
+use bulwark_db_api::http_client::{HttpClient, TransportError};
+use bulwark_db_api::raft_types::{LogId, Node, NodeId, TypeConfig, Vote};
+use bulwark_db_log::AppendedEntries;
+use bulwark_db_sm::state_machine::Applied;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -33,136 +28,10 @@ pub const APPLIED_TIME_HEADER: &str = "x-bulwark-applied-time";
 /// waiting for it (see [`PeerConnection`]'s `call`).
 const RPC_BACKGROUND_LIMIT: Duration = Duration::from_secs(5);
 
-/// Why an HTTP exchange failed before a response arrived.
-#[derive(Debug, thiserror::Error)]
-pub enum TransportError {
-    /// Nothing was sent: the peer could not be reached. Safe to retry.
-    #[error("cannot connect to {0}: {1}")]
-    Connect(String, String),
-    /// The request may have been (partly) delivered.
-    #[error("request to {0} failed: {1}")]
-    Io(String, String),
-    #[error("no answer from {0} within {1:?}")]
-    Timeout(String, Duration),
-}
-
-/// A response read completely.
-#[derive(Debug, Clone)]
-pub struct HttpReply {
-    pub status: u16,
-    pub location: Option<String>,
-    pub body: Bytes,
-}
-
-/// A pooled HTTP/1.1 client that sends `Authorization: Bearer <secret>`.
-#[derive(Clone)]
-pub struct HttpClient {
-    client: HyperClient<Connector, Full<Bytes>>,
-    auth: Arc<str>,
-    /// `http` or, over mutual TLS, `https`.
-    scheme: &'static str,
-}
-
-/// How long an idle connection to a node is kept for reuse.
-const IDLE_CONNECTION_REUSE: Duration = Duration::from_secs(5);
-
-impl HttpClient {
-    /// `local_ip`: source address of outgoing connections (a node uses its
-    /// own listen address so that peers see a stable identity). With
-    /// `tls`, every connection is mutual TLS: it presents the role's
-    /// certificate and checks that the node's chains to the cluster CA and
-    /// names the host of the address dialled. A pooled connection keeps
-    /// its TLS session: one handshake per connection, not per request.
-    pub fn new(secret: &str, local_ip: Option<IpAddr>, tls: Option<MutualTls>) -> HttpClient {
-        let mut tcp = HttpConnector::new();
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(Duration::from_secs(2)));
-        tcp.set_local_address(local_ip);
-        let conn = Connector::new(tcp, tls);
-        let scheme = conn.scheme();
-        let client = HyperClient::builder(TokioExecutor::new())
-            // Shorter than a node's `header_timeout` (10 s by default): a
-            // node closes a keep-alive connection idle that long (measured:
-            // 9.7 s), and a request sent on it just then fails.
-            .pool_idle_timeout(IDLE_CONNECTION_REUSE)
-            .pool_max_idle_per_host(32)
-            .build(conn);
-        HttpClient { client, auth: format!("Bearer {secret}").into(), scheme }
-    }
-
-    /// `https` over mutual TLS, else `http`.
-    pub fn scheme(&self) -> &'static str {
-        self.scheme
-    }
-
-    /// Send one request to `{scheme}://{addr}{path}` and read the whole answer.
-    pub async fn send(
-        &self,
-        method: http::Method,
-        addr: &str,
-        path: &str,
-        body: Bytes,
-        extra: &[(&'static str, String)],
-        timeout: Duration,
-    ) -> Result<HttpReply, TransportError> {
-        let mut b = http::Request::builder()
-            .method(method)
-            .uri(format!("{}://{addr}{path}", self.scheme))
-            .header(http::header::AUTHORIZATION, &*self.auth)
-            .header(http::header::CONTENT_TYPE, "application/json");
-        for (k, v) in extra {
-            b = b.header(*k, v);
-        }
-        let req = b.body(Full::new(body)).map_err(|e| TransportError::Connect(addr.to_string(), e.to_string()))?;
-        let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                if e.is_connect() {
-                    TransportError::Connect(addr.to_string(), with_causes(&e))
-                } else {
-                    TransportError::Io(addr.to_string(), with_causes(&e))
-                }
-            })?;
-            let status = resp.status().as_u16();
-            let location = resp.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| TransportError::Io(addr.to_string(), e.to_string()))?
-                .to_bytes();
-            Ok(HttpReply { status, location, body })
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(TransportError::Timeout(addr.to_string(), timeout)),
-        }
-    }
-
-    pub async fn post_json<T: serde::Serialize>(
-        &self,
-        addr: &str,
-        path: &str,
-        value: &T,
-        timeout: Duration,
-    ) -> Result<HttpReply, TransportError> {
-        let body = serde_json::to_vec(value).map_err(|e| TransportError::Connect(addr.to_string(), e.to_string()))?;
-        self.send(http::Method::POST, addr, path, body.into(), &[], timeout).await
-    }
-}
-
-/// An error and its causes, `: `-separated (hyper's own message alone
-/// says only "client error (Connect)"; the cause says which, e.g. a TLS
-/// certificate refused).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
+mod ahead;
+pub use ahead::AheadStats;
+pub(crate) use ahead::COVERED_MAX_AGE;
+use ahead::{send_ahead, Cover, Peer, PeerState};
 
 /// Creates a [`PeerConnection`] per replication target.
 pub struct RaftTransport {
@@ -179,109 +48,6 @@ pub struct RaftTransport {
     /// Where every peer's acceptance of a request is recorded: the
     /// primary's quorum clock.
     pub leader_acks: Arc<LeaderAcks>,
-}
-
-/// Append-entries sent ahead (see [`send_ahead`]), for `/metrics`.
-#[derive(Debug, Default)]
-pub struct AheadStats {
-    /// Accepted by the peer.
-    pub accepted: AtomicU64,
-    /// Refused (the peer was not where this node thought) or failed; the
-    /// task waits for openraft's next success.
-    pub refused: AtomicU64,
-    /// openraft append-entries answered from an accepted one sent ahead,
-    /// without a round trip.
-    pub covered: AtomicU64,
-}
-
-/// What a primary knows a peer holds: the last log id it acknowledged,
-/// learned under `vote` (the primary's, so a new term starts over).
-#[derive(Debug, Default)]
-struct PeerLog {
-    known: Option<(Vote, LogId)>,
-    /// The last log id sent ahead (acknowledged or in flight).
-    sent: Option<(Vote, LogId)>,
-    /// The newest commit index openraft sent this peer, under its vote.
-    commit: Option<(Vote, LogId)>,
-    /// When the newest request the peer accepted under the vote was sent
-    /// (openraft's or one sent ahead): the peer's leader lease for this
-    /// node runs from no earlier than that.
-    acked: Option<(Vote, Instant)>,
-    /// Entries are waiting that the task sending ahead will not send (not
-    /// in memory, or of an earlier term): openraft's requests carry them.
-    stalled: bool,
-}
-
-impl PeerLog {
-    fn learn(&mut self, vote: Vote, log_id: LogId) {
-        match &mut self.known {
-            Some((v, k)) if *v == vote => *k = (*k).max(log_id),
-            _ => self.known = Some((vote, log_id)),
-        }
-    }
-
-    /// The last log id the peer acknowledged under `vote`.
-    fn known_under(&self, vote: &Vote) -> Option<LogId> {
-        self.known.filter(|(v, _)| v == vote).map(|(_, k)| k)
-    }
-
-    /// The last log id sent ahead under `vote`.
-    fn sent_under(&self, vote: &Vote) -> Option<LogId> {
-        self.sent.filter(|(v, _)| v == vote).map(|(_, s)| s)
-    }
-
-    /// The peer accepted a request sent at `sent_at` under `vote`.
-    fn acked(&mut self, vote: Vote, sent_at: Instant) {
-        match &mut self.acked {
-            Some((v, t)) if *v == vote => *t = (*t).max(sent_at),
-            _ => self.acked = Some((vote, sent_at)),
-        }
-    }
-
-    /// How to answer openraft's append-entries under `vote` whose entries
-    /// end at `last`, called at `called_at`.
-    fn cover(&self, vote: &Vote, last: LogId, called_at: Instant) -> Cover {
-        let Some(known) = self.known_under(vote) else { return Cover::RoundTrip };
-        if known < last {
-            return if self.stalled { Cover::RoundTrip } else { Cover::Wait };
-        }
-        // openraft stamps the answer with `called_at` and takes the peer's
-        // lease (and `millis_since_quorum_ack`) from it; the peer last
-        // accepted something sent at `acked`. Only answer when the two are
-        // so close that the stamp adds at most COVERED_MAX_AGE.
-        match self.acked.filter(|(v, _)| v == vote) {
-            Some((_, acked)) if acked + COVERED_MAX_AGE >= called_at => Cover::Answer,
-            _ => Cover::RoundTrip,
-        }
-    }
-}
-
-/// What [`PeerLog::cover`] decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cover {
-    /// Answer success without a round trip.
-    Answer,
-    /// Entries sent ahead are in flight: wait for their answer.
-    Wait,
-    /// Send openraft's request.
-    RoundTrip,
-}
-
-/// The most a covered answer may add to the time openraft believes the
-/// peer last acknowledged this node (see [`PeerLog::cover`]): openraft
-/// stamps an answer with the time it made the request, while the peer's
-/// real acknowledgement was of a request sent ahead earlier. Normally the
-/// gap is the primary's own sync (0.1-1 ms); past this bound (a disk that
-/// stalls, a paused process) openraft's request makes a real round trip,
-/// which costs one network round trip, not a sync (the peer already holds
-/// the entries). A hundredth of the default leader lease (480 ms).
-pub(crate) const COVERED_MAX_AGE: Duration = Duration::from_millis(5);
-
-/// A peer's [`PeerLog`] and who waits for it to change.
-#[derive(Debug, Default)]
-struct PeerState {
-    log: Mutex<PeerLog>,
-    changed: tokio::sync::Notify,
 }
 
 /// The Raft RPCs to one peer, over HTTP.
@@ -333,19 +99,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftTransport {
     }
 }
 
-type RpcResult<T, E> = Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
-
-impl PeerState {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PeerLog> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Change the log and wake whoever waits for it.
-    fn update(&self, f: impl FnOnce(&mut PeerLog)) {
-        f(&mut self.lock());
-        self.changed.notify_waiters();
-    }
-}
+pub(super) type RpcResult<T, E> = Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
 
 impl Link {
     /// POST `req` to the peer's `path` and decode openraft's answer; the
@@ -434,121 +188,6 @@ impl PeerConnection {
     }
 }
 
-/// How long an append-entries sent ahead may take.
-const AHEAD_LIMIT: Duration = Duration::from_secs(1);
-
-/// The peer that [`send_ahead`] serves.
-struct Peer {
-    target: NodeId,
-    link: Link,
-    log: Arc<PeerState>,
-    leader_acks: Arc<LeaderAcks>,
-}
-
-/// Send this node's new entries to one peer as soon as they are appended,
-/// while this node is primary.
-///
-/// openraft 0.9 appends an entry to the primary's own log, waits until it
-/// is durable, and only then sends it, in one append-entries at a time per
-/// peer; the peer makes it durable before it answers. So an entry waits for
-/// two disk syncs in a row, and for the request already in flight. This
-/// task sends each new entry of the primary's current term as soon as the
-/// primary's log writer has written it (`pwrite` done, before its sync):
-/// the peer syncs it while the primary does. Never an entry only handed to
-/// the log: written, it survives a kill -9 of this process (the page
-/// cache keeps it), so this node's log after a restart still holds what a
-/// peer was sent; after a power loss it may not, and then the restarted
-/// node cannot reuse its log ids either (it must win a new term first, see
-/// `log_store`'s `never_resume_leadership`). openraft's own request for it is then answered
-/// from the peer's acceptance (see [`PeerConnection::covered_ahead`]).
-///
-/// It is an ordinary append-entries of the current leader, which Raft
-/// allows at any time: the peer checks the vote and that it holds
-/// `prev_log_id` exactly as usual, and whatever this task sends is a
-/// stretch of the primary's own log (entries of its term, after a log id
-/// the peer acknowledged or was sent in this term), so a peer's log stays a
-/// prefix of the primary's. Its commit index is the newest openraft sent
-/// the peer, never more than is committed. It sends only to a peer that
-/// acknowledged openraft's requests in this term (a peer catching up or
-/// being sent a snapshot is left to openraft), [`AHEAD_IN_FLIGHT`] requests
-/// at a time, and stops at the first refusal until openraft's next success.
-async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries, max: usize, stats: Arc<AheadStats>) {
-    let Peer { target, link, log: peer, leader_acks } = peer;
-    let mut last = appended.watch_written();
-    let slots = Arc::new(tokio::sync::Semaphore::new(AHEAD_IN_FLIGHT));
-    loop {
-        if last.changed().await.is_err() {
-            return;
-        }
-        loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else { return };
-            let Some(newest) = *last.borrow_and_update() else { break };
-            if newest.leader_id.node_id != me {
-                break;
-            }
-            let vote = Vote::new_committed(newest.leader_id.term, me);
-            let (prev, commit) = {
-                let p = peer.lock();
-                let prev = p.known_under(&vote).map(|k| p.sent_under(&vote).map_or(k, |s| s.max(k)));
-                (prev, p.commit.filter(|(v, _)| *v == vote).map(|(_, c)| c))
-            };
-            let prev = match prev {
-                Some(k) if k.index < newest.index => k,
-                _ => break,
-            };
-            let entries = appended.after(prev.index, max);
-            if entries.first().map(|e| e.log_id.index) != Some(prev.index + 1)
-                || entries.iter().any(|e| e.log_id.leader_id != newest.leader_id)
-            {
-                peer.update(|p| p.stalled = true);
-                break;
-            }
-            let sent = entries.last().map(|e| e.log_id).unwrap_or(prev);
-            peer.update(|p| {
-                p.sent = Some((vote, sent));
-                p.stalled = false;
-            });
-            // The commit index openraft last sent this peer (never more
-            // than what is committed), so the replica applies as promptly
-            // as openraft's own requests would make it.
-            let rpc =
-                AppendEntriesRequest::<TypeConfig> { vote, prev_log_id: Some(prev), entries, leader_commit: commit };
-            let (link, peer, stats, leader_acks) = (link.clone(), peer.clone(), stats.clone(), leader_acks.clone());
-            let sent_at = Instant::now();
-            tokio::spawn(async move {
-                let res: RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> =
-                    link.call(target, "/raft/append", &rpc, AHEAD_LIMIT).await;
-                drop(slot);
-                match res {
-                    Ok(AppendEntriesResponse::Success) => {
-                        stats.accepted.fetch_add(1, Ordering::Relaxed);
-                        peer.update(|p| {
-                            p.learn(vote, sent);
-                            p.acked(vote, sent_at);
-                        });
-                        leader_acks.acked(target, vote, sent_at);
-                    }
-                    other => {
-                        stats.refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(peer = %link.addr, "append-entries sent ahead not accepted: {other:?}");
-                        peer.update(|p| {
-                            if p.known.is_some_and(|(v, _)| v == vote) {
-                                p.known = None;
-                            }
-                            p.sent = None;
-                        });
-                    }
-                }
-            });
-        }
-    }
-}
-
-/// Append-entries sent ahead to one peer at once. The peer merges those
-/// that queue up into one append (`append_queue`). Of 1, 2, 4 and 8, 4
-/// wrote fastest (figures: docs/BENCHMARKS.md).
-const AHEAD_IN_FLIGHT: usize = 4;
-
 impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
@@ -628,43 +267,5 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         // A dead peer is retried often enough that a restarted node rejoins
         // quickly, without spinning.
         openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use openraft::CommittedLeaderId;
-
-    fn id(index: u64) -> LogId {
-        LogId::new(CommittedLeaderId::new(3, 1), index)
-    }
-
-    /// A covered answer is stamped by openraft with the time of its own
-    /// request; it is given only while the peer's real acknowledgement is
-    /// at most COVERED_MAX_AGE older.
-    #[test]
-    fn a_covered_answer_needs_a_recent_real_acknowledgement() {
-        let vote = Vote::new_committed(3, 1);
-        let now = Instant::now() + Duration::from_secs(10);
-        let mut p = PeerLog::default();
-        assert_eq!(p.cover(&vote, id(5), now), Cover::RoundTrip, "nothing known");
-        p.learn(vote, id(5));
-        p.acked(vote, now - Duration::from_millis(1));
-        assert_eq!(p.cover(&vote, id(5), now), Cover::Answer);
-        assert_eq!(p.cover(&vote, id(4), now), Cover::Answer);
-        assert_eq!(p.cover(&vote, id(6), now), Cover::Wait, "sent ahead, not answered yet");
-        // The peer stopped answering (paused, cut off) while this node's
-        // disk held openraft back: openraft would count it alive now.
-        let later = now + COVERED_MAX_AGE + Duration::from_millis(1);
-        assert_eq!(p.cover(&vote, id(5), later), Cover::RoundTrip);
-        // An acknowledgement under another vote does not count.
-        let mut q = PeerLog::default();
-        q.learn(vote, id(5));
-        q.acked(Vote::new_committed(2, 1), now);
-        assert_eq!(q.cover(&vote, id(5), now), Cover::RoundTrip);
-        // Acknowledgements only move forward.
-        p.acked(vote, now - Duration::from_secs(5));
-        assert_eq!(p.cover(&vote, id(5), now), Cover::Answer);
     }
 }

@@ -1,6 +1,6 @@
 //! Single-row INSERT load generator behind `bench/db.sh`: commit latency
 //! percentiles and throughput for a plain SQLite file (`synchronous =
-//! FULL`), for a Bulwark cluster through [`bulwark_db::Client`] and for a
+//! FULL`), for a Bulwark cluster through [`bulwark_db_api::Client`] and for a
 //! MySQL/MariaDB server (the semi-sync comparison) through `mysql_async`;
 //! all three run the same loop.
 //!
@@ -8,7 +8,7 @@
 //! the `bulwark` binary: the MySQL client library it needs is for the
 //! comparison only, and stays out of the production build (a test of this
 //! crate checks the lock file for that).
-use bulwark_db::{Client, ClientError, Statement};
+use bulwark_db_api::{Client, ClientError, Statement};
 use serde::Serialize;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! JSON report line on stdout per run. A tool of its own so that the MySQL
 //! client it needs for the comparison stays out of the `bulwark` binary.
 use anyhow::{bail, Context, Result};
-use bulwark_db::Client;
+use bulwark_db_api::Client;
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! own, `bulwark-dbbench` (crates/dbbench), outside this binary.
 use anyhow::{bail, Context, Result};
 use bulwark_config::db::DbConfig;
-use bulwark_db::{Client, Statement};
+use bulwark_db_api::{Client, Statement};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;

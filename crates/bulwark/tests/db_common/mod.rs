@@ -2,7 +2,7 @@
 //! processes on port 0 that join through the membership API.
 #![allow(dead_code, unused_imports)]
 
-use bulwark_db::{Client, Consistency, NodeStatus, Params, Rows, Statement, Token};
+use bulwark_db_api::{Client, Consistency, NodeStatus, Params, Rows, Statement, Token};
 use bulwark_testkit::{request, wait_until, HttpResponse, Process};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -183,8 +183,8 @@ pub fn exec(
     rt: &tokio::runtime::Runtime,
     c: &Client,
     sql: &str,
-    params: Vec<bulwark_db::Value>,
-) -> bulwark_db::ExecuteResult {
+    params: Vec<bulwark_db_api::Value>,
+) -> bulwark_db_api::ExecuteResult {
     rt.block_on(c.execute(&[Statement::with_params(sql, params)])).expect("execute")
 }
 

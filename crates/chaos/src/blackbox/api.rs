@@ -1,7 +1,7 @@
 //! The database's plain HTTP API as docs/db.md describes it, nothing else:
 //! `POST /v1/execute`, `POST /v1/query`, `GET /v1/status`, one request per
 //! fresh connection with a bounded timeout, answers read as JSON. The
-//! checker never uses `bulwark_db::Client`, so what it finds is what any
+//! checker never uses `bulwark_db_api::Client`, so what it finds is what any
 //! client of the API would see.
 use serde_json::{json, Value};
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! The node's backup endpoints and its disk metrics.
 //!
 //! - `POST /v1/backup`: take a consistent copy of the database (see
-//!   `crate::backup`), answer its [`BackupInfo`](crate::backup::BackupInfo).
+//!   `bulwark_db_backup::backup`), answer its [`BackupInfo`](bulwark_db_backup::backup::BackupInfo).
 //! - `GET /v1/backup/<id>?offset=N`: up to 4 MiB of the copy from byte N
 //!   (an empty body past its end), so the tool streams it to its file.
 //! - `POST /v1/backup/<id>/finish`: remove the copy.
@@ -15,7 +15,7 @@
 //! file system of the data dir for this node's user.
 use super::error::ApiError;
 use super::{json, query_param, NodeState, Resp};
-use crate::backup::{self, BackupError};
+use bulwark_db_backup::backup::{self, BackupError};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::Full;

@@ -2,11 +2,11 @@
 //! its HTTP status, its machine-readable `code` and whether the client may
 //! retry. Each answers with the JSON body [`ErrorBody`]
 //! (`{"error": ..., "code": ..., "retryable": ..., "leader": ...}`), which
-//! [`Client`](crate::Client) and other clients parse: a variant's code,
+//! [`Client`](bulwark_db_api::Client) and other clients parse: a variant's code,
 //! status and retry classification are part of the API (docs/db.md).
 use super::{json, Resp};
-use crate::api::{ErrorBody, BAD_TOKEN};
 use crate::node::auth::Refusal;
+use bulwark_db_api::api::{ErrorBody, BAD_TOKEN};
 use http::{Method, StatusCode};
 
 /// Whether a client may send the same request again (to this node or

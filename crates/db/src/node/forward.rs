@@ -1,8 +1,8 @@
 //! Requests only the primary serves, sent on from another node: proxied
 //! to it, or the client redirected there.
 use super::{ApiError, NodeState, Resp, FORWARDED_HEADER};
-use crate::api::ErrorBody;
-use crate::transport::TransportError;
+use bulwark_db_api::api::ErrorBody;
+use bulwark_db_api::http_client::TransportError;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::Full;

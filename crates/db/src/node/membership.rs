@@ -1,8 +1,8 @@
 //! Membership and leadership: `POST /v1/promote` (a planned leadership
 //! transfer), `/v1/members/add` and `/v1/members/remove`.
 use super::{bad_request, json, parse, ApiError, NodeState, Resp, Retry};
-use crate::api::{AddMember, NodeRef};
-use crate::raft_types::{Node, NodeId};
+use bulwark_db_api::api::{AddMember, NodeRef};
+use bulwark_db_api::raft_types::{Node, NodeId};
 use bytes::Bytes;
 use http::StatusCode;
 use openraft::error::{ClientWriteError, RaftError};
@@ -24,7 +24,7 @@ pub(super) enum TransferError {
     Campaign {
         target: NodeId,
         #[source]
-        source: crate::transport::TransportError,
+        source: bulwark_db_api::http_client::TransportError,
     },
     #[error("node {winner} won the election instead of {target}; retry")]
     OtherWon { winner: NodeId, target: NodeId },

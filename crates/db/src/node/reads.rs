@@ -12,16 +12,17 @@
 //! - `strong`: the primary after a read-index round trip.
 //!
 //! A read-your-writes token is checked before any wait: the primary
-//! refuses at once (400 [`BAD_TOKEN`](crate::api::BAD_TOKEN)) a token beyond its log or of a term
+//! refuses at once (400 [`BAD_TOKEN`](bulwark_db_api::api::BAD_TOKEN)) a token beyond its log or of a term
 //! above its own (Raft's leader completeness: the primary's log holds every
 //! committed entry, so no write of this cluster produced such a token); a
 //! replica redirects a token beyond what it knows (its log, or the applied
 //! index the primary last sent it) to the primary at once instead of
 //! waiting for it. A forged token therefore never holds a read.
 use super::{bad_request, json, ApiError, NodeState, Resp, Retry};
-use crate::api::{QueryRequest, ReplicationLag, Token};
-use crate::raft_types::{Node, NodeId};
-use crate::{sql, Consistency};
+use bulwark_db_api::api::{QueryRequest, ReplicationLag, Token};
+use bulwark_db_api::raft_types::{Node, NodeId};
+use bulwark_db_api::Consistency;
+use bulwark_db_sm::sql;
 use bytes::Bytes;
 use http::StatusCode;
 use openraft::error::RaftError;

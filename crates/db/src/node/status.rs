@@ -1,8 +1,8 @@
 //! What a node knows about the cluster: the primary, the quorum clock,
 //! its role, and the `/v1/status` report.
 use super::NodeState;
-use crate::api::{Member, NodeStatus};
-use crate::raft_types::{Node, NodeId};
+use bulwark_db_api::api::{Member, NodeStatus};
+use bulwark_db_api::raft_types::{Node, NodeId};
 use openraft::{RaftMetrics, ServerState};
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,10 +1,10 @@
 //! `POST /v1/execute`: checking a write, committing it through the
 //! primary's group commit, and the answer.
 use super::{bad_request, json, parse, ApiError, NodeState, Resp, Retry};
-use crate::api::{ExecuteRequest, ExecuteResult, Token};
 use crate::group_commit::Committed;
-use crate::raft_types::{ApplyOutcome, Write};
-use crate::sql;
+use bulwark_db_api::api::{ExecuteRequest, ExecuteResult, Token};
+use bulwark_db_api::raft_types::{ApplyOutcome, Write};
+use bulwark_db_sm::sql;
 use bytes::Bytes;
 use http::StatusCode;
 use openraft::ServerState;
@@ -19,7 +19,7 @@ impl NodeState {
         if req.statements.is_empty() {
             return bad_request("`statements` is empty");
         }
-        if let Some(Err(e)) = req.request_id.as_deref().map(crate::api::check_request_id) {
+        if let Some(Err(e)) = req.request_id.as_deref().map(bulwark_db_api::api::check_request_id) {
             return bad_request(e.to_string());
         }
         let m = self.metrics();

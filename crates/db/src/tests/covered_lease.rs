@@ -6,8 +6,8 @@
 //! answers openraft gets for entries sent ahead (covered, without a round
 //! trip) count only while the replica's real acknowledgement is recent.
 use super::{config, get, http, status_u64, stop_all, wait_for, TestNode, LEASE, SECRET};
-use crate::api::Statement;
-use crate::log_store::tests::SyncGate;
+use bulwark_db_api::api::Statement;
+use bulwark_db_log::test_hooks::SyncGate;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -32,7 +32,7 @@ async fn a_stalled_primary_with_paused_replicas_stops_being_primary_during_the_s
     }
     // Some writes: openraft's appends to both replicas succeed, so the
     // primary sends new entries ahead to them.
-    let client = crate::Client::new([n1.addr.to_string()], SECRET);
+    let client = bulwark_db_api::Client::new([n1.addr.to_string()], SECRET);
     client.execute(&[Statement::new("CREATE TABLE t (id INTEGER PRIMARY KEY)")]).await.unwrap();
     for i in 0..5 {
         client.execute(&[Statement::new(format!("INSERT INTO t VALUES ({i})"))]).await.unwrap();

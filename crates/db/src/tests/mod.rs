@@ -2,10 +2,10 @@
 //! on port 0, real HTTP between nodes. Each node runs on a runtime of its
 //! own thread, so a test can freeze one (its Raft, HTTP server and timers)
 //! as SIGSTOP would, and can craft a node's Raft log before it starts.
-use crate::api::{Consistency, Params, QueryRequest, Rows, Token};
-use crate::transport::HttpClient;
 use crate::DbNode;
 use bulwark_config::db::DbConfig;
+use bulwark_db_api::api::{Consistency, Params, QueryRequest, Rows, Token};
+use bulwark_db_api::http_client::HttpClient;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::Path;

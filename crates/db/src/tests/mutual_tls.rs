@@ -3,11 +3,11 @@
 //! certificates of one cluster CA, and a client without a certificate of
 //! that CA is refused at the handshake, whatever secret it sends.
 use super::{config, stop_all, wait_for, TestNode, SECRET};
-use crate::api::Statement;
-use crate::transport::HttpClient;
-use crate::{Client, Consistency, Params};
 use bulwark_cluster::pki::{ClusterCa, RoleCertificate};
 use bulwark_config::internal_tls::TlsFiles;
+use bulwark_db_api::api::Statement;
+use bulwark_db_api::http_client::HttpClient;
+use bulwark_db_api::{Client, Consistency, Params};
 use bulwark_mtls::MutualTls;
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -49,7 +49,7 @@ async fn without_a_certificate(addr: SocketAddr, ca: &Path) -> Vec<u8> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls::pki_types::CertificateDer::from_pem_file(ca).unwrap()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -147,7 +147,7 @@ async fn a_cluster_over_mutual_tls_replicates_and_refuses_other_certificates() {
     );
     let n1_addr = n1.addr.to_string();
     let refused = wrong_server.send(http::Method::GET, &n1_addr, "/v1/status", Bytes::new(), &[], WAIT);
-    assert!(matches!(refused.await, Err(crate::transport::TransportError::Connect(..))));
+    assert!(matches!(refused.await, Err(bulwark_db_api::http_client::TransportError::Connect(..))));
     // Nothing of the refused write arrived.
     let rows = client.query("SELECT count(*) FROM t", Params::None, Consistency::Strong, None).await.unwrap();
     assert_eq!(serde_json::to_value(&rows.rows).unwrap(), serde_json::json!([[5]]));

@@ -9,9 +9,9 @@
 //! would get the log id (5, 1, 101) too; node 2 would take it for the one
 //! it holds, and the tables would differ forever.
 use super::{config, rows_at, stop_all, TestNode, SECRET};
-use crate::api::Statement;
-use crate::log_store::{tests::append, LogStore};
-use crate::raft_types::{Entry, LogId, Node, Vote, Write, WriteBatch};
+use bulwark_db_api::api::Statement;
+use bulwark_db_api::raft_types::{Entry, LogId, Node, Vote, Write, WriteBatch};
+use bulwark_db_log::{test_hooks::append, LogStore};
 use openraft::{CommittedLeaderId, EntryPayload, Membership};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -115,7 +115,7 @@ async fn a_restarted_primary_never_leads_its_old_term_again() {
         raft.target.send_replace(Some(node.raft_addr));
     }
 
-    let client = crate::Client::new(addrs.iter().map(|(api, _)| api.to_string()), SECRET);
+    let client = bulwark_db_api::Client::new(addrs.iter().map(|(api, _)| api.to_string()), SECRET);
     let written = client
         .execute(&[Statement::new("INSERT INTO t VALUES (1000, 'written after the restart')")])
         .await
