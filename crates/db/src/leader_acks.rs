@@ -20,13 +20,18 @@
 //! else until at least `t` + its election timeout, so while a majority
 //! (counting this node) accepted requests sent within the lease no other
 //! node can have become primary. The window used is the lease minus
-//! [`COVERED_MAX_AGE`], the same margin covered answers are held to.
-use crate::transport::COVERED_MAX_AGE;
+//! [`LEASE_MARGIN`], for timers that fire late and clocks that run at
+//! slightly different rates on different machines.
 use bulwark_db_api::raft_types::{NodeId, Vote};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// How much shorter than the lease the quorum window is: a peer's
+/// election timer and this node's clock may not agree to the millisecond
+/// (timer slack, clock rates of different machines).
+pub(crate) const LEASE_MARGIN: Duration = Duration::from_millis(5);
 
 /// Per peer: the vote of the newest acknowledged request and when the
 /// newest request it accepted under that vote was sent.
@@ -92,7 +97,7 @@ impl LeaderAcks {
     }
 
     /// True when a majority acknowledged a request sent within `window`
-    /// (at most the lease minus [`COVERED_MAX_AGE`]).
+    /// (at most the lease minus [`LEASE_MARGIN`]).
     pub(crate) fn quorum_within(
         &self,
         me: NodeId,
@@ -101,7 +106,7 @@ impl LeaderAcks {
         lease: Duration,
         window: Duration,
     ) -> bool {
-        let window = window.min(lease.saturating_sub(COVERED_MAX_AGE));
+        let window = window.min(lease.saturating_sub(LEASE_MARGIN));
         self.quorum_age(me, vote, configs).is_some_and(|age| age <= window)
     }
 }

@@ -30,7 +30,6 @@ const RPC_BACKGROUND_LIMIT: Duration = Duration::from_secs(5);
 
 mod ahead;
 pub use ahead::AheadStats;
-pub(crate) use ahead::COVERED_MAX_AGE;
 use ahead::{send_ahead, Cover, Peer, PeerState};
 
 /// Creates a [`PeerConnection`] per replication target.
@@ -156,10 +155,10 @@ impl PeerConnection {
     /// not send).
     ///
     /// And only when the peer accepted a request sent at most
-    /// [`COVERED_MAX_AGE`] before `called_at`, when openraft made this
+    /// [`ahead::COVERED_MAX_AGE`] before `called_at`, when openraft made this
     /// request: openraft counts the answer as an acknowledgement at
-    /// `called_at`, so an older one would make this node look acknowledged
-    /// (primary with a quorum) while the peer has stopped answering.
+    /// `called_at`, so an older one would make its metrics show this node
+    /// acknowledged while the peer has stopped answering.
     async fn covered_ahead(&self, vote: &Vote, last: LogId, wait: Duration, called_at: Instant) -> bool {
         let deadline = called_at + wait;
         loop {

@@ -30,7 +30,7 @@ impl NodeState {
     }
 
     /// Primary that a majority (counting itself) acknowledged requests
-    /// sent within `window` (and the lease minus `COVERED_MAX_AGE`).
+    /// sent within `window` (and the lease minus `LEASE_MARGIN`).
     pub(super) fn quorum_within(&self, m: &RaftMetrics<NodeId, Node>, window: Duration) -> bool {
         if m.state != ServerState::Leader || m.vote.leader_id().voted_for() != Some(self.id) {
             return false;

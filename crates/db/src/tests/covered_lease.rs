@@ -6,7 +6,7 @@
 //! answers openraft gets for entries sent ahead (covered, without a round
 //! trip) count only while the replica's real acknowledgement is recent.
 use super::{config, get, http, status_u64, stop_all, wait_for, TestNode, LEASE, SECRET};
-use bulwark_db_api::api::Statement;
+use bulwark_db_api::api::{Consistency, Params, Statement};
 use bulwark_db_log::test_hooks::SyncGate;
 use std::time::Duration;
 
@@ -87,5 +87,53 @@ async fn a_stalled_primary_with_paused_replicas_stops_being_primary_during_the_s
     }
     drop(paused);
     let _ = stalled.await;
+    stop_all(vec![n1, n2, n3]);
+}
+
+/// `bulwark_db_replication_covered_total` of a node (0 when absent).
+async fn covered_total(node: &TestNode) -> u64 {
+    let (code, body) = get(node.addr, "/metrics").await.expect("the node answers /metrics");
+    assert_eq!(code, 200);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .filter(|l| l.starts_with("bulwark_db_replication_covered_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// Only append-entries that carry entries are answered from entries sent
+/// ahead: openraft's leadership check behind `strong` reads sends empty
+/// ones, and each of those must reach the replicas (a covered one would
+/// confirm leadership from an older acknowledgement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strong_reads_confirm_leadership_on_the_wire_never_from_entries_sent_ahead() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let n1 = TestNode::start(config(1, dirs[0].path(), true));
+    wait_for("node 1 leads alone", WAIT, || async { primary_code(&n1).await == Some(200) }).await;
+    let n2 = TestNode::start(config(2, dirs[1].path(), false));
+    let n3 = TestNode::start(config(3, dirs[2].path(), false));
+    for (id, n) in [(2, &n2), (3, &n3)] {
+        let body = serde_json::json!({
+            "node_id": id, "address": n.addr.to_string(), "raft_address": n.raft_addr.to_string(), "voter": true,
+        });
+        let r = http().post_json(&n1.addr.to_string(), "/v1/members/add", &body, WAIT).await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let client = bulwark_db_api::Client::new([n1.addr.to_string()], SECRET);
+    client.execute(&[Statement::new("CREATE TABLE t (id INTEGER PRIMARY KEY)")]).await.unwrap();
+    // Writes: entries sent ahead answer openraft's own appends (at least
+    // some of them: each within COVERED_MAX_AGE of the replica's answer).
+    for i in 0..50 {
+        client.execute(&[Statement::new(format!("INSERT INTO t VALUES ({i})"))]).await.unwrap();
+    }
+    let after_writes = covered_total(&n1).await;
+    assert!(after_writes > 0, "no append-entries of 50 writes was answered from entries sent ahead");
+    // Strong reads, no writes: every leadership check goes to the replicas.
+    for _ in 0..30 {
+        let rows = client.query("SELECT count(*) FROM t", Params::None, Consistency::Strong, None).await.unwrap();
+        assert_eq!(rows.rows.len(), 1);
+    }
+    assert_eq!(covered_total(&n1).await, after_writes, "a leadership check was answered without the replicas");
     stop_all(vec![n1, n2, n3]);
 }

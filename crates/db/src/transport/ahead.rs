@@ -76,8 +76,8 @@ impl PeerLog {
         if known < last {
             return if self.stalled { Cover::RoundTrip } else { Cover::Wait };
         }
-        // openraft stamps the answer with `called_at` and takes the peer's
-        // lease (and `millis_since_quorum_ack`) from it; the peer last
+        // openraft stamps the answer with `called_at` (its metrics'
+        // `millis_since_quorum_ack` comes from that stamp); the peer last
         // accepted something sent at `acked`. Only answer when the two are
         // so close that the stamp adds at most COVERED_MAX_AGE.
         match self.acked.filter(|(v, _)| v == vote) {
@@ -101,12 +101,23 @@ pub(super) enum Cover {
 /// The most a covered answer may add to the time openraft believes the
 /// peer last acknowledged this node (see [`PeerLog::cover`]): openraft
 /// stamps an answer with the time it made the request, while the peer's
-/// real acknowledgement was of a request sent ahead earlier. Normally the
-/// gap is the primary's own sync (0.1-1 ms); past this bound (a disk that
-/// stalls, a paused process) openraft's request makes a real round trip,
-/// which costs one network round trip, not a sync (the peer already holds
-/// the entries). A hundredth of the default leader lease (480 ms).
-pub(crate) const COVERED_MAX_AGE: Duration = Duration::from_millis(5);
+/// real acknowledgement was of a request sent ahead earlier.
+///
+/// The gap is the primary's own sync plus the wait for openraft's core:
+/// 0.1-1 ms on an idle machine, 3-10 ms on two busy cores where an
+/// `fdatasync` takes 3-6 ms. Past this bound (a disk that stalls, a paused
+/// process) openraft's request makes a real round trip, which costs one
+/// network round trip, not a sync (the peer already holds the entries).
+///
+/// Nothing that decides who is primary reads that stamp: in openraft 0.9
+/// it feeds only the `millis_since_quorum_ack` metric, which Bulwark does
+/// not use; the quorum clock (`leader_acks`) records real acceptances
+/// only, and openraft's leadership check for linearizable reads sends
+/// empty append-entries, which are never covered (docs/db.md, "Covered
+/// answers"). So the bound keeps that metric honest to within 40 ms and
+/// sends a stalled primary's requests on the wire; a twelfth of the
+/// default leader lease (480 ms).
+pub(crate) const COVERED_MAX_AGE: Duration = Duration::from_millis(40);
 
 /// A peer's [`PeerLog`] and who waits for it to change.
 #[derive(Debug, Default)]
