@@ -38,7 +38,8 @@ pub mod topology;
 pub mod workload;
 
 pub use cluster::Cluster;
-pub use scenario::{run_scenario, run_scenario_with_clients, Ctx, Expect, Outcome, HEAVY_CLIENTS};
+pub use report::Outcome;
+pub use scenario::{run_scenario, run_scenario_with_clients, Ctx, Expect, HEAVY_CLIENTS};
 pub use topology::Stack;
 
 use std::io::Write;

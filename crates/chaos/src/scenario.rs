@@ -3,10 +3,10 @@
 use crate::cluster::{Cluster, SECRET};
 use crate::convergence::{converge, query};
 use crate::floating::FloatingWatch;
-use crate::report::write_report;
+use crate::report::{write_report, Outcome};
 use crate::topology::{Stack, LB};
 use crate::workload::{Op, Recorder, Target, Workload, DB_TABLE};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,56 +118,6 @@ impl Ctx<'_> {
     }
     pub fn sleep(&self, secs: f64) {
         std::thread::sleep(Duration::from_secs_f64(secs));
-    }
-}
-
-/// One scenario's measurements (a row of the report).
-#[derive(Debug, Clone, Default)]
-pub struct Outcome {
-    pub name: String,
-    pub stack: String,
-    pub faults: String,
-    pub seconds: f64,
-    pub requests: u64,
-    pub errors: u64,
-    pub write_errors: u64,
-    /// Errors of requests in flight at a kill -9.
-    pub kill_errors: u64,
-    pub acked: u64,
-    pub lost: u64,
-    pub duplicates: u64,
-    pub ryw_violations: u64,
-    pub split_brain_terms: u64,
-    pub terms: String,
-    pub converged: bool,
-    pub checksum: String,
-    /// Worst failover over the primary faults (s): from the fault to the
-    /// first acknowledged write that started after it.
-    pub failover: Option<f64>,
-    /// Worst election over the primary faults (s): from the fault to the
-    /// first node seen as primary in a newer term (the monitor's view).
-    pub election: Option<f64>,
-    /// Longest time without any acknowledged write after the warmup (s).
-    pub max_write_gap: f64,
-    /// Floating address switches ([`crate::floating::Switch::to_json`]).
-    pub floating: Vec<Value>,
-    pub notes: Vec<String>,
-    pub error_samples: Vec<String>,
-    pub problems: Vec<String>,
-}
-
-impl Outcome {
-    pub(crate) fn to_json(&self) -> Value {
-        json!({
-            "name": self.name, "stack": self.stack, "faults": self.faults, "seconds": self.seconds,
-            "requests": self.requests, "errors": self.errors, "write_errors": self.write_errors, "kill_errors": self.kill_errors,
-            "acked": self.acked, "lost": self.lost, "duplicates": self.duplicates,
-            "ryw_violations": self.ryw_violations, "split_brain_terms": self.split_brain_terms,
-            "terms": self.terms, "converged": self.converged, "checksum": self.checksum,
-            "failover": self.failover, "election": self.election, "max_write_gap": self.max_write_gap,
-            "floating": self.floating, "notes": self.notes,
-            "error_samples": self.error_samples, "problems": self.problems,
-        })
     }
 }
 
