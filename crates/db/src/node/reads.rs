@@ -69,6 +69,17 @@ fn check_token(t: Token, m: &RaftMetrics<NodeId, Node>, primary_applied: Option<
     }
 }
 
+/// Whether this node has applied an entry of its current term. A new
+/// primary's log may hold entries the previous primary committed (and
+/// acknowledged to clients) that this node has not applied yet: it learns
+/// they are committed only when the first entry of its own term (the one
+/// openraft appends on election) is committed. Until it has applied that
+/// entry its database may miss acknowledged writes, however recently a
+/// majority acknowledged it.
+fn applied_own_term(m: &RaftMetrics<NodeId, Node>) -> bool {
+    m.last_applied.is_some_and(|a| a.leader_id.get_term() == m.vote.leader_id().get_term())
+}
+
 impl NodeState {
     /// How far this node is behind the primary; see the module doc.
     pub(super) fn lag(&self, m: &RaftMetrics<NodeId, Node>) -> ReplicationLag {
@@ -90,9 +101,11 @@ impl NodeState {
 
     /// A primary may serve a `bounded` read when a majority acknowledged
     /// requests it sent within `max_lag` (and within the lease), by the
-    /// quorum clock kept outside openraft's core (see `leader_acks`).
+    /// quorum clock kept outside openraft's core (see `leader_acks`), and
+    /// once it has applied an entry of its own term (see
+    /// [`applied_own_term`]).
     fn primary_is_fresh(&self, m: &RaftMetrics<NodeId, Node>, max_lag: Duration) -> bool {
-        self.quorum_within(m, max_lag)
+        applied_own_term(m) && self.quorum_within(m, max_lag)
     }
 
     async fn wait_applied(&self, index: u64, within: Duration) -> bool {
@@ -188,6 +201,21 @@ impl NodeState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A primary elected in term 4 whose newest applied entry is of term
+    /// 3 may miss writes the term-3 primary acknowledged: it must not
+    /// serve a `bounded` read from its own database yet.
+    #[test]
+    fn a_new_primary_serves_bounded_reads_only_after_applying_an_entry_of_its_term() {
+        let mut m = metrics(ServerState::Leader, 4, 10);
+        m.vote = openraft::Vote::new_committed(4, 1);
+        m.last_applied = Some(LogId::new(CommittedLeaderId::new(3, 2), 9));
+        assert!(!applied_own_term(&m), "only the previous term's entries are applied");
+        m.last_applied = Some(LogId::new(CommittedLeaderId::new(4, 1), 10));
+        assert!(applied_own_term(&m), "its own first entry is applied");
+        m.last_applied = None;
+        assert!(!applied_own_term(&m), "nothing applied");
+    }
     use openraft::{CommittedLeaderId, LogId};
 
     fn metrics(state: ServerState, term: u64, last: u64) -> RaftMetrics<NodeId, Node> {

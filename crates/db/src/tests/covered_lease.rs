@@ -1,12 +1,14 @@
-//! A primary whose disk stalls while its replicas stop answering must stop
-//! claiming a quorum within the lease, while the stall lasts (openraft's
-//! core waits on the sync and reports nothing, so its metrics would show
-//! the last quorum forever; the quorum clock of `leader_acks` does not
-//! depend on it), and must not look acknowledged afterwards either: the
-//! answers openraft gets for entries sent ahead (covered, without a round
-//! trip) count only while the replica's real acknowledgement is recent.
+//! Covered answers (openraft's append-entries answered from entries sent
+//! ahead, without a round trip) never stand in for a replica's word where
+//! a lease or a leadership check depends on it. A primary whose disk
+//! stalls while its replicas stop answering must stop claiming a quorum
+//! within the lease, while the stall lasts (openraft's core waits on the
+//! sync and reports nothing, so its metrics would show the last quorum
+//! forever; the quorum clock of `leader_acks` records real acceptances
+//! only), and must not look acknowledged afterwards either. A `strong`
+//! read confirms leadership with the replicas themselves.
 use super::{config, get, http, status_u64, stop_all, wait_for, TestNode, LEASE, SECRET};
-use bulwark_db_api::api::{Consistency, Params, Statement};
+use bulwark_db_api::api::{Consistency, Params, QueryRequest, Statement};
 use bulwark_db_log::test_hooks::SyncGate;
 use std::time::Duration;
 
@@ -104,10 +106,11 @@ async fn covered_total(node: &TestNode) -> u64 {
 
 /// Only append-entries that carry entries are answered from entries sent
 /// ahead: openraft's leadership check behind `strong` reads sends empty
-/// ones, and each of those must reach the replicas (a covered one would
-/// confirm leadership from an older acknowledgement).
+/// ones, and each must reach the replicas. With both replicas frozen right
+/// after a burst of writes (while openraft's appends were being answered
+/// from entries sent ahead), no `strong` read on the primary succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn strong_reads_confirm_leadership_on_the_wire_never_from_entries_sent_ahead() {
+async fn strong_reads_need_the_replicas_even_right_after_covered_answers() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let n1 = TestNode::start(config(1, dirs[0].path(), true));
     wait_for("node 1 leads alone", WAIT, || async { primary_code(&n1).await == Some(200) }).await;
@@ -122,18 +125,32 @@ async fn strong_reads_confirm_leadership_on_the_wire_never_from_entries_sent_ahe
     }
     let client = bulwark_db_api::Client::new([n1.addr.to_string()], SECRET);
     client.execute(&[Statement::new("CREATE TABLE t (id INTEGER PRIMARY KEY)")]).await.unwrap();
-    // Writes: entries sent ahead answer openraft's own appends (at least
-    // some of them: each within COVERED_MAX_AGE of the replica's answer).
     for i in 0..50 {
         client.execute(&[Statement::new(format!("INSERT INTO t VALUES ({i})"))]).await.unwrap();
     }
-    let after_writes = covered_total(&n1).await;
-    assert!(after_writes > 0, "no append-entries of 50 writes was answered from entries sent ahead");
-    // Strong reads, no writes: every leadership check goes to the replicas.
-    for _ in 0..30 {
-        let rows = client.query("SELECT count(*) FROM t", Params::None, Consistency::Strong, None).await.unwrap();
-        assert_eq!(rows.rows.len(), 1);
+    let last = status_u64(n1.addr, "last_log_index").await.unwrap();
+    for n in [&n2, &n3] {
+        wait_for("every replica applied the writes", WAIT, || async {
+            status_u64(n.addr, "applied_index").await == Some(last)
+        })
+        .await;
     }
-    assert_eq!(covered_total(&n1).await, after_writes, "a leadership check was answered without the replicas");
+    assert!(covered_total(&n1).await > 0, "no append-entries of 50 writes was answered from entries sent ahead");
+
+    for i in 50..60 {
+        client.execute(&[Statement::new(format!("INSERT INTO t VALUES ({i})"))]).await.unwrap();
+    }
+    let paused = [n2.pause(), n3.pause()];
+    let read = QueryRequest::new("SELECT count(*) FROM t", Params::None, Consistency::Strong, None);
+    let r = http().post_json(&n1.addr.to_string(), "/v1/query", &read, WAIT).await;
+    if let Ok(r) = &r {
+        assert_ne!(
+            r.status,
+            200,
+            "a strong read succeeded with both replicas frozen: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    drop(paused);
     stop_all(vec![n1, n2, n3]);
 }
