@@ -2,11 +2,14 @@
 //! into an archive directory (`bulwark db --archive-log DIR`, or `[backup]
 //! archive_log = true` under `bulwark up`) before the log may purge it, so
 //! that a backup plus the archive rebuild the database as it was at any
-//! moment after the backup (`bulwark db restore --to-time`, see `replay`).
+//! moment after the backup (`bulwark db restore --to-time`, see
+//! [`replay`](bulwark_db_backup::replay) in crate bulwark-db-backup).
 //!
 //! A task follows what the database has applied (applied entries are
 //! committed: never truncated), reads those entries from the log, appends
-//! them to the archive's current file (format: `archive_file`), and syncs
+//! them to the archive's current file (format:
+//! [`archive_file`](bulwark_db_backup::archive_file), also in
+//! bulwark-db-backup), and syncs
 //! the file (and the directory when it makes a file); only then are they
 //! archived. The log asks, at each purge, how far it may purge
 //! ([`PurgeLimit`](bulwark_db_log::PurgeLimit)): up to the last archived
