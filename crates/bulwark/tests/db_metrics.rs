@@ -1,6 +1,7 @@
-//! Database monitoring: `/metrics` parses as Prometheus text, needs the
-//! cluster secret, reports role and lag and counts requests; `/primary` and
-//! `/replica` answer per role for external balancers.
+//! Database monitoring: `/metrics` is OpenMetrics text (Prometheus-text
+//! parsers read it), needs the cluster secret, reports role and lag and
+//! counts requests; `/primary` and `/replica` answer per role for
+//! external balancers.
 mod db_common;
 
 use bulwark_testkit::{get, raw_request};
@@ -14,7 +15,10 @@ fn metrics(addr: std::net::SocketAddr) -> String {
     )
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    r.text()
+    assert_eq!(r.header("content-type"), Some(bulwark_telemetry::metrics::CONTENT_TYPE));
+    let text = r.text();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    text
 }
 
 use bulwark_testkit::metric_value as value;
@@ -39,6 +43,14 @@ fn metrics_and_role_endpoints_follow_the_cluster() {
     let after = metrics(primary);
     assert_eq!(value(&after, "bulwark_db_requests_total", &[("kind", "execute"), ("result", "ok")]) - w0, 6.0);
     assert!(after.contains("# TYPE bulwark_db_request_duration_seconds histogram"));
+    let node = p.to_string();
+    let executes = format!("\nbulwark_db_request_duration_seconds_count{{node=\"{node}\",kind=\"execute\"}} ");
+    let count = after.split(&executes).nth(1).and_then(|v| v.lines().next()).map(|v| v.parse::<u64>());
+    assert!(matches!(count, Some(Ok(n)) if n >= 6), "{after}");
+    assert!(after.contains("# TYPE bulwark_db_requests counter\n"), "{after}");
+    assert!(!after.contains("_total_total"), "{after}");
+    assert!(value(&after, "bulwark_db_disk_free_bytes", &[("node", &node)]) > 0.0, "{after}");
+    assert_eq!(value(&after, "bulwark_db_role", &[("node", &node)]), 1.0, "one role at a time:\n{after}");
     assert!(value(&after, "bulwark_db_applied_index", &[]) >= 6.0);
     assert!(after.contains("process_resident_memory_bytes"));
     // New entries reach the replicas ahead of openraft's own requests.

@@ -2,11 +2,14 @@
 //! into an archive directory (`bulwark db --archive-log DIR`, or `[backup]
 //! archive_log = true` under `bulwark up`) before the log may purge it, so
 //! that a backup plus the archive rebuild the database as it was at any
-//! moment after the backup (`bulwark db restore --to-time`, see `replay`).
+//! moment after the backup (`bulwark db restore --to-time`, see
+//! [`replay`](bulwark_db_backup::replay) in crate bulwark-db-backup).
 //!
 //! A task follows what the database has applied (applied entries are
 //! committed: never truncated), reads those entries from the log, appends
-//! them to the archive's current file (format: `archive_file`), and syncs
+//! them to the archive's current file (format:
+//! [`archive_file`](bulwark_db_backup::archive_file), also in
+//! bulwark-db-backup), and syncs
 //! the file (and the directory when it makes a file); only then are they
 //! archived. The log asks, at each purge, how far it may purge
 //! ([`PurgeLimit`](bulwark_db_log::PurgeLimit)): up to the last archived
@@ -29,7 +32,9 @@ use bulwark_db_backup::archive_file::{self, encode, file_name, header, read_file
 use bulwark_db_log::PurgeLimit;
 use bulwark_db_sm::durable::sync_dir;
 use bulwark_db_sm::state_machine::Applied;
+use bulwark_telemetry::metrics::Exposition;
 use openraft::RaftLogReader;
+use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -74,35 +79,23 @@ impl ArchiveState {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Prometheus text for the node's `/metrics` (`labels`: the node's).
-    pub fn prometheus(&self, labels: &str) -> String {
+    /// The archive's families on the node's `/metrics` (`node`: its id).
+    pub fn encode_metrics(&self, node: &str, out: &mut Exposition<'_>) -> fmt::Result {
         let s = self.status();
-        let behind = s.applied.saturating_sub(s.archived.unwrap_or(0));
-        let mut out = String::new();
-        for (name, kind, help, v) in [
-            (
-                "bulwark_db_archived_index",
-                "gauge",
-                "Last log index copied to the log archive.",
-                s.archived.unwrap_or(0),
-            ),
-            (
-                "bulwark_db_archive_behind_entries",
-                "gauge",
-                "Applied entries not archived yet (the log keeps them: purging waits for the archive).",
-                behind,
-            ),
-            (
-                "bulwark_db_archive_gaps_total",
-                "counter",
-                "Entries skipped by the archive (this node received a snapshot instead).",
-                s.gaps,
-            ),
-            ("bulwark_db_archive_failures_total", "counter", "Failed writes to the log archive.", s.failures),
-        ] {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {v}\n"));
-        }
-        out
+        let node = [("node", node)];
+        let archived = s.archived.unwrap_or(0);
+        out.gauges("bulwark_db_archived_index", "Last log index copied to the log archive.", [(node, archived)])?;
+        out.gauges(
+            "bulwark_db_archive_behind_entries",
+            "Applied entries not archived yet (the log keeps them: purging waits for the archive).",
+            [(node, s.applied.saturating_sub(archived))],
+        )?;
+        out.counters(
+            "bulwark_db_archive_gaps",
+            "Entries skipped by the archive (this node received a snapshot instead).",
+            [(node, s.gaps)],
+        )?;
+        out.counters("bulwark_db_archive_failures", "Failed writes to the log archive.", [(node, s.failures)])
     }
 }
 
@@ -383,9 +376,13 @@ mod tests {
         log.purge(entry(5).log_id).await.unwrap();
         assert_eq!(present(&mut reader).await, (6..10).collect::<Vec<_>>());
         assert_eq!(indexes(&dir), vec![(0..10).collect::<Vec<_>>()]);
-        let text = state.prometheus("node=\"1\"");
-        assert!(text.contains("bulwark_db_archived_index{node=\"1\"} 9"), "{text}");
-        assert!(text.contains("bulwark_db_archive_behind_entries{node=\"1\"} 0"), "{text}");
+        let text = bulwark_telemetry::metrics::render(vec![bulwark_telemetry::metrics::from_fn(move |out| {
+            state.encode_metrics("1", out)
+        })]);
+        assert!(text.contains("\nbulwark_db_archived_index{node=\"1\"} 9\n"), "{text}");
+        assert!(text.contains("\nbulwark_db_archive_behind_entries{node=\"1\"} 0\n"), "{text}");
+        assert!(text.contains("\nbulwark_db_archive_gaps_total{node=\"1\"} 0\n"), "{text}");
+        assert!(text.contains("# TYPE bulwark_db_archive_failures counter\n"), "{text}");
     }
 
     #[test]

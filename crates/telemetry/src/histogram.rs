@@ -1,7 +1,6 @@
 //! A lock-free latency histogram with fixed buckets, shared by every role's
 //! metrics (histogram exposition through [`crate::metrics::Exposition`]
 //! and p99 estimates).
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Upper bounds (µs) of the latency histogram buckets; a last bucket
@@ -60,24 +59,6 @@ impl LatencyHistogram {
         self.sum_us.fetch_add(us, Ordering::Relaxed);
         self.observe_us(us);
     }
-
-    /// Prometheus text lines (`_bucket`, `_sum`, `_count`) for metric
-    /// `name` with `labels` (`key="value",...`, may be empty), for an
-    /// exposition still written by hand (the database node's); every other
-    /// role goes through [`crate::metrics::Exposition::histograms`].
-    pub fn write_prometheus(&self, out: &mut String, name: &str, labels: &str) {
-        let counts = self.snapshot();
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (i, le) in LATENCY_BUCKETS_US.iter().enumerate() {
-            cumulative += counts[i];
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cumulative}", *le as f64 / 1e6);
-        }
-        cumulative += counts[16];
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
-    }
 }
 
 #[cfg(test)]
@@ -98,16 +79,5 @@ mod tests {
         let p100 = LatencyHistogram::quantile_ms(&before, &after, 1.0).unwrap();
         assert!(p100 > 25.0 && p100 <= 50.0, "{p100}");
         assert_eq!(LatencyHistogram::quantile_ms(&after, &after, 0.99), None);
-    }
-
-    #[test]
-    fn prometheus_lines() {
-        let h = LatencyHistogram::default();
-        h.observe(std::time::Duration::from_millis(2));
-        let mut out = String::new();
-        h.write_prometheus(&mut out, "x_seconds", "a=\"b\"");
-        assert!(out.contains("x_seconds_bucket{a=\"b\",le=\"0.0025\"} 1"), "{out}");
-        assert!(out.contains("x_seconds_count{a=\"b\"} 1"), "{out}");
-        assert!(out.contains("x_seconds_sum{a=\"b\"} 0.002"), "{out}");
     }
 }

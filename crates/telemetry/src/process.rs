@@ -64,16 +64,6 @@ impl Collector for ProcessCollector {
     }
 }
 
-/// The `process_*` metrics as text lines without `# EOF`, for an
-/// exposition still written by hand (the database node's).
-pub fn process_metrics() -> String {
-    let mut registry = prometheus_client::registry::Registry::default();
-    registry.register_collector(Box::new(ProcessCollector));
-    let mut out = String::new();
-    let _ = prometheus_client::encoding::text::encode_registry(&mut out, &registry);
-    out
-}
-
 fn boot_time() -> Option<f64> {
     std::fs::read_to_string("/proc/stat")
         .ok()?
@@ -89,11 +79,9 @@ fn boot_time() -> Option<f64> {
 mod tests {
     #[test]
     fn reports_process_metrics() {
-        let m = super::process_metrics();
-        assert!(m.contains("process_cpu_seconds_total "), "{m}");
-        assert!(m.contains("process_resident_memory_bytes "), "{m}");
-        assert!(m.contains("process_open_fds "), "{m}");
-        assert!(!m.contains("# EOF"), "{m}");
+        let m = crate::metrics::render(Vec::new());
+        assert!(m.contains("\nprocess_cpu_seconds_total "), "{m}");
+        assert!(m.contains("\nprocess_open_fds "), "{m}");
         let rss: f64 = m
             .lines()
             .find(|l| l.starts_with("process_resident_memory_bytes "))

@@ -16,6 +16,7 @@
 use super::error::ApiError;
 use super::{json, query_param, NodeState, Resp};
 use bulwark_db_backup::backup::{self, BackupError};
+use bulwark_telemetry::metrics::Exposition;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::Full;
@@ -88,16 +89,15 @@ impl NodeState {
         }
     }
 
-    /// Prometheus lines of the node's disk (see the module doc).
-    pub(super) fn disk_metrics(&self) -> String {
-        let free = match nix::sys::statvfs::statvfs(&self.data_dir()) {
-            Ok(s) => s.blocks_available() as f64 * s.fragment_size() as f64,
-            Err(_) => return String::new(),
-        };
-        format!(
-            "# HELP bulwark_db_disk_free_bytes Space left for this node on the file system of its data dir.\n\
-             # TYPE bulwark_db_disk_free_bytes gauge\nbulwark_db_disk_free_bytes{{node=\"{}\"}} {free}\n",
-            self.id
+    /// The node's disk (see the module doc): nothing when the file system
+    /// of the data dir cannot be read.
+    pub(super) fn encode_disk_metrics(&self, node: &str, out: &mut Exposition<'_>) -> std::fmt::Result {
+        let Ok(fs) = nix::sys::statvfs::statvfs(&self.data_dir()) else { return Ok(()) };
+        let free = fs.blocks_available().saturating_mul(fs.fragment_size());
+        out.gauges(
+            "bulwark_db_disk_free_bytes",
+            "Space left for this node on the file system of its data dir.",
+            [([("node", node)], free)],
         )
     }
 }
