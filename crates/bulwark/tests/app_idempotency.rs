@@ -5,6 +5,7 @@
 //! A real `bulwark db` node and a real `bulwark app` process on port 0.
 mod db_common;
 
+use bulwark_db_api::DbRole;
 use bulwark_testkit::{request, wait_until, HttpResponse, Process};
 use db_common::*;
 use serde_json::Value;
@@ -43,7 +44,7 @@ fn rows_with_text(db: &DbProc, text: &str) -> u64 {
 #[test]
 fn the_same_post_twice_with_one_key_is_stored_once_and_answered_alike() {
     let db = DbProc::start(1, "127.0.0.1", true, "");
-    wait_until("db primary", || db.status().is_some_and(|s| s.role == "primary"));
+    wait_until("db primary", || db.status().is_some_and(|s| s.role == DbRole::Primary));
     let app = app(&db);
 
     let body = r#"{"author":"ann","text":"once only"}"#;

@@ -6,6 +6,7 @@
 //! list. Runs in a private network namespace (iptables stays inside it).
 mod db_common;
 
+use bulwark_db_api::DbRole;
 use bulwark_testkit::{request, wait_until, HttpResponse, Process};
 use db_common::*;
 
@@ -65,7 +66,7 @@ fn inside_netns() {
     // it stays a (lagging) replica instead of campaigning.
     let n1 = DbProc::start(1, "127.0.0.11", true, "");
     let boot = bulwark_db_api::Client::new([n1.addr.to_string()], SECRET);
-    wait_until("node 1 primary", || n1.status().is_some_and(|s| s.role == "primary"));
+    wait_until("node 1 primary", || n1.status().is_some_and(|s| s.role == DbRole::Primary));
     let n2 = DbProc::start(2, "127.0.0.12", false, "");
     n2.join(&rt, &boot, true);
     let n3 = {

@@ -5,6 +5,7 @@
 //! up to the log index it records.
 mod db_common;
 
+use bulwark_db_api::DbRole;
 use bulwark_db_api::{Consistency, Params, Rows, Value};
 use bulwark_testkit::wait_until;
 use db_common::*;
@@ -229,7 +230,9 @@ fn a_backup_under_load_restores_into_a_new_cluster() {
     assert_eq!(restored["log_index"].as_u64(), Some(index), "{restored}");
     let p = bulwark_testkit::Process::start("db", &config(1, &address, &raft_address, data.path(), false, ""));
     let new = DbProc::running(1, "127.0.0.1", data, p, "");
-    wait_until("the restored node is a primary", || new.status().is_some_and(|s| s.role == "primary" && s.quorum));
+    wait_until("the restored node is a primary", || {
+        new.status().is_some_and(|s| s.role == DbRole::Primary && s.quorum)
+    });
     // A second node joins the new cluster from its snapshot.
     let joiner = DbProc::start(2, "127.0.0.1", false, "");
     let client = bulwark_db_api::Client::new([new.addr.to_string()], SECRET);

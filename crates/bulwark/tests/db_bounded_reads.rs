@@ -4,6 +4,7 @@
 //! majority has elected a new primary and written there.
 mod db_common;
 
+use bulwark_db_api::DbRole;
 use bulwark_testkit::netns::sh;
 use bulwark_testkit::wait_until;
 use db_common::*;
@@ -40,7 +41,7 @@ fn inside_netns() {
         sh("iptables", &["-A", "INPUT", "-s", other, "-d", ips[0], "-j", "DROP"]);
     }
     wait_short("a new primary on the majority side", Duration::from_secs(30), || {
-        [2, 3].into_iter().any(|id| c.node(id).status().is_some_and(|s| s.role == "primary" && s.quorum))
+        [2, 3].into_iter().any(|id| c.node(id).status().is_some_and(|s| s.role == DbRole::Primary && s.quorum))
     });
     let client = bulwark_db_api::Client::new([c.node(2).addr.to_string(), c.node(3).addr.to_string()], SECRET);
     exec(&rt, &client, "INSERT INTO t VALUES ('after')", vec![]);

@@ -4,6 +4,7 @@
 //! leadership transfer and a full restart from disk.
 mod db_common;
 
+use bulwark_db_api::DbRole;
 use bulwark_db_api::{ClientError, Consistency, Params, Statement, Value};
 use bulwark_testkit::wait_until;
 use db_common::*;
@@ -103,9 +104,9 @@ fn three_nodes_replicate_fail_over_and_restart() {
 
     // Roles, term, applied index and lag are visible.
     wait_until("both replicas report a known, zero lag", || {
-        [2, 3]
-            .iter()
-            .all(|id| c.node(*id).status().is_some_and(|s| s.role == "replica" && s.lag.known && s.lag.entries == 0))
+        [2, 3].iter().all(|id| {
+            c.node(*id).status().is_some_and(|s| s.role == DbRole::Replica && s.lag.known && s.lag.entries == 0)
+        })
     });
     let s = c.node(1).status().unwrap();
     assert_eq!((s.role.as_str(), s.leader_id, s.quorum), ("primary", Some(1), true));
@@ -188,7 +189,7 @@ fn three_nodes_replicate_fail_over_and_restart() {
     let last = exec(&rt, &c.client, "INSERT INTO msg (text) VALUES ('after failover')", vec![]);
     c.node_mut(1).restart();
     wait_until("old primary rejoins as replica", || {
-        c.node(1).status().is_some_and(|s| s.role == "replica" && s.applied_index >= last.token.index)
+        c.node(1).status().is_some_and(|s| s.role == DbRole::Replica && s.applied_index >= last.token.index)
     });
     let total = count_on(c.node(new_primary).addr, "msg", Some(last.token)).unwrap();
     assert_eq!(count_on(c.node(1).addr, "msg", Some(last.token)), Some(total));

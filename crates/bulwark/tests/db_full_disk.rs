@@ -10,6 +10,7 @@
 //! nothing outlives the test.
 mod db_common;
 
+use bulwark_db_api::DbRole;
 use bulwark_testkit::{wait_until, Process};
 use db_common::*;
 use std::process::Command;
@@ -58,7 +59,7 @@ fn full_disk_inside_mount_namespace() {
     let p = Process::start("db", &config(3, "127.0.0.1:0", "127.0.0.1:0", data.path(), false, ""));
     let mut victim = DbProc::running(3, "127.0.0.1", data, p, "");
     victim.join(&rt, &c.client, true);
-    wait_until("node 3 is a replica", || victim.status().is_some_and(|s| s.role == "replica"));
+    wait_until("node 3 is a replica", || victim.status().is_some_and(|s| s.role == DbRole::Replica));
 
     exec(&rt, &c.client, "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL)", vec![]);
     // The two other nodes commit every write; node 3 runs out of space.

@@ -10,6 +10,7 @@
 //! nothing outlives the test (as `db_full_disk.rs` does for a replica).
 mod db_common;
 
+use bulwark_db_api::DbRole;
 use bulwark_testkit::{wait_until, Process};
 use db_common::*;
 use std::process::Command;
@@ -66,7 +67,7 @@ fn full_disk_inside_mount_namespace() {
     let p = Process::start("db", &config(1, "127.0.0.1:0", "127.0.0.1:0", data.path(), true, ""));
     let mut first = DbProc::running(1, "127.0.0.1", data, p, "");
     let boot = bulwark_db_api::Client::new([first.addr.to_string()], SECRET);
-    wait_until("node 1 is primary", || first.status().is_some_and(|s| s.role == "primary"));
+    wait_until("node 1 is primary", || first.status().is_some_and(|s| s.role == DbRole::Primary));
     let mut others = Vec::new();
     for id in [2, 3] {
         let n = DbProc::start(id, "127.0.0.1", false, "");
@@ -117,7 +118,7 @@ fn full_disk_inside_mount_namespace() {
     first.proc = None;
     let mut new_primary = 0;
     wait_until("a new primary", || {
-        let p = others.iter().find(|n| n.status().is_some_and(|s| s.role == "primary" && s.quorum));
+        let p = others.iter().find(|n| n.status().is_some_and(|s| s.role == DbRole::Primary && s.quorum));
         new_primary = p.map(|p| p.id).unwrap_or(0);
         new_primary != 0
     });

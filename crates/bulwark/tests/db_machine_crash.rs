@@ -6,6 +6,7 @@
 //! stop marks the database clean.
 mod db_common;
 
+use bulwark_db_api::DbRole;
 use bulwark_testkit::wait_until;
 use db_common::*;
 
@@ -39,7 +40,7 @@ fn a_node_whose_machine_crashed_rebuilds_its_database_and_loses_nothing() {
 
     c.node_mut(victim).restart();
     wait_until("the rebuilt replica catches up", || {
-        c.node(victim).status().is_some_and(|s| s.role == "replica" && s.applied_index >= after.index)
+        c.node(victim).status().is_some_and(|s| s.role == DbRole::Replica && s.applied_index >= after.index)
     });
     assert_eq!(count_on(c.node(victim).addr, "t", Some(after)), Some(61));
     let sum = post(c.node(victim).addr, "/v1/query", r#"{"sql":"SELECT sum(x) FROM t"}"#, Some(SECRET));
@@ -54,7 +55,7 @@ fn a_node_whose_machine_crashed_rebuilds_its_database_and_loses_nothing() {
     assert_eq!(std::fs::read_to_string(data.join("data.boot")).unwrap().trim(), "clean");
     c.node_mut(victim).restart();
     wait_until("the replica is back", || {
-        c.node(victim).status().is_some_and(|s| s.role == "replica" && s.applied_index >= after.index)
+        c.node(victim).status().is_some_and(|s| s.role == DbRole::Replica && s.applied_index >= after.index)
     });
     assert!(!c.node(victim).logs().contains("rebuilt it"), "{}", tail(&c.node(victim).logs()));
 }

@@ -3,6 +3,7 @@
 //! serves token reads and reports its lag, and nodes are removed online.
 mod db_common;
 
+use bulwark_db_api::DbRole;
 use bulwark_testkit::wait_until;
 use db_common::*;
 
@@ -48,7 +49,7 @@ fn learner_joins_from_a_snapshot_and_nodes_leave_online() {
     wait_until("learner installed a snapshot and applied the last write", || {
         learner
             .status()
-            .is_some_and(|s| s.role == "learner" && s.snapshot_index.is_some() && s.applied_index >= token.index)
+            .is_some_and(|s| s.role == DbRole::Learner && s.snapshot_index.is_some() && s.applied_index >= token.index)
     });
     assert_eq!(count_on(learner.addr, "t", Some(token)), Some(60));
     wait_until("learner reports a known lag", || learner.status().is_some_and(|s| s.lag.known && s.lag.entries == 0));

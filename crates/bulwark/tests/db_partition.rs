@@ -5,6 +5,7 @@
 //! as a replica and the write it could not commit exists nowhere.
 mod db_common;
 
+use bulwark_db_api::DbRole;
 use bulwark_testkit::netns::sh;
 use bulwark_testkit::wait_until;
 use db_common::*;
@@ -50,7 +51,7 @@ fn isolated_primary_inside_netns() {
         wait_short("a new primary on the majority side", Duration::from_secs(30), || {
             p = [2, 3]
                 .into_iter()
-                .find(|id| c.node(*id).status().is_some_and(|s| s.role == "primary" && s.quorum))
+                .find(|id| c.node(*id).status().is_some_and(|s| s.role == DbRole::Primary && s.quorum))
                 .unwrap_or(0);
             p != 0
         });
@@ -61,7 +62,7 @@ fn isolated_primary_inside_netns() {
     // Heal: the old primary rejoins as a replica of the new term.
     sh("iptables", &["-F", "INPUT"]);
     wait_until("old primary rejoins as replica", || {
-        c.node(1).status().is_some_and(|s| s.role == "replica" && s.applied_index >= w.token.index)
+        c.node(1).status().is_some_and(|s| s.role == DbRole::Replica && s.applied_index >= w.token.index)
     });
     for id in 1..=3 {
         let r = c.node(id).post(

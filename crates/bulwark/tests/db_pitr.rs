@@ -5,6 +5,7 @@
 //! write acknowledged before that moment and none sent after it.
 mod db_common;
 
+use bulwark_db_api::DbRole;
 use bulwark_db_api::{Rows, Value};
 use bulwark_testkit::{metric_value, request, wait_until, Process};
 use db_common::*;
@@ -65,7 +66,7 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
         &["--archive-log", archive.to_str().unwrap()],
     );
     let first = DbProc::running(1, "127.0.0.1", data, p, extra);
-    wait_until("node 1 becomes primary", || first.status().is_some_and(|s| s.role == "primary"));
+    wait_until("node 1 becomes primary", || first.status().is_some_and(|s| s.role == DbRole::Primary));
     let seed = bulwark_db_api::Client::new([first.addr.to_string()], SECRET);
     let mut nodes = vec![first];
     for id in [2, 3] {
@@ -148,7 +149,9 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
 
     let p = Process::start("db", &config(1, &address, &raft_address, restored_dir.path(), false, ""));
     let node = DbProc::running(1, "127.0.0.1", restored_dir, p, "");
-    wait_until("the restored node is a primary", || node.status().is_some_and(|s| s.role == "primary" && s.quorum));
+    wait_until("the restored node is a primary", || {
+        node.status().is_some_and(|s| s.role == DbRole::Primary && s.quorum)
+    });
     let r = node.post("/v1/query", r#"{"sql": "SELECT seq, unixepoch(at) FROM messages ORDER BY seq"}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     let rows: Rows = serde_json::from_slice(&r.body).unwrap();

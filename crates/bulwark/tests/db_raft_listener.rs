@@ -5,6 +5,7 @@
 //! never touched).
 mod db_common;
 
+use bulwark_db_api::DbRole;
 use bulwark_testkit::netns::sh;
 use bulwark_testkit::{request, wait_until, Process};
 use db_common::*;
@@ -27,7 +28,7 @@ fn a_client_secret_reaches_raft_on_neither_listener() {
     let node = DbProc::running(1, "127.0.0.1", data, Process::start("db", &cfg), &extra);
     let (api, raft) = (node.addr, node.raft_addr);
     assert_ne!(api, raft);
-    wait_until("node 1 becomes primary", || node.status().is_some_and(|s| s.role == "primary"));
+    wait_until("node 1 becomes primary", || node.status().is_some_and(|s| s.role == DbRole::Primary));
     let s = node.status().unwrap();
     assert_eq!((s.address, s.raft_address.clone()), (api.to_string(), raft.to_string()));
     assert_eq!(s.members[0].raft_address, raft.to_string(), "{:?}", s.members);
@@ -75,7 +76,7 @@ fn api_closed_between_nodes_inside_netns() {
             sh("iptables", &["-A", "INPUT", "-p", "tcp", "-s", from, "-d", &n.ip, "--dport", &port, "-j", "DROP"]);
         }
     }
-    wait_until("node 1 becomes primary", || nodes[0].status().is_some_and(|s| s.role == "primary"));
+    wait_until("node 1 becomes primary", || nodes[0].status().is_some_and(|s| s.role == DbRole::Primary));
     let boot = bulwark_db_api::Client::new([nodes[0].addr.to_string()], SECRET);
     for n in &nodes[1..] {
         n.join(&rt, &boot, true);

@@ -381,6 +381,53 @@ pub struct ReplicationLag {
     pub known: bool,
 }
 
+/// What a database node is in its cluster (`/v1/status`'s `role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbRole {
+    /// Takes the writes; a majority elected it.
+    Primary,
+    /// A voter following the primary.
+    Replica,
+    /// An asynchronous read replica: follows the primary, never votes.
+    Learner,
+    /// Campaigning to become primary.
+    Candidate,
+    /// Not a member yet (waits to be added).
+    Detached,
+    /// Its Raft has stopped.
+    Stopped,
+}
+
+impl DbRole {
+    /// Every role, in the order `/metrics` lists them.
+    pub const ALL: [DbRole; 6] =
+        [DbRole::Primary, DbRole::Replica, DbRole::Learner, DbRole::Candidate, DbRole::Detached, DbRole::Stopped];
+
+    /// The role as `/v1/status` and `/metrics` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbRole::Primary => "primary",
+            DbRole::Replica => "replica",
+            DbRole::Learner => "learner",
+            DbRole::Candidate => "candidate",
+            DbRole::Detached => "detached",
+            DbRole::Stopped => "stopped",
+        }
+    }
+
+    /// A replica or a learner: a node that follows a primary.
+    pub fn follows(self) -> bool {
+        matches!(self, DbRole::Replica | DbRole::Learner)
+    }
+}
+
+impl std::fmt::Display for DbRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -390,9 +437,7 @@ pub struct NodeStatus {
     /// This node's Raft listener, what the other nodes dial.
     #[serde(default)]
     pub raft_address: String,
-    /// `primary`, `replica` (voter), `learner` (async read replica),
-    /// `candidate` or `detached` (not a member yet).
-    pub role: String,
+    pub role: DbRole,
     pub term: u64,
     pub leader_id: Option<u64>,
     pub leader_address: Option<String>,

@@ -19,7 +19,7 @@ pub mod raft_types;
 mod sqlite;
 
 pub use api::{
-    Column, Consistency, ExecuteResult, Member, NodeStatus, Params, ReplicationLag, Rows, Statement, StatementResult,
-    Token, Value,
+    Column, Consistency, DbRole, ExecuteResult, Member, NodeStatus, Params, ReplicationLag, Rows, Statement,
+    StatementResult, Token, Value,
 };
 pub use client::{with_x_request_id, AmbiguousWrite, Client, ClientError};

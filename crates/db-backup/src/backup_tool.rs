@@ -13,6 +13,7 @@
 //! Owns: the backup files it writes. Must not touch: a node's data dir
 //! other than the one a restore is pointed at.
 use crate::backup::{self, BackupError, BackupInfo, Recorded};
+use bulwark_db_api::api::DbRole;
 use bulwark_db_api::http_client::HttpClient;
 use bulwark_db_api::Client;
 use std::io::{Read, Write};
@@ -124,12 +125,9 @@ impl BackupTool {
             return Err(ToolError::NoNode);
         }
         let pick = if from_primary {
-            statuses.iter().find(|s| s.role == "primary")
+            statuses.iter().find(|s| s.role == DbRole::Primary)
         } else {
-            statuses
-                .iter()
-                .filter(|s| matches!(s.role.as_str(), "replica" | "learner") && s.lag.known)
-                .min_by_key(|s| s.lag.entries)
+            statuses.iter().filter(|s| s.role.follows() && s.lag.known).min_by_key(|s| s.lag.entries)
         };
         match pick {
             Some(s) => Ok(s.address.clone()),

@@ -4,6 +4,7 @@
 //! own, `bulwark-dbbench` (crates/dbbench), outside this binary.
 use anyhow::{bail, Context, Result};
 use bulwark_config::db::DbConfig;
+use bulwark_db_api::DbRole;
 use bulwark_db_api::{Client, Statement};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -230,7 +231,7 @@ fn admin(config: Option<PathBuf>, cmd: DbCommand) -> Result<i32> {
 }
 
 /// (node id, role, term): what a status line reports a change of.
-type RoleKey = (u64, String, u64);
+type RoleKey = (u64, DbRole, u64);
 
 struct ProbeOptions {
     writers: usize,
@@ -333,7 +334,7 @@ async fn probe(base: Client, o: ProbeOptions) -> Result<i32> {
                 let t = unix_now();
                 let mut st = c.statuses().await;
                 st.sort_by_key(|s| s.node_id);
-                let key: Vec<RoleKey> = st.iter().map(|s| (s.node_id, s.role.clone(), s.term)).collect();
+                let key: Vec<RoleKey> = st.iter().map(|s| (s.node_id, s.role, s.term)).collect();
                 let mut down: Vec<String> =
                     all.iter().filter(|a| !st.iter().any(|s| &s.address == *a)).cloned().collect();
                 down.sort();

@@ -2,6 +2,7 @@
 //! processes on port 0 that join through the membership API.
 #![allow(dead_code, unused_imports)]
 
+use bulwark_db_api::DbRole;
 use bulwark_db_api::{Client, Consistency, NodeStatus, Params, Rows, Statement, Token};
 use bulwark_testkit::{request, wait_until, HttpResponse, Process};
 use std::net::SocketAddr;
@@ -135,7 +136,7 @@ impl Cluster {
     pub fn start(rt: &tokio::runtime::Runtime, ips: &[&str], extra: &str) -> Cluster {
         let mut nodes = vec![DbProc::start(1, ips[0], true, extra)];
         let client = Client::new([nodes[0].addr.to_string()], SECRET);
-        wait_until("node 1 becomes primary", || nodes[0].status().is_some_and(|s| s.role == "primary"));
+        wait_until("node 1 becomes primary", || nodes[0].status().is_some_and(|s| s.role == DbRole::Primary));
         for (i, ip) in ips.iter().enumerate().skip(1) {
             let n = DbProc::start(i as u64 + 1, ip, false, extra);
             n.join(rt, &client, true);
@@ -165,7 +166,7 @@ impl Cluster {
     pub fn primary(&self) -> Option<u64> {
         self.nodes.iter().filter(|n| n.proc.is_some()).find_map(|n| {
             let s = n.status()?;
-            (s.role == "primary" && s.quorum).then_some(n.id)
+            (s.role == DbRole::Primary && s.quorum).then_some(n.id)
         })
     }
 

@@ -11,7 +11,7 @@
 //! let rows = db.query("SELECT text FROM msg", Params::None, Consistency::None, Some(w.token)).await?;
 //! # Ok(()) }
 //! ```
-use crate::api::{AddMember, ErrorBody, ExecuteRequest, NodeRef, NodeStatus, QueryRequest, BAD_TOKEN};
+use crate::api::{AddMember, DbRole, ErrorBody, ExecuteRequest, NodeRef, NodeStatus, QueryRequest, BAD_TOKEN};
 use crate::http_client::{HttpClient, HttpReply, TransportError};
 use crate::{Consistency, ExecuteResult, Params, Rows, Statement, Token};
 use std::sync::{Arc, Mutex};
@@ -29,7 +29,7 @@ use request_id::{new_request_id, x_request_id_header};
 #[derive(Debug, Clone)]
 struct KnownNode {
     address: String,
-    role: Option<String>,
+    role: Option<DbRole>,
     rtt: Option<Duration>,
     healthy: bool,
 }
@@ -298,9 +298,9 @@ impl Client {
         }
         let mut nodes = self.inner.nodes.lock().unwrap().clone();
         let rank = |n: &KnownNode| {
-            let class = match (n.healthy, n.role.as_deref()) {
-                (true, Some("replica" | "learner")) => 0,
-                (true, Some("primary")) => 1,
+            let class = match (n.healthy, n.role) {
+                (true, Some(r)) if r.follows() => 0,
+                (true, Some(DbRole::Primary)) => 1,
                 (true, _) => 2,
                 _ => 3,
             };
@@ -347,7 +347,7 @@ impl Client {
         let mut primary = None;
         while let Some((addr, status)) = rx.recv().await {
             match status {
-                Some(s) if s.role == "primary" && s.quorum => {
+                Some(s) if s.role == DbRole::Primary && s.quorum => {
                     primary = Some(s.address.clone());
                     out.push(s);
                     if !every_node && out.len() + silent.len() < probes {
@@ -376,7 +376,7 @@ impl Client {
         let mut nodes = self.inner.nodes.lock().unwrap();
         if let Some(n) = nodes.iter_mut().find(|n| n.address == addr) {
             n.healthy = status.is_some();
-            n.role = status.map(|s| s.role.clone());
+            n.role = status.map(|s| s.role);
             n.rtt = status.map(|_| rtt);
         }
         if let Some(s) = status {

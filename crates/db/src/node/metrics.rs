@@ -2,6 +2,7 @@
 //! (`bulwark_telemetry::metrics`, OpenMetrics text), every family labelled
 //! with the node's id.
 use super::{NodeState, Resp};
+use bulwark_db_api::api::DbRole;
 use bulwark_telemetry::metrics::{self, Exposition};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -9,9 +10,6 @@ use hyper::Response;
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// The roles `bulwark_db_role` has a sample for.
-const ROLES: [&str; 6] = ["primary", "replica", "learner", "candidate", "detached", "stopped"];
 
 impl NodeState {
     pub(super) fn metrics_response(self: &Arc<Self>) -> Resp {
@@ -35,7 +33,7 @@ impl NodeState {
             out,
             "bulwark_db_is_primary",
             "1 on the primary (Raft leader), else 0.",
-            u64::from(st.role == "primary"),
+            u64::from(st.role == DbRole::Primary),
         )?;
         gauge(out, "bulwark_db_term", "Current Raft term.", st.term)?;
         gauge(out, "bulwark_db_last_log_index", "Index of the last entry in this node's log.", st.last_log_index)?;
@@ -50,7 +48,7 @@ impl NodeState {
         out.gauges(
             "bulwark_db_role",
             "Role of this node.",
-            ROLES.map(|role| ([("node", id), ("role", role)], u64::from(st.role == role))),
+            DbRole::ALL.map(|role| ([("node", id), ("role", role.as_str())], u64::from(st.role == role))),
         )?;
         let ahead = &self.ahead_stats;
         out.counters(

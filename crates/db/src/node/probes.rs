@@ -35,7 +35,7 @@ impl NodeState {
         let lag = self.lag(&m);
         let max: Option<f64> = query_param(uri, "max_lag").and_then(|v| v.parse().ok());
         let role = self.role(&m);
-        let ok = matches!(role, "replica" | "learner") && lag.known && max.is_none_or(|mx| lag.seconds <= mx);
+        let ok = role.follows() && lag.known && max.is_none_or(|mx| lag.seconds <= mx);
         let body = serde_json::json!({"replica": ok, "node_id": self.id, "role": role, "lag": lag});
         json(up_or_down(ok), &body)
     }

@@ -1,7 +1,7 @@
 //! What a node knows about the cluster: the primary, the quorum clock,
 //! its role, and the `/v1/status` report.
 use super::NodeState;
-use bulwark_db_api::api::{Member, NodeStatus};
+use bulwark_db_api::api::{DbRole, Member, NodeStatus};
 use bulwark_db_api::raft_types::{Node, NodeId};
 use openraft::{RaftMetrics, ServerState};
 use std::collections::BTreeSet;
@@ -48,19 +48,19 @@ impl NodeState {
         self.leader_acks.quorum_age(self.id, &m.vote, m.membership_config.membership().get_joint_config())
     }
 
-    pub(super) fn role(&self, m: &RaftMetrics<NodeId, Node>) -> &'static str {
+    pub(super) fn role(&self, m: &RaftMetrics<NodeId, Node>) -> DbRole {
         match m.state {
-            ServerState::Leader => "primary",
-            ServerState::Candidate => "candidate",
-            ServerState::Shutdown => "stopped",
+            ServerState::Leader => DbRole::Primary,
+            ServerState::Candidate => DbRole::Candidate,
+            ServerState::Shutdown => DbRole::Stopped,
             _ => {
                 let mem = m.membership_config.membership();
                 if mem.voter_ids().any(|v| v == self.id) {
-                    "replica"
+                    DbRole::Replica
                 } else if mem.learner_ids().any(|v| v == self.id) {
-                    "learner"
+                    DbRole::Learner
                 } else {
-                    "detached"
+                    DbRole::Detached
                 }
             }
         }
@@ -95,7 +95,7 @@ impl NodeState {
             node_id: self.id,
             address: self.address.clone(),
             raft_address: self.raft_address.clone(),
-            role: self.role(&m).to_string(),
+            role: self.role(&m),
             term: m.current_term,
             leader_id: leader.as_ref().map(|l| l.0),
             leader_address: leader.map(|l| l.1),
