@@ -178,11 +178,26 @@ async fn a_replica_dates_the_primary_word_from_its_arrival() {
     wait_for("node 3 is within a second", WAIT, || async { replica_probe(replica).await.0 == 200 }).await;
     let w = status_u64(nodes[0].addr, "last_log_index").await.unwrap() + 1;
     let gate = SyncGate::hold(dirs[2].path());
-    // A read turns node 3's inline syncs off for a while, so that its
-    // appends wait on its log writer's thread, not on its runtime.
+    // Reads turn node 3's inline syncs off for a while, so that its
+    // appends wait on its log writer's thread, not on its runtime (and
+    // once one waits there, the later ones follow it).
     assert!(bounded_count(replica, Duration::from_secs(1)).await.is_some());
+    let reading = tokio_util::sync::CancellationToken::new();
+    let reader = {
+        let (addr, reading) = (replica.addr.to_string(), reading.clone());
+        tokio::spawn(async move {
+            let read = QueryRequest::new("SELECT 1", Params::None, Consistency::None, None);
+            while !reading.is_cancelled() {
+                let r = http().post_json(&addr, "/v1/query", &read, WAIT).await.expect("node 3 answers a read");
+                assert_eq!(r.status, 200);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     write(&nodes[0], "INSERT INTO t VALUES (100)").await;
     wait_for("node 3's sync waits", WAIT, || async { gate.held.load(std::sync::atomic::Ordering::SeqCst) > 0 }).await;
+    reading.cancel();
+    reader.await.expect("the reads went through");
     let paused = [nodes[0].pause(), nodes[1].pause()];
     wait_for("node 3's word from the primary is more than a second old", WAIT, || async {
         replica_probe(replica).await.0 == 503
