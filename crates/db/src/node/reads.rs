@@ -5,7 +5,9 @@
 //! - `bounded` (`max_lag_ms`): on a replica, the primary's commit time of
 //!   its last applied write minus this node's, **plus the age of the last
 //!   word from the primary** (a replica cut off from the primary does not
-//!   know what it missed since); on the primary, a majority must have
+//!   know what it missed since; a primary speaks only once it applied an
+//!   entry of its term and while a majority acknowledged it within the
+//!   lease, see `transport::AppliedHints`); on the primary, a majority must have
 //!   acknowledged it within `max_lag` (and the lease), else it confirms its
 //!   leadership with a round trip first: an old primary cut off from the
 //!   majority cannot serve a read older than asked.
