@@ -22,7 +22,8 @@
 //! node can have become primary. The window used is the lease minus
 //! [`LEASE_MARGIN`], for timers that fire late and clocks that run at
 //! slightly different rates on different machines.
-use bulwark_db_api::raft_types::{NodeId, Vote};
+use bulwark_db_api::raft_types::{Node, NodeId, Vote};
+use openraft::{RaftMetrics, ServerState};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -109,6 +110,38 @@ impl LeaderAcks {
         let window = window.min(lease.saturating_sub(LEASE_MARGIN));
         self.quorum_age(me, vote, configs).is_some_and(|age| age <= window)
     }
+
+    /// True when `m`, node `me`'s metrics, show a primary that a majority
+    /// (counting itself) acknowledged requests sent within `window` (and
+    /// the lease minus [`LEASE_MARGIN`]). A primary alone in its cluster
+    /// always has its quorum.
+    pub(crate) fn primary_within(
+        &self,
+        me: NodeId,
+        m: &RaftMetrics<NodeId, Node>,
+        lease: Duration,
+        window: Duration,
+    ) -> bool {
+        if m.state != ServerState::Leader || m.vote.leader_id().voted_for() != Some(me) {
+            return false;
+        }
+        let configs = m.membership_config.membership().get_joint_config();
+        if configs.iter().all(|c| c.len() == 1 && c.contains(&me)) {
+            return true;
+        }
+        self.quorum_within(me, &m.vote, configs, lease, window)
+    }
+}
+
+/// Whether this node has applied an entry of its current term. A new
+/// primary's log may hold entries the previous primary committed (and
+/// acknowledged to clients) that this node has not applied yet: it learns
+/// they are committed only when the first entry of its own term (the one
+/// openraft appends on election) is committed. Until it has applied that
+/// entry its database may miss acknowledged writes, however recently a
+/// majority acknowledged it.
+pub(crate) fn applied_own_term(m: &RaftMetrics<NodeId, Node>) -> bool {
+    m.last_applied.is_some_and(|a| a.leader_id.get_term() == m.vote.leader_id().get_term())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::append_queue::AppendQueue;
 use crate::error::RaftStop;
 use crate::group_commit::GroupCommit;
 use crate::leader_acks::LeaderAcks;
-use crate::transport::{AheadStats, RaftTransport};
+use crate::transport::{AheadStats, AppliedHints, RaftTransport};
 use crate::DbError;
 use bulwark_config::db::DbConfig;
 use bulwark_db_api::http_client::HttpClient;
@@ -53,18 +53,31 @@ mod writes;
 
 use error::{ApiError, Retry};
 use listeners::{bind, Listener, Serve};
+#[cfg(test)]
+pub(crate) use raft_rpc::RefuseAppends;
 
 /// Marks a request one node passed to the primary (never passed again).
 const FORWARDED_HEADER: &str = "x-bulwark-forwarded";
 
 type Resp = Response<Full<Bytes>>;
 
-/// What a follower last heard from the primary about its applied state.
-#[derive(Debug, Clone, Copy)]
+/// What a follower last heard from the primary about its applied state:
+/// the primary's applied index and the clock of its last applied write,
+/// and when the request that carried them arrived here.
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct PrimaryHint {
     index: u64,
     time_ms: u64,
     at: Instant,
+}
+
+impl PrimaryHint {
+    /// Whether this hint is newer than `kept`: a higher applied index
+    /// (applied indexes only grow, and a later primary's exceed what an
+    /// earlier one applied), or the same index heard later.
+    fn supersedes(&self, kept: &PrimaryHint) -> bool {
+        (self.index, self.at) > (kept.index, kept.at)
+    }
 }
 
 struct NodeState {
@@ -105,6 +118,8 @@ struct NodeState {
     leader_acks: Arc<LeaderAcks>,
     /// The log archive's state, when this node archives its log.
     archive: Option<Arc<crate::archive::ArchiveState>>,
+    #[cfg(test)]
+    refuse_appends: Arc<RefuseAppends>,
 }
 
 /// Request counters and latencies for `/metrics`.
@@ -257,9 +272,16 @@ impl DbNode {
         let ahead_stats = Arc::new(AheadStats::default());
         let leader_acks = Arc::new(LeaderAcks::default());
         let appended = log.appended_entries();
+        let hints = Arc::new(AppliedHints {
+            applied: applied.clone(),
+            metrics: Arc::default(),
+            leader_acks: leader_acks.clone(),
+            id: config.node_id,
+            lease,
+        });
         let transport = RaftTransport {
             http: raft_http.clone(),
-            applied: applied.clone(),
+            hints: hints.clone(),
             id: config.node_id,
             appended: appended.clone(),
             max_entries: rcfg.max_payload_entries as usize,
@@ -270,6 +292,7 @@ impl DbNode {
         let raft = Raft::new(config.node_id, Arc::new(rcfg), transport, log, sm)
             .await
             .map_err(|e| DbError::Raft(Box::new(e)))?;
+        let _ = hints.metrics.set(raft.metrics());
         if fresh && config.bootstrap {
             let mut members: BTreeMap<NodeId, Node> =
                 config.peers.iter().map(|p| (p.id, Node::new(p.address.as_str(), p.raft_address.as_str()))).collect();
@@ -313,6 +336,8 @@ impl DbNode {
             ahead_stats,
             leader_acks,
             archive,
+            #[cfg(test)]
+            refuse_appends: Arc::default(),
         };
         let firewall = Arc::new(bulwark_firewall::Firewall::new(&config.firewall).map_err(DbError::Firewall)?);
         Ok(DbNode {
@@ -323,6 +348,12 @@ impl DbNode {
             header_timeout: config.header_timeout,
             tls,
         })
+    }
+
+    /// A test's hold on this node's Raft log (see `RefuseAppends`).
+    #[cfg(test)]
+    pub(crate) fn refuse_appends(&self) -> Arc<RefuseAppends> {
+        self.state.refuse_appends.clone()
     }
 
     /// The listeners for the ready line: `api`, then `raft`.

@@ -13,8 +13,9 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
+use openraft::RaftMetrics;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -23,6 +24,56 @@ use tokio::time::Instant;
 pub const APPLIED_INDEX_HEADER: &str = "x-bulwark-applied-index";
 /// Header carrying the sender primary's clock of its last applied write.
 pub const APPLIED_TIME_HEADER: &str = "x-bulwark-applied-time";
+
+/// The applied hint this node puts on its Raft requests
+/// ([`APPLIED_INDEX_HEADER`], [`APPLIED_TIME_HEADER`]): a replica measures
+/// its lag for `bounded` reads against it, and takes its arrival as the
+/// primary's word that nothing newer was committed anywhere.
+///
+/// So the node sends it only while that word is true: as the primary, once
+/// it has applied an entry of its own term (before that, writes the
+/// previous primary acknowledged may be applied nowhere yet; see
+/// `leader_acks::applied_own_term`), and while a majority acknowledged it
+/// within the lease by the quorum clock (no other primary can have been
+/// elected meanwhile; openraft 0.9 never steps down by itself, and a
+/// deposed primary cut off with a minority would otherwise keep the
+/// replicas it still reaches fresh forever). Without the hint, the
+/// replica's last one ages and its lag grows.
+///
+/// This is decided at each send, from openraft's metrics and the quorum
+/// clock: a quorum ages out without any event, so a flag the node kept
+/// current would need a timer of its own, and a term the replica checked
+/// would not catch a deposed primary, whose term its replicas still share.
+/// A missing header already meant "no hint", so nodes of either kind work
+/// together during a rolling upgrade.
+pub struct AppliedHints {
+    /// This node's applied state.
+    pub applied: watch::Receiver<Applied>,
+    /// openraft's metrics, once Raft runs (it is built after its
+    /// transport): no hint before.
+    pub metrics: Arc<OnceLock<watch::Receiver<RaftMetrics<NodeId, Node>>>>,
+    pub leader_acks: Arc<LeaderAcks>,
+    pub id: NodeId,
+    /// The leader lease (the longest election timeout).
+    pub lease: Duration,
+}
+
+impl AppliedHints {
+    /// The headers for a request sent now: none unless this node is a
+    /// primary that may speak for the cluster (see [`AppliedHints`]).
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        let Some(metrics) = self.metrics.get() else { return Vec::new() };
+        if !self.may_hint(&metrics.borrow()) {
+            return Vec::new();
+        }
+        let a = *self.applied.borrow();
+        vec![(APPLIED_INDEX_HEADER, a.index.to_string()), (APPLIED_TIME_HEADER, a.time_ms.to_string())]
+    }
+
+    fn may_hint(&self, m: &RaftMetrics<NodeId, Node>) -> bool {
+        crate::leader_acks::applied_own_term(m) && self.leader_acks.primary_within(self.id, m, self.lease, self.lease)
+    }
+}
 
 /// How long a Raft RPC may keep its connection busy after openraft stopped
 /// waiting for it (see [`PeerConnection`]'s `call`).
@@ -36,7 +87,7 @@ use ahead::{send_ahead, Cover, Peer, PeerState};
 pub struct RaftTransport {
     pub http: HttpClient,
     /// This node's applied state, sent to followers as a lag reference.
-    pub applied: watch::Receiver<Applied>,
+    pub hints: Arc<AppliedHints>,
     /// This node's id and its log's new entries: as primary it sends them
     /// ahead (see [`send_ahead`]).
     pub id: NodeId,
@@ -84,14 +135,14 @@ impl Drop for PeerConnection {
 struct Link {
     addr: String,
     http: HttpClient,
-    applied: watch::Receiver<Applied>,
+    hints: Arc<AppliedHints>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for RaftTransport {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
-        let link = Link { addr: node.raft_addr().to_string(), http: self.http.clone(), applied: self.applied.clone() };
+        let link = Link { addr: node.raft_addr().to_string(), http: self.http.clone(), hints: self.hints.clone() };
         let ahead = Ahead::Ready { me: self.id, appended: self.appended.clone(), max: self.max_entries };
         let (stats, leader_acks) = (self.ahead_stats.clone(), self.leader_acks.clone());
         PeerConnection { target, link, peer_log: Arc::default(), ahead, stats, leader_acks }
@@ -110,8 +161,7 @@ impl Link {
         E: std::error::Error + serde::de::DeserializeOwned,
     {
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let a = *self.applied.borrow();
-        let hints = [(APPLIED_INDEX_HEADER, a.index.to_string()), (APPLIED_TIME_HEADER, a.time_ms.to_string())];
+        let hints = self.hints.headers();
         // openraft gives an AppendEntries one heartbeat interval and drops
         // this future when it runs out. Dropping an HTTP exchange closes its
         // connection, and the next one pays a new handshake, which on a slow
@@ -122,10 +172,8 @@ impl Link {
         let http = self.http.clone();
         let addr = self.addr.clone();
         let path = path.to_string();
-        let exchange = tokio::spawn(async move {
-            let hints: Vec<(&'static str, String)> = hints.into();
-            http.send(http::Method::POST, &addr, &path, body.into(), &hints, limit).await
-        });
+        let exchange =
+            tokio::spawn(async move { http.send(http::Method::POST, &addr, &path, body.into(), &hints, limit).await });
         let reply = exchange
             .await
             .map_err(|e| RPCError::Network(NetworkError::new(&TransportError::Io(self.addr.clone(), e.to_string()))))?
@@ -266,5 +314,52 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         // A dead peer is retried often enough that a restarted node rejoins
         // quickly, without spinning.
         openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, Membership, ServerState, StoredMembership};
+    use std::collections::BTreeMap;
+
+    /// Node 1, primary of term 4 among voters 1, 2 and 3, that has applied
+    /// only entries of term 3.
+    fn new_primary() -> RaftMetrics<NodeId, Node> {
+        let nodes: BTreeMap<NodeId, Node> = (1..=3).map(|i| (i, Node::new("a:1", "a:2"))).collect();
+        let mut m = RaftMetrics::new_initial(1);
+        m.state = ServerState::Leader;
+        m.current_term = 4;
+        m.vote = Vote::new_committed(4, 1);
+        m.membership_config = Arc::new(StoredMembership::new(None, Membership::new(vec![(1..=3).collect()], nodes)));
+        m.last_applied = Some(openraft::LogId::new(CommittedLeaderId::new(3, 2), 9));
+        m
+    }
+
+    fn hints() -> AppliedHints {
+        AppliedHints {
+            applied: watch::channel(Applied::default()).1,
+            metrics: Arc::default(),
+            leader_acks: Arc::default(),
+            id: 1,
+            lease: Duration::from_millis(480),
+        }
+    }
+
+    #[test]
+    fn a_primary_hints_only_once_it_applied_its_own_entry_and_has_its_majority() {
+        let mut m = new_primary();
+        let fresh = hints();
+        assert!(!fresh.may_hint(&m), "no majority, and only the previous term's entries applied");
+        fresh.leader_acks.acked(2, m.vote, Instant::now());
+        assert!(!fresh.may_hint(&m), "a majority, but only the previous term's entries applied");
+        m.last_applied = Some(openraft::LogId::new(CommittedLeaderId::new(4, 1), 10));
+        assert!(fresh.may_hint(&m), "a majority, and its own entry applied");
+        // The majority's acknowledgement is older than the lease.
+        let cut_off = hints();
+        cut_off.leader_acks.acked(2, m.vote, Instant::now() - Duration::from_secs(1));
+        assert!(!cut_off.may_hint(&m), "no majority within the lease");
+        m.state = ServerState::Follower;
+        assert!(!fresh.may_hint(&m), "not the primary");
     }
 }

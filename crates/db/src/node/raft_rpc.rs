@@ -23,8 +23,13 @@ impl NodeState {
         if method != Method::POST || !path.starts_with("/raft/") {
             return ApiError::NotFound { method, path }.response();
         }
+        // Stamped on arrival: the append may wait in the queue and for a
+        // sync, and the primary's word is as old as the request.
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let hint = (header(APPLIED_INDEX_HEADER), header(APPLIED_TIME_HEADER));
+        let hint = match (header(APPLIED_INDEX_HEADER), header(APPLIED_TIME_HEADER)) {
+            (Some(index), Some(time_ms)) => Some(PrimaryHint { index, time_ms, at: Instant::now() }),
+            _ => None,
+        };
         let body = match self.read_body(req, RAFT_BODY_LIMIT).await {
             Ok(b) => b,
             Err(r) => return r,
@@ -40,17 +45,31 @@ impl NodeState {
 
     /// Append entries (through the queue that merges a burst into one
     /// sync); `hint` is the primary's applied index and time from the
-    /// request's headers, kept for bounded reads on this replica.
-    pub(super) async fn raft_append(&self, body: Bytes, hint: (Option<u64>, Option<u64>)) -> Resp {
-        let rpc = match parse(&body) {
+    /// request's headers, stamped on arrival, kept for bounded reads on
+    /// this replica unless a newer one is (see [`PrimaryHint::supersedes`]:
+    /// merged appends finish in any order).
+    pub(super) async fn raft_append(&self, body: Bytes, hint: Option<PrimaryHint>) -> Resp {
+        let rpc: openraft::raft::AppendEntriesRequest<bulwark_db_api::raft_types::TypeConfig> = match parse(&body) {
             Ok(r) => r,
             Err(r) => return r,
         };
+        #[cfg(test)]
+        if self.refuse_appends.refuses() {
+            return json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"error": "appends refused by a test"}));
+        }
+        #[cfg(test)]
+        let last_sent = rpc.entries.last().map(|e| e.log_id.index);
         let res = self.appends.append(rpc).await;
-        if let (Ok(ok), (Some(index), Some(time_ms))) = (&res, hint) {
+        #[cfg(test)]
+        if res.is_ok() {
+            self.refuse_appends.appended(last_sent);
+        }
+        if let (Ok(ok), Some(hint)) = (&res, hint) {
             if !matches!(ok, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
-                *self.hint.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(PrimaryHint { index, time_ms, at: Instant::now() });
+                let mut kept = self.hint.lock().unwrap_or_else(|p| p.into_inner());
+                if kept.is_none_or(|k| hint.supersedes(&k)) {
+                    *kept = Some(hint);
+                }
             }
         }
         json(StatusCode::OK, &res)
@@ -76,5 +95,62 @@ impl NodeState {
             Ok(()) => json(StatusCode::OK, &serde_json::json!({"electing": true})),
             Err(e) => ApiError::Stopped(e.to_string()).response(),
         }
+    }
+}
+
+/// A test's hold on a node's Raft log: once the node accepted an append
+/// that reached a given index, it refuses (503) every later append, as if
+/// cut off from its primary right after accepting that entry.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct RefuseAppends {
+    /// The index whose acceptance starts the refusal; 0: none.
+    from: std::sync::atomic::AtomicU64,
+    refusing: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(test)]
+impl RefuseAppends {
+    /// Refuse every append after one that reached `index`.
+    pub(crate) fn after(&self, index: u64) {
+        self.from.store(index, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Accept appends again.
+    pub(crate) fn lift(&self) {
+        self.from.store(0, std::sync::atomic::Ordering::SeqCst);
+        self.refusing.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn refuses(&self) -> bool {
+        self.refusing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn appended(&self, last: Option<u64>) {
+        let from = self.from.load(std::sync::atomic::Ordering::SeqCst);
+        if from > 0 && last.is_some_and(|l| l >= from) {
+            self.refusing.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Merged appends finish in any order: a replica keeps the hint of the
+    /// highest applied index, and of the latest arrival for the same index.
+    #[test]
+    fn a_replica_keeps_the_newest_hint() {
+        let t = Instant::now();
+        let kept = PrimaryHint { index: 12, time_ms: 2000, at: t };
+        let older = PrimaryHint { index: 10, time_ms: 1000, at: t + Duration::from_millis(5) };
+        assert!(!older.supersedes(&kept), "a lower index, even if it finished later");
+        let newer = PrimaryHint { index: 13, time_ms: 3000, at: t };
+        assert!(newer.supersedes(&kept));
+        let heartbeat = PrimaryHint { at: t + Duration::from_millis(100), ..kept };
+        assert!(heartbeat.supersedes(&kept), "the same index heard later");
+        assert!(!kept.supersedes(&heartbeat));
     }
 }

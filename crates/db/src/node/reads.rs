@@ -5,7 +5,9 @@
 //! - `bounded` (`max_lag_ms`): on a replica, the primary's commit time of
 //!   its last applied write minus this node's, **plus the age of the last
 //!   word from the primary** (a replica cut off from the primary does not
-//!   know what it missed since); on the primary, a majority must have
+//!   know what it missed since; a primary speaks only once it applied an
+//!   entry of its term and while a majority acknowledged it within the
+//!   lease, see `transport::AppliedHints`); on the primary, a majority must have
 //!   acknowledged it within `max_lag` (and the lease), else it confirms its
 //!   leadership with a round trip first: an old primary cut off from the
 //!   majority cannot serve a read older than asked.
@@ -19,6 +21,7 @@
 //! index the primary last sent it) to the primary at once instead of
 //! waiting for it. A forged token therefore never holds a read.
 use super::{bad_request, json, ApiError, NodeState, Resp, Retry};
+use crate::leader_acks::applied_own_term;
 use bulwark_db_api::api::{QueryRequest, ReplicationLag, Token};
 use bulwark_db_api::raft_types::{Node, NodeId};
 use bulwark_db_api::Consistency;
@@ -69,17 +72,6 @@ fn check_token(t: Token, m: &RaftMetrics<NodeId, Node>, primary_applied: Option<
     }
 }
 
-/// Whether this node has applied an entry of its current term. A new
-/// primary's log may hold entries the previous primary committed (and
-/// acknowledged to clients) that this node has not applied yet: it learns
-/// they are committed only when the first entry of its own term (the one
-/// openraft appends on election) is committed. Until it has applied that
-/// entry its database may miss acknowledged writes, however recently a
-/// majority acknowledged it.
-fn applied_own_term(m: &RaftMetrics<NodeId, Node>) -> bool {
-    m.last_applied.is_some_and(|a| a.leader_id.get_term() == m.vote.leader_id().get_term())
-}
-
 impl NodeState {
     /// How far this node is behind the primary; see the module doc.
     pub(super) fn lag(&self, m: &RaftMetrics<NodeId, Node>) -> ReplicationLag {
@@ -103,7 +95,7 @@ impl NodeState {
     /// requests it sent within `max_lag` (and within the lease), by the
     /// quorum clock kept outside openraft's core (see `leader_acks`), and
     /// once it has applied an entry of its own term (see
-    /// [`applied_own_term`]).
+    /// `leader_acks::applied_own_term`).
     fn primary_is_fresh(&self, m: &RaftMetrics<NodeId, Node>, max_lag: Duration) -> bool {
         applied_own_term(m) && self.quorum_within(m, max_lag)
     }

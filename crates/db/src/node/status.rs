@@ -32,14 +32,7 @@ impl NodeState {
     /// Primary that a majority (counting itself) acknowledged requests
     /// sent within `window` (and the lease minus `LEASE_MARGIN`).
     pub(super) fn quorum_within(&self, m: &RaftMetrics<NodeId, Node>, window: Duration) -> bool {
-        if m.state != ServerState::Leader || m.vote.leader_id().voted_for() != Some(self.id) {
-            return false;
-        }
-        let configs = m.membership_config.membership().get_joint_config();
-        if configs.iter().all(|c| c.len() == 1 && c.contains(&self.id)) {
-            return true;
-        }
-        self.leader_acks.quorum_within(self.id, &m.vote, configs, self.lease, window)
+        self.leader_acks.primary_within(self.id, m, self.lease, window)
     }
 
     /// How long ago the requests were sent whose acknowledgement makes

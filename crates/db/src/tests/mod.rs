@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+mod applied_hints;
 mod covered_lease;
 mod mutual_tls;
 mod restart_in_term;
@@ -43,6 +44,8 @@ pub(crate) struct TestNode {
     pub(crate) addr: SocketAddr,
     /// The Raft listener.
     pub(crate) raft_addr: SocketAddr,
+    /// Makes the node refuse Raft appends (see `RefuseAppends`).
+    pub(crate) refuse_appends: std::sync::Arc<crate::node::RefuseAppends>,
     runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -69,13 +72,15 @@ impl TestNode {
                         }
                     };
                     let bound = node.listeners();
-                    let _ = tx.send(Ok((bound[0].1, bound[1].1, tokio::runtime::Handle::current())));
+                    let refuse = node.refuse_appends();
+                    let _ = tx.send(Ok((bound[0].1, bound[1].1, refuse, tokio::runtime::Handle::current())));
                     node.run(stop).await.expect("the node stops cleanly");
                 });
             })
             .expect("a thread");
-        let (addr, raft_addr, runtime) = rx.recv().expect("the node thread answers").expect("the node starts");
-        TestNode { addr, raft_addr, runtime, shutdown, thread: Some(thread) }
+        let (addr, raft_addr, refuse_appends, runtime) =
+            rx.recv().expect("the node thread answers").expect("the node starts");
+        TestNode { addr, raft_addr, refuse_appends, runtime, shutdown, thread: Some(thread) }
     }
 
     /// Freeze the node's runtime until the guard is dropped: a task that
