@@ -375,7 +375,8 @@ pub struct Member {
 pub struct ReplicationLag {
     /// Entries the primary has applied that this node has not.
     pub entries: u64,
-    /// Primary's commit time of its last applied write minus this node's.
+    /// How old this node's data may be: the age of the newest word from
+    /// the primary whose applied index this node has applied.
     pub seconds: f64,
     /// False when no recent word from a primary: the lag is unknown.
     pub known: bool,

@@ -22,3 +22,5 @@ mod request_ids;
 pub mod snapshot_file;
 pub mod sql;
 pub mod state_machine;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;

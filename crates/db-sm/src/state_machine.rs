@@ -413,6 +413,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // writer, the batch waits on a blocking thread instead, so the
         // runtime (and the heartbeats) never waits for it.
         let entries: Vec<Entry> = entries.into_iter().collect();
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::before_apply(&self.shared.dir).await;
         let (fast, entries) = {
             match self.shared.writer.try_lock() {
                 Ok(mut conn) => (Some(apply_locked(&self.shared, &mut conn, entries)), Vec::new()),

@@ -45,6 +45,7 @@ mod forward;
 mod listeners;
 mod membership;
 mod metrics;
+mod primary_word;
 mod probes;
 mod raft_rpc;
 mod reads;
@@ -53,6 +54,7 @@ mod writes;
 
 use error::{ApiError, Retry};
 use listeners::{bind, Listener, Serve};
+use primary_word::PrimaryWord;
 #[cfg(test)]
 pub(crate) use raft_rpc::RefuseAppends;
 
@@ -60,25 +62,6 @@ pub(crate) use raft_rpc::RefuseAppends;
 const FORWARDED_HEADER: &str = "x-bulwark-forwarded";
 
 type Resp = Response<Full<Bytes>>;
-
-/// What a follower last heard from the primary about its applied state:
-/// the primary's applied index and the clock of its last applied write,
-/// and when the request that carried them arrived here.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct PrimaryHint {
-    index: u64,
-    time_ms: u64,
-    at: Instant,
-}
-
-impl PrimaryHint {
-    /// Whether this hint is newer than `kept`: a higher applied index
-    /// (applied indexes only grow, and a later primary's exceed what an
-    /// earlier one applied), or the same index heard later.
-    fn supersedes(&self, kept: &PrimaryHint) -> bool {
-        (self.index, self.at) > (kept.index, kept.at)
-    }
-}
 
 struct NodeState {
     id: NodeId,
@@ -102,7 +85,8 @@ struct NodeState {
     /// address.
     raft_http: HttpClient,
     auth: auth::Credentials,
-    hint: Mutex<Option<PrimaryHint>>,
+    /// What this node heard of the primary's applied state (its lag).
+    primary_word: Mutex<PrimaryWord>,
     transferring: AtomicBool,
     forward_writes: bool,
     max_request_bytes: usize,
@@ -324,7 +308,7 @@ impl DbNode {
             http,
             raft_http,
             auth: auth::Credentials::new(&peer_secret, &client_secret, monitor_token.as_ref()),
-            hint: Mutex::new(None),
+            primary_word: Mutex::new(PrimaryWord::default()),
             transferring: AtomicBool::new(false),
             forward_writes: config.forward_writes,
             max_request_bytes: config.max_request_bytes,

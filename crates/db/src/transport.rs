@@ -23,6 +23,9 @@ use tokio::time::Instant;
 /// Header carrying the sender primary's applied index (lag reporting).
 pub const APPLIED_INDEX_HEADER: &str = "x-bulwark-applied-index";
 /// Header carrying the sender primary's clock of its last applied write.
+/// No longer read (a replica dates the primary's word on its own clock,
+/// see `node/primary_word.rs`); still sent for nodes of the previous
+/// version during a rolling upgrade.
 pub const APPLIED_TIME_HEADER: &str = "x-bulwark-applied-time";
 
 /// The applied hint this node puts on its Raft requests

@@ -3,8 +3,9 @@
 //! request to campaign that a leadership transfer sends to its target.
 //! Only the peer credential opens them (see `auth`), and only here: the
 //! API listener does not serve them, nor does this one serve the API.
-use super::{json, parse, ApiError, NodeState, PrimaryHint, Resp, RAFT_BODY_LIMIT};
-use crate::transport::{APPLIED_INDEX_HEADER, APPLIED_TIME_HEADER};
+use super::primary_word::PrimaryHint;
+use super::{json, parse, ApiError, NodeState, Resp, RAFT_BODY_LIMIT};
+use crate::transport::APPLIED_INDEX_HEADER;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
@@ -26,10 +27,7 @@ impl NodeState {
         // Stamped on arrival: the append may wait in the queue and for a
         // sync, and the primary's word is as old as the request.
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let hint = match (header(APPLIED_INDEX_HEADER), header(APPLIED_TIME_HEADER)) {
-            (Some(index), Some(time_ms)) => Some(PrimaryHint { index, time_ms, at: Instant::now() }),
-            _ => None,
-        };
+        let hint = header(APPLIED_INDEX_HEADER).map(|index| PrimaryHint { index, at: Instant::now() });
         let body = match self.read_body(req, RAFT_BODY_LIMIT).await {
             Ok(b) => b,
             Err(r) => return r,
@@ -66,10 +64,8 @@ impl NodeState {
         }
         if let (Ok(ok), Some(hint)) = (&res, hint) {
             if !matches!(ok, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
-                let mut kept = self.hint.lock().unwrap_or_else(|p| p.into_inner());
-                if kept.is_none_or(|k| hint.supersedes(&k)) {
-                    *kept = Some(hint);
-                }
+                let applied = self.applied.borrow().index;
+                self.primary_word.lock().unwrap_or_else(|p| p.into_inner()).record(hint, applied);
             }
         }
         json(StatusCode::OK, &res)
@@ -131,26 +127,5 @@ impl RefuseAppends {
         if from > 0 && last.is_some_and(|l| l >= from) {
             self.refusing.store(true, std::sync::atomic::Ordering::SeqCst);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    /// Merged appends finish in any order: a replica keeps the hint of the
-    /// highest applied index, and of the latest arrival for the same index.
-    #[test]
-    fn a_replica_keeps_the_newest_hint() {
-        let t = Instant::now();
-        let kept = PrimaryHint { index: 12, time_ms: 2000, at: t };
-        let older = PrimaryHint { index: 10, time_ms: 1000, at: t + Duration::from_millis(5) };
-        assert!(!older.supersedes(&kept), "a lower index, even if it finished later");
-        let newer = PrimaryHint { index: 13, time_ms: 3000, at: t };
-        assert!(newer.supersedes(&kept));
-        let heartbeat = PrimaryHint { at: t + Duration::from_millis(100), ..kept };
-        assert!(heartbeat.supersedes(&kept), "the same index heard later");
-        assert!(!kept.supersedes(&heartbeat));
     }
 }

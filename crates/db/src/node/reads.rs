@@ -2,9 +2,10 @@
 //! serve it, and how far behind the primary a node is.
 //!
 //! - `none`: whatever this node has applied.
-//! - `bounded` (`max_lag_ms`): on a replica, the primary's commit time of
-//!   its last applied write minus this node's, **plus the age of the last
-//!   word from the primary** (a replica cut off from the primary does not
+//! - `bounded` (`max_lag_ms`): on a replica, the age of the newest word
+//!   from the primary whose applied index this node has applied (see
+//!   `primary_word`: from that word's arrival on it held every write the
+//!   primary had acknowledged; a replica cut off from the primary does not
 //!   know what it missed since; a primary speaks only once it applied an
 //!   entry of its term and while a majority acknowledged it within the
 //!   lease, see `transport::AppliedHints`); on the primary, a majority must have
@@ -78,17 +79,8 @@ impl NodeState {
         if m.state == ServerState::Leader {
             return ReplicationLag { entries: 0, seconds: 0.0, known: true };
         }
-        let a = *self.applied.borrow();
-        let hint = *self.hint.lock().unwrap_or_else(|p| p.into_inner());
-        match hint {
-            Some(h) => {
-                let entries = h.index.saturating_sub(a.index);
-                let behind = if entries > 0 { h.time_ms.saturating_sub(a.time_ms) as f64 / 1000.0 } else { 0.0 };
-                let age = h.at.elapsed();
-                ReplicationLag { entries, seconds: behind + age.as_secs_f64(), known: age < self.lease * 2 }
-            }
-            None => ReplicationLag { entries: 0, seconds: 0.0, known: false },
-        }
+        let applied = self.applied.borrow().index;
+        self.primary_word.lock().unwrap_or_else(|p| p.into_inner()).lag(applied, Instant::now(), self.lease)
     }
 
     /// A primary may serve a `bounded` read when a majority acknowledged
@@ -131,7 +123,7 @@ impl NodeState {
         let m = self.metrics();
         let leader = m.state == ServerState::Leader;
         if let Some(t) = req.token {
-            let primary_applied = self.hint.lock().unwrap_or_else(|p| p.into_inner()).map(|h| h.index);
+            let primary_applied = self.primary_word.lock().unwrap_or_else(|p| p.into_inner()).primary_applied();
             match check_token(t, &m, primary_applied) {
                 TokenCheck::Wait => {}
                 TokenCheck::Redirect => return self.to_primary("/v1/query", body, false, false).await,

@@ -8,6 +8,7 @@ use super::{config, get, http, status, status_u64, stop_all, wait_for, TestNode}
 use bulwark_config::db::DbConfig;
 use bulwark_db_api::api::{Consistency, Params, QueryRequest, Statement};
 use bulwark_db_log::test_hooks::SyncGate;
+use bulwark_db_sm::test_hooks::ApplyGate;
 use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -216,5 +217,54 @@ async fn a_replica_dates_the_primary_word_from_its_arrival() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(paused);
+    stop_all(nodes);
+}
+
+/// A replica whose database falls behind is as stale as the last word of
+/// the primary it caught up with, however close together the writes it
+/// lacks were made and however fresh the primary's heartbeats: a write
+/// acknowledged longer than `max_lag` ago that it has not applied keeps a
+/// `bounded` read off it. (Measured by the primary's clock of its last
+/// applied write minus the replica's, the two writes here are a few
+/// milliseconds apart, and the replica passed for fresh.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_on_its_applies_serves_no_read_older_than_asked() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(vec![
+        (quick_reads(1, dirs[0].path(), true), true),
+        (quick_reads(2, dirs[1].path(), false), true),
+        (quick_reads(3, dirs[2].path(), false), true),
+    ])
+    .await;
+    let replica = &nodes[2];
+    wait_for("node 3 is within a second", WAIT, || async { replica_probe(replica).await.0 == 200 }).await;
+    write(&nodes[0], "INSERT INTO t VALUES (100)").await;
+    let first = status_u64(nodes[0].addr, "last_log_index").await.unwrap();
+    wait_for("node 3 applied the first write", WAIT, || async {
+        status_u64(replica.addr, "applied_index").await.is_some_and(|i| i >= first)
+    })
+    .await;
+    // Node 3 stops applying; the next write commits on nodes 1 and 2.
+    let gate = ApplyGate::hold(dirs[2].path());
+    write(&nodes[0], "INSERT INTO t VALUES (101)").await;
+    let acknowledged = Instant::now();
+    wait_for("node 3 holds the second write in its log", WAIT, || async {
+        status_u64(replica.addr, "last_log_index").await.is_some_and(|i| i > first)
+    })
+    .await;
+    // The acknowledged write grows older than the read's bound, while the
+    // primary's heartbeats keep reaching node 3.
+    let bound = Duration::from_millis(500);
+    tokio::time::sleep_until(acknowledged + bound + Duration::from_millis(300)).await;
+    if let Some(count) = bounded_count(replica, bound).await {
+        assert_eq!(count, 5, "served without a write acknowledged {:?} ago", acknowledged.elapsed());
+    }
+    let lag = status(replica.addr).await.expect("node 3's status")["lag"].clone();
+    assert!(lag["seconds"].as_f64().is_some_and(|s| s >= bound.as_secs_f64()), "{lag}");
+    gate.release();
+    wait_for("node 3 serves the read once it applied the write", WAIT, || async {
+        bounded_count(replica, bound).await == Some(5)
+    })
+    .await;
     stop_all(nodes);
 }
