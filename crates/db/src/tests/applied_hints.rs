@@ -22,6 +22,12 @@ fn quick_reads(id: u64, data: &Path, bootstrap: bool) -> DbConfig {
     c
 }
 
+/// [`quick_reads`] configs of one node per dir: node 1 bootstraps, the
+/// first `voters` vote, the others are learners.
+fn quick_configs(dirs: &[tempfile::TempDir], voters: usize) -> Vec<(DbConfig, bool)> {
+    dirs.iter().enumerate().map(|(i, d)| (quick_reads(i as u64 + 1, d.path(), i == 0), i < voters)).collect()
+}
+
 /// Node 1 leads; the others join, voters or not; a table `t` with three
 /// rows, applied everywhere.
 async fn cluster(configs: Vec<(DbConfig, bool)>) -> Vec<TestNode> {
@@ -63,6 +69,11 @@ async fn replica_probe(node: &TestNode) -> (u16, serde_json::Value) {
     (code, serde_json::from_slice(&body).expect("a JSON probe answer"))
 }
 
+/// Wait until `node` answers `/replica?max_lag=1` with 200.
+async fn within_a_second(node: &TestNode) {
+    wait_for("the node is within a second of the primary", WAIT, || async { replica_probe(node).await.0 == 200 }).await;
+}
+
 /// `SELECT count(*) FROM t` as a `bounded` read on `node`: the count when
 /// served (200), else `None`.
 async fn bounded_count(node: &TestNode, max_lag: Duration) -> Option<u64> {
@@ -90,13 +101,7 @@ async fn bounded_count(node: &TestNode, max_lag: Duration) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learner_does_not_trust_a_new_primary_before_it_applied_its_own_entry() {
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes = cluster(vec![
-        (quick_reads(1, dirs[0].path(), true), true),
-        (quick_reads(2, dirs[1].path(), false), true),
-        (quick_reads(3, dirs[2].path(), false), true),
-        (quick_reads(4, dirs[3].path(), false), false),
-    ])
-    .await;
+    let nodes = cluster(quick_configs(&dirs, 3)).await;
     let w = status_u64(nodes[0].addr, "last_log_index").await.unwrap() + 1;
     for n in &nodes[1..] {
         n.refuse_appends.after(w);
@@ -134,15 +139,9 @@ async fn a_learner_does_not_trust_a_new_primary_before_it_applied_its_own_entry(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learner_stops_trusting_a_primary_that_lost_its_majority() {
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes = cluster(vec![
-        (quick_reads(1, dirs[0].path(), true), true),
-        (quick_reads(2, dirs[1].path(), false), true),
-        (quick_reads(3, dirs[2].path(), false), true),
-        (quick_reads(4, dirs[3].path(), false), false),
-    ])
-    .await;
+    let nodes = cluster(quick_configs(&dirs, 3)).await;
     let learner = &nodes[3];
-    wait_for("the learner is within a second", WAIT, || async { replica_probe(learner).await.0 == 200 }).await;
+    within_a_second(learner).await;
     let paused = [nodes[1].pause(), nodes[2].pause()];
     wait_for("the learner's word from the cut-off primary ages out", WAIT, || async {
         replica_probe(learner).await.0 == 503
@@ -176,7 +175,7 @@ async fn a_replica_dates_the_primary_word_from_its_arrival() {
     ])
     .await;
     let replica = &nodes[2];
-    wait_for("node 3 is within a second", WAIT, || async { replica_probe(replica).await.0 == 200 }).await;
+    within_a_second(replica).await;
     let w = status_u64(nodes[0].addr, "last_log_index").await.unwrap() + 1;
     let gate = SyncGate::hold(dirs[2].path());
     // Reads turn node 3's inline syncs off for a while, so that its
@@ -230,14 +229,9 @@ async fn a_replica_dates_the_primary_word_from_its_arrival() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_behind_on_its_applies_serves_no_read_older_than_asked() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes = cluster(vec![
-        (quick_reads(1, dirs[0].path(), true), true),
-        (quick_reads(2, dirs[1].path(), false), true),
-        (quick_reads(3, dirs[2].path(), false), true),
-    ])
-    .await;
+    let nodes = cluster(quick_configs(&dirs, 3)).await;
     let replica = &nodes[2];
-    wait_for("node 3 is within a second", WAIT, || async { replica_probe(replica).await.0 == 200 }).await;
+    within_a_second(replica).await;
     write(&nodes[0], "INSERT INTO t VALUES (100)").await;
     let first = status_u64(nodes[0].addr, "last_log_index").await.unwrap();
     wait_for("node 3 applied the first write", WAIT, || async {

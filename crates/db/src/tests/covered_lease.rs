@@ -18,9 +18,8 @@ async fn primary_code(node: &TestNode) -> Option<u16> {
     get(node.addr, "/primary").await.map(|(code, _)| code)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_primary_with_paused_replicas_stops_being_primary_during_the_stall() {
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+/// Three voters in `dirs`, node 1 primary.
+async fn three_voters(dirs: &[tempfile::TempDir; 3]) -> [TestNode; 3] {
     let n1 = TestNode::start(config(1, dirs[0].path(), true));
     wait_for("node 1 leads alone", WAIT, || async { primary_code(&n1).await == Some(200) }).await;
     let n2 = TestNode::start(config(2, dirs[1].path(), false));
@@ -32,6 +31,13 @@ async fn a_stalled_primary_with_paused_replicas_stops_being_primary_during_the_s
         let r = http().post_json(&n1.addr.to_string(), "/v1/members/add", &body, WAIT).await.unwrap();
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
+    [n1, n2, n3]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_primary_with_paused_replicas_stops_being_primary_during_the_stall() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let [n1, n2, n3] = three_voters(&dirs).await;
     // Some writes: openraft's appends to both replicas succeed, so the
     // primary sends new entries ahead to them.
     let client = bulwark_db_api::Client::new([n1.addr.to_string()], SECRET);
@@ -112,17 +118,7 @@ async fn covered_total(node: &TestNode) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strong_reads_need_the_replicas_even_right_after_covered_answers() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let n1 = TestNode::start(config(1, dirs[0].path(), true));
-    wait_for("node 1 leads alone", WAIT, || async { primary_code(&n1).await == Some(200) }).await;
-    let n2 = TestNode::start(config(2, dirs[1].path(), false));
-    let n3 = TestNode::start(config(3, dirs[2].path(), false));
-    for (id, n) in [(2, &n2), (3, &n3)] {
-        let body = serde_json::json!({
-            "node_id": id, "address": n.addr.to_string(), "raft_address": n.raft_addr.to_string(), "voter": true,
-        });
-        let r = http().post_json(&n1.addr.to_string(), "/v1/members/add", &body, WAIT).await.unwrap();
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    }
+    let [n1, n2, n3] = three_voters(&dirs).await;
     let client = bulwark_db_api::Client::new([n1.addr.to_string()], SECRET);
     client.execute(&[Statement::new("CREATE TABLE t (id INTEGER PRIMARY KEY)")]).await.unwrap();
     for i in 0..50 {
