@@ -39,6 +39,19 @@ use std::sync::{mpsc, Arc, Mutex};
 /// The name of the writer thread (segments are rolled only there).
 pub(super) const WRITER_THREAD: &str = "raft-log-writer";
 
+/// A failed write or sync of the log, handed to every caller it fails
+/// (an `io::Error` cannot be cloned); it reads as the error itself.
+#[derive(Debug, Clone)]
+pub(super) struct WriteFailure(Arc<io::Error>);
+
+impl std::fmt::Display for WriteFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for WriteFailure {}
+
 /// Who is told when a write is durable.
 pub(super) enum Done {
     /// openraft's callback for an append.
@@ -52,7 +65,7 @@ pub(super) enum Done {
 }
 
 impl Done {
-    pub(super) fn call(self, res: &Result<(), String>) {
+    pub(super) fn call(self, res: &Result<(), WriteFailure>) {
         let res = res.clone().map_err(io::Error::other);
         match self {
             Done::Raft(cb) => cb.log_io_completed(res),
@@ -98,7 +111,7 @@ pub(super) struct Writer {
     pub(super) cap: u64,
     pub(super) buf: Vec<u8>,
     /// Set after a failed write or sync: everything fails from then on.
-    pub(super) failed: Option<String>,
+    pub(super) failed: Option<WriteFailure>,
     /// The next segment (`seq + 1`, `seg_size`), made as `<seq>.seg.spare`
     /// on a thread of its own once the active one is half full, renamed
     /// when it is needed.
@@ -190,7 +203,7 @@ pub(super) fn run_writer(state: Arc<WriterState>, rx: mpsc::Receiver<Op>) {
 
 impl Writer {
     /// Write and sync `batch`; the callbacks are the caller's to call.
-    pub(super) fn write_batch(&mut self, batch: &[(Vec<u8>, Vec<Rec>, Done)]) -> Result<(), String> {
+    pub(super) fn write_batch(&mut self, batch: &[(Vec<u8>, Vec<Rec>, Done)]) -> Result<(), WriteFailure> {
         let res = self.check().and_then(|_| self.write(batch));
         self.fail_on(res)
     }
@@ -202,9 +215,9 @@ impl Writer {
         }
     }
 
-    pub(super) fn fail_on(&mut self, res: io::Result<()>) -> Result<(), String> {
+    pub(super) fn fail_on(&mut self, res: io::Result<()>) -> Result<(), WriteFailure> {
         res.map_err(|e| {
-            let e = e.to_string();
+            let e = WriteFailure(Arc::new(e));
             if self.failed.is_none() {
                 tracing::error!("raft log write failed: {e}");
                 self.failed = Some(e.clone());
