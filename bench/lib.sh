@@ -163,25 +163,7 @@ check_pair() {
 
 # PIDs of the processes under (and including) the given ones.
 proc_tree() {
-  python3 - "$@" <<'PY'
-import os, sys
-kids = {}
-for p in os.listdir("/proc"):
-    if p.isdigit():
-        try:
-            s = open(f"/proc/{p}/stat").read()
-            kids.setdefault(int(s[s.rindex(")") + 2:].split()[1]), []).append(int(p))
-        except (OSError, ValueError, IndexError):
-            pass
-todo = [int(a) for a in sys.argv[1:] if a.isdigit()]
-seen = []
-while todo:
-    p = todo.pop()
-    if p not in seen and os.path.exists(f"/proc/{p}"):
-        seen.append(p)
-        todo.extend(kids.get(p, []))
-print(" ".join(map(str, seen)))
-PY
+  python3 "$BENCH_ROOT/bench/proctree.py" "$@"
 }
 
 # kill -9 the given processes and everything under them, at once.

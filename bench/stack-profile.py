@@ -24,33 +24,14 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from proctree import tree  # noqa: E402
+
 ROLE_KINDS = ("lb", "web", "app", "db")
 # Shells and helpers of the bench scripts: not part of either stack.
 IGNORED = {"bash", "sh", "sleep", "timeout", "python3", "wrk"}
 # Components that only serve the API (reads and posts), not static files.
 API_ONLY = ("gunicorn", "mariadbd", "bulwark app", "bulwark db")
-
-
-def children():
-    kids = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                s = open(f"/proc/{p}/stat").read()
-                kids.setdefault(int(s[s.rindex(")") + 2:].split()[1]), []).append(int(p))
-            except (OSError, ValueError, IndexError):
-                pass
-    return kids
-
-
-def tree(roots):
-    kids, seen, todo = children(), [], list(roots)
-    while todo:
-        p = todo.pop()
-        if p not in seen and os.path.exists(f"/proc/{p}"):
-            seen.append(p)
-            todo.extend(kids.get(p, []))
-    return seen
 
 
 def component(comm, argv):
