@@ -233,7 +233,7 @@ impl ProgramFiles {
     fn prepare(config: &AppConfig, db_secret: Option<&str>, user: Option<&str>) -> Result<ProgramFiles, AppError> {
         let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
         let switching = user.is_some() && nix::unistd::geteuid().is_root();
-        let tls = config.tls();
+        let tls = config.mutual_tls.clone();
         let secret_in_file = config.db_secret_file.is_some() && !switching;
         if !switching && (db_secret.is_none() || secret_in_file) {
             return Ok(ProgramFiles {

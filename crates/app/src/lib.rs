@@ -137,7 +137,7 @@ impl AppServer {
             "deploy_token",
         )
         .map_err(|e| AppError::Secret(e.to_string()))?;
-        let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())?;
+        let tls = bulwark_mtls::MutualTls::load_optional(config.mutual_tls.as_ref())?;
         if config.program.is_some() {
             let listener =
                 tokio::net::TcpListener::bind(&config.listen).await.map_err(|e| AppError::Bind(config.listen, e))?;

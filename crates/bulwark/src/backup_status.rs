@@ -69,7 +69,7 @@ pub fn prepare(t: &Topology, files: &SharedFiles, roles: &[DerivedRole]) -> Resu
     let mut nodes = vec![config.listen.to_string()];
     nodes.extend(config.peers.iter().map(|p| p.address.to_string()));
     let secret = config.load_peer_secret().context("reading the peer secret for the backup schedule")?;
-    let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())
+    let tls = bulwark_mtls::MutualTls::load_optional(config.mutual_tls.as_ref())
         .context("loading the certificate for the backup schedule")?;
     let monitor = config.load_monitor_token().context("reading the monitoring token")?.map(|s| s.expose().to_string());
     let tool = bulwark_db_backup::backup_tool::BackupTool::new(nodes, secret.expose(), tls.clone());

@@ -124,7 +124,7 @@ fn targets(args: &DeployArgs) -> Result<Targets> {
                     .flatten();
                 }
                 if tls.is_none() {
-                    tls = c.tls().filter(|t| t.cert.exists() && t.key.exists());
+                    tls = c.mutual_tls.clone().filter(|t| t.cert.exists() && t.key.exists());
                 }
                 apps.push(App {
                     name: c.name.clone(),
@@ -144,7 +144,7 @@ fn targets(args: &DeployArgs) -> Result<Targets> {
                     .flatten();
                 }
                 if tls.is_none() {
-                    tls = c.tls().filter(|t| t.cert.exists() && t.key.exists());
+                    tls = c.mutual_tls.clone().filter(|t| t.cert.exists() && t.key.exists());
                 }
                 let name = Path::new(&origin).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or(origin);
                 webs.extend(c.listen.iter().map(|&addr| Web { name: name.clone(), addr }));

@@ -60,7 +60,7 @@ fn only_the_web_tier_reaches_the_program_and_it_runs_as_its_user() {
     std::fs::set_permissions(site.path().join("echo.py"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let config = format!(
         "name = \"app1\"\nlisten = \"127.0.0.1:0\"\ndb_nodes = [\"127.0.0.1:1\"]\nsecret = \"{WEB_APP}\"\n\
-         db_secret = \"{APP_DB}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_ca = \"{}\"\n[program]\n\
+         db_secret = \"{APP_DB}\"\nmutual_tls = {{ cert = \"{}\", key = \"{}\", ca = \"{}\" }}\n[program]\n\
          exec = [\"/usr/bin/python3\", \"echo.py\"]\nworkdir = \"{}\"\nuser = \"nobody\"\n",
         app.cert.display(),
         app.key.display(),

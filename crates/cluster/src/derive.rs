@@ -121,7 +121,7 @@ fn tls_keys(t: &Topology, files: &SharedFiles, name: &str) -> String {
     }
     let dir = crate::pki::dir(&files.data_dir);
     format!(
-        "tls_cert = {}\ntls_key = {}\ntls_ca = {}\n",
+        "mutual_tls = {{ cert = {}, key = {}, ca = {} }}\n",
         q(&dir.join(format!("{name}.pem"))),
         q(&dir.join(format!("{name}.key"))),
         q(&dir.join("ca.pem"))

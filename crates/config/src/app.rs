@@ -18,9 +18,9 @@
 //! health_path = "/health"            # probed on the program's private port
 //! stop_grace = "10s"                 # SIGTERM, then SIGKILL after this long
 //! start_timeout = "30s"              # to answer health_path after a start
-//! tls_cert = "/var/lib/bulwark/tls/internal/app1.pem" # mutual TLS (all three or none, see `internal_tls`):
-//! tls_key = "/var/lib/bulwark/tls/internal/app1.key"  #  the listener requires a client certificate of tls_ca,
-//! tls_ca = "/var/lib/bulwark/tls/internal/ca.pem"     #  the database is reached over mutual TLS
+//! # mutual TLS (see `internal_tls`): the listener requires a client certificate of `ca`,
+//! # and the database is reached over mutual TLS
+//! mutual_tls = { cert = "/var/lib/bulwark/tls/internal/app1.pem", key = "/var/lib/bulwark/tls/internal/app1.key", ca = "/var/lib/bulwark/tls/internal/ca.pem" }
 //! deploy_token_file = "/etc/bulwark/deploy.token"    # opens the deploy endpoints (`bulwark deploy`)
 //! release_dir = "/var/lib/bulwark/app1"               # releases/, current, previous (see `bulwark deploy`)
 //! keep_releases = 5                                   # releases kept besides current and previous
@@ -89,11 +89,7 @@ pub struct AppConfig {
     /// Mutual TLS (see [`crate::internal_tls`]): towards the web tier
     /// (the listener) and the database (the client).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_cert: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_key: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_ca: Option<PathBuf>,
+    pub mutual_tls: Option<crate::internal_tls::TlsFiles>,
     /// Token of `bulwark deploy` (`Authorization: Bearer` on `/deploy/*`).
     /// Without it the deploy endpoints answer 404: this app cannot be
     /// deployed to.
@@ -219,13 +215,6 @@ impl Program {
     }
 }
 
-impl AppConfig {
-    /// The mutual TLS files, when `tls_cert`, `tls_key` and `tls_ca` are set.
-    pub fn tls(&self) -> Option<crate::internal_tls::TlsFiles> {
-        crate::internal_tls::files(self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref())
-    }
-}
-
 fn default_author() -> usize {
     64
 }
@@ -246,7 +235,7 @@ impl Validate for AppConfig {
     fn validate(&self, v: &mut Validator) {
         crate::util::check_role(v, self.role, crate::Role::App, "an app config");
         check_name(v, "name", &self.name);
-        crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
+        crate::internal_tls::check(v, self.mutual_tls.as_ref());
         if self.db_nodes.is_empty() {
             v.error("db_nodes", "at least one database node is required");
         }

@@ -13,9 +13,9 @@
 //! bootstrap = true                     # on an empty data dir, create a cluster of `peer`s + this node (default false)
 //! forward_writes = true                # a replica proxies writes to the primary (false: 307 redirect)
 //! max_write_steps = 100000000          # SQLite VM steps one write may run (the same on every node)
-//! tls_cert = "/var/lib/bulwark/tls/internal/db1.pem" # mutual TLS with peers and clients (all three or none;
-//! tls_key = "/var/lib/bulwark/tls/internal/db1.key"  #  see `internal_tls`): the API speaks TLS only and
-//! tls_ca = "/var/lib/bulwark/tls/internal/ca.pem"    #  requires a client certificate issued by tls_ca
+//! # mutual TLS with peers and clients (see `internal_tls`): the API speaks TLS only and
+//! # requires a client certificate issued by `ca`
+//! mutual_tls = { cert = "/var/lib/bulwark/tls/internal/db1.pem", key = "/var/lib/bulwark/tls/internal/db1.key", ca = "/var/lib/bulwark/tls/internal/ca.pem" }
 //!
 //! [[peer]]                             # the initial voters (this node may be listed too)
 //! id = 2
@@ -152,13 +152,7 @@ pub struct DbConfig {
     /// Mutual TLS (see [`crate::internal_tls`]): this node's certificate
     /// and key, served to clients and peers and presented to peers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_cert: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_key: Option<PathBuf>,
-    /// The CA whose certificates this node accepts from clients and peers
-    /// and expects of the peers it connects to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_ca: Option<PathBuf>,
+    pub mutual_tls: Option<crate::internal_tls::TlsFiles>,
     /// Most SQLite VM instructions one write (one `/v1/execute` request,
     /// all its statements) may run; past it the write fails alone with
     /// "write exceeded N steps" and the others of its batch apply. Counted,
@@ -269,7 +263,7 @@ impl Validate for DbConfig {
             self.monitor_token.as_ref(),
             self.monitor_token_file.as_ref(),
         );
-        crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
+        crate::internal_tls::check(v, self.mutual_tls.as_ref());
         let mut ids = HashSet::new();
         for (i, p) in self.peers.iter().enumerate() {
             v.scope("peer", |v| {
@@ -324,11 +318,6 @@ impl Validate for DbConfig {
 }
 
 impl DbConfig {
-    /// The mutual TLS files, when `tls_cert`, `tls_key` and `tls_ca` are set.
-    pub fn tls(&self) -> Option<crate::internal_tls::TlsFiles> {
-        crate::internal_tls::files(self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref())
-    }
-
     /// The address clients use for this node's API as configured:
     /// `advertise`, else `listen` (whose port may be 0 until bound).
     pub fn api_address(&self) -> HostPort {

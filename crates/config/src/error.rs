@@ -64,9 +64,20 @@ impl ConfigError {
             m => m.to_string(),
         };
         let message = if message.is_empty() { "invalid TOML".to_string() } else { message };
+        let message = match RENAMED.iter().find(|(old, _)| message.starts_with(&format!("unknown field `{old}`"))) {
+            Some((_, now)) => format!("{message}; {now}"),
+            None => message,
+        };
         ConfigError { origin: origin.to_string(), issues: vec![Issue { key, line, message }] }
     }
 }
+
+/// Keys of earlier versions that were replaced, and what to write instead.
+const RENAMED: [(&str, &str); 3] = [
+    ("tls_cert", "mutual TLS is one key now: mutual_tls = { cert = \"...\", key = \"...\", ca = \"...\" }"),
+    ("tls_key", "mutual TLS is one key now: mutual_tls = { cert = \"...\", key = \"...\", ca = \"...\" }"),
+    ("tls_ca", "mutual TLS is one key now: mutual_tls = { cert = \"...\", key = \"...\", ca = \"...\" }"),
+];
 
 /// The dotted key path of the plain value (not a table or array) at byte
 /// `offset` of `text`.

@@ -31,9 +31,9 @@
 //! value = "public, max-age=31536000, immutable"
 //!
 //! static_prefixes = ["/static/"]     # always static files from root, before any [[proxy]] route
-//! tls_cert = "/var/lib/bulwark/tls/internal/web1.pem" # mutual TLS (all three or none, see `internal_tls`):
-//! tls_key = "/var/lib/bulwark/tls/internal/web1.key"  #  the listeners require a client certificate of tls_ca,
-//! tls_ca = "/var/lib/bulwark/tls/internal/ca.pem"     #  the [[proxy]] servers are reached over mutual TLS
+//! # mutual TLS (see `internal_tls`): the listeners require a client certificate of `ca`,
+//! # and the [[proxy]] servers are reached over mutual TLS
+//! mutual_tls = { cert = "/var/lib/bulwark/tls/internal/web1.pem", key = "/var/lib/bulwark/tls/internal/web1.key", ca = "/var/lib/bulwark/tls/internal/ca.pem" }
 //!
 //! [[proxy]]
 //! prefix = "/api/"                   # requests under this prefix go to the servers
@@ -140,19 +140,10 @@ pub struct WebConfig {
     /// Mutual TLS (see [`crate::internal_tls`]): towards the lb (the
     /// listeners) and the `[[proxy]]` servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_cert: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_key: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_ca: Option<PathBuf>,
+    pub mutual_tls: Option<crate::internal_tls::TlsFiles>,
 }
 
-impl WebConfig {
-    /// The mutual TLS files, when `tls_cert`, `tls_key` and `tls_ca` are set.
-    pub fn tls(&self) -> Option<crate::internal_tls::TlsFiles> {
-        crate::internal_tls::files(self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref())
-    }
-}
+impl WebConfig {}
 
 fn default_index() -> Vec<String> {
     vec!["index.html".into()]
@@ -353,9 +344,7 @@ impl ProxyRoute {
             passive: self.passive.clone(),
             retries: self.retries.clone(),
             panic_threshold_percent: self.panic_threshold_percent,
-            tls_cert: tls.map(|t| t.cert.clone()),
-            tls_key: tls.map(|t| t.key.clone()),
-            tls_ca: tls.map(|t| t.ca.clone()),
+            mutual_tls: tls.cloned(),
             ..Backend::new(name, servers)
         }
     }
@@ -368,7 +357,7 @@ fn is_header_value(s: &str) -> bool {
 
 impl Validate for WebConfig {
     fn validate(&self, v: &mut Validator) {
-        crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
+        crate::internal_tls::check(v, self.mutual_tls.as_ref());
         crate::util::check_role(v, self.role, crate::Role::Web, "a web config");
         if self.listen.is_empty() {
             v.error("listen", "at least one listen address is required");

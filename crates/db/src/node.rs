@@ -125,7 +125,7 @@ pub struct DbNode {
     state: Arc<NodeState>,
     firewall: Arc<bulwark_firewall::Firewall>,
     header_timeout: Duration,
-    /// Mutual TLS of both listeners (`tls_cert`, `tls_key`, `tls_ca`):
+    /// Mutual TLS of both listeners (`mutual_tls`):
     /// every connection, from clients and peers alike, must present a
     /// certificate of the cluster CA.
     tls: Option<bulwark_mtls::MutualTls>,
@@ -228,7 +228,7 @@ impl DbNode {
             config.load_peer_secret().map_err(|source| DbError::Secret { what: "peer_secret", source })?;
         let monitor_token =
             config.load_monitor_token().map_err(|source| DbError::Secret { what: "monitor_token", source })?;
-        let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref()).map_err(DbError::Tls)?;
+        let tls = bulwark_mtls::MutualTls::load_optional(config.mutual_tls.as_ref()).map_err(DbError::Tls)?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| DbError::Io { context: format!("creating {}", config.data_dir.display()), source })?;
         let (listener, local) = bind(config.listen).await?;

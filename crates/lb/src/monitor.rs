@@ -424,7 +424,7 @@ pub(crate) async fn collect(
     monitor_token: Option<String>,
     stop: CancellationToken,
 ) {
-    let tls = match bulwark_mtls::MutualTls::load_optional(admin.tls().as_ref()) {
+    let tls = match bulwark_mtls::MutualTls::load_optional(admin.mutual_tls.as_ref()) {
         Ok(t) => t,
         Err(e) => {
             monitor.event("warn", format!("admin: watched nodes are polled without TLS: {e}"));

@@ -1,4 +1,4 @@
-//! Mutual TLS between tiers (`tls_cert`, `tls_key`, `tls_ca` in a role's
+//! Mutual TLS between tiers (`mutual_tls` in a role's
 //! config; see `bulwark_config::internal_tls`).
 //!
 //! Owns: loading a role's certificate, key and the cluster CA into rustls

@@ -39,7 +39,7 @@ impl Upstream {
     /// Build from config, resolving server addresses. `previous` servers with
     /// the same name and address keep their live state (health, counters).
     pub fn new(config: Backend, previous: Option<&Upstream>) -> Result<Upstream, UpstreamError> {
-        let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref())
+        let tls = bulwark_mtls::MutualTls::load_optional(config.mutual_tls.as_ref())
             .map_err(|source| UpstreamError::Tls { backend: config.name.clone(), source })?;
         let mut servers = Vec::with_capacity(config.servers.len());
         for s in &config.servers {

@@ -127,10 +127,10 @@ impl WebServer {
         )
         .map_err(WebError::Secret)?;
         let expose = |s: Option<bulwark_config::Secret>| s.map(|s| s.expose().to_string());
-        let tls = bulwark_mtls::MutualTls::load_optional(config.tls().as_ref()).map_err(WebError::Tls)?;
+        let tls = bulwark_mtls::MutualTls::load_optional(config.mutual_tls.as_ref()).map_err(WebError::Tls)?;
         let limits =
             forward::RequestLimits { max_body_bytes: config.limits.max_body_bytes, body_timeout: config.timeouts.body };
-        let (upstream_tls, to_upstream) = (config.tls(), upstream_secret.as_ref().map(|s| s.expose()));
+        let (upstream_tls, to_upstream) = (config.mutual_tls.clone(), upstream_secret.as_ref().map(|s| s.expose()));
         let mut routes: Vec<Arc<dyn ProxyRoute>> = Vec::with_capacity(config.proxy.len());
         for (i, p) in config.proxy.iter().enumerate() {
             let route = forward::ForwardRoute::new(i, p, limits, to_upstream, upstream_tls.as_ref(), stop.clone())

@@ -38,7 +38,7 @@ pub struct ConnectionSettings {
     pub send_timeout: Duration,
     pub max_header_bytes: usize,
     pub drain: Duration,
-    /// Mutual TLS (`tls_cert`, `tls_key`, `tls_ca`): every connection must
+    /// Mutual TLS (`mutual_tls`): every connection must
     /// complete a TLS handshake with a client certificate of the cluster
     /// CA within `header_timeout`.
     pub tls: Option<bulwark_mtls::MutualTls>,

@@ -160,7 +160,7 @@ pub(crate) fn cluster_access(
     }
     // With the node's config, its certificate too: a node that requires
     // mutual TLS answers nothing else.
-    let tls = file.as_ref().and_then(|c| c.tls());
+    let tls = file.as_ref().and_then(|c| c.mutual_tls.clone());
     let tls = bulwark_mtls::MutualTls::load_optional(tls.as_ref()).context("loading the node's TLS files")?;
     Ok((nodes, secret, tls))
 }

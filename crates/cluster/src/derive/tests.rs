@@ -120,19 +120,19 @@ fn internal_tls_gives_each_role_its_certificate() {
         let origin = r.config_path.display().to_string();
         let tls = match r.placed.kind {
             RoleKind::Db => {
-                vec![bulwark_config::from_str::<bulwark_config::db::DbConfig>(&r.config, &origin).unwrap().tls()]
+                vec![bulwark_config::from_str::<bulwark_config::db::DbConfig>(&r.config, &origin).unwrap().mutual_tls]
             }
             RoleKind::App => {
-                vec![bulwark_config::from_str::<bulwark_config::app::AppConfig>(&r.config, &origin).unwrap().tls()]
+                vec![bulwark_config::from_str::<bulwark_config::app::AppConfig>(&r.config, &origin).unwrap().mutual_tls]
             }
             RoleKind::Web => {
-                vec![bulwark_config::from_str::<bulwark_config::web::WebConfig>(&r.config, &origin).unwrap().tls()]
+                vec![bulwark_config::from_str::<bulwark_config::web::WebConfig>(&r.config, &origin).unwrap().mutual_tls]
             }
             RoleKind::Lb => {
                 // Towards the webs, and for polling the apps and dbs.
                 let lb = bulwark_config::from_str::<bulwark_config::lb::LbConfig>(&r.config, &origin).unwrap();
-                let mut v = vec![lb.backends[0].tls()];
-                v.extend(lb.admin.as_ref().map(|a| a.tls()));
+                let mut v = vec![lb.backends[0].mutual_tls.clone()];
+                v.extend(lb.admin.as_ref().map(|a| a.mutual_tls.clone()));
                 v
             }
         };
@@ -143,7 +143,7 @@ fn internal_tls_gives_each_role_its_certificate() {
         }
     }
     t.internal_tls = Some(false);
-    assert!(derive(&t, &files, None).iter().all(|r| !r.config.contains("tls_ca")));
+    assert!(derive(&t, &files, None).iter().all(|r| !r.config.contains("mutual_tls")));
 }
 
 /// Two lb hosts with two floating groups in opposite orders

@@ -169,16 +169,20 @@ fn raft_listens_apart_from_the_api() {
 }
 
 #[test]
-fn tls_needs_all_three_files() {
+fn mutual_tls_needs_all_three_files() {
     let base = "node_id = 1\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n";
     let c = crate::from_str::<DbConfig>(base, "db.toml").unwrap();
-    assert_eq!(c.tls(), None);
-    let e = crate::from_str::<DbConfig>(&format!("{base}tls_cert = \"c.pem\"\n"), "db.toml").unwrap_err();
-    let keys: Vec<&str> = e.issues.iter().map(|i| i.key.as_str()).collect();
-    assert_eq!(keys, ["tls_key", "tls_ca"]);
-    let all = format!("{base}tls_cert = \"c.pem\"\ntls_key = \"c.key\"\ntls_ca = \"ca.pem\"\n");
+    assert_eq!(c.mutual_tls, None);
+    let e =
+        crate::from_str::<DbConfig>(&format!("{base}mutual_tls = {{ cert = \"c.pem\" }}\n"), "db.toml").unwrap_err();
+    assert!(e.to_string().contains("missing field `key`"), "{e}");
+    assert_eq!(e.issues[0].line, Some(6), "{e}");
+    let all = format!("{base}mutual_tls = {{ cert = \"c.pem\", key = \"c.key\", ca = \"ca.pem\" }}\n");
     let c = crate::from_str::<DbConfig>(&all, "db.toml").unwrap();
-    assert_eq!(c.tls().unwrap().ca, PathBuf::from("ca.pem"));
+    assert_eq!(c.mutual_tls.unwrap().ca, PathBuf::from("ca.pem"));
+    // The keys of earlier versions are refused with what to write instead.
+    let old = crate::from_str::<DbConfig>(&format!("{base}tls_cert = \"c.pem\"\n"), "db.toml").unwrap_err();
+    assert!(old.to_string().contains("mutual_tls = { cert"), "{old}");
 }
 
 #[test]

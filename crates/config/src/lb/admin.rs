@@ -43,11 +43,7 @@ pub struct Admin {
     /// Mutual TLS for polling the watched nodes (see
     /// [`crate::internal_tls`]); the admin listener itself stays plain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_cert: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_key: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_ca: Option<PathBuf>,
+    pub mutual_tls: Option<crate::internal_tls::TlsFiles>,
 }
 
 fn default_site() -> String {
@@ -58,12 +54,7 @@ fn default_name() -> String {
     "lb".into()
 }
 
-impl Admin {
-    /// The mutual TLS files, when `tls_cert`, `tls_key` and `tls_ca` are set.
-    pub fn tls(&self) -> Option<crate::internal_tls::TlsFiles> {
-        crate::internal_tls::files(self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref())
-    }
-}
+impl Admin {}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,7 +133,7 @@ impl Default for AlertRules {
 
 impl Admin {
     pub(crate) fn validate_in(&self, v: &mut Validator) {
-        crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
+        crate::internal_tls::check(v, self.mutual_tls.as_ref());
         if self.token.is_some() && self.token_file.is_some() {
             v.error("token_file", "set token or token_file, not both");
         }

@@ -68,15 +68,11 @@ pub struct Backend {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_secret_file: Option<PathBuf>,
     /// Mutual TLS to the servers (see [`crate::internal_tls`]): each
-    /// connection presents `tls_cert` and accepts only a server whose
-    /// certificate chains to `tls_ca` and names the server's IP address.
+    /// connection presents `cert` and accepts only a server whose
+    /// certificate chains to `ca` and names the server's IP address.
     /// HTTP frontends only: a tcp frontend passes bytes on as they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_cert: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_key: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_ca: Option<PathBuf>,
+    pub mutual_tls: Option<crate::internal_tls::TlsFiles>,
     /// Sticky sessions: `"cookie"` pins a client to the server named in a
     /// signed cookie while that server is available.
     #[serde(default, skip_serializing_if = "Sticky::is_off")]
@@ -127,19 +123,12 @@ impl Backend {
             panic_threshold_percent: default_panic_threshold(),
             cluster_secret: None,
             cluster_secret_file: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_ca: None,
+            mutual_tls: None,
             sticky: Sticky::Off,
             sticky_cookie: default_sticky_cookie(),
             sticky_secret: None,
             sticky_secret_file: None,
         }
-    }
-
-    /// The mutual TLS files, when `tls_cert`, `tls_key` and `tls_ca` are set.
-    pub fn tls(&self) -> Option<crate::internal_tls::TlsFiles> {
-        crate::internal_tls::files(self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref())
     }
 }
 
@@ -191,7 +180,7 @@ impl Validate for Backend {
     fn validate(&self, v: &mut Validator) {
         check_name(v, "sticky_cookie", &self.sticky_cookie);
         check_secret_source(v, "sticky_secret", self.sticky_secret.as_ref(), self.sticky_secret_file.as_ref());
-        crate::internal_tls::check(v, self.tls_cert.as_ref(), self.tls_key.as_ref(), self.tls_ca.as_ref());
+        crate::internal_tls::check(v, self.mutual_tls.as_ref());
         if self.servers.is_empty() {
             v.error("server", "at least one [[backend.server]] is required");
         }

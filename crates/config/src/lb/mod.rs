@@ -26,10 +26,10 @@
 //! ```
 //!
 //! A backend of http frontends reached over mutual TLS (see
-//! `internal_tls`) names the lb's certificate, key and the cluster CA:
-//! `tls_cert`, `tls_key`, `tls_ca` (all three or none), in its
-//! `[[backend]]` table. `[admin]` takes the same three keys for its polls
-//! of the watched nodes.
+//! `internal_tls`) names the lb's certificate, key and the cluster CA in
+//! its `[[backend]]` table: `mutual_tls = { cert = "...", key = "...",
+//! ca = "..." }`. `[admin]` takes the same key for its polls of the
+//! watched nodes.
 mod admin;
 mod backend;
 mod frontend;

@@ -1,7 +1,7 @@
-//! A cluster whose nodes require mutual TLS (`tls_cert`, `tls_key`,
-//! `tls_ca`): Raft, membership changes and the SQL API all go over it with
-//! certificates of one cluster CA, and a client without a certificate of
-//! that CA is refused at the handshake, whatever secret it sends.
+//! A cluster whose nodes require mutual TLS (`mutual_tls`): Raft,
+//! membership changes and the SQL API all go over it with certificates of
+//! one cluster CA, and a client without a certificate of that CA is
+//! refused at the handshake, whatever secret it sends.
 use super::{config, stop_all, wait_for, TestNode, SECRET};
 use bulwark_cluster::pki::{ClusterCa, RoleCertificate};
 use bulwark_config::internal_tls::TlsFiles;
@@ -30,9 +30,7 @@ fn tls_config(
     ca: &Path,
 ) -> bulwark_config::db::DbConfig {
     let mut c = config(id, data, bootstrap);
-    c.tls_cert = Some(role.cert.clone());
-    c.tls_key = Some(role.key.clone());
-    c.tls_ca = Some(ca.to_path_buf());
+    c.mutual_tls = Some(files(role, ca));
     c
 }
 
@@ -89,7 +87,7 @@ async fn a_cluster_over_mutual_tls_replicates_and_refuses_other_certificates() {
     // A missing file stops the node at start, named.
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut broken = tls_config(1, dirs[0].path(), true, &roles[0], &ca_pem);
-    broken.tls_ca = Some(pki.path().join("nowhere.pem"));
+    broken.mutual_tls.as_mut().expect("TLS files").ca = pki.path().join("nowhere.pem");
     let e = crate::DbNode::bind(broken).await.err().expect("a node without its CA file does not start");
     assert!(e.to_string().contains("nowhere.pem"), "{e}");
 
