@@ -29,6 +29,9 @@ pub enum TransportError {
 pub struct HttpReply {
     pub status: u16,
     pub location: Option<String>,
+    /// Every header of the answer (a Raft peer reports its clock and
+    /// lease in them).
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
@@ -102,13 +105,10 @@ impl HttpClient {
             })?;
             let status = resp.status().as_u16();
             let location = resp.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| TransportError::Io(addr.to_string(), e.to_string()))?
-                .to_bytes();
-            Ok(HttpReply { status, location, body })
+            let (parts, body) = resp.into_parts();
+            let body =
+                body.collect().await.map_err(|e| TransportError::Io(addr.to_string(), e.to_string()))?.to_bytes();
+            Ok(HttpReply { status, location, headers: parts.headers, body })
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,

@@ -17,11 +17,15 @@
 //! with the current time, whatever the core is doing.
 //!
 //! A peer that accepted a request sent at `t` refuses to vote for anyone
-//! else until at least `t` + its election timeout, so while a majority
-//! (counting this node) accepted requests sent within the lease no other
-//! node can have become primary. The window used is the lease minus
-//! [`LEASE_MARGIN`], for timers that fire late and clocks that run at
-//! slightly different rates on different machines.
+//! else until at least `t` + its leader lease (openraft 0.9: its own
+//! `election_timeout_max`), so while a majority (counting this node)
+//! accepted requests sent within the lease no other node can have become
+//! primary. Each peer reports its lease on its answers (`peer_clock`): a
+//! peer whose lease is shorter than this node's counts as if its
+//! acceptance had been sent that much earlier, so nodes configured with
+//! different election timeouts are safe too. The window used is the lease
+//! minus [`LEASE_MARGIN`], for timers that fire late and clocks that run
+//! at slightly different rates on different machines.
 use bulwark_db_api::raft_types::{Node, NodeId, Vote};
 use openraft::{RaftMetrics, ServerState};
 use std::collections::{BTreeSet, HashMap};
@@ -35,22 +39,56 @@ use tokio::time::Instant;
 pub(crate) const LEASE_MARGIN: Duration = Duration::from_millis(5);
 
 /// Per peer: the vote of the newest acknowledged request and when the
-/// newest request it accepted under that vote was sent.
-#[derive(Debug, Default)]
+/// newest request it accepted under that vote was sent, and the lease the
+/// peer last reported.
+#[derive(Debug)]
 pub(crate) struct LeaderAcks {
-    acks: Mutex<HashMap<NodeId, (Vote, Instant)>>,
+    /// This node's own leader lease.
+    lease: Duration,
+    acks: Mutex<Acks>,
+}
+
+#[derive(Debug, Default)]
+struct Acks {
+    accepted: HashMap<NodeId, (Vote, Instant)>,
+    leases: HashMap<NodeId, Duration>,
+}
+
+impl Acks {
+    /// When `peer`'s acceptance under `vote` counts as sent: its real
+    /// time, moved back by how much shorter the peer's lease is than
+    /// `lease`. A peer that never reported its lease (a node of an earlier
+    /// version) counts with `lease`.
+    fn counted(&self, peer: NodeId, vote: &Vote, lease: Duration) -> Option<Instant> {
+        let (v, t) = self.accepted.get(&peer)?;
+        if v != vote {
+            return None;
+        }
+        let shorter = self.leases.get(&peer).map_or(Duration::ZERO, |l| lease.saturating_sub(*l));
+        t.checked_sub(shorter)
+    }
 }
 
 impl LeaderAcks {
+    /// The quorum clock of a node whose leader lease is `lease`.
+    pub(crate) fn new(lease: Duration) -> LeaderAcks {
+        LeaderAcks { lease, acks: Mutex::default() }
+    }
+
+    /// `peer` reported its leader lease.
+    pub(crate) fn peer_lease(&self, peer: NodeId, lease: Duration) {
+        self.acks.lock().unwrap_or_else(|p| p.into_inner()).leases.insert(peer, lease);
+    }
+
     /// `peer` accepted a request sent at `sent_at` under `vote`.
     pub(crate) fn acked(&self, peer: NodeId, vote: Vote, sent_at: Instant) {
         let mut acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
-        match acks.get_mut(&peer) {
+        match acks.accepted.get_mut(&peer) {
             Some((v, t)) if *v == vote => *t = (*t).max(sent_at),
             // A late answer to a request of an older vote changes nothing.
             Some((v, _)) if *v > vote => {}
             _ => {
-                acks.insert(peer, (vote, sent_at));
+                acks.accepted.insert(peer, (vote, sent_at));
             }
         }
     }
@@ -75,7 +113,7 @@ impl LeaderAcks {
                     if *id == me {
                         return Some(now);
                     }
-                    acks.get(id).filter(|(v, _)| v == vote).map(|(_, t)| *t)
+                    acks.counted(*id, vote, self.lease)
                 })
                 .collect();
             let majority = voters.len() / 2 + 1;
@@ -104,10 +142,9 @@ impl LeaderAcks {
         me: NodeId,
         vote: &Vote,
         configs: &[BTreeSet<NodeId>],
-        lease: Duration,
         window: Duration,
     ) -> bool {
-        let window = window.min(lease.saturating_sub(LEASE_MARGIN));
+        let window = window.min(self.lease.saturating_sub(LEASE_MARGIN));
         self.quorum_age(me, vote, configs).is_some_and(|age| age <= window)
     }
 
@@ -115,13 +152,7 @@ impl LeaderAcks {
     /// (counting itself) acknowledged requests sent within `window` (and
     /// the lease minus [`LEASE_MARGIN`]). A primary alone in its cluster
     /// always has its quorum.
-    pub(crate) fn primary_within(
-        &self,
-        me: NodeId,
-        m: &RaftMetrics<NodeId, Node>,
-        lease: Duration,
-        window: Duration,
-    ) -> bool {
+    pub(crate) fn primary_within(&self, me: NodeId, m: &RaftMetrics<NodeId, Node>, window: Duration) -> bool {
         if m.state != ServerState::Leader || m.vote.leader_id().voted_for() != Some(me) {
             return false;
         }
@@ -129,7 +160,7 @@ impl LeaderAcks {
         if configs.iter().all(|c| c.len() == 1 && c.contains(&me)) {
             return true;
         }
-        self.quorum_within(me, &m.vote, configs, lease, window)
+        self.quorum_within(me, &m.vote, configs, window)
     }
 }
 
@@ -154,7 +185,7 @@ mod tests {
 
     #[test]
     fn a_majority_counts_this_node_and_only_acknowledgements_of_its_vote() {
-        let acks = LeaderAcks::default();
+        let acks = LeaderAcks::new(Duration::from_secs(1));
         let vote = Vote::new_committed(4, 1);
         let now = Instant::now() + Duration::from_secs(10);
         let voters = [set(&[1, 2, 3])];
@@ -178,5 +209,26 @@ mod tests {
         assert_eq!(acks.quorum_acked_at(1, &vote, &joint, now), Some(now - Duration::from_millis(100)));
         // A set without this node needs a majority of others.
         assert_eq!(acks.quorum_acked_at(9, &vote, &voters, now), Some(now - Duration::from_millis(300)));
+    }
+
+    #[test]
+    fn a_peer_with_a_shorter_lease_is_trusted_for_its_lease_only() {
+        // This node's lease is 1 s; peer 2 refuses votes for 300 ms after
+        // it heard this node, peer 3 reported nothing (an older node).
+        let acks = LeaderAcks::new(Duration::from_secs(1));
+        let vote = Vote::new_committed(4, 1);
+        let voters = [set(&[1, 2, 3])];
+        let now = Instant::now() + Duration::from_secs(10);
+        acks.acked(2, vote, now - Duration::from_millis(200));
+        assert!(acks.quorum_acked_at(1, &vote, &voters, now).is_some());
+        acks.peer_lease(2, Duration::from_millis(300));
+        // Counted as sent 700 ms earlier: 900 ms ago.
+        assert_eq!(acks.quorum_acked_at(1, &vote, &voters, now), Some(now - Duration::from_millis(900)));
+        // Peer 3 without a lease counts with this node's own.
+        acks.acked(3, vote, now - Duration::from_millis(400));
+        assert_eq!(acks.quorum_acked_at(1, &vote, &voters, now), Some(now - Duration::from_millis(400)));
+        // A longer lease than this node's changes nothing.
+        acks.peer_lease(3, Duration::from_secs(5));
+        assert_eq!(acks.quorum_acked_at(1, &vote, &voters, now), Some(now - Duration::from_millis(400)));
     }
 }

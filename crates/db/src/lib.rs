@@ -23,6 +23,7 @@ mod error;
 mod group_commit;
 mod leader_acks;
 mod node;
+mod peer_clock;
 #[cfg(test)]
 mod tests;
 mod transport;

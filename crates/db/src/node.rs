@@ -56,7 +56,7 @@ use error::{ApiError, Retry};
 use listeners::{bind, Listener, Serve};
 use primary_word::PrimaryWord;
 #[cfg(test)]
-pub(crate) use raft_rpc::RefuseAppends;
+pub(crate) use raft_rpc::{HoldAppends, RefuseAppends};
 
 /// Marks a request one node passed to the primary (never passed again).
 const FORWARDED_HEADER: &str = "x-bulwark-forwarded";
@@ -87,6 +87,9 @@ struct NodeState {
     auth: auth::Credentials,
     /// What this node heard of the primary's applied state (its lag).
     primary_word: Mutex<PrimaryWord>,
+    /// This node's clock as its answers to Raft requests stamp it (see
+    /// `peer_clock`).
+    clock: crate::peer_clock::LocalClock,
     transferring: AtomicBool,
     forward_writes: bool,
     max_request_bytes: usize,
@@ -104,6 +107,8 @@ struct NodeState {
     archive: Option<Arc<crate::archive::ArchiveState>>,
     #[cfg(test)]
     refuse_appends: Arc<RefuseAppends>,
+    #[cfg(test)]
+    hold_appends: Arc<HoldAppends>,
 }
 
 /// Request counters and latencies for `/metrics`.
@@ -254,7 +259,7 @@ impl DbNode {
         let rcfg = raft_config(&config)?;
         let lease = Duration::from_millis(rcfg.election_timeout_max);
         let ahead_stats = Arc::new(AheadStats::default());
-        let leader_acks = Arc::new(LeaderAcks::default());
+        let leader_acks = Arc::new(LeaderAcks::new(lease));
         let appended = log.appended_entries();
         let hints = Arc::new(AppliedHints {
             applied: applied.clone(),
@@ -309,6 +314,7 @@ impl DbNode {
             raft_http,
             auth: auth::Credentials::new(&peer_secret, &client_secret, monitor_token.as_ref()),
             primary_word: Mutex::new(PrimaryWord::default()),
+            clock: Default::default(),
             transferring: AtomicBool::new(false),
             forward_writes: config.forward_writes,
             max_request_bytes: config.max_request_bytes,
@@ -322,6 +328,8 @@ impl DbNode {
             archive,
             #[cfg(test)]
             refuse_appends: Arc::default(),
+            #[cfg(test)]
+            hold_appends: Arc::default(),
         };
         let firewall = Arc::new(bulwark_firewall::Firewall::new(&config.firewall).map_err(DbError::Firewall)?);
         Ok(DbNode {
@@ -338,6 +346,13 @@ impl DbNode {
     #[cfg(test)]
     pub(crate) fn refuse_appends(&self) -> Arc<RefuseAppends> {
         self.state.refuse_appends.clone()
+    }
+
+    /// A test's delay of the Raft requests reaching this node (see
+    /// `HoldAppends`).
+    #[cfg(test)]
+    pub(crate) fn hold_appends(&self) -> Arc<HoldAppends> {
+        self.state.hold_appends.clone()
     }
 
     /// The listeners for the ready line: `api`, then `raft`.

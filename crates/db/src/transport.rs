@@ -3,6 +3,7 @@
 //! entries ahead of openraft, and answering its requests they cover, is
 //! `ahead` (see [`send_ahead`]).
 use crate::leader_acks::LeaderAcks;
+use crate::peer_clock::PeerClock;
 use bulwark_db_api::http_client::{HttpClient, TransportError};
 use bulwark_db_api::raft_types::{LogId, Node, NodeId, TypeConfig, Vote};
 use bulwark_db_log::AppendedEntries;
@@ -29,9 +30,10 @@ pub const APPLIED_INDEX_HEADER: &str = "x-bulwark-applied-index";
 pub const APPLIED_TIME_HEADER: &str = "x-bulwark-applied-time";
 
 /// The applied hint this node puts on its Raft requests
-/// ([`APPLIED_INDEX_HEADER`], [`APPLIED_TIME_HEADER`]): a replica measures
-/// its lag for `bounded` reads against it, and takes its arrival as the
-/// primary's word that nothing newer was committed anywhere.
+/// ([`APPLIED_INDEX_HEADER`], [`APPLIED_TIME_HEADER`], and the replica's
+/// own clock stamp echoed, see `peer_clock`): a replica measures its lag
+/// for `bounded` reads against it, and takes it as the primary's word that
+/// nothing newer was committed anywhere when it was made.
 ///
 /// So the node sends it only while that word is true: as the primary, once
 /// it has applied an entry of its own term (before that, writes the
@@ -74,7 +76,7 @@ impl AppliedHints {
     }
 
     fn may_hint(&self, m: &RaftMetrics<NodeId, Node>) -> bool {
-        crate::leader_acks::applied_own_term(m) && self.leader_acks.primary_within(self.id, m, self.lease, self.lease)
+        crate::leader_acks::applied_own_term(m) && self.leader_acks.primary_within(self.id, m, self.lease)
     }
 }
 
@@ -114,7 +116,6 @@ pub struct PeerConnection {
     /// only its replication stream's carries entries.
     ahead: Ahead,
     stats: Arc<AheadStats>,
-    leader_acks: Arc<LeaderAcks>,
 }
 
 enum Ahead {
@@ -133,22 +134,30 @@ impl Drop for PeerConnection {
     }
 }
 
-/// Where a peer is and how to reach it.
+/// Where a peer is and how to reach it, and what its answers said of its
+/// clock and lease (see `peer_clock`).
 #[derive(Clone)]
 struct Link {
     addr: String,
     http: HttpClient,
     hints: Arc<AppliedHints>,
+    clock: Arc<PeerClock>,
+    leader_acks: Arc<LeaderAcks>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for RaftTransport {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
-        let link = Link { addr: node.raft_addr().to_string(), http: self.http.clone(), hints: self.hints.clone() };
+        let link = Link {
+            addr: node.raft_addr().to_string(),
+            http: self.http.clone(),
+            hints: self.hints.clone(),
+            clock: Arc::default(),
+            leader_acks: self.leader_acks.clone(),
+        };
         let ahead = Ahead::Ready { me: self.id, appended: self.appended.clone(), max: self.max_entries };
-        let (stats, leader_acks) = (self.ahead_stats.clone(), self.leader_acks.clone());
-        PeerConnection { target, link, peer_log: Arc::default(), ahead, stats, leader_acks }
+        PeerConnection { target, link, peer_log: Arc::default(), ahead, stats: self.ahead_stats.clone() }
     }
 }
 
@@ -164,7 +173,12 @@ impl Link {
         E: std::error::Error + serde::de::DeserializeOwned,
     {
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let hints = self.hints.headers();
+        let mut hints = self.hints.headers();
+        // A hint is dated by the peer from the newest answer of its that
+        // arrived here before the hint was made (see `peer_clock`).
+        if !hints.is_empty() {
+            hints.extend(self.clock.echo());
+        }
         // openraft gives an AppendEntries one heartbeat interval and drops
         // this future when it runs out. Dropping an HTTP exchange closes its
         // connection, and the next one pays a new handshake, which on a slow
@@ -184,6 +198,9 @@ impl Link {
                 TransportError::Connect(..) => RPCError::Unreachable(Unreachable::new(&e)),
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
+        if let Some(lease) = self.clock.heard(&reply.headers) {
+            self.leader_acks.peer_lease(target, lease);
+        }
         if reply.status != 200 {
             let e = TransportError::Io(
                 self.addr.clone(),
@@ -270,15 +287,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
                     }
                     p.acked(vote, called_at);
                 });
-                self.leader_acks.acked(self.target, vote, called_at);
+                self.link.leader_acks.acked(self.target, vote, called_at);
                 if carries_entries {
                     if let Ahead::Ready { me, appended, max } = std::mem::replace(&mut self.ahead, Ahead::Off) {
-                        let peer = Peer {
-                            target: self.target,
-                            link: self.link.clone(),
-                            log: self.peer_log.clone(),
-                            leader_acks: self.leader_acks.clone(),
-                        };
+                        let peer = Peer { target: self.target, link: self.link.clone(), log: self.peer_log.clone() };
                         let stats = self.stats.clone();
                         self.ahead = Ahead::Running(tokio::spawn(send_ahead(me, peer, appended, max, stats)));
                     }
@@ -289,7 +301,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
                     p.learn(vote, *m);
                     p.acked(vote, called_at);
                 });
-                self.leader_acks.acked(self.target, vote, called_at);
+                self.link.leader_acks.acked(self.target, vote, called_at);
             }
             Ok(_) => self.peer_log.update(|p| p.known = None),
             Err(_) => {}
@@ -343,7 +355,7 @@ mod tests {
         AppliedHints {
             applied: watch::channel(Applied::default()).1,
             metrics: Arc::default(),
-            leader_acks: Arc::default(),
+            leader_acks: Arc::new(LeaderAcks::new(Duration::from_millis(480))),
             id: 1,
             lease: Duration::from_millis(480),
         }

@@ -4,14 +4,14 @@
 //! The primary sends its applied index with every Raft request while its
 //! word is the cluster's (`transport::AppliedHints`). A hint saying the
 //! primary had applied index `i` covers every write the primary
-//! acknowledged before it sent the request (it acknowledges a write after
-//! applying it). So once this node has applied `i`, its database holds
-//! every write acknowledged before that request left the primary, and a
-//! read served from it misses only writes younger than `now - t`, `t`
-//! being the request's arrival here, plus the request's time on the wire,
-//! which this node cannot see (sub-millisecond between healthy hosts; a
-//! request delayed by a lost packet arrives late and reads younger than it
-//! is, by the delay).
+//! acknowledged before it made the request (it acknowledges a write after
+//! applying it). The hint is dated on this node's clock from the stamp of
+//! this node's it echoes (`peer_clock`): the primary made it after it
+//! received that answer of this node's, so the hint is at least that
+//! recent, whatever time the request spent on the wire or in this node's
+//! queue. So once this node has applied `i`, its database holds every
+//! write acknowledged before that date, and a read served from it misses
+//! only writes younger than `now - t`.
 //!
 //! The staleness of a read here is therefore the age of the newest hint
 //! whose index this node has applied ([`PrimaryWord::lag`]), measured on
@@ -23,8 +23,8 @@ use bulwark_db_api::api::ReplicationLag;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// One hint: the primary's applied index, and when the request that
-/// carried it arrived here.
+/// One hint: the primary's applied index, and the moment (on this node's
+/// clock) it is at least as recent as.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct PrimaryHint {
     pub(super) index: u64,
@@ -53,7 +53,7 @@ pub(super) struct PrimaryWord {
     /// Hints whose index this node had not applied when they arrived, in
     /// increasing index order.
     pending: VecDeque<PrimaryHint>,
-    /// The arrival of the newest hint whose index this node has applied.
+    /// The date of the newest hint whose index this node has applied.
     caught_up: Option<Instant>,
 }
 

@@ -5,13 +5,13 @@
 //! API listener does not serve them, nor does this one serve the API.
 use super::primary_word::PrimaryHint;
 use super::{json, parse, ApiError, NodeState, Resp, RAFT_BODY_LIMIT};
+use crate::peer_clock::LocalClock;
 use crate::transport::APPLIED_INDEX_HEADER;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
 use hyper::Request;
 use std::sync::Arc;
-use std::time::Instant;
 
 impl NodeState {
     /// The Raft listener's router.
@@ -24,26 +24,32 @@ impl NodeState {
         if method != Method::POST || !path.starts_with("/raft/") {
             return ApiError::NotFound { method, path }.response();
         }
-        // Stamped on arrival: the append may wait in the queue and for a
-        // sync, and the primary's word is as old as the request.
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let hint = header(APPLIED_INDEX_HEADER).map(|index| PrimaryHint { index, at: Instant::now() });
+        #[cfg(test)]
+        self.hold_appends.arrived(&path).await;
+        let hint = primary_hint(req.headers(), &self.clock);
         let body = match self.read_body(req, RAFT_BODY_LIMIT).await {
             Ok(b) => b,
             Err(r) => return r,
         };
-        match path.as_str() {
+        let mut resp = match path.as_str() {
             "/raft/append" => self.raft_append(body, hint).await,
             "/raft/vote" => self.raft_vote(body).await,
             "/raft/snapshot" => self.raft_snapshot(body).await,
             "/raft/elect" => self.raft_elect().await,
             _ => ApiError::NotFound { method, path }.response(),
+        };
+        // Stamped as the answer leaves: the primary's next hint is younger.
+        for (name, value) in self.clock.answer_headers(self.lease) {
+            if let Ok(v) = http::HeaderValue::from_str(&value) {
+                resp.headers_mut().insert(name, v);
+            }
         }
+        resp
     }
 
     /// Append entries (through the queue that merges a burst into one
-    /// sync); `hint` is the primary's applied index and time from the
-    /// request's headers, stamped on arrival, kept for bounded reads on
+    /// sync); `hint` is the primary's applied index from the request's
+    /// headers, dated by the answer of this node's it echoes, kept for bounded reads on
     /// this replica unless a newer one is (see [`PrimaryHint::supersedes`]:
     /// merged appends finish in any order).
     pub(super) async fn raft_append(&self, body: Bytes, hint: Option<PrimaryHint>) -> Resp {
@@ -94,6 +100,17 @@ impl NodeState {
     }
 }
 
+/// The primary's word on a Raft request: its applied index, dated by the
+/// stamp of this node's it echoes. The primary made the hint after it
+/// received that answer of this node's, so the hint is at least that
+/// recent, however long the request then took to arrive (see
+/// `peer_clock`). A hint without a stamp of this run of this node says
+/// nothing.
+fn primary_hint(headers: &http::HeaderMap, clock: &LocalClock) -> Option<PrimaryHint> {
+    let index = headers.get(APPLIED_INDEX_HEADER)?.to_str().ok()?.parse::<u64>().ok()?;
+    Some(PrimaryHint { index, at: clock.echoed(headers)? })
+}
+
 /// A test's hold on a node's Raft log: once the node accepted an append
 /// that reached a given index, it refuses (503) every later append, as if
 /// cut off from its primary right after accepting that entry.
@@ -127,5 +144,63 @@ impl RefuseAppends {
         if from > 0 && last.is_some_and(|l| l >= from) {
             self.refusing.store(true, std::sync::atomic::Ordering::SeqCst);
         }
+    }
+}
+
+/// A test's hold on the Raft requests reaching a node, as if they were
+/// delayed on the wire: while held, each `/raft/append` waits before the
+/// node reads anything of it, and they go on one at a time, oldest first,
+/// as the test releases them.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct HoldAppends {
+    holding: std::sync::atomic::AtomicBool,
+    gate: tokio::sync::Semaphore,
+    /// Requests waiting at the gate, and requests answered after it.
+    pub(crate) waiting: std::sync::atomic::AtomicU64,
+    pub(crate) released: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(test)]
+impl Default for HoldAppends {
+    fn default() -> Self {
+        HoldAppends {
+            holding: Default::default(),
+            gate: tokio::sync::Semaphore::new(0),
+            waiting: Default::default(),
+            released: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl HoldAppends {
+    /// Hold every append that arrives from now on.
+    pub(crate) fn hold(&self) {
+        self.holding.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Let the oldest held append go on.
+    pub(crate) fn release_one(&self) {
+        self.gate.add_permits(1);
+    }
+
+    /// Stop holding, and let every held append go on.
+    pub(crate) fn lift(&self) {
+        self.holding.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS >> 4);
+    }
+
+    async fn arrived(&self, path: &str) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if path != "/raft/append" || !self.holding.load(SeqCst) {
+            return;
+        }
+        self.waiting.fetch_add(1, SeqCst);
+        if let Ok(permit) = self.gate.acquire().await {
+            permit.forget();
+        }
+        self.waiting.fetch_sub(1, SeqCst);
+        self.released.fetch_add(1, SeqCst);
     }
 }

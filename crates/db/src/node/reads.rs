@@ -4,7 +4,7 @@
 //! - `none`: whatever this node has applied.
 //! - `bounded` (`max_lag_ms`): on a replica, the age of the newest word
 //!   from the primary whose applied index this node has applied (see
-//!   `primary_word`: from that word's arrival on it held every write the
+//!   `primary_word`: from that word's date on it held every write the
 //!   primary had acknowledged; a replica cut off from the primary does not
 //!   know what it missed since; a primary speaks only once it applied an
 //!   entry of its term and while a majority acknowledged it within the

@@ -32,7 +32,7 @@ impl NodeState {
     /// Primary that a majority (counting itself) acknowledged requests
     /// sent within `window` (and the lease minus `LEASE_MARGIN`).
     pub(super) fn quorum_within(&self, m: &RaftMetrics<NodeId, Node>, window: Duration) -> bool {
-        self.leader_acks.primary_within(self.id, m, self.lease, window)
+        self.leader_acks.primary_within(self.id, m, window)
     }
 
     /// How long ago the requests were sent whose acknowledgement makes

@@ -1,6 +1,6 @@
 //! A replica serves a `bounded` read on the primary's word (the applied
 //! hint on its Raft requests): that word must be true when sent, and be
-//! dated from its arrival. A new primary speaks only once it applied an
+//! dated no later than it was sent. A new primary speaks only once it applied an
 //! entry of its own term, a primary only while a majority acknowledged it
 //! within the lease, and a replica whose disk stalled does not take a word
 //! that waited for its sync as fresh.
@@ -156,13 +156,13 @@ async fn a_learner_stops_trusting_a_primary_that_lost_its_majority() {
     stop_all(nodes);
 }
 
-/// A replica dates the primary's word from the request's arrival: a request
-/// that waited for a stalled sync is as old as the stall. The replica's
-/// disk stalls while a write is replicated; then both other nodes freeze
-/// (nothing newer comes); after the stall the replica's lag still shows the
-/// time since it last heard from the primary.
+/// A replica dates the primary's word no later than the request's arrival:
+/// a request that waited for a stalled sync is as old as the stall. The
+/// replica's disk stalls while a write is replicated; then both other
+/// nodes freeze (nothing newer comes); after the stall the replica's lag
+/// still shows at least the time since the primary froze.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_dates_the_primary_word_from_its_arrival() {
+async fn a_replica_dates_the_primary_word_no_later_than_its_arrival() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     // Node 3 does not campaign while the others are frozen.
     let mut patient = config(3, dirs[2].path(), false);
@@ -199,6 +199,10 @@ async fn a_replica_dates_the_primary_word_from_its_arrival() {
     reading.cancel();
     reader.await.expect("the reads went through");
     let paused = [nodes[0].pause(), nodes[1].pause()];
+    let frozen = Instant::now();
+    // Every word of the primary's was made before it froze: more than a
+    // second ago from here on.
+    tokio::time::sleep_until(frozen + Duration::from_millis(1100)).await;
     wait_for("node 3's word from the primary is more than a second old", WAIT, || async {
         replica_probe(replica).await.0 == 503
     })
@@ -210,9 +214,12 @@ async fn a_replica_dates_the_primary_word_from_its_arrival() {
     .await;
     let until = Instant::now() + Duration::from_millis(300);
     while Instant::now() < until {
+        let old = frozen.elapsed().as_secs_f64();
         let (code, probe) = replica_probe(replica).await;
         assert_eq!(probe["role"], "replica", "{probe}");
         assert_eq!(code, 503, "a request that waited for the sync passed for a fresh word: {probe}");
+        let lag = probe["lag"]["seconds"].as_f64().expect("a lag");
+        assert!(lag >= old, "a word made before the primary froze {old} s ago read {lag} s old");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(paused);
@@ -258,6 +265,42 @@ async fn a_replica_behind_on_its_applies_serves_no_read_older_than_asked() {
     gate.release();
     wait_for("node 3 serves the read once it applied the write", WAIT, || async {
         bounded_count(replica, bound).await == Some(5)
+    })
+    .await;
+    stop_all(nodes);
+}
+
+/// The primary's word may spend any time on the wire (a lost packet, a
+/// slow handshake): a replica must date it from before it was sent, not
+/// from its arrival. Node 3's Raft requests are held on their way in; a
+/// write commits on nodes 1 and 2; once it is older than the read's bound,
+/// the oldest held request (made before the write) reaches node 3. Dated
+/// on arrival, its word made node 3 look fresh, and a `bounded` read there
+/// missed the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_word_delayed_on_the_wire_is_as_old_as_when_it_was_sent() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(quick_configs(&dirs, 3)).await;
+    let replica = &nodes[2];
+    within_a_second(replica).await;
+    let hold = replica.hold_appends.clone();
+    hold.hold();
+    use std::sync::atomic::Ordering::SeqCst;
+    wait_for("a request from the primary waits on its way to node 3", WAIT, || async { hold.waiting.load(SeqCst) > 0 })
+        .await;
+    write(&nodes[0], "INSERT INTO t VALUES (100)").await;
+    let acknowledged = Instant::now();
+    let bound = Duration::from_millis(300);
+    tokio::time::sleep_until(acknowledged + bound + Duration::from_millis(200)).await;
+    let released = hold.released.load(SeqCst);
+    hold.release_one();
+    wait_for("the oldest held request reached node 3", WAIT, || async { hold.released.load(SeqCst) > released }).await;
+    if let Some(count) = bounded_count(replica, bound).await {
+        assert_eq!(count, 4, "served without a write acknowledged {:?} ago", acknowledged.elapsed());
+    }
+    hold.lift();
+    wait_for("node 3 serves the read once the requests arrive", WAIT, || async {
+        bounded_count(replica, bound).await == Some(4)
     })
     .await;
     stop_all(nodes);

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 mod applied_hints;
 mod covered_lease;
 mod mutual_tls;
+mod peer_lease;
 mod restart_in_term;
 
 pub(crate) const SECRET: &str = "db-test-secret-0123456789";
@@ -46,6 +47,8 @@ pub(crate) struct TestNode {
     pub(crate) raft_addr: SocketAddr,
     /// Makes the node refuse Raft appends (see `RefuseAppends`).
     pub(crate) refuse_appends: std::sync::Arc<crate::node::RefuseAppends>,
+    /// Delays the Raft requests reaching the node (see `HoldAppends`).
+    pub(crate) hold_appends: std::sync::Arc<crate::node::HoldAppends>,
     runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -72,15 +75,15 @@ impl TestNode {
                         }
                     };
                     let bound = node.listeners();
-                    let refuse = node.refuse_appends();
-                    let _ = tx.send(Ok((bound[0].1, bound[1].1, refuse, tokio::runtime::Handle::current())));
+                    let hooks = (node.refuse_appends(), node.hold_appends());
+                    let _ = tx.send(Ok((bound[0].1, bound[1].1, hooks, tokio::runtime::Handle::current())));
                     node.run(stop).await.expect("the node stops cleanly");
                 });
             })
             .expect("a thread");
-        let (addr, raft_addr, refuse_appends, runtime) =
+        let (addr, raft_addr, (refuse_appends, hold_appends), runtime) =
             rx.recv().expect("the node thread answers").expect("the node starts");
-        TestNode { addr, raft_addr, refuse_appends, runtime, shutdown, thread: Some(thread) }
+        TestNode { addr, raft_addr, refuse_appends, hold_appends, runtime, shutdown, thread: Some(thread) }
     }
 
     /// Freeze the node's runtime until the guard is dropped: a task that

@@ -3,7 +3,6 @@
 //! and when openraft's own append-entries may be answered from it without
 //! a round trip ([`PeerLog::cover`]).
 use super::{Link, RpcResult};
-use crate::leader_acks::LeaderAcks;
 use bulwark_db_api::raft_types::{LogId, NodeId, TypeConfig, Vote};
 use bulwark_db_log::AppendedEntries;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
@@ -146,7 +145,6 @@ pub(super) struct Peer {
     pub(super) target: NodeId,
     pub(super) link: Link,
     pub(super) log: Arc<PeerState>,
-    pub(super) leader_acks: Arc<LeaderAcks>,
 }
 
 /// Send this node's new entries to one peer as soon as they are appended,
@@ -177,7 +175,7 @@ pub(super) struct Peer {
 /// being sent a snapshot is left to openraft), [`AHEAD_IN_FLIGHT`] requests
 /// at a time, and stops at the first refusal until openraft's next success.
 pub(super) async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries, max: usize, stats: Arc<AheadStats>) {
-    let Peer { target, link, log: peer, leader_acks } = peer;
+    let Peer { target, link, log: peer } = peer;
     let mut last = appended.watch_written();
     let slots = Arc::new(tokio::sync::Semaphore::new(AHEAD_IN_FLIGHT));
     loop {
@@ -217,7 +215,7 @@ pub(super) async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries
             // as openraft's own requests would make it.
             let rpc =
                 AppendEntriesRequest::<TypeConfig> { vote, prev_log_id: Some(prev), entries, leader_commit: commit };
-            let (link, peer, stats, leader_acks) = (link.clone(), peer.clone(), stats.clone(), leader_acks.clone());
+            let (link, peer, stats) = (link.clone(), peer.clone(), stats.clone());
             let sent_at = Instant::now();
             tokio::spawn(async move {
                 let res: RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> =
@@ -230,7 +228,7 @@ pub(super) async fn send_ahead(me: NodeId, peer: Peer, appended: AppendedEntries
                             p.learn(vote, sent);
                             p.acked(vote, sent_at);
                         });
-                        leader_acks.acked(target, vote, sent_at);
+                        link.leader_acks.acked(target, vote, sent_at);
                     }
                     other => {
                         stats.refused.fetch_add(1, Ordering::Relaxed);
