@@ -143,7 +143,7 @@ pub fn run(cmd: &str, args: &[&str]) -> Result<String, NetError> {
     }
 }
 
-/// `program arg…` as a shell would show it (for error messages).
+/// `program arg…`, space-separated, for error messages (no shell quoting).
 fn command_line(cmd: &Command) -> String {
     std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
 }
