@@ -255,9 +255,10 @@ impl Targets {
     }
 
     /// Move one app server to `release`: out of rotation, switch, back in.
-    /// Err(message) when the release never got healthy there (the role
-    /// has switched it back).
-    async fn roll_one(&self, app: &App, target: &str) -> Result<std::result::Result<(), String>> {
+    /// [`RollOutcome::NeverHealthy`] when the release never got healthy
+    /// there (the role has switched it back); Err when the server or the
+    /// web servers did not do their part.
+    async fn roll_one(&self, app: &App, target: &str) -> Result<RollOutcome> {
         self.ok(app, "drain", None, STATUS_TIMEOUT).await?;
         if let Err(e) = self.wait_rotation(app, false).await {
             let _ = self.ok(app, "undrain", None, STATUS_TIMEOUT).await;
@@ -268,8 +269,10 @@ impl Targets {
             .call(app, Method::POST, "switch", Some(serde_json::json!({ "release": target })), app.switch_timeout)
             .await?;
         let outcome = match code {
-            200 => Ok(()),
-            409 => Err(v["error"].as_str().unwrap_or("the release never became healthy").to_string()),
+            200 => RollOutcome::Switched,
+            409 => RollOutcome::NeverHealthy {
+                reason: v["error"].as_str().unwrap_or("the release never became healthy").to_string(),
+            },
             _ => {
                 let _ = self.ok(app, "undrain", None, STATUS_TIMEOUT).await;
                 bail!("{}: {} ({code})", app.name, v["error"].as_str().unwrap_or("switch refused"));
@@ -278,11 +281,21 @@ impl Targets {
         self.ok(app, "undrain", None, STATUS_TIMEOUT).await?;
         self.wait_rotation(app, true).await?;
         match &outcome {
-            Ok(()) => println!("  {}: on release {target}, back in rotation", app.name),
-            Err(_) => println!("  {}: back on its release, in rotation", app.name),
+            RollOutcome::Switched => println!("  {}: on release {target}, back in rotation", app.name),
+            RollOutcome::NeverHealthy { .. } => println!("  {}: back on its release, in rotation", app.name),
         }
         Ok(outcome)
     }
+}
+
+/// How [`Targets::roll_one`] left an app server, back in rotation either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RollOutcome {
+    /// It runs the new release.
+    Switched,
+    /// The new release never got healthy there and the role switched the
+    /// server back to its release of before; `reason` is the role's why.
+    NeverHealthy { reason: String },
 }
 
 /// `bulwark_web_upstream_available{...,server="ADDR"} V` of `server` in a
@@ -363,13 +376,13 @@ async fn run(t: &Targets, args: &DeployArgs) -> Result<i32> {
             continue;
         }
         match t.roll_one(app, &target).await? {
-            Ok(()) => switched.push((app, current.clone())),
-            Err(why) => {
-                eprintln!("bulwark deploy: {why}");
+            RollOutcome::Switched => switched.push((app, current.clone())),
+            RollOutcome::NeverHealthy { reason } => {
+                eprintln!("bulwark deploy: {reason}");
                 for (done, old) in switched.iter().rev() {
                     eprintln!("bulwark deploy: rolling {} back to release {old}", done.name);
-                    if let Ok(Err(e)) = t.roll_one(done, old).await {
-                        eprintln!("bulwark deploy: {e}");
+                    if let Ok(RollOutcome::NeverHealthy { reason }) = t.roll_one(done, old).await {
+                        eprintln!("bulwark deploy: {reason}");
                     }
                 }
                 eprintln!(

@@ -4,9 +4,34 @@
 use crate::cluster::{Cluster, DbNode, SECRET};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-pub(crate) fn query(addr: std::net::SocketAddr, sql: &str) -> Result<Value, String> {
+/// Why a query to a database node failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum QueryError {
+    /// No answer: connect, write or read failed or timed out.
+    #[error("{addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An answer other than 200; `body` is the node's error.
+    #[error("{addr}: HTTP {status} {body}")]
+    Status { addr: SocketAddr, status: u16, body: String },
+    /// 200 with a body that is not JSON.
+    #[error("{addr}: answer is not JSON: {source}")]
+    Json {
+        addr: SocketAddr,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// `POST /v1/query` of `sql` with `consistency = none`: what this node
+/// itself has.
+pub(crate) fn query(addr: SocketAddr, sql: &str) -> Result<Value, QueryError> {
     let auth = format!("Bearer {SECRET}");
     let body = json!({ "sql": sql, "consistency": "none" }).to_string();
     let r = crate::http(
@@ -17,11 +42,11 @@ pub(crate) fn query(addr: std::net::SocketAddr, sql: &str) -> Result<Value, Stri
         body.as_bytes(),
         Duration::from_secs(10),
     )
-    .map_err(|e| format!("{addr}: {e}"))?;
+    .map_err(|source| QueryError::Http { addr, source })?;
     if r.status != 200 {
-        return Err(format!("{addr}: HTTP {} {}", r.status, r.text()));
+        return Err(QueryError::Status { addr, status: r.status, body: r.text() });
     }
-    serde_json::from_slice(&r.body).map_err(|e| format!("{addr}: {e}"))
+    serde_json::from_slice(&r.body).map_err(|source| QueryError::Json { addr, source })
 }
 
 /// Wait until every node answers with the same applied index under one
@@ -83,4 +108,23 @@ pub(crate) fn converge(cluster: &Cluster, problems: &mut Vec<String>) -> (bool, 
         return (false, format!("{sums:?}"), primary);
     }
     (true, sums[0].1.clone(), primary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_that_answers_no_json_or_nothing_is_named() {
+        let mut not_a_db = bulwark_testkit::Backend::start("web9");
+        let addr = not_a_db.addr;
+        let e = query(addr, "SELECT 1").unwrap_err();
+        assert!(matches!(e, QueryError::Json { addr: a, .. } if a == addr), "{e:?}");
+        assert!(e.to_string().starts_with(&format!("{addr}: answer is not JSON: ")), "{e}");
+        not_a_db.stop();
+        let e = query(addr, "SELECT 1").unwrap_err();
+        // Refused, or reset when the closing listener still had it queued.
+        let QueryError::Http { source, .. } = &e else { panic!("not a connection error: {e:?}") };
+        assert_eq!(e.to_string(), format!("{addr}: {source}"));
+    }
 }

@@ -18,10 +18,11 @@
 //! test die first. Only if neither works: random loss with iptables
 //! `statistic`, no delay.
 pub use crate::netdelay::Impairment;
+use nix::sys::wait::WaitStatus;
 use std::io::{BufRead, BufReader, Read};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,14 +72,80 @@ pub fn run_isolated(test_name: &str, body: impl FnOnce()) {
     assert!(status.success(), "chaos scenario `{test_name}` failed inside its private namespace ({status}); see above");
 }
 
-/// Run a command; `Err(stderr)` when it fails.
-pub fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd).args(args).output().map_err(|e| format!("{cmd}: {e}"))?;
+/// Why a command, or a packet delayer, failed. Each message names the
+/// command line (or the delayer's host) and says what happened.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The program could not be started at all (not installed, not
+    /// executable).
+    #[error("running `{cmd}`: {source}")]
+    Spawn {
+        cmd: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// It ran and did not succeed; `stderr` is what it said (trimmed).
+    #[error("`{cmd}` failed ({status}): {stderr}")]
+    Command { cmd: String, status: ExitStatus, stderr: String },
+    /// There is no `chaos-netdelay` program to start ([`delayer_bin`]).
+    #[error("chaos-netdelay not found (built with `cargo test -p bulwark-chaos`; or set BULWARK_CHAOS_NETDELAY)")]
+    DelayerMissing,
+    /// The delayer ended (or said something else) before its `ready` line.
+    #[error("chaos-netdelay in {host} did not start ({status})")]
+    DelayerNotReady { host: String, status: String },
+    /// SIGTERM could not be sent to the delayer.
+    #[error("chaos-netdelay on {host}: kill {pid}: {source}")]
+    DelayerSignal {
+        host: String,
+        pid: i32,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// It did not exit after SIGTERM and was killed.
+    #[error("chaos-netdelay on {host}: did not stop within {within:?}; killed")]
+    DelayerHung { host: String, within: Duration },
+    /// It exited unsuccessfully or was killed by a signal.
+    #[error("chaos-netdelay on {host}: ended with {status:?}")]
+    DelayerFailed { host: String, status: WaitStatus },
+    /// Waiting for it failed.
+    #[error("chaos-netdelay on {host}: waitpid: {source}")]
+    DelayerWait {
+        host: String,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// It exited cleanly without printing its counters.
+    #[error("chaos-netdelay on {host}: no counters")]
+    NoCounters { host: String },
+    /// Its counters could not be read from its stdout.
+    #[error("chaos-netdelay on {host}: no counters ({source})")]
+    CountersUnreadable {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Run a command; its stdout, or [`NetError`] with its stderr when it
+/// fails.
+pub fn run(cmd: &str, args: &[&str]) -> Result<String, NetError> {
+    let mut command = Command::new(cmd);
+    command.args(args);
+    let out = command.output().map_err(|source| NetError::Spawn { cmd: command_line(&command), source })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!("`{cmd} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(NetError::Command {
+            cmd: command_line(&command),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
+}
+
+/// `program arg…`, space-separated, for error messages (no shell quoting).
+fn command_line(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
 }
 
 /// Like [`run`], panicking with the command's error.
@@ -87,7 +154,7 @@ pub fn sh(cmd: &str, args: &[&str]) -> String {
 }
 
 /// Run a command inside host `ns`'s network namespace.
-pub fn in_ns(ns: &str, cmd: &str, args: &[&str]) -> Result<String, String> {
+pub fn in_ns(ns: &str, cmd: &str, args: &[&str]) -> Result<String, NetError> {
     let mut all = vec!["netns", "exec", ns, cmd];
     all.extend_from_slice(args);
     run("ip", &all)
@@ -294,10 +361,8 @@ fn nfqueue_rule(op: &str, peer: Ipv4Addr) -> Vec<String> {
 /// iptables, every packet that host sends to another of `hosts` (so a round
 /// trip between two of them gains twice the delay, as with netem on both).
 /// Undo with [`restore`]. On failure nothing is left behind.
-pub fn degrade_nfqueue(hosts: &[(String, Ipv4Addr)], imp: &Impairment) -> Result<Degraded, String> {
-    let bin = delayer_bin().ok_or_else(|| {
-        "chaos-netdelay not found (built with `cargo test -p bulwark-chaos`; or set BULWARK_CHAOS_NETDELAY)".to_string()
-    })?;
+pub fn degrade_nfqueue(hosts: &[(String, Ipv4Addr)], imp: &Impairment) -> Result<Degraded, NetError> {
+    let bin = delayer_bin().ok_or(NetError::DelayerMissing)?;
     let mut delayers = Vec::new();
     let started = (|| {
         for (host, _) in hosts {
@@ -327,59 +392,63 @@ pub fn degrade_nfqueue(hosts: &[(String, Ipv4Addr)], imp: &Impairment) -> Result
     }
 }
 
-fn start_delayer(bin: &Path, host: &str, imp: &Impairment, peers: Vec<Ipv4Addr>) -> Result<Delayer, String> {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", host])
-        .arg(bin)
-        .args(imp.to_args())
-        .args(["--queue", QUEUE_NUM])
+fn start_delayer(bin: &Path, host: &str, imp: &Impairment, peers: Vec<Ipv4Addr>) -> Result<Delayer, NetError> {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", host]).arg(bin).args(imp.to_args()).args(["--queue", QUEUE_NUM]);
+    let line = command_line(&cmd);
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| format!("{}: {e}", bin.display()))?;
+        .map_err(|source| NetError::Spawn { cmd: line, source })?;
     let mut out = BufReader::new(child.stdout.take().expect("piped"));
-    let mut line = String::new();
-    let _ = out.read_line(&mut line);
-    if line.trim() != "ready" {
+    let mut first = String::new();
+    let _ = out.read_line(&mut first);
+    if first.trim() != "ready" {
         let _ = child.kill();
         let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-        return Err(format!("chaos-netdelay in {host} did not start ({status})"));
+        return Err(NetError::DelayerNotReady { host: host.to_string(), status });
     }
     // The child is reaped by stop_delayer (waitpid); dropping the handle
     // neither kills nor reaps it.
     Ok(Delayer { host: host.to_string(), pid: child.id() as i32, peers, out: Arc::new(Mutex::new(out)) })
 }
 
+/// How long a delayer may take to release what it holds and exit after
+/// SIGTERM.
+const DELAYER_STOP_WITHIN: Duration = Duration::from_secs(5);
+
 /// SIGTERM a delayer (it releases what it holds and exits), wait for it
-/// (SIGKILL after 5 s); its counters, or why there are none.
-fn stop_delayer(d: &Delayer) -> Result<String, String> {
+/// (SIGKILL after [`DELAYER_STOP_WITHIN`]); its counters, or why there are
+/// none.
+fn stop_delayer(d: &Delayer) -> Result<String, NetError> {
     use nix::sys::signal::{kill, Signal};
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use nix::sys::wait::{waitpid, WaitPidFlag};
     use nix::unistd::Pid;
+    let host = || d.host.clone();
     let pid = Pid::from_raw(d.pid);
-    kill(pid, Signal::SIGTERM).map_err(|e| format!("kill {}: {e}", d.pid))?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
+    kill(pid, Signal::SIGTERM).map_err(|source| NetError::DelayerSignal { host: host(), pid: d.pid, source })?;
+    let deadline = Instant::now() + DELAYER_STOP_WITHIN;
+    loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             Ok(WaitStatus::StillAlive) => {
                 let _ = kill(pid, Signal::SIGKILL);
                 let _ = waitpid(pid, None);
-                break Err("did not stop within 5 s; killed".to_string());
+                return Err(NetError::DelayerHung { host: host(), within: DELAYER_STOP_WITHIN });
             }
-            Ok(WaitStatus::Exited(_, 0)) => break Ok(()),
-            Ok(s) => break Err(format!("ended with {s:?}")),
-            Err(e) => break Err(format!("waitpid: {e}")),
+            Ok(WaitStatus::Exited(_, 0)) => break,
+            Ok(status) => return Err(NetError::DelayerFailed { host: host(), status }),
+            Err(source) => return Err(NetError::DelayerWait { host: host(), source }),
         }
-    };
-    status?;
+    }
     let mut stats = String::new();
     let mut out = d.out.lock().unwrap_or_else(|e| e.into_inner());
     match out.read_to_string(&mut stats) {
         Ok(_) if !stats.trim().is_empty() => Ok(stats.trim().to_string()),
-        Ok(_) => Err("no counters".to_string()),
-        Err(e) => Err(format!("no counters ({e})")),
+        Ok(_) => Err(NetError::NoCounters { host: host() }),
+        Err(source) => Err(NetError::CountersUnreadable { host: host(), source }),
     }
 }
 
@@ -415,7 +484,7 @@ pub fn restore(hosts: &[(String, Ipv4Addr)], how: &Degraded) -> Vec<String> {
                 .iter()
                 .map(|d| match stop_delayer(d) {
                     Ok(stats) => format!("{}: {stats}", d.host),
-                    Err(e) => panic!("chaos-netdelay on {}: {e}", d.host),
+                    Err(e) => panic!("{e}"),
                 })
                 .collect()
         }
@@ -432,4 +501,34 @@ pub fn nfqueue_rules(host: &str) -> Vec<String> {
         })
         .filter(|l| l.contains("NFQUEUE"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_that_runs_gives_its_stdout() {
+        assert_eq!(run("sh", &["-c", "echo out; echo err >&2"]).unwrap(), "out\n");
+    }
+
+    #[test]
+    fn a_failing_command_names_its_line_its_status_and_what_it_said() {
+        let e = run("sh", &["-c", "echo ' no such table ' >&2; exit 3"]).unwrap_err();
+        let NetError::Command { cmd, status, stderr } = &e else { panic!("not a Command error: {e:?}") };
+        assert_eq!(cmd, "sh -c echo ' no such table ' >&2; exit 3");
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(stderr, "no such table");
+        assert_eq!(e.to_string(), "`sh -c echo ' no such table ' >&2; exit 3` failed (exit status: 3): no such table");
+    }
+
+    #[test]
+    fn a_program_that_cannot_run_keeps_the_cause() {
+        let e = run("/nonexistent/chaos-no-such-program", &["-x"]).unwrap_err();
+        let NetError::Spawn { cmd, source } = &e else { panic!("not a Spawn error: {e:?}") };
+        assert_eq!(cmd, "/nonexistent/chaos-no-such-program -x");
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(e.to_string().starts_with("running `/nonexistent/chaos-no-such-program -x`: "), "{e}");
+    }
 }

@@ -39,6 +39,41 @@ pub struct Impairment {
     pub loss: f64,
 }
 
+/// A bad `chaos-netdelay` command line ([`Impairment::from_args`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    #[error("{flag} needs a value")]
+    MissingValue { flag: String },
+    /// A whole number (milliseconds, a queue number, a seed) that is not.
+    #[error("{flag} {value}: {source}")]
+    Number {
+        flag: String,
+        value: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("--loss {value}: {source}")]
+    Loss {
+        value: String,
+        #[source]
+        source: std::num::ParseFloatError,
+    },
+    #[error("--loss {value}: not between 0 and 1")]
+    LossRange { value: String },
+    #[error("jitter {jitter:?} larger than delay {delay:?}")]
+    JitterAboveDelay { jitter: Duration, delay: Duration },
+    /// A flag neither [`Impairment::from_args`] nor the program knows.
+    #[error("unknown option {flag}")]
+    Unknown { flag: String },
+}
+
+impl ArgsError {
+    /// [`ArgsError::Number`] of `flag value`.
+    pub fn number(flag: &str, value: &str, source: std::num::ParseIntError) -> ArgsError {
+        ArgsError::Number { flag: flag.to_string(), value: value.to_string(), source }
+    }
+}
+
 impl Default for Impairment {
     /// 30 ms ± 10 ms and 2 % loss.
     fn default() -> Self {
@@ -90,27 +125,27 @@ impl Impairment {
     /// Parse `--delay-ms N --jitter-ms N --loss P` (any order, each
     /// optional, defaults from [`Impairment::default`]); other flags are
     /// returned for the caller.
-    pub fn from_args(args: &[String]) -> Result<(Impairment, Vec<(String, String)>), String> {
+    pub fn from_args(args: &[String]) -> Result<(Impairment, Vec<(String, String)>), ArgsError> {
         let mut imp = Impairment::default();
         let mut rest = Vec::new();
         let mut it = args.iter();
         while let Some(flag) = it.next() {
-            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-            let ms = || value.parse::<u64>().map(Duration::from_millis).map_err(|e| format!("{flag} {value}: {e}"));
+            let value = it.next().ok_or_else(|| ArgsError::MissingValue { flag: flag.clone() })?;
+            let ms = || value.parse::<u64>().map(Duration::from_millis).map_err(|e| ArgsError::number(flag, value, e));
             match flag.as_str() {
                 "--delay-ms" => imp.delay = ms()?,
                 "--jitter-ms" => imp.jitter = ms()?,
                 "--loss" => {
-                    imp.loss = value.parse().map_err(|e| format!("--loss {value}: {e}"))?;
+                    imp.loss = value.parse().map_err(|source| ArgsError::Loss { value: value.clone(), source })?;
                     if !(0.0..=1.0).contains(&imp.loss) {
-                        return Err(format!("--loss {value}: not between 0 and 1"));
+                        return Err(ArgsError::LossRange { value: value.clone() });
                     }
                 }
                 _ => rest.push((flag.clone(), value.clone())),
             }
         }
         if imp.jitter > imp.delay {
-            return Err(format!("jitter {:?} larger than delay {:?}", imp.jitter, imp.delay));
+            return Err(ArgsError::JitterAboveDelay { jitter: imp.jitter, delay: imp.delay });
         }
         Ok((imp, rest))
     }
@@ -399,7 +434,14 @@ mod tests {
         assert_eq!(Impairment::default().netem_args().join(" "), "delay 30ms 10ms loss 2%");
         assert_eq!(imp.netem_args().join(" "), "delay 25ms 5ms loss 1.5%");
         assert_eq!(Impairment::default().to_string(), "30 ms ± 10 ms delay, 2% loss");
-        assert!(Impairment::from_args(&["--loss".into(), "1.5".into()]).is_err());
-        assert!(Impairment::from_args(&["--delay-ms".into(), "5".into(), "--jitter-ms".into(), "6".into()]).is_err());
+        let err = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            Impairment::from_args(&args).expect_err("a bad command line").to_string()
+        };
+        assert_eq!(err(&["--loss", "1.5"]), "--loss 1.5: not between 0 and 1");
+        assert_eq!(err(&["--loss", "x"]), "--loss x: invalid float literal");
+        assert_eq!(err(&["--delay-ms", "5", "--jitter-ms", "6"]), "jitter 6ms larger than delay 5ms");
+        assert_eq!(err(&["--delay-ms", "-1"]), "--delay-ms -1: invalid digit found in string");
+        assert_eq!(err(&["--delay-ms"]), "--delay-ms needs a value");
     }
 }

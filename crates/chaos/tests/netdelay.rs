@@ -174,3 +174,23 @@ fn netdelay_delays_and_restores() {
         }
     });
 }
+
+/// A bad command line stops the delayer before it touches netlink (no
+/// root needed): exit 1 and one line on stderr that says what is wrong.
+#[test]
+fn netdelay_refuses_a_bad_command_line() {
+    let refused = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_chaos-netdelay"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running chaos-netdelay");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    assert_eq!(refused(&["--loss", "2"]), "chaos-netdelay: --loss 2: not between 0 and 1\n");
+    assert_eq!(refused(&["--queue", "x"]), "chaos-netdelay: --queue x: invalid digit found in string\n");
+    assert_eq!(refused(&["--delay-ms", "50", "--bogus", "1"]), "chaos-netdelay: unknown option --bogus\n");
+    assert_eq!(refused(&["--seed"]), "chaos-netdelay: --seed needs a value\n");
+}

@@ -45,6 +45,42 @@ pub fn chromium_path() -> PathBuf {
 
 type Socket = WebSocket<TcpStream>;
 
+/// Why a DevTools call, or an evaluation in a page, failed. `method` is the
+/// DevTools method called.
+#[derive(Debug, thiserror::Error)]
+pub enum DevToolsError {
+    #[error("{method}: send: {source}")]
+    Send {
+        method: String,
+        #[source]
+        source: Box<tungstenite::Error>,
+    },
+    #[error("{method}: no answer in {timeout:?}")]
+    NoAnswer { method: String, timeout: Duration },
+    /// The websocket failed while waiting for the answer.
+    #[error("{method}: DevTools connection: {source}")]
+    Connection {
+        method: String,
+        #[source]
+        source: Box<tungstenite::Error>,
+    },
+    #[error("{method}: DevTools connection closed")]
+    Closed { method: String },
+    #[error("{method}: bad DevTools message: {source}")]
+    BadMessage {
+        method: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The browser answered with an error object.
+    #[error("{method}: {error}")]
+    Refused { method: String, error: Value },
+    /// The evaluated JavaScript threw; `text` is the exception's
+    /// description.
+    #[error("{js}: {text}")]
+    Exception { js: String, text: String },
+}
+
 /// One DevTools websocket: request/response by id, events kept aside.
 struct Connection {
     ws: RefCell<Socket>,
@@ -65,36 +101,38 @@ impl Connection {
     }
 
     /// Send one command and wait (bounded) for its answer.
-    fn call(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, String> {
+    fn call(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, DevToolsError> {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let mut ws = self.ws.borrow_mut();
         let msg = json!({"id": id, "method": method, "params": params}).to_string();
-        ws.send(Message::text(msg)).map_err(|e| format!("{method}: send: {e}"))?;
+        let m = || method.to_string();
+        ws.send(Message::text(msg)).map_err(|e| DevToolsError::Send { method: m(), source: Box::new(e) })?;
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline
                 .checked_duration_since(Instant::now())
-                .ok_or_else(|| format!("{method}: no answer in {timeout:?}"))?;
+                .ok_or_else(|| DevToolsError::NoAnswer { method: m(), timeout })?;
             ws.get_ref().set_read_timeout(Some(left.max(Duration::from_millis(1)))).ok();
-            let m = match ws.read() {
-                Ok(m) => m,
+            let msg = match ws.read() {
+                Ok(msg) => msg,
                 Err(tungstenite::Error::Io(e))
                     if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
                 {
                     continue
                 }
-                Err(e) => return Err(format!("{method}: DevTools connection: {e}")),
+                Err(e) => return Err(DevToolsError::Connection { method: m(), source: Box::new(e) }),
             };
-            let text = match m {
+            let text = match msg {
                 Message::Text(t) => t.to_string(),
-                Message::Close(_) => return Err(format!("{method}: DevTools connection closed")),
+                Message::Close(_) => return Err(DevToolsError::Closed { method: m() }),
                 _ => continue,
             };
-            let v: Value = serde_json::from_str(&text).map_err(|e| format!("{method}: bad DevTools message: {e}"))?;
+            let v: Value =
+                serde_json::from_str(&text).map_err(|source| DevToolsError::BadMessage { method: m(), source })?;
             if v["id"].as_u64() == Some(id) {
-                if let Some(err) = v.get("error") {
-                    return Err(format!("{method}: {err}"));
+                if let Some(error) = v.get("error") {
+                    return Err(DevToolsError::Refused { method: m(), error: error.clone() });
                 }
                 return Ok(v["result"].clone());
             }
@@ -303,7 +341,7 @@ impl Page {
 
     /// Evaluate a JavaScript expression (promises are awaited) and return
     /// its value as JSON (`null` for `undefined`), or the exception text.
-    pub fn try_eval(&self, js: &str) -> Result<Value, String> {
+    pub fn try_eval(&self, js: &str) -> Result<Value, DevToolsError> {
         let r = self.conn.call(
             "Runtime.evaluate",
             json!({"expression": js, "returnByValue": true, "awaitPromise": true, "userGesture": true}),
@@ -311,7 +349,7 @@ impl Page {
         )?;
         if let Some(d) = r.get("exceptionDetails") {
             let text = d["exception"]["description"].as_str().or(d["text"].as_str()).unwrap_or("exception");
-            return Err(format!("{js}: {text}"));
+            return Err(DevToolsError::Exception { js: js.to_string(), text: text.to_string() });
         }
         Ok(r["result"]["value"].clone())
     }
@@ -336,7 +374,7 @@ impl Page {
                 Ok(Value::Bool(true)) => return,
                 Ok(v) => last = v,
                 // A navigation in progress destroys the context: try again.
-                Err(e) => last = Value::String(e),
+                Err(e) => last = Value::String(e.to_string()),
             }
             if start.elapsed() > limit {
                 let text = self.try_eval("document.body ? document.body.innerText : ''").unwrap_or_default();
@@ -436,7 +474,13 @@ mod tests {
         assert_eq!(page.eval("document.title"), "t");
         assert_eq!(page.eval("1 + 2"), 3);
         assert_eq!(page.eval("Promise.resolve({a: [1]})"), json!({"a": [1]}));
-        assert!(page.try_eval("nope.nope").is_err());
+        match page.try_eval("nope.nope") {
+            Err(DevToolsError::Exception { js, text }) => {
+                assert_eq!(js, "nope.nope");
+                assert!(text.contains("nope is not defined"), "{text}");
+            }
+            other => panic!("expected a ReferenceError, got {other:?}"),
+        }
         page.wait_for("+document.getElementById('p').textContent >= 5");
         let png = std::env::temp_dir().join(format!("bulwark-browser-{}.png", std::process::id()));
         page.screenshot(&png);

@@ -223,6 +223,12 @@ pub struct Backend {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The error a [`Backend`] gives hyper for `/reset`: hyper then closes the
+/// connection without an answer.
+#[derive(Debug, thiserror::Error)]
+#[error("reset requested")]
+struct ResetRequested;
+
 impl Backend {
     pub fn start(name: &str) -> Backend {
         Self::start_on(name, "127.0.0.1:0".parse().unwrap())
@@ -253,9 +259,9 @@ impl Backend {
                                         // Read the request, then drop the connection unanswered.
                                         h.fetch_add(1, Ordering::SeqCst);
                                         let _ = req.into_body().collect().await;
-                                        return Err("reset requested".to_string());
+                                        return Err(ResetRequested);
                                     }
-                                    Ok::<_, String>(answer(&n, &h, &hl, req).await)
+                                    Ok(answer(&n, &h, &hl, req).await)
                                 }
                             });
                             let _ = hyper::server::conn::http1::Builder::new()

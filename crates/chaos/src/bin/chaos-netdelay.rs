@@ -20,8 +20,9 @@
 //! like this project), and it supports holding messages and giving their
 //! verdicts later and out of order, which a delay line needs. `nfqueue` and
 //! `nf-queue` wrap the C libraries instead.
-use bulwark_chaos::netdelay::{FlowKey, Impairment, Scheduler};
+use bulwark_chaos::netdelay::{ArgsError, FlowKey, Impairment, Scheduler};
 use nfq::{Message, Queue, Verdict};
+use nix::errno::Errno;
 use nix::libc::c_int;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use std::io::{ErrorKind, Write};
@@ -55,7 +56,44 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), String> {
+/// Why the delayer stopped with a failure (printed on stderr).
+#[derive(Debug, thiserror::Error)]
+enum DelayerError {
+    #[error(transparent)]
+    Args(#[from] ArgsError),
+    #[error("sigaction {signal}: {source}")]
+    Sigaction {
+        signal: Signal,
+        #[source]
+        source: Errno,
+    },
+    #[error("prctl: {0}")]
+    Prctl(#[source] Errno),
+    /// The test that started it died before it was set up.
+    #[error("parent already gone")]
+    Orphaned,
+    #[error("netlink socket: {0}")]
+    Socket(#[source] std::io::Error),
+    #[error("bind queue {queue}: {source}")]
+    Bind {
+        queue: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configure queue {queue}: {source}")]
+    Configure {
+        queue: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("stdout: {0}")]
+    Stdout(#[source] std::io::Error),
+    /// Reading the queue failed while delaying (after `ready`).
+    #[error("recv: {0}")]
+    Recv(#[source] std::io::Error),
+}
+
+fn run() -> Result<(), DelayerError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (imp, rest) = Impairment::from_args(&args)?;
     let mut queue_num: u16 = 0;
@@ -64,25 +102,25 @@ fn run() -> Result<(), String> {
             ^ u64::from(std::process::id());
     for (flag, value) in rest {
         match flag.as_str() {
-            "--queue" => queue_num = value.parse().map_err(|e| format!("--queue {value}: {e}"))?,
-            "--seed" => seed = value.parse().map_err(|e| format!("--seed {value}: {e}"))?,
-            _ => return Err(format!("unknown option {flag}")),
+            "--queue" => queue_num = value.parse().map_err(|e| ArgsError::number(&flag, &value, e))?,
+            "--seed" => seed = value.parse().map_err(|e| ArgsError::number(&flag, &value, e))?,
+            _ => return Err(ArgsError::Unknown { flag }.into()),
         }
     }
 
     let action = SigAction::new(SigHandler::Handler(on_stop), SaFlags::empty(), SigSet::empty());
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
         // SAFETY: the handler only stores to an atomic (async-signal-safe).
-        unsafe { sigaction(sig, &action) }.map_err(|e| format!("sigaction {sig}: {e}"))?;
+        unsafe { sigaction(sig, &action) }.map_err(|source| DelayerError::Sigaction { signal: sig, source })?;
     }
     // Never outlive the test that started us.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(|e| format!("prctl: {e}"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(DelayerError::Prctl)?;
     if nix::unistd::getppid().as_raw() == 1 {
-        return Err("parent already gone".into());
+        return Err(DelayerError::Orphaned);
     }
 
-    let mut q = Queue::open().map_err(|e| format!("netlink socket: {e}"))?;
-    q.bind(queue_num).map_err(|e| format!("bind queue {queue_num}: {e}"))?;
+    let mut q = Queue::open().map_err(DelayerError::Socket)?;
+    q.bind(queue_num).map_err(|source| DelayerError::Bind { queue: queue_num, source })?;
     let setup = |q: &mut Queue| -> std::io::Result<()> {
         q.set_copy_range(queue_num, COPY_RANGE)?;
         q.set_fail_open(queue_num, true)?;
@@ -91,11 +129,11 @@ fn run() -> Result<(), String> {
         q.set_recv_gso(queue_num, true)?;
         q.set_queue_max_len(queue_num, QUEUE_MAX_LEN)
     };
-    setup(&mut q).map_err(|e| format!("configure queue {queue_num}: {e}"))?;
+    setup(&mut q).map_err(|source| DelayerError::Configure { queue: queue_num, source })?;
     q.set_nonblocking(true);
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "ready").and_then(|_| out.flush()).map_err(|e| format!("stdout: {e}"))?;
+        writeln!(out, "ready").and_then(|_| out.flush()).map_err(DelayerError::Stdout)?;
     }
 
     let mut sched: Scheduler<Message> = Scheduler::new(imp, seed);
@@ -122,7 +160,7 @@ fn run() -> Result<(), String> {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue 'run,
                 Err(e) => {
-                    failure = Some(format!("recv: {e}"));
+                    failure = Some(DelayerError::Recv(e));
                     break 'run;
                 }
             }

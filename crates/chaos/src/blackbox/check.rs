@@ -12,6 +12,7 @@
 //!
 //! Pure functions on plain data, so the checks themselves are tested.
 use super::writer::{Outcome, WriteRecord};
+use super::TableError;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
@@ -28,7 +29,7 @@ pub struct Row {
 #[derive(Debug, Clone)]
 pub struct NodeTable {
     pub node: u64,
-    pub rows: Result<Vec<Row>, String>,
+    pub rows: Result<Vec<Row>, TableError>,
 }
 
 /// How many examples of each kind of violation the verdict shows.
@@ -328,10 +329,12 @@ mod tests {
     fn stale_reads_and_unreadable_nodes_fail_the_run() {
         let writes = [write(0, 0, acked(1))];
         let mut t = tables(&[vec![row(1, 0, 0)]]);
-        t.push(NodeTable { node: 2, rows: Err("no answer".into()) });
+        let addr = "127.0.0.1:7002".parse().unwrap();
+        let reply = crate::blackbox::api::Reply::NoAnswer("connection refused".into());
+        t.push(NodeTable { node: 2, rows: Err(TableError::Reply { addr, reply }) });
         let v = check(&writes, &t, &["write r-w0-0 ... returned []".into()]);
         assert!(!v.passed());
-        assert_eq!(v.problems.len(), 1);
+        assert_eq!(v.problems, ["node 2's table could not be read: 127.0.0.1:7002: no answer: connection refused"]);
         assert_eq!(v.violations.len(), 1);
     }
 }

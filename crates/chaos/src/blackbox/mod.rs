@@ -60,6 +60,29 @@ pub enum RunError {
     NotReady(String),
 }
 
+/// The nodes did not agree on one applied index in time ([`settle`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the nodes did not settle on one applied index within {within:?}: {nodes}")]
+pub struct NotSettled {
+    pub within: Duration,
+    /// What each node said last (role, term, applied and last log index).
+    pub nodes: String,
+}
+
+/// Why a node's table could not be read at the end ([`read_table`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TableError {
+    /// The node did not answer the query with 200.
+    #[error("{addr}: {}", reply.describe())]
+    Reply { addr: SocketAddr, reply: Reply },
+    /// The answer has no `rows` array.
+    #[error("{addr}: no rows in {body}")]
+    NoRows { addr: SocketAddr, body: Value },
+    /// A row is not `[id, writer, seq, request_id]`.
+    #[error("{addr}: unexpected row {row}")]
+    BadRow { addr: SocketAddr, row: Value },
+}
+
 const SECRET: &str = "db-nemesis-secret-0123456789abcdef";
 /// How long the end waits for every node to apply the same last index.
 const SETTLE_WITHIN: Duration = Duration::from_secs(60);
@@ -105,7 +128,7 @@ pub fn run(o: &Options) -> Result<Verdict, RunError> {
         problems.push(format!("no write started after healing was acknowledged within {:?}", o.cooldown));
     }
     if let Err(e) = settle(&c, &hist) {
-        problems.push(e);
+        problems.push(e.to_string());
     }
     let tables: Vec<NodeTable> =
         c.nodes.iter().map(|n| NodeTable { node: n.id, rows: read_table(&api, n.addr) }).collect();
@@ -178,7 +201,7 @@ fn create_table(api: &Api, addr: SocketAddr) -> Result<(), RunError> {
 
 /// Wait until every node answers, one is primary with a majority, and all
 /// have applied the same index, which is the primary's last log index.
-pub fn settle(c: &Cluster, hist: &History) -> Result<(), String> {
+pub fn settle(c: &Cluster, hist: &History) -> Result<(), NotSettled> {
     let t = Instant::now();
     let mut last;
     loop {
@@ -205,20 +228,20 @@ pub fn settle(c: &Cluster, hist: &History) -> Result<(), String> {
             }
         }
         if t.elapsed() > SETTLE_WITHIN {
-            return Err(format!("the nodes did not settle on one applied index within {SETTLE_WITHIN:?}: {last}"));
+            return Err(NotSettled { within: SETTLE_WITHIN, nodes: last });
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// Every row of the table as this node itself has it.
-pub fn read_table(api: &Api, addr: SocketAddr) -> Result<Vec<Row>, String> {
+pub fn read_table(api: &Api, addr: SocketAddr) -> Result<Vec<Row>, TableError> {
     let sql = format!("SELECT id, writer, seq, request_id FROM {TABLE} ORDER BY id");
     let v = match api.query(addr, &sql, json!([]), "none") {
         Reply::Ok(v) => v,
-        r => return Err(format!("{addr}: {}", r.describe())),
+        reply => return Err(TableError::Reply { addr, reply }),
     };
-    let rows = v["rows"].as_array().ok_or_else(|| format!("{addr}: no rows in {v}"))?;
+    let rows = v["rows"].as_array().ok_or_else(|| TableError::NoRows { addr, body: v.clone() })?;
     rows.iter()
         .map(|r| {
             let row = || {
@@ -229,7 +252,7 @@ pub fn read_table(api: &Api, addr: SocketAddr) -> Result<Vec<Row>, String> {
                     request_id: r[3].as_str()?.to_string(),
                 })
             };
-            row().ok_or_else(|| format!("{addr}: unexpected row {r}"))
+            row().ok_or_else(|| TableError::BadRow { addr, row: r.clone() })
         })
         .collect()
 }

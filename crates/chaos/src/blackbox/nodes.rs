@@ -43,8 +43,47 @@ pub struct Node {
 
 /// Why a node could not be (re)started.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StartError(pub String);
+pub enum StartError {
+    /// Its data dir or its config file could not be written.
+    #[error("node {node}: {}: {source}", path.display())]
+    Files {
+        node: u64,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every attempt failed; why the last one did.
+    #[error("node {node} did not start: {last} (log: {})", log.display())]
+    NoStart {
+        node: u64,
+        #[source]
+        last: SpawnError,
+        log: PathBuf,
+    },
+}
+
+/// Why one attempt to start a node's process failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// Its log file could not be opened.
+    #[error("{}: {source}", path.display())]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The binary could not be run.
+    #[error("running {}: {source}", bin.display())]
+    Run {
+        bin: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// It printed no ready line in time (or exited first); `status` is how
+    /// it ended once killed.
+    #[error("no ready line within {within:?} ({status})")]
+    NotReady { within: Duration, status: String },
+}
 
 /// Timing of the cluster, written into every node's config.
 #[derive(Debug, Clone, Copy)]
@@ -105,12 +144,16 @@ impl Node {
     /// for a moment by the killed process's sockets).
     pub fn start(&mut self, bin: &Path, secret: &str, peers: &[Peer], t: Timing) -> Result<(), StartError> {
         assert!(self.child.is_none(), "node {} is already running", self.id);
-        std::fs::create_dir_all(&self.dir).map_err(|e| StartError(format!("{}: {e}", self.dir.display())))?;
+        let files = |path: &Path| {
+            let (node, path) = (self.id, path.to_path_buf());
+            move |source| StartError::Files { node, path, source }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(files(&self.dir))?;
         let cfg = self.dir.join("db.toml");
-        std::fs::write(&cfg, self.config(secret, peers, t))
-            .map_err(|e| StartError(format!("{}: {e}", cfg.display())))?;
-        let mut last = String::new();
-        for _ in 0..3 {
+        std::fs::write(&cfg, self.config(secret, peers, t)).map_err(files(&cfg))?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
             match self.spawn(bin, &cfg) {
                 Ok(child) => {
                     self.child = Some(child);
@@ -118,18 +161,20 @@ impl Node {
                     self.starts += 1;
                     return Ok(());
                 }
-                Err(e) => last = e,
+                Err(last) if attempts >= 3 => {
+                    return Err(StartError::NoStart { node: self.id, last, log: self.log_path() });
+                }
+                Err(_) => {}
             }
         }
-        Err(StartError(format!("node {} did not start: {last} (log: {})", self.id, self.log_path().display())))
     }
 
-    fn spawn(&self, bin: &Path, cfg: &Path) -> Result<Child, String> {
+    fn spawn(&self, bin: &Path, cfg: &Path) -> Result<Child, SpawnError> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())
-            .map_err(|e| format!("{}: {e}", self.log_path().display()))?;
+            .map_err(|source| SpawnError::Log { path: self.log_path(), source })?;
         let mut cmd = Command::new(bin);
         cmd.arg("db").arg("-c").arg(cfg).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
         if std::env::var_os("RUST_LOG").is_none() {
@@ -140,7 +185,7 @@ impl Node {
         unsafe {
             cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
         }
-        let mut child = cmd.spawn().map_err(|e| format!("running {}: {e}", bin.display()))?;
+        let mut child = cmd.spawn().map_err(|source| SpawnError::Run { bin: bin.to_path_buf(), source })?;
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -160,7 +205,7 @@ impl Node {
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
-                Err(format!("no ready line within {READY_WITHIN:?} ({status})"))
+                Err(SpawnError::NotReady { within: READY_WITHIN, status })
             }
         }
     }
@@ -208,5 +253,34 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_whose_binary_cannot_run_says_why_and_where_its_log_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let loopback = |port| SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+        let mut n = Node::new(7, loopback(1), loopback(2), dir.path());
+        let t = Timing {
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(400),
+            write_timeout: Duration::from_secs(1),
+        };
+        let e = n.start(Path::new("/nonexistent/bulwark"), "secret", &[], t).unwrap_err();
+        let StartError::NoStart { node: 7, last: SpawnError::Run { bin, source }, log } = &e else {
+            panic!("not a failed run: {e:?}")
+        };
+        assert_eq!(bin, Path::new("/nonexistent/bulwark"));
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(log, &dir.path().join("node7").join("node.log"));
+        let text = e.to_string();
+        assert!(text.starts_with("node 7 did not start: running /nonexistent/bulwark: "), "{text}");
+        assert!(text.ends_with(&format!("(log: {})", log.display())), "{text}");
+        assert_eq!(n.state, NodeState::Down);
+        assert_eq!(n.starts, 0);
     }
 }
