@@ -4,7 +4,7 @@
 //! client accepts no data for `timeouts.client_send`).
 //!
 //! Why the second: on HTTP/1.1 a client that stops reading blocks the
-//! socket write, and the send deadline ([`crate::send_deadline`]) ends the
+//! socket write, and the send deadline ([`bulwark_proxy::send_stall`]) ends the
 //! connection. On HTTP/2 the client can instead keep its stream window (or
 //! the connection window) shut while answering PINGs: the socket never
 //! blocks, hyper simply stops asking the response body for data, and the

@@ -18,7 +18,6 @@ pub mod monitor;
 mod redirect;
 mod request_checks;
 mod routing;
-mod send_deadline;
 pub mod tls;
 mod upgradable;
 

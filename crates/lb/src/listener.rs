@@ -6,10 +6,10 @@
 //! connection pool lock).
 use crate::h2_streams::{OpenStreams, StreamBody, StreamGuard};
 use crate::routing::Routing;
-use crate::send_deadline::SendDeadline;
 use arc_swap::ArcSwap;
 use bulwark_config::lb::{Frontend, Mode};
 use bulwark_firewall::{ConnectionPermit, Refusal};
+use bulwark_proxy::send_stall::SendDeadline;
 use bulwark_proxy::{ClientContext, ProxyBody};
 use bulwark_workers::{SocketSharing, WorkerListeners};
 use hyper::body::Incoming;
@@ -209,7 +209,7 @@ async fn serve_http(
         tracing::info!(frontend = %f.name, client = %peer, "connection refused: {}", refusal.reason());
     }
     drop(r);
-    let stream = SendDeadline::new(stream, peer, t.client_send);
+    let stream = SendDeadline::new(stream, peer, t.client_send, "timeouts.client_send");
     match tls {
         None => {
             let svc = service(routing, index, ctx, refusal, None);

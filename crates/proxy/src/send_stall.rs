@@ -6,9 +6,10 @@
 //! cannot pin a connection, its buffers and the server connection behind
 //! it forever.
 //!
-//! [`SendStall`] is the accounting alone: each connection wrapper (tokio's
-//! `AsyncWrite` in the lb, hyper's `rt::Write` in the web tier) passes it
-//! the result of every write attempt. The timer is armed only when a write
+//! [`SendDeadline`] wraps a client's stream (under TLS, so it sees the
+//! bytes the client's kernel accepts whatever the protocol above: HTTP/1.1
+//! or HTTP/2) and passes the result of every write attempt to
+//! [`SendStall`], the accounting. The timer is armed only when a write
 //! blocks, and re-armed only on a new stall.
 
 use std::future::Future;
@@ -17,9 +18,10 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-pub struct SendStall {
+struct SendStall {
     peer: SocketAddr,
     timeout: Duration,
     /// The config key named in the log line and the error.
@@ -29,14 +31,14 @@ pub struct SendStall {
 }
 
 impl SendStall {
-    pub fn new(peer: SocketAddr, timeout: Duration, key: &'static str) -> SendStall {
+    fn new(peer: SocketAddr, timeout: Duration, key: &'static str) -> SendStall {
         SendStall { peer, timeout, key, timer: None, blocked: false }
     }
 
     /// Account for one write attempt's result: progress clears the stall,
     /// a blocked write arms the deadline (once per stall) and fails once it
     /// has passed.
-    pub fn account<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+    fn account<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         match r {
             Poll::Ready(r) => {
                 self.blocked = false;
@@ -59,5 +61,84 @@ impl SendStall {
                 Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
             }
         }
+    }
+}
+
+/// A client's stream with the send-progress deadline on its writes (see
+/// the module docs).
+pub struct SendDeadline<T> {
+    inner: T,
+    stall: SendStall,
+}
+
+impl<T> SendDeadline<T> {
+    /// `key` is the config key of `timeout`, named in the log line and
+    /// the error.
+    pub fn new(inner: T, peer: SocketAddr, timeout: Duration, key: &'static str) -> Self {
+        SendDeadline { inner, stall: SendStall::new(peer, timeout, key) }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for SendDeadline<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for SendDeadline<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.stall.account(cx, r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.stall.account(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.stall.account(cx, r)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.stall.account(cx, r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A peer that never reads: writes block once both socket buffers are
+    /// full, and the deadline ends them; a reading peer keeps them going.
+    #[tokio::test]
+    async fn a_peer_that_reads_nothing_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _peer = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        let mut io = SendDeadline::new(server, peer, Duration::from_millis(200), "timeouts.send");
+        let chunk = vec![0u8; 64 * 1024];
+        let err = loop {
+            if let Err(e) = io.write_all(&chunk).await {
+                break e;
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
     }
 }

@@ -8,6 +8,7 @@
 //! cache) needs no locks.
 use crate::body::WebBody;
 use crate::site::{Shared, Site};
+use bulwark_proxy::send_stall::SendDeadline;
 use bulwark_workers::{SocketSharing, WorkerListeners};
 use http_body::{Body, Frame, SizeHint};
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -264,13 +265,13 @@ impl SharedPhase {
 /// write that stays blocked for `send_timeout` (the client accepted no
 /// byte) fails with `TimedOut`; its timer is armed only when a write blocks.
 struct TimedIo {
-    stream: bulwark_mtls::ServerStream,
+    /// The client's stream, with the send-progress deadline
+    /// (`timeouts.send`) on its writes.
+    stream: SendDeadline<bulwark_mtls::ServerStream>,
     phase: Arc<SharedPhase>,
     header_timeout: Duration,
     keepalive_timeout: Duration,
     timer: Option<Pin<Box<Sleep>>>,
-    /// The send-progress deadline (`timeouts.send`).
-    send: bulwark_proxy::send_stall::SendStall,
     /// Set once our side of the connection is shut down (lingering close).
     linger_until: Option<Instant>,
     lingered_bytes: usize,
@@ -291,12 +292,11 @@ impl TimedIo {
         s: &ConnectionSettings,
     ) -> Self {
         TimedIo {
-            stream,
+            stream: SendDeadline::new(stream, peer, s.send_timeout, "timeouts.send"),
             phase,
             header_timeout: s.header_timeout,
             keepalive_timeout: s.keepalive_timeout,
             timer: None,
-            send: bulwark_proxy::send_stall::SendStall::new(peer, s.send_timeout, "timeouts.send"),
             linger_until: None,
             lingered_bytes: 0,
         }
@@ -350,9 +350,7 @@ impl Read for TimedIo {
 
 impl Write for TimedIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.stream).poll_write(cx, buf);
-        this.send.account(cx, r)
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -360,9 +358,7 @@ impl Write for TimedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        this.send.account(cx, r)
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
