@@ -247,19 +247,13 @@ impl Validate for AppConfig {
             (Some(s), None) if s.expose().len() < 16 => v.error("secret", "must be at least 16 characters"),
             _ => {}
         }
-        crate::util::check_secret_source(v, "db_secret", self.db_secret.as_ref(), self.db_secret_file.as_ref());
-        crate::util::check_secret_source(
-            v,
-            "monitor_token",
-            self.monitor_token.as_ref(),
-            self.monitor_token_file.as_ref(),
-        );
-        crate::util::check_secret_source(
-            v,
-            "deploy_token",
-            self.deploy_token.as_ref(),
-            self.deploy_token_file.as_ref(),
-        );
+        for (key, secret, file) in [
+            ("db_secret", self.db_secret.as_ref(), self.db_secret_file.as_ref()),
+            ("monitor_token", self.monitor_token.as_ref(), self.monitor_token_file.as_ref()),
+            ("deploy_token", self.deploy_token.as_ref(), self.deploy_token_file.as_ref()),
+        ] {
+            crate::util::check_secret_source(v, key, secret, file);
+        }
         if !(1..=100).contains(&self.keep_releases) {
             v.error("keep_releases", "must be between 1 and 100");
         }
@@ -427,15 +421,7 @@ impl AppSettings {
 
     pub fn validate_in(&self, v: &mut Validator) {
         if let Some(d) = &self.static_dir {
-            let inner = d.trim_end_matches('/');
-            let plain = !inner.is_empty()
-                && inner.split('/').all(|seg| {
-                    !seg.is_empty()
-                        && seg != "."
-                        && seg != ".."
-                        && seg.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                });
-            if !plain {
+            if !crate::util::is_plain_path(d.trim_end_matches('/')) {
                 v.error("static", format!("`{d}` must be a directory under workdir, like `static` or `assets/public` (plain names, no `..`)"));
             } else if self.workdir.is_none() {
                 v.error("static", "set workdir: the static directory is under it");

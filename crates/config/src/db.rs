@@ -256,13 +256,12 @@ impl Validate for DbConfig {
                 }
             }
         }
-        crate::util::check_secret_source(v, "peer_secret", self.peer_secret.as_ref(), self.peer_secret_file.as_ref());
-        crate::util::check_secret_source(
-            v,
-            "monitor_token",
-            self.monitor_token.as_ref(),
-            self.monitor_token_file.as_ref(),
-        );
+        for (key, secret, file) in [
+            ("peer_secret", self.peer_secret.as_ref(), self.peer_secret_file.as_ref()),
+            ("monitor_token", self.monitor_token.as_ref(), self.monitor_token_file.as_ref()),
+        ] {
+            crate::util::check_secret_source(v, key, secret, file);
+        }
         crate::internal_tls::check(v, self.mutual_tls.as_ref());
         let mut ids = HashSet::new();
         for (i, p) in self.peers.iter().enumerate() {

@@ -248,6 +248,19 @@ pub(crate) mod util {
         }
     }
 
+    /// A relative path of plain segments (letters, digits, `-`, `_`, `.`;
+    /// never empty, `.` or `..`): it stays under the directory it is
+    /// joined to, and maps to the same URL path.
+    pub fn is_plain_path(path: &str) -> bool {
+        !path.is_empty()
+            && path.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            })
+    }
+
     /// Default of the boolean keys that are on unless turned off.
     pub fn yes() -> bool {
         true

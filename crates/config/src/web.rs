@@ -372,18 +372,12 @@ impl Validate for WebConfig {
         if self.secret.is_some() && self.secret_file.is_some() {
             v.error("secret_file", "set secret or secret_file, not both");
         }
-        crate::util::check_secret_source(
-            v,
-            "upstream_secret",
-            self.upstream_secret.as_ref(),
-            self.upstream_secret_file.as_ref(),
-        );
-        crate::util::check_secret_source(
-            v,
-            "monitor_token",
-            self.monitor_token.as_ref(),
-            self.monitor_token_file.as_ref(),
-        );
+        for (key, secret, file) in [
+            ("upstream_secret", self.upstream_secret.as_ref(), self.upstream_secret_file.as_ref()),
+            ("monitor_token", self.monitor_token.as_ref(), self.monitor_token_file.as_ref()),
+        ] {
+            crate::util::check_secret_source(v, key, secret, file);
+        }
         v.scope("firewall", |v| self.firewall.validate_in(v));
         let mut binds = HashSet::new();
         v.scope("listen", |v| {
@@ -445,14 +439,7 @@ impl Validate for WebConfig {
         v.scope("static_prefixes", |v| {
             for (i, p) in self.static_prefixes.iter().enumerate() {
                 let inner = p.strip_prefix('/').and_then(|p| p.strip_suffix('/')).unwrap_or("");
-                let plain = !inner.is_empty()
-                    && inner.split('/').all(|seg| {
-                        !seg.is_empty()
-                            && seg != "."
-                            && seg != ".."
-                            && seg.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                    });
-                if !plain {
+                if !crate::util::is_plain_path(inner) {
                     v.index(i, |v| {
                         v.error("", format!("`{p}` must look like /static/: start and end with /, plain segments (letters, digits, - _ .)"))
                     });
