@@ -56,6 +56,15 @@ fn random_seed(index: u64, position: usize) -> u64 {
     index.wrapping_mul(0x2545_F491_4F6C_DD1D).wrapping_add((position as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
+/// Where a write is in the log (its entry, and its place in the entry's
+/// batch) and the entry's time, SQLite's "now" while it runs.
+#[derive(Clone, Copy)]
+struct WriteAt<'a> {
+    log_id: &'a LogId,
+    position: usize,
+    time_ms: u64,
+}
+
 /// Run one write in its own savepoint: it commits or rolls back alone.
 /// A failure of the write itself is its outcome; a failure of this node's
 /// environment is an error (see `apply_error`), and nothing of the write is
@@ -63,18 +72,17 @@ fn random_seed(index: u64, position: usize) -> u64 {
 fn apply_write(
     shared: &Shared,
     tx: &mut rusqlite::Transaction<'_>,
-    log_id: &LogId,
-    position: usize,
+    at: WriteAt<'_>,
     write: &Write,
-    time_ms: u64,
     rolled_back: &RolledBack,
 ) -> Result<ApplyOutcome, ApplyError> {
+    let WriteAt { log_id, position, time_ms } = at;
     if let Some(replayed) = write.request_id.as_deref().map(|id| earlier_request(tx, id)).transpose()?.flatten() {
         return Ok(replayed);
     }
     let outcome = match rolled_back.get(&(log_id.index, position)) {
         Some(message) => ApplyOutcome::Failed(message.clone()),
-        None => run_write(shared, tx, log_id, position, write, time_ms)?,
+        None => run_write(shared, tx, at, write)?,
     };
     if let Some(id) = &write.request_id {
         remember_request(tx, id, log_id, time_ms, &outcome)?;
@@ -87,11 +95,10 @@ fn apply_write(
 fn run_write(
     shared: &Shared,
     tx: &mut rusqlite::Transaction<'_>,
-    log_id: &LogId,
-    position: usize,
+    at: WriteAt<'_>,
     write: &Write,
-    time_ms: u64,
 ) -> Result<ApplyOutcome, ApplyError> {
+    let WriteAt { log_id, position, time_ms } = at;
     shared.seed.store(random_seed(log_id.index, position), Ordering::Relaxed);
     let _now = EntryTime::set(time_ms);
     // Opening the savepoint is a successful call into SQLite: the
@@ -163,15 +170,8 @@ fn apply_once(
                 prune_before(&tx, e.log_id.index, batch.time_ms)?;
                 let mut outcomes = Vec::with_capacity(batch.writes.len());
                 for (position, write) in batch.writes.iter().enumerate() {
-                    outcomes.push(apply_write(
-                        shared,
-                        &mut tx,
-                        &e.log_id,
-                        position,
-                        write,
-                        batch.time_ms,
-                        rolled_back,
-                    )?);
+                    let at = WriteAt { log_id: &e.log_id, position, time_ms: batch.time_ms };
+                    outcomes.push(apply_write(shared, &mut tx, at, write, rolled_back)?);
                 }
                 outcomes
             }
