@@ -20,13 +20,9 @@ for p in $b1 ${PORT[haproxy]} ${PORT[nginx]} ${PORT[bulwark]}; do wrk -t1 -c"$CO
 
 declare -A RPS P50 P99
 names=(direct haproxy nginx bulwark)
-for r in $(seq 1 "$ROUNDS"); do
-  for n in "${names[@]}"; do
-    read -r rps p50 p99 < <(run_wrk "http://127.0.0.1:${PORT[$n]}/" "$DURATION" "$CONNS")
-    RPS[$n]="${RPS[$n]:-} $rps"; P50[$n]="${P50[$n]:-} $p50"; P99[$n]="${P99[$n]:-} $p99"
-    echo "round $r $n: $rps req/s p50 ${p50}ms p99 ${p99}ms" >&2
-  done
-done
+targets=()
+for n in "${names[@]}"; do targets+=("$n=http://127.0.0.1:${PORT[$n]}/"); done
+wrk_rounds "$ROUNDS" "$DURATION" "$CONNS" "${targets[@]}"
 
 echo
 echo "LB benchmark: $ROUNDS rounds × $DURATION, wrk -t1 -c$CONNS, 2 nginx backends; medians. $(nproc) cores, $(date -u +%F)."

@@ -68,6 +68,22 @@ run_wrk() {
   echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
 }
 
+# wrk_rounds ROUNDS DURATION CONNS NAME=URL...: each round runs wrk on every
+# URL in turn and appends its figures to RPS[NAME], P50[NAME] and P99[NAME]
+# (associative arrays the caller declares), logging each run on stderr.
+wrk_rounds() {
+  local rounds=$1 dur=$2 conns=$3; shift 3
+  local r pair n rps p50 p99
+  for r in $(seq 1 "$rounds"); do
+    for pair in "$@"; do
+      n=${pair%%=*}
+      read -r rps p50 p99 < <(run_wrk "${pair#*=}" "$dur" "$conns")
+      RPS[$n]="${RPS[$n]:-} $rps"; P50[$n]="${P50[$n]:-} $p50"; P99[$n]="${P99[$n]:-} $p99"
+      echo "round $r $n: $rps req/s p50 ${p50}ms p99 ${p99}ms" >&2
+    done
+  done
+}
+
 # wrk prints 512.00us / 1.20ms / 2.00s
 to_ms() {
   python3 -c 'import sys,re

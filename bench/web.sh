@@ -154,13 +154,9 @@ declare -A RPS P50 P99
 names=(nginx bulwark)
 declare -A PORT=([nginx]=$p_ng [bulwark]=$p_bw [nginx-cached]=$p_ngc [bulwark-cached]=$p_bwc)
 declare -A TARGET=([nginx]=/file.txt [bulwark]=/file.txt [nginx-cached]=/page.html [bulwark-cached]=/page.html)
-for r in $(seq 1 "$ROUNDS"); do
-  for n in "${names[@]}" nginx-cached bulwark-cached; do
-    read -r rps p50 p99 < <(run_wrk "http://127.0.0.1:${PORT[$n]}${TARGET[$n]}" "$DURATION" "$CONNS")
-    RPS[$n]="${RPS[$n]:-} $rps"; P50[$n]="${P50[$n]:-} $p50"; P99[$n]="${P99[$n]:-} $p99"
-    echo "round $r $n: $rps req/s p50 ${p50}ms p99 ${p99}ms" >&2
-  done
-done
+targets=()
+for n in "${names[@]}" nginx-cached bulwark-cached; do targets+=("$n=http://127.0.0.1:${PORT[$n]}${TARGET[$n]}"); done
+wrk_rounds "$ROUNDS" "$DURATION" "$CONNS" "${targets[@]}"
 
 echo
 echo "Static file benchmark: ${FILE_BYTES}-byte file, $ROUNDS rounds × $DURATION, wrk -t1 -c$CONNS (CPU $WRK_CPU), one server worker (CPU $SERVER_CPU); medians. $(nproc) cores, $(date -u +%F)."
