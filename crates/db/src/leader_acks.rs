@@ -75,9 +75,15 @@ impl LeaderAcks {
         LeaderAcks { lease, acks: Mutex::default() }
     }
 
-    /// `peer` reported its leader lease.
+    /// `peer` reported its leader lease. The shortest it ever reported
+    /// counts: answers of a peer that restarted with another lease arrive
+    /// in any order, and counting an acceptance for less time than the
+    /// peer refuses votes is only cautious (a peer whose lease grew is
+    /// counted with its old one until this node restarts).
     pub(crate) fn peer_lease(&self, peer: NodeId, lease: Duration) {
-        self.acks.lock().unwrap_or_else(|p| p.into_inner()).leases.insert(peer, lease);
+        let mut acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = acks.leases.entry(peer).or_insert(lease);
+        *kept = (*kept).min(lease);
     }
 
     /// `peer` accepted a request sent at `sent_at` under `vote`.
@@ -230,5 +236,9 @@ mod tests {
         // A longer lease than this node's changes nothing.
         acks.peer_lease(3, Duration::from_secs(5));
         assert_eq!(acks.quorum_acked_at(1, &vote, &voters, now), Some(now - Duration::from_millis(400)));
+        // A late report of a longer lease (from before the peer restarted
+        // with a shorter one) does not lengthen its count.
+        acks.peer_lease(2, Duration::from_millis(480));
+        assert_eq!(acks.quorum_acked_at(1, &vote, &[set(&[1, 2])], now), Some(now - Duration::from_millis(900)));
     }
 }

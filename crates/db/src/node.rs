@@ -42,6 +42,7 @@ mod auth;
 mod backup;
 mod error;
 mod forward;
+mod lease_memory;
 mod listeners;
 mod membership;
 mod metrics;
@@ -90,6 +91,9 @@ struct NodeState {
     /// This node's clock as its answers to Raft requests stamp it (see
     /// `peer_clock`).
     clock: crate::peer_clock::LocalClock,
+    /// Until then this node neither votes nor campaigns: a previous run of
+    /// it had a longer lease (see `lease_memory`).
+    votes_held_until: Option<tokio::time::Instant>,
     transferring: AtomicBool,
     forward_writes: bool,
     max_request_bytes: usize,
@@ -258,6 +262,9 @@ impl DbNode {
         let raft_http = HttpClient::new(peer_secret.expose(), source(raft_local), tls.clone());
         let rcfg = raft_config(&config)?;
         let lease = Duration::from_millis(rcfg.election_timeout_max);
+        let hold = lease_memory::at_start(&config.data_dir, lease, tokio::time::Instant::now()).map_err(|source| {
+            DbError::Io { context: format!("recording the leader lease in {}", config.data_dir.display()), source }
+        })?;
         let ahead_stats = Arc::new(AheadStats::default());
         let leader_acks = Arc::new(LeaderAcks::new(lease));
         let appended = log.appended_entries();
@@ -282,6 +289,25 @@ impl DbNode {
             .await
             .map_err(|e| DbError::Raft(Box::new(e)))?;
         let _ = hints.metrics.set(raft.metrics());
+        let votes_held_until = match hold {
+            lease_memory::LeaseHold::None => None,
+            lease_memory::LeaseHold::Until(until) => {
+                tracing::info!(
+                    "the previous run's leader lease was longer than this one's: no vote nor campaign for {:?}",
+                    until.saturating_duration_since(tokio::time::Instant::now())
+                );
+                raft.runtime_config().elect(false);
+                let (raft, dir) = (raft.clone(), config.data_dir.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(until).await;
+                    if let Err(e) = lease_memory::record(&dir, lease) {
+                        tracing::warn!("recording the leader lease: {e}");
+                    }
+                    raft.runtime_config().elect(true);
+                });
+                Some(until)
+            }
+        };
         if fresh && config.bootstrap {
             let mut members: BTreeMap<NodeId, Node> =
                 config.peers.iter().map(|p| (p.id, Node::new(p.address.as_str(), p.raft_address.as_str()))).collect();
@@ -315,6 +341,7 @@ impl DbNode {
             auth: auth::Credentials::new(&peer_secret, &client_secret, monitor_token.as_ref()),
             primary_word: Mutex::new(PrimaryWord::default()),
             clock: Default::default(),
+            votes_held_until,
             transferring: AtomicBool::new(false),
             forward_writes: config.forward_writes,
             max_request_bytes: config.max_request_bytes,

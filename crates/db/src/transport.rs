@@ -173,12 +173,7 @@ impl Link {
         E: std::error::Error + serde::de::DeserializeOwned,
     {
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut hints = self.hints.headers();
-        // A hint is dated by the peer from the newest answer of its that
-        // arrived here before the hint was made (see `peer_clock`).
-        if !hints.is_empty() {
-            hints.extend(self.clock.echo());
-        }
+        let hints = hint_headers(&self.clock, || self.hints.headers());
         // openraft gives an AppendEntries one heartbeat interval and drops
         // this future when it runs out. Dropping an HTTP exchange closes its
         // connection, and the next one pays a new handshake, which on a slow
@@ -186,11 +181,17 @@ impl Link {
         // would never recover. So the exchange runs as a task of its own
         // with a longer limit and keeps its connection in the pool however
         // this call ends.
-        let http = self.http.clone();
-        let addr = self.addr.clone();
-        let path = path.to_string();
-        let exchange =
-            tokio::spawn(async move { http.send(http::Method::POST, &addr, &path, body.into(), &hints, limit).await });
+        let (http, addr, path) = (self.http.clone(), self.addr.clone(), path.to_string());
+        let (clock, leader_acks) = (self.clock.clone(), self.leader_acks.clone());
+        let exchange = tokio::spawn(async move {
+            let reply = http.send(http::Method::POST, &addr, &path, body.into(), &hints, limit).await;
+            // What the peer said of its clock and lease counts even when
+            // openraft stopped waiting for this answer.
+            if let Some(lease) = reply.as_ref().ok().and_then(|r| clock.heard(&r.headers)) {
+                leader_acks.peer_lease(target, lease);
+            }
+            reply
+        });
         let reply = exchange
             .await
             .map_err(|e| RPCError::Network(NetworkError::new(&TransportError::Io(self.addr.clone(), e.to_string()))))?
@@ -198,9 +199,6 @@ impl Link {
                 TransportError::Connect(..) => RPCError::Unreachable(Unreachable::new(&e)),
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
-        if let Some(lease) = self.clock.heard(&reply.headers) {
-            self.leader_acks.peer_lease(target, lease);
-        }
         if reply.status != 200 {
             let e = TransportError::Io(
                 self.addr.clone(),
@@ -212,6 +210,20 @@ impl Link {
             serde_json::from_slice(&reply.body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
     }
+}
+
+/// The hint headers of a request (`hints`, see [`AppliedHints`]) with the
+/// peer's newest clock stamp echoed. The stamp is read first: the hint is
+/// then made after the answer that carried it arrived, which is what the
+/// peer takes it to mean. A stamp read after the hint could come from an
+/// answer that arrived meanwhile, and make the hint look younger than it is.
+fn hint_headers(clock: &PeerClock, hints: impl FnOnce() -> Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
+    let echo = clock.echo();
+    let mut headers = hints();
+    if !headers.is_empty() {
+        headers.extend(echo);
+    }
+    headers
 }
 
 impl PeerConnection {
@@ -359,6 +371,27 @@ mod tests {
             id: 1,
             lease: Duration::from_millis(480),
         }
+    }
+
+    #[test]
+    fn the_echo_is_read_before_the_hint_is_made() {
+        let clock = PeerClock::default();
+        let replica = crate::peer_clock::LocalClock::default();
+        let headers = |pairs: [(&'static str, String); 2]| -> http::HeaderMap {
+            pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap())).collect()
+        };
+        clock.heard(&headers(replica.answer_headers(Duration::from_millis(480))));
+        let before = clock.echo().unwrap();
+        // An answer arrives while the hint is being made: its stamp is
+        // younger than the hint and must not be sent with it.
+        let sent = hint_headers(&clock, || {
+            std::thread::sleep(Duration::from_millis(1));
+            clock.heard(&headers(replica.answer_headers(Duration::from_millis(480))));
+            vec![(APPLIED_INDEX_HEADER, "7".to_string())]
+        });
+        assert_eq!(sent, vec![(APPLIED_INDEX_HEADER, "7".to_string()), before]);
+        assert_ne!(clock.echo(), Some(sent[1].clone()), "the newer stamp is kept for the next hint");
+        assert!(hint_headers(&clock, Vec::new).is_empty(), "no hint, no echo");
     }
 
     #[test]

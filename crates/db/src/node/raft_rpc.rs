@@ -31,6 +31,12 @@ impl NodeState {
             Ok(b) => b,
             Err(r) => return r,
         };
+        let campaign = path == "/raft/vote" || path == "/raft/elect";
+        if let Some(until) = self.votes_held_until.filter(|u| campaign && tokio::time::Instant::now() < *u) {
+            let wait = until.saturating_duration_since(tokio::time::Instant::now());
+            let why = format!("this node's previous run had a longer leader lease: no vote nor campaign for {wait:?}");
+            return json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "error": why }));
+        }
         let mut resp = match path.as_str() {
             "/raft/append" => self.raft_append(body, hint).await,
             "/raft/vote" => self.raft_vote(body).await,

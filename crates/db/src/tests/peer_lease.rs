@@ -55,3 +55,30 @@ async fn a_primary_with_a_longer_lease_trusts_its_replicas_for_their_lease_only(
     .await;
     super::stop_all(nodes);
 }
+
+/// A node restarted with a shorter election timeout still refuses votes,
+/// and does not campaign, for its previous run's lease from its start: a
+/// primary may still count an acceptance it gave before the restart for
+/// that long. Node 1 leads alone with a 12 s lease, and restarts with a
+/// 480 ms one: without the hold it would elect itself within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_a_shorter_lease_waits_out_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut long = config(1, dir.path(), true);
+    long.election_timeout = Duration::from_secs(10);
+    long.write_timeout = Duration::from_secs(20);
+    let n1 = TestNode::start(long);
+    wait_for("node 1 leads alone", WAIT, || async { get(n1.addr, "/primary").await.map(|r| r.0) == Some(200) }).await;
+    n1.join();
+
+    let started = Instant::now();
+    let n1 = TestNode::start(config(1, dir.path(), false));
+    let vote = openraft::raft::VoteRequest::<u64>::new(bulwark_db_api::raft_types::Vote::new(50, 2), None);
+    let r = http().post_json(&n1.raft_addr.to_string(), "/raft/vote", &vote, WAIT).await.unwrap();
+    assert_eq!(r.status, 503, "a vote within the old lease: {}", String::from_utf8_lossy(&r.body));
+    tokio::time::sleep_until(started + Duration::from_secs(3)).await;
+    let s = status(n1.addr).await.expect("node 1's status");
+    assert_ne!(s["role"], "primary", "node 1 campaigned within its old lease: {s}");
+    assert!(started.elapsed() < Duration::from_secs(11), "the check came too late to tell");
+    n1.join();
+}
