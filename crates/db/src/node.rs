@@ -91,6 +91,9 @@ struct NodeState {
     /// This node's clock as its answers to Raft requests stamp it (see
     /// `peer_clock`).
     clock: crate::peer_clock::LocalClock,
+    /// When this node last accepted an append of a primary's (`/raft/elect`
+    /// waits a lease after it).
+    primary_heard: Mutex<Option<tokio::time::Instant>>,
     /// Until then this node neither votes nor campaigns: a previous run of
     /// it had a longer lease (see `lease_memory`).
     votes_held_until: Option<tokio::time::Instant>,
@@ -342,6 +345,7 @@ impl DbNode {
             primary_word: Mutex::new(PrimaryWord::default()),
             clock: Default::default(),
             votes_held_until,
+            primary_heard: Mutex::new(None),
             transferring: AtomicBool::new(false),
             forward_writes: config.forward_writes,
             max_request_bytes: config.max_request_bytes,

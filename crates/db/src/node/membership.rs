@@ -26,6 +26,8 @@ pub(super) enum TransferError {
         #[source]
         source: bulwark_db_api::http_client::TransportError,
     },
+    #[error("node {target} refused to campaign: {reason}")]
+    Refused { target: NodeId, reason: String },
     #[error("node {winner} won the election instead of {target}; retry")]
     OtherWon { winner: NodeId, target: NodeId },
     #[error("node {0} did not take over in time")]
@@ -87,10 +89,15 @@ impl NodeState {
             .map_err(TransferError::Metrics)?;
         self.raft.runtime_config().heartbeat(false);
         tokio::time::sleep(self.lease + self.heartbeat * 2).await;
-        self.raft_http
+        let reply = self
+            .raft_http
             .post_json(raft_addr, "/raft/elect", &serde_json::json!({}), Duration::from_secs(2))
             .await
             .map_err(|source| TransferError::Campaign { target, source })?;
+        if reply.status != 200 {
+            let reason = String::from_utf8_lossy(&reply.body).into_owned();
+            return Err(TransferError::Refused { target, reason });
+        }
         let mut rx = self.raft.metrics();
         let done = tokio::time::timeout(
             self.lease * 4,

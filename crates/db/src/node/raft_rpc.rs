@@ -74,10 +74,13 @@ impl NodeState {
         if res.is_ok() {
             self.refuse_appends.appended(last_sent);
         }
-        if let (Ok(ok), Some(hint)) = (&res, hint) {
+        if let Ok(ok) = &res {
             if !matches!(ok, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
-                let applied = self.applied.borrow().index;
-                self.primary_word.lock().unwrap_or_else(|p| p.into_inner()).record(hint, applied);
+                *self.primary_heard.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+                if let Some(hint) = hint {
+                    let applied = self.applied.borrow().index;
+                    self.primary_word.lock().unwrap_or_else(|p| p.into_inner()).record(hint, applied);
+                }
             }
         }
         json(StatusCode::OK, &res)
@@ -97,7 +100,19 @@ impl NodeState {
         }
     }
 
+    /// Campaign at once (a leadership transfer's last step). openraft's
+    /// trigger campaigns whatever this node accepted before, while the
+    /// primary may count that acceptance for this node's lease: so not
+    /// within the lease after this node last accepted a request of a
+    /// primary's. A transfer waits a lease without heartbeats first, and
+    /// sends nothing else meanwhile.
     pub(super) async fn raft_elect(&self) -> Resp {
+        let heard = *self.primary_heard.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ago) = heard.map(|t| t.elapsed()).filter(|ago| *ago < self.lease) {
+            let why = format!("accepted a primary's request {ago:?} ago, within the leader lease {:?}", self.lease);
+            tracing::info!("not campaigning: {why}");
+            return json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "error": why }));
+        }
         tracing::info!("asked to campaign for leadership");
         match self.raft.trigger().elect().await {
             Ok(()) => json(StatusCode::OK, &serde_json::json!({"electing": true})),

@@ -99,7 +99,13 @@ impl NodeState {
     }
 
     /// Confirm leadership with a majority (read index), within `read_wait`.
+    /// Not while this primary hands its leadership over: the confirmation
+    /// would reach the target as a fresh request of this primary's right
+    /// before it campaigns (see `transfer_to`).
     async fn confirm_leadership(&self, body: &Bytes) -> Result<(), Resp> {
+        if self.transferring.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ApiError::Transferring.response());
+        }
         match tokio::time::timeout(self.read_wait, self.raft.ensure_linearizable()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(_))) => Err(self.to_primary("/v1/query", body.clone(), false, false).await),

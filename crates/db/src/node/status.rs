@@ -30,9 +30,12 @@ impl NodeState {
     }
 
     /// Primary that a majority (counting itself) acknowledged requests
-    /// sent within `window` (and the lease minus `LEASE_MARGIN`).
+    /// sent within `window` (and the lease minus `LEASE_MARGIN`), and that
+    /// is not handing its leadership over (its target campaigns whatever
+    /// it acknowledged before).
     pub(super) fn quorum_within(&self, m: &RaftMetrics<NodeId, Node>, window: Duration) -> bool {
-        self.leader_acks.primary_within(self.id, m, window)
+        !self.transferring.load(std::sync::atomic::Ordering::SeqCst)
+            && self.leader_acks.primary_within(self.id, m, window)
     }
 
     /// How long ago the requests were sent whose acknowledgement makes

@@ -24,13 +24,13 @@ fn quick_reads(id: u64, data: &Path, bootstrap: bool) -> DbConfig {
 
 /// [`quick_reads`] configs of one node per dir: node 1 bootstraps, the
 /// first `voters` vote, the others are learners.
-fn quick_configs(dirs: &[tempfile::TempDir], voters: usize) -> Vec<(DbConfig, bool)> {
+pub(super) fn quick_configs(dirs: &[tempfile::TempDir], voters: usize) -> Vec<(DbConfig, bool)> {
     dirs.iter().enumerate().map(|(i, d)| (quick_reads(i as u64 + 1, d.path(), i == 0), i < voters)).collect()
 }
 
 /// Node 1 leads; the others join, voters or not; a table `t` with three
 /// rows, applied everywhere.
-async fn cluster(configs: Vec<(DbConfig, bool)>) -> Vec<TestNode> {
+pub(super) async fn cluster(configs: Vec<(DbConfig, bool)>) -> Vec<TestNode> {
     let nodes: Vec<TestNode> = configs.iter().map(|(c, _)| TestNode::start(c.clone())).collect();
     let n1 = &nodes[0];
     wait_for("node 1 leads", WAIT, || async { get(n1.addr, "/primary").await.map(|r| r.0) == Some(200) }).await;

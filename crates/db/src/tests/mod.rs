@@ -17,6 +17,7 @@ mod covered_lease;
 mod mutual_tls;
 mod peer_lease;
 mod restart_in_term;
+mod transfer_lease;
 
 pub(crate) const SECRET: &str = "db-test-secret-0123456789";
 /// The leader lease of [`config`]: 1.2 x the 400 ms election timeout.
