@@ -1,6 +1,6 @@
 //! The application server: the built-in guestbook ("foobar"), or, with a
 //! `[program]` table, the user's own program run and supervised behind the
-//! role ([`program`], [`front`]).
+//! role ([`program`], `front`).
 //!
 //! Owns: the guestbook's JSON API (`POST /api/messages`, `GET
 //! /api/messages?limit&before`, `GET /api/health`), its schema migrations,

@@ -1,7 +1,7 @@
 //! Schema of a whole topology (`bulwark up`): hosts, the role instances on
 //! each, and the settings every instance of a role shares. One file is the
 //! single source of truth: each role's own config is derived from it
-//! ([`Topology::instances`]), so `bulwark up --host server1 -c topo.toml`
+//! (`Topology::instances`), so `bulwark up --host server1 -c topo.toml`
 //! on each machine starts only that machine's roles with consistent
 //! addresses everywhere.
 //!

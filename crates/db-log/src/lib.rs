@@ -8,7 +8,7 @@
 //! replication), `writer` (the writer thread, group commit, a replica's
 //! inline sync), `recovery` (replaying the segments on open), `import`
 //! (the old SQLite log), `store` ([`LogStore`]: opening, appending) and
-//! `reader` ([`LogReader`](reader::LogReader): reading entries from memory
+//! `reader` ([`LogReader`]: reading entries from memory
 //! or the files) and `raft` (openraft's `RaftLogStorage` over the store);
 //! `test_hooks` (the `test-hooks` feature) lets tests stall a log's syncs.
 //!

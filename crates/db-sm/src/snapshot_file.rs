@@ -13,7 +13,7 @@
 //! dir: the file alone is the truth.)
 //!
 //! A snapshot received from the primary is checked before anything of the
-//! live database is touched ([`verify`]): it must be a whole SQLite
+//! live database is touched (`verify`): it must be a whole SQLite
 //! database (`PRAGMA quick_check`) whose `_bulwark_meta` holds exactly the
 //! log id and membership openraft was told it holds.
 //!

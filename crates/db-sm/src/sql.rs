@@ -19,7 +19,7 @@
 //! - a write runs a bounded number of VM steps (see [`WriteLimits`]).
 //!
 //! Every connection that runs API statements is hardened on first use (see
-//! [`harden`]): an SQLite authorizer, double-quoted string literals off,
+//! `harden`): an SQLite authorizer, double-quoted string literals off,
 //! limits on SQL length, value size and attached databases, a deadline for
 //! reads and a step budget for writes.
 use bulwark_db_api::api::{Column, Params, Rows, Statement, StatementResult, Value};
@@ -195,7 +195,7 @@ pub enum StatementError {
     #[error("preparing the connection: {0}")]
     Harden(#[source] rusqlite::Error),
     /// SQLite's error, with the reason Bulwark refused it when it did
-    /// (see [`guard::explain`]).
+    /// (see `guard::explain`).
     #[error("{message}")]
     Sqlite {
         message: String,
@@ -315,7 +315,7 @@ pub fn run_writes(conn: &Connection, statements: &[Statement]) -> Result<Vec<Sta
 /// caller owns), all of them within `limits`. Errors carry SQLite's
 /// message.
 ///
-/// The statements run under the API's rules (see [`harden`]); a statement
+/// The statements run under the API's rules (see `harden`); a statement
 /// naming a `_bulwark*` object unquoted is refused before SQLite sees it,
 /// so no API statement can share the text, and so the prepared-statement
 /// cache entry, of one of Bulwark's own.
@@ -364,7 +364,7 @@ pub fn run_writes_within(
 
 /// Run a read on a read-only connection.
 ///
-/// The statement runs under the API's rules (see [`harden`]) and is
+/// The statement runs under the API's rules (see `harden`) and is
 /// interrupted after [`QUERY_TIME_LIMIT`].
 pub fn run_query(
     conn: &Connection,

@@ -214,7 +214,7 @@ impl StateMachine {
         StateMachine::open_with(dir, sql::WriteLimits::default())
     }
 
-    /// [`StateMachine::open`], every client write within `write_limits`
+    /// `StateMachine::open`, every client write within `write_limits`
     /// (from the node's configuration: `max_write_steps`).
     pub fn open_with(dir: &Path, write_limits: sql::WriteLimits) -> Result<StateMachine, StoreError> {
         StateMachine::open_on_boot_with(dir, current_boot_id(), write_limits)

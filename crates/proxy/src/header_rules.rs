@@ -1,7 +1,7 @@
 //! Header rules of a frontend or route ([`bulwark_config::header_rules`]),
 //! compiled once per (re)load: names parsed, values without a field made
 //! header values up front. Applied to the request after the proxy's own
-//! headers ([`crate::prepare`]) and to every response the forwarder
+//! headers (`crate::prepare`) and to every response the forwarder
 //! returns, its error pages included ([`crate::Forwarder::forward`]):
 //! remove, then set, then add.
 //!

@@ -9,7 +9,7 @@
 //! [`SendDeadline`] wraps a client's stream (under TLS, so it sees the
 //! bytes the client's kernel accepts whatever the protocol above: HTTP/1.1
 //! or HTTP/2) and passes the result of every write attempt to
-//! [`SendStall`], the accounting. The timer is armed only when a write
+//! `SendStall`, the accounting. The timer is armed only when a write
 //! blocks, and re-armed only on a new stall.
 
 use std::future::Future;

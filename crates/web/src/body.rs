@@ -16,7 +16,7 @@ const CHUNK: usize = 64 * 1024;
 pub enum WebBody {
     Empty,
     Bytes(Option<Bytes>),
-    /// A region of a file, read in [`CHUNK`]-sized pieces.
+    /// A region of a file, read in `CHUNK`-sized pieces.
     File {
         stream: ReaderStream<tokio::io::Take<tokio::fs::File>>,
         remaining: u64,

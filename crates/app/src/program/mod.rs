@@ -1,9 +1,9 @@
 //! The user's program behind the app role: how it is checked, started,
-//! watched and stopped (see [`supervise`]), and what the rest of the role
+//! watched and stopped (see `supervise`), and what the rest of the role
 //! sees of it ([`ProgramStatus`]).
 //!
 //! The program listens on a private loopback port the role picks for each
-//! start; the role's front ([`crate::front`]) proxies to it. It gets the
+//! start; the role's front (`crate::front`) proxies to it. It gets the
 //! address as `{listen}` / `{port}` in its arguments and as `PORT` and
 //! `BULWARK_LISTEN`, the database nodes as `BULWARK_DB_NODES`
 //! (comma-separated `host:port`), the path of a file holding the app→db

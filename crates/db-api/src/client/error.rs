@@ -1,6 +1,6 @@
 //! How a [`Client`](super::Client) call fails.
 
-/// Why a [`Client`] call failed.
+/// Why a [`Client`](crate::Client) call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// SQLite refused the statement (syntax, constraint, ...); nothing was
@@ -16,7 +16,7 @@ pub enum ClientError {
     Unavailable(String),
     /// The write may have reached a primary but its outcome is unknown (the
     /// primary died or lost its majority mid-write and the deadline ended).
-    /// Resolve it by calling [`Client::execute_once`] with
+    /// Resolve it by calling [`Client::execute_once`](crate::Client::execute_once) with
     /// [`AmbiguousWrite::request_id`] and the same statements: the stored
     /// outcome comes back (`replayed = true`) if the write was applied, or it
     /// is applied now; never twice.
@@ -28,7 +28,7 @@ pub enum ClientError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmbiguousWrite {
     /// The request id the write was sent with (the caller's, or the one
-    /// [`Client::execute`] generated); `None` for calls without one
+    /// [`Client::execute`](crate::Client::execute) generated); `None` for calls without one
     /// (membership changes, leadership transfer).
     pub request_id: Option<String>,
     /// Why the outcome is unknown: the last error seen.

@@ -7,11 +7,11 @@ tokio::task_local! {
     static X_REQUEST_ID: Option<Arc<str>>;
 }
 
-/// Run `work` with every database request it makes through a [`Client`]
+/// Run `work` with every database request it makes through a [`Client`](crate::Client)
 /// carrying `X-Request-Id: id` (the id the lb set for the user's request),
 /// so that one id follows one request into the database tier. An id that
 /// is not 1 to 128 characters of letters, digits, `-`, `_` and `.` is not
-/// sent. Not the idempotency id of [`Client::execute_once`]: this one is
+/// sent. Not the idempotency id of [`Client::execute_once`](crate::Client::execute_once): this one is
 /// for logs only and never changes what a request does.
 pub async fn with_x_request_id<F: std::future::Future>(id: Option<&str>, work: F) -> F::Output {
     let valid = id.filter(|v| {

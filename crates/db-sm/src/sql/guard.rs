@@ -69,7 +69,7 @@ pub const PROGRESS_EVERY_OPS: u64 = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteLimits {
     /// Most SQLite VM instructions the write may run (counted in units of
-    /// [`PROGRESS_EVERY_OPS`]).
+    /// `PROGRESS_EVERY_OPS`).
     pub max_steps: u64,
 }
 
