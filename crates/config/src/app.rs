@@ -338,36 +338,36 @@ mod tests {
 /// release_root = "/srv/bulwark/releases"  # optional: where `bulwark deploy` keeps releases
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AppSettings {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exec: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workdir: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub health_path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde")]
     pub stop_grace: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde")]
     pub start_timeout: Option<Duration>,
     /// The site's static files: a directory under `workdir` that the web
     /// tier serves itself at the same path (`static` → `/static/...`), with
     /// its caching and compression. Default: `static` when `workdir` has
     /// that directory.
-    #[serde(default, rename = "static", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "static", skip_serializing_if = "Option::is_none")]
     pub static_dir: Option<String>,
     /// Releases each app keeps besides the current and the previous one
     /// (`bulwark deploy`). Default 5.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_releases: Option<usize>,
     /// Where each app keeps its releases: `<release_root>/<app name>/`
     /// (see [`AppSettings::release_root`]). A relative path is relative to
     /// the topology file's directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub release_root: Option<PathBuf>,
 }
 
