@@ -316,11 +316,17 @@ fn service(
     Error = Infallible,
     Future = impl std::future::Future<Output = Result<hyper::Response<StreamBody>, Infallible>> + Send,
 > + Clone {
-    hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let r = routing.load_full();
         let ctx = ctx.clone();
         let refusal = refusal.clone();
         let guard = streams.as_ref().map(|s| StreamGuard::open(s.clone()));
+        // A WebSocket over HTTP/2 keeps its stream open after the answer:
+        // the connection is not idle while the tunnel lasts.
+        if let Some(s) = streams.as_ref().filter(|_| req.method() == http::Method::CONNECT) {
+            let hold = bulwark_proxy::TunnelHold::new(StreamGuard::open(s.clone()));
+            req.extensions_mut().insert(hold);
+        }
         async move {
             let resp = handle(&r, index, req, &ctx, refusal).await;
             Ok::<_, Infallible>(resp.map(|inner| StreamBody::new(inner, guard)))

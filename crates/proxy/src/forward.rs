@@ -170,7 +170,10 @@ impl Forwarder {
             true => Some(HeaderValue::from_static("websocket")),
             false => crate::upgrade::requested(req.version(), req.headers()),
         }
-        .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
+        .map(|protocol| {
+            let hold = req.extensions_mut().remove::<crate::upgrade::TunnelHold>();
+            (protocol, crate::upgrade::ClientSide { upgrade: hyper::upgrade::on(&mut req), hold })
+        });
         let (mut parts, body) = req.into_parts();
         let facts = self.rewrite_head(&mut parts, ctx, upgrade.as_ref().map(|(protocol, _)| protocol));
         if trace.timed {
@@ -178,9 +181,9 @@ impl Forwarder {
         }
         let outgoing = self.take_body(parts, body, &facts).await?;
         match upgrade {
-            Some((protocol, on_client)) => {
+            Some((protocol, client_side)) => {
                 let req = outgoing.into_request().ok_or_else(ProxyError::not_replayable)?;
-                self.forward_upgrade(req, on_client, protocol, over_h2, ctx, start).await
+                self.forward_upgrade(req, client_side, protocol, over_h2, ctx, start).await
             }
             None => self.exchange(outgoing, &facts, ctx.addr, start, trace).await,
         }

@@ -40,6 +40,7 @@ mod server;
 mod sticky;
 pub mod tcp;
 mod upgrade;
+pub use upgrade::TunnelHold;
 mod upstream;
 
 pub use body::ProxyBody;

@@ -127,14 +127,37 @@ impl Drop for TunnelGuard {
     }
 }
 
+/// Whatever must live as long as the tunnel a request opens, put in the
+/// request's extensions by the listener: the lb's count of a client
+/// connection's open HTTP/2 streams, which closes the connection once it
+/// has none for a while (a WebSocket over HTTP/2 is a stream that stays
+/// open after its response).
+#[derive(Clone)]
+pub struct TunnelHold {
+    _held: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl TunnelHold {
+    pub fn new(held: impl std::any::Any + Send + Sync) -> TunnelHold {
+        TunnelHold { _held: std::sync::Arc::new(held) }
+    }
+}
+
+/// The client's side of an upgrade: its connection once the answer is
+/// sent, and what is held while the tunnel lasts.
+pub(crate) struct ClientSide {
+    pub(crate) upgrade: OnUpgrade,
+    pub(crate) hold: Option<TunnelHold>,
+}
+
 impl Forwarder {
     /// Send an upgrade request (`protocol` is its `Upgrade` value) and,
     /// when the server switches, tunnel the client's connection
-    /// (`on_client`; an HTTP/2 stream when `over_h2`, answered 200) to it.
+    /// (`client`; an HTTP/2 stream when `over_h2`, answered 200) to it.
     pub(crate) async fn forward_upgrade(
         &self,
         req: Request<RequestBody>,
-        on_client: OnUpgrade,
+        client_side: ClientSide,
         protocol: HeaderValue,
         over_h2: bool,
         ctx: &ClientContext,
@@ -255,6 +278,7 @@ impl Forwarder {
             let (idle, route, server_name) =
                 (self.options.tunnel_idle, self.options.route.clone(), server.name.clone());
             tokio::spawn(async move {
+                let ClientSide { upgrade: on_client, hold } = client_side;
                 let (client_io, server_io) = match tokio::join!(on_client, on_server) {
                     (Ok(c), Ok(s)) => (c, s),
                     (c, s) => {
@@ -268,7 +292,7 @@ impl Forwarder {
                 let opened = monotonic_ms();
                 let (up_bytes, down_bytes) =
                     crate::tcp::splice(TokioIo::new(client_io), TokioIo::new(server_io), idle).await;
-                drop(guard);
+                drop((guard, hold));
                 tracing::info!(
                     target: "access",
                     route = %route,

@@ -5,21 +5,26 @@ SETTINGS_ENABLE_CONNECT_PROTOCOL, an extended CONNECT (`:protocol
 websocket`), then COUNT text messages as masked WebSocket frames in DATA
 frames, each read back from the server's echo, then the end of the stream.
 
-Usage: h2_connect.py PORT CAFILE PATH COUNT
-(PATH `-`: a plain CONNECT to the lb's own authority, no `:protocol`.)
+Usage: h2_connect.py PORT CAFILE PATH COUNT [PAUSE_MS]
+(PATH `-`: a plain CONNECT to the lb's own authority, no `:protocol`;
+PAUSE_MS: a pause between two messages, default none.)
 Prints `status <code> protocol <sec-websocket-protocol>`, `echoed <n>`,
-then `closed` when the server ended the stream."""
+then `closed` when the server ended the stream, and `goaway` when the
+server announced it closes the connection (GOAWAY) while the stream was
+open."""
 import os
 import socket
 import ssl
 import struct
 import sys
+import time
 
 import h2.config
 import h2.connection
 import h2.events
 
 port, cafile, path, count = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+pause = int(sys.argv[5]) / 1000 if len(sys.argv) > 5 else 0
 ctx = ssl.create_default_context(cafile=cafile)
 ctx.set_alpn_protocols(["h2"])
 sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20), server_hostname="localhost")
@@ -39,6 +44,8 @@ def events():
     for e in evs:
         if isinstance(e, h2.events.DataReceived):
             conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+        elif isinstance(e, h2.events.ConnectionTerminated):
+            print("goaway", flush=True)
     sock.sendall(conn.data_to_send())
     return evs
 
@@ -87,6 +94,8 @@ def frame(payload: bytes) -> bytes:
 received = b""
 ended = False
 for n in range(count):
+    if n > 0:
+        time.sleep(pause)
     message = f"message {n} over one HTTP/2 stream".encode()
     conn.send_data(sid, frame(message))
     sock.sendall(conn.data_to_send())
