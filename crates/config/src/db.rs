@@ -295,6 +295,9 @@ impl Validate for DbConfig {
         if self.election_timeout < self.heartbeat_interval * 3 {
             v.error("election_timeout", "must be at least 3 × heartbeat_interval");
         }
+        if self.election_timeout > Duration::from_secs(60) {
+            v.error("election_timeout", "must be at most 60 s (a primary's death goes unnoticed that long)");
+        }
         if self.write_timeout < self.election_timeout {
             v.error("write_timeout", "must be at least election_timeout");
         }

@@ -52,6 +52,8 @@ pub(crate) struct LeaderAcks {
 struct Acks {
     accepted: HashMap<NodeId, (Vote, Instant)>,
     leases: HashMap<NodeId, Duration>,
+    /// Per peer: acceptances of requests sent before this do not count.
+    floors: HashMap<NodeId, Instant>,
 }
 
 impl Acks {
@@ -86,9 +88,23 @@ impl LeaderAcks {
         *kept = (*kept).min(lease);
     }
 
+    /// Count no acceptance of `peer`'s of a request sent before `t`: it
+    /// was asked to campaign (a leadership transfer), which it does
+    /// whatever it accepted before.
+    pub(crate) fn forget_before(&self, peer: NodeId, t: Instant) {
+        let mut acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        acks.floors.insert(peer, t);
+        if acks.accepted.get(&peer).is_some_and(|(_, sent)| *sent < t) {
+            acks.accepted.remove(&peer);
+        }
+    }
+
     /// `peer` accepted a request sent at `sent_at` under `vote`.
     pub(crate) fn acked(&self, peer: NodeId, vote: Vote, sent_at: Instant) {
         let mut acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        if acks.floors.get(&peer).is_some_and(|floor| sent_at < *floor) {
+            return;
+        }
         match acks.accepted.get_mut(&peer) {
             Some((v, t)) if *v == vote => *t = (*t).max(sent_at),
             // A late answer to a request of an older vote changes nothing.
@@ -215,6 +231,22 @@ mod tests {
         assert_eq!(acks.quorum_acked_at(1, &vote, &joint, now), Some(now - Duration::from_millis(100)));
         // A set without this node needs a majority of others.
         assert_eq!(acks.quorum_acked_at(9, &vote, &voters, now), Some(now - Duration::from_millis(300)));
+    }
+
+    #[test]
+    fn a_peer_asked_to_campaign_counts_only_for_requests_sent_after() {
+        let acks = LeaderAcks::new(Duration::from_secs(1));
+        let vote = Vote::new_committed(4, 1);
+        let voters = [set(&[1, 2])];
+        let now = Instant::now() + Duration::from_secs(10);
+        acks.acked(2, vote, now - Duration::from_millis(100));
+        assert!(acks.quorum_acked_at(1, &vote, &voters, now).is_some());
+        acks.forget_before(2, now - Duration::from_millis(50));
+        assert_eq!(acks.quorum_acked_at(1, &vote, &voters, now), None, "forgotten");
+        acks.acked(2, vote, now - Duration::from_millis(60));
+        assert_eq!(acks.quorum_acked_at(1, &vote, &voters, now), None, "a late answer to an older request");
+        acks.acked(2, vote, now - Duration::from_millis(40));
+        assert_eq!(acks.quorum_acked_at(1, &vote, &voters, now), Some(now - Duration::from_millis(40)));
     }
 
     #[test]

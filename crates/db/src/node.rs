@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 mod auth;
 mod backup;
+mod campaign_gate;
 mod error;
 mod forward;
 mod lease_memory;
@@ -91,9 +92,8 @@ struct NodeState {
     /// This node's clock as its answers to Raft requests stamp it (see
     /// `peer_clock`).
     clock: crate::peer_clock::LocalClock,
-    /// When this node last accepted an append of a primary's (`/raft/elect`
-    /// waits a lease after it).
-    primary_heard: Mutex<Option<tokio::time::Instant>>,
+    /// When this node may campaign on request (`/raft/elect`).
+    campaign_gate: campaign_gate::CampaignGate,
     /// Until then this node neither votes nor campaigns: a previous run of
     /// it had a longer lease (see `lease_memory`).
     votes_held_until: Option<tokio::time::Instant>,
@@ -345,7 +345,7 @@ impl DbNode {
             primary_word: Mutex::new(PrimaryWord::default()),
             clock: Default::default(),
             votes_held_until,
-            primary_heard: Mutex::new(None),
+            campaign_gate: Default::default(),
             transferring: AtomicBool::new(false),
             forward_writes: config.forward_writes,
             max_request_bytes: config.max_request_bytes,

@@ -18,6 +18,10 @@ use tokio::time::Instant;
 
 const FILE: &str = "lease-ms";
 
+/// A recorded lease longer than this is not one a node ran with (the
+/// configuration refuses election timeouts over 60 s): it is ignored.
+const LONGEST: Duration = Duration::from_secs(3600);
+
 /// What this run must do about the previous run's lease.
 #[derive(Debug, PartialEq)]
 pub(crate) enum LeaseHold {
@@ -33,12 +37,15 @@ pub(crate) enum LeaseHold {
 /// with `lease` that started at `started`.
 pub(crate) fn at_start(data_dir: &Path, lease: Duration, started: Instant) -> io::Result<LeaseHold> {
     let previous = match std::fs::read_to_string(data_dir.join(FILE)) {
-        Ok(text) => text.trim().parse::<u64>().ok().map(Duration::from_millis),
+        Ok(text) => text.trim().parse::<u64>().ok().map(Duration::from_millis).filter(|p| *p <= LONGEST),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
     match previous {
         Some(p) if p > lease => Ok(LeaseHold::Until(started + p)),
+        // Already recorded: nothing to write (a full disk or a read-only
+        // data dir does not stop a node whose lease did not change).
+        Some(p) if p == lease => Ok(LeaseHold::None),
         _ => record(data_dir, lease).map(|()| LeaseHold::None),
     }
 }
@@ -76,5 +83,13 @@ mod tests {
         assert_eq!(at_start(dir.path(), long, later).unwrap(), LeaseHold::None, "a longer lease holds nothing");
         std::fs::write(dir.path().join(FILE), "garbage").unwrap();
         assert_eq!(at_start(dir.path(), short, later).unwrap(), LeaseHold::None);
+        std::fs::write(dir.path().join(FILE), u64::MAX.to_string()).unwrap();
+        assert_eq!(at_start(dir.path(), short, later).unwrap(), LeaseHold::None, "no lease is that long");
+        // The same lease again writes nothing (a full disk or a read-only
+        // data dir does not matter then): the file is the same one.
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(dir.path().join(FILE)).unwrap().ino();
+        assert_eq!(at_start(dir.path(), short, later).unwrap(), LeaseHold::None);
+        assert_eq!(std::fs::metadata(dir.path().join(FILE)).unwrap().ino(), inode, "rewritten");
     }
 }

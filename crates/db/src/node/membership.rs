@@ -34,6 +34,11 @@ pub(super) enum TransferError {
     NoTakeover(NodeId),
 }
 
+/// How long a transfer's target may take to start its campaign: it waits
+/// until it has not heard from this node for its own lease (which may be
+/// longer than this node's).
+const ELECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl NodeState {
     pub(super) async fn promote(&self, body: Bytes, forwarded: bool) -> Resp {
         let req: NodeRef = match parse(&body) {
@@ -89,11 +94,15 @@ impl NodeState {
             .map_err(TransferError::Metrics)?;
         self.raft.runtime_config().heartbeat(false);
         tokio::time::sleep(self.lease + self.heartbeat * 2).await;
-        let reply = self
-            .raft_http
-            .post_json(raft_addr, "/raft/elect", &serde_json::json!({}), Duration::from_secs(2))
-            .await
-            .map_err(|source| TransferError::Campaign { target, source })?;
+        // The target campaigns once it has heard nothing from this node
+        // for its own lease (which may be longer than this node's), and
+        // whatever it accepted before: from now on none of its
+        // acceptances of earlier requests counts for this node's quorum,
+        // whatever the answer.
+        let asked = Instant::now();
+        let reply = self.raft_http.post_json(raft_addr, "/raft/elect", &serde_json::json!({}), ELECT_TIMEOUT).await;
+        self.leader_acks.forget_before(target, tokio::time::Instant::from_std(asked));
+        let reply = reply.map_err(|source| TransferError::Campaign { target, source })?;
         if reply.status != 200 {
             let reason = String::from_utf8_lossy(&reply.body).into_owned();
             return Err(TransferError::Refused { target, reason });
@@ -123,6 +132,11 @@ impl NodeState {
         };
         if self.metrics().state != ServerState::Leader {
             return self.to_primary("/v1/members/add", body, forwarded, true).await;
+        }
+        // A membership entry would reach the transfer's target while it
+        // decides to campaign.
+        if self.transferring.load(Ordering::SeqCst) {
+            return ApiError::Transferring.response();
         }
         if req.node_id == 0 {
             return bad_request("node_id must be at least 1");
@@ -177,6 +191,9 @@ impl NodeState {
         let m = self.metrics();
         if m.state != ServerState::Leader {
             return self.to_primary("/v1/members/remove", body, forwarded, true).await;
+        }
+        if self.transferring.load(Ordering::SeqCst) {
+            return ApiError::Transferring.response();
         }
         if m.membership_config.membership().get_node(&req.node_id).is_none() {
             return bad_request(format!("node {} is not a member", req.node_id));

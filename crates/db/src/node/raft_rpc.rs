@@ -69,6 +69,10 @@ impl NodeState {
         }
         #[cfg(test)]
         let last_sent = rpc.entries.last().map(|e| e.log_id.index);
+        let Some(pass) = self.campaign_gate.append() else {
+            let why = "this node is starting a campaign for leadership";
+            return json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "error": why }));
+        };
         let res = self.appends.append(rpc).await;
         #[cfg(test)]
         if res.is_ok() {
@@ -76,7 +80,7 @@ impl NodeState {
         }
         if let Ok(ok) = &res {
             if !matches!(ok, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
-                *self.primary_heard.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+                pass.answered();
                 if let Some(hint) = hint {
                     let applied = self.applied.borrow().index;
                     self.primary_word.lock().unwrap_or_else(|p| p.into_inner()).record(hint, applied);
@@ -100,26 +104,27 @@ impl NodeState {
         }
     }
 
-    /// Campaign at once (a leadership transfer's last step). openraft's
-    /// trigger campaigns whatever this node accepted before, while the
-    /// primary may count that acceptance for this node's lease: so not
-    /// within the lease after this node last accepted a request of a
-    /// primary's. A transfer waits a lease without heartbeats first, and
-    /// sends nothing else meanwhile.
+    /// Campaign (a leadership transfer's last step), once a lease has
+    /// passed since this node last answered an append of a primary's and
+    /// none is in flight (see `campaign_gate`): at most `ELECT_WAIT_LEASES`
+    /// leases and a second from now, else 503.
     pub(super) async fn raft_elect(&self) -> Resp {
-        let heard = *self.primary_heard.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ago) = heard.map(|t| t.elapsed()).filter(|ago| *ago < self.lease) {
-            let why = format!("accepted a primary's request {ago:?} ago, within the leader lease {:?}", self.lease);
-            tracing::info!("not campaigning: {why}");
-            return json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "error": why }));
-        }
         tracing::info!("asked to campaign for leadership");
-        match self.raft.trigger().elect().await {
-            Ok(()) => json(StatusCode::OK, &serde_json::json!({"electing": true})),
-            Err(e) => ApiError::Stopped(e.to_string()).response(),
+        let limit = self.lease * ELECT_WAIT_LEASES + std::time::Duration::from_secs(1);
+        match self.campaign_gate.campaign(self.lease, limit, || async { self.raft.trigger().elect().await }).await {
+            Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({"electing": true})),
+            Ok(Err(e)) => ApiError::Stopped(e.to_string()).response(),
+            Err(no) => {
+                tracing::info!("not campaigning: {no}");
+                json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "error": no.to_string() }))
+            }
         }
     }
 }
+
+/// How many of its leases a node asked to campaign waits, at most, for
+/// its primary to fall silent.
+const ELECT_WAIT_LEASES: u32 = 2;
 
 /// The primary's word on a Raft request: its applied index, dated by the
 /// stamp of this node's it echoes. The primary made the hint after it

@@ -49,3 +49,24 @@ async fn a_primary_handing_over_confirms_no_read_and_claims_no_quorum() {
     wait_for("node 2 leads", WAIT, || async { get(nodes[1].addr, "/primary").await.map(|r| r.0) == Some(200) }).await;
     super::stop_all(nodes);
 }
+
+/// A target whose lease is longer than its primary's waits out its own
+/// lease before it campaigns, and the transfer succeeds (when the other
+/// voters' timers give it the time: node 3 here waits longer still; a
+/// voter whose lease and election timeout end before the target's lease
+/// wins instead, and the transfer reports it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_to_a_node_with_a_longer_lease_waits_for_it() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut configs = quick_configs(&dirs, 3);
+    for (node, timeout) in [(1, 1), (2, 3)] {
+        configs[node].0.election_timeout = Duration::from_secs(timeout);
+        configs[node].0.write_timeout = Duration::from_secs(10);
+    }
+    let nodes = cluster(configs).await;
+    let r = http().post_json(&nodes[0].addr.to_string(), "/v1/promote", &serde_json::json!({"node_id": 2}), WAIT).await;
+    let r = r.unwrap();
+    assert_eq!(r.status, 200, "the transfer: {}", String::from_utf8_lossy(&r.body));
+    wait_for("node 2 leads", WAIT, || async { get(nodes[1].addr, "/primary").await.map(|r| r.0) == Some(200) }).await;
+    super::stop_all(nodes);
+}
