@@ -74,6 +74,15 @@ impl Process {
         Self::spawn(cmd, dir, config_path)
     }
 
+    /// Run `bulwark up` with `topology`, every port chosen by the system
+    /// (`--port-base 0`), its state in `data_dir`; returns once every role
+    /// is ready.
+    pub fn up(topology: &Path, data_dir: &Path) -> Process {
+        let mut cmd = Command::new(bulwark_bin());
+        cmd.args(["up", "--port-base", "0", "-c"]).arg(topology).arg("--data-dir").arg(data_dir);
+        Self::spawn(cmd, tempfile::tempdir().expect("tempdir"), topology.to_path_buf())
+    }
+
     /// Run an arbitrary prepared command that prints a ready line.
     pub fn spawn(mut cmd: Command, dir: tempfile::TempDir, config_path: PathBuf) -> Process {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());

@@ -1,0 +1,68 @@
+//! The topology a test hands `bulwark up`: a site's hosts and the roles on
+//! each, and the site-wide sections (`[lb]`, `[backup]`, ...).
+
+use super::{str_value, toml_value, typed_value};
+use bulwark_config::backup::BackupSettings;
+use bulwark_config::topology::RoleKind;
+use toml::{Table, Value};
+
+/// A topology config (`bulwark up -c`).
+#[derive(Debug, Clone)]
+pub struct TopologyConfig {
+    top: Table,
+    hosts: Vec<Table>,
+}
+
+impl TopologyConfig {
+    /// The site `name`, no host yet.
+    pub fn new(name: &str) -> TopologyConfig {
+        let mut top = Table::new();
+        top.insert("name".into(), str_value(name));
+        TopologyConfig { top, hosts: Vec::new() }
+    }
+
+    /// The lb serves plain HTTP only (`[lb] tls = false`).
+    pub fn plain_http(mut self) -> TopologyConfig {
+        let mut lb = Table::new();
+        lb.insert("tls".into(), Value::Boolean(false));
+        self.top.insert("lb".into(), Value::Table(lb));
+        self
+    }
+
+    /// One more `[[host]]` named `name` running `roles` (name, kind).
+    pub fn host(mut self, name: &str, roles: &[(&str, RoleKind)]) -> TopologyConfig {
+        let roles = roles
+            .iter()
+            .map(|(role, kind)| {
+                let mut r = Table::new();
+                r.insert("name".into(), str_value(role));
+                r.insert("kind".into(), typed_value("kind", kind));
+                Value::Table(r)
+            })
+            .collect();
+        let mut host = Table::new();
+        host.insert("name".into(), str_value(name));
+        host.insert("role".into(), Value::Array(roles));
+        self.hosts.push(host);
+        self
+    }
+
+    /// Scheduled backups.
+    pub fn backup(mut self, settings: &BackupSettings) -> TopologyConfig {
+        self.top.insert("backup".into(), typed_value("backup", settings));
+        self
+    }
+
+    /// Set a top-level `key` to a TOML value (`port_base`, `[firewall]`
+    /// as an inline table, ...).
+    pub fn set(mut self, key: &str, raw: &str) -> TopologyConfig {
+        self.top.insert(key.into(), toml_value(key, raw));
+        self
+    }
+
+    pub fn to_toml(&self) -> String {
+        let mut t = self.top.clone();
+        t.insert("host".into(), Value::Array(self.hosts.iter().cloned().map(Value::Table).collect()));
+        toml::to_string(&t).expect("a TOML table renders")
+    }
+}
