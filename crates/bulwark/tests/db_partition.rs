@@ -22,7 +22,7 @@ fn isolated_primary_inside_netns() {
     sh("ip", &["link", "set", "lo", "up"]);
     let rt = rt();
     let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
-    let c = Cluster::start(&rt, &ips, "");
+    let c = Cluster::start(&rt, &ips);
     assert_eq!(c.wait_primary(), 1);
     exec(&rt, &c.client, "CREATE TABLE t (v TEXT)", vec![]);
     exec(&rt, &c.client, "INSERT INTO t VALUES ('before')", vec![]);

@@ -9,7 +9,7 @@ use bulwark_db_api::DbRole;
 use bulwark_db_api::{Rows, Value};
 use bulwark_testkit::{metric_value, request, wait_until, Process};
 use db_common::*;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,22 +19,11 @@ fn now_ms() -> u64 {
 }
 
 fn bulwark_db(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bulwark")).arg("db").args(args).env("BULWARK_DB_SECRET", SECRET).output().unwrap()
+    db_command(args)
 }
 
 fn ok(out: Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{:?}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn free_port() -> String {
-    std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().to_string()
+    serde_json::from_slice(&succeeded(out).stdout).unwrap()
 }
 
 fn metrics(addr: std::net::SocketAddr) -> String {
@@ -58,19 +47,15 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
     let archive = dir.path().join("archive");
     // Snapshots every 200 entries: the log purges all along, and only the
     // archive keeps what it purges.
-    let extra = "snapshot_every = 200";
     let data = tempfile::tempdir().unwrap();
-    let p = Process::start_with(
-        "db",
-        &config(1, "127.0.0.1:0", "127.0.0.1:0", data.path(), true, extra),
-        &["--archive-log", archive.to_str().unwrap()],
-    );
-    let first = DbProc::running(1, "127.0.0.1", data, p, extra);
+    let cfg = config(1, "127.0.0.1", data.path()).bootstrap(true).snapshot_every(200);
+    let p = Process::start_with("db", &cfg.to_toml(), &["--archive-log", archive.to_str().unwrap()]);
+    let first = DbProc::running(data, p, cfg);
     wait_until("node 1 becomes primary", || first.status().is_some_and(|s| s.role == DbRole::Primary));
     let seed = bulwark_db_api::Client::new([first.addr.to_string()], SECRET);
     let mut nodes = vec![first];
     for id in [2, 3] {
-        let n = DbProc::start(id, "127.0.0.1", false, extra);
+        let n = DbProc::start_tuned(id, "127.0.0.1", |c| c.snapshot_every(200));
         n.join(&rt, &seed, true);
         nodes.push(n);
     }
@@ -125,8 +110,8 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
     let target_ms = delete_ms - 1000;
     let target = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(target_ms)).to_string();
     let restored_dir = tempfile::tempdir().unwrap();
-    let address = free_port();
-    let raft_address = std::iter::repeat_with(free_port).find(|a| *a != address).unwrap();
+    let address = free_port("127.0.0.1");
+    let raft_address = std::iter::repeat_with(|| free_port("127.0.0.1")).find(|a| *a != address).unwrap();
     let out = ok(bulwark_db(&[
         "restore",
         "--from",
@@ -147,8 +132,10 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
     let restored_index = out["log_index"].as_u64().unwrap();
     assert!(restored_index > backup_index && restored_index < deleted.token.index, "{out}");
 
-    let p = Process::start("db", &config(1, &address, &raft_address, restored_dir.path(), false, ""));
-    let node = DbProc::running(1, "127.0.0.1", restored_dir, p, "");
+    let cfg = config(1, "127.0.0.1", restored_dir.path())
+        .listen(address.parse().unwrap())
+        .raft_listen(raft_address.parse().unwrap());
+    let node = DbProc::launch(restored_dir, cfg);
     wait_until("the restored node is a primary", || {
         node.status().is_some_and(|s| s.role == DbRole::Primary && s.quorum)
     });
