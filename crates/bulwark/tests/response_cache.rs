@@ -4,6 +4,7 @@
 //! answers while the app is stopped, PURGE empties it, /metrics counts;
 //! within `stale-while-revalidate` a stale page answers at once while one
 //! background request refreshes it.
+use bulwark_testkit::config::WebConfig;
 use bulwark_testkit::{get, request, Process};
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -155,18 +156,16 @@ impl Drop for App {
 }
 
 fn web(app: SocketAddr, root: &std::path::Path) -> Process {
-    web_with(app, root, "")
+    web_with(app, root, &[])
 }
 
-/// `route` adds keys to the `[[proxy]]` route.
-fn web_with(app: SocketAddr, root: &std::path::Path, route: &str) -> Process {
-    Process::start(
-        "web",
-        &format!(
-            "listen = [\"127.0.0.1:0\"]\nroot = \"{}\"\nthreads = 2\n[response_cache]\nenabled = true\npurge_token = \"purge-token-0123456789\"\n[[proxy]]\nprefix = \"/api/\"\nservers = [\"{app}\"]\n{route}",
-            root.display()
-        ),
-    )
+/// `route` adds keys to the `[[proxy]]` route (TOML values).
+fn web_with(app: SocketAddr, root: &std::path::Path, route: &[(&str, &str)]) -> Process {
+    let config = WebConfig::new(root)
+        .threads(2)
+        .set("response_cache", r#"{ enabled = true, purge_token = "purge-token-0123456789" }"#)
+        .proxy_with("/api/", &[app], route);
+    Process::start("web", &config.to_toml())
 }
 
 #[test]
@@ -370,7 +369,7 @@ fn background_refreshes_are_bounded() {
 fn a_background_refresh_that_never_ends_is_abandoned() {
     let app = App::start();
     let root = tempfile::tempdir().unwrap();
-    let web = web_with(app.addr, root.path(), "server_timeout = \"1s\"\n");
+    let web = web_with(app.addr, root.path(), &[("server_timeout", "\"1s\"")]);
     let http = web.addr("http");
     assert_eq!(get(http, "/api/hang").unwrap().header("x-cache"), Some("MISS"));
     app.gated.store(true, Ordering::SeqCst);

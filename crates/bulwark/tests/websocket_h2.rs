@@ -149,6 +149,11 @@ fn lb_before_echo_server() -> (EchoServer, Process, std::path::PathBuf, tempfile
     (server, lb, cert, dir)
 }
 
+/// The lb's metric `name` of server `a`.
+fn server_metric(lb: &Process, name: &str) -> f64 {
+    metric_value(&get(lb.addr("admin"), "/metrics").unwrap().text(), name, &[("server", "a")])
+}
+
 #[test]
 fn a_websocket_over_an_http2_stream_reaches_an_http1_server() {
     let (server, lb, cert, _dir) = lb_before_echo_server();
@@ -167,8 +172,7 @@ fn a_websocket_over_an_http2_stream_reaches_an_http1_server() {
     assert!(h.contains("\r\nhost: localhost:"), "{h}");
 
     // Counted as a tunnel of the server.
-    let metric =
-        |name: &str| metric_value(&get(lb.addr("admin"), "/metrics").unwrap().text(), name, &[("server", "a")]);
+    let metric = |name: &str| server_metric(&lb, name);
     assert_eq!(metric("bulwark_lb_tunnels_total"), 1.0);
     wait_until("no tunnel open", || metric("bulwark_lb_tunnels_open") == 0.0);
 }
@@ -185,8 +189,7 @@ fn a_server_that_does_not_switch_is_no_websocket_over_http2() {
     assert!(out.starts_with("status 502 protocol -\n"), "{out}");
     let out = h2_client_output(port, &cert, "/forbidden", 0);
     assert_eq!(out, "status 403 protocol -\n");
-    let metric =
-        |name: &str| metric_value(&get(lb.addr("admin"), "/metrics").unwrap().text(), name, &[("server", "a")]);
+    let metric = |name: &str| server_metric(&lb, name);
     assert_eq!(metric("bulwark_lb_tunnels_total"), 0.0);
     wait_until("no tunnel open", || metric("bulwark_lb_tunnels_open") == 0.0);
 }
@@ -197,15 +200,7 @@ fn a_server_that_does_not_switch_is_no_websocket_over_http2() {
 /// tell the client its tunnel was open.
 #[test]
 fn a_plain_connect_is_refused_not_relayed() {
-    let server = EchoServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = bulwark_lb::tls::ensure_self_signed(dir.path(), &["localhost".to_string()]).unwrap();
-    let config = LbConfig::new()
-        .admin()
-        .frontend(FrontendConfig::http("https", "app").tls(&cert, &key))
-        .backend(BackendConfig::new("app").server("a", server.addr))
-        .to_toml();
-    let lb = Process::start("lb", &config);
+    let (_server, lb, cert, _dir) = lb_before_echo_server();
     let out = h2_client_output(lb.addr("https").port(), &cert, "-", 0);
     assert_eq!(out, "status 405 protocol -\n");
 }
