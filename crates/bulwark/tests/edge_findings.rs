@@ -237,6 +237,53 @@ fn h2_connect(lb: &Process, dir: &Path, settings: &[(u16, u32)]) -> bulwark_test
     tls
 }
 
+/// What a test does with a frame of stream 1.
+enum Step {
+    /// Send these bytes and read on.
+    Reply(Vec<u8>),
+    Next,
+    /// The exchange is complete.
+    Done,
+}
+
+/// Read frames on `tls` as an HTTP/2 client until the exchange ends, and
+/// say how: `"done"` when `on_stream` says so, else what ended it (a reset
+/// of stream 1, a GOAWAY, a closed connection, or `limit` passed since
+/// `start`). SETTINGS and PING are acknowledged; `on_stream` gets every
+/// other frame of stream 1 (kind, flags, payload).
+fn converse(
+    tls: &mut bulwark_testkit::tls::TlsStream,
+    start: Instant,
+    limit: Duration,
+    mut on_stream: impl FnMut(u8, u8, &[u8]) -> Step,
+) -> String {
+    loop {
+        if start.elapsed() > limit {
+            return format!("still running after {limit:?}");
+        }
+        let (kind, flags, stream, payload) = match next_frame(tls) {
+            Err(()) => return "the connection was closed".into(),
+            Ok(None) => continue,
+            Ok(Some(f)) => f,
+        };
+        let reply = match kind {
+            SETTINGS if flags & 1 == 0 => frame(SETTINGS, 1, 0, &[]),
+            PING if flags & 1 == 0 => frame(PING, 1, 0, &payload),
+            RST_STREAM if stream == 1 => return "the stream was reset".into(),
+            GOAWAY => return "the lb sent GOAWAY".into(),
+            _ if stream == 1 => match on_stream(kind, flags, &payload) {
+                Step::Reply(bytes) => bytes,
+                Step::Next => continue,
+                Step::Done => return "done".into(),
+            },
+            _ => continue,
+        };
+        if tls.write_all(&reply).is_err() {
+            return "the connection was closed".into();
+        }
+    }
+}
+
 fn window_update(stream: u32, n: u32) -> Vec<u8> {
     frame(WINDOW_UPDATE, 0, stream, &n.to_be_bytes())
 }
@@ -357,44 +404,27 @@ fn a_steady_http2_reader_with_the_default_window_is_not_cut_off() {
     let rate = 128.0 * 1024.0; // bytes per second
     let start = Instant::now();
     let mut got = 0usize;
-    let outcome = loop {
-        if start.elapsed() > Duration::from_secs(40) {
-            break "still running after 40 s";
+    let outcome = converse(&mut tls, start, Duration::from_secs(40), |kind, flags, payload| {
+        if kind != DATA {
+            return Step::Next;
         }
-        let (kind, flags, stream, payload) = match next_frame(&mut tls) {
-            Err(()) => break "the connection was closed",
-            Ok(None) => continue,
-            Ok(Some(f)) => f,
-        };
-        let reply = match kind {
-            SETTINGS if flags & 1 == 0 => frame(SETTINGS, 1, 0, &[]),
-            PING if flags & 1 == 0 => frame(PING, 1, 0, &payload),
-            RST_STREAM if stream == 1 => break "the stream was reset",
-            GOAWAY => break "the lb sent GOAWAY",
-            DATA if stream == 1 => {
-                got += payload.len();
-                if flags & 1 != 0 {
-                    break "done";
-                }
-                // Consume at `rate`, then give the window back.
-                let due = start + Duration::from_secs_f64(got as f64 / rate);
-                if let Some(d) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(d);
-                }
-                let n = payload.len() as u32;
-                if n == 0 {
-                    continue;
-                }
-                [window_update(1, n), window_update(0, n)].concat()
-            }
-            _ => continue,
-        };
-        if tls.write_all(&reply).is_err() {
-            break "the connection was closed";
+        got += payload.len();
+        if flags & 1 != 0 {
+            return Step::Done;
         }
-    };
+        // Consume at `rate`, then give the window back.
+        let due = start + Duration::from_secs_f64(got as f64 / rate);
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        let n = payload.len() as u32;
+        if n == 0 {
+            return Step::Next;
+        }
+        Step::Reply([window_update(1, n), window_update(0, n)].concat())
+    });
     assert_eq!(
-        (outcome, got),
+        (outcome.as_str(), got),
         ("done", big.len()),
         "a client reading at 128 KB/s with a 64 KB window, after {:?}",
         start.elapsed()
@@ -432,34 +462,17 @@ fn an_http2_stream_waiting_on_a_slow_server_is_not_cut_off() {
     tls.write_all(&get_headers("/events")).unwrap();
     let start = Instant::now();
     let mut body = Vec::new();
-    let outcome = loop {
-        if start.elapsed() > Duration::from_secs(20) {
-            break "still running after 20 s";
+    let outcome = converse(&mut tls, start, Duration::from_secs(20), |kind, flags, payload| match kind {
+        HEADERS | DATA if flags & 1 != 0 => {
+            body.extend_from_slice(if kind == DATA { payload } else { &[] });
+            Step::Done
         }
-        let (kind, flags, stream, payload) = match next_frame(&mut tls) {
-            Err(()) => break "the connection was closed",
-            Ok(None) => continue,
-            Ok(Some(f)) => f,
-        };
-        let reply = match kind {
-            SETTINGS if flags & 1 == 0 => frame(SETTINGS, 1, 0, &[]),
-            PING if flags & 1 == 0 => frame(PING, 1, 0, &payload),
-            RST_STREAM if stream == 1 => break "the stream was reset",
-            GOAWAY => break "the lb sent GOAWAY",
-            HEADERS | DATA if stream == 1 && flags & 1 != 0 => {
-                body.extend_from_slice(if kind == DATA { &payload } else { &[] });
-                break "done";
-            }
-            DATA if stream == 1 => {
-                body.extend_from_slice(&payload);
-                continue;
-            }
-            _ => continue,
-        };
-        if tls.write_all(&reply).is_err() {
-            break "the connection was closed";
+        DATA => {
+            body.extend_from_slice(payload);
+            Step::Next
         }
-    };
-    assert_eq!((outcome, &body[..]), ("done", &b"event\n"[..]), "after {:?}", start.elapsed());
+        _ => Step::Next,
+    });
+    assert_eq!((outcome.as_str(), &body[..]), ("done", &b"event\n"[..]), "after {:?}", start.elapsed());
     assert!(start.elapsed() >= Duration::from_secs(3), "the server's pauses were waited out");
 }

@@ -25,36 +25,21 @@ struct Site {
 }
 
 impl Site {
-    fn get(&self, path: &str) -> (u16, String) {
-        curl(&[
-            "--cacert",
-            &self.ca,
-            "--resolve",
-            &self.resolve,
-            "-b",
-            &self.jar,
-            "-c",
-            &self.jar,
-            &format!("{}{path}", self.url),
-        ])
+    /// curl `path` of the site with `args` before the URL: the site's CA,
+    /// its name resolved to the lb, the cookie jar read and written.
+    fn curl(&self, args: &[&str], path: &str) -> (u16, String) {
+        let site = ["--cacert", &self.ca, "--resolve", &self.resolve, "-b", &self.jar, "-c", &self.jar];
+        let url = format!("{}{path}", self.url);
+        curl(&[&site[..], args, &[&url]].concat())
     }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        self.curl(&[], path)
+    }
+
     fn post(&self, author: &str, text: &str) -> (u16, String) {
         let body = serde_json::json!({ "author": author, "text": text }).to_string();
-        curl(&[
-            "--cacert",
-            &self.ca,
-            "--resolve",
-            &self.resolve,
-            "-b",
-            &self.jar,
-            "-c",
-            &self.jar,
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &body,
-            &format!("{}/api/messages", self.url),
-        ])
+        self.curl(&["-H", "Content-Type: application/json", "--data", &body], "/api/messages")
     }
 }
 
