@@ -191,25 +191,11 @@ fn a_backup_under_load_restores_into_a_new_cluster() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not empty"));
 
     let data = tempfile::tempdir().unwrap();
-    let address = free_port("127.0.0.1");
-    let raft_address = std::iter::repeat_with(|| free_port("127.0.0.1")).find(|a| *a != address).unwrap();
-    let out = bulwark_db(&[
-        "restore",
-        "--from",
-        file.to_str().unwrap(),
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "--node-id",
-        "1",
-        "--address",
-        &address,
-        "--raft-address",
-        &raft_address,
-    ]);
+    let node = RestoredNode::new();
+    let out = succeeded(node.restore(&file, &["--data-dir", data.path().to_str().unwrap()]));
     let restored: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(restored["log_index"].as_u64(), Some(index), "{restored}");
-    let cfg =
-        config(1, "127.0.0.1", data.path()).listen(address.parse().unwrap()).raft_listen(raft_address.parse().unwrap());
+    let cfg = node.config(data.path());
     let new = DbProc::launch(data, cfg);
     wait_until("the restored node is a primary", || {
         new.status().is_some_and(|s| s.role == DbRole::Primary && s.quorum)

@@ -157,10 +157,34 @@ pub fn succeeded(out: std::process::Output) -> std::process::Output {
     out
 }
 
-/// An address free on `ip` now (a node restored offline needs its
-/// address before it starts: the backup's membership names it).
-pub fn free_port(ip: &str) -> String {
-    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().to_string()
+/// Node 1 restored offline from a backup by `bulwark db restore`: the
+/// addresses it will listen on, free when chosen (the restore writes them
+/// into the node's membership, before the node starts).
+pub struct RestoredNode {
+    pub api: String,
+    pub raft: String,
+}
+
+impl RestoredNode {
+    pub fn new() -> RestoredNode {
+        let free = || std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().to_string();
+        let api = free();
+        let raft = std::iter::repeat_with(free).find(|a| *a != api).unwrap();
+        RestoredNode { api, raft }
+    }
+
+    /// `bulwark db restore --from backup` as this node, with `more`
+    /// arguments (`--data-dir`, `--to-time`, ...).
+    pub fn restore(&self, backup: &Path, more: &[&str]) -> std::process::Output {
+        let node = ["--node-id", "1", "--address", &self.api, "--raft-address", &self.raft];
+        let from = ["restore", "--from", backup.to_str().unwrap()];
+        db_command(&[&from[..], &node, more].concat())
+    }
+
+    /// The node's config, its data restored into `data`.
+    pub fn config(&self, data: &Path) -> DbConfig {
+        config(1, "127.0.0.1", data).listen(self.api.parse().unwrap()).raft_listen(self.raft.parse().unwrap())
+    }
 }
 
 pub fn tail(s: &str) -> String {
