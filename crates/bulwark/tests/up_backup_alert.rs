@@ -4,7 +4,7 @@
 //! came within `max_age_alert`, and `archive_log = true` has the db node
 //! archive its log into `dir/archive` all the same.
 use bulwark_testkit::config::{BackupSettings, BackupSource, RoleKind, TopologyConfig};
-use bulwark_testkit::{request, wait_until, Process};
+use bulwark_testkit::{get_json, wait_until, Process};
 use std::time::Duration;
 
 #[test]
@@ -25,24 +25,14 @@ fn failing_scheduled_backups_raise_backup_too_old_on_the_overview() {
     std::fs::write(&topology, config.to_toml()).unwrap();
     let up = Process::up(&topology, &data.path().join("run"));
     let monitor = std::fs::read_to_string(data.path().join("run/secrets/monitor")).unwrap();
-    let auth = format!("Bearer {}", monitor.trim());
-    let status_addr = up.addr("backup.http");
-    let status = || {
-        let r = request(status_addr, "GET", "/v1/status", &[("Authorization", &auth)], b"").unwrap();
-        serde_json::from_str::<serde_json::Value>(&r.text()).unwrap()
-    };
+    let status = || get_json(up.addr("backup.http"), "/v1/status", monitor.trim());
     wait_until("failed scheduled backups", || status()["failures_total"].as_u64().unwrap_or(0) >= 2);
     let s = status();
     assert!(s["last_good_ms"].is_null() && s["backups_total"] == 0, "{s}");
     assert!(s["last_error"].as_str().unwrap_or_default().contains("no replica"), "{s}");
 
     let token = std::fs::read_to_string(data.path().join("run/admin.token")).unwrap();
-    let admin = up.addr("lb1.admin");
-    let bearer = format!("Bearer {}", token.trim());
-    let overview = || {
-        let r = request(admin, "GET", "/api/overview", &[("Authorization", &bearer)], b"").unwrap();
-        serde_json::from_str::<serde_json::Value>(&r.text()).unwrap()
-    };
+    let overview = || get_json(up.addr("lb1.admin"), "/api/overview", token.trim());
     let mut alert = serde_json::Value::Null;
     wait_until("BackupTooOld on the overview", || {
         let o = overview();

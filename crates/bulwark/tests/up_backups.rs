@@ -4,7 +4,7 @@
 //! failure count, and the lb's overview shows the backup's age and the
 //! disk-space alert of the db nodes.
 use bulwark_testkit::config::{BackupSettings, RoleKind, TopologyConfig};
-use bulwark_testkit::{bulwark_bin, request, wait_until, Process};
+use bulwark_testkit::{bulwark_bin, get_json, request, wait_until, Process};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -77,12 +77,7 @@ fn up_takes_scheduled_backups_that_restore_and_prunes_to_keep() {
     // The lb's overview: the backup's age, and every db node below the
     // disk-space threshold.
     let token = std::fs::read_to_string(data.path().join("run/admin.token")).unwrap();
-    let admin = up.addr("lb1.admin");
-    let bearer = format!("Bearer {}", token.trim());
-    let overview = || {
-        let r = request(admin, "GET", "/api/overview", &[("Authorization", &bearer)], b"").unwrap();
-        serde_json::from_str::<serde_json::Value>(&r.text()).unwrap()
-    };
+    let overview = || get_json(up.addr("lb1.admin"), "/api/overview", token.trim());
     wait_until("the backup's age on the overview", || {
         let o = overview();
         o["nodes"].as_array().unwrap().iter().any(|n| n["name"] == "backup" && n["backup"]["age_seconds"].is_number())

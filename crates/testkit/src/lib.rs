@@ -399,6 +399,15 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
     raw_request(addr, format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
 }
 
+/// `GET path` with `Authorization: Bearer token`: the answer's body as
+/// JSON (a panic, with the body, if it is not).
+pub fn get_json(addr: SocketAddr, path: &str, token: &str) -> serde_json::Value {
+    let bearer = format!("Bearer {token}");
+    let r = request(addr, "GET", path, &[("Authorization", &bearer)], b"")
+        .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}: {}", r.text()))
+}
+
 /// Request with method, path, extra header lines and a body.
 pub fn request(
     addr: SocketAddr,

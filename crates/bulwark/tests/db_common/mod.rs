@@ -261,6 +261,19 @@ impl Cluster {
     }
 }
 
+/// Inside a private network namespace: loopback up, three nodes on
+/// 127.0.0.11-13 with node 1 the primary, and table `t` holding the row
+/// `before`; the cluster and the nodes' addresses (for iptables).
+pub fn three_node_cluster_with_a_row(rt: &tokio::runtime::Runtime) -> (Cluster, [&'static str; 3]) {
+    bulwark_testkit::netns::sh("ip", &["link", "set", "lo", "up"]);
+    let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
+    let c = Cluster::start(rt, &ips);
+    assert_eq!(c.wait_primary(), 1);
+    exec(rt, &c.client, "CREATE TABLE t (v TEXT)", vec![]);
+    exec(rt, &c.client, "INSERT INTO t VALUES ('before')", vec![]);
+    (c, ips)
+}
+
 pub fn exec(
     rt: &tokio::runtime::Runtime,
     c: &Client,
