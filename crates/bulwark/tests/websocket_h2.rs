@@ -149,9 +149,12 @@ fn lb_before_echo_server() -> (EchoServer, Process, std::path::PathBuf, tempfile
     (server, lb, cert, dir)
 }
 
-/// The lb's metric `name` of server `a`.
-fn server_metric(lb: &Process, name: &str) -> f64 {
-    metric_value(&get(lb.addr("admin"), "/metrics").unwrap().text(), name, &[("server", "a")])
+/// The lb counted `total` tunnels to server `a`, and none stays open.
+fn assert_tunnels(lb: &Process, total: f64) {
+    let metric =
+        |name: &str| metric_value(&get(lb.addr("admin"), "/metrics").unwrap().text(), name, &[("server", "a")]);
+    assert_eq!(metric("bulwark_lb_tunnels_total"), total);
+    wait_until("no tunnel open", || metric("bulwark_lb_tunnels_open") == 0.0);
 }
 
 #[test]
@@ -172,9 +175,7 @@ fn a_websocket_over_an_http2_stream_reaches_an_http1_server() {
     assert!(h.contains("\r\nhost: localhost:"), "{h}");
 
     // Counted as a tunnel of the server.
-    let metric = |name: &str| server_metric(&lb, name);
-    assert_eq!(metric("bulwark_lb_tunnels_total"), 1.0);
-    wait_until("no tunnel open", || metric("bulwark_lb_tunnels_open") == 0.0);
+    assert_tunnels(&lb, 1.0);
 }
 
 /// A server that answers the handshake with a 2xx other than 101 did not
@@ -189,9 +190,7 @@ fn a_server_that_does_not_switch_is_no_websocket_over_http2() {
     assert!(out.starts_with("status 502 protocol -\n"), "{out}");
     let out = h2_client_output(port, &cert, "/forbidden", 0);
     assert_eq!(out, "status 403 protocol -\n");
-    let metric = |name: &str| server_metric(&lb, name);
-    assert_eq!(metric("bulwark_lb_tunnels_total"), 0.0);
-    wait_until("no tunnel open", || metric("bulwark_lb_tunnels_open") == 0.0);
+    assert_tunnels(&lb, 0.0);
 }
 
 /// A plain CONNECT (no `:protocol`) asks for a tunnel to the host it

@@ -160,7 +160,7 @@ fn a_topology_says_what_the_builder_was_told() {
     let c = TopologyConfig::new("site")
         .plain_http()
         .host("one", &[("lb1", RoleKind::Lb), ("web1", RoleKind::Web), ("app1", RoleKind::App)])
-        .host("two", &[("db1", RoleKind::Db)])
+        .host_at("two", "10.0.0.2".parse().unwrap(), &[("db1", RoleKind::Db)])
         .backup(&backup);
     let text = c.to_toml();
     let parsed: bulwark_config::topology::Topology =
@@ -170,6 +170,8 @@ fn a_topology_says_what_the_builder_was_told() {
     assert_eq!(parsed.hosts.len(), 2);
     assert_eq!(parsed.hosts[0].roles.len(), 3);
     assert_eq!(parsed.hosts[1].roles[0].kind, RoleKind::Db);
+    assert_eq!(parsed.hosts[0].address.to_string(), "127.0.0.1");
+    assert_eq!(parsed.hosts[1].address.to_string(), "10.0.0.2");
     assert_eq!(parsed.backup.as_ref(), Some(&backup));
 }
 

@@ -4,6 +4,7 @@
 use super::{str_value, toml_value, typed_value};
 use bulwark_config::backup::BackupSettings;
 use bulwark_config::topology::RoleKind;
+use std::net::IpAddr;
 use toml::{Table, Value};
 
 /// A topology config (`bulwark up -c`).
@@ -30,7 +31,17 @@ impl TopologyConfig {
     }
 
     /// One more `[[host]]` named `name` running `roles` (name, kind).
-    pub fn host(mut self, name: &str, roles: &[(&str, RoleKind)]) -> TopologyConfig {
+    pub fn host(self, name: &str, roles: &[(&str, RoleKind)]) -> TopologyConfig {
+        self.host_with(name, None, roles)
+    }
+
+    /// One more `[[host]]` at `address` (its machine's address on the
+    /// site's network) running `roles`.
+    pub fn host_at(self, name: &str, address: IpAddr, roles: &[(&str, RoleKind)]) -> TopologyConfig {
+        self.host_with(name, Some(address), roles)
+    }
+
+    fn host_with(mut self, name: &str, address: Option<IpAddr>, roles: &[(&str, RoleKind)]) -> TopologyConfig {
         let roles = roles
             .iter()
             .map(|(role, kind)| {
@@ -42,6 +53,9 @@ impl TopologyConfig {
             .collect();
         let mut host = Table::new();
         host.insert("name".into(), str_value(name));
+        if let Some(a) = address {
+            host.insert("address".into(), str_value(a));
+        }
         host.insert("role".into(), Value::Array(roles));
         self.hosts.push(host);
         self
