@@ -3,7 +3,7 @@
 //! data directory, logs, secrets and keys are private to the user running
 //! `up`, and the control socket serves only that user and root, checked
 //! with real processes, real files and a real second user (`nobody`).
-use bulwark_testkit::config::{BackendConfig, DbConfig, FrontendConfig, LbConfig};
+use bulwark_testkit::config::{BackendConfig, DbConfig, FrontendConfig, LbConfig, RoleKind, TopologyConfig};
 use bulwark_testkit::{bulwark_bin, Process, PATIENCE};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -109,13 +109,10 @@ fn an_admin_listener_off_loopback_needs_a_token() {
 fn up_keeps_its_files_and_control_socket_to_its_user() {
     let topo_dir = tempfile::tempdir().unwrap();
     let topo = topo_dir.path().join("topology.toml");
-    std::fs::write(
-        &topo,
-        "[[host]]\nname = \"edge\"\nrole = [{ name = \"lb1\", kind = \"lb\" }]\n\
-         [[host]]\nname = \"inner\"\nrole = [{ name = \"web1\", kind = \"web\" }, { name = \"app1\", kind = \"app\" }, \
-         { name = \"db1\", kind = \"db\" }]\n",
-    )
-    .unwrap();
+    let config = TopologyConfig::default()
+        .host("edge", &[("lb1", RoleKind::Lb)])
+        .host("inner", &[("web1", RoleKind::Web), ("app1", RoleKind::App), ("db1", RoleKind::Db)]);
+    std::fs::write(&topo, config.to_toml()).unwrap();
     // Left by an earlier run, with loose modes: `up` tightens them.
     let base = tempfile::tempdir().unwrap();
     let data = base.path().join("data");

@@ -7,8 +7,9 @@ use bulwark_config::topology::RoleKind;
 use std::net::IpAddr;
 use toml::{Table, Value};
 
-/// A topology config (`bulwark up -c`).
-#[derive(Debug, Clone)]
+/// A topology config (`bulwark up -c`). The default has no name (the
+/// site gets the product's default one) and no host.
+#[derive(Debug, Clone, Default)]
 pub struct TopologyConfig {
     top: Table,
     hosts: Vec<Table>,
