@@ -399,6 +399,20 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
     raw_request(addr, format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
 }
 
+/// A raw HTTP/1.1 `POST path` (`Connection: close`) whose chunked body is
+/// `chunks` chunks of `size` bytes of `y`.
+pub fn chunked_post(path: &str, chunks: usize, size: usize) -> Vec<u8> {
+    let mut raw = format!("POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .into_bytes();
+    for _ in 0..chunks {
+        raw.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+        raw.extend(std::iter::repeat_n(b'y', size));
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    raw
+}
+
 /// `GET path` with `Authorization: Bearer token`: the answer's body as
 /// JSON (a panic, with the body, if it is not).
 pub fn get_json(addr: SocketAddr, path: &str, token: &str) -> serde_json::Value {
