@@ -20,9 +20,7 @@ fn status(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], 
 #[test]
 fn each_hop_refuses_the_other_hops_secrets() {
     let data = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(bulwark_bin());
-    cmd.args(["up", "--port-base", "0", "--data-dir"]).arg(data.path());
-    let up = Process::spawn(cmd, tempfile::tempdir().unwrap(), data.path().join("none"));
+    let up = Process::up_built_in(data.path());
     let secret: HashMap<&str, String> = HOPS
         .iter()
         .map(|h| (*h, std::fs::read_to_string(data.path().join("secrets").join(h)).unwrap().trim().to_string()))

@@ -12,15 +12,9 @@ use std::process::Command;
 /// `curl` over HTTPS to `addr` with `args` (certificates): the status, 0
 /// when no answer came (a refused handshake).
 fn curl(addr: SocketAddr, path: &str, args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
-        .args(args)
-        .arg(format!("https://{addr}{path}"))
-        .output()
-        .expect("curl installed");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), format!("{body}{}", String::from_utf8_lossy(&out.stderr)))
+    let url = format!("https://{addr}{path}");
+    let answer = bulwark_testkit::curl(&[args, &[&url]].concat());
+    (answer.status, format!("{}{}", answer.body, answer.stderr))
 }
 
 fn with_cert<'a>(dir: &'a Path, name: &str, ca: &'a str) -> Vec<String> {

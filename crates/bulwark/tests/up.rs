@@ -7,14 +7,8 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl installed");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    let answer = bulwark_testkit::curl(args);
+    (answer.status, answer.body)
 }
 
 struct Site {
@@ -56,10 +50,7 @@ fn alive(pid: i32) -> bool {
 #[test]
 fn default_topology_serves_the_guestbook_and_survives_failures() {
     let data = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(bulwark_bin());
-    cmd.args(["up", "--port-base", "0", "--data-dir"]).arg(data.path());
-    let cfg = data.path().join("none");
-    let mut up = Process::spawn(cmd, tempfile::tempdir().unwrap(), cfg);
+    let mut up = Process::up_built_in(data.path());
     let https: SocketAddr = up.addr("lb1.https");
     let site = Site {
         url: format!("https://localhost:{}", https.port()),

@@ -83,6 +83,14 @@ impl Process {
         Self::spawn(cmd, tempfile::tempdir().expect("tempdir"), topology.to_path_buf())
     }
 
+    /// Like [`Process::up`] with the built-in topology (the classic
+    /// two-server site, no `-c`).
+    pub fn up_built_in(data_dir: &Path) -> Process {
+        let mut cmd = Command::new(bulwark_bin());
+        cmd.args(["up", "--port-base", "0", "--data-dir"]).arg(data_dir);
+        Self::spawn(cmd, tempfile::tempdir().expect("tempdir"), data_dir.join("none"))
+    }
+
     /// Run an arbitrary prepared command that prints a ready line.
     pub fn spawn(mut cmd: Command, dir: tempfile::TempDir, config_path: PathBuf) -> Process {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
@@ -397,6 +405,33 @@ pub fn connect_with_receive_buffer(addr: SocketAddr, bytes: usize) -> std::io::R
 /// `GET path` with `Connection: close`.
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
     raw_request(addr, format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+}
+
+/// What `curl` got: the status (0 when no answer came, as when the
+/// connection or the TLS handshake was refused), the body, and curl's own
+/// messages.
+#[derive(Debug)]
+pub struct CurlAnswer {
+    pub status: u16,
+    pub body: String,
+    pub stderr: String,
+}
+
+/// Run `curl -sS --max-time 20 ARGS` (the URL among them), reading the
+/// status it writes after the body.
+pub fn curl(args: &[&str]) -> CurlAnswer {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    CurlAnswer {
+        status: code.trim().parse().unwrap_or(0),
+        body: body.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// A raw HTTP/1.1 `POST path` (`Connection: close`) whose chunked body is
