@@ -3,7 +3,7 @@
 //! databases) is mutual TLS with the certificates of the cluster CA, and
 //! the guestbook works through the lb; the web, app and database listeners
 //! answer nobody without a certificate of that CA, whatever secret is sent.
-use bulwark_testkit::config::{RoleKind, TopologyConfig};
+use bulwark_testkit::config::{TopologyConfig, ONE_MACHINE_ROLES};
 use bulwark_testkit::{bulwark_bin, request, wait_until, Process};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,15 +26,7 @@ fn with_cert<'a>(dir: &'a Path, name: &str, ca: &'a str) -> Vec<String> {
 fn every_inner_hop_is_mutual_tls_and_the_site_works() {
     let topo_dir = tempfile::tempdir().unwrap();
     let topo = topo_dir.path().join("topology.toml");
-    let roles = [
-        ("lb1", RoleKind::Lb),
-        ("web1", RoleKind::Web),
-        ("app1", RoleKind::App),
-        ("db1", RoleKind::Db),
-        ("db2", RoleKind::Db),
-        ("db3", RoleKind::Db),
-    ];
-    let config = TopologyConfig::default().set("internal_tls", "true").plain_http().host("one", &roles);
+    let config = TopologyConfig::default().set("internal_tls", "true").plain_http().host("one", &ONE_MACHINE_ROLES);
     std::fs::write(&topo, config.to_toml()).unwrap();
     let data = tempfile::tempdir().unwrap();
     let up = Process::up(&topo, data.path());

@@ -3,7 +3,7 @@
 //! `keep` of them, the status listener's `/metrics` has the age and the
 //! failure count, and the lb's overview shows the backup's age and the
 //! disk-space alert of the db nodes.
-use bulwark_testkit::config::{BackupSettings, RoleKind, TopologyConfig};
+use bulwark_testkit::config::{BackupSettings, TopologyConfig, ONE_MACHINE_ROLES};
 use bulwark_testkit::{bulwark_bin, get_json, request, wait_until, Process};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,14 +29,6 @@ fn up_takes_scheduled_backups_that_restore_and_prunes_to_keep() {
     let data = tempfile::tempdir().unwrap();
     let backups = data.path().join("backups");
     let topology = data.path().join("topology.toml");
-    let roles = [
-        ("lb1", RoleKind::Lb),
-        ("web1", RoleKind::Web),
-        ("app1", RoleKind::App),
-        ("db1", RoleKind::Db),
-        ("db2", RoleKind::Db),
-        ("db3", RoleKind::Db),
-    ];
     let backup = BackupSettings {
         every: Duration::from_secs(1),
         keep: 2,
@@ -46,7 +38,7 @@ fn up_takes_scheduled_backups_that_restore_and_prunes_to_keep() {
         disk_free_alert_bytes: Some(i64::MAX as u64),
         ..BackupSettings::default()
     };
-    let config = TopologyConfig::new("bk").plain_http().host("one", &roles).backup(&backup);
+    let config = TopologyConfig::new("bk").plain_http().host("one", &ONE_MACHINE_ROLES).backup(&backup);
     std::fs::write(&topology, config.to_toml()).unwrap();
     let up = Process::up(&topology, &data.path().join("run"));
     let status_addr = up.addr("backup.http");

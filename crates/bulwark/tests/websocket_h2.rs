@@ -107,25 +107,26 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
     }
 }
 
-/// The client's output, whether or not it ended well.
-fn h2_client_output(port: u16, cafile: &Path, path: &str, count: usize) -> String {
+/// Run the HTTP/2 WebSocket client (h2_connect.py) against the lb's
+/// `port`: `path`, then `count` echoed messages.
+fn run_h2_client(port: u16, cafile: &Path, path: &str, count: usize) -> std::process::Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/websocket/h2_connect.py");
-    let out = Command::new(PYTHON)
+    Command::new(PYTHON)
         .arg(script)
         .args([&port.to_string(), &cafile.display().to_string(), path, &count.to_string()])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// The client's output, whether or not it ended well.
+fn h2_client_output(port: u16, cafile: &Path, path: &str, count: usize) -> String {
+    let out = run_h2_client(port, cafile, path, count);
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 fn h2_client(port: u16, cafile: &Path, path: &str, count: usize) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/websocket/h2_connect.py");
-    let out = Command::new(PYTHON)
-        .arg(script)
-        .args([&port.to_string(), &cafile.display().to_string(), path, &count.to_string()])
-        .output()
-        .unwrap();
+    let out = run_h2_client(port, cafile, path, count);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     stdout

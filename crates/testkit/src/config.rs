@@ -27,7 +27,7 @@ pub use bulwark_config::lb::{
 };
 pub use bulwark_config::topology::RoleKind;
 pub use db::DbConfig;
-pub use topology::TopologyConfig;
+pub use topology::{TopologyConfig, ONE_MACHINE_ROLES};
 
 use serde::Serialize;
 use std::net::SocketAddr;

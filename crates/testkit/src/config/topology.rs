@@ -7,6 +7,17 @@ use bulwark_config::topology::RoleKind;
 use std::net::IpAddr;
 use toml::{Table, Value};
 
+/// lb1, web1, app1 and three db nodes: the roles of a whole site on one
+/// machine (`.host("one", &ONE_MACHINE_ROLES)`).
+pub const ONE_MACHINE_ROLES: [(&str, RoleKind); 6] = [
+    ("lb1", RoleKind::Lb),
+    ("web1", RoleKind::Web),
+    ("app1", RoleKind::App),
+    ("db1", RoleKind::Db),
+    ("db2", RoleKind::Db),
+    ("db3", RoleKind::Db),
+];
+
 /// A topology config (`bulwark up -c`). The default has no name (the
 /// site gets the product's default one) and no host.
 #[derive(Debug, Clone, Default)]
