@@ -2,6 +2,7 @@
 //! the combined format read by GoAccess (a log analyser nobody here
 //! wrote), one JSON object a line with the timings, and a file reopened
 //! on SIGUSR1 after logrotate renamed it.
+use bulwark_testkit::config::{BackendConfig, Balance, FrontendConfig, LbConfig, WebConfig};
 use bulwark_testkit::{request, wait_until, Backend, Process};
 use nix::sys::signal::Signal;
 use std::net::SocketAddr;
@@ -9,26 +10,17 @@ use std::path::Path;
 use std::process::Command;
 
 fn lb_config(format: &str, file: Option<&Path>, servers: &[(&str, SocketAddr)]) -> String {
-    let file = file.map(|f| format!("access_log_file = \"{}\"\n", f.display())).unwrap_or_default();
-    let mut c = format!(
-        r#"threads = 1
-access_log_format = "{format}"
-{file}
-[[frontend]]
-name = "www"
-bind = "127.0.0.1:0"
-backend = "app"
-
-[[backend]]
-name = "app"
-balance = "first"
-max_connections = 100
-"#
-    );
-    for (name, addr) in servers {
-        c.push_str(&format!("[[backend.server]]\nname = \"{name}\"\naddress = \"{addr}\"\n"));
+    let app = servers
+        .iter()
+        .fold(BackendConfig::new("app").balance(Balance::First).set("max_connections", "100"), |b, &(name, addr)| {
+            b.server(name, addr)
+        });
+    let lb = LbConfig::new().access_log_format(format).frontend(FrontendConfig::http("www", "app")).backend(app);
+    match file {
+        Some(f) => lb.access_log_file(f),
+        None => lb,
     }
-    c
+    .to_toml()
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -138,12 +130,8 @@ fn the_web_tier_writes_the_same_formats() {
     std::fs::create_dir(&root).unwrap();
     std::fs::write(root.join("index.html"), "<h1>hi</h1>\n").unwrap();
     let log = dir.path().join("web-access.log");
-    let config = format!(
-        "listen = [\"127.0.0.1:0\"]\nroot = \"{}\"\naccess_log_format = \"combined\"\naccess_log_file = \"{}\"\n",
-        root.display(),
-        log.display()
-    );
-    let mut web = Process::start("web", &config);
+    let config = WebConfig::new(&root).access_log_file(&log, "combined");
+    let mut web = Process::start("web", &config.to_toml());
     let http = web.addr("http");
     assert_eq!(request(http, "GET", "/index.html", &[("User-Agent", "ua")], b"").unwrap().status, 200);
     assert_eq!(request(http, "GET", "/missing", &[], b"").unwrap().status, 404);

@@ -11,7 +11,7 @@
 //! Content-Security-Policy, its posts must be JSON from its own site, and
 //! its cookie is `Secure` over HTTPS.
 use bulwark_db_api::Token;
-use bulwark_testkit::{bulwark_bin, Process};
+use bulwark_testkit::Process;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,9 +62,7 @@ impl Site {
 
 fn up() -> (tempfile::TempDir, Process, Arc<Site>) {
     let data = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(bulwark_bin());
-    cmd.args(["up", "--port-base", "0", "--data-dir"]).arg(data.path());
-    let up = Process::spawn(cmd, tempfile::tempdir().unwrap(), data.path().join("none"));
+    let up = Process::up_built_in(data.path());
     let https: SocketAddr = up.addr("lb1.https");
     let site = Arc::new(Site {
         base: format!("https://localhost:{}", https.port()),

@@ -71,9 +71,7 @@ fn a_release_rolls_through_the_app_servers_under_load_and_back() {
     std::fs::write(&topo, topology).unwrap();
 
     let data = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(bulwark_bin());
-    cmd.args(["up", "--port-base", "0", "-c"]).arg(&topo).arg("--data-dir").arg(data.path());
-    let mut up = Process::spawn(cmd, tempfile::tempdir().unwrap(), topo.clone());
+    let mut up = Process::up(&topo, data.path());
     let site = Site::new(up.addr("lb1.https"), data.path());
     let jar = data.path().join("cookies.txt");
 

@@ -87,9 +87,7 @@ fn a_program_run_as_another_user_is_deployed_and_rolled_back_with_its_static_fil
 
     let data = base.path().join("data");
     let releases = base.path().join("data-releases");
-    let mut cmd = Command::new(bulwark_bin());
-    cmd.args(["up", "--port-base", "0", "-c"]).arg(&topo).arg("--data-dir").arg(&data);
-    let mut up = Process::spawn(cmd, tempfile::tempdir().unwrap(), topo.clone());
+    let mut up = Process::up(&topo, &data);
     let site = Site::new(up.addr("lb1.https"), &data);
     let jar = base.path().join("cookies.txt");
 

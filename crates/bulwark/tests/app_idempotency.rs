@@ -6,15 +6,13 @@
 mod db_common;
 
 use bulwark_db_api::DbRole;
+use bulwark_testkit::config::AppConfig;
 use bulwark_testkit::{request, wait_until, HttpResponse, Process};
 use db_common::*;
 use serde_json::Value;
 
 fn app(db: &DbProc) -> Process {
-    Process::start(
-        "app",
-        &format!("name = \"app1\"\nlisten = \"127.0.0.1:0\"\ndb_nodes = [\"{}\"]\nsecret = \"{SECRET}\"\n", db.addr),
-    )
+    Process::start("app", &AppConfig::new("app1", &[db.addr], SECRET).to_toml())
 }
 
 fn post(app: &Process, key: Option<&str>, body: &str) -> HttpResponse {
@@ -43,7 +41,7 @@ fn rows_with_text(db: &DbProc, text: &str) -> u64 {
 
 #[test]
 fn the_same_post_twice_with_one_key_is_stored_once_and_answered_alike() {
-    let db = DbProc::start(1, "127.0.0.1", true, "");
+    let db = DbProc::start(1, "127.0.0.1", true);
     wait_until("db primary", || db.status().is_some_and(|s| s.role == DbRole::Primary));
     let app = app(&db);
 

@@ -4,29 +4,30 @@
 //! restarts it when it dies, stops it with SIGTERM then SIGKILL, and
 //! reports a program that cannot start (in `bulwark check`, on its failed
 //! line, on `/health`) while the role itself stays up.
+use bulwark_testkit::config::AppConfig;
 use bulwark_testkit::{bulwark_bin, wait_until, Process};
+use std::path::Path;
 use std::process::Command;
 
 const WEB_APP: &str = "web-app-secret-0123456789";
 const APP_DB: &str = "app-db-secret-0123456789";
 const ECHO: &str = include_str!("app_program/echo.py");
 
-fn config(program: &str) -> String {
-    format!(
-        "name = \"app1\"\nlisten = \"127.0.0.1:0\"\ndb_nodes = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n\
-         secret = \"{WEB_APP}\"\ndb_secret = \"{APP_DB}\"\n[program]\n{program}"
-    )
+/// The role `app1` running `exec` (in `workdir`), its database nodes
+/// nowhere (the program is what is tested).
+fn config(exec: &[&str], workdir: Option<&Path>) -> AppConfig {
+    let db_nodes = ["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()];
+    AppConfig::new("app1", &db_nodes, WEB_APP).db_secret(APP_DB).program(exec, workdir)
 }
 
-/// A role running echo.py from a fresh directory.
-fn start_echo(extra: &str) -> (Process, tempfile::TempDir) {
+/// A role running echo.py from a fresh directory, more `[program]` keys
+/// given as TOML values.
+fn start_echo(program: &[(&str, &str)]) -> (Process, tempfile::TempDir) {
     let site = tempfile::tempdir().unwrap();
     std::fs::write(site.path().join("echo.py"), ECHO).unwrap();
-    let program = format!(
-        "exec = [\"python3\", \"echo.py\", \"--bind\", \"{{listen}}\"]\nworkdir = \"{}\"\n{extra}",
-        site.path().display()
-    );
-    (Process::start("app", &config(&program)), site)
+    let config = config(&["python3", "echo.py", "--bind", "{listen}"], Some(site.path()));
+    let config = program.iter().fold(config, |c, (key, raw)| c.program_set(key, raw));
+    (Process::start("app", &config.to_toml()), site)
 }
 
 fn health(p: &Process) -> (u16, serde_json::Value) {
@@ -46,7 +47,7 @@ fn alive(pid: i32) -> bool {
 
 #[test]
 fn the_program_runs_behind_the_role_and_is_restarted_when_killed() {
-    let (mut app, _site) = start_echo("env = { GREETING = \"hello\" }\nhealth_path = \"/ping\"\n");
+    let (mut app, _site) = start_echo(&[("env", r#"{ GREETING = "hello" }"#), ("health_path", r#""/ping""#)]);
     wait_until("the program is healthy", || health(&app).0 == 200);
     let (_, h) = health(&app);
     assert_eq!(h["program"]["state"], "healthy", "{h}");
@@ -107,7 +108,7 @@ fn the_program_runs_behind_the_role_and_is_restarted_when_killed() {
 
 #[test]
 fn a_program_that_ignores_sigterm_is_killed_after_stop_grace() {
-    let (mut app, _site) = start_echo("env = { MODE = \"ignore_term\" }\nstop_grace = \"1s\"\n");
+    let (mut app, _site) = start_echo(&[("env", r#"{ MODE = "ignore_term" }"#), ("stop_grace", r#""1s""#)]);
     wait_until("the program is healthy", || health(&app).0 == 200);
     let pid = health(&app).1["program"]["pid"].as_i64().unwrap() as i32;
     let exit = app.terminate();
@@ -132,7 +133,7 @@ fn a_bad_program_is_named_by_check_and_reported_by_the_role_which_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     // Missing program.
     let missing = dir.path().join("missing.toml");
-    std::fs::write(&missing, config("exec = [\"no-such-program-4711\", \"x\"]\n")).unwrap();
+    std::fs::write(&missing, config(&["no-such-program-4711", "x"], None).to_toml()).unwrap();
     let (code, err) = check(&missing);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("app app1: program.exec[0]: program `no-such-program-4711` not found on PATH"), "{err}");
@@ -148,7 +149,7 @@ fn a_bad_program_is_named_by_check_and_reported_by_the_role_which_stays_up() {
     let script = dir.path().join("site.sh");
     std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
     let not_exec = dir.path().join("not-exec.toml");
-    std::fs::write(&not_exec, config(&format!("exec = [\"{}\"]\n", script.display()))).unwrap();
+    std::fs::write(&not_exec, config(&[&script.display().to_string()], None).to_toml()).unwrap();
     let (code, err) = check(&not_exec);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("is not executable"), "{err}");
@@ -156,7 +157,7 @@ fn a_bad_program_is_named_by_check_and_reported_by_the_role_which_stays_up() {
     // Exits at once: `check` cannot know; the role reports it, with the
     // program's own words in its log, and keeps answering.
     let exits = dir.path().join("exits.toml");
-    std::fs::write(&exits, config("exec = [\"sh\", \"-c\", \"echo cannot import site >&2; exit 3\"]\n")).unwrap();
+    std::fs::write(&exits, config(&["sh", "-c", "echo cannot import site >&2; exit 3"], None).to_toml()).unwrap();
     let (code, err) = check(&exits);
     assert_eq!(code, Some(0), "{err}");
     let app = Process::start_with("app", &std::fs::read_to_string(&exits).unwrap(), &[]);

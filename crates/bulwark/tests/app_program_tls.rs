@@ -8,23 +8,19 @@ use bulwark_testkit::{wait_until, Process};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 const WEB_APP: &str = "web-app-secret-0123456789";
 const APP_DB: &str = "app-db-secret-0123456789";
 
 /// curl over HTTPS with `args`: (status, body); 0 when no answer came.
 fn curl(addr: SocketAddr, path: &str, args: &[String]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "-H"])
-        .arg(format!("X-Bulwark-Cluster: {WEB_APP}"))
-        .args(args)
-        .arg(format!("https://{addr}{path}"))
-        .output()
-        .expect("curl installed");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    let cluster = format!("X-Bulwark-Cluster: {WEB_APP}");
+    let url = format!("https://{addr}{path}");
+    let mut all = vec!["-H", cluster.as_str()];
+    all.extend(args.iter().map(String::as_str));
+    all.push(&url);
+    let answer = bulwark_testkit::curl(&all);
+    (answer.status, answer.body)
 }
 
 fn cert_args(c: &bulwark_cluster::pki::RoleCertificate, ca: &Path) -> Vec<String> {

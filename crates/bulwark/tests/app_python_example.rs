@@ -37,12 +37,7 @@ fn the_python_guestbook_runs_under_up_and_survives_a_killed_program_and_a_stoppe
         "Debian's gunicorn is not installed: run scripts/install-test-deps.sh"
     );
     let data = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(bulwark_bin());
-    cmd.args(["up", "--port-base", "0", "-c"])
-        .arg(example_dir().join("topology.toml"))
-        .arg("--data-dir")
-        .arg(data.path());
-    let mut up = Process::spawn(cmd, tempfile::tempdir().unwrap(), data.path().join("none"));
+    let mut up = Process::up(&example_dir().join("topology.toml"), data.path());
     let https = up.addr("lb1.https");
     let site = Site::new(https, data.path());
     let jar = data.path().join("cookies.txt");

@@ -7,48 +7,22 @@
 mod db_common;
 
 use bulwark_db_api::DbRole;
+use bulwark_testkit::config::AppConfig;
+use bulwark_testkit::netns::sh;
 use bulwark_testkit::{request, wait_until, HttpResponse, Process};
 use db_common::*;
-
-use std::process::Command;
-
-const IN_NETNS: &str = "BULWARK_APP_TEST_IN_NETNS";
-
-fn sh(cmd: &str, args: &[&str]) {
-    let s = Command::new(cmd).args(args).status().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(s.success(), "{cmd} {args:?} failed: {s}");
-}
+use std::time::Duration;
 
 #[test]
 fn a_poster_sees_their_message_on_another_app_through_a_lagging_replica() {
-    if std::env::var_os(IN_NETNS).is_some() {
-        return inside_netns();
+    if bulwark_testkit::netns::isolated("a_poster_sees_their_message_on_another_app_through_a_lagging_replica") {
+        inside_netns();
     }
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("unshare")
-        .args(["--net", "--"])
-        .arg(exe)
-        .args([
-            "--exact",
-            "a_poster_sees_their_message_on_another_app_through_a_lagging_replica",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(IN_NETNS, "1")
-        .status()
-        .expect("running unshare");
-    assert!(status.success(), "the test inside the network namespace failed: {status}");
 }
 
 fn app(name: &str, nodes: &[&DbProc]) -> Process {
-    let list: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.addr)).collect();
-    Process::start(
-        "app",
-        &format!(
-            "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ndb_nodes = [{}]\nsecret = \"{SECRET}\"\n",
-            list.join(", ")
-        ),
-    )
+    let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
+    Process::start("app", &AppConfig::new(name, &addrs, SECRET).to_toml())
 }
 
 fn call(app: &Process, method: &str, path: &str, cookie: Option<&str>, body: &str) -> HttpResponse {
@@ -64,18 +38,16 @@ fn inside_netns() {
     let rt = rt();
     // Node 3 has a long election timeout so that, cut off from the primary,
     // it stays a (lagging) replica instead of campaigning.
-    let n1 = DbProc::start(1, "127.0.0.11", true, "");
+    let n1 = DbProc::start(1, "127.0.0.11", true);
     let boot = bulwark_db_api::Client::new([n1.addr.to_string()], SECRET);
     wait_until("node 1 primary", || n1.status().is_some_and(|s| s.role == DbRole::Primary));
-    let n2 = DbProc::start(2, "127.0.0.12", false, "");
+    let n2 = DbProc::start(2, "127.0.0.12", false);
     n2.join(&rt, &boot, true);
-    let n3 = {
-        let data = tempfile::tempdir().unwrap();
-        let cfg = config(3, "127.0.0.13:0", "127.0.0.13:0", data.path(), false, "read_wait = \"1s\"")
-            .replace("election_timeout = \"400ms\"", "election_timeout = \"20s\"")
-            .replace("write_timeout = \"3s\"", "write_timeout = \"30s\"");
-        DbProc::running(3, "127.0.0.13", data, Process::start("db", &cfg), "")
-    };
+    let n3 = DbProc::start_tuned(3, "127.0.0.13", |c| {
+        c.read_wait(Duration::from_secs(1))
+            .election_timeout(Duration::from_secs(20))
+            .write_timeout(Duration::from_secs(30))
+    });
     n3.join(&rt, &boot, true);
     let app1 = app("app1", &[&n1, &n2, &n3]);
     let app2 = app("app2", &[&n3]);

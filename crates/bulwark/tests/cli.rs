@@ -1,14 +1,15 @@
 //! One-shot commands whose reader goes away end quietly (SIGPIPE), as Unix
 //! tools do, instead of panicking while printing.
+use bulwark_testkit::config::DbConfig;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 #[test]
 fn a_one_shot_command_with_a_closed_stdout_ends_by_sigpipe_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("db.toml");
-    std::fs::write(&cfg, "node_id = 1\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nsecret = \"0123456789abcdef\"\n")
-        .unwrap();
+    std::fs::write(&cfg, DbConfig::new(1, Path::new("d"), "0123456789abcdef").to_toml()).unwrap();
     // A pipe whose read end is closed before the command starts.
     let (read, write) = nix::unistd::pipe().unwrap();
     drop(read);

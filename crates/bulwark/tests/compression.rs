@@ -3,7 +3,7 @@
 //! Chromium are handed `content-encoding: br`, and the page renders. The
 //! same through a `bulwark lb` frontend with `[frontend.compression]`.
 use bulwark_testkit::browser::Browser;
-use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig};
+use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig, WebConfig};
 use bulwark_testkit::Process;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -56,12 +56,8 @@ fn curl_and_chromium_get_brotli_from_a_proxied_page() {
     std::fs::write(app_root.path().join("api/page.html"), page()).unwrap();
     let app = PythonServer::start(app_root.path());
     let web_root = tempfile::tempdir().unwrap();
-    let config = format!(
-        "listen = [\"127.0.0.1:0\"]\nroot = \"{}\"\nthreads = 1\n[compression]\nenabled = true\n[[proxy]]\nprefix = \"/api/\"\nservers = [\"{}\"]\n",
-        web_root.path().display(),
-        app.addr
-    );
-    let web = Process::start("web", &config);
+    let config = WebConfig::new(web_root.path()).set("compression", "{ enabled = true }").proxy("/api/", &[app.addr]);
+    let web = Process::start("web", &config.to_toml());
     let url = format!("http://{}/api/page.html", web.addr("http"));
 
     // curl asking for Brotli: compressed on the wire, the page once decoded.

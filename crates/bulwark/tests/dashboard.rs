@@ -2,7 +2,7 @@
 //! listener, real backends, watched app nodes, and a real headless Chromium
 //! loading `/dashboard` and following health changes live.
 use bulwark_testkit::browser::{Browser, Page};
-use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig};
+use bulwark_testkit::config::{quick_http_check, AlertRules, BackendConfig, FrontendConfig, LbConfig, NodeKind};
 use bulwark_testkit::{get, Backend, Process};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -63,25 +63,19 @@ fn dashboard_follows_a_real_lb() {
     let db2 = db_status(
         serde_json::json!({"role": "follower", "term": 3, "applied_index": 1039, "lag": {"entries": 3, "seconds": 0.4}}),
     );
-    let node = |name: &str, kind: &str, host: &str, address: SocketAddr| {
-        format!(r#"{{ name = "{name}", kind = "{kind}", host = "{host}", address = "{address}" }}"#)
-    };
-    let nodes = [
-        node("app1", "app", "server1", app1.addr),
-        node("db1", "db", "server1", db1),
-        node("app2", "app", "server2", app2.addr),
-        node("db2", "db", "server2", db2),
-    ];
     let cfg = LbConfig::new()
         .admin_str("token", TOKEN)
         .admin_str("site", "foobar")
         .admin_str("name", "lb1")
-        .admin_with("alerts", r#"{ for = "200ms" }"#)
-        .admin_with("node", &format!("[{}]", nodes.join(", ")))
+        .alerts(&AlertRules { for_duration: Duration::from_millis(200), ..AlertRules::default() })
+        .watch("app1", NodeKind::App, "server1", app1.addr)
+        .watch("db1", NodeKind::Db, "server1", db1)
+        .watch("app2", NodeKind::App, "server2", app2.addr)
+        .watch("db2", NodeKind::Db, "server2", db2)
         .frontend(FrontendConfig::http("www", "web"))
         .backend(
             BackendConfig::new("web")
-                .set("health_check", r#"{ kind = "http", path = "/health", interval = "100ms", rise = 1, fall = 2 }"#)
+                .health_check(&quick_http_check("/health"))
                 .server("web1", web1.addr)
                 .server("web2", web2.addr),
         );

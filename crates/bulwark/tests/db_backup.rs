@@ -16,20 +16,7 @@ use std::sync::{Arc, Mutex};
 
 /// Run `bulwark db ARGS` with the test secret; panic unless it succeeds.
 fn bulwark_db(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_bulwark"))
-        .arg("db")
-        .args(args)
-        .env("BULWARK_DB_SECRET", SECRET)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "bulwark db {args:?}: {:?}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    succeeded(db_command(args))
 }
 
 fn nodes_of(c: &Cluster) -> String {
@@ -43,7 +30,7 @@ fn query(rt: &tokio::runtime::Runtime, c: &Cluster, sql: &str) -> Rows {
 #[test]
 fn dump_and_load_round_trip_every_sqlite_type() {
     let rt = rt();
-    let a = Cluster::start(&rt, &["127.0.0.1"], "");
+    let a = Cluster::start(&rt, &["127.0.0.1"]);
     exec(&rt, &a.client, "CREATE TABLE v (id INTEGER PRIMARY KEY, x, note TEXT)", vec![]);
     exec(&rt, &a.client, "CREATE INDEX v_note ON v (note)", vec![]);
     let values: Vec<Value> = vec![
@@ -72,7 +59,7 @@ fn dump_and_load_round_trip_every_sqlite_type() {
     let text = std::fs::read_to_string(&dump).unwrap();
     assert!(!text.contains("_bulwark"), "{text}");
 
-    let b = Cluster::start(&rt, &["127.0.0.1"], "");
+    let b = Cluster::start(&rt, &["127.0.0.1"]);
     bulwark_db(&["load", dump.to_str().unwrap(), "--nodes", &nodes_of(&b)]);
     let q = "SELECT id, x, typeof(x), quote(x), note FROM v ORDER BY id";
     let (ra, rb) = (query(&rt, &a, q), query(&rt, &b, q));
@@ -85,7 +72,7 @@ fn dump_and_load_round_trip_every_sqlite_type() {
 #[test]
 fn an_interrupted_load_resumes_without_duplicates() {
     let rt = rt();
-    let c = Cluster::start(&rt, &["127.0.0.1"], "");
+    let c = Cluster::start(&rt, &["127.0.0.1"]);
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("rows.sql");
     let mut text = String::from("BEGIN TRANSACTION;\nCREATE TABLE r (n INTEGER, s TEXT);\n");
@@ -126,7 +113,7 @@ fn an_interrupted_load_resumes_without_duplicates() {
 #[test]
 fn a_statement_sqlite_refuses_is_named_by_its_line() {
     let rt = rt();
-    let c = Cluster::start(&rt, &["127.0.0.1"], "");
+    let c = Cluster::start(&rt, &["127.0.0.1"]);
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("bad.sql");
     std::fs::write(&script, "CREATE TABLE t (a);\nINSERT INTO t VALUES (1);\n\nINSERT INTO nowhere VALUES (2);\n")
@@ -144,13 +131,6 @@ fn a_statement_sqlite_refuses_is_named_by_its_line() {
     assert_eq!(r.rows[0][0], Value::Integer(1));
 }
 
-/// A port free on `ip` now (the restored node needs its address before it
-/// starts: the backup's membership names it).
-fn free_port(ip: &str) -> String {
-    let l = std::net::TcpListener::bind((ip, 0)).unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
 fn sha256_of(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
@@ -159,7 +139,7 @@ fn sha256_of(path: &Path) -> String {
 #[test]
 fn a_backup_under_load_restores_into_a_new_cluster() {
     let rt = rt();
-    let c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], "");
+    let c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"]);
     exec(&rt, &c.client, "CREATE TABLE w (seq INTEGER PRIMARY KEY, payload TEXT)", vec![]);
     // A writer: every acknowledged write with the log index it got.
     let acked: Arc<Mutex<Vec<(i64, u64)>>> = Arc::default();
@@ -211,30 +191,17 @@ fn a_backup_under_load_restores_into_a_new_cluster() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not empty"));
 
     let data = tempfile::tempdir().unwrap();
-    let address = free_port("127.0.0.1");
-    let raft_address = std::iter::repeat_with(|| free_port("127.0.0.1")).find(|a| *a != address).unwrap();
-    let out = bulwark_db(&[
-        "restore",
-        "--from",
-        file.to_str().unwrap(),
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "--node-id",
-        "1",
-        "--address",
-        &address,
-        "--raft-address",
-        &raft_address,
-    ]);
+    let node = RestoredNode::new();
+    let out = succeeded(node.restore(&file, &["--data-dir", data.path().to_str().unwrap()]));
     let restored: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(restored["log_index"].as_u64(), Some(index), "{restored}");
-    let p = bulwark_testkit::Process::start("db", &config(1, &address, &raft_address, data.path(), false, ""));
-    let new = DbProc::running(1, "127.0.0.1", data, p, "");
+    let cfg = node.config(data.path());
+    let new = DbProc::launch(data, cfg);
     wait_until("the restored node is a primary", || {
         new.status().is_some_and(|s| s.role == DbRole::Primary && s.quorum)
     });
     // A second node joins the new cluster from its snapshot.
-    let joiner = DbProc::start(2, "127.0.0.1", false, "");
+    let joiner = DbProc::start(2, "127.0.0.1", false);
     let client = bulwark_db_api::Client::new([new.addr.to_string()], SECRET);
     joiner.join(&rt, &client, true);
     let w = rt

@@ -17,23 +17,9 @@ fn an_isolated_old_primary_serves_no_stale_bounded_read() {
     }
 }
 
-fn bounded_read(node: &DbProc) -> (u16, Vec<String>) {
-    let r =
-        node.post("/v1/query", r#"{"sql":"SELECT v FROM t ORDER BY rowid","consistency":"bounded","max_lag_ms":200}"#);
-    let rows = serde_json::from_slice::<bulwark_db_api::Rows>(&r.body)
-        .map(|rows| rows.rows.iter().map(|r| r[0].as_str().unwrap_or_default().to_string()).collect())
-        .unwrap_or_default();
-    (r.status, rows)
-}
-
 fn inside_netns() {
-    sh("ip", &["link", "set", "lo", "up"]);
     let rt = rt();
-    let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
-    let c = Cluster::start(&rt, &ips, "");
-    assert_eq!(c.wait_primary(), 1);
-    exec(&rt, &c.client, "CREATE TABLE t (v TEXT)", vec![]);
-    exec(&rt, &c.client, "INSERT INTO t VALUES ('before')", vec![]);
+    let (c, ips) = three_node_cluster_with_a_row(&rt);
     assert_eq!(bounded_read(c.node(1)), (200, vec!["before".to_string()]));
 
     for other in &ips[1..] {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn three_nodes_replicate_fail_over_and_restart() {
     let rt = rt();
-    let mut c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], "");
+    let mut c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"]);
     let p = c.wait_primary();
     assert_eq!(p, 1);
     // `bulwark db status` lists every node, not just the first primary found.

@@ -11,42 +11,25 @@
 mod db_common;
 
 use bulwark_db_api::DbRole;
-use bulwark_testkit::{wait_until, Process};
+use bulwark_testkit::netns::sh;
+use bulwark_testkit::wait_until;
 use db_common::*;
-use std::process::Command;
-
-const IN_MOUNTNS: &str = "BULWARK_DB_TEST_IN_MOUNTNS";
-const TEST: &str = "a_replica_whose_disk_fills_exits_and_catches_up_once_it_has_room";
 
 /// Rows of 1 MiB written: more than the replica's disk holds.
 const ROWS: i64 = 16;
 
-fn sh(cmd: &str, args: &[&str]) {
-    let s = Command::new(cmd).args(args).status().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(s.success(), "{cmd} {args:?} failed: {s}");
-}
-
 #[test]
 fn a_replica_whose_disk_fills_exits_and_catches_up_once_it_has_room() {
-    if std::env::var_os(IN_MOUNTNS).is_some() {
-        return full_disk_inside_mount_namespace();
-    }
     // Run this same test again in a new mount namespace (needs root, as the
     // test environment has); its mounts disappear with it.
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--"])
-        .arg(exe)
-        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-        .env(IN_MOUNTNS, "1")
-        .status()
-        .expect("running unshare");
-    assert!(status.success(), "the test inside the mount namespace failed: {status}");
+    if bulwark_testkit::netns::isolated_mounts("a_replica_whose_disk_fills_exits_and_catches_up_once_it_has_room") {
+        full_disk_inside_mount_namespace();
+    }
 }
 
 fn full_disk_inside_mount_namespace() {
     let rt = rt();
-    let c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1"], "");
+    let c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1"]);
     assert_eq!(c.wait_primary(), 1);
 
     // Node 3's data dir is a 12 MiB disk: room for its Raft log (a 4 MiB
@@ -56,8 +39,8 @@ fn full_disk_inside_mount_namespace() {
     // Mode 0700: a data dir shared with every user (1777, tmpfs's default)
     // is refused.
     sh("mount", &["-t", "tmpfs", "-o", "size=12m,mode=0700", "tmpfs", &dir]);
-    let p = Process::start("db", &config(3, "127.0.0.1:0", "127.0.0.1:0", data.path(), false, ""));
-    let mut victim = DbProc::running(3, "127.0.0.1", data, p, "");
+    let cfg = config(3, "127.0.0.1", data.path());
+    let mut victim = DbProc::launch(data, cfg);
     victim.join(&rt, &c.client, true);
     wait_until("node 3 is a replica", || victim.status().is_some_and(|s| s.role == DbRole::Replica));
 

@@ -11,11 +11,10 @@
 mod db_common;
 
 use bulwark_db_api::DbRole;
-use bulwark_testkit::{wait_until, Process};
+use bulwark_testkit::netns::sh;
+use bulwark_testkit::wait_until;
 use db_common::*;
-use std::process::Command;
 
-const IN_MOUNTNS: &str = "BULWARK_DB_TEST_IN_MOUNTNS";
 const TEST: &str = "a_primary_whose_disk_fills_under_load_hands_over_and_loses_no_acknowledged_write";
 
 /// Size of each row: 12 MiB of disk holds a few dozen of them.
@@ -25,25 +24,11 @@ const MAX_ROWS: i64 = 256;
 /// Rows acknowledged by the new primary before the old one gets room.
 const AFTER_HANDOVER: usize = 10;
 
-fn sh(cmd: &str, args: &[&str]) {
-    let s = Command::new(cmd).args(args).status().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(s.success(), "{cmd} {args:?} failed: {s}");
-}
-
 #[test]
 fn a_primary_whose_disk_fills_under_load_hands_over_and_loses_no_acknowledged_write() {
-    if std::env::var_os(IN_MOUNTNS).is_some() {
-        return full_disk_inside_mount_namespace();
+    if bulwark_testkit::netns::isolated_mounts(TEST) {
+        full_disk_inside_mount_namespace();
     }
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--"])
-        .arg(exe)
-        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-        .env(IN_MOUNTNS, "1")
-        .status()
-        .expect("running unshare");
-    assert!(status.success(), "the test inside the mount namespace failed: {status}");
 }
 
 /// Whether process `pid` still runs (an exited child stays a zombie until
@@ -64,13 +49,13 @@ fn full_disk_inside_mount_namespace() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_str().unwrap().to_string();
     sh("mount", &["-t", "tmpfs", "-o", "size=12m,mode=0700", "tmpfs", &dir]);
-    let p = Process::start("db", &config(1, "127.0.0.1:0", "127.0.0.1:0", data.path(), true, ""));
-    let mut first = DbProc::running(1, "127.0.0.1", data, p, "");
+    let cfg = config(1, "127.0.0.1", data.path()).bootstrap(true);
+    let mut first = DbProc::launch(data, cfg);
     let boot = bulwark_db_api::Client::new([first.addr.to_string()], SECRET);
     wait_until("node 1 is primary", || first.status().is_some_and(|s| s.role == DbRole::Primary));
     let mut others = Vec::new();
     for id in [2, 3] {
-        let n = DbProc::start(id, "127.0.0.1", false, "");
+        let n = DbProc::start(id, "127.0.0.1", false);
         n.join(&rt, &boot, true);
         others.push(n);
     }

@@ -13,7 +13,7 @@ use db_common::*;
 #[test]
 fn a_node_whose_machine_crashed_rebuilds_its_database_and_loses_nothing() {
     let rt = rt();
-    let mut c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], "snapshot_every = 20");
+    let mut c = Cluster::start_tuned(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], |c| c.snapshot_every(20));
     let primary = c.wait_primary();
     exec(&rt, &c.client, "CREATE TABLE t (x INTEGER NOT NULL)", vec![]);
     let mut last = None;

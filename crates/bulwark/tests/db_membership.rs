@@ -10,7 +10,7 @@ use db_common::*;
 #[test]
 fn every_node_snapshots_once_its_log_outgrows_the_database() {
     let rt = rt();
-    let c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], "snapshot_log_bytes = 1048576");
+    let c = Cluster::start_tuned(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], |c| c.snapshot_log_bytes(1048576));
     exec(&rt, &c.client, "CREATE TABLE big (id INTEGER PRIMARY KEY, v TEXT)", vec![]);
     // One 64 KiB row rewritten: the log grows by 64 KiB a write, the
     // database stays one row.
@@ -31,7 +31,7 @@ fn every_node_snapshots_once_its_log_outgrows_the_database() {
 #[test]
 fn learner_joins_from_a_snapshot_and_nodes_leave_online() {
     let rt = rt();
-    let c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], "snapshot_every = 20");
+    let c = Cluster::start_tuned(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], |c| c.snapshot_every(20));
     exec(&rt, &c.client, "CREATE TABLE t (n INTEGER)", vec![]);
     let mut last = None;
     for n in 0..60 {
@@ -43,7 +43,7 @@ fn learner_joins_from_a_snapshot_and_nodes_leave_online() {
     });
 
     // A fresh node can only catch up from the snapshot: the log is gone.
-    let learner = DbProc::start(4, "127.0.0.1", false, "snapshot_every = 20");
+    let learner = DbProc::start_tuned(4, "127.0.0.1", |c| c.snapshot_every(20));
     let s = learner.join(&rt, &c.client, false);
     assert!(s.members.iter().any(|m| m.id == 4 && !m.voter), "{:?}", s.members);
     wait_until("learner installed a snapshot and applied the last write", || {

@@ -6,6 +6,7 @@ mod db_common;
 
 use bulwark_testkit::{get, raw_request};
 use db_common::*;
+use std::time::Duration;
 
 fn metrics(addr: std::net::SocketAddr) -> String {
     let r = raw_request(
@@ -26,7 +27,7 @@ use bulwark_testkit::metric_value as value;
 #[test]
 fn metrics_and_role_endpoints_follow_the_cluster() {
     let rt = rt();
-    let c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], "");
+    let c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"]);
     let p = c.wait_primary();
     let primary = c.node(p).addr;
     let replica = c.nodes.iter().find(|n| n.id != p).unwrap().addr;
@@ -86,12 +87,11 @@ fn metrics_and_role_endpoints_follow_the_cluster() {
 
 #[test]
 fn the_db_listener_has_a_firewall_and_a_header_timeout() {
-    let n = DbProc::start(
-        1,
-        "127.0.0.1",
-        true,
-        "header_timeout = \"300ms\"\nfirewall = { acl = [\"deny 127.0.0.2\", \"allow all\"] }",
-    );
+    let n = DbProc::start_tuned(1, "127.0.0.1", |c| {
+        c.bootstrap(true)
+            .header_timeout(Duration::from_millis(300))
+            .set("firewall", r#"{ acl = ["deny 127.0.0.2", "allow all"] }"#)
+    });
     let health = b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
     assert_eq!(bulwark_testkit::raw_request_from("127.0.0.3".parse().unwrap(), n.addr, health).unwrap().status, 200);
     // A denied address gets its connection closed, unanswered.

@@ -19,13 +19,8 @@ fn isolated_primary_refuses_writes_and_rejoins_as_replica() {
 }
 
 fn isolated_primary_inside_netns() {
-    sh("ip", &["link", "set", "lo", "up"]);
     let rt = rt();
-    let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
-    let c = Cluster::start(&rt, &ips, "");
-    assert_eq!(c.wait_primary(), 1);
-    exec(&rt, &c.client, "CREATE TABLE t (v TEXT)", vec![]);
-    exec(&rt, &c.client, "INSERT INTO t VALUES ('before')", vec![]);
+    let (c, ips) = three_node_cluster_with_a_row(&rt);
 
     // Cut node 1 off from nodes 2 and 3 (both directions). The test itself
     // talks from 127.0.0.1 and still reaches every node.

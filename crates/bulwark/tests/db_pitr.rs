@@ -9,7 +9,7 @@ use bulwark_db_api::DbRole;
 use bulwark_db_api::{Rows, Value};
 use bulwark_testkit::{metric_value, request, wait_until, Process};
 use db_common::*;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,23 +18,8 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
-fn bulwark_db(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bulwark")).arg("db").args(args).env("BULWARK_DB_SECRET", SECRET).output().unwrap()
-}
-
 fn ok(out: Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{:?}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn free_port() -> String {
-    std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().to_string()
+    serde_json::from_slice(&succeeded(out).stdout).unwrap()
 }
 
 fn metrics(addr: std::net::SocketAddr) -> String {
@@ -58,19 +43,15 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
     let archive = dir.path().join("archive");
     // Snapshots every 200 entries: the log purges all along, and only the
     // archive keeps what it purges.
-    let extra = "snapshot_every = 200";
     let data = tempfile::tempdir().unwrap();
-    let p = Process::start_with(
-        "db",
-        &config(1, "127.0.0.1:0", "127.0.0.1:0", data.path(), true, extra),
-        &["--archive-log", archive.to_str().unwrap()],
-    );
-    let first = DbProc::running(1, "127.0.0.1", data, p, extra);
+    let cfg = config(1, "127.0.0.1", data.path()).bootstrap(true).snapshot_every(200);
+    let p = Process::start_with("db", &cfg.to_toml(), &["--archive-log", archive.to_str().unwrap()]);
+    let first = DbProc::running(data, p, cfg);
     wait_until("node 1 becomes primary", || first.status().is_some_and(|s| s.role == DbRole::Primary));
     let seed = bulwark_db_api::Client::new([first.addr.to_string()], SECRET);
     let mut nodes = vec![first];
     for id in [2, 3] {
-        let n = DbProc::start(id, "127.0.0.1", false, extra);
+        let n = DbProc::start_tuned(id, "127.0.0.1", |c| c.snapshot_every(200));
         n.join(&rt, &seed, true);
         nodes.push(n);
     }
@@ -98,7 +79,7 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
     let count = || log.lock().unwrap().len();
     wait_until("writes are flowing", || count() >= 100);
     let backup = dir.path().join("site.db");
-    let done = ok(bulwark_db(&["backup", "--from-primary", "--to", backup.to_str().unwrap(), "--nodes", &list]));
+    let done = ok(db_command(&["backup", "--from-primary", "--to", backup.to_str().unwrap(), "--nodes", &list]));
     let backup_index = done["log_index"].as_u64().unwrap();
     // Well over a snapshot's worth of writes, and two seconds, after it.
     let n = count();
@@ -125,30 +106,16 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
     let target_ms = delete_ms - 1000;
     let target = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(target_ms)).to_string();
     let restored_dir = tempfile::tempdir().unwrap();
-    let address = free_port();
-    let raft_address = std::iter::repeat_with(free_port).find(|a| *a != address).unwrap();
-    let out = ok(bulwark_db(&[
-        "restore",
-        "--from",
-        backup.to_str().unwrap(),
-        "--to-time",
-        &target,
-        "--data-dir",
-        restored_dir.path().to_str().unwrap(),
-        "--node-id",
-        "1",
-        "--address",
-        &address,
-        "--raft-address",
-        &raft_address,
-    ]));
+    let restored = RestoredNode::new();
+    let out =
+        ok(restored.restore(&backup, &["--to-time", &target, "--data-dir", restored_dir.path().to_str().unwrap()]));
     assert_eq!(out["backup_log_index"].as_u64(), Some(backup_index), "{out}");
     assert_eq!(out["stopped"], "target", "{out}");
     let restored_index = out["log_index"].as_u64().unwrap();
     assert!(restored_index > backup_index && restored_index < deleted.token.index, "{out}");
 
-    let p = Process::start("db", &config(1, &address, &raft_address, restored_dir.path(), false, ""));
-    let node = DbProc::running(1, "127.0.0.1", restored_dir, p, "");
+    let cfg = restored.config(restored_dir.path());
+    let node = DbProc::launch(restored_dir, cfg);
     wait_until("the restored node is a primary", || {
         node.status().is_some_and(|s| s.role == DbRole::Primary && s.quorum)
     });
@@ -172,23 +139,11 @@ fn restore_to_one_second_before_a_delete_keeps_every_write_acknowledged_before_i
     // To an index: exactly there; past the archive's end: refused.
     let to = (backup_index + 7).to_string();
     let by_index = tempfile::tempdir().unwrap();
-    let base = [
-        "restore",
-        "--from",
-        backup.to_str().unwrap(),
-        "--node-id",
-        "1",
-        "--address",
-        &address,
-        "--raft-address",
-        &raft_address,
-    ];
-    let out =
-        ok(bulwark_db(&[&base[..], &["--to-index", &to, "--data-dir", by_index.path().to_str().unwrap()]].concat()));
+    let out = ok(restored.restore(&backup, &["--to-index", &to, "--data-dir", by_index.path().to_str().unwrap()]));
     assert_eq!(out["log_index"].as_u64(), Some(backup_index + 7), "{out}");
     let beyond = tempfile::tempdir().unwrap();
     let refused =
-        bulwark_db(&[&base[..], &["--to-index", "999999999", "--data-dir", beyond.path().to_str().unwrap()]].concat());
+        restored.restore(&backup, &["--to-index", "999999999", "--data-dir", beyond.path().to_str().unwrap()]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("the archive ends at index"), "{refused:?}");
     assert_eq!(std::fs::read_dir(beyond.path()).unwrap().count(), 0, "a refused restore wrote to the data dir");

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[test]
 fn probe_reports_the_failover() {
     let rt = rt();
-    let mut c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], "");
+    let mut c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"]);
     let old = c.wait_primary();
     let old_term = c.node(old).status().unwrap().term;
     let nodes: Vec<String> = c.nodes.iter().map(|n| n.addr.to_string()).collect();

@@ -7,7 +7,7 @@ mod db_common;
 
 use bulwark_db_api::DbRole;
 use bulwark_testkit::netns::sh;
-use bulwark_testkit::{request, wait_until, Process};
+use bulwark_testkit::{request, wait_until};
 use db_common::*;
 use std::net::SocketAddr;
 
@@ -23,9 +23,11 @@ fn status(addr: SocketAddr, method: &str, path: &str, secret: &str, body: &str) 
 #[test]
 fn a_client_secret_reaches_raft_on_neither_listener() {
     let data = tempfile::tempdir().unwrap();
-    let extra = format!("peer_secret = \"{PEER_SECRET}\"\nmonitor_token = \"db-test-monitor-0123456789\"");
-    let cfg = config(1, "127.0.0.1:0", "127.0.0.1:0", data.path(), true, &extra);
-    let node = DbProc::running(1, "127.0.0.1", data, Process::start("db", &cfg), &extra);
+    let cfg = config(1, "127.0.0.1", data.path())
+        .bootstrap(true)
+        .peer_secret(PEER_SECRET)
+        .monitor_token("db-test-monitor-0123456789");
+    let node = DbProc::launch(data, cfg);
     let (api, raft) = (node.addr, node.raft_addr);
     assert_ne!(api, raft);
     wait_until("node 1 becomes primary", || node.status().is_some_and(|s| s.role == DbRole::Primary));
@@ -66,8 +68,7 @@ fn api_closed_between_nodes_inside_netns() {
     sh("ip", &["link", "set", "lo", "up"]);
     let rt = rt();
     let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
-    let nodes: Vec<DbProc> =
-        ips.iter().enumerate().map(|(i, ip)| DbProc::start(i as u64 + 1, ip, i == 0, "")).collect();
+    let nodes: Vec<DbProc> = ips.iter().enumerate().map(|(i, ip)| DbProc::start(i as u64 + 1, ip, i == 0)).collect();
     // Every node's API port dropped for traffic from the nodes' addresses
     // (the test talks from 127.0.0.1 and still reaches every API).
     for n in &nodes {

@@ -6,65 +6,32 @@
 //! network namespace, so the host's network is never touched.
 mod db_common;
 
+use bulwark_testkit::netns::sh;
 use bulwark_testkit::wait_until;
 use db_common::*;
-use std::process::Command;
 use std::time::Duration;
-
-const IN_NETNS: &str = "BULWARK_DB_REPLICA_BOUNDED_TEST_IN_NETNS";
-const TEST: &str = "a_replica_cut_off_from_the_primary_serves_no_stale_bounded_read";
-
-fn sh(cmd: &str, args: &[&str]) {
-    let s = Command::new(cmd).args(args).status().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(s.success(), "{cmd} {args:?} failed: {s}");
-}
 
 #[test]
 fn a_replica_cut_off_from_the_primary_serves_no_stale_bounded_read() {
-    if std::env::var_os(IN_NETNS).is_some() {
-        return inside_netns();
+    if bulwark_testkit::netns::isolated("a_replica_cut_off_from_the_primary_serves_no_stale_bounded_read") {
+        inside_netns();
     }
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("unshare")
-        .args(["--net", "--"])
-        .arg(exe)
-        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-        .env(IN_NETNS, "1")
-        .status()
-        .expect("running unshare");
-    assert!(status.success(), "the test inside the network namespace failed: {status}");
-}
-
-/// A `bounded` read with `max_lag_ms = 200`, served by `node` itself (the
-/// test follows no redirect): status and rows.
-fn bounded_read(node: &DbProc) -> (u16, Vec<String>) {
-    let r =
-        node.post("/v1/query", r#"{"sql":"SELECT v FROM t ORDER BY rowid","consistency":"bounded","max_lag_ms":200}"#);
-    let rows = serde_json::from_slice::<bulwark_db_api::Rows>(&r.body)
-        .map(|rows| rows.rows.iter().map(|r| r[0].as_str().unwrap_or_default().to_string()).collect())
-        .unwrap_or_default();
-    (r.status, rows)
 }
 
 fn inside_netns() {
     sh("ip", &["link", "set", "lo", "up"]);
     let rt = rt();
     let ips = ["127.0.0.21", "127.0.0.22", "127.0.0.23"];
-    let c = Cluster::start(&rt, &ips[..2], "");
+    let c = Cluster::start(&rt, &ips[..2]);
     assert_eq!(c.wait_primary(), 1);
     // Replica 3 waits 10 s before it campaigns: the cut below stays a
     // replica cut off from a primary that goes on, and for a cut that
     // short the replica still counts the primary's last word as known
     // (within two leases, 24 s), so only the age of that word in its lag
     // stands between it and a stale answer.
-    let any = format!("{}:0", ips[2]);
-    let cfg = config(3, &any, &any, std::path::Path::new("DATA"), false, "");
-    let data = tempfile::tempdir().unwrap();
-    let cfg = cfg
-        .replace("election_timeout = \"400ms\"", "election_timeout = \"10s\"")
-        .replace("write_timeout = \"3s\"", "write_timeout = \"10s\"")
-        .replace("\"DATA\"", &format!("{:?}", data.path().display().to_string()));
-    let replica = DbProc::running(3, ips[2], data, bulwark_testkit::Process::start("db", &cfg), "");
+    let replica = DbProc::start_tuned(3, ips[2], |c| {
+        c.election_timeout(Duration::from_secs(10)).write_timeout(Duration::from_secs(10))
+    });
     replica.join(&rt, &c.client, true);
 
     exec(&rt, &c.client, "CREATE TABLE t (v TEXT)", vec![]);

@@ -26,7 +26,7 @@ fn execute(sql: &str) -> String {
 #[test]
 fn api_sql_is_refused_what_would_bend_the_cluster() {
     let rt = rt();
-    let c = Cluster::start(&rt, &["127.0.0.1"; 3], "");
+    let c = Cluster::start(&rt, &["127.0.0.1"; 3]);
     let primary = c.node(c.wait_primary());
     exec(&rt, &c.client, "CREATE TABLE t (v TEXT)", vec![]);
     let outside = tempfile::tempdir().unwrap();

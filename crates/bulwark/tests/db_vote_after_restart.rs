@@ -6,11 +6,12 @@ mod db_common;
 
 use bulwark_testkit::{wait_until, Process};
 use db_common::*;
+use std::time::Duration;
 
 #[test]
 fn a_restarted_replica_refuses_votes_for_a_lease() {
     let rt = rt();
-    let mut c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"], "");
+    let mut c = Cluster::start(&rt, &["127.0.0.1", "127.0.0.1", "127.0.0.1"]);
     let primary = c.wait_primary();
     exec(&rt, &c.client, "CREATE TABLE t (v TEXT)", vec![]);
     let replica = (1..=3).find(|&id| id != primary).unwrap();
@@ -21,11 +22,8 @@ fn a_restarted_replica_refuses_votes_for_a_lease() {
     // the hold) comfortably outlasts the request below on a slow machine.
     let node = c.node_mut(replica);
     node.kill();
-    let cfg = node
-        .config_again("")
-        .replace("election_timeout = \"400ms\"", "election_timeout = \"20s\"")
-        .replace("write_timeout = \"3s\"", "write_timeout = \"20s\"");
-    node.proc = Some(Process::start("db", &cfg));
+    let cfg = node.config_again().election_timeout(Duration::from_secs(20)).write_timeout(Duration::from_secs(20));
+    node.proc = Some(Process::start("db", &cfg.to_toml()));
     wait_until("the restarted replica to answer", || c.node(replica).status().is_some());
 
     // Another replica campaigns in a higher term with a log at least as

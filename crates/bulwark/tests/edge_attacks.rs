@@ -7,10 +7,9 @@
 //! - `/metrics` asked through the lb does not answer with the web tier's
 //!   metrics.
 use bulwark_testkit::tls::tls_raw_request;
-use bulwark_testkit::{bulwark_bin, raw_request, wait_until, Process};
+use bulwark_testkit::{raw_request, wait_until, Process};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -78,9 +77,7 @@ fn bad_chunk(extra_header: &str) -> Vec<u8> {
 #[test]
 fn malformed_chunked_bodies_are_the_attackers_problem_only() {
     let data = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(bulwark_bin());
-    cmd.args(["up", "--port-base", "0", "--data-dir"]).arg(data.path());
-    let up = Process::spawn(cmd, tempfile::tempdir().unwrap(), data.path().join("none"));
+    let up = Process::up_built_in(data.path());
     let https = up.addr("lb1.https");
     let ca = data.path().join("tls/cert.pem");
     let secret = std::fs::read_to_string(data.path().join("secrets/lb-web")).unwrap().trim().to_string();

@@ -1,5 +1,6 @@
 //! Attacks on the edge (the lb and the web tier), each a test of the
 //! defence that stops it.
+use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig, WebConfig};
 use bulwark_testkit::tls::tls_connect;
 use bulwark_testkit::{raw_request, read_response, Process};
 use std::io::{Read, Write};
@@ -7,11 +8,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn web(root: &Path, extra: &str) -> Process {
-    Process::start(
-        "web",
-        &format!("listen = [\"127.0.0.1:0\"]\nroot = \"{}\"\nthreads = 1\naccess_log = false\n{extra}", root.display()),
-    )
+fn web(root: &Path) -> Process {
+    Process::start("web", &WebConfig::new(root).to_toml())
 }
 
 fn small_site() -> tempfile::TempDir {
@@ -21,18 +19,21 @@ fn small_site() -> tempfile::TempDir {
 }
 
 /// An lb with one TLS frontend `https` (HTTP/2 by ALPN) in front of `server`.
-fn tls_lb(dir: &Path, server: SocketAddr, timeouts: &str) -> Process {
+fn tls_lb(dir: &Path, server: SocketAddr, timeouts: &[(&str, Duration)]) -> Process {
     let (c, k) = bulwark_lb::tls::ensure_self_signed(dir, &["localhost".to_string()]).unwrap();
-    Process::start(
-        "lb",
-        &format!(
-            "threads = 1\n[timeouts]\n{timeouts}\n[[frontend]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\nbackend = \"web\"\n\
-             tls = {{ certificate = [{{ cert = \"{}\", key = \"{}\" }}] }}\n[[backend]]\nname = \"web\"\n\
-             [[backend.server]]\nname = \"w\"\naddress = \"{server}\"\n",
-            c.display(),
-            k.display()
-        ),
-    )
+    let lb = LbConfig::new()
+        .frontend(FrontendConfig::http("https", "web").tls(&c, &k))
+        .backend(BackendConfig::new("web").server("w", server));
+    let lb = timeouts.iter().fold(lb, |lb, &(key, d)| lb.timeout(key, d));
+    Process::start("lb", &lb.to_toml())
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
 }
 
 const HEADERS: u8 = 1;
@@ -73,12 +74,16 @@ fn get_headers(path: &str) -> Vec<u8> {
 #[test]
 fn an_http2_stream_with_a_shut_window_is_cut_off_by_the_send_deadline() {
     let root = small_site();
-    let w = web(root.path(), "");
+    let w = web(root.path());
     let dir = tempfile::tempdir().unwrap();
     // The connection stays alive only by answering PINGs; the idle close
     // is far away, the send deadline is short.
-    let timeouts =
-        "client_send = \"300ms\"\nhttp2_idle = \"600s\"\nhttp2_ping_interval = \"200ms\"\nhttp2_ping_timeout = \"5s\"";
+    let timeouts = &[
+        ("client_send", ms(300)),
+        ("http2_idle", secs(600)),
+        ("http2_ping_interval", ms(200)),
+        ("http2_ping_timeout", secs(5)),
+    ];
     let lb = tls_lb(dir.path(), w.addr("http"), timeouts);
     let mut tls = tls_connect(lb.addr("https"), "localhost", &dir.path().join("cert.pem"), &[b"h2"]).unwrap();
     assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]));
@@ -143,7 +148,10 @@ fn an_http2_stream_with_a_shut_window_is_cut_off_by_the_send_deadline() {
 #[test]
 fn the_web_tier_enforces_its_connection_limit() {
     let root = small_site();
-    let w = web(root.path(), "[firewall]\nmax_connections = 1\nmax_connections_per_ip = 1");
+    let w = Process::start(
+        "web",
+        &WebConfig::new(root.path()).set("firewall", "{ max_connections = 1, max_connections_per_ip = 1 }").to_toml(),
+    );
     let addr = w.addr("http");
     // Hold one keep-alive connection open.
     let mut first = TcpStream::connect(addr).unwrap();
@@ -170,9 +178,9 @@ fn a_slow_but_steady_http2_download_is_not_cut_off() {
     let root = small_site();
     let big: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(root.path().join("big.bin"), &big).unwrap();
-    let w = web(root.path(), "");
+    let w = web(root.path());
     let dir = tempfile::tempdir().unwrap();
-    let lb = tls_lb(dir.path(), w.addr("http"), "client_send = \"3s\"");
+    let lb = tls_lb(dir.path(), w.addr("http"), &[("client_send", secs(3))]);
     let out = dir.path().join("big.out");
     let status = std::process::Command::new("curl")
         .args(["--http2", "--silent", "--show-error", "--fail", "--limit-rate", "512K", "--max-time", "60"])
@@ -229,6 +237,53 @@ fn h2_connect(lb: &Process, dir: &Path, settings: &[(u16, u32)]) -> bulwark_test
     tls
 }
 
+/// What a test does with a frame of stream 1.
+enum Step {
+    /// Send these bytes and read on.
+    Reply(Vec<u8>),
+    Next,
+    /// The exchange is complete.
+    Done,
+}
+
+/// Read frames on `tls` as an HTTP/2 client until the exchange ends, and
+/// say how: `"done"` when `on_stream` says so, else what ended it (a reset
+/// of stream 1, a GOAWAY, a closed connection, or `limit` passed since
+/// `start`). SETTINGS and PING are acknowledged; `on_stream` gets every
+/// other frame of stream 1 (kind, flags, payload).
+fn converse(
+    tls: &mut bulwark_testkit::tls::TlsStream,
+    start: Instant,
+    limit: Duration,
+    mut on_stream: impl FnMut(u8, u8, &[u8]) -> Step,
+) -> String {
+    loop {
+        if start.elapsed() > limit {
+            return format!("still running after {limit:?}");
+        }
+        let (kind, flags, stream, payload) = match next_frame(tls) {
+            Err(()) => return "the connection was closed".into(),
+            Ok(None) => continue,
+            Ok(Some(f)) => f,
+        };
+        let reply = match kind {
+            SETTINGS if flags & 1 == 0 => frame(SETTINGS, 1, 0, &[]),
+            PING if flags & 1 == 0 => frame(PING, 1, 0, &payload),
+            RST_STREAM if stream == 1 => return "the stream was reset".into(),
+            GOAWAY => return "the lb sent GOAWAY".into(),
+            _ if stream == 1 => match on_stream(kind, flags, &payload) {
+                Step::Reply(bytes) => bytes,
+                Step::Next => continue,
+                Step::Done => return "done".into(),
+            },
+            _ => continue,
+        };
+        if tls.write_all(&reply).is_err() {
+            return "the connection was closed".into();
+        }
+    }
+}
+
 fn window_update(stream: u32, n: u32) -> Vec<u8> {
     frame(WINDOW_UPDATE, 0, stream, &n.to_be_bytes())
 }
@@ -243,9 +298,9 @@ struct Held {
 
 /// Opens a stream for `/index.html` with a stream window of one byte and
 /// answers the lb's SETTINGS and PINGs for `hold`.
-fn hold_a_one_byte_window(timeouts: &str, hold: Duration) -> Held {
+fn hold_a_one_byte_window(timeouts: &[(&str, Duration)], hold: Duration) -> Held {
     let root = small_site();
-    let w = web(root.path(), "");
+    let w = web(root.path());
     let dir = tempfile::tempdir().unwrap();
     let lb = tls_lb(dir.path(), w.addr("http"), timeouts);
     // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 1.
@@ -290,8 +345,12 @@ fn hold_a_one_byte_window(timeouts: &str, hold: Duration) -> Held {
 /// connection closed within a few `client_send`, as with a zero window.
 #[test]
 fn an_http2_answer_queued_behind_a_one_byte_window_is_cut_off() {
-    let timeouts =
-        "client_send = \"300ms\"\nhttp2_idle = \"600s\"\nhttp2_ping_interval = \"200ms\"\nhttp2_ping_timeout = \"5s\"";
+    let timeouts = &[
+        ("client_send", ms(300)),
+        ("http2_idle", secs(600)),
+        ("http2_ping_interval", ms(200)),
+        ("http2_ping_timeout", secs(5)),
+    ];
     let held = hold_a_one_byte_window(timeouts, Duration::from_secs(15));
     assert_eq!(held.data, 1, "the lb sent the one byte the window allowed");
     assert!(
@@ -311,8 +370,12 @@ fn an_http2_answer_queued_behind_a_one_byte_window_is_cut_off() {
 #[test]
 fn an_idle_http2_connection_with_a_stuck_stream_is_closed() {
     // The idle close comes first, the send deadline well after it.
-    let timeouts =
-        "client_send = \"2s\"\nhttp2_idle = \"500ms\"\nhttp2_ping_interval = \"200ms\"\nhttp2_ping_timeout = \"5s\"";
+    let timeouts = &[
+        ("client_send", secs(2)),
+        ("http2_idle", ms(500)),
+        ("http2_ping_interval", ms(200)),
+        ("http2_ping_timeout", secs(5)),
+    ];
     let held = hold_a_one_byte_window(timeouts, Duration::from_secs(15));
     assert_eq!(held.data, 1, "the lb sent the one byte the window allowed");
     assert!(held.goaway, "the idle close sent its GOAWAY");
@@ -333,52 +396,35 @@ fn a_steady_http2_reader_with_the_default_window_is_not_cut_off() {
     let root = small_site();
     let big: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(root.path().join("big.bin"), &big).unwrap();
-    let w = web(root.path(), "");
+    let w = web(root.path());
     let dir = tempfile::tempdir().unwrap();
-    let lb = tls_lb(dir.path(), w.addr("http"), "client_send = \"500ms\"");
+    let lb = tls_lb(dir.path(), w.addr("http"), &[("client_send", ms(500))]);
     let mut tls = h2_connect(&lb, dir.path(), &[]);
     tls.write_all(&get_headers("/big.bin")).unwrap();
     let rate = 128.0 * 1024.0; // bytes per second
     let start = Instant::now();
     let mut got = 0usize;
-    let outcome = loop {
-        if start.elapsed() > Duration::from_secs(40) {
-            break "still running after 40 s";
+    let outcome = converse(&mut tls, start, Duration::from_secs(40), |kind, flags, payload| {
+        if kind != DATA {
+            return Step::Next;
         }
-        let (kind, flags, stream, payload) = match next_frame(&mut tls) {
-            Err(()) => break "the connection was closed",
-            Ok(None) => continue,
-            Ok(Some(f)) => f,
-        };
-        let reply = match kind {
-            SETTINGS if flags & 1 == 0 => frame(SETTINGS, 1, 0, &[]),
-            PING if flags & 1 == 0 => frame(PING, 1, 0, &payload),
-            RST_STREAM if stream == 1 => break "the stream was reset",
-            GOAWAY => break "the lb sent GOAWAY",
-            DATA if stream == 1 => {
-                got += payload.len();
-                if flags & 1 != 0 {
-                    break "done";
-                }
-                // Consume at `rate`, then give the window back.
-                let due = start + Duration::from_secs_f64(got as f64 / rate);
-                if let Some(d) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(d);
-                }
-                let n = payload.len() as u32;
-                if n == 0 {
-                    continue;
-                }
-                [window_update(1, n), window_update(0, n)].concat()
-            }
-            _ => continue,
-        };
-        if tls.write_all(&reply).is_err() {
-            break "the connection was closed";
+        got += payload.len();
+        if flags & 1 != 0 {
+            return Step::Done;
         }
-    };
+        // Consume at `rate`, then give the window back.
+        let due = start + Duration::from_secs_f64(got as f64 / rate);
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        let n = payload.len() as u32;
+        if n == 0 {
+            return Step::Next;
+        }
+        Step::Reply([window_update(1, n), window_update(0, n)].concat())
+    });
     assert_eq!(
-        (outcome, got),
+        (outcome.as_str(), got),
         ("done", big.len()),
         "a client reading at 128 KB/s with a 64 KB window, after {:?}",
         start.elapsed()
@@ -411,39 +457,22 @@ fn an_http2_stream_waiting_on_a_slow_server_is_not_cut_off() {
         std::thread::sleep(Duration::from_secs(2));
     });
     let dir = tempfile::tempdir().unwrap();
-    let lb = tls_lb(dir.path(), addr, "client_send = \"300ms\"\nhttp2_ping_interval = \"200ms\"");
+    let lb = tls_lb(dir.path(), addr, &[("client_send", ms(300)), ("http2_ping_interval", ms(200))]);
     let mut tls = h2_connect(&lb, dir.path(), &[]);
     tls.write_all(&get_headers("/events")).unwrap();
     let start = Instant::now();
     let mut body = Vec::new();
-    let outcome = loop {
-        if start.elapsed() > Duration::from_secs(20) {
-            break "still running after 20 s";
+    let outcome = converse(&mut tls, start, Duration::from_secs(20), |kind, flags, payload| match kind {
+        HEADERS | DATA if flags & 1 != 0 => {
+            body.extend_from_slice(if kind == DATA { payload } else { &[] });
+            Step::Done
         }
-        let (kind, flags, stream, payload) = match next_frame(&mut tls) {
-            Err(()) => break "the connection was closed",
-            Ok(None) => continue,
-            Ok(Some(f)) => f,
-        };
-        let reply = match kind {
-            SETTINGS if flags & 1 == 0 => frame(SETTINGS, 1, 0, &[]),
-            PING if flags & 1 == 0 => frame(PING, 1, 0, &payload),
-            RST_STREAM if stream == 1 => break "the stream was reset",
-            GOAWAY => break "the lb sent GOAWAY",
-            HEADERS | DATA if stream == 1 && flags & 1 != 0 => {
-                body.extend_from_slice(if kind == DATA { &payload } else { &[] });
-                break "done";
-            }
-            DATA if stream == 1 => {
-                body.extend_from_slice(&payload);
-                continue;
-            }
-            _ => continue,
-        };
-        if tls.write_all(&reply).is_err() {
-            break "the connection was closed";
+        DATA => {
+            body.extend_from_slice(payload);
+            Step::Next
         }
-    };
-    assert_eq!((outcome, &body[..]), ("done", &b"event\n"[..]), "after {:?}", start.elapsed());
+        _ => Step::Next,
+    });
+    assert_eq!((outcome.as_str(), &body[..]), ("done", &b"event\n"[..]), "after {:?}", start.elapsed());
     assert!(start.elapsed() >= Duration::from_secs(3), "the server's pauses were waited out");
 }

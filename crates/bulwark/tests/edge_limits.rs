@@ -250,14 +250,7 @@ fn the_web_proxy_route_honours_the_body_limit_and_timeout() {
         .proxy("/api/", &[app.addr]));
     let http = w.addr("http");
     // Chunked, growing past the limit: 413, and the app never sees it whole.
-    let mut chunked =
-        b"POST /api/echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    for _ in 0..3 {
-        chunked.extend_from_slice(b"1f4\r\n");
-        chunked.extend_from_slice(&[b'y'; 500]);
-        chunked.extend_from_slice(b"\r\n");
-    }
-    chunked.extend_from_slice(b"0\r\n\r\n");
+    let chunked = bulwark_testkit::chunked_post("/api/echo", 3, 500);
     let r = raw_request(http, &chunked).unwrap();
     assert_eq!(r.status, 413, "{}", r.text());
     // A body that stops arriving: 408 after `timeouts.body`, not the

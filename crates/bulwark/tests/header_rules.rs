@@ -2,8 +2,10 @@
 //! headers from the client's address and TLS facts, removes others, and
 //! rewrites responses (error pages too), seen by curl; and the web tier's
 //! per-route rules with its security-headers preset.
+use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig, WebConfig};
 use bulwark_testkit::{request, Backend, Process};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 
 fn curl(args: &[&str]) -> String {
@@ -13,27 +15,15 @@ fn curl(args: &[&str]) -> String {
 }
 
 fn lb_config(cert: &str, key: &str, server: SocketAddr) -> String {
-    format!(
-        r#"threads = 1
-[[frontend]]
-name = "https"
-bind = "127.0.0.1:0"
-backend = "app"
-tls = {{ certificate = [{{ cert = "{cert}", key = "{key}" }}] }}
-[frontend.headers]
-request_remove = ["X-Debug"]
-request_set = {{ "X-Client" = "$remote_addr", "X-TLS" = "$tls_version $tls_alpn $tls_sni", "X-Env" = "prod" }}
-request_add = {{ "X-Tag" = "from-lb" }}
-response_remove = ["X-Server"]
-response_set = {{ "X-Frame-Options" = "DENY", "X-Seen-Scheme" = "$scheme" }}
-
-[[backend]]
-name = "app"
-[[backend.server]]
-name = "a"
-address = "{server}"
-"#
-    )
+    let headers = concat!(
+        r#"{ request_remove = ["X-Debug"], "#,
+        r#"request_set = { "X-Client" = "$remote_addr", "X-TLS" = "$tls_version $tls_alpn $tls_sni", "X-Env" = "prod" }, "#,
+        r#"request_add = { "X-Tag" = "from-lb" }, "#,
+        r#"response_remove = ["X-Server"], "#,
+        r#"response_set = { "X-Frame-Options" = "DENY", "X-Seen-Scheme" = "$scheme" } }"#,
+    );
+    let https = FrontendConfig::http("https", "app").tls(Path::new(cert), Path::new(key)).set("headers", headers);
+    LbConfig::new().frontend(https).backend(BackendConfig::new("app").server("a", server)).to_toml()
 }
 
 #[test]
@@ -92,23 +82,14 @@ fn web_route_rules_and_the_security_preset() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("index.html"), "<h1>hi</h1>\n").unwrap();
     std::fs::write(dir.path().join("data.txt"), "plain\n").unwrap();
-    let config = format!(
-        r#"listen = ["127.0.0.1:0"]
-root = "{}"
-threads = 1
-[security_headers]
-enabled = true
-content_security_policy = "default-src 'self'"
-[[proxy]]
-prefix = "/api/"
-servers = ["{}"]
-[proxy.headers]
-request_set = {{ "X-Route" = "api" }}
-response_remove = ["X-Server"]
-"#,
-        dir.path().display(),
-        app.addr
-    );
+    let config = WebConfig::new(dir.path())
+        .set("security_headers", r#"{ enabled = true, content_security_policy = "default-src 'self'" }"#)
+        .proxy_with(
+            "/api/",
+            &[app.addr],
+            &[("headers", r#"{ request_set = { "X-Route" = "api" }, response_remove = ["X-Server"] }"#)],
+        )
+        .to_toml();
     let web = Process::start("web", &config);
     let http = web.addr("http");
     let r = request(http, "GET", "/api/echo", &[], b"").unwrap();

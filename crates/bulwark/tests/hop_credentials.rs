@@ -4,6 +4,7 @@
 //! status and metrics and nothing else, and the lb's config names no
 //! database secret. With `internal_tls`, `up` issues the roles of its host
 //! certificates from a cluster CA.
+use bulwark_testkit::config::{RoleKind, TopologyConfig};
 use bulwark_testkit::{bulwark_bin, request, wait_until, Process};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,9 +20,7 @@ fn status(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], 
 #[test]
 fn each_hop_refuses_the_other_hops_secrets() {
     let data = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(bulwark_bin());
-    cmd.args(["up", "--port-base", "0", "--data-dir"]).arg(data.path());
-    let up = Process::spawn(cmd, tempfile::tempdir().unwrap(), data.path().join("none"));
+    let up = Process::up_built_in(data.path());
     let secret: HashMap<&str, String> = HOPS
         .iter()
         .map(|h| (*h, std::fs::read_to_string(data.path().join("secrets").join(h)).unwrap().trim().to_string()))
@@ -119,13 +118,11 @@ fn up_issues_its_hosts_roles_certificates_from_a_cluster_ca() {
     use std::os::unix::fs::MetadataExt;
     let topo_dir = tempfile::tempdir().unwrap();
     let topo = topo_dir.path().join("topology.toml");
-    std::fs::write(
-        &topo,
-        "internal_tls = true\n[[host]]\nname = \"edge\"\nrole = [{ name = \"lb1\", kind = \"lb\" }]\n\
-         [[host]]\nname = \"inner\"\nrole = [{ name = \"web1\", kind = \"web\" }, { name = \"app1\", kind = \"app\" }, \
-         { name = \"db1\", kind = \"db\" }]\n",
-    )
-    .unwrap();
+    let config = TopologyConfig::default()
+        .set("internal_tls", "true")
+        .host("edge", &[("lb1", RoleKind::Lb)])
+        .host("inner", &[("web1", RoleKind::Web), ("app1", RoleKind::App), ("db1", RoleKind::Db)]);
+    std::fs::write(&topo, config.to_toml()).unwrap();
     let base = tempfile::tempdir().unwrap();
     let data = base.path().join("data");
     let mut cmd = Command::new(bulwark_bin());

@@ -16,10 +16,11 @@
 //! the whole site (lb -> web -> app -> db) serves posts and reads with
 //! every host firewalled by `up --host`.
 
+use bulwark_testkit::config::{RoleKind, TopologyConfig};
 use bulwark_testkit::netns::{isolated, private_run_netns, sh};
 use bulwark_testkit::{bulwark_bin, Process};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -39,32 +40,22 @@ const HOSTS: [(&str, &str); 5] = [
 const DROPPED_AFTER: Duration = Duration::from_secs(1);
 const ALLOWED_WITHIN: Duration = Duration::from_secs(20);
 
+/// The site on the bridge: lb1 on edge, web1 and app1 on front, db1 on
+/// data; its firewalls managed, SSH and the operator from 10.7.0.60, and
+/// `firewall` (inline-table entries) on top.
 fn topology(firewall: &str) -> String {
-    format!(
-        r#"name = "fwtest"
-port_base = 8080
-[lb]
-tls = false
-check_interval = "250ms"
-[firewall]
-manage = true
-ssh_from = ["10.7.0.60"]
-operator_from = ["10.7.0.60"]
-{firewall}
-[[host]]
-name = "edge"
-address = "10.7.0.1"
-role = [{{ name = "lb1", kind = "lb" }}]
-[[host]]
-name = "front"
-address = "10.7.0.2"
-role = [{{ name = "web1", kind = "web" }}, {{ name = "app1", kind = "app" }}]
-[[host]]
-name = "data"
-address = "10.7.0.3"
-role = [{{ name = "db1", kind = "db" }}]
-"#
-    )
+    let at = |last: u8| IpAddr::from([10, 7, 0, last]);
+    TopologyConfig::new("fwtest")
+        .set("port_base", "8080")
+        .set("lb", r#"{ tls = false, check_interval = "250ms" }"#)
+        .set(
+            "firewall",
+            &format!(r#"{{ manage = true, ssh_from = ["10.7.0.60"], operator_from = ["10.7.0.60"], {firewall} }}"#),
+        )
+        .host_at("edge", at(1), &[("lb1", RoleKind::Lb)])
+        .host_at("front", at(2), &[("web1", RoleKind::Web), ("app1", RoleKind::App)])
+        .host_at("data", at(3), &[("db1", RoleKind::Db)])
+        .to_toml()
 }
 
 /// The bridge and one namespace per host.
@@ -281,7 +272,7 @@ fn the_site_serves_through_firewalls_on_every_host() {
     let topo = dir.path().join("topology.toml");
     // The strictest inner rules: the lb host is kept out of the app and
     // db listeners too (no dashboard polling).
-    std::fs::write(&topo, topology("remove_on_stop = true\nmonitoring = false")).unwrap();
+    std::fs::write(&topo, topology("remove_on_stop = true, monitoring = false")).unwrap();
     // One data directory for the three hosts (one cluster CA, one set of
     // hop secrets), as an operator copies them to each machine. The
     // database host first: the app host waits for its primary.

@@ -1,5 +1,8 @@
 //! Load balancer integration tests: a real `bulwark lb` process in front of
 //! real HTTP backends on port 0.
+use bulwark_testkit::config::{
+    quick_http_check, BackendConfig, Balance, FrontendConfig, HealthCheck, LbConfig, PassiveHealth, Retries,
+};
 use bulwark_testkit::{get, raw_request, read_response, request, wait_until, Backend, Process};
 use nix::sys::signal::Signal;
 use std::io::Write;
@@ -8,32 +11,38 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// An lb config with one http frontend on port 0 and one backend.
-fn lb_config(balance: &str, servers: &[(&str, SocketAddr, bool)], extra_backend: &str) -> String {
-    let mut c = format!(
-        r#"threads = 2
-[admin]
-bind = "127.0.0.1:0"
-
-[[frontend]]
-name = "www"
-bind = "127.0.0.1:0"
-backend = "app"
-
-[[backend]]
-name = "app"
-balance = "{balance}"
-{extra_backend}
-"#
-    );
-    for (name, addr, backup) in servers {
-        c.push_str(&format!("[[backend.server]]\nname = \"{name}\"\naddress = \"{addr}\"\nbackup = {backup}\n"));
-    }
-    c
+/// The backend `app`: `servers` (name, address, whether a backup)
+/// balanced by `balance`.
+fn app_backend(balance: Balance, servers: &[(&str, SocketAddr, bool)]) -> BackendConfig {
+    servers.iter().fold(BackendConfig::new("app").balance(balance), |b, &(name, addr, backup)| {
+        if backup {
+            b.backup_server(name, addr)
+        } else {
+            b.server(name, addr)
+        }
+    })
 }
 
-const FAST_CHECKS: &str =
-    r#"health_check = { kind = "http", path = "/health", interval = "100ms", timeout = "500ms", rise = 1, fall = 2 }"#;
+/// An lb with two worker threads, its admin listener and one http
+/// frontend on port 0 in front of `backend`.
+fn lb_with(backend: BackendConfig) -> LbConfig {
+    LbConfig::new().threads(2).admin().frontend(FrontendConfig::http("www", "app")).backend(backend)
+}
+
+fn lb_config(backend: BackendConfig) -> String {
+    lb_with(backend).to_toml()
+}
+
+/// `GET /health` every 100 ms with a 500 ms timeout: up after one pass,
+/// down after two failures.
+fn fast_checks() -> HealthCheck {
+    HealthCheck { timeout: Duration::from_millis(500), ..quick_http_check("/health") }
+}
+
+/// Passive ejection off: only the active check (if any) judges a server.
+fn no_passive() -> PassiveHealth {
+    PassiveHealth { consecutive_errors: 0, ..PassiveHealth::default() }
+}
 
 fn who(addr: SocketAddr) -> String {
     let r = get(addr, "/").expect("request through lb");
@@ -56,7 +65,10 @@ fn server_state(lb: &Process, server: &str) -> String {
 fn roundrobin_splits_evenly() {
     let a = Backend::start("a");
     let b = Backend::start("b");
-    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", a.addr, false), ("b", b.addr, false)], ""));
+    let lb = Process::start(
+        "lb",
+        &lb_config(app_backend(Balance::Roundrobin, &[("a", a.addr, false), ("b", b.addr, false)])),
+    );
     let www = lb.addr("www");
     for _ in 0..100 {
         who(www);
@@ -72,14 +84,14 @@ fn every_algorithm_routes_and_has_its_shape() {
     let b = Backend::start("b");
     let servers = [("a", a.addr, false), ("b", b.addr, false)];
     // source: one client IP sticks to one server.
-    let lb = Process::start("lb", &lb_config("source", &servers, ""));
+    let lb = Process::start("lb", &lb_config(app_backend(Balance::Source, &servers)));
     let first = who(lb.addr("www"));
     for _ in 0..20 {
         assert_eq!(who(lb.addr("www")), first, "source hashing must be sticky");
     }
     drop(lb);
     // first: sequential requests never exceed the cap, so all go to `a`.
-    let lb = Process::start("lb", &lb_config("first", &servers, "max_connections = 4"));
+    let lb = Process::start("lb", &lb_config(app_backend(Balance::First, &servers).set("max_connections", "4")));
     for _ in 0..20 {
         assert_eq!(who(lb.addr("www")), "a");
     }
@@ -87,16 +99,16 @@ fn every_algorithm_routes_and_has_its_shape() {
     // leastconn, random: sequential requests see equal loads, so both
     // servers get traffic. ewma may rightly prefer whichever answered
     // faster; it must route every request.
-    for algo in ["leastconn", "random", "ewma"] {
+    for algo in [Balance::Leastconn, Balance::Random, Balance::Ewma] {
         let (ha, hb) = (a.hits(), b.hits());
-        let lb = Process::start("lb", &lb_config(algo, &servers, ""));
+        let lb = Process::start("lb", &lb_config(app_backend(algo, &servers)));
         for _ in 0..60 {
             who(lb.addr("www"));
         }
         let (da, db) = (a.hits() - ha, b.hits() - hb);
-        assert_eq!(da + db, 60, "{algo}");
-        if algo != "ewma" {
-            assert!(da >= 10 && db >= 10, "{algo}: a={da} b={db}");
+        assert_eq!(da + db, 60, "{algo:?}");
+        if algo != Balance::Ewma {
+            assert!(da >= 10 && db >= 10, "{algo:?}: a={da} b={db}");
         }
     }
 }
@@ -110,9 +122,11 @@ fn backup_takes_over_only_when_all_primaries_are_down_and_gives_back() {
     let lb = Process::start(
         "lb",
         &lb_config(
-            "roundrobin",
-            &[("a", a_addr, false), ("b", b_addr, false), ("spare", spare.addr, true)],
-            FAST_CHECKS,
+            app_backend(
+                Balance::Roundrobin,
+                &[("a", a_addr, false), ("b", b_addr, false), ("spare", spare.addr, true)],
+            )
+            .health_check(&fast_checks()),
         ),
     );
     let www = lb.addr("www");
@@ -184,7 +198,13 @@ fn load(
 fn killed_backend_is_removed_without_failing_a_client_request() {
     let mut a = Backend::start("a");
     let b = Backend::start("b");
-    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", a.addr, false), ("b", b.addr, false)], FAST_CHECKS));
+    let lb = Process::start(
+        "lb",
+        &lb_config(
+            app_backend(Balance::Roundrobin, &[("a", a.addr, false), ("b", b.addr, false)])
+                .health_check(&fast_checks()),
+        ),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, hs) = load(lb.addr("www"), 4, stop.clone());
     wait_until("traffic on both", || a.hits() > 200 && b.hits() > 200);
@@ -205,12 +225,12 @@ fn killed_backend_is_removed_without_failing_a_client_request() {
 fn reload_changes_servers_without_dropping_requests() {
     let a = Backend::start("a");
     let b = Backend::start("b");
-    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", a.addr, false)], ""));
+    let lb = Process::start("lb", &lb_config(app_backend(Balance::Roundrobin, &[("a", a.addr, false)])));
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, hs) = load(lb.addr("www"), 3, stop.clone());
     wait_until("traffic on a", || a.hits() > 100);
     // Swap a for b, reload.
-    std::fs::write(&lb.config_path, lb_config("roundrobin", &[("b", b.addr, false)], "")).unwrap();
+    std::fs::write(&lb.config_path, lb_config(app_backend(Balance::Roundrobin, &[("b", b.addr, false)]))).unwrap();
     lb.signal(Signal::SIGHUP);
     lb.wait_for_log("reload: new config is live");
     let a_after = a.hits();
@@ -233,7 +253,7 @@ fn reload_changes_servers_without_dropping_requests() {
 #[test]
 fn malformed_requests_get_400_and_bad_gateway_cases_are_clear() {
     let a = Backend::start("a");
-    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", a.addr, false)], ""));
+    let lb = Process::start("lb", &lb_config(app_backend(Balance::Roundrobin, &[("a", a.addr, false)])));
     let www = lb.addr("www");
     for raw in [
         &b"GARBAGE\r\n\r\n"[..],
@@ -258,14 +278,16 @@ fn no_server_gives_503_and_refused_connections_give_502() {
     let mut a = Backend::start("a");
     let dead = a.addr;
     a.stop();
-    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", dead, false)], ""));
+    let lb = Process::start("lb", &lb_config(app_backend(Balance::Roundrobin, &[("a", dead, false)])));
     let r = get(lb.addr("www"), "/").unwrap();
     assert_eq!(r.status, 502);
     assert!(r.text().contains("could not connect"), "{}", r.text());
     drop(lb);
     // With the panic threshold off, health decides alone: no server → 503.
-    let checks = format!("{FAST_CHECKS}\npanic_threshold_percent = 0");
-    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", dead, false)], &checks));
+    let checks = app_backend(Balance::Roundrobin, &[("a", dead, false)])
+        .health_check(&fast_checks())
+        .set("panic_threshold_percent", "0");
+    let lb = Process::start("lb", &lb_config(checks));
     wait_until("a down", || server_state(&lb, "a") == "down");
     let r = get(lb.addr("www"), "/").unwrap();
     assert_eq!(r.status, 503);
@@ -273,7 +295,10 @@ fn no_server_gives_503_and_refused_connections_give_502() {
     drop(lb);
     // By default (panic below 50 % available) a backend whose checks all
     // fail is still tried: here the server is really gone → 502.
-    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", dead, false)], FAST_CHECKS));
+    let lb = Process::start(
+        "lb",
+        &lb_config(app_backend(Balance::Roundrobin, &[("a", dead, false)]).health_check(&fast_checks())),
+    );
     wait_until("a down", || server_state(&lb, "a") == "down");
     let r = get(lb.addr("www"), "/").unwrap();
     assert_eq!(r.status, 502, "{}", r.text());
@@ -282,7 +307,7 @@ fn no_server_gives_503_and_refused_connections_give_502() {
 #[test]
 fn forwarded_headers_are_added_and_hop_by_hop_removed() {
     let a = Backend::start("a");
-    let lb = Process::start("lb", &lb_config("roundrobin", &[("a", a.addr, false)], ""));
+    let lb = Process::start("lb", &lb_config(app_backend(Balance::Roundrobin, &[("a", a.addr, false)])));
     let r = request(
         lb.addr("www"),
         "POST",
@@ -313,7 +338,9 @@ fn non_idempotent_requests_are_never_replayed_but_gets_are() {
     let b = Backend::start("b");
     let lb = Process::start(
         "lb",
-        &lb_config("roundrobin", &[("a", a.addr, false), ("b", b.addr, false)], "passive = { consecutive_errors = 0 }"),
+        &lb_config(
+            app_backend(Balance::Roundrobin, &[("a", a.addr, false), ("b", b.addr, false)]).passive(&no_passive()),
+        ),
     );
     let r = request(lb.addr("www"), "POST", "/reset", &[], b"x").unwrap();
     assert_eq!(r.status, 502, "{}", r.text());
@@ -395,15 +422,13 @@ fn read_whole_request(stream: &mut TcpStream) -> std::io::Result<()> {
 
 /// `first` sends every first attempt to the server that drops requests;
 /// passive ejection is off so it stays first.
-fn dropping_then_answering(dropper: &DropsRequests, answering: &Backend, extra: &str) -> Process {
-    Process::start(
-        "lb",
-        &lb_config(
-            "first",
-            &[("dropper", dropper.addr, false), ("answering", answering.addr, false)],
-            &format!("max_connections = 100\npassive = {{ consecutive_errors = 0 }}\n{extra}"),
-        ),
-    )
+fn dropping_then_answering(dropper: &DropsRequests, answering: &Backend, retries: Retries) -> Process {
+    let backend =
+        app_backend(Balance::First, &[("dropper", dropper.addr, false), ("answering", answering.addr, false)])
+            .set("max_connections", "100")
+            .passive(&no_passive())
+            .retries(&retries);
+    Process::start("lb", &lb_config(backend))
 }
 
 fn retries_of(lb: &Process, server: &str) -> u64 {
@@ -418,7 +443,7 @@ fn retries_of(lb: &Process, server: &str) -> u64 {
 fn a_post_with_an_idempotency_key_is_replayed_on_another_server() {
     let dropper = DropsRequests::start();
     let answering = Backend::start("b");
-    let lb = dropping_then_answering(&dropper, &answering, "");
+    let lb = dropping_then_answering(&dropper, &answering, Retries::default());
     let body = br#"{"author":"ann","text":"hello"}"#;
     let r = request(lb.addr("www"), "POST", "/echo", &[("Idempotency-Key", "k-1")], body).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
@@ -446,7 +471,7 @@ fn a_post_with_an_idempotency_key_is_replayed_on_another_server() {
 fn a_post_without_an_idempotency_key_is_not_replayed() {
     let dropper = DropsRequests::start();
     let answering = Backend::start("b");
-    let lb = dropping_then_answering(&dropper, &answering, "");
+    let lb = dropping_then_answering(&dropper, &answering, Retries::default());
     let r = request(lb.addr("www"), "POST", "/echo", &[], b"hello").unwrap();
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(dropper.requests(), 1);
@@ -457,7 +482,7 @@ fn a_post_without_an_idempotency_key_is_not_replayed() {
 fn a_keyed_body_over_the_replay_limit_is_streamed_and_not_replayed() {
     let dropper = DropsRequests::start();
     let answering = Backend::start("b");
-    let lb = dropping_then_answering(&dropper, &answering, "retries = { max_replay_body_bytes = 16 }");
+    let lb = dropping_then_answering(&dropper, &answering, Retries { max_replay_body_bytes: 16, ..Retries::default() });
     let big = [b'x'; 100];
     let r = request(lb.addr("www"), "POST", "/echo", &[("Idempotency-Key", "k-big")], &big).unwrap();
     assert_eq!(r.status, 502, "{}", r.text());
@@ -483,11 +508,10 @@ fn a_keyed_body_over_the_replay_limit_is_streamed_and_not_replayed() {
 #[test]
 fn tcp_mode_tunnels_bytes() {
     let a = Backend::start("a");
-    let cfg = format!(
-        "threads = 1\n[[frontend]]\nname = \"db\"\nbind = \"127.0.0.1:0\"\nmode = \"tcp\"\nbackend = \"raw\"\n\n[[backend]]\nname = \"raw\"\n[[backend.server]]\nname = \"a\"\naddress = \"{}\"\n",
-        a.addr
-    );
-    let lb = Process::start("lb", &cfg);
+    let cfg = LbConfig::new()
+        .frontend(FrontendConfig::tcp("db", "raw"))
+        .backend(BackendConfig::new("raw").server("a", a.addr));
+    let lb = Process::start("lb", &cfg.to_toml());
     let r = get(lb.addr("db"), "/").unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "a");
@@ -497,7 +521,7 @@ fn tcp_mode_tunnels_bytes() {
 #[test]
 fn sigterm_drains_in_flight_requests() {
     let a = Backend::start("a");
-    let mut lb = Process::start("lb", &lb_config("roundrobin", &[("a", a.addr, false)], ""));
+    let mut lb = Process::start("lb", &lb_config(app_backend(Balance::Roundrobin, &[("a", a.addr, false)])));
     let www = lb.addr("www");
     let slow = std::thread::spawn(move || get(www, "/sleep/700"));
     wait_until("request in flight", || a.hits() == 1);
@@ -511,20 +535,19 @@ fn sigterm_drains_in_flight_requests() {
 #[test]
 fn check_reports_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
+    // The text itself, not a builder's: the error must name its line.
+    let text = "threads = 2\n[admin]\nbind = \"127.0.0.1:0\"\n\n[[frontend]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\n\
+                backend = \"app\"\n\n[[backend]]\nname = \"app\"\nbalance = \"roundrobin\"\n\n[[backend.server]]\n\
+                name = \"a\"\naddress = \"127.0.0.1:1\"\nbackup = false\n";
     let good = dir.path().join("lb.toml");
-    std::fs::write(&good, lb_config("roundrobin", &[("a", "127.0.0.1:1".parse().unwrap(), false)], "")).unwrap();
+    std::fs::write(&good, text).unwrap();
     let out =
         std::process::Command::new(bulwark_testkit::bulwark_bin()).args(["check", "-c"]).arg(&good).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (lb config)"));
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
-        lb_config("roundrobin", &[("a", "127.0.0.1:1".parse().unwrap(), false)], "")
-            .replace("backup = false", "weight = 0"),
-    )
-    .unwrap();
+    std::fs::write(&bad, text.replace("backup = false", "weight = 0")).unwrap();
     let out =
         std::process::Command::new(bulwark_testkit::bulwark_bin()).args(["check", "-c"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -539,9 +562,14 @@ fn a_passively_ejected_server_returns_when_health_checks_pass() {
     let lb = Process::start(
         "lb",
         &lb_config(
-            "roundrobin",
-            &[("a", a.addr, false), ("b", b.addr, false)],
-            &format!("{FAST_CHECKS}\npassive = {{ consecutive_errors = 2, eject_for = \"120s\" }}\nretries = {{ attempts = 0 }}"),
+            app_backend(Balance::Roundrobin, &[("a", a.addr, false), ("b", b.addr, false)])
+                .health_check(&fast_checks())
+                .passive(&PassiveHealth {
+                    consecutive_errors: 2,
+                    eject_for: Duration::from_secs(120),
+                    ..PassiveHealth::default()
+                })
+                .retries(&Retries { attempts: 0, ..Retries::default() }),
         ),
     );
     // 5xx from both (the health endpoint stays fine): both get ejected…
@@ -603,12 +631,11 @@ fn requests_waiting_on_a_server_marked_down_move_on_or_fail_at_once() {
     let answering = Backend::start("b");
     // `first`: every first attempt goes to the holder while it is up. The
     // server timeout is far longer than the test may wait for an answer.
-    let config = lb_config(
-        "first",
-        &[("holder", holder.addr, false), ("answering", answering.addr, false)],
-        &format!("max_connections = 100\npassive = {{ consecutive_errors = 0 }}\n{FAST_CHECKS}"),
-    );
-    let lb = Process::start("lb", &format!("timeouts = {{ server = \"120s\" }}\n{config}"));
+    let backend = app_backend(Balance::First, &[("holder", holder.addr, false), ("answering", answering.addr, false)])
+        .set("max_connections", "100")
+        .passive(&no_passive())
+        .health_check(&fast_checks());
+    let lb = Process::start("lb", &lb_with(backend).timeout("server", Duration::from_secs(120)).to_toml());
     wait_until("holder is up", || server_state(&lb, "holder") == "up");
     let www = lb.addr("www");
 

@@ -9,7 +9,7 @@
 //! sends) hands it over at once with priority 0; the admin listener shows
 //! the state in `/api/overview`, `/metrics` and on the dashboard.
 
-use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig};
+use bulwark_testkit::config::{quick_http_check, BackendConfig, FrontendConfig, HealthCheck, LbConfig};
 use bulwark_testkit::netns::{isolated, private_run_netns, sh};
 use bulwark_testkit::{get, metric_value, wait_until, Backend, Process};
 use nix::sys::signal::Signal;
@@ -51,7 +51,7 @@ fn lb(ns: &str, priority: u8, server: SocketAddr) -> Process {
         .frontend(FrontendConfig::http("www", "web").set_str("bind", "0.0.0.0:8080"))
         .backend(
             BackendConfig::new("web")
-                .set("health_check", r#"{ kind = "http", path = "/health", interval = "100ms", rise = 1, fall = 1 }"#)
+                .health_check(&HealthCheck { fall: 1, ..quick_http_check("/health") })
                 .server(&format!("web-{ns}"), server),
         )
         .set(

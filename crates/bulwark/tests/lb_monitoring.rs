@@ -1,11 +1,12 @@
 //! Monitoring on the load balancer: Prometheus metrics that parse and move
 //! with traffic, the admin token, the overview document, events, alerts to
 //! the log and to a webhook, and watched nodes.
-use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig};
+use bulwark_testkit::config::{quick_http_check, AlertRules, BackendConfig, FrontendConfig, LbConfig, NodeKind};
 use bulwark_testkit::{get, raw_request, wait_until, Backend, Process};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
+use std::time::Duration;
 
 fn authed_get(addr: std::net::SocketAddr, path: &str, token: &str) -> bulwark_testkit::HttpResponse {
     raw_request(
@@ -94,15 +95,16 @@ fn overview_events_and_alerts_follow_failures() {
     let cfg = LbConfig::new()
         .admin_str("site", "foobar")
         .admin_str("name", "lb1")
-        .admin_with("alerts", &format!(r#"{{ for = "200ms", webhook = "http://{hook}/alerts" }}"#))
-        .admin_with(
-            "node",
-            &format!(r#"[{{ name = "app1", kind = "app", host = "server1", address = "{}" }}]"#, app.addr),
-        )
+        .alerts(&AlertRules {
+            for_duration: Duration::from_millis(200),
+            webhook: Some(format!("http://{hook}/alerts")),
+            ..AlertRules::default()
+        })
+        .watch("app1", NodeKind::App, "server1", app.addr)
         .frontend(FrontendConfig::http("www", "web"))
         .backend(
             BackendConfig::new("web")
-                .set("health_check", r#"{ kind = "http", path = "/health", interval = "100ms", rise = 1, fall = 2 }"#)
+                .health_check(&quick_http_check("/health"))
                 .server("a", a.addr)
                 .server("b", b.addr),
         );

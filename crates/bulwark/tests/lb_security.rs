@@ -192,14 +192,7 @@ fn oversized_and_slow_bodies_get_413_and_408() {
     assert_eq!(r.status, 413);
     assert_eq!(a.hits(), 0, "a declared oversized body never reaches a server");
     // Chunked, growing past the limit.
-    let mut chunked =
-        b"POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    for _ in 0..3 {
-        chunked.extend_from_slice(b"1f4\r\n");
-        chunked.extend_from_slice(&[b'y'; 500]);
-        chunked.extend_from_slice(b"\r\n");
-    }
-    chunked.extend_from_slice(b"0\r\n\r\n");
+    let chunked = bulwark_testkit::chunked_post("/echo", 3, 500);
     assert_eq!(raw_request(www, &chunked).unwrap().status, 413);
     // A body that never finishes.
     let mut s = TcpStream::connect(www).unwrap();

@@ -3,6 +3,7 @@
 //! databases) is mutual TLS with the certificates of the cluster CA, and
 //! the guestbook works through the lb; the web, app and database listeners
 //! answer nobody without a certificate of that CA, whatever secret is sent.
+use bulwark_testkit::config::{TopologyConfig, ONE_MACHINE_ROLES};
 use bulwark_testkit::{bulwark_bin, request, wait_until, Process};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,15 +12,9 @@ use std::process::Command;
 /// `curl` over HTTPS to `addr` with `args` (certificates): the status, 0
 /// when no answer came (a refused handshake).
 fn curl(addr: SocketAddr, path: &str, args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
-        .args(args)
-        .arg(format!("https://{addr}{path}"))
-        .output()
-        .expect("curl installed");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), format!("{body}{}", String::from_utf8_lossy(&out.stderr)))
+    let url = format!("https://{addr}{path}");
+    let answer = bulwark_testkit::curl(&[args, &[&url]].concat());
+    (answer.status, format!("{}{}", answer.body, answer.stderr))
 }
 
 fn with_cert<'a>(dir: &'a Path, name: &str, ca: &'a str) -> Vec<String> {
@@ -31,17 +26,10 @@ fn with_cert<'a>(dir: &'a Path, name: &str, ca: &'a str) -> Vec<String> {
 fn every_inner_hop_is_mutual_tls_and_the_site_works() {
     let topo_dir = tempfile::tempdir().unwrap();
     let topo = topo_dir.path().join("topology.toml");
-    std::fs::write(
-        &topo,
-        "internal_tls = true\n[lb]\ntls = false\n[[host]]\nname = \"one\"\nrole = [{ name = \"lb1\", kind = \"lb\" }, \
-         { name = \"web1\", kind = \"web\" }, { name = \"app1\", kind = \"app\" }, { name = \"db1\", kind = \"db\" }, \
-         { name = \"db2\", kind = \"db\" }, { name = \"db3\", kind = \"db\" }]\n",
-    )
-    .unwrap();
+    let config = TopologyConfig::default().set("internal_tls", "true").plain_http().host("one", &ONE_MACHINE_ROLES);
+    std::fs::write(&topo, config.to_toml()).unwrap();
     let data = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(bulwark_bin());
-    cmd.args(["up", "--port-base", "0", "-c"]).arg(&topo).arg("--data-dir").arg(data.path());
-    let up = Process::spawn(cmd, tempfile::tempdir().unwrap(), topo.clone());
+    let up = Process::up(&topo, data.path());
     let lb = up.addr("lb1.http");
     let (web, app, db) = (up.addr("web1.http"), up.addr("app1.http"), up.addr("db1.api"));
 

@@ -3,6 +3,7 @@
 //! data directory, logs, secrets and keys are private to the user running
 //! `up`, and the control socket serves only that user and root, checked
 //! with real processes, real files and a real second user (`nobody`).
+use bulwark_testkit::config::{BackendConfig, DbConfig, FrontendConfig, LbConfig, RoleKind, TopologyConfig};
 use bulwark_testkit::{bulwark_bin, Process, PATIENCE};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -40,6 +41,7 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The text `check` reads (its errors name a line of it).
 fn lb_config(admin: &str) -> String {
     format!(
         "threads = 1\n[admin]\n{admin}\n[[frontend]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"web\"\n\
@@ -93,7 +95,11 @@ fn an_admin_listener_off_loopback_needs_a_token() {
         assert!(check.status.success(), "{admin}: {}", text(&check.stderr));
     }
     // Loopback without a token really serves (to this machine only).
-    let lb = Process::start("lb", &lb_config("bind = \"127.0.0.1:0\""));
+    let lb = LbConfig::new()
+        .admin()
+        .frontend(FrontendConfig::http("www", "web"))
+        .backend(BackendConfig::new("web").server("web1", "127.0.0.1:9".parse().unwrap()));
+    let lb = Process::start("lb", &lb.to_toml());
     assert_eq!(bulwark_testkit::get(lb.addr("admin"), "/stats").unwrap().status, 200);
 }
 
@@ -103,13 +109,10 @@ fn an_admin_listener_off_loopback_needs_a_token() {
 fn up_keeps_its_files_and_control_socket_to_its_user() {
     let topo_dir = tempfile::tempdir().unwrap();
     let topo = topo_dir.path().join("topology.toml");
-    std::fs::write(
-        &topo,
-        "[[host]]\nname = \"edge\"\nrole = [{ name = \"lb1\", kind = \"lb\" }]\n\
-         [[host]]\nname = \"inner\"\nrole = [{ name = \"web1\", kind = \"web\" }, { name = \"app1\", kind = \"app\" }, \
-         { name = \"db1\", kind = \"db\" }]\n",
-    )
-    .unwrap();
+    let config = TopologyConfig::default()
+        .host("edge", &[("lb1", RoleKind::Lb)])
+        .host("inner", &[("web1", RoleKind::Web), ("app1", RoleKind::App), ("db1", RoleKind::Db)]);
+    std::fs::write(&topo, config.to_toml()).unwrap();
     // Left by an earlier run, with loose modes: `up` tightens them.
     let base = tempfile::tempdir().unwrap();
     let data = base.path().join("data");
@@ -186,11 +189,8 @@ fn up_keeps_its_files_and_control_socket_to_its_user() {
 fn a_database_node_creates_its_data_dir_private() {
     let base = tempfile::tempdir().unwrap();
     let data = base.path().join("db1");
-    let cfg = format!(
-        "node_id = 1\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nsecret = \"0123456789abcdef-secret\"\nbootstrap = true\n",
-        data.display()
-    );
-    let mut db = Process::start("db", &cfg);
+    let cfg = DbConfig::new(1, &data, "0123456789abcdef-secret").bootstrap(true);
+    let mut db = Process::start("db", &cfg.to_toml());
     assert_eq!(mode(&data), 0o700);
     db.terminate();
 }

@@ -3,18 +3,19 @@
 //! retry), the panic threshold keeps every server in rotation when too few
 //! pass their checks, and a web server whose apps are all down keeps
 //! serving its static files (its `/health` says degraded, not down).
+use bulwark_testkit::config::{
+    quick_http_check, quick_tcp_check, BackendConfig, FrontendConfig, HealthCheck, LbConfig, PassiveHealth, WebConfig,
+};
 use bulwark_testkit::{get, raw_request, wait_until, Backend, Process};
 use std::net::SocketAddr;
+use std::time::Duration;
 
-/// An lb (with an admin listener) in front of `servers`.
-fn lb(servers: &[(&str, SocketAddr)], backend_extra: &str) -> Process {
-    let mut c = format!(
-        "threads = 1\n[admin]\nbind = \"127.0.0.1:0\"\n[[frontend]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"app\"\n[[backend]]\nname = \"app\"\n{backend_extra}\n"
-    );
-    for (name, addr) in servers {
-        c.push_str(&format!("[[backend.server]]\nname = \"{name}\"\naddress = \"{addr}\"\n"));
-    }
-    Process::start("lb", &c)
+/// An lb (with an admin listener) in front of `servers`, its backend
+/// changed by `tune`.
+fn lb(servers: &[(&str, SocketAddr)], tune: impl FnOnce(BackendConfig) -> BackendConfig) -> Process {
+    let app = servers.iter().fold(BackendConfig::new("app"), |b, &(name, addr)| b.server(name, addr));
+    let c = LbConfig::new().admin().frontend(FrontendConfig::http("www", "app")).backend(tune(app));
+    Process::start("lb", &c.to_toml())
 }
 
 /// `(state, response_errors, retries)` of `server`, from the admin
@@ -37,7 +38,13 @@ fn a_broken_request_body_is_the_clients_failure() {
     let a = Backend::start("a");
     let b = Backend::start("b");
     // One error would eject a server; the retry budget allows retries.
-    let lb = lb(&[("a", a.addr), ("b", b.addr)], "passive = { consecutive_errors = 1, eject_for = \"600s\" }");
+    let lb = lb(&[("a", a.addr), ("b", b.addr)], |b| {
+        b.passive(&PassiveHealth {
+            consecutive_errors: 1,
+            eject_for: Duration::from_secs(600),
+            ..PassiveHealth::default()
+        })
+    });
     let www = lb.addr("www");
     for _ in 0..10 {
         let r = raw_request(www, BAD_CHUNK).expect("an answer");
@@ -61,14 +68,17 @@ fn a_broken_request_body_is_the_clients_failure() {
     assert_eq!(seen.len(), 2, "both servers still take traffic: {seen:?}");
 }
 
-const FAST_CHECKS: &str =
-    "health_check = { kind = \"http\", path = \"/health\", interval = \"100ms\", timeout = \"500ms\", rise = 1, fall = 1 }";
+/// `GET /health` every 100 ms with a 500 ms timeout: up after one pass,
+/// down after one failure.
+fn fast_checks() -> HealthCheck {
+    HealthCheck { timeout: Duration::from_millis(500), fall: 1, ..quick_http_check("/health") }
+}
 
 #[test]
 fn below_the_panic_threshold_every_server_stays_in_rotation() {
     let a = Backend::start("a");
     let b = Backend::start("b");
-    let lb = lb(&[("a", a.addr), ("b", b.addr)], FAST_CHECKS);
+    let lb = lb(&[("a", a.addr), ("b", b.addr)], |b| b.health_check(&fast_checks()));
     let www = lb.addr("www");
     // Both health checks fail (a wrong check, or an overloaded dependency):
     // the servers still answer, so the site must too.
@@ -100,16 +110,11 @@ fn static_files_keep_answering_when_every_app_is_down() {
     let site = tempfile::tempdir().unwrap();
     std::fs::write(site.path().join("index.html"), "home\n").unwrap();
     let mut app = Backend::start("app");
-    let web = Process::start(
-        "web",
-        &format!(
-            "listen = [\"127.0.0.1:0\"]\nroot = \"{}\"\nthreads = 1\n[[proxy]]\nprefix = \"/api/\"\nservers = [\"{}\"]\nhealth_check = {{ kind = \"tcp\", interval = \"100ms\", timeout = \"100ms\", rise = 1, fall = 1 }}\n",
-            site.path().display(),
-            app.addr
-        ),
-    );
+    // The access log on: it shows the lb's checks of the web server.
+    let web = WebConfig::new(site.path()).access_log(true).proxy_checked("/api/", &[app.addr], &quick_tcp_check());
+    let web = Process::start("web", &web.to_toml());
     // The lb judges the web server by its /health alone (no panic routing).
-    let lb = lb(&[("web1", web.addr("http"))], &format!("{FAST_CHECKS}\npanic_threshold_percent = 0"));
+    let lb = lb(&[("web1", web.addr("http"))], |b| b.health_check(&fast_checks()).set("panic_threshold_percent", "0"));
     let www = lb.addr("www");
     wait_until("api through lb", || get(www, "/api/x").is_ok_and(|r| r.status == 200));
     app.stop();

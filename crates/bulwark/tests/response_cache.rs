@@ -4,6 +4,7 @@
 //! answers while the app is stopped, PURGE empties it, /metrics counts;
 //! within `stale-while-revalidate` a stale page answers at once while one
 //! background request refreshes it.
+use bulwark_testkit::config::WebConfig;
 use bulwark_testkit::{get, request, Process};
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -154,26 +155,22 @@ impl Drop for App {
     }
 }
 
-fn web(app: SocketAddr, root: &std::path::Path) -> Process {
-    web_with(app, root, "")
-}
-
-/// `route` adds keys to the `[[proxy]]` route.
-fn web_with(app: SocketAddr, root: &std::path::Path, route: &str) -> Process {
-    Process::start(
-        "web",
-        &format!(
-            "listen = [\"127.0.0.1:0\"]\nroot = \"{}\"\nthreads = 2\n[response_cache]\nenabled = true\npurge_token = \"purge-token-0123456789\"\n[[proxy]]\nprefix = \"/api/\"\nservers = [\"{app}\"]\n{route}",
-            root.display()
-        ),
-    )
+/// The app, and a web server in front of it caching its answers (`route`:
+/// more keys of the `[[proxy]]` route, as TOML values), with its root.
+fn cached_site(route: &[(&str, &str)]) -> (App, Process, tempfile::TempDir) {
+    let app = App::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = WebConfig::new(root.path())
+        .threads(2)
+        .set("response_cache", r#"{ enabled = true, purge_token = "purge-token-0123456789" }"#)
+        .proxy_with("/api/", &[app.addr], route);
+    let web = Process::start("web", &config.to_toml());
+    (app, web, root)
 }
 
 #[test]
 fn one_upstream_request_for_100_concurrent_gets() {
-    let app = App::start();
-    let root = tempfile::tempdir().unwrap();
-    let web = web(app.addr, root.path());
+    let (app, web, _root) = cached_site(&[]);
     let http = web.addr("http");
     let answers: Vec<_> = (0..100)
         .map(|_| std::thread::spawn(move || get(http, "/api/slow").unwrap()))
@@ -210,9 +207,7 @@ fn one_upstream_request_for_100_concurrent_gets() {
 
 #[test]
 fn stale_pages_answer_while_the_app_is_stopped() {
-    let mut app = App::start();
-    let root = tempfile::tempdir().unwrap();
-    let web = web(app.addr, root.path());
+    let (mut app, web, _root) = cached_site(&[]);
     let http = web.addr("http");
     let first = get(http, "/api/stale").unwrap();
     assert_eq!((first.status, first.header("x-cache")), (200, Some("MISS")));
@@ -242,9 +237,7 @@ fn wait_for_metric(http: SocketAddr, name: &str, labels: &[(&str, &str)], value:
 
 #[test]
 fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background() {
-    let app = App::start();
-    let root = tempfile::tempdir().unwrap();
-    let web = web(app.addr, root.path());
+    let (app, web, _root) = cached_site(&[]);
     let http = web.addr("http");
     let first = get(http, "/api/swr").unwrap();
     assert_eq!((first.header("x-cache"), first.text()), (Some("MISS"), "page /api/swr #1\n".to_string()));
@@ -278,9 +271,7 @@ fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background() {
 
 #[test]
 fn a_failed_background_refresh_keeps_the_stale_page() {
-    let mut app = App::start();
-    let root = tempfile::tempdir().unwrap();
-    let web = web(app.addr, root.path());
+    let (mut app, web, _root) = cached_site(&[]);
     let http = web.addr("http");
     assert_eq!(get(http, "/api/swr").unwrap().header("x-cache"), Some("MISS"));
     app.stop();
@@ -301,9 +292,7 @@ fn a_failed_background_refresh_keeps_the_stale_page() {
 
 #[test]
 fn a_head_miss_stores_the_whole_page() {
-    let app = App::start();
-    let root = tempfile::tempdir().unwrap();
-    let web = web(app.addr, root.path());
+    let (app, web, _root) = cached_site(&[]);
     let http = web.addr("http");
     // Read to the end: a HEAD answer has no body whatever its length says.
     let mut conn = std::net::TcpStream::connect(http).unwrap();
@@ -327,9 +316,7 @@ fn a_head_miss_stores_the_whole_page() {
 #[test]
 fn background_refreshes_are_bounded() {
     const BOUND: u64 = 64;
-    let app = App::start();
-    let root = tempfile::tempdir().unwrap();
-    let web = web(app.addr, root.path());
+    let (app, web, _root) = cached_site(&[]);
     let http = web.addr("http");
     for n in 0..=BOUND {
         assert_eq!(get(http, &format!("/api/swr?n={n}")).unwrap().header("x-cache"), Some("MISS"));
@@ -368,9 +355,7 @@ fn background_refreshes_are_bounded() {
 /// may refresh it again; until then the stale page answers.
 #[test]
 fn a_background_refresh_that_never_ends_is_abandoned() {
-    let app = App::start();
-    let root = tempfile::tempdir().unwrap();
-    let web = web_with(app.addr, root.path(), "server_timeout = \"1s\"\n");
+    let (app, web, _root) = cached_site(&[("server_timeout", "\"1s\"")]);
     let http = web.addr("http");
     assert_eq!(get(http, "/api/hang").unwrap().header("x-cache"), Some("MISS"));
     app.gated.store(true, Ordering::SeqCst);
@@ -392,9 +377,7 @@ fn a_background_refresh_that_never_ends_is_abandoned() {
 /// asks for the whole page, and the next request is a hit on it.
 #[test]
 fn a_range_request_refreshes_the_whole_page_in_the_background() {
-    let app = App::start();
-    let root = tempfile::tempdir().unwrap();
-    let web = web(app.addr, root.path());
+    let (app, web, _root) = cached_site(&[]);
     let http = web.addr("http");
     let first = get(http, "/api/swr").unwrap();
     assert_eq!((first.header("x-cache"), first.text()), (Some("MISS"), "page /api/swr #1\n".to_string()));

@@ -1,32 +1,18 @@
 //! Sticky sessions on a real `bulwark lb` with `sticky = "cookie"`: a
 //! client with the cookie stays on one server, moves when that server is
 //! stopped (with a new cookie), and a forged or altered cookie is ignored.
+use bulwark_testkit::config::{BackendConfig, Balance, FrontendConfig, LbConfig};
 use bulwark_testkit::{request, Backend, HttpResponse, Process};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 fn lb_config(a: SocketAddr, b: SocketAddr) -> String {
-    format!(
-        r#"threads = 2
-[[frontend]]
-name = "www"
-bind = "127.0.0.1:0"
-backend = "app"
-
-[[backend]]
-name = "app"
-balance = "roundrobin"
-sticky = "cookie"
-sticky_cookie = "srv"
-sticky_secret = "a-sticky-secret-of-some-length"
-[[backend.server]]
-name = "a"
-address = "{a}"
-[[backend.server]]
-name = "b"
-address = "{b}"
-"#
-    )
+    let app = BackendConfig::new("app")
+        .balance(Balance::Roundrobin)
+        .sticky_cookie("srv", "a-sticky-secret-of-some-length")
+        .server("a", a)
+        .server("b", b);
+    LbConfig::new().threads(2).frontend(FrontendConfig::http("www", "app")).backend(app).to_toml()
 }
 
 fn get(www: SocketAddr, cookie: Option<&str>) -> HttpResponse {

@@ -6,28 +6,25 @@
 //! root, nftables from scripts/install-test-deps.sh): the machine's own
 //! rules are never touched.
 use bulwark_testkit::bulwark_bin;
+use bulwark_testkit::config::{RoleKind, TopologyConfig};
 use bulwark_testkit::netns::isolated;
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 
 const UNIT: &str = include_str!("../../../deploy/bulwark-up@.service");
 
 fn topology(manage: bool) -> String {
-    format!(
-        r#"name = "unit"
-port_base = 8080
-[firewall]
-manage = {manage}
-[[host]]
-name = "edge"
-address = "10.9.0.1"
-role = [{{ name = "lb1", kind = "lb" }}]
-[[host]]
-name = "back"
-address = "10.9.0.2"
-role = [{{ name = "web1", kind = "web" }}, {{ name = "app1", kind = "app" }}, {{ name = "db1", kind = "db" }}]
-"#
-    )
+    TopologyConfig::new("unit")
+        .set("port_base", "8080")
+        .set("firewall", &format!("{{ manage = {manage} }}"))
+        .host_at("edge", IpAddr::from([10, 9, 0, 1]), &[("lb1", RoleKind::Lb)])
+        .host_at(
+            "back",
+            IpAddr::from([10, 9, 0, 2]),
+            &[("web1", RoleKind::Web), ("app1", RoleKind::App), ("db1", RoleKind::Db)],
+        )
+        .to_toml()
 }
 
 /// The unit's `ExecStartPre` command for `host`, with the binary and the

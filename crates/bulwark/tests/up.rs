@@ -7,14 +7,8 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl installed");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    let answer = bulwark_testkit::curl(args);
+    (answer.status, answer.body)
 }
 
 struct Site {
@@ -25,36 +19,21 @@ struct Site {
 }
 
 impl Site {
-    fn get(&self, path: &str) -> (u16, String) {
-        curl(&[
-            "--cacert",
-            &self.ca,
-            "--resolve",
-            &self.resolve,
-            "-b",
-            &self.jar,
-            "-c",
-            &self.jar,
-            &format!("{}{path}", self.url),
-        ])
+    /// curl `path` of the site with `args` before the URL: the site's CA,
+    /// its name resolved to the lb, the cookie jar read and written.
+    fn curl(&self, args: &[&str], path: &str) -> (u16, String) {
+        let site = ["--cacert", &self.ca, "--resolve", &self.resolve, "-b", &self.jar, "-c", &self.jar];
+        let url = format!("{}{path}", self.url);
+        curl(&[&site[..], args, &[&url]].concat())
     }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        self.curl(&[], path)
+    }
+
     fn post(&self, author: &str, text: &str) -> (u16, String) {
         let body = serde_json::json!({ "author": author, "text": text }).to_string();
-        curl(&[
-            "--cacert",
-            &self.ca,
-            "--resolve",
-            &self.resolve,
-            "-b",
-            &self.jar,
-            "-c",
-            &self.jar,
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &body,
-            &format!("{}/api/messages", self.url),
-        ])
+        self.curl(&["-H", "Content-Type: application/json", "--data", &body], "/api/messages")
     }
 }
 
@@ -71,10 +50,7 @@ fn alive(pid: i32) -> bool {
 #[test]
 fn default_topology_serves_the_guestbook_and_survives_failures() {
     let data = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(bulwark_bin());
-    cmd.args(["up", "--port-base", "0", "--data-dir"]).arg(data.path());
-    let cfg = data.path().join("none");
-    let mut up = Process::spawn(cmd, tempfile::tempdir().unwrap(), cfg);
+    let mut up = Process::up_built_in(data.path());
     let https: SocketAddr = up.addr("lb1.https");
     let site = Site {
         url: format!("https://localhost:{}", https.port()),

@@ -3,68 +3,36 @@
 //! counted, the lb's overview raises `BackupTooOld` once no good backup
 //! came within `max_age_alert`, and `archive_log = true` has the db node
 //! archive its log into `dir/archive` all the same.
-use bulwark_testkit::{bulwark_bin, request, wait_until, Process};
-use std::process::Command;
+use bulwark_testkit::config::{BackupSettings, BackupSource, RoleKind, TopologyConfig};
+use bulwark_testkit::{get_json, wait_until, Process};
+use std::time::Duration;
 
 #[test]
 fn failing_scheduled_backups_raise_backup_too_old_on_the_overview() {
     let data = tempfile::tempdir().unwrap();
     let backups = data.path().join("backups");
     let topology = data.path().join("topology.toml");
-    std::fs::write(
-        &topology,
-        format!(
-            r#"
-name = "bkfail"
-[lb]
-tls = false
-[[host]]
-name = "one"
-[[host.role]]
-name = "lb1"
-kind = "lb"
-[[host.role]]
-name = "web1"
-kind = "web"
-[[host.role]]
-name = "app1"
-kind = "app"
-[[host.role]]
-name = "db1"
-kind = "db"
-[backup]
-every = "1s"
-max_age_alert = "2s"
-from = "replica"
-dir = "{}"
-archive_log = true
-"#,
-            backups.display()
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(bulwark_bin());
-    cmd.args(["up", "--port-base", "0", "-c"]).arg(&topology).arg("--data-dir").arg(data.path().join("run"));
-    let up = Process::spawn(cmd, tempfile::tempdir().unwrap(), topology.clone());
-    let monitor = std::fs::read_to_string(data.path().join("run/secrets/monitor")).unwrap();
-    let auth = format!("Bearer {}", monitor.trim());
-    let status_addr = up.addr("backup.http");
-    let status = || {
-        let r = request(status_addr, "GET", "/v1/status", &[("Authorization", &auth)], b"").unwrap();
-        serde_json::from_str::<serde_json::Value>(&r.text()).unwrap()
+    let roles = [("lb1", RoleKind::Lb), ("web1", RoleKind::Web), ("app1", RoleKind::App), ("db1", RoleKind::Db)];
+    let backup = BackupSettings {
+        every: Duration::from_secs(1),
+        max_age_alert: Some(Duration::from_secs(2)),
+        from: BackupSource::Replica,
+        dir: Some(backups.clone()),
+        archive_log: true,
+        ..BackupSettings::default()
     };
+    let config = TopologyConfig::new("bkfail").plain_http().host("one", &roles).backup(&backup);
+    std::fs::write(&topology, config.to_toml()).unwrap();
+    let up = Process::up(&topology, &data.path().join("run"));
+    let monitor = std::fs::read_to_string(data.path().join("run/secrets/monitor")).unwrap();
+    let status = || get_json(up.addr("backup.http"), "/v1/status", monitor.trim());
     wait_until("failed scheduled backups", || status()["failures_total"].as_u64().unwrap_or(0) >= 2);
     let s = status();
     assert!(s["last_good_ms"].is_null() && s["backups_total"] == 0, "{s}");
     assert!(s["last_error"].as_str().unwrap_or_default().contains("no replica"), "{s}");
 
     let token = std::fs::read_to_string(data.path().join("run/admin.token")).unwrap();
-    let admin = up.addr("lb1.admin");
-    let bearer = format!("Bearer {}", token.trim());
-    let overview = || {
-        let r = request(admin, "GET", "/api/overview", &[("Authorization", &bearer)], b"").unwrap();
-        serde_json::from_str::<serde_json::Value>(&r.text()).unwrap()
-    };
+    let overview = || get_json(up.addr("lb1.admin"), "/api/overview", token.trim());
     let mut alert = serde_json::Value::Null;
     wait_until("BackupTooOld on the overview", || {
         let o = overview();

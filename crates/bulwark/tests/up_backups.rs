@@ -3,9 +3,11 @@
 //! `keep` of them, the status listener's `/metrics` has the age and the
 //! failure count, and the lb's overview shows the backup's age and the
 //! disk-space alert of the db nodes.
-use bulwark_testkit::{bulwark_bin, request, wait_until, Process};
+use bulwark_testkit::config::{BackupSettings, TopologyConfig, ONE_MACHINE_ROLES};
+use bulwark_testkit::{bulwark_bin, get_json, request, wait_until, Process};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 fn good_backups(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -27,48 +29,18 @@ fn up_takes_scheduled_backups_that_restore_and_prunes_to_keep() {
     let data = tempfile::tempdir().unwrap();
     let backups = data.path().join("backups");
     let topology = data.path().join("topology.toml");
-    // The disk alert threshold above any real disk: every db node alerts.
-    std::fs::write(
-        &topology,
-        format!(
-            r#"
-name = "bk"
-[lb]
-tls = false
-[[host]]
-name = "one"
-[[host.role]]
-name = "lb1"
-kind = "lb"
-[[host.role]]
-name = "web1"
-kind = "web"
-[[host.role]]
-name = "app1"
-kind = "app"
-[[host.role]]
-name = "db1"
-kind = "db"
-[[host.role]]
-name = "db2"
-kind = "db"
-[[host.role]]
-name = "db3"
-kind = "db"
-[backup]
-every = "1s"
-keep = 2
-dir = "{}"
-max_age_alert = "1h"
-disk_free_alert_bytes = 9223372036854775807
-"#,
-            backups.display()
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(bulwark_bin());
-    cmd.args(["up", "--port-base", "0", "-c"]).arg(&topology).arg("--data-dir").arg(data.path().join("run"));
-    let up = Process::spawn(cmd, tempfile::tempdir().unwrap(), topology.clone());
+    let backup = BackupSettings {
+        every: Duration::from_secs(1),
+        keep: 2,
+        dir: Some(backups.clone()),
+        max_age_alert: Some(Duration::from_secs(3600)),
+        // The disk alert threshold above any real disk: every db node alerts.
+        disk_free_alert_bytes: Some(i64::MAX as u64),
+        ..BackupSettings::default()
+    };
+    let config = TopologyConfig::new("bk").plain_http().host("one", &ONE_MACHINE_ROLES).backup(&backup);
+    std::fs::write(&topology, config.to_toml()).unwrap();
+    let up = Process::up(&topology, &data.path().join("run"));
     let status_addr = up.addr("backup.http");
     let monitor = std::fs::read_to_string(data.path().join("run/secrets/monitor")).unwrap();
     let auth = format!("Bearer {}", monitor.trim());
@@ -97,12 +69,7 @@ disk_free_alert_bytes = 9223372036854775807
     // The lb's overview: the backup's age, and every db node below the
     // disk-space threshold.
     let token = std::fs::read_to_string(data.path().join("run/admin.token")).unwrap();
-    let admin = up.addr("lb1.admin");
-    let bearer = format!("Bearer {}", token.trim());
-    let overview = || {
-        let r = request(admin, "GET", "/api/overview", &[("Authorization", &bearer)], b"").unwrap();
-        serde_json::from_str::<serde_json::Value>(&r.text()).unwrap()
-    };
+    let overview = || get_json(up.addr("lb1.admin"), "/api/overview", token.trim());
     wait_until("the backup's age on the overview", || {
         let o = overview();
         o["nodes"].as_array().unwrap().iter().any(|n| n["name"] == "backup" && n["backup"]["age_seconds"].is_number())

@@ -1,5 +1,6 @@
 //! `bulwark web` as a static file server: the real process on a temp root,
 //! real sockets, raw HTTP/1.1.
+use bulwark_testkit::config::{quick_tcp_check, WebConfig};
 use bulwark_testkit::{get, raw_request, read_response, request, HttpResponse, Process, PATIENCE};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -37,36 +38,25 @@ fn site() -> Site {
     Site { root, _outside: outside }
 }
 
-fn config(root: &Path, extra: &str) -> String {
-    format!(
-        r#"
-listen = ["127.0.0.1:0"]
-root = "{}"
-threads = 1
-{extra}
+/// The site's web config: small limits, a file cache, `/assets/`
+/// cacheable for an hour, the access log on (a caller adds the `/api/`
+/// route).
+fn config(root: &Path) -> WebConfig {
+    WebConfig::new(root)
+        .access_log(true)
+        .limit("max_body_bytes", 1024)
+        .limit("max_header_bytes", 4096)
+        .set("cache", r#"{ max_file_bytes = 65536, revalidate = "0s" }"#)
+        .set("cache_control", r#"[{ match = "/assets/", value = "public, max-age=3600" }]"#)
+}
 
-[limits]
-max_body_bytes = 1024
-max_header_bytes = 4096
-
-[cache]
-max_file_bytes = 65536
-revalidate = "0s"
-
-[[cache_control]]
-match = "/assets/"
-value = "public, max-age=3600"
-
-[[proxy]]
-prefix = "/api/"
-servers = ["127.0.0.1:9"]
-"#,
-        root.display()
-    )
+/// An address no app listens on.
+fn no_app() -> SocketAddr {
+    "127.0.0.1:9".parse().unwrap()
 }
 
 fn start(site: &Site) -> Process {
-    Process::start("web", &config(site.root.path(), ""))
+    Process::start("web", &config(site.root.path()).proxy("/api/", &[no_app()]).to_toml())
 }
 
 /// Send raw bytes, read one response head (no body: for HEAD and 304).
@@ -334,8 +324,8 @@ fn proxy_prefix_goes_to_the_proxy_route() {
     // Two real app servers: balanced, forwarded headers added, a dead one skipped.
     let a = bulwark_testkit::Backend::start("app-a");
     let mut b = bulwark_testkit::Backend::start("app-b");
-    let cfg = config(site.root.path(), "").replace("\"127.0.0.1:9\"", &format!("\"{}\", \"{}\"", a.addr, b.addr));
-    let p = Process::start("web", &cfg);
+    let cfg = config(site.root.path()).proxy("/api/", &[a.addr, b.addr]);
+    let p = Process::start("web", &cfg.to_toml());
     let seen: std::collections::HashSet<String> =
         (0..6).map(|_| get(p.addr("http"), "/api/x").unwrap().text()).collect();
     assert_eq!(seen.len(), 2, "{seen:?}");
@@ -351,9 +341,11 @@ fn proxy_prefix_goes_to_the_proxy_route() {
 #[test]
 fn slow_and_idle_clients_are_disconnected() {
     let site = site();
-    let timeouts = "[timeouts]\nheader = \"300ms\"\nkeepalive = \"300ms\"\n";
-    let cfg = config(site.root.path(), "").replace("[limits]", &format!("{timeouts}\n[limits]"));
-    let p = Process::start("web", &cfg);
+    let cfg = config(site.root.path())
+        .proxy("/api/", &[no_app()])
+        .timeout("header", Duration::from_millis(300))
+        .timeout("keepalive", Duration::from_millis(300));
+    let p = Process::start("web", &cfg.to_toml());
     let addr = p.addr("http");
 
     // Slowloris: a head that never ends is cut off, unanswered.
@@ -432,7 +424,8 @@ fn sigterm_drains_and_exits_zero() {
 fn access_log_can_be_switched_off() {
     let site = site();
     let mut on = start(&site);
-    let mut off = Process::start("web", &config(site.root.path(), "access_log = false"));
+    let mut off =
+        Process::start("web", &config(site.root.path()).proxy("/api/", &[no_app()]).access_log(false).to_toml());
     for p in [&on, &off] {
         assert_eq!(get(p.addr("http"), "/style.css").unwrap().status, 200);
     }
@@ -449,7 +442,7 @@ fn access_log_can_be_switched_off() {
 #[test]
 fn bad_root_fails_to_start_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&dir.path().join("missing"), "");
+    let cfg = config(&dir.path().join("missing")).proxy("/api/", &[no_app()]).to_toml();
     let path = dir.path().join("web.toml");
     std::fs::write(&path, cfg).unwrap();
     let out =
@@ -463,9 +456,8 @@ fn bad_root_fails_to_start_with_a_message() {
 fn health_is_degraded_not_down_while_a_proxy_route_has_no_server() {
     let site = site();
     let mut app = bulwark_testkit::Backend::start("app");
-    let cfg = config(site.root.path(), "").replace("\"127.0.0.1:9\"", &format!("\"{}\"", app.addr))
-        + "health_check = { kind = \"tcp\", interval = \"100ms\", timeout = \"100ms\", rise = 1, fall = 1 }\n";
-    let p = Process::start("web", &cfg);
+    let cfg = config(site.root.path()).proxy_checked("/api/", &[app.addr], &quick_tcp_check());
+    let p = Process::start("web", &cfg.to_toml());
     bulwark_testkit::wait_until("/health ok", || get(p.addr("http"), "/health").is_ok_and(|r| r.text() == "ok\n"));
     app.stop();
     // Static files still work, so the server stays in the lb's rotation

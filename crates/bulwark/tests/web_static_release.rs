@@ -2,8 +2,16 @@
 //! from the program's directory under their own path (`static_prefixes`),
 //! with ETags, conditional requests and precompressed variants, while
 //! every other path (the program's code included) goes to the app servers.
+use bulwark_testkit::config::WebConfig;
 use bulwark_testkit::{get, raw_request, Backend, Process};
 use std::io::Write;
+
+/// A web server for a release directory `root`: `/static/` from disk,
+/// everything else from `app`.
+fn release_web(root: &std::path::Path, app: std::net::SocketAddr) -> Process {
+    let config = WebConfig::new(root).set("static_prefixes", r#"["/static/"]"#).proxy("/", &[app]);
+    Process::start("web", &config.to_toml())
+}
 
 #[test]
 fn static_files_of_the_release_are_served_and_the_rest_is_proxied() {
@@ -15,15 +23,7 @@ fn static_files_of_the_release_are_served_and_the_rest_is_proxied() {
     std::fs::File::create(release.path().join("static/style.css.gz")).unwrap().write_all(&gz).unwrap();
     std::fs::write(release.path().join("guestbook.py"), "SECRET_SOURCE = 1\n").unwrap();
     let app = Backend::start("app1");
-    let web = Process::start(
-        "web",
-        &format!(
-            "listen = [\"127.0.0.1:0\"]\nroot = \"{}\"\nthreads = 1\nstatic_prefixes = [\"/static/\"]\n\
-             [[proxy]]\nprefix = \"/\"\nservers = [\"{}\"]\n",
-            release.path().display(),
-            app.addr
-        ),
-    );
+    let web = release_web(release.path(), app.addr);
     let addr = web.addr("http");
 
     // The static file, from disk, with a validator and a type.
@@ -78,15 +78,7 @@ fn static_files_follow_the_release_link() {
     let current = dir.path().join("current");
     std::os::unix::fs::symlink(&v1, &current).unwrap();
     let app = Backend::start("app1");
-    let web = Process::start(
-        "web",
-        &format!(
-            "listen = [\"127.0.0.1:0\"]\nroot = \"{}\"\nthreads = 1\nstatic_prefixes = [\"/static/\"]\n\
-             [[proxy]]\nprefix = \"/\"\nservers = [\"{}\"]\n",
-            current.display(),
-            app.addr
-        ),
-    );
+    let web = release_web(&current, app.addr);
     let addr = web.addr("http");
     let body = |path: &str| {
         let r = get(addr, path).unwrap();

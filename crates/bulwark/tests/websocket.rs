@@ -4,7 +4,7 @@
 //! and the app's echo endpoint, bytes both ways; an app server killed
 //! mid-stream closes the client's socket and the next one lands on the
 //! other app server.
-use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig};
+use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig, WebConfig};
 use bulwark_testkit::{bulwark_bin, wait_until, Process};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -139,25 +139,12 @@ fn plain_lb_tunnels_outlive_keepalive_and_end_at_their_idle_timeout() {
     let site = up();
     let data = site.data.path();
     let app1 = site._up.addr("app1.http");
-    let web = Process::start(
-        "web",
-        &format!(
-            r#"listen = ["127.0.0.1:0"]
-root = "{root}"
-threads = 1
-upstream_secret_file = "{secrets}/web-app"
-[timeouts]
-header = "1s"
-keepalive = "1s"
-[[proxy]]
-prefix = "/api/"
-servers = ["{app1}"]
-tunnel_timeout = "3s"
-"#,
-            root = data.join("site").display(),
-            secrets = data.join("secrets").display(),
-        ),
-    );
+    let config = WebConfig::new(&data.join("site"))
+        .set_str("upstream_secret_file", &data.join("secrets/web-app").display().to_string())
+        .timeout("header", Duration::from_secs(1))
+        .timeout("keepalive", Duration::from_secs(1))
+        .proxy_with("/api/", &[app1], &[("tunnel_timeout", r#""3s""#)]);
+    let web = Process::start("web", &config.to_toml());
     let cfg = LbConfig::new()
         .admin()
         .frontend(FrontendConfig::http("plain", "web"))

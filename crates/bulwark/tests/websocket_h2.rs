@@ -107,25 +107,26 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
     }
 }
 
-/// The client's output, whether or not it ended well.
-fn h2_client_output(port: u16, cafile: &Path, path: &str, count: usize) -> String {
+/// Run the HTTP/2 WebSocket client (h2_connect.py) against the lb's
+/// `port`: `path`, then `count` echoed messages.
+fn run_h2_client(port: u16, cafile: &Path, path: &str, count: usize) -> std::process::Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/websocket/h2_connect.py");
-    let out = Command::new(PYTHON)
+    Command::new(PYTHON)
         .arg(script)
         .args([&port.to_string(), &cafile.display().to_string(), path, &count.to_string()])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// The client's output, whether or not it ended well.
+fn h2_client_output(port: u16, cafile: &Path, path: &str, count: usize) -> String {
+    let out = run_h2_client(port, cafile, path, count);
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 fn h2_client(port: u16, cafile: &Path, path: &str, count: usize) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/websocket/h2_connect.py");
-    let out = Command::new(PYTHON)
-        .arg(script)
-        .args([&port.to_string(), &cafile.display().to_string(), path, &count.to_string()])
-        .output()
-        .unwrap();
+    let out = run_h2_client(port, cafile, path, count);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     stdout
@@ -149,6 +150,14 @@ fn lb_before_echo_server() -> (EchoServer, Process, std::path::PathBuf, tempfile
     (server, lb, cert, dir)
 }
 
+/// The lb counted `total` tunnels to server `a`, and none stays open.
+fn assert_tunnels(lb: &Process, total: f64) {
+    let metric =
+        |name: &str| metric_value(&get(lb.addr("admin"), "/metrics").unwrap().text(), name, &[("server", "a")]);
+    assert_eq!(metric("bulwark_lb_tunnels_total"), total);
+    wait_until("no tunnel open", || metric("bulwark_lb_tunnels_open") == 0.0);
+}
+
 #[test]
 fn a_websocket_over_an_http2_stream_reaches_an_http1_server() {
     let (server, lb, cert, _dir) = lb_before_echo_server();
@@ -167,10 +176,7 @@ fn a_websocket_over_an_http2_stream_reaches_an_http1_server() {
     assert!(h.contains("\r\nhost: localhost:"), "{h}");
 
     // Counted as a tunnel of the server.
-    let metric =
-        |name: &str| metric_value(&get(lb.addr("admin"), "/metrics").unwrap().text(), name, &[("server", "a")]);
-    assert_eq!(metric("bulwark_lb_tunnels_total"), 1.0);
-    wait_until("no tunnel open", || metric("bulwark_lb_tunnels_open") == 0.0);
+    assert_tunnels(&lb, 1.0);
 }
 
 /// A server that answers the handshake with a 2xx other than 101 did not
@@ -185,10 +191,7 @@ fn a_server_that_does_not_switch_is_no_websocket_over_http2() {
     assert!(out.starts_with("status 502 protocol -\n"), "{out}");
     let out = h2_client_output(port, &cert, "/forbidden", 0);
     assert_eq!(out, "status 403 protocol -\n");
-    let metric =
-        |name: &str| metric_value(&get(lb.addr("admin"), "/metrics").unwrap().text(), name, &[("server", "a")]);
-    assert_eq!(metric("bulwark_lb_tunnels_total"), 0.0);
-    wait_until("no tunnel open", || metric("bulwark_lb_tunnels_open") == 0.0);
+    assert_tunnels(&lb, 0.0);
 }
 
 /// A plain CONNECT (no `:protocol`) asks for a tunnel to the host it
@@ -197,15 +200,7 @@ fn a_server_that_does_not_switch_is_no_websocket_over_http2() {
 /// tell the client its tunnel was open.
 #[test]
 fn a_plain_connect_is_refused_not_relayed() {
-    let server = EchoServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = bulwark_lb::tls::ensure_self_signed(dir.path(), &["localhost".to_string()]).unwrap();
-    let config = LbConfig::new()
-        .admin()
-        .frontend(FrontendConfig::http("https", "app").tls(&cert, &key))
-        .backend(BackendConfig::new("app").server("a", server.addr))
-        .to_toml();
-    let lb = Process::start("lb", &config);
+    let (_server, lb, cert, _dir) = lb_before_echo_server();
     let out = h2_client_output(lb.addr("https").port(), &cert, "-", 0);
     assert_eq!(out, "status 405 protocol -\n");
 }

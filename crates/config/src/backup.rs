@@ -145,29 +145,11 @@ impl Validate for BackupSettings {
 
 #[cfg(test)]
 mod tests {
+    use crate::topology::tests::ONE_HOST;
     use crate::topology::Topology;
 
     fn topology(backup: &str) -> String {
-        format!(
-            r#"
-[[host]]
-name = "a"
-[[host.role]]
-name = "lb1"
-kind = "lb"
-[[host.role]]
-name = "web1"
-kind = "web"
-[[host.role]]
-name = "app1"
-kind = "app"
-[[host.role]]
-name = "db1"
-kind = "db"
-[backup]
-{backup}
-"#
-        )
+        format!("{ONE_HOST}[backup]\n{backup}\n")
     }
 
     #[test]

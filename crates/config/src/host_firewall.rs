@@ -248,25 +248,10 @@ impl EgressRule {
 mod tests {
     use crate::topology::Topology;
 
-    const HOSTS: &str = r#"
-[[host]]
-name = "a"
-[[host.role]]
-name = "lb1"
-kind = "lb"
-[[host.role]]
-name = "web1"
-kind = "web"
-[[host.role]]
-name = "app1"
-kind = "app"
-[[host.role]]
-name = "db1"
-kind = "db"
-"#;
+    use crate::topology::tests::ONE_HOST;
 
     fn load(firewall: &str) -> Result<Topology, crate::ConfigError> {
-        crate::from_str::<Topology>(&format!("{firewall}\n{HOSTS}"), "t.toml")
+        crate::from_str::<Topology>(&format!("{firewall}\n{ONE_HOST}"), "t.toml")
     }
 
     #[test]

@@ -525,8 +525,27 @@ impl Validate for Topology {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// One host `a` running lb1, web1, app1 and db1: the hosts of a
+    /// topology whose other sections a test is about.
+    pub(crate) const ONE_HOST: &str = r#"
+[[host]]
+name = "a"
+[[host.role]]
+name = "lb1"
+kind = "lb"
+[[host.role]]
+name = "web1"
+kind = "web"
+[[host.role]]
+name = "app1"
+kind = "app"
+[[host.role]]
+name = "db1"
+kind = "db"
+"#;
 
     #[test]
     fn default_is_the_classic_two_server_site() {

@@ -9,8 +9,24 @@ use bulwark_config::topology::Topology;
 use std::process::{Command, Stdio};
 
 /// lb1 and lb2 share a floating address; two servers with web, app and db;
-/// a third db next to lb1.
-const SITE: &str = r#"
+/// a third db next to lb1. The hosts' addresses are `net` followed by 1, 2,
+/// 11 and 12 (`10.0.0.` or `fd00::`); egress is restricted to an
+/// allow-list or open; `extra` adds top-level sections.
+fn site_text(net: &str, restrict_egress: bool, extra: &str) -> String {
+    let egress = if restrict_egress {
+        "egress = \"restrict\"\negress_allow = [{ to = \"192.0.2.53\", protocol = \"udp\", port = 53 }, \
+         { to = \"2001:db8::/32\", protocol = \"tcp\", port = 443 }]"
+    } else {
+        "egress = \"open\""
+    };
+    let hosts = [
+        host("edge1", &format!("{net}1"), &[("lb1", "lb"), ("db3", "db")]),
+        host("edge2", &format!("{net}2"), &[("lb2", "lb")]),
+        host("server1", &format!("{net}11"), &[("web1", "web"), ("app1", "app"), ("db1", "db")]),
+        host("server2", &format!("{net}12"), &[("web2", "web"), ("app2", "app"), ("db2", "db")]),
+    ];
+    format!(
+        r#"
 port_base = 8080
 [lb]
 public_address = "0.0.0.0"
@@ -18,59 +34,32 @@ public_address = "0.0.0.0"
 manage = true
 ssh_from = ["192.0.2.0/24"]
 operator_from = ["198.51.100.7"]
-egress = "restrict"
-egress_allow = [{ to = "192.0.2.53", protocol = "udp", port = 53 }, { to = "2001:db8::/32", protocol = "tcp", port = 443 }]
-public_rate_limit = { per_second = 20, burst = 40 }
-allow_in = [{ from = ["192.0.2.0/24"], protocol = "udp", port = 161, hosts = ["server1"] }]
-[[host]]
-name = "edge1"
-address = "10.0.0.1"
-[[host.role]]
-name = "lb1"
-kind = "lb"
-[[host.role]]
-name = "db3"
-kind = "db"
-[[host]]
-name = "edge2"
-address = "10.0.0.2"
-[[host.role]]
-name = "lb2"
-kind = "lb"
-[[host]]
-name = "server1"
-address = "10.0.0.11"
-[[host.role]]
-name = "web1"
-kind = "web"
-[[host.role]]
-name = "app1"
-kind = "app"
-[[host.role]]
-name = "db1"
-kind = "db"
-[[host]]
-name = "server2"
-address = "10.0.0.12"
-[[host.role]]
-name = "web2"
-kind = "web"
-[[host.role]]
-name = "app2"
-kind = "app"
-[[host.role]]
-name = "db2"
-kind = "db"
-[[floating]]
+{egress}
+public_rate_limit = {{ per_second = 20, burst = 40 }}
+allow_in = [{{ from = ["192.0.2.0/24"], protocol = "udp", port = 161, hosts = ["server1"] }}]
+{extra}
+{}[[floating]]
 name = "www"
 addresses = ["10.0.0.100/24"]
 interface = "eth0"
 vrid = 51
 lbs = ["lb1", "lb2"]
-"#;
+"#,
+        hosts.concat()
+    )
+}
+
+/// One `[[host]]` at `address` running `roles` (name, kind).
+fn host(name: &str, address: &str, roles: &[(&str, &str)]) -> String {
+    let mut h = format!("[[host]]\nname = \"{name}\"\naddress = \"{address}\"\n");
+    for (role, kind) in roles {
+        h.push_str(&format!("[[host.role]]\nname = \"{role}\"\nkind = \"{kind}\"\n"));
+    }
+    h
+}
 
 fn site() -> (Topology, HostFirewall) {
-    let t: Topology = bulwark_config::from_str(SITE, "site.toml").unwrap();
+    let t: Topology = bulwark_config::from_str(&site_text("10.0.0.", true, ""), "site.toml").unwrap();
     let fw = t.firewall.clone().unwrap();
     (t, fw)
 }
@@ -219,15 +208,7 @@ fn a_topology_the_firewall_cannot_serve_is_named_by_its_key() {
 
 #[test]
 fn ipv6_hosts_get_ip6_rules() {
-    let text = SITE
-        .replace("\"10.0.0.100/24\"", "FLOATING")
-        .replace("\"10.0.0.", "\"fd00::")
-        .replace("FLOATING", "\"10.0.0.100/24\"")
-        .replace("egress = \"restrict\"", "egress = \"open\"")
-        .replace(
-            "egress_allow = [{ to = \"192.0.2.53\", protocol = \"udp\", port = 53 }, { to = \"2001:db8::/32\", protocol = \"tcp\", port = 443 }]",
-            "",
-        );
+    let text = site_text("fd00::", false, "");
     let t: Topology = bulwark_config::from_str(&text, "v6.toml").unwrap();
     let fw = t.firewall.clone().unwrap();
     let s1 = rules(&t, &fw, "server1");
@@ -245,8 +226,7 @@ fn ipv6_hosts_get_ip6_rules() {
 
 #[test]
 fn the_backup_status_listener_is_open_to_the_lbs_only() {
-    let with_backup =
-        SITE.replace("[[host]]\nname = \"edge1\"", "[backup]\nnode = \"db2\"\n[[host]]\nname = \"edge1\"");
+    let with_backup = site_text("10.0.0.", true, "[backup]\nnode = \"db2\"");
     let t: Topology = bulwark_config::from_str(&with_backup, "site.toml").unwrap();
     let fw = t.firewall.clone().unwrap();
     let (_, addr) = t.backup_placement().unwrap();

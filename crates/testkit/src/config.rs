@@ -1,11 +1,14 @@
-//! Typed builders for the lb and web configs that integration tests write,
+//! Typed builders for the role configs (lb, web, app, db) and the
+//! topologies that integration tests write,
 //! so that a test states only what it is about ("one TLS frontend, a
 //! 300 ms header timeout, one backend with server `a`") and the TOML
 //! around it is written once, here.
 //!
 //! Each builder renders TOML text for [`Process::start`](crate::Process::start)
 //! (the role reads and validates it as it would a file an operator wrote).
-//! Addresses are `SocketAddr`, timeouts `Duration`. A setting the builders
+//! Addresses are `SocketAddr`, timeouts `Duration`, choices the product's
+//! own enums and tables ([`Balance`], [`HealthCheck`], [`NodeKind`], ...,
+//! re-exported here from `bulwark_config`). A setting the builders
 //! do not name is given as a TOML value with `set`
 //! (`set("firewall", "{ max_connections_per_ip = 2 }")`); a malformed one
 //! panics at once, naming it.
@@ -13,16 +16,61 @@
 //! Defaults suit a test on a small machine: one worker thread, listeners on
 //! `127.0.0.1:0`, no access log on the web tier.
 
+mod app;
+mod db;
+mod topology;
+
+pub use app::AppConfig;
+pub use bulwark_config::backup::{BackupSettings, BackupSource};
+pub use bulwark_config::lb::{
+    AlertRules, Balance, CheckKind, HealthCheck, Mode, NodeKind, PassiveHealth, Retries, Sticky,
+};
+pub use bulwark_config::topology::RoleKind;
+pub use db::DbConfig;
+pub use topology::{TopologyConfig, ONE_MACHINE_ROLES};
+
+use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 use toml::{Table, Value};
+
+/// An HTTP check of `GET path` every 100 ms: a server is up after one
+/// pass, down after two failures (the timeout is the default, 1 s).
+pub fn quick_http_check(path: &str) -> HealthCheck {
+    HealthCheck {
+        kind: CheckKind::Http,
+        path: path.into(),
+        interval: Duration::from_millis(100),
+        rise: 1,
+        fall: 2,
+        ..HealthCheck::default()
+    }
+}
+
+/// A TCP check every 100 ms with a 100 ms timeout: a server is up after
+/// one connect, down after one failed one.
+pub fn quick_tcp_check() -> HealthCheck {
+    HealthCheck {
+        kind: CheckKind::Tcp,
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(100),
+        rise: 1,
+        fall: 1,
+        ..HealthCheck::default()
+    }
+}
 
 /// Parse one TOML value (`"text"`, `2`, `{ a = 1 }`, `["x"]`).
 fn toml_value(key: &str, raw: &str) -> Value {
     let mut t: Table = toml::from_str(&format!("v = {raw}"))
         .unwrap_or_else(|e| panic!("test config: `{key} = {raw}` is not a TOML value: {e}"));
     t.remove("v").expect("parsed value")
+}
+
+/// A typed setting (an enum, a check table) as the TOML it reads from.
+fn typed_value(key: &str, v: &impl Serialize) -> Value {
+    Value::try_from(v).unwrap_or_else(|e| panic!("test config: `{key}` does not render as TOML: {e}"))
 }
 
 fn duration_value(d: Duration) -> Value {
@@ -51,6 +99,8 @@ pub struct LbConfig {
     top: Table,
     frontends: Vec<FrontendConfig>,
     backends: Vec<BackendConfig>,
+    /// `[[admin.node]]`, rendered into `[admin]`.
+    watched: Vec<Value>,
 }
 
 impl Default for LbConfig {
@@ -64,7 +114,7 @@ impl LbConfig {
     pub fn new() -> LbConfig {
         let mut top = Table::new();
         top.insert("threads".into(), Value::Integer(1));
-        LbConfig { top, frontends: Vec::new(), backends: Vec::new() }
+        LbConfig { top, frontends: Vec::new(), backends: Vec::new(), watched: Vec::new() }
     }
 
     pub fn threads(mut self, n: usize) -> LbConfig {
@@ -97,6 +147,35 @@ impl LbConfig {
         self
     }
 
+    /// `[admin] alerts`: the alert rules (`for`, `webhook`, ...).
+    pub fn alerts(self, rules: &AlertRules) -> LbConfig {
+        self.admin_value("alerts", typed_value("alerts", rules))
+    }
+
+    /// One more `[[admin.node]]` the lb watches: `name` of `kind` on
+    /// `host`, its HTTP listener at `address`.
+    pub fn watch(mut self, name: &str, kind: NodeKind, host: &str, address: SocketAddr) -> LbConfig {
+        let mut node = Table::new();
+        node.insert("name".into(), str_value(name));
+        node.insert("kind".into(), typed_value("kind", &kind));
+        node.insert("host".into(), str_value(host));
+        node.insert("address".into(), str_value(address));
+        self.watched.push(Value::Table(node));
+        self.admin_value("node", Value::Array(Vec::new()))
+    }
+
+    /// The access log's format (`combined`, `json` or a template).
+    pub fn access_log_format(mut self, format: &str) -> LbConfig {
+        self.top.insert("access_log_format".into(), str_value(format));
+        self
+    }
+
+    /// Write the access log to `file` instead of standard output.
+    pub fn access_log_file(mut self, file: &Path) -> LbConfig {
+        self.top.insert("access_log_file".into(), str_value(file.display()));
+        self
+    }
+
     /// `[timeouts] key = d` (`client_header`, `client_send`, `server`, ...).
     pub fn timeout(mut self, key: &str, d: Duration) -> LbConfig {
         section(&mut self.top, "timeouts").insert(key.into(), duration_value(d));
@@ -121,6 +200,9 @@ impl LbConfig {
 
     pub fn to_toml(&self) -> String {
         let mut t = self.top.clone();
+        if !self.watched.is_empty() {
+            section(&mut t, "admin").insert("node".into(), Value::Array(self.watched.clone()));
+        }
         let frontends = self.frontends.iter().map(|f| Value::Table(f.0.clone())).collect();
         let backends = self.backends.iter().map(BackendConfig::to_table).map(Value::Table).collect();
         t.insert("frontend".into(), Value::Array(frontends));
@@ -141,6 +223,13 @@ impl FrontendConfig {
         t.insert("bind".into(), str_value(any_port()));
         t.insert("backend".into(), str_value(backend));
         FrontendConfig(t)
+    }
+
+    /// A TCP frontend `name` (bytes passed through, `mode = "tcp"`).
+    pub fn tcp(name: &str, backend: &str) -> FrontendConfig {
+        let mut f = FrontendConfig::http(name, backend);
+        f.0.insert("mode".into(), typed_value("mode", &Mode::Tcp));
+        f
     }
 
     /// Terminate TLS with this certificate chain and key (PEM files).
@@ -199,6 +288,12 @@ impl BackendConfig {
         self.server_with(name, address, &[])
     }
 
+    /// Add a backup server `name` at `address`: used only when no other
+    /// server is up.
+    pub fn backup_server(self, name: &str, address: SocketAddr) -> BackendConfig {
+        self.server_with(name, address, &[("backup", "true")])
+    }
+
     /// Add a server with more of its keys as TOML values
     /// (`&[("backup", "true"), ("weight", "3")]`).
     pub fn server_with(mut self, name: &str, address: SocketAddr, keys: &[(&str, &str)]) -> BackendConfig {
@@ -212,8 +307,40 @@ impl BackendConfig {
         self
     }
 
-    /// Set `key` of this backend to a TOML value (`balance`,
-    /// `health_check`, `cluster_secret`, ...).
+    pub fn balance(mut self, balance: Balance) -> BackendConfig {
+        self.table.insert("balance".into(), typed_value("balance", &balance));
+        self
+    }
+
+    /// The active check of every server.
+    pub fn health_check(mut self, check: &HealthCheck) -> BackendConfig {
+        self.table.insert("health_check".into(), typed_value("health_check", check));
+        self
+    }
+
+    /// Retries on other servers, and their budget.
+    pub fn retries(mut self, retries: &Retries) -> BackendConfig {
+        self.table.insert("retries".into(), typed_value("retries", retries));
+        self
+    }
+
+    /// Keep a client on one server with a cookie `cookie` signed with
+    /// `secret`.
+    pub fn sticky_cookie(mut self, cookie: &str, secret: &str) -> BackendConfig {
+        self.table.insert("sticky".into(), typed_value("sticky", &Sticky::Cookie));
+        self.table.insert("sticky_cookie".into(), str_value(cookie));
+        self.table.insert("sticky_secret".into(), str_value(secret));
+        self
+    }
+
+    /// Passive ejection on real traffic.
+    pub fn passive(mut self, passive: &PassiveHealth) -> BackendConfig {
+        self.table.insert("passive".into(), typed_value("passive", passive));
+        self
+    }
+
+    /// Set `key` of this backend to a TOML value (`max_connections`,
+    /// `retries`, `cluster_secret`, ...).
     pub fn set(mut self, key: &str, raw: &str) -> BackendConfig {
         self.table.insert(key.into(), toml_value(key, raw));
         self
@@ -251,6 +378,25 @@ impl WebConfig {
         WebConfig { top, proxies: Vec::new() }
     }
 
+    pub fn threads(mut self, n: usize) -> WebConfig {
+        self.top.insert("threads".into(), Value::Integer(n as i64));
+        self
+    }
+
+    /// Log every request (to standard output unless `access_log_file`).
+    pub fn access_log(mut self, on: bool) -> WebConfig {
+        self.top.insert("access_log".into(), Value::Boolean(on));
+        self
+    }
+
+    /// Log every request to `file` in `format` (`combined`, `json`, ...).
+    pub fn access_log_file(mut self, file: &Path, format: &str) -> WebConfig {
+        self.top.insert("access_log".into(), Value::Boolean(true));
+        self.top.insert("access_log_file".into(), str_value(file.display()));
+        self.top.insert("access_log_format".into(), str_value(format));
+        self
+    }
+
     /// `[timeouts] key = d` (`header`, `send`, `body`, `drain`, ...).
     pub fn timeout(mut self, key: &str, d: Duration) -> WebConfig {
         section(&mut self.top, "timeouts").insert(key.into(), duration_value(d));
@@ -264,12 +410,29 @@ impl WebConfig {
     }
 
     /// A `[[proxy]]` route: requests under `prefix` go to `servers`.
-    pub fn proxy(mut self, prefix: &str, servers: &[SocketAddr]) -> WebConfig {
+    pub fn proxy(self, prefix: &str, servers: &[SocketAddr]) -> WebConfig {
+        self.proxy_with(prefix, servers, &[])
+    }
+
+    /// A `[[proxy]]` route with more of its keys as TOML values
+    /// (`&[("cache", "{ ttl = \"1s\" }")]`).
+    pub fn proxy_with(mut self, prefix: &str, servers: &[SocketAddr], keys: &[(&str, &str)]) -> WebConfig {
         let mut p = Table::new();
         p.insert("prefix".into(), str_value(prefix));
         p.insert("servers".into(), Value::Array(servers.iter().map(str_value).collect()));
+        for (k, raw) in keys {
+            p.insert((*k).into(), toml_value(k, raw));
+        }
         self.proxies.push(p);
         self
+    }
+
+    /// A `[[proxy]]` route whose servers are checked as `check` says.
+    pub fn proxy_checked(self, prefix: &str, servers: &[SocketAddr], check: &HealthCheck) -> WebConfig {
+        let mut web = self.proxy(prefix, servers);
+        let route = web.proxies.last_mut().expect("the route just added");
+        route.insert("health_check".into(), typed_value("health_check", check));
+        web
     }
 
     /// Set a top-level `key` to a TOML value (`secret`, `dotfiles`, ...).
@@ -294,82 +457,4 @@ impl WebConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::PathBuf;
-
-    fn lb(c: &LbConfig) -> bulwark_config::lb::LbConfig {
-        let text = c.to_toml();
-        bulwark_config::from_str(&text, "lb.toml").unwrap_or_else(|e| panic!("{e}\n{text}"))
-    }
-
-    fn web(c: &WebConfig) -> bulwark_config::web::WebConfig {
-        let text = c.to_toml();
-        bulwark_config::from_str(&text, "web.toml").unwrap_or_else(|e| panic!("{e}\n{text}"))
-    }
-
-    #[test]
-    fn an_lb_config_says_what_the_builder_was_told() {
-        let a: SocketAddr = "127.0.0.1:8001".parse().unwrap();
-        let b: SocketAddr = "127.0.0.1:8002".parse().unwrap();
-        let c = LbConfig::new()
-            .threads(2)
-            .admin_str("token", "t0ken")
-            .timeout("client_header", Duration::from_millis(300))
-            .frontend(
-                FrontendConfig::http("www", "app")
-                    .tls(Path::new("/c.pem"), Path::new("/k.pem"))
-                    .set("firewall", "{ max_connections_per_ip = 2 }"),
-            )
-            .frontend(FrontendConfig::http("http", "app").set("redirect_https_port", "8443"))
-            .backend(BackendConfig::new("app").set("balance", "\"leastconn\"").server("a", a).server_with(
-                "b",
-                b,
-                &[("backup", "true")],
-            ));
-        let parsed = lb(&c);
-        assert_eq!(parsed.threads, 2);
-        let admin = parsed.admin.as_ref().expect("[admin]");
-        assert_eq!(admin.bind.to_string(), "127.0.0.1:0");
-        assert_eq!(admin.token.as_ref().map(|t| t.expose()), Some("t0ken"));
-        assert_eq!(parsed.timeouts.client_header, Duration::from_millis(300));
-        assert_eq!(parsed.frontends.len(), 2);
-        assert_eq!(parsed.frontends[0].name, "www");
-        assert_eq!(parsed.frontends[0].bind.to_string(), "127.0.0.1:0");
-        assert!(parsed.frontends[0].tls.is_some());
-        assert_eq!(parsed.frontends[0].firewall.max_connections_per_ip, Some(2));
-        assert_eq!(parsed.frontends[1].redirect_https_port, Some(8443));
-        let backend = &parsed.backends[0];
-        assert_eq!(backend.servers.len(), 2);
-        assert_eq!(backend.servers[0].address, "127.0.0.1:8001");
-        assert!(!backend.servers[0].backup);
-        assert!(backend.servers[1].backup);
-    }
-
-    #[test]
-    fn a_web_config_says_what_the_builder_was_told() {
-        let app: SocketAddr = "127.0.0.1:8100".parse().unwrap();
-        let root = PathBuf::from("/srv/site");
-        let c = WebConfig::new(&root)
-            .timeout("send", Duration::from_secs(600))
-            .limit("max_body_bytes", 1000)
-            .proxy("/api/", &[app])
-            .set_str("secret", "edge-secret-0123456789");
-        let parsed = web(&c);
-        assert_eq!(parsed.listen, ["127.0.0.1:0".parse::<SocketAddr>().unwrap()]);
-        assert_eq!(parsed.root, root);
-        assert_eq!(parsed.threads, 1);
-        assert!(!parsed.access_log);
-        assert_eq!(parsed.timeouts.send, Duration::from_secs(600));
-        assert_eq!(parsed.limits.max_body_bytes, 1000);
-        assert_eq!(parsed.proxy[0].prefix, "/api/");
-        assert_eq!(parsed.proxy[0].servers, ["127.0.0.1:8100"]);
-        assert!(parsed.secret.is_some());
-    }
-
-    #[test]
-    #[should_panic(expected = "`firewall = { oops` is not a TOML value")]
-    fn a_malformed_value_names_itself() {
-        let _ = FrontendConfig::http("www", "app").set("firewall", "{ oops");
-    }
-}
+mod tests;

@@ -74,6 +74,23 @@ impl Process {
         Self::spawn(cmd, dir, config_path)
     }
 
+    /// Run `bulwark up` with `topology`, every port chosen by the system
+    /// (`--port-base 0`), its state in `data_dir`; returns once every role
+    /// is ready.
+    pub fn up(topology: &Path, data_dir: &Path) -> Process {
+        let mut cmd = Command::new(bulwark_bin());
+        cmd.args(["up", "--port-base", "0", "-c"]).arg(topology).arg("--data-dir").arg(data_dir);
+        Self::spawn(cmd, tempfile::tempdir().expect("tempdir"), topology.to_path_buf())
+    }
+
+    /// Like [`Process::up`] with the built-in topology (the classic
+    /// two-server site, no `-c`).
+    pub fn up_built_in(data_dir: &Path) -> Process {
+        let mut cmd = Command::new(bulwark_bin());
+        cmd.args(["up", "--port-base", "0", "--data-dir"]).arg(data_dir);
+        Self::spawn(cmd, tempfile::tempdir().expect("tempdir"), data_dir.join("none"))
+    }
+
     /// Run an arbitrary prepared command that prints a ready line.
     pub fn spawn(mut cmd: Command, dir: tempfile::TempDir, config_path: PathBuf) -> Process {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
@@ -394,6 +411,56 @@ pub fn connect_with_receive_buffer(addr: SocketAddr, bytes: usize) -> std::io::R
 /// `GET path` with `Connection: close`.
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
     raw_request(addr, format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+}
+
+/// What `curl` got: the status (0 when no answer came, as when the
+/// connection or the TLS handshake was refused), the body, and curl's own
+/// messages.
+#[derive(Debug)]
+pub struct CurlAnswer {
+    pub status: u16,
+    pub body: String,
+    pub stderr: String,
+}
+
+/// Run `curl -sS --max-time 20 ARGS` (the URL among them), reading the
+/// status it writes after the body.
+pub fn curl(args: &[&str]) -> CurlAnswer {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    CurlAnswer {
+        status: code.trim().parse().unwrap_or(0),
+        body: body.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A raw HTTP/1.1 `POST path` (`Connection: close`) whose chunked body is
+/// `chunks` chunks of `size` bytes of `y`.
+pub fn chunked_post(path: &str, chunks: usize, size: usize) -> Vec<u8> {
+    let mut raw = format!("POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .into_bytes();
+    for _ in 0..chunks {
+        raw.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+        raw.extend(std::iter::repeat_n(b'y', size));
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    raw
+}
+
+/// `GET path` with `Authorization: Bearer token`: the answer's body as
+/// JSON (a panic, with the body, if it is not).
+pub fn get_json(addr: SocketAddr, path: &str, token: &str) -> serde_json::Value {
+    let bearer = format!("Bearer {token}");
+    let r = request(addr, "GET", path, &[("Authorization", &bearer)], b"")
+        .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}: {}", r.text()))
 }
 
 /// Request with method, path, extra header lines and a body.

@@ -1,6 +1,7 @@
 //! Tests that change the network (interfaces, addresses, iptables) run
 //! inside private network and mount namespaces, so the host's network and
 //! its `/run/netns` are never touched: the test re-runs itself there.
+//! Tests that mount a small disk run in a private mount namespace alike.
 //!
 //! ```ignore
 //! #[test]
@@ -20,11 +21,22 @@ const INSIDE: &str = "BULWARK_TEST_IN_PRIVATE_NETNS";
 /// namespaces (`unshare`, root) and assert that it passed there; returns
 /// false. Inside, returns true at once: the caller then does the work.
 pub fn isolated(name: &str) -> bool {
+    rerun_in(name, &["--net", "--mount", "--propagation", "private"])
+}
+
+/// Like [`isolated`], in a new mount namespace only: the network stays the
+/// host's (a test that mounts a small disk but talks over `127.0.0.1`).
+pub fn isolated_mounts(name: &str) -> bool {
+    rerun_in(name, &["--mount", "--propagation", "private"])
+}
+
+fn rerun_in(name: &str, namespaces: &[&str]) -> bool {
     if std::env::var_os(INSIDE).is_some() {
         return true;
     }
     let status = Command::new("unshare")
-        .args(["--net", "--mount", "--propagation", "private", "--"])
+        .args(namespaces)
+        .arg("--")
         .arg(std::env::current_exe().expect("current_exe"))
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env(INSIDE, "1")

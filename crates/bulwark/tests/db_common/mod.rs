@@ -4,8 +4,10 @@
 
 use bulwark_db_api::DbRole;
 use bulwark_db_api::{Client, Consistency, NodeStatus, Params, Rows, Statement, Token};
+use bulwark_testkit::config::DbConfig;
 use bulwark_testkit::{request, wait_until, HttpResponse, Process};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 pub const SECRET: &str = "db-test-secret-0123456789";
@@ -24,50 +26,59 @@ pub struct DbProc {
     pub addr: SocketAddr,
     /// The Raft listener.
     pub raft_addr: SocketAddr,
-    pub extra: String,
+    /// The config it was started with.
+    pub config: DbConfig,
 }
 
-/// A node's config: the API on `listen`, Raft on `raft_listen`.
-pub fn config(
-    id: u64,
-    listen: &str,
-    raft_listen: &str,
-    data: &std::path::Path,
-    bootstrap: bool,
-    extra: &str,
-) -> String {
-    format!(
-        "node_id = {id}\nlisten = \"{listen}\"\nraft_listen = \"{raft_listen}\"\ndata_dir = \"{}\"\n\
-         secret = \"{SECRET}\"\nbootstrap = {bootstrap}\n\
-         heartbeat_interval = \"100ms\"\nelection_timeout = \"400ms\"\nwrite_timeout = \"3s\"\n{extra}\n",
-        data.display()
-    )
+/// A node's config as these tests run it: node `id` keeping its data in
+/// `data`, the API and Raft both on `ip` port 0, heartbeats every 100 ms,
+/// elections after 400 ms, writes given up after 3 s.
+pub fn config(id: u64, ip: &str, data: &Path) -> DbConfig {
+    let any = SocketAddr::new(ip.parse::<IpAddr>().expect("an IP address"), 0);
+    DbConfig::new(id, data, SECRET)
+        .listen(any)
+        .raft_listen(any)
+        .heartbeat_interval(Duration::from_millis(100))
+        .election_timeout(Duration::from_millis(400))
+        .write_timeout(Duration::from_secs(3))
 }
 
 impl DbProc {
     /// A node on `ip`, both listeners on port 0.
-    pub fn start(id: u64, ip: &str, bootstrap: bool, extra: &str) -> DbProc {
+    pub fn start(id: u64, ip: &str, bootstrap: bool) -> DbProc {
+        DbProc::start_tuned(id, ip, |c| c.bootstrap(bootstrap))
+    }
+
+    /// A node on `ip` in a fresh data dir, its [`config`] changed by `tune`.
+    pub fn start_tuned(id: u64, ip: &str, tune: impl FnOnce(DbConfig) -> DbConfig) -> DbProc {
         let data = tempfile::tempdir().unwrap();
-        let any = format!("{ip}:0");
-        let p = Process::start("db", &config(id, &any, &any, data.path(), bootstrap, extra));
-        DbProc::running(id, ip, data, p, extra)
+        let config = tune(config(id, ip, data.path()));
+        DbProc::launch(data, config)
     }
 
-    /// A node started by the caller (`p`), with its data dir.
-    pub fn running(id: u64, ip: &str, data: tempfile::TempDir, p: Process, extra: &str) -> DbProc {
+    /// Start a node with `config`, whose data dir is (in) `data`.
+    pub fn launch(data: tempfile::TempDir, config: DbConfig) -> DbProc {
+        let p = Process::start("db", &config.to_toml());
+        DbProc::running(data, p, config)
+    }
+
+    /// A node the caller started (`p`) with `config`, its data dir (in) `data`.
+    pub fn running(data: tempfile::TempDir, p: Process, config: DbConfig) -> DbProc {
         let (addr, raft_addr) = (p.addr("api"), p.addr("raft"));
-        DbProc { id, ip: ip.to_string(), data, proc: Some(p), addr, raft_addr, extra: extra.to_string() }
+        let (id, ip) = (config.node_id(), config.listen_address().ip().to_string());
+        DbProc { id, ip, data, proc: Some(p), addr, raft_addr, config }
     }
 
-    /// This node's config (`extra` added) at the addresses it has now.
-    pub fn config_again(&self, extra: &str) -> String {
-        config(self.id, &self.addr.to_string(), &self.raft_addr.to_string(), self.data.path(), false, extra)
+    /// This node's config at the addresses it has now, joining rather than
+    /// bootstrapping.
+    pub fn config_again(&self) -> DbConfig {
+        self.config.clone().listen(self.addr).raft_listen(self.raft_addr).bootstrap(false)
     }
 
     /// Start again on the same addresses and data dir.
     pub fn restart(&mut self) {
         assert!(self.proc.is_none(), "node {} still running", self.id);
-        self.proc = Some(Process::start("db", &self.config_again(&self.extra)));
+        self.proc = Some(Process::start("db", &self.config_again().to_toml()));
     }
 
     /// Add this node to the cluster `client` reaches, as a voter or a
@@ -111,6 +122,71 @@ impl DbProc {
     }
 }
 
+/// A `bounded` read with `max_lag_ms = 200`, served by `node` itself (the
+/// test follows no redirect): status and rows.
+pub fn bounded_read(node: &DbProc) -> (u16, Vec<String>) {
+    let r =
+        node.post("/v1/query", r#"{"sql":"SELECT v FROM t ORDER BY rowid","consistency":"bounded","max_lag_ms":200}"#);
+    let rows = serde_json::from_slice::<bulwark_db_api::Rows>(&r.body)
+        .map(|rows| rows.rows.iter().map(|r| r[0].as_str().unwrap_or_default().to_string()).collect())
+        .unwrap_or_default();
+    (r.status, rows)
+}
+
+/// Run `bulwark db ARGS` (an offline command: backup, restore, load, ...)
+/// with the test secret.
+pub fn db_command(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .arg("db")
+        .args(args)
+        .env("BULWARK_DB_SECRET", SECRET)
+        .output()
+        .unwrap()
+}
+
+/// `out`, once the command is seen to have succeeded (its output in the
+/// failure otherwise).
+pub fn succeeded(out: std::process::Output) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "bulwark db: {:?}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Node 1 restored offline from a backup by `bulwark db restore`: the
+/// addresses it will listen on, free when chosen (the restore writes them
+/// into the node's membership, before the node starts).
+pub struct RestoredNode {
+    pub api: String,
+    pub raft: String,
+}
+
+impl RestoredNode {
+    pub fn new() -> RestoredNode {
+        let free = || std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().to_string();
+        let api = free();
+        let raft = std::iter::repeat_with(free).find(|a| *a != api).unwrap();
+        RestoredNode { api, raft }
+    }
+
+    /// `bulwark db restore --from backup` as this node, with `more`
+    /// arguments (`--data-dir`, `--to-time`, ...).
+    pub fn restore(&self, backup: &Path, more: &[&str]) -> std::process::Output {
+        let node = ["--node-id", "1", "--address", &self.api, "--raft-address", &self.raft];
+        let from = ["restore", "--from", backup.to_str().unwrap()];
+        db_command(&[&from[..], &node, more].concat())
+    }
+
+    /// The node's config, its data restored into `data`.
+    pub fn config(&self, data: &Path) -> DbConfig {
+        config(1, "127.0.0.1", data).listen(self.api.parse().unwrap()).raft_listen(self.raft.parse().unwrap())
+    }
+}
+
 pub fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(60)..].join("\n")
@@ -133,12 +209,17 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn start(rt: &tokio::runtime::Runtime, ips: &[&str], extra: &str) -> Cluster {
-        let mut nodes = vec![DbProc::start(1, ips[0], true, extra)];
+    pub fn start(rt: &tokio::runtime::Runtime, ips: &[&str]) -> Cluster {
+        Cluster::start_tuned(rt, ips, |c| c)
+    }
+
+    /// Like [`Cluster::start`], every node's [`config`] changed by `tune`.
+    pub fn start_tuned(rt: &tokio::runtime::Runtime, ips: &[&str], tune: impl Fn(DbConfig) -> DbConfig) -> Cluster {
+        let mut nodes = vec![DbProc::start_tuned(1, ips[0], |c| tune(c).bootstrap(true))];
         let client = Client::new([nodes[0].addr.to_string()], SECRET);
         wait_until("node 1 becomes primary", || nodes[0].status().is_some_and(|s| s.role == DbRole::Primary));
         for (i, ip) in ips.iter().enumerate().skip(1) {
-            let n = DbProc::start(i as u64 + 1, ip, false, extra);
+            let n = DbProc::start_tuned(i as u64 + 1, ip, &tune);
             n.join(rt, &client, true);
             nodes.push(n);
         }
@@ -178,6 +259,19 @@ impl Cluster {
         });
         p.unwrap()
     }
+}
+
+/// Inside a private network namespace: loopback up, three nodes on
+/// 127.0.0.11-13 with node 1 the primary, and table `t` holding the row
+/// `before`; the cluster and the nodes' addresses (for iptables).
+pub fn three_node_cluster_with_a_row(rt: &tokio::runtime::Runtime) -> (Cluster, [&'static str; 3]) {
+    bulwark_testkit::netns::sh("ip", &["link", "set", "lo", "up"]);
+    let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
+    let c = Cluster::start(rt, &ips);
+    assert_eq!(c.wait_primary(), 1);
+    exec(rt, &c.client, "CREATE TABLE t (v TEXT)", vec![]);
+    exec(rt, &c.client, "INSERT INTO t VALUES ('before')", vec![]);
+    (c, ips)
 }
 
 pub fn exec(

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 use bulwark_testkit::wait_until;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -45,19 +44,11 @@ impl Site {
     }
 
     pub fn curl(&self, jar: &Path, extra: &[&str], path: &str) -> (u16, String) {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}", "--cacert", &self.ca])
-            .args(["--resolve", &self.resolve, "-b"])
-            .arg(jar)
-            .arg("-c")
-            .arg(jar)
-            .args(extra)
-            .arg(format!("{}{path}", self.url))
-            .output()
-            .expect("curl installed");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), format!("{body}{}", String::from_utf8_lossy(&out.stderr)))
+        let jar = jar.to_str().expect("a UTF-8 path");
+        let site = ["--cacert", &self.ca, "--resolve", &self.resolve, "-b", jar, "-c", jar];
+        let url = format!("{}{path}", self.url);
+        let answer = bulwark_testkit::curl(&[&site[..], extra, &[&url]].concat());
+        (answer.status, format!("{}{}", answer.body, answer.stderr))
     }
 
     pub fn get(&self, jar: &Path, path: &str) -> (u16, String) {

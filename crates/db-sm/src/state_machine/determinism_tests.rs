@@ -39,6 +39,18 @@ fn rows(sm: &StateMachine, sql: &str) -> Vec<Vec<String>> {
         .unwrap()
 }
 
+/// A node that applied `entries`, and a node restored from its snapshot
+/// (with the two data dirs, kept for as long as the nodes are used).
+async fn applied_and_restored(entries: Vec<Entry>) -> ([tempfile::TempDir; 2], StateMachine, StateMachine) {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut applied_all = StateMachine::open(a.path()).unwrap();
+    outcome_ok(&applied_all.apply(entries).await.unwrap());
+    let snap = applied_all.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let mut restored = StateMachine::open(b.path()).unwrap();
+    restored.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+    ([a, b], applied_all, restored)
+}
+
 fn outcome_ok(out: &[Vec<ApplyOutcome>]) {
     for o in out.iter().flatten() {
         assert!(matches!(o, ApplyOutcome::Done(_)), "{o:?}");
@@ -149,23 +161,14 @@ async fn connection_counters_in_a_write_are_the_same_on_every_node() {
 /// the authorizer denies.)
 #[tokio::test]
 async fn a_write_reading_the_file_layout_is_the_same_on_a_node_restored_from_a_snapshot() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut applied_all = StateMachine::open(a.path()).unwrap();
-    outcome_ok(
-        &applied_all
-            .apply(vec![
-                membership(1),
-                plain(2, "CREATE TABLE t (b BLOB)", T),
-                plain(3, "INSERT INTO t VALUES (zeroblob(200000)), (zeroblob(200000))", T),
-                plain(4, "DELETE FROM t", T),
-                plain(5, "CREATE TABLE layout (roots, pages)", T),
-            ])
-            .await
-            .unwrap(),
-    );
-    let snap = applied_all.get_snapshot_builder().await.build_snapshot().await.unwrap();
-    let mut restored = StateMachine::open(b.path()).unwrap();
-    restored.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+    let (_dirs, mut applied_all, mut restored) = applied_and_restored(vec![
+        membership(1),
+        plain(2, "CREATE TABLE t (b BLOB)", T),
+        plain(3, "INSERT INTO t VALUES (zeroblob(200000)), (zeroblob(200000))", T),
+        plain(4, "DELETE FROM t", T),
+        plain(5, "CREATE TABLE layout (roots, pages)", T),
+    ])
+    .await;
     // Where the tables' B-trees start (the schema, readable by any write)
     // and which pages hold them (`dbstat`).
     let probe = || {
@@ -355,24 +358,15 @@ async fn writes_cannot_read_the_build_the_layout_or_the_statistics_but_ddl_works
 /// a node restored from a snapshot has the same ones, also after deletes.
 #[tokio::test]
 async fn rowids_are_the_same_on_a_node_restored_from_a_snapshot() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut applied_all = StateMachine::open(a.path()).unwrap();
-    outcome_ok(
-        &applied_all
-            .apply(vec![
-                membership(1),
-                plain(2, "CREATE TABLE p (x PRIMARY KEY)", T),
-                plain(3, "CREATE TABLE t (x, y REFERENCES p (x))", T),
-                plain(4, "CREATE INDEX tx ON t (x)", T),
-                plain(5, "INSERT INTO t (x) SELECT value FROM json_each('[5,4,3,2,1,0,9,8,7,6]')", T),
-                plain(6, "DELETE FROM t WHERE x < 5", T),
-            ])
-            .await
-            .unwrap(),
-    );
-    let snap = applied_all.get_snapshot_builder().await.build_snapshot().await.unwrap();
-    let mut restored = StateMachine::open(b.path()).unwrap();
-    restored.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+    let (_dirs, mut applied_all, mut restored) = applied_and_restored(vec![
+        membership(1),
+        plain(2, "CREATE TABLE p (x PRIMARY KEY)", T),
+        plain(3, "CREATE TABLE t (x, y REFERENCES p (x))", T),
+        plain(4, "CREATE INDEX tx ON t (x)", T),
+        plain(5, "INSERT INTO t (x) SELECT value FROM json_each('[5,4,3,2,1,0,9,8,7,6]')", T),
+        plain(6, "DELETE FROM t WHERE x < 5", T),
+    ])
+    .await;
     let next = || vec![plain(7, "INSERT INTO t (x) VALUES (10)", T), plain(8, "DELETE FROM t WHERE rowid = 7", T)];
     outcome_ok(&applied_all.apply(next()).await.unwrap());
     outcome_ok(&restored.apply(next()).await.unwrap());

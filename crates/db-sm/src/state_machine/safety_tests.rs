@@ -1,7 +1,9 @@
 //! Tests that try to make the state machine lose, skip or diverge data:
 //! environmental failures while applying, snapshots that are not what they
 //! claim, request ids under a clock that jumps.
-use super::tests::{entry_of, first_prune_after, id, membership, rows_of_t, write, write_once};
+use super::tests::{
+    entry_of, first_prune_after, id, membership, node_with_42_and_its_snapshot, rows_of_t, write, write_once,
+};
 use super::*;
 use crate::request_ids::KEEP_IDS_OF_LAST_ENTRIES;
 use bulwark_db_api::api::{Value, REQUEST_ID_RETENTION_MS};
@@ -162,11 +164,7 @@ async fn untouched(sm: &mut StateMachine) {
 #[tokio::test]
 async fn a_snapshot_that_is_not_what_it_claims_is_refused_and_the_database_is_untouched() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut src = StateMachine::open(a.path()).unwrap();
-    src.apply(vec![membership(1), write(2, "CREATE TABLE t (x)"), write(3, "INSERT INTO t VALUES (42)")])
-        .await
-        .unwrap();
-    let snap = src.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let (_src, snap) = node_with_42_and_its_snapshot(a.path()).await;
     let bytes = snap.snapshot.into_inner();
     let mut dst = node_with_a_snapshot(b.path()).await;
 

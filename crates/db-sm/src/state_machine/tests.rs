@@ -252,11 +252,7 @@ async fn read_connections_cannot_write() {
 #[tokio::test]
 async fn snapshot_installs_on_a_fresh_node_and_survives_restart() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut src = StateMachine::open(a.path()).unwrap();
-    src.apply(vec![membership(1), write(2, "CREATE TABLE t (x)"), write(3, "INSERT INTO t VALUES (42)")])
-        .await
-        .unwrap();
-    let snap = src.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let (mut src, snap) = node_with_42_and_its_snapshot(a.path()).await;
     assert_eq!(snap.meta.last_log_id, Some(id(3)));
     assert_eq!(src.get_current_snapshot().await.unwrap().unwrap().meta, snap.meta);
 
@@ -273,6 +269,15 @@ async fn snapshot_installs_on_a_fresh_node_and_survives_restart() {
 }
 
 /// The rows of `t` (0 when it does not exist).
+/// A node in `dir` whose table `t` holds 42 (log entries 1 to 3), and
+/// the snapshot it built of that.
+pub(super) async fn node_with_42_and_its_snapshot(dir: &std::path::Path) -> (StateMachine, Snapshot) {
+    let mut sm = StateMachine::open(dir).unwrap();
+    sm.apply(vec![membership(1), write(2, "CREATE TABLE t (x)"), write(3, "INSERT INTO t VALUES (42)")]).await.unwrap();
+    let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    (sm, snap)
+}
+
 pub(super) fn rows_of_t(sm: &StateMachine) -> i64 {
     let c = open_read_only(&sm.db_path()).unwrap();
     c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap_or(0)
