@@ -13,6 +13,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 const PYTHON: &str = "/usr/bin/python3";
 
@@ -108,25 +109,26 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
 }
 
 /// Run the HTTP/2 WebSocket client (h2_connect.py) against the lb's
-/// `port`: `path`, then `count` echoed messages.
-fn run_h2_client(port: u16, cafile: &Path, path: &str, count: usize) -> std::process::Output {
+/// `port`: `path`, then `count` echoed messages, `pause` apart.
+fn run_h2_client(port: u16, cafile: &Path, path: &str, count: usize, pause: Duration) -> std::process::Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/websocket/h2_connect.py");
     Command::new(PYTHON)
         .arg(script)
         .args([&port.to_string(), &cafile.display().to_string(), path, &count.to_string()])
+        .arg(pause.as_millis().to_string())
         .output()
         .unwrap()
 }
 
 /// The client's output, whether or not it ended well.
 fn h2_client_output(port: u16, cafile: &Path, path: &str, count: usize) -> String {
-    let out = run_h2_client(port, cafile, path, count);
+    let out = run_h2_client(port, cafile, path, count, Duration::ZERO);
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 fn h2_client(port: u16, cafile: &Path, path: &str, count: usize) -> String {
-    let out = run_h2_client(port, cafile, path, count);
+    let out = run_h2_client(port, cafile, path, count, Duration::ZERO);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     stdout
@@ -134,8 +136,9 @@ fn h2_client(port: u16, cafile: &Path, path: &str, count: usize) -> String {
 
 /// The echo server behind an lb whose HTTPS frontend (a self-signed
 /// certificate for `localhost`, kept in the returned directory) offers
-/// HTTP/2; checks first that Python's `h2` is there for the client.
-fn lb_before_echo_server() -> (EchoServer, Process, std::path::PathBuf, tempfile::TempDir) {
+/// HTTP/2 and closes connections with no open stream after `http2_idle`;
+/// checks first that Python's `h2` is there for the client.
+fn lb_before_echo_server(http2_idle: Duration) -> (EchoServer, Process, std::path::PathBuf, tempfile::TempDir) {
     let installed = Command::new(PYTHON).args(["-c", "import h2"]).status().is_ok_and(|s| s.success());
     assert!(installed, "Debian's python3-h2 is not installed: run scripts/install-test-deps.sh");
     let server = EchoServer::start();
@@ -143,6 +146,7 @@ fn lb_before_echo_server() -> (EchoServer, Process, std::path::PathBuf, tempfile
     let (cert, key) = bulwark_lb::tls::ensure_self_signed(dir.path(), &["localhost".to_string()]).unwrap();
     let config = LbConfig::new()
         .admin()
+        .timeout("http2_idle", http2_idle)
         .frontend(FrontendConfig::http("https", "app").tls(&cert, &key))
         .backend(BackendConfig::new("app").server("a", server.addr))
         .to_toml();
@@ -160,7 +164,7 @@ fn assert_tunnels(lb: &Process, total: f64) {
 
 #[test]
 fn a_websocket_over_an_http2_stream_reaches_an_http1_server() {
-    let (server, lb, cert, _dir) = lb_before_echo_server();
+    let (server, lb, cert, _dir) = lb_before_echo_server(Duration::from_secs(60));
     let port = lb.addr("https").port();
 
     let out = h2_client(port, &cert, "/chat?room=1", 200);
@@ -184,7 +188,7 @@ fn a_websocket_over_an_http2_stream_reaches_an_http1_server() {
 /// did (RFC 8441 §5), so the lb answers 502; a refusal (403) is relayed.
 #[test]
 fn a_server_that_does_not_switch_is_no_websocket_over_http2() {
-    let (_server, lb, cert, _dir) = lb_before_echo_server();
+    let (_server, lb, cert, _dir) = lb_before_echo_server(Duration::from_secs(60));
     let port = lb.addr("https").port();
 
     let out = h2_client_output(port, &cert, "/page", 0);
@@ -200,7 +204,20 @@ fn a_server_that_does_not_switch_is_no_websocket_over_http2() {
 /// tell the client its tunnel was open.
 #[test]
 fn a_plain_connect_is_refused_not_relayed() {
-    let (_server, lb, cert, _dir) = lb_before_echo_server();
+    let (_server, lb, cert, _dir) = lb_before_echo_server(Duration::from_secs(60));
     let out = h2_client_output(lb.addr("https").port(), &cert, "-", 0);
     assert_eq!(out, "status 405 protocol -\n");
+}
+
+/// A WebSocket over HTTP/2 keeps its stream open after the 200: the
+/// connection is not idle while the tunnel lasts, however long nobody
+/// speaks on it (the lb closes connections idle for `http2_idle` with a
+/// GOAWAY, which the client would report).
+#[test]
+fn a_websocket_keeps_its_http2_connection_from_idling() {
+    let (_server, lb, cert, _dir) = lb_before_echo_server(Duration::from_secs(1));
+    let out = run_h2_client(lb.addr("https").port(), &cert, "/chat", 2, Duration::from_millis(2500));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout, "status 200 protocol echo\nechoed 2\nclosed\n", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_tunnels(&lb, 1.0);
 }
