@@ -95,6 +95,8 @@ class Database:
             try:
                 conn = self._connection(node)
                 status, location, close, body = conn.exchange(request)
+                # A replica that passed the write on says where the primary is.
+                location = location or conn.primary
             except _Closed as e:
                 # A kept connection the node had closed: once more on a new one.
                 self._drop(node)
@@ -123,7 +125,9 @@ class Database:
                     continue
                 if status == 200:
                     if prefer_primary:
-                        self.primary = node
+                        # Answered by the primary, or passed on to it by a
+                        # replica that said where it is.
+                        self.primary = location or node
                     return body
                 if status in (307, 308) and location:
                     self.primary = location.split("//", 1)[-1].split("/", 1)[0]
@@ -174,6 +178,8 @@ class _Connection:
             sock = tls.wrap_socket(sock, server_hostname=host)
         self.sock = sock
         self.reader = sock.makefile("rb")
+        # The primary's address a replica named on the last answer.
+        self.primary = None
 
     def close(self):
         self.reader.close()
@@ -198,6 +204,7 @@ class _Connection:
             raise ValueError(f"not an HTTP/1.x answer: {line[:80]!r}")
         status = int(status)
         length, location, close, chunked = None, None, version == b"HTTP/1.0", False
+        self.primary = None
         while True:
             h = reader.readline(65537)
             if h in (b"\r\n", b"\n"):
@@ -210,6 +217,8 @@ class _Connection:
                 length = int(value)
             elif name == b"location":
                 location = value.strip().decode("latin-1")
+            elif name == b"x-bulwark-primary":
+                self.primary = value.strip().decode("latin-1")
             elif name == b"connection":
                 close = value.strip().lower() == b"close"
             elif name == b"transfer-encoding":

@@ -63,6 +63,10 @@ pub(crate) use raft_rpc::{HoldAppends, RefuseAppends};
 /// Marks a request one node passed to the primary (never passed again).
 const FORWARDED_HEADER: &str = "x-bulwark-forwarded";
 
+/// On an answer a replica passed on from the primary: the primary's API
+/// address.
+const PRIMARY_HEADER: &str = "x-bulwark-primary";
+
 type Resp = Response<Full<Bytes>>;
 
 struct NodeState {

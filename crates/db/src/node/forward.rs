@@ -1,6 +1,6 @@
 //! Requests only the primary serves, sent on from another node: proxied
 //! to it, or the client redirected there.
-use super::{ApiError, NodeState, Resp, FORWARDED_HEADER};
+use super::{ApiError, NodeState, Resp, FORWARDED_HEADER, PRIMARY_HEADER};
 use bulwark_db_api::api::ErrorBody;
 use bulwark_db_api::http_client::TransportError;
 use bytes::Bytes;
@@ -44,9 +44,12 @@ impl NodeState {
         let extra = [(FORWARDED_HEADER, self.id.to_string())];
         match self.http.send(Method::POST, &addr, path, body, &extra, self.write_timeout + Duration::from_secs(1)).await
         {
+            // Says where the primary is: a client that sent its write here
+            // sends the next one there, without this hop.
             Ok(r) => Response::builder()
                 .status(r.status)
                 .header(http::header::CONTENT_TYPE, "application/json")
+                .header(PRIMARY_HEADER, &addr)
                 .body(Full::new(r.body))
                 .expect("valid response"),
             Err(e @ TransportError::Connect(..)) => {

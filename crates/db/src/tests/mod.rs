@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 mod applied_hints;
 mod covered_lease;
+mod forwarded_write;
 mod mutual_tls;
 mod peer_lease;
 mod restart_in_term;
