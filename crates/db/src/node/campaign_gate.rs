@@ -37,6 +37,23 @@ pub(crate) enum NoCampaign {
     PrimaryStillSpeaks(Duration),
 }
 
+/// A campaign being decided: arriving appends are refused until it is
+/// dropped (whatever way the decision ends).
+struct Deciding<'a>(&'a CampaignGate);
+
+impl<'a> Deciding<'a> {
+    fn begin(gate: &'a CampaignGate) -> Self {
+        gate.deciding.store(true, SeqCst);
+        Deciding(gate)
+    }
+}
+
+impl Drop for Deciding<'_> {
+    fn drop(&mut self) {
+        self.0.deciding.store(false, SeqCst);
+    }
+}
+
 /// One append on its way through openraft (see [`CampaignGate::append`]).
 pub(crate) struct AppendPass<'a> {
     gate: &'a CampaignGate,
@@ -78,15 +95,17 @@ impl CampaignGate {
             let due = self.heard.lock().unwrap_or_else(|p| p.into_inner()).map(|t| t + lease);
             let quiet = || self.in_flight.load(SeqCst) == 0 && due.is_none_or(|d| Instant::now() >= d);
             if quiet() {
-                self.deciding.store(true, SeqCst);
+                let deciding = Deciding::begin(self);
+                // Appends first, then when one was last answered: an append
+                // answered meanwhile set `heard` before it left `in_flight`,
+                // so a count that saw it leave also sees its `heard`.
+                let none_in_flight = self.in_flight.load(SeqCst) == 0;
                 let heard_now = self.heard.lock().unwrap_or_else(|p| p.into_inner()).map(|t| t + lease);
-                let still = quiet() && heard_now == due;
-                if still {
+                if none_in_flight && heard_now == due {
                     let started = start().await;
-                    self.deciding.store(false, SeqCst);
+                    drop(deciding);
                     return Ok(started);
                 }
-                self.deciding.store(false, SeqCst);
             }
             if began.elapsed() >= limit {
                 return Err(NoCampaign::PrimaryStillSpeaks(began.elapsed()));

@@ -39,6 +39,17 @@ pub(super) enum TransferError {
 /// longer than this node's).
 const ELECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Ends a transfer on drop: heartbeats on again, writes and membership
+/// changes allowed again.
+struct TransferEnd<'a>(&'a NodeState);
+
+impl Drop for TransferEnd<'_> {
+    fn drop(&mut self) {
+        self.0.raft.runtime_config().heartbeat(true);
+        self.0.transferring.store(false, Ordering::SeqCst);
+    }
+}
+
 impl NodeState {
     pub(super) async fn promote(&self, body: Bytes, forwarded: bool) -> Resp {
         let req: NodeRef = match parse(&body) {
@@ -63,9 +74,10 @@ impl NodeState {
         if self.transferring.swap(true, Ordering::SeqCst) {
             return ApiError::TransferRunning.response();
         }
+        // Heartbeats back on and writes open again however the transfer
+        // ends, the caller gone (this future dropped) included.
+        let _handed_back = TransferEnd(self);
         let result = self.transfer_to(target, &raft_addr).await;
-        self.raft.runtime_config().heartbeat(true);
-        self.transferring.store(false, Ordering::SeqCst);
         match result {
             Ok(elapsed) => json(
                 StatusCode::OK,
@@ -98,11 +110,14 @@ impl NodeState {
         // for its own lease (which may be longer than this node's), and
         // whatever it accepted before: from now on none of its
         // acceptances of earlier requests counts for this node's quorum,
-        // whatever the answer.
-        let asked = Instant::now();
-        let reply = self.raft_http.post_json(raft_addr, "/raft/elect", &serde_json::json!({}), ELECT_TIMEOUT).await;
-        self.leader_acks.forget_before(target, tokio::time::Instant::from_std(asked));
-        let reply = reply.map_err(|source| TransferError::Campaign { target, source })?;
+        // whatever the answer (set before asking, so that no way out of
+        // this function skips it).
+        self.leader_acks.forget_before(target, tokio::time::Instant::now());
+        let reply = self
+            .raft_http
+            .post_json(raft_addr, "/raft/elect", &serde_json::json!({}), ELECT_TIMEOUT)
+            .await
+            .map_err(|source| TransferError::Campaign { target, source })?;
         if reply.status != 200 {
             let reason = String::from_utf8_lossy(&reply.body).into_owned();
             return Err(TransferError::Refused { target, reason });

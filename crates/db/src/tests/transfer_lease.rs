@@ -70,3 +70,31 @@ async fn a_transfer_to_a_node_with_a_longer_lease_waits_for_it() {
     wait_for("node 2 leads", WAIT, || async { get(nodes[1].addr, "/primary").await.map(|r| r.0) == Some(200) }).await;
     super::stop_all(nodes);
 }
+
+/// A caller that gives up on a transfer (its connection closed, the
+/// handler dropped) leaves the primary as it was: heartbeats on, writes
+/// accepted. Both replicas here have long leases, so the target is still
+/// waiting for its own when the caller leaves, and nobody else campaigns
+/// soon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_whose_caller_leaves_hands_the_primary_back() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut configs = quick_configs(&dirs, 3);
+    for c in &mut configs[1..] {
+        c.0.election_timeout = Duration::from_secs(6);
+        c.0.write_timeout = Duration::from_secs(20);
+    }
+    let nodes = cluster(configs).await;
+    let primary = nodes[0].addr.to_string();
+    let gone =
+        http().post_json(&primary, "/v1/promote", &serde_json::json!({"node_id": 2}), Duration::from_secs(1)).await;
+    assert!(gone.is_err(), "the transfer answered within a second: {gone:?}");
+    let body = serde_json::json!({"statements": [{"sql": "INSERT INTO t VALUES (60)"}]});
+    wait_for("node 1 takes writes again", Duration::from_secs(5), || async {
+        http().post_json(&primary, "/v1/execute", &body, WAIT).await.is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    let s = status(nodes[0].addr).await.expect("node 1's status");
+    assert_eq!(s["role"], "primary", "{s}");
+    super::stop_all(nodes);
+}
