@@ -19,6 +19,7 @@
 
 mod append_queue;
 mod archive;
+mod compaction;
 mod error;
 mod group_commit;
 mod leader_acks;

@@ -19,7 +19,7 @@ use crate::DbError;
 use bulwark_config::db::DbConfig;
 use bulwark_db_api::http_client::HttpClient;
 use bulwark_db_api::raft_types::{Node, NodeId, Raft};
-use bulwark_db_log::{AppendedEntries, InlineSyncPause, LogStore};
+use bulwark_db_log::{InlineSyncPause, LogStore};
 use bulwark_db_sm::sql;
 use bulwark_db_sm::state_machine::{Applied, ReadPool, StateMachine};
 use bytes::Bytes;
@@ -164,43 +164,6 @@ fn max_payload_entries(max_request_bytes: usize) -> u64 {
 /// (see [`LogStore::sync_inline_unless_leader`]).
 const PAUSE_INLINE_SYNC_FOR_READS_MS: u64 = 200;
 
-/// Snapshot (and so compact the log) once the log appended since the last
-/// snapshot is larger than both `min_bytes` and the database file. A
-/// snapshot copies the whole database, so taking one every N entries, as
-/// openraft's policy does, costs more and more as the database grows (under
-/// load, a copy of the whole database every few seconds); by size, the copy
-/// is never larger than the log it replaces. Checked once a second; ends
-/// when Raft stops. The log on disk when the node starts counts.
-async fn snapshot_by_size(raft: Raft, log: AppendedEntries, db: std::path::PathBuf, min_bytes: u64) {
-    let mut metrics = raft.metrics();
-    let mut seen = metrics.borrow().snapshot;
-    // The log found on disk at the start counts too (all of it after the
-    // last purge, so up to the entries kept after the last snapshot more).
-    let mut base = 0;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        if metrics.has_changed().is_err() {
-            return;
-        }
-        let snapshot = metrics.borrow_and_update().snapshot;
-        if snapshot != seen {
-            // A snapshot was made (or installed from the primary).
-            seen = snapshot;
-            base = log.bytes();
-            continue;
-        }
-        let db_bytes = tokio::fs::metadata(&db).await.map(|m| m.len()).unwrap_or(0);
-        let since = log.bytes().saturating_sub(base);
-        if since > min_bytes.max(db_bytes) {
-            tracing::info!(log_bytes = since, db_bytes, "snapshot: the log since the last one outgrew the database");
-            base = log.bytes();
-            if raft.trigger().snapshot().await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
 fn raft_config(c: &DbConfig) -> Result<openraft::Config, DbError> {
     let ms = |d: Duration| d.as_millis() as u64;
     let cfg = openraft::Config {
@@ -214,7 +177,7 @@ fn raft_config(c: &DbConfig) -> Result<openraft::Config, DbError> {
         // (measured: 2x gave elections of 1.3-1.6 s, two rounds).
         election_timeout_max: ms(c.election_timeout) * 6 / 5,
         install_snapshot_timeout: 10_000,
-        // By size (see `snapshot_by_size`) unless a count is configured.
+        // By size (see `compaction`) unless a count is configured.
         snapshot_policy: match c.snapshot_every {
             Some(n) => openraft::SnapshotPolicy::LogsSinceLast(n),
             None => openraft::SnapshotPolicy::Never,
@@ -328,7 +291,12 @@ impl DbNode {
         }
         let archive = archive.map(|a| a.run(applied.clone()));
         if config.snapshot_every.is_none() {
-            tokio::spawn(snapshot_by_size(raft.clone(), appended.clone(), db_path, config.snapshot_log_bytes));
+            tokio::spawn(crate::compaction::snapshot_by_size(
+                raft.clone(),
+                appended.clone(),
+                db_path,
+                config.snapshot_log_bytes,
+            ));
         }
         let writes = GroupCommit::start(raft.clone(), config.write_timeout);
         let appends = AppendQueue::start(raft.clone());
