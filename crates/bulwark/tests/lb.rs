@@ -532,6 +532,29 @@ fn sigterm_drains_in_flight_requests() {
     assert!(status.success(), "{status:?}");
 }
 
+/// A keep-alive client that sends its next request just as the lb stops
+/// is answered (with `Connection: close`), not reset: the idle connection
+/// waits a moment for it before it closes.
+#[test]
+fn a_stopping_lb_answers_the_next_request_of_an_idle_connection() {
+    let a = Backend::start("a");
+    let mut lb = Process::start("lb", &lb_config(app_backend(Balance::Roundrobin, &[("a", a.addr, false)])));
+    let www = lb.addr("www");
+    let mut conn = TcpStream::connect(www).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!("GET / HTTP/1.1\r\nHost: {www}\r\n\r\n");
+    conn.write_all(req.as_bytes()).unwrap();
+    let first = read_response(&mut conn).unwrap();
+    assert_eq!((first.status, first.header("connection")), (200, None));
+    lb.signal(Signal::SIGTERM);
+    wait_until("the lb stopped accepting", || TcpStream::connect(www).is_err());
+    conn.write_all(req.as_bytes()).unwrap();
+    let second = read_response(&mut conn).expect("the request on the idle connection is answered");
+    assert_eq!((second.status, second.header("connection")), (200, Some("close")));
+    let status = lb.wait_exit();
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn check_reports_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();

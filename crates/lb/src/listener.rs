@@ -212,7 +212,7 @@ async fn serve_http(
     let stream = SendDeadline::new(stream, peer, t.client_send, "timeouts.client_send");
     match tls {
         None => {
-            let svc = service(routing, index, ctx, refusal, None);
+            let svc = service(routing, index, ctx, refusal, None, Some(stop.clone()));
             let mut b = http1::Builder::new();
             b.timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
@@ -248,7 +248,7 @@ async fn serve_http(
             let io = TokioIo::new(tls_stream);
             let result = if h2 {
                 let streams = Arc::new(OpenStreams::default());
-                let svc = service(routing, index, ctx, refusal, Some(streams.clone()));
+                let svc = service(routing, index, ctx, refusal, Some(streams.clone()), None);
                 let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
                 b.timer(TokioTimer::new())
                     .max_header_list_size(max_buf as u32)
@@ -285,7 +285,7 @@ async fn serve_http(
                     }
                 }
             } else {
-                let svc = service(routing, index, ctx, refusal, None);
+                let svc = service(routing, index, ctx, refusal, None, Some(stop.clone()));
                 let mut b = http1::Builder::new();
                 b.timer(TokioTimer::new())
                     .header_read_timeout(header_timeout)
@@ -310,6 +310,7 @@ fn service(
     ctx: Arc<ClientContext>,
     refusal: Option<Refusal>,
     streams: Option<Arc<OpenStreams>>,
+    closing: Option<CancellationToken>,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
     Response = hyper::Response<StreamBody>,
@@ -321,6 +322,7 @@ fn service(
         let ctx = ctx.clone();
         let refusal = refusal.clone();
         let guard = streams.as_ref().map(|s| StreamGuard::open(s.clone()));
+        let closing = closing.clone();
         // A WebSocket over HTTP/2 keeps its stream open after the answer:
         // the connection is not idle while the tunnel lasts.
         if let Some(s) = streams.as_ref().filter(|_| req.method() == http::Method::CONNECT) {
@@ -328,7 +330,12 @@ fn service(
             req.extensions_mut().insert(hold);
         }
         async move {
-            let resp = handle(&r, index, req, &ctx, refusal).await;
+            let mut resp = handle(&r, index, req, &ctx, refusal).await;
+            // A worker that stops answers its HTTP/1 connections' last
+            // requests with `Connection: close` (see `upgradable`).
+            if closing.is_some_and(|c| c.is_cancelled()) && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
             Ok::<_, Infallible>(resp.map(|inner| StreamBody::new(inner, guard)))
         }
     })
