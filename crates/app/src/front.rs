@@ -2,7 +2,7 @@
 //! address, answers `/health`, `/api/health` (the program's health, as the
 //! supervision last saw it) and `/metrics` itself, checks the web tier's
 //! credential on everything else, strips it, and proxies the request to
-//! the program's private loopback port.
+//! the program's private address (a loopback port or a Unix socket).
 //!
 //! Requests for `/_bulwark/deploy/` that do not come through the web tier
 //! are `bulwark deploy`'s (see [`crate::deploy`]).
@@ -11,18 +11,17 @@
 //! to it fails before an answer), the front closes the client connection
 //! without an answer: the web tier then sends an idempotent or keyed
 //! request to another app server, as it does when an app server dies.
+use crate::program::client::ProgramClient;
 use crate::program::supervise::{self, Launch};
 use crate::program::{ProgramState, ProgramStatus};
 use crate::AppError;
-use bulwark_config::app::AppConfig;
+use bulwark_config::app::{AppConfig, ProgramSocket};
 use bulwark_firewall::Firewall;
 use bulwark_telemetry::metrics::{self, STATUS_CLASSES};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,7 +56,7 @@ pub(crate) struct Front {
     monitor_token: Option<String>,
     firewall: Firewall,
     status: watch::Receiver<ProgramStatus>,
-    client: Client<HttpConnector, Incoming>,
+    client: ProgramClient<Incoming>,
     stats: Arc<FrontStats>,
     /// `bulwark deploy`: drain, in-flight requests, release switches.
     deploy: crate::deploy::DeployState,
@@ -71,6 +70,8 @@ pub(crate) struct ProgramServer {
     /// Holds the program's copies of the database credentials, when it
     /// needs them.
     _private_dir: Option<tempfile::TempDir>,
+    /// Holds the program's socket files (`socket = "unix"`).
+    _socket_dir: Option<tempfile::TempDir>,
 }
 
 /// Request headers that concern one connection only (RFC 9110 7.6.1), and
@@ -98,13 +99,7 @@ impl ProgramServer {
         let firewall = Firewall::new(&config.firewall).map_err(AppError::Firewall)?;
         let files = ProgramFiles::prepare(&config, db_secret.as_deref(), program.user.as_deref())?;
         let (status, rx) = watch::channel(ProgramStatus::new());
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let client = ProgramClient::new(true);
         let releases = match &config.release_dir {
             Some(d) => Some(program_releases(&config, &program, d)?),
             None => None,
@@ -119,6 +114,7 @@ impl ProgramServer {
             db_tls: files.db_tls,
             releases,
             restart,
+            socket_dir: files.socket_dir.as_ref().map(|d| d.path().to_path_buf()),
         };
         Ok(ProgramServer {
             front: Arc::new(Front {
@@ -134,6 +130,7 @@ impl ProgramServer {
             launch,
             status,
             _private_dir: files.dir,
+            _socket_dir: files.socket_dir,
         })
     }
 
@@ -224,6 +221,8 @@ struct ProgramFiles {
     db_tls: Option<bulwark_config::internal_tls::TlsFiles>,
     /// The private copies, when the role's own files will not do.
     dir: Option<tempfile::TempDir>,
+    /// Where the program's socket files go (`socket = "unix"`).
+    socket_dir: Option<tempfile::TempDir>,
 }
 
 impl ProgramFiles {
@@ -231,8 +230,28 @@ impl ProgramFiles {
     /// they are files (absolute paths); otherwise copies in a new private
     /// directory, owned by the program's user.
     fn prepare(config: &AppConfig, db_secret: Option<&str>, user: Option<&str>) -> Result<ProgramFiles, AppError> {
-        let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
         let switching = user.is_some() && nix::unistd::geteuid().is_root();
+        let owner = match user.filter(|_| switching) {
+            Some(u) => {
+                let (uid, gid, _) = crate::program::lookup_user(u).map_err(|e| AppError::Secret(e.to_string()))?;
+                Some((nix::unistd::Uid::from_raw(uid), nix::unistd::Gid::from_raw(gid)))
+            }
+            None => None,
+        };
+        let unix = config.program.as_ref().is_some_and(|p| p.socket == ProgramSocket::Unix);
+        let socket_dir = if unix { Some(socket_dir(owner)?) } else { None };
+        let mut files = ProgramFiles::credentials(config, db_secret, switching, owner)?;
+        files.socket_dir = socket_dir;
+        Ok(files)
+    }
+
+    fn credentials(
+        config: &AppConfig,
+        db_secret: Option<&str>,
+        switching: bool,
+        owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+    ) -> Result<ProgramFiles, AppError> {
+        let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
         let tls = config.mutual_tls.clone();
         let secret_in_file = config.db_secret_file.is_some() && !switching;
         if !switching && (db_secret.is_none() || secret_in_file) {
@@ -244,19 +263,13 @@ impl ProgramFiles {
                     ca: abs(&t.ca),
                 }),
                 dir: None,
+                socket_dir: None,
             });
         }
         let fail = |e: std::io::Error| {
             AppError::Secret(format!("writing the program's copy of the database credentials: {e}"))
         };
         let dir = tempfile::Builder::new().prefix("bulwark-app-").tempdir().map_err(fail)?;
-        let owner = match user.filter(|_| switching) {
-            Some(u) => {
-                let (uid, gid, _) = crate::program::lookup_user(u).map_err(|e| AppError::Secret(e.to_string()))?;
-                Some((nix::unistd::Uid::from_raw(uid), nix::unistd::Gid::from_raw(gid)))
-            }
-            None => None,
-        };
         let write = |name: &str, bytes: &[u8]| -> Result<PathBuf, AppError> {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
@@ -286,8 +299,21 @@ impl ProgramFiles {
         if let Some((uid, gid)) = owner {
             nix::unistd::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| fail(e.into()))?;
         }
-        Ok(ProgramFiles { db_secret_file, db_tls, dir: Some(dir) })
+        Ok(ProgramFiles { db_secret_file, db_tls, dir: Some(dir), socket_dir: None })
     }
+}
+
+/// A new directory for the program's socket files: mode 0700, owned by the
+/// program's user (the role, as root, reaches it all the same), so that no
+/// other local user can connect to the program around the role's checks.
+fn socket_dir(owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>) -> Result<tempfile::TempDir, AppError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix("bulwark-app-sock-").tempdir().map_err(AppError::SocketDir)?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).map_err(AppError::SocketDir)?;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| AppError::SocketDir(e.into()))?;
+    }
+    Ok(dir)
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response<FrontBody> {
@@ -342,18 +368,17 @@ impl Front {
                 ));
             }
         }
-        let Some(target) = self.status.borrow().listen else {
+        let Some(target) = self.status.borrow().listen.clone() else {
             self.stats.not_forwarded.fetch_add(1, Ordering::Relaxed);
             return Err(NotForwarded::NotRunning);
         };
         let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let uri: hyper::Uri =
-            format!("http://{target}{pq}").parse().map_err(|e| NotForwarded::Upstream(format!("{e}")))?;
+        let uri = target.uri(pq).map_err(|e| NotForwarded::Upstream(format!("{e}")))?;
         *req.uri_mut() = uri;
         *req.version_mut() = http::Version::HTTP_11;
         strip(req.headers_mut());
         let _in_flight = self.deploy.track();
-        match self.client.request(req).await {
+        match self.client.request(&target, req).await {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 strip(&mut parts.headers);

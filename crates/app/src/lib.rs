@@ -78,6 +78,9 @@ pub enum AppError {
     Tls(#[from] bulwark_mtls::MtlsError),
     #[error("schema migration failed: {0}")]
     Migration(String),
+    /// The directory of the program's socket could not be made.
+    #[error("making the directory of the program's socket: {0}")]
+    SocketDir(#[source] std::io::Error),
     /// The program's release directory could not be set up.
     #[error("{0}")]
     Releases(String),

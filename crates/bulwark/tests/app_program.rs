@@ -179,3 +179,62 @@ fn a_bad_program_is_named_by_check_and_reported_by_the_role_which_stays_up() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("app1, app2: app.exec[0]: program `no-such-program-4711` not found"), "{err}");
 }
+
+#[test]
+fn a_program_on_a_unix_socket_gets_a_fresh_private_socket_for_each_start() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let (mut app, _site) = start_echo(&[("socket", r#""unix""#)]);
+    wait_until("the program is healthy", || health(&app).0 == 200);
+    let (_, h) = health(&app);
+    let pid = h["program"]["pid"].as_i64().unwrap() as i32;
+    let listen = h["program"]["listen"].as_str().unwrap().to_string();
+    let path = std::path::PathBuf::from(listen.strip_prefix("unix:").unwrap_or_else(|| panic!("{h}")));
+
+    // Requests reach it through the socket, with its address in the
+    // environment and in `{listen}`.
+    let r = get_with_secret(&app, "/over/unix?x=1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(seen["path"], "/over/unix?x=1");
+    let env = &seen["env"];
+    assert_eq!(env["BULWARK_LISTEN"], listen.as_str(), "{env}");
+    assert_eq!(env["BULWARK_SOCKET"], path.display().to_string().as_str(), "{env}");
+    assert!(env.get("PORT").is_none(), "a socket program got a port: {env}");
+    app.wait_for_log(&format!("stdout | echo program listening on {listen} (argv ['--bind', '{listen}'])"));
+    assert!(std::fs::metadata(&path).unwrap().file_type().is_socket());
+    // Only the role and the program's user may enter its directory.
+    let dir = path.parent().unwrap().to_path_buf();
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+
+    // kill -9: the next start listens on a new socket; the old one is gone.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_until("a new healthy program", || {
+        let (code, h) = health(&app);
+        code == 200 && h["program"]["pid"].as_i64() != Some(pid as i64)
+    });
+    let listen2 = health(&app).1["program"]["listen"].as_str().unwrap().to_string();
+    assert_ne!(listen2, listen);
+    assert!(!path.exists(), "the dead program's socket was left behind");
+    assert_eq!(get_with_secret(&app, "/again").status, 200);
+
+    // A clean stop removes the directory with the socket.
+    let exit = app.terminate();
+    assert!(exit.success(), "{exit:?}\n{}", app.logs());
+    assert!(!dir.exists(), "the socket directory outlived the role");
+}
+
+#[test]
+fn check_refuses_a_port_for_a_socket_program_and_a_socket_for_a_port_program() {
+    let dir = tempfile::tempdir().unwrap();
+    for (socket, exec, wants) in [
+        ("unix", "{port}", "program.exec: {port} has no value here: with socket = \"unix\" the program gets no port"),
+        ("tcp", "{socket}", "program.exec: {socket} has no value here: with socket = \"tcp\" the program gets a port"),
+    ] {
+        let file = dir.path().join(format!("{socket}.toml"));
+        let config = config(&["python3", "echo.py", exec], None).program_set("socket", &format!("\"{socket}\""));
+        std::fs::write(&file, config.to_toml()).unwrap();
+        let (code, err) = check(&file);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains(wants), "{err}");
+    }
+}

@@ -1,7 +1,7 @@
 //! The Python example (`examples/python-guestbook`, gunicorn) under a real
 //! `bulwark up`: posts and reads through the lb over HTTPS, its static
 //! files served by the web tier; a `kill -9` of
-//! one app's program is noticed and the program restarted while requests
+//! one app's program (on a Unix socket) is noticed and the program restarted while requests
 //! go to the other app server; stopping one app server fails no request.
 //!
 //! Needs Debian's gunicorn (`scripts/install-test-deps.sh`).
@@ -69,6 +69,10 @@ fn the_python_guestbook_runs_under_up_and_survives_a_killed_program_and_a_stoppe
     // The app servers accept only the web tier.
     let r = bulwark_testkit::get(up.addr("app1.http"), "/api/messages").unwrap();
     assert_eq!(r.status, 401, "{}", r.text());
+    // gunicorn listens on the private Unix socket the topology asks for.
+    let r = bulwark_testkit::get(up.addr("app1.http"), "/health").unwrap();
+    let h: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(h["program"]["listen"].as_str().is_some_and(|l| l.starts_with("unix:/")), "{h}");
 
     // kill -9 of app1's program under load: restarted; nothing fails.
     let load = Load::start(&site, data.path());

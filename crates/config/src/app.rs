@@ -12,6 +12,7 @@
 //!
 //! [program]                          # optional: run this instead of the guestbook
 //! exec = ["gunicorn", "site:app", "--bind", "{listen}"]
+//! socket = "unix"                    # listen on a private Unix socket ("tcp": a loopback port)
 //! workdir = "/srv/site"
 //! env = { FLASK_ENV = "production" }
 //! user = "www-data"                  # drop privileges to this user (when run as root)
@@ -110,17 +111,26 @@ pub struct AppConfig {
 
 /// The user's application as the app role runs it: the role binds the
 /// public `listen` address itself, checks the web tier's credential, and
-/// proxies to the program on a private loopback port it picks for each
-/// start. The program gets that address as `{listen}` in `exec` and as
-/// `PORT` / `BULWARK_LISTEN`, the database nodes as `BULWARK_DB_NODES`, and
+/// proxies to the program on a private address it picks for each start: a
+/// loopback port, or a Unix socket with `socket = "unix"`. The program gets
+/// that address as `{listen}` in `exec` and as `BULWARK_LISTEN` (and `PORT`
+/// or `BULWARK_SOCKET`), the database nodes as `BULWARK_DB_NODES`, and
 /// the path of a file holding the database credential as
 /// `BULWARK_DB_SECRET_FILE` (never the credential itself).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Program {
     /// Program and arguments; `{listen}` becomes `127.0.0.1:PORT` and
-    /// `{port}` the port. A program name without `/` is looked up on `PATH`.
+    /// `{port}` the port, or with `socket = "unix"`, `unix:PATH` and
+    /// `{socket}` the path. A program name without `/` is looked up on
+    /// `PATH`.
     pub exec: Vec<String>,
+    /// How the program listens: on a private loopback port (`tcp`) or on a
+    /// Unix socket in a private directory (`unix`), which spares the role a
+    /// TCP handshake and teardown for every request to a program that
+    /// closes its connections (gunicorn's sync workers do).
+    #[serde(default, skip_serializing_if = "ProgramSocket::is_tcp")]
+    pub socket: ProgramSocket,
     /// Working directory (default: the role's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<PathBuf>,
@@ -144,10 +154,28 @@ pub struct Program {
     pub start_timeout: Duration,
 }
 
+/// How the program listens for the role's requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgramSocket {
+    /// A loopback port picked for each start.
+    #[default]
+    Tcp,
+    /// A socket file in a directory private to the role and the program.
+    Unix,
+}
+
+impl ProgramSocket {
+    pub fn is_tcp(&self) -> bool {
+        *self == ProgramSocket::Tcp
+    }
+}
+
 /// Environment variables the role sets for the program itself.
-pub const RESERVED_ENV: [&str; 9] = [
+pub const RESERVED_ENV: [&str; 10] = [
     "PORT",
     "BULWARK_LISTEN",
+    "BULWARK_SOCKET",
     "BULWARK_DB_NODES",
     "BULWARK_DB_SECRET_FILE",
     "BULWARK_APP_NAME",
@@ -185,6 +213,16 @@ impl Program {
         }
         if self.exec.iter().any(|a| a.contains('\0')) {
             v.error("exec", "arguments must not contain NUL characters");
+        }
+        let (unknown, instead) = match self.socket {
+            ProgramSocket::Tcp => ("{socket}", "with socket = \"tcp\" the program gets a port: use {listen} or {port}"),
+            ProgramSocket::Unix => (
+                "{port}",
+                "with socket = \"unix\" the program gets no port: use {listen} (unix:PATH) or {socket} (PATH)",
+            ),
+        };
+        if self.exec.iter().any(|a| a.contains(unknown)) {
+            v.error("exec", format!("{unknown} has no value here: {instead}"));
         }
         if self.workdir.as_ref().is_some_and(|w| w.as_os_str().is_empty()) {
             v.error("workdir", "must not be empty");
@@ -342,6 +380,9 @@ mod tests {
 pub struct AppSettings {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exec: Vec<String>,
+    /// How the program listens (see [`Program::socket`]).
+    #[serde(skip_serializing_if = "ProgramSocket::is_tcp")]
+    pub socket: ProgramSocket,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workdir: Option<PathBuf>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -383,6 +424,7 @@ impl AppSettings {
         }
         Some(Program {
             exec: self.exec.clone(),
+            socket: self.socket,
             workdir: self.workdir.clone(),
             env: self.env.clone(),
             user: self.user.clone(),

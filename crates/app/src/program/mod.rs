@@ -2,10 +2,13 @@
 //! watched and stopped (see `supervise`), and what the rest of the role
 //! sees of it ([`ProgramStatus`]).
 //!
-//! The program listens on a private loopback port the role picks for each
-//! start; the role's front (`crate::front`) proxies to it. It gets the
-//! address as `{listen}` / `{port}` in its arguments and as `PORT` and
-//! `BULWARK_LISTEN`, the database nodes as `BULWARK_DB_NODES`
+//! The program listens on a private address the role picks for each start
+//! ([`ProgramAddress`]: a loopback port, or a Unix socket in a directory
+//! private to the role and the program); the role's front (`crate::front`)
+//! proxies to it. It gets the address as `{listen}` in its arguments
+//! (`127.0.0.1:PORT` or `unix:PATH`, gunicorn's `--bind` syntax), as
+//! `{port}` or `{socket}`, and as `BULWARK_LISTEN` with `PORT` or
+//! `BULWARK_SOCKET`, the database nodes as `BULWARK_DB_NODES`
 //! (comma-separated `host:port`), the path of a file holding the app→db
 //! credential as `BULWARK_DB_SECRET_FILE`, and the instance's name as
 //! `BULWARK_APP_NAME`. Under mutual TLS (the role's `tls_*` keys) it also
@@ -16,6 +19,7 @@
 //! `BULWARK_RELEASE` (see [`release`]). It never gets the web tier's
 //! credential: the front checks it and strips it.
 
+pub(crate) mod client;
 pub mod release;
 pub(crate) mod supervise;
 
@@ -23,13 +27,52 @@ use bulwark_config::app::Program;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+/// Where the program listens for the role's requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProgramAddress {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ProgramAddress {
+    /// As the program gets it in `{listen}`: `127.0.0.1:PORT` or `unix:PATH`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProgramAddress::Tcp(a) => write!(f, "{a}"),
+            ProgramAddress::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl serde::Serialize for ProgramAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl ProgramAddress {
+    /// The URI of `path_and_query` on the program, for the role's HTTP
+    /// clients (a Unix socket's path travels hex-encoded in the host, as
+    /// `hyperlocal`'s connector reads it; its own `Uri::new` panics on a
+    /// path and query it cannot parse, this fails).
+    pub(crate) fn uri(&self, path_and_query: &str) -> Result<hyper::Uri, http::uri::InvalidUri> {
+        match self {
+            ProgramAddress::Tcp(a) => format!("http://{a}{path_and_query}").parse(),
+            ProgramAddress::Unix(p) => {
+                let host = hex::encode(p.as_os_str().as_encoded_bytes());
+                format!("unix://{host}:0{path_and_query}").parse()
+            }
+        }
+    }
+}
+
 /// What the program is doing, as the role's `/health` reports it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ProgramStatus {
     pub state: ProgramState,
     pub pid: Option<u32>,
     /// The private address the program listens on while it runs.
-    pub listen: Option<std::net::SocketAddr>,
+    pub listen: Option<ProgramAddress>,
     /// Starts after the first.
     pub restarts: u32,
     /// Why the last start failed or the program last ended.
@@ -252,13 +295,13 @@ pub fn check(p: &Program) -> Vec<ProgramProblem> {
     out
 }
 
-/// `exec` with `{listen}` and `{port}` replaced.
-pub fn arguments(p: &Program, listen: std::net::SocketAddr) -> Vec<String> {
-    p.exec
-        .iter()
-        .skip(1)
-        .map(|a| a.replace("{listen}", &listen.to_string()).replace("{port}", &listen.port().to_string()))
-        .collect()
+/// `exec` with `{listen}` and `{port}` or `{socket}` replaced.
+pub fn arguments(p: &Program, listen: &ProgramAddress) -> Vec<String> {
+    let (key, value) = match listen {
+        ProgramAddress::Tcp(a) => ("{port}", a.port().to_string()),
+        ProgramAddress::Unix(path) => ("{socket}", path.display().to_string()),
+    };
+    p.exec.iter().skip(1).map(|a| a.replace("{listen}", &listen.to_string()).replace(key, &value)).collect()
 }
 
 #[cfg(test)]
@@ -268,6 +311,7 @@ mod tests {
     fn program(exec: &str, workdir: &Path, user: &str) -> Program {
         Program {
             exec: vec![exec.into()],
+            socket: Default::default(),
             workdir: Some(workdir.to_path_buf()),
             env: Default::default(),
             user: Some(user.into()),

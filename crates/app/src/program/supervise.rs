@@ -1,4 +1,5 @@
-//! Running the user's program: start it on a fresh private port, forward
+//! Running the user's program: start it on a fresh private address (a
+//! loopback port, or a new socket file for each start), forward
 //! its output into the role's log, probe its health path, restart it with
 //! backoff when it ends, restart it at once when asked (a deploy switched
 //! its release: each start runs the release `current` names), and stop it
@@ -9,14 +10,14 @@
 //! answers its health path) is reported through [`ProgramStatus`] and the
 //! log and retried; none of them stops the role, so the rest of a topology
 //! keeps running while one app's program is broken.
-use super::{arguments, lookup_user, problem, resolve_program, ProgramProblem, ProgramState, ProgramStatus};
-use bulwark_config::app::Program;
+use super::client::ProgramClient;
+use super::{
+    arguments, lookup_user, problem, resolve_program, ProgramAddress, ProgramProblem, ProgramState, ProgramStatus,
+};
+use bulwark_config::app::{Program, ProgramSocket};
 use bulwark_telemetry::process::describe_exit;
 use bytes::Bytes;
 use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -52,16 +53,21 @@ pub(crate) struct Launch {
     pub releases: Option<super::release::Releases>,
     /// Stop the running program and start it again at once.
     pub restart: std::sync::Arc<tokio::sync::Notify>,
+    /// Where a program with `socket = "unix"` gets its socket files: a
+    /// directory only the role and the program's user may enter.
+    pub socket_dir: Option<PathBuf>,
 }
 
-type ProbeClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+type ProbeClient = ProgramClient<Empty<Bytes>>;
 
 /// Run the program until `shutdown`, then stop it. Returns once it is gone.
 pub(crate) async fn run(launch: Launch, status: watch::Sender<ProgramStatus>, shutdown: CancellationToken) {
-    let probe: ProbeClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http();
+    let probe: ProbeClient = ProgramClient::new(false);
     let mut backoff = INITIAL_BACKOFF;
     let mut first = true;
+    let mut starts = 0u64;
     loop {
+        starts += 1;
         if !first {
             status.send_modify(|s| {
                 s.restarts += 1;
@@ -71,7 +77,7 @@ pub(crate) async fn run(launch: Launch, status: watch::Sender<ProgramStatus>, sh
             });
         }
         first = false;
-        let outcome = run_once(&launch, &status, &probe, &shutdown).await;
+        let outcome = run_once(&launch, &status, &probe, &shutdown, starts).await;
         let (error, stable) = match outcome {
             RunOutcome::Restart => {
                 backoff = INITIAL_BACKOFF;
@@ -119,20 +125,35 @@ enum RunOutcome {
     Failed { error: String, healthy_for: Duration },
 }
 
-/// A free port on the loopback interface, for the program to bind. The
-/// probe socket is closed before the program starts, so another process
-/// could take the port first: the program then fails to bind, exits, and
-/// the next start picks another port.
-fn pick_port() -> std::io::Result<SocketAddr> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    l.local_addr()
+/// Where the program's `start`-th run listens. A port: a free one on the
+/// loopback interface; the probe socket is closed before the program
+/// starts, so another process could take the port first: the program then
+/// fails to bind, exits, and the next start picks another port. A socket:
+/// a new file name for each start, so that a program still exiting cannot
+/// remove its successor's socket, and nothing else can take it.
+fn pick_address(launch: &Launch, start: u64) -> std::io::Result<ProgramAddress> {
+    match (launch.program.socket, &launch.socket_dir) {
+        (ProgramSocket::Unix, Some(dir)) => {
+            let path = dir.join(format!("program-{start}.sock"));
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            Ok(ProgramAddress::Unix(path))
+        }
+        (ProgramSocket::Unix, None) => Err(std::io::Error::other("no directory for the program's socket")),
+        (ProgramSocket::Tcp, _) => {
+            let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+            l.local_addr().map(ProgramAddress::Tcp)
+        }
+    }
 }
 
 /// The command that starts the program, and the program's path as found.
 fn command(
     launch: &Launch,
     p: &Program,
-    listen: SocketAddr,
+    listen: &ProgramAddress,
 ) -> Result<(tokio::process::Command, PathBuf), ProgramProblem> {
     let path = resolve_program(p, p.workdir.as_deref())?;
     let mut cmd = tokio::process::Command::new(&path);
@@ -144,8 +165,11 @@ fn command(
     if let Some(w) = &p.workdir {
         cmd.current_dir(w);
     }
+    match listen {
+        ProgramAddress::Tcp(a) => cmd.env("PORT", a.port().to_string()).env_remove("BULWARK_SOCKET"),
+        ProgramAddress::Unix(path) => cmd.env("BULWARK_SOCKET", path).env_remove("PORT"),
+    };
     cmd.envs(&p.env)
-        .env("PORT", listen.port().to_string())
         .env("BULWARK_LISTEN", listen.to_string())
         .env("BULWARK_DB_NODES", launch.db_nodes.join(","))
         .env("BULWARK_APP_NAME", &launch.app_name);
@@ -201,12 +225,29 @@ async fn run_once(
     status: &watch::Sender<ProgramStatus>,
     probe: &ProbeClient,
     shutdown: &CancellationToken,
+    start: u64,
 ) -> RunOutcome {
     let failed = |error: String| RunOutcome::Failed { error, healthy_for: Duration::ZERO };
-    let listen = match pick_port() {
+    let listen = match pick_address(launch, start) {
         Ok(a) => a,
-        Err(e) => return failed(format!("no free loopback port for the program: {e}")),
+        Err(e) => return failed(format!("no private address for the program: {e}")),
     };
+    let outcome = run_at(launch, status, probe, shutdown, &listen).await;
+    if let ProgramAddress::Unix(path) = &listen {
+        let _ = std::fs::remove_file(path);
+    }
+    outcome
+}
+
+/// Start the program at `listen`, watch it until it ends or is stopped.
+async fn run_at(
+    launch: &Launch,
+    status: &watch::Sender<ProgramStatus>,
+    probe: &ProbeClient,
+    shutdown: &CancellationToken,
+    listen: &ProgramAddress,
+) -> RunOutcome {
+    let failed = |error: String| RunOutcome::Failed { error, healthy_for: Duration::ZERO };
     // A deployable program runs its current release.
     let mut program = launch.program.clone();
     if let Some(r) = &launch.releases {
@@ -230,7 +271,7 @@ async fn run_once(
     status.send_modify(|s| {
         s.state = ProgramState::Starting;
         s.pid = pid;
-        s.listen = Some(listen);
+        s.listen = Some(listen.clone());
     });
     if let Some(out) = child.stdout.take() {
         tokio::spawn(forward_lines(out, "stdout"));
@@ -243,7 +284,7 @@ async fn run_once(
     // Answered its health path at least once in this run.
     let mut run_healthy = false;
     let mut failures = 0u32;
-    let health_url: hyper::Uri = match format!("http://{listen}{}", launch.program.health_path).parse() {
+    let health_url = match listen.uri(&launch.program.health_path) {
         Ok(u) => u,
         Err(e) => return failed(format!("health_path: {e}")),
     };
@@ -273,7 +314,7 @@ async fn run_once(
                 break RunOutcome::Restart;
             }
             _ = tokio::time::sleep(wait) => {
-                let ok = probe_once(probe, health_url.clone()).await;
+                let ok = probe_once(probe, listen, health_url.clone()).await;
                 match ok {
                     Ok(()) => {
                         failures = 0;
@@ -354,9 +395,12 @@ enum ProbeFailure {
     Status(http::StatusCode),
 }
 
-async fn probe_once(probe: &ProbeClient, url: hyper::Uri) -> Result<(), ProbeFailure> {
-    let req = hyper::Request::get(url).header("user-agent", "bulwark-app-health").body(Empty::new())?;
-    match tokio::time::timeout(PROBE_TIMEOUT, probe.request(req)).await {
+async fn probe_once(probe: &ProbeClient, to: &ProgramAddress, url: hyper::Uri) -> Result<(), ProbeFailure> {
+    let req = hyper::Request::get(url)
+        .header("host", "localhost")
+        .header("user-agent", "bulwark-app-health")
+        .body(Empty::new())?;
+    match tokio::time::timeout(PROBE_TIMEOUT, probe.request(to, req)).await {
         Err(_) => Err(ProbeFailure::Timeout),
         Ok(Err(e)) => Err(e.into()),
         Ok(Ok(r)) if r.status().is_success() || r.status().is_redirection() => Ok(()),

@@ -1,15 +1,16 @@
 """A small program for the app role's tests: answers every request with
 what it saw (path, headers, its environment, the database credential file)
-and logs to stdout and stderr. MODE=ignore_term ignores SIGTERM."""
+and logs to stdout and stderr. MODE=ignore_term ignores SIGTERM. It listens
+on BULWARK_SOCKET when the role gives it a Unix socket, else on PORT."""
 import http.server
 import json
 import os
 import signal
+import socketserver
 import sys
 
 if os.environ.get("MODE") == "ignore_term":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-port = int(os.environ["PORT"])
 print(f"echo program listening on {os.environ['BULWARK_LISTEN']} (argv {sys.argv[1:]})", flush=True)
 
 
@@ -46,4 +47,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         sys.stderr.flush()
 
 
-http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+class UnixHandler(Handler):
+    def address_string(self):
+        return "unix"
+
+
+class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+if "BULWARK_SOCKET" in os.environ:
+    UnixHTTPServer(os.environ["BULWARK_SOCKET"], UnixHandler).serve_forever()
+else:
+    http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
