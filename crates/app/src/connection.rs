@@ -1,6 +1,6 @@
 //! One accepted client connection of the app role, the guestbook's and
 //! the user program's front alike: the mutual TLS handshake when the role
-//! has `tls_*` keys (it counts against the header timeout), then HTTP/1.1
+//! has `mutual_tls` (it counts against the header timeout), then HTTP/1.1
 //! with the header timeout (and protocol upgrades), drained with the
 //! role's graceful shutdown.
 

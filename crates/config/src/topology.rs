@@ -38,7 +38,7 @@ pub struct Topology {
     #[serde(rename = "floating", skip_serializing_if = "Vec::is_empty")]
     pub floating: Vec<Floating>,
     /// Issue every role a certificate from a cluster CA that `up` creates
-    /// (`DATA/tls/internal/`) and set every role's `tls_*` keys: every hop
+    /// (`DATA/tls/internal/`) and set every role's `mutual_tls`: every hop
     /// behind the lb is then mutual TLS (see [`crate::internal_tls`]).
     /// Default: on when a host's address is not loopback (the topology
     /// spans machines), off on localhost.

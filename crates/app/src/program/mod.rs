@@ -11,7 +11,7 @@
 //! `BULWARK_SOCKET`, the database nodes as `BULWARK_DB_NODES`
 //! (comma-separated `host:port`), the path of a file holding the app→db
 //! credential as `BULWARK_DB_SECRET_FILE`, and the instance's name as
-//! `BULWARK_APP_NAME`. Under mutual TLS (the role's `tls_*` keys) it also
+//! `BULWARK_APP_NAME`. Under mutual TLS (the role's `mutual_tls`) it also
 //! gets the paths of the role's client certificate, its key and the
 //! cluster CA as `BULWARK_DB_CERT`, `BULWARK_DB_KEY` and `BULWARK_DB_CA`
 //! (copies readable by `user` when it runs as another user), and a
