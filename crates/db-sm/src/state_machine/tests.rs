@@ -121,16 +121,25 @@ async fn the_writes_of_one_entry_commit_or_fail_each_on_their_own() {
             // The same request id twice in one entry: applied once.
             w("INSERT INTO t VALUES (2, random())", Some("a")),
             w("INSERT INTO t VALUES (3, random())", None),
+            // A write whose second statement fails leaves nothing of its first.
+            Write {
+                statements: vec![
+                    Statement::new("INSERT INTO t VALUES (4, 0)"),
+                    Statement::new("INSERT INTO t VALUES (1, 0)"),
+                ],
+                request_id: Some("c".into()),
+            },
         ],
         time_ms: 5000,
     };
     let out = sm.apply(vec![Entry { log_id: id(1), payload: EntryPayload::Normal(batch) }]).await.unwrap();
     let out = &out[0];
-    assert_eq!(out.len(), 5);
+    assert_eq!(out.len(), 6);
     assert!(matches!(&out[1], ApplyOutcome::Done(r) if r[0].rows_affected == 1), "{out:?}");
     assert!(matches!(&out[2], ApplyOutcome::Failed(m) if m.contains("UNIQUE")), "{out:?}");
     assert!(matches!(&out[3], ApplyOutcome::Replayed { index: 1, .. }), "{out:?}");
     assert!(matches!(&out[4], ApplyOutcome::Done(_)), "{out:?}");
+    assert!(matches!(&out[5], ApplyOutcome::Failed(m) if m.contains("UNIQUE")), "{out:?}");
     let c = open_read_only(&sm.db_path()).unwrap();
     let rows: Vec<(i64, i64)> = c
         .prepare("SELECT x, r FROM t ORDER BY x")
