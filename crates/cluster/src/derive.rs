@@ -259,8 +259,17 @@ pub fn derive(t: &Topology, files: &SharedFiles, host: Option<&str>) -> Vec<Deri
                 let servers: Vec<String> = apps.iter().map(|a| format!("\"{}\"", a.addr)).collect();
                 // The guestbook's page is static (the web root) and its API
                 // under /api/; a program of the user's answers everything.
+                // Fewest requests in flight: a program with a few
+                // synchronous workers (gunicorn's default) serves one
+                // request per worker, and a request sent to an app whose
+                // workers are all busy waits behind them while the other
+                // app may be idle.
                 let prefix = if program.is_some() { "/" } else { "/api/" };
-                let _ = writeln!(c, "[[proxy]]\nprefix = \"{prefix}\"\nservers = [{}]", servers.join(", "));
+                let _ = writeln!(
+                    c,
+                    "[[proxy]]\nprefix = \"{prefix}\"\nservers = [{}]\nbalance = \"leastconn\"",
+                    servers.join(", ")
+                );
                 let _ = writeln!(
                     c,
                     "health_check = {{ kind = \"http\", path = \"/api/health\", interval = \"{}ms\", timeout = \"{}ms\", rise = 1, fall = 2 }}",

@@ -231,6 +231,8 @@ fn an_app_program_reaches_every_app_and_the_web_tier_proxies_all_paths() {
         let c: bulwark_config::web::WebConfig =
             bulwark_config::from_str(&r.config, "web.toml").unwrap_or_else(|e| panic!("{}\n{e}", r.config));
         assert_eq!(c.proxy[0].prefix, "/");
+        // A few synchronous workers per app: the app with the fewest requests in flight.
+        assert_eq!(c.proxy[0].balance, bulwark_config::lb::Balance::Leastconn);
         assert!(c.static_prefixes.is_empty());
         assert_eq!(c.root, files.site);
     }
