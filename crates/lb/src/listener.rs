@@ -329,7 +329,10 @@ fn service(
             let hold = bulwark_proxy::TunnelHold::new(StreamGuard::open(s.clone()));
             req.extensions_mut().insert(hold);
         }
-        async move {
+        // Boxed: the request's whole forwarding state is a large future,
+        // and hyper moves it (into each HTTP/2 stream's task, and through
+        // the HTTP/1 dispatcher) by copying it; a box moves as a pointer.
+        Box::pin(async move {
             let mut resp = handle(&r, index, req, &ctx, refusal).await;
             // A worker that stops answers its HTTP/1 connections' last
             // requests with `Connection: close` (see `upgradable`).
@@ -337,7 +340,7 @@ fn service(
                 resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
             }
             Ok::<_, Infallible>(resp.map(|inner| StreamBody::new(inner, guard)))
-        }
+        })
     })
 }
 
