@@ -46,6 +46,10 @@
 #             adds each component's CPU µs per request to every leg
 #             (bench/stack-profile.py: haproxy, nginx, gunicorn, mariadbd,
 #             each kind of Bulwark role), printed after the tables.
+#   PROBE=0 ...  leaves out bench/stack-probe.py, which by default runs
+#             beside wrk in every throughput leg: one more client timing
+#             static files, reads and posts apart (p50/p90/p99/max of
+#             each), printed after the tables.
 # BULWARK=path/to/bulwark to skip the release build (lib.sh).
 source "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-20}
@@ -61,6 +65,7 @@ FAULT_AT=${FAULT_AT:-$((FAULT_DURATION / 3 < 8 ? FAULT_DURATION / 3 : 8))}
 FAULT_MIX=${FAULT_MIX:-50/25/25}
 PROMOTE_AFTER=${PROMOTE_AFTER:-10}
 PROFILE=${PROFILE:-0}
+PROBE=${PROBE:-1}
 PROFILER=$BENCH_ROOT/bench/stack-profile.py
 cd "$BENCH_ROOT"
 need_pkgs haproxy:haproxy nginx:nginx wrk:wrk gunicorn:gunicorn openssl:openssl python3:python3 \
@@ -414,8 +419,23 @@ throughput() {
     local parts_before parts='{}'
     if [ "$PROFILE" = 1 ]; then parts_before=$(python3 "$PROFILER" sample "$@"); fi
     before=$(usage_sample "$@")
+    local probe_out=$WORK/probe-$stack-${mix//\//-}.json probe_pid=
+    if [ "$PROBE" = 1 ]; then
+      python3 "$BENCH_ROOT/bench/stack-probe.py" "$SITE" "$DURATION" "$static" "$stack-${mix//\//-}" > "$probe_out" &
+      probe_pid=$!
+    fi
     w=$(run_wrk "$stack-${mix//\//-}" "$mix" "$DURATION" "$static")
     after=$(usage_sample "$@")
+    if [ -n "$probe_pid" ]; then
+      wait "$probe_pid" || echo "probe of $stack $mix failed" >&2
+      w=$(python3 -c 'import json,sys
+w = json.loads(sys.argv[1])
+try:
+    w["probe"] = json.load(open(sys.argv[2]))
+except (OSError, ValueError):
+    pass
+print(json.dumps(w))' "$w" "$probe_out")
+    fi
     if [ "$PROFILE" = 1 ]; then
       parts=$(python3 "$PROFILER" between "$parts_before" "$(python3 "$PROFILER" sample "$@")")
     fi
@@ -557,6 +577,22 @@ if legs:
         print(f"| {NAMES.get(l['stack'], l['stack'])} | {l['mix']} | {l['rps']:.0f} | {l['p50_ms']:.2f} | "
               f"{l['p99_ms']:.2f} | {err} | {l['procs']} | {l['rss_kib']/1024:.0f} | {l['pss_kib']/1024:.0f} | "
               f"{l['cpu_s']:.1f} |")
+    probed = [l for l in legs if "probe" in l]
+    if probed:
+        print()
+        print("Latency by kind of request (bench/stack-probe.py: one more client on one kept connection, "
+              "static file, read and post in turn during the leg), ms:")
+        print()
+        print("| stack | mix | static p50 | static p99 | read p50 | read p90 | read p99 | post p50 | post p90 "
+              "| post p99 | post max | probe errors |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for l in probed:
+            p = l["probe"]
+            f = lambda k, q: "–" if p.get(k, {}).get(q) is None else f"{p[k][q]:.2f}"
+            print(f"| {NAMES.get(l['stack'], l['stack'])} | {l['mix']} | {f('static', 'p50')} | "
+                  f"{f('static', 'p99')} | {f('read', 'p50')} | {f('read', 'p90')} | {f('read', 'p99')} | "
+                  f"{f('post', 'p50')} | {f('post', 'p90')} | {f('post', 'p99')} | {f('post', 'max')} | "
+                  f"{p.get('errors', 0)} |")
 if faults:
     print()
     print(f"Faults under load: one {fdur} s leg per fault at {fmix}, the fault {fat} s in. Failed: requests "
