@@ -99,7 +99,7 @@ impl ProgramServer {
         let firewall = Firewall::new(&config.firewall).map_err(AppError::Firewall)?;
         let files = ProgramFiles::prepare(&config, db_secret.as_deref(), program.user.as_deref())?;
         let (status, rx) = watch::channel(ProgramStatus::new());
-        let client = ProgramClient::new(true);
+        let client = ProgramClient::new(true, files.program_uid);
         let releases = match &config.release_dir {
             Some(d) => Some(program_releases(&config, &program, d)?),
             None => None,
@@ -115,6 +115,7 @@ impl ProgramServer {
             releases,
             restart,
             socket_dir: files.socket_dir.as_ref().map(|d| d.path().to_path_buf()),
+            program_uid: files.program_uid,
         };
         Ok(ProgramServer {
             front: Arc::new(Front {
@@ -223,6 +224,8 @@ struct ProgramFiles {
     dir: Option<tempfile::TempDir>,
     /// Where the program's socket files go (`socket = "unix"`).
     socket_dir: Option<tempfile::TempDir>,
+    /// The user the program runs as.
+    program_uid: u32,
 }
 
 impl ProgramFiles {
@@ -242,6 +245,7 @@ impl ProgramFiles {
         let socket_dir = if unix { Some(socket_dir(owner)?) } else { None };
         let mut files = ProgramFiles::credentials(config, db_secret, switching, owner)?;
         files.socket_dir = socket_dir;
+        files.program_uid = owner.map_or_else(|| nix::unistd::geteuid().as_raw(), |(uid, _)| uid.as_raw());
         Ok(files)
     }
 
@@ -264,6 +268,7 @@ impl ProgramFiles {
                 }),
                 dir: None,
                 socket_dir: None,
+                program_uid: 0,
             });
         }
         let fail = |e: std::io::Error| {
@@ -299,7 +304,7 @@ impl ProgramFiles {
         if let Some((uid, gid)) = owner {
             nix::unistd::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| fail(e.into()))?;
         }
-        Ok(ProgramFiles { db_secret_file, db_tls, dir: Some(dir), socket_dir: None })
+        Ok(ProgramFiles { db_secret_file, db_tls, dir: Some(dir), socket_dir: None, program_uid: 0 })
     }
 }
 
@@ -310,6 +315,17 @@ fn socket_dir(owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>) -> Result<tem
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new().prefix("bulwark-app-sock-").tempdir().map_err(AppError::SocketDir)?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).map_err(AppError::SocketDir)?;
+    // A socket's path must fit in `sockaddr_un` (107 bytes) with the
+    // longest file name a start gets, and be text: it is passed in `exec`.
+    let longest = dir.path().join(format!("program-{}.sock", u64::MAX));
+    let fits = longest.as_os_str().len() <= 107;
+    if !fits || dir.path().to_str().is_none() {
+        let why = if fits { "is not UTF-8 text" } else { "is too long for a socket's path (107 bytes)" };
+        return Err(AppError::SocketDir(std::io::Error::other(format!(
+            "{} {why}: set TMPDIR to a short directory",
+            dir.path().display()
+        ))));
+    }
     if let Some((uid, gid)) = owner {
         nix::unistd::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| AppError::SocketDir(e.into()))?;
     }
@@ -388,8 +404,9 @@ impl Front {
             }
             Err(e) => {
                 self.stats.not_forwarded.fetch_add(1, Ordering::Relaxed);
+                let e = bulwark_db_api::http_client::with_causes(&e);
                 tracing::info!(app = %self.config.name, "request not forwarded to the program: {e}");
-                Err(NotForwarded::Upstream(e.to_string()))
+                Err(NotForwarded::Upstream(e))
             }
         }
     }

@@ -47,7 +47,10 @@ fn alive(pid: i32) -> bool {
 
 #[test]
 fn the_program_runs_behind_the_role_and_is_restarted_when_killed() {
-    let (mut app, _site) = start_echo(&[("env", r#"{ GREETING = "hello" }"#), ("health_path", r#""/ping""#)]);
+    // The probe names the program's own address as its host (a program
+    // that checks it, as Django's ALLOWED_HOSTS does, answers it).
+    let (mut app, _site) =
+        start_echo(&[("env", r#"{ GREETING = "hello", HEALTH_HOST_CHECK = "1" }"#), ("health_path", r#""/ping""#)]);
     wait_until("the program is healthy", || health(&app).0 == 200);
     let (_, h) = health(&app);
     assert_eq!(h["program"]["state"], "healthy", "{h}");
@@ -237,4 +240,50 @@ fn check_refuses_a_port_for_a_socket_program_and_a_socket_for_a_port_program() {
         assert_eq!(code, Some(1), "{err}");
         assert!(err.contains(wants), "{err}");
     }
+}
+
+#[test]
+fn the_role_talks_only_to_its_program_even_when_the_program_swaps_its_socket() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    assert!(nix::unistd::geteuid().is_root(), "this test runs the program as another user: run it as root");
+    // A socket only root may reach, which a root `connect` through a link
+    // would reach all the same.
+    let private = tempfile::tempdir().unwrap();
+    let helper_path = private.path().join("root-only.sock");
+    let helper = std::os::unix::net::UnixListener::bind(&helper_path).unwrap();
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = reached.clone();
+    std::thread::spawn(move || {
+        for conn in helper.incoming().take(100) {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            if conn.read(&mut buf).is_ok_and(|n| n > 0) {
+                seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ =
+                    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nroot helper");
+            }
+        }
+    });
+    // The program runs as nobody: its directory must be readable by it,
+    // and its interpreter reachable (Debian's, not one under /root).
+    let site = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(site.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(site.path().join("echo.py"), ECHO).unwrap();
+    std::fs::set_permissions(site.path().join("echo.py"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = config(&["/usr/bin/python3", "echo.py", "--bind", "{listen}"], Some(site.path()))
+        .program_set("socket", r#""unix""#)
+        .program_set("user", r#""nobody""#)
+        .program_set("env", &format!("{{ SWAP_TO = \"{}\" }}", helper_path.display()));
+    let app = Process::start("app", &config.to_toml());
+    wait_until("the program is healthy", || health(&app).0 == 200);
+    let r = get_with_secret(&app, "/swap-socket");
+    assert_eq!((r.status, r.text()), (200, "swapped".to_string()));
+
+    // Now its socket is a link to root's: the role connects, sees a
+    // listener that is not the program's user, and forwards nothing.
+    let r = bulwark_testkit::request(app.addr("http"), "GET", "/after", &[("X-Bulwark-Cluster", WEB_APP)], b"");
+    assert!(r.as_ref().map_or(true, |r| !r.text().contains("root helper")), "the role reached another socket: {r:?}");
+    app.wait_for_log("not as the program's user");
+    assert!(!reached.load(std::sync::atomic::Ordering::SeqCst), "a request reached the root-only socket");
 }

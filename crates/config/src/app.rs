@@ -479,6 +479,7 @@ impl AppSettings {
             Some(p) => p.validate_in(v),
             None => {
                 let set = self.workdir.is_some()
+                    || !self.socket.is_tcp()
                     || !self.env.is_empty()
                     || self.user.is_some()
                     || self.health_path.is_some()

@@ -131,7 +131,7 @@ impl HttpClient {
 /// An error and its causes, `: `-separated (hyper's own message alone
 /// says only "client error (Connect)"; the cause says which, e.g. a TLS
 /// certificate refused).
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub fn with_causes(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

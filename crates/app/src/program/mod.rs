@@ -52,9 +52,8 @@ impl serde::Serialize for ProgramAddress {
 
 impl ProgramAddress {
     /// The URI of `path_and_query` on the program, for the role's HTTP
-    /// clients (a Unix socket's path travels hex-encoded in the host, as
-    /// `hyperlocal`'s connector reads it; its own `Uri::new` panics on a
-    /// path and query it cannot parse, this fails).
+    /// clients (a Unix socket's path travels hex-encoded in the host, where
+    /// [`client::ProgramSocket`] reads it).
     pub(crate) fn uri(&self, path_and_query: &str) -> Result<hyper::Uri, http::uri::InvalidUri> {
         match self {
             ProgramAddress::Tcp(a) => format!("http://{a}{path_and_query}").parse(),

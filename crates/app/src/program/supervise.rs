@@ -56,13 +56,16 @@ pub(crate) struct Launch {
     /// Where a program with `socket = "unix"` gets its socket files: a
     /// directory only the role and the program's user may enter.
     pub socket_dir: Option<PathBuf>,
+    /// The user the program runs as: the only peer the role talks to over
+    /// its socket.
+    pub program_uid: u32,
 }
 
 type ProbeClient = ProgramClient<Empty<Bytes>>;
 
 /// Run the program until `shutdown`, then stop it. Returns once it is gone.
 pub(crate) async fn run(launch: Launch, status: watch::Sender<ProgramStatus>, shutdown: CancellationToken) {
-    let probe: ProbeClient = ProgramClient::new(false);
+    let probe: ProbeClient = ProgramClient::new(false, launch.program_uid);
     let mut backoff = INITIAL_BACKOFF;
     let mut first = true;
     let mut starts = 0u64;
@@ -389,17 +392,20 @@ enum ProbeFailure {
     Request(#[from] http::Error),
     #[error("no answer within {PROBE_TIMEOUT:?}")]
     Timeout,
-    #[error("{0}")]
+    #[error("{}", bulwark_db_api::http_client::with_causes(.0))]
     Connection(#[from] hyper_util::client::legacy::Error),
     #[error("answered {0}")]
     Status(http::StatusCode),
 }
 
 async fn probe_once(probe: &ProbeClient, to: &ProgramAddress, url: hyper::Uri) -> Result<(), ProbeFailure> {
-    let req = hyper::Request::get(url)
-        .header("host", "localhost")
-        .header("user-agent", "bulwark-app-health")
-        .body(Empty::new())?;
+    let mut req = hyper::Request::get(url).header("user-agent", "bulwark-app-health");
+    if let ProgramAddress::Unix(_) = to {
+        // A socket has no host name (the client would send the URI's
+        // encoded path); on a port the client sends `127.0.0.1:PORT`.
+        req = req.header("host", "localhost");
+    }
+    let req = req.body(Empty::new())?;
     match tokio::time::timeout(PROBE_TIMEOUT, probe.request(to, req)).await {
         Err(_) => Err(ProbeFailure::Timeout),
         Ok(Err(e)) => Err(e.into()),

@@ -1,7 +1,10 @@
 """A small program for the app role's tests: answers every request with
 what it saw (path, headers, its environment, the database credential file)
 and logs to stdout and stderr. MODE=ignore_term ignores SIGTERM. It listens
-on BULWARK_SOCKET when the role gives it a Unix socket, else on PORT."""
+on BULWARK_SOCKET when the role gives it a Unix socket, else on PORT.
+HEALTH_HOST_CHECK=1 answers 400 to GET /ping unless its Host is the
+program's own address. GET /swap-socket replaces its socket with a link to
+SWAP_TO (what a compromised program could do)."""
 import http.server
 import json
 import os
@@ -18,6 +21,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def answer(self):
+        if self.path == "/ping" and os.environ.get("HEALTH_HOST_CHECK") == "1" \
+                and self.headers.get("Host") != os.environ["BULWARK_LISTEN"]:
+            return self.reply(400, b"wrong host")
+        if self.path == "/swap-socket":
+            os.unlink(os.environ["BULWARK_SOCKET"])
+            os.symlink(os.environ["SWAP_TO"], os.environ["BULWARK_SOCKET"])
+            # No kept connection: the role's next request connects anew.
+            self.close_connection = True
+            return self.reply(200, b"swapped", close=True)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode() if length else ""
         secret_file = os.environ.get("BULWARK_DB_SECRET_FILE")
@@ -33,7 +45,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "db_tls_readable": [os.access(os.environ[k], os.R_OK)
                                 for k in ("BULWARK_DB_CA", "BULWARK_DB_CERT", "BULWARK_DB_KEY") if k in os.environ],
         }).encode()
-        self.send_response(200)
+        self.reply(200, out)
+
+    def reply(self, status, out, close=False):
+        self.send_response(status)
+        if close:
+            self.send_header("Connection", "close")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
