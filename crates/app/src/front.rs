@@ -13,7 +13,7 @@
 //! request to another app server, as it does when an app server dies.
 use crate::program::client::ProgramClient;
 use crate::program::supervise::{self, Launch};
-use crate::program::{ProgramState, ProgramStatus};
+use crate::program::{ProgramAddress, ProgramState, ProgramStatus};
 use crate::AppError;
 use bulwark_config::app::{AppConfig, ProgramSocket};
 use bulwark_firewall::Firewall;
@@ -392,6 +392,10 @@ impl Front {
         let uri = target.uri(pq).map_err(|e| NotForwarded::Upstream(format!("{e}")))?;
         *req.uri_mut() = uri;
         *req.version_mut() = http::Version::HTTP_11;
+        if matches!(target, ProgramAddress::Unix(_)) && !req.headers().contains_key(header::HOST) {
+            // Else the client would name the socket's encoded path.
+            req.headers_mut().insert(header::HOST, HeaderValue::from_static("localhost"));
+        }
         strip(req.headers_mut());
         let _in_flight = self.deploy.track();
         match self.client.request(&target, req).await {

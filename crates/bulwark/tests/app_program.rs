@@ -285,5 +285,8 @@ fn the_role_talks_only_to_its_program_even_when_the_program_swaps_its_socket() {
     let r = bulwark_testkit::request(app.addr("http"), "GET", "/after", &[("X-Bulwark-Cluster", WEB_APP)], b"");
     assert!(r.as_ref().map_or(true, |r| !r.text().contains("root helper")), "the role reached another socket: {r:?}");
     app.wait_for_log("not as the program's user");
+    // The health probe connects the same careful way: the program is
+    // unhealthy, and still nothing reached the root-only socket.
+    wait_until("the program is unhealthy", || health(&app).0 == 503);
     assert!(!reached.load(std::sync::atomic::Ordering::SeqCst), "a request reached the root-only socket");
 }

@@ -7,7 +7,10 @@
 //! program's user, so a compromised program could put a link to another
 //! socket in its place (the Docker socket, `bulwark up`'s control socket),
 //! which a root `connect` would follow. Every connection's peer must
-//! therefore run as the program's user.
+//! therefore run as the program's user. (A listener of another service
+//! running as that same user, behind a directory that user cannot enter,
+//! would still pass: connecting with the program's file-system
+//! credentials would close that too.)
 use super::ProgramAddress;
 use hyper::body::Body;
 use hyper_util::client::legacy::{connect::HttpConnector, Client, ResponseFuture};
@@ -72,7 +75,7 @@ where
 pub(crate) enum SocketConnectError {
     #[error("`{0}` does not name a socket of the program")]
     NotASocketUri(http::Uri),
-    #[error("connecting to {}: {source}", path.display())]
+    #[error("connecting to {}", path.display())]
     Connect { path: PathBuf, source: std::io::Error },
     #[error(
         "refused {}: its listener runs as uid {peer}, not as the program's user (uid {program}); \
