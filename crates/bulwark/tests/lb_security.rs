@@ -2,7 +2,8 @@
 //! redirect, HSTS, SNI, HTTP/2, certificate reload), the firewall (CIDR
 //! ACL, rate limit, connection limits), slowloris and body limits.
 use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig};
-use bulwark_testkit::{get, raw_request, raw_request_from, request, wait_until, Backend, Process};
+use bulwark_testkit::tls::{tls_connect, tls_request_with_finished};
+use bulwark_testkit::{get, raw_request, raw_request_from, read_response, request, wait_until, Backend, Process};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -179,6 +180,47 @@ fn slowloris_is_cut_off_after_the_header_timeout() {
     assert!(closed, "slow client still connected after {:?}", start.elapsed());
     assert!(start.elapsed() >= Duration::from_millis(250), "closed before the header timeout: {:?}", start.elapsed());
     assert_eq!(a.hits(), 0);
+}
+
+/// Over TLS too, the lb builds a connection's HTTP state only once the
+/// client sends its first request bytes: a client silent after its
+/// handshake is closed when `client_header` runs out (counted from the
+/// accept), one that speaks after the handshake is served, and so is one
+/// whose request came with its handshake's last message (nothing more
+/// arrives on the socket for the lb to wait on).
+#[test]
+fn tls_clients_are_served_whenever_their_first_request_comes() {
+    let a = Backend::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = cert(dir.path(), &["localhost"]);
+    let header = Duration::from_secs(2);
+    let cfg = lb_before(a.addr, FrontendConfig::http("https", "app").tls(Path::new(&c), Path::new(&k)))
+        .timeout("client_header", header);
+    let lb = Process::start("lb", &cfg.to_toml());
+    let https = lb.addr("https");
+    let request = b"GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+
+    let r = tls_request_with_finished(https, "localhost", Path::new(&c), request).unwrap();
+    assert_eq!(r.status, 200, "a request sent with the client's Finished");
+
+    let mut late = tls_connect(https, "localhost", Path::new(&c), &[b"http/1.1"]).unwrap();
+    late.write_all(request).unwrap();
+    late.flush().unwrap();
+    assert_eq!(read_response(&mut late).unwrap().status, 200, "a request sent after the handshake");
+
+    let start = Instant::now();
+    let mut silent = tls_connect(https, "localhost", Path::new(&c), &[b"http/1.1"]).unwrap();
+    let mut buf = [0u8; 64];
+    // The client takes the server's session tickets in; the read returns
+    // at the end of the connection, not at the read timeout.
+    let end = silent.read(&mut buf);
+    let closed = match &end {
+        Ok(n) => *n == 0,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    };
+    assert!(closed, "{end:?} after {:?}", start.elapsed());
+    assert!(start.elapsed() >= header - Duration::from_millis(100), "closed after {:?}", start.elapsed());
+    assert_eq!(a.hits(), 2);
 }
 
 #[test]

@@ -210,24 +210,19 @@ async fn serve_http(
     }
     drop(r);
     let stream = SendDeadline::new(stream, peer, t.client_send, "timeouts.client_send");
-    match tls {
+    let h1 = Http1 { header_timeout, max_buf, keep_alive: permit.is_ok() };
+    // Each way of serving is boxed: until it starts, this future holds
+    // only the stream (an idle TLS client costs its rustls state and no
+    // more), not the largest of hyper's connection states.
+    let result = match tls {
         None => {
             let svc = service(routing, index, ctx, refusal, stop.clone());
-            let mut b = http1::Builder::new();
-            b.timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(max_buf)
-                // One flat buffer per response: one send instead of a writev of
-                // head and body (measured cheaper for small responses).
-                .writev(false)
-                .keep_alive(permit.is_ok());
-            let conn = b.serve_connection(TokioIo::new(stream), svc).with_upgrades();
-            if let Err(e) = crate::upgradable::serve(conn, &stop).await {
-                tracing::debug!(client = %peer, "client connection ended: {e}");
-            }
+            // One flat buffer per response: one send instead of a writev of
+            // head and body (measured cheaper for small responses).
+            Box::pin(h1.serve(TokioIo::new(stream), svc, Some(false), &stop)).await
         }
         Some(acceptor) => {
-            let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+            let mut tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(client = %peer, "TLS handshake failed: {e}");
@@ -238,6 +233,16 @@ async fn serve_http(
                     return;
                 }
             };
+            // As before the handshake: hyper's connection (its dispatcher
+            // and buffers) only once the client sends its first request
+            // bytes, unless they came with the handshake's last flight and
+            // rustls holds them already.
+            let left = header_timeout.saturating_sub(accepted.elapsed());
+            if !crate::tls::holds_plaintext(tls_stream.get_mut().1)
+                && !first_bytes(tls_stream.get_ref().0.get_ref(), left, &stop).await
+            {
+                return;
+            }
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let ctx = match keep_tls_facts {
                 false => ctx,
@@ -246,59 +251,110 @@ async fn serve_http(
                 }
             };
             let io = TokioIo::new(tls_stream);
-            let result = if h2 {
+            if h2 {
                 let streams = Arc::new(OpenStreams::default());
                 let svc = h2_service(routing, index, ctx, refusal, streams.clone());
-                let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-                b.timer(TokioTimer::new())
-                    .max_header_list_size(max_buf as u32)
-                    .keep_alive_interval(Some(t.http2_ping_interval))
-                    .keep_alive_timeout(t.http2_ping_timeout)
-                    .max_concurrent_streams(http2_max_streams)
-                    // RFC 8441: WebSockets over HTTP/2 streams.
-                    .enable_connect_protocol();
-                let conn = b.serve_connection(io, svc);
-                tokio::pin!(conn);
-                // Graceful close (GOAWAY, open streams finish) when idle for
-                // `http2_idle` or when the worker drains.
-                let mut closing = false;
-                loop {
-                    tokio::select! {
-                        r = conn.as_mut() => break r,
-                        _ = streams.stalled_for(t.client_send) => {
-                            tracing::info!(
-                                client = %peer,
-                                "closing: an HTTP/2 stream accepted no data for {:?} (timeouts.client_send)",
-                                t.client_send
-                            );
-                            break Ok(());
-                        }
-                        _ = streams.idle_for(t.http2_idle), if !closing => {
-                            tracing::debug!(client = %peer, "closing an idle HTTP/2 connection");
-                            conn.as_mut().graceful_shutdown();
-                            closing = true;
-                        }
-                        _ = stop.cancelled(), if !closing => {
-                            conn.as_mut().graceful_shutdown();
-                            closing = true;
-                        }
-                    }
-                }
+                let limits = Http2 { max_buf, max_streams: http2_max_streams, timeouts: t };
+                Box::pin(limits.serve(io, svc, streams, peer, &stop)).await
             } else {
                 let svc = service(routing, index, ctx, refusal, stop.clone());
-                let mut b = http1::Builder::new();
-                b.timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .max_buf_size(max_buf)
-                    .keep_alive(permit.is_ok());
-                crate::upgradable::serve(b.serve_connection(io, svc).with_upgrades(), &stop).await
-            };
-            if let Err(e) = result {
-                tracing::debug!(client = %peer, "client connection ended: {e}");
+                Box::pin(h1.serve(io, svc, None, &stop)).await
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %peer, "client connection ended: {e}");
+    }
+    drop(permit);
+}
+
+/// How a client connection speaks HTTP/1.1.
+struct Http1 {
+    header_timeout: std::time::Duration,
+    max_buf: usize,
+    keep_alive: bool,
+}
+
+impl Http1 {
+    /// `writev`: hyper's choice between vectored and flattened writes
+    /// (None: its default, by what the stream supports).
+    async fn serve<I, S>(self, io: I, svc: S, writev: Option<bool>, stop: &CancellationToken) -> hyper::Result<()>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        S: hyper::service::HttpService<Incoming, ResBody = StreamBody>,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut b = http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout)
+            .max_buf_size(self.max_buf)
+            .keep_alive(self.keep_alive);
+        if let Some(w) = writev {
+            b.writev(w);
+        }
+        crate::upgradable::serve(b.serve_connection(io, svc).with_upgrades(), stop).await
+    }
+}
+
+/// How a client connection speaks HTTP/2: keep-alive pings, a close when
+/// idle for `http2_idle` or when the worker drains (GOAWAY, open streams
+/// finish), and a close when a stream accepts no data for `client_send`.
+struct Http2 {
+    max_buf: usize,
+    max_streams: u32,
+    timeouts: bulwark_config::lb::Timeouts,
+}
+
+impl Http2 {
+    async fn serve<I, S>(
+        self,
+        io: I,
+        svc: S,
+        streams: Arc<OpenStreams>,
+        peer: SocketAddr,
+        stop: &CancellationToken,
+    ) -> hyper::Result<()>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        S: hyper::service::HttpService<Incoming, ResBody = StreamBody>,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let t = self.timeouts;
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_header_list_size(self.max_buf as u32)
+            .keep_alive_interval(Some(t.http2_ping_interval))
+            .keep_alive_timeout(t.http2_ping_timeout)
+            .max_concurrent_streams(self.max_streams)
+            // RFC 8441: WebSockets over HTTP/2 streams.
+            .enable_connect_protocol();
+        let conn = b.serve_connection(io, svc);
+        tokio::pin!(conn);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => break r,
+                _ = streams.stalled_for(t.client_send) => {
+                    tracing::info!(
+                        client = %peer,
+                        "closing: an HTTP/2 stream accepted no data for {:?} (timeouts.client_send)",
+                        t.client_send
+                    );
+                    break Ok(());
+                }
+                _ = streams.idle_for(t.http2_idle), if !closing => {
+                    tracing::debug!(client = %peer, "closing an idle HTTP/2 connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = stop.cancelled(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
             }
         }
     }
-    drop(permit);
 }
 
 /// The per-connection service of an HTTP/1 connection: every request

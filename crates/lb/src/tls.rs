@@ -138,6 +138,18 @@ pub(crate) fn facts(conn: &tokio_rustls::rustls::ServerConnection) -> bulwark_pr
     }
 }
 
+/// Whether rustls already holds something for hyper to read on a
+/// connection whose handshake just ended: a client may send its first
+/// request in the same flight as its `Finished` message, and then no more
+/// bytes come on the socket for a peek to see. An error counts too (the
+/// first read reports it and the connection ends).
+pub fn holds_plaintext(conn: &mut rustls::ServerConnection) -> bool {
+    match conn.process_new_packets() {
+        Ok(state) => state.plaintext_bytes_to_read() > 0 || state.peer_has_closed(),
+        Err(_) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -77,6 +77,11 @@ impl<T> SendDeadline<T> {
     pub fn new(inner: T, peer: SocketAddr, timeout: Duration, key: &'static str) -> Self {
         SendDeadline { inner, stall: SendStall::new(peer, timeout, key) }
     }
+
+    /// The stream inside.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for SendDeadline<T> {

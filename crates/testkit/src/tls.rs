@@ -57,3 +57,38 @@ pub fn tls_raw_request(
     tls.flush()?;
     read_response(&mut tls)
 }
+
+/// Like [`tls_raw_request`], but the request leaves in the same write as
+/// the client's last handshake message (its `Finished`), as a TLS 1.3
+/// client that sends its first request at once may do: the server gets
+/// both in one read, and nothing more comes on the socket after them.
+pub fn tls_request_with_finished(
+    addr: SocketAddr,
+    server_name: &str,
+    ca_pem: &Path,
+    raw: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let name = ServerName::try_from(server_name.to_string()).map_err(std::io::Error::other)?;
+    let mut conn =
+        rustls::ClientConnection::new(client_config(ca_pem, &[b"http/1.1"])?, name).map_err(std::io::Error::other)?;
+    let mut sock = TcpStream::connect(addr)?;
+    sock.set_read_timeout(Some(PATIENCE))?;
+    // The client's handshake ends when it has read the server's flight;
+    // its `Finished` is then queued, not yet written.
+    while conn.is_handshaking() {
+        while conn.wants_write() {
+            conn.write_tls(&mut sock)?;
+        }
+        if conn.read_tls(&mut sock)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        conn.process_new_packets().map_err(std::io::Error::other)?;
+    }
+    conn.writer().write_all(raw)?;
+    // One vectored write: the `Finished` record and the request's.
+    while conn.wants_write() {
+        conn.write_tls(&mut sock)?;
+    }
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    read_response(&mut tls)
+}
