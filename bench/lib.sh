@@ -58,7 +58,7 @@ wait_port() {
 run_wrk() {
   local url=$1 dur=$2 conns=$3
   local out
-  out=$(wrk -t1 -c"$conns" -d"$dur" --latency "$url" 2>&1)
+  out=$(wrk -t"${WRK_THREADS:-1}" -c"$conns" -d"$dur" --latency "$url" 2>&1)
   local rps p50 p99 errs
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
@@ -273,14 +273,17 @@ make_cert() {
 }
 
 # start_balancers WORK KIND BACKEND_PORT... : HAProxy, nginx as a balancer
-# and Bulwark's lb, one worker thread each, round robin over the backends,
+# and Bulwark's lb, BALANCER_THREADS worker threads (or nginx worker
+# processes) each, 1 unless set, round robin over the backends,
 # each adding the same forwarded headers. KIND is `plain` (HTTP) or a
 # certificate made by make_cert (HTTPS, with HTTP/2 by ALPN). Their ports
 # go into the caller's associative array PORT[haproxy|nginx|bulwark], their
 # pids into `pids`. Needs BIN (the bulwark binary).
 start_balancers() {
   local work=$1 kind=$2 p_ha p_ng p_bw proto=https ha_bind ng_listen ng_tls="" bw_tls="" servers="" upstream="" i=0 b
+  local threads=${BALANCER_THREADS:-1} tag
   shift 2
+  tag=$kind-t$threads
   p_ha=$(free_port); p_ng=$(free_port); p_bw=$(free_port)
   PORT[haproxy]=$p_ha; PORT[nginx]=$p_ng; PORT[bulwark]=$p_bw
   for b in "$@"; do
@@ -298,9 +301,9 @@ start_balancers() {
     ng_tls="ssl_certificate $work/$kind.crt; ssl_certificate_key $work/$kind.key; ssl_session_cache shared:SSL:10m;"
     bw_tls="tls = { certificate = [{ cert = \"$work/$kind.crt\", key = \"$work/$kind.key\" }], hsts = \"0s\" }"
   fi
-  cat >"$work/haproxy-$kind.cfg" <<CONF
+  cat >"$work/haproxy-$tag.cfg" <<CONF
 global
-  nbthread 1
+  nbthread $threads
   maxconn 8000
   tune.ssl.default-dh-param 2048
 defaults
@@ -320,14 +323,14 @@ backend app
   balance roundrobin
 $servers
 CONF
-  "${HAPROXY:-haproxy}" -f "$work/haproxy-$kind.cfg" -db &
+  "${HAPROXY:-haproxy}" -f "$work/haproxy-$tag.cfg" -db &
   pids+=($!)
-  mkdir -p "$work/nglb-$kind"
-  cat >"$work/nglb-$kind/nginx.conf" <<CONF
-worker_processes 1;
+  mkdir -p "$work/nglb-$tag"
+  cat >"$work/nglb-$tag/nginx.conf" <<CONF
+worker_processes $threads;
 daemon off;
-pid $work/nglb-$kind/nginx.pid;
-error_log $work/nglb-$kind/error.log error;
+pid $work/nglb-$tag/nginx.pid;
+error_log $work/nglb-$tag/error.log error;
 events { worker_connections 4096; }
 http {
   access_log off;
@@ -347,11 +350,11 @@ http {
   }
 }
 CONF
-  "${NGINX:-nginx}" -p "$work/nglb-$kind" -c "$work/nglb-$kind/nginx.conf" &
+  "${NGINX:-nginx}" -p "$work/nglb-$tag" -c "$work/nglb-$tag/nginx.conf" &
   pids+=($!)
   # No Via and no request id: HAProxy and nginx add neither here.
   {
-    printf 'threads = 1\n[[frontend]]\nname = "www"\nbind = "127.0.0.1:%s"\nbackend = "app"\naccess_log = false\nvia = false\nrequest_id = false\n' "$p_bw"
+    printf 'threads = %s\n[[frontend]]\nname = "www"\nbind = "127.0.0.1:%s"\nbackend = "app"\naccess_log = false\nvia = false\nrequest_id = false\n' "$threads" "$p_bw"
     [ -n "$bw_tls" ] && printf '%s\n' "$bw_tls"
     printf '[[backend]]\nname = "app"\nbalance = "roundrobin"\n'
     i=0
@@ -359,8 +362,8 @@ CONF
       i=$((i + 1))
       printf '[[backend.server]]\nname = "b%s"\naddress = "127.0.0.1:%s"\n' "$i" "$b"
     done
-  } >"$work/lb-$kind.toml"
-  RUST_LOG=warn "$BIN" lb -c "$work/lb-$kind.toml" >/dev/null &
+  } >"$work/lb-$tag.toml"
+  RUST_LOG=warn "$BIN" lb -c "$work/lb-$tag.toml" >/dev/null &
   pids+=($!)
   for b in $p_ha $p_ng $p_bw; do wait_port "$b"; done
 }

@@ -119,14 +119,22 @@ def verdict(n, meta):
     r = {row[0]: row for row in rows(meta["table"])}
     try:
         if n == "lb":
-            ha, bw, di = r["haproxy"], r["bulwark"], r["direct"]
-            rps = num(bw[1]) / num(ha[1])
-            p99ok = num(bw[3]) <= num(ha[3])
-            vsd = num(bw[1]) / num(di[1])
-            met = rps >= 1.25 and p99ok and vsd >= 0.6
-            return (f"Target (≥ 1.25× HAProxy req/s, p99 ≤ HAProxy's, ≥ 0.6 of direct) in this run: "
-                    f"**{'met' if met else 'not met'}** — {rps:.2f}× HAProxy req/s, p99 {bw[3]} vs "
-                    f"{ha[3]} ms ({'≤' if p99ok else '>'}), {vsd:.2f} of direct.")
+            # | threads | target | req/s | p50 | p99 | vs HAProxy | vs direct |
+            legs = {}
+            for row in rows(meta["table"]):
+                if len(row) == 7:
+                    legs.setdefault(row[0], {})[row[1]] = row
+            parts, met = [], bool(legs)
+            for t, r in legs.items():
+                ha, bw, di = r["haproxy"], r["bulwark"], r["direct"]
+                rps = num(bw[2]) / num(ha[2])
+                p99ok = num(bw[4]) <= num(ha[4])
+                vsd = num(bw[2]) / num(di[2])
+                met = met and rps >= 1.25 and p99ok and vsd >= 0.6
+                parts.append(f"{t} thread{'s' if t != '1' else ''}: {rps:.2f}× HAProxy req/s, p99 {bw[4]} vs "
+                             f"{ha[4]} ms ({'≤' if p99ok else '>'}), {vsd:.2f} of direct")
+            return (f"Target (≥ 1.25× HAProxy req/s with p99 ≤ HAProxy's, ≥ 0.6 of direct, at each thread count) in this run: "
+                    f"**{'met' if met else 'not met'}** — " + "; ".join(parts) + ".")
         if n == "db":
             s = r["Bulwark / SQLite"]
             m = r.get("Bulwark / MariaDB (c)") or r["Bulwark / MariaDB"]
@@ -144,6 +152,8 @@ def verdict(n, meta):
                     f"{len(ok)} of {len(per)} kills under 2 s.")
         if n == "stack":
             return stack_verdict(meta["table"])
+        if n == "idle":
+            return idle_verdict(meta["table"])
         if n == "tls":
             # The ratio columns are the last half of the numbers: the table
             # has one "vs HAProxy" column per measure.
@@ -155,6 +165,22 @@ def verdict(n, meta):
     except (KeyError, TypeError, ZeroDivisionError, IndexError):
         return "_(target check: the table did not have the expected rows)_"
     return ""
+
+
+def idle_verdict(table):
+    """The idle-memory target: at most 2,000 bytes per plain idle client
+    connection, and for TLS at most 1.5 times HAProxy's own TLS figure,
+    at every connection count measured."""
+    legs = [r for r in rows(table) if len(r) == 5 and r[1] in ("plain", "tls")]
+    if not legs:
+        return "_(target check: the table has no ratio rows)_"
+    parts, met = [], True
+    for held, kind, bw, ha, ratio in legs:
+        ok = num(bw) <= 2000 if kind == "plain" else num(bw) <= 1.5 * num(ha)
+        met = met and ok
+        parts.append(f"{kind} at {held}: {bw} bytes ({ratio} HAProxy's {ha})")
+    return (f"Target (≤ 2,000 bytes per plain idle connection; TLS ≤ 1.5× HAProxy's TLS figure) in this run: "
+            f"**{'met' if met else 'not met'}** — " + "; ".join(parts) + ".")
 
 
 def stack_verdict(table):

@@ -20,7 +20,7 @@
 #   RESULTS=dir       default bench/results
 #   OUT=file          default docs/BENCHMARKS.md
 #   LB_ROUNDS LB_DURATION LB_CONNS        default 3, 8s, 50
-#   IDLE_N                                default 10000
+#   IDLE_NS                               default "10000 50000"
 #   TLS_ROUNDS TLS_DURATION TLS_CONNS     default 3, 8, 50
 #   LBPROFILE_N                           default 200000
 #   WEB_ROUNDS WEB_DURATION WEB_CONNS     default 5, 10s, 50
@@ -42,7 +42,7 @@ for b in "${BENCHES[@]}"; do
 done
 
 if [ "${SMOKE:-0}" = 1 ]; then
-  : "${LB_ROUNDS:=1}" "${LB_DURATION:=2s}" "${IDLE_N:=1000}" "${TLS_ROUNDS:=1}" "${TLS_DURATION:=2}" "${LBPROFILE_N:=20000}" "${WEB_ROUNDS:=1}" "${WEB_DURATION:=2s}"
+  : "${LB_ROUNDS:=1}" "${LB_DURATION:=2s}" "${IDLE_NS:=1000}" "${TLS_ROUNDS:=1}" "${TLS_DURATION:=2}" "${LBPROFILE_N:=20000}" "${WEB_ROUNDS:=1}" "${WEB_DURATION:=2s}"
   : "${DB_CLIENTS:=4}" "${DB_SECONDS:=2}" "${DB_ROUNDS:=1}" "${FAILOVER_ROUNDS:=2}"
   : "${STACK_DURATION:=3}" "${STACK_FAULT_DURATION:=8}" "${STACK_PROMOTE_AFTER:=3}"
   : "${RESULTS:=/tmp/bulwark-bench-smoke}" "${OUT:=/tmp/bulwark-bench-smoke.md}"
@@ -126,7 +126,7 @@ VERSION=$("$BULWARK" --version 2>/dev/null | head -1)
 command_for() {
   case $1 in
     lb) echo "ROUNDS=${LB_ROUNDS:-3} DURATION=${LB_DURATION:-8s} CONNS=${LB_CONNS:-50} bash bench/lb.sh" ;;
-    idle) echo "N=${IDLE_N:-10000} bash bench/idle.sh" ;;
+    idle) echo "NS=\"${IDLE_NS:-10000 50000}\" bash bench/idle.sh" ;;
     tls) echo "ROUNDS=${TLS_ROUNDS:-3} DURATION=${TLS_DURATION:-8} CONNS=${TLS_CONNS:-50} bash bench/tls.sh" ;;
     lbprofile) echo "N=${LBPROFILE_N:-200000} bash bench/lb-profile.sh" ;;
     web) echo "ROUNDS=${WEB_ROUNDS:-5} DURATION=${WEB_DURATION:-10s} CONNS=${WEB_CONNS:-50} bash bench/web.sh" ;;
