@@ -4,6 +4,7 @@
 use bulwark_testkit::config::{BackendConfig, FrontendConfig, LbConfig};
 use bulwark_testkit::tls::{tls_connect, tls_request_with_finished};
 use bulwark_testkit::{get, raw_request, raw_request_from, read_response, request, wait_until, Backend, Process};
+use nix::sys::signal::Signal;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -221,6 +222,75 @@ fn tls_clients_are_served_whenever_their_first_request_comes() {
     assert!(closed, "{end:?} after {:?}", start.elapsed());
     assert!(start.elapsed() >= header - Duration::from_millis(100), "closed after {:?}", start.elapsed());
     assert_eq!(a.hits(), 2);
+}
+
+/// A client that connected just before the lb stops, and sends its first
+/// request just after, is answered (with `Connection: close`), plain or
+/// over TLS, not met by a close.
+#[test]
+fn a_stopping_lb_answers_the_first_request_of_a_silent_connection() {
+    let a = Backend::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = cert(dir.path(), &["localhost"]);
+    let cfg = lb_before(a.addr, FrontendConfig::http("https", "app").tls(Path::new(&c), Path::new(&k)))
+        .frontend(FrontendConfig::http("http", "app"))
+        .threads(1);
+    let mut lb = Process::start("lb", &cfg.to_toml());
+    let (https, http) = (lb.addr("https"), lb.addr("http"));
+    let request = b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut tls = tls_connect(https, "localhost", Path::new(&c), &[b"http/1.1"]).unwrap();
+    let mut plain = TcpStream::connect(http).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // The plain connection is accepted (the lb waits on its first bytes)
+    // before the stop: one worker, and a connection made after it served.
+    assert_eq!(get(http, "/").unwrap().status, 200);
+    lb.signal(Signal::SIGTERM);
+    wait_until("the lb stopped accepting", || TcpStream::connect(http).is_err());
+    tls.write_all(request).unwrap();
+    tls.flush().unwrap();
+    plain.write_all(request).unwrap();
+    for (name, r) in [("tls", read_response(&mut tls)), ("plain", read_response(&mut plain))] {
+        let r = r.unwrap_or_else(|e| panic!("{name}: the first request is not answered: {e}"));
+        assert_eq!((r.status, r.header("connection")), (200, Some("close")), "{name}");
+    }
+    let status = lb.wait_exit();
+    assert!(status.success(), "{status:?}");
+}
+
+/// An HTTP/2 client that starts its preface and never ends it is not held
+/// forever: the connection is closed once idle for `http2_idle`, and
+/// dropped a further `http2_idle` after its GOAWAY.
+#[test]
+fn an_unfinished_http2_preface_is_dropped() {
+    let a = Backend::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = cert(dir.path(), &["localhost"]);
+    let cfg = lb_before(a.addr, FrontendConfig::http("https", "app").tls(Path::new(&c), Path::new(&k)))
+        .timeout("client_header", Duration::from_secs(2))
+        .timeout("http2_idle", Duration::from_secs(1));
+    let lb = Process::start("lb", &cfg.to_toml());
+    let mut h2 = tls_connect(lb.addr("https"), "localhost", Path::new(&c), &[b"h2"]).unwrap();
+    assert_eq!(h2.conn.alpn_protocol(), Some(&b"h2"[..]));
+    h2.sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    h2.write_all(b"P").unwrap();
+    h2.flush().unwrap();
+    let start = Instant::now();
+    // The server's SETTINGS (and, at the close, a GOAWAY) come first.
+    let mut buf = [0u8; 256];
+    let end = loop {
+        match h2.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(_) => continue,
+            Err(e) => break Err(e),
+        }
+    };
+    if let Err(e) = &end {
+        assert!(
+            !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            "still open after {:?}",
+            start.elapsed()
+        );
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! connection pool lock).
 use crate::h2_streams::{OpenStreams, StreamBody, StreamGuard};
 use crate::routing::Routing;
+use crate::upgradable::IDLE_GRACE;
 use arc_swap::ArcSwap;
 use bulwark_config::lb::{Frontend, Mode};
 use bulwark_firewall::{ConnectionPermit, Refusal};
@@ -160,17 +161,28 @@ impl Drop for OpenConnection {
 
 /// Waits until the client has sent its first byte, for at most `limit`
 /// (`timeouts.client_header`, which counts from the accept on). False when
-/// the client closed first, the limit passed or the worker is stopping.
+/// the client closed first or the limit passed. When the worker stops
+/// meanwhile, the client still has [`IDLE_GRACE`] for its first bytes: a
+/// request sent just as the lb stops is answered (with `Connection:
+/// close`), as on an idle keep-alive connection, not met by a close.
 ///
 /// A peek, not `readable()`: tokio reports a newly registered socket
 /// ready at once, so only a byte actually there tells that the client
 /// has started.
 async fn first_bytes(stream: &tokio::net::TcpStream, limit: std::time::Duration, stop: &CancellationToken) -> bool {
     let mut byte = [0u8; 1];
-    tokio::select! {
-        r = tokio::time::timeout(limit, stream.peek(&mut byte)) => matches!(r, Ok(Ok(n)) if n > 0),
-        _ = stop.cancelled() => false,
-    }
+    let peek = tokio::time::timeout(limit, stream.peek(&mut byte));
+    tokio::pin!(peek);
+    let peeked = tokio::select! {
+        // Bytes already there win over a stop that came at the same time.
+        biased;
+        r = peek.as_mut() => r,
+        _ = stop.cancelled() => match tokio::time::timeout(IDLE_GRACE, peek).await {
+            Ok(r) => r,
+            Err(_) => return false,
+        },
+    };
+    matches!(peeked, Ok(Ok(n)) if n > 0)
 }
 
 /// Serve one client connection: TLS handshake when configured (ALPN picks
@@ -298,7 +310,8 @@ impl Http1 {
 
 /// How a client connection speaks HTTP/2: keep-alive pings, a close when
 /// idle for `http2_idle` or when the worker drains (GOAWAY, open streams
-/// finish), and a close when a stream accepts no data for `client_send`.
+/// finish; dropped if still without a stream a further `http2_idle`
+/// later), and a close when a stream accepts no data for `client_send`.
 struct Http2 {
     max_buf: usize,
     max_streams: u32,
@@ -343,7 +356,14 @@ impl Http2 {
                     );
                     break Ok(());
                 }
-                _ = streams.idle_for(t.http2_idle), if !closing => {
+                _ = streams.idle_for(t.http2_idle) => {
+                    if closing {
+                        // Still no stream a whole `http2_idle` after the
+                        // GOAWAY: hyper waits for a preface that never
+                        // ends, or the client ignores the GOAWAY.
+                        tracing::debug!(client = %peer, "dropping an HTTP/2 connection idle since its GOAWAY");
+                        break Ok(());
+                    }
                     tracing::debug!(client = %peer, "closing an idle HTTP/2 connection");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
