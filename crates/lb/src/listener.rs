@@ -80,6 +80,7 @@ async fn worker(
             }
         };
         let (routing, tasks, stop, open) = (routing.clone(), tasks.clone(), shutdown.clone(), connections.clone());
+        let idle_stop = late_stop(&shutdown);
         accepting.spawn(async move {
             while let Some((stream, peer)) = bulwark_workers::next_connection(&listener, &stop, &name).await {
                 let _ = stream.set_nodelay(true);
@@ -96,17 +97,19 @@ async fn worker(
                             tracing::info!(frontend = %name, client = %peer, "connection refused before TLS: {}", refusal.reason());
                             continue;
                         }
-                        let (routing, stop) = (routing.clone(), stop.clone());
+                        let (routing, stop, idle_stop) = (routing.clone(), stop.clone(), idle_stop.clone());
                         let accepted = tokio::time::Instant::now();
-                        let wait = r.config.timeouts.client_header;
                         tasks.spawn(async move {
                             // Nothing is set up for a connection until its
                             // first bytes arrive: an idle client costs this
                             // small task and its socket, not hyper's and
                             // rustls's buffers. The big future is boxed, so
                             // the task holds only a pointer to it.
-                            if first_bytes(&stream, wait, &stop).await {
-                                let conn = serve_http(index, stream, peer, accepted, routing, stop, permit);
+                            // `client_header` read here, not captured: every
+                            // byte of this future is held by each idle client.
+                            let wait = routing.load().config.timeouts.client_header;
+                            if first_bytes(&stream, wait, &idle_stop).await {
+                                let conn = serve_http(index, stream, peer, accepted, routing, stop, idle_stop, permit);
                                 Box::pin(conn).await;
                             }
                             drop(open_guard);
@@ -161,28 +164,40 @@ impl Drop for OpenConnection {
 
 /// Waits until the client has sent its first byte, for at most `limit`
 /// (`timeouts.client_header`, which counts from the accept on). False when
-/// the client closed first or the limit passed. When the worker stops
-/// meanwhile, the client still has [`IDLE_GRACE`] for its first bytes: a
+/// the client closed first, the limit passed or `idle_stop` fired: the
+/// worker's stop, [`IDLE_GRACE`] late (see [`late_stop`]), so that a
 /// request sent just as the lb stops is answered (with `Connection:
 /// close`), as on an idle keep-alive connection, not met by a close.
 ///
 /// A peek, not `readable()`: tokio reports a newly registered socket
 /// ready at once, so only a byte actually there tells that the client
 /// has started.
-async fn first_bytes(stream: &tokio::net::TcpStream, limit: std::time::Duration, stop: &CancellationToken) -> bool {
+async fn first_bytes(
+    stream: &tokio::net::TcpStream,
+    limit: std::time::Duration,
+    idle_stop: &CancellationToken,
+) -> bool {
     let mut byte = [0u8; 1];
-    let peek = tokio::time::timeout(limit, stream.peek(&mut byte));
-    tokio::pin!(peek);
-    let peeked = tokio::select! {
+    tokio::select! {
         // Bytes already there win over a stop that came at the same time.
         biased;
-        r = peek.as_mut() => r,
-        _ = stop.cancelled() => match tokio::time::timeout(IDLE_GRACE, peek).await {
-            Ok(r) => r,
-            Err(_) => return false,
-        },
-    };
-    matches!(peeked, Ok(Ok(n)) if n > 0)
+        r = tokio::time::timeout(limit, stream.peek(&mut byte)) => matches!(r, Ok(Ok(n)) if n > 0),
+        _ = idle_stop.cancelled() => false,
+    }
+}
+
+/// A token cancelled [`IDLE_GRACE`] after `stop`: one timer per worker,
+/// where a grace inside [`first_bytes`] would make the future that every
+/// idle client holds larger.
+fn late_stop(stop: &CancellationToken) -> CancellationToken {
+    let late = CancellationToken::new();
+    let (stop, fire) = (stop.clone(), late.clone());
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        tokio::time::sleep(IDLE_GRACE).await;
+        fire.cancel();
+    });
+    late
 }
 
 /// Serve one client connection: TLS handshake when configured (ALPN picks
@@ -198,6 +213,7 @@ async fn serve_http(
     accepted: tokio::time::Instant,
     routing: Arc<ArcSwap<Routing>>,
     stop: CancellationToken,
+    idle_stop: CancellationToken,
     permit: Result<ConnectionPermit, Refusal>,
 ) {
     let r = routing.load_full();
@@ -251,7 +267,7 @@ async fn serve_http(
             // rustls holds them already.
             let left = header_timeout.saturating_sub(accepted.elapsed());
             if !crate::tls::holds_plaintext(tls_stream.get_mut().1)
-                && !first_bytes(tls_stream.get_ref().0.get_ref(), left, &stop).await
+                && !first_bytes(tls_stream.get_ref().0.get_ref(), left, &idle_stop).await
             {
                 return;
             }
