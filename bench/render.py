@@ -122,7 +122,7 @@ def verdict(n, meta):
             # | threads | target | req/s | p50 | p99 | vs HAProxy | vs direct |
             legs = {}
             for row in rows(meta["table"]):
-                if len(row) == 7:
+                if len(row) == 7 and row[0].isdigit():
                     legs.setdefault(row[0], {})[row[1]] = row
             parts, met = [], bool(legs)
             for t, r in legs.items():
