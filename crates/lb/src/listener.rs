@@ -186,9 +186,9 @@ async fn first_bytes(
     }
 }
 
-/// A token cancelled [`IDLE_GRACE`] after `stop`: one timer per worker,
-/// where a grace inside [`first_bytes`] would make the future that every
-/// idle client holds larger.
+/// A token cancelled [`IDLE_GRACE`] after `stop`: one timer per listener
+/// of a worker, where a grace inside [`first_bytes`] would make the future
+/// that every idle client holds larger.
 fn late_stop(stop: &CancellationToken) -> CancellationToken {
     let late = CancellationToken::new();
     let (stop, fire) = (stop.clone(), late.clone());
