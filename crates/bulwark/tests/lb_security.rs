@@ -7,7 +7,7 @@ use bulwark_testkit::{get, raw_request, raw_request_from, read_response, request
 use nix::sys::signal::Signal;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,14 @@ fn cert(dir: &Path, names: &[&str]) -> (String, String) {
 /// An lb with `frontend` in front of backend `app`, whose one server is `a`.
 fn lb_before(a: SocketAddr, frontend: FrontendConfig) -> LbConfig {
     LbConfig::new().frontend(frontend).backend(BackendConfig::new("app").server("a", a))
+}
+
+/// An lb whose frontend `https` (a self-signed certificate for localhost,
+/// written into `dir`) is in front of backend `app`, whose one server is
+/// `a`; and the certificate's path, for clients to trust.
+fn https_before(a: SocketAddr, dir: &Path) -> (LbConfig, PathBuf) {
+    let (c, k) = cert(dir, &["localhost"]);
+    (lb_before(a, FrontendConfig::http("https", "app").tls(Path::new(&c), Path::new(&k))), PathBuf::from(c))
 }
 
 /// `curl` with the given args; returns (exit ok, stdout, stderr).
@@ -193,24 +201,23 @@ fn slowloris_is_cut_off_after_the_header_timeout() {
 fn tls_clients_are_served_whenever_their_first_request_comes() {
     let a = Backend::start("a");
     let dir = tempfile::tempdir().unwrap();
-    let (c, k) = cert(dir.path(), &["localhost"]);
+    let (cfg, c) = https_before(a.addr, dir.path());
     let header = Duration::from_secs(2);
-    let cfg = lb_before(a.addr, FrontendConfig::http("https", "app").tls(Path::new(&c), Path::new(&k)))
-        .timeout("client_header", header);
+    let cfg = cfg.timeout("client_header", header);
     let lb = Process::start("lb", &cfg.to_toml());
     let https = lb.addr("https");
     let request = b"GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
 
-    let r = tls_request_with_finished(https, "localhost", Path::new(&c), request).unwrap();
+    let r = tls_request_with_finished(https, "localhost", &c, request).unwrap();
     assert_eq!(r.status, 200, "a request sent with the client's Finished");
 
-    let mut late = tls_connect(https, "localhost", Path::new(&c), &[b"http/1.1"]).unwrap();
+    let mut late = tls_connect(https, "localhost", &c, &[b"http/1.1"]).unwrap();
     late.write_all(request).unwrap();
     late.flush().unwrap();
     assert_eq!(read_response(&mut late).unwrap().status, 200, "a request sent after the handshake");
 
     let start = Instant::now();
-    let mut silent = tls_connect(https, "localhost", Path::new(&c), &[b"http/1.1"]).unwrap();
+    let mut silent = tls_connect(https, "localhost", &c, &[b"http/1.1"]).unwrap();
     let mut buf = [0u8; 64];
     // The client takes the server's session tickets in; the read returns
     // at the end of the connection, not at the read timeout.
@@ -231,14 +238,12 @@ fn tls_clients_are_served_whenever_their_first_request_comes() {
 fn a_stopping_lb_answers_the_first_request_of_a_silent_connection() {
     let a = Backend::start("a");
     let dir = tempfile::tempdir().unwrap();
-    let (c, k) = cert(dir.path(), &["localhost"]);
-    let cfg = lb_before(a.addr, FrontendConfig::http("https", "app").tls(Path::new(&c), Path::new(&k)))
-        .frontend(FrontendConfig::http("http", "app"))
-        .threads(1);
+    let (cfg, c) = https_before(a.addr, dir.path());
+    let cfg = cfg.frontend(FrontendConfig::http("http", "app")).threads(1);
     let mut lb = Process::start("lb", &cfg.to_toml());
     let (https, http) = (lb.addr("https"), lb.addr("http"));
     let request = b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    let mut tls = tls_connect(https, "localhost", Path::new(&c), &[b"http/1.1"]).unwrap();
+    let mut tls = tls_connect(https, "localhost", &c, &[b"http/1.1"]).unwrap();
     let mut plain = TcpStream::connect(http).unwrap();
     plain.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     // The plain connection is accepted (the lb waits on its first bytes)
@@ -264,12 +269,10 @@ fn a_stopping_lb_answers_the_first_request_of_a_silent_connection() {
 fn an_unfinished_http2_preface_is_dropped() {
     let a = Backend::start("a");
     let dir = tempfile::tempdir().unwrap();
-    let (c, k) = cert(dir.path(), &["localhost"]);
-    let cfg = lb_before(a.addr, FrontendConfig::http("https", "app").tls(Path::new(&c), Path::new(&k)))
-        .timeout("client_header", Duration::from_secs(2))
-        .timeout("http2_idle", Duration::from_secs(1));
+    let (cfg, c) = https_before(a.addr, dir.path());
+    let cfg = cfg.timeout("client_header", Duration::from_secs(2)).timeout("http2_idle", Duration::from_secs(1));
     let lb = Process::start("lb", &cfg.to_toml());
-    let mut h2 = tls_connect(lb.addr("https"), "localhost", Path::new(&c), &[b"h2"]).unwrap();
+    let mut h2 = tls_connect(lb.addr("https"), "localhost", &c, &[b"h2"]).unwrap();
     assert_eq!(h2.conn.alpn_protocol(), Some(&b"h2"[..]));
     h2.sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     h2.write_all(b"P").unwrap();
